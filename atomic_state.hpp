@@ -390,7 +390,7 @@ class WriteTransaction {
   Status fail(Step step, int neg_errno, const char* note = nullptr) noexcept;
   Status finished() const noexcept;
   void take(WriteTransaction& other) noexcept;
-  void release() noexcept;
+  bool release() noexcept;
   std::string dir_display() const;
   std::string temp_display() const;
   std::string target_display() const;
@@ -706,16 +706,20 @@ std::string WriteTransaction<S, Fs>::target_display() const {
                            std::string_view(name(), name_len_));
 }
 
+// Closes what is open and removes the temp file; false when the temp file
+// could not be removed. Close errors are not reported: the descriptors are
+// released either way and nothing written depends on them any more.
 template <class S, class Fs>
-void WriteTransaction<S, Fs>::release() noexcept {
-  // Cleanup after a failure: its own errors cannot improve on the failure
-  // already being reported, so they are not reported.
+bool WriteTransaction<S, Fs>::release() noexcept {
+  bool removed = true;
   if (fd_ >= 0) (void)fs_->close(std::exchange(fd_, -1));
   if (temp_exists_) {
-    (void)detail::retry_interrupted([&] { return fs_->unlink(dir_fd_, temp_); });
+    removed = detail::retry_interrupted(
+                  [&] { return fs_->unlink(dir_fd_, temp_); }) >= 0;
     temp_exists_ = false;
   }
   if (dir_fd_ >= 0) (void)fs_->close(std::exchange(dir_fd_, -1));
+  return removed;
 }
 
 template <class S, class Fs>
@@ -723,6 +727,8 @@ Status WriteTransaction<S, Fs>::fail(Step step, int neg_errno,
                                      const char* note) noexcept {
   std::string subject;
   bool replaced = false;
+  if (phase_ == Phase::open) phase_ = Phase::failed;
+  if (!release() && note == nullptr) note = "the temp file could not be removed";
   ATOMIC_STATE_DETAIL_TRY {
     switch (step) {
       case Step::open_directory: subject = dir_display(); break;
@@ -744,8 +750,6 @@ Status WriteTransaction<S, Fs>::fail(Step step, int neg_errno,
   ATOMIC_STATE_DETAIL_CATCH_ALL {
     error_ = Status(step, detail::system_error(neg_errno), {}, {}, replaced, note);
   }
-  if (phase_ == Phase::open) phase_ = Phase::failed;
-  release();
   return error_;
 }
 
@@ -762,7 +766,7 @@ template <class S, class Fs>
 void WriteTransaction<S, Fs>::discard() noexcept {
   if (phase_ != Phase::open) return;
   phase_ = Phase::discarded;
-  release();
+  (void)release();
 }
 
 template <class S, class Fs>
@@ -886,22 +890,19 @@ Status WriteTransaction<S, Fs>::sync_parent_of(std::size_t end) noexcept {
     const char saved = path[stop];
     if (!relative) path[stop] = '\0';
     const char* parent = relative ? "." : path;
-    std::string_view shown = relative ? std::string_view(".") : std::string_view(path, stop);
     int r = detail::retry_interrupted([&] { return fs_->open_directory(parent); });
     if (r >= 0) {
       const int fd = r;
       r = detail::retry_interrupted([&] { return fs_->sync_full(fd); });
       (void)fs_->close(fd);  // read-only descriptor: nothing to lose
     }
-    Status result;
-    if (r < 0) {
-      phase_ = Phase::failed;
-      error_ = Status(Step::sync_directory, detail::system_error(r), shown,
-                      target_display());
-      result = error_;
-    }
     if (!relative) path[stop] = saved;
-    return result;
+    if (r >= 0) return {};
+    phase_ = Phase::failed;
+    error_ = Status(Step::sync_directory, detail::system_error(r),
+                    relative ? std::string_view(".") : std::string_view(path, stop),
+                    target_display());
+    return error_;
   }
 }
 
@@ -964,7 +965,7 @@ Status WriteTransaction<S, Fs>::commit() noexcept {
     r = detail::retry_interrupted([&] { return fs_->sync_full(dir_fd); });
     if (r < 0) return fail(Step::sync_directory, r);
   }
-  release();
+  (void)release();
   return {};
 }
 

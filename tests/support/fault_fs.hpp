@@ -1,0 +1,171 @@
+// A filesystem policy that makes the real calls through PosixFs, records
+// every call, and fails or shortens the calls a test asks it to.
+#pragma once
+
+#include <algorithm>
+#include <cerrno>
+#include <functional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "atomic_state.hpp"
+
+namespace test {
+
+enum class Op {
+  open_directory,
+  make_directory,
+  create_file,
+  write,
+  set_mode,
+  sync_full,
+  sync_data,
+  close,
+  rename,
+  unlink,
+};
+
+inline std::string_view op_name(Op op) {
+  switch (op) {
+    case Op::open_directory: return "open_directory";
+    case Op::make_directory: return "make_directory";
+    case Op::create_file: return "create_file";
+    case Op::write: return "write";
+    case Op::set_mode: return "set_mode";
+    case Op::sync_full: return "sync_full";
+    case Op::sync_data: return "sync_data";
+    case Op::close: return "close";
+    case Op::rename: return "rename";
+    case Op::unlink: return "unlink";
+  }
+  return "?";
+}
+
+/// What to do to the `occurrence`-th call (1-based) of `op`, and with
+/// `persistent` to every later one too: fail it with `error`, or, when
+/// `error` is 0, let a write through for at most `short_bytes` bytes.
+struct Fault {
+  Op op;
+  int occurrence = 1;
+  int error = 0;
+  bool persistent = false;
+  std::size_t short_bytes = 0;
+};
+
+/// One call as the writer made it.
+struct Call {
+  Op op;
+  int fd;            // descriptor argument, or -1
+  std::string name;  // path or name argument, or ""
+  unsigned mode;     // mode argument, or 0
+  long result;       // what the writer was told
+};
+
+class FaultFs {
+ public:
+  std::vector<Fault> faults;
+  std::vector<Call> calls;
+  /// Runs before each real call: lets a test act like a hostile neighbour.
+  std::function<void(Op, int fd, const char* name)> before;
+
+  int count(Op op) const {
+    return static_cast<int>(std::count_if(
+        calls.begin(), calls.end(), [op](const Call& c) { return c.op == op; }));
+  }
+  std::vector<Op> ops() const {
+    std::vector<Op> out;
+    for (const Call& c : calls) out.push_back(c.op);
+    return out;
+  }
+  /// Descriptors opened through this policy and not yet closed.
+  const std::set<int>& open_descriptors() const { return open_; }
+  /// The name of the last temp file the writer created.
+  std::string last_temp_name() const {
+    for (auto it = calls.rbegin(); it != calls.rend(); ++it)
+      if (it->op == Op::create_file) return it->name;
+    return {};
+  }
+
+  int open_directory(const char* path) noexcept {
+    const Fault* f = due(Op::open_directory, -1, path);
+    const int r = f && f->error ? -f->error : real_.open_directory(path);
+    if (r >= 0) open_.insert(r);
+    return record(Op::open_directory, -1, path, 0, r);
+  }
+  int make_directory(const char* path, unsigned mode) noexcept {
+    const Fault* f = due(Op::make_directory, -1, path);
+    const int r = f && f->error ? -f->error : real_.make_directory(path, mode);
+    return record(Op::make_directory, -1, path, mode, r);
+  }
+  int create_file(int dir_fd, const char* name, unsigned mode) noexcept {
+    const Fault* f = due(Op::create_file, dir_fd, name);
+    const int r = f && f->error ? -f->error : real_.create_file(dir_fd, name, mode);
+    if (r >= 0) open_.insert(r);
+    return record(Op::create_file, dir_fd, name, mode, r);
+  }
+  ssize_t write(int fd, const void* data, std::size_t size) noexcept {
+    const Fault* f = due(Op::write, fd, nullptr);
+    ssize_t r;
+    if (f && f->error) r = -f->error;
+    else if (f && f->short_bytes == 0) r = 0;
+    else r = real_.write(fd, data, f ? std::min(size, f->short_bytes) : size);
+    return record(Op::write, fd, nullptr, 0, r);
+  }
+  int set_mode(int fd, unsigned mode) noexcept {
+    const Fault* f = due(Op::set_mode, fd, nullptr);
+    const int r = f && f->error ? -f->error : real_.set_mode(fd, mode);
+    return record(Op::set_mode, fd, nullptr, mode, r);
+  }
+  int sync_full(int fd) noexcept {
+    const Fault* f = due(Op::sync_full, fd, nullptr);
+    const int r = f && f->error ? -f->error : real_.sync_full(fd);
+    return record(Op::sync_full, fd, nullptr, 0, r);
+  }
+  int sync_data(int fd) noexcept {
+    const Fault* f = due(Op::sync_data, fd, nullptr);
+    const int r = f && f->error ? -f->error : real_.sync_data(fd);
+    return record(Op::sync_data, fd, nullptr, 0, r);
+  }
+  int close(int fd) noexcept {
+    // Like Linux: the descriptor is released even when close reports an error.
+    const Fault* f = due(Op::close, fd, nullptr);
+    const int real = real_.close(fd);
+    open_.erase(fd);
+    return record(Op::close, fd, nullptr, 0, f && f->error ? -f->error : real);
+  }
+  int rename(int dir_fd, const char* from, const char* to) noexcept {
+    const Fault* f = due(Op::rename, dir_fd, from);
+    const int r = f && f->error ? -f->error : real_.rename(dir_fd, from, to);
+    return record(Op::rename, dir_fd, from, 0, r);
+  }
+  int unlink(int dir_fd, const char* name) noexcept {
+    const Fault* f = due(Op::unlink, dir_fd, name);
+    const int r = f && f->error ? -f->error : real_.unlink(dir_fd, name);
+    return record(Op::unlink, dir_fd, name, 0, r);
+  }
+
+ private:
+  const Fault* due(Op op, int fd, const char* name) {
+    if (before) before(op, fd, name);
+    const int n = ++seen_[static_cast<int>(op)];
+    for (const Fault& f : faults)
+      if (f.op == op && (n == f.occurrence || (f.persistent && n > f.occurrence)))
+        return &f;
+    return nullptr;
+  }
+  template <class R>
+  R record(Op op, int fd, const char* name, unsigned mode, R result) {
+    calls.push_back(Call{op, fd, name ? name : "", mode, static_cast<long>(result)});
+    return result;
+  }
+
+  atomic_state::PosixFs real_;
+  int seen_[10] = {};
+  std::set<int> open_;
+};
+
+static_assert(atomic_state::is_filesystem_v<FaultFs>);
+
+}  // namespace test

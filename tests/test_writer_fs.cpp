@@ -1,0 +1,224 @@
+// AtomicWriter against the real filesystem, in a fresh directory per case.
+#include "atomic_state.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <string>
+
+#include "support/catch.hpp"
+#include "support/fault_fs.hpp"
+#include "support/files.hpp"
+
+using atomic_state::AtomicWriter;
+using atomic_state::DataSync;
+using atomic_state::FullSync;
+using atomic_state::NoSync;
+using atomic_state::Step;
+using test::mode_of;
+using test::read_file;
+using test::TempDir;
+using test::temp_files_in;
+
+namespace {
+
+std::string patterned(std::size_t size) {
+  std::string data(size, '\0');
+  std::uint32_t x = 2463534242u;
+  for (char& c : data) {
+    x ^= x << 13, x ^= x >> 17, x ^= x << 5;  // xorshift: no repeating blocks
+    c = static_cast<char>(x);
+  }
+  return data;
+}
+
+}  // namespace
+
+TEST_CASE("write creates the file with the exact mode, whatever the umask", "[fs]") {
+  const unsigned modes[] = {0644, 0600, 0640, 0755, 0444, 0};
+  const mode_t masks[] = {022, 077, 0};
+  for (mode_t mask : masks) {
+    for (unsigned mode : modes) {
+      CAPTURE(mask, mode);
+      TempDir dir;
+      const test::UmaskGuard umask(mask);
+      const auto status = atomic_state::write_atomic(dir / "state.json", "{}\n", mode);
+      REQUIRE(status.ok());
+      CHECK(read_file(dir / "state.json") == "{}\n");
+      CHECK(mode_of(dir / "state.json") == mode);
+      CHECK(temp_files_in(dir.path()).empty());
+    }
+  }
+}
+
+TEST_CASE("write defaults to mode 0644", "[fs]") {
+  TempDir dir;
+  const test::UmaskGuard umask(077);
+  REQUIRE(atomic_state::write_atomic(dir / "f", "x").ok());
+  CHECK(mode_of(dir / "f") == 0644);
+}
+
+TEST_CASE("write replaces an existing file's content and mode", "[fs]") {
+  TempDir dir;
+  test::write_plain(dir / "state.json", "old content that is longer", 0600);
+  REQUIRE(atomic_state::write_atomic(dir / "state.json", "new", 0644).ok());
+  CHECK(read_file(dir / "state.json") == "new");
+  CHECK(mode_of(dir / "state.json") == 0644);
+  CHECK(test::names_in(dir.path()) == std::vector<std::string>{"state.json"});
+}
+
+TEST_CASE("write of empty data leaves an empty file", "[fs]") {
+  TempDir dir;
+  test::write_plain(dir / "f", "previous");
+  REQUIRE(atomic_state::write_atomic(dir / "f", "").ok());
+  CHECK(test::fs::file_size(dir / "f") == 0);
+  CHECK(temp_files_in(dir.path()).empty());
+}
+
+TEST_CASE("write of a 64 MiB payload arrives byte for byte", "[fs]") {
+  TempDir dir;
+  const std::string data = patterned(64u << 20);
+  REQUIRE(atomic_state::write_atomic(dir / "big.bin", data).ok());
+  CHECK(read_file(dir / "big.bin") == data);
+  CHECK(temp_files_in(dir.path()).empty());
+}
+
+TEST_CASE("every sync policy writes the same bytes", "[fs]") {
+  TempDir dir;
+  REQUIRE(AtomicWriter<FullSync>{}.write(dir / "full", "same").ok());
+  REQUIRE(AtomicWriter<DataSync>{}.write(dir / "data", "same").ok());
+  REQUIRE(AtomicWriter<NoSync>{}.write(dir / "none", "same").ok());
+  for (const char* name : {"full", "data", "none"}) CHECK(read_file(dir / name) == "same");
+  CHECK(temp_files_in(dir.path()).empty());
+}
+
+TEST_CASE("write creates missing parent directories with 0755", "[fs]") {
+  TempDir dir;
+  const test::UmaskGuard umask(022);
+  const auto target = dir / "a" / "b c" / "d" / "state.json";
+  REQUIRE(atomic_state::write_atomic(target, "x").ok());
+  CHECK(read_file(target) == "x");
+  for (const auto& level : {dir / "a", dir / "a" / "b c", dir / "a" / "b c" / "d"})
+    CHECK(mode_of(level) == 0755);
+}
+
+TEST_CASE("new directories follow the umask, like mkdir -p", "[fs]") {
+  TempDir dir;
+  const test::UmaskGuard umask(077);
+  REQUIRE(atomic_state::write_atomic(dir / "private" / "f", "x", 0600).ok());
+  CHECK(mode_of(dir / "private") == 0700);
+}
+
+TEST_CASE("write accepts paths with repeated separators", "[fs]") {
+  TempDir dir;
+  const std::string path = dir.path().string() + "//new//f";
+  REQUIRE(atomic_state::write_atomic(path, "x").ok());
+  CHECK(read_file(dir / "new" / "f") == "x");
+}
+
+TEST_CASE("write handles names with spaces and non-ASCII bytes", "[fs]") {
+  TempDir dir;
+  const std::string names[] = {"with space.json", "caf\xC3\xA9 \xE2\x82\xAC.json",
+                               "raw\xFF\xFE bytes", " leading and trailing "};
+  for (const std::string& name : names) {
+    CAPTURE(name);
+    REQUIRE(atomic_state::write_atomic(dir / name, name).ok());
+    CHECK(read_file(dir / name) == name);
+  }
+  CHECK(temp_files_in(dir.path()).empty());
+}
+
+TEST_CASE("write accepts a bare file name, relative to the working directory", "[fs]") {
+  TempDir dir;
+  const auto saved = test::fs::current_path();
+  test::fs::current_path(dir.path());
+  const auto status = atomic_state::write_atomic("bare.json", "x");
+  test::fs::current_path(saved);
+  REQUIRE(status.ok());
+  CHECK(read_file(dir / "bare.json") == "x");
+}
+
+TEST_CASE("a symlink at the target is replaced, its destination untouched", "[fs]") {
+  TempDir dir;
+  test::write_plain(dir / "real", "keep me");
+  test::fs::create_symlink("real", dir / "link");
+  REQUIRE(atomic_state::write_atomic(dir / "link", "new").ok());
+  CHECK_FALSE(test::fs::is_symlink(dir / "link"));
+  CHECK(read_file(dir / "link") == "new");
+  CHECK(read_file(dir / "real") == "keep me");
+}
+
+TEST_CASE("unusable paths and modes are refused before anything is created", "[fs]") {
+  TempDir dir;
+  const std::string base = dir.path().string();
+  struct Row {
+    const char* why;
+    std::string path;
+    unsigned mode;
+    std::errc expected;
+  };
+  const Row rows[] = {
+      {"empty path", "", 0644, std::errc::invalid_argument},
+      {"trailing slash", base + "/x/", 0644, std::errc::is_a_directory},
+      {"final dot", base + "/.", 0644, std::errc::is_a_directory},
+      {"final dot-dot", base + "/..", 0644, std::errc::is_a_directory},
+      {"the root", "/", 0644, std::errc::is_a_directory},
+      {"embedded NUL", base + std::string("/a\0b", 4), 0644, std::errc::invalid_argument},
+      {"longer than PATH_MAX", base + "/" + std::string(5000, 'a'), 0644,
+       std::errc::filename_too_long},
+      {"mode beyond 07777", base + "/f", 010000, std::errc::invalid_argument},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.why);
+    const auto status = atomic_state::write_atomic(row.path, "x", row.mode);
+    CHECK_FALSE(status.ok());
+    CHECK(status.step() == Step::check_path);
+    CHECK(status.code() == row.expected);
+    CHECK(status.message().rfind("check path", 0) == 0);
+  }
+  CHECK(test::names_in(dir.path()).empty());
+}
+
+TEST_CASE("a regular file where the directory should be is reported, not replaced",
+          "[fs]") {
+  TempDir dir;
+  test::write_plain(dir / "file", "not a directory");
+  const auto status = atomic_state::write_atomic(dir / "file" / "state.json", "x");
+  CHECK(status.step() == Step::open_directory);
+  CHECK(status.code() == std::errc::not_a_directory);
+  CHECK(status.message() ==
+        "open directory " + (dir / "file").string() + ": Not a directory");
+  CHECK(read_file(dir / "file") == "not a directory");
+}
+
+TEST_CASE("a directory at the target fails the rename and leaves no temp file", "[fs]") {
+  TempDir dir;
+  test::fs::create_directory(dir / "taken");
+  test::write_plain(dir / "taken" / "inside", "kept");
+  const auto status = atomic_state::write_atomic(dir / "taken", "x");
+  CHECK(status.step() == Step::rename);
+  CHECK(status.code() == std::errc::is_a_directory);
+  CHECK(temp_files_in(dir.path()).empty());
+  CHECK(read_file(dir / "taken" / "inside") == "kept");
+}
+
+TEST_CASE("the temp file is created 0600, close-on-exec, never following a link",
+          "[fs]") {
+  TempDir dir;
+  test::FaultFs fs;
+  unsigned mode_while_writing = 0;
+  int fd_flags = 0;
+  fs.before = [&](test::Op op, int fd, const char*) {
+    if (op != test::Op::write) return;
+    struct stat st {};
+    ::fstat(fd, &st);
+    mode_while_writing = st.st_mode & 07777;
+    fd_flags = ::fcntl(fd, F_GETFD);
+  };
+  REQUIRE(AtomicWriter<FullSync, test::FaultFs&>(fs).write(dir / "f", "data", 0644).ok());
+  CHECK(mode_while_writing == 0600);
+  CHECK((fd_flags & FD_CLOEXEC) != 0);
+  CHECK(mode_of(dir / "f") == 0644);
+}

@@ -1,0 +1,131 @@
+// The protocol, exactly: which calls a save makes, in which order, with
+// which arguments, under each sync policy.
+#include "atomic_state.hpp"
+
+#include <string>
+#include <vector>
+
+#include "support/catch.hpp"
+#include "support/fault_fs.hpp"
+#include "support/files.hpp"
+
+using atomic_state::AtomicWriter;
+using atomic_state::DataSync;
+using atomic_state::FullSync;
+using atomic_state::NoSync;
+using test::Op;
+using test::TempDir;
+
+namespace {
+
+template <class Policy>
+test::FaultFs save(const test::fs::path& path, unsigned mode = 0644) {
+  test::FaultFs fs;
+  const auto status = AtomicWriter<Policy, test::FaultFs&>(fs).write(path, "data", mode);
+  REQUIRE(status.ok());
+  CHECK(fs.open_descriptors().empty());
+  return fs;
+}
+
+// Struct members of "sync policy that syncs the file but not the directory".
+struct FileOnlySync {
+  static constexpr atomic_state::SyncLevel file = atomic_state::SyncLevel::full;
+  static constexpr bool directory = false;
+};
+
+}  // namespace
+
+TEST_CASE("FullSync: temp, write, fchmod, fsync, close, rename, fsync directory",
+          "[trace]") {
+  TempDir dir;
+  test::write_plain(dir / "f", "old");
+  const auto fs = save<FullSync>(dir / "f", 0640);
+  CHECK(fs.ops() == std::vector<Op>{Op::open_directory, Op::create_file, Op::write,
+                                    Op::set_mode, Op::sync_full, Op::close, Op::rename,
+                                    Op::sync_full, Op::close});
+  const auto& c = fs.calls;
+  const int dir_fd = static_cast<int>(c[0].result);
+  const int file_fd = static_cast<int>(c[1].result);
+  CHECK(c[0].name == dir.path().string());
+  CHECK(c[1].fd == dir_fd);
+  CHECK(c[1].mode == 0600);
+  CHECK(c[1].name.rfind(".tmp-", 0) == 0);
+  CHECK(c[2].fd == file_fd);
+  CHECK(c[3].mode == 0640);
+  CHECK(c[4].fd == file_fd);  // the file is synced ...
+  CHECK(c[5].fd == file_fd);
+  CHECK(c[6].fd == dir_fd);
+  CHECK(c[6].name == c[1].name);
+  CHECK(c[7].fd == dir_fd);  // ... and so is the directory, after the rename
+  CHECK(c[8].fd == dir_fd);
+}
+
+TEST_CASE("DataSync: fdatasync for the file, fsync for the directory", "[trace]") {
+  TempDir dir;
+  const auto fs = save<DataSync>(dir / "f");
+  CHECK(fs.ops() == std::vector<Op>{Op::open_directory, Op::create_file, Op::write,
+                                    Op::set_mode, Op::sync_data, Op::close, Op::rename,
+                                    Op::sync_full, Op::close});
+}
+
+TEST_CASE("NoSync: no sync call at all", "[trace]") {
+  TempDir dir;
+  const auto fs = save<NoSync>(dir / "f");
+  CHECK(fs.ops() == std::vector<Op>{Op::open_directory, Op::create_file, Op::write,
+                                    Op::set_mode, Op::close, Op::rename, Op::close});
+}
+
+TEST_CASE("a custom policy can sync the file but not the directory", "[trace]") {
+  TempDir dir;
+  const auto fs = save<FileOnlySync>(dir / "f");
+  CHECK(fs.count(Op::sync_full) == 1);
+  CHECK(fs.calls[4].op == Op::sync_full);
+}
+
+TEST_CASE("a first save into missing directories syncs each directory that gained one",
+          "[trace]") {
+  TempDir dir;
+  const std::string root = dir.path().string();
+  const auto fs = save<FullSync>(dir / "a" / "b" / "f");
+  struct Expected {
+    Op op;
+    std::string name;
+  };
+  const std::vector<Expected> expected = {
+      {Op::open_directory, root + "/a/b"},  // missing
+      {Op::make_directory, root + "/a/b"},  // parent missing too
+      {Op::make_directory, root + "/a"},
+      {Op::open_directory, root},  // root gained "a"
+      {Op::sync_full, ""},
+      {Op::close, ""},
+      {Op::make_directory, root + "/a/b"},
+      {Op::open_directory, root + "/a"},  // "a" gained "b"
+      {Op::sync_full, ""},
+      {Op::close, ""},
+      {Op::open_directory, root + "/a/b"},
+      {Op::create_file, ""},
+  };
+  REQUIRE(fs.calls.size() >= expected.size());
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    CAPTURE(i);
+    CHECK(fs.calls[i].op == expected[i].op);
+    if (!expected[i].name.empty()) CHECK(fs.calls[i].name == expected[i].name);
+  }
+  CHECK(fs.calls[1].result == -ENOENT);
+  CHECK(fs.calls[2].mode == 0755);
+}
+
+TEST_CASE("NoSync creates missing directories without syncing them", "[trace]") {
+  TempDir dir;
+  const auto fs = save<NoSync>(dir / "a" / "f");
+  CHECK(fs.count(Op::make_directory) == 1);
+  CHECK(fs.count(Op::sync_full) == 0);
+  CHECK(fs.count(Op::open_directory) == 2);
+}
+
+TEST_CASE("an empty payload makes no write call", "[trace]") {
+  TempDir dir;
+  test::FaultFs fs;
+  REQUIRE(AtomicWriter<FullSync, test::FaultFs&>(fs).write(dir / "f", "").ok());
+  CHECK(fs.count(Op::write) == 0);
+}
