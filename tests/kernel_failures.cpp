@@ -1,11 +1,12 @@
 // The real kernel refusing a save, as root: a full tmpfs (ENOSPC, with a
 // real short write at its edge), immutable files and directories (EPERM),
-// a read-only bind mount (EROFS) and an unprivileged user (EACCES).
+// a read-only bind mount (EROFS), an unprivileged user (EACCES) and a file
+// bind-mounted over the target (EBUSY).
 // Each scenario runs in a private mount namespace, so nothing it mounts can
 // outlive it. Where the machine refuses the setup, the scenario prints why
 // and exits 77, which Meson reports as skipped, never as passed.
 //
-//   kernel-failures enospc|eperm|erofs|eacces
+//   kernel-failures enospc|eperm|erofs|eacces|ebusy
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <sched.h>
@@ -192,6 +193,21 @@ void eacces(const test::TempDir& dir) {
   check(read_file(target) == "old state", "the target is unchanged");
 }
 
+// A single file bind-mounted over the target, as Docker does with -v
+// file:file: the kernel will not rename over a mount point.
+void ebusy(const test::TempDir& dir) {
+  const auto target = dir / "state.json";
+  test::write_plain(target, "old state");
+  test::write_plain(dir / "host-copy", "old state");
+  if (::mount((dir / "host-copy").c_str(), target.c_str(), nullptr, MS_BIND, nullptr) != 0)
+    skip(std::string("cannot bind-mount a file: ") + std::strerror(errno));
+  const int fds = test::open_fd_count();
+  expect_refused("file bind-mounted over the target", target,
+                 atomic_state::write_atomic(target, "new"), Step::rename, EBUSY, "old state",
+                 fds);
+  ::umount2(target.c_str(), MNT_DETACH);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -200,9 +216,10 @@ int main(int argc, char** argv) {
                                            : which == "eperm"  ? eperm
                                            : which == "erofs"  ? erofs
                                            : which == "eacces" ? eacces
+                                           : which == "ebusy"  ? ebusy
                                                                : nullptr;
   if (scenario == nullptr) {
-    std::fprintf(stderr, "usage: kernel-failures enospc|eperm|erofs|eacces\n");
+    std::fprintf(stderr, "usage: kernel-failures enospc|eperm|erofs|eacces|ebusy\n");
     return 2;
   }
   private_mounts();
