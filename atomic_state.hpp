@@ -31,6 +31,7 @@
 //   ATOMIC_STATE_TEMP_NAME_ATTEMPTS    temp names tried before giving up (100)
 //   ATOMIC_STATE_PATH_MAX              longest path accepted, in bytes,
 //                                      terminating NUL included (PATH_MAX)
+//   ATOMIC_STATE_NAME_MAX              longest file name accepted (NAME_MAX)
 //
 // LICENSE (MIT)
 //   Copyright (c) 2026 The atomic_state authors
@@ -124,6 +125,14 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#ifndef ATOMIC_STATE_NAME_MAX
+#ifdef NAME_MAX
+#define ATOMIC_STATE_NAME_MAX NAME_MAX
+#else
+#define ATOMIC_STATE_NAME_MAX 255
+#endif
+#endif
+
 #ifndef ATOMIC_STATE_PATH_MAX
 #ifdef PATH_MAX
 #define ATOMIC_STATE_PATH_MAX PATH_MAX
@@ -132,8 +141,9 @@
 #endif
 #endif
 
-#if defined(__APPLE__) || !defined(_POSIX_SYNCHRONIZED_IO) ||                  \
-    _POSIX_SYNCHRONIZED_IO <= 0
+// Apple systems reach the disk only through F_FULLFSYNC, so DataSync uses
+// it there too; every other supported system has fdatasync.
+#if defined(__APPLE__)
 #define ATOMIC_STATE_DETAIL_HAS_FDATASYNC 0
 #else
 #define ATOMIC_STATE_DETAIL_HAS_FDATASYNC 1
@@ -146,6 +156,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -178,7 +189,8 @@ enum class Step : unsigned char {
 constexpr std::string_view to_string(Step step) noexcept;
 
 /// The outcome of an operation: success, or the step, paths and OS reason of
-/// its failure. Cheap to create on success; allocates only on failure.
+/// its failure. Success costs nothing; a failure allocates its paths once,
+/// and copies share them, so copying a Status never allocates or throws.
 class [[nodiscard]] Status {
  public:
   /// Success.
@@ -199,9 +211,9 @@ class [[nodiscard]] Status {
   /// The OS errno in the system category for OS failures; empty on success.
   std::error_code code() const noexcept { return code_; }
   /// The path the failed step worked on (temp file, directory, ...).
-  const std::string& path() const noexcept { return subject_; }
+  const std::string& path() const noexcept;
   /// The file being replaced.
-  const std::string& target() const noexcept { return target_; }
+  const std::string& target() const noexcept;
   /// True when the target already holds the new content although the
   /// operation failed: the rename happened, but the directory sync that
   /// makes it durable did not.
@@ -213,20 +225,29 @@ class [[nodiscard]] Status {
   std::string message() const;
 
  private:
+  template <class, class>
+  friend class WriteTransaction;
+  struct Paths {
+    std::string subject;
+    std::string target;
+  };
+
   Step step_ = Step::none;
   bool replaced_ = false;
   const char* note_ = nullptr;
+  const char* cleanup_note_ = nullptr;  // set by the writer: a temp file was left
   std::error_code code_;
-  std::string subject_;
-  std::string target_;
+  std::shared_ptr<const Paths> paths_;  // null on success or out of memory
 };
 
 /// A value of type T, or the Status of the failure that prevented it.
 template <class T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) noexcept(std::is_nothrow_move_constructible_v<T>)
+  Result(T&& value) noexcept(std::is_nothrow_move_constructible_v<T>)
       : value_(std::move(value)) {}
+  Result(const T& value) noexcept(std::is_nothrow_copy_constructible_v<T>)
+      : value_(value) {}
   /// A failure. Given a success Status (a caller bug), the Result still
   /// holds an error rather than an empty success.
   Result(Status status) noexcept;
@@ -387,13 +408,17 @@ class WriteTransaction {
   Status make_parent_directories() noexcept;
   Status sync_parent_of(std::size_t end) noexcept;
   Status create_temp_file() noexcept;
-  Status fail(Step step, int neg_errno, const char* note = nullptr) noexcept;
+  Status fail(Step step, int neg_errno, std::string_view subject_dir,
+              std::string_view subject_name = {},
+              const char* note = nullptr) noexcept;
+  Status fail_on_temp(Step step, int neg_errno, const char* note = nullptr) noexcept {
+    return fail(step, neg_errno, join_dir(), std::string_view(temp_, 11), note);
+  }
   Status finished() const noexcept;
   void take(WriteTransaction& other) noexcept;
   bool release() noexcept;
-  std::string dir_display() const;
-  std::string temp_display() const;
-  std::string target_display() const;
+  std::string_view shown_dir() const noexcept;
+  std::string_view join_dir() const noexcept;
 
   FsRef* fs_;
   int dir_fd_ = -1;
@@ -407,7 +432,7 @@ class WriteTransaction {
   char temp_[12] = {};
   Status error_;
   // dir_ and name_ are NUL-terminated views into buf_: "dir\0name\0".
-  char buf_[ATOMIC_STATE_PATH_MAX + 2] = {};
+  char buf_[ATOMIC_STATE_PATH_MAX + 2];  // only the bytes in use are written
   const char* dir() const noexcept { return buf_; }
   const char* name() const noexcept { return buf_ + dir_len_ + 1; }
 };
@@ -439,7 +464,11 @@ class AtomicWriter {
   /// Starts a streaming replacement of `path`: creates the parent
   /// directories and the temp file, and returns the open transaction.
   Result<Transaction> begin(const std::filesystem::path& path,
-                            unsigned perm = 0644) noexcept;
+                            unsigned perm = 0644) & noexcept;
+  /// A transaction keeps using its writer's Fs: a temporary writer would
+  /// leave it dangling.
+  Result<Transaction> begin(const std::filesystem::path& path,
+                            unsigned perm = 0644) && = delete;
 
   std::remove_reference_t<Fs>& filesystem() noexcept { return fs_; }
 
@@ -453,6 +482,9 @@ Status write_atomic(const std::filesystem::path& path, std::string_view data,
 
 // ============================================================ INTERNALS ====
 namespace detail {
+
+// mode_t is 16 bits on some systems; perm was checked to fit in 07777.
+inline mode_t to_mode(unsigned perm) noexcept { return static_cast<mode_t>(perm); }
 
 inline int negative_errno(int result) noexcept {
   return result < 0 ? -errno : result;
@@ -497,6 +529,7 @@ int write_all(Fs& fs, int fd, const char* data, std::size_t size,
 }
 
 inline std::string join_path(std::string_view dir, std::string_view name) {
+  if (name.empty()) return std::string(dir);
   std::string out;
   out.reserve(dir.size() + 1 + name.size());
   out.append(dir);
@@ -558,23 +591,34 @@ inline Status::Status(Step step, std::error_code code,
   // Out of memory while describing a failure must not turn it into a crash:
   // the step and the code survive even if the paths cannot be kept.
   ATOMIC_STATE_DETAIL_TRY {
-    subject_.assign(subject);
-    target_.assign(target);
+    paths_ = std::make_shared<const Paths>(
+        Paths{std::string(subject), std::string(target)});
   }
   ATOMIC_STATE_DETAIL_CATCH_ALL {}
+}
+
+inline const std::string& Status::path() const noexcept {
+  static const std::string none;
+  return paths_ ? paths_->subject : none;
+}
+
+inline const std::string& Status::target() const noexcept {
+  static const std::string none;
+  return paths_ ? paths_->target : none;
 }
 
 inline std::string Status::message() const {
   if (ok()) return "ok";
   std::string out(to_string(step_));
-  if (!subject_.empty()) out.append(" ").append(subject_);
-  if (step_ == Step::rename && !target_.empty())
-    out.append(" to ").append(target_);
+  if (!path().empty()) out.append(" ").append(path());
+  if (step_ == Step::rename && !target().empty())
+    out.append(" to ").append(target());
   out.append(": ").append(code_.message());
   if (replaced_)
-    out.append(" (").append(target_).append(
+    out.append(" (").append(target().empty() ? "the target" : target()).append(
         " was replaced, but the replacement is not known to be durable)");
-  if (note_ != nullptr) out.append(" (").append(note_).append(")");
+  for (const char* note : {note_, cleanup_note_})
+    if (note != nullptr) out.append(" (").append(note).append(")");
   return out;
 }
 
@@ -592,14 +636,14 @@ inline int PosixFs::open_directory(const char* path) noexcept {
 }
 
 inline int PosixFs::make_directory(const char* path, unsigned mode) noexcept {
-  return detail::negative_errno(::mkdir(path, static_cast<mode_t>(mode)));
+  return detail::negative_errno(::mkdir(path, detail::to_mode(mode)));
 }
 
 inline int PosixFs::create_file(int dir_fd, const char* name,
                                 unsigned mode) noexcept {
   return detail::negative_errno(
       ::openat(dir_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
-               static_cast<mode_t>(mode)));
+               detail::to_mode(mode)));
 }
 
 inline ssize_t PosixFs::write(int fd, const void* data,
@@ -609,14 +653,15 @@ inline ssize_t PosixFs::write(int fd, const void* data,
 }
 
 inline int PosixFs::set_mode(int fd, unsigned mode) noexcept {
-  return detail::negative_errno(::fchmod(fd, static_cast<mode_t>(mode)));
+  return detail::negative_errno(::fchmod(fd, detail::to_mode(mode)));
 }
 
 inline int PosixFs::sync_full(int fd) noexcept {
 #if defined(F_FULLFSYNC)
   // Plain fsync on Apple systems stops at the drive's cache.
   if (::fcntl(fd, F_FULLFSYNC) == 0) return 0;
-  if (errno != ENOTSUP && errno != ENOTTY && errno != EINVAL) return -errno;
+  if (errno != ENOTSUP && errno != EOPNOTSUPP && errno != ENOTTY && errno != EINVAL)
+    return -errno;
 #endif
   return detail::negative_errno(::fsync(fd));
 }
@@ -687,23 +732,17 @@ std::string_view WriteTransaction<S, Fs>::temp_name() const noexcept {
   return temp_exists_ ? std::string_view(temp_, 11) : std::string_view();
 }
 
+// The directory as messages show it; "." for a bare file name.
 template <class S, class Fs>
-std::string WriteTransaction<S, Fs>::dir_display() const {
-  return has_dir_ ? std::string(dir(), dir_len_) : std::string(".");
+std::string_view WriteTransaction<S, Fs>::shown_dir() const noexcept {
+  return has_dir_ ? std::string_view(dir(), dir_len_) : std::string_view(".");
 }
 
+// The directory to put before a name in messages; empty for a bare file
+// name, so that "state.json" is not shown as "./state.json".
 template <class S, class Fs>
-std::string WriteTransaction<S, Fs>::temp_display() const {
-  return detail::join_path(has_dir_ ? std::string_view(dir(), dir_len_)
-                                    : std::string_view(),
-                           std::string_view(temp_, 11));
-}
-
-template <class S, class Fs>
-std::string WriteTransaction<S, Fs>::target_display() const {
-  return detail::join_path(has_dir_ ? std::string_view(dir(), dir_len_)
-                                    : std::string_view(),
-                           std::string_view(name(), name_len_));
+std::string_view WriteTransaction<S, Fs>::join_dir() const noexcept {
+  return has_dir_ ? std::string_view(dir(), dir_len_) : std::string_view();
 }
 
 // Closes what is open and removes the temp file; false when the temp file
@@ -722,34 +761,25 @@ bool WriteTransaction<S, Fs>::release() noexcept {
   return removed;
 }
 
+// Ends the transaction with the failure of `step` on the path
+// subject_dir/subject_name: releases everything, then records and returns
+// the Status. Every failure of a save goes through here.
 template <class S, class Fs>
 Status WriteTransaction<S, Fs>::fail(Step step, int neg_errno,
+                                     std::string_view subject_dir,
+                                     std::string_view subject_name,
                                      const char* note) noexcept {
-  std::string subject;
-  bool replaced = false;
   if (phase_ == Phase::open) phase_ = Phase::failed;
-  if (!release() && note == nullptr) note = "the temp file could not be removed";
+  const bool temp_removed = release();
+  const bool replaced = step == Step::sync_directory && phase_ == Phase::committed;
+  const std::error_code code = detail::system_error(neg_errno);
   ATOMIC_STATE_DETAIL_TRY {
-    switch (step) {
-      case Step::open_directory: subject = dir_display(); break;
-      case Step::sync_directory:
-        subject = dir_display();
-        replaced = phase_ == Phase::committed;
-        break;
-      case Step::create_temp_file:
-      case Step::write_data:
-      case Step::set_permissions:
-      case Step::sync_file:
-      case Step::close_temp_file:
-      case Step::rename: subject = temp_display(); break;
-      default: subject = target_display(); break;
-    }
-    error_ = Status(step, detail::system_error(neg_errno), subject,
-                    target_display(), replaced, note);
+    error_ = Status(step, code, detail::join_path(subject_dir, subject_name),
+                    detail::join_path(join_dir(), std::string_view(name(), name_len_)),
+                    replaced, note);
   }
-  ATOMIC_STATE_DETAIL_CATCH_ALL {
-    error_ = Status(step, detail::system_error(neg_errno), {}, {}, replaced, note);
-  }
+  ATOMIC_STATE_DETAIL_CATCH_ALL { error_ = Status(step, code, {}, {}, replaced, note); }
+  if (!temp_removed) error_.cleanup_note_ = "the temp file could not be removed";
   return error_;
 }
 
@@ -789,6 +819,9 @@ Status WriteTransaction<S, Fs>::open(std::string_view path,
       slash == std::string_view::npos ? path : path.substr(slash + 1);
   if (base.empty() || base == "." || base == "..")
     return invalid(std::errc::is_a_directory, "the path names a directory");
+  // Caught here rather than at the rename, after every byte was written.
+  if (base.size() > ATOMIC_STATE_NAME_MAX)
+    return invalid(std::errc::filename_too_long, "file name too long");
 
   std::string_view parent = ".";
   has_dir_ = slash != std::string_view::npos;
@@ -811,7 +844,7 @@ Status WriteTransaction<S, Fs>::open(std::string_view path,
     if (Status made = make_parent_directories(); !made) return made;
     dir_fd_ = detail::retry_interrupted([&] { return fs_->open_directory(dir()); });
   }
-  if (dir_fd_ < 0) return fail(Step::open_directory, std::exchange(dir_fd_, -1));
+  if (dir_fd_ < 0) return fail(Step::open_directory, std::exchange(dir_fd_, -1), shown_dir());
   return create_temp_file();
 }
 
@@ -838,12 +871,6 @@ Status WriteTransaction<S, Fs>::make_parent_directories() noexcept {
     path[at] = saved;
     return r;
   };
-  const auto fail_at = [&](Step step, int neg_errno, std::size_t at) {
-    phase_ = Phase::failed;
-    error_ = Status(step, detail::system_error(neg_errno),
-                    std::string_view(path, at), target_display());
-    return error_;
-  };
 
   // Upward: find the first level that exists or can be created.
   std::size_t levels_missing = 0;
@@ -854,9 +881,9 @@ Status WriteTransaction<S, Fs>::make_parent_directories() noexcept {
       break;
     }
     if (r == -EEXIST) break;
-    if (r != -ENOENT) return fail_at(Step::create_directory, r, end);
+    if (r != -ENOENT) return fail(Step::create_directory, r, std::string_view(path, end));
     const std::size_t up = parent_end(end);
-    if (up == 0) return fail_at(Step::create_directory, r, end);
+    if (up == 0) return fail(Step::create_directory, r, std::string_view(path, end));
     end = up;
     ++levels_missing;
   }
@@ -868,7 +895,7 @@ Status WriteTransaction<S, Fs>::make_parent_directories() noexcept {
     end = next;
     const int r = make(end);
     if (r == -EEXIST) continue;  // another process was quicker: fine
-    if (r != 0) return fail_at(Step::create_directory, r, end);
+    if (r != 0) return fail(Step::create_directory, r, std::string_view(path, end));
     if (Status synced = sync_parent_of(end); !synced) return synced;
   }
   return {};
@@ -898,11 +925,8 @@ Status WriteTransaction<S, Fs>::sync_parent_of(std::size_t end) noexcept {
     }
     if (!relative) path[stop] = saved;
     if (r >= 0) return {};
-    phase_ = Phase::failed;
-    error_ = Status(Step::sync_directory, detail::system_error(r),
-                    relative ? std::string_view(".") : std::string_view(path, stop),
-                    target_display());
-    return error_;
+    return fail(Step::sync_directory, r,
+                relative ? std::string_view(".") : std::string_view(path, stop));
   }
 }
 
@@ -916,8 +940,8 @@ Status WriteTransaction<S, Fs>::create_temp_file() noexcept {
         [&] { return fs_->create_file(dir_fd_, temp_, 0600); });
   }
   if (r < 0)
-    return fail(Step::create_temp_file, r,
-                r == -EEXIST ? "every temp name tried was taken" : nullptr);
+    return fail_on_temp(Step::create_temp_file, r,
+                        r == -EEXIST ? "every temp name tried was taken" : nullptr);
   fd_ = r;
   temp_exists_ = true;
   return {};
@@ -929,8 +953,8 @@ Status WriteTransaction<S, Fs>::write(std::string_view data) noexcept {
   bool stalled = false;
   const int r = detail::write_all(*fs_, fd_, data.data(), data.size(), stalled);
   if (r < 0)
-    return fail(Step::write_data, r,
-                stalled ? "the write kept returning 0 bytes" : nullptr);
+    return fail_on_temp(Step::write_data, r,
+                        stalled ? "the write kept returning 0 bytes" : nullptr);
   return {};
 }
 
@@ -940,7 +964,7 @@ Status WriteTransaction<S, Fs>::commit() noexcept {
   const int fd = fd_;
   // The mode is set before the sync so that the sync covers it too.
   int r = detail::retry_interrupted([&] { return fs_->set_mode(fd, perm_); });
-  if (r < 0) return fail(Step::set_permissions, r);
+  if (r < 0) return fail_on_temp(Step::set_permissions, r);
 
   // A failed sync is never retried: after a writeback error the kernel may
   // already have dropped the dirty pages, so a second sync would "succeed".
@@ -948,22 +972,22 @@ Status WriteTransaction<S, Fs>::commit() noexcept {
     r = detail::retry_interrupted([&] { return fs_->sync_full(fd); });
   else if constexpr (S::file == SyncLevel::data)
     r = detail::retry_interrupted([&] { return fs_->sync_data(fd); });
-  if (r < 0) return fail(Step::sync_file, r);
+  if (r < 0) return fail_on_temp(Step::sync_file, r);
 
   // close() is never retried: the descriptor is gone even when it fails,
   // and EINTR loses nothing once the data has been handed over.
   r = fs_->close(std::exchange(fd_, -1));
-  if (r < 0 && r != -EINTR) return fail(Step::close_temp_file, r);
+  if (r < 0 && r != -EINTR) return fail_on_temp(Step::close_temp_file, r);
 
   r = detail::retry_interrupted([&] { return fs_->rename(dir_fd_, temp_, name()); });
-  if (r < 0) return fail(Step::rename, r);
+  if (r < 0) return fail_on_temp(Step::rename, r);
   temp_exists_ = false;
   phase_ = Phase::committed;
 
   if constexpr (S::directory) {
     const int dir_fd = dir_fd_;
     r = detail::retry_interrupted([&] { return fs_->sync_full(dir_fd); });
-    if (r < 0) return fail(Step::sync_directory, r);
+    if (r < 0) return fail(Step::sync_directory, r, shown_dir());
   }
   (void)release();
   return {};
@@ -973,7 +997,7 @@ Status WriteTransaction<S, Fs>::commit() noexcept {
 
 template <class S, class Fs>
 Result<typename AtomicWriter<S, Fs>::Transaction> AtomicWriter<S, Fs>::begin(
-    const std::filesystem::path& path, unsigned perm) noexcept {
+    const std::filesystem::path& path, unsigned perm) & noexcept {
   Transaction transaction(fs_);
   if (Status opened = transaction.open(path.native(), perm); !opened)
     return opened;

@@ -1,5 +1,6 @@
 // Counts heap allocations with a replaced global operator new: a save that
 // succeeds makes none, whether in one call or through a transaction.
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <new>
@@ -10,10 +11,13 @@
 
 namespace {
 long allocations = 0;
+long fail_after = -1;  // when >= 0: allocations left before new throws
 }
 
 void* operator new(std::size_t size) {
   ++allocations;
+  if (fail_after == 0) throw std::bad_alloc();
+  if (fail_after > 0) --fail_after;
   if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
   throw std::bad_alloc();
 }
@@ -61,5 +65,23 @@ int main() {
   std::printf("%s - a failed save is counted: %ld allocation(s)\n",
               failed && allocations > before ? "ok  " : "FAIL", allocations - before);
   if (!failed || allocations == before) ++failures;
+
+  // Out of memory while a failure is being described: the save still
+  // reports its step and reason instead of terminating the program.
+  int survived = 0;
+  const int budgets = 24;
+  const std::filesystem::path under_a_file = dir / "state.json" / "x";
+  for (long budget = 0; budget < budgets; ++budget) {
+    fail_after = budget;
+    const atomic_state::Status status = atomic_state::write_atomic(under_a_file, data);
+    const atomic_state::Status copy = status;  // copies never allocate
+    fail_after = -1;
+    if (!status.ok() && copy.step() == atomic_state::Step::open_directory &&
+        copy.code().value() == ENOTDIR)
+      ++survived;
+  }
+  std::printf("%s - out of memory after 0..%d allocations: %d of %d failed saves reported\n",
+              survived == budgets ? "ok  " : "FAIL", budgets - 1, survived, budgets);
+  if (survived != budgets) ++failures;
   return failures == 0 ? 0 : 1;
 }

@@ -18,7 +18,9 @@
 #include "support/files.hpp"
 
 using atomic_state::AtomicWriter;
+using atomic_state::DataSync;
 using atomic_state::FullSync;
+using atomic_state::NoSync;
 using atomic_state::Status;
 using atomic_state::Step;
 using test::Fault;
@@ -37,7 +39,8 @@ const int kErrnos[] = {ENOSPC, EIO, EDQUOT, EACCES, EPERM, EROFS, EXDEV, EMFILE}
 // What a fault at the k-th call of `op` must produce, once (transient) and
 // from then on (persistent). Step::none means the save still succeeds.
 // `subject` is the path the Status must name: $R is the test directory, $D
-// the target's directory, $T the temp file.
+// the target's directory, $T the temp file. A persistent fault may fail a
+// later call instead, naming `persistent_subject` when that differs.
 struct Row {
   Op op;
   int k;
@@ -45,6 +48,7 @@ struct Row {
   Step persistent;
   bool replaced;  // the failure comes after the rename
   const char* subject;
+  const char* persistent_subject = nullptr;
 };
 
 // A save over an existing file: the protocol's nine calls.
@@ -68,11 +72,11 @@ const std::vector<Row> kFirstSave = {
     {Op::make_directory, 2, Step::create_directory, Step::create_directory, false, "$R/a"},
     {Op::open_directory, 2, Step::sync_directory, Step::sync_directory, false, "$R"},
     {Op::sync_full, 1, Step::sync_directory, Step::sync_directory, false, "$R"},
-    {Op::close, 1, Step::none, Step::close_temp_file, false, ""},
+    {Op::close, 1, Step::none, Step::close_temp_file, false, "", "$T"},
     {Op::make_directory, 3, Step::create_directory, Step::create_directory, false, "$R/a/b"},
     {Op::open_directory, 3, Step::sync_directory, Step::sync_directory, false, "$R/a"},
     {Op::sync_full, 2, Step::sync_directory, Step::sync_directory, false, "$R/a"},
-    {Op::close, 2, Step::none, Step::close_temp_file, false, ""},
+    {Op::close, 2, Step::none, Step::close_temp_file, false, "", "$T"},
     {Op::open_directory, 4, Step::open_directory, Step::open_directory, false, "$D"},
     {Op::create_file, 1, Step::create_temp_file, Step::create_temp_file, false, "$T"},
     {Op::write, 1, Step::write_data, Step::write_data, false, "$T"},
@@ -84,20 +88,81 @@ const std::vector<Row> kFirstSave = {
     {Op::close, 4, Step::none, Step::none, false, ""},
 };
 
+// The same over an existing file under DataSync: fdatasync for the file.
+const std::vector<Row> kOverwriteDataSync = {
+    {Op::open_directory, 1, Step::open_directory, Step::open_directory, false, "$D"},
+    {Op::create_file, 1, Step::create_temp_file, Step::create_temp_file, false, "$T"},
+    {Op::write, 1, Step::write_data, Step::write_data, false, "$T"},
+    {Op::set_mode, 1, Step::set_permissions, Step::set_permissions, false, "$T"},
+    {Op::sync_data, 1, Step::sync_file, Step::sync_file, false, "$T"},
+    {Op::close, 1, Step::close_temp_file, Step::close_temp_file, false, "$T"},
+    {Op::rename, 1, Step::rename, Step::rename, false, "$T"},
+    {Op::sync_full, 1, Step::sync_directory, Step::sync_directory, true, "$D"},
+    {Op::close, 2, Step::none, Step::none, false, ""},
+};
+
+// Under NoSync: no sync to fail, and nothing after the rename that can.
+const std::vector<Row> kOverwriteNoSync = {
+    {Op::open_directory, 1, Step::open_directory, Step::open_directory, false, "$D"},
+    {Op::create_file, 1, Step::create_temp_file, Step::create_temp_file, false, "$T"},
+    {Op::write, 1, Step::write_data, Step::write_data, false, "$T"},
+    {Op::set_mode, 1, Step::set_permissions, Step::set_permissions, false, "$T"},
+    {Op::close, 1, Step::close_temp_file, Step::close_temp_file, false, "$T"},
+    {Op::rename, 1, Step::rename, Step::rename, false, "$T"},
+    {Op::close, 2, Step::none, Step::none, false, ""},
+};
+
+// A streamed save: begin(), three write() calls, commit().
+const std::vector<Row> kStreamed = {
+    {Op::open_directory, 1, Step::open_directory, Step::open_directory, false, "$D"},
+    {Op::create_file, 1, Step::create_temp_file, Step::create_temp_file, false, "$T"},
+    {Op::write, 1, Step::write_data, Step::write_data, false, "$T"},
+    {Op::write, 2, Step::write_data, Step::write_data, false, "$T"},
+    {Op::write, 3, Step::write_data, Step::write_data, false, "$T"},
+    {Op::set_mode, 1, Step::set_permissions, Step::set_permissions, false, "$T"},
+    {Op::sync_full, 1, Step::sync_file, Step::sync_file, false, "$T"},
+    {Op::close, 1, Step::close_temp_file, Step::close_temp_file, false, "$T"},
+    {Op::rename, 1, Step::rename, Step::rename, false, "$T"},
+    {Op::sync_full, 2, Step::sync_directory, Step::sync_directory, true, "$D"},
+    {Op::close, 2, Step::none, Step::none, false, ""},
+};
+
+const std::string kOld = "old state\n";
+const std::string kNew = std::string(5000, 'n') + "\n";
+
+template <class Policy>
+Status save_whole(FaultFs& fs, const test::fs::path& target) {
+  return AtomicWriter<Policy, FaultFs&>(fs).write(target, kNew, 0644);
+}
+
+Status save_streamed(FaultFs& fs, const test::fs::path& target) {
+  AtomicWriter<FullSync, FaultFs&> writer(fs);
+  auto tx = writer.begin(target, 0644);
+  if (!tx) return tx.status();
+  for (std::size_t at = 0; at < kNew.size(); at += 2000)
+    if (Status s = tx->write(std::string_view(kNew).substr(at, 2000)); !s) return s;
+  return tx->commit();
+}
+
+test::fs::path existing_target(const TempDir& d) { return d / "state.json"; }
+test::fs::path nested_target(const TempDir& d) { return d / "a" / "b" / "f"; }
+
 struct Scenario {
   const char* name;
   const std::vector<Row>* rows;
   bool target_exists;
   test::fs::path (*target)(const TempDir&);
+  Status (*save)(FaultFs&, const test::fs::path&);
 };
 
 const Scenario kScenarios[] = {
-    {"overwrite", &kOverwrite, true, [](const TempDir& d) { return d / "state.json"; }},
-    {"first save", &kFirstSave, false, [](const TempDir& d) { return d / "a" / "b" / "f"; }},
+    {"overwrite, FullSync", &kOverwrite, true, existing_target, save_whole<FullSync>},
+    {"first save into missing directories", &kFirstSave, false, nested_target,
+     save_whole<FullSync>},
+    {"overwrite, DataSync", &kOverwriteDataSync, true, existing_target, save_whole<DataSync>},
+    {"overwrite, NoSync", &kOverwriteNoSync, true, existing_target, save_whole<NoSync>},
+    {"streamed overwrite", &kStreamed, true, existing_target, save_streamed},
 };
-
-const std::string kOld = "old state\n";
-const std::string kNew = std::string(5000, 'n') + "\n";
 
 std::string expand(std::string pattern, const TempDir& dir, const test::fs::path& target,
                    const std::string& temp) {
@@ -122,7 +187,7 @@ Status run_and_check(const Scenario& sc, std::vector<Fault> faults, Step expecte
 
   FaultFs fs;
   fs.faults = std::move(faults);
-  const Status status = Writer(fs).write(target, kNew, 0644);
+  const Status status = sc.save(fs, target);
 
   CHECK(test::open_fd_count() == fds_before);
   CHECK(fs.open_descriptors().empty());
@@ -181,7 +246,7 @@ TEST_CASE("the fault tables cover every call a successful save makes", "[faults]
     const auto target = sc.target(dir);
     if (sc.target_exists) test::write_plain(target, kOld);
     FaultFs fs;
-    REQUIRE(Writer(fs).write(target, kNew).ok());
+    REQUIRE(sc.save(fs, target).ok());
     const auto trace = numbered(fs.ops());
     REQUIRE(trace.size() == sc.rows->size());
     for (std::size_t i = 0; i < trace.size(); ++i) {
@@ -201,15 +266,17 @@ TEST_CASE("a failing call leaves the target as it was and says where and why",
         for (bool persistent : {false, true}) {
           CAPTURE(sc.name, test::op_name(row.op), row.k, std::strerror(error), persistent);
           const Step expected = persistent ? row.persistent : row.transient;
+          const char* subject = persistent && row.persistent_subject ? row.persistent_subject
+                                                                     : row.subject;
           (void)run_and_check(sc, {Fault{row.op, row.k, error, persistent}}, expected,
-                              row.replaced, row.subject, error);
+                              row.replaced, subject, error);
           ++cases;
         }
       }
     }
   }
   report("errno at every call", cases);
-  CHECK(cases == (9 + 19) * 8 * 2);
+  CHECK(cases == (9 + 19 + 9 + 7 + 11) * 8 * 2);
 }
 
 TEST_CASE("EINTR is retried at every call and the save succeeds", "[faults]") {
@@ -234,7 +301,8 @@ TEST_CASE("an endless EINTR storm ends in an error, not a hang", "[faults]") {
       // close() is never retried: its EINTR means the descriptor is gone.
       const Step expected = row.op == Op::close ? Step::none : row.persistent;
       (void)run_and_check(sc, {Fault{row.op, row.k, EINTR, true}}, expected, row.replaced,
-                          row.subject, EINTR);
+                          row.persistent_subject ? row.persistent_subject : row.subject,
+                          EINTR);
       ++cases;
     }
   }
@@ -326,4 +394,39 @@ TEST_CASE("a temp file that cannot be removed is reported with the first failure
   CHECK(read_file(dir / "f") == kOld);
   CHECK(fs.open_descriptors().empty());
   CHECK(temp_files_in(dir.path()).size() == 1);
+
+  SECTION("alongside a note the failure already had") {
+    TempDir other;
+    FaultFs stalled;
+    stalled.faults = {Fault{Op::write, 1, 0, true, 0}, Fault{Op::unlink, 1, EIO, true}};
+    const auto both = Writer(stalled).write(other / "f", kNew);
+    CHECK(both.message().find("(the write kept returning 0 bytes) (the temp file could "
+                              "not be removed)") != std::string::npos);
+  }
+}
+
+TEST_CASE("a directory that another process creates first is used, not an error",
+          "[faults]") {
+  TempDir dir;
+  FaultFs fs;
+  // The neighbour wins the race between our failed open and our mkdir.
+  fs.before = [&](Op op, int, const char* path) {
+    if (op == Op::make_directory && path == (dir / "new").string())
+      test::fs::create_directory(dir / "new");
+  };
+  REQUIRE(Writer(fs).write(dir / "new" / "f", "x").ok());
+  CHECK(read_file(dir / "new" / "f") == "x");
+  CHECK(fs.calls[1].result == -EEXIST);
+  CHECK(fs.count(Op::sync_full) == 2);  // the file and its directory; not the parent
+}
+
+TEST_CASE("a missing directory that cannot be created ends in an error, not a loop",
+          "[faults]") {
+  TempDir dir;
+  FaultFs fs;
+  fs.faults = {Fault{Op::make_directory, 1, ENOENT, true}};
+  const auto status = Writer(fs).write(dir / "a" / "b" / "f", "x");
+  CHECK(status.step() == Step::create_directory);
+  CHECK(status.code().value() == ENOENT);
+  CHECK(fs.open_descriptors().empty());
 }

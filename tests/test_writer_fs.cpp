@@ -37,7 +37,7 @@ std::string patterned(std::size_t size) {
 }  // namespace
 
 TEST_CASE("write creates the file with the exact mode, whatever the umask", "[fs]") {
-  const unsigned modes[] = {0644, 0600, 0640, 0755, 0444, 0};
+  const unsigned modes[] = {0644, 0600, 0640, 0755, 0444, 0400};
   const mode_t masks[] = {022, 077, 0};
   for (mode_t mask : masks) {
     for (unsigned mode : modes) {
@@ -181,6 +181,31 @@ TEST_CASE("unusable paths and modes are refused before anything is created", "[f
   CHECK(test::names_in(dir.path()).empty());
 }
 
+TEST_CASE("the longest path and file name accepted work; one byte more is refused",
+          "[fs]") {
+  TempDir dir;
+  // Fill the path up to ATOMIC_STATE_PATH_MAX - 1 bytes with 200-byte
+  // directory names, each created by the save itself.
+  std::string path = dir.path().string();
+  const std::size_t limit = ATOMIC_STATE_PATH_MAX - 1;
+  while (path.size() + 1 + 200 + 1 + 10 < limit) path += "/" + std::string(200, 'd');
+  path += "/" + std::string(limit - path.size() - 1, 'f');
+  REQUIRE(path.size() == limit);
+  const auto longest = atomic_state::write_atomic(path, "x");
+  CHECK(longest.ok());
+  CHECK(read_file(path) == "x");
+  const auto too_long = atomic_state::write_atomic(path + "g", "x");
+  CHECK(too_long.step() == Step::check_path);
+  CHECK(too_long.code() == std::errc::filename_too_long);
+
+  const std::string longest_name(ATOMIC_STATE_NAME_MAX, 'n');
+  CHECK(atomic_state::write_atomic(dir / longest_name, "x").ok());
+  const auto long_name = atomic_state::write_atomic(dir / (longest_name + "n"), "x");
+  CHECK(long_name.step() == Step::check_path);
+  CHECK(long_name.code() == std::errc::filename_too_long);
+  CHECK(temp_files_in(dir.path()).empty());
+}
+
 TEST_CASE("a regular file where the directory should be is reported, not replaced",
           "[fs]") {
   TempDir dir;
@@ -210,7 +235,9 @@ TEST_CASE("the temp file is created 0600, close-on-exec, never following a link"
   test::FaultFs fs;
   unsigned mode_while_writing = 0;
   int fd_flags = 0;
+  int dir_fd_flags = 0;
   fs.before = [&](test::Op op, int fd, const char*) {
+    if (op == test::Op::create_file) dir_fd_flags = ::fcntl(fd, F_GETFD);
     if (op != test::Op::write) return;
     struct stat st {};
     ::fstat(fd, &st);
@@ -220,5 +247,6 @@ TEST_CASE("the temp file is created 0600, close-on-exec, never following a link"
   REQUIRE(AtomicWriter<FullSync, test::FaultFs&>(fs).write(dir / "f", "data", 0644).ok());
   CHECK(mode_while_writing == 0600);
   CHECK((fd_flags & FD_CLOEXEC) != 0);
+  CHECK((dir_fd_flags & FD_CLOEXEC) != 0);
   CHECK(mode_of(dir / "f") == 0644);
 }

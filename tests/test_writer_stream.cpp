@@ -17,6 +17,17 @@ using test::read_file;
 using test::TempDir;
 using test::temp_files_in;
 
+// A transaction keeps using its writer's filesystem policy, so it cannot be
+// begun from a temporary writer.
+template <class W, class = void>
+struct can_begin_on_rvalue : std::false_type {};
+template <class W>
+struct can_begin_on_rvalue<
+    W, std::void_t<decltype(std::declval<W&&>().begin(std::filesystem::path("x")))>>
+    : std::true_type {};
+static_assert(!can_begin_on_rvalue<AtomicWriter<>>::value);
+static_assert(can_begin_on_rvalue<AtomicWriter<>&>::value);
+
 TEST_CASE("a transaction written in many chunks commits their concatenation",
           "[stream]") {
   TempDir dir;
@@ -58,6 +69,7 @@ TEST_CASE("until the commit the target is untouched and the temp file is private
 TEST_CASE("destroying a transaction without a commit discards it", "[stream]") {
   TempDir dir;
   test::write_plain(dir / "f", "old");
+  const int fds = test::open_fd_count();
   AtomicWriter<> writer;
   {
     auto tx = writer.begin(dir / "f");
@@ -66,16 +78,19 @@ TEST_CASE("destroying a transaction without a commit discards it", "[stream]") {
   }
   CHECK(read_file(dir / "f") == "old");
   CHECK(temp_files_in(dir.path()).empty());
+  CHECK(test::open_fd_count() == fds);
 }
 
 TEST_CASE("discard() removes the temp file at once and ends the transaction",
           "[stream]") {
   TempDir dir;
+  const int fds = test::open_fd_count();
   AtomicWriter<> writer;
   auto tx = writer.begin(dir / "f");
   REQUIRE(tx);
   REQUIRE(tx->write("x").ok());
   tx->discard();
+  CHECK(test::open_fd_count() == fds);
   CHECK(temp_files_in(dir.path()).empty());
   CHECK_FALSE(test::fs::exists(dir / "f"));
   const auto late = tx->commit();
@@ -117,8 +132,10 @@ TEST_CASE("moving a transaction moves its temp file; the source is inert", "[str
     REQUIRE(a);
     REQUIRE(b);
     CHECK(temp_files_in(dir.path()).size() == 2);
+    const int fds = test::open_fd_count();
     *a = std::move(*b);
     CHECK(temp_files_in(dir.path()).size() == 1);
+    CHECK(test::open_fd_count() == fds - 2);  // a's file and directory
     REQUIRE(a->commit().ok());
     CHECK(test::fs::exists(dir / "b"));
     CHECK_FALSE(test::fs::exists(dir / "a"));

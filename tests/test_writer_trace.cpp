@@ -115,6 +115,23 @@ TEST_CASE("a first save into missing directories syncs each directory that gaine
   CHECK(fs.calls[2].mode == 0755);
 }
 
+TEST_CASE("a relative path syncs the working directory when it gains a directory",
+          "[trace]") {
+  TempDir dir;
+  const auto saved = test::fs::current_path();
+  test::fs::current_path(dir.path());
+  test::FaultFs fs;
+  const auto status = AtomicWriter<FullSync, test::FaultFs&>(fs).write("new/f", "x");
+  test::fs::current_path(saved);
+  REQUIRE(status.ok());
+  CHECK(fs.calls[1].op == Op::make_directory);
+  CHECK(fs.calls[1].name == "new");
+  CHECK(fs.calls[2].op == Op::open_directory);
+  CHECK(fs.calls[2].name == ".");
+  CHECK(fs.calls[3].op == Op::sync_full);
+  CHECK(test::read_file(dir / "new" / "f") == "x");
+}
+
 TEST_CASE("NoSync creates missing directories without syncing them", "[trace]") {
   TempDir dir;
   const auto fs = save<NoSync>(dir / "a" / "f");

@@ -55,9 +55,11 @@ inline void write_plain(const fs::path& path, std::string_view data,
   ::chmod(path.c_str(), mode);
 }
 
+/// The permission bits of `path` (not following a symlink); ~0u when it
+/// cannot be examined, which matches no mode a test expects.
 inline unsigned mode_of(const fs::path& path) {
   struct stat st {};
-  if (::lstat(path.c_str(), &st) != 0) return 0;
+  if (::lstat(path.c_str(), &st) != 0) return ~0u;
   return st.st_mode & 07777u;
 }
 
