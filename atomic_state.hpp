@@ -407,6 +407,9 @@ class WriteTransaction {
   Status open(std::string_view path, unsigned perm) noexcept;
   Status make_parent_directories() noexcept;
   Status sync_parent_of(std::size_t end) noexcept;
+  std::size_t parent_end(std::size_t end) const noexcept;
+  template <class Call>
+  int on_prefix(std::size_t end, Call&& call) noexcept;
   Status create_temp_file() noexcept;
   Status fail(Step step, int neg_errno, std::string_view subject_dir,
               std::string_view subject_name = {},
@@ -853,23 +856,12 @@ Status WriteTransaction<S, Fs>::open(std::string_view path,
 // that a first save into a new tree is as durable as any other.
 template <class S, class Fs>
 Status WriteTransaction<S, Fs>::make_parent_directories() noexcept {
-  char* const path = buf_;  // dir() is NUL-terminated at dir_len_
+  const char* const path = buf_;  // dir() is NUL-terminated at dir_len_
   std::size_t end = dir_len_;
-  // End of the level above the one ending at `from`; 0 when that level is
-  // the root or the working directory, which cannot be missing.
-  const auto parent_end = [&](std::size_t from) -> std::size_t {
-    std::size_t i = from;
-    while (i > 0 && path[i - 1] != '/') --i;  // back over the last name
-    while (i > 0 && path[i - 1] == '/') --i;  // back over its separators
-    return i;
-  };
   const auto make = [&](std::size_t at) {
-    const char saved = path[at];
-    path[at] = '\0';
-    const int r = detail::retry_interrupted(
-        [&] { return fs_->make_directory(path, 0755); });
-    path[at] = saved;
-    return r;
+    return on_prefix(at, [&](const char* level) {
+      return detail::retry_interrupted([&] { return fs_->make_directory(level, 0755); });
+    });
   };
 
   // Upward: find the first level that exists or can be created.
@@ -901,6 +893,28 @@ Status WriteTransaction<S, Fs>::make_parent_directories() noexcept {
   return {};
 }
 
+// End of the level above the one of dir() ending at `end`; 0 when that level
+// is the root or the working directory, which cannot be missing.
+template <class S, class Fs>
+std::size_t WriteTransaction<S, Fs>::parent_end(std::size_t end) const noexcept {
+  std::size_t i = end;
+  while (i > 0 && buf_[i - 1] != '/') --i;  // back over the last name
+  while (i > 0 && buf_[i - 1] == '/') --i;  // back over its separators
+  return i;
+}
+
+// Calls call(path) with dir() cut short at `end`: buf_ is NUL-terminated
+// there for the call and restored after it.
+template <class S, class Fs>
+template <class Call>
+int WriteTransaction<S, Fs>::on_prefix(std::size_t end, Call&& call) noexcept {
+  const char saved = buf_[end];
+  buf_[end] = '\0';
+  const int r = call(static_cast<const char*>(buf_));
+  buf_[end] = saved;
+  return r;
+}
+
 // Syncs the directory holding the level of dir() that ends at `end`.
 template <class S, class Fs>
 Status WriteTransaction<S, Fs>::sync_parent_of(std::size_t end) noexcept {
@@ -908,25 +922,22 @@ Status WriteTransaction<S, Fs>::sync_parent_of(std::size_t end) noexcept {
     (void)end;
     return {};
   } else {
-    char* const path = buf_;
-    std::size_t start = end;
-    while (start > 0 && path[start - 1] != '/') --start;
-    std::size_t stop = start;
-    while (stop > 1 && path[stop - 1] == '/') --stop;  // keep "/" for the root
+    std::size_t stop = parent_end(end);
+    if (stop == 0 && buf_[0] == '/') stop = 1;  // the root is "/", not ""
     const bool relative = stop == 0;
-    const char saved = path[stop];
-    if (!relative) path[stop] = '\0';
-    const char* parent = relative ? "." : path;
-    int r = detail::retry_interrupted([&] { return fs_->open_directory(parent); });
-    if (r >= 0) {
-      const int fd = r;
-      r = detail::retry_interrupted([&] { return fs_->sync_full(fd); });
-      (void)fs_->close(fd);  // read-only descriptor: nothing to lose
-    }
-    if (!relative) path[stop] = saved;
+    const auto sync_directory = [&](const char* parent) {
+      int r = detail::retry_interrupted([&] { return fs_->open_directory(parent); });
+      if (r >= 0) {
+        const int fd = r;
+        r = detail::retry_interrupted([&] { return fs_->sync_full(fd); });
+        (void)fs_->close(fd);  // read-only descriptor: nothing to lose
+      }
+      return r;
+    };
+    const int r = relative ? sync_directory(".") : on_prefix(stop, sync_directory);
     if (r >= 0) return {};
     return fail(Step::sync_directory, r,
-                relative ? std::string_view(".") : std::string_view(path, stop));
+                relative ? std::string_view(".") : std::string_view(buf_, stop));
   }
 }
 
