@@ -1,4 +1,5 @@
-// atomic_state.hpp - crash-safe file replacement for C++17, in one header.
+// atomic_state.hpp - crash-safe file replacement and program state for C++17,
+// in one header.
 // Version 0.1.0 - https://github.com/atomic-state/atomic_state (SPDX: MIT)
 //
 // WHAT IT DOES
@@ -9,12 +10,24 @@
 //   rename over the target, fsync the directory. Any failure before the rename
 //   removes the temp file and leaves the target byte-for-byte untouched.
 //
+//   StateManager remembers what a periodic job last processed in
+//   <dir>/state.json (Boost.JSON), decides whether new data is worth
+//   processing, and saves the next state through AtomicWriter. Every decision
+//   is logged through a sink of the caller's choosing (see LogSink).
+//
 // USAGE CONTRACT
 //   - Copy this file anywhere and #include it. It needs C++17 and POSIX
-//     (Linux, the BSDs, macOS). Nothing to link for this part.
+//     (Linux, the BSDs, macOS).
+//   - StateManager and the JSON functions need Boost.JSON (1.81 or later):
+//     either link it (-lboost_json), or put
+//         #include <boost/json/src.hpp>
+//     in exactly one .cpp file of the program. This header never includes
+//     src.hpp itself. Define ATOMIC_STATE_NO_JSON to leave the JSON part out;
+//     AtomicWriter then needs nothing but the C++ library.
 //   - Nothing here throws and nothing aborts on bad input: every operation
 //     returns a Status (or a Result<T>) naming the step, the path(s) and the
-//     OS reason.
+//     OS reason. The one exception is running out of memory while
+//     constructing a StateManager (std::bad_alloc, as from any std::string).
 //   - The target and its temp file live in the same directory, so the rename
 //     never crosses a filesystem. A symlink at the target path is replaced by
 //     the new file, not followed.
@@ -32,6 +45,12 @@
 //   ATOMIC_STATE_PATH_MAX              longest path accepted, in bytes,
 //                                      terminating NUL included (PATH_MAX)
 //   ATOMIC_STATE_NAME_MAX              longest file name accepted (NAME_MAX)
+//   ATOMIC_STATE_NO_JSON               leave out State, StateManager and the
+//                                      JSON functions (no Boost needed)
+//   ATOMIC_STATE_MAX_STATE_SIZE        default size limit of a state file,
+//                                      in bytes (1 MiB); settable per manager
+//   ATOMIC_STATE_JSON_MAX_DEPTH        deepest JSON nesting read or written
+//                                      (32)
 //
 // LICENSE (MIT)
 //   Copyright (c) 2026 The atomic_state authors
@@ -93,11 +112,28 @@
 #define ATOMIC_STATE_TEMP_NAME_ATTEMPTS 100
 #endif
 
+#ifndef ATOMIC_STATE_MAX_STATE_SIZE
+#define ATOMIC_STATE_MAX_STATE_SIZE (1024 * 1024)
+#endif
+
+#ifndef ATOMIC_STATE_JSON_MAX_DEPTH
+#define ATOMIC_STATE_JSON_MAX_DEPTH 32
+#endif
+
+// The C++20 spelling of the LogSink requirement, where the compiler has it.
+#if defined(__cpp_concepts) && __cpp_concepts >= 201907L
+#define ATOMIC_STATE_DETAIL_LOG_SINK ::atomic_state::LogSink
+#else
+#define ATOMIC_STATE_DETAIL_LOG_SINK class
+#endif
+
 #if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
 #define ATOMIC_STATE_DETAIL_TRY try
+#define ATOMIC_STATE_DETAIL_CATCH(declaration) catch (declaration)
 #define ATOMIC_STATE_DETAIL_CATCH_ALL catch (...)
 #else
 #define ATOMIC_STATE_DETAIL_TRY if (true)
+#define ATOMIC_STATE_DETAIL_CATCH(declaration) else if (false)
 #define ATOMIC_STATE_DETAIL_CATCH_ALL else
 #endif
 
@@ -121,6 +157,7 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <stdio.h>  // renameat2 and RENAME_NOREPLACE (glibc), renameatx_np (Apple)
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -150,19 +187,47 @@
 #endif
 
 // ======================================================= STANDARD LIBRARY ====
+#include <array>
+#include <atomic>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <initializer_list>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <ostream>
 #include <string>
 #include <string_view>
 #include <system_error>
 #include <type_traits>
 #include <utility>
+#include <variant>
+
+// Exact JSON numbers are written with std::to_chars and read with
+// std::from_chars; without them a saved double could not load back bit for
+// bit.
+#if !defined(__cpp_lib_to_chars) && !(defined(__GLIBCXX__) && _GLIBCXX_RELEASE >= 11)
+#error "atomic_state.hpp needs floating-point std::to_chars/std::from_chars (libstdc++ 11, libc++ 17, MSVC 19.24 or later)"
+#endif
+
+// ============================================================ BOOST.JSON ====
+#ifndef ATOMIC_STATE_NO_JSON
+// Only what is used, not <boost/json.hpp>: it saves compile time. The
+// library itself comes from -lboost_json or from <boost/json/src.hpp> in one
+// translation unit of the program (never from here).
+#include <boost/json/basic_parser_impl.hpp>
+#include <boost/json/monotonic_resource.hpp>
+#include <boost/json/value.hpp>
+#include <boost/json/value_from.hpp>
+#include <boost/json/value_stack.hpp>
+#include <boost/json/value_to.hpp>
+#endif
 
 namespace atomic_state {
 inline namespace ATOMIC_STATE_DETAIL_ABI {
@@ -182,6 +247,12 @@ enum class Step : unsigned char {
   close_temp_file,   ///< close of the temp file
   rename,            ///< rename of the temp file over the target
   sync_directory,    ///< fsync of a directory whose entries changed
+  open_file,         ///< opening a file to read it (the state file)
+  check_file,        ///< the file read is not a regular file, or too large
+  read_file,         ///< reading the file's bytes
+  parse,             ///< the text is not JSON this library accepts
+  move_aside,        ///< renaming a corrupt state file out of the way
+  serialize,         ///< the value cannot be written as JSON that reads back
   invalid_use,       ///< a caller bug, e.g. a second commit()
 };
 
@@ -200,9 +271,10 @@ class [[nodiscard]] Status {
   /// worked on; `target` is the file being replaced (or the rename's
   /// destination); `replaced` says the target already holds the new data;
   /// `note` is an optional static explanation appended to the message.
+  /// `detail` is an explanation made at run time (which field, which byte).
   Status(Step step, std::error_code code, std::string_view subject,
          std::string_view target = {}, bool replaced = false,
-         const char* note = nullptr) noexcept;
+         const char* note = nullptr, std::string_view detail = {}) noexcept;
 
   bool ok() const noexcept { return step_ == Step::none; }
   explicit operator bool() const noexcept { return ok(); }
@@ -219,6 +291,15 @@ class [[nodiscard]] Status {
   /// makes it durable did not.
   bool replaced() const noexcept { return replaced_; }
 
+  /// What the caller was doing, e.g. "write state file"; empty if not set.
+  std::string_view context() const noexcept {
+    return context_ ? std::string_view(context_) : std::string_view();
+  }
+  /// This failure seen from a caller's task: message() then starts with
+  /// "<context>: ". `context` must outlive every copy (a string literal).
+  /// A success stays a success.
+  Status within(const char* context) const noexcept;
+
   /// A sentence naming the step, the path(s) and the reason, e.g.
   /// "rename /var/lib/c/.tmp-Ab12Cd to /var/lib/c/state.json: Permission
   /// denied". "ok" on success.
@@ -230,10 +311,12 @@ class [[nodiscard]] Status {
   struct Paths {
     std::string subject;
     std::string target;
+    std::string detail;
   };
 
   Step step_ = Step::none;
   bool replaced_ = false;
+  const char* context_ = nullptr;
   const char* note_ = nullptr;
   const char* cleanup_note_ = nullptr;  // set by the writer: a temp file was left
   std::error_code code_;
@@ -320,9 +403,21 @@ struct is_sync_policy<
 template <class P>
 inline constexpr bool is_sync_policy_v = is_sync_policy<P>::value;
 
-/// The filesystem policy: every system call AtomicWriter makes.
-/// Each returns a non-negative value on success and -errno on failure, never
-/// touches errno's meaning for the caller, and is noexcept.
+/// What kind of file a descriptor or name refers to.
+enum class FileType : unsigned char { regular, directory, fifo, other };
+
+/// The little of fstat() that reading a state file needs.
+struct FileInfo {
+  FileType type = FileType::other;
+  std::uint64_t size = 0;
+  std::uint64_t device = 0;  ///< with inode: which file this is
+  std::uint64_t inode = 0;
+};
+
+/// The filesystem policy: every system call AtomicWriter and StateManager
+/// make. Each returns a non-negative value on success and -errno on
+/// failure, and is noexcept. The first ten are all AtomicWriter needs; the
+/// last five are the reading side that StateManager adds.
 struct PosixFs {
   /// open(path, O_RDONLY|O_DIRECTORY|O_CLOEXEC): a descriptor.
   int open_directory(const char* path) noexcept;
@@ -345,6 +440,21 @@ struct PosixFs {
   int rename(int dir_fd, const char* from, const char* to) noexcept;
   /// unlinkat(dir_fd, name, 0).
   int unlink(int dir_fd, const char* name) noexcept;
+
+  /// open(path, O_RDONLY|O_CLOEXEC|O_NOCTTY|O_NONBLOCK): never blocks, even
+  /// on a FIFO. Follows symlinks.
+  int open_file(const char* path) noexcept;
+  /// fstat(fd).
+  int file_info(int fd, FileInfo& info) noexcept;
+  /// fstatat(dir_fd, name), following symlinks.
+  int file_info_at(int dir_fd, const char* name, FileInfo& info) noexcept;
+  /// read(fd, data, size): the number of bytes read, 0 at the end.
+  ssize_t read(int fd, void* data, std::size_t size) noexcept;
+  /// renameat(dir_fd, from, dir_fd, to), but -EEXIST rather than replacing
+  /// an existing `to`: atomically where the system can (renameat2 with
+  /// RENAME_NOREPLACE, renameatx_np with RENAME_EXCL), else by a check
+  /// right before the rename.
+  int rename_noreplace(int dir_fd, const char* from, const char* to) noexcept;
 };
 
 /// Whether F offers every call of PosixFs with compatible signatures.
@@ -366,6 +476,23 @@ struct is_filesystem<
 template <class F>
 inline constexpr bool is_filesystem_v =
     is_filesystem<std::remove_reference_t<F>>::value;
+
+/// Whether F also offers the reading calls of PosixFs that StateManager
+/// makes (open_file, file_info, file_info_at, read, rename_noreplace).
+template <class F, class = void>
+struct is_state_filesystem : std::false_type {};
+template <class F>
+struct is_state_filesystem<
+    F, std::void_t<
+           decltype(std::declval<F&>().open_file("")),
+           decltype(std::declval<F&>().file_info(0, std::declval<FileInfo&>())),
+           decltype(std::declval<F&>().file_info_at(0, "", std::declval<FileInfo&>())),
+           decltype(std::declval<F&>().read(0, nullptr, std::size_t{})),
+           decltype(std::declval<F&>().rename_noreplace(0, "", ""))>>
+    : is_filesystem<F> {};
+template <class F>
+inline constexpr bool is_state_filesystem_v =
+    is_state_filesystem<std::remove_reference_t<F>>::value;
 
 // ------------------------------------------------------------------ writer --
 
@@ -483,6 +610,314 @@ class AtomicWriter {
 Status write_atomic(const std::filesystem::path& path, std::string_view data,
                     unsigned perm = 0644) noexcept;
 
+namespace detail {
+template <std::size_t N>
+class TextBuffer;
+}  // namespace detail
+
+// ----------------------------------------------------------------- logging --
+
+/// How much a log record matters.
+enum class Level : unsigned char { debug, info, warn, error };
+
+/// "debug", "info", "warn" or "error".
+constexpr std::string_view to_string(Level level) noexcept;
+
+/// One key/value pair of a log record. A string value is a view: it is
+/// valid only during the log() call that receives it.
+struct Field {
+  using Value = std::variant<std::int64_t, double, bool, std::string_view>;
+
+  std::string_view key;
+  Value value;
+
+  constexpr Field(std::string_view k, std::string_view v) noexcept : key(k), value(v) {}
+  constexpr Field(std::string_view k, const char* v) noexcept
+      : key(k), value(std::string_view(v)) {}
+  Field(std::string_view k, const std::string& v) noexcept
+      : key(k), value(std::string_view(v)) {}
+  constexpr Field(std::string_view k, bool v) noexcept : key(k), value(v) {}
+  constexpr Field(std::string_view k, double v) noexcept : key(k), value(v) {}
+  template <class Int, std::enable_if_t<std::is_integral_v<Int> &&
+                                            !std::is_same_v<Int, bool>,
+                                        int> = 0>
+  constexpr Field(std::string_view k, Int v) noexcept
+      : key(k), value(static_cast<std::int64_t>(v)) {}
+};
+
+/// The fields of one record: a view of an array of Field, iterable.
+class Fields {
+ public:
+  constexpr Fields() noexcept = default;
+  constexpr Fields(const Field* data, std::size_t size) noexcept
+      : data_(data), size_(size) {}
+
+  constexpr const Field* begin() const noexcept { return data_; }
+  constexpr const Field* end() const noexcept { return data_ + size_; }
+  constexpr std::size_t size() const noexcept { return size_; }
+  constexpr bool empty() const noexcept { return size_ == 0; }
+  constexpr const Field& operator[](std::size_t i) const noexcept { return data_[i]; }
+  /// The first field named `key`, or nullptr.
+  const Field* find(std::string_view key) const noexcept;
+
+ private:
+  const Field* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+/// A log sink is any type with a member `log(Level, std::string_view
+/// message, Fields fields)`; a template over the fields' type works too.
+/// This trait is the one definition: the C++20 concept LogSink and the C++17
+/// static_asserts both ask it. A reference to a sink is a sink. A sink that
+/// throws is tolerated: StateManager catches and drops the exception.
+template <class S, class = void>
+struct is_log_sink : std::false_type {};
+template <class S>
+struct is_log_sink<S, std::void_t<decltype(std::declval<S&>().log(
+                          std::declval<Level>(), std::declval<std::string_view>(),
+                          std::declval<Fields>()))>> : std::true_type {};
+template <class S>
+inline constexpr bool is_log_sink_v = is_log_sink<std::remove_reference_t<S>>::value;
+
+#if defined(__cpp_concepts) && __cpp_concepts >= 201907L
+template <class S>
+concept LogSink = is_log_sink_v<S>;
+#endif
+
+/// The default sink: drops every record and costs nothing.
+struct NullLogger {
+  constexpr void log(Level, std::string_view, Fields) const noexcept {}
+};
+
+/// Writes one logfmt line per record to a std::ostream and flushes it:
+///   level=info msg="state saved" timestamp=1700000000 tvs=1500000000
+/// Records below the minimum level are dropped. Safe to share between
+/// threads: each line is formatted apart, then written whole under a lock.
+/// Formatting allocates nothing for lines up to 512 bytes.
+class LogfmtLogger {
+ public:
+  explicit LogfmtLogger(std::ostream& out, Level min_level = Level::info) noexcept
+      : out_(&out), min_level_(static_cast<unsigned char>(min_level)) {}
+  /// Takes over the stream and level; the lock is a new one.
+  LogfmtLogger(LogfmtLogger&& other) noexcept
+      : out_(other.out_), min_level_(other.min_level_.load()) {}
+
+  void log(Level level, std::string_view message, Fields fields) noexcept;
+
+  Level min_level() const noexcept { return static_cast<Level>(min_level_.load()); }
+  void set_min_level(Level level) noexcept {
+    min_level_.store(static_cast<unsigned char>(level));
+  }
+
+ private:
+  std::ostream* out_;
+  std::atomic<unsigned char> min_level_;
+  std::mutex mutex_;
+};
+
+/// "2023-11-14T22:13:20Z" for 1700000000: RFC 3339 in UTC, whole seconds.
+/// Years outside 0000-9999 are written with as many digits as they need
+/// (and a '-' before the year), as Go's time package does.
+std::string to_rfc3339(std::int64_t unix_seconds);
+
+#ifndef ATOMIC_STATE_NO_JSON
+// -------------------------------------------------------------------- JSON --
+
+/// Parses JSON the way state files are read: standard JSON only (no
+/// comments, no trailing commas, valid UTF-8), at most
+/// ATOMIC_STATE_JSON_MAX_DEPTH levels deep, and every number converted
+/// exactly. A double written by format_json reads back bit for bit (plain
+/// Boost.JSON 1.81 is one unit in the last place off for about a quarter of
+/// them), and a number too large for a double (1e400) is an error rather
+/// than Infinity. A failure is Step::parse, with the byte offset.
+Result<boost::json::value> parse_json(std::string_view text,
+                                      boost::json::storage_ptr sp = {}) noexcept;
+
+/// Writes `value` as JSON a person can read: two-space indent, keys in the
+/// object's order, the shortest text that reads back exactly for each
+/// number, one trailing newline. Refuses what parse_json could not read
+/// back (a NaN or infinite double, invalid UTF-8, nesting deeper than
+/// ATOMIC_STATE_JSON_MAX_DEPTH): Step::serialize naming where, and `out`
+/// left empty.
+Status format_json(const boost::json::value& value, std::string& out) noexcept;
+
+/// What a periodic collector remembers between runs: the data it last
+/// processed. Its JSON names and order are those of the Go service it
+/// replaces (snake_case). A zero last_updated means "never processed".
+struct State {
+  std::string oracle_name;
+  std::int64_t last_updated = 0;         ///< unix seconds of the data processed
+  std::string last_updated_iso;          ///< the same instant, RFC 3339 UTC
+  std::int64_t last_protocol_count = 0;
+  double last_tvs = 0;                   ///< total value secured
+  std::int64_t snapshot_count = 0;
+  std::int64_t oldest_snapshot = 0;      ///< unix seconds, 0 without snapshots
+  std::int64_t newest_snapshot = 0;      ///< unix seconds, 0 without snapshots
+
+  friend bool operator==(const State& a, const State& b) noexcept;
+  friend bool operator!=(const State& a, const State& b) noexcept { return !(a == b); }
+};
+
+/// Boost.JSON conversions of State, found through value_from, value_to and
+/// try_value_to. Reading: a missing or null key is the zero value, an
+/// unknown key is ignored, a key of the wrong type (or an integer out of
+/// int64 range, or a non-finite number) is an error.
+void tag_invoke(boost::json::value_from_tag, boost::json::value& jv,
+                const State& state);
+boost::json::result<State> tag_invoke(boost::json::try_value_to_tag<State>,
+                                      const boost::json::value& jv) noexcept;
+
+/// How StateManager reads the timestamp of a state type. The default takes
+/// a member `last_updated` (unix seconds, 0 for "never processed");
+/// specialise it for a type that keeps its timestamp elsewhere.
+template <class StateT>
+struct StateTraits {
+  static std::int64_t last_updated(const StateT& state) noexcept {
+    return static_cast<std::int64_t>(state.last_updated);
+  }
+};
+
+/// Whether W can save a StateManager's state: `write(path, data, mode)`
+/// returning Status, and `filesystem()` giving a policy with the reading
+/// calls too (is_state_filesystem_v). AtomicWriter<S, Fs> is one when Fs is.
+template <class W, class = void>
+struct is_state_writer : std::false_type {};
+template <class W>
+struct is_state_writer<
+    W, std::void_t<decltype(Status(std::declval<W&>().write(
+                       std::declval<const std::filesystem::path&>(),
+                       std::string_view(), 0u))),
+                   decltype(std::declval<W&>().filesystem())>>
+    : std::bool_constant<
+          is_state_filesystem_v<decltype(std::declval<W&>().filesystem())>> {};
+template <class W>
+inline constexpr bool is_state_writer_v = is_state_writer<W>::value;
+
+// ------------------------------------------------------------ StateManager --
+
+/// Remembers a periodic job's state in `<output_dir>/state.json`.
+///
+/// - Logger: a LogSink, by value (default NullLogger) or by reference
+///   (`StateManager<MyLogger&>`) to share the application's logger.
+/// - StateT: State, or any type with Boost.JSON conversions (value_from and
+///   value_to or try_value_to) and a timestamp StateTraits can read.
+/// - Writer: AtomicWriter<> by default; choose the SyncPolicy or a test
+///   filesystem here (`AtomicWriter<FullSync, MyFs&>`).
+///
+/// Threads: load_state, should_process and save_state change nothing in the
+/// manager, so any number of threads may call them at once on one manager
+/// (or on several managers of one directory) provided the Logger and the
+/// Fs are thread-safe, as NullLogger, LogfmtLogger and PosixFs are. Every
+/// save is atomic, so a reader sees one whole state; when saves race, the
+/// last rename wins and the others are lost. The setters are not
+/// thread-safe: call them before sharing the manager.
+template <ATOMIC_STATE_DETAIL_LOG_SINK Logger = NullLogger, class StateT = State,
+          class Writer = AtomicWriter<>>
+class StateManager {
+  static_assert(is_log_sink_v<Logger>,
+                "StateManager: Logger must be a log sink: it needs a member "
+                "`log(atomic_state::Level, std::string_view message, "
+                "atomic_state::Fields fields)` (see NullLogger)");
+  static_assert(std::is_default_constructible_v<StateT>,
+                "StateManager: StateT must be default-constructible (the "
+                "zero state of a first run)");
+  static_assert(is_state_writer_v<Writer>,
+                "StateManager: Writer needs `Status write(const "
+                "std::filesystem::path&, std::string_view, unsigned)` and "
+                "`filesystem()` returning a policy with every call of "
+                "PosixFs, the reading ones included");
+
+ public:
+  using logger_type = Logger;
+  using state_type = StateT;
+  using writer_type = Writer;
+  /// Reads the system clock in unix seconds.
+  using Clock = std::int64_t (*)() noexcept;
+
+  /// The state file's name inside the output directory.
+  static constexpr const char* file_name = "state.json";
+
+  /// A manager of `<output_dir>/state.json`; nothing is touched on disk
+  /// until load_state or save_state. An empty output_dir is the working
+  /// directory. Allocates the two paths: std::bad_alloc is the only way it
+  /// can fail.
+  template <class L = Logger,
+            std::enable_if_t<std::is_default_constructible_v<L>, int> = 0>
+  explicit StateManager(std::filesystem::path output_dir)
+      : StateManager(std::move(output_dir), L{}) {}
+  StateManager(std::filesystem::path output_dir, Logger logger);
+  StateManager(std::filesystem::path output_dir, Logger logger, Writer writer);
+
+  const std::filesystem::path& output_dir() const noexcept { return dir_; }
+  const std::filesystem::path& state_file() const noexcept { return file_; }
+
+  /// The saved state, or the zero state of a first run when there is none
+  /// (debug log) or when the file is corrupt (warning; the file is first
+  /// moved aside to `state.json.corrupt-<unix seconds>`). Any other failure
+  /// to read is an error, and nothing is touched: a later save must not
+  /// replace a good state that merely could not be read. Never blocks on a
+  /// FIFO. Errors: "load state file: " then the step (open file, check
+  /// file, read file, move aside), the path and the reason.
+  Result<StateT> load_state() noexcept;
+
+  /// Whether data stamped `current_ts` (unix seconds) is new: true on a
+  /// first run or for a newer timestamp, false for the same one (info log)
+  /// or an older one (warning: clock skew). Every decision is logged.
+  bool should_process(std::int64_t current_ts, const StateT& state) noexcept;
+
+  /// The next State: the given figures, last_updated_iso from `timestamp`,
+  /// and the snapshots' count, oldest and newest timestamps (zeros when
+  /// there are none). `snapshot_timestamps` is any range of unix seconds.
+  /// Only for StateT = State. Allocates the strings.
+  template <class Timestamps = std::initializer_list<std::int64_t>>
+  State update_state(std::string_view oracle_name, std::int64_t timestamp,
+                     std::int64_t protocol_count, double tvs,
+                     const Timestamps& snapshot_timestamps = {}) const;
+
+  /// Validates and serializes `state`, then replaces the state file through
+  /// the Writer (mode 0644, missing directories created 0755), then logs
+  /// "state saved". A state JSON cannot hold exactly (a non-finite double,
+  /// invalid UTF-8) is refused before anything is written. Errors: "write
+  /// state file: " then the step, the path and the reason; nothing is
+  /// logged as saved.
+  Status save_state(const StateT& state) noexcept;
+
+  /// Larger state files are refused by load_state (default
+  /// ATOMIC_STATE_MAX_STATE_SIZE, 1 MiB).
+  std::size_t max_state_size() const noexcept { return max_size_; }
+  void set_max_state_size(std::size_t bytes) noexcept { max_size_ = bytes; }
+  /// The clock that stamps the name of a corrupt file moved aside.
+  void set_clock(Clock now) noexcept { now_ = now ? now : &unix_now; }
+
+  std::remove_reference_t<Logger>& logger() noexcept { return logger_; }
+  Writer& writer() noexcept { return writer_; }
+
+ private:
+  static std::int64_t unix_now() noexcept;
+  enum class Decoded : unsigned char { valid, corrupt, out_of_memory };
+
+  void log(Level level, std::string_view message,
+           std::initializer_list<Field> fields) noexcept;
+  template <std::size_t N>
+  Status read_state_file(detail::TextBuffer<N>& text, FileInfo& info,
+                         bool& missing) noexcept;
+  Decoded decode(std::string_view text, StateT& state, std::string& problem) noexcept;
+  Status encode(const StateT& state, detail::TextBuffer<2048>& text) const noexcept;
+  Status move_aside(const FileInfo& read, std::string& moved_to) noexcept;
+  Status failure(Step step, int neg_errno, const char* note = nullptr,
+                 std::string_view detail = {}) const noexcept;
+  void log_loaded(const StateT& state) noexcept;
+  void log_saved(const StateT& state) noexcept;
+
+  std::filesystem::path dir_;
+  std::filesystem::path file_;
+  Logger logger_;
+  Writer writer_;
+  std::size_t max_size_ = ATOMIC_STATE_MAX_STATE_SIZE;
+  Clock now_ = &unix_now;
+};
+#endif  // ATOMIC_STATE_NO_JSON
+
 // ============================================================ INTERNALS ====
 namespace detail {
 
@@ -562,6 +997,557 @@ inline void make_temp_name(char (&out)[12]) noexcept {
   out[11] = '\0';
 }
 
+
+/// Text built in place: the first N bytes live inside the object, more go
+/// to the heap without throwing. Every failure to grow is reported.
+template <std::size_t N>
+class TextBuffer {
+ public:
+  TextBuffer() noexcept = default;
+  TextBuffer(const TextBuffer&) = delete;
+  TextBuffer& operator=(const TextBuffer&) = delete;
+
+  /// Room for `n` more bytes at the end, or nullptr when memory ran out.
+  char* room_for(std::size_t n) noexcept {
+    if (n > capacity_ - size_ && !grow(n)) return nullptr;
+    return data() + size_;
+  }
+  /// Counts `n` bytes written into room_for()'s space.
+  void added(std::size_t n) noexcept { size_ += n; }
+  bool append(std::string_view s) noexcept {
+    char* p = room_for(s.size());
+    if (p == nullptr) return false;
+    if (!s.empty()) std::memcpy(p, s.data(), s.size());
+    size_ += s.size();
+    return true;
+  }
+  std::size_t size() const noexcept { return size_; }
+  std::size_t spare() const noexcept { return capacity_ - size_; }
+  std::string_view view() const noexcept {
+    return std::string_view(heap_ ? heap_.get() : inline_, size_);
+  }
+
+ private:
+  char* data() noexcept { return heap_ ? heap_.get() : inline_; }
+  bool grow(std::size_t n) noexcept {
+    if (n > static_cast<std::size_t>(-1) / 2 - size_) return false;
+    std::size_t capacity = capacity_ * 2;
+    if (capacity < size_ + n) capacity = size_ + n;
+    std::unique_ptr<char[]> bigger(new (std::nothrow) char[capacity]);
+    if (!bigger) return false;
+    if (size_ > 0) std::memcpy(bigger.get(), data(), size_);
+    heap_ = std::move(bigger);
+    capacity_ = capacity;
+    return true;
+  }
+
+  char inline_[N];
+  std::unique_ptr<char[]> heap_;
+  std::size_t size_ = 0;
+  std::size_t capacity_ = N;
+};
+
+/// Appends to a std::string, reporting out-of-memory instead of throwing.
+struct StringOut {
+  std::string& text;
+  bool append(std::string_view s) noexcept {
+    ATOMIC_STATE_DETAIL_TRY {
+      text.append(s.data(), s.size());
+      return true;
+    }
+    ATOMIC_STATE_DETAIL_CATCH_ALL { return false; }
+  }
+};
+
+/// The shortest text that reads back as exactly `v` (finite): plain digits
+/// from 1e-6 to 1e21 as people write them, scientific outside; "-0.0" keeps
+/// the sign of a negative zero, which "-0" (an integer to JSON) would lose.
+inline std::size_t format_double(double v, char (&out)[40]) noexcept {
+  if (v == 0) {
+    const std::string_view zero = std::signbit(v) ? "-0.0" : "0";
+    std::memcpy(out, zero.data(), zero.size());
+    return zero.size();
+  }
+  const double magnitude = std::fabs(v);
+  const auto format = magnitude >= 1e-6 && magnitude < 1e21 ? std::chars_format::fixed
+                                                            : std::chars_format::scientific;
+  const auto r = std::to_chars(out, out + sizeof out, v, format);
+  return r.ec == std::errc() ? static_cast<std::size_t>(r.ptr - out) : 0;
+}
+
+inline std::size_t format_int(std::int64_t v, char (&out)[40]) noexcept {
+  return static_cast<std::size_t>(std::to_chars(out, out + sizeof out, v).ptr - out);
+}
+
+/// The length of the valid UTF-8 sequence starting at s[i] (1-4), or 0.
+/// Rejects what JSON parsers reject: overlong forms, surrogates, values
+/// above U+10FFFF, truncated sequences.
+inline std::size_t utf8_sequence(std::string_view s, std::size_t i) noexcept {
+  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned char c = byte(i);
+  if (c < 0x80) return 1;
+  std::size_t n;
+  unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+  if (c >= 0xC2 && c <= 0xDF) n = 2;
+  else if (c >= 0xE0 && c <= 0xEF) {
+    n = 3;
+    if (c == 0xE0) lo = 0xA0;
+    if (c == 0xED) hi = 0x9F;
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    n = 4;
+    if (c == 0xF0) lo = 0x90;
+    if (c == 0xF4) hi = 0x8F;
+  } else {
+    return 0;
+  }
+  if (s.size() - i < n) return 0;
+  if (byte(i + 1) < lo || byte(i + 1) > hi) return 0;
+  for (std::size_t k = 2; k < n; ++k)
+    if (byte(i + k) < 0x80 || byte(i + k) > 0xBF) return 0;
+  return n;
+}
+
+inline bool valid_utf8(std::string_view s) noexcept {
+  for (std::size_t i = 0; i < s.size();) {
+    const std::size_t n = utf8_sequence(s, i);
+    if (n == 0) return false;
+    i += n;
+  }
+  return true;
+}
+
+/// Appends `s` with the escapes of JSON strings (and logfmt values, which
+/// borrow them): quote, backslash, and every control character.
+template <class Out>
+bool append_escaped(Out& out, std::string_view s) noexcept {
+  std::size_t plain = 0;  // start of the run of bytes that need no escape
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7F) continue;
+    char escape[8] = {'\\', 0, 0, 0, 0, 0, 0, 0};
+    std::size_t len = 2;
+    switch (c) {
+      case '"': escape[1] = '"'; break;
+      case '\\': escape[1] = '\\'; break;
+      case '\n': escape[1] = 'n'; break;
+      case '\r': escape[1] = 'r'; break;
+      case '\t': escape[1] = 't'; break;
+      case '\b': escape[1] = 'b'; break;
+      case '\f': escape[1] = 'f'; break;
+      default: {
+        static constexpr char hex[] = "0123456789abcdef";
+        std::memcpy(escape + 1, "u00", 3);
+        escape[4] = hex[c >> 4];
+        escape[5] = hex[c & 0xF];
+        len = 6;
+      }
+    }
+    if (!out.append(s.substr(plain, i - plain)) ||
+        !out.append(std::string_view(escape, len)))
+      return false;
+    plain = i + 1;
+  }
+  return out.append(s.substr(plain));
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (the "civil from
+/// days" algorithm by Howard Hinnant, valid for every int64 timestamp).
+struct CivilDate {
+  std::int64_t year;
+  unsigned month, day;
+};
+inline CivilDate civil_from_days(std::int64_t days) noexcept {
+  days += 719468;  // shift the epoch to 0000-03-01
+  const std::int64_t era = (days >= 0 ? days : days - 146096) / 146097;
+  const auto day_of_era = static_cast<unsigned>(days - era * 146097);
+  const unsigned year_of_era =
+      (day_of_era - day_of_era / 1460 + day_of_era / 36524 - day_of_era / 146096) / 365;
+  const unsigned day_of_year =
+      day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+  const unsigned shifted_month = (5 * day_of_year + 2) / 153;  // March is 0
+  CivilDate date;
+  date.day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+  date.month = shifted_month < 10 ? shifted_month + 3 : shifted_month - 9;
+  date.year = static_cast<std::int64_t>(year_of_era) + era * 400 + (date.month <= 2);
+  return date;
+}
+
+inline std::size_t format_rfc3339(std::int64_t t, char (&out)[40]) noexcept {
+  std::int64_t days = t / 86400, seconds = t % 86400;
+  if (seconds < 0) {
+    seconds += 86400;
+    --days;
+  }
+  const CivilDate date = civil_from_days(days);
+  char* p = out;
+  std::int64_t year = date.year;
+  if (year < 0) *p++ = '-';
+  const std::uint64_t digits_of = year < 0 ? 0 - static_cast<std::uint64_t>(year)
+                                           : static_cast<std::uint64_t>(year);
+  char year_text[24];
+  const auto end = std::to_chars(year_text, year_text + sizeof year_text, digits_of).ptr;
+  for (auto width = end - year_text; width < 4; ++width) *p++ = '0';
+  for (const char* q = year_text; q != end; ++q) *p++ = *q;
+  const auto two = [&](unsigned v, char after) {
+    *p++ = static_cast<char>('0' + v / 10);
+    *p++ = static_cast<char>('0' + v % 10);
+    if (after) *p++ = after;
+  };
+  const auto s = static_cast<unsigned>(seconds);
+  *p++ = '-';
+  two(date.month, '-');
+  two(date.day, 'T');
+  two(s / 3600, ':');
+  two(s / 60 % 60, ':');
+  two(s % 60, 'Z');
+  return static_cast<std::size_t>(p - out);
+}
+
+/// A logfmt value: bare when it is one plain word, quoted and escaped
+/// otherwise.
+template <class Out>
+bool append_logfmt_text(Out& out, std::string_view s) noexcept {
+  bool bare = !s.empty();
+  for (const char c : s)
+    if (static_cast<unsigned char>(c) <= ' ' || c == '=' || c == '"' || c == '\\' ||
+        c == 0x7F)
+      bare = false;
+  if (bare) return out.append(s);
+  return out.append("\"") && append_escaped(out, s) && out.append("\"");
+}
+
+template <class Out>
+bool append_logfmt_value(Out& out, const Field::Value& value) noexcept {
+  char number[40];
+  if (const auto* i = std::get_if<std::int64_t>(&value))
+    return out.append(std::string_view(number, format_int(*i, number)));
+  if (const auto* d = std::get_if<double>(&value)) {
+    if (std::isnan(*d)) return out.append("NaN");
+    if (std::isinf(*d)) return out.append(*d > 0 ? "+Inf" : "-Inf");
+    return out.append(std::string_view(number, format_double(*d, number)));
+  }
+  if (const auto* b = std::get_if<bool>(&value)) return out.append(*b ? "true" : "false");
+  return append_logfmt_text(out, std::get<std::string_view>(value));
+}
+
+#ifndef ATOMIC_STATE_NO_JSON
+/// Where a JSON value sits in the document, for messages: "last_tvs",
+/// "items[3].price". Frames are kept only while printing.
+struct JsonFrame {
+  std::string_view key;  // empty for an array element
+  std::size_t index;
+};
+
+/// Pretty-prints a boost::json::value, refusing what cannot be read back.
+template <class Out>
+class JsonPrinter {
+ public:
+  explicit JsonPrinter(Out& out) noexcept : out_(out) {}
+
+  /// False on failure: problem() says what and where, or out_of_memory().
+  bool print(const boost::json::value& v) noexcept {
+    return value(v, 0) && put("\n");
+  }
+  bool out_of_memory() const noexcept { return reason_ == nullptr; }
+  /// "last_tvs: not a finite number (nan)". Allocates; call on failure.
+  std::string problem() const {
+    std::string where;
+    for (std::size_t i = 0; i < depth_; ++i) {
+      if (!frames_[i].key.empty()) {
+        if (!where.empty()) where += '.';
+        where.append(frames_[i].key.data(), frames_[i].key.size());
+      } else {
+        where.append("[").append(std::to_string(frames_[i].index)).append("]");
+      }
+    }
+    std::string text = where.empty() ? std::string("the top-level value") : where;
+    return text.append(": ").append(reason_ ? reason_ : "out of memory");
+  }
+
+ private:
+  bool put(std::string_view s) noexcept { return out_.append(s); }
+  bool refuse(const char* reason) noexcept {
+    reason_ = reason;
+    return false;
+  }
+  bool indent(std::size_t level) noexcept {
+    if (!put("\n")) return false;
+    for (std::size_t i = 0; i < level; ++i)
+      if (!put("  ")) return false;
+    return true;
+  }
+  bool string(std::string_view s) noexcept {
+    if (!valid_utf8(s)) return refuse("not valid UTF-8");
+    return put("\"") && append_escaped(out_, s) && put("\"");
+  }
+  bool number(std::size_t length) noexcept {
+    return put(std::string_view(number_, length));
+  }
+  bool value(const boost::json::value& v, std::size_t level) noexcept {
+    switch (v.kind()) {
+      case boost::json::kind::null: return put("null");
+      case boost::json::kind::bool_: return put(v.get_bool() ? "true" : "false");
+      case boost::json::kind::int64: return number(format_int(v.get_int64(), number_));
+      case boost::json::kind::uint64: {
+        const auto r = std::to_chars(number_, number_ + sizeof number_, v.get_uint64());
+        return number(static_cast<std::size_t>(r.ptr - number_));
+      }
+      case boost::json::kind::double_: {
+        const double d = v.get_double();
+        if (std::isnan(d)) return refuse("not a finite number (NaN)");
+        if (std::isinf(d)) return refuse("not a finite number (infinity)");
+        return number(format_double(d, number_));
+      }
+      case boost::json::kind::string: {
+        const boost::json::string& s = v.get_string();
+        return string(std::string_view(s.data(), s.size()));
+      }
+      case boost::json::kind::array: return array(v.get_array(), level);
+      case boost::json::kind::object: return object(v.get_object(), level);
+    }
+    return refuse("unknown kind of value");
+  }
+  bool enter(std::size_t level, std::string_view key, std::size_t index) noexcept {
+    if (level >= ATOMIC_STATE_JSON_MAX_DEPTH)
+      return refuse("nested deeper than ATOMIC_STATE_JSON_MAX_DEPTH");
+    frames_[depth_++] = JsonFrame{key, index};
+    return true;
+  }
+  bool array(const boost::json::array& a, std::size_t level) noexcept {
+    if (a.empty()) return put("[]");
+    if (!put("[")) return false;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      if ((i > 0 && !put(",")) || !indent(level + 1) || !enter(level, {}, i) ||
+          !value(a[i], level + 1))
+        return false;
+      --depth_;
+    }
+    return indent(level) && put("]");
+  }
+  bool object(const boost::json::object& o, std::size_t level) noexcept {
+    if (o.empty()) return put("{}");
+    if (!put("{")) return false;
+    bool first = true;
+    for (const auto& member : o) {
+      const std::string_view key(member.key().data(), member.key().size());
+      if ((!first && !put(",")) || !indent(level + 1) || !enter(level, key, 0) ||
+          !string(key) || !put(": ") || !value(member.value(), level + 1))
+        return false;
+      --depth_;
+      first = false;
+    }
+    return indent(level) && put("}");
+  }
+
+  Out& out_;
+  const char* reason_ = nullptr;
+  std::size_t depth_ = 0;
+  JsonFrame frames_[ATOMIC_STATE_JSON_MAX_DEPTH + 1] = {};
+  char number_[40];
+};
+
+/// A basic_parser handler that builds a boost::json::value like Boost's own
+/// parser, except that it converts every non-integer number from its text
+/// with std::from_chars (exact), and refuses one too large for a double.
+class ExactNumberHandler {
+ public:
+  static constexpr std::size_t max_array_size = static_cast<std::size_t>(-1);
+  static constexpr std::size_t max_object_size = static_cast<std::size_t>(-1);
+  static constexpr std::size_t max_string_size = static_cast<std::size_t>(-1);
+  static constexpr std::size_t max_key_size = static_cast<std::size_t>(-1);
+
+  ExactNumberHandler(boost::json::storage_ptr sp, unsigned char* scratch,
+                     std::size_t scratch_size)
+      : stack_(boost::json::storage_ptr(), scratch, scratch_size) {
+    stack_.reset(std::move(sp));
+  }
+  boost::json::value release() { return stack_.release(); }
+
+  bool on_document_begin(boost::json::error_code&) { return true; }
+  bool on_document_end(boost::json::error_code&) { return true; }
+  bool on_array_begin(boost::json::error_code&) { return true; }
+  bool on_array_end(std::size_t n, boost::json::error_code&) {
+    stack_.push_array(n);
+    return true;
+  }
+  bool on_object_begin(boost::json::error_code&) { return true; }
+  bool on_object_end(std::size_t n, boost::json::error_code&) {
+    stack_.push_object(n);
+    return true;
+  }
+  bool on_string_part(boost::json::string_view s, std::size_t, boost::json::error_code&) {
+    stack_.push_chars(s);
+    return true;
+  }
+  bool on_string(boost::json::string_view s, std::size_t, boost::json::error_code&) {
+    stack_.push_string(s);
+    return true;
+  }
+  bool on_key_part(boost::json::string_view s, std::size_t, boost::json::error_code&) {
+    stack_.push_chars(s);
+    return true;
+  }
+  bool on_key(boost::json::string_view s, std::size_t, boost::json::error_code&) {
+    stack_.push_key(s);
+    return true;
+  }
+  // Only a number cut by the end of a buffer comes in parts.
+  bool on_number_part(boost::json::string_view s, boost::json::error_code&) {
+    number_.append(s.data(), s.size());
+    return true;
+  }
+  bool on_int64(std::int64_t i, boost::json::string_view, boost::json::error_code&) {
+    number_.clear();
+    stack_.push_int64(i);
+    return true;
+  }
+  bool on_uint64(std::uint64_t u, boost::json::string_view, boost::json::error_code&) {
+    number_.clear();
+    stack_.push_uint64(u);
+    return true;
+  }
+  bool on_double(double approximate, boost::json::string_view s,
+                 boost::json::error_code& ec) {
+    const char* first = s.data();
+    const char* last = s.data() + s.size();
+    if (!number_.empty()) {
+      number_.append(s.data(), s.size());
+      first = number_.data();
+      last = number_.data() + number_.size();
+    }
+    double exact = 0;
+    const auto r = std::from_chars(first, last, exact);
+    number_.clear();
+    if (r.ec == std::errc::result_out_of_range) {
+      // Too large is refused; too small to tell from zero is zero.
+      if (std::isinf(approximate) || std::fabs(approximate) > 1) {
+        ec = boost::json::error::exponent_overflow;
+        return false;
+      }
+      exact = *first == '-' ? -0.0 : 0.0;
+    } else if (r.ec != std::errc() || r.ptr != last) {
+      ec = boost::json::error::syntax;
+      return false;
+    }
+    stack_.push_double(exact);
+    return true;
+  }
+  bool on_bool(bool b, boost::json::error_code&) {
+    stack_.push_bool(b);
+    return true;
+  }
+  bool on_null(boost::json::error_code&) {
+    stack_.push_null();
+    return true;
+  }
+  bool on_comment_part(boost::json::string_view, boost::json::error_code&) { return true; }
+  bool on_comment(boost::json::string_view, boost::json::error_code&) { return true; }
+
+ private:
+  boost::json::value_stack stack_;
+  std::string number_;
+};
+
+/// Parses `text` into a value held by `sp`. On failure `ec` is set and
+/// `offset` is where the parser stopped. May throw std::bad_alloc.
+inline boost::json::value parse_exact(std::string_view text, boost::json::storage_ptr sp,
+                                      std::error_code& ec, std::size_t& offset) {
+  unsigned char scratch[1024];
+  boost::json::parse_options options;
+  options.max_depth = ATOMIC_STATE_JSON_MAX_DEPTH;
+  boost::json::basic_parser<ExactNumberHandler> parser(options, std::move(sp), scratch,
+                                                       sizeof scratch);
+  boost::json::error_code jec;
+  offset = parser.write_some(false, text.data(), text.size(), jec);
+  if (!jec && offset != text.size()) jec = boost::json::error::extra_data;
+  ec = jec;
+  if (ec) return nullptr;
+  return parser.handler().release();
+}
+
+/// Why a JSON value is not a State: the key and what is wrong with it.
+struct StateProblem {
+  std::string_view key;
+  const char* reason = nullptr;
+  boost::json::error code = boost::json::error::not_object;
+};
+
+inline const boost::json::value* member_of(const boost::json::object& o,
+                                           std::string_view key) noexcept {
+  const boost::json::value* v = o.if_contains(boost::json::string_view(key.data(), key.size()));
+  return v != nullptr && !v->is_null() ? v : nullptr;  // null reads as missing
+}
+
+inline bool read_member(const boost::json::object& o, std::string_view key,
+                        std::string& out, StateProblem& problem) {
+  const boost::json::value* v = member_of(o, key);
+  if (v == nullptr) return true;
+  const boost::json::string* s = v->if_string();
+  if (s == nullptr) {
+    problem = {key, "expected a string", boost::json::error::not_string};
+    return false;
+  }
+  out.assign(s->data(), s->size());
+  return true;
+}
+
+inline bool read_member(const boost::json::object& o, std::string_view key,
+                        std::int64_t& out, StateProblem& problem) {
+  const boost::json::value* v = member_of(o, key);
+  if (v == nullptr) return true;
+  if (const std::int64_t* i = v->if_int64()) {
+    out = *i;
+    return true;
+  }
+  const std::uint64_t* u = v->if_uint64();
+  if (u != nullptr && *u <= static_cast<std::uint64_t>(INT64_MAX)) {
+    out = static_cast<std::int64_t>(*u);
+    return true;
+  }
+  problem = {key, u != nullptr ? "integer out of range" : "expected an integer",
+             u != nullptr || v->is_double() ? boost::json::error::not_exact
+                                            : boost::json::error::not_number};
+  return false;
+}
+
+inline bool read_member(const boost::json::object& o, std::string_view key,
+                        double& out, StateProblem& problem) {
+  const boost::json::value* v = member_of(o, key);
+  if (v == nullptr) return true;
+  if (const double* d = v->if_double()) {
+    if (!std::isfinite(*d)) {
+      problem = {key, "not a finite number", boost::json::error::not_number};
+      return false;
+    }
+    out = *d;
+  } else if (const std::int64_t* i = v->if_int64()) {
+    out = static_cast<double>(*i);
+  } else if (const std::uint64_t* u = v->if_uint64()) {
+    out = static_cast<double>(*u);
+  } else {
+    problem = {key, "expected a number", boost::json::error::not_number};
+    return false;
+  }
+  return true;
+}
+
+/// Reads a State from `jv`. May throw std::bad_alloc.
+inline bool decode_state(const boost::json::value& jv, State& out, StateProblem& problem) {
+  const boost::json::object* o = jv.if_object();
+  if (o == nullptr) {
+    problem = {{}, "expected an object", boost::json::error::not_object};
+    return false;
+  }
+  return read_member(*o, "oracle_name", out.oracle_name, problem) &&
+         read_member(*o, "last_updated", out.last_updated, problem) &&
+         read_member(*o, "last_updated_iso", out.last_updated_iso, problem) &&
+         read_member(*o, "last_protocol_count", out.last_protocol_count, problem) &&
+         read_member(*o, "last_tvs", out.last_tvs, problem) &&
+         read_member(*o, "snapshot_count", out.snapshot_count, problem) &&
+         read_member(*o, "oldest_snapshot", out.oldest_snapshot, problem) &&
+         read_member(*o, "newest_snapshot", out.newest_snapshot, problem);
+}
+#endif  // ATOMIC_STATE_NO_JSON
 }  // namespace detail
 
 // ======================================================= IMPLEMENTATION ====
@@ -579,6 +1565,12 @@ constexpr std::string_view to_string(Step step) noexcept {
     case Step::close_temp_file: return "close temp file";
     case Step::rename: return "rename";
     case Step::sync_directory: return "sync directory";
+    case Step::open_file: return "open file";
+    case Step::check_file: return "check file";
+    case Step::read_file: return "read file";
+    case Step::parse: return "parse";
+    case Step::move_aside: return "move aside";
+    case Step::serialize: return "serialize";
     case Step::invalid_use: return "invalid use";
   }
   return "unknown step";
@@ -586,7 +1578,8 @@ constexpr std::string_view to_string(Step step) noexcept {
 
 inline Status::Status(Step step, std::error_code code,
                       std::string_view subject, std::string_view target,
-                      bool replaced, const char* note) noexcept
+                      bool replaced, const char* note,
+                      std::string_view detail) noexcept
     : step_(step == Step::none ? Step::invalid_use : step),
       replaced_(replaced),
       note_(note),
@@ -595,7 +1588,7 @@ inline Status::Status(Step step, std::error_code code,
   // the step and the code survive even if the paths cannot be kept.
   ATOMIC_STATE_DETAIL_TRY {
     paths_ = std::make_shared<const Paths>(
-        Paths{std::string(subject), std::string(target)});
+        Paths{std::string(subject), std::string(target), std::string(detail)});
   }
   ATOMIC_STATE_DETAIL_CATCH_ALL {}
 }
@@ -610,9 +1603,17 @@ inline const std::string& Status::target() const noexcept {
   return paths_ ? paths_->target : none;
 }
 
+inline Status Status::within(const char* context) const noexcept {
+  Status out = *this;
+  if (!ok()) out.context_ = context;
+  return out;
+}
+
 inline std::string Status::message() const {
   if (ok()) return "ok";
-  std::string out(to_string(step_));
+  std::string out;
+  if (context_ != nullptr) out.append(context_).append(": ");
+  out.append(to_string(step_));
   if (!path().empty()) out.append(" ").append(path());
   if (step_ == Step::rename && !target().empty())
     out.append(" to ").append(target());
@@ -622,6 +1623,8 @@ inline std::string Status::message() const {
         " was replaced, but the replacement is not known to be durable)");
   for (const char* note : {note_, cleanup_note_})
     if (note != nullptr) out.append(" (").append(note).append(")");
+  if (paths_ && !paths_->detail.empty())
+    out.append(" (").append(paths_->detail).append(")");
   return out;
 }
 
@@ -688,6 +1691,61 @@ inline int PosixFs::rename(int dir_fd, const char* from,
 
 inline int PosixFs::unlink(int dir_fd, const char* name) noexcept {
   return detail::negative_errno(::unlinkat(dir_fd, name, 0));
+}
+
+inline int PosixFs::open_file(const char* path) noexcept {
+  return detail::negative_errno(
+      ::open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+}
+
+namespace detail {
+inline FileInfo to_file_info(const struct stat& st) noexcept {
+  FileInfo info;
+  info.type = S_ISREG(st.st_mode)   ? FileType::regular
+              : S_ISDIR(st.st_mode) ? FileType::directory
+              : S_ISFIFO(st.st_mode) ? FileType::fifo
+                                     : FileType::other;
+  info.size = st.st_size > 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
+  info.device = static_cast<std::uint64_t>(st.st_dev);
+  info.inode = static_cast<std::uint64_t>(st.st_ino);
+  return info;
+}
+}  // namespace detail
+
+inline int PosixFs::file_info(int fd, FileInfo& info) noexcept {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return -errno;
+  info = detail::to_file_info(st);
+  return 0;
+}
+
+inline int PosixFs::file_info_at(int dir_fd, const char* name,
+                                 FileInfo& info) noexcept {
+  struct stat st;
+  if (::fstatat(dir_fd, name, &st, 0) != 0) return -errno;
+  info = detail::to_file_info(st);
+  return 0;
+}
+
+inline ssize_t PosixFs::read(int fd, void* data, std::size_t size) noexcept {
+  const ssize_t n = ::read(fd, data, size);
+  return n < 0 ? -errno : n;
+}
+
+inline int PosixFs::rename_noreplace(int dir_fd, const char* from,
+                                     const char* to) noexcept {
+#if defined(RENAME_NOREPLACE)
+  if (::renameat2(dir_fd, from, dir_fd, to, RENAME_NOREPLACE) == 0) return 0;
+  if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP) return -errno;
+#elif defined(RENAME_EXCL)
+  if (::renameatx_np(dir_fd, from, dir_fd, to, RENAME_EXCL) == 0) return 0;
+  if (errno != EINVAL && errno != ENOTSUP) return -errno;
+#endif
+  // The filesystem (or system) has no exclusive rename: check, then rename.
+  struct stat st;
+  if (::fstatat(dir_fd, to, &st, AT_SYMLINK_NOFOLLOW) == 0) return -EEXIST;
+  if (errno != ENOENT) return -errno;
+  return detail::negative_errno(::renameat(dir_fd, from, dir_fd, to));
 }
 
 // --------------------------------------------------------- WriteTransaction --
@@ -1031,11 +2089,435 @@ inline Status write_atomic(const std::filesystem::path& path,
   return AtomicWriter<>{}.write(path, data, perm);
 }
 
+// ------------------------------------------------------------------ logging --
+
+constexpr std::string_view to_string(Level level) noexcept {
+  switch (level) {
+    case Level::debug: return "debug";
+    case Level::info: return "info";
+    case Level::warn: return "warn";
+    case Level::error: return "error";
+  }
+  return "unknown";
+}
+
+inline const Field* Fields::find(std::string_view key) const noexcept {
+  for (const Field& field : *this)
+    if (field.key == key) return &field;
+  return nullptr;
+}
+
+inline void LogfmtLogger::log(Level level, std::string_view message,
+                              Fields fields) noexcept {
+  if (level < min_level()) return;
+  detail::TextBuffer<512> line;
+  bool complete = line.append("level=") && line.append(to_string(level)) &&
+                  line.append(" msg=") && detail::append_logfmt_text(line, message);
+  for (const Field& field : fields)
+    complete = complete && line.append(" ") && line.append(field.key) &&
+               line.append("=") && detail::append_logfmt_value(line, field.value);
+  if (!complete || !line.append("\n")) return;  // out of memory: drop the record
+  const std::lock_guard<std::mutex> lock(mutex_);
+  ATOMIC_STATE_DETAIL_TRY {
+    out_->write(line.view().data(), static_cast<std::streamsize>(line.view().size()));
+    out_->flush();
+  }
+  ATOMIC_STATE_DETAIL_CATCH_ALL {}  // a stream set to throw must not end the save
+}
+
+inline std::string to_rfc3339(std::int64_t unix_seconds) {
+  char text[40];
+  return std::string(text, detail::format_rfc3339(unix_seconds, text));
+}
+
+#ifndef ATOMIC_STATE_NO_JSON
+// --------------------------------------------------------------------- JSON --
+
+inline Result<boost::json::value> parse_json(std::string_view text,
+                                             boost::json::storage_ptr sp) noexcept {
+  std::error_code ec;
+  std::size_t offset = 0;
+  ATOMIC_STATE_DETAIL_TRY {
+    boost::json::value parsed = detail::parse_exact(text, std::move(sp), ec, offset);
+    if (!ec) return Result<boost::json::value>(std::move(parsed));
+  }
+  ATOMIC_STATE_DETAIL_CATCH_ALL {
+    return Status(Step::parse, std::make_error_code(std::errc::not_enough_memory), {});
+  }
+  char at[40] = "at byte ";
+  const auto end = std::to_chars(at + 8, at + sizeof at, offset).ptr;
+  return Status(Step::parse, ec, {}, {}, false, nullptr,
+                std::string_view(at, static_cast<std::size_t>(end - at)));
+}
+
+inline Status format_json(const boost::json::value& value, std::string& out) noexcept {
+  out.clear();
+  detail::StringOut sink{out};
+  detail::JsonPrinter<detail::StringOut> printer(sink);
+  if (printer.print(value)) return {};
+  out.clear();
+  if (printer.out_of_memory())
+    return Status(Step::serialize, std::make_error_code(std::errc::not_enough_memory), {});
+  ATOMIC_STATE_DETAIL_TRY {
+    return Status(Step::serialize, std::make_error_code(std::errc::invalid_argument), {},
+                  {}, false, nullptr, printer.problem());
+  }
+  ATOMIC_STATE_DETAIL_CATCH_ALL {
+    return Status(Step::serialize, std::make_error_code(std::errc::invalid_argument), {});
+  }
+}
+
+// -------------------------------------------------------------------- State --
+
+inline bool operator==(const State& a, const State& b) noexcept {
+  return a.oracle_name == b.oracle_name && a.last_updated == b.last_updated &&
+         a.last_updated_iso == b.last_updated_iso &&
+         a.last_protocol_count == b.last_protocol_count && a.last_tvs == b.last_tvs &&
+         a.snapshot_count == b.snapshot_count && a.oldest_snapshot == b.oldest_snapshot &&
+         a.newest_snapshot == b.newest_snapshot;
+}
+
+inline void tag_invoke(boost::json::value_from_tag, boost::json::value& jv,
+                       const State& state) {
+  boost::json::object& o = jv.emplace_object();
+  o.reserve(8);
+  o.emplace("oracle_name", state.oracle_name);
+  o.emplace("last_updated", state.last_updated);
+  o.emplace("last_updated_iso", state.last_updated_iso);
+  o.emplace("last_protocol_count", state.last_protocol_count);
+  o.emplace("last_tvs", state.last_tvs);
+  o.emplace("snapshot_count", state.snapshot_count);
+  o.emplace("oldest_snapshot", state.oldest_snapshot);
+  o.emplace("newest_snapshot", state.newest_snapshot);
+}
+
+inline boost::json::result<State> tag_invoke(boost::json::try_value_to_tag<State>,
+                                             const boost::json::value& jv) noexcept {
+  State state;
+  detail::StateProblem problem;
+  ATOMIC_STATE_DETAIL_TRY {
+    if (detail::decode_state(jv, state, problem)) return state;
+    return boost::json::make_error_code(problem.code);
+  }
+  ATOMIC_STATE_DETAIL_CATCH_ALL {
+    return boost::system::error_code(ENOMEM, boost::system::generic_category());
+  }
+}
+
+// ------------------------------------------------------------- StateManager --
+
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
+StateManager<L, S, W>::StateManager(std::filesystem::path output_dir, L logger)
+    : StateManager(std::move(output_dir), static_cast<L&&>(logger), W()) {}
+
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
+StateManager<L, S, W>::StateManager(std::filesystem::path output_dir, L logger, W writer)
+    : dir_(std::move(output_dir)),
+      file_(dir_ / file_name),
+      logger_(static_cast<L&&>(logger)),
+      writer_(static_cast<W&&>(writer)) {}
+
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
+std::int64_t StateManager<L, S, W>::unix_now() noexcept {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
+void StateManager<L, S, W>::log(Level level, std::string_view message,
+                                std::initializer_list<Field> fields) noexcept {
+  ATOMIC_STATE_DETAIL_TRY { logger_.log(level, message, Fields(fields.begin(), fields.size())); }
+  ATOMIC_STATE_DETAIL_CATCH_ALL {}  // a throwing sink must not undo a save
+}
+
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
+Status StateManager<L, S, W>::failure(Step step, int neg_errno, const char* note,
+                                      std::string_view detail) const noexcept {
+  return Status(step, detail::system_error(neg_errno), file_.native(), {}, false, note,
+                detail);
+}
+
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
+Result<S> StateManager<L, S, W>::load_state() noexcept {
+  const std::string_view path = file_.native();
+  detail::TextBuffer<4096> text;
+  FileInfo info;
+  bool missing = false;
+  if (Status read = read_state_file(text, info, missing); !read)
+    return read.within("load state file");
+  if (missing) {
+    log(Level::debug, "no state file found, treating as first run", {{"path", path}});
+    return S{};
+  }
+
+  S state{};
+  std::string problem;
+  switch (decode(text.view(), state, problem)) {
+    case Decoded::valid:
+      log_loaded(state);
+      return Result<S>(std::move(state));
+    case Decoded::out_of_memory:
+      return failure(Step::parse, -ENOMEM).within("load state file");
+    case Decoded::corrupt: break;
+  }
+  std::string moved_to;
+  if (Status moved = move_aside(info, moved_to); !moved)
+    return moved.within("load state file");
+  log(Level::warn, "state file corrupted, treating as first run",
+      {{"path", path}, {"error", problem}, {"moved_to", moved_to}});
+  return S{};
+}
+
+// Reads the whole state file into `text`, refusing anything but a regular
+// file within the size limit. A missing file is not an error: `missing`.
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
+template <std::size_t N>
+Status StateManager<L, S, W>::read_state_file(detail::TextBuffer<N>& text, FileInfo& info,
+                                              bool& missing) noexcept {
+  auto& fs = writer_.filesystem();
+  const int fd = detail::retry_interrupted([&] { return fs.open_file(file_.c_str()); });
+  if (fd == -ENOENT) {
+    missing = true;
+    return {};
+  }
+  if (fd < 0) return failure(Step::open_file, fd);
+  const auto closing = [&](Status status) {
+    (void)fs.close(fd);  // read-only: nothing to lose
+    return status;
+  };
+
+  const int r = detail::retry_interrupted([&] { return fs.file_info(fd, info); });
+  if (r < 0) return closing(failure(Step::check_file, r));
+  if (info.type == FileType::directory)
+    return closing(failure(Step::check_file, -EISDIR, "the state path is a directory"));
+  if (info.type != FileType::regular)
+    return closing(failure(Step::check_file, -EINVAL,
+                           info.type == FileType::fifo
+                               ? "not a regular file but a FIFO"
+                               : "not a regular file but a device or socket"));
+  const auto too_large = [&] {
+    return closing(failure(Step::check_file, -EFBIG, "larger than the state size limit"));
+  };
+  if (info.size > max_size_) return too_large();
+
+  for (;;) {
+    // Ask for one byte more than fstat promised, to see the end; a file
+    // that keeps growing is read on, up to the limit.
+    std::size_t want = text.size() < info.size ? static_cast<std::size_t>(info.size) - text.size() + 1
+                                                : (text.spare() > 0 ? text.spare() : 4096);
+    if (want > max_size_ + 1 - text.size()) want = max_size_ + 1 - text.size();
+    char* room = text.room_for(want);
+    if (room == nullptr) return closing(failure(Step::read_file, -ENOMEM));
+    const ssize_t n = detail::retry_interrupted([&] { return fs.read(fd, room, want); });
+    if (n < 0) return closing(failure(Step::read_file, static_cast<int>(n)));
+    if (n == 0) break;
+    text.added(static_cast<std::size_t>(n) <= want ? static_cast<std::size_t>(n) : want);
+    if (text.size() > max_size_) return too_large();
+  }
+  return closing({});
+}
+
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
+typename StateManager<L, S, W>::Decoded StateManager<L, S, W>::decode(
+    std::string_view text, S& state, std::string& problem) noexcept {
+  ATOMIC_STATE_DETAIL_TRY {
+    // A state file of ordinary size is parsed without touching the heap.
+    unsigned char arena[4096];
+    boost::json::monotonic_resource resource(arena, sizeof arena);
+    std::error_code ec;
+    std::size_t offset = 0;
+    const boost::json::value jv =
+        detail::parse_exact(text, boost::json::storage_ptr(&resource), ec, offset);
+    if (ec) {
+      problem = ec.message() + " at byte " + std::to_string(offset);
+      return Decoded::corrupt;
+    }
+    if constexpr (std::is_same_v<S, State>) {
+      detail::StateProblem why;
+      if (detail::decode_state(jv, state, why)) return Decoded::valid;
+      problem = why.key.empty() ? std::string(why.reason)
+                                : std::string(why.key) + ": " + why.reason;
+      return Decoded::corrupt;
+    } else {
+      auto converted = boost::json::try_value_to<S>(jv);
+      if (!converted) {
+        problem = converted.error().message();
+        return Decoded::corrupt;
+      }
+      state = std::move(*converted);
+      return Decoded::valid;
+    }
+  }
+  ATOMIC_STATE_DETAIL_CATCH(const std::bad_alloc&) { return Decoded::out_of_memory; }
+  ATOMIC_STATE_DETAIL_CATCH_ALL {
+    // The state type's own conversion threw: it found the JSON wrong.
+    ATOMIC_STATE_DETAIL_TRY { problem = "the state's conversion from JSON failed"; }
+    ATOMIC_STATE_DETAIL_CATCH_ALL { return Decoded::out_of_memory; }
+    return Decoded::corrupt;
+  }
+}
+
+// Renames the corrupt file to state.json.corrupt-<unix seconds> (".1" and
+// on if taken) without replacing anything, and only if the file there is
+// still the one that was read: a save may have replaced it meanwhile.
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
+Status StateManager<L, S, W>::move_aside(const FileInfo& read, std::string& moved_to) noexcept {
+  auto& fs = writer_.filesystem();
+  const std::string dir = dir_.empty() ? std::string(".") : dir_.native();
+  const int dir_fd = detail::retry_interrupted([&] { return fs.open_directory(dir.c_str()); });
+  if (dir_fd < 0) return failure(Step::move_aside, dir_fd);
+  const auto closing = [&](Status status) {
+    (void)fs.close(dir_fd);
+    return status;
+  };
+
+  FileInfo now;
+  int r = detail::retry_interrupted([&] { return fs.file_info_at(dir_fd, file_name, now); });
+  if (r < 0) return closing(failure(Step::move_aside, r));
+  if (now.device != read.device || now.inode != read.inode)
+    return closing(failure(Step::move_aside, -EAGAIN,
+                           "the state file was replaced while it was read; left in place"));
+
+  char name[64];
+  const std::int64_t stamp = now_();
+  for (int attempt = 0; attempt < ATOMIC_STATE_TEMP_NAME_ATTEMPTS; ++attempt) {
+    char* p = name + std::strlen(std::strcpy(name, file_name));
+    std::memcpy(p, ".corrupt-", 9);
+    p = std::to_chars(p + 9, name + sizeof name, stamp).ptr;
+    if (attempt > 0) {
+      *p++ = '.';
+      p = std::to_chars(p, name + sizeof name, attempt).ptr;
+    }
+    *p = '\0';
+    r = detail::retry_interrupted([&] { return fs.rename_noreplace(dir_fd, file_name, name); });
+    if (r != -EEXIST) break;
+  }
+  if (r < 0)
+    return closing(failure(Step::move_aside, r,
+                           r == -EEXIST ? "every name tried for the corrupt file was taken"
+                                        : nullptr));
+  ATOMIC_STATE_DETAIL_TRY { moved_to = (dir_ / name).native(); }
+  ATOMIC_STATE_DETAIL_CATCH_ALL {}
+  // No directory sync: if a power cut undoes the rename, the corrupt file is
+  // simply found and moved aside again; the next save syncs the directory.
+  return closing({});
+}
+
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
+bool StateManager<L, S, W>::should_process(std::int64_t current_ts, const S& state) noexcept {
+  const std::int64_t last_ts = StateTraits<S>::last_updated(state);
+  if (last_ts == 0) {
+    log(Level::debug, "first run, processing required", {});
+    return true;
+  }
+  if (current_ts > last_ts) {
+    // Unsigned so that far-apart timestamps cannot overflow the subtraction.
+    const auto delta = static_cast<std::uint64_t>(current_ts) - static_cast<std::uint64_t>(last_ts);
+    log(Level::debug, "new data available",
+        {{"current_ts", current_ts}, {"last_ts", last_ts},
+         {"delta_seconds", delta > static_cast<std::uint64_t>(INT64_MAX)
+                               ? INT64_MAX
+                               : static_cast<std::int64_t>(delta)}});
+    return true;
+  }
+  if (current_ts == last_ts) {
+    log(Level::info, "no new data, skipping extraction",
+        {{"current_ts", current_ts}, {"last_ts", last_ts}});
+    return false;
+  }
+  log(Level::warn, "clock skew detected, API timestamp older than last processed",
+      {{"current_ts", current_ts}, {"last_ts", last_ts}});
+  return false;
+}
+
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
+template <class Timestamps>
+State StateManager<L, S, W>::update_state(std::string_view oracle_name,
+                                          std::int64_t timestamp,
+                                          std::int64_t protocol_count, double tvs,
+                                          const Timestamps& snapshot_timestamps) const {
+  static_assert(std::is_same_v<S, State>,
+                "StateManager::update_state builds an atomic_state::State; "
+                "build a custom state type yourself");
+  State next;
+  next.oracle_name.assign(oracle_name.data(), oracle_name.size());
+  next.last_updated = timestamp;
+  next.last_updated_iso = to_rfc3339(timestamp);
+  next.last_protocol_count = protocol_count;
+  next.last_tvs = tvs;
+  for (const auto& t : snapshot_timestamps) {
+    const auto ts = static_cast<std::int64_t>(t);
+    if (next.snapshot_count == 0 || ts < next.oldest_snapshot) next.oldest_snapshot = ts;
+    if (next.snapshot_count == 0 || ts > next.newest_snapshot) next.newest_snapshot = ts;
+    ++next.snapshot_count;
+  }
+  return next;
+}
+
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
+Status StateManager<L, S, W>::save_state(const S& state) noexcept {
+  detail::TextBuffer<2048> text;
+  if (Status encoded = encode(state, text); !encoded) return encoded.within("write state file");
+  if (Status written = writer_.write(file_, text.view(), 0644); !written)
+    return written.within("write state file");
+  log_saved(state);
+  return {};
+}
+
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
+Status StateManager<L, S, W>::encode(const S& state,
+                                     detail::TextBuffer<2048>& text) const noexcept {
+  ATOMIC_STATE_DETAIL_TRY {
+    // The default State is built and printed without touching the heap.
+    unsigned char arena[2048];
+    boost::json::monotonic_resource resource(arena, sizeof arena);
+    const boost::json::value jv =
+        boost::json::value_from(state, boost::json::storage_ptr(&resource));
+    detail::JsonPrinter<detail::TextBuffer<2048>> printer(text);
+    if (printer.print(jv)) return {};
+    if (printer.out_of_memory()) return failure(Step::serialize, -ENOMEM);
+    return failure(Step::serialize, -EINVAL, nullptr, printer.problem());
+  }
+  ATOMIC_STATE_DETAIL_CATCH(const std::bad_alloc&) { return failure(Step::serialize, -ENOMEM); }
+  ATOMIC_STATE_DETAIL_CATCH_ALL {
+    return failure(Step::serialize, -EINVAL, "the state's conversion to JSON failed");
+  }
+}
+
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
+void StateManager<L, S, W>::log_loaded(const S& state) noexcept {
+  const std::string_view path = file_.native();
+  if constexpr (std::is_same_v<S, State>)
+    log(Level::debug, "state loaded",
+        {{"path", path}, {"oracle_name", state.oracle_name},
+         {"last_updated", state.last_updated},
+         {"last_protocol_count", state.last_protocol_count},
+         {"last_tvs", state.last_tvs}, {"snapshot_count", state.snapshot_count}});
+  else
+    log(Level::debug, "state loaded",
+        {{"path", path}, {"last_updated", StateTraits<S>::last_updated(state)}});
+}
+
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
+void StateManager<L, S, W>::log_saved(const S& state) noexcept {
+  if constexpr (std::is_same_v<S, State>)
+    log(Level::info, "state saved",
+        {{"timestamp", state.last_updated},
+         {"protocol_count", state.last_protocol_count},
+         {"tvs", state.last_tvs}});
+  else
+    log(Level::info, "state saved", {{"timestamp", StateTraits<S>::last_updated(state)}});
+}
+#endif  // ATOMIC_STATE_NO_JSON
+
 }  // inline namespace ATOMIC_STATE_DETAIL_ABI
 }  // namespace atomic_state
 
 #undef ATOMIC_STATE_DETAIL_TRY
+#undef ATOMIC_STATE_DETAIL_CATCH
 #undef ATOMIC_STATE_DETAIL_CATCH_ALL
+#undef ATOMIC_STATE_DETAIL_LOG_SINK
 #undef ATOMIC_STATE_DETAIL_CAT3
 #undef ATOMIC_STATE_DETAIL_ABI_NAME
 #undef ATOMIC_STATE_DETAIL_ABI
