@@ -2379,15 +2379,16 @@ Status StateManager<L, S, W>::move_aside(const FileInfo& read, std::string& move
     return closing(failure(Step::move_aside, -EAGAIN,
                            "the state file was replaced while it was read; left in place"));
 
-  char name[64];
-  const std::int64_t stamp = now_();
+  // "state.json.corrupt-" (19) + up to 20 digits + ".NNN" + NUL fit in 48.
+  static constexpr std::string_view prefix = "state.json.corrupt-";
+  char name[48];
+  std::memcpy(name, prefix.data(), prefix.size());
+  char* const digits = std::to_chars(name + prefix.size(), name + 40, now_()).ptr;
   for (int attempt = 0; attempt < ATOMIC_STATE_TEMP_NAME_ATTEMPTS; ++attempt) {
-    char* p = name + std::strlen(std::strcpy(name, file_name));
-    std::memcpy(p, ".corrupt-", 9);
-    p = std::to_chars(p + 9, name + sizeof name, stamp).ptr;
+    char* p = digits;
     if (attempt > 0) {
       *p++ = '.';
-      p = std::to_chars(p, name + sizeof name, attempt).ptr;
+      p = std::to_chars(p, name + sizeof name - 1, attempt).ptr;
     }
     *p = '\0';
     r = detail::retry_interrupted([&] { return fs.rename_noreplace(dir_fd, file_name, name); });

@@ -1,0 +1,293 @@
+// oracle-collector: the kind of program atomic_state is made for.
+//
+// It wakes up (from cron or a systemd timer), reads the latest oracle figures
+// (here a bundled sample shaped like a DefiLlama oracle response, so the
+// demo needs no network), and processes them only if they are newer than
+// what it processed last time. Processing writes a summary file atomically,
+// then saves the state, so a crash at any point leaves either the previous
+// run's files or this run's, and the next run knows which data it has seen.
+//
+//   oracle-collector [--output-dir DIR] [--input FILE] [--oracle NAME]
+//                    [--log-level debug|info|warn|error]
+//
+// Logs (logfmt) go to stderr, the human summary to stdout. Exit status: 0
+// processed or skipped, 1 failed, 2 bad usage.
+#include <algorithm>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "atomic_state.hpp"
+
+#ifndef ORACLE_COLLECTOR_SAMPLE
+#define ORACLE_COLLECTOR_SAMPLE "examples/data/oracles-2024-11-24.json"
+#endif
+
+namespace {
+
+namespace as = atomic_state;
+namespace json = boost::json;
+
+constexpr const char* kSummaryFile = "oracle-summary.json";
+
+struct Options {
+  std::string output_dir = "oracle-output";
+  std::string input = ORACLE_COLLECTOR_SAMPLE;
+  std::string oracle = "Switchboard";
+  as::Level level = as::Level::info;
+};
+
+struct Snapshot {
+  std::int64_t timestamp = 0;
+  double tvs = 0;
+  std::int64_t protocol_count = 0;
+};
+
+struct Summary {
+  std::string oracle;
+  std::int64_t timestamp = 0;
+  std::int64_t protocol_count = 0;
+  double total_tvs = 0;
+  std::vector<std::pair<std::string, double>> by_chain;   // largest first
+  std::vector<std::pair<std::string, double>> protocols;  // largest first
+  std::vector<Snapshot> history;                          // oldest first
+};
+
+void print_usage(std::ostream& out) {
+  out << "usage: oracle-collector [--output-dir DIR] [--input FILE] [--oracle NAME]\n"
+         "                        [--log-level debug|info|warn|error]\n"
+         "Processes the oracle figures in FILE if they are newer than the last run's,\n"
+         "writing DIR/" << kSummaryFile << " and DIR/state.json atomically.\n"
+         "Defaults: --output-dir oracle-output --input " ORACLE_COLLECTOR_SAMPLE
+         " --oracle Switchboard --log-level info\n";
+}
+
+bool parse_level(const std::string& text, as::Level& level) {
+  for (as::Level l : {as::Level::debug, as::Level::info, as::Level::warn, as::Level::error})
+    if (text == as::to_string(l)) return level = l, true;
+  return false;
+}
+
+// 0 to run, or the exit status to stop with.
+int parse_args(int argc, char** argv, Options& options) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "-h" || arg == "--help") {
+      print_usage(std::cout);
+      return -1;
+    }
+    std::string* target = arg == "--output-dir" ? &options.output_dir
+                          : arg == "--input"    ? &options.input
+                          : arg == "--oracle"   ? &options.oracle
+                                                : nullptr;
+    const bool is_level = arg == "--log-level";
+    if ((target == nullptr && !is_level) || i + 1 == argc) {
+      std::cerr << "oracle-collector: " << (i + 1 == argc && (target || is_level)
+                                                ? "missing value after " + arg
+                                                : "unknown argument " + arg)
+                << "\n";
+      print_usage(std::cerr);
+      return 2;
+    }
+    const std::string value = argv[++i];
+    if (target != nullptr) {
+      *target = value;
+    } else if (!parse_level(value, options.level)) {
+      std::cerr << "oracle-collector: --log-level must be debug, info, warn or error\n";
+      return 2;
+    }
+  }
+  return 0;
+}
+
+// The file's bytes, or an error message in `error`.
+bool read_text(const std::string& path, std::string& text, std::string& error) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return error = "cannot open " + path, false;
+  std::ostringstream buffer;
+  buffer << in.rdbuf();
+  text = buffer.str();
+  return true;
+}
+
+// Reads the oracle's figures out of a response: oraclesTVS -> oracle ->
+// chain -> protocol -> USD.
+bool summarize(const json::value& doc, const std::string& oracle, Summary& out,
+               std::string& error) {
+  const json::object* root = doc.if_object();
+  const json::value* ts = root ? root->if_contains("timestamp") : nullptr;
+  if (ts == nullptr || !ts->is_int64() || ts->get_int64() <= 0)
+    return error = "the input has no positive integer \"timestamp\"", false;
+  const json::value* all = root->if_contains("oraclesTVS");
+  const json::value* chains =
+      all && all->is_object() ? all->get_object().if_contains(oracle) : nullptr;
+  if (chains == nullptr || !chains->is_object())
+    return error = "the input has no figures for oracle \"" + oracle + "\"", false;
+
+  out.oracle = oracle;
+  out.timestamp = ts->get_int64();
+  std::map<std::string, double> per_protocol;
+  for (const auto& chain : chains->get_object()) {
+    if (!chain.value().is_object())
+      return error = "chain \"" + std::string(chain.key()) + "\" is not an object", false;
+    double chain_total = 0;
+    for (const auto& protocol : chain.value().get_object()) {
+      if (!protocol.value().is_number())
+        return error = "the TVS of \"" + std::string(protocol.key()) + "\" is not a number",
+               false;
+      const double tvs = protocol.value().to_number<double>();
+      chain_total += tvs;
+      per_protocol[std::string(protocol.key())] += tvs;
+    }
+    out.by_chain.emplace_back(std::string(chain.key()), chain_total);
+    out.total_tvs += chain_total;
+  }
+  out.protocol_count = static_cast<std::int64_t>(per_protocol.size());
+  out.protocols.assign(per_protocol.begin(), per_protocol.end());
+  const auto larger = [](const auto& a, const auto& b) { return a.second > b.second; };
+  std::sort(out.by_chain.begin(), out.by_chain.end(), larger);
+  std::sort(out.protocols.begin(), out.protocols.end(), larger);
+  return true;
+}
+
+// The snapshots of earlier runs, from the previous summary; none if there is
+// no readable one (it is rebuilt from this run on).
+std::vector<Snapshot> previous_history(const std::string& path) {
+  std::vector<Snapshot> history;
+  std::string text, ignored;
+  if (!read_text(path, text, ignored)) return history;
+  auto doc = as::parse_json(text);
+  const json::value* list =
+      doc && doc->is_object() ? doc->get_object().if_contains("history") : nullptr;
+  if (list == nullptr || !list->is_array()) return history;
+  for (const json::value& item : list->get_array()) {
+    const json::object* o = item.if_object();
+    if (o == nullptr) continue;
+    const json::value* ts = o->if_contains("timestamp");
+    const json::value* tvs = o->if_contains("tvs");
+    const json::value* count = o->if_contains("protocol_count");
+    if (ts && ts->is_int64() && tvs && tvs->is_number() && count && count->is_int64())
+      history.push_back({ts->get_int64(), tvs->to_number<double>(), count->get_int64()});
+  }
+  return history;
+}
+
+// Adds this run's snapshot, replacing one with the same timestamp.
+void append_snapshot(std::vector<Snapshot>& history, const Snapshot& now) {
+  history.erase(std::remove_if(history.begin(), history.end(),
+                               [&](const Snapshot& s) { return s.timestamp == now.timestamp; }),
+                history.end());
+  history.push_back(now);
+  std::sort(history.begin(), history.end(),
+            [](const Snapshot& a, const Snapshot& b) { return a.timestamp < b.timestamp; });
+}
+
+json::value to_json(const Summary& s) {
+  json::object doc;
+  doc["oracle"] = s.oracle;
+  doc["timestamp"] = s.timestamp;
+  doc["timestamp_iso"] = as::to_rfc3339(s.timestamp);
+  doc["protocol_count"] = s.protocol_count;
+  doc["total_tvs"] = s.total_tvs;
+  json::object& chains = doc["tvs_by_chain"].emplace_object();
+  for (const auto& [chain, tvs] : s.by_chain) chains[chain] = tvs;
+  json::array& top = doc["top_protocols"].emplace_array();
+  for (std::size_t i = 0; i < s.protocols.size() && i < 5; ++i)
+    top.push_back(json::object{{"name", s.protocols[i].first}, {"tvs", s.protocols[i].second}});
+  json::array& history = doc["history"].emplace_array();
+  for (const Snapshot& snap : s.history)
+    history.push_back(json::object{{"timestamp", snap.timestamp},
+                                   {"date", as::to_rfc3339(snap.timestamp).substr(0, 10)},
+                                   {"tvs", snap.tvs},
+                                   {"protocol_count", snap.protocol_count}});
+  return doc;
+}
+
+// "$1.53B", "$421.0M", "$9.2K".
+std::string money(double usd) {
+  static const std::pair<double, const char*> units[] = {{1e9, "B"}, {1e6, "M"}, {1e3, "K"}};
+  char text[64];
+  for (const auto& [size, unit] : units)
+    if (usd >= size) {
+      std::snprintf(text, sizeof text, size == 1e9 ? "$%.2f%s" : "$%.1f%s", usd / size, unit);
+      return text;
+    }
+  std::snprintf(text, sizeof text, "$%.0f", usd);
+  return text;
+}
+
+void print_summary(const Summary& s, const std::string& summary_path,
+                   const std::string& state_path) {
+  std::cout << s.oracle << " oracle, data of " << as::to_rfc3339(s.timestamp) << "\n"
+            << "  protocols   " << s.protocol_count << "\n"
+            << "  total TVS   " << money(s.total_tvs) << "\n"
+            << "  by chain    ";
+  for (std::size_t i = 0; i < s.by_chain.size(); ++i)
+    std::cout << (i ? ", " : "") << s.by_chain[i].first << " " << money(s.by_chain[i].second);
+  std::cout << "\n  largest     ";
+  for (std::size_t i = 0; i < s.protocols.size() && i < 3; ++i)
+    std::cout << (i ? ", " : "") << s.protocols[i].first << " " << money(s.protocols[i].second);
+  std::cout << "\n  history     " << s.history.size()
+            << (s.history.size() == 1 ? " snapshot" : " snapshots") << ", "
+            << as::to_rfc3339(s.history.front().timestamp).substr(0, 10) << " to "
+            << as::to_rfc3339(s.history.back().timestamp).substr(0, 10) << "\n"
+            << "  wrote       " << summary_path << ", " << state_path << "\n";
+}
+
+int fail(const std::string& what) {
+  std::cerr << "oracle-collector: " << what << "\n";
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options options;
+  if (const int stop = parse_args(argc, argv, options); stop != 0) return stop < 0 ? 0 : stop;
+
+  as::LogfmtLogger logger(std::cerr, options.level);
+  as::StateManager<as::LogfmtLogger&> manager(options.output_dir, logger);
+
+  as::Result<as::State> state = manager.load_state();
+  if (!state) return fail(state.status().message());
+
+  std::string text, error;
+  if (!read_text(options.input, text, error)) return fail(error);
+  as::Result<json::value> doc = as::parse_json(text);
+  if (!doc) return fail(options.input + ": " + doc.status().message());
+  Summary summary;
+  if (!summarize(*doc, options.oracle, summary, error)) return fail(options.input + ": " + error);
+
+  if (!manager.should_process(summary.timestamp, *state)) {
+    std::cout << summary.oracle << " oracle: nothing newer than "
+              << (state->last_updated_iso.empty() ? as::to_rfc3339(state->last_updated)
+                                                  : state->last_updated_iso)
+              << ", which was processed already; skipped.\n";
+    return 0;
+  }
+
+  // Outputs first, state last: if the run dies in between, the next run
+  // processes the same data again rather than skipping data never written.
+  const std::string summary_path = (manager.output_dir() / kSummaryFile).string();
+  summary.history = previous_history(summary_path);
+  append_snapshot(summary.history, {summary.timestamp, summary.total_tvs, summary.protocol_count});
+  std::string out;
+  if (as::Status formatted = as::format_json(to_json(summary), out); !formatted)
+    return fail(formatted.message());
+  if (as::Status written = as::write_atomic(summary_path, out); !written)
+    return fail(written.message());
+
+  std::vector<std::int64_t> snapshot_times;
+  for (const Snapshot& snap : summary.history) snapshot_times.push_back(snap.timestamp);
+  const as::State next = manager.update_state(summary.oracle, summary.timestamp,
+                                              summary.protocol_count, summary.total_tvs,
+                                              snapshot_times);
+  if (as::Status saved = manager.save_state(next); !saved) return fail(saved.message());
+
+  print_summary(summary, summary_path, manager.state_file().string());
+  return 0;
+}
