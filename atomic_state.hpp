@@ -1307,17 +1307,23 @@ class JsonPrinter {
     }
     return refuse("unknown kind of value");
   }
-  bool enter(std::size_t level, std::string_view key, std::size_t index) noexcept {
-    if (level >= ATOMIC_STATE_JSON_MAX_DEPTH)
-      return refuse("nested deeper than ATOMIC_STATE_JSON_MAX_DEPTH");
+  // `level` counts the arrays and objects around a value, so the one at
+  // level 31 is the 32nd: as deep as the parser goes.
+  bool too_deep(std::size_t level) noexcept {
+    if (level < ATOMIC_STATE_JSON_MAX_DEPTH) return false;
+    reason_ = "nested deeper than ATOMIC_STATE_JSON_MAX_DEPTH";
+    return true;
+  }
+  bool enter(std::string_view key, std::size_t index) noexcept {
     frames_[depth_++] = JsonFrame{key, index};
     return true;
   }
   bool array(const boost::json::array& a, std::size_t level) noexcept {
+    if (too_deep(level)) return false;
     if (a.empty()) return put("[]");
     if (!put("[")) return false;
     for (std::size_t i = 0; i < a.size(); ++i) {
-      if ((i > 0 && !put(",")) || !indent(level + 1) || !enter(level, {}, i) ||
+      if ((i > 0 && !put(",")) || !indent(level + 1) || !enter({}, i) ||
           !value(a[i], level + 1))
         return false;
       --depth_;
@@ -1325,12 +1331,13 @@ class JsonPrinter {
     return indent(level) && put("]");
   }
   bool object(const boost::json::object& o, std::size_t level) noexcept {
+    if (too_deep(level)) return false;
     if (o.empty()) return put("{}");
     if (!put("{")) return false;
     bool first = true;
     for (const auto& member : o) {
       const std::string_view key(member.key().data(), member.key().size());
-      if ((!first && !put(",")) || !indent(level + 1) || !enter(level, key, 0) ||
+      if ((!first && !put(",")) || !indent(level + 1) || !enter(key, 0) ||
           !string(key) || !put(": ") || !value(member.value(), level + 1))
         return false;
       --depth_;
@@ -1342,7 +1349,7 @@ class JsonPrinter {
   Out& out_;
   const char* reason_ = nullptr;
   std::size_t depth_ = 0;
-  JsonFrame frames_[ATOMIC_STATE_JSON_MAX_DEPTH + 1] = {};
+  JsonFrame frames_[ATOMIC_STATE_JSON_MAX_DEPTH] = {};
   char number_[40];
 };
 

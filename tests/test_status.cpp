@@ -77,13 +77,37 @@ TEST_CASE("every step has its own words", "[status]") {
   const Step steps[] = {Step::none,          Step::check_path,      Step::create_directory,
                         Step::open_directory, Step::create_temp_file, Step::write_data,
                         Step::set_permissions, Step::sync_file,      Step::close_temp_file,
-                        Step::rename,         Step::sync_directory,  Step::invalid_use};
+                        Step::rename,         Step::sync_directory,  Step::open_file,
+                        Step::check_file,     Step::read_file,       Step::parse,
+                        Step::move_aside,     Step::serialize,       Step::invalid_use};
   std::set<std::string> seen;
   for (Step step : steps) seen.insert(std::string(atomic_state::to_string(step)));
   CHECK(seen.size() == std::size(steps));
   CHECK(atomic_state::to_string(Step::create_temp_file) == "create temp file");
   CHECK(atomic_state::to_string(Step::close_temp_file) == "close temp file");
   CHECK(atomic_state::to_string(Step::set_permissions) == "set permissions");
+}
+
+TEST_CASE("within() puts the caller's task in front of the message", "[status]") {
+  const Status failed(Step::rename, os_error(EACCES), "/d/.tmp-Ab12Cd", "/d/state.json");
+  const Status seen = failed.within("write state file");
+  CHECK(seen.context() == "write state file");
+  CHECK(seen.message() ==
+        "write state file: rename /d/.tmp-Ab12Cd to /d/state.json: Permission denied");
+  CHECK(seen.step() == Step::rename);
+  CHECK(seen.code() == failed.code());
+  CHECK(failed.context().empty());  // the original is unchanged
+  CHECK(Status().within("write state file").ok());
+  CHECK(Status().within("write state file").context().empty());
+}
+
+TEST_CASE("a run-time detail follows the static notes in the message", "[status]") {
+  const Status s(Step::serialize, os_error(EINVAL), "/d/state.json", {}, false, nullptr,
+                 "last_tvs: not a finite number (NaN)");
+  CHECK(s.message() ==
+        "serialize /d/state.json: Invalid argument (last_tvs: not a finite number (NaN))");
+  const Status copy = s;  // copies share the detail
+  CHECK(copy.message() == s.message());
 }
 
 TEST_CASE("Result holds a value or the Status that prevented it", "[status]") {

@@ -25,7 +25,13 @@ enum class Op {
   close,
   rename,
   unlink,
+  open_file,
+  file_info,
+  file_info_at,
+  read,
+  rename_noreplace,
 };
+inline constexpr int op_count = 15;
 
 inline std::string_view op_name(Op op) {
   switch (op) {
@@ -39,13 +45,18 @@ inline std::string_view op_name(Op op) {
     case Op::close: return "close";
     case Op::rename: return "rename";
     case Op::unlink: return "unlink";
+    case Op::open_file: return "open_file";
+    case Op::file_info: return "file_info";
+    case Op::file_info_at: return "file_info_at";
+    case Op::read: return "read";
+    case Op::rename_noreplace: return "rename_noreplace";
   }
   return "?";
 }
 
 /// What to do to the `occurrence`-th call (1-based) of `op`, and with
 /// `persistent` to every later one too: fail it with `error`, or, when
-/// `error` is 0, let a write through for at most `short_bytes` bytes.
+/// `error` is 0, let a write or read through for at most `short_bytes` bytes.
 struct Fault {
   Op op;
   int occurrence = 1;
@@ -145,6 +156,35 @@ class FaultFs {
     const int r = f && f->error ? -f->error : real_.unlink(dir_fd, name);
     return record(Op::unlink, dir_fd, name, 0, r);
   }
+  int open_file(const char* path) noexcept {
+    const Fault* f = due(Op::open_file, -1, path);
+    const int r = f && f->error ? -f->error : real_.open_file(path);
+    if (r >= 0) open_.insert(r);
+    return record(Op::open_file, -1, path, 0, r);
+  }
+  int file_info(int fd, atomic_state::FileInfo& info) noexcept {
+    const Fault* f = due(Op::file_info, fd, nullptr);
+    const int r = f && f->error ? -f->error : real_.file_info(fd, info);
+    return record(Op::file_info, fd, nullptr, 0, r);
+  }
+  int file_info_at(int dir_fd, const char* name, atomic_state::FileInfo& info) noexcept {
+    const Fault* f = due(Op::file_info_at, dir_fd, name);
+    const int r = f && f->error ? -f->error : real_.file_info_at(dir_fd, name, info);
+    return record(Op::file_info_at, dir_fd, name, 0, r);
+  }
+  ssize_t read(int fd, void* data, std::size_t size) noexcept {
+    const Fault* f = due(Op::read, fd, nullptr);
+    ssize_t r;
+    if (f && f->error) r = -f->error;
+    else if (f && f->short_bytes == 0) r = 0;
+    else r = real_.read(fd, data, f ? std::min(size, f->short_bytes) : size);
+    return record(Op::read, fd, nullptr, 0, r);
+  }
+  int rename_noreplace(int dir_fd, const char* from, const char* to) noexcept {
+    const Fault* f = due(Op::rename_noreplace, dir_fd, from);
+    const int r = f && f->error ? -f->error : real_.rename_noreplace(dir_fd, from, to);
+    return record(Op::rename_noreplace, dir_fd, to, 0, r);
+  }
 
  private:
   const Fault* due(Op op, int fd, const char* name) {
@@ -162,10 +202,11 @@ class FaultFs {
   }
 
   atomic_state::PosixFs real_;
-  int seen_[10] = {};
+  int seen_[op_count] = {};
   std::set<int> open_;
 };
 
 static_assert(atomic_state::is_filesystem_v<FaultFs>);
+static_assert(atomic_state::is_state_filesystem_v<FaultFs>);
 
 }  // namespace test

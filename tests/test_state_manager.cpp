@@ -1,0 +1,590 @@
+// StateManager: the seed service's storage tests, ported, and what goes
+// beyond them (quarantine of corrupt files, unreadable files, custom state
+// types, threads).
+#include "atomic_state.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "../examples/feed_state.hpp"
+#include "support/capture_logger.hpp"
+#include "support/catch.hpp"
+#include "support/files.hpp"
+
+namespace json = boost::json;
+using atomic_state::Level;
+using atomic_state::State;
+using atomic_state::Step;
+using Manager = atomic_state::StateManager<test::CaptureLogger&>;
+
+namespace {
+
+constexpr std::int64_t kNow = 1764000000;
+std::int64_t fixed_clock() noexcept { return kNow; }
+
+// The seed's testdata/valid_state.json, as Go's MarshalIndent wrote it.
+const char* const kValidState = R"({
+  "oracle_name": "switchboard",
+  "last_updated": 1700000000,
+  "last_updated_iso": "2023-11-14T22:00:00Z",
+  "last_protocol_count": 50,
+  "last_tvs": 1500000000,
+  "snapshot_count": 10,
+  "oldest_snapshot": 1699000000,
+  "newest_snapshot": 1700000000
+}
+)";
+
+State valid_state() {
+  State s;
+  s.oracle_name = "switchboard";
+  s.last_updated = 1700000000;
+  s.last_updated_iso = "2023-11-14T22:00:00Z";
+  s.last_protocol_count = 50;
+  s.last_tvs = 1500000000.0;
+  s.snapshot_count = 10;
+  s.oldest_snapshot = 1699000000;
+  s.newest_snapshot = 1700000000;
+  return s;
+}
+
+struct Fixture {
+  test::TempDir dir;
+  test::CaptureLogger log;
+  Manager manager{dir.path(), log};
+  Fixture() { manager.set_clock(&fixed_clock); }
+  std::string state_path() const { return manager.state_file().string(); }
+  std::string corrupt_path(const char* suffix = "") const {
+    return state_path() + ".corrupt-" + std::to_string(kNow) + suffix;
+  }
+};
+
+}  // namespace
+
+// ------------------------------------------------------------- seed ports --
+
+TEST_CASE("the state file is state.json in the output directory", "[state]") {
+  test::CaptureLogger log;
+  Manager m("/var/lib/collector", log);
+  CHECK(m.state_file() == "/var/lib/collector/state.json");
+  CHECK(m.output_dir() == "/var/lib/collector");
+  Manager here("", log);
+  CHECK(here.state_file() == "state.json");
+}
+
+TEST_CASE("a valid state file loads every field and logs them", "[state]") {
+  Fixture f;
+  test::write_plain(f.state_path(), kValidState);
+  auto loaded = f.manager.load_state();
+  REQUIRE(loaded.has_value());
+  CHECK(*loaded == valid_state());
+
+  const test::Record r = f.log.last();
+  CHECK(r.level == Level::debug);
+  CHECK(r.message == "state loaded");
+  CHECK(r.keys() == std::vector<std::string>{"path", "oracle_name", "last_updated",
+                                             "last_protocol_count", "last_tvs",
+                                             "snapshot_count"});
+  CHECK(r.text("path") == f.state_path());
+  CHECK(r.text("oracle_name") == "switchboard");
+  CHECK(r.integer("last_updated") == 1700000000);
+  CHECK(r.integer("last_protocol_count") == 50);
+  CHECK(r.number("last_tvs") == 1500000000.0);
+  CHECK(r.integer("snapshot_count") == 10);
+}
+
+TEST_CASE("a missing state file is a first run", "[state]") {
+  Fixture f;
+  for (const bool dir_exists : {true, false}) {
+    CAPTURE(dir_exists);
+    test::TempDir other;
+    test::CaptureLogger log;
+    Manager m(dir_exists ? other.path() : other / "not" / "yet", log);
+    auto loaded = m.load_state();
+    REQUIRE(loaded.has_value());
+    CHECK(*loaded == State{});
+    REQUIRE(log.size() == 1);
+    CHECK(log.last().level == Level::debug);
+    CHECK(log.last().message == "no state file found, treating as first run");
+    CHECK(log.last().keys() == std::vector<std::string>{"path"});
+    CHECK(log.last().text("path") == m.state_file().string());
+    CHECK(test::names_in(other.path()).empty());  // nothing created
+  }
+}
+
+TEST_CASE("a corrupt or partial state file is a first run, moved aside, with a warning",
+          "[state]") {
+  struct Row {
+    const char* why;
+    std::string text;
+    const char* error;  // part of the warning's error field
+  };
+  const Row rows[] = {
+      {"the seed's corrupted_state.json", R"({"oracle_name": "switchboard", "last_updated":)",
+       "incomplete JSON"},
+      {"the seed's partial_state.json", R"({"oracle_name":"switchboard")", "incomplete JSON"},
+      {"an empty file", "", "incomplete JSON"},
+      {"only whitespace", "  \n", "incomplete JSON"},
+      {"an array", "[]", "expected an object"},
+      {"a wrong type", R"({"last_updated": "yesterday"})", "last_updated: expected an integer"},
+      {"an integer out of range", R"({"snapshot_count": 99999999999999999999})",
+       "snapshot_count: expected an integer"},
+      {"NaN", R"({"last_tvs": NaN})", "syntax error"},
+      {"a number beyond double", R"({"last_tvs": 1e400})", "exponent overflow"},
+      {"invalid UTF-8", "{\"oracle_name\": \"\xC3\x28\"}", "syntax error"},
+      {"a NUL byte", std::string("{\"oracle_name\": \"a\0b\"}", 23), "syntax error"},
+      {"binary garbage", std::string("\x7f" "ELF\x02\x01\x01\0\0\0", 10), "syntax error"},
+      {"trailing data", std::string(kValidState) + "{}", "extra data"},
+      {"too deep", std::string(40, '[') + std::string(40, ']'), "too deep"},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.why);
+    Fixture f;
+    test::write_plain(f.state_path(), row.text, 0640);
+    auto loaded = f.manager.load_state();
+    REQUIRE(loaded.has_value());
+    CHECK(*loaded == State{});
+
+    REQUIRE(f.log.size() == 1);
+    const test::Record r = f.log.last();
+    CHECK(r.level == Level::warn);
+    CHECK(r.message == "state file corrupted, treating as first run");
+    CHECK(r.keys() == std::vector<std::string>{"path", "error", "moved_to"});
+    CHECK(r.text("path") == f.state_path());
+    CHECK(r.text("error").find(row.error) != std::string::npos);
+    CHECK(r.text("moved_to") == f.corrupt_path());
+
+    // Moved aside whole, not copied: same bytes, same mode, nothing left.
+    CHECK_FALSE(test::fs::exists(f.state_path()));
+    CHECK(test::read_file(f.corrupt_path()) == row.text);
+    CHECK(test::mode_of(f.corrupt_path()) == 0640u);
+    CHECK(test::names_in(f.dir.path()).size() == 1);
+  }
+}
+
+TEST_CASE("every truncation of a valid state file is either valid or moved aside",
+          "[state]") {
+  const std::string full = kValidState;
+  int valid = 0, quarantined = 0;
+  for (std::size_t n = 0; n <= full.size(); ++n) {
+    Fixture f;
+    test::write_plain(f.state_path(), full.substr(0, n));
+    auto loaded = f.manager.load_state();
+    REQUIRE(loaded.has_value());
+    if (*loaded == valid_state()) {
+      ++valid;
+      CHECK(test::fs::exists(f.state_path()));
+    } else {
+      ++quarantined;
+      CHECK(*loaded == State{});
+      CHECK(test::read_file(f.corrupt_path()) == full.substr(0, n));
+    }
+  }
+  CHECK(valid == 2);  // with and without the trailing newline
+  CHECK(quarantined == static_cast<int>(full.size()) - 1);
+}
+
+TEST_CASE("a second corrupt file in the same second gets a name of its own", "[state]") {
+  Fixture f;
+  test::write_plain(f.state_path(), "{first");
+  REQUIRE(f.manager.load_state().has_value());
+  test::write_plain(f.state_path(), "{second");
+  REQUIRE(f.manager.load_state().has_value());
+  test::write_plain(f.state_path(), "{third");
+  REQUIRE(f.manager.load_state().has_value());
+  CHECK(test::read_file(f.corrupt_path()) == "{first");
+  CHECK(test::read_file(f.corrupt_path(".1")) == "{second");
+  CHECK(test::read_file(f.corrupt_path(".2")) == "{third");
+  CHECK(f.log.last().text("moved_to") == f.corrupt_path(".2"));
+}
+
+TEST_CASE("a state file that cannot be read is an error, and nothing is touched",
+          "[state]") {
+  struct Row {
+    const char* why;
+    std::function<void(const std::string& path)> make;
+    std::size_t limit;
+    Step step;
+    std::errc code;
+    const char* note;
+  };
+  const Row rows[] = {
+      {"a directory at the path", [](const std::string& p) { test::fs::create_directory(p); },
+       ATOMIC_STATE_MAX_STATE_SIZE, Step::check_file, std::errc::is_a_directory,
+       "the state path is a directory"},
+      {"a FIFO at the path (and opening it does not block)",
+       [](const std::string& p) { REQUIRE(::mkfifo(p.c_str(), 0644) == 0); },
+       ATOMIC_STATE_MAX_STATE_SIZE, Step::check_file, std::errc::invalid_argument,
+       "not a regular file but a FIFO"},
+      {"a symlink to a device that never ends",
+       [](const std::string& p) { test::fs::create_symlink("/dev/zero", p); },
+       ATOMIC_STATE_MAX_STATE_SIZE, Step::check_file, std::errc::invalid_argument,
+       "not a regular file but a device or socket"},
+      {"larger than the default limit of 1 MiB",
+       [](const std::string& p) {
+         test::write_plain(p, "{}" + std::string(ATOMIC_STATE_MAX_STATE_SIZE, ' '));
+       },
+       ATOMIC_STATE_MAX_STATE_SIZE, Step::check_file, std::errc::file_too_large,
+       "larger than the state size limit"},
+      {"larger than a limit set lower", [](const std::string& p) { test::write_plain(p, kValidState); },
+       100, Step::check_file, std::errc::file_too_large, "larger than the state size limit"},
+      {"a path through a regular file",
+       [](const std::string&) {}, ATOMIC_STATE_MAX_STATE_SIZE, Step::open_file,
+       std::errc::not_a_directory, nullptr},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.why);
+    Fixture f;
+    std::string path = f.state_path();
+    test::CaptureLogger log;
+    Manager through_file(f.dir / "plain", log);
+    Manager& m = row.step == Step::open_file ? through_file : f.manager;
+    if (row.step == Step::open_file) {
+      test::write_plain(f.dir / "plain", "x");
+      path = m.state_file().string();
+    }
+    row.make(path);
+    m.set_max_state_size(row.limit);
+    const auto before = test::names_in(f.dir.path());
+
+    auto loaded = m.load_state();
+    REQUIRE_FALSE(loaded.has_value());
+    const atomic_state::Status& s = loaded.status();
+    CHECK(s.step() == row.step);
+    CHECK(s.code() == row.code);
+    CHECK(s.path() == path);
+    CHECK(s.message().rfind("load state file: ", 0) == 0);
+    if (row.note) CHECK(s.message().find(row.note) != std::string::npos);
+    CHECK(test::names_in(f.dir.path()) == before);
+    CHECK(f.log.size() + log.size() == 0);  // not a first run, not a corrupt file
+  }
+}
+
+TEST_CASE("the size limit is inclusive", "[state]") {
+  Fixture f;
+  test::write_plain(f.state_path(), kValidState);
+  f.manager.set_max_state_size(std::string(kValidState).size());
+  CHECK(f.manager.max_state_size() == std::string(kValidState).size());
+  auto loaded = f.manager.load_state();
+  REQUIRE(loaded.has_value());
+  CHECK(*loaded == valid_state());
+}
+
+TEST_CASE("should_process: the seed's skip logic, each decision logged", "[state]") {
+  struct Row {
+    std::int64_t current, last;
+    bool process;
+    Level level;
+    const char* message;
+    std::vector<std::string> keys;
+  };
+  const Row rows[] = {
+      {1700003600, 0, true, Level::debug, "first run, processing required", {}},
+      {1700003600, 1700000000, true, Level::debug, "new data available",
+       {"current_ts", "last_ts", "delta_seconds"}},
+      {1700000000, 1700000000, false, Level::info, "no new data, skipping extraction",
+       {"current_ts", "last_ts"}},
+      {1700000000, 1700003600, false, Level::warn,
+       "clock skew detected, API timestamp older than last processed",
+       {"current_ts", "last_ts"}},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.message);
+    Fixture f;
+    State s;
+    s.last_updated = row.last;
+    CHECK(f.manager.should_process(row.current, s) == row.process);
+    REQUIRE(f.log.size() == 1);
+    const test::Record r = f.log.last();
+    CHECK(r.level == row.level);
+    CHECK(r.message == row.message);
+    CHECK(r.keys() == row.keys);
+    if (r.has("current_ts")) CHECK(r.integer("current_ts") == row.current);
+    if (r.has("last_ts")) CHECK(r.integer("last_ts") == row.last);
+    if (r.has("delta_seconds")) CHECK(r.integer("delta_seconds") == 3600);
+  }
+}
+
+TEST_CASE("should_process: a delta too large for int64 is capped, not wrapped", "[state]") {
+  Fixture f;
+  State s;
+  s.last_updated = -1;
+  CHECK(f.manager.should_process(INT64_MAX, s));
+  CHECK(f.log.last().integer("delta_seconds") == INT64_MAX);
+}
+
+TEST_CASE("save_state writes readable JSON, mode 0644, and logs it", "[state]") {
+  Fixture f;
+  const test::UmaskGuard strict(077);  // the mode is exact whatever the umask
+  State s = valid_state();
+  s.oracle_name = "switchboard";
+  s.last_updated = 1700001234;
+  s.last_protocol_count = 10;
+  s.last_tvs = 123.45;
+  REQUIRE(f.manager.save_state(s).ok());
+
+  std::string expected;
+  REQUIRE(atomic_state::format_json(json::value_from(s), expected).ok());
+  CHECK(test::read_file(f.state_path()) == expected);
+  CHECK(test::mode_of(f.state_path()) == 0644u);
+  CHECK(test::temp_files_in(f.dir.path()).empty());
+
+  const test::Record r = f.log.last();
+  CHECK(r.level == Level::info);
+  CHECK(r.message == "state saved");
+  CHECK(r.keys() == std::vector<std::string>{"timestamp", "protocol_count", "tvs"});
+  CHECK(r.integer("timestamp") == 1700001234);
+  CHECK(r.integer("protocol_count") == 10);
+  CHECK(r.number("tvs") == 123.45);
+}
+
+TEST_CASE("save_state creates missing directories", "[state]") {
+  test::TempDir root;
+  test::CaptureLogger log;
+  const test::UmaskGuard usual(022);
+  Manager m(root / "nested" / "state", log);
+  REQUIRE(m.save_state(valid_state()).ok());
+  CHECK(test::mode_of(root / "nested") == 0755u);
+  CHECK(test::mode_of(root / "nested" / "state") == 0755u);
+  auto back = m.load_state();
+  REQUIRE(back.has_value());
+  CHECK(*back == valid_state());
+}
+
+TEST_CASE("save_state round-trips every field exactly", "[state]") {
+  State extremes;
+  extremes.oracle_name = "Ünïcödé \"quoted\" \\ oracle\n";
+  extremes.last_updated = INT64_MAX;
+  extremes.last_updated_iso = atomic_state::to_rfc3339(INT64_MAX);
+  extremes.last_protocol_count = INT64_MIN;
+  extremes.last_tvs = 1e15;
+  extremes.snapshot_count = 9007199254740993;  // not a double: must stay exact
+  extremes.oldest_snapshot = -1;
+  extremes.newest_snapshot = 4102444800;
+  const double tvs_values[] = {0.1, 1e15, 1500000000.0, 123456789.123456789, 5e-324,
+                               1.7976931348623157e308, -0.0, 0.0};
+  for (double tvs : tvs_values) {
+    CAPTURE(tvs);
+    Fixture f;
+    extremes.last_tvs = tvs;
+    REQUIRE(f.manager.save_state(extremes).ok());
+    auto back = f.manager.load_state();
+    REQUIRE(back.has_value());
+    CHECK(*back == extremes);
+    CHECK(std::signbit(back->last_tvs) == std::signbit(tvs));
+  }
+}
+
+TEST_CASE("a state JSON cannot hold is refused and nothing is written", "[state]") {
+  struct Row {
+    const char* why;
+    std::function<void(State&)> spoil;
+    const char* detail;
+  };
+  const Row rows[] = {
+      {"a NaN TVS", [](State& s) { s.last_tvs = std::nan(""); },
+       "last_tvs: not a finite number (NaN)"},
+      {"an infinite TVS", [](State& s) { s.last_tvs = HUGE_VAL; },
+       "last_tvs: not a finite number (infinity)"},
+      {"a negative infinite TVS", [](State& s) { s.last_tvs = -HUGE_VAL; },
+       "last_tvs: not a finite number (infinity)"},
+      {"an oracle name that is not UTF-8", [](State& s) { s.oracle_name = "bad\xff"; },
+       "oracle_name: not valid UTF-8"},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.why);
+    Fixture f;
+    REQUIRE(f.manager.save_state(valid_state()).ok());
+    const std::string before = test::read_file(f.state_path());
+    f.log.clear();
+
+    State bad = valid_state();
+    row.spoil(bad);
+    const atomic_state::Status s = f.manager.save_state(bad);
+    CHECK(s.step() == Step::serialize);
+    CHECK(s.code() == std::errc::invalid_argument);
+    CHECK(s.message().rfind("write state file: serialize " + f.state_path(), 0) == 0);
+    CHECK(s.message().find(row.detail) != std::string::npos);
+    CHECK(test::read_file(f.state_path()) == before);
+    CHECK(test::names_in(f.dir.path()).size() == 1);
+    CHECK(f.log.size() == 0);
+  }
+}
+
+TEST_CASE("a failed save says so and is not logged as saved", "[state]") {
+  test::TempDir root;
+  test::write_plain(root / "file", "x");
+  test::CaptureLogger log;
+  Manager m(root / "file", log);  // the output "directory" is a regular file
+  const atomic_state::Status s = m.save_state(valid_state());
+  CHECK_FALSE(s.ok());
+  CHECK(s.code() == std::errc::not_a_directory);
+  CHECK(s.message().rfind("write state file: ", 0) == 0);
+  CHECK(log.with("state saved").empty());
+}
+
+TEST_CASE("update_state builds the next state from a run's figures", "[state]") {
+  Fixture f;
+  const std::vector<std::int64_t> snapshots = {1700007200, 1699000000, 1700000000};
+  const State s = f.manager.update_state("switchboard", 1700001234, 10, 123.45, snapshots);
+  CHECK(s.oracle_name == "switchboard");
+  CHECK(s.last_updated == 1700001234);
+  CHECK(s.last_updated_iso == "2023-11-14T22:33:54Z");
+  CHECK(s.last_protocol_count == 10);
+  CHECK(s.last_tvs == 123.45);
+  CHECK(s.snapshot_count == 3);
+  CHECK(s.oldest_snapshot == 1699000000);  // the earliest, whatever the order
+  CHECK(s.newest_snapshot == 1700007200);
+
+  const State none = f.manager.update_state("switchboard", 1700000000, 0, 0);
+  CHECK(none.snapshot_count == 0);
+  CHECK(none.oldest_snapshot == 0);
+  CHECK(none.newest_snapshot == 0);
+  CHECK(none.last_updated_iso == "2023-11-14T22:13:20Z");
+
+  const State listed = f.manager.update_state("x", 1, 2, 3.0, {5, 4});
+  CHECK(listed.snapshot_count == 2);
+  CHECK(listed.oldest_snapshot == 4);
+  CHECK(f.log.size() == 0);  // building a state logs nothing
+}
+
+TEST_CASE("load, decide, save over several runs: each run sees the last", "[state]") {
+  Fixture f;
+  std::int64_t ts = 1700000000;
+  for (int run = 0; run < 5; ++run, ts += 3600) {
+    CAPTURE(run);
+    auto state = f.manager.load_state();
+    REQUIRE(state.has_value());
+    CHECK(state->last_updated == (run == 0 ? 0 : ts - 3600));
+    REQUIRE(f.manager.should_process(ts, *state));
+    if (run > 0) CHECK_FALSE(f.manager.should_process(state->last_updated, *state));
+    const State next = f.manager.update_state("switchboard", ts, 40 + run, 1e9 + run, {ts});
+    REQUIRE(f.manager.save_state(next).ok());
+    auto again = f.manager.load_state();
+    REQUIRE(again.has_value());
+    CHECK(*again == next);
+    CHECK_FALSE(f.manager.should_process(ts, *again));
+  }
+  CHECK(f.log.with("state saved").size() == 5);
+  CHECK(f.log.with("no state file found, treating as first run").size() == 1);
+}
+
+TEST_CASE("a logger by value, and one logger shared by reference", "[state]") {
+  test::TempDir dir;
+  std::ostringstream out;
+  atomic_state::StateManager<atomic_state::LogfmtLogger> owned(
+      dir.path(), atomic_state::LogfmtLogger(out, Level::info));
+  State s = valid_state();
+  REQUIRE(owned.save_state(s).ok());
+  CHECK(out.str() ==
+        "level=info msg=\"state saved\" timestamp=1700000000 protocol_count=50 "
+        "tvs=1500000000\n");
+
+  test::CaptureLogger shared;
+  Manager a(dir / "a", shared), b(dir / "b", shared);
+  REQUIRE(a.save_state(s).ok());
+  REQUIRE(b.save_state(s).ok());
+  CHECK(shared.with("state saved").size() == 2);
+  CHECK(&a.logger() == &shared);
+
+  atomic_state::StateManager<> silent(dir / "c");  // NullLogger by default
+  REQUIRE(silent.save_state(s).ok());
+}
+
+TEST_CASE("a logger that throws cannot undo a save", "[state]") {
+  struct Throwing {
+    void log(Level, std::string_view, atomic_state::Fields) { throw std::runtime_error("x"); }
+  };
+  test::TempDir dir;
+  atomic_state::StateManager<Throwing> m(dir.path());
+  CHECK(m.save_state(valid_state()).ok());
+  auto back = m.load_state();
+  REQUIRE(back.has_value());
+  CHECK(*back == valid_state());
+}
+
+TEST_CASE("a state type of one's own: saved, loaded, compared, quarantined", "[state]") {
+  test::TempDir dir;
+  test::CaptureLogger log;
+  atomic_state::StateManager<test::CaptureLogger&, feeds::FeedState> m(dir.path(), log);
+  m.set_clock(&fixed_clock);
+
+  auto first = m.load_state();
+  REQUIRE(first.has_value());
+  CHECK(m.should_process(1732406400, *first));  // updated_at == 0: a first run
+
+  feeds::FeedState s{"SOL/USD", 7, 1732406400, 236.41, {235.5, 0.1, 236.41}};
+  REQUIRE(m.save_state(s).ok());
+  CHECK(log.last().message == "state saved");
+  CHECK(log.last().integer("timestamp") == 1732406400);
+
+  auto back = m.load_state();
+  REQUIRE(back.has_value());
+  CHECK(*back == s);
+  CHECK(log.last().integer("last_updated") == 1732406400);
+  CHECK_FALSE(m.should_process(1732406400, *back));
+  CHECK(m.should_process(1732406460, *back));
+
+  s.price = NAN;  // refused like a State's
+  CHECK(m.save_state(s).step() == Step::serialize);
+
+  test::write_plain(m.state_file(), R"({"feed": 5})");
+  auto wrong = m.load_state();
+  REQUIRE(wrong.has_value());
+  CHECK(*wrong == feeds::FeedState{});
+  CHECK(log.last().message == "state file corrupted, treating as first run");
+}
+
+TEST_CASE("threads saving at once never leave a torn file for a reader", "[state]") {
+  test::TempDir dir;
+  test::CaptureLogger log;
+  constexpr int kThreads = 8, kSaves = 50;
+  Manager shared(dir.path(), log);
+  std::atomic<bool> done{false};
+  std::atomic<int> loads{0}, bad_loads{0};
+
+  std::thread reader([&] {
+    Manager own(dir.path(), log);
+    while (!done) {
+      auto s = own.load_state();
+      ++loads;
+      // Every read is a whole state some writer saved (or none yet).
+      if (!s || (s->last_updated != 0 &&
+                 s->oracle_name != "writer-" + std::to_string(s->last_protocol_count)))
+        ++bad_loads;
+    }
+  });
+  std::vector<std::thread> writers;
+  for (int t = 0; t < kThreads; ++t)
+    writers.emplace_back([&, t] {
+      Manager own(dir.path(), log);  // half share one manager, half have their own
+      Manager& m = t % 2 ? shared : own;
+      for (int i = 1; i <= kSaves; ++i) {
+        State s;
+        s.oracle_name = "writer-" + std::to_string(t);
+        s.last_protocol_count = t;
+        s.last_updated = i;
+        s.last_tvs = t * 1000.0 + i;
+        if (!m.save_state(s)) ++bad_loads;
+      }
+    });
+  for (auto& w : writers) w.join();
+  done = true;
+  reader.join();
+
+  CHECK(bad_loads == 0);
+  CHECK(loads > 0);
+  CHECK(log.with("state saved").size() == kThreads * kSaves);
+  CHECK(log.with("state file corrupted, treating as first run").empty());
+  CHECK(test::temp_files_in(dir.path()).empty());
+  auto last = shared.load_state();
+  REQUIRE(last.has_value());
+  CHECK(last->last_updated == kSaves);  // each writer's final save is its 50th
+}
