@@ -154,7 +154,7 @@ TEST_CASE("interrupted calls (EINTR) and short writes still end in a saved state
     REQUIRE(save(s).ok());
     CHECK(s.log.with("state saved").size() == 1);
   }
-  for (const std::size_t bytes : {0, 1, 100}) {
+  for (const std::size_t bytes : {std::size_t{0}, std::size_t{1}, std::size_t{100}}) {
     CAPTURE(bytes);
     Setup s;
     prepare(s);
