@@ -19,10 +19,9 @@
 //   - Copy this file anywhere and #include it. It needs C++17 and POSIX
 //     (Linux, the BSDs, macOS).
 //   - StateManager and the JSON functions need Boost.JSON (1.81 or later):
-//     either link it (-lboost_json), or put
-//         #include <boost/json/src.hpp>
-//     in exactly one .cpp file of the program. This header never includes
-//     src.hpp itself. Define ATOMIC_STATE_NO_JSON to leave the JSON part out;
+//     either link it (-lboost_json), or compile Boost.JSON's own
+//     boost/json/src.hpp into exactly one .cpp file of the program (an
+//     include line there). This header never includes that file itself. Define ATOMIC_STATE_NO_JSON to leave the JSON part out;
 //     AtomicWriter then needs nothing but the C++ library.
 //   - Nothing here throws and nothing aborts on bad input: every operation
 //     returns a Status (or a Result<T>) naming the step, the path(s) and the
@@ -219,7 +218,7 @@
 // ============================================================ BOOST.JSON ====
 #ifndef ATOMIC_STATE_NO_JSON
 // Only what is used, not <boost/json.hpp>: it saves compile time. The
-// library itself comes from -lboost_json or from <boost/json/src.hpp> in one
+// library itself comes from -lboost_json or from Boost.JSON's src.hpp in one
 // translation unit of the program (never from here).
 #include <boost/json/basic_parser_impl.hpp>
 #include <boost/json/monotonic_resource.hpp>
