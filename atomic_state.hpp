@@ -2385,11 +2385,13 @@ Status StateManager<L, S, W>::move_aside(const FileInfo& read, std::string& move
     return closing(failure(Step::move_aside, -EAGAIN,
                            "the state file was replaced while it was read; left in place"));
 
-  // "state.json.corrupt-" (19) + up to 20 digits + ".NNN" + NUL fit in 48.
-  static constexpr std::string_view prefix = "state.json.corrupt-";
+  // "state.json" ".corrupt-" (19) + up to 20 digits + ".NNN" + NUL fit in 48.
+  const std::string_view base = file_name, suffix = ".corrupt-";
   char name[48];
-  std::memcpy(name, prefix.data(), prefix.size());
-  char* const digits = std::to_chars(name + prefix.size(), name + 40, now_()).ptr;
+  std::memcpy(name, base.data(), base.size());
+  std::memcpy(name + base.size(), suffix.data(), suffix.size());
+  char* const digits =
+      std::to_chars(name + base.size() + suffix.size(), name + 40, now_()).ptr;
   for (int attempt = 0; attempt < ATOMIC_STATE_TEMP_NAME_ATTEMPTS; ++attempt) {
     char* p = digits;
     if (attempt > 0) {

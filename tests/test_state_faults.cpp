@@ -44,6 +44,13 @@ struct Setup {
   FaultManager manager{dir.path(), log, FaultManager::writer_type(fs)};
   Setup() { manager.set_clock(&fixed_clock); }
   std::string state_path() const { return manager.state_file().string(); }
+  /// From here on: a fresh policy (occurrences count anew), an empty log,
+  /// and these faults.
+  void arm(std::vector<Fault> planned) {
+    fs = test::FaultFs();
+    log.clear();
+    fs.faults = std::move(planned);
+  }
 };
 
 // The calls a clean run of `action` makes, in order, as (op, occurrence).
@@ -51,7 +58,7 @@ template <class Prepare, class Action>
 std::vector<std::pair<Op, int>> calls_of(Prepare prepare, Action action) {
   Setup s;
   prepare(s);
-  s.fs = test::FaultFs();
+  s.arm({});
   (void)action(s);
   std::vector<std::pair<Op, int>> out;
   int seen[test::op_count] = {};
@@ -77,10 +84,8 @@ TEST_CASE("a save over an existing state survives the failure of any call", "[st
         CAPTURE(test::op_name(op), occurrence, error, persistent);
         Setup s;
         prepare(s);
-        s.fs = test::FaultFs();
         const std::string before = test::read_file(s.state_path());
-        s.log.clear();
-        s.fs.faults = {Fault{op, occurrence, error, persistent}};
+        s.arm({Fault{op, occurrence, error, persistent}});
         const atomic_state::Status status = save(s);
         ++cases;
 
@@ -148,9 +153,7 @@ TEST_CASE("interrupted calls (EINTR) and short writes still end in a saved state
     CAPTURE(test::op_name(op), occurrence);
     Setup s;
     prepare(s);
-    s.fs = test::FaultFs();
-    s.log.clear();
-    s.fs.faults = {Fault{op, occurrence, EINTR, false}};
+    s.arm({Fault{op, occurrence, EINTR, false}});
     REQUIRE(save(s).ok());
     CHECK(s.log.with("state saved").size() == 1);
   }
@@ -158,8 +161,7 @@ TEST_CASE("interrupted calls (EINTR) and short writes still end in a saved state
     CAPTURE(bytes);
     Setup s;
     prepare(s);
-    s.fs = test::FaultFs();
-    s.fs.faults = {Fault{Op::write, 1, 0, false, bytes}};
+    s.arm({Fault{Op::write, 1, 0, false, bytes}});
     REQUIRE(save(s).ok());
     auto back = s.manager.load_state();
     REQUIRE(back.has_value());
@@ -180,10 +182,8 @@ TEST_CASE("a load whose reading fails is an error that touches nothing", "[state
         CAPTURE(test::op_name(op), occurrence, error, persistent);
         Setup s;
         prepare(s);
-        s.fs = test::FaultFs();
         const std::string before = test::read_file(s.state_path());
-        s.log.clear();
-        s.fs.faults = {Fault{op, occurrence, error, persistent}};
+        s.arm({Fault{op, occurrence, error, persistent}});
         auto loaded = load(s);
         ++cases;
         CHECK(s.fs.open_descriptors().empty());
@@ -228,8 +228,7 @@ TEST_CASE("a corrupt file that cannot be moved aside is an error, and stays", "[
       CAPTURE(test::op_name(op), error);
       Setup s;
       prepare(s);
-      s.fs = test::FaultFs();
-      s.fs.faults = {Fault{op, occurrence, error, true}};
+      s.arm({Fault{op, occurrence, error, true}});
       auto loaded = load(s);
       ++cases;
       REQUIRE_FALSE(loaded.has_value());

@@ -17,6 +17,7 @@
 #include "support/capture_logger.hpp"
 #include "support/catch.hpp"
 #include "support/files.hpp"
+#include "support/seed_state.hpp"
 
 namespace json = boost::json;
 using atomic_state::Level;
@@ -29,31 +30,8 @@ namespace {
 constexpr std::int64_t kNow = 1764000000;
 std::int64_t fixed_clock() noexcept { return kNow; }
 
-// The seed's testdata/valid_state.json, as Go's MarshalIndent wrote it.
-const char* const kValidState = R"({
-  "oracle_name": "switchboard",
-  "last_updated": 1700000000,
-  "last_updated_iso": "2023-11-14T22:00:00Z",
-  "last_protocol_count": 50,
-  "last_tvs": 1500000000,
-  "snapshot_count": 10,
-  "oldest_snapshot": 1699000000,
-  "newest_snapshot": 1700000000
-}
-)";
-
-State valid_state() {
-  State s;
-  s.oracle_name = "switchboard";
-  s.last_updated = 1700000000;
-  s.last_updated_iso = "2023-11-14T22:00:00Z";
-  s.last_protocol_count = 50;
-  s.last_tvs = 1500000000.0;
-  s.snapshot_count = 10;
-  s.oldest_snapshot = 1699000000;
-  s.newest_snapshot = 1700000000;
-  return s;
-}
+const char* const kValidState = test::kSeedStateText;
+State valid_state() { return test::seed_state(); }
 
 struct Fixture {
   test::TempDir dir;

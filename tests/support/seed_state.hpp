@@ -1,0 +1,34 @@
+// The seed service's testdata/valid_state.json, as text and as a State.
+#pragma once
+
+#include "atomic_state.hpp"
+
+namespace test {
+
+// As Go's MarshalIndent wrote it, which is also how format_json writes it.
+inline const char* const kSeedStateText = R"({
+  "oracle_name": "switchboard",
+  "last_updated": 1700000000,
+  "last_updated_iso": "2023-11-14T22:00:00Z",
+  "last_protocol_count": 50,
+  "last_tvs": 1500000000,
+  "snapshot_count": 10,
+  "oldest_snapshot": 1699000000,
+  "newest_snapshot": 1700000000
+}
+)";
+
+inline atomic_state::State seed_state() {
+  atomic_state::State s;
+  s.oracle_name = "switchboard";
+  s.last_updated = 1700000000;
+  s.last_updated_iso = "2023-11-14T22:00:00Z";
+  s.last_protocol_count = 50;
+  s.last_tvs = 1500000000.0;
+  s.snapshot_count = 10;
+  s.oldest_snapshot = 1699000000;
+  s.newest_snapshot = 1700000000;
+  return s;
+}
+
+}  // namespace test
