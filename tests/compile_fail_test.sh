@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Misuse of StateManager's template parameters must fail to compile with a
+# message that says what is missing: a static_assert under C++17, the
+# LogSink concept under C++20. A matching program that must compile guards
+# against a test that passes only because its snippet is broken.
+# Usage: compile_fail_test.sh SOURCE_ROOT COMPILER [COMPILER ARGS...]
+set -u
+root=$1
+shift
+cxx=("$@")
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+failures=0
+pass() { echo "ok   - $1"; }
+fail() { echo "FAIL - $1"; failures=$((failures + 1)); }
+
+# snippet BODY: a translation unit declaring the sinks and states used below.
+snippet() {
+  cat <<EOF
+#include "atomic_state.hpp"
+#include <iostream>
+#include <string>
+struct GoodSink {
+  void log(atomic_state::Level, std::string_view, atomic_state::Fields) {}
+};
+struct MessageOnlySink {  // the fields parameter is missing
+  void log(atomic_state::Level, std::string_view) {}
+};
+struct NotASink {};
+struct NoDefaultState {
+  explicit NoDefaultState(int) {}
+};
+struct NotAWriter {};
+$1
+EOF
+}
+
+# compile NAME STD BODY: sets $status and $diagnostics.
+compile() {
+  snippet "$3" >"$work/$1.cpp"
+  diagnostics=$("${cxx[@]}" -std="$2" -fsyntax-only -I"$root" "$work/$1.cpp" 2>&1)
+  status=$?
+}
+
+# expect_ok NAME STD BODY
+expect_ok() {
+  compile "$1" "$2" "$3"
+  if [ $status -eq 0 ]; then pass "$1 ($2) compiles"; else
+    fail "$1 ($2) should compile"; printf '%s\n' "$diagnostics" | head -20; fi
+}
+
+# expect_error NAME STD BODY TEXT [TEXT...]: fails to compile and the
+# diagnostics hold every TEXT; a TEXT starting with ! must be absent.
+expect_error() {
+  compile "$1" "$2" "$3"
+  local name="$1 ($2)" ok=1 text
+  shift 3
+  [ $status -ne 0 ] || ok=0
+  for text in "$@"; do
+    if [ "${text:0:1}" = '!' ]; then
+      ! grep -qF -- "${text:1}" <<<"$diagnostics" || ok=0
+    else
+      grep -qF -- "$text" <<<"$diagnostics" || ok=0
+    fi
+  done
+  if [ $ok -eq 1 ]; then pass "$name is refused with: $*"; else
+    fail "$name should be refused with: $* (status $status)"
+    printf '%s\n' "$diagnostics" | head -20
+  fi
+}
+
+manager() { echo "atomic_state::StateManager<$1> m{\"d\"};"; }
+manager_with_sink() { echo "NotASink s; atomic_state::StateManager<$1> m{\"d\", s};"; }
+
+for std in c++17 c++20; do
+  expect_ok "a sink by value" $std "$(manager GoodSink)"
+  expect_ok "a sink by reference" $std "GoodSink s; atomic_state::StateManager<GoodSink&> m{\"d\", s};"
+  expect_ok "the default NullLogger" $std "atomic_state::StateManager<> m{\"d\"};"
+  expect_ok "LogfmtLogger by reference" $std \
+    "atomic_state::LogfmtLogger s{std::cerr}; atomic_state::StateManager<atomic_state::LogfmtLogger&> m{\"d\", s};"
+  expect_error "a state without a default constructor" $std \
+    "atomic_state::StateManager<atomic_state::NullLogger, NoDefaultState> m{\"d\"};" \
+    "StateT must be default-constructible"
+  expect_error "a writer without write()" $std \
+    "atomic_state::StateManager<atomic_state::NullLogger, atomic_state::State, NotAWriter> m{\"d\"};" \
+    "Writer needs"
+done
+
+# The sink requirement: C++17 names it in a static_assert ...
+for sink in MessageOnlySink NotASink; do
+  expect_error "$sink as the logger" c++17 "$(manager $sink)" "StateManager: Logger must be a log sink"
+done
+expect_error "a non-sink by reference" c++17 "$(manager_with_sink 'NotASink&')" \
+  "StateManager: Logger must be a log sink"
+# ... and C++20 refuses it at the template parameter, naming the concept,
+# before the class (and so its static_assert) is ever instantiated.
+concept_refusal=(constraint LogSink '!Logger must be a log sink')
+for sink in MessageOnlySink NotASink; do
+  expect_error "$sink as the logger" c++20 "$(manager $sink)" "${concept_refusal[@]}"
+done
+expect_error "a non-sink by reference" c++20 "$(manager_with_sink 'NotASink&')" \
+  "${concept_refusal[@]}"
+
+# The trait and the concept agree.
+expect_ok "is_log_sink_v and LogSink agree" c++20 "
+static_assert(atomic_state::is_log_sink_v<GoodSink>);
+static_assert(atomic_state::is_log_sink_v<GoodSink&>);
+static_assert(!atomic_state::is_log_sink_v<MessageOnlySink>);
+static_assert(!atomic_state::is_log_sink_v<NotASink>);
+static_assert(atomic_state::LogSink<GoodSink> && atomic_state::LogSink<GoodSink&>);
+static_assert(!atomic_state::LogSink<MessageOnlySink> && !atomic_state::LogSink<NotASink>);"
+
+echo "$failures failed"
+[ "$failures" -eq 0 ]
