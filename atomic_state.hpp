@@ -154,9 +154,11 @@
 #error "atomic_state.hpp supports POSIX systems only (Linux, BSD, macOS); this platform is not one"
 #endif
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>  // renameat2 and RENAME_NOREPLACE (glibc), renameatx_np (Apple)
+#include <sys/file.h>  // flock
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -252,6 +254,7 @@ enum class Step : unsigned char {
   parse,             ///< the text is not JSON this library accepts
   move_aside,        ///< renaming a corrupt state file out of the way
   serialize,         ///< the value cannot be written as JSON that reads back
+  remove_temp_file,  ///< listing or removing stale temp files of killed saves
   invalid_use,       ///< a caller bug, e.g. a second commit()
 };
 
@@ -403,7 +406,14 @@ template <class P>
 inline constexpr bool is_sync_policy_v = is_sync_policy<P>::value;
 
 /// What kind of file a descriptor or name refers to.
-enum class FileType : unsigned char { regular, directory, fifo, other };
+enum class FileType : unsigned char { regular, directory, fifo, symlink, other };
+
+/// The two uses of a directory lock. Every save holds a shared lock on its
+/// directory from before it creates its temp file until it is over; the
+/// sweep of stale temp files runs only under an exclusive lock it can get
+/// without waiting, so it never removes the temp file of a save in
+/// progress, in this process or another.
+enum class DirLock : unsigned char { shared, try_exclusive };
 
 /// The little of fstat() that reading a state file needs.
 struct FileInfo {
@@ -415,8 +425,8 @@ struct FileInfo {
 
 /// The filesystem policy: every system call AtomicWriter and StateManager
 /// make. Each returns a non-negative value on success and -errno on
-/// failure, and is noexcept. The first ten are all AtomicWriter needs; the
-/// last five are the reading side that StateManager adds.
+/// failure, and is noexcept. The first eleven are all AtomicWriter::write
+/// needs; the rest are the reading side and the sweep of stale temp files.
 struct PosixFs {
   /// open(path, O_RDONLY|O_DIRECTORY|O_CLOEXEC): a descriptor.
   int open_directory(const char* path) noexcept;
@@ -439,6 +449,9 @@ struct PosixFs {
   int rename(int dir_fd, const char* from, const char* to) noexcept;
   /// unlinkat(dir_fd, name, 0).
   int unlink(int dir_fd, const char* name) noexcept;
+  /// flock(dir_fd, LOCK_SH), or flock(dir_fd, LOCK_EX | LOCK_NB): -EWOULDBLOCK
+  /// while another descriptor holds a lock. Released when dir_fd is closed.
+  int lock_directory(int dir_fd, DirLock kind) noexcept;
 
   /// open(path, O_RDONLY|O_CLOEXEC|O_NOCTTY|O_NONBLOCK): never blocks, even
   /// on a FIFO. Follows symlinks.
@@ -454,6 +467,12 @@ struct PosixFs {
   /// RENAME_NOREPLACE, renameatx_np with RENAME_EXCL), else by a check
   /// right before the rename.
   int rename_noreplace(int dir_fd, const char* from, const char* to) noexcept;
+  /// Calls on_entry(context, name) for each entry of the directory but "."
+  /// and "..", in the directory's order; dir_fd is left as it was.
+  int list_directory(int dir_fd, void (*on_entry)(void* context, const char* name) noexcept,
+                     void* context) noexcept;
+  /// fstatat(dir_fd, name, AT_SYMLINK_NOFOLLOW): a symlink is a symlink.
+  int entry_info(int dir_fd, const char* name, FileInfo& info) noexcept;
 };
 
 /// Whether F offers every call of PosixFs with compatible signatures.
@@ -471,13 +490,16 @@ struct is_filesystem<
            decltype(std::declval<F&>().sync_data(0)),
            decltype(std::declval<F&>().close(0)),
            decltype(std::declval<F&>().rename(0, "", "")),
-           decltype(std::declval<F&>().unlink(0, ""))>> : std::true_type {};
+           decltype(std::declval<F&>().unlink(0, "")),
+           decltype(std::declval<F&>().lock_directory(0, DirLock::shared))>>
+    : std::true_type {};
 template <class F>
 inline constexpr bool is_filesystem_v =
     is_filesystem<std::remove_reference_t<F>>::value;
 
 /// Whether F also offers the reading calls of PosixFs that StateManager
-/// makes (open_file, file_info, file_info_at, read, rename_noreplace).
+/// makes (open_file, file_info, file_info_at, read, rename_noreplace) and
+/// those of the temp-file sweep (list_directory, entry_info).
 template <class F, class = void>
 struct is_state_filesystem : std::false_type {};
 template <class F>
@@ -487,7 +509,9 @@ struct is_state_filesystem<
            decltype(std::declval<F&>().file_info(0, std::declval<FileInfo&>())),
            decltype(std::declval<F&>().file_info_at(0, "", std::declval<FileInfo&>())),
            decltype(std::declval<F&>().read(0, nullptr, std::size_t{})),
-           decltype(std::declval<F&>().rename_noreplace(0, "", ""))>>
+           decltype(std::declval<F&>().rename_noreplace(0, "", "")),
+           decltype(std::declval<F&>().list_directory(0, nullptr, nullptr)),
+           decltype(std::declval<F&>().entry_info(0, "", std::declval<FileInfo&>()))>>
     : is_filesystem<F> {};
 template <class F>
 inline constexpr bool is_state_filesystem_v =
@@ -569,6 +593,12 @@ class WriteTransaction {
 /// Replaces files atomically, durably as `SyncPolicy` says, making every
 /// system call through `Fs` (a value, or a reference such as `MyFs&` to
 /// share a stateful policy with the caller).
+/// What a sweep of stale temp files did.
+struct TempSweep {
+  std::size_t removed = 0;  ///< temp files removed
+  bool busy = false;        ///< a save held the directory: nothing was examined
+};
+
 template <class SyncPolicy = FullSync, class Fs = PosixFs>
 class AtomicWriter {
   static_assert(is_sync_policy_v<SyncPolicy>,
@@ -599,6 +629,14 @@ class AtomicWriter {
   Result<Transaction> begin(const std::filesystem::path& path,
                             unsigned perm = 0644) && = delete;
 
+  /// Removes the temp files that saves killed mid-way left in `dir`
+  /// (names `.tmp-` and six letters or digits, regular files only). Takes
+  /// the directory's lock without waiting, so while a save is in progress
+  /// there, in any thread or process, it removes nothing and says `busy`.
+  /// A missing directory has nothing to remove. Needs the sweep calls of
+  /// the Fs (list_directory, entry_info).
+  Result<TempSweep> remove_stale_temp_files(const std::filesystem::path& dir) noexcept;
+
   std::remove_reference_t<Fs>& filesystem() noexcept { return fs_; }
 
  private:
@@ -612,6 +650,23 @@ Status write_atomic(const std::filesystem::path& path, std::string_view data,
 namespace detail {
 template <std::size_t N>
 class TextBuffer;
+
+// Set once, by whichever thread gets there first. Copies carry the value,
+// so a class holding one stays copyable and movable.
+class OnceFlag {
+ public:
+  OnceFlag() noexcept = default;
+  OnceFlag(const OnceFlag& other) noexcept : set_(other.set_.load()) {}
+  OnceFlag& operator=(const OnceFlag& other) noexcept {
+    set_.store(other.set_.load());
+    return *this;
+  }
+  /// True for the first call only.
+  bool first() noexcept { return !set_.exchange(true); }
+
+ private:
+  std::atomic<bool> set_{false};
+};
 }  // namespace detail
 
 // ----------------------------------------------------------------- logging --
@@ -850,6 +905,9 @@ class StateManager {
   const std::filesystem::path& output_dir() const noexcept { return dir_; }
   const std::filesystem::path& state_file() const noexcept { return file_; }
 
+  /// The first call also removes the temp files of saves that were killed
+  /// (see remove_stale_temp_files); its failure is logged, not returned.
+  ///
   /// The saved state, or the zero state of a first run when there is none
   /// (debug log) or when the file is corrupt (warning; the file is first
   /// moved aside to `state.json.corrupt-<unix seconds>`). Any other failure
@@ -881,6 +939,11 @@ class StateManager {
   /// logged as saved.
   Status save_state(const StateT& state) noexcept;
 
+  /// Removes the temp files killed saves left in output_dir(), never one of
+  /// a save in progress (AtomicWriter::remove_stale_temp_files), and logs
+  /// what it removed. The first load_state calls it unless it was already.
+  Result<TempSweep> remove_stale_temp_files() noexcept;
+
   /// Larger state files are refused by load_state (default
   /// ATOMIC_STATE_MAX_STATE_SIZE, 1 MiB).
   std::size_t max_state_size() const noexcept { return max_size_; }
@@ -906,6 +969,7 @@ class StateManager {
   Status failure(Step step, int neg_errno, const char* note = nullptr,
                  std::string_view detail = {}) const noexcept;
   void log_loaded(const StateT& state) noexcept;
+  Result<TempSweep> sweep_temp_files() noexcept;
   void log_saved(const StateT& state) noexcept;
 
   std::filesystem::path dir_;
@@ -914,6 +978,7 @@ class StateManager {
   Writer writer_;
   std::size_t max_size_ = ATOMIC_STATE_MAX_STATE_SIZE;
   Clock now_ = &unix_now;
+  detail::OnceFlag swept_;
 };
 #endif  // ATOMIC_STATE_NO_JSON
 
@@ -1577,6 +1642,7 @@ constexpr std::string_view to_string(Step step) noexcept {
     case Step::parse: return "parse";
     case Step::move_aside: return "move aside";
     case Step::serialize: return "serialize";
+    case Step::remove_temp_file: return "remove temp file";
     case Step::invalid_use: return "invalid use";
   }
   return "unknown step";
@@ -1647,6 +1713,11 @@ inline int PosixFs::open_directory(const char* path) noexcept {
   return detail::negative_errno(::open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
 }
 
+inline int PosixFs::lock_directory(int dir_fd, DirLock kind) noexcept {
+  return detail::negative_errno(
+      ::flock(dir_fd, kind == DirLock::shared ? LOCK_SH : LOCK_EX | LOCK_NB));
+}
+
 inline int PosixFs::make_directory(const char* path, unsigned mode) noexcept {
   return detail::negative_errno(::mkdir(path, detail::to_mode(mode)));
 }
@@ -1707,9 +1778,10 @@ inline int PosixFs::open_file(const char* path) noexcept {
 namespace detail {
 inline FileInfo to_file_info(const struct stat& st) noexcept {
   FileInfo info;
-  info.type = S_ISREG(st.st_mode)   ? FileType::regular
-              : S_ISDIR(st.st_mode) ? FileType::directory
+  info.type = S_ISREG(st.st_mode)    ? FileType::regular
+              : S_ISDIR(st.st_mode)  ? FileType::directory
               : S_ISFIFO(st.st_mode) ? FileType::fifo
+              : S_ISLNK(st.st_mode)  ? FileType::symlink
                                      : FileType::other;
   info.size = st.st_size > 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
   info.device = static_cast<std::uint64_t>(st.st_dev);
@@ -1752,6 +1824,40 @@ inline int PosixFs::rename_noreplace(int dir_fd, const char* from,
   if (::fstatat(dir_fd, to, &st, AT_SYMLINK_NOFOLLOW) == 0) return -EEXIST;
   if (errno != ENOENT) return -errno;
   return detail::negative_errno(::renameat(dir_fd, from, dir_fd, to));
+}
+
+inline int PosixFs::list_directory(int dir_fd,
+                                   void (*on_entry)(void* context, const char* name) noexcept,
+                                   void* context) noexcept {
+  // A descriptor of its own: readdir moves the offset, and closedir closes.
+  const int own = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (own < 0) return -errno;
+  DIR* dir = ::fdopendir(own);
+  if (dir == nullptr) {
+    const int error = errno;
+    ::close(own);
+    return -error;
+  }
+  int result = 0;
+  for (;;) {
+    errno = 0;
+    const struct dirent* entry = ::readdir(dir);
+    if (entry == nullptr) {
+      if (errno != 0) result = -errno;
+      break;
+    }
+    const char* name = entry->d_name;
+    if (std::strcmp(name, ".") != 0 && std::strcmp(name, "..") != 0) on_entry(context, name);
+  }
+  ::closedir(dir);
+  return result;
+}
+
+inline int PosixFs::entry_info(int dir_fd, const char* name, FileInfo& info) noexcept {
+  struct stat st;
+  if (::fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return -errno;
+  info = detail::to_file_info(st);
+  return 0;
 }
 
 // --------------------------------------------------------- WriteTransaction --
@@ -1912,6 +2018,11 @@ Status WriteTransaction<S, Fs>::open(std::string_view path,
     dir_fd_ = detail::retry_interrupted([&] { return fs_->open_directory(dir()); });
   }
   if (dir_fd_ < 0) return fail(Step::open_directory, std::exchange(dir_fd_, -1), shown_dir());
+  // Held until dir_fd_ is closed, so no sweep removes our temp file. A
+  // filesystem without locks only costs that protection: a sweep there
+  // fails to lock too, or a save whose temp file it took fails at rename.
+  (void)detail::retry_interrupted(
+      [&] { return fs_->lock_directory(dir_fd_, DirLock::shared); });
   return create_temp_file();
 }
 
@@ -2090,6 +2201,97 @@ Status AtomicWriter<S, Fs>::write(const std::filesystem::path& path,
   return transaction.commit();
 }
 
+namespace detail {
+
+// The names make_temp_name draws: ".tmp-" and six of [0-9A-Za-z].
+inline bool is_temp_name(const char* name) noexcept {
+  if (std::strncmp(name, ".tmp-", 5) != 0) return false;
+  for (int i = 5; i < 11; ++i) {
+    const char c = name[i];  // not isalnum: the locale must not widen the set
+    if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')))
+      return false;
+  }
+  return name[11] == '\0';
+}
+
+// Temp names found by one listing; a directory holding more is swept in
+// several passes.
+struct TempBatch {
+  static constexpr std::size_t capacity = 64;
+  char names[capacity][12];
+  std::size_t count = 0;
+  bool more = false;
+
+  static void add(void* self, const char* name) noexcept {
+    auto& batch = *static_cast<TempBatch*>(self);
+    if (!is_temp_name(name)) return;
+    if (batch.count == capacity) {
+      batch.more = true;
+      return;
+    }
+    std::memcpy(batch.names[batch.count++], name, 12);
+  }
+};
+
+template <class Fs>
+Status sweep_temp_batch(Fs& fs, int dir_fd, std::string_view dir, TempSweep& sweep,
+                        bool& more) noexcept {
+  TempBatch batch;
+  const int listed = retry_interrupted(
+      [&] { return fs.list_directory(dir_fd, &TempBatch::add, &batch); });
+  if (listed < 0) return Status(Step::remove_temp_file, system_error(listed), dir);
+  for (std::size_t i = 0; i < batch.count; ++i) {
+    const char* name = batch.names[i];
+    FileInfo info;
+    const int r = retry_interrupted([&] { return fs.entry_info(dir_fd, name, info); });
+    if (r == -ENOENT || (r >= 0 && info.type != FileType::regular)) continue;
+    const int gone = r < 0 ? r : retry_interrupted([&] { return fs.unlink(dir_fd, name); });
+    if (gone == -ENOENT) continue;
+    if (gone < 0) {
+      ATOMIC_STATE_DETAIL_TRY {
+        return Status(Step::remove_temp_file, system_error(gone), join_path(dir, name));
+      }
+      ATOMIC_STATE_DETAIL_CATCH_ALL { return Status(Step::remove_temp_file, system_error(gone), {}); }
+    }
+    ++sweep.removed;
+  }
+  more = batch.more;
+  return {};
+}
+
+template <class Fs>
+Result<TempSweep> sweep_temp_files(Fs& fs, const char* dir) noexcept {
+  TempSweep sweep;
+  const int dir_fd = retry_interrupted([&] { return fs.open_directory(dir); });
+  // No directory, no temp files; the load or save that follows says why.
+  if (dir_fd == -ENOENT || dir_fd == -ENOTDIR) return sweep;
+  if (dir_fd < 0) return Status(Step::open_directory, system_error(dir_fd), dir);
+  // Closing dir_fd releases the lock.
+  if (retry_interrupted([&] { return fs.lock_directory(dir_fd, DirLock::try_exclusive); }) < 0) {
+    sweep.busy = true;
+    (void)fs.close(dir_fd);
+    return sweep;
+  }
+  Status status;
+  bool more = true;
+  for (int pass = 0; more && status && pass < 1024; ++pass)
+    status = sweep_temp_batch(fs, dir_fd, dir, sweep, more);
+  (void)fs.close(dir_fd);
+  if (!status) return status;
+  return sweep;
+}
+
+}  // namespace detail
+
+template <class S, class Fs>
+Result<TempSweep> AtomicWriter<S, Fs>::remove_stale_temp_files(
+    const std::filesystem::path& dir) noexcept {
+  static_assert(is_state_filesystem_v<Fs>,
+                "remove_stale_temp_files needs the Fs calls list_directory "
+                "and entry_info (see PosixFs)");
+  return detail::sweep_temp_files(fs_, dir.empty() ? "." : dir.c_str());
+}
+
 inline Status write_atomic(const std::filesystem::path& path,
                            std::string_view data, unsigned perm) noexcept {
   return AtomicWriter<>{}.write(path, data, perm);
@@ -2246,6 +2448,7 @@ Status StateManager<L, S, W>::failure(Step step, int neg_errno, const char* note
 
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
 Result<S> StateManager<L, S, W>::load_state() noexcept {
+  if (swept_.first()) (void)sweep_temp_files();
   const std::string_view path = file_.native();
   detail::TextBuffer<4096> text;
   FileInfo info;
@@ -2273,6 +2476,32 @@ Result<S> StateManager<L, S, W>::load_state() noexcept {
   log(Level::warn, "state file corrupted, treating as first run",
       {{"path", path}, {"error", problem}, {"moved_to", moved_to}});
   return S{};
+}
+
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
+Result<TempSweep> StateManager<L, S, W>::remove_stale_temp_files() noexcept {
+  (void)swept_.first();
+  return sweep_temp_files();
+}
+
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
+Result<TempSweep> StateManager<L, S, W>::sweep_temp_files() noexcept {
+  const std::string_view dir = dir_.native();
+  Result<TempSweep> sweep =
+      detail::sweep_temp_files(writer_.filesystem(), dir.empty() ? "." : dir_.c_str());
+  if (!sweep) {
+    ATOMIC_STATE_DETAIL_TRY {
+      log(Level::warn, "stale temp files could not be removed",
+          {{"path", dir}, {"error", sweep.status().message()}});
+    }
+    ATOMIC_STATE_DETAIL_CATCH_ALL {}
+  } else if (sweep->busy) {
+    log(Level::debug, "a save is in progress, stale temp files left for later", {{"path", dir}});
+  } else if (sweep->removed > 0) {
+    log(Level::info, "stale temp files removed",
+        {{"path", dir}, {"count", static_cast<std::int64_t>(sweep->removed)}});
+  }
+  return sweep;
 }
 
 // Reads the whole state file into `text`, refusing anything but a regular

@@ -54,6 +54,8 @@ struct Row {
 // A save over an existing file: the protocol's nine calls.
 const std::vector<Row> kOverwrite = {
     {Op::open_directory, 1, Step::open_directory, Step::open_directory, false, "$D"},
+    // Without the lock a save still works; it only loses the sweep's respect.
+    {Op::lock_directory, 1, Step::none, Step::none, false, ""},
     {Op::create_file, 1, Step::create_temp_file, Step::create_temp_file, false, "$T"},
     {Op::write, 1, Step::write_data, Step::write_data, false, "$T"},
     {Op::set_mode, 1, Step::set_permissions, Step::set_permissions, false, "$T"},
@@ -78,6 +80,7 @@ const std::vector<Row> kFirstSave = {
     {Op::sync_full, 2, Step::sync_directory, Step::sync_directory, false, "$R/a"},
     {Op::close, 2, Step::none, Step::close_temp_file, false, "", "$T"},
     {Op::open_directory, 4, Step::open_directory, Step::open_directory, false, "$D"},
+    {Op::lock_directory, 1, Step::none, Step::none, false, ""},
     {Op::create_file, 1, Step::create_temp_file, Step::create_temp_file, false, "$T"},
     {Op::write, 1, Step::write_data, Step::write_data, false, "$T"},
     {Op::set_mode, 1, Step::set_permissions, Step::set_permissions, false, "$T"},
@@ -91,6 +94,7 @@ const std::vector<Row> kFirstSave = {
 // The same over an existing file under DataSync: fdatasync for the file.
 const std::vector<Row> kOverwriteDataSync = {
     {Op::open_directory, 1, Step::open_directory, Step::open_directory, false, "$D"},
+    {Op::lock_directory, 1, Step::none, Step::none, false, ""},
     {Op::create_file, 1, Step::create_temp_file, Step::create_temp_file, false, "$T"},
     {Op::write, 1, Step::write_data, Step::write_data, false, "$T"},
     {Op::set_mode, 1, Step::set_permissions, Step::set_permissions, false, "$T"},
@@ -104,6 +108,7 @@ const std::vector<Row> kOverwriteDataSync = {
 // Under NoSync: no sync to fail, and nothing after the rename that can.
 const std::vector<Row> kOverwriteNoSync = {
     {Op::open_directory, 1, Step::open_directory, Step::open_directory, false, "$D"},
+    {Op::lock_directory, 1, Step::none, Step::none, false, ""},
     {Op::create_file, 1, Step::create_temp_file, Step::create_temp_file, false, "$T"},
     {Op::write, 1, Step::write_data, Step::write_data, false, "$T"},
     {Op::set_mode, 1, Step::set_permissions, Step::set_permissions, false, "$T"},
@@ -115,6 +120,7 @@ const std::vector<Row> kOverwriteNoSync = {
 // A streamed save: begin(), three write() calls, commit().
 const std::vector<Row> kStreamed = {
     {Op::open_directory, 1, Step::open_directory, Step::open_directory, false, "$D"},
+    {Op::lock_directory, 1, Step::none, Step::none, false, ""},
     {Op::create_file, 1, Step::create_temp_file, Step::create_temp_file, false, "$T"},
     {Op::write, 1, Step::write_data, Step::write_data, false, "$T"},
     {Op::write, 2, Step::write_data, Step::write_data, false, "$T"},
@@ -276,7 +282,7 @@ TEST_CASE("a failing call leaves the target as it was and says where and why",
     }
   }
   report("errno at every call", cases);
-  CHECK(cases == (9 + 19 + 9 + 7 + 11) * 8 * 2);
+  CHECK(cases == (10 + 20 + 10 + 8 + 12) * 8 * 2);
 }
 
 TEST_CASE("EINTR is retried at every call and the save succeeds", "[faults]") {
@@ -374,7 +380,7 @@ TEST_CASE("a symlink planted at the temp name is neither followed nor removed",
     test::fs::create_symlink(dir / "victim", dir / planted);
   };
   REQUIRE(Writer(fs).write(dir / "f", "mine").ok());
-  CHECK(fs.calls[1].result == -EEXIST);  // O_EXCL|O_NOFOLLOW refused the link
+  CHECK(fs.calls[2].result == -EEXIST);  // O_EXCL|O_NOFOLLOW refused the link
   CHECK(fs.count(Op::create_file) == 2);
   CHECK(read_file(dir / "victim") == "precious");
   CHECK(test::fs::is_symlink(dir / planted));

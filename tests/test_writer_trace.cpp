@@ -35,51 +35,54 @@ struct FileOnlySync {
 
 }  // namespace
 
-TEST_CASE("FullSync: temp, write, fchmod, fsync, close, rename, fsync directory",
+TEST_CASE("FullSync: lock, temp, write, fchmod, fsync, close, rename, fsync directory",
           "[trace]") {
   TempDir dir;
   test::write_plain(dir / "f", "old");
   const auto fs = save<FullSync>(dir / "f", 0640);
-  CHECK(fs.ops() == std::vector<Op>{Op::open_directory, Op::create_file, Op::write,
-                                    Op::set_mode, Op::sync_full, Op::close, Op::rename,
-                                    Op::sync_full, Op::close});
+  CHECK(fs.ops() == std::vector<Op>{Op::open_directory, Op::lock_directory, Op::create_file,
+                                    Op::write, Op::set_mode, Op::sync_full, Op::close,
+                                    Op::rename, Op::sync_full, Op::close});
   const auto& c = fs.calls;
   const int dir_fd = static_cast<int>(c[0].result);
-  const int file_fd = static_cast<int>(c[1].result);
+  const int file_fd = static_cast<int>(c[2].result);
   CHECK(c[0].name == dir.path().string());
-  CHECK(c[1].fd == dir_fd);
-  CHECK(c[1].mode == 0600);
-  CHECK(c[1].name.rfind(".tmp-", 0) == 0);
-  CHECK(c[2].fd == file_fd);
-  CHECK(c[3].mode == 0640);
-  CHECK(c[4].fd == file_fd);  // the file is synced ...
-  CHECK(c[5].fd == file_fd);
-  CHECK(c[6].fd == dir_fd);
-  CHECK(c[6].name == c[1].name);
-  CHECK(c[7].fd == dir_fd);  // ... and so is the directory, after the rename
-  CHECK(c[8].fd == dir_fd);
+  CHECK(c[1].fd == dir_fd);  // a shared lock: the sweep keeps off the temp file
+  CHECK(c[1].mode == 0);
+  CHECK(c[2].fd == dir_fd);
+  CHECK(c[2].mode == 0600);
+  CHECK(c[2].name.rfind(".tmp-", 0) == 0);
+  CHECK(c[3].fd == file_fd);
+  CHECK(c[4].mode == 0640);
+  CHECK(c[5].fd == file_fd);  // the file is synced ...
+  CHECK(c[6].fd == file_fd);
+  CHECK(c[7].fd == dir_fd);
+  CHECK(c[7].name == c[2].name);
+  CHECK(c[8].fd == dir_fd);  // ... and so is the directory, after the rename
+  CHECK(c[9].fd == dir_fd);  // closing it releases the lock
 }
 
 TEST_CASE("DataSync: fdatasync for the file, fsync for the directory", "[trace]") {
   TempDir dir;
   const auto fs = save<DataSync>(dir / "f");
-  CHECK(fs.ops() == std::vector<Op>{Op::open_directory, Op::create_file, Op::write,
-                                    Op::set_mode, Op::sync_data, Op::close, Op::rename,
-                                    Op::sync_full, Op::close});
+  CHECK(fs.ops() == std::vector<Op>{Op::open_directory, Op::lock_directory, Op::create_file,
+                                    Op::write, Op::set_mode, Op::sync_data, Op::close,
+                                    Op::rename, Op::sync_full, Op::close});
 }
 
 TEST_CASE("NoSync: no sync call at all", "[trace]") {
   TempDir dir;
   const auto fs = save<NoSync>(dir / "f");
-  CHECK(fs.ops() == std::vector<Op>{Op::open_directory, Op::create_file, Op::write,
-                                    Op::set_mode, Op::close, Op::rename, Op::close});
+  CHECK(fs.ops() == std::vector<Op>{Op::open_directory, Op::lock_directory, Op::create_file,
+                                    Op::write, Op::set_mode, Op::close, Op::rename,
+                                    Op::close});
 }
 
 TEST_CASE("a custom policy can sync the file but not the directory", "[trace]") {
   TempDir dir;
   const auto fs = save<FileOnlySync>(dir / "f");
   CHECK(fs.count(Op::sync_full) == 1);
-  CHECK(fs.calls[4].op == Op::sync_full);
+  CHECK(fs.calls[5].op == Op::sync_full);
 }
 
 TEST_CASE("a first save into missing directories syncs each directory that gained one",
@@ -103,6 +106,7 @@ TEST_CASE("a first save into missing directories syncs each directory that gaine
       {Op::sync_full, ""},
       {Op::close, ""},
       {Op::open_directory, root + "/a/b"},
+      {Op::lock_directory, ""},
       {Op::create_file, ""},
   };
   REQUIRE(fs.calls.size() >= expected.size());

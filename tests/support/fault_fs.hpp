@@ -25,13 +25,16 @@ enum class Op {
   close,
   rename,
   unlink,
+  lock_directory,
   open_file,
   file_info,
   file_info_at,
   read,
   rename_noreplace,
+  list_directory,
+  entry_info,
 };
-inline constexpr int op_count = 15;
+inline constexpr int op_count = 18;
 
 inline std::string_view op_name(Op op) {
   switch (op) {
@@ -45,11 +48,14 @@ inline std::string_view op_name(Op op) {
     case Op::close: return "close";
     case Op::rename: return "rename";
     case Op::unlink: return "unlink";
+    case Op::lock_directory: return "lock_directory";
     case Op::open_file: return "open_file";
     case Op::file_info: return "file_info";
     case Op::file_info_at: return "file_info_at";
     case Op::read: return "read";
     case Op::rename_noreplace: return "rename_noreplace";
+    case Op::list_directory: return "list_directory";
+    case Op::entry_info: return "entry_info";
   }
   return "?";
 }
@@ -70,7 +76,7 @@ struct Call {
   Op op;
   int fd;            // descriptor argument, or -1
   std::string name;  // path or name argument, or ""
-  unsigned mode;     // mode argument, or 0
+  unsigned mode;     // mode argument (for lock_directory 1 = exclusive), or 0
   long result;       // what the writer was told
 };
 
@@ -156,6 +162,12 @@ class FaultFs {
     const int r = f && f->error ? -f->error : real_.unlink(dir_fd, name);
     return record(Op::unlink, dir_fd, name, 0, r);
   }
+  int lock_directory(int dir_fd, atomic_state::DirLock kind) noexcept {
+    const Fault* f = due(Op::lock_directory, dir_fd, nullptr);
+    const int r = f && f->error ? -f->error : real_.lock_directory(dir_fd, kind);
+    return record(Op::lock_directory, dir_fd, nullptr,
+                  kind == atomic_state::DirLock::shared ? 0u : 1u, r);
+  }
   int open_file(const char* path) noexcept {
     const Fault* f = due(Op::open_file, -1, path);
     const int r = f && f->error ? -f->error : real_.open_file(path);
@@ -184,6 +196,17 @@ class FaultFs {
     const Fault* f = due(Op::rename_noreplace, dir_fd, from);
     const int r = f && f->error ? -f->error : real_.rename_noreplace(dir_fd, from, to);
     return record(Op::rename_noreplace, dir_fd, to, 0, r);
+  }
+  int list_directory(int dir_fd, void (*on_entry)(void*, const char*) noexcept,
+                     void* context) noexcept {
+    const Fault* f = due(Op::list_directory, dir_fd, nullptr);
+    const int r = f && f->error ? -f->error : real_.list_directory(dir_fd, on_entry, context);
+    return record(Op::list_directory, dir_fd, nullptr, 0, r);
+  }
+  int entry_info(int dir_fd, const char* name, atomic_state::FileInfo& info) noexcept {
+    const Fault* f = due(Op::entry_info, dir_fd, name);
+    const int r = f && f->error ? -f->error : real_.entry_info(dir_fd, name, info);
+    return record(Op::entry_info, dir_fd, name, 0, r);
   }
 
  private:
