@@ -140,35 +140,6 @@ TEST_CASE("a stream that throws does not make the sink throw", "[logger]") {
   CHECK(out.bad());  // the write was attempted, and failed
 }
 
-TEST_CASE("threads sharing one sink never interleave inside a line", "[logger]") {
-  std::ostringstream out;
-  LogfmtLogger logger(out, Level::debug);
-  constexpr int kThreads = 8, kRecords = 500;
-  std::vector<std::thread> threads;
-  for (int t = 0; t < kThreads; ++t)
-    threads.emplace_back([&logger, t] {
-      const std::string tag(40, static_cast<char>('a' + t));
-      for (int i = 0; i < kRecords; ++i) {
-        const Field fields[] = {{"thread", t}, {"tag", tag}, {"i", i}};
-        logger.log(Level::info, "concurrent record", Fields(fields, 3));
-      }
-    });
-  for (auto& th : threads) th.join();
-
-  std::istringstream lines(out.str());
-  std::string line;
-  int whole = 0;
-  while (std::getline(lines, line)) {
-    const auto t = line.find("thread=");
-    REQUIRE(t != std::string::npos);
-    const char letter = static_cast<char>('a' + (line[t + 7] - '0'));
-    if (line.rfind("level=info msg=\"concurrent record\" thread=", 0) == 0 &&
-        line.find(" tag=" + std::string(40, letter) + " i=") != std::string::npos)
-      ++whole;
-  }
-  CHECK(whole == kThreads * kRecords);
-}
-
 TEST_CASE("Fields is a view that finds a field by key", "[logger]") {
   const Field fields[] = {{"path", "/p"}, {"n", 3}, {"n", 4}};
   const Fields view(fields, 3);

@@ -1,0 +1,255 @@
+// StateManager against real processes: a child saving in a loop is killed
+// with SIGKILL at random moments, and many writers (threads and processes)
+// save to one file at once while a reader watches.
+//
+//   process-tests kill DIR [KILLS]   SIGKILL a saving child KILLS times
+//                                    (default 1000) in DIR
+//   process-tests kill-tmpfs [KILLS] the same on a tmpfs of its own
+//   process-tests concurrent DIR     8 threads and 4 processes, 200 saves each
+//
+// After every kill the state must load, and be one of the versions the child
+// wrote, no older than the one before; the next manager's first load must
+// have swept the kill's temp file. Every read during the concurrent saves,
+// and the final file, must be one complete version.
+#include <sched.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/vfs.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "atomic_state.hpp"
+#include "support/capture_logger.hpp"
+#include "support/files.hpp"
+
+namespace {
+
+namespace as = atomic_state;
+using Manager = as::StateManager<test::CaptureLogger&>;
+
+constexpr int kSkip = 77;
+int failures = 0;
+
+void check(bool ok, const std::string& what) {
+  std::printf("%s - %s\n", ok ? "ok  " : "FAIL", what.c_str());
+  if (!ok) ++failures;
+}
+
+[[noreturn]] void skip(const std::string& why) {
+  std::printf("skip: %s\n", why.c_str());
+  std::fflush(stdout);
+  std::_Exit(kSkip);
+}
+
+// Every field follows from the version number, so a reader can tell a
+// complete version from anything else. The TVS has a full 53-bit mantissa.
+as::State version(std::int64_t n) {
+  as::State s;
+  s.oracle_name = "oracle-" + std::to_string(n % 977) + std::string(static_cast<std::size_t>(n % 61), 'x');
+  s.last_updated = n;
+  s.last_updated_iso = as::to_rfc3339(n);
+  s.last_protocol_count = n % 1000;
+  s.last_tvs = static_cast<double>(n) / 3.0;
+  s.snapshot_count = n % 7;
+  s.oldest_snapshot = n - 3600;
+  s.newest_snapshot = n;
+  return s;
+}
+
+bool is_a_version(const as::State& s) { return s.last_updated == 0 || s == version(s.last_updated); }
+
+// SIGKILL a child that saves versions first, first+1, ... in a loop, `kills`
+// times, each after a random delay once it has started.
+void kill_loop(const test::fs::path& dir, int kills) {
+  std::mt19937 random(20261126u);
+  std::uniform_int_distribution<int> delay_us(0, 3000);
+  std::int64_t last_seen = 0;
+  int loads_ok = 0, versions_ok = 0, monotonic = 0, swept_ok = 0, temps_left = 0,
+      mid_save = 0, corrupt = 0, first_runs = 0;
+  for (int k = 0; k < kills; ++k) {
+    int ready[2];
+    if (::pipe(ready) != 0) skip("cannot make a pipe");
+    const std::int64_t first = 1700000000 + static_cast<std::int64_t>(k) * 100000;
+    const pid_t child = ::fork();
+    if (child < 0) skip(std::string("cannot fork: ") + std::strerror(errno));
+    if (child == 0) {
+      test::CaptureLogger quiet;
+      Manager manager(dir, quiet);
+      (void)!::write(ready[1], "r", 1);
+      for (std::int64_t n = first;; ++n) (void)manager.save_state(version(n));
+    }
+    ::close(ready[1]);
+    char c;
+    (void)!::read(ready[0], &c, 1);
+    ::close(ready[0]);
+    std::this_thread::sleep_for(std::chrono::microseconds(delay_us(random)));
+    ::kill(child, SIGKILL);
+    int status = 0;
+    ::waitpid(child, &status, 0);
+
+    const std::size_t temps = test::temp_files_in(dir).size();
+    mid_save += temps > 0;
+    test::CaptureLogger log;
+    Manager manager(dir, log);
+    auto loaded = manager.load_state();
+    loads_ok += loaded.has_value();
+    if (!loaded) {
+      std::printf("  kill %d: %s\n", k, loaded.status().message().c_str());
+      continue;
+    }
+    versions_ok += is_a_version(*loaded);
+    monotonic += loaded->last_updated >= last_seen;
+    first_runs += loaded->last_updated == 0;
+    corrupt += !log.with("state file corrupted, treating as first run").empty();
+    if (loaded->last_updated != 0) last_seen = loaded->last_updated;
+    const std::size_t left = test::temp_files_in(dir).size();
+    temps_left += static_cast<int>(left);
+    swept_ok += left == 0;
+  }
+  std::printf("  %d kills, %d of them mid-save (a temp file was left), %d before any "
+              "save had completed\n", kills, mid_save, first_runs);
+  check(loads_ok == kills, "after every kill the state loads");
+  check(versions_ok == kills, "after every kill the state is one complete version written");
+  check(monotonic == kills, "no kill ever brings back an older version");
+  check(corrupt == 0, "no kill ever leaves a corrupt state file");
+  check(swept_ok == kills && temps_left == 0,
+        "the next manager's first load removes the temp file a kill left");
+  check(mid_save > kills / 10, "the kills landed inside saves (at least a tenth of them)");
+  check(last_seen > 0, "saves completed between kills");
+}
+
+void on_own_tmpfs(int kills) {
+  if (::geteuid() != 0) skip("needs root to mount a tmpfs");
+  if (::unshare(CLONE_NEWNS) != 0)
+    skip(std::string("cannot make a private mount namespace: ") + std::strerror(errno));
+  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
+    skip(std::string("cannot make mounts private: ") + std::strerror(errno));
+  test::TempDir dir;
+  const auto mnt = dir / "tmpfs";
+  test::fs::create_directories(mnt);
+  if (::mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=4m,mode=0755") != 0)
+    skip(std::string("cannot mount tmpfs: ") + std::strerror(errno));
+  kill_loop(mnt, kills);
+  ::umount2(mnt.c_str(), MNT_DETACH);
+}
+
+void on_disk(const test::fs::path& base, int kills) {
+  struct statfs st;
+  if (::statfs(base.c_str(), &st) != 0) skip("cannot examine " + base.string());
+  if (st.f_type == 0x01021994 /* TMPFS_MAGIC */)
+    skip(base.string() + " is a tmpfs, not a disk-backed directory");
+  const auto dir = base / ("kill-test-" + std::to_string(::getpid()));
+  test::fs::remove_all(dir);
+  test::fs::create_directories(dir);
+  kill_loop(dir, kills);
+  test::fs::remove_all(dir);
+}
+
+// 8 threads here and 4 processes save 200 versions each to one file while a
+// reader thread loads it over and over.
+void concurrent(const test::fs::path& base) {
+  constexpr int kThreads = 8, kProcesses = 4, kSaves = 200;
+  const auto dir = base / ("concurrent-test-" + std::to_string(::getpid()));
+  test::fs::remove_all(dir);
+  test::fs::create_directories(dir);
+
+  std::vector<pid_t> children;
+  for (int p = 0; p < kProcesses; ++p) {
+    const pid_t child = ::fork();
+    if (child < 0) skip(std::string("cannot fork: ") + std::strerror(errno));
+    if (child == 0) {
+      test::CaptureLogger quiet;
+      Manager manager(dir, quiet);
+      int failed = 0;
+      for (int i = 0; i < kSaves; ++i)
+        failed += !manager.save_state(version(1000000000 + p * 10000 + i)).ok();
+      std::_Exit(failed == 0 ? 0 : 1);
+    }
+    children.push_back(child);
+  }
+
+  test::CaptureLogger log;
+  Manager manager(dir, log);
+  std::atomic<int> saved{0}, writers_left{kThreads};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kSaves; ++i)
+        saved += manager.save_state(version(2000000000 + t * 10000 + i)).ok();
+      --writers_left;
+    });
+  std::atomic<int> reads{0}, whole{0}, errors{0};
+  std::atomic<bool> children_done{false};
+  std::thread reader([&] {
+    test::CaptureLogger reader_log;
+    Manager reading(dir, reader_log);
+    while (writers_left > 0 || !children_done) {
+      auto loaded = reading.load_state();
+      ++reads;
+      if (!loaded) {
+        ++errors;
+        continue;
+      }
+      whole += is_a_version(*loaded);
+    }
+    check(reader_log.with("state file corrupted, treating as first run").empty(),
+          "the reader never saw a corrupt file");
+  });
+  int children_ok = 0;
+  for (const pid_t child : children) {
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    children_ok += WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  }
+  children_done = true;
+  for (auto& t : threads) t.join();
+  reader.join();
+
+  std::printf("  %d saves by threads, %d processes x %d saves, %d reads in between\n",
+              saved.load(), children_ok, kSaves, reads.load());
+  check(saved == kThreads * kSaves, "every save of every thread succeeded");
+  check(children_ok == kProcesses, "every save of every process succeeded");
+  check(errors == 0, "no read failed");
+  check(reads > 0 && whole == reads, "every read in between was one complete version");
+  test::CaptureLogger final_log;
+  Manager final_reader(dir, final_log);
+  auto last = final_reader.load_state();
+  check(last.has_value() && last->last_updated != 0 && is_a_version(*last),
+        "the final file is one complete version");
+  check(test::temp_files_in(dir).empty(), "no temp file is left");
+  test::fs::remove_all(dir);
+}
+
+int usage() {
+  std::fprintf(stderr, "usage: process-tests kill DIR [KILLS] | kill-tmpfs [KILLS] | concurrent DIR\n");
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  if (argc < 2) return usage();
+  const std::string what = argv[1];
+  if (what == "kill" && argc >= 3)
+    on_disk(argv[2], argc > 3 ? std::atoi(argv[3]) : 1000);
+  else if (what == "kill-tmpfs")
+    on_own_tmpfs(argc > 2 ? std::atoi(argv[2]) : 1000);
+  else if (what == "concurrent" && argc >= 3)
+    concurrent(argv[2]);
+  else
+    return usage();
+  std::printf("%d failed\n", failures);
+  return failures == 0 ? 0 : 1;
+}
