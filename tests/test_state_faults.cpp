@@ -4,6 +4,8 @@
 // failure.
 #include "atomic_state.hpp"
 
+#include <fcntl.h>
+
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -286,4 +288,26 @@ TEST_CASE("the corrupt file is moved aside without replacing anything", "[state-
   CHECK(test::read_file(taken + ".1") == "{corrupt");
   CHECK(s.fs.count(Op::rename_noreplace) == 2);
   CHECK(s.fs.count(Op::rename) == 0);
+}
+
+TEST_CASE("every descriptor a load, a sweep, a quarantine or a save uses is close-on-exec",
+          "[state-faults]") {
+  Setup s;
+  test::write_plain(s.state_path(), "{corrupt");
+  test::write_plain(s.dir / ".tmp-Stale3", "left by a kill");
+  int examined = 0, leaky = 0;
+  s.fs.before = [&](Op, int fd, const char*) {
+    if (fd < 0) return;
+    ++examined;
+    const int flags = ::fcntl(fd, F_GETFD);
+    if (flags < 0 || !(flags & FD_CLOEXEC)) ++leaky;
+  };
+  auto loaded = s.manager.load_state();  // sweeps, reads, moves the corrupt file aside
+  REQUIRE(loaded.has_value());
+  REQUIRE(s.manager.save_state(state_number(4)).ok());
+  REQUIRE(s.manager.load_state().has_value());
+  CHECK(examined > 15);
+  CHECK(leaky == 0);
+  CHECK(s.log.with("stale temp files removed").size() == 1);
+  CHECK(s.log.with("state file corrupted, treating as first run").size() == 1);
 }

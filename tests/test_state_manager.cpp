@@ -519,3 +519,24 @@ TEST_CASE("a state type of one's own: saved, loaded, compared, quarantined", "[s
   CHECK(*wrong == feeds::FeedState{});
   CHECK(log.last().message == "state file corrupted, treating as first run");
 }
+
+TEST_CASE("a state file that is a symlink is read through; a save replaces the link",
+          "[state]") {
+  Fixture f;
+  test::write_plain(f.dir / "elsewhere.json", kValidState);
+  test::fs::create_symlink(f.dir / "elsewhere.json", f.state_path());
+  auto loaded = f.manager.load_state();
+  REQUIRE(loaded.has_value());
+  CHECK(*loaded == valid_state());
+
+  State next = valid_state();
+  next.last_updated += 60;
+  REQUIRE(f.manager.save_state(next).ok());
+  // As documented for AtomicWriter: the link is replaced by a regular file,
+  // and what it pointed to is left as it was.
+  CHECK_FALSE(test::fs::is_symlink(f.state_path()));
+  CHECK(test::read_file(f.dir / "elsewhere.json") == kValidState);
+  auto back = f.manager.load_state();
+  REQUIRE(back.has_value());
+  CHECK(*back == next);
+}
