@@ -1,0 +1,18 @@
+// StateManager logging through spdlog (examples/sinks/spdlog_sink.hpp).
+//   with-spdlog [DIR]
+#include <spdlog/sinks/stdout_color_sinks.h>
+
+#include "spdlog_sink.hpp"
+
+int main(int argc, char** argv) {
+  namespace as = atomic_state;
+  auto logger = spdlog::stderr_color_mt("collector");
+  logger->set_level(spdlog::level::debug);
+  as::StateManager<SpdlogSink> manager(argc > 1 ? argv[1] : "spdlog-state", SpdlogSink{logger});
+
+  as::Result<as::State> last = manager.load_state();
+  if (!last) return 1;
+  const std::int64_t now = last->last_updated == 0 ? 1732406400 : last->last_updated + 3600;
+  if (!manager.should_process(now, *last)) return 0;
+  return manager.save_state(manager.update_state("Switchboard", now, 12, 2.478e9)) ? 0 : 1;
+}
