@@ -21,8 +21,8 @@
 //   - StateManager and the JSON functions need Boost.JSON (1.81 or later):
 //     either link it (-lboost_json), or compile Boost.JSON's own
 //     boost/json/src.hpp into exactly one .cpp file of the program (an
-//     include line there). This header never includes that file itself. Define ATOMIC_STATE_NO_JSON to leave the JSON part out;
-//     AtomicWriter then needs nothing but the C++ library.
+//     include line there). This header never includes that file itself. Define ATOMIC_STATE_NO_JSON
+//     to leave the JSON part out; AtomicWriter then needs nothing but the C++ library.
 //   - Nothing here throws and nothing aborts on bad input: every operation
 //     returns a Status (or a Result<T>) naming the step, the path(s) and the
 //     OS reason. The one exception is running out of memory while
@@ -75,8 +75,8 @@
 
 // Two different copies of this header in one translation unit would otherwise
 // be silently reduced to whichever came first by the include guard.
-#if defined(ATOMIC_STATE_VERSION_MAJOR) &&                                    \
-    (ATOMIC_STATE_VERSION_MAJOR != 0 || ATOMIC_STATE_VERSION_MINOR != 1 ||    \
+#if defined(ATOMIC_STATE_VERSION_MAJOR) &&                                 \
+    (ATOMIC_STATE_VERSION_MAJOR != 0 || ATOMIC_STATE_VERSION_MINOR != 1 || \
      ATOMIC_STATE_VERSION_PATCH != 0)
 #error "atomic_state.hpp: a different version of this header was already included"
 #endif
@@ -89,8 +89,8 @@
 #define ATOMIC_STATE_VERSION_MINOR 1
 #define ATOMIC_STATE_VERSION_PATCH 0
 #define ATOMIC_STATE_VERSION_STRING "0.1.0"
-#define ATOMIC_STATE_VERSION                                                   \
-  (ATOMIC_STATE_VERSION_MAJOR * 10000 + ATOMIC_STATE_VERSION_MINOR * 100 +     \
+#define ATOMIC_STATE_VERSION                                               \
+  (ATOMIC_STATE_VERSION_MAJOR * 10000 + ATOMIC_STATE_VERSION_MINOR * 100 + \
    ATOMIC_STATE_VERSION_PATCH)
 
 // ======================================================== CONFIGURATION ====
@@ -112,7 +112,7 @@
 #endif
 
 #ifndef ATOMIC_STATE_MAX_STATE_SIZE
-#define ATOMIC_STATE_MAX_STATE_SIZE (1024 * 1024)
+#define ATOMIC_STATE_MAX_STATE_SIZE 1048576  // 1 MiB
 #endif
 
 #ifndef ATOMIC_STATE_JSON_MAX_DEPTH
@@ -139,17 +139,16 @@
 // The inline namespace carries the version, so two vendored copies of
 // different versions linked into one program cannot violate the ODR.
 #define ATOMIC_STATE_DETAIL_CAT3(a, b, c, d, e, f) a##b##c##d##e##f
-#define ATOMIC_STATE_DETAIL_ABI_NAME(ma, mi, pa)                               \
-  ATOMIC_STATE_DETAIL_CAT3(v, ma, _, mi, _, pa)
-#define ATOMIC_STATE_DETAIL_ABI                                                \
-  ATOMIC_STATE_DETAIL_ABI_NAME(ATOMIC_STATE_VERSION_MAJOR,                     \
-                               ATOMIC_STATE_VERSION_MINOR,                     \
+#define ATOMIC_STATE_DETAIL_ABI_NAME(ma, mi, pa) ATOMIC_STATE_DETAIL_CAT3(v, ma, _, mi, _, pa)
+#define ATOMIC_STATE_DETAIL_ABI                                                        \
+  ATOMIC_STATE_DETAIL_ABI_NAME(ATOMIC_STATE_VERSION_MAJOR, ATOMIC_STATE_VERSION_MINOR, \
                                ATOMIC_STATE_VERSION_PATCH)
 
 // ============================================================= PLATFORM ====
 // All platform-specific code lives in this block and in PosixFs below.
 #if defined(_WIN32)
-#error "atomic_state.hpp supports POSIX systems only (Linux, BSD, macOS); Windows is not supported yet"
+#error \
+    "atomic_state.hpp supports POSIX systems only (Linux, BSD, macOS); Windows is not supported yet"
 #elif !(defined(__unix__) || defined(__unix) || defined(__APPLE__))
 #error "atomic_state.hpp supports POSIX systems only (Linux, BSD, macOS); this platform is not one"
 #endif
@@ -157,7 +156,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <stdio.h>  // renameat2 and RENAME_NOREPLACE (glibc), renameatx_np (Apple)
+#include <stdio.h>     // renameat2 and RENAME_NOREPLACE (glibc), renameatx_np (Apple)
 #include <sys/file.h>  // flock
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -214,7 +213,8 @@
 // std::from_chars; without them a saved double could not load back bit for
 // bit.
 #if !defined(__cpp_lib_to_chars) && !(defined(__GLIBCXX__) && _GLIBCXX_RELEASE >= 11)
-#error "atomic_state.hpp needs floating-point std::to_chars/std::from_chars (libstdc++ 11, libc++ 17, MSVC 19.24 or later)"
+#error \
+    "atomic_state.hpp needs floating-point std::to_chars/std::from_chars (libstdc++ 11, libc++ 17, MSVC 19.24 or later)"
 #endif
 
 // ============================================================ BOOST.JSON ====
@@ -274,9 +274,8 @@ class [[nodiscard]] Status {
   /// destination); `replaced` says the target already holds the new data;
   /// `note` is an optional static explanation appended to the message.
   /// `detail` is an explanation made at run time (which field, which byte).
-  Status(Step step, std::error_code code, std::string_view subject,
-         std::string_view target = {}, bool replaced = false,
-         const char* note = nullptr, std::string_view detail = {}) noexcept;
+  Status(Step step, std::error_code code, std::string_view subject, std::string_view target = {},
+         bool replaced = false, const char* note = nullptr, std::string_view detail = {}) noexcept;
 
   bool ok() const noexcept { return step_ == Step::none; }
   explicit operator bool() const noexcept { return ok(); }
@@ -329,10 +328,8 @@ class [[nodiscard]] Status {
 template <class T>
 class [[nodiscard]] Result {
  public:
-  Result(T&& value) noexcept(std::is_nothrow_move_constructible_v<T>)
-      : value_(std::move(value)) {}
-  Result(const T& value) noexcept(std::is_nothrow_copy_constructible_v<T>)
-      : value_(value) {}
+  Result(T&& value) noexcept(std::is_nothrow_move_constructible_v<T>) : value_(std::move(value)) {}
+  Result(const T& value) noexcept(std::is_nothrow_copy_constructible_v<T>) : value_(value) {}
   /// A failure. Given a success Status (a caller bug), the Result still
   /// holds an error rather than an empty success.
   Result(Status status) noexcept;
@@ -397,11 +394,9 @@ struct NoSync {
 template <class P, class = void>
 struct is_sync_policy : std::false_type {};
 template <class P>
-struct is_sync_policy<
-    P, std::void_t<decltype(P::file), decltype(P::directory)>>
-    : std::bool_constant<
-          std::is_same_v<std::remove_cv_t<decltype(P::file)>, SyncLevel> &&
-          std::is_same_v<std::remove_cv_t<decltype(P::directory)>, bool>> {};
+struct is_sync_policy<P, std::void_t<decltype(P::file), decltype(P::directory)>>
+    : std::bool_constant<std::is_same_v<std::remove_cv_t<decltype(P::file)>, SyncLevel> &&
+                         std::is_same_v<std::remove_cv_t<decltype(P::directory)>, bool>> {};
 template <class P>
 inline constexpr bool is_sync_policy_v = is_sync_policy<P>::value;
 
@@ -480,22 +475,18 @@ template <class F, class = void>
 struct is_filesystem : std::false_type {};
 template <class F>
 struct is_filesystem<
-    F, std::void_t<
-           decltype(std::declval<F&>().open_directory("")),
-           decltype(std::declval<F&>().make_directory("", 0u)),
-           decltype(std::declval<F&>().create_file(0, "", 0u)),
-           decltype(std::declval<F&>().write(0, nullptr, std::size_t{})),
-           decltype(std::declval<F&>().set_mode(0, 0u)),
-           decltype(std::declval<F&>().sync_full(0)),
-           decltype(std::declval<F&>().sync_data(0)),
-           decltype(std::declval<F&>().close(0)),
-           decltype(std::declval<F&>().rename(0, "", "")),
-           decltype(std::declval<F&>().unlink(0, "")),
-           decltype(std::declval<F&>().lock_directory(0, DirLock::shared))>>
-    : std::true_type {};
+    F,
+    std::void_t<
+        decltype(std::declval<F&>().open_directory("")),
+        decltype(std::declval<F&>().make_directory("", 0u)),
+        decltype(std::declval<F&>().create_file(0, "", 0u)),
+        decltype(std::declval<F&>().write(0, nullptr, std::size_t{})),
+        decltype(std::declval<F&>().set_mode(0, 0u)), decltype(std::declval<F&>().sync_full(0)),
+        decltype(std::declval<F&>().sync_data(0)), decltype(std::declval<F&>().close(0)),
+        decltype(std::declval<F&>().rename(0, "", "")), decltype(std::declval<F&>().unlink(0, "")),
+        decltype(std::declval<F&>().lock_directory(0, DirLock::shared))>> : std::true_type {};
 template <class F>
-inline constexpr bool is_filesystem_v =
-    is_filesystem<std::remove_reference_t<F>>::value;
+inline constexpr bool is_filesystem_v = is_filesystem<std::remove_reference_t<F>>::value;
 
 /// Whether F also offers the reading calls of PosixFs that StateManager
 /// makes (open_file, file_info, file_info_at, read, rename_noreplace) and
@@ -504,14 +495,13 @@ template <class F, class = void>
 struct is_state_filesystem : std::false_type {};
 template <class F>
 struct is_state_filesystem<
-    F, std::void_t<
-           decltype(std::declval<F&>().open_file("")),
-           decltype(std::declval<F&>().file_info(0, std::declval<FileInfo&>())),
-           decltype(std::declval<F&>().file_info_at(0, "", std::declval<FileInfo&>())),
-           decltype(std::declval<F&>().read(0, nullptr, std::size_t{})),
-           decltype(std::declval<F&>().rename_noreplace(0, "", "")),
-           decltype(std::declval<F&>().list_directory(0, nullptr, nullptr)),
-           decltype(std::declval<F&>().entry_info(0, "", std::declval<FileInfo&>()))>>
+    F, std::void_t<decltype(std::declval<F&>().open_file("")),
+                   decltype(std::declval<F&>().file_info(0, std::declval<FileInfo&>())),
+                   decltype(std::declval<F&>().file_info_at(0, "", std::declval<FileInfo&>())),
+                   decltype(std::declval<F&>().read(0, nullptr, std::size_t{})),
+                   decltype(std::declval<F&>().rename_noreplace(0, "", "")),
+                   decltype(std::declval<F&>().list_directory(0, nullptr, nullptr)),
+                   decltype(std::declval<F&>().entry_info(0, "", std::declval<FileInfo&>()))>>
     : is_filesystem<F> {};
 template <class F>
 inline constexpr bool is_state_filesystem_v =
@@ -562,8 +552,7 @@ class WriteTransaction {
   int on_prefix(std::size_t end, Call&& call) noexcept;
   Status create_temp_file() noexcept;
   Status fail(Step step, int neg_errno, std::string_view subject_dir,
-              std::string_view subject_name = {},
-              const char* note = nullptr) noexcept;
+              std::string_view subject_name = {}, const char* note = nullptr) noexcept;
   Status fail_on_temp(Step step, int neg_errno, const char* note = nullptr) noexcept {
     return fail(step, neg_errno, join_dir(), std::string_view(temp_, 11), note);
   }
@@ -622,12 +611,10 @@ class AtomicWriter {
 
   /// Starts a streaming replacement of `path`: creates the parent
   /// directories and the temp file, and returns the open transaction.
-  Result<Transaction> begin(const std::filesystem::path& path,
-                            unsigned perm = 0644) & noexcept;
+  Result<Transaction> begin(const std::filesystem::path& path, unsigned perm = 0644) & noexcept;
   /// A transaction keeps using its writer's Fs: a temporary writer would
   /// leave it dangling.
-  Result<Transaction> begin(const std::filesystem::path& path,
-                            unsigned perm = 0644) && = delete;
+  Result<Transaction> begin(const std::filesystem::path& path, unsigned perm = 0644) && = delete;
 
   /// Removes the temp files that saves killed mid-way left in `dir`
   /// (names `.tmp-` and six letters or digits, regular files only). Takes
@@ -688,13 +675,11 @@ struct Field {
   constexpr Field(std::string_view k, std::string_view v) noexcept : key(k), value(v) {}
   constexpr Field(std::string_view k, const char* v) noexcept
       : key(k), value(std::string_view(v)) {}
-  Field(std::string_view k, const std::string& v) noexcept
-      : key(k), value(std::string_view(v)) {}
+  Field(std::string_view k, const std::string& v) noexcept : key(k), value(std::string_view(v)) {}
   constexpr Field(std::string_view k, bool v) noexcept : key(k), value(v) {}
   constexpr Field(std::string_view k, double v) noexcept : key(k), value(v) {}
-  template <class Int, std::enable_if_t<std::is_integral_v<Int> &&
-                                            !std::is_same_v<Int, bool>,
-                                        int> = 0>
+  template <class Int,
+            std::enable_if_t<std::is_integral_v<Int> && !std::is_same_v<Int, bool>, int> = 0>
   constexpr Field(std::string_view k, Int v) noexcept
       : key(k), value(static_cast<std::int64_t>(v)) {}
 };
@@ -703,8 +688,7 @@ struct Field {
 class Fields {
  public:
   constexpr Fields() noexcept = default;
-  constexpr Fields(const Field* data, std::size_t size) noexcept
-      : data_(data), size_(size) {}
+  constexpr Fields(const Field* data, std::size_t size) noexcept : data_(data), size_(size) {}
 
   constexpr const Field* begin() const noexcept { return data_; }
   constexpr const Field* end() const noexcept { return data_ + size_; }
@@ -727,9 +711,10 @@ class Fields {
 template <class S, class = void>
 struct is_log_sink : std::false_type {};
 template <class S>
-struct is_log_sink<S, std::void_t<decltype(std::declval<S&>().log(
-                          std::declval<Level>(), std::declval<std::string_view>(),
-                          std::declval<Fields>()))>> : std::true_type {};
+struct is_log_sink<
+    S, std::void_t<decltype(std::declval<S&>().log(
+           std::declval<Level>(), std::declval<std::string_view>(), std::declval<Fields>()))>>
+    : std::true_type {};
 template <class S>
 inline constexpr bool is_log_sink_v = is_log_sink<std::remove_reference_t<S>>::value;
 
@@ -759,9 +744,7 @@ class LogfmtLogger {
   void log(Level level, std::string_view message, Fields fields) noexcept;
 
   Level min_level() const noexcept { return static_cast<Level>(min_level_.load()); }
-  void set_min_level(Level level) noexcept {
-    min_level_.store(static_cast<unsigned char>(level));
-  }
+  void set_min_level(Level level) noexcept { min_level_.store(static_cast<unsigned char>(level)); }
 
  private:
   std::ostream* out_;
@@ -800,13 +783,13 @@ Status format_json(const boost::json::value& value, std::string& out) noexcept;
 /// replaces (snake_case). A zero last_updated means "never processed".
 struct State {
   std::string oracle_name;
-  std::int64_t last_updated = 0;         ///< unix seconds of the data processed
-  std::string last_updated_iso;          ///< the same instant, RFC 3339 UTC
+  std::int64_t last_updated = 0;  ///< unix seconds of the data processed
+  std::string last_updated_iso;   ///< the same instant, RFC 3339 UTC
   std::int64_t last_protocol_count = 0;
-  double last_tvs = 0;                   ///< total value secured
+  double last_tvs = 0;  ///< total value secured
   std::int64_t snapshot_count = 0;
-  std::int64_t oldest_snapshot = 0;      ///< unix seconds, 0 without snapshots
-  std::int64_t newest_snapshot = 0;      ///< unix seconds, 0 without snapshots
+  std::int64_t oldest_snapshot = 0;  ///< unix seconds, 0 without snapshots
+  std::int64_t newest_snapshot = 0;  ///< unix seconds, 0 without snapshots
 
   friend bool operator==(const State& a, const State& b) noexcept;
   friend bool operator!=(const State& a, const State& b) noexcept { return !(a == b); }
@@ -816,8 +799,7 @@ struct State {
 /// try_value_to. Reading: a missing or null key is the zero value, an
 /// unknown key is ignored, a key of the wrong type (or an integer out of
 /// int64 range, or a non-finite number) is an error.
-void tag_invoke(boost::json::value_from_tag, boost::json::value& jv,
-                const State& state);
+void tag_invoke(boost::json::value_from_tag, boost::json::value& jv, const State& state);
 boost::json::result<State> tag_invoke(boost::json::try_value_to_tag<State>,
                                       const boost::json::value& jv) noexcept;
 
@@ -839,11 +821,9 @@ struct is_state_writer : std::false_type {};
 template <class W>
 struct is_state_writer<
     W, std::void_t<decltype(Status(std::declval<W&>().write(
-                       std::declval<const std::filesystem::path&>(),
-                       std::string_view(), 0u))),
+                       std::declval<const std::filesystem::path&>(), std::string_view(), 0u))),
                    decltype(std::declval<W&>().filesystem())>>
-    : std::bool_constant<
-          is_state_filesystem_v<decltype(std::declval<W&>().filesystem())>> {};
+    : std::bool_constant<is_state_filesystem_v<decltype(std::declval<W&>().filesystem())>> {};
 template <class W>
 inline constexpr bool is_state_writer_v = is_state_writer<W>::value;
 
@@ -895,8 +875,7 @@ class StateManager {
   /// until load_state or save_state. An empty output_dir is the working
   /// directory. Allocates the two paths: std::bad_alloc is the only way it
   /// can fail.
-  template <class L = Logger,
-            std::enable_if_t<std::is_default_constructible_v<L>, int> = 0>
+  template <class L = Logger, std::enable_if_t<std::is_default_constructible_v<L>, int> = 0>
   explicit StateManager(std::filesystem::path output_dir)
       : StateManager(std::move(output_dir), L{}) {}
   StateManager(std::filesystem::path output_dir, Logger logger);
@@ -958,11 +937,9 @@ class StateManager {
   static std::int64_t unix_now() noexcept;
   enum class Decoded : unsigned char { valid, corrupt, out_of_memory };
 
-  void log(Level level, std::string_view message,
-           std::initializer_list<Field> fields) noexcept;
+  void log(Level level, std::string_view message, std::initializer_list<Field> fields) noexcept;
   template <std::size_t N>
-  Status read_state_file(detail::TextBuffer<N>& text, FileInfo& info,
-                         bool& missing) noexcept;
+  Status read_state_file(detail::TextBuffer<N>& text, FileInfo& info, bool& missing) noexcept;
   Decoded decode(std::string_view text, StateT& state, std::string& problem) noexcept;
   Status encode(const StateT& state, detail::TextBuffer<2048>& text) const noexcept;
   Status move_aside(const FileInfo& read, std::string& moved_to) noexcept;
@@ -988,9 +965,7 @@ namespace detail {
 // mode_t is 16 bits on some systems; perm was checked to fit in 07777.
 inline mode_t to_mode(unsigned perm) noexcept { return static_cast<mode_t>(perm); }
 
-inline int negative_errno(int result) noexcept {
-  return result < 0 ? -errno : result;
-}
+inline int negative_errno(int result) noexcept { return result < 0 ? -errno : result; }
 
 inline std::error_code system_error(int neg_errno) noexcept {
   return std::error_code(-neg_errno, std::system_category());
@@ -1001,16 +976,14 @@ inline std::error_code system_error(int neg_errno) noexcept {
 template <class Call>
 auto retry_interrupted(Call&& call) noexcept -> decltype(call()) {
   auto result = call();
-  for (long n = 0; result == -EINTR && n < ATOMIC_STATE_EINTR_RETRY_LIMIT; ++n)
-    result = call();
+  for (long n = 0; result == -EINTR && n < ATOMIC_STATE_EINTR_RETRY_LIMIT; ++n) result = call();
   return result;
 }
 
 /// Writes every byte, looping over short writes and EINTR. Returns 0 or
 /// -errno; a write that keeps making no progress ends in -EIO with `stalled`.
 template <class Fs>
-int write_all(Fs& fs, int fd, const char* data, std::size_t size,
-              bool& stalled) noexcept {
+int write_all(Fs& fs, int fd, const char* data, std::size_t size, bool& stalled) noexcept {
   long stalls = 0;
   while (size > 0) {
     const ssize_t n = fs.write(fd, data, size);
@@ -1049,8 +1022,8 @@ inline void make_temp_name(char (&out)[12]) noexcept {
       "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
   thread_local std::uint64_t state =
       reinterpret_cast<std::uintptr_t>(&state) * 0x9E3779B97F4A7C15ull;
-  const auto now = static_cast<std::uint64_t>(
-      std::chrono::steady_clock::now().time_since_epoch().count());
+  const auto now =
+      static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
   state += 0x9E3779B97F4A7C15ull ^ now;
   std::uint64_t x = state;  // splitmix64 finaliser
   x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -1060,7 +1033,6 @@ inline void make_temp_name(char (&out)[12]) noexcept {
   for (int i = 5; i < 11; ++i, x /= 62) out[i] = alphabet[x % 62];
   out[11] = '\0';
 }
-
 
 /// Text built in place: the first N bytes live inside the object, more go
 /// to the heap without throwing. Every failure to grow is reported.
@@ -1152,7 +1124,8 @@ inline std::size_t utf8_sequence(std::string_view s, std::size_t i) noexcept {
   if (c < 0x80) return 1;
   std::size_t n;
   unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
-  if (c >= 0xC2 && c <= 0xDF) n = 2;
+  if (c >= 0xC2 && c <= 0xDF)
+    n = 2;
   else if (c >= 0xE0 && c <= 0xEF) {
     n = 3;
     if (c == 0xE0) lo = 0xA0;
@@ -1191,23 +1164,38 @@ bool append_escaped(Out& out, std::string_view s) noexcept {
     char escape[8] = {'\\', 0, 0, 0, 0, 0, 0, 0};
     std::size_t len = 2;
     switch (c) {
-      case '"': escape[1] = '"'; break;
-      case '\\': escape[1] = '\\'; break;
-      case '\n': escape[1] = 'n'; break;
-      case '\r': escape[1] = 'r'; break;
-      case '\t': escape[1] = 't'; break;
-      case '\b': escape[1] = 'b'; break;
-      case '\f': escape[1] = 'f'; break;
+      case '"':
+        escape[1] = '"';
+        break;
+      case '\\':
+        escape[1] = '\\';
+        break;
+      case '\n':
+        escape[1] = 'n';
+        break;
+      case '\r':
+        escape[1] = 'r';
+        break;
+      case '\t':
+        escape[1] = 't';
+        break;
+      case '\b':
+        escape[1] = 'b';
+        break;
+      case '\f':
+        escape[1] = 'f';
+        break;
       default: {
         static constexpr char hex[] = "0123456789abcdef";
-        std::memcpy(escape + 1, "u00", 3);
+        escape[1] = 'u';
+        escape[2] = '0';
+        escape[3] = '0';
         escape[4] = hex[c >> 4];
         escape[5] = hex[c & 0xF];
         len = 6;
       }
     }
-    if (!out.append(s.substr(plain, i - plain)) ||
-        !out.append(std::string_view(escape, len)))
+    if (!out.append(s.substr(plain, i - plain)) || !out.append(std::string_view(escape, len)))
       return false;
     plain = i + 1;
   }
@@ -1246,9 +1234,9 @@ inline std::size_t format_rfc3339(std::int64_t t, char (&out)[40]) noexcept {
   char* p = out;
   std::int64_t year = date.year;
   if (year < 0) *p++ = '-';
-  const std::uint64_t digits_of = year < 0 ? 0 - static_cast<std::uint64_t>(year)
-                                           : static_cast<std::uint64_t>(year);
-  char year_text[24];
+  const std::uint64_t digits_of =
+      year < 0 ? 0 - static_cast<std::uint64_t>(year) : static_cast<std::uint64_t>(year);
+  char year_text[24] = {};
   const auto end = std::to_chars(year_text, year_text + sizeof year_text, digits_of).ptr;
   for (auto width = end - year_text; width < 4; ++width) *p++ = '0';
   for (const char* q = year_text; q != end; ++q) *p++ = *q;
@@ -1273,8 +1261,7 @@ template <class Out>
 bool append_logfmt_text(Out& out, std::string_view s) noexcept {
   bool bare = !s.empty();
   for (const char c : s)
-    if (static_cast<unsigned char>(c) <= ' ' || c == '=' || c == '"' || c == '\\' ||
-        c == 0x7F)
+    if (static_cast<unsigned char>(c) <= ' ' || c == '=' || c == '"' || c == '\\' || c == 0x7F)
       bare = false;
   if (bare) return out.append(s);
   return out.append("\"") && append_escaped(out, s) && out.append("\"");
@@ -1309,9 +1296,7 @@ class JsonPrinter {
   explicit JsonPrinter(Out& out) noexcept : out_(out) {}
 
   /// False on failure: problem() says what and where, or out_of_memory().
-  bool print(const boost::json::value& v) noexcept {
-    return value(v, 0) && put("\n");
-  }
+  bool print(const boost::json::value& v) noexcept { return value(v, 0) && put("\n"); }
   bool out_of_memory() const noexcept { return reason_ == nullptr; }
   /// "last_tvs: not a finite number (nan)". Allocates; call on failure.
   std::string problem() const {
@@ -1344,14 +1329,15 @@ class JsonPrinter {
     if (!valid_utf8(s)) return refuse("not valid UTF-8");
     return put("\"") && append_escaped(out_, s) && put("\"");
   }
-  bool number(std::size_t length) noexcept {
-    return put(std::string_view(number_, length));
-  }
+  bool number(std::size_t length) noexcept { return put(std::string_view(number_, length)); }
   bool value(const boost::json::value& v, std::size_t level) noexcept {
     switch (v.kind()) {
-      case boost::json::kind::null: return put("null");
-      case boost::json::kind::bool_: return put(v.get_bool() ? "true" : "false");
-      case boost::json::kind::int64: return number(format_int(v.get_int64(), number_));
+      case boost::json::kind::null:
+        return put("null");
+      case boost::json::kind::bool_:
+        return put(v.get_bool() ? "true" : "false");
+      case boost::json::kind::int64:
+        return number(format_int(v.get_int64(), number_));
       case boost::json::kind::uint64: {
         const auto r = std::to_chars(number_, number_ + sizeof number_, v.get_uint64());
         return number(static_cast<std::size_t>(r.ptr - number_));
@@ -1366,8 +1352,10 @@ class JsonPrinter {
         const boost::json::string& s = v.get_string();
         return string(std::string_view(s.data(), s.size()));
       }
-      case boost::json::kind::array: return array(v.get_array(), level);
-      case boost::json::kind::object: return object(v.get_object(), level);
+      case boost::json::kind::array:
+        return array(v.get_array(), level);
+      case boost::json::kind::object:
+        return object(v.get_object(), level);
     }
     return refuse("unknown kind of value");
   }
@@ -1387,8 +1375,7 @@ class JsonPrinter {
     if (a.empty()) return put("[]");
     if (!put("[")) return false;
     for (std::size_t i = 0; i < a.size(); ++i) {
-      if ((i > 0 && !put(",")) || !indent(level + 1) || !enter({}, i) ||
-          !value(a[i], level + 1))
+      if ((i > 0 && !put(",")) || !indent(level + 1) || !enter({}, i) || !value(a[i], level + 1))
         return false;
       --depth_;
     }
@@ -1401,8 +1388,8 @@ class JsonPrinter {
     bool first = true;
     for (const auto& member : o) {
       const std::string_view key(member.key().data(), member.key().size());
-      if ((!first && !put(",")) || !indent(level + 1) || !enter(key, 0) ||
-          !string(key) || !put(": ") || !value(member.value(), level + 1))
+      if ((!first && !put(",")) || !indent(level + 1) || !enter(key, 0) || !string(key) ||
+          !put(": ") || !value(member.value(), level + 1))
         return false;
       --depth_;
       first = false;
@@ -1427,8 +1414,7 @@ class ExactNumberHandler {
   static constexpr std::size_t max_string_size = static_cast<std::size_t>(-1);
   static constexpr std::size_t max_key_size = static_cast<std::size_t>(-1);
 
-  ExactNumberHandler(boost::json::storage_ptr sp, unsigned char* scratch,
-                     std::size_t scratch_size)
+  ExactNumberHandler(boost::json::storage_ptr sp, unsigned char* scratch, std::size_t scratch_size)
       : stack_(boost::json::storage_ptr(), scratch, scratch_size) {
     stack_.reset(std::move(sp));
   }
@@ -1477,8 +1463,7 @@ class ExactNumberHandler {
     stack_.push_uint64(u);
     return true;
   }
-  bool on_double(double approximate, boost::json::string_view s,
-                 boost::json::error_code& ec) {
+  bool on_double(double approximate, boost::json::string_view s, boost::json::error_code& ec) {
     const char* first = s.data();
     const char* last = s.data() + s.size();
     if (!number_.empty()) {
@@ -1549,8 +1534,8 @@ inline const boost::json::value* member_of(const boost::json::object& o,
   return v != nullptr && !v->is_null() ? v : nullptr;  // null reads as missing
 }
 
-inline bool read_member(const boost::json::object& o, std::string_view key,
-                        std::string& out, StateProblem& problem) {
+inline bool read_member(const boost::json::object& o, std::string_view key, std::string& out,
+                        StateProblem& problem) {
   const boost::json::value* v = member_of(o, key);
   if (v == nullptr) return true;
   const boost::json::string* s = v->if_string();
@@ -1562,8 +1547,8 @@ inline bool read_member(const boost::json::object& o, std::string_view key,
   return true;
 }
 
-inline bool read_member(const boost::json::object& o, std::string_view key,
-                        std::int64_t& out, StateProblem& problem) {
+inline bool read_member(const boost::json::object& o, std::string_view key, std::int64_t& out,
+                        StateProblem& problem) {
   const boost::json::value* v = member_of(o, key);
   if (v == nullptr) return true;
   if (const std::int64_t* i = v->if_int64()) {
@@ -1581,8 +1566,8 @@ inline bool read_member(const boost::json::object& o, std::string_view key,
   return false;
 }
 
-inline bool read_member(const boost::json::object& o, std::string_view key,
-                        double& out, StateProblem& problem) {
+inline bool read_member(const boost::json::object& o, std::string_view key, double& out,
+                        StateProblem& problem) {
   const boost::json::value* v = member_of(o, key);
   if (v == nullptr) return true;
   if (const double* d = v->if_double()) {
@@ -1625,32 +1610,50 @@ inline bool decode_state(const boost::json::value& jv, State& out, StateProblem&
 
 constexpr std::string_view to_string(Step step) noexcept {
   switch (step) {
-    case Step::none: return "ok";
-    case Step::check_path: return "check path";
-    case Step::create_directory: return "create directory";
-    case Step::open_directory: return "open directory";
-    case Step::create_temp_file: return "create temp file";
-    case Step::write_data: return "write data";
-    case Step::set_permissions: return "set permissions";
-    case Step::sync_file: return "sync file";
-    case Step::close_temp_file: return "close temp file";
-    case Step::rename: return "rename";
-    case Step::sync_directory: return "sync directory";
-    case Step::open_file: return "open file";
-    case Step::check_file: return "check file";
-    case Step::read_file: return "read file";
-    case Step::parse: return "parse";
-    case Step::move_aside: return "move aside";
-    case Step::serialize: return "serialize";
-    case Step::remove_temp_file: return "remove temp file";
-    case Step::invalid_use: return "invalid use";
+    case Step::none:
+      return "ok";
+    case Step::check_path:
+      return "check path";
+    case Step::create_directory:
+      return "create directory";
+    case Step::open_directory:
+      return "open directory";
+    case Step::create_temp_file:
+      return "create temp file";
+    case Step::write_data:
+      return "write data";
+    case Step::set_permissions:
+      return "set permissions";
+    case Step::sync_file:
+      return "sync file";
+    case Step::close_temp_file:
+      return "close temp file";
+    case Step::rename:
+      return "rename";
+    case Step::sync_directory:
+      return "sync directory";
+    case Step::open_file:
+      return "open file";
+    case Step::check_file:
+      return "check file";
+    case Step::read_file:
+      return "read file";
+    case Step::parse:
+      return "parse";
+    case Step::move_aside:
+      return "move aside";
+    case Step::serialize:
+      return "serialize";
+    case Step::remove_temp_file:
+      return "remove temp file";
+    case Step::invalid_use:
+      return "invalid use";
   }
   return "unknown step";
 }
 
-inline Status::Status(Step step, std::error_code code,
-                      std::string_view subject, std::string_view target,
-                      bool replaced, const char* note,
+inline Status::Status(Step step, std::error_code code, std::string_view subject,
+                      std::string_view target, bool replaced, const char* note,
                       std::string_view detail) noexcept
     : step_(step == Step::none ? Step::invalid_use : step),
       replaced_(replaced),
@@ -1687,24 +1690,23 @@ inline std::string Status::message() const {
   if (context_ != nullptr) out.append(context_).append(": ");
   out.append(to_string(step_));
   if (!path().empty()) out.append(" ").append(path());
-  if (step_ == Step::rename && !target().empty())
-    out.append(" to ").append(target());
+  if (step_ == Step::rename && !target().empty()) out.append(" to ").append(target());
   out.append(": ").append(code_.message());
   if (replaced_)
-    out.append(" (").append(target().empty() ? "the target" : target()).append(
-        " was replaced, but the replacement is not known to be durable)");
+    out.append(" (")
+        .append(target().empty() ? "the target" : target())
+        .append(" was replaced, but the replacement is not known to be durable)");
   for (const char* note : {note_, cleanup_note_})
     if (note != nullptr) out.append(" (").append(note).append(")");
-  if (paths_ && !paths_->detail.empty())
-    out.append(" (").append(paths_->detail).append(")");
+  if (paths_ && !paths_->detail.empty()) out.append(" (").append(paths_->detail).append(")");
   return out;
 }
 
 template <class T>
 Result<T>::Result(Status status) noexcept : status_(std::move(status)) {
   if (status_.ok())
-    status_ = Status(Step::invalid_use, std::make_error_code(std::errc::invalid_argument),
-                     {}, {}, false, "Result built from a success Status without a value");
+    status_ = Status(Step::invalid_use, std::make_error_code(std::errc::invalid_argument), {}, {},
+                     false, "Result built from a success Status without a value");
 }
 
 // ------------------------------------------------------------------ PosixFs --
@@ -1722,15 +1724,12 @@ inline int PosixFs::make_directory(const char* path, unsigned mode) noexcept {
   return detail::negative_errno(::mkdir(path, detail::to_mode(mode)));
 }
 
-inline int PosixFs::create_file(int dir_fd, const char* name,
-                                unsigned mode) noexcept {
-  return detail::negative_errno(
-      ::openat(dir_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
-               detail::to_mode(mode)));
+inline int PosixFs::create_file(int dir_fd, const char* name, unsigned mode) noexcept {
+  return detail::negative_errno(::openat(
+      dir_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, detail::to_mode(mode)));
 }
 
-inline ssize_t PosixFs::write(int fd, const void* data,
-                              std::size_t size) noexcept {
+inline ssize_t PosixFs::write(int fd, const void* data, std::size_t size) noexcept {
   const ssize_t n = ::write(fd, data, size);
   return n < 0 ? -errno : n;
 }
@@ -1743,8 +1742,7 @@ inline int PosixFs::sync_full(int fd) noexcept {
 #if defined(F_FULLFSYNC)
   // Plain fsync on Apple systems stops at the drive's cache.
   if (::fcntl(fd, F_FULLFSYNC) == 0) return 0;
-  if (errno != ENOTSUP && errno != EOPNOTSUPP && errno != ENOTTY && errno != EINVAL)
-    return -errno;
+  if (errno != ENOTSUP && errno != EOPNOTSUPP && errno != ENOTTY && errno != EINVAL) return -errno;
 #endif
   return detail::negative_errno(::fsync(fd));
 }
@@ -1757,12 +1755,9 @@ inline int PosixFs::sync_data(int fd) noexcept {
 #endif
 }
 
-inline int PosixFs::close(int fd) noexcept {
-  return detail::negative_errno(::close(fd));
-}
+inline int PosixFs::close(int fd) noexcept { return detail::negative_errno(::close(fd)); }
 
-inline int PosixFs::rename(int dir_fd, const char* from,
-                           const char* to) noexcept {
+inline int PosixFs::rename(int dir_fd, const char* from, const char* to) noexcept {
   return detail::negative_errno(::renameat(dir_fd, from, dir_fd, to));
 }
 
@@ -1771,8 +1766,7 @@ inline int PosixFs::unlink(int dir_fd, const char* name) noexcept {
 }
 
 inline int PosixFs::open_file(const char* path) noexcept {
-  return detail::negative_errno(
-      ::open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+  return detail::negative_errno(::open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
 }
 
 namespace detail {
@@ -1797,8 +1791,7 @@ inline int PosixFs::file_info(int fd, FileInfo& info) noexcept {
   return 0;
 }
 
-inline int PosixFs::file_info_at(int dir_fd, const char* name,
-                                 FileInfo& info) noexcept {
+inline int PosixFs::file_info_at(int dir_fd, const char* name, FileInfo& info) noexcept {
   struct stat st;
   if (::fstatat(dir_fd, name, &st, 0) != 0) return -errno;
   info = detail::to_file_info(st);
@@ -1810,8 +1803,7 @@ inline ssize_t PosixFs::read(int fd, void* data, std::size_t size) noexcept {
   return n < 0 ? -errno : n;
 }
 
-inline int PosixFs::rename_noreplace(int dir_fd, const char* from,
-                                     const char* to) noexcept {
+inline int PosixFs::rename_noreplace(int dir_fd, const char* from, const char* to) noexcept {
 #if defined(RENAME_NOREPLACE)
   if (::renameat2(dir_fd, from, dir_fd, to, RENAME_NOREPLACE) == 0) return 0;
   if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP) return -errno;
@@ -1880,14 +1872,12 @@ void WriteTransaction<S, Fs>::take(WriteTransaction& other) noexcept {
 }
 
 template <class S, class Fs>
-WriteTransaction<S, Fs>::WriteTransaction(WriteTransaction&& other) noexcept
-    : fs_(other.fs_) {
+WriteTransaction<S, Fs>::WriteTransaction(WriteTransaction&& other) noexcept : fs_(other.fs_) {
   take(other);
 }
 
 template <class S, class Fs>
-WriteTransaction<S, Fs>& WriteTransaction<S, Fs>::operator=(
-    WriteTransaction&& other) noexcept {
+WriteTransaction<S, Fs>& WriteTransaction<S, Fs>::operator=(WriteTransaction&& other) noexcept {
   if (this != &other) {
     discard();
     take(other);
@@ -1926,8 +1916,7 @@ bool WriteTransaction<S, Fs>::release() noexcept {
   bool removed = true;
   if (fd_ >= 0) (void)fs_->close(std::exchange(fd_, -1));
   if (temp_exists_) {
-    removed = detail::retry_interrupted(
-                  [&] { return fs_->unlink(dir_fd_, temp_); }) >= 0;
+    removed = detail::retry_interrupted([&] { return fs_->unlink(dir_fd_, temp_); }) >= 0;
     temp_exists_ = false;
   }
   if (dir_fd_ >= 0) (void)fs_->close(std::exchange(dir_fd_, -1));
@@ -1938,18 +1927,16 @@ bool WriteTransaction<S, Fs>::release() noexcept {
 // subject_dir/subject_name: releases everything, then records and returns
 // the Status. Every failure of a save goes through here.
 template <class S, class Fs>
-Status WriteTransaction<S, Fs>::fail(Step step, int neg_errno,
-                                     std::string_view subject_dir,
-                                     std::string_view subject_name,
-                                     const char* note) noexcept {
+Status WriteTransaction<S, Fs>::fail(Step step, int neg_errno, std::string_view subject_dir,
+                                     std::string_view subject_name, const char* note) noexcept {
   if (phase_ == Phase::open) phase_ = Phase::failed;
   const bool temp_removed = release();
   const bool replaced = step == Step::sync_directory && phase_ == Phase::committed;
   const std::error_code code = detail::system_error(neg_errno);
   ATOMIC_STATE_DETAIL_TRY {
-    error_ = Status(step, code, detail::join_path(subject_dir, subject_name),
-                    detail::join_path(join_dir(), std::string_view(name(), name_len_)),
-                    replaced, note);
+    error_ =
+        Status(step, code, detail::join_path(subject_dir, subject_name),
+               detail::join_path(join_dir(), std::string_view(name(), name_len_)), replaced, note);
   }
   ATOMIC_STATE_DETAIL_CATCH_ALL { error_ = Status(step, code, {}, {}, replaced, note); }
   if (!temp_removed) error_.cleanup_note_ = "the temp file could not be removed";
@@ -1959,8 +1946,8 @@ Status WriteTransaction<S, Fs>::fail(Step step, int neg_errno,
 template <class S, class Fs>
 Status WriteTransaction<S, Fs>::finished() const noexcept {
   if (!error_.ok()) return error_;
-  return Status(Step::invalid_use, std::make_error_code(std::errc::bad_file_descriptor),
-                {}, {}, false,
+  return Status(Step::invalid_use, std::make_error_code(std::errc::bad_file_descriptor), {}, {},
+                false,
                 phase_ == Phase::committed ? "the transaction was already committed"
                                            : "the transaction was discarded");
 }
@@ -1973,12 +1960,10 @@ void WriteTransaction<S, Fs>::discard() noexcept {
 }
 
 template <class S, class Fs>
-Status WriteTransaction<S, Fs>::open(std::string_view path,
-                                     unsigned perm) noexcept {
+Status WriteTransaction<S, Fs>::open(std::string_view path, unsigned perm) noexcept {
   const auto invalid = [&](std::errc code, const char* why) {
     phase_ = Phase::failed;
-    error_ = Status(Step::check_path, std::make_error_code(code), path, path,
-                    false, why);
+    error_ = Status(Step::check_path, std::make_error_code(code), path, path, false, why);
     return error_;
   };
   if (perm > 07777) return invalid(std::errc::invalid_argument, "mode above 07777");
@@ -1988,8 +1973,7 @@ Status WriteTransaction<S, Fs>::open(std::string_view path,
   if (path.size() >= ATOMIC_STATE_PATH_MAX)
     return invalid(std::errc::filename_too_long, "path too long");
   const std::size_t slash = path.rfind('/');
-  const std::string_view base =
-      slash == std::string_view::npos ? path : path.substr(slash + 1);
+  const std::string_view base = slash == std::string_view::npos ? path : path.substr(slash + 1);
   if (base.empty() || base == "." || base == "..")
     return invalid(std::errc::is_a_directory, "the path names a directory");
   // Caught here rather than at the rename, after every byte was written.
@@ -2021,8 +2005,7 @@ Status WriteTransaction<S, Fs>::open(std::string_view path,
   // Held until dir_fd_ is closed, so no sweep removes our temp file. A
   // filesystem without locks only costs that protection: a sweep there
   // fails to lock too, or a save whose temp file it took fails at rename.
-  (void)detail::retry_interrupted(
-      [&] { return fs_->lock_directory(dir_fd_, DirLock::shared); });
+  (void)detail::retry_interrupted([&] { return fs_->lock_directory(dir_fd_, DirLock::shared); });
   return create_temp_file();
 }
 
@@ -2119,11 +2102,9 @@ Status WriteTransaction<S, Fs>::sync_parent_of(std::size_t end) noexcept {
 template <class S, class Fs>
 Status WriteTransaction<S, Fs>::create_temp_file() noexcept {
   int r = -EEXIST;
-  for (int attempt = 0; attempt < ATOMIC_STATE_TEMP_NAME_ATTEMPTS && r == -EEXIST;
-       ++attempt) {
+  for (int attempt = 0; attempt < ATOMIC_STATE_TEMP_NAME_ATTEMPTS && r == -EEXIST; ++attempt) {
     detail::make_temp_name(temp_);
-    r = detail::retry_interrupted(
-        [&] { return fs_->create_file(dir_fd_, temp_, 0600); });
+    r = detail::retry_interrupted([&] { return fs_->create_file(dir_fd_, temp_, 0600); });
   }
   if (r < 0)
     return fail_on_temp(Step::create_temp_file, r,
@@ -2185,18 +2166,15 @@ template <class S, class Fs>
 Result<typename AtomicWriter<S, Fs>::Transaction> AtomicWriter<S, Fs>::begin(
     const std::filesystem::path& path, unsigned perm) & noexcept {
   Transaction transaction(fs_);
-  if (Status opened = transaction.open(path.native(), perm); !opened)
-    return opened;
+  if (Status opened = transaction.open(path.native(), perm); !opened) return opened;
   return Result<Transaction>(std::move(transaction));
 }
 
 template <class S, class Fs>
-Status AtomicWriter<S, Fs>::write(const std::filesystem::path& path,
-                                  std::string_view data,
+Status AtomicWriter<S, Fs>::write(const std::filesystem::path& path, std::string_view data,
                                   unsigned perm) noexcept {
   Transaction transaction(fs_);
-  if (Status opened = transaction.open(path.native(), perm); !opened)
-    return opened;
+  if (Status opened = transaction.open(path.native(), perm); !opened) return opened;
   if (Status written = transaction.write(data); !written) return written;
   return transaction.commit();
 }
@@ -2208,8 +2186,7 @@ inline bool is_temp_name(const char* name) noexcept {
   if (std::strncmp(name, ".tmp-", 5) != 0) return false;
   for (int i = 5; i < 11; ++i) {
     const char c = name[i];  // not isalnum: the locale must not widen the set
-    if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')))
-      return false;
+    if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'))) return false;
   }
   return name[11] == '\0';
 }
@@ -2237,8 +2214,8 @@ template <class Fs>
 Status sweep_temp_batch(Fs& fs, int dir_fd, std::string_view dir, TempSweep& sweep,
                         bool& more) noexcept {
   TempBatch batch;
-  const int listed = retry_interrupted(
-      [&] { return fs.list_directory(dir_fd, &TempBatch::add, &batch); });
+  const int listed =
+      retry_interrupted([&] { return fs.list_directory(dir_fd, &TempBatch::add, &batch); });
   if (listed < 0) return Status(Step::remove_temp_file, system_error(listed), dir);
   for (std::size_t i = 0; i < batch.count; ++i) {
     const char* name = batch.names[i];
@@ -2251,7 +2228,9 @@ Status sweep_temp_batch(Fs& fs, int dir_fd, std::string_view dir, TempSweep& swe
       ATOMIC_STATE_DETAIL_TRY {
         return Status(Step::remove_temp_file, system_error(gone), join_path(dir, name));
       }
-      ATOMIC_STATE_DETAIL_CATCH_ALL { return Status(Step::remove_temp_file, system_error(gone), {}); }
+      ATOMIC_STATE_DETAIL_CATCH_ALL {
+        return Status(Step::remove_temp_file, system_error(gone), {});
+      }
     }
     ++sweep.removed;
   }
@@ -2292,8 +2271,8 @@ Result<TempSweep> AtomicWriter<S, Fs>::remove_stale_temp_files(
   return detail::sweep_temp_files(fs_, dir.empty() ? "." : dir.c_str());
 }
 
-inline Status write_atomic(const std::filesystem::path& path,
-                           std::string_view data, unsigned perm) noexcept {
+inline Status write_atomic(const std::filesystem::path& path, std::string_view data,
+                           unsigned perm) noexcept {
   return AtomicWriter<>{}.write(path, data, perm);
 }
 
@@ -2301,10 +2280,14 @@ inline Status write_atomic(const std::filesystem::path& path,
 
 constexpr std::string_view to_string(Level level) noexcept {
   switch (level) {
-    case Level::debug: return "debug";
-    case Level::info: return "info";
-    case Level::warn: return "warn";
-    case Level::error: return "error";
+    case Level::debug:
+      return "debug";
+    case Level::info:
+      return "info";
+    case Level::warn:
+      return "warn";
+    case Level::error:
+      return "error";
   }
   return "unknown";
 }
@@ -2315,15 +2298,14 @@ inline const Field* Fields::find(std::string_view key) const noexcept {
   return nullptr;
 }
 
-inline void LogfmtLogger::log(Level level, std::string_view message,
-                              Fields fields) noexcept {
+inline void LogfmtLogger::log(Level level, std::string_view message, Fields fields) noexcept {
   if (level < min_level()) return;
   detail::TextBuffer<512> line;
-  bool complete = line.append("level=") && line.append(to_string(level)) &&
-                  line.append(" msg=") && detail::append_logfmt_text(line, message);
+  bool complete = line.append("level=") && line.append(to_string(level)) && line.append(" msg=") &&
+                  detail::append_logfmt_text(line, message);
   for (const Field& field : fields)
-    complete = complete && line.append(" ") && line.append(field.key) &&
-               line.append("=") && detail::append_logfmt_value(line, field.value);
+    complete = complete && line.append(" ") && line.append(field.key) && line.append("=") &&
+               detail::append_logfmt_value(line, field.value);
   if (!complete || !line.append("\n")) return;  // out of memory: drop the record
   const std::lock_guard<std::mutex> lock(mutex_);
   ATOMIC_STATE_DETAIL_TRY {
@@ -2367,8 +2349,8 @@ inline Status format_json(const boost::json::value& value, std::string& out) noe
   if (printer.out_of_memory())
     return Status(Step::serialize, std::make_error_code(std::errc::not_enough_memory), {});
   ATOMIC_STATE_DETAIL_TRY {
-    return Status(Step::serialize, std::make_error_code(std::errc::invalid_argument), {},
-                  {}, false, nullptr, printer.problem());
+    return Status(Step::serialize, std::make_error_code(std::errc::invalid_argument), {}, {}, false,
+                  nullptr, printer.problem());
   }
   ATOMIC_STATE_DETAIL_CATCH_ALL {
     return Status(Step::serialize, std::make_error_code(std::errc::invalid_argument), {});
@@ -2385,8 +2367,7 @@ inline bool operator==(const State& a, const State& b) noexcept {
          a.newest_snapshot == b.newest_snapshot;
 }
 
-inline void tag_invoke(boost::json::value_from_tag, boost::json::value& jv,
-                       const State& state) {
+inline void tag_invoke(boost::json::value_from_tag, boost::json::value& jv, const State& state) {
   boost::json::object& o = jv.emplace_object();
   o.reserve(8);
   o.emplace("oracle_name", state.oracle_name);
@@ -2442,8 +2423,7 @@ void StateManager<L, S, W>::log(Level level, std::string_view message,
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
 Status StateManager<L, S, W>::failure(Step step, int neg_errno, const char* note,
                                       std::string_view detail) const noexcept {
-  return Status(step, detail::system_error(neg_errno), file_.native(), {}, false, note,
-                detail);
+  return Status(step, detail::system_error(neg_errno), file_.native(), {}, false, note, detail);
 }
 
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
@@ -2468,11 +2448,11 @@ Result<S> StateManager<L, S, W>::load_state() noexcept {
       return Result<S>(std::move(state));
     case Decoded::out_of_memory:
       return failure(Step::parse, -ENOMEM).within("load state file");
-    case Decoded::corrupt: break;
+    case Decoded::corrupt:
+      break;
   }
   std::string moved_to;
-  if (Status moved = move_aside(info, moved_to); !moved)
-    return moved.within("load state file");
+  if (Status moved = move_aside(info, moved_to); !moved) return moved.within("load state file");
   log(Level::warn, "state file corrupted, treating as first run",
       {{"path", path}, {"error", problem}, {"moved_to", moved_to}});
   return S{};
@@ -2539,8 +2519,9 @@ Status StateManager<L, S, W>::read_state_file(detail::TextBuffer<N>& text, FileI
   for (;;) {
     // Ask for one byte more than fstat promised, to see the end; a file
     // that keeps growing is read on, up to the limit.
-    std::size_t want = text.size() < info.size ? static_cast<std::size_t>(info.size) - text.size() + 1
-                                                : (text.spare() > 0 ? text.spare() : 4096);
+    std::size_t want = text.size() < info.size
+                           ? static_cast<std::size_t>(info.size) - text.size() + 1
+                           : (text.spare() > 0 ? text.spare() : 4096);
     if (want > max_size_ + 1 - text.size()) want = max_size_ + 1 - text.size();
     char* room = text.room_for(want);
     if (room == nullptr) return closing(failure(Step::read_file, -ENOMEM));
@@ -2571,8 +2552,8 @@ typename StateManager<L, S, W>::Decoded StateManager<L, S, W>::decode(
     if constexpr (std::is_same_v<S, State>) {
       detail::StateProblem why;
       if (detail::decode_state(jv, state, why)) return Decoded::valid;
-      problem = why.key.empty() ? std::string(why.reason)
-                                : std::string(why.key) + ": " + why.reason;
+      problem =
+          why.key.empty() ? std::string(why.reason) : std::string(why.key) + ": " + why.reason;
       return Decoded::corrupt;
     } else {
       auto converted = boost::json::try_value_to<S>(jv);
@@ -2619,8 +2600,7 @@ Status StateManager<L, S, W>::move_aside(const FileInfo& read, std::string& move
   char name[48];
   std::memcpy(name, base.data(), base.size());
   std::memcpy(name + base.size(), suffix.data(), suffix.size());
-  char* const digits =
-      std::to_chars(name + base.size() + suffix.size(), name + 40, now_()).ptr;
+  char* const digits = std::to_chars(name + base.size() + suffix.size(), name + 40, now_()).ptr;
   for (int attempt = 0; attempt < ATOMIC_STATE_TEMP_NAME_ATTEMPTS; ++attempt) {
     char* p = digits;
     if (attempt > 0) {
@@ -2632,9 +2612,9 @@ Status StateManager<L, S, W>::move_aside(const FileInfo& read, std::string& move
     if (r != -EEXIST) break;
   }
   if (r < 0)
-    return closing(failure(Step::move_aside, r,
-                           r == -EEXIST ? "every name tried for the corrupt file was taken"
-                                        : nullptr));
+    return closing(
+        failure(Step::move_aside, r,
+                r == -EEXIST ? "every name tried for the corrupt file was taken" : nullptr));
   ATOMIC_STATE_DETAIL_TRY { moved_to = (dir_ / name).native(); }
   ATOMIC_STATE_DETAIL_CATCH_ALL {}
   // No directory sync: if a power cut undoes the rename, the corrupt file is
@@ -2653,7 +2633,8 @@ bool StateManager<L, S, W>::should_process(std::int64_t current_ts, const S& sta
     // Unsigned so that far-apart timestamps cannot overflow the subtraction.
     const auto delta = static_cast<std::uint64_t>(current_ts) - static_cast<std::uint64_t>(last_ts);
     log(Level::debug, "new data available",
-        {{"current_ts", current_ts}, {"last_ts", last_ts},
+        {{"current_ts", current_ts},
+         {"last_ts", last_ts},
          {"delta_seconds", delta > static_cast<std::uint64_t>(INT64_MAX)
                                ? INT64_MAX
                                : static_cast<std::int64_t>(delta)}});
@@ -2671,8 +2652,7 @@ bool StateManager<L, S, W>::should_process(std::int64_t current_ts, const S& sta
 
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
 template <class Timestamps>
-State StateManager<L, S, W>::update_state(std::string_view oracle_name,
-                                          std::int64_t timestamp,
+State StateManager<L, S, W>::update_state(std::string_view oracle_name, std::int64_t timestamp,
                                           std::int64_t protocol_count, double tvs,
                                           const Timestamps& snapshot_timestamps) const {
   static_assert(std::is_same_v<S, State>,
@@ -2728,10 +2708,12 @@ void StateManager<L, S, W>::log_loaded(const S& state) noexcept {
   const std::string_view path = file_.native();
   if constexpr (std::is_same_v<S, State>)
     log(Level::debug, "state loaded",
-        {{"path", path}, {"oracle_name", state.oracle_name},
+        {{"path", path},
+         {"oracle_name", state.oracle_name},
          {"last_updated", state.last_updated},
          {"last_protocol_count", state.last_protocol_count},
-         {"last_tvs", state.last_tvs}, {"snapshot_count", state.snapshot_count}});
+         {"last_tvs", state.last_tvs},
+         {"snapshot_count", state.snapshot_count}});
   else
     log(Level::debug, "state loaded",
         {{"path", path}, {"last_updated", StateTraits<S>::last_updated(state)}});
@@ -2749,7 +2731,7 @@ void StateManager<L, S, W>::log_saved(const S& state) noexcept {
 }
 #endif  // ATOMIC_STATE_NO_JSON
 
-}  // inline namespace ATOMIC_STATE_DETAIL_ABI
+}  // namespace ATOMIC_STATE_DETAIL_ABI
 }  // namespace atomic_state
 
 #undef ATOMIC_STATE_DETAIL_TRY

@@ -13,20 +13,19 @@
 namespace feeds {
 
 struct FeedState {
-  std::string feed;                 // "SOL/USD"
-  std::int64_t round = 0;           // the oracle's round number
-  std::int64_t updated_at = 0;      // unix seconds of that round
+  std::string feed;             // "SOL/USD"
+  std::int64_t round = 0;       // the oracle's round number
+  std::int64_t updated_at = 0;  // unix seconds of that round
   double price = 0;
-  std::vector<double> recent;       // the last few prices, oldest first
+  std::vector<double> recent;  // the last few prices, oldest first
 
   bool operator==(const FeedState& o) const {
-    return feed == o.feed && round == o.round && updated_at == o.updated_at &&
-           price == o.price && recent == o.recent;
+    return feed == o.feed && round == o.round && updated_at == o.updated_at && price == o.price &&
+           recent == o.recent;
   }
 };
 
-inline void tag_invoke(boost::json::value_from_tag, boost::json::value& jv,
-                       const FeedState& s) {
+inline void tag_invoke(boost::json::value_from_tag, boost::json::value& jv, const FeedState& s) {
   boost::json::object& o = jv.emplace_object();
   o["feed"] = s.feed;
   o["round"] = s.round;
@@ -37,14 +36,15 @@ inline void tag_invoke(boost::json::value_from_tag, boost::json::value& jv,
 }
 
 // The non-throwing conversion: a wrong file is reported, not thrown.
-inline boost::json::result<FeedState> tag_invoke(
-    boost::json::try_value_to_tag<FeedState>, const boost::json::value& jv) {
+inline boost::json::result<FeedState> tag_invoke(boost::json::try_value_to_tag<FeedState>,
+                                                 const boost::json::value& jv) {
   const boost::json::object* o = jv.if_object();
   if (o == nullptr) return boost::json::make_error_code(boost::json::error::not_object);
   FeedState s;
   auto feed = boost::json::try_value_to<std::string>(o->contains("feed") ? o->at("feed") : "");
   auto round = boost::json::try_value_to<std::int64_t>(o->contains("round") ? o->at("round") : 0);
-  auto at = boost::json::try_value_to<std::int64_t>(o->contains("updated_at") ? o->at("updated_at") : 0);
+  auto at =
+      boost::json::try_value_to<std::int64_t>(o->contains("updated_at") ? o->at("updated_at") : 0);
   auto price = boost::json::try_value_to<double>(o->contains("price") ? o->at("price") : 0.0);
   if (!feed) return feed.error();
   if (!round) return round.error();

@@ -61,7 +61,9 @@ void print_usage(std::ostream& out) {
   out << "usage: oracle-collector [--output-dir DIR] [--input FILE] [--oracle NAME]\n"
          "                        [--log-level debug|info|warn|error]\n"
          "Processes the oracle figures in FILE if they are newer than the last run's,\n"
-         "writing DIR/" << kSummaryFile << " and DIR/state.json atomically.\n"
+         "writing DIR/"
+      << kSummaryFile
+      << " and DIR/state.json atomically.\n"
          "Defaults: --output-dir oracle-output --input " ORACLE_COLLECTOR_SAMPLE
          " --oracle Switchboard --log-level info\n";
 }
@@ -86,9 +88,9 @@ int parse_args(int argc, char** argv, Options& options) {
                                                 : nullptr;
     const bool is_level = arg == "--log-level";
     if ((target == nullptr && !is_level) || i + 1 == argc) {
-      std::cerr << "oracle-collector: " << (i + 1 == argc && (target || is_level)
-                                                ? "missing value after " + arg
-                                                : "unknown argument " + arg)
+      std::cerr << "oracle-collector: "
+                << (i + 1 == argc && (target || is_level) ? "missing value after " + arg
+                                                          : "unknown argument " + arg)
                 << "\n";
       print_usage(std::cerr);
       return 2;
@@ -137,8 +139,7 @@ bool summarize(const json::value& doc, const std::string& oracle, Summary& out,
     double chain_total = 0;
     for (const auto& protocol : chain.value().get_object()) {
       if (!protocol.value().is_number())
-        return error = "the TVS of \"" + std::string(protocol.key()) + "\" is not a number",
-               false;
+        return error = "the TVS of \"" + std::string(protocol.key()) + "\" is not a number", false;
       const double tvs = protocol.value().to_number<double>();
       chain_total += tvs;
       per_protocol[std::string(protocol.key())] += tvs;
@@ -213,10 +214,10 @@ std::string money(double usd) {
   char text[64];
   for (const auto& [size, unit] : units)
     if (usd >= size) {
-      std::snprintf(text, sizeof text, size == 1e9 ? "$%.2f%s" : "$%.1f%s", usd / size, unit);
+      (void)std::snprintf(text, sizeof text, size == 1e9 ? "$%.2f%s" : "$%.1f%s", usd / size, unit);
       return text;
     }
-  std::snprintf(text, sizeof text, "$%.0f", usd);
+  (void)std::snprintf(text, sizeof text, "$%.0f", usd);
   return text;
 }
 
@@ -283,9 +284,8 @@ int main(int argc, char** argv) {
 
   std::vector<std::int64_t> snapshot_times;
   for (const Snapshot& snap : summary.history) snapshot_times.push_back(snap.timestamp);
-  const as::State next = manager.update_state(summary.oracle, summary.timestamp,
-                                              summary.protocol_count, summary.total_tvs,
-                                              snapshot_times);
+  const as::State next = manager.update_state(
+      summary.oracle, summary.timestamp, summary.protocol_count, summary.total_tvs, snapshot_times);
   if (as::Status saved = manager.save_state(next); !saved) return fail(saved.message());
 
   print_summary(summary, summary_path, manager.state_file().string());

@@ -12,7 +12,7 @@
 namespace {
 long allocations = 0;
 long fail_after = -1;  // when >= 0: allocations left before new throws
-}
+}  // namespace
 
 void* operator new(std::size_t size) {
   ++allocations;
@@ -46,9 +46,8 @@ int main() {
   const std::string data(4096, 'x');
   test::write_plain(existing, "old");
 
-  expect_no_allocation("write_atomic over an existing file", [&] {
-    return atomic_state::write_atomic(existing, data).ok();
-  });
+  expect_no_allocation("write_atomic over an existing file",
+                       [&] { return atomic_state::write_atomic(existing, data).ok(); });
   expect_no_allocation("AtomicWriter<NoSync>::write of a new file", [&] {
     return atomic_state::AtomicWriter<atomic_state::NoSync>{}.write(fresh, data).ok();
   });

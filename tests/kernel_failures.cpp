@@ -8,12 +8,12 @@
 //
 //   kernel-failures enospc|eperm|erofs|eacces|ebusy
 #include <fcntl.h>
+#include <grp.h>
 #include <linux/fs.h>
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
-#include <grp.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -48,14 +48,13 @@ void check(bool ok, const std::string& what) {
 
 /// The failure a save must show: this step and errno, old bytes kept, no
 /// temp file left, no descriptor leaked.
-void expect_refused(const char* what, const test::fs::path& target, const Status& status,
-                    Step step, int error, const std::string& old_content, int fds_before) {
+void expect_refused(const char* what, const test::fs::path& target, const Status& status, Step step,
+                    int error, const std::string& old_content, int fds_before) {
   std::printf("  %s: %s\n", what, status.message().c_str());
   check(!status.ok(), std::string(what) + ": the save fails");
-  check(status.step() == step, std::string(what) + ": at step '" +
-                                   std::string(atomic_state::to_string(step)) + "'");
-  check(status.code().value() == error,
-        std::string(what) + ": with " + std::strerror(error));
+  check(status.step() == step,
+        std::string(what) + ": at step '" + std::string(atomic_state::to_string(step)) + "'");
+  check(status.code().value() == error, std::string(what) + ": with " + std::strerror(error));
   check(status.message().find(std::strerror(error)) != std::string::npos,
         std::string(what) + ": the message gives the reason");
   if (old_content.empty())
@@ -111,8 +110,8 @@ void enospc(const test::TempDir& dir) {
 
   atomic_state::AtomicWriter<atomic_state::FullSync, RecordingFs> writer;
   const std::string too_big(200 * 1024, 'x');
-  expect_refused("200 KiB into a 64 KiB tmpfs", target, writer.write(target, too_big), Step::write_data,
-                 ENOSPC, "old state", fds);
+  expect_refused("200 KiB into a 64 KiB tmpfs", target, writer.write(target, too_big),
+                 Step::write_data, ENOSPC, "old state", fds);
   bool short_write_seen = false;
   for (const auto& [asked, got] : writer.filesystem().writes)
     short_write_seen |= got > 0 && static_cast<std::size_t>(got) < asked;
@@ -203,8 +202,7 @@ void ebusy(const test::TempDir& dir) {
     skip(std::string("cannot bind-mount a file: ") + std::strerror(errno));
   const int fds = test::open_fd_count();
   expect_refused("file bind-mounted over the target", target,
-                 atomic_state::write_atomic(target, "new"), Step::rename, EBUSY, "old state",
-                 fds);
+                 atomic_state::write_atomic(target, "new"), Step::rename, EBUSY, "old state", fds);
   ::umount2(target.c_str(), MNT_DETACH);
 }
 
@@ -227,8 +225,7 @@ int main(int argc, char** argv) {
     test::TempDir dir;
     scenario(dir);
     // Mounts vanish with the namespace; unmount now so the directory can go.
-    for (const char* sub : {"small", "attrs", "ro"})
-      ::umount2((dir / sub).c_str(), MNT_DETACH);
+    for (const char* sub : {"small", "attrs", "ro"}) ::umount2((dir / sub).c_str(), MNT_DETACH);
   }
   std::printf("%s: %d failure(s)\n", argv[1], failures);
   return failures == 0 ? 0 : 1;

@@ -56,7 +56,8 @@ void check(bool ok, const std::string& what) {
 // complete version from anything else. The TVS has a full 53-bit mantissa.
 as::State version(std::int64_t n) {
   as::State s;
-  s.oracle_name = "oracle-" + std::to_string(n % 977) + std::string(static_cast<std::size_t>(n % 61), 'x');
+  s.oracle_name =
+      "oracle-" + std::to_string(n % 977) + std::string(static_cast<std::size_t>(n % 61), 'x');
   s.last_updated = n;
   s.last_updated_iso = as::to_rfc3339(n);
   s.last_protocol_count = n % 1000;
@@ -67,7 +68,9 @@ as::State version(std::int64_t n) {
   return s;
 }
 
-bool is_a_version(const as::State& s) { return s.last_updated == 0 || s == version(s.last_updated); }
+bool is_a_version(const as::State& s) {
+  return s.last_updated == 0 || s == version(s.last_updated);
+}
 
 // SIGKILL a child that saves versions first, first+1, ... in a loop, `kills`
 // times, each after a random delay once it has started.
@@ -75,8 +78,8 @@ void kill_loop(const test::fs::path& dir, int kills) {
   std::mt19937 random(20261126u);
   std::uniform_int_distribution<int> delay_us(0, 3000);
   std::int64_t last_seen = 0;
-  int loads_ok = 0, versions_ok = 0, monotonic = 0, swept_ok = 0, temps_left = 0,
-      mid_save = 0, corrupt = 0, first_runs = 0;
+  int loads_ok = 0, versions_ok = 0, monotonic = 0, swept_ok = 0, temps_left = 0, mid_save = 0,
+      corrupt = 0, first_runs = 0;
   for (int k = 0; k < kills; ++k) {
     int ready[2];
     if (::pipe(ready) != 0) skip("cannot make a pipe");
@@ -117,8 +120,10 @@ void kill_loop(const test::fs::path& dir, int kills) {
     temps_left += static_cast<int>(left);
     swept_ok += left == 0;
   }
-  std::printf("  %d kills, %d of them mid-save (a temp file was left), %d before any "
-              "save had completed\n", kills, mid_save, first_runs);
+  std::printf(
+      "  %d kills, %d of them mid-save (a temp file was left), %d before any "
+      "save had completed\n",
+      kills, mid_save, first_runs);
   check(loads_ok == kills, "after every kill the state loads");
   check(versions_ok == kills, "after every kill the state is one complete version written");
   check(monotonic == kills, "no kill ever brings back an older version");
@@ -216,8 +221,8 @@ void concurrent(const test::fs::path& base) {
   for (auto& t : threads) t.join();
   reader.join();
 
-  std::printf("  %d saves by threads, %d processes x %d saves, %d reads in between\n",
-              saved.load(), children_ok, kSaves, reads.load());
+  std::printf("  %d saves by threads, %d processes x %d saves, %d reads in between\n", saved.load(),
+              children_ok, kSaves, reads.load());
   check(saved == kThreads * kSaves, "every save of every thread succeeded");
   check(children_ok == kProcesses, "every save of every process succeeded");
   check(errors == 0, "no read failed");
@@ -232,7 +237,8 @@ void concurrent(const test::fs::path& base) {
 }
 
 int usage() {
-  std::fprintf(stderr, "usage: process-tests kill DIR [KILLS] | kill-tmpfs [KILLS] | concurrent DIR\n");
+  std::fprintf(stderr,
+               "usage: process-tests kill DIR [KILLS] | kill-tmpfs [KILLS] | concurrent DIR\n");
   return 2;
 }
 

@@ -10,8 +10,6 @@
 // and checked by hand for the small cases (see "the model" cases at the end).
 // A change to the protocol (one more call, one call fewer) changes them:
 // re-derive them then, and make sure the violations stay at zero.
-#include "atomic_state.hpp"
-
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -22,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "atomic_state.hpp"
 #include "support/catch.hpp"
 #include "support/seed_state.hpp"
 #include "support/sim_fs.hpp"
@@ -89,8 +88,7 @@ Run record_write(const Image& before, const std::string& path, const Node& now) 
   const atomic_state::Status status =
       AtomicWriter<Policy, SimFs&>(fs).write(path, now.data, now.mode);
   fs.capture("(after the save returned)");
-  return Run{fs.crash_points(), status.ok(), status.message(), fs.open_descriptors(),
-             fs.current()};
+  return Run{fs.crash_points(), status.ok(), status.message(), fs.open_descriptors(), fs.current()};
 }
 
 // ---------------------------------------------------------------- checks --
@@ -119,27 +117,31 @@ std::string describe(const Image& image, const Target& t) {
   if (it == image.end()) return "no " + t.path;
   const Node& f = it->second;
   std::string what;
-  if (f.data == t.now.data) what = "the new bytes";
-  else if (t.old && f.data == t.old->data) what = "the old bytes";
-  else if (f.data.empty()) what = "an empty file";
+  if (f.data == t.now.data)
+    what = "the new bytes";
+  else if (t.old && f.data == t.old->data)
+    what = "the old bytes";
+  else if (f.data.empty())
+    what = "an empty file";
   else if (f.data == std::string(f.data.size(), '\0'))
     what = std::to_string(f.data.size()) + " zero bytes";
   else if (t.now.data.compare(0, f.data.size(), f.data) == 0)
     what = "the first " + std::to_string(f.data.size()) + " new bytes";
-  else what = std::to_string(f.data.size()) + " other bytes";
+  else
+    what = std::to_string(f.data.size()) + " other bytes";
   return t.path + " holds " + what + ", mode " + octal(f.mode);
 }
 
 /// What the enumeration of one run found.
 struct Tally {
   std::size_t points = 0;
-  std::size_t images = 0;    // images summed over crash points (each point deduplicated)
-  std::size_t distinct = 0;  // distinct images over the whole run
-  std::size_t skipped = 0;   // logged operations a subset dropped as meaningless
-  std::size_t torn = 0;      // neither the old bytes nor the new ones, or the file gone
-  std::size_t lost = 0;      // not the new file although the save reported success
-  std::size_t wrong_mode = 0;    // whole bytes under the other version's mode
-  std::size_t temp_mode = 0;     // ... namely the new bytes under the temp file's 0600
+  std::size_t images = 0;      // images summed over crash points (each point deduplicated)
+  std::size_t distinct = 0;    // distinct images over the whole run
+  std::size_t skipped = 0;     // logged operations a subset dropped as meaningless
+  std::size_t torn = 0;        // neither the old bytes nor the new ones, or the file gone
+  std::size_t lost = 0;        // not the new file although the save reported success
+  std::size_t wrong_mode = 0;  // whole bytes under the other version's mode
+  std::size_t temp_mode = 0;   // ... namely the new bytes under the temp file's 0600
   std::size_t old_images = 0, new_images = 0;
   std::vector<std::string> violations;  // the first few bad images, described
 
@@ -181,13 +183,19 @@ Tally enumerate(const Run& run, Order order, const Target& t, const Checker& che
       const auto& [seen, problem] = found->second;
       bool bad = !problem.empty();
       switch (seen) {
-        case Seen::fresh: ++tally.new_images; break;
+        case Seen::fresh:
+          ++tally.new_images;
+          break;
         case Seen::old:
           ++tally.old_images;
           if (after_success) ++tally.lost, bad = true;
           break;
-        case Seen::missing: ++tally.torn, bad = true; break;
-        case Seen::torn: ++tally.torn, bad = true; break;
+        case Seen::missing:
+          ++tally.torn, bad = true;
+          break;
+        case Seen::torn:
+          ++tally.torn, bad = true;
+          break;
         case Seen::wrong_mode: {
           ++tally.wrong_mode, bad = true;
           const Node& f = image.at(t.path);
@@ -196,8 +204,8 @@ Tally enumerate(const Run& run, Order order, const Target& t, const Checker& che
         }
       }
       if (bad && tally.violations.size() < 6)
-        tally.violations.push_back("crash point " + std::to_string(p) + " (before " +
-                                   point.before + "): " + describe(image, t) +
+        tally.violations.push_back("crash point " + std::to_string(p) + " (before " + point.before +
+                                   "): " + describe(image, t) +
                                    (problem.empty() ? "" : "; " + problem));
     }
   }
@@ -206,10 +214,11 @@ Tally enumerate(const Run& run, Order order, const Target& t, const Checker& che
 }
 
 void print(const char* scenario, const char* policy, Order order, const Tally& t) {
-  std::printf("[crash] %-34s %-12s %-6s %3zu points %4zu images %4zu distinct | "
-              "torn %3zu lost %3zu wrong mode %3zu (0600: %zu)\n",
-              scenario, policy, sim::to_string(order), t.points, t.images, t.distinct, t.torn,
-              t.lost, t.wrong_mode, t.temp_mode);
+  std::printf(
+      "[crash] %-34s %-12s %-6s %3zu points %4zu images %4zu distinct | "
+      "torn %3zu lost %3zu wrong mode %3zu (0600: %zu)\n",
+      scenario, policy, sim::to_string(order), t.points, t.images, t.distinct, t.torn, t.lost,
+      t.wrong_mode, t.temp_mode);
 }
 
 /// The promise of FullSync: no bad image at any point, and a sane run.
@@ -244,9 +253,10 @@ void require_pinned(const Tally& tally, const Pinned& pin) {
 
 // ===================================================== FullSync: promises ==
 
-TEST_CASE("FullSync: a save over an existing file leaves the old file or the new one, "
-          "at every crash point",
-          "[crash]") {
+TEST_CASE(
+    "FullSync: a save over an existing file leaves the old file or the new one, "
+    "at every crash point",
+    "[crash]") {
   const Target t{"/d/state.json", kOld, kNew};
   const Run run = record_write<FullSync>(existing_file(), t.path, t.now);
   // 10 calls: open dir, lock, create, write, fchmod, fsync, close, rename,
@@ -267,9 +277,10 @@ TEST_CASE("FullSync: a save over an existing file leaves the old file or the new
   }
 }
 
-TEST_CASE("FullSync: a first save leaves no file or the whole new one, and the new one "
-          "once it succeeded",
-          "[crash]") {
+TEST_CASE(
+    "FullSync: a first save leaves no file or the whole new one, and the new one "
+    "once it succeeded",
+    "[crash]") {
   const Target t{"/d/state.json", std::nullopt, kNew};
   const Run run = record_write<FullSync>(empty_directory(), t.path, t.now);
   // As over an existing file, with "no file" in the place of the old one.
@@ -283,9 +294,10 @@ TEST_CASE("FullSync: a first save leaves no file or the whole new one, and the n
   }
 }
 
-TEST_CASE("FullSync: a first save into missing directories makes the directories durable "
-          "too",
-          "[crash]") {
+TEST_CASE(
+    "FullSync: a first save into missing directories makes the directories durable "
+    "too",
+    "[crash]") {
   // The writer creates each missing level and syncs the directory that
   // gained it; without that, a power loss after success could take the new
   // directory, and the file in it, away.
@@ -344,9 +356,10 @@ Image job_directory() {
 
 }  // namespace
 
-TEST_CASE("StateManager: after a power loss anywhere in a run (load, sweep, save), the "
-          "next run loads the old state or the new one",
-          "[crash]") {
+TEST_CASE(
+    "StateManager: after a power loss anywhere in a run (load, sweep, save), the "
+    "next run loads the old state or the new one",
+    "[crash]") {
   SimFs fs = SimFs::from(job_directory());
   fs.start_recording();
   Manager job("/d", NullLogger{}, Manager::writer_type(fs));
@@ -401,9 +414,10 @@ TEST_CASE("StateManager: after a power loss anywhere in a run (load, sweep, save
 
 // ========================================================= DataSync ==
 
-TEST_CASE("DataSync: the bytes are always whole, but strictly by POSIX the new mode may "
-          "stay the temp file's 0600",
-          "[crash]") {
+TEST_CASE(
+    "DataSync: the bytes are always whole, but strictly by POSIX the new mode may "
+    "stay the temp file's 0600",
+    "[crash]") {
   // fdatasync need not write the mode (metadata not needed to read the data
   // back), and nothing else syncs the temp inode. Journaling filesystems
   // commit the inode whole, so on ext4 and xfs this does not happen; the
@@ -489,9 +503,10 @@ TEST_CASE("NoSync: the simulator finds torn and lost files after a power loss", 
   for (const BadRow& row : rows) require_caught<NoSync>("NoSync", row);
 }
 
-TEST_CASE("FileSyncOnly: without the directory fsync the simulator finds saves lost after "
-          "success",
-          "[crash]") {
+TEST_CASE(
+    "FileSyncOnly: without the directory fsync the simulator finds saves lost after "
+    "success",
+    "[crash]") {
   // The bytes are synced before the rename, so nothing is torn; but neither
   // the rename nor a created directory is durable when write() returns.
   const Target over{"/d/state.json", kOld, kNew};
@@ -526,9 +541,10 @@ std::size_t images_now(const SimFs& fs, Order order, std::size_t* skipped = null
 
 }  // namespace
 
-TEST_CASE("the model: an unsynced file may be missing, durable, new, empty, half or "
-          "zeros; fsync keeps its bytes and mode, fdatasync its bytes only",
-          "[crash]") {
+TEST_CASE(
+    "the model: an unsynced file may be missing, durable, new, empty, half or "
+    "zeros; fsync keeps its bytes and mode, fdatasync its bytes only",
+    "[crash]") {
   SimFs fs = SimFs::from(empty_directory());
   const int dir = fs.open_directory("/d");
   const int fd = fs.create_file(dir, "f", 0600);
@@ -549,9 +565,10 @@ TEST_CASE("the model: an unsynced file may be missing, durable, new, empty, half
   CHECK(fs.close(dir) == 0);
 }
 
-TEST_CASE("the model: a directory keeps a prefix or, in subset order, any subset of its "
-          "changes since its fsync",
-          "[crash]") {
+TEST_CASE(
+    "the model: a directory keeps a prefix or, in subset order, any subset of its "
+    "changes since its fsync",
+    "[crash]") {
   SimFs fs = SimFs::from(existing_file());
   const int dir = fs.open_directory("/d");
   REQUIRE(fs.close(fs.create_file(dir, "a", 0600)) == 0);
@@ -572,8 +589,7 @@ TEST_CASE("the model: a directory keeps a prefix or, in subset order, any subset
   CHECK(fs.close(dir) == 0);
 }
 
-TEST_CASE("the model: a new directory's entry is its parent's change, not its own",
-          "[crash]") {
+TEST_CASE("the model: a new directory's entry is its parent's change, not its own", "[crash]") {
   SimFs fs = SimFs::from(empty_directory());
   REQUIRE(fs.make_directory("/d/x", 0755) == 0);
   const int x = fs.open_directory("/d/x");

@@ -1,9 +1,6 @@
 // JSON: what a state file looks like, and that everything written reads
 // back exactly, including the numbers Boost.JSON 1.81 alone gets wrong.
-#include "atomic_state.hpp"
-
 #include <boost/json/parse.hpp>
-
 #include <cfloat>
 #include <climits>
 #include <cmath>
@@ -13,6 +10,7 @@
 #include <random>
 #include <string>
 
+#include "atomic_state.hpp"
 #include "support/catch.hpp"
 #include "support/seed_state.hpp"
 
@@ -71,8 +69,7 @@ json::result<State> state_from(std::string_view text) {
 
 }  // namespace
 
-TEST_CASE("a saved State is indented two spaces, keys in order, one trailing newline",
-          "[json]") {
+TEST_CASE("a saved State is indented two spaces, keys in order, one trailing newline", "[json]") {
   // Byte for byte what the Go service wrote: its files load, ours read alike.
   CHECK(format(json::value_from(test::seed_state())) == test::kSeedStateText);
 }
@@ -120,8 +117,8 @@ TEST_CASE("numbers are written as people write them, and exactly", "[json]") {
 }
 
 TEST_CASE("integers keep their full 64-bit range", "[json]") {
-  for (const std::int64_t i : {INT64_MIN, INT64_MIN + 1, std::int64_t{-1}, std::int64_t{0},
-                               std::int64_t{1}, INT64_MAX}) {
+  for (const std::int64_t i :
+       {INT64_MIN, INT64_MIN + 1, std::int64_t{-1}, std::int64_t{0}, std::int64_t{1}, INT64_MAX}) {
     auto parsed = atomic_state::parse_json(format(json::value(i)));
     REQUIRE(parsed.has_value());
     CHECK(parsed->as_int64() == i);
@@ -159,8 +156,7 @@ TEST_CASE("a million random doubles come back bit for bit, where Boost.JSON alon
   CHECK(boost_alone_wrong > 1000);
 }
 
-TEST_CASE("a million random everyday TVS figures round-trip through State exactly",
-          "[json]") {
+TEST_CASE("a million random everyday TVS figures round-trip through State exactly", "[json]") {
   std::mt19937_64 rng(7);
   std::uniform_real_distribution<double> money(0, 1e12);
   int exact = 0;
@@ -179,10 +175,21 @@ TEST_CASE("a million random everyday TVS figures round-trip through State exactl
 }
 
 TEST_CASE("extreme doubles round-trip, integral or not", "[json]") {
-  const double values[] = {DBL_MIN, -DBL_MIN, DBL_MAX, -DBL_MAX, DBL_TRUE_MIN, -DBL_TRUE_MIN,
-                           DBL_EPSILON, 9007199254740992.0, 9007199254740993.0,
-                           18446744073709551616.0, 1e20, 123456789012345678.0,
-                           std::nextafter(1e21, 0), 0x1p60, -0x1p63};
+  const double values[] = {DBL_MIN,
+                           -DBL_MIN,
+                           DBL_MAX,
+                           -DBL_MAX,
+                           DBL_TRUE_MIN,
+                           -DBL_TRUE_MIN,
+                           DBL_EPSILON,
+                           9007199254740992.0,
+                           9007199254740993.0,
+                           18446744073709551616.0,
+                           1e20,
+                           123456789012345678.0,
+                           std::nextafter(1e21, 0),
+                           0x1p60,
+                           -0x1p63};
   for (double d : values) {
     CAPTURE(d);
     State s;
@@ -264,12 +271,12 @@ TEST_CASE("format_json refuses what parse_json could not read back, saying where
     const char* expected;
   };
   const Row rows[] = {
-      {"invalid UTF-8 in a string", {{"oracle_name", "bad\xff"}},
-       "oracle_name: not valid UTF-8"},
+      {"invalid UTF-8 in a string", {{"oracle_name", "bad\xff"}}, "oracle_name: not valid UTF-8"},
       {"a UTF-16 surrogate in UTF-8", {{"a", "\xED\xA0\x80"}}, "a: not valid UTF-8"},
       {"an overlong encoding", {{"a", "\xC0\xAF"}}, "a: not valid UTF-8"},
       {"invalid UTF-8 in a key", {{"k\xff", 1}}, "k\xff: not valid UTF-8"},
-      {"NaN inside an array", {{"items", json::array{1, json::object{{"price", NAN}}}}},
+      {"NaN inside an array",
+       {{"items", json::array{1, json::object{{"price", NAN}}}}},
        "items[1].price: not a finite number (NaN)"},
       {"too deep", deep, "nested deeper than ATOMIC_STATE_JSON_MAX_DEPTH"},
   };
@@ -289,8 +296,13 @@ TEST_CASE("format_json refuses what parse_json could not read back, saying where
 
 TEST_CASE("strings with quotes, control characters and Unicode round-trip", "[json]") {
   const std::string texts[] = {
-      "plain",  "with \"quotes\" and \\backslash\\", "line\nbreak\ttab\r\b\f",
-      std::string("nul\0inside", 10), "\x01\x1f\x7f", "Ünïcödé ✓ 𝄞", "",
+      "plain",
+      "with \"quotes\" and \\backslash\\",
+      "line\nbreak\ttab\r\b\f",
+      std::string("nul\0inside", 10),
+      "\x01\x1f\x7f",
+      "Ünïcödé ✓ 𝄞",
+      "",
   };
   for (const std::string& t : texts) {
     CAPTURE(t);
@@ -401,9 +413,8 @@ TEST_CASE("to_rfc3339 agrees with gmtime_r on 100000 random instants", "[json]")
     std::tm tm{};
     ::gmtime_r(&tt, &tm);
     char expected[40];
-    std::snprintf(expected, sizeof expected, "%04d-%02d-%02dT%02d:%02d:%02dZ",
-                  tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                  tm.tm_sec);
+    std::snprintf(expected, sizeof expected, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900,
+                  tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
     if (atomic_state::to_rfc3339(t) == expected) ++agree;
   }
   CHECK(agree == 100000);

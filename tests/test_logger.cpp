@@ -1,12 +1,11 @@
 // Logger sinks: what counts as one, and the logfmt text sink's lines.
-#include "atomic_state.hpp"
-
 #include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "atomic_state.hpp"
 #include "support/capture_logger.hpp"
 #include "support/catch.hpp"
 
@@ -35,8 +34,8 @@ struct PrivateLog {
 
 // The trait and (under C++20) the concept agree on every type.
 #if defined(__cpp_concepts) && __cpp_concepts >= 201907L
-#define CHECK_SINK(T, expected)                                   \
-  static_assert(atomic_state::is_log_sink_v<T> == (expected));    \
+#define CHECK_SINK(T, expected)                                \
+  static_assert(atomic_state::is_log_sink_v<T> == (expected)); \
   static_assert(atomic_state::LogSink<T> == (expected))
 #else
 #define CHECK_SINK(T, expected) static_assert(atomic_state::is_log_sink_v<T> == (expected))
@@ -72,30 +71,55 @@ TEST_CASE("a logfmt line per record, fields in the order given", "[logger]") {
     const char* line;
   };
   const Row rows[] = {
-      {"the seed's state saved record", Level::info, "state saved",
+      {"the seed's state saved record",
+       Level::info,
+       "state saved",
        {{"timestamp", 1700000000}, {"protocol_count", 42}, {"tvs", 1500000000.0}},
        "level=info msg=\"state saved\" timestamp=1700000000 protocol_count=42 "
        "tvs=1500000000\n"},
-      {"no fields", Level::debug, "first run, processing required", {},
+      {"no fields",
+       Level::debug,
+       "first run, processing required",
+       {},
        "level=debug msg=\"first run, processing required\"\n"},
-      {"a one-word message is bare", Level::warn, "skew", {{"ok", false}},
+      {"a one-word message is bare",
+       Level::warn,
+       "skew",
+       {{"ok", false}},
        "level=warn msg=skew ok=false\n"},
-      {"booleans and negative numbers", Level::error, "x",
+      {"booleans and negative numbers",
+       Level::error,
+       "x",
        {{"a", true}, {"b", -7}, {"c", -0.25}},
        "level=error msg=x a=true b=-7 c=-0.25\n"},
-      {"a path with no spaces is bare", Level::info, "m", {{"path", "/var/lib/c/state.json"}},
+      {"a path with no spaces is bare",
+       Level::info,
+       "m",
+       {{"path", "/var/lib/c/state.json"}},
        "level=info msg=m path=/var/lib/c/state.json\n"},
-      {"spaces, quotes, equals and newlines are quoted and escaped", Level::info, "m",
+      {"spaces, quotes, equals and newlines are quoted and escaped",
+       Level::info,
+       "m",
        {{"error", "syntax error at \"x\"\nnext=1"}},
        "level=info msg=m error=\"syntax error at \\\"x\\\"\\nnext=1\"\n"},
-      {"an empty value is quoted", Level::info, "m", {{"name", ""}},
+      {"an empty value is quoted",
+       Level::info,
+       "m",
+       {{"name", ""}},
        "level=info msg=m name=\"\"\n"},
-      {"control characters are escaped", Level::info, "m", {{"k", "a\x01z"}},
+      {"control characters are escaped",
+       Level::info,
+       "m",
+       {{"k", "a\x01z"}},
        "level=info msg=m k=\"a\\u0001z\"\n"},
-      {"non-finite numbers have names", Level::info, "m",
+      {"non-finite numbers have names",
+       Level::info,
+       "m",
        {{"a", NAN}, {"b", HUGE_VAL}, {"c", -HUGE_VAL}},
        "level=info msg=m a=NaN b=+Inf c=-Inf\n"},
-      {"integers of every width", Level::info, "m",
+      {"integers of every width",
+       Level::info,
+       "m",
        {{"u8", static_cast<unsigned char>(200)}, {"i64", INT64_MIN}},
        "level=info msg=m u8=200 i64=-9223372036854775808\n"},
   };

@@ -1,14 +1,13 @@
 // The example sinks of examples/sinks/: JSON Lines always, spdlog when it is
 // installed (ATOMIC_STATE_TEST_SPDLOG). Each line a sink writes must carry
 // the level, the message and every field, readable by a machine.
-#include "atomic_state.hpp"
-
 #include <cmath>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "../examples/sinks/jsonlines_sink.hpp"
+#include "atomic_state.hpp"
 #include "support/catch.hpp"
 #include "support/files.hpp"
 #if ATOMIC_STATE_TEST_SPDLOG
@@ -40,12 +39,14 @@ json::object parsed(const std::string& line) {
 
 }  // namespace
 
-TEST_CASE("JSON Lines: one object per record with level, msg and every field typed",
-          "[sinks]") {
+TEST_CASE("JSON Lines: one object per record with level, msg and every field typed", "[sinks]") {
   std::ostringstream out;
   JsonLinesSink sink(out, Level::debug);
-  const Field fields[] = {{"timestamp", 1700000000}, {"tvs", 0.1}, {"fresh", true},
-                          {"path", "/var/lib/a \"quoted\"\n dir"}, {"nan", std::nan("")}};
+  const Field fields[] = {{"timestamp", 1700000000},
+                          {"tvs", 0.1},
+                          {"fresh", true},
+                          {"path", "/var/lib/a \"quoted\"\n dir"},
+                          {"nan", std::nan("")}};
   sink.log(Level::warn, "state \"file\" corrupted", Fields(fields, 5));
   const auto lines = lines_of(out.str());
   REQUIRE(lines.size() == 1);
@@ -94,8 +95,8 @@ TEST_CASE("spdlog: records reach the spdlog logger at the matching level, fields
   logger->set_pattern("%l|%v");
   logger->set_level(spdlog::level::debug);
   SpdlogSink sink(logger);
-  const Field fields[] = {{"timestamp", 1700000000}, {"tvs", 1.5e9}, {"path", "/a b"},
-                          {"ok", false}};
+  const Field fields[] = {
+      {"timestamp", 1700000000}, {"tvs", 1.5e9}, {"path", "/a b"}, {"ok", false}};
   sink.log(Level::info, "state saved", Fields(fields, 4));
   sink.log(Level::warn, "clock skew", {});
   sink.log(Level::error, "failed", {});

@@ -2,14 +2,13 @@
 // and of a load, failed in turn. The previous state always survives, no temp
 // file or descriptor is left, and "state saved" is never logged after a
 // failure.
-#include "atomic_state.hpp"
-
 #include <fcntl.h>
 
 #include <cstdio>
 #include <string>
 #include <vector>
 
+#include "atomic_state.hpp"
 #include "support/capture_logger.hpp"
 #include "support/catch.hpp"
 #include "support/fault_fs.hpp"
@@ -23,9 +22,9 @@ using test::Op;
 
 namespace {
 
-using FaultManager = atomic_state::StateManager<test::CaptureLogger&, State,
-                                                atomic_state::AtomicWriter<atomic_state::FullSync,
-                                                                           test::FaultFs&>>;
+using FaultManager =
+    atomic_state::StateManager<test::CaptureLogger&, State,
+                               atomic_state::AtomicWriter<atomic_state::FullSync, test::FaultFs&>>;
 
 std::int64_t fixed_clock() noexcept { return 1764000000; }
 
@@ -64,8 +63,7 @@ std::vector<std::pair<Op, int>> calls_of(Prepare prepare, Action action) {
   (void)action(s);
   std::vector<std::pair<Op, int>> out;
   int seen[test::op_count] = {};
-  for (const test::Call& c : s.fs.calls)
-    out.emplace_back(c.op, ++seen[static_cast<int>(c.op)]);
+  for (const test::Call& c : s.fs.calls) out.emplace_back(c.op, ++seen[static_cast<int>(c.op)]);
   return out;
 }
 
@@ -233,8 +231,7 @@ TEST_CASE("a corrupt file that cannot be moved aside is an error, and stays", "[
   int cases = 0;
   for (const auto& [op, occurrence] : calls) {
     // Only the moving aside: after the read (the reading calls are above).
-    if (op != Op::open_directory && op != Op::file_info_at && op != Op::rename_noreplace)
-      continue;
+    if (op != Op::open_directory && op != Op::file_info_at && op != Op::rename_noreplace) continue;
     for (const int error : {EIO, EACCES, EROFS, EPERM}) {
       CAPTURE(test::op_name(op), error);
       Setup s;
@@ -263,8 +260,7 @@ TEST_CASE("a corrupt file replaced by a save while it was read is left in place"
   // Just before the check that the file is still the one read, a writer
   // renames a good state over it.
   s.fs.before = [&](Op op, int, const char*) {
-    if (op == Op::file_info_at)
-      std::rename((s.dir / "good.json").c_str(), s.state_path().c_str());
+    if (op == Op::file_info_at) std::rename((s.dir / "good.json").c_str(), s.state_path().c_str());
   };
   auto loaded = s.manager.load_state();
   REQUIRE_FALSE(loaded.has_value());

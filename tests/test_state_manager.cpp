@@ -1,8 +1,6 @@
 // StateManager: the seed service's storage tests, ported, and what goes
 // beyond them (quarantine of corrupt files, unreadable files, custom state
 // types, threads).
-#include "atomic_state.hpp"
-
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,6 +12,7 @@
 #include <vector>
 
 #include "../examples/feed_state.hpp"
+#include "atomic_state.hpp"
 #include "support/capture_logger.hpp"
 #include "support/catch.hpp"
 #include "support/files.hpp"
@@ -68,8 +67,7 @@ TEST_CASE("a valid state file loads every field and logs them", "[state]") {
   CHECK(r.level == Level::debug);
   CHECK(r.message == "state loaded");
   CHECK(r.keys() == std::vector<std::string>{"path", "oracle_name", "last_updated",
-                                             "last_protocol_count", "last_tvs",
-                                             "snapshot_count"});
+                                             "last_protocol_count", "last_tvs", "snapshot_count"});
   CHECK(r.text("path") == f.state_path());
   CHECK(r.text("oracle_name") == "switchboard");
   CHECK(r.integer("last_updated") == 1700000000);
@@ -118,7 +116,11 @@ TEST_CASE("a corrupt or partial state file is a first run, moved aside, with a w
       {"a number beyond double", R"({"last_tvs": 1e400})", "exponent overflow"},
       {"invalid UTF-8", "{\"oracle_name\": \"\xC3\x28\"}", "syntax error"},
       {"a NUL byte", std::string("{\"oracle_name\": \"a\0b\"}", 23), "syntax error"},
-      {"binary garbage", std::string("\x7f" "ELF\x02\x01\x01\0\0\0", 10), "syntax error"},
+      {"binary garbage",
+       std::string("\x7f"
+                   "ELF\x02\x01\x01\0\0\0",
+                   10),
+       "syntax error"},
       {"trailing data", std::string(kValidState) + "{}", "extra data"},
       {"too deep", std::string(40, '[') + std::string(40, ']'), "too deep"},
   };
@@ -147,8 +149,7 @@ TEST_CASE("a corrupt or partial state file is a first run, moved aside, with a w
   }
 }
 
-TEST_CASE("every truncation of a valid state file is either valid or moved aside",
-          "[state]") {
+TEST_CASE("every truncation of a valid state file is either valid or moved aside", "[state]") {
   const std::string full = kValidState;
   int valid = 0, quarantined = 0;
   for (std::size_t n = 0; n <= full.size(); ++n) {
@@ -183,8 +184,7 @@ TEST_CASE("a second corrupt file in the same second gets a name of its own", "[s
   CHECK(f.log.last().text("moved_to") == f.corrupt_path(".2"));
 }
 
-TEST_CASE("a state file that cannot be read is an error, and nothing is touched",
-          "[state]") {
+TEST_CASE("a state file that cannot be read is an error, and nothing is touched", "[state]") {
   struct Row {
     const char* why;
     std::function<void(const std::string& path)> make;
@@ -211,11 +211,11 @@ TEST_CASE("a state file that cannot be read is an error, and nothing is touched"
        },
        ATOMIC_STATE_MAX_STATE_SIZE, Step::check_file, std::errc::file_too_large,
        "larger than the state size limit"},
-      {"larger than a limit set lower", [](const std::string& p) { test::write_plain(p, kValidState); },
-       100, Step::check_file, std::errc::file_too_large, "larger than the state size limit"},
-      {"a path through a regular file",
-       [](const std::string&) {}, ATOMIC_STATE_MAX_STATE_SIZE, Step::open_file,
-       std::errc::not_a_directory, nullptr},
+      {"larger than a limit set lower",
+       [](const std::string& p) { test::write_plain(p, kValidState); }, 100, Step::check_file,
+       std::errc::file_too_large, "larger than the state size limit"},
+      {"a path through a regular file", [](const std::string&) {}, ATOMIC_STATE_MAX_STATE_SIZE,
+       Step::open_file, std::errc::not_a_directory, nullptr},
   };
   for (const Row& row : rows) {
     CAPTURE(row.why);
@@ -265,11 +265,22 @@ TEST_CASE("should_process: the seed's skip logic, each decision logged", "[state
   };
   const Row rows[] = {
       {1700003600, 0, true, Level::debug, "first run, processing required", {}},
-      {1700003600, 1700000000, true, Level::debug, "new data available",
+      {1700003600,
+       1700000000,
+       true,
+       Level::debug,
+       "new data available",
        {"current_ts", "last_ts", "delta_seconds"}},
-      {1700000000, 1700000000, false, Level::info, "no new data, skipping extraction",
+      {1700000000,
+       1700000000,
+       false,
+       Level::info,
+       "no new data, skipping extraction",
        {"current_ts", "last_ts"}},
-      {1700000000, 1700003600, false, Level::warn,
+      {1700000000,
+       1700003600,
+       false,
+       Level::warn,
        "clock skew detected, API timestamp older than last processed",
        {"current_ts", "last_ts"}},
   };
@@ -346,8 +357,8 @@ TEST_CASE("save_state round-trips every field exactly", "[state]") {
   extremes.snapshot_count = 9007199254740993;  // not a double: must stay exact
   extremes.oldest_snapshot = -1;
   extremes.newest_snapshot = 4102444800;
-  const double tvs_values[] = {0.1, 1e15, 1500000000.0, 123456789.123456789, 5e-324,
-                               1.7976931348623157e308, -0.0, 0.0};
+  const double tvs_values[] = {
+      0.1, 1e15, 1500000000.0, 123456789.123456789, 5e-324, 1.7976931348623157e308, -0.0, 0.0};
   for (double tvs : tvs_values) {
     CAPTURE(tvs);
     Fixture f;
@@ -520,8 +531,7 @@ TEST_CASE("a state type of one's own: saved, loaded, compared, quarantined", "[s
   CHECK(log.last().message == "state file corrupted, treating as first run");
 }
 
-TEST_CASE("a state file that is a symlink is read through; a save replaces the link",
-          "[state]") {
+TEST_CASE("a state file that is a symlink is read through; a save replaces the link", "[state]") {
   Fixture f;
   test::write_plain(f.dir / "elsewhere.json", kValidState);
   test::fs::create_symlink(f.dir / "elsewhere.json", f.state_path());

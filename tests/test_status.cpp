@@ -1,11 +1,10 @@
 // Status and Result: what a caller learns from every operation.
-#include "atomic_state.hpp"
-
 #include <cerrno>
 #include <memory>
 #include <set>
 #include <string>
 
+#include "atomic_state.hpp"
 #include "support/catch.hpp"
 
 using atomic_state::Result;
@@ -26,8 +25,7 @@ TEST_CASE("a default Status is success", "[status]") {
   CHECK(s.message() == "ok");
 }
 
-TEST_CASE("a failed Status reads as one sentence naming step, paths and reason",
-          "[status]") {
+TEST_CASE("a failed Status reads as one sentence naming step, paths and reason", "[status]") {
   struct Row {
     Step step;
     int error;
@@ -74,12 +72,24 @@ TEST_CASE("a failure recorded as Step::none still reads as a failure", "[status]
 }
 
 TEST_CASE("every step has its own words", "[status]") {
-  const Step steps[] = {Step::none,          Step::check_path,      Step::create_directory,
-                        Step::open_directory, Step::create_temp_file, Step::write_data,
-                        Step::set_permissions, Step::sync_file,      Step::close_temp_file,
-                        Step::rename,         Step::sync_directory,  Step::open_file,
-                        Step::check_file,     Step::read_file,       Step::parse,
-                        Step::move_aside,     Step::serialize,       Step::invalid_use};
+  const Step steps[] = {Step::none,
+                        Step::check_path,
+                        Step::create_directory,
+                        Step::open_directory,
+                        Step::create_temp_file,
+                        Step::write_data,
+                        Step::set_permissions,
+                        Step::sync_file,
+                        Step::close_temp_file,
+                        Step::rename,
+                        Step::sync_directory,
+                        Step::open_file,
+                        Step::check_file,
+                        Step::read_file,
+                        Step::parse,
+                        Step::move_aside,
+                        Step::serialize,
+                        Step::invalid_use};
   std::set<std::string> seen;
   for (Step step : steps) seen.insert(std::string(atomic_state::to_string(step)));
   CHECK(seen.size() == std::size(steps));

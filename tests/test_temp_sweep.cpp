@@ -2,8 +2,6 @@
 // the library's own stale temp files, never one of a save still running (in
 // this process or another, even one paused mid-save), never anything else,
 // and its own failures never fail a load.
-#include "atomic_state.hpp"
-
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -15,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "atomic_state.hpp"
 #include "support/capture_logger.hpp"
 #include "support/catch.hpp"
 #include "support/fault_fs.hpp"
@@ -31,8 +30,8 @@ using test::Op;
 namespace {
 
 using Manager = atomic_state::StateManager<test::CaptureLogger&>;
-using FaultManager = atomic_state::StateManager<test::CaptureLogger&, State,
-                                                AtomicWriter<FullSync, test::FaultFs&>>;
+using FaultManager =
+    atomic_state::StateManager<test::CaptureLogger&, State, AtomicWriter<FullSync, test::FaultFs&>>;
 
 State sample_state() {
   State s;
@@ -73,8 +72,7 @@ int exit_status_of(pid_t pid) {
 
 }  // namespace
 
-TEST_CASE("the sweep removes stale temp files and nothing but the library's own",
-          "[sweep]") {
+TEST_CASE("the sweep removes stale temp files and nothing but the library's own", "[sweep]") {
   test::TempDir dir;
   test::write_plain(dir / "precious", "keep me");
   struct Row {
@@ -89,25 +87,29 @@ TEST_CASE("the sweep removes stale temp files and nothing but the library's own"
       {".tmp-Ab12Cd", file, true},
       {".tmp-000000", file, true},
       {".tmp-zzzzzz", file, true},
-      {".tmp-ABCDE", file, false},     // five characters
-      {".tmp-ABCDEFG", file, false},   // seven
-      {".tmp-AB-DEF", file, false},    // not a letter or digit
+      {".tmp-ABCDE", file, false},    // five characters
+      {".tmp-ABCDEFG", file, false},  // seven
+      {".tmp-AB-DEF", file, false},   // not a letter or digit
       {".tmp-AB DEF", file, false},
       {".tmp-\xc3\xa9\x41\x42\x43\x44", file, false},  // not ASCII
-      {"tmp-ABCDEF", file, false},     // no dot
+      {"tmp-ABCDEF", file, false},                     // no dot
       {".TMP-ABCDEF", file, false},
       {".tmp-ABCDEF.json", file, false},
       {"x.tmp-ABCDEF", file, false},
       {"state.json", file, false},
-      {".tmp-Dir123", [](const test::fs::path& at, const test::fs::path&) {
-         test::fs::create_directory(at);
-       }, false},
-      {".tmp-Lnk123", [](const test::fs::path& at, const test::fs::path& precious) {
+      {".tmp-Dir123",
+       [](const test::fs::path& at, const test::fs::path&) { test::fs::create_directory(at); },
+       false},
+      {".tmp-Lnk123",
+       [](const test::fs::path& at, const test::fs::path& precious) {
          test::fs::create_symlink(precious, at);
-       }, false},
-      {".tmp-Fif123", [](const test::fs::path& at, const test::fs::path&) {
+       },
+       false},
+      {".tmp-Fif123",
+       [](const test::fs::path& at, const test::fs::path&) {
          REQUIRE(::mkfifo(at.c_str(), 0600) == 0);
-       }, false},
+       },
+       false},
   };
   std::size_t expected_removed = 0;
   for (const Row& row : rows) {
@@ -212,8 +214,7 @@ TEST_CASE("a save paused mid-way in another process keeps its temp file", "[swee
   CHECK(test::temp_files_in(dir.path()).empty());
 }
 
-TEST_CASE("the temp file of a killed save is removed by the next manager's first load",
-          "[sweep]") {
+TEST_CASE("the temp file of a killed save is removed by the next manager's first load", "[sweep]") {
   test::TempDir dir;
   {
     test::CaptureLogger log;
@@ -278,7 +279,8 @@ TEST_CASE("a sweep that fails never fails the load", "[sweep]") {
   const Row rows[] = {
       {Op::open_directory, EACCES, "stale temp files could not be removed", true},
       {Op::open_directory, EIO, "stale temp files could not be removed", true},
-      {Op::lock_directory, EWOULDBLOCK, "a save is in progress, stale temp files left for later", true},
+      {Op::lock_directory, EWOULDBLOCK, "a save is in progress, stale temp files left for later",
+       true},
       {Op::lock_directory, ENOLCK, "a save is in progress, stale temp files left for later", true},
       {Op::list_directory, EIO, "stale temp files could not be removed", true},
       {Op::entry_info, EIO, "stale temp files could not be removed", true},

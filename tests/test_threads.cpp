@@ -1,14 +1,13 @@
 // Threads: one sink shared by many, managers saving at once while a reader
 // and a sweep of stale temp files run beside them. The ThreadSanitizer build
 // of scripts/test runs these (Meson suite "concurrency").
-#include "atomic_state.hpp"
-
 #include <atomic>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "atomic_state.hpp"
 #include "support/capture_logger.hpp"
 #include "support/catch.hpp"
 #include "support/files.hpp"
@@ -48,7 +47,6 @@ TEST_CASE("threads sharing one sink never interleave inside a line", "[threads]"
   }
   CHECK(whole == kThreads * kRecords);
 }
-
 
 TEST_CASE("threads saving at once never leave a torn file for a reader", "[threads]") {
   test::TempDir dir;

@@ -2,8 +2,6 @@
 // that matters, once and for good; plus EINTR, short writes, name collisions
 // and a hostile neighbour. After a failure the target is byte-identical, no
 // temp file is left and no descriptor leaks; the Status says where and why.
-#include "atomic_state.hpp"
-
 #include <unistd.h>
 
 #include <cerrno>
@@ -13,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "atomic_state.hpp"
 #include "support/catch.hpp"
 #include "support/fault_fs.hpp"
 #include "support/files.hpp"
@@ -27,8 +26,8 @@ using test::Fault;
 using test::FaultFs;
 using test::Op;
 using test::read_file;
-using test::TempDir;
 using test::temp_files_in;
+using test::TempDir;
 
 namespace {
 
@@ -184,8 +183,8 @@ std::string expand(std::string pattern, const TempDir& dir, const test::fs::path
 
 /// One save under `faults`, checked against everything a failure promises.
 /// Returns the status for further checks.
-Status run_and_check(const Scenario& sc, std::vector<Fault> faults, Step expected,
-                     bool replaced, const char* subject, int error) {
+Status run_and_check(const Scenario& sc, std::vector<Fault> faults, Step expected, bool replaced,
+                     const char* subject, int error) {
   TempDir dir;
   const auto target = sc.target(dir);
   if (sc.target_exists) test::write_plain(target, kOld, 0600);
@@ -197,8 +196,7 @@ Status run_and_check(const Scenario& sc, std::vector<Fault> faults, Step expecte
 
   CHECK(test::open_fd_count() == fds_before);
   CHECK(fs.open_descriptors().empty());
-  if (test::fs::exists(target.parent_path()))
-    CHECK(temp_files_in(target.parent_path()).empty());
+  if (test::fs::exists(target.parent_path())) CHECK(temp_files_in(target.parent_path()).empty());
 
   if (expected == Step::none) {
     CHECK(status.ok());
@@ -263,8 +261,7 @@ TEST_CASE("the fault tables cover every call a successful save makes", "[faults]
   }
 }
 
-TEST_CASE("a failing call leaves the target as it was and says where and why",
-          "[faults]") {
+TEST_CASE("a failing call leaves the target as it was and says where and why", "[faults]") {
   int cases = 0;
   for (const Scenario& sc : kScenarios) {
     for (const Row& row : *sc.rows) {
@@ -272,10 +269,10 @@ TEST_CASE("a failing call leaves the target as it was and says where and why",
         for (bool persistent : {false, true}) {
           CAPTURE(sc.name, test::op_name(row.op), row.k, std::strerror(error), persistent);
           const Step expected = persistent ? row.persistent : row.transient;
-          const char* subject = persistent && row.persistent_subject ? row.persistent_subject
-                                                                     : row.subject;
-          (void)run_and_check(sc, {Fault{row.op, row.k, error, persistent}}, expected,
-                              row.replaced, subject, error);
+          const char* subject =
+              persistent && row.persistent_subject ? row.persistent_subject : row.subject;
+          (void)run_and_check(sc, {Fault{row.op, row.k, error, persistent}}, expected, row.replaced,
+                              subject, error);
           ++cases;
         }
       }
@@ -307,8 +304,7 @@ TEST_CASE("an endless EINTR storm ends in an error, not a hang", "[faults]") {
       // close() is never retried: its EINTR means the descriptor is gone.
       const Step expected = row.op == Op::close ? Step::none : row.persistent;
       (void)run_and_check(sc, {Fault{row.op, row.k, EINTR, true}}, expected, row.replaced,
-                          row.persistent_subject ? row.persistent_subject : row.subject,
-                          EINTR);
+                          row.persistent_subject ? row.persistent_subject : row.subject, EINTR);
       ++cases;
     }
   }
@@ -323,7 +319,7 @@ TEST_CASE("short writes are completed and the save succeeds", "[faults]") {
     bool persistent;
   };
   const Case cases[] = {
-      {"one write of 0 bytes", 0, false},   {"one write of 1 byte", 1, false},
+      {"one write of 0 bytes", 0, false},       {"one write of 1 byte", 1, false},
       {"one write of 4000 bytes", 4000, false}, {"every write 1 byte", 1, true},
       {"every write 999 bytes", 999, true},
   };
@@ -368,8 +364,7 @@ TEST_CASE("a taken temp name is skipped for a fresh one", "[faults]") {
   }
 }
 
-TEST_CASE("a symlink planted at the temp name is neither followed nor removed",
-          "[faults]") {
+TEST_CASE("a symlink planted at the temp name is neither followed nor removed", "[faults]") {
   TempDir dir;
   test::write_plain(dir / "victim", "precious");
   FaultFs fs;
@@ -387,8 +382,7 @@ TEST_CASE("a symlink planted at the temp name is neither followed nor removed",
   CHECK(read_file(dir / "f") == "mine");
 }
 
-TEST_CASE("a temp file that cannot be removed is reported with the first failure",
-          "[faults]") {
+TEST_CASE("a temp file that cannot be removed is reported with the first failure", "[faults]") {
   TempDir dir;
   test::write_plain(dir / "f", kOld);
   FaultFs fs;
@@ -411,8 +405,7 @@ TEST_CASE("a temp file that cannot be removed is reported with the first failure
   }
 }
 
-TEST_CASE("a directory that another process creates first is used, not an error",
-          "[faults]") {
+TEST_CASE("a directory that another process creates first is used, not an error", "[faults]") {
   TempDir dir;
   FaultFs fs;
   // The neighbour wins the race between our failed open and our mkdir.
@@ -426,8 +419,7 @@ TEST_CASE("a directory that another process creates first is used, not an error"
   CHECK(fs.count(Op::sync_full) == 2);  // the file and its directory; not the parent
 }
 
-TEST_CASE("a missing directory that cannot be created ends in an error, not a loop",
-          "[faults]") {
+TEST_CASE("a missing directory that cannot be created ends in an error, not a loop", "[faults]") {
   TempDir dir;
   FaultFs fs;
   fs.faults = {Fault{Op::make_directory, 1, ENOENT, true}};

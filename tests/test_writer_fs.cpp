@@ -1,6 +1,4 @@
 // AtomicWriter against the real filesystem, in a fresh directory per case.
-#include "atomic_state.hpp"
-
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -8,6 +6,7 @@
 #include <cerrno>
 #include <string>
 
+#include "atomic_state.hpp"
 #include "support/catch.hpp"
 #include "support/fault_fs.hpp"
 #include "support/files.hpp"
@@ -19,8 +18,8 @@ using atomic_state::NoSync;
 using atomic_state::Step;
 using test::mode_of;
 using test::read_file;
-using test::TempDir;
 using test::temp_files_in;
+using test::TempDir;
 
 namespace {
 
@@ -181,8 +180,7 @@ TEST_CASE("unusable paths and modes are refused before anything is created", "[f
   CHECK(test::names_in(dir.path()).empty());
 }
 
-TEST_CASE("the longest path and file name accepted work; one byte more is refused",
-          "[fs]") {
+TEST_CASE("the longest path and file name accepted work; one byte more is refused", "[fs]") {
   TempDir dir;
   // Fill the path up to ATOMIC_STATE_PATH_MAX - 1 bytes with 200-byte
   // directory names, each created by the save itself.
@@ -206,15 +204,13 @@ TEST_CASE("the longest path and file name accepted work; one byte more is refuse
   CHECK(temp_files_in(dir.path()).empty());
 }
 
-TEST_CASE("a regular file where the directory should be is reported, not replaced",
-          "[fs]") {
+TEST_CASE("a regular file where the directory should be is reported, not replaced", "[fs]") {
   TempDir dir;
   test::write_plain(dir / "file", "not a directory");
   const auto status = atomic_state::write_atomic(dir / "file" / "state.json", "x");
   CHECK(status.step() == Step::open_directory);
   CHECK(status.code() == std::errc::not_a_directory);
-  CHECK(status.message() ==
-        "open directory " + (dir / "file").string() + ": Not a directory");
+  CHECK(status.message() == "open directory " + (dir / "file").string() + ": Not a directory");
   CHECK(read_file(dir / "file") == "not a directory");
 }
 
@@ -229,8 +225,7 @@ TEST_CASE("a directory at the target fails the rename and leaves no temp file", 
   CHECK(read_file(dir / "taken" / "inside") == "kept");
 }
 
-TEST_CASE("the temp file is created 0600, close-on-exec, never following a link",
-          "[fs]") {
+TEST_CASE("the temp file is created 0600, close-on-exec, never following a link", "[fs]") {
   TempDir dir;
   test::FaultFs fs;
   unsigned mode_while_writing = 0;

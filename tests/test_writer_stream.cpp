@@ -1,10 +1,9 @@
 // AtomicWriter::begin: replacing a file with data that is not in one buffer.
-#include "atomic_state.hpp"
-
 #include <cerrno>
 #include <string>
 #include <utility>
 
+#include "atomic_state.hpp"
 #include "support/catch.hpp"
 #include "support/fault_fs.hpp"
 #include "support/files.hpp"
@@ -14,8 +13,8 @@ using atomic_state::FullSync;
 using atomic_state::Step;
 using test::mode_of;
 using test::read_file;
-using test::TempDir;
 using test::temp_files_in;
+using test::TempDir;
 
 // A transaction keeps using its writer's filesystem policy, so it cannot be
 // begun from a temporary writer.
@@ -28,15 +27,15 @@ struct can_begin_on_rvalue<
 static_assert(!can_begin_on_rvalue<AtomicWriter<>>::value);
 static_assert(can_begin_on_rvalue<AtomicWriter<>&>::value);
 
-TEST_CASE("a transaction written in many chunks commits their concatenation",
-          "[stream]") {
+TEST_CASE("a transaction written in many chunks commits their concatenation", "[stream]") {
   TempDir dir;
   AtomicWriter<> writer;
   auto tx = writer.begin(dir / "log.txt", 0640);
   REQUIRE(tx);
   std::string expected;
   for (int i = 0; i < 1000; ++i) {
-    const std::string chunk = std::to_string(i) + std::string(static_cast<std::size_t>(i % 7), '.') + "\n";
+    const std::string chunk =
+        std::to_string(i) + std::string(static_cast<std::size_t>(i % 7), '.') + "\n";
     expected += chunk;
     REQUIRE(tx->write(chunk).ok());
   }
@@ -47,8 +46,7 @@ TEST_CASE("a transaction written in many chunks commits their concatenation",
   CHECK(temp_files_in(dir.path()).empty());
 }
 
-TEST_CASE("until the commit the target is untouched and the temp file is private",
-          "[stream]") {
+TEST_CASE("until the commit the target is untouched and the temp file is private", "[stream]") {
   TempDir dir;
   test::write_plain(dir / "f", "old");
   AtomicWriter<> writer;
@@ -81,8 +79,7 @@ TEST_CASE("destroying a transaction without a commit discards it", "[stream]") {
   CHECK(test::open_fd_count() == fds);
 }
 
-TEST_CASE("discard() removes the temp file at once and ends the transaction",
-          "[stream]") {
+TEST_CASE("discard() removes the temp file at once and ends the transaction", "[stream]") {
   TempDir dir;
   const int fds = test::open_fd_count();
   AtomicWriter<> writer;
@@ -142,8 +139,7 @@ TEST_CASE("moving a transaction moves its temp file; the source is inert", "[str
   }
 }
 
-TEST_CASE("a failed write ends the transaction and is reported again by commit",
-          "[stream]") {
+TEST_CASE("a failed write ends the transaction and is reported again by commit", "[stream]") {
   TempDir dir;
   test::write_plain(dir / "f", "old");
   test::FaultFs fs;

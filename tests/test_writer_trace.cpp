@@ -1,10 +1,9 @@
 // The protocol, exactly: which calls a save makes, in which order, with
 // which arguments, under each sync policy.
-#include "atomic_state.hpp"
-
 #include <string>
 #include <vector>
 
+#include "atomic_state.hpp"
 #include "support/catch.hpp"
 #include "support/fault_fs.hpp"
 #include "support/files.hpp"
@@ -35,14 +34,13 @@ struct FileOnlySync {
 
 }  // namespace
 
-TEST_CASE("FullSync: lock, temp, write, fchmod, fsync, close, rename, fsync directory",
-          "[trace]") {
+TEST_CASE("FullSync: lock, temp, write, fchmod, fsync, close, rename, fsync directory", "[trace]") {
   TempDir dir;
   test::write_plain(dir / "f", "old");
   const auto fs = save<FullSync>(dir / "f", 0640);
   CHECK(fs.ops() == std::vector<Op>{Op::open_directory, Op::lock_directory, Op::create_file,
-                                    Op::write, Op::set_mode, Op::sync_full, Op::close,
-                                    Op::rename, Op::sync_full, Op::close});
+                                    Op::write, Op::set_mode, Op::sync_full, Op::close, Op::rename,
+                                    Op::sync_full, Op::close});
   const auto& c = fs.calls;
   const int dir_fd = static_cast<int>(c[0].result);
   const int file_fd = static_cast<int>(c[2].result);
@@ -66,16 +64,15 @@ TEST_CASE("DataSync: fdatasync for the file, fsync for the directory", "[trace]"
   TempDir dir;
   const auto fs = save<DataSync>(dir / "f");
   CHECK(fs.ops() == std::vector<Op>{Op::open_directory, Op::lock_directory, Op::create_file,
-                                    Op::write, Op::set_mode, Op::sync_data, Op::close,
-                                    Op::rename, Op::sync_full, Op::close});
+                                    Op::write, Op::set_mode, Op::sync_data, Op::close, Op::rename,
+                                    Op::sync_full, Op::close});
 }
 
 TEST_CASE("NoSync: no sync call at all", "[trace]") {
   TempDir dir;
   const auto fs = save<NoSync>(dir / "f");
   CHECK(fs.ops() == std::vector<Op>{Op::open_directory, Op::lock_directory, Op::create_file,
-                                    Op::write, Op::set_mode, Op::close, Op::rename,
-                                    Op::close});
+                                    Op::write, Op::set_mode, Op::close, Op::rename, Op::close});
 }
 
 TEST_CASE("a custom policy can sync the file but not the directory", "[trace]") {
@@ -85,8 +82,7 @@ TEST_CASE("a custom policy can sync the file but not the directory", "[trace]") 
   CHECK(fs.calls[5].op == Op::sync_full);
 }
 
-TEST_CASE("a first save into missing directories syncs each directory that gained one",
-          "[trace]") {
+TEST_CASE("a first save into missing directories syncs each directory that gained one", "[trace]") {
   TempDir dir;
   const std::string root = dir.path().string();
   const auto fs = save<FullSync>(dir / "a" / "b" / "f");
@@ -119,8 +115,7 @@ TEST_CASE("a first save into missing directories syncs each directory that gaine
   CHECK(fs.calls[2].mode == 0755);
 }
 
-TEST_CASE("a relative path syncs the working directory when it gains a directory",
-          "[trace]") {
+TEST_CASE("a relative path syncs the working directory when it gains a directory", "[trace]") {
   TempDir dir;
   const auto saved = test::fs::current_path();
   test::fs::current_path(dir.path());

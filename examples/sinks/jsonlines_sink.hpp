@@ -10,7 +10,6 @@
 
 #include <boost/json/serialize.hpp>
 #include <boost/json/string.hpp>
-
 #include <cmath>
 #include <mutex>
 #include <ostream>
@@ -21,7 +20,8 @@
 
 class JsonLinesSink {
  public:
-  explicit JsonLinesSink(std::ostream& out, atomic_state::Level min_level = atomic_state::Level::info)
+  explicit JsonLinesSink(std::ostream& out,
+                         atomic_state::Level min_level = atomic_state::Level::info)
       : out_(&out), min_level_(min_level) {}
 
   void log(atomic_state::Level level, std::string_view message, atomic_state::Fields fields) {
@@ -57,8 +57,10 @@ class JsonLinesSink {
       const boost::json::value number(*d);
       std::string text;
       // format_json writes the shortest exact text, plus a newline.
-      if (atomic_state::format_json(number, text)) out.append(text, 0, text.size() - 1);
-      else out += "null";
+      if (atomic_state::format_json(number, text))
+        out.append(text, 0, text.size() - 1);
+      else
+        out += "null";
     } else if (const auto* b = std::get_if<bool>(&value)) {
       out += *b ? "true" : "false";
     } else {

@@ -21,8 +21,7 @@ class SpdlogSink {
  public:
   explicit SpdlogSink(std::shared_ptr<spdlog::logger> logger) : logger_(std::move(logger)) {}
 
-  void log(atomic_state::Level level, std::string_view message,
-           atomic_state::Fields fields) const {
+  void log(atomic_state::Level level, std::string_view message, atomic_state::Fields fields) const {
     const spdlog::level::level_enum spd = to_spdlog(level);
     if (!logger_->should_log(spd)) return;  // format nothing that is dropped
     std::string line(message);
@@ -38,10 +37,14 @@ class SpdlogSink {
  private:
   static spdlog::level::level_enum to_spdlog(atomic_state::Level level) {
     switch (level) {
-      case atomic_state::Level::debug: return spdlog::level::debug;
-      case atomic_state::Level::info: return spdlog::level::info;
-      case atomic_state::Level::warn: return spdlog::level::warn;
-      case atomic_state::Level::error: return spdlog::level::err;
+      case atomic_state::Level::debug:
+        return spdlog::level::debug;
+      case atomic_state::Level::info:
+        return spdlog::level::info;
+      case atomic_state::Level::warn:
+        return spdlog::level::warn;
+      case atomic_state::Level::error:
+        return spdlog::level::err;
     }
     return spdlog::level::err;
   }
@@ -56,8 +59,10 @@ class SpdlogSink {
     } else {
       const std::string_view s = std::get<std::string_view>(value);
       const bool bare = !s.empty() && s.find_first_of(" =\"") == std::string_view::npos;
-      if (bare) out += s;
-      else out += fmt::format("\"{}\"", s);
+      if (bare)
+        out += s;
+      else
+        out += fmt::format("\"{}\"", s);
     }
   }
 

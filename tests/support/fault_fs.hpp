@@ -38,24 +38,42 @@ inline constexpr int op_count = 18;
 
 inline std::string_view op_name(Op op) {
   switch (op) {
-    case Op::open_directory: return "open_directory";
-    case Op::make_directory: return "make_directory";
-    case Op::create_file: return "create_file";
-    case Op::write: return "write";
-    case Op::set_mode: return "set_mode";
-    case Op::sync_full: return "sync_full";
-    case Op::sync_data: return "sync_data";
-    case Op::close: return "close";
-    case Op::rename: return "rename";
-    case Op::unlink: return "unlink";
-    case Op::lock_directory: return "lock_directory";
-    case Op::open_file: return "open_file";
-    case Op::file_info: return "file_info";
-    case Op::file_info_at: return "file_info_at";
-    case Op::read: return "read";
-    case Op::rename_noreplace: return "rename_noreplace";
-    case Op::list_directory: return "list_directory";
-    case Op::entry_info: return "entry_info";
+    case Op::open_directory:
+      return "open_directory";
+    case Op::make_directory:
+      return "make_directory";
+    case Op::create_file:
+      return "create_file";
+    case Op::write:
+      return "write";
+    case Op::set_mode:
+      return "set_mode";
+    case Op::sync_full:
+      return "sync_full";
+    case Op::sync_data:
+      return "sync_data";
+    case Op::close:
+      return "close";
+    case Op::rename:
+      return "rename";
+    case Op::unlink:
+      return "unlink";
+    case Op::lock_directory:
+      return "lock_directory";
+    case Op::open_file:
+      return "open_file";
+    case Op::file_info:
+      return "file_info";
+    case Op::file_info_at:
+      return "file_info_at";
+    case Op::read:
+      return "read";
+    case Op::rename_noreplace:
+      return "rename_noreplace";
+    case Op::list_directory:
+      return "list_directory";
+    case Op::entry_info:
+      return "entry_info";
   }
   return "?";
 }
@@ -88,8 +106,8 @@ class FaultFs {
   std::function<void(Op, int fd, const char* name)> before;
 
   int count(Op op) const {
-    return static_cast<int>(std::count_if(
-        calls.begin(), calls.end(), [op](const Call& c) { return c.op == op; }));
+    return static_cast<int>(
+        std::count_if(calls.begin(), calls.end(), [op](const Call& c) { return c.op == op; }));
   }
   std::vector<Op> ops() const {
     std::vector<Op> out;
@@ -125,9 +143,12 @@ class FaultFs {
   ssize_t write(int fd, const void* data, std::size_t size) noexcept {
     const Fault* f = due(Op::write, fd, nullptr);
     ssize_t r;
-    if (f && f->error) r = -f->error;
-    else if (f && f->short_bytes == 0) r = 0;
-    else r = real_.write(fd, data, f ? std::min(size, f->short_bytes) : size);
+    if (f && f->error)
+      r = -f->error;
+    else if (f && f->short_bytes == 0)
+      r = 0;
+    else
+      r = real_.write(fd, data, f ? std::min(size, f->short_bytes) : size);
     return record(Op::write, fd, nullptr, 0, r);
   }
   int set_mode(int fd, unsigned mode) noexcept {
@@ -187,9 +208,12 @@ class FaultFs {
   ssize_t read(int fd, void* data, std::size_t size) noexcept {
     const Fault* f = due(Op::read, fd, nullptr);
     ssize_t r;
-    if (f && f->error) r = -f->error;
-    else if (f && f->short_bytes == 0) r = 0;
-    else r = real_.read(fd, data, f ? std::min(size, f->short_bytes) : size);
+    if (f && f->error)
+      r = -f->error;
+    else if (f && f->short_bytes == 0)
+      r = 0;
+    else
+      r = real_.read(fd, data, f ? std::min(size, f->short_bytes) : size);
     return record(Op::read, fd, nullptr, 0, r);
   }
   int rename_noreplace(int dir_fd, const char* from, const char* to) noexcept {
@@ -214,8 +238,7 @@ class FaultFs {
     if (before) before(op, fd, name);
     const int n = ++seen_[static_cast<int>(op)];
     for (const Fault& f : faults)
-      if (f.op == op && (n == f.occurrence || (f.persistent && n > f.occurrence)))
-        return &f;
+      if (f.op == op && (n == f.occurrence || (f.persistent && n > f.occurrence))) return &f;
     return nullptr;
   }
   template <class R>

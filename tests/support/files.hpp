@@ -23,8 +23,7 @@ class TempDir {
  public:
   TempDir() {
     const char* base = std::getenv("TMPDIR");
-    std::string pattern = std::string(base && *base ? base : "/tmp") +
-                          "/atomic_state_test.XXXXXX";
+    std::string pattern = std::string(base && *base ? base : "/tmp") + "/atomic_state_test.XXXXXX";
     if (::mkdtemp(pattern.data()) == nullptr) std::abort();
     path_ = pattern;
   }
@@ -48,8 +47,7 @@ inline std::string read_file(const fs::path& path) {
 }
 
 /// Writes a file the plain way, for setting up a test's starting state.
-inline void write_plain(const fs::path& path, std::string_view data,
-                        mode_t mode = 0644) {
+inline void write_plain(const fs::path& path, std::string_view data, mode_t mode = 0644) {
   std::ofstream(path, std::ios::binary | std::ios::trunc)
       .write(data.data(), static_cast<std::streamsize>(data.size()));
   ::chmod(path.c_str(), mode);

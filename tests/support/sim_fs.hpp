@@ -118,9 +118,7 @@ struct CrashPoint {
 
 enum class Order { prefix, subset };
 
-inline const char* to_string(Order order) {
-  return order == Order::prefix ? "prefix" : "subset";
-}
+inline const char* to_string(Order order) { return order == Order::prefix ? "prefix" : "subset"; }
 
 class SimFs {
  public:
@@ -205,8 +203,10 @@ class SimFs {
     if (d == nullptr) return -EBADF;
     Inode& inode = inodes_[d->ino];
     inode.durable_mode = inode.mode;
-    if (inode.directory) make_entries_durable(inode);
-    else inode.durable_data = inode.data;
+    if (inode.directory)
+      make_entries_durable(inode);
+    else
+      inode.durable_data = inode.data;
     return 0;
   }
 
@@ -216,8 +216,10 @@ class SimFs {
     Descriptor* d = descriptor(fd);
     if (d == nullptr) return -EBADF;
     Inode& inode = inodes_[d->ino];
-    if (inode.directory) make_entries_durable(inode);
-    else inode.durable_data = inode.data;
+    if (inode.directory)
+      make_entries_durable(inode);
+    else
+      inode.durable_data = inode.data;
     return 0;
   }
 
@@ -372,8 +374,7 @@ class SimFs {
   }
 
   static bool valid_name(std::string_view name) {
-    return !name.empty() && name != "." && name != ".." &&
-           name.find('/') == std::string_view::npos;
+    return !name.empty() && name != "." && name != ".." && name.find('/') == std::string_view::npos;
   }
 
   // The directory behind dir_fd, for a call on `name` in it.
@@ -444,8 +445,8 @@ class SimFs {
   atomic_state::FileInfo info_of(Ino ino) const {
     atomic_state::FileInfo info;
     const Inode& inode = inodes_[ino];
-    info.type = inode.directory ? atomic_state::FileType::directory
-                                : atomic_state::FileType::regular;
+    info.type =
+        inode.directory ? atomic_state::FileType::directory : atomic_state::FileType::regular;
     info.size = inode.directory ? 0 : inode.data.size();
     info.device = 1;
     info.inode = ino;
@@ -513,8 +514,8 @@ inline std::vector<std::pair<std::string, unsigned>> file_versions(const Inode& 
   std::vector<std::string> contents{file.durable_data};
   if (file.data != file.durable_data) {
     const std::size_t size = file.data.size();
-    for (std::string bytes : {file.data, std::string(), file.data.substr(0, size / 2),
-                              std::string(size, '\0')})
+    for (std::string bytes :
+         {file.data, std::string(), file.data.substr(0, size / 2), std::string(size, '\0')})
       if (std::find(contents.begin(), contents.end(), bytes) == contents.end())
         contents.push_back(std::move(bytes));
   }
