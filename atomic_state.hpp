@@ -2493,6 +2493,12 @@ Status StateManager<L, S, W>::read_state_file(detail::TextBuffer<N>& text, FileI
   auto& fs = writer_.filesystem();
   const int fd = detail::retry_interrupted([&] { return fs.open_file(file_.c_str()); });
   if (fd == -ENOENT) {
+    // A link to nothing is not a first run: it usually means the state
+    // lives on a volume that is not mounted, and a save would replace the
+    // link. (Any failure to look is taken for a plain missing file.)
+    FileInfo link;
+    if (fs.entry_info(AT_FDCWD, file_.c_str(), link) >= 0 && link.type == FileType::symlink)
+      return failure(Step::open_file, -ENOENT, "the state path is a symlink to nothing");
     missing = true;
     return {};
   }

@@ -1,0 +1,441 @@
+// What atomic_state costs beyond the system calls it must make.
+//
+// Every case runs the library and its baseline in the same benchmark, each
+// once per iteration in an order that changes every iteration, and times
+// each call on its own. Each repetition reports the median of each side as
+// a counter, and their ratio; bench/report.py takes the median of those
+// ratios over the repetitions. Drift of the machine (other builds,
+// writeback, the host's disk) therefore hits both sides alike.
+//
+//   write/FullSync/disk/<bytes>   AtomicWriter<FullSync> vs the same system
+//                                 calls written by hand (the floor), and a
+//                                 dd-style write + fsync of one file
+//   write/NoSync/tmpfs/<bytes>    AtomicWriter<NoSync> vs the floor without
+//                                 syncs, and a dd-style write of one file
+//   state_cycle/FullSync/disk     StateManager load_state, should_process,
+//   state_cycle/NoSync/tmpfs      save_state vs reading the file by hand +
+//                                 boost::json::parse + boost::json::serialize
+//                                 + the floor
+//   state_load/NoSync/tmpfs       the two halves of the tmpfs cycle, to see
+//   state_save/NoSync/tmpfs       where a difference comes from
+//   qsavefile/FullSync/disk/<b>   Qt's QSaveFile, only where Qt 5 was found
+//
+// Directories: $BENCH_DIR (default: the working directory) for the disk
+// cases, $BENCH_TMPFS (default /dev/shm) for the tmpfs ones; a fresh
+// subdirectory is made in each and removed at the end. A disk case runs at
+// least $BENCH_DISK_MIN_TIME seconds of library time per repetition
+// (default 1: an fsync takes milliseconds, and a median wants samples);
+// the others follow --benchmark_min_time.
+#include <benchmark/benchmark.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "atomic_state.hpp"
+
+#if defined(ATOMIC_STATE_BENCH_QT) && __has_include(<QSaveFile>)
+#include <QByteArray>
+#include <QSaveFile>
+#include <QString>
+#define BENCH_HAVE_QT 1
+#else
+#define BENCH_HAVE_QT 0
+#endif
+
+namespace {
+
+namespace as = atomic_state;
+using Clock = std::chrono::steady_clock;
+
+struct Dirs {
+  std::string disk;   // made under $BENCH_DIR or the working directory
+  std::string tmpfs;  // made under $BENCH_TMPFS or /dev/shm
+};
+Dirs g_dirs;
+
+// ----------------------------------------------------------------- floor --
+
+// A temp name of the library's shape (".tmp-" and six characters) drawn
+// from a counter: the cheapest unique name there is.
+void next_floor_name(char (&name)[12]) {
+  static std::uint64_t counter = static_cast<std::uint64_t>(::getpid()) << 20;
+  static constexpr char digits[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  std::uint64_t x = ++counter;
+  std::memcpy(name, ".tmp-", 5);
+  for (int i = 5; i < 11; ++i, x /= 62) name[i] = digits[x % 62];
+  name[11] = '\0';
+}
+
+bool write_all(int fd, const char* p, std::size_t n) {
+  while (n > 0) {
+    const ssize_t w = ::write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    p += w;
+    n -= static_cast<std::size_t>(w);
+  }
+  return true;
+}
+
+// The minimal hand-written sequence of the library's system calls: what an
+// atomic, durable replacement cannot do without. Error handling is "stop".
+template <bool Sync>
+bool floor_replace(const char* dir, const char* target, std::string_view data) {
+  const int dfd = ::open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return false;
+  ::flock(dfd, LOCK_SH);
+  char temp[12];
+  next_floor_name(temp);
+  const int fd = ::openat(dfd, temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  bool ok = fd >= 0 && write_all(fd, data.data(), data.size()) && ::fchmod(fd, 0644) == 0;
+  if constexpr (Sync) ok = ok && ::fsync(fd) == 0;
+  if (fd >= 0) ok = ::close(fd) == 0 && ok;
+  ok = ok && ::renameat(dfd, temp, dfd, target) == 0;
+  if constexpr (Sync) ok = ok && ::fsync(dfd) == 0;
+  ::close(dfd);
+  return ok;
+}
+
+// dd-style: the same bytes into one file in place, no temp file, no rename.
+template <bool Sync>
+bool raw_write(const char* path, std::string_view data) {
+  const int fd = ::open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return false;
+  bool ok = write_all(fd, data.data(), data.size());
+  if constexpr (Sync) ok = ok && ::fsync(fd) == 0;
+  return ::close(fd) == 0 && ok;
+}
+
+// Reads a whole small file the plain way: open, fstat, read to the end.
+bool read_small_file(const char* path, char* buf, std::size_t cap, std::size_t& size) {
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  if (fd < 0) return false;
+  struct stat st;
+  bool ok = ::fstat(fd, &st) == 0 && static_cast<std::size_t>(st.st_size) < cap;
+  size = 0;
+  while (ok) {
+    const ssize_t n = ::read(fd, buf + size, cap - size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      ok = n == 0;
+      break;
+    }
+    size += static_cast<std::size_t>(n);
+  }
+  ::close(fd);
+  return ok;
+}
+
+// ------------------------------------------------------------ the runner --
+
+double median_of(std::vector<double>& v) {
+  if (v.empty()) return 0;
+  const auto mid = v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2);
+  std::nth_element(v.begin(), mid, v.end());
+  double m = *mid;
+  if (v.size() % 2 == 0) m = (m + *std::max_element(v.begin(), mid)) / 2;
+  return m;
+}
+
+struct Side {
+  const char* counter;         // "library_us", "floor_us", "dd_us", ...
+  std::function<bool()> call;  // false: the benchmark stops with an error
+};
+
+// Runs every side once per iteration, in the next of all their orders
+// (for two sides: AB, BA, AB, ...; for three, all six in turn), so that no
+// side always goes first or always follows the same other side: a call can
+// leave work behind for the next one (freed blocks, a journal commit). The
+// first side is the library, whose time is the benchmark's own (manual)
+// time. Counters: each side's median in microseconds, and for payloads of
+// 1 MiB or more its throughput in MB/s (10^6 bytes per second) at it.
+void run_sides(benchmark::State& st, std::vector<Side>& sides, std::size_t bytes) {
+  const std::size_t n = sides.size();
+  for (Side& side : sides)  // warm-up: every later call replaces a file
+    if (!side.call()) {
+      st.SkipWithError(side.counter);
+      return;
+    }
+  std::vector<std::vector<double>> samples(n);
+  for (auto& s : samples) s.reserve(4096);
+  std::vector<std::size_t> order(n);
+  for (std::size_t i = 0; i < n; ++i) order[i] = i;
+  for (auto _ : st) {
+    double library_seconds = 0;
+    for (const std::size_t i : order) {
+      const auto t0 = Clock::now();
+      const bool ok = sides[i].call();
+      const auto t1 = Clock::now();
+      if (!ok) {
+        st.SkipWithError(sides[i].counter);
+        return;
+      }
+      const double seconds = std::chrono::duration<double>(t1 - t0).count();
+      samples[i].push_back(seconds);
+      if (i == 0) library_seconds = seconds;
+    }
+    st.SetIterationTime(library_seconds);
+    std::next_permutation(order.begin(), order.end());  // wraps to the first
+  }
+  std::vector<double> medians(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    medians[i] = median_of(samples[i]);
+    st.counters[sides[i].counter] = medians[i] * 1e6;
+    if (bytes >= (1u << 20)) {
+      std::string rate = sides[i].counter;
+      rate.replace(rate.rfind("_us"), 3, "_MBps");
+      st.counters[rate] = static_cast<double>(bytes) / medians[i] / 1e6;
+    }
+  }
+  st.counters["ratio"] = medians[1] > 0 ? medians[0] / medians[1] : 0;
+  if (bytes > 0) st.SetBytesProcessed(st.iterations() * static_cast<std::int64_t>(bytes));
+}
+
+std::string payload(std::size_t bytes) {
+  std::string data(bytes, '\0');
+  for (std::size_t i = 0; i < bytes; ++i)
+    data[i] = static_cast<char>('a' + (i * 7 + i / 4096) % 26);
+  return data;
+}
+
+// Each case works in a directory of its own, so that no case's files
+// (rename victims, directory size) weigh on another's.
+std::string case_dir(const std::string& base, const char* label, std::size_t bytes) {
+  std::string dir = base + "/" + label + "-" + std::to_string(bytes);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+// ----------------------------------------------------------------- cases --
+
+template <class Policy, bool Sync>
+void bm_write(benchmark::State& st, const std::string* base, const char* label) {
+  const auto bytes = static_cast<std::size_t>(st.range(0));
+  const std::string data = payload(bytes);
+  const std::string dir = case_dir(*base, label, bytes);
+  const std::filesystem::path lib_path = dir + "/library.dat";  // built before timing
+  const std::string floor_target = "floor.dat";
+  const std::string raw_path = dir + "/dd.dat";
+  as::AtomicWriter<Policy> writer;
+  std::vector<Side> sides = {
+      {"library_us", [&] { return writer.write(lib_path, data).ok(); }},
+      {"floor_us", [&] { return floor_replace<Sync>(dir.c_str(), floor_target.c_str(), data); }},
+  };
+  if (bytes >= (1u << 20))
+    sides.push_back({"dd_us", [&] { return raw_write<Sync>(raw_path.c_str(), data); }});
+  run_sides(st, sides, bytes);
+}
+
+// Which part of a state cycle a benchmark times.
+enum class Cycle { whole, load, save };
+
+template <class Policy, bool Sync, Cycle Part>
+void bm_state(benchmark::State& st, const std::string* base, const char* label) {
+  const std::string dir = case_dir(*base, label, 0);
+  using Manager = as::StateManager<as::NullLogger, as::State, as::AtomicWriter<Policy>>;
+  Manager manager(dir);  // once: its first load_state sweeps temp files
+  const std::int64_t ts = 1700000000;
+  const as::State state =
+      manager.update_state("Switchboard", ts, 42, 1234567890.125, {1699990000, 1699995000, ts});
+  if (!manager.save_state(state) || !manager.load_state()) {
+    st.SkipWithError("first save and load");
+    return;
+  }
+  // The baseline's file starts as the library's state text.
+  const std::string floor_path = dir + "/floor.json";
+  std::string lib_text(4096, '\0');
+  std::size_t lib_size = 0;
+  if (!read_small_file(manager.state_file().c_str(), lib_text.data(), lib_text.size(), lib_size) ||
+      !floor_replace<false>(dir.c_str(), "floor.json", lib_text.substr(0, lib_size))) {
+    st.SkipWithError("baseline file");
+    return;
+  }
+  const boost::json::value parsed = boost::json::parse(lib_text.substr(0, lib_size));
+
+  const auto library_load = [&] {
+    as::Result<as::State> loaded = manager.load_state();
+    if (!loaded) return false;
+    const bool process = manager.should_process(ts, *loaded);
+    benchmark::DoNotOptimize(process);
+    return true;
+  };
+  const auto library_save = [&] { return manager.save_state(state).ok(); };
+  const auto floor_load = [&](boost::json::value& jv) {
+    char buf[4096];
+    std::size_t n = 0;
+    if (!read_small_file(floor_path.c_str(), buf, sizeof buf, n)) return false;
+    boost::json::error_code ec;
+    jv = boost::json::parse(boost::json::string_view(buf, n), ec);
+    if (ec) return false;
+    const bool process = ts > jv.at("last_updated").as_int64();
+    benchmark::DoNotOptimize(process);
+    return true;
+  };
+  const auto floor_save = [&](const boost::json::value& jv) {
+    const std::string text = boost::json::serialize(jv);
+    return floor_replace<Sync>(dir.c_str(), "floor.json", text);
+  };
+
+  std::vector<Side> sides;
+  if constexpr (Part == Cycle::whole)
+    sides = {{"library_us", [&] { return library_load() && library_save(); }},
+             {"floor_us", [&] {
+                boost::json::value jv;
+                return floor_load(jv) && floor_save(jv);
+              }}};
+  else if constexpr (Part == Cycle::load)
+    sides = {{"library_us", library_load}, {"floor_us", [&] {
+                                              boost::json::value jv;
+                                              return floor_load(jv);
+                                            }}};
+  else
+    sides = {{"library_us", library_save}, {"floor_us", [&] { return floor_save(parsed); }}};
+  run_sides(st, sides, 0);
+}
+
+#if BENCH_HAVE_QT
+// QSaveFile vs the library, both durable: "library" is atomic_state, the
+// baseline is Qt (its ratio below 1 means the library is the faster).
+void bm_qsavefile(benchmark::State& st, const std::string* base, const char* label) {
+  const auto bytes = static_cast<std::size_t>(st.range(0));
+  const std::string data = payload(bytes);
+  const std::string dir = case_dir(*base, label, bytes);
+  const std::filesystem::path lib_path = dir + "/library.dat";
+  const QString qt_path = QString::fromStdString(dir + "/qt.dat");
+  as::AtomicWriter<as::FullSync> writer;
+  std::vector<Side> sides = {
+      {"library_us", [&] { return writer.write(lib_path, data).ok(); }},
+      {"qsavefile_us",
+       [&] {
+         QSaveFile file(qt_path);
+         if (!file.open(QIODevice::WriteOnly)) return false;
+         if (file.write(data.data(), static_cast<qint64>(data.size())) !=
+             static_cast<qint64>(data.size()))
+           return false;
+         return file.commit();
+       }},
+  };
+  run_sides(st, sides, bytes);
+}
+#endif
+
+const char* fs_type(const std::string& dir) {
+  struct statfs s;
+  if (::statfs(dir.c_str(), &s) != 0) return "unknown";
+  switch (static_cast<unsigned long>(s.f_type)) {
+    case 0xEF53:
+      return "ext2/3/4";
+    case 0x01021994:
+      return "tmpfs";
+    case 0x58465342:
+      return "xfs";
+    case 0x9123683E:
+      return "btrfs";
+    case 0x794C7630:
+      return "overlayfs";
+    case 0x2FC12FC1:
+      return "zfs";
+    case 0x6969:
+      return "nfs";
+    default:
+      return "other";
+  }
+}
+
+std::string make_work_dir(const char* env, const char* fallback) {
+  const char* base = std::getenv(env);
+  std::string pattern = std::string(base && *base ? base : fallback) + "/atomic-state-bench.XXXXXX";
+  if (::mkdtemp(pattern.data()) == nullptr) {
+    std::perror(pattern.c_str());
+    std::exit(1);
+  }
+  return pattern;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+
+  g_dirs.disk = make_work_dir("BENCH_DIR", ".");
+  g_dirs.tmpfs = make_work_dir("BENCH_TMPFS", "/dev/shm");
+  benchmark::AddCustomContext("disk_dir", g_dirs.disk);
+  benchmark::AddCustomContext("disk_fs", fs_type(g_dirs.disk));
+  benchmark::AddCustomContext("tmpfs_dir", g_dirs.tmpfs);
+  benchmark::AddCustomContext("tmpfs_fs", fs_type(g_dirs.tmpfs));
+  benchmark::AddCustomContext("qsavefile",
+                              BENCH_HAVE_QT ? "compared" : "not available (Qt 5 not found)");
+  if (std::strcmp(fs_type(g_dirs.tmpfs), "tmpfs") != 0)
+    std::fprintf(stderr, "warning: %s is not a tmpfs\n", g_dirs.tmpfs.c_str());
+  if (!BENCH_HAVE_QT) std::fprintf(stderr, "note: QSaveFile not compared: Qt 5 was not found\n");
+
+  const char* disk_env = std::getenv("BENCH_DISK_MIN_TIME");
+  const double disk_min_time = disk_env && *disk_env ? std::atof(disk_env) : 1.0;
+  const std::string* disk = &g_dirs.disk;
+  const std::string* tmpfs = &g_dirs.tmpfs;
+  for (const std::int64_t bytes : {256, 64 << 10, 16 << 20}) {
+    benchmark::RegisterBenchmark("write/FullSync/disk", bm_write<as::FullSync, true>, disk,
+                                 "write-full")
+        ->Arg(bytes)
+        ->UseManualTime()
+        ->Unit(benchmark::kMicrosecond)
+        ->MinTime(disk_min_time);
+    benchmark::RegisterBenchmark("write/NoSync/tmpfs", bm_write<as::NoSync, false>, tmpfs,
+                                 "write-none")
+        ->Arg(bytes)
+        ->UseManualTime()
+        ->Unit(benchmark::kMicrosecond);
+  }
+  benchmark::RegisterBenchmark("state_cycle/FullSync/disk",
+                               bm_state<as::FullSync, true, Cycle::whole>, disk, "state-full")
+      ->UseManualTime()
+      ->Unit(benchmark::kMicrosecond)
+      ->MinTime(disk_min_time);
+  benchmark::RegisterBenchmark("state_cycle/NoSync/tmpfs",
+                               bm_state<as::NoSync, false, Cycle::whole>, tmpfs, "state-none")
+      ->UseManualTime()
+      ->Unit(benchmark::kMicrosecond);
+  // The two halves of the tmpfs cycle, to see where a difference comes from.
+  benchmark::RegisterBenchmark("state_load/NoSync/tmpfs", bm_state<as::NoSync, false, Cycle::load>,
+                               tmpfs, "load-none")
+      ->UseManualTime()
+      ->Unit(benchmark::kMicrosecond);
+  benchmark::RegisterBenchmark("state_save/NoSync/tmpfs", bm_state<as::NoSync, false, Cycle::save>,
+                               tmpfs, "save-none")
+      ->UseManualTime()
+      ->Unit(benchmark::kMicrosecond);
+#if BENCH_HAVE_QT
+  for (const std::int64_t bytes : {256, 64 << 10})
+    benchmark::RegisterBenchmark("qsavefile/FullSync/disk", bm_qsavefile, disk, "qsavefile")
+        ->Arg(bytes)
+        ->UseManualTime()
+        ->Unit(benchmark::kMicrosecond)
+        ->MinTime(disk_min_time);
+#endif
+
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  std::error_code ignored;
+  std::filesystem::remove_all(g_dirs.disk, ignored);
+  std::filesystem::remove_all(g_dirs.tmpfs, ignored);
+  return 0;
+}

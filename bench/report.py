@@ -1,0 +1,296 @@
+#!/usr/bin/env python3
+"""Turns a run of bench-atomic-state into ratios, a table, bench/results.md
+and a chart.
+
+  report.py RESULTS_JSON COMPILE_COST_JSON|- RESULTS_MD CHART_PNG DISK_DIR TMPFS_DIR
+
+Each repetition of a benchmark carries the median time of each side
+(counters library_us, floor_us, ...), measured side by side, call by call.
+Its ratio is library median / baseline median; the ratio reported is the
+median of those over the repetitions, and the range their lowest and
+highest. (Pairing within a repetition matters: fsync times on a virtual
+disk can jump between levels from one second to the next, and a median of
+each side taken apart could land one side on each level.) The times shown
+are each side's median over the repetitions. Exits 0 even when a target is
+missed: the table says so.
+"""
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# (prefix of the benchmark name, what it is, its label on the chart, target
+# ratio or None)
+CASES = [
+    ("write/FullSync/disk/", "write_atomic, FullSync, disk", "FullSync, disk", 1.05),
+    ("write/NoSync/tmpfs/", "AtomicWriter<NoSync>, tmpfs", "NoSync, tmpfs", 1.10),
+    ("state_cycle/FullSync/disk", "StateManager cycle, FullSync, disk",
+     "state cycle, FullSync, disk", 1.10),
+    ("state_cycle/NoSync/tmpfs", "StateManager cycle, NoSync, tmpfs",
+     "state cycle, NoSync, tmpfs", 1.10),
+    ("state_load/NoSync/tmpfs", "  of which load_state + should_process",
+     "its load, NoSync, tmpfs", None),
+    ("state_save/NoSync/tmpfs", "  of which save_state", "its save, NoSync, tmpfs", None),
+    ("qsavefile/FullSync/disk/", "atomic_state vs Qt QSaveFile, FullSync, disk",
+     "QSaveFile, FullSync, disk", None),
+]
+
+
+def size_text(n):
+    n = int(n)
+    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale} {unit}"
+    return f"{n} B"
+
+
+def time_text(us):
+    if us >= 1000:
+        return f"{us / 1000:.2f} ms"
+    return f"{us:.2f} µs"
+
+
+def case_of(name):
+    """(label, chart label, target) of a benchmark."""
+    for prefix, what, short, target in CASES:
+        if name.startswith(prefix):
+            rest = name[len(prefix):]
+            if rest:
+                return f"{what}, {size_text(rest)}", f"{short}, {size_text(rest)}", target
+            return what, short, target
+    return name, name, None
+
+
+def collect(results):
+    """{run_name: {counter: [per-repetition values]}}, in the file's order."""
+    runs = {}
+    aggregates = {}
+    for b in results.get("benchmarks", []):
+        name = re.sub(r"/(min_time:[^/]*|manual_time|real_time)", "", b.get("run_name", b["name"]))
+        if b.get("error_occurred"):
+            runs.setdefault(name, {})["error"] = b.get("error_message", "error")
+            continue
+        counters = {k: v for k, v in b.items() if k.endswith("_us") or k.endswith("_MBps")}
+        if b.get("run_type") == "aggregate":
+            if b.get("aggregate_name") == "median":
+                aggregates[name] = counters
+            continue
+        entry = runs.setdefault(name, {})
+        for k, v in counters.items():
+            entry.setdefault(k, []).append(v)
+    # A file that holds the aggregates only: use Google Benchmark's medians.
+    for name, counters in aggregates.items():
+        entry = runs.setdefault(name, {})
+        if not any(isinstance(v, list) and v for v in entry.values()):
+            for k, v in counters.items():
+                entry[k] = [v]
+    return runs
+
+
+def rows_from(runs):
+    rows = []
+    for name, counters in runs.items():
+        label, short, target = case_of(name)
+        if "error" in counters:
+            rows.append({"name": name, "label": label, "error": counters["error"]})
+            continue
+        base_key = "qsavefile_us" if "qsavefile_us" in counters else "floor_us"
+        lib = counters.get("library_us", [])
+        base = counters.get(base_key, [])
+        if not lib or not base:
+            continue
+        lib_m, base_m = statistics.median(lib), statistics.median(base)
+        per_rep = [a / b for a, b in zip(lib, base) if b > 0]
+        row = {
+            "name": name, "label": label, "short": short, "target": target,
+            "library_us": lib_m, "baseline_us": base_m, "ratio": statistics.median(per_rep),
+            "ratio_min": min(per_rep), "ratio_max": max(per_rep), "repetitions": len(lib),
+            "baseline": "QSaveFile" if base_key == "qsavefile_us" else "floor",
+        }
+        for side in ("library", "floor", "dd"):
+            values = counters.get(f"{side}_MBps")
+            if values:
+                row[f"{side}_MBps"] = statistics.median(values)
+        if "dd_MBps" in counters:  # paired, as the ratio
+            row["library_vs_dd"] = statistics.median(
+                a / b for a, b in zip(counters["library_MBps"], counters["dd_MBps"]))
+        rows.append(row)
+    return rows
+
+
+def verdict(row):
+    if "error" in row:
+        return "error"
+    if row["target"] is None:
+        return "—"
+    return "yes" if row["ratio"] <= row["target"] else "NO"
+
+
+def print_table(rows):
+    head = f"{'benchmark':<52} {'library':>11} {'baseline':>11} {'ratio':>6} {'target':>7}  met?"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        if "error" in r:
+            print(f"{r['label']:<52} error: {r['error']}")
+            continue
+        target = f"<={r['target']:.2f}" if r["target"] else "—"
+        print(f"{r['label']:<52} {time_text(r['library_us']):>11} {time_text(r['baseline_us']):>11} "
+              f"{r['ratio']:6.3f} {target:>7}  {verdict(r)}")
+    big = [r for r in rows if "dd_MBps" in r]
+    if big:
+        print()
+        print(f"{'16 MiB throughput (MB/s)':<52} {'library':>9} {'floor':>9} {'dd-style':>9}  lib/dd")
+        for r in big:
+            print(f"{r['label']:<52} {r['library_MBps']:9.0f} {r['floor_MBps']:9.0f} "
+                  f"{r['dd_MBps']:9.0f}  {r['library_vs_dd']:.3f}")
+
+
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def fs_type(path):
+    found = sh(["findmnt", "-n", "-o", "FSTYPE", "-T", path]).splitlines()
+    return found[0] if found and found[0] != "unknown" else sh(["stat", "-f", "-c", "%T", path])
+
+
+def machine(results, disk_dir, tmpfs_dir):
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    ctx = results.get("context", {})
+    return {
+        "CPU": model,
+        "nproc": sh(["nproc"]),
+        "kernel": platform.release(),
+        f"disk directory ({disk_dir})": fs_type(disk_dir),
+        f"tmpfs directory ({tmpfs_dir})": fs_type(tmpfs_dir),
+        "load average at the end": " ".join(open("/proc/loadavg").read().split()[:3]),
+        "Google Benchmark library build": ctx.get("library_build_type", "unknown"),
+        "QSaveFile": ctx.get("qsavefile", "unknown"),
+    }
+
+
+def write_markdown(path, rows, compile_cost, info, results):
+    out = []
+    ctx = results.get("context", {})
+    out.append("# atomic_state: benchmark results\n")
+    out.append(f"Written by `scripts/bench` on {ctx.get('date', datetime.datetime.now().isoformat())}. "
+               "Every ratio compares the library with its baseline measured side by side, "
+               "alternating call by call in the same process and run (see `bench/README.md`). "
+               "The machine may have been running other work, so the figures are indicative: "
+               "compare ratios, not absolute times, across machines.\n")
+    out.append("## Machine\n")
+    out.append("| | |\n|---|---|")
+    for k, v in info.items():
+        out.append(f"| {k} | {v} |")
+    out.append("")
+    out.append("## Library against the floor\n")
+    out.append("Median time per operation. Ratio: library / baseline (below 1: the library "
+               "was the faster), computed in each repetition from the two medians measured "
+               "side by side; the table gives the median over the repetitions, and the range "
+               "the lowest and highest.\n")
+    out.append("| benchmark | library median | baseline median | ratio | range | target | met? |")
+    out.append("|---|---:|---:|---:|---|---:|---|")
+    for r in rows:
+        if "error" in r:
+            out.append(f"| {r['label'].strip()} | | | | | | error: {r['error']} |")
+            continue
+        target = f"≤ {r['target']:.2f}" if r["target"] else "—"
+        label = r["label"].strip() + (" (baseline: QSaveFile)" if r["baseline"] == "QSaveFile" else "")
+        out.append(f"| {label} | {time_text(r['library_us'])} | {time_text(r['baseline_us'])} | "
+                   f"{r['ratio']:.3f} | {r['ratio_min']:.2f}–{r['ratio_max']:.2f} | {target} | "
+                   f"{verdict(r)} |")
+    reps = max((r.get("repetitions", 0) for r in rows), default=0)
+    out.append(f"\n{reps} repetitions. Baselines: *floor* = the same system calls written by hand "
+               "(for the state cycle: reading the file by hand, `boost::json::parse`, "
+               "`boost::json::serialize`, and the floor's replacement).\n")
+    big = [r for r in rows if "dd_MBps" in r]
+    if big:
+        out.append("## Throughput at 16 MiB\n")
+        out.append("MB/s (10^6 bytes per second) at each side's median time over the "
+                   "repetitions; the last column, like the ratios above, is the median of the "
+                   "per-repetition ratios. *dd-style*: the same bytes written into one file in "
+                   "place (open with O_TRUNC, write, fsync under FullSync, close): no temp file, "
+                   "no rename, not atomic.\n")
+        out.append("| benchmark | library | floor | dd-style | library / dd-style |")
+        out.append("|---|---:|---:|---:|---:|")
+        for r in big:
+            out.append(f"| {r['label'].strip()} | {r['library_MBps']:.0f} | {r['floor_MBps']:.0f} | "
+                       f"{r['dd_MBps']:.0f} | {r['library_vs_dd']:.3f} |")
+        out.append("")
+    if compile_cost:
+        c = compile_cost
+        met = "yes" if c["ratio"] <= c["target"] else "NO"
+        out.append("## Compile cost\n")
+        out.append(f"`{c['compiler']}`, `-std=c++17 -fsyntax-only`, CPU seconds (user + system), "
+                   f"best of {c['runs']}.\n")
+        out.append("| translation unit includes | CPU time |\n|---|---:|")
+        out.append(f"| `atomic_state.hpp` | {c['library_s']:.3f} s |")
+        out.append(f"| the {len(c['boost_json_headers'])} Boost.JSON headers it includes "
+                   f"({', '.join('`' + h + '`' for h in c['boost_json_headers'])}) | {c['boost_json_s']:.3f} s |")
+        out.append(f"| every header it includes (Boost.JSON, standard, POSIX), none of its code | "
+                   f"{c['all_included_headers_s']:.3f} s |")
+        out.append(f"| `atomic_state.hpp` with `-DATOMIC_STATE_NO_JSON` | {c['library_no_json_s']:.3f} s |")
+        out.append(f"| nothing | {c['empty_s']:.3f} s |")
+        out.append(f"\nRatio atomic_state.hpp / Boost.JSON headers: **{c['ratio']:.3f}** "
+                   f"(target ≤ {c['target']:.2f}: {met}).\n")
+        out.append("## Binary size\n")
+        out.append(f"`examples/atomic_write.cpp` built with `-Os -DATOMIC_STATE_NO_JSON`, stripped: "
+                   f"**{c['atomic_write_bytes']} bytes** (a stripped hello world built the same way: "
+                   f"{c['hello_bytes']} bytes).\n")
+    out.append("## Chart\n")
+    out.append("![floor and library, median time per operation, log scale](chart.png)\n")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(out))
+
+
+def chart(rows, png, work_dir):
+    if not shutil.which("gnuplot"):
+        print("note: gnuplot not found, no chart", file=sys.stderr)
+        return
+    data = os.path.join(work_dir, "chart.dat")
+    with open(data, "w", encoding="utf-8") as f:
+        for r in rows:
+            if "error" in r or r["baseline"] != "floor":
+                continue
+            f.write(f"\"{r['short']} (×{r['ratio']:.2f})\" {r['baseline_us']:.4f} "
+                    f"{r['library_us']:.4f}\n")
+    subprocess.run(["gnuplot", "-e", f"datafile='{data}'; outfile='{png}'",
+                    os.path.join(HERE, "chart.gp")], check=True)
+
+
+def main():
+    results_path, cost_path, md_path, png_path, disk_dir, tmpfs_dir = sys.argv[1:7]
+    with open(results_path, encoding="utf-8") as f:
+        results = json.load(f)
+    compile_cost = None
+    if cost_path != "-" and os.path.exists(cost_path):
+        with open(cost_path, encoding="utf-8") as f:
+            compile_cost = json.load(f)
+    rows = rows_from(collect(results))
+    print_table(rows)
+    write_markdown(md_path, rows, compile_cost, machine(results, disk_dir, tmpfs_dir), results)
+    chart(rows, png_path, os.path.dirname(os.path.abspath(results_path)))
+    print(f"\nwrote {md_path} and {png_path}")
+
+
+if __name__ == "__main__":
+    main()
