@@ -2367,6 +2367,56 @@ inline bool operator==(const State& a, const State& b) noexcept {
          a.newest_snapshot == b.newest_snapshot;
 }
 
+namespace detail {
+
+// Why a State could not be printed: the key and the reason, as JsonPrinter
+// names them; both null when only memory ran out.
+struct StateRefusal {
+  const char* key = nullptr;
+  const char* reason = nullptr;
+};
+
+// A State printed field by field, byte for byte as JsonPrinter prints
+// value_from(state), without building the value first: the save path of
+// every collector, so it allocates nothing and does half the work.
+template <class Out>
+bool print_state(const State& s, Out& out, StateRefusal& refusal) noexcept {
+  char number[40];
+  bool first = true;
+  const auto key = [&](const char* name) {
+    const bool ok =
+        out.append(first ? "{\n  \"" : ",\n  \"") && out.append(name) && out.append("\": ");
+    first = false;
+    return ok;
+  };
+  const auto integer = [&](const char* name, std::int64_t v) {
+    return key(name) && out.append(std::string_view(number, format_int(v, number)));
+  };
+  const auto text = [&](const char* name, const std::string& v) {
+    if (!valid_utf8(v)) {
+      refusal = {name, "not valid UTF-8"};
+      return false;
+    }
+    return key(name) && out.append("\"") && append_escaped(out, v) && out.append("\"");
+  };
+  const auto real = [&](const char* name, double v) {
+    if (std::isnan(v))
+      refusal = {name, "not a finite number (NaN)"};
+    else if (std::isinf(v))
+      refusal = {name, "not a finite number (infinity)"};
+    if (refusal.reason) return false;
+    return key(name) && out.append(std::string_view(number, format_double(v, number)));
+  };
+  return text("oracle_name", s.oracle_name) && integer("last_updated", s.last_updated) &&
+         text("last_updated_iso", s.last_updated_iso) &&
+         integer("last_protocol_count", s.last_protocol_count) && real("last_tvs", s.last_tvs) &&
+         integer("snapshot_count", s.snapshot_count) &&
+         integer("oldest_snapshot", s.oldest_snapshot) &&
+         integer("newest_snapshot", s.newest_snapshot) && out.append("\n}\n");
+}
+
+}  // namespace detail
+
 inline void tag_invoke(boost::json::value_from_tag, boost::json::value& jv, const State& state) {
   boost::json::object& o = jv.emplace_object();
   o.reserve(8);
@@ -2692,20 +2742,31 @@ Status StateManager<L, S, W>::save_state(const S& state) noexcept {
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
 Status StateManager<L, S, W>::encode(const S& state,
                                      detail::TextBuffer<2048>& text) const noexcept {
-  ATOMIC_STATE_DETAIL_TRY {
-    // The default State is built and printed without touching the heap.
-    unsigned char arena[2048];
-    boost::json::monotonic_resource resource(arena, sizeof arena);
-    const boost::json::value jv =
-        boost::json::value_from(state, boost::json::storage_ptr(&resource));
-    detail::JsonPrinter<detail::TextBuffer<2048>> printer(text);
-    if (printer.print(jv)) return {};
-    if (printer.out_of_memory()) return failure(Step::serialize, -ENOMEM);
-    return failure(Step::serialize, -EINVAL, nullptr, printer.problem());
-  }
-  ATOMIC_STATE_DETAIL_CATCH(const std::bad_alloc&) { return failure(Step::serialize, -ENOMEM); }
-  ATOMIC_STATE_DETAIL_CATCH_ALL {
-    return failure(Step::serialize, -EINVAL, "the state's conversion to JSON failed");
+  if constexpr (std::is_same_v<S, State>) {
+    detail::StateRefusal refusal;
+    if (detail::print_state(state, text, refusal)) return {};
+    if (refusal.reason == nullptr) return failure(Step::serialize, -ENOMEM);
+    ATOMIC_STATE_DETAIL_TRY {
+      return failure(Step::serialize, -EINVAL, nullptr,
+                     std::string(refusal.key) + ": " + refusal.reason);
+    }
+    ATOMIC_STATE_DETAIL_CATCH_ALL { return failure(Step::serialize, -ENOMEM); }
+  } else {
+    ATOMIC_STATE_DETAIL_TRY {
+      // Another state type goes through Boost.JSON, on a stack arena.
+      unsigned char arena[2048];
+      boost::json::monotonic_resource resource(arena, sizeof arena);
+      const boost::json::value jv =
+          boost::json::value_from(state, boost::json::storage_ptr(&resource));
+      detail::JsonPrinter<detail::TextBuffer<2048>> printer(text);
+      if (printer.print(jv)) return {};
+      if (printer.out_of_memory()) return failure(Step::serialize, -ENOMEM);
+      return failure(Step::serialize, -EINVAL, nullptr, printer.problem());
+    }
+    ATOMIC_STATE_DETAIL_CATCH(const std::bad_alloc&) { return failure(Step::serialize, -ENOMEM); }
+    ATOMIC_STATE_DETAIL_CATCH_ALL {
+      return failure(Step::serialize, -EINVAL, "the state's conversion to JSON failed");
+    }
   }
 }
 
