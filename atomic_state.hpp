@@ -19,10 +19,11 @@
 //   - Copy this file anywhere and #include it. It needs C++17 and POSIX
 //     (Linux, the BSDs, macOS).
 //   - StateManager and the JSON functions need Boost.JSON (1.81 or later):
-//     either link it (-lboost_json), or compile Boost.JSON's own
-//     boost/json/src.hpp into exactly one .cpp file of the program (an
-//     include line there). This header never includes that file itself. Define ATOMIC_STATE_NO_JSON
-//     to leave the JSON part out; AtomicWriter then needs nothing but the C++ library.
+//     either link it (-lboost_json), or compile Boost.JSON's own source
+//     file (src.hpp, in its json directory) into exactly one .cpp file of
+//     the program. This header never includes that file itself. Define
+//     ATOMIC_STATE_NO_JSON to leave the JSON part out; AtomicWriter then
+//     needs nothing but the C++ library.
 //   - Nothing here throws and nothing aborts on bad input: every operation
 //     returns a Status (or a Result<T>) naming the step, the path(s) and the
 //     OS reason. The one exception is running out of memory while
