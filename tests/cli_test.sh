@@ -3,12 +3,7 @@
 # and the one-line errors. Usage: cli_test.sh PATH/TO/atomic-write
 set -u
 tool=$1
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-failures=0
-pass() { echo "ok   - $1"; }
-fail() { echo "FAIL - $1"; failures=$((failures + 1)); }
-check() { if eval "$2"; then pass "$1"; else fail "$1"; fi; }
+. "$(dirname "$0")/support/checks.sh"
 no_temps() { [ -z "$(find "$work" -name '.tmp-*' -print -quit)" ]; }
 
 printf 'hello\n' | "$tool" "$work/a.txt"

@@ -7,12 +7,7 @@ set -u
 collector=$1
 custom=$2
 data=$3
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-failures=0
-pass() { echo "ok   - $1"; }
-fail() { echo "FAIL - $1"; failures=$((failures + 1)); }
-check() { if eval "$2"; then pass "$1"; else fail "$1"; fi; }
+. "$(dirname "$0")/support/checks.sh"
 
 out=$work/out
 day1=$data/oracles-2024-11-24.json

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "atomic_state.hpp"
+#include "support/checks.hpp"
 #include "support/files.hpp"
 
 namespace {
@@ -32,19 +33,10 @@ using atomic_state::Status;
 using atomic_state::Step;
 using test::read_file;
 
-constexpr int kSkip = 77;
-int failures = 0;
-
-void check(bool ok, const std::string& what) {
-  std::printf("%s - %s\n", ok ? "ok  " : "FAIL", what.c_str());
-  if (!ok) ++failures;
-}
-
-[[noreturn]] void skip(const std::string& why) {
-  std::printf("skip: %s\n", why.c_str());
-  std::fflush(stdout);
-  std::_Exit(kSkip);
-}
+using test::check;
+using test::failures;
+using test::kSkip;
+using test::skip;
 
 /// The failure a save must show: this step and errno, old bytes kept, no
 /// temp file left, no descriptor leaked.

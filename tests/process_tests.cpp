@@ -31,6 +31,7 @@
 
 #include "atomic_state.hpp"
 #include "support/capture_logger.hpp"
+#include "support/checks.hpp"
 #include "support/files.hpp"
 
 namespace {
@@ -38,19 +39,9 @@ namespace {
 namespace as = atomic_state;
 using Manager = as::StateManager<test::CaptureLogger&>;
 
-constexpr int kSkip = 77;
-int failures = 0;
-
-void check(bool ok, const std::string& what) {
-  std::printf("%s - %s\n", ok ? "ok  " : "FAIL", what.c_str());
-  if (!ok) ++failures;
-}
-
-[[noreturn]] void skip(const std::string& why) {
-  std::printf("skip: %s\n", why.c_str());
-  std::fflush(stdout);
-  std::_Exit(kSkip);
-}
+using test::check;
+using test::failures;
+using test::skip;
 
 // Every field follows from the version number, so a reader can tell a
 // complete version from anything else. The TVS has a full 53-bit mantissa.
