@@ -1290,6 +1290,17 @@ struct JsonFrame {
   std::size_t index;
 };
 
+// Why a number or a string cannot be written as JSON that reads back the
+// same, or null when it can: the one rule of JsonPrinter and print_state.
+inline const char* unwritable(double d) noexcept {
+  if (std::isnan(d)) return "not a finite number (NaN)";
+  if (std::isinf(d)) return "not a finite number (infinity)";
+  return nullptr;
+}
+inline const char* unwritable(std::string_view s) noexcept {
+  return valid_utf8(s) ? nullptr : "not valid UTF-8";
+}
+
 /// Pretty-prints a boost::json::value, refusing what cannot be read back.
 template <class Out>
 class JsonPrinter {
@@ -1327,7 +1338,7 @@ class JsonPrinter {
     return true;
   }
   bool string(std::string_view s) noexcept {
-    if (!valid_utf8(s)) return refuse("not valid UTF-8");
+    if (const char* why = unwritable(s)) return refuse(why);
     return put("\"") && append_escaped(out_, s) && put("\"");
   }
   bool number(std::size_t length) noexcept { return put(std::string_view(number_, length)); }
@@ -1345,8 +1356,7 @@ class JsonPrinter {
       }
       case boost::json::kind::double_: {
         const double d = v.get_double();
-        if (std::isnan(d)) return refuse("not a finite number (NaN)");
-        if (std::isinf(d)) return refuse("not a finite number (infinity)");
+        if (const char* why = unwritable(d)) return refuse(why);
         return number(format_double(d, number_));
       }
       case boost::json::kind::string: {
@@ -2393,19 +2403,16 @@ bool print_state(const State& s, Out& out, StateRefusal& refusal) noexcept {
   const auto integer = [&](const char* name, std::int64_t v) {
     return key(name) && out.append(std::string_view(number, format_int(v, number)));
   };
+  const auto refuse = [&](const char* name, const char* why) {
+    refusal = {name, why};
+    return false;
+  };
   const auto text = [&](const char* name, const std::string& v) {
-    if (!valid_utf8(v)) {
-      refusal = {name, "not valid UTF-8"};
-      return false;
-    }
+    if (const char* why = unwritable(std::string_view(v))) return refuse(name, why);
     return key(name) && out.append("\"") && append_escaped(out, v) && out.append("\"");
   };
   const auto real = [&](const char* name, double v) {
-    if (std::isnan(v))
-      refusal = {name, "not a finite number (NaN)"};
-    else if (std::isinf(v))
-      refusal = {name, "not a finite number (infinity)"};
-    if (refusal.reason) return false;
+    if (const char* why = unwritable(v)) return refuse(name, why);
     return key(name) && out.append(std::string_view(number, format_double(v, number)));
   };
   return text("oracle_name", s.oracle_name) && integer("last_updated", s.last_updated) &&
