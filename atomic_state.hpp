@@ -37,7 +37,8 @@
 //     a test can fail any call it likes.
 //
 // CONFIGURATION (define before including; each has a sensible default)
-//   ATOMIC_STATE_ASSERT(cond)          precondition check, default assert()
+//   ATOMIC_STATE_ON_MISSING_VALUE(st)  what Result::value() without a value
+//                                      does before it aborts (prints st)
 //   ATOMIC_STATE_EINTR_RETRY_LIMIT     retries of a call interrupted by a
 //                                      signal or a write that made no
 //                                      progress, before giving up (10000)
@@ -99,11 +100,6 @@
 #error "atomic_state.hpp needs C++17 or later (compile with -std=c++17)"
 #endif
 
-#ifndef ATOMIC_STATE_ASSERT
-#include <cassert>
-#define ATOMIC_STATE_ASSERT(cond) assert(cond)
-#endif
-
 #ifndef ATOMIC_STATE_EINTR_RETRY_LIMIT
 #define ATOMIC_STATE_EINTR_RETRY_LIMIT 10000
 #endif
@@ -127,13 +123,17 @@
 #define ATOMIC_STATE_DETAIL_LOG_SINK class
 #endif
 
+// try/catch that compile to nothing under -fno-exceptions. The caught
+// exception is always named, so that the handler may read it; without
+// exceptions the name refers to a default-constructed one, never reached.
 #if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
 #define ATOMIC_STATE_DETAIL_TRY try
-#define ATOMIC_STATE_DETAIL_CATCH(declaration) catch (declaration)
+#define ATOMIC_STATE_DETAIL_CATCH(type, name) catch (const type& name)
 #define ATOMIC_STATE_DETAIL_CATCH_ALL catch (...)
 #else
 #define ATOMIC_STATE_DETAIL_TRY if (true)
-#define ATOMIC_STATE_DETAIL_CATCH(declaration) else if (false)
+#define ATOMIC_STATE_DETAIL_CATCH(type, name) \
+  else if ([[maybe_unused]] const type& name = ::atomic_state::detail::no_exception<type>(); false)
 #define ATOMIC_STATE_DETAIL_CATCH_ALL else
 #endif
 
@@ -188,6 +188,7 @@
 #endif
 
 // ======================================================= STANDARD LIBRARY ====
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cerrno>
@@ -196,11 +197,13 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <initializer_list>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -234,12 +237,21 @@
 namespace atomic_state {
 inline namespace ATOMIC_STATE_DETAIL_ABI {
 
+namespace detail {
+// What ATOMIC_STATE_DETAIL_CATCH names when there are no exceptions.
+template <class Exception>
+const Exception& no_exception() noexcept {
+  static const Exception none{};
+  return none;
+}
+}  // namespace detail
+
 // ========================================================= DECLARATIONS ====
 
 /// The step of the protocol at which an operation failed.
 enum class Step : unsigned char {
   none,              ///< no failure
-  check_path,        ///< the path or mode given is unusable
+  check_path,        ///< the path, mode or target given is unusable
   create_directory,  ///< mkdir of a missing parent directory
   open_directory,    ///< opening the parent directory
   create_temp_file,  ///< creating the temp file beside the target
@@ -253,24 +265,75 @@ enum class Step : unsigned char {
   check_file,        ///< the file read is not a regular file, or too large
   read_file,         ///< reading the file's bytes
   parse,             ///< the text is not JSON this library accepts
-  move_aside,        ///< renaming a corrupt state file out of the way
+  copy_aside,        ///< keeping a copy of a corrupt state file beside it
   serialize,         ///< the value cannot be written as JSON that reads back
   remove_temp_file,  ///< listing or removing stale temp files of killed saves
   invalid_use,       ///< a caller bug, e.g. a second commit()
+  move_aside [[deprecated("a corrupt state file is copied aside now: Step::copy_aside")]] =
+      copy_aside,
 };
 
 /// Lower-case words naming a step, as used in messages ("create temp file").
 constexpr std::string_view to_string(Step step) noexcept;
 
+namespace detail {
+// The text of a failed Status (subject, target and detail, each
+// NUL-terminated) in one block that copies share. It is allocated without
+// throwing, so running out of memory while describing a failure costs the
+// text, never the failure: the Status keeps its step and code.
+class StatusText {
+ public:
+  static StatusText* make(std::string_view subject, std::string_view target,
+                          std::string_view detail) noexcept {
+    const std::size_t bytes = subject.size() + target.size() + detail.size() + 3;
+    void* memory = ::operator new(sizeof(StatusText) + bytes, std::nothrow);
+    if (memory == nullptr) return nullptr;
+    auto* text = new (memory) StatusText(subject.size(), target.size(), detail.size());
+    char* out = text->chars();
+    for (const std::string_view part : {subject, target, detail}) {
+      if (!part.empty()) std::memcpy(out, part.data(), part.size());
+      out += part.size();
+      *out++ = '\0';
+    }
+    return text;
+  }
+  static StatusText* share(StatusText* text) noexcept {
+    if (text != nullptr) text->count_.fetch_add(1, std::memory_order_relaxed);
+    return text;
+  }
+  static void drop(StatusText* text) noexcept {
+    if (text == nullptr || text->count_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    text->~StatusText();
+    ::operator delete(static_cast<void*>(text));
+  }
+
+  std::string_view subject() const noexcept { return {chars(), subject_}; }
+  std::string_view target() const noexcept { return {chars() + subject_ + 1, target_}; }
+  std::string_view detail() const noexcept {
+    return {chars() + subject_ + 1 + target_ + 1, detail_};
+  }
+
+ private:
+  StatusText(std::size_t subject, std::size_t target, std::size_t detail) noexcept
+      : subject_(subject), target_(target), detail_(detail) {}
+  char* chars() noexcept { return reinterpret_cast<char*>(this + 1); }
+  const char* chars() const noexcept { return reinterpret_cast<const char*>(this + 1); }
+
+  std::atomic<std::size_t> count_{1};
+  std::size_t subject_, target_, detail_;
+};
+}  // namespace detail
+
 /// The outcome of an operation: success, or the step, paths and OS reason of
-/// its failure. Success costs nothing; a failure allocates its paths once,
-/// and copies share them, so copying a Status never allocates or throws.
+/// its failure. Success costs nothing; a failure allocates its text once
+/// (without throwing), and copies share it, so copying a Status never
+/// allocates or throws.
 class [[nodiscard]] Status {
  public:
   /// Success.
   Status() noexcept = default;
 
-  /// A failure at `step` with OS error `code`. `subject` is the path the step
+  /// A failure at `step` with error `code`. `subject` is the path the step
   /// worked on; `target` is the file being replaced (or the rename's
   /// destination); `replaced` says the target already holds the new data;
   /// `note` is an optional static explanation appended to the message.
@@ -278,16 +341,26 @@ class [[nodiscard]] Status {
   Status(Step step, std::error_code code, std::string_view subject, std::string_view target = {},
          bool replaced = false, const char* note = nullptr, std::string_view detail = {}) noexcept;
 
+  Status(const Status& other) noexcept;
+  Status(Status&& other) noexcept;
+  Status& operator=(const Status& other) noexcept;
+  Status& operator=(Status&& other) noexcept;
+  ~Status() { detail::StatusText::drop(text_); }
+
   bool ok() const noexcept { return step_ == Step::none; }
   explicit operator bool() const noexcept { return ok(); }
 
   Step step() const noexcept { return step_; }
-  /// The OS errno in the system category for OS failures; empty on success.
+  /// The reason: an OS errno in the system category for OS failures, a
+  /// std::errc in the generic category for the library's own refusals,
+  /// Boost.JSON's category for parse errors. Empty on success.
   std::error_code code() const noexcept { return code_; }
   /// The path the failed step worked on (temp file, directory, ...).
-  const std::string& path() const noexcept;
-  /// The file being replaced.
-  const std::string& target() const noexcept;
+  std::string_view path() const noexcept { return text_ ? text_->subject() : std::string_view(); }
+  /// The file being replaced or read.
+  std::string_view target() const noexcept { return text_ ? text_->target() : std::string_view(); }
+  /// The run-time explanation (which field, which byte), or empty.
+  std::string_view detail() const noexcept { return text_ ? text_->detail() : std::string_view(); }
   /// True when the target already holds the new content although the
   /// operation failed: the rename happened, but the directory sync that
   /// makes it durable did not.
@@ -301,29 +374,38 @@ class [[nodiscard]] Status {
   /// "<context>: ". `context` must outlive every copy (a string literal).
   /// A success stays a success.
   Status within(const char* context) const noexcept;
+  /// This failure with one more static note in its message (a string
+  /// literal), such as "the temp file could not be removed". A Status
+  /// keeps two notes; a success stays a success.
+  Status with_note(const char* note) const noexcept;
 
-  /// A sentence naming the step, the path(s) and the reason, e.g.
-  /// "rename /var/lib/c/.tmp-Ab12Cd to /var/lib/c/state.json: Permission
-  /// denied". "ok" on success.
+  /// A sentence naming the step, the path, the target and the reason, e.g.
+  /// "create temp file /var/lib/c/.tmp-Ab12Cd for /var/lib/c/state.json:
+  /// Permission denied", or "rename A to B: ...". "ok" on success. Allocates
+  /// the string (std::bad_alloc when memory runs out).
   std::string message() const;
 
  private:
-  template <class, class>
-  friend class WriteTransaction;
-  struct Paths {
-    std::string subject;
-    std::string target;
-    std::string detail;
-  };
-
   Step step_ = Step::none;
   bool replaced_ = false;
   const char* context_ = nullptr;
-  const char* note_ = nullptr;
-  const char* cleanup_note_ = nullptr;  // set by the writer: a temp file was left
+  const char* notes_[2] = {nullptr, nullptr};
   std::error_code code_;
-  std::shared_ptr<const Paths> paths_;  // null on success or out of memory
+  detail::StatusText* text_ = nullptr;  // null on success or when memory ran out
 };
+
+namespace detail {
+// What Result::value() does without a value: says so on stderr, naming the
+// failure, so that the program's last words explain its end.
+inline void print_missing_value(const Status& status) noexcept;
+}  // namespace detail
+
+// A caller bug: Result::value(), operator* or operator-> without a value.
+// Whatever this does, the program then aborts, in every build mode: a
+// default-constructed value would be garbage the program then trusts.
+#ifndef ATOMIC_STATE_ON_MISSING_VALUE
+#define ATOMIC_STATE_ON_MISSING_VALUE(status) ::atomic_state::detail::print_missing_value(status)
+#endif
 
 /// A value of type T, or the Status of the failure that prevented it.
 template <class T>
@@ -338,7 +420,9 @@ class [[nodiscard]] Result {
   bool has_value() const noexcept { return value_.has_value(); }
   explicit operator bool() const noexcept { return has_value(); }
 
-  /// Precondition: has_value(). Checked by ATOMIC_STATE_ASSERT.
+  /// The value. Without one: ATOMIC_STATE_ON_MISSING_VALUE(status()) (by
+  /// default it prints the failure to stderr), then std::abort(), in every
+  /// build mode. Check first, or use value_or().
   T& value() & noexcept { return checked(), *value_; }
   const T& value() const& noexcept { return checked(), *value_; }
   T&& value() && noexcept { return checked(), std::move(*value_); }
@@ -348,11 +432,25 @@ class [[nodiscard]] Result {
   T* operator->() noexcept { return &value(); }
   const T* operator->() const noexcept { return &value(); }
 
+  /// The value, or `fallback` converted to T when there is none.
+  template <class U>
+  T value_or(U&& fallback) const& {
+    return has_value() ? *value_ : static_cast<T>(std::forward<U>(fallback));
+  }
+  template <class U>
+  T value_or(U&& fallback) && {
+    return has_value() ? std::move(*value_) : static_cast<T>(std::forward<U>(fallback));
+  }
+
   /// Success when a value is held, otherwise the failure.
   const Status& status() const noexcept { return status_; }
 
  private:
-  void checked() const noexcept { ATOMIC_STATE_ASSERT(has_value()); }
+  void checked() const noexcept {
+    if (has_value()) return;
+    ATOMIC_STATE_ON_MISSING_VALUE(status_);
+    std::abort();
+  }
   std::optional<T> value_;
   Status status_;
 };
@@ -404,26 +502,22 @@ inline constexpr bool is_sync_policy_v = is_sync_policy<P>::value;
 /// What kind of file a descriptor or name refers to.
 enum class FileType : unsigned char { regular, directory, fifo, symlink, other };
 
-/// The two uses of a directory lock. Every save holds a shared lock on its
-/// directory from before it creates its temp file until it is over; the
-/// sweep of stale temp files runs only under an exclusive lock it can get
-/// without waiting, so it never removes the temp file of a save in
-/// progress, in this process or another.
-enum class DirLock : unsigned char { shared, try_exclusive };
-
-/// The little of fstat() that reading a state file needs.
+/// The little of fstat() the library needs.
 struct FileInfo {
   FileType type = FileType::other;
   std::uint64_t size = 0;
   std::uint64_t device = 0;  ///< with inode: which file this is
   std::uint64_t inode = 0;
+  std::uint64_t links = 0;    ///< hard links; 0 once the file was removed
+  unsigned mode = 0;          ///< the permission bits, 07777
+  std::int64_t modified = 0;  ///< last modification, unix seconds
 };
 
 /// The filesystem policy: every system call AtomicWriter and StateManager
 /// make. Each returns a non-negative value on success and -errno on
-/// failure, and is noexcept. The first eleven are all AtomicWriter::write
-/// needs; the rest are the reading side and the sweep of stale temp files.
+/// failure, and is noexcept.
 struct PosixFs {
+  // ---- what AtomicWriter::write needs (is_filesystem_v)
   /// open(path, O_RDONLY|O_DIRECTORY|O_CLOEXEC): a descriptor.
   int open_directory(const char* path) noexcept;
   /// mkdir(path, mode).
@@ -431,6 +525,13 @@ struct PosixFs {
   /// openat(dir_fd, name, O_WRONLY|O_CREAT|O_EXCL|O_CLOEXEC|O_NOFOLLOW,
   /// mode): a descriptor.
   int create_file(int dir_fd, const char* name, unsigned mode) noexcept;
+  /// flock(fd, LOCK_EX|LOCK_NB): -EWOULDBLOCK while another open file
+  /// description holds it. Held until every descriptor of this one is
+  /// closed; the kernel drops it when the process dies.
+  int try_lock(int fd) noexcept;
+  /// fcntl(fd, F_DUPFD_CLOEXEC, 0): a second descriptor of the same open
+  /// file, so of the same lock.
+  int duplicate(int fd) noexcept;
   /// write(fd, data, size): the number of bytes written.
   ssize_t write(int fd, const void* data, std::size_t size) noexcept;
   /// fchmod(fd, mode): exact, not filtered by the umask.
@@ -445,19 +546,19 @@ struct PosixFs {
   int rename(int dir_fd, const char* from, const char* to) noexcept;
   /// unlinkat(dir_fd, name, 0).
   int unlink(int dir_fd, const char* name) noexcept;
-  /// flock(dir_fd, LOCK_SH), or flock(dir_fd, LOCK_EX | LOCK_NB): -EWOULDBLOCK
-  /// while another descriptor holds a lock. Released when dir_fd is closed.
-  int lock_directory(int dir_fd, DirLock kind) noexcept;
-
-  /// open(path, O_RDONLY|O_CLOEXEC|O_NOCTTY|O_NONBLOCK): never blocks, even
-  /// on a FIFO. Follows symlinks.
-  int open_file(const char* path) noexcept;
   /// fstat(fd).
   int file_info(int fd, FileInfo& info) noexcept;
-  /// fstatat(dir_fd, name), following symlinks.
-  int file_info_at(int dir_fd, const char* name, FileInfo& info) noexcept;
+  /// fstatat(dir_fd, name, AT_SYMLINK_NOFOLLOW): a symlink is a symlink.
+  int entry_info(int dir_fd, const char* name, FileInfo& info) noexcept;
+
+  // ---- what reading, copying aside and sweeping add (is_state_filesystem_v)
+  /// openat(dir_fd, name, O_RDONLY|O_CLOEXEC|O_NOCTTY|O_NONBLOCK): never
+  /// blocks, even on a FIFO. Follows symlinks.
+  int open_file(int dir_fd, const char* name) noexcept;
   /// read(fd, data, size): the number of bytes read, 0 at the end.
   ssize_t read(int fd, void* data, std::size_t size) noexcept;
+  /// fstatat(dir_fd, name, 0), following symlinks.
+  int file_info_at(int dir_fd, const char* name, FileInfo& info) noexcept;
   /// renameat(dir_fd, from, dir_fd, to), but -EEXIST rather than replacing
   /// an existing `to`: atomically where the system can (renameat2 with
   /// RENAME_NOREPLACE, renameatx_np with RENAME_EXCL), else by a check
@@ -467,11 +568,10 @@ struct PosixFs {
   /// and "..", in the directory's order; dir_fd is left as it was.
   int list_directory(int dir_fd, void (*on_entry)(void* context, const char* name) noexcept,
                      void* context) noexcept;
-  /// fstatat(dir_fd, name, AT_SYMLINK_NOFOLLOW): a symlink is a symlink.
-  int entry_info(int dir_fd, const char* name, FileInfo& info) noexcept;
 };
 
-/// Whether F offers every call of PosixFs with compatible signatures.
+/// Whether F offers every call of PosixFs that AtomicWriter::write makes,
+/// with compatible signatures.
 template <class F, class = void>
 struct is_filesystem : std::false_type {};
 template <class F>
@@ -481,32 +581,52 @@ struct is_filesystem<
         decltype(std::declval<F&>().open_directory("")),
         decltype(std::declval<F&>().make_directory("", 0u)),
         decltype(std::declval<F&>().create_file(0, "", 0u)),
+        decltype(std::declval<F&>().try_lock(0)), decltype(std::declval<F&>().duplicate(0)),
         decltype(std::declval<F&>().write(0, nullptr, std::size_t{})),
         decltype(std::declval<F&>().set_mode(0, 0u)), decltype(std::declval<F&>().sync_full(0)),
         decltype(std::declval<F&>().sync_data(0)), decltype(std::declval<F&>().close(0)),
         decltype(std::declval<F&>().rename(0, "", "")), decltype(std::declval<F&>().unlink(0, "")),
-        decltype(std::declval<F&>().lock_directory(0, DirLock::shared))>> : std::true_type {};
+        decltype(std::declval<F&>().file_info(0, std::declval<FileInfo&>())),
+        decltype(std::declval<F&>().entry_info(0, "", std::declval<FileInfo&>()))>>
+    : std::true_type {};
 template <class F>
 inline constexpr bool is_filesystem_v = is_filesystem<std::remove_reference_t<F>>::value;
 
-/// Whether F also offers the reading calls of PosixFs that StateManager
-/// makes (open_file, file_info, file_info_at, read, rename_noreplace) and
-/// those of the temp-file sweep (list_directory, entry_info).
+/// Whether F also offers the calls StateManager and the sweep of stale temp
+/// files make: open_file, read, file_info_at, rename_noreplace and
+/// list_directory.
 template <class F, class = void>
 struct is_state_filesystem : std::false_type {};
 template <class F>
 struct is_state_filesystem<
-    F, std::void_t<decltype(std::declval<F&>().open_file("")),
-                   decltype(std::declval<F&>().file_info(0, std::declval<FileInfo&>())),
-                   decltype(std::declval<F&>().file_info_at(0, "", std::declval<FileInfo&>())),
+    F, std::void_t<decltype(std::declval<F&>().open_file(0, "")),
                    decltype(std::declval<F&>().read(0, nullptr, std::size_t{})),
+                   decltype(std::declval<F&>().file_info_at(0, "", std::declval<FileInfo&>())),
                    decltype(std::declval<F&>().rename_noreplace(0, "", "")),
-                   decltype(std::declval<F&>().list_directory(0, nullptr, nullptr)),
-                   decltype(std::declval<F&>().entry_info(0, "", std::declval<FileInfo&>()))>>
+                   decltype(std::declval<F&>().list_directory(0, nullptr, nullptr))>>
     : is_filesystem<F> {};
 template <class F>
 inline constexpr bool is_state_filesystem_v =
     is_state_filesystem<std::remove_reference_t<F>>::value;
+
+// ------------------------------------------------------------------- paths --
+
+/// A path the library reads but does not keep: a view of the caller's
+/// characters, built implicitly from a string literal, a `const char*`, a
+/// std::string, a std::string_view or a std::filesystem::path, so that
+/// passing a path never allocates. It must outlive the call it is given to.
+class PathView {
+ public:
+  constexpr PathView(const char* path) noexcept : text_(path ? path : "") {}
+  constexpr PathView(std::string_view path) noexcept : text_(path) {}
+  PathView(const std::string& path) noexcept : text_(path) {}
+  PathView(const std::filesystem::path& path) noexcept : text_(path.native()) {}
+
+  constexpr std::string_view text() const noexcept { return text_; }
+
+ private:
+  std::string_view text_;
+};
 
 // ------------------------------------------------------------------ writer --
 
@@ -517,6 +637,9 @@ class AtomicWriter;
 /// writing. commit() puts it in place; destroying it without a commit (or
 /// calling discard()) removes the temp file and leaves the target untouched.
 /// Move-only. Must not outlive the AtomicWriter that began it.
+///
+/// Phases: open -> committed (commit() succeeded), or open -> failed (any
+/// failure: the temp file is gone), or open -> discarded.
 template <class SyncPolicy, class Fs>
 class WriteTransaction {
  public:
@@ -543,31 +666,37 @@ class WriteTransaction {
   using FsRef = std::remove_reference_t<Fs>;
   friend class AtomicWriter<SyncPolicy, Fs>;
   enum class Phase : unsigned char { open, committed, failed, discarded };
+  // What commit() does to an existing target: replace it, or (for copies
+  // that must never overwrite) fail with EEXIST.
+  enum class Commit : unsigned char { replace, no_replace };
 
   explicit WriteTransaction(FsRef& fs) noexcept : fs_(&fs) {}
-  Status open(std::string_view path, unsigned perm) noexcept;
+  Status open(std::string_view path, unsigned perm, Commit commit) noexcept;
+  Status check_target() noexcept;
   Status make_parent_directories() noexcept;
+  Status make_directory_level(std::size_t end) noexcept;
   Status sync_parent_of(std::size_t end) noexcept;
   std::size_t parent_end(std::size_t end) const noexcept;
   template <class Call>
   int on_prefix(std::size_t end, Call&& call) noexcept;
   Status create_temp_file() noexcept;
+  int claim_temp_file(int fd) noexcept;
   Status fail(Step step, int neg_errno, std::string_view subject_dir,
               std::string_view subject_name = {}, const char* note = nullptr) noexcept;
-  Status fail_on_temp(Step step, int neg_errno, const char* note = nullptr) noexcept {
-    return fail(step, neg_errno, join_dir(), std::string_view(temp_, 11), note);
-  }
-  Status finished() const noexcept;
+  Status fail_on_temp(Step step, int neg_errno, const char* note = nullptr) noexcept;
+  Status status_after_end() const noexcept;
   void take(WriteTransaction& other) noexcept;
-  bool release() noexcept;
-  std::string_view shown_dir() const noexcept;
-  std::string_view join_dir() const noexcept;
+  bool close_and_remove_temp() noexcept;
+  std::string_view dir_for_messages() const noexcept;
+  std::string_view dir_prefix() const noexcept;
 
   FsRef* fs_;
   int dir_fd_ = -1;
   int fd_ = -1;
+  int lock_fd_ = -1;  // keeps the temp file's lock from close() to rename()
   unsigned perm_ = 0;
   Phase phase_ = Phase::open;
+  Commit commit_ = Commit::replace;
   bool temp_exists_ = false;
   bool has_dir_ = false;
   std::size_t dir_len_ = 0;
@@ -580,24 +709,26 @@ class WriteTransaction {
   const char* name() const noexcept { return buf_ + dir_len_ + 1; }
 };
 
+/// What a sweep of stale temp files did.
+struct TempSweep {
+  std::size_t removed = 0;      ///< stale temp files removed
+  std::size_t in_use = 0;       ///< left: a live save holds it (or the filesystem has no locks)
+  std::size_t not_regular = 0;  ///< left: named like a temp file, but not a regular file
+};
+
 /// Replaces files atomically, durably as `SyncPolicy` says, making every
 /// system call through `Fs` (a value, or a reference such as `MyFs&` to
 /// share a stateful policy with the caller).
-/// What a sweep of stale temp files did.
-struct TempSweep {
-  std::size_t removed = 0;  ///< temp files removed
-  bool busy = false;        ///< a save held the directory: nothing was examined
-};
-
 template <class SyncPolicy = FullSync, class Fs = PosixFs>
 class AtomicWriter {
   static_assert(is_sync_policy_v<SyncPolicy>,
                 "AtomicWriter: SyncPolicy needs `static constexpr SyncLevel "
                 "file` and `static constexpr bool directory` (see FullSync)");
   static_assert(is_filesystem_v<Fs>,
-                "AtomicWriter: Fs needs every call of PosixFs "
-                "(open_directory, make_directory, create_file, write, "
-                "set_mode, sync_full, sync_data, close, rename, unlink)");
+                "AtomicWriter: Fs needs every call of PosixFs that a save makes "
+                "(open_directory, make_directory, create_file, try_lock, duplicate, "
+                "write, set_mode, sync_full, sync_data, close, rename, unlink, "
+                "file_info, entry_info)");
 
  public:
   using Transaction = WriteTransaction<SyncPolicy, Fs>;
@@ -606,38 +737,44 @@ class AtomicWriter {
   explicit AtomicWriter(Fs fs) noexcept : fs_(static_cast<Fs&&>(fs)) {}
 
   /// Replaces `path` with `data`, mode `perm` (exact, umask ignored),
-  /// creating missing parent directories (0755, less the umask).
-  Status write(const std::filesystem::path& path, std::string_view data,
-               unsigned perm = 0644) noexcept;
+  /// creating missing parent directories (0755 less the umask, but always
+  /// with owner write and search, as `mkdir -p` does). A directory, FIFO,
+  /// socket or device at `path` is refused; a symlink there is replaced.
+  Status write(PathView path, std::string_view data, unsigned perm = 0644) noexcept;
 
-  /// Starts a streaming replacement of `path`: creates the parent
-  /// directories and the temp file, and returns the open transaction.
-  Result<Transaction> begin(const std::filesystem::path& path, unsigned perm = 0644) & noexcept;
+  /// Starts a streaming replacement of `path`: checks it, creates the
+  /// parent directories and the temp file, and returns the open
+  /// transaction.
+  Result<Transaction> begin(PathView path, unsigned perm = 0644) & noexcept;
   /// A transaction keeps using its writer's Fs: a temporary writer would
   /// leave it dangling.
-  Result<Transaction> begin(const std::filesystem::path& path, unsigned perm = 0644) && = delete;
+  Result<Transaction> begin(PathView path, unsigned perm = 0644) && = delete;
 
-  /// Removes the temp files that saves killed mid-way left in `dir`
-  /// (names `.tmp-` and six letters or digits, regular files only). Takes
-  /// the directory's lock without waiting, so while a save is in progress
-  /// there, in any thread or process, it removes nothing and says `busy`.
-  /// A missing directory has nothing to remove. Needs the sweep calls of
-  /// the Fs (list_directory, entry_info).
-  Result<TempSweep> remove_stale_temp_files(const std::filesystem::path& dir) noexcept;
+  /// Removes the temp files that saves killed mid-way left in `dir`: regular
+  /// files named `.tmp-` and six letters or digits that no live save holds
+  /// (each save holds a lock on its own temp file, which the kernel drops
+  /// when the process dies). One pass; never waits for anything; entries
+  /// that are not regular files are left and counted. A missing directory
+  /// has nothing to remove. Needs the reading calls of the Fs as well.
+  Result<TempSweep> remove_stale_temp_files(PathView dir) noexcept;
 
   std::remove_reference_t<Fs>& filesystem() noexcept { return fs_; }
+
+  /// Creates `path` with `data` as write() does, but fails with EEXIST
+  /// (Step::rename) instead of replacing a file already there.
+  Status write_new(PathView path, std::string_view data, unsigned perm = 0644) noexcept;
 
  private:
   Fs fs_;
 };
 
 /// `AtomicWriter<>{}.write(path, data, perm)`: durable, atomic replacement.
-Status write_atomic(const std::filesystem::path& path, std::string_view data,
-                    unsigned perm = 0644) noexcept;
+Status write_atomic(PathView path, std::string_view data, unsigned perm = 0644) noexcept;
 
 namespace detail {
 template <std::size_t N>
 class TextBuffer;
+class DirectoryPath;
 
 // Set once, by whichever thread gets there first. Copies carry the value,
 // so a class holding one stays copyable and movable.
@@ -667,8 +804,24 @@ constexpr std::string_view to_string(Level level) noexcept;
 
 /// One key/value pair of a log record. A string value is a view: it is
 /// valid only during the log() call that receives it.
+namespace detail {
+// Character types, which a log field refuses: logged as a number a char
+// would mislead, and as text it would need storage the field does not
+// have. (signed char and unsigned char are int8_t and uint8_t: numbers.)
+template <class T>
+inline constexpr bool is_character_v =
+    std::is_same_v<T, char> || std::is_same_v<T, wchar_t> || std::is_same_v<T, char16_t> ||
+#if defined(__cpp_char8_t)
+    std::is_same_v<T, char8_t> ||
+#endif
+    std::is_same_v<T, char32_t>;
+}  // namespace detail
+
+/// One key/value pair of a log record. A string value is a view: it is
+/// valid only during the log() call that receives it. Signed integers are
+/// held as int64, unsigned ones as uint64, so every value logs as itself.
 struct Field {
-  using Value = std::variant<std::int64_t, double, bool, std::string_view>;
+  using Value = std::variant<std::int64_t, std::uint64_t, double, bool, std::string_view>;
 
   std::string_view key;
   Value value;
@@ -679,10 +832,22 @@ struct Field {
   Field(std::string_view k, const std::string& v) noexcept : key(k), value(std::string_view(v)) {}
   constexpr Field(std::string_view k, bool v) noexcept : key(k), value(v) {}
   constexpr Field(std::string_view k, double v) noexcept : key(k), value(v) {}
-  template <class Int,
-            std::enable_if_t<std::is_integral_v<Int> && !std::is_same_v<Int, bool>, int> = 0>
-  constexpr Field(std::string_view k, Int v) noexcept
-      : key(k), value(static_cast<std::int64_t>(v)) {}
+  template <class Int, std::enable_if_t<std::is_integral_v<Int> && !std::is_same_v<Int, bool> &&
+                                            !detail::is_character_v<Int>,
+                                        int> = 0>
+  constexpr Field(std::string_view k, Int v) noexcept : key(k), value(widened(v)) {}
+  /// A character is refused: log a string_view of it, or cast it to a number.
+  template <class Char, std::enable_if_t<detail::is_character_v<Char>, int> = 0>
+  Field(std::string_view k, Char v) = delete;
+
+ private:
+  template <class Int>
+  static constexpr Value widened(Int v) noexcept {
+    if constexpr (std::is_signed_v<Int>)
+      return Value(std::in_place_type<std::int64_t>, v);
+    else
+      return Value(std::in_place_type<std::uint64_t>, v);
+  }
 };
 
 /// The fields of one record: a view of an array of Field, iterable.
@@ -730,10 +895,18 @@ struct NullLogger {
 };
 
 /// Writes one logfmt line per record to a std::ostream and flushes it:
-///   level=info msg="state saved" timestamp=1700000000 tvs=1500000000
-/// Records below the minimum level are dropped. Safe to share between
-/// threads: each line is formatted apart, then written whole under a lock.
-/// Formatting allocates nothing for lines up to 512 bytes.
+///   level=info msg="state saved" timestamp=1700000000 tvs=1500000000.0
+/// Records below the minimum level are dropped. Every byte that comes from
+/// data is escaped, so one record is one line for every common log reader:
+/// a value is bare when it is one plain printable ASCII word, else quoted,
+/// with `"` `\\` and control characters escaped as in JSON, C1 controls,
+/// U+2028, U+2029 and the bidirectional controls as \\uXXXX, and bytes
+/// that are not UTF-8 as \\xNN; a key keeps only printable ASCII other than
+/// `=` `"` `\\`, every other byte becoming `_`. A line the stream fails to
+/// take is lost alone: the stream's error state is cleared before each
+/// line. Safe to share between threads: each line is formatted apart, then
+/// written whole under a lock. Formatting allocates nothing for lines up to
+/// 512 bytes.
 class LogfmtLogger {
  public:
   explicit LogfmtLogger(std::ostream& out, Level min_level = Level::info) noexcept
@@ -814,15 +987,17 @@ struct StateTraits {
   }
 };
 
-/// Whether W can save a StateManager's state: `write(path, data, mode)`
-/// returning Status, and `filesystem()` giving a policy with the reading
-/// calls too (is_state_filesystem_v). AtomicWriter<S, Fs> is one when Fs is.
+/// Whether W can save a StateManager's state: `write(path, data, mode)` and
+/// `write_new(path, data, mode)` returning Status, and `filesystem()` giving
+/// a policy with the reading calls too (is_state_filesystem_v).
+/// AtomicWriter<S, Fs> is one when Fs is.
 template <class W, class = void>
 struct is_state_writer : std::false_type {};
 template <class W>
 struct is_state_writer<
-    W, std::void_t<decltype(Status(std::declval<W&>().write(
-                       std::declval<const std::filesystem::path&>(), std::string_view(), 0u))),
+    W, std::void_t<decltype(Status(std::declval<W&>().write(PathView(""), std::string_view(), 0u))),
+                   decltype(Status(
+                       std::declval<W&>().write_new(PathView(""), std::string_view(), 0u))),
                    decltype(std::declval<W&>().filesystem())>>
     : std::bool_constant<is_state_filesystem_v<decltype(std::declval<W&>().filesystem())>> {};
 template <class W>
@@ -857,20 +1032,19 @@ class StateManager {
                 "StateManager: StateT must be default-constructible (the "
                 "zero state of a first run)");
   static_assert(is_state_writer_v<Writer>,
-                "StateManager: Writer needs `Status write(const "
-                "std::filesystem::path&, std::string_view, unsigned)` and "
-                "`filesystem()` returning a policy with every call of "
-                "PosixFs, the reading ones included");
+                "StateManager: Writer needs `Status write(PathView, std::string_view, "
+                "unsigned)`, `write_new` with the same parameters, and `filesystem()` "
+                "returning a policy with every call of PosixFs, the reading ones included");
 
  public:
   using logger_type = Logger;
   using state_type = StateT;
   using writer_type = Writer;
-  /// Reads the system clock in unix seconds.
-  using Clock = std::int64_t (*)() noexcept;
 
   /// The state file's name inside the output directory.
   static constexpr const char* file_name = "state.json";
+  /// The size limit that is none: set_max_state_size(no_size_limit).
+  static constexpr std::size_t no_size_limit = static_cast<std::size_t>(-1);
 
   /// A manager of `<output_dir>/state.json`; nothing is touched on disk
   /// until load_state or save_state. An empty output_dir is the working
@@ -889,12 +1063,18 @@ class StateManager {
   /// (see remove_stale_temp_files); its failure is logged, not returned.
   ///
   /// The saved state, or the zero state of a first run when there is none
-  /// (debug log) or when the file is corrupt (warning; the file is first
-  /// moved aside to `state.json.corrupt-<unix seconds>`). Any other failure
-  /// to read is an error, and nothing is touched: a later save must not
-  /// replace a good state that merely could not be read. Never blocks on a
-  /// FIFO. Errors: "load state file: " then the step (open file, check
-  /// file, read file, move aside), the path and the reason.
+  /// (debug log: no file, or no directory) or when the file is corrupt
+  /// (warning). A corrupt file is left where it is, for the next save to
+  /// replace, and a copy of its bytes is kept beside it as
+  /// `state.json.corrupt-<its modification time, unix seconds>` (".1", ".2"
+  /// when that name holds other bytes; the same bytes are kept once). Any
+  /// other failure is an error and nothing is touched: a later save must
+  /// not replace a good state that merely could not be read; a symlink to
+  /// nothing, at the state file or anywhere in the directory's path, is
+  /// such an error, since it usually means a volume that is not mounted.
+  /// Never blocks on a FIFO. Errors: "load state file: " then the step
+  /// (check path, open directory, open file, check file, read file, copy
+  /// aside), the path and the reason.
   Result<StateT> load_state() noexcept;
 
   /// Whether data stamped `current_ts` (unix seconds) is new: true on a
@@ -904,8 +1084,9 @@ class StateManager {
 
   /// The next State: the given figures, last_updated_iso from `timestamp`,
   /// and the snapshots' count, oldest and newest timestamps (zeros when
-  /// there are none). `snapshot_timestamps` is any range of unix seconds.
-  /// Only for StateT = State. Allocates the strings.
+  /// there are none). `snapshot_timestamps` is any range of integers, unix
+  /// seconds; one beyond the int64 range counts as INT64_MAX. Only for
+  /// StateT = State. Allocates the strings.
   template <class Timestamps = std::initializer_list<std::int64_t>>
   State update_state(std::string_view oracle_name, std::int64_t timestamp,
                      std::int64_t protocol_count, double tvs,
@@ -914,9 +1095,10 @@ class StateManager {
   /// Validates and serializes `state`, then replaces the state file through
   /// the Writer (mode 0644, missing directories created 0755), then logs
   /// "state saved". A state JSON cannot hold exactly (a non-finite double,
-  /// invalid UTF-8) is refused before anything is written. Errors: "write
-  /// state file: " then the step, the path and the reason; nothing is
-  /// logged as saved.
+  /// invalid UTF-8), or whose text would exceed max_state_size() (so that
+  /// load_state would refuse it), is refused before anything is written.
+  /// Errors: "write state file: " then the step, the path and the reason;
+  /// nothing is logged as saved.
   Status save_state(const StateT& state) noexcept;
 
   /// Removes the temp files killed saves left in output_dir(), never one of
@@ -924,30 +1106,36 @@ class StateManager {
   /// what it removed. The first load_state calls it unless it was already.
   Result<TempSweep> remove_stale_temp_files() noexcept;
 
-  /// Larger state files are refused by load_state (default
-  /// ATOMIC_STATE_MAX_STATE_SIZE, 1 MiB).
+  /// State files larger than this are refused, by load_state and by
+  /// save_state alike (default ATOMIC_STATE_MAX_STATE_SIZE, 1 MiB). Every
+  /// value is allowed: 0 refuses every non-empty file, no_size_limit
+  /// refuses none.
   std::size_t max_state_size() const noexcept { return max_size_; }
   void set_max_state_size(std::size_t bytes) noexcept { max_size_ = bytes; }
-  /// The clock that stamps the name of a corrupt file moved aside.
-  void set_clock(Clock now) noexcept { now_ = now ? now : &unix_now; }
 
   std::remove_reference_t<Logger>& logger() noexcept { return logger_; }
   Writer& writer() noexcept { return writer_; }
 
  private:
-  static std::int64_t unix_now() noexcept;
   enum class Decoded : unsigned char { valid, corrupt, out_of_memory };
+  using Problem = detail::TextBuffer<256>;
+  using Text = detail::TextBuffer<4096>;
 
   void log(Level level, std::string_view message, std::initializer_list<Field> fields) noexcept;
-  template <std::size_t N>
-  Status read_state_file(detail::TextBuffer<N>& text, FileInfo& info, bool& missing) noexcept;
-  Decoded decode(std::string_view text, StateT& state, std::string& problem) noexcept;
+  Status open_directory(const detail::DirectoryPath& dir, int& dir_fd) noexcept;
+  Status read_state_file(int dir_fd, Text& text, FileInfo& info, bool& missing) noexcept;
+  Status read_to_end(int fd, const FileInfo& info, Text& text) noexcept;
+  Decoded decode(std::string_view text, StateT& state, Problem& problem) noexcept;
   Status encode(const StateT& state, detail::TextBuffer<2048>& text) const noexcept;
-  Status move_aside(const FileInfo& read, std::string& moved_to) noexcept;
+  enum class Copy : unsigned char { absent, same, other };
+  Status copy_aside(int dir_fd, std::string_view bytes, const FileInfo& info,
+                    detail::TextBuffer<64>& copy_name) noexcept;
+  Copy existing_copy(int dir_fd, const char* name, std::string_view bytes) noexcept;
+  Status copy_failed(const Status& written, std::string_view copy) const noexcept;
   Status failure(Step step, int neg_errno, const char* note = nullptr,
                  std::string_view detail = {}) const noexcept;
   void log_loaded(const StateT& state) noexcept;
-  Result<TempSweep> sweep_temp_files() noexcept;
+  Result<TempSweep> sweep_temp_files(int dir_fd, std::string_view dir) noexcept;
   void log_saved(const StateT& state) noexcept;
 
   std::filesystem::path dir_;
@@ -955,7 +1143,6 @@ class StateManager {
   Logger logger_;
   Writer writer_;
   std::size_t max_size_ = ATOMIC_STATE_MAX_STATE_SIZE;
-  Clock now_ = &unix_now;
   detail::OnceFlag swept_;
 };
 #endif  // ATOMIC_STATE_NO_JSON
@@ -1004,15 +1191,68 @@ int write_all(Fs& fs, int fd, const char* data, std::size_t size, bool& stalled)
   return 0;
 }
 
-inline std::string join_path(std::string_view dir, std::string_view name) {
-  if (name.empty()) return std::string(dir);
-  std::string out;
-  out.reserve(dir.size() + 1 + name.size());
-  out.append(dir);
-  if (!out.empty() && out.back() != '/') out.push_back('/');
-  out.append(name);
-  return out;
+/// "dir/name" in a buffer of its own, for messages: never allocates (a
+/// path too long for it is cut short, which only a message can show).
+class JoinedPath {
+ public:
+  JoinedPath(std::string_view dir, std::string_view name) noexcept {
+    add(dir);
+    if (!dir.empty() && !name.empty() && dir.back() != '/') add("/");
+    add(name);
+  }
+  std::string_view view() const noexcept { return {text_, size_}; }
+
+ private:
+  void add(std::string_view part) noexcept {
+    const std::size_t n = part.size() < sizeof text_ - size_ ? part.size() : sizeof text_ - size_;
+    if (n > 0) std::memcpy(text_ + size_, part.data(), n);
+    size_ += n;
+  }
+  char text_[ATOMIC_STATE_PATH_MAX + ATOMIC_STATE_NAME_MAX + 2];
+  std::size_t size_ = 0;
+};
+
+/// Why `path` can be given to no call at all, or null: the one rule of every
+/// entry point, for files and directories alike.
+inline const char* path_problem(std::string_view path, std::errc& code) noexcept {
+  if (path.find('\0') != std::string_view::npos) {
+    code = std::errc::invalid_argument;
+    return "path contains a NUL byte";
+  }
+  if (path.size() >= ATOMIC_STATE_PATH_MAX) {
+    code = std::errc::filename_too_long;
+    return "path too long";
+  }
+  return nullptr;
 }
+
+/// A directory path checked by path_problem and NUL-terminated in a buffer
+/// of its own; the empty path is the working directory.
+class DirectoryPath {
+ public:
+  explicit DirectoryPath(std::string_view dir) noexcept : given_(dir) {
+    if (dir.empty()) dir = ".";
+    problem_ = path_problem(dir, code_);
+    if (problem_ != nullptr) return;
+    std::memcpy(text_, dir.data(), dir.size());
+    text_[dir.size()] = '\0';
+    size_ = dir.size();
+  }
+  bool ok() const noexcept { return problem_ == nullptr; }
+  const char* c_str() const noexcept { return text_; }
+  std::string_view view() const noexcept { return {text_, size_}; }
+  /// The refusal, at `step`.
+  Status problem(Step step) const noexcept {
+    return Status(step, std::make_error_code(code_), given_, {}, false, problem_);
+  }
+
+ private:
+  std::string_view given_;
+  const char* problem_ = nullptr;
+  std::errc code_{};
+  char text_[ATOMIC_STATE_PATH_MAX] = {};
+  std::size_t size_ = 0;
+};
 
 /// Six letters or digits after ".tmp-". Names need not be secret: the file
 /// is created with O_EXCL|O_NOFOLLOW, so a planted name only costs a retry.
@@ -1096,23 +1336,35 @@ struct StringOut {
   }
 };
 
-/// The shortest text that reads back as exactly `v` (finite): plain digits
-/// from 1e-6 to 1e21 as people write them, scientific outside; "-0.0" keeps
-/// the sign of a negative zero, which "-0" (an integer to JSON) would lose.
+/// The shortest text that reads back as exactly `v` (finite), and reads
+/// back as a double: plain digits from 1e-6 to 1e21 as people write them,
+/// with ".0" when there would be no point ("2.0", not "2", which JSON
+/// readers take for an integer), scientific outside; "-0.0" keeps the sign
+/// of a negative zero.
 inline std::size_t format_double(double v, char (&out)[40]) noexcept {
   if (v == 0) {
-    const std::string_view zero = std::signbit(v) ? "-0.0" : "0";
+    const std::string_view zero = std::signbit(v) ? "-0.0" : "0.0";
     std::memcpy(out, zero.data(), zero.size());
     return zero.size();
   }
   const double magnitude = std::fabs(v);
-  const auto format = magnitude >= 1e-6 && magnitude < 1e21 ? std::chars_format::fixed
-                                                            : std::chars_format::scientific;
-  const auto r = std::to_chars(out, out + sizeof out, v, format);
-  return r.ec == std::errc() ? static_cast<std::size_t>(r.ptr - out) : 0;
+  const bool fixed = magnitude >= 1e-6 && magnitude < 1e21;
+  const auto r = std::to_chars(out, out + sizeof out - 2, v,
+                               fixed ? std::chars_format::fixed : std::chars_format::scientific);
+  if (r.ec != std::errc()) return 0;
+  char* end = r.ptr;
+  if (fixed && std::find(out, end, '.') == end) {
+    *end++ = '.';
+    *end++ = '0';
+  }
+  return static_cast<std::size_t>(end - out);
 }
 
 inline std::size_t format_int(std::int64_t v, char (&out)[40]) noexcept {
+  return static_cast<std::size_t>(std::to_chars(out, out + sizeof out, v).ptr - out);
+}
+
+inline std::size_t format_uint(std::uint64_t v, char (&out)[40]) noexcept {
   return static_cast<std::size_t>(std::to_chars(out, out + sizeof out, v).ptr - out);
 }
 
@@ -1154,48 +1406,54 @@ inline bool valid_utf8(std::string_view s) noexcept {
   return true;
 }
 
-/// Appends `s` with the escapes of JSON strings (and logfmt values, which
-/// borrow them): quote, backslash, and every control character.
+// The letter of JSON's two-character escape of `c` ('n' for a newline),
+// or 0 when JSON has none.
+inline char short_escape(unsigned char c) noexcept {
+  switch (c) {
+    case '"':
+      return '"';
+    case '\\':
+      return '\\';
+    case '\n':
+      return 'n';
+    case '\r':
+      return 'r';
+    case '\t':
+      return 't';
+    case '\b':
+      return 'b';
+    case '\f':
+      return 'f';
+    default:
+      return 0;
+  }
+}
+
+/// The JSON escape of an ASCII control character, quote or backslash:
+/// "\\n" and its kin where JSON has one, else "\\u00XX". Returns its length.
+inline std::size_t ascii_escape(unsigned char c, char (&out)[8]) noexcept {
+  static constexpr char hex[] = "0123456789abcdef";
+  out[0] = '\\';
+  if (const char letter = short_escape(c)) {
+    out[1] = letter;
+    return 2;
+  }
+  const char code[5] = {'u', '0', '0', hex[c >> 4], hex[c & 0xF]};
+  std::memcpy(out + 1, code, sizeof code);
+  return 6;
+}
+
+/// Appends `s` as the inside of a JSON string: quote, backslash and the
+/// controls below U+0020 escaped, which is all JSON asks; everything else
+/// (DEL included) as it is, so the text grows no more than it must.
 template <class Out>
-bool append_escaped(Out& out, std::string_view s) noexcept {
+bool append_json_escaped(Out& out, std::string_view s) noexcept {
   std::size_t plain = 0;  // start of the run of bytes that need no escape
   for (std::size_t i = 0; i < s.size(); ++i) {
     const unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7F) continue;
-    char escape[8] = {'\\', 0, 0, 0, 0, 0, 0, 0};
-    std::size_t len = 2;
-    switch (c) {
-      case '"':
-        escape[1] = '"';
-        break;
-      case '\\':
-        escape[1] = '\\';
-        break;
-      case '\n':
-        escape[1] = 'n';
-        break;
-      case '\r':
-        escape[1] = 'r';
-        break;
-      case '\t':
-        escape[1] = 't';
-        break;
-      case '\b':
-        escape[1] = 'b';
-        break;
-      case '\f':
-        escape[1] = 'f';
-        break;
-      default: {
-        static constexpr char hex[] = "0123456789abcdef";
-        escape[1] = 'u';
-        escape[2] = '0';
-        escape[3] = '0';
-        escape[4] = hex[c >> 4];
-        escape[5] = hex[c & 0xF];
-        len = 6;
-      }
-    }
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    char escape[8];
+    const std::size_t len = ascii_escape(c, escape);
     if (!out.append(s.substr(plain, i - plain)) || !out.append(std::string_view(escape, len)))
       return false;
     plain = i + 1;
@@ -1256,16 +1514,84 @@ inline std::size_t format_rfc3339(std::int64_t t, char (&out)[40]) noexcept {
   return static_cast<std::size_t>(p - out);
 }
 
+/// The code point of the valid UTF-8 sequence of `n` bytes at s[i].
+inline std::uint32_t utf8_code_point(std::string_view s, std::size_t i, std::size_t n) noexcept {
+  const auto byte = [&](std::size_t k) {
+    return static_cast<std::uint32_t>(static_cast<unsigned char>(s[i + k]));
+  };
+  if (n == 1) return byte(0);
+  std::uint32_t cp = byte(0) & (0x7Fu >> n);
+  for (std::size_t k = 1; k < n; ++k) cp = (cp << 6) | (byte(k) & 0x3Fu);
+  return cp;
+}
+
+/// Code points that some log reader takes for a line break or that reorder
+/// what a terminal shows: C1 controls (NEL, CSI, ...), U+2028, U+2029, and
+/// the bidirectional marks, embeddings, overrides and isolates.
+inline bool misleading_code_point(std::uint32_t cp) noexcept {
+  return (cp >= 0x80 && cp <= 0x9F) || cp == 0x061C || cp == 0x200E || cp == 0x200F ||
+         (cp >= 0x2028 && cp <= 0x202E) || (cp >= 0x2066 && cp <= 0x2069);
+}
+
+/// Appends `s` quoted for logfmt, escaped so that no byte of it can end
+/// the line, forge a field or change what a terminal shows (see
+/// LogfmtLogger).
+template <class Out>
+bool append_logfmt_quoted(Out& out, std::string_view s) noexcept {
+  static constexpr char hex[] = "0123456789abcdef";
+  if (!out.append("\"")) return false;
+  std::size_t plain = 0;  // start of the run of bytes that need no escape
+  for (std::size_t i = 0; i < s.size();) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    const std::size_t n = utf8_sequence(s, i);
+    char escape[8];
+    std::size_t len = 0;
+    if (n == 0) {  // not UTF-8: the byte itself, visibly
+      const char bad[4] = {'\\', 'x', hex[c >> 4], hex[c & 0xF]};
+      std::memcpy(escape, bad, sizeof bad);
+      len = 4;
+    } else if (n == 1 && (c < 0x20 || c == '"' || c == '\\' || c == 0x7F)) {
+      len = ascii_escape(c, escape);
+    } else if (const std::uint32_t cp = utf8_code_point(s, i, n); misleading_code_point(cp)) {
+      const char code[6] = {
+          '\\', 'u', hex[cp >> 12], hex[(cp >> 8) & 0xF], hex[(cp >> 4) & 0xF], hex[cp & 0xF]};
+      std::memcpy(escape, code, sizeof code);
+      len = 6;
+    }
+    if (len > 0) {
+      if (!out.append(s.substr(plain, i - plain)) || !out.append(std::string_view(escape, len)))
+        return false;
+      i += n == 0 ? 1 : n;
+      plain = i;
+    } else {
+      i += n;
+    }
+  }
+  return out.append(s.substr(plain)) && out.append("\"");
+}
+
+/// A plain logfmt word: printable ASCII but `=`, `"` and `\\`.
+inline bool plain_logfmt_byte(char c) noexcept {
+  return c > ' ' && c < 0x7F && c != '=' && c != '"' && c != '\\';
+}
+
 /// A logfmt value: bare when it is one plain word, quoted and escaped
 /// otherwise.
 template <class Out>
 bool append_logfmt_text(Out& out, std::string_view s) noexcept {
-  bool bare = !s.empty();
-  for (const char c : s)
-    if (static_cast<unsigned char>(c) <= ' ' || c == '=' || c == '"' || c == '\\' || c == 0x7F)
-      bare = false;
-  if (bare) return out.append(s);
-  return out.append("\"") && append_escaped(out, s) && out.append("\"");
+  if (!s.empty() && std::all_of(s.begin(), s.end(), plain_logfmt_byte)) return out.append(s);
+  return append_logfmt_quoted(out, s);
+}
+
+/// A logfmt key: logfmt readers take no quoted key, so every byte that is
+/// not a plain word's becomes `_` (an empty key is `_`).
+template <class Out>
+bool append_logfmt_key(Out& out, std::string_view key) noexcept {
+  if (key.empty()) return out.append("_");
+  for (const char c : key)
+    if (!out.append(plain_logfmt_byte(c) ? std::string_view(&c, 1) : std::string_view("_")))
+      return false;
+  return true;
 }
 
 template <class Out>
@@ -1273,6 +1599,8 @@ bool append_logfmt_value(Out& out, const Field::Value& value) noexcept {
   char number[40];
   if (const auto* i = std::get_if<std::int64_t>(&value))
     return out.append(std::string_view(number, format_int(*i, number)));
+  if (const auto* u = std::get_if<std::uint64_t>(&value))
+    return out.append(std::string_view(number, format_uint(*u, number)));
   if (const auto* d = std::get_if<double>(&value)) {
     if (std::isnan(*d)) return out.append("NaN");
     if (std::isinf(*d)) return out.append(*d > 0 ? "+Inf" : "-Inf");
@@ -1307,22 +1635,27 @@ class JsonPrinter {
  public:
   explicit JsonPrinter(Out& out) noexcept : out_(out) {}
 
-  /// False on failure: problem() says what and where, or out_of_memory().
+  /// False on failure: describe_problem() says what and where, or
+  /// out_of_memory().
   bool print(const boost::json::value& v) noexcept { return value(v, 0) && put("\n"); }
   bool out_of_memory() const noexcept { return reason_ == nullptr; }
-  /// "last_tvs: not a finite number (nan)". Allocates; call on failure.
-  std::string problem() const {
-    std::string where;
+  /// "items[3].price: not a finite number (NaN)", after a failure.
+  template <class Text>
+  bool describe_problem(Text& text) const noexcept {
+    if (depth_ == 0 && !text.append("the top-level value")) return false;
     for (std::size_t i = 0; i < depth_; ++i) {
-      if (!frames_[i].key.empty()) {
-        if (!where.empty()) where += '.';
-        where.append(frames_[i].key.data(), frames_[i].key.size());
-      } else {
-        where.append("[").append(std::to_string(frames_[i].index)).append("]");
-      }
+      const JsonFrame& frame = frames_[i];
+      char index[24];
+      const auto end = std::to_chars(index, index + sizeof index, frame.index).ptr;
+      const bool ok =
+          frame.key.empty()
+              ? text.append("[") &&
+                    text.append(std::string_view(index, static_cast<std::size_t>(end - index))) &&
+                    text.append("]")
+              : (i == 0 || text.append(".")) && text.append(frame.key);
+      if (!ok) return false;
     }
-    std::string text = where.empty() ? std::string("the top-level value") : where;
-    return text.append(": ").append(reason_ ? reason_ : "out of memory");
+    return text.append(": ") && text.append(reason_ ? reason_ : "out of memory");
   }
 
  private:
@@ -1339,7 +1672,7 @@ class JsonPrinter {
   }
   bool string(std::string_view s) noexcept {
     if (const char* why = unwritable(s)) return refuse(why);
-    return put("\"") && append_escaped(out_, s) && put("\"");
+    return put("\"") && append_json_escaped(out_, s) && put("\"");
   }
   bool number(std::size_t length) noexcept { return put(std::string_view(number_, length)); }
   bool value(const boost::json::value& v, std::size_t level) noexcept {
@@ -1482,12 +1815,20 @@ class ExactNumberHandler {
       first = number_.data();
       last = number_.data() + number_.size();
     }
+    number_.clear();
+    // Boost hands over an integer too long for 64 bits as an approximate
+    // double: refused, since it would come back as another number.
+    if (std::none_of(first, last, [](char c) { return c == '.' || c == 'e' || c == 'E'; })) {
+      reason_ = "integer beyond 64 bits";
+      ec = boost::json::error::not_exact;
+      return false;
+    }
     double exact = 0;
     const auto r = std::from_chars(first, last, exact);
-    number_.clear();
     if (r.ec == std::errc::result_out_of_range) {
       // Too large is refused; too small to tell from zero is zero.
       if (std::isinf(approximate) || std::fabs(approximate) > 1) {
+        reason_ = "number too large for a double";
         ec = boost::json::error::exponent_overflow;
         return false;
       }
@@ -1510,27 +1851,68 @@ class ExactNumberHandler {
   bool on_comment_part(boost::json::string_view, boost::json::error_code&) { return true; }
   bool on_comment(boost::json::string_view, boost::json::error_code&) { return true; }
 
+  /// What the handler refused, in more words than its error code, or null.
+  const char* reason() const noexcept { return reason_; }
+
  private:
   boost::json::value_stack stack_;
   std::string number_;
+  const char* reason_ = nullptr;
 };
 
-/// Parses `text` into a value held by `sp`. On failure `ec` is set and
-/// `offset` is where the parser stopped. May throw std::bad_alloc.
+/// Why parse_exact failed: Boost.JSON's code, where, and the handler's own
+/// words when it refused a number.
+struct ParseFailure {
+  boost::json::error_code code;
+  std::size_t offset = 0;
+  const char* reason = nullptr;
+
+  explicit operator bool() const noexcept { return static_cast<bool>(code); }
+  /// "integer beyond 64 bits at byte 12", or "at byte 3" when the code
+  /// says it all: into a buffer, without allocating.
+  template <class Out>
+  bool where(Out& out) const noexcept {
+    char at[40] = "at byte ";
+    const auto end = std::to_chars(at + 8, at + sizeof at, offset).ptr;
+    return (reason == nullptr || (out.append(reason) && out.append(" "))) &&
+           out.append(std::string_view(at, static_cast<std::size_t>(end - at)));
+  }
+  /// "syntax error at byte 3", "not exact: integer beyond 64 bits at byte 12".
+  template <class Out>
+  bool describe(Out& out) const noexcept {
+    char words[128];
+    return out.append(code.message(words, sizeof words)) &&
+           out.append(reason != nullptr ? ": " : " ") && where(out);
+  }
+};
+
+/// Parses `text` into a value held by `sp`; on failure `failure` says why
+/// and the value is null. May throw std::bad_alloc.
 inline boost::json::value parse_exact(std::string_view text, boost::json::storage_ptr sp,
-                                      std::error_code& ec, std::size_t& offset) {
+                                      ParseFailure& failure) {
   unsigned char scratch[1024];
   boost::json::parse_options options;
   options.max_depth = ATOMIC_STATE_JSON_MAX_DEPTH;
   boost::json::basic_parser<ExactNumberHandler> parser(options, std::move(sp), scratch,
                                                        sizeof scratch);
-  boost::json::error_code jec;
-  offset = parser.write_some(false, text.data(), text.size(), jec);
-  if (!jec && offset != text.size()) jec = boost::json::error::extra_data;
-  ec = jec;
-  if (ec) return nullptr;
+  failure.offset = parser.write_some(false, text.data(), text.size(), failure.code);
+  if (!failure.code && failure.offset != text.size()) failure.code = boost::json::error::extra_data;
+  failure.reason = parser.handler().reason();
+  if (failure) return nullptr;
   return parser.handler().release();
 }
+
+/// Whether T has a conversion of its own for try_value_to (one that reports
+/// errors instead of throwing them).
+template <class T, class = void>
+struct has_try_value_to : std::false_type {};
+template <class T>
+struct has_try_value_to<
+    T, std::void_t<decltype(tag_invoke(boost::json::try_value_to_tag<T>(),
+                                       std::declval<const boost::json::value&>()))>>
+    : std::true_type {};
+template <class T>
+inline constexpr bool has_try_value_to_v = has_try_value_to<T>::value;
 
 /// Why a JSON value is not a State: the key and what is wrong with it.
 struct StateProblem {
@@ -1651,8 +2033,8 @@ constexpr std::string_view to_string(Step step) noexcept {
       return "read file";
     case Step::parse:
       return "parse";
-    case Step::move_aside:
-      return "move aside";
+    case Step::copy_aside:
+      return "copy aside";
     case Step::serialize:
       return "serialize";
     case Step::remove_temp_file:
@@ -1668,25 +2050,41 @@ inline Status::Status(Step step, std::error_code code, std::string_view subject,
                       std::string_view detail) noexcept
     : step_(step == Step::none ? Step::invalid_use : step),
       replaced_(replaced),
-      note_(note),
-      code_(code) {
-  // Out of memory while describing a failure must not turn it into a crash:
-  // the step and the code survive even if the paths cannot be kept.
-  ATOMIC_STATE_DETAIL_TRY {
-    paths_ = std::make_shared<const Paths>(
-        Paths{std::string(subject), std::string(target), std::string(detail)});
-  }
-  ATOMIC_STATE_DETAIL_CATCH_ALL {}
+      notes_{note, nullptr},
+      code_(code),
+      text_(detail::StatusText::make(subject, target, detail)) {}
+
+inline Status::Status(const Status& other) noexcept
+    : step_(other.step_),
+      replaced_(other.replaced_),
+      context_(other.context_),
+      notes_{other.notes_[0], other.notes_[1]},
+      code_(other.code_),
+      text_(detail::StatusText::share(other.text_)) {}
+
+inline Status::Status(Status&& other) noexcept
+    : step_(other.step_),
+      replaced_(other.replaced_),
+      context_(other.context_),
+      notes_{other.notes_[0], other.notes_[1]},
+      code_(other.code_),
+      text_(std::exchange(other.text_, nullptr)) {}
+
+inline Status& Status::operator=(const Status& other) noexcept {
+  if (this != &other) *this = Status(other);
+  return *this;
 }
 
-inline const std::string& Status::path() const noexcept {
-  static const std::string none;
-  return paths_ ? paths_->subject : none;
-}
-
-inline const std::string& Status::target() const noexcept {
-  static const std::string none;
-  return paths_ ? paths_->target : none;
+inline Status& Status::operator=(Status&& other) noexcept {
+  if (this == &other) return *this;
+  detail::StatusText::drop(std::exchange(text_, std::exchange(other.text_, nullptr)));
+  step_ = other.step_;
+  replaced_ = other.replaced_;
+  context_ = other.context_;
+  notes_[0] = other.notes_[0];
+  notes_[1] = other.notes_[1];
+  code_ = other.code_;
+  return *this;
 }
 
 inline Status Status::within(const char* context) const noexcept {
@@ -1695,23 +2093,40 @@ inline Status Status::within(const char* context) const noexcept {
   return out;
 }
 
+inline Status Status::with_note(const char* note) const noexcept {
+  Status out = *this;
+  if (!ok()) out.notes_[out.notes_[0] == nullptr ? 0 : 1] = note;
+  return out;
+}
+
 inline std::string Status::message() const {
   if (ok()) return "ok";
   std::string out;
   if (context_ != nullptr) out.append(context_).append(": ");
   out.append(to_string(step_));
-  if (!path().empty()) out.append(" ").append(path());
-  if (step_ == Step::rename && !target().empty()) out.append(" to ").append(target());
+  const std::string_view subject = path(), file = target();
+  if (!subject.empty()) out.append(" ").append(subject);
+  if (!file.empty() && file != subject)
+    out.append(step_ == Step::rename || step_ == Step::copy_aside ? " to " : " for ").append(file);
   out.append(": ").append(code_.message());
   if (replaced_)
     out.append(" (")
-        .append(target().empty() ? "the target" : target())
+        .append(file.empty() ? std::string_view("the target") : file)
         .append(" was replaced, but the replacement is not known to be durable)");
-  for (const char* note : {note_, cleanup_note_})
+  for (const char* note : notes_)
     if (note != nullptr) out.append(" (").append(note).append(")");
-  if (paths_ && !paths_->detail.empty()) out.append(" (").append(paths_->detail).append(")");
+  if (!detail().empty()) out.append(" (").append(detail()).append(")");
   return out;
 }
+
+namespace detail {
+inline void print_missing_value(const Status& status) noexcept {
+  std::fputs("atomic_state: Result::value() called on a failure: ", stderr);
+  ATOMIC_STATE_DETAIL_TRY { std::fputs(status.message().c_str(), stderr); }
+  ATOMIC_STATE_DETAIL_CATCH_ALL { std::fputs(to_string(status.step()).data(), stderr); }
+  std::fputs("\n", stderr);
+}
+}  // namespace detail
 
 template <class T>
 Result<T>::Result(Status status) noexcept : status_(std::move(status)) {
@@ -1726,11 +2141,6 @@ inline int PosixFs::open_directory(const char* path) noexcept {
   return detail::negative_errno(::open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
 }
 
-inline int PosixFs::lock_directory(int dir_fd, DirLock kind) noexcept {
-  return detail::negative_errno(
-      ::flock(dir_fd, kind == DirLock::shared ? LOCK_SH : LOCK_EX | LOCK_NB));
-}
-
 inline int PosixFs::make_directory(const char* path, unsigned mode) noexcept {
   return detail::negative_errno(::mkdir(path, detail::to_mode(mode)));
 }
@@ -1738,6 +2148,14 @@ inline int PosixFs::make_directory(const char* path, unsigned mode) noexcept {
 inline int PosixFs::create_file(int dir_fd, const char* name, unsigned mode) noexcept {
   return detail::negative_errno(::openat(
       dir_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, detail::to_mode(mode)));
+}
+
+inline int PosixFs::try_lock(int fd) noexcept {
+  return detail::negative_errno(::flock(fd, LOCK_EX | LOCK_NB));
+}
+
+inline int PosixFs::duplicate(int fd) noexcept {
+  return detail::negative_errno(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
 }
 
 inline ssize_t PosixFs::write(int fd, const void* data, std::size_t size) noexcept {
@@ -1776,10 +2194,6 @@ inline int PosixFs::unlink(int dir_fd, const char* name) noexcept {
   return detail::negative_errno(::unlinkat(dir_fd, name, 0));
 }
 
-inline int PosixFs::open_file(const char* path) noexcept {
-  return detail::negative_errno(::open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
-}
-
 namespace detail {
 inline FileInfo to_file_info(const struct stat& st) noexcept {
   FileInfo info;
@@ -1791,27 +2205,45 @@ inline FileInfo to_file_info(const struct stat& st) noexcept {
   info.size = st.st_size > 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
   info.device = static_cast<std::uint64_t>(st.st_dev);
   info.inode = static_cast<std::uint64_t>(st.st_ino);
+  info.links = static_cast<std::uint64_t>(st.st_nlink);
+  info.mode = static_cast<unsigned>(st.st_mode) & 07777u;
+  info.modified = static_cast<std::int64_t>(st.st_mtime);
   return info;
+}
+
+inline int stat_result(int result, const struct stat& st, FileInfo& info) noexcept {
+  if (result != 0) return -errno;
+  info = to_file_info(st);
+  return 0;
 }
 }  // namespace detail
 
 inline int PosixFs::file_info(int fd, FileInfo& info) noexcept {
   struct stat st;
-  if (::fstat(fd, &st) != 0) return -errno;
-  info = detail::to_file_info(st);
-  return 0;
+  const int r = ::fstat(fd, &st);
+  return detail::stat_result(r, st, info);
 }
 
-inline int PosixFs::file_info_at(int dir_fd, const char* name, FileInfo& info) noexcept {
+inline int PosixFs::entry_info(int dir_fd, const char* name, FileInfo& info) noexcept {
   struct stat st;
-  if (::fstatat(dir_fd, name, &st, 0) != 0) return -errno;
-  info = detail::to_file_info(st);
-  return 0;
+  const int r = ::fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW);
+  return detail::stat_result(r, st, info);
+}
+
+inline int PosixFs::open_file(int dir_fd, const char* name) noexcept {
+  return detail::negative_errno(
+      ::openat(dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
 }
 
 inline ssize_t PosixFs::read(int fd, void* data, std::size_t size) noexcept {
   const ssize_t n = ::read(fd, data, size);
   return n < 0 ? -errno : n;
+}
+
+inline int PosixFs::file_info_at(int dir_fd, const char* name, FileInfo& info) noexcept {
+  struct stat st;
+  const int r = ::fstatat(dir_fd, name, &st, 0);
+  return detail::stat_result(r, st, info);
 }
 
 inline int PosixFs::rename_noreplace(int dir_fd, const char* from, const char* to) noexcept {
@@ -1856,13 +2288,6 @@ inline int PosixFs::list_directory(int dir_fd,
   return result;
 }
 
-inline int PosixFs::entry_info(int dir_fd, const char* name, FileInfo& info) noexcept {
-  struct stat st;
-  if (::fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return -errno;
-  info = detail::to_file_info(st);
-  return 0;
-}
-
 // --------------------------------------------------------- WriteTransaction --
 
 // Takes over other's temp file and descriptors; other is left discarded.
@@ -1871,8 +2296,10 @@ void WriteTransaction<S, Fs>::take(WriteTransaction& other) noexcept {
   fs_ = other.fs_;
   dir_fd_ = std::exchange(other.dir_fd_, -1);
   fd_ = std::exchange(other.fd_, -1);
+  lock_fd_ = std::exchange(other.lock_fd_, -1);
   perm_ = other.perm_;
   phase_ = std::exchange(other.phase_, Phase::discarded);
+  commit_ = other.commit_;
   temp_exists_ = std::exchange(other.temp_exists_, false);
   has_dir_ = other.has_dir_;
   dir_len_ = other.dir_len_;
@@ -1908,54 +2335,59 @@ std::string_view WriteTransaction<S, Fs>::temp_name() const noexcept {
 
 // The directory as messages show it; "." for a bare file name.
 template <class S, class Fs>
-std::string_view WriteTransaction<S, Fs>::shown_dir() const noexcept {
+std::string_view WriteTransaction<S, Fs>::dir_for_messages() const noexcept {
   return has_dir_ ? std::string_view(dir(), dir_len_) : std::string_view(".");
 }
 
 // The directory to put before a name in messages; empty for a bare file
 // name, so that "state.json" is not shown as "./state.json".
 template <class S, class Fs>
-std::string_view WriteTransaction<S, Fs>::join_dir() const noexcept {
+std::string_view WriteTransaction<S, Fs>::dir_prefix() const noexcept {
   return has_dir_ ? std::string_view(dir(), dir_len_) : std::string_view();
 }
 
 // Closes what is open and removes the temp file; false when the temp file
 // could not be removed. Close errors are not reported: the descriptors are
-// released either way and nothing written depends on them any more.
+// released either way and nothing written depends on them any more. The
+// temp file goes before its lock, so no sweep can take it for stale.
 template <class S, class Fs>
-bool WriteTransaction<S, Fs>::release() noexcept {
+bool WriteTransaction<S, Fs>::close_and_remove_temp() noexcept {
   bool removed = true;
   if (fd_ >= 0) (void)fs_->close(std::exchange(fd_, -1));
   if (temp_exists_) {
     removed = detail::retry_interrupted([&] { return fs_->unlink(dir_fd_, temp_); }) >= 0;
     temp_exists_ = false;
   }
+  if (lock_fd_ >= 0) (void)fs_->close(std::exchange(lock_fd_, -1));
   if (dir_fd_ >= 0) (void)fs_->close(std::exchange(dir_fd_, -1));
   return removed;
 }
 
 // Ends the transaction with the failure of `step` on the path
 // subject_dir/subject_name: releases everything, then records and returns
-// the Status. Every failure of a save goes through here.
+// the Status, which names the target too. Every failure of a save goes
+// through here, and nothing here allocates but the Status's own text.
 template <class S, class Fs>
 Status WriteTransaction<S, Fs>::fail(Step step, int neg_errno, std::string_view subject_dir,
                                      std::string_view subject_name, const char* note) noexcept {
   if (phase_ == Phase::open) phase_ = Phase::failed;
-  const bool temp_removed = release();
+  const bool temp_removed = close_and_remove_temp();
   const bool replaced = step == Step::sync_directory && phase_ == Phase::committed;
-  const std::error_code code = detail::system_error(neg_errno);
-  ATOMIC_STATE_DETAIL_TRY {
-    error_ =
-        Status(step, code, detail::join_path(subject_dir, subject_name),
-               detail::join_path(join_dir(), std::string_view(name(), name_len_)), replaced, note);
-  }
-  ATOMIC_STATE_DETAIL_CATCH_ALL { error_ = Status(step, code, {}, {}, replaced, note); }
-  if (!temp_removed) error_.cleanup_note_ = "the temp file could not be removed";
+  detail::JoinedPath subject(subject_dir, subject_name);
+  detail::JoinedPath target(dir_prefix(), std::string_view(name(), name_len_));
+  error_ =
+      Status(step, detail::system_error(neg_errno), subject.view(), target.view(), replaced, note);
+  if (!temp_removed) error_ = error_.with_note("the temp file could not be removed");
   return error_;
 }
 
 template <class S, class Fs>
-Status WriteTransaction<S, Fs>::finished() const noexcept {
+Status WriteTransaction<S, Fs>::fail_on_temp(Step step, int neg_errno, const char* note) noexcept {
+  return fail(step, neg_errno, dir_prefix(), std::string_view(temp_, 11), note);
+}
+
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::status_after_end() const noexcept {
   if (!error_.ok()) return error_;
   return Status(Step::invalid_use, std::make_error_code(std::errc::bad_file_descriptor), {}, {},
                 false,
@@ -1967,11 +2399,11 @@ template <class S, class Fs>
 void WriteTransaction<S, Fs>::discard() noexcept {
   if (phase_ != Phase::open) return;
   phase_ = Phase::discarded;
-  (void)release();
+  (void)close_and_remove_temp();
 }
 
 template <class S, class Fs>
-Status WriteTransaction<S, Fs>::open(std::string_view path, unsigned perm) noexcept {
+Status WriteTransaction<S, Fs>::open(std::string_view path, unsigned perm, Commit commit) noexcept {
   const auto invalid = [&](std::errc code, const char* why) {
     phase_ = Phase::failed;
     error_ = Status(Step::check_path, std::make_error_code(code), path, path, false, why);
@@ -1979,10 +2411,8 @@ Status WriteTransaction<S, Fs>::open(std::string_view path, unsigned perm) noexc
   };
   if (perm > 07777) return invalid(std::errc::invalid_argument, "mode above 07777");
   if (path.empty()) return invalid(std::errc::invalid_argument, "empty path");
-  if (path.find('\0') != std::string_view::npos)
-    return invalid(std::errc::invalid_argument, "path contains a NUL byte");
-  if (path.size() >= ATOMIC_STATE_PATH_MAX)
-    return invalid(std::errc::filename_too_long, "path too long");
+  std::errc unusable{};
+  if (const char* why = detail::path_problem(path, unusable)) return invalid(unusable, why);
   const std::size_t slash = path.rfind('/');
   const std::string_view base = slash == std::string_view::npos ? path : path.substr(slash + 1);
   if (base.empty() || base == "." || base == "..")
@@ -1999,6 +2429,7 @@ Status WriteTransaction<S, Fs>::open(std::string_view path, unsigned perm) noexc
     if (parent.empty()) parent = "/";
   }
   perm_ = perm;
+  commit_ = commit;
   dir_len_ = parent.size();
   name_len_ = base.size();
   std::memcpy(buf_, parent.data(), dir_len_);
@@ -2012,12 +2443,30 @@ Status WriteTransaction<S, Fs>::open(std::string_view path, unsigned perm) noexc
     if (Status made = make_parent_directories(); !made) return made;
     dir_fd_ = detail::retry_interrupted([&] { return fs_->open_directory(dir()); });
   }
-  if (dir_fd_ < 0) return fail(Step::open_directory, std::exchange(dir_fd_, -1), shown_dir());
-  // Held until dir_fd_ is closed, so no sweep removes our temp file. A
-  // filesystem without locks only costs that protection: a sweep there
-  // fails to lock too, or a save whose temp file it took fails at rename.
-  (void)detail::retry_interrupted([&] { return fs_->lock_directory(dir_fd_, DirLock::shared); });
+  if (dir_fd_ < 0)
+    return fail(Step::open_directory, std::exchange(dir_fd_, -1), dir_for_messages());
+  if (Status usable = check_target(); !usable) return usable;
   return create_temp_file();
+}
+
+// Refuses, before a byte is written, a target the rename could not replace
+// (a directory) or must not (a FIFO, socket or device: replacing one with a
+// regular file breaks whoever uses it). A symlink is replaced, not followed.
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::check_target() noexcept {
+  FileInfo info;
+  const int r = detail::retry_interrupted([&] { return fs_->entry_info(dir_fd_, name(), info); });
+  if (r == -ENOENT) return {};
+  const std::string_view target(name(), name_len_);
+  if (r < 0) return fail(Step::check_path, r, dir_prefix(), target);
+  if (info.type == FileType::directory)
+    return fail(Step::check_path, -EISDIR, dir_prefix(), target, "the target is a directory");
+  if (info.type == FileType::fifo || info.type == FileType::other)
+    return fail(Step::check_path, -EINVAL, dir_prefix(), target,
+                info.type == FileType::fifo
+                    ? "the target is a FIFO, not a regular file"
+                    : "the target is a device or socket, not a regular file");
+  return {};
 }
 
 // mkdir -p of dir(): walks up to the deepest existing ancestor, then creates
@@ -2038,7 +2487,7 @@ Status WriteTransaction<S, Fs>::make_parent_directories() noexcept {
   for (;;) {
     const int r = make(end);
     if (r == 0) {
-      if (Status synced = sync_parent_of(end); !synced) return synced;
+      if (Status made = make_directory_level(end); !made) return made;
       break;
     }
     if (r == -EEXIST) break;
@@ -2057,9 +2506,33 @@ Status WriteTransaction<S, Fs>::make_parent_directories() noexcept {
     const int r = make(end);
     if (r == -EEXIST) continue;  // another process was quicker: fine
     if (r != 0) return fail(Step::create_directory, r, std::string_view(path, end));
-    if (Status synced = sync_parent_of(end); !synced) return synced;
+    if (Status made = make_directory_level(end); !made) return made;
   }
   return {};
+}
+
+// Finishes a level of dir() just created: gives it owner write and search
+// if the umask took them (as mkdir -p does, or the next level and the temp
+// file could not be created in it), then syncs its parent.
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::make_directory_level(std::size_t end) noexcept {
+  const std::string_view level(buf_, end);
+  FileInfo info;
+  int r = on_prefix(end, [&](const char* path) {
+    return detail::retry_interrupted([&] { return fs_->entry_info(AT_FDCWD, path, info); });
+  });
+  if (r >= 0 && (info.mode & 0300u) != 0300u) {
+    r = on_prefix(end, [&](const char* path) {
+      return detail::retry_interrupted([&] { return fs_->open_directory(path); });
+    });
+    if (r >= 0) {
+      const int fd = r;
+      r = detail::retry_interrupted([&] { return fs_->set_mode(fd, info.mode | 0300u); });
+      (void)fs_->close(fd);
+    }
+  }
+  if (r < 0) return fail(Step::create_directory, r, level);
+  return sync_parent_of(end);
 }
 
 // End of the level above the one of dir() ending at `end`; 0 when that level
@@ -2110,24 +2583,49 @@ Status WriteTransaction<S, Fs>::sync_parent_of(std::size_t end) noexcept {
   }
 }
 
+// Creates the temp file under a fresh name and claims it. A name that is
+// taken, or a file a sweep got hold of first, costs one more name.
 template <class S, class Fs>
 Status WriteTransaction<S, Fs>::create_temp_file() noexcept {
   int r = -EEXIST;
   for (int attempt = 0; attempt < ATOMIC_STATE_TEMP_NAME_ATTEMPTS && r == -EEXIST; ++attempt) {
     detail::make_temp_name(temp_);
     r = detail::retry_interrupted([&] { return fs_->create_file(dir_fd_, temp_, 0600); });
+    if (r >= 0) r = claim_temp_file(r);
   }
   if (r < 0)
     return fail_on_temp(Step::create_temp_file, r,
                         r == -EEXIST ? "every temp name tried was taken" : nullptr);
-  fd_ = r;
   temp_exists_ = true;
   return {};
 }
 
+// Locks the new temp file `fd`, so that no sweep takes it for the leftover
+// of a killed save; the kernel drops the lock when this process dies. The
+// file is 0600, so only its owner and root can open it to lock it at all,
+// and nothing here ever waits for a lock. A sweep may have locked and
+// removed the file between its creation and this lock: then it has no link
+// left, and the name is given up (-EEXIST asks for another). A filesystem
+// without locks only costs the protection.
+template <class S, class Fs>
+int WriteTransaction<S, Fs>::claim_temp_file(int fd) noexcept {
+  const int locked = detail::retry_interrupted([&] { return fs_->try_lock(fd); });
+  FileInfo info;
+  const bool swept =
+      locked == -EWOULDBLOCK || locked == -EAGAIN ||
+      (locked >= 0 && detail::retry_interrupted([&] { return fs_->file_info(fd, info); }) >= 0 &&
+       info.links == 0);
+  if (!swept) {
+    fd_ = fd;
+    return 0;
+  }
+  (void)fs_->close(fd);  // the sweep that holds it removes it
+  return -EEXIST;
+}
+
 template <class S, class Fs>
 Status WriteTransaction<S, Fs>::write(std::string_view data) noexcept {
-  if (phase_ != Phase::open) return finished();
+  if (phase_ != Phase::open) return status_after_end();
   bool stalled = false;
   const int r = detail::write_all(*fs_, fd_, data.data(), data.size(), stalled);
   if (r < 0)
@@ -2138,7 +2636,7 @@ Status WriteTransaction<S, Fs>::write(std::string_view data) noexcept {
 
 template <class S, class Fs>
 Status WriteTransaction<S, Fs>::commit() noexcept {
-  if (phase_ != Phase::open) return finished();
+  if (phase_ != Phase::open) return status_after_end();
   const int fd = fd_;
   // The mode is set before the sync so that the sync covers it too.
   int r = detail::retry_interrupted([&] { return fs_->set_mode(fd, perm_); });
@@ -2152,12 +2650,22 @@ Status WriteTransaction<S, Fs>::commit() noexcept {
     r = detail::retry_interrupted([&] { return fs_->sync_data(fd); });
   if (r < 0) return fail_on_temp(Step::sync_file, r);
 
+  // The temp file's lock lives as long as one descriptor of it: a second
+  // one keeps it from the close below to the rename, when the file stops
+  // being a temp file. Without it the save goes on, unprotected.
+  lock_fd_ = detail::retry_interrupted([&] { return fs_->duplicate(fd); });
+  if (lock_fd_ < 0) lock_fd_ = -1;
+
   // close() is never retried: the descriptor is gone even when it fails,
-  // and EINTR loses nothing once the data has been handed over.
+  // and EINTR loses nothing once the data has been handed over. Checked,
+  // because some filesystems (NFS) report write errors only here.
   r = fs_->close(std::exchange(fd_, -1));
   if (r < 0 && r != -EINTR) return fail_on_temp(Step::close_temp_file, r);
 
-  r = detail::retry_interrupted([&] { return fs_->rename(dir_fd_, temp_, name()); });
+  r = detail::retry_interrupted([&] {
+    return commit_ == Commit::replace ? fs_->rename(dir_fd_, temp_, name())
+                                      : fs_->rename_noreplace(dir_fd_, temp_, name());
+  });
   if (r < 0) return fail_on_temp(Step::rename, r);
   temp_exists_ = false;
   phase_ = Phase::committed;
@@ -2165,9 +2673,9 @@ Status WriteTransaction<S, Fs>::commit() noexcept {
   if constexpr (S::directory) {
     const int dir_fd = dir_fd_;
     r = detail::retry_interrupted([&] { return fs_->sync_full(dir_fd); });
-    if (r < 0) return fail(Step::sync_directory, r, shown_dir());
+    if (r < 0) return fail(Step::sync_directory, r, dir_for_messages());
   }
-  (void)release();
+  (void)close_and_remove_temp();
   return {};
 }
 
@@ -2175,20 +2683,39 @@ Status WriteTransaction<S, Fs>::commit() noexcept {
 
 template <class S, class Fs>
 Result<typename AtomicWriter<S, Fs>::Transaction> AtomicWriter<S, Fs>::begin(
-    const std::filesystem::path& path, unsigned perm) & noexcept {
+    PathView path, unsigned perm) & noexcept {
   Transaction transaction(fs_);
-  if (Status opened = transaction.open(path.native(), perm); !opened) return opened;
+  if (Status opened = transaction.open(path.text(), perm, Transaction::Commit::replace); !opened)
+    return opened;
   return Result<Transaction>(std::move(transaction));
 }
 
-template <class S, class Fs>
-Status AtomicWriter<S, Fs>::write(const std::filesystem::path& path, std::string_view data,
-                                  unsigned perm) noexcept {
-  Transaction transaction(fs_);
-  if (Status opened = transaction.open(path.native(), perm); !opened) return opened;
+namespace detail {
+template <class Transaction>
+Status write_whole(Transaction& transaction, std::string_view data) noexcept {
   if (Status written = transaction.write(data); !written) return written;
   return transaction.commit();
 }
+}  // namespace detail
+
+template <class S, class Fs>
+Status AtomicWriter<S, Fs>::write(PathView path, std::string_view data, unsigned perm) noexcept {
+  Transaction transaction(fs_);
+  if (Status opened = transaction.open(path.text(), perm, Transaction::Commit::replace); !opened)
+    return opened;
+  return detail::write_whole(transaction, data);
+}
+
+template <class S, class Fs>
+Status AtomicWriter<S, Fs>::write_new(PathView path, std::string_view data,
+                                      unsigned perm) noexcept {
+  Transaction transaction(fs_);
+  if (Status opened = transaction.open(path.text(), perm, Transaction::Commit::no_replace); !opened)
+    return opened;
+  return detail::write_whole(transaction, data);
+}
+
+// ---------------------------------------------------------------- the sweep --
 
 namespace detail {
 
@@ -2202,88 +2729,102 @@ inline bool is_temp_name(const char* name) noexcept {
   return name[11] == '\0';
 }
 
-// Temp names found by one listing; a directory holding more is swept in
-// several passes.
-struct TempBatch {
-  static constexpr std::size_t capacity = 64;
-  char names[capacity][12];
-  std::size_t count = 0;
-  bool more = false;
+// One pass over a directory, examining each entry as the listing meets
+// it, so that the pass is bounded by the directory's size and holds
+// nothing between entries.
+template <class Fs>
+class TempSweeper {
+ public:
+  TempSweeper(Fs& fs, int dir_fd, std::string_view dir) noexcept
+      : fs_(fs), dir_fd_(dir_fd), dir_(dir) {}
 
-  static void add(void* self, const char* name) noexcept {
-    auto& batch = *static_cast<TempBatch*>(self);
-    if (!is_temp_name(name)) return;
-    if (batch.count == capacity) {
-      batch.more = true;
+  Result<TempSweep> run() noexcept {
+    const int listed =
+        retry_interrupted([&] { return fs_.list_directory(dir_fd_, &TempSweeper::visit, this); });
+    if (listed < 0) return Status(Step::remove_temp_file, system_error(listed), dir_);
+    if (!failure_.ok()) return failure_;
+    return sweep_;
+  }
+
+ private:
+  static void visit(void* self, const char* name) noexcept {
+    if (is_temp_name(name)) static_cast<TempSweeper*>(self)->examine(name);
+  }
+
+  // Removes `name` only while holding its lock, and only if the name still
+  // leads to the file locked: a live save holds its own temp file's lock
+  // from its creation to its rename.
+  void examine(const char* name) noexcept {
+    FileInfo listed;
+    int r = retry_interrupted([&] { return fs_.entry_info(dir_fd_, name, listed); });
+    if (r == -ENOENT) return;  // committed or removed meanwhile
+    if (r < 0) return note(r, name);
+    if (listed.type != FileType::regular) {
+      ++sweep_.not_regular;
       return;
     }
-    std::memcpy(batch.names[batch.count++], name, 12);
+    const int fd = retry_interrupted([&] { return fs_.open_file(dir_fd_, name); });
+    if (fd == -ENOENT) return;
+    if (fd < 0) return note(fd, name);
+    FileInfo opened, now;
+    r = retry_interrupted([&] { return fs_.file_info(fd, opened); });
+    if (r >= 0 && same_file(opened, listed)) {
+      r = retry_interrupted([&] { return fs_.try_lock(fd); });
+      if (r < 0) {
+        ++sweep_.in_use;  // a live save (or a filesystem without locks)
+        r = 0;
+      } else if (retry_interrupted([&] { return fs_.entry_info(dir_fd_, name, now); }) >= 0 &&
+                 same_file(now, opened)) {
+        r = retry_interrupted([&] { return fs_.unlink(dir_fd_, name); });
+        if (r >= 0) ++sweep_.removed;
+      }
+    }
+    (void)fs_.close(fd);  // after the unlink: the lock guards it to the end
+    if (r < 0 && r != -ENOENT) note(r, name);
   }
+
+  static bool same_file(const FileInfo& a, const FileInfo& b) noexcept {
+    return a.device == b.device && a.inode == b.inode;
+  }
+
+  // The first failure is the one reported; the pass goes on regardless.
+  void note(int neg_errno, const char* name) noexcept {
+    if (!failure_.ok()) return;
+    JoinedPath path(dir_, name);
+    failure_ = Status(Step::remove_temp_file, system_error(neg_errno), path.view());
+  }
+
+  Fs& fs_;
+  int dir_fd_;
+  std::string_view dir_;
+  TempSweep sweep_;
+  Status failure_;
 };
 
 template <class Fs>
-Status sweep_temp_batch(Fs& fs, int dir_fd, std::string_view dir, TempSweep& sweep,
-                        bool& more) noexcept {
-  TempBatch batch;
-  const int listed =
-      retry_interrupted([&] { return fs.list_directory(dir_fd, &TempBatch::add, &batch); });
-  if (listed < 0) return Status(Step::remove_temp_file, system_error(listed), dir);
-  for (std::size_t i = 0; i < batch.count; ++i) {
-    const char* name = batch.names[i];
-    FileInfo info;
-    const int r = retry_interrupted([&] { return fs.entry_info(dir_fd, name, info); });
-    if (r == -ENOENT || (r >= 0 && info.type != FileType::regular)) continue;
-    const int gone = r < 0 ? r : retry_interrupted([&] { return fs.unlink(dir_fd, name); });
-    if (gone == -ENOENT) continue;
-    if (gone < 0) {
-      ATOMIC_STATE_DETAIL_TRY {
-        return Status(Step::remove_temp_file, system_error(gone), join_path(dir, name));
-      }
-      ATOMIC_STATE_DETAIL_CATCH_ALL {
-        return Status(Step::remove_temp_file, system_error(gone), {});
-      }
-    }
-    ++sweep.removed;
-  }
-  more = batch.more;
-  return {};
-}
-
-template <class Fs>
-Result<TempSweep> sweep_temp_files(Fs& fs, const char* dir) noexcept {
-  TempSweep sweep;
-  const int dir_fd = retry_interrupted([&] { return fs.open_directory(dir); });
-  // No directory, no temp files; the load or save that follows says why.
-  if (dir_fd == -ENOENT || dir_fd == -ENOTDIR) return sweep;
-  if (dir_fd < 0) return Status(Step::open_directory, system_error(dir_fd), dir);
-  // Closing dir_fd releases the lock.
-  if (retry_interrupted([&] { return fs.lock_directory(dir_fd, DirLock::try_exclusive); }) < 0) {
-    sweep.busy = true;
-    (void)fs.close(dir_fd);
-    return sweep;
-  }
-  Status status;
-  bool more = true;
-  for (int pass = 0; more && status && pass < 1024; ++pass)
-    status = sweep_temp_batch(fs, dir_fd, dir, sweep, more);
-  (void)fs.close(dir_fd);
-  if (!status) return status;
-  return sweep;
+Result<TempSweep> sweep_temp_files(Fs& fs, int dir_fd, std::string_view dir) noexcept {
+  return TempSweeper<Fs>(fs, dir_fd, dir).run();
 }
 
 }  // namespace detail
 
 template <class S, class Fs>
-Result<TempSweep> AtomicWriter<S, Fs>::remove_stale_temp_files(
-    const std::filesystem::path& dir) noexcept {
+Result<TempSweep> AtomicWriter<S, Fs>::remove_stale_temp_files(PathView dir) noexcept {
   static_assert(is_state_filesystem_v<Fs>,
-                "remove_stale_temp_files needs the Fs calls list_directory "
-                "and entry_info (see PosixFs)");
-  return detail::sweep_temp_files(fs_, dir.empty() ? "." : dir.c_str());
+                "remove_stale_temp_files needs the Fs calls open_file and list_directory "
+                "(see PosixFs)");
+  const detail::DirectoryPath path(dir.text());
+  if (!path.ok()) return path.problem(Step::check_path);
+  const int dir_fd = detail::retry_interrupted([&] { return fs_.open_directory(path.c_str()); });
+  // No directory, no temp files; whatever comes next says why.
+  if (dir_fd == -ENOENT || dir_fd == -ENOTDIR) return TempSweep{};
+  if (dir_fd < 0) return Status(Step::open_directory, detail::system_error(dir_fd), path.view());
+  Result<TempSweep> swept = detail::sweep_temp_files(fs_, dir_fd, path.view());
+  (void)fs_.close(dir_fd);
+  return swept;
 }
 
-inline Status write_atomic(const std::filesystem::path& path, std::string_view data,
-                           unsigned perm) noexcept {
+inline Status write_atomic(PathView path, std::string_view data, unsigned perm) noexcept {
   return AtomicWriter<>{}.write(path, data, perm);
 }
 
@@ -2315,11 +2856,12 @@ inline void LogfmtLogger::log(Level level, std::string_view message, Fields fiel
   bool complete = line.append("level=") && line.append(to_string(level)) && line.append(" msg=") &&
                   detail::append_logfmt_text(line, message);
   for (const Field& field : fields)
-    complete = complete && line.append(" ") && line.append(field.key) && line.append("=") &&
-               detail::append_logfmt_value(line, field.value);
+    complete = complete && line.append(" ") && detail::append_logfmt_key(line, field.key) &&
+               line.append("=") && detail::append_logfmt_value(line, field.value);
   if (!complete || !line.append("\n")) return;  // out of memory: drop the record
   const std::lock_guard<std::mutex> lock(mutex_);
   ATOMIC_STATE_DETAIL_TRY {
+    out_->clear();  // a line lost before must not silence every line after it
     out_->write(line.view().data(), static_cast<std::streamsize>(line.view().size()));
     out_->flush();
   }
@@ -2336,19 +2878,17 @@ inline std::string to_rfc3339(std::int64_t unix_seconds) {
 
 inline Result<boost::json::value> parse_json(std::string_view text,
                                              boost::json::storage_ptr sp) noexcept {
-  std::error_code ec;
-  std::size_t offset = 0;
+  detail::ParseFailure failure;
   ATOMIC_STATE_DETAIL_TRY {
-    boost::json::value parsed = detail::parse_exact(text, std::move(sp), ec, offset);
-    if (!ec) return Result<boost::json::value>(std::move(parsed));
+    boost::json::value parsed = detail::parse_exact(text, std::move(sp), failure);
+    if (!failure) return Result<boost::json::value>(std::move(parsed));
   }
   ATOMIC_STATE_DETAIL_CATCH_ALL {
     return Status(Step::parse, std::make_error_code(std::errc::not_enough_memory), {});
   }
-  char at[40] = "at byte ";
-  const auto end = std::to_chars(at + 8, at + sizeof at, offset).ptr;
-  return Status(Step::parse, ec, {}, {}, false, nullptr,
-                std::string_view(at, static_cast<std::size_t>(end - at)));
+  detail::TextBuffer<256> why;
+  return Status(Step::parse, failure.code, {}, {}, false, nullptr,
+                failure.where(why) ? why.view() : std::string_view());
 }
 
 inline Status format_json(const boost::json::value& value, std::string& out) noexcept {
@@ -2357,15 +2897,11 @@ inline Status format_json(const boost::json::value& value, std::string& out) noe
   detail::JsonPrinter<detail::StringOut> printer(sink);
   if (printer.print(value)) return {};
   out.clear();
-  if (printer.out_of_memory())
+  detail::TextBuffer<256> why;
+  if (printer.out_of_memory() || !printer.describe_problem(why))
     return Status(Step::serialize, std::make_error_code(std::errc::not_enough_memory), {});
-  ATOMIC_STATE_DETAIL_TRY {
-    return Status(Step::serialize, std::make_error_code(std::errc::invalid_argument), {}, {}, false,
-                  nullptr, printer.problem());
-  }
-  ATOMIC_STATE_DETAIL_CATCH_ALL {
-    return Status(Step::serialize, std::make_error_code(std::errc::invalid_argument), {});
-  }
+  return Status(Step::serialize, std::make_error_code(std::errc::invalid_argument), {}, {}, false,
+                nullptr, why.view());
 }
 
 // -------------------------------------------------------------------- State --
@@ -2409,7 +2945,7 @@ bool print_state(const State& s, Out& out, StateRefusal& refusal) noexcept {
   };
   const auto text = [&](const char* name, const std::string& v) {
     if (const char* why = unwritable(std::string_view(v))) return refuse(name, why);
-    return key(name) && out.append("\"") && append_escaped(out, v) && out.append("\"");
+    return key(name) && out.append("\"") && append_json_escaped(out, v) && out.append("\"");
   };
   const auto real = [&](const char* name, double v) {
     if (const char* why = unwritable(v)) return refuse(name, why);
@@ -2465,13 +3001,6 @@ StateManager<L, S, W>::StateManager(std::filesystem::path output_dir, L logger, 
       writer_(static_cast<W&&>(writer)) {}
 
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
-std::int64_t StateManager<L, S, W>::unix_now() noexcept {
-  return std::chrono::duration_cast<std::chrono::seconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
 void StateManager<L, S, W>::log(Level level, std::string_view message,
                                 std::initializer_list<Field> fields) noexcept {
   ATOMIC_STATE_DETAIL_TRY { logger_.log(level, message, Fields(fields.begin(), fields.size())); }
@@ -2484,14 +3013,83 @@ Status StateManager<L, S, W>::failure(Step step, int neg_errno, const char* note
   return Status(step, detail::system_error(neg_errno), file_.native(), {}, false, note, detail);
 }
 
+namespace detail {
+// Closes a descriptor when the scope ends, whatever way it ends.
+template <class Fs>
+class ClosingFd {
+ public:
+  ClosingFd(Fs& fs, int fd) noexcept : fs_(fs), fd_(fd) {}
+  ClosingFd(const ClosingFd&) = delete;
+  ClosingFd& operator=(const ClosingFd&) = delete;
+  ~ClosingFd() { (void)fs_.close(fd_); }  // read-only descriptors: nothing to lose
+
+ private:
+  Fs& fs_;
+  int fd_;
+};
+
+// Why a directory that cannot be opened (ENOENT) is missing: the first
+// level of its path that is a symlink to nothing, as an error, or success
+// when it is plainly not there. A link to nothing usually means a volume
+// that is not mounted, where a first run would start over on the wrong
+// disk.
+template <class Fs>
+Status find_dangling_link(Fs& fs, std::string_view dir) noexcept {
+  char path[ATOMIC_STATE_PATH_MAX];
+  std::memcpy(path, dir.data(), dir.size());
+  path[dir.size()] = '\0';
+  for (std::size_t end = 1; end <= dir.size(); ++end) {
+    if (end < dir.size() && path[end] != '/') continue;
+    if (path[end - 1] == '/') continue;  // "/" itself, or a run of slashes
+    const char saved = path[end];
+    path[end] = '\0';
+    FileInfo entry, target;
+    const int r = retry_interrupted([&] { return fs.entry_info(AT_FDCWD, path, entry); });
+    const bool dangling =
+        r >= 0 && entry.type == FileType::symlink &&
+        retry_interrupted([&] { return fs.file_info_at(AT_FDCWD, path, target); }) == -ENOENT;
+    if (dangling)
+      return Status(Step::open_directory, system_error(-ENOENT), std::string_view(path, end), {},
+                    false, "a symlink to nothing: is the volume it points to mounted?");
+    path[end] = saved;
+    if (r < 0) return {};  // the first level missing: the directory plainly is
+  }
+  return {};
+}
+}  // namespace detail
+
+// Opens the state directory; a missing one is not an error but dir_fd -1.
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
+Status StateManager<L, S, W>::open_directory(const detail::DirectoryPath& dir,
+                                             int& dir_fd) noexcept {
+  auto& fs = writer_.filesystem();
+  dir_fd = detail::retry_interrupted([&] { return fs.open_directory(dir.c_str()); });
+  if (dir_fd >= 0) return {};
+  const int error = std::exchange(dir_fd, -1);
+  if (error != -ENOENT)
+    return Status(Step::open_directory, detail::system_error(error), dir.view());
+  return detail::find_dangling_link(fs, dir.view());
+}
+
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
 Result<S> StateManager<L, S, W>::load_state() noexcept {
-  if (swept_.first()) (void)sweep_temp_files();
+  const detail::DirectoryPath dir(dir_.native());
+  if (!dir.ok()) return dir.problem(Step::check_path).within("load state file");
   const std::string_view path = file_.native();
-  detail::TextBuffer<4096> text;
+  int dir_fd = -1;
+  if (Status opened = open_directory(dir, dir_fd); !opened) return opened.within("load state file");
+  if (dir_fd < 0) {
+    log(Level::debug, "no state file found, treating as first run", {{"path", path}});
+    return S{};
+  }
+  const detail::ClosingFd<std::remove_reference_t<decltype(writer_.filesystem())>> closing(
+      writer_.filesystem(), dir_fd);
+  if (swept_.first()) (void)sweep_temp_files(dir_fd, dir.view());
+
+  Text text;
   FileInfo info;
   bool missing = false;
-  if (Status read = read_state_file(text, info, missing); !read)
+  if (Status read = read_state_file(dir_fd, text, info, missing); !read)
     return read.within("load state file");
   if (missing) {
     log(Level::debug, "no state file found, treating as first run", {{"path", path}});
@@ -2499,7 +3097,7 @@ Result<S> StateManager<L, S, W>::load_state() noexcept {
   }
 
   S state{};
-  std::string problem;
+  Problem problem;
   switch (decode(text.view(), state, problem)) {
     case Decoded::valid:
       log_loaded(state);
@@ -2509,181 +3107,233 @@ Result<S> StateManager<L, S, W>::load_state() noexcept {
     case Decoded::corrupt:
       break;
   }
-  std::string moved_to;
-  if (Status moved = move_aside(info, moved_to); !moved) return moved.within("load state file");
+  detail::TextBuffer<64> copy_name;
+  if (Status kept = copy_aside(dir_fd, text.view(), info, copy_name); !kept)
+    return kept.within("load state file");
+  const detail::JoinedPath copy(dir_.native(), copy_name.view());
   log(Level::warn, "state file corrupted, treating as first run",
-      {{"path", path}, {"error", problem}, {"moved_to", moved_to}});
+      {{"path", path}, {"error", problem.view()}, {"copied_to", copy.view()}});
   return S{};
 }
 
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
 Result<TempSweep> StateManager<L, S, W>::remove_stale_temp_files() noexcept {
   (void)swept_.first();
-  return sweep_temp_files();
+  const detail::DirectoryPath dir(dir_.native());
+  if (!dir.ok()) return dir.problem(Step::check_path);
+  int dir_fd = -1;
+  if (Status opened = open_directory(dir, dir_fd); !opened) return opened;
+  if (dir_fd < 0) return TempSweep{};
+  const detail::ClosingFd<std::remove_reference_t<decltype(writer_.filesystem())>> closing(
+      writer_.filesystem(), dir_fd);
+  return sweep_temp_files(dir_fd, dir.view());
 }
 
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
-Result<TempSweep> StateManager<L, S, W>::sweep_temp_files() noexcept {
-  const std::string_view dir = dir_.native();
-  Result<TempSweep> sweep =
-      detail::sweep_temp_files(writer_.filesystem(), dir.empty() ? "." : dir_.c_str());
+Result<TempSweep> StateManager<L, S, W>::sweep_temp_files(int dir_fd,
+                                                          std::string_view dir) noexcept {
+  Result<TempSweep> sweep = detail::sweep_temp_files(writer_.filesystem(), dir_fd, dir);
   if (!sweep) {
     ATOMIC_STATE_DETAIL_TRY {
       log(Level::warn, "stale temp files could not be removed",
           {{"path", dir}, {"error", sweep.status().message()}});
     }
     ATOMIC_STATE_DETAIL_CATCH_ALL {}
-  } else if (sweep->busy) {
-    log(Level::debug, "a save is in progress, stale temp files left for later", {{"path", dir}});
-  } else if (sweep->removed > 0) {
-    log(Level::info, "stale temp files removed",
-        {{"path", dir}, {"count", static_cast<std::int64_t>(sweep->removed)}});
+    return sweep;
   }
+  if (sweep->removed > 0)
+    log(Level::info, "stale temp files removed", {{"path", dir}, {"count", sweep->removed}});
+  if (sweep->not_regular > 0)
+    log(Level::warn, "entries named like temp files are not regular files; left alone",
+        {{"path", dir}, {"count", sweep->not_regular}});
+  if (sweep->in_use > 0)
+    log(Level::debug, "temp files of saves in progress left alone",
+        {{"path", dir}, {"count", sweep->in_use}});
   return sweep;
 }
 
 // Reads the whole state file into `text`, refusing anything but a regular
 // file within the size limit. A missing file is not an error: `missing`.
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
-template <std::size_t N>
-Status StateManager<L, S, W>::read_state_file(detail::TextBuffer<N>& text, FileInfo& info,
+Status StateManager<L, S, W>::read_state_file(int dir_fd, Text& text, FileInfo& info,
                                               bool& missing) noexcept {
   auto& fs = writer_.filesystem();
-  const int fd = detail::retry_interrupted([&] { return fs.open_file(file_.c_str()); });
+  const int fd = detail::retry_interrupted([&] { return fs.open_file(dir_fd, file_name); });
   if (fd == -ENOENT) {
     // A link to nothing is not a first run: it usually means the state
     // lives on a volume that is not mounted, and a save would replace the
     // link. (Any failure to look is taken for a plain missing file.)
     FileInfo link;
-    if (fs.entry_info(AT_FDCWD, file_.c_str(), link) >= 0 && link.type == FileType::symlink)
+    if (fs.entry_info(dir_fd, file_name, link) >= 0 && link.type == FileType::symlink)
       return failure(Step::open_file, -ENOENT, "the state path is a symlink to nothing");
     missing = true;
     return {};
   }
   if (fd < 0) return failure(Step::open_file, fd);
-  const auto closing = [&](Status status) {
-    (void)fs.close(fd);  // read-only: nothing to lose
-    return status;
-  };
+  const detail::ClosingFd<std::remove_reference_t<decltype(fs)>> closing(fs, fd);
 
   const int r = detail::retry_interrupted([&] { return fs.file_info(fd, info); });
-  if (r < 0) return closing(failure(Step::check_file, r));
+  if (r < 0) return failure(Step::check_file, r);
   if (info.type == FileType::directory)
-    return closing(failure(Step::check_file, -EISDIR, "the state path is a directory"));
+    return failure(Step::check_file, -EISDIR, "the state path is a directory");
   if (info.type != FileType::regular)
-    return closing(failure(Step::check_file, -EINVAL,
-                           info.type == FileType::fifo
-                               ? "not a regular file but a FIFO"
-                               : "not a regular file but a device or socket"));
-  const auto too_large = [&] {
-    return closing(failure(Step::check_file, -EFBIG, "larger than the state size limit"));
-  };
-  if (info.size > max_size_) return too_large();
+    return failure(Step::check_file, -EINVAL,
+                   info.type == FileType::fifo ? "not a regular file but a FIFO"
+                                               : "not a regular file but a device or socket");
+  return read_to_end(fd, info, text);
+}
 
+// Reads up to the size limit, and one byte past it to see a file that
+// outgrew it; a file that grows while it is read is read on. The limit may
+// be anything up to no_size_limit, so no sum here may pass SIZE_MAX.
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
+Status StateManager<L, S, W>::read_to_end(int fd, const FileInfo& info, Text& text) noexcept {
+  const auto too_large = [&] {
+    return failure(Step::check_file, -EFBIG, "larger than the state size limit");
+  };
+  if (info.size > max_size_ || info.size >= no_size_limit) return too_large();
+  auto& fs = writer_.filesystem();
+  const auto expected = static_cast<std::size_t>(info.size);
   for (;;) {
-    // Ask for one byte more than fstat promised, to see the end; a file
-    // that keeps growing is read on, up to the limit.
-    std::size_t want = text.size() < info.size
-                           ? static_cast<std::size_t>(info.size) - text.size() + 1
-                           : (text.spare() > 0 ? text.spare() : 4096);
-    if (want > max_size_ + 1 - text.size()) want = max_size_ + 1 - text.size();
-    char* room = text.room_for(want);
-    if (room == nullptr) return closing(failure(Step::read_file, -ENOMEM));
-    const ssize_t n = detail::retry_interrupted([&] { return fs.read(fd, room, want); });
-    if (n < 0) return closing(failure(Step::read_file, static_cast<int>(n)));
-    if (n == 0) break;
+    std::size_t want = text.size() < expected ? expected - text.size() + 1
+                                              : (text.spare() > 0 ? text.spare() : 4096);
+    const std::size_t room = max_size_ - text.size();  // text.size() <= max_size_ here
+    if (want - 1 > room) want = room + 1;
+    char* into = text.room_for(want);
+    if (into == nullptr) return failure(Step::read_file, -ENOMEM);
+    const ssize_t n = detail::retry_interrupted([&] { return fs.read(fd, into, want); });
+    if (n < 0) return failure(Step::read_file, static_cast<int>(n));
+    if (n == 0) return {};
     text.added(static_cast<std::size_t>(n) <= want ? static_cast<std::size_t>(n) : want);
     if (text.size() > max_size_) return too_large();
   }
-  return closing({});
 }
 
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
-typename StateManager<L, S, W>::Decoded StateManager<L, S, W>::decode(
-    std::string_view text, S& state, std::string& problem) noexcept {
+typename StateManager<L, S, W>::Decoded StateManager<L, S, W>::decode(std::string_view text,
+                                                                      S& state,
+                                                                      Problem& problem) noexcept {
+  const auto corrupt = [&](std::string_view a, std::string_view b = {}) {
+    return problem.append(a) && problem.append(b) ? Decoded::corrupt : Decoded::out_of_memory;
+  };
   ATOMIC_STATE_DETAIL_TRY {
-    // A state file of ordinary size is parsed without touching the heap.
-    unsigned char arena[4096];
-    boost::json::monotonic_resource resource(arena, sizeof arena);
-    std::error_code ec;
-    std::size_t offset = 0;
-    const boost::json::value jv =
-        detail::parse_exact(text, boost::json::storage_ptr(&resource), ec, offset);
-    if (ec) {
-      problem = ec.message() + " at byte " + std::to_string(offset);
-      return Decoded::corrupt;
-    }
+    detail::ParseFailure failure;
     if constexpr (std::is_same_v<S, State>) {
+      // State keeps nothing of the parsed value, so a state file of
+      // ordinary size is parsed without touching the heap.
+      unsigned char arena[4096];
+      boost::json::monotonic_resource resource(arena, sizeof arena);
+      const boost::json::value jv =
+          detail::parse_exact(text, boost::json::storage_ptr(&resource), failure);
+      if (failure) return failure.describe(problem) ? Decoded::corrupt : Decoded::out_of_memory;
       detail::StateProblem why;
       if (detail::decode_state(jv, state, why)) return Decoded::valid;
-      problem =
-          why.key.empty() ? std::string(why.reason) : std::string(why.key) + ": " + why.reason;
-      return Decoded::corrupt;
+      if (why.key.empty()) return corrupt(why.reason);
+      return problem.append(why.key) ? corrupt(": ", why.reason) : Decoded::out_of_memory;
     } else {
-      auto converted = boost::json::try_value_to<S>(jv);
-      if (!converted) {
-        problem = converted.error().message();
-        return Decoded::corrupt;
+      // Another type may keep Boost.JSON values (unknown keys kept for
+      // later): they must not point into memory that dies with this call,
+      // so the value lives on the default resource.
+      const boost::json::value jv = detail::parse_exact(text, {}, failure);
+      if (failure) return failure.describe(problem) ? Decoded::corrupt : Decoded::out_of_memory;
+      if constexpr (detail::has_try_value_to_v<S>) {
+        auto converted = boost::json::try_value_to<S>(jv);
+        if (!converted) {
+          char words[128];
+          return corrupt("the state type's conversion from JSON failed: ",
+                         converted.error().message(words, sizeof words));
+        }
+        state = std::move(*converted);
+      } else {
+        // Not try_value_to: it would catch the conversion's exception and
+        // keep only "got exception", losing what the exception says.
+        state = boost::json::value_to<S>(jv);
       }
-      state = std::move(*converted);
       return Decoded::valid;
     }
   }
-  ATOMIC_STATE_DETAIL_CATCH(const std::bad_alloc&) { return Decoded::out_of_memory; }
+  ATOMIC_STATE_DETAIL_CATCH(std::bad_alloc, no_memory) { return Decoded::out_of_memory; }
+  ATOMIC_STATE_DETAIL_CATCH(std::exception, error) {
+    return corrupt("the state type's conversion from JSON threw: ", error.what());
+  }
   ATOMIC_STATE_DETAIL_CATCH_ALL {
-    // The state type's own conversion threw: it found the JSON wrong.
-    ATOMIC_STATE_DETAIL_TRY { problem = "the state's conversion from JSON failed"; }
-    ATOMIC_STATE_DETAIL_CATCH_ALL { return Decoded::out_of_memory; }
-    return Decoded::corrupt;
+    return corrupt("the state type's conversion from JSON threw something not an exception");
   }
 }
 
-// Renames the corrupt file to state.json.corrupt-<unix seconds> (".1" and
-// on if taken) without replacing anything, and only if the file there is
-// still the one that was read: a save may have replaced it meanwhile.
+// Keeps the bytes of a corrupt state file beside it, named after the file's
+// modification time, without touching the file itself: a valid save may
+// have replaced it since it was read, and must not be moved aside or lost.
+// Loads of the same file agree on the name, so its bytes are kept once.
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
-Status StateManager<L, S, W>::move_aside(const FileInfo& read, std::string& moved_to) noexcept {
-  auto& fs = writer_.filesystem();
-  const std::string dir = dir_.empty() ? std::string(".") : dir_.native();
-  const int dir_fd = detail::retry_interrupted([&] { return fs.open_directory(dir.c_str()); });
-  if (dir_fd < 0) return failure(Step::move_aside, dir_fd);
-  const auto closing = [&](Status status) {
-    (void)fs.close(dir_fd);
-    return status;
-  };
-
-  FileInfo now;
-  int r = detail::retry_interrupted([&] { return fs.file_info_at(dir_fd, file_name, now); });
-  if (r < 0) return closing(failure(Step::move_aside, r));
-  if (now.device != read.device || now.inode != read.inode)
-    return closing(failure(Step::move_aside, -EAGAIN,
-                           "the state file was replaced while it was read; left in place"));
-
-  // "state.json" ".corrupt-" (19) + up to 20 digits + ".NNN" + NUL fit in 48.
-  const std::string_view base = file_name, suffix = ".corrupt-";
-  char name[48];
-  std::memcpy(name, base.data(), base.size());
-  std::memcpy(name + base.size(), suffix.data(), suffix.size());
-  char* const digits = std::to_chars(name + base.size() + suffix.size(), name + 40, now_()).ptr;
+Status StateManager<L, S, W>::copy_aside(int dir_fd, std::string_view bytes, const FileInfo& info,
+                                         detail::TextBuffer<64>& copy_name) noexcept {
+  // "state.json" ".corrupt-" (19) + up to 20 digits + ".NNN" fit in 64.
+  char name[64] = "state.json.corrupt-";
+  char* const stamp_end = std::to_chars(name + 19, name + sizeof name - 8, info.modified).ptr;
   for (int attempt = 0; attempt < ATOMIC_STATE_TEMP_NAME_ATTEMPTS; ++attempt) {
-    char* p = digits;
+    char* end = stamp_end;
     if (attempt > 0) {
-      *p++ = '.';
-      p = std::to_chars(p, name + sizeof name - 1, attempt).ptr;
+      *end++ = '.';
+      end = std::to_chars(end, name + sizeof name - 1, attempt).ptr;
     }
-    *p = '\0';
-    r = detail::retry_interrupted([&] { return fs.rename_noreplace(dir_fd, file_name, name); });
-    if (r != -EEXIST) break;
+    *end = '\0';
+    Copy found = existing_copy(dir_fd, name, bytes);
+    if (found == Copy::absent) {
+      const detail::JoinedPath path(dir_.native(), name);
+      const Status written = writer_.write_new(path.view(), bytes, 0600);
+      // Renamed but not known durable is kept all the same: the corrupt
+      // file itself stays until a save replaces it, and that save syncs
+      // the directory.
+      if (written.ok() || written.replaced()) found = Copy::same;
+      // Another load of the same bytes may have been quicker: look again.
+      else if (written.code() == std::errc::file_exists)
+        found = existing_copy(dir_fd, name, bytes);
+      else
+        return copy_failed(written, path.view());
+    }
+    if (found == Copy::same)
+      return copy_name.append(name) ? Status() : failure(Step::copy_aside, -ENOMEM);
   }
-  if (r < 0)
-    return closing(
-        failure(Step::move_aside, r,
-                r == -EEXIST ? "every name tried for the corrupt file was taken" : nullptr));
-  ATOMIC_STATE_DETAIL_TRY { moved_to = (dir_ / name).native(); }
-  ATOMIC_STATE_DETAIL_CATCH_ALL {}
-  // No directory sync: if a power cut undoes the rename, the corrupt file is
-  // simply found and moved aside again; the next save syncs the directory.
-  return closing({});
+  return failure(Step::copy_aside, -EEXIST, "every name tried for the copy was taken");
+}
+
+// The failure to write the copy `copy`, as a failure to copy the state file
+// aside: which step of the write failed, and on what, is the detail.
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
+Status StateManager<L, S, W>::copy_failed(const Status& written,
+                                          std::string_view copy) const noexcept {
+  detail::TextBuffer<256> how;
+  const bool described =
+      how.append(to_string(written.step())) && how.append(" ") && how.append(written.path());
+  return Status(Step::copy_aside, written.code(), file_.native(), copy, false, nullptr,
+                described ? how.view() : std::string_view());
+}
+
+// Whether `name` in the state directory is missing, a regular file holding
+// exactly `bytes`, or something else.
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
+typename StateManager<L, S, W>::Copy StateManager<L, S, W>::existing_copy(
+    int dir_fd, const char* name, std::string_view bytes) noexcept {
+  auto& fs = writer_.filesystem();
+  const int fd = detail::retry_interrupted([&] { return fs.open_file(dir_fd, name); });
+  if (fd == -ENOENT) return Copy::absent;
+  if (fd < 0) return Copy::other;
+  const detail::ClosingFd<std::remove_reference_t<decltype(fs)>> closing(fs, fd);
+  FileInfo info;
+  if (detail::retry_interrupted([&] { return fs.file_info(fd, info); }) < 0 ||
+      info.type != FileType::regular || info.size != bytes.size())
+    return Copy::other;
+  char chunk[4096];
+  std::size_t at = 0;
+  for (;;) {
+    const ssize_t n = detail::retry_interrupted([&] { return fs.read(fd, chunk, sizeof chunk); });
+    if (n <= 0) return n == 0 && at == bytes.size() ? Copy::same : Copy::other;
+    const auto got = static_cast<std::size_t>(n);
+    if (got > bytes.size() - at || std::memcmp(chunk, bytes.data() + at, got) != 0)
+      return Copy::other;
+    at += got;
+  }
 }
 
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
@@ -2697,11 +3347,7 @@ bool StateManager<L, S, W>::should_process(std::int64_t current_ts, const S& sta
     // Unsigned so that far-apart timestamps cannot overflow the subtraction.
     const auto delta = static_cast<std::uint64_t>(current_ts) - static_cast<std::uint64_t>(last_ts);
     log(Level::debug, "new data available",
-        {{"current_ts", current_ts},
-         {"last_ts", last_ts},
-         {"delta_seconds", delta > static_cast<std::uint64_t>(INT64_MAX)
-                               ? INT64_MAX
-                               : static_cast<std::int64_t>(delta)}});
+        {{"current_ts", current_ts}, {"last_ts", last_ts}, {"delta_seconds", delta}});
     return true;
   }
   if (current_ts == last_ts) {
@@ -2714,6 +3360,17 @@ bool StateManager<L, S, W>::should_process(std::int64_t current_ts, const S& sta
   return false;
 }
 
+namespace detail {
+// An integer as int64: one beyond its range is the nearest end of it.
+template <class Int>
+std::int64_t saturated_int64(Int v) noexcept {
+  if constexpr (std::is_signed_v<Int>)
+    return static_cast<std::int64_t>(v);  // every signed type fits (int64 is the widest)
+  else
+    return v > static_cast<std::uint64_t>(INT64_MAX) ? INT64_MAX : static_cast<std::int64_t>(v);
+}
+}  // namespace detail
+
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
 template <class Timestamps>
 State StateManager<L, S, W>::update_state(std::string_view oracle_name, std::int64_t timestamp,
@@ -2722,6 +3379,9 @@ State StateManager<L, S, W>::update_state(std::string_view oracle_name, std::int
   static_assert(std::is_same_v<S, State>,
                 "StateManager::update_state builds an atomic_state::State; "
                 "build a custom state type yourself");
+  using Element = std::decay_t<decltype(*std::begin(snapshot_timestamps))>;
+  static_assert(std::is_integral_v<Element> && !std::is_same_v<Element, bool>,
+                "update_state: snapshot timestamps are whole unix seconds, of an integer type");
   State next;
   next.oracle_name.assign(oracle_name.data(), oracle_name.size());
   next.last_updated = timestamp;
@@ -2729,7 +3389,7 @@ State StateManager<L, S, W>::update_state(std::string_view oracle_name, std::int
   next.last_protocol_count = protocol_count;
   next.last_tvs = tvs;
   for (const auto& t : snapshot_timestamps) {
-    const auto ts = static_cast<std::int64_t>(t);
+    const std::int64_t ts = detail::saturated_int64(t);
     if (next.snapshot_count == 0 || ts < next.oldest_snapshot) next.oldest_snapshot = ts;
     if (next.snapshot_count == 0 || ts > next.newest_snapshot) next.newest_snapshot = ts;
     ++next.snapshot_count;
@@ -2741,6 +3401,11 @@ template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
 Status StateManager<L, S, W>::save_state(const S& state) noexcept {
   detail::TextBuffer<2048> text;
   if (Status encoded = encode(state, text); !encoded) return encoded.within("write state file");
+  if (text.size() > max_size_)
+    return failure(Step::serialize, -EFBIG,
+                   "the text would be larger than the state size limit, so load_state "
+                   "would refuse it")
+        .within("write state file");
   if (Status written = writer_.write(file_, text.view(), 0644); !written)
     return written.within("write state file");
   log_saved(state);
@@ -2754,11 +3419,10 @@ Status StateManager<L, S, W>::encode(const S& state,
     detail::StateRefusal refusal;
     if (detail::print_state(state, text, refusal)) return {};
     if (refusal.reason == nullptr) return failure(Step::serialize, -ENOMEM);
-    ATOMIC_STATE_DETAIL_TRY {
-      return failure(Step::serialize, -EINVAL, nullptr,
-                     std::string(refusal.key) + ": " + refusal.reason);
-    }
-    ATOMIC_STATE_DETAIL_CATCH_ALL { return failure(Step::serialize, -ENOMEM); }
+    detail::TextBuffer<128> why;
+    if (!why.append(refusal.key) || !why.append(": ") || !why.append(refusal.reason))
+      return failure(Step::serialize, -ENOMEM);
+    return failure(Step::serialize, -EINVAL, nullptr, why.view());
   } else {
     ATOMIC_STATE_DETAIL_TRY {
       // Another state type goes through Boost.JSON, on a stack arena.
@@ -2769,11 +3433,19 @@ Status StateManager<L, S, W>::encode(const S& state,
       detail::JsonPrinter<detail::TextBuffer<2048>> printer(text);
       if (printer.print(jv)) return {};
       if (printer.out_of_memory()) return failure(Step::serialize, -ENOMEM);
-      return failure(Step::serialize, -EINVAL, nullptr, printer.problem());
+      detail::TextBuffer<256> why;
+      if (!printer.describe_problem(why)) return failure(Step::serialize, -ENOMEM);
+      return failure(Step::serialize, -EINVAL, nullptr, why.view());
     }
-    ATOMIC_STATE_DETAIL_CATCH(const std::bad_alloc&) { return failure(Step::serialize, -ENOMEM); }
+    ATOMIC_STATE_DETAIL_CATCH(std::bad_alloc, no_memory) {
+      return failure(Step::serialize, -ENOMEM);
+    }
+    ATOMIC_STATE_DETAIL_CATCH(std::exception, error) {
+      return failure(Step::serialize, -EINVAL, "the state type's conversion to JSON threw",
+                     error.what());
+    }
     ATOMIC_STATE_DETAIL_CATCH_ALL {
-      return failure(Step::serialize, -EINVAL, "the state's conversion to JSON failed");
+      return failure(Step::serialize, -EINVAL, "the state type's conversion to JSON threw");
     }
   }
 }

@@ -1,5 +1,8 @@
 // Counts heap allocations with a replaced global operator new: a save that
-// succeeds makes none, whether in one call or through a transaction.
+// succeeds makes none, whether in one call or through a transaction, and
+// whatever spelling its path has (a string literal, as the README writes).
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -48,12 +51,24 @@ int main() {
 
   expect_no_allocation("write_atomic over an existing file",
                        [&] { return atomic_state::write_atomic(existing, data).ok(); });
+  // The README's own spelling: a string literal, converted to nothing.
+  const std::string literal_dir = dir.path().string();
+  if (::chdir(literal_dir.c_str()) != 0) return 1;
+  expect_no_allocation("write_atomic(\"state.json\", \"...\"), as the README writes it", [] {
+    return atomic_state::write_atomic("state.json", "{\"x\": 1}\n").ok();
+  });
+  expect_no_allocation("AtomicWriter<>::write of a std::string path", [&] {
+    return atomic_state::AtomicWriter<>{}.write(existing.native(), data).ok();
+  });
+  expect_no_allocation("AtomicWriter<>::write of a std::string_view path", [&] {
+    return atomic_state::AtomicWriter<>{}.write(std::string_view(existing.native()), data).ok();
+  });
   expect_no_allocation("AtomicWriter<NoSync>::write of a new file", [&] {
     return atomic_state::AtomicWriter<atomic_state::NoSync>{}.write(fresh, data).ok();
   });
-  expect_no_allocation("begin, three writes, commit", [&] {
+  expect_no_allocation("begin(\"state.json\"), three writes, commit", [&] {
     atomic_state::AtomicWriter<> writer;
-    auto tx = writer.begin(existing);
+    auto tx = writer.begin("state.json");
     return tx && tx->write("a").ok() && tx->write(data).ok() && tx->write("z").ok() &&
            tx->commit().ok();
   });

@@ -27,9 +27,9 @@ check "first run exits 0" '[ "$(rc first)" = 0 ]'
 check "first run saves the state of 2024-11-24" \
   '[ "$(field last_updated)" = 1732406400 ] && [ "$(field last_updated_iso)" = "\"2024-11-24T00:00:00Z\"" ]'
 check "first run saves protocol count, TVS and one snapshot" \
-  '[ "$(field last_protocol_count)" = 12 ] && [ "$(field last_tvs)" = 2478000000 ] && [ "$(field snapshot_count)" = 1 ]'
+  '[ "$(field last_protocol_count)" = 12 ] && [ "$(field last_tvs)" = 2478000000.0 ] && [ "$(field snapshot_count)" = 1 ]'
 check "first run logs the logfmt record of the save" \
-  'logged first "level=info msg=\"state saved\" timestamp=1732406400 protocol_count=12 tvs=2478000000"'
+  'logged first "level=info msg=\"state saved\" timestamp=1732406400 protocol_count=12 tvs=2478000000.0"'
 check "first run writes the summary file" '[ -s "$out/oracle-summary.json" ]'
 cp "$out/state.json" "$work/state.day1"
 cp "$out/oracle-summary.json" "$work/summary.day1"
@@ -65,7 +65,7 @@ check "a truncated state file is reported, then treated as a first run" \
   '[ "$(rc corrupt)" = 0 ] && logged corrupt "level=warn msg=\"state file corrupted, treating as first run\"" && [ "$(field last_updated)" = 1732406400 ]'
 aside=$(find "$out" -name 'state.json.corrupt-*')
 check "the truncated file is kept aside, byte for byte, and the warning names it" \
-  '[ -f "$aside" ] && [ "$(cat "$aside")" = "{\"oracle_name\": \"Switchboard\", \"last_upd" ] && logged corrupt "moved_to=$aside"'
+  '[ -f "$aside" ] && [ "$(cat "$aside")" = "{\"oracle_name\": \"Switchboard\", \"last_upd" ] && logged corrupt "copied_to=$aside"'
 
 printf 'not json' >"$work/bad-input.json"
 cp "$out/state.json" "$work/state.before-bad"

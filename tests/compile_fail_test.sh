@@ -20,6 +20,7 @@ snippet() {
 #include "atomic_state.hpp"
 #include <iostream>
 #include <string>
+#include <vector>
 struct GoodSink {
   void log(atomic_state::Level, std::string_view, atomic_state::Fields) {}
 };
@@ -80,6 +81,10 @@ atomic_state::StateManager<GoodSink&> by_reference{"d", g};
 atomic_state::StateManager<> null_logger{"d"};
 atomic_state::LogfmtLogger logfmt{std::cerr};
 atomic_state::StateManager<atomic_state::LogfmtLogger&> shared_logfmt{"d", logfmt};
+atomic_state::Field numbers[] = {{"u8", static_cast<unsigned char>(1)}, {"i8", static_cast<signed char>(1)},
+                                 {"u64", 1ull}, {"code", 120}};
+std::vector<unsigned long long> times{1, 2};
+atomic_state::State from_unsigned = null_logger.update_state("x", 1, 1, 1.0, times);
 static_assert(atomic_state::is_log_sink_v<GoodSink> && atomic_state::is_log_sink_v<GoodSink&>);
 static_assert(!atomic_state::is_log_sink_v<MessageOnlySink>);
 static_assert(!atomic_state::is_log_sink_v<NotASink>);'
@@ -96,6 +101,14 @@ static_assert(!atomic_state::LogSink<MessageOnlySink> && !atomic_state::LogSink<
   expect_error "a writer without write()" $std \
     "atomic_state::StateManager<atomic_state::NullLogger, atomic_state::State, NotAWriter> m{\"d\"};" \
     "Writer needs"
+  # A char logs neither as its code nor as text it has nowhere to keep.
+  expect_error "a char as a log field" $std \
+    "atomic_state::Field f{\"initial\", 'x'};" "deleted"
+  # Snapshot times are whole seconds: a double could hold any value, NaN too.
+  expect_error "snapshot times as doubles" $std \
+    "atomic_state::StateManager<> m{\"d\"}; std::vector<double> t{1.5};
+     auto s = m.update_state(\"x\", 1, 1, 1.0, t);" \
+    "snapshot timestamps are whole unix seconds"
 done
 
 # The sink requirement: C++17 names it in a static_assert ...

@@ -259,14 +259,15 @@ TEST_CASE(
     "[crash]") {
   const Target t{"/d/state.json", kOld, kNew};
   const Run run = record_write<FullSync>(existing_file(), t.path, t.now);
-  // 10 calls: open dir, lock, create, write, fchmod, fsync, close, rename,
-  // fsync dir, close dir; and the point after the save returned: 11 points.
-  // Images per point: 1 1 1 | 2 (temp entry or not) | 5 (temp: "", new,
-  // half, zeros) | 9 (each also under 0600 or 0644) | 2 2 | 3 (old; old and
-  // temp; new) | 1 1 = 28. Distinct: old alone, old beside 8 temp versions,
-  // new = 10. A subset adds nothing: the rename without the create is
-  // skipped.
-  const Pinned pins[] = {{Order::prefix, 11, 28, 10}, {Order::subset, 11, 28, 10}};
+  // The 14 calls of support/protocol.hpp's overwrite_full_sync, and the
+  // point after the save returned: 15 points. Images per point: 1 (open
+  // dir) 1 (look at the target) 1 (create) | 2 2 (lock, link check: the
+  // temp entry or not) | 2 (write) | 5 (fchmod: the temp "", new, half,
+  // zeros) | 9 (fsync: each also under 0600 or 0644) | 2 2 (dup, close) | 3
+  // (rename: old; old and temp; new) | 1 1 1 = 35. Distinct: old alone, old
+  // beside 8 temp versions, new = 10. A subset adds nothing: the rename
+  // without the create is skipped.
+  const Pinned pins[] = {{Order::prefix, 15, 35, 10}, {Order::subset, 15, 35, 10}};
   for (const Pinned& pin : pins) {
     CAPTURE(sim::to_string(pin.order));
     const Tally tally = enumerate(run, pin.order, t, target_check(t));
@@ -284,7 +285,7 @@ TEST_CASE(
   const Target t{"/d/state.json", std::nullopt, kNew};
   const Run run = record_write<FullSync>(empty_directory(), t.path, t.now);
   // As over an existing file, with "no file" in the place of the old one.
-  const Pinned pins[] = {{Order::prefix, 11, 28, 10}, {Order::subset, 11, 28, 10}};
+  const Pinned pins[] = {{Order::prefix, 15, 35, 10}, {Order::subset, 15, 35, 10}};
   for (const Pinned& pin : pins) {
     CAPTURE(sim::to_string(pin.order));
     const Tally tally = enumerate(run, pin.order, t, target_check(t));
@@ -306,14 +307,16 @@ TEST_CASE(
     Pinned prefix, subset;
   };
   const Row rows[] = {
-      // open dir (ENOENT), mkdir, open, fsync and close /d, then the 10
-      // calls of a save: 16 points. One more distinct image: /d without
-      // /d/new (before /d's fsync).
-      {"/d/new/state.json", {Order::prefix, 16, 35, 11}, {Order::subset, 16, 35, 11}},
-      // open dir (ENOENT), mkdir /d/a/b (ENOENT), mkdir /d/a and sync /d,
-      // mkdir /d/a/b and sync /d/a (3 calls each), then the save: 21
-      // points. Two more distinct images: /d alone, and /d/a without b.
-      {"/d/a/b/state.json", {Order::prefix, 21, 42, 12}, {Order::subset, 21, 42, 12}},
+      // open dir (ENOENT), then mkdir /d/new, look at its mode, open, fsync
+      // and close /d (support/protocol.hpp's make_level), then the 14 calls
+      // of a save: 21 points. One more distinct image: /d without /d/new
+      // (before /d's fsync).
+      {"/d/new/state.json", {Order::prefix, 21, 44, 11}, {Order::subset, 21, 44, 11}},
+      // open dir (ENOENT), mkdir /d/a/b (ENOENT), make /d/a, make /d/a/b (5
+      // calls each), then the save: 27 points (protocol.hpp's
+      // first_save_two_levels). Two more distinct images: /d alone, and /d/a
+      // without b.
+      {"/d/a/b/state.json", {Order::prefix, 27, 53, 12}, {Order::subset, 27, 53, 12}},
   };
   for (const Row& row : rows) {
     CAPTURE(row.path);
@@ -332,8 +335,6 @@ TEST_CASE(
 // ============================================== StateManager: a job's run ==
 
 namespace {
-
-std::int64_t fixed_clock() noexcept { return 1764000000; }
 
 State next_state() {
   State s = test::seed_state();
@@ -378,7 +379,6 @@ TEST_CASE(
     const Seen seen = classify(image, t);
     SimFs disk = SimFs::from(image);
     Manager reader("/d", NullLogger{}, Manager::writer_type(disk));
-    reader.set_clock(&fixed_clock);  // names a corrupt file moved aside, if any
     const auto state = reader.load_state();
     if (!state.has_value()) {
       problem = "load_state failed: " + state.status().message();
@@ -396,12 +396,14 @@ TEST_CASE(
     return seen;
   };
 
-  // The sweep: open dir, lock, list, stat the temp, unlink it, close (6);
-  // the read: open, fstat, read, read to the end, close (5); the save (10);
-  // and after: 22 points. The sweep's unlink joins /d's log ahead of the
-  // save's changes, so in subset order the save can survive without it, the
-  // stale temp file beside the new state: 20 distinct images, not 11.
-  const Pinned pins[] = {{Order::prefix, 22, 54, 11}, {Order::subset, 22, 71, 20}};
+  // The directory opened once for the sweep and the read; the sweep: list,
+  // and for the stale temp file look, open, fstat, lock, look again,
+  // unlink, close (8); the read: open, fstat, read, read to the end, close,
+  // and the directory's close (6); the save (14); and after: 30 points. The
+  // sweep's unlink joins /d's log ahead of the save's changes, so in subset
+  // order the save can survive without it, the stale temp file beside the
+  // new state: 20 distinct images, not 11.
+  const Pinned pins[] = {{Order::prefix, 30, 69, 11}, {Order::subset, 30, 89, 20}};
   for (const Pinned& pin : pins) {
     CAPTURE(sim::to_string(pin.order));
     const Tally tally = enumerate(run, pin.order, t, next_run);
@@ -430,11 +432,12 @@ TEST_CASE(
     std::size_t temp_mode;
   };
   // After the fdatasync the temp inode may keep 0600 or show 0644: one more
-  // image at each of the 5 later points, two more before the fsync of the
-  // directory (temp beside the old file, or renamed): 34 images, 11
-  // distinct. The new bytes under 0600 at the target: before fsync dir,
-  // before close dir, after the save returned: 3.
-  const Row rows[] = {{{Order::prefix, 11, 34, 11}, 3}, {{Order::subset, 11, 34, 11}, 3}};
+  // image at each later point, two more before the fsync of the directory
+  // (temp beside the old file, or renamed): 43 images, 11 distinct. The new
+  // bytes under 0600 at the target: before the fsync of the directory, the
+  // close of the lock's descriptor and of the directory, and after the save
+  // returned: 4.
+  const Row rows[] = {{{Order::prefix, 15, 43, 11}, 4}, {{Order::subset, 15, 43, 11}, 4}};
   for (const Row& row : rows) {
     CAPTURE(sim::to_string(row.pin.order));
     const Tally tally = enumerate(run, row.pin.order, t, target_check(t));
@@ -489,16 +492,16 @@ TEST_CASE("NoSync: the simulator finds torn and lost files after a power loss", 
   const Target over{"/d/state.json", kOld, kNew};
   const Target nested{"/d/a/b/state.json", std::nullopt, kNew};
   const BadRow rows[] = {
-      // 8 calls, 9 points. After the rename (2 points) the target is any of
-      // the temp's 8 versions: 6 torn ("", half, zeros, each under either
+      // 12 calls, 13 points. After the rename (3 points) the target is any
+      // of the temp's 8 versions: 6 torn ("", half, zeros, each under either
       // mode) and the new bytes under 0600. After "success" the old file,
       // alone or beside any of the temp's 8 versions, is a lost save: 9.
-      {"existing file", existing_file(), over, {Order::prefix, 9, 62, 17}, 12, 9, 2},
-      {"existing file", existing_file(), over, {Order::subset, 9, 62, 17}, 12, 9, 2},
+      {"existing file", existing_file(), over, {Order::prefix, 13, 92, 17}, 18, 9, 3},
+      {"existing file", existing_file(), over, {Order::subset, 13, 92, 17}, 18, 9, 3},
       // No directory synced either: after "success", /d alone, /d/a alone,
       // or /d/a/b empty or with the temp's 8 versions: 11 lost.
-      {"/d/a/b/state.json", empty_directory(), nested, {Order::prefix, 13, 85, 19}, 12, 11, 2},
-      {"/d/a/b/state.json", empty_directory(), nested, {Order::subset, 13, 85, 19}, 12, 11, 2},
+      {"/d/a/b/state.json", empty_directory(), nested, {Order::prefix, 19, 128, 19}, 18, 11, 3},
+      {"/d/a/b/state.json", empty_directory(), nested, {Order::subset, 19, 128, 19}, 18, 11, 3},
   };
   for (const BadRow& row : rows) require_caught<NoSync>("NoSync", row);
 }
@@ -512,14 +515,14 @@ TEST_CASE(
   const Target over{"/d/state.json", kOld, kNew};
   const Target nested{"/d/a/b/state.json", std::nullopt, kNew};
   const BadRow rows[] = {
-      // 9 calls, 10 points. After "success": the old file, alone or beside
+      // 13 calls, 14 points. After "success": the old file, alone or beside
       // the synced temp: 2 lost.
-      {"existing file", existing_file(), over, {Order::prefix, 10, 29, 10}, 0, 2, 0},
-      {"existing file", existing_file(), over, {Order::subset, 10, 29, 10}, 0, 2, 0},
+      {"existing file", existing_file(), over, {Order::prefix, 14, 38, 10}, 0, 2, 0},
+      {"existing file", existing_file(), over, {Order::subset, 14, 38, 10}, 0, 2, 0},
       // After "success": /d alone, /d/a alone, /d/a/b empty or with the
       // temp: 4 lost.
-      {"/d/a/b/state.json", empty_directory(), nested, {Order::prefix, 14, 54, 12}, 0, 4, 0},
-      {"/d/a/b/state.json", empty_directory(), nested, {Order::subset, 14, 54, 12}, 0, 4, 0},
+      {"/d/a/b/state.json", empty_directory(), nested, {Order::prefix, 20, 76, 12}, 0, 4, 0},
+      {"/d/a/b/state.json", empty_directory(), nested, {Order::subset, 20, 76, 12}, 0, 4, 0},
   };
   for (const BadRow& row : rows) require_caught<FileSyncOnly>("FileSyncOnly", row);
 }
@@ -637,7 +640,7 @@ TEST_CASE("the model: SimFs answers the writer's calls as POSIX would", "[crash]
   REQUIRE(fs.file_info_at(dir, "state.json", info) == 0);
   CHECK(info.type == atomic_state::FileType::regular);
   CHECK(info.size == kOld.data.size());
-  const int fd = fs.open_file("/d/state.json");
+  const int fd = fs.open_file(dir, "state.json");
   char buffer[16] = {};
   CHECK(fs.read(fd, buffer, sizeof buffer) == 4);
   CHECK(fs.read(fd, buffer, sizeof buffer) == 0);

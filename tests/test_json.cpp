@@ -70,14 +70,23 @@ json::result<State> state_from(std::string_view text) {
 }  // namespace
 
 TEST_CASE("a saved State is indented two spaces, keys in order, one trailing newline", "[json]") {
-  // Byte for byte what the Go service wrote: its files load, ours read alike.
-  CHECK(format(json::value_from(test::seed_state())) == test::kSeedStateText);
+  // The Go service's layout, a double written as a double.
+  CHECK(format(json::value_from(test::seed_state())) == test::kSavedStateText);
+}
+
+TEST_CASE("the Go service's file, its double written as an integer, reads the same", "[json]") {
+  auto from_go = state_from(test::kSeedStateText);
+  auto ours = state_from(test::kSavedStateText);
+  REQUIRE(from_go.has_value());
+  REQUIRE(ours.has_value());
+  CHECK(*from_go == test::seed_state());
+  CHECK(*ours == test::seed_state());
 }
 
 TEST_CASE("the zero State is written with every key", "[json]") {
   CHECK(format(json::value_from(State{})) ==
         "{\n  \"oracle_name\": \"\",\n  \"last_updated\": 0,\n  \"last_updated_iso\": \"\",\n"
-        "  \"last_protocol_count\": 0,\n  \"last_tvs\": 0,\n  \"snapshot_count\": 0,\n"
+        "  \"last_protocol_count\": 0,\n  \"last_tvs\": 0.0,\n  \"snapshot_count\": 0,\n"
         "  \"oldest_snapshot\": 0,\n  \"newest_snapshot\": 0\n}\n");
 }
 
@@ -89,19 +98,24 @@ TEST_CASE("nested arrays and objects are indented, empty ones kept short", "[jso
         "  \"b\": {\n    \"c\": null,\n    \"d\": true\n  }\n}\n");
 }
 
-TEST_CASE("numbers are written as people write them, and exactly", "[json]") {
+TEST_CASE("numbers are written as people write them, exactly, and as doubles", "[json]") {
   struct Row {
     double value;
     const char* text;
   };
+  // A whole double keeps its ".0": without it every JSON reader, Boost's
+  // included, reads an integer, and a conversion asking for a double fails.
   const Row rows[] = {
-      {0.0, "0"},
-      {-0.0, "-0.0"},  // "-0" would read back as the integer 0
-      {1.0, "1"},
+      {0.0, "0.0"},
+      {-0.0, "-0.0"},
+      {1.0, "1.0"},
+      {2.0, "2.0"},
+      {-3.0, "-3.0"},
       {0.1, "0.1"},
       {123.45, "123.45"},
-      {1500000000.0, "1500000000"},
-      {1e15, "1000000000000000"},
+      {1500000000.0, "1500000000.0"},
+      {1e15, "1000000000000000.0"},
+      {1e20, "100000000000000000000.0"},
       {-2.5, "-2.5"},
       {1e-6, "0.000001"},
       {1e-7, "1e-07"},
@@ -113,6 +127,9 @@ TEST_CASE("numbers are written as people write them, and exactly", "[json]") {
     CAPTURE(row.text);
     CHECK(text_of(row.value) == row.text);
     CHECK(bits_of(round_trip(row.value)) == bits_of(row.value));
+    auto parsed = atomic_state::parse_json(format(json::value(row.value)));
+    REQUIRE(parsed.has_value());
+    CHECK(parsed->is_double());  // the kind survives, not only the value
   }
 }
 

@@ -76,7 +76,7 @@ TEST_CASE("a logfmt line per record, fields in the order given", "[logger]") {
        "state saved",
        {{"timestamp", 1700000000}, {"protocol_count", 42}, {"tvs", 1500000000.0}},
        "level=info msg=\"state saved\" timestamp=1700000000 protocol_count=42 "
-       "tvs=1500000000\n"},
+       "tvs=1500000000.0\n"},
       {"no fields",
        Level::debug,
        "first run, processing required",
@@ -183,4 +183,139 @@ TEST_CASE("every level has its name", "[logger]") {
   CHECK(atomic_state::to_string(Level::info) == "info");
   CHECK(atomic_state::to_string(Level::warn) == "warn");
   CHECK(atomic_state::to_string(Level::error) == "error");
+}
+
+TEST_CASE("a line the stream fails to take is lost alone", "[logger]") {
+  // A stream that fails once (a full pipe, a disk full for a moment), then
+  // recovers: every later record must arrive.
+  struct FailingOnce : std::stringbuf {
+    bool failed = false;
+    std::streamsize xsputn(const char* s, std::streamsize n) override {
+      if (!failed) {
+        failed = true;
+        return 0;
+      }
+      return std::stringbuf::xsputn(s, n);
+    }
+  } buffer;
+  std::ostream out(&buffer);
+  LogfmtLogger logger(out, Level::debug);
+  logger.log(Level::info, "lost", {});
+  CHECK_FALSE(out.good());  // the first line failed
+  logger.log(Level::info, "second", {});
+  logger.log(Level::info, "third", {});
+  CHECK(buffer.str() == "level=info msg=second\nlevel=info msg=third\n");
+}
+
+TEST_CASE("no value, key or message can end a logfmt record or forge a field", "[logger]") {
+  struct Row {
+    const char* what;
+    std::string value;
+    const char* written;  // what the value becomes in the line
+  };
+  const Row rows[] = {
+      {"a newline and a forged record", "x\nlevel=error msg=forged",
+       R"("x\nlevel=error msg=forged")"},
+      {"a carriage return", "a\rb", R"("a\rb")"},
+      {"a quote and a forged field", "a\" level=error", R"("a\" level=error")"},
+      {"a backslash", "a\\b", R"("a\\b")"},
+      {"ESC, a terminal's escape", "\x1b[2J", R"("\u001b[2J")"},
+      {"DEL", "a\x7f", R"("a\u007f")"},
+      {"NEL, U+0085, a line break to some readers",
+       "a\xc2\x85"
+       "b",
+       R"("a\u0085b")"},
+      {"CSI, U+009B",
+       "\xc2\x9b"
+       "2J",
+       R"("\u009b2J")"},
+      {"U+2028 LINE SEPARATOR",
+       "a\xe2\x80\xa8"
+       "b",
+       R"("a\u2028b")"},
+      {"U+2029 PARAGRAPH SEPARATOR",
+       "a\xe2\x80\xa9"
+       "b",
+       R"("a\u2029b")"},
+      {"U+202E RIGHT-TO-LEFT OVERRIDE",
+       "\xe2\x80\xae"
+       "cba",
+       R"("\u202ecba")"},
+      {"U+2066 LEFT-TO-RIGHT ISOLATE",
+       "\xe2\x81\xa6"
+       "x",
+       R"("\u2066x")"},
+      {"U+200F RIGHT-TO-LEFT MARK",
+       "\xe2\x80\x8f"
+       "x",
+       R"("\u200fx")"},
+      {"U+061C ARABIC LETTER MARK",
+       "\xd8\x9c"
+       "x",
+       R"("\u061cx")"},
+      {"a byte that is not UTF-8",
+       "a\xff"
+       "b",
+       R"("a\xffb")"},
+      {"a truncated UTF-8 sequence", "a\xe2\x80", R"("a\xe2\x80")"},
+      {"an overlong slash", "\xc0\xaf", R"("\xc0\xaf")"},
+      {"a NUL byte", std::string("a\0b", 3), R"("a\u0000b")"},
+      {"ordinary text stays as it is", "caf\xc3\xa9 \xe2\x82\xac 5",
+       "\"caf\xc3\xa9 \xe2\x82\xac 5\""},
+      {"a plain word stays bare", "switchboard", "switchboard"},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.what);
+    const std::string line = logfmt(Level::debug, Level::info, "m", {{"k", row.value}});
+    CHECK(line == std::string("level=info msg=m k=") + row.written + "\n");
+    CHECK(line.find('\n') == line.size() - 1);  // one record, one line
+    const std::string as_message = logfmt(Level::debug, Level::info, row.value, {});
+    CHECK(as_message == std::string("level=info msg=") + row.written + "\n");
+  }
+
+  struct KeyRow {
+    std::string key;
+    const char* written;
+  };
+  const KeyRow keys[] = {
+      {"plain_key.1", "plain_key.1"},
+      {"two words", "two_words"},
+      {"k=v", "k_v"},
+      {"x\nlevel=error", "x_level_error"},
+      {"quote\"d", "quote_d"},
+      {"", "_"},
+      {"caf\xc3\xa9", "caf__"},
+  };
+  for (const KeyRow& row : keys) {
+    CAPTURE(row.key);
+    CHECK(logfmt(Level::debug, Level::info, "m", {{row.key, 1}}) ==
+          std::string("level=info msg=m ") + row.written + "=1\n");
+  }
+}
+
+TEST_CASE("every integer logs as itself, whatever its type", "[logger]") {
+  struct Row {
+    Field field;
+    const char* written;
+  };
+  const Row rows[] = {
+      {{"u64", UINT64_MAX}, "u64=18446744073709551615"},
+      {{"u64", std::uint64_t{1} << 63}, "u64=9223372036854775808"},
+      {{"i64", INT64_MIN}, "i64=-9223372036854775808"},
+      {{"size", std::size_t{3}}, "size=3"},
+      {{"u8", std::uint8_t{200}}, "u8=200"},
+      {{"i8", std::int8_t{-5}}, "i8=-5"},
+      {{"u16", std::uint16_t{65535}}, "u16=65535"},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.written);
+    CHECK(logfmt(Level::debug, Level::info, "m", {row.field}) ==
+          std::string("level=info msg=m ") + row.written + "\n");
+  }
+  CHECK(std::holds_alternative<std::uint64_t>(Field("u", 1u).value));
+  CHECK(std::holds_alternative<std::int64_t>(Field("i", 1).value));
+  // A character is refused at compile time (the compile-fail test shows it).
+  static_assert(!std::is_constructible_v<Field, std::string_view, char>);
+  static_assert(!std::is_constructible_v<Field, std::string_view, char32_t>);
+  static_assert(!std::is_constructible_v<Field, std::string_view, wchar_t>);
 }

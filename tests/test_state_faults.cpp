@@ -13,12 +13,14 @@
 #include "support/catch.hpp"
 #include "support/fault_fs.hpp"
 #include "support/files.hpp"
+#include "support/protocol.hpp"
 
 using atomic_state::Level;
 using atomic_state::State;
 using atomic_state::Step;
 using test::Fault;
 using test::Op;
+namespace protocol = test::protocol;
 
 namespace {
 
@@ -26,7 +28,9 @@ using FaultManager =
     atomic_state::StateManager<test::CaptureLogger&, State,
                                atomic_state::AtomicWriter<atomic_state::FullSync, test::FaultFs&>>;
 
-std::int64_t fixed_clock() noexcept { return 1764000000; }
+// The modification time of the corrupt files planted below, which names
+// their copies.
+constexpr std::int64_t kStamp = 1764000000;
 
 State state_number(int n) {
   State s;
@@ -43,8 +47,14 @@ struct Setup {
   test::FaultFs fs;
   test::CaptureLogger log;
   FaultManager manager{dir.path(), log, FaultManager::writer_type(fs)};
-  Setup() { manager.set_clock(&fixed_clock); }
   std::string state_path() const { return manager.state_file().string(); }
+  std::string copy_path(const char* suffix = "") const {
+    return state_path() + ".corrupt-" + std::to_string(kStamp) + suffix;
+  }
+  void plant_corrupt(const char* text = "{corrupt") const {
+    test::write_plain(state_path(), text);
+    test::set_mtime(state_path(), kStamp);
+  }
   /// From here on: a fresh policy (occurrences count anew), an empty log,
   /// and these faults.
   void arm(std::vector<Fault> planned) {
@@ -74,36 +84,41 @@ const int kErrors[] = {EIO, ENOSPC, EDQUOT, EACCES, EPERM, EROFS, EXDEV, EMFILE}
 TEST_CASE("a save over an existing state survives the failure of any call", "[state-faults]") {
   const auto prepare = [](Setup& s) { REQUIRE(s.manager.save_state(state_number(1)).ok()); };
   const auto save = [](Setup& s) { return s.manager.save_state(state_number(2)); };
-  const auto calls = calls_of(prepare, save);
-  // open dir, lock, create, write, chmod, sync, close, rename, sync, close
-  REQUIRE(calls.size() == 10);
+  const protocol::Calls expected = protocol::overwrite_full_sync();
+  {
+    Setup s;
+    prepare(s);
+    s.arm({});
+    REQUIRE(save(s).ok());
+    REQUIRE(s.fs.ops() == protocol::ops(expected));
+  }
 
   int cases = 0;
-  for (const auto& [op, occurrence] : calls)
+  for (const auto& [call, k] : protocol::numbered(expected))
     for (const int error : kErrors)
       for (const bool persistent : {false, true}) {
-        CAPTURE(test::op_name(op), occurrence, error, persistent);
+        CAPTURE(test::op_name(call.op), k, error, persistent);
         Setup s;
         prepare(s);
         const std::string before = test::read_file(s.state_path());
-        s.arm({Fault{op, occurrence, error, persistent}});
+        s.arm({Fault{call.op, k, error, persistent}});
         const atomic_state::Status status = save(s);
         ++cases;
 
         CHECK(s.fs.open_descriptors().empty());
         CHECK(test::temp_files_in(s.dir.path()).empty());
-        // Closing the directory descriptor at the very end loses nothing;
-        // without the directory lock a save only loses the sweep's respect.
-        const bool harmless = (op == Op::close && occurrence == 2) || op == Op::lock_directory;
-        if (harmless) {
+        const Step step =
+            persistent && call.later_fails_as != Step::none ? call.later_fails_as : call.fails_as;
+        if (step == Step::none) {  // a call the save survives
           CHECK(status.ok());
           continue;
         }
         REQUIRE_FALSE(status.ok());
+        CHECK(status.step() == step);
         CHECK(status.code().value() == error);
         CHECK(status.message().rfind("write state file: ", 0) == 0);
         CHECK(s.log.with("state saved").empty());
-        if (status.step() == Step::sync_directory && op == Op::sync_full && occurrence == 2) {
+        if (call.replaced) {
           // The rename happened; only its durability is in doubt.
           CHECK(status.replaced());
           auto now = s.manager.load_state();
@@ -114,7 +129,7 @@ TEST_CASE("a save over an existing state survives the failure of any call", "[st
           CHECK(test::read_file(s.state_path()) == before);
         }
       }
-  CHECK(cases == 10 * 8 * 2);
+  CHECK(cases == static_cast<int>(expected.size()) * 8 * 2);
 }
 
 TEST_CASE("a first save, into missing directories, survives the failure of any call",
@@ -172,14 +187,22 @@ TEST_CASE("interrupted calls (EINTR) and short writes still end in a saved state
 }
 
 TEST_CASE("a load whose reading fails is an error that touches nothing", "[state-faults]") {
-  // The sweep of temp files is done (and has a table of its own below).
+  // The sweep of temp files is done (and has a table of its own elsewhere).
   const auto prepare = [](Setup& s) {
     REQUIRE(s.manager.save_state(state_number(1)).ok());
     REQUIRE(s.manager.remove_stale_temp_files().has_value());
   };
   const auto load = [](Setup& s) { return s.manager.load_state(); };
   const auto calls = calls_of(prepare, load);
-  REQUIRE(calls.size() == 5);  // open, fstat, read, read (end), close
+  // The directory, the file in it, its size, its bytes and the end, then
+  // both closed.
+  REQUIRE(calls == std::vector<std::pair<Op, int>>{{Op::open_directory, 1},
+                                                   {Op::open_file, 1},
+                                                   {Op::file_info, 1},
+                                                   {Op::read, 1},
+                                                   {Op::read, 2},
+                                                   {Op::close, 1},
+                                                   {Op::close, 2}});
 
   int cases = 0;
   for (const auto& [op, occurrence] : calls)
@@ -205,10 +228,11 @@ TEST_CASE("a load whose reading fails is an error that touches nothing", "[state
         }
         REQUIRE_FALSE(loaded.has_value());
         CHECK(loaded.status().code().value() == error);
-        CHECK(loaded.status().path() == s.state_path());
+        CHECK(loaded.status().path() ==
+              (op == Op::open_directory ? s.dir.path().string() : s.state_path()));
         CHECK(loaded.status().message().rfind("load state file: ", 0) == 0);
       }
-  CHECK(cases == 5 * 5 * 2);
+  CHECK(cases == 7 * 5 * 2);
 }
 
 TEST_CASE("a state file read one byte at a time loads the same", "[state-faults]") {
@@ -221,75 +245,98 @@ TEST_CASE("a state file read one byte at a time loads the same", "[state-faults]
   CHECK(s.fs.count(Op::read) > 100);
 }
 
-TEST_CASE("a corrupt file that cannot be moved aside is an error, and stays", "[state-faults]") {
+TEST_CASE("a corrupt file whose copy cannot be kept is an error, and stays", "[state-faults]") {
   const auto prepare = [](Setup& s) {
-    test::write_plain(s.state_path(), "{corrupt");
+    s.plant_corrupt();
     REQUIRE(s.manager.remove_stale_temp_files().has_value());
   };
   const auto load = [](Setup& s) { return s.manager.load_state(); };
+  // The copy is a write_new of the bytes read: the calls of a save, but a
+  // rename that never replaces. They follow the read and the look for a
+  // copy already there.
   const auto calls = calls_of(prepare, load);
+  const std::size_t start = 7;  // open dir, open, fstat, read, read, close; look for a copy
+  REQUIRE(calls.size() > start);
+  REQUIRE(calls[start - 1].first == Op::open_file);
+  const protocol::Calls copy = protocol::write_new_full_sync();
+  REQUIRE(calls.size() == start + copy.size() + 1);  // and the load's directory closed
   int cases = 0;
-  for (const auto& [op, occurrence] : calls) {
-    // Only the moving aside: after the read (the reading calls are above).
-    if (op != Op::open_directory && op != Op::file_info_at && op != Op::rename_noreplace) continue;
-    for (const int error : {EIO, EACCES, EROFS, EPERM}) {
-      CAPTURE(test::op_name(op), error);
+  for (std::size_t i = 0; i < copy.size(); ++i) {
+    const protocol::Call& call = copy[i];
+    REQUIRE(calls[start + i].first == call.op);
+    const int k = calls[start + i].second;
+    for (const int error : {EIO, EACCES, EROFS, ENOSPC}) {
+      CAPTURE(test::op_name(call.op), k, error);
       Setup s;
       prepare(s);
-      s.arm({Fault{op, occurrence, error, true}});
+      s.arm({Fault{call.op, k, error, false}});
       auto loaded = load(s);
       ++cases;
-      REQUIRE_FALSE(loaded.has_value());
-      CHECK(loaded.status().step() == Step::move_aside);
-      CHECK(loaded.status().code().value() == error);
-      CHECK(loaded.status().message().rfind("load state file: move aside ", 0) == 0);
       CHECK(test::read_file(s.state_path()) == "{corrupt");
-      CHECK(test::names_in(s.dir.path()).size() == 1);
       CHECK(s.fs.open_descriptors().empty());
+      CHECK(test::temp_files_in(s.dir.path()).empty());
+      if (call.fails_as == Step::none || call.replaced) {
+        // The copy is kept (after the rename only its durability is in doubt).
+        REQUIRE(loaded.has_value());
+        CHECK(test::read_file(s.copy_path()) == "{corrupt");
+        CHECK(s.log.with("state file corrupted, treating as first run").size() == 1);
+        continue;
+      }
+      REQUIRE_FALSE(loaded.has_value());
+      CHECK(loaded.status().step() == Step::copy_aside);
+      CHECK(loaded.status().code().value() == error);
+      CHECK(loaded.status().message().rfind(
+                "load state file: copy aside " + s.state_path() + " to " + s.copy_path() + ": ",
+                0) == 0);
+      CHECK(loaded.status().path() == s.state_path());
+      CHECK(loaded.status().target() == s.copy_path());
+      CHECK_FALSE(loaded.status().detail().empty());  // which step of the copy, on what
+      CHECK(test::names_in(s.dir.path()).size() == 1);
       CHECK(s.log.size() == 0);
     }
   }
-  CHECK(cases == 3 * 4);
+  CHECK(cases == static_cast<int>(copy.size()) * 4);
 }
 
-TEST_CASE("a corrupt file replaced by a save while it was read is left in place",
-          "[state-faults]") {
+TEST_CASE(
+    "a corrupt file replaced by a save while it was read: the save stays, the bytes read "
+    "are kept",
+    "[state-faults]") {
   Setup s;
-  test::write_plain(s.state_path(), "{corrupt");
+  s.plant_corrupt();
   test::write_plain(s.dir / "good.json", R"({"last_updated": 5})");
-  // Just before the check that the file is still the one read, a writer
-  // renames a good state over it.
+  // While the copy is being written, a writer renames a good state over the
+  // corrupt file.
   s.fs.before = [&](Op op, int, const char*) {
-    if (op == Op::file_info_at) std::rename((s.dir / "good.json").c_str(), s.state_path().c_str());
+    if (op == Op::create_file) std::rename((s.dir / "good.json").c_str(), s.state_path().c_str());
   };
   auto loaded = s.manager.load_state();
-  REQUIRE_FALSE(loaded.has_value());
-  CHECK(loaded.status().step() == Step::move_aside);
-  CHECK(loaded.status().code() == std::errc::resource_unavailable_try_again);
+  REQUIRE(loaded.has_value());
+  CHECK(*loaded == State{});  // what was read was corrupt
   CHECK(test::read_file(s.state_path()) == R"({"last_updated": 5})");
+  CHECK(test::read_file(s.copy_path()) == "{corrupt");
   s.fs.before = nullptr;
   auto again = s.manager.load_state();
   REQUIRE(again.has_value());
   CHECK(again->last_updated == 5);
 }
 
-TEST_CASE("the corrupt file is moved aside without replacing anything", "[state-faults]") {
+TEST_CASE("a copy never replaces another file", "[state-faults]") {
   Setup s;
-  test::write_plain(s.state_path(), "{corrupt");
-  const std::string taken = s.state_path() + ".corrupt-1764000000";
-  test::write_plain(taken, "evidence from before");
+  s.plant_corrupt();
+  test::write_plain(s.copy_path(), "evidence from before");
   auto loaded = s.manager.load_state();
   REQUIRE(loaded.has_value());
-  CHECK(test::read_file(taken) == "evidence from before");
-  CHECK(test::read_file(taken + ".1") == "{corrupt");
-  CHECK(s.fs.count(Op::rename_noreplace) == 2);
+  CHECK(test::read_file(s.copy_path()) == "evidence from before");
+  CHECK(test::read_file(s.copy_path(".1")) == "{corrupt");
+  CHECK(s.fs.count(Op::rename_noreplace) == 1);
   CHECK(s.fs.count(Op::rename) == 0);
 }
 
 TEST_CASE("every descriptor a load, a sweep, a quarantine or a save uses is close-on-exec",
           "[state-faults]") {
   Setup s;
-  test::write_plain(s.state_path(), "{corrupt");
+  s.plant_corrupt();
   test::write_plain(s.dir / ".tmp-Stale3", "left by a kill");
   int examined = 0, leaky = 0;
   s.fs.before = [&](Op, int fd, const char*) {
@@ -298,7 +345,7 @@ TEST_CASE("every descriptor a load, a sweep, a quarantine or a save uses is clos
     const int flags = ::fcntl(fd, F_GETFD);
     if (flags < 0 || !(flags & FD_CLOEXEC)) ++leaky;
   };
-  auto loaded = s.manager.load_state();  // sweeps, reads, moves the corrupt file aside
+  auto loaded = s.manager.load_state();  // sweeps, reads, copies the corrupt bytes aside
   REQUIRE(loaded.has_value());
   REQUIRE(s.manager.save_state(state_number(4)).ok());
   REQUIRE(s.manager.load_state().has_value());

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -26,8 +27,9 @@ using Manager = atomic_state::StateManager<test::CaptureLogger&>;
 
 namespace {
 
-constexpr std::int64_t kNow = 1764000000;
-std::int64_t fixed_clock() noexcept { return kNow; }
+// The modification time given to the corrupt files below: their copies
+// are named after it.
+constexpr std::int64_t kStamp = 1764000000;
 
 const char* const kValidState = test::kSeedStateText;
 State valid_state() { return test::seed_state(); }
@@ -36,10 +38,14 @@ struct Fixture {
   test::TempDir dir;
   test::CaptureLogger log;
   Manager manager{dir.path(), log};
-  Fixture() { manager.set_clock(&fixed_clock); }
   std::string state_path() const { return manager.state_file().string(); }
+  /// A state file with these bytes, modified at kStamp.
+  void plant(std::string_view text, mode_t mode = 0644) const {
+    test::write_plain(state_path(), text, mode);
+    test::set_mtime(state_path(), kStamp);
+  }
   std::string corrupt_path(const char* suffix = "") const {
-    return state_path() + ".corrupt-" + std::to_string(kNow) + suffix;
+    return state_path() + ".corrupt-" + std::to_string(kStamp) + suffix;
   }
 };
 
@@ -95,7 +101,7 @@ TEST_CASE("a missing state file is a first run", "[state]") {
   }
 }
 
-TEST_CASE("a corrupt or partial state file is a first run, moved aside, with a warning",
+TEST_CASE("a corrupt or partial state file is a first run, its bytes kept aside, with a warning",
           "[state]") {
   struct Row {
     const char* why;
@@ -110,10 +116,13 @@ TEST_CASE("a corrupt or partial state file is a first run, moved aside, with a w
       {"only whitespace", "  \n", "incomplete JSON"},
       {"an array", "[]", "expected an object"},
       {"a wrong type", R"({"last_updated": "yesterday"})", "last_updated: expected an integer"},
-      {"an integer out of range", R"({"snapshot_count": 99999999999999999999})",
-       "snapshot_count: expected an integer"},
+      {"an integer beyond 64 bits", R"({"snapshot_count": 99999999999999999999})",
+       "not exact: integer beyond 64 bits at byte "},
+      {"an integer beyond int64", R"({"snapshot_count": 9223372036854775808})",
+       "snapshot_count: integer out of range"},
       {"NaN", R"({"last_tvs": NaN})", "syntax error"},
-      {"a number beyond double", R"({"last_tvs": 1e400})", "exponent overflow"},
+      {"a number beyond double", R"({"last_tvs": 1e400})",
+       "exponent overflow: number too large for a double at byte "},
       {"invalid UTF-8", "{\"oracle_name\": \"\xC3\x28\"}", "syntax error"},
       {"a NUL byte", std::string("{\"oracle_name\": \"a\0b\"}", 23), "syntax error"},
       {"binary garbage",
@@ -127,7 +136,7 @@ TEST_CASE("a corrupt or partial state file is a first run, moved aside, with a w
   for (const Row& row : rows) {
     CAPTURE(row.why);
     Fixture f;
-    test::write_plain(f.state_path(), row.text, 0640);
+    f.plant(row.text, 0640);
     auto loaded = f.manager.load_state();
     REQUIRE(loaded.has_value());
     CHECK(*loaded == State{});
@@ -136,30 +145,33 @@ TEST_CASE("a corrupt or partial state file is a first run, moved aside, with a w
     const test::Record r = f.log.last();
     CHECK(r.level == Level::warn);
     CHECK(r.message == "state file corrupted, treating as first run");
-    CHECK(r.keys() == std::vector<std::string>{"path", "error", "moved_to"});
+    CHECK(r.keys() == std::vector<std::string>{"path", "error", "copied_to"});
     CHECK(r.text("path") == f.state_path());
     CHECK(r.text("error").find(row.error) != std::string::npos);
-    CHECK(r.text("moved_to") == f.corrupt_path());
+    CHECK(r.text("copied_to") == f.corrupt_path());
 
-    // Moved aside whole, not copied: same bytes, same mode, nothing left.
-    CHECK_FALSE(test::fs::exists(f.state_path()));
+    // The file stays for the next save to replace; its bytes are kept in a
+    // private copy, named after its modification time.
+    CHECK(test::read_file(f.state_path()) == row.text);
+    CHECK(test::mode_of(f.state_path()) == 0640u);
     CHECK(test::read_file(f.corrupt_path()) == row.text);
-    CHECK(test::mode_of(f.corrupt_path()) == 0640u);
-    CHECK(test::names_in(f.dir.path()).size() == 1);
+    CHECK(test::mode_of(f.corrupt_path()) == 0600u);
+    CHECK(test::names_in(f.dir.path()).size() == 2);
   }
 }
 
-TEST_CASE("every truncation of a valid state file is either valid or moved aside", "[state]") {
+TEST_CASE("every truncation of a valid state file is either valid or kept aside", "[state]") {
   const std::string full = kValidState;
   int valid = 0, quarantined = 0;
   for (std::size_t n = 0; n <= full.size(); ++n) {
     Fixture f;
-    test::write_plain(f.state_path(), full.substr(0, n));
+    f.plant(full.substr(0, n));
     auto loaded = f.manager.load_state();
     REQUIRE(loaded.has_value());
+    CHECK(test::read_file(f.state_path()) == full.substr(0, n));
     if (*loaded == valid_state()) {
       ++valid;
-      CHECK(test::fs::exists(f.state_path()));
+      CHECK(test::names_in(f.dir.path()).size() == 1);
     } else {
       ++quarantined;
       CHECK(*loaded == State{});
@@ -170,18 +182,38 @@ TEST_CASE("every truncation of a valid state file is either valid or moved aside
   CHECK(quarantined == static_cast<int>(full.size()) - 1);
 }
 
-TEST_CASE("a second corrupt file in the same second gets a name of its own", "[state]") {
+TEST_CASE("other corrupt bytes with the same modification time get a name of their own",
+          "[state]") {
   Fixture f;
-  test::write_plain(f.state_path(), "{first");
-  REQUIRE(f.manager.load_state().has_value());
-  test::write_plain(f.state_path(), "{second");
-  REQUIRE(f.manager.load_state().has_value());
-  test::write_plain(f.state_path(), "{third");
-  REQUIRE(f.manager.load_state().has_value());
+  for (const char* text : {"{first", "{second", "{third"}) {
+    f.plant(text);
+    REQUIRE(f.manager.load_state().has_value());
+  }
   CHECK(test::read_file(f.corrupt_path()) == "{first");
   CHECK(test::read_file(f.corrupt_path(".1")) == "{second");
   CHECK(test::read_file(f.corrupt_path(".2")) == "{third");
-  CHECK(f.log.last().text("moved_to") == f.corrupt_path(".2"));
+  CHECK(f.log.last().text("copied_to") == f.corrupt_path(".2"));
+}
+
+TEST_CASE("the same corrupt file loaded again is kept once", "[state]") {
+  Fixture f;
+  f.plant("{torn");
+  for (int run = 0; run < 3; ++run) {
+    REQUIRE(f.manager.load_state().has_value());
+    CHECK(f.log.last().text("copied_to") == f.corrupt_path());
+  }
+  CHECK(test::names_in(f.dir.path()).size() == 2);  // state.json and one copy
+}
+
+TEST_CASE("after a corrupt load the next save replaces the file; the copy stays", "[state]") {
+  Fixture f;
+  f.plant("{torn");
+  REQUIRE(f.manager.load_state().has_value());
+  REQUIRE(f.manager.save_state(valid_state()).ok());
+  auto back = f.manager.load_state();
+  REQUIRE(back.has_value());
+  CHECK(*back == valid_state());
+  CHECK(test::read_file(f.corrupt_path()) == "{torn");
 }
 
 TEST_CASE("a state file that cannot be read is an error, and nothing is touched", "[state]") {
@@ -215,7 +247,7 @@ TEST_CASE("a state file that cannot be read is an error, and nothing is touched"
        [](const std::string& p) { test::write_plain(p, kValidState); }, 100, Step::check_file,
        std::errc::file_too_large, "larger than the state size limit"},
       {"a path through a regular file", [](const std::string&) {}, ATOMIC_STATE_MAX_STATE_SIZE,
-       Step::open_file, std::errc::not_a_directory, nullptr},
+       Step::open_directory, std::errc::not_a_directory, nullptr},
   };
   for (const Row& row : rows) {
     CAPTURE(row.why);
@@ -223,10 +255,10 @@ TEST_CASE("a state file that cannot be read is an error, and nothing is touched"
     std::string path = f.state_path();
     test::CaptureLogger log;
     Manager through_file(f.dir / "plain", log);
-    Manager& m = row.step == Step::open_file ? through_file : f.manager;
-    if (row.step == Step::open_file) {
+    Manager& m = row.step == Step::open_directory ? through_file : f.manager;
+    if (row.step == Step::open_directory) {
       test::write_plain(f.dir / "plain", "x");
-      path = m.state_file().string();
+      path = (f.dir / "plain").string();
     }
     row.make(path);
     m.set_max_state_size(row.limit);
@@ -249,14 +281,83 @@ TEST_CASE("a state file that cannot be read is an error, and nothing is touched"
   }
 }
 
-TEST_CASE("the size limit is inclusive", "[state]") {
+TEST_CASE("every size limit from 0 to no_size_limit behaves as documented", "[state]") {
+  // A file within the limit loads, and a state whose text is within it
+  // saves; one byte more is an error, never a corrupt file.
+  const std::size_t loaded_size = std::string(kValidState).size();
+  const std::size_t saved_size = std::string(test::kSavedStateText).size();
+  const std::size_t none = Manager::no_size_limit;
+  CHECK(none == SIZE_MAX);
+  const std::size_t limits[] = {0,
+                                1,
+                                loaded_size - 1,
+                                loaded_size,
+                                saved_size - 1,
+                                saved_size,
+                                saved_size + 1,
+                                ATOMIC_STATE_MAX_STATE_SIZE,
+                                none / 2,
+                                none - 1,
+                                none};
+  for (const std::size_t limit : limits) {
+    CAPTURE(limit);
+    Fixture f;
+    f.plant(kValidState);
+    f.manager.set_max_state_size(limit);
+    CHECK(f.manager.max_state_size() == limit);
+    auto loaded = f.manager.load_state();
+    CHECK(test::names_in(f.dir.path()).size() == 1);  // never a corrupt copy
+    CHECK(test::read_file(f.state_path()) == kValidState);
+    if (loaded_size <= limit) {
+      REQUIRE(loaded.has_value());
+      CHECK(*loaded == valid_state());
+    } else {
+      REQUIRE_FALSE(loaded.has_value());
+      CHECK(loaded.status().step() == Step::check_file);
+      CHECK(loaded.status().code() == std::errc::file_too_large);
+      CHECK(f.log.size() == 0);
+    }
+    const atomic_state::Status saved = f.manager.save_state(valid_state());
+    if (saved_size <= limit) {
+      CHECK(saved.ok());
+      CHECK(test::read_file(f.state_path()) == test::kSavedStateText);
+    } else {
+      CHECK(saved.step() == Step::serialize);
+      CHECK(saved.code() == std::errc::file_too_large);
+      CHECK(test::read_file(f.state_path()) == kValidState);
+    }
+  }
+}
+
+TEST_CASE("an empty state file under a limit of 0 is corrupt, not too large", "[state]") {
   Fixture f;
-  test::write_plain(f.state_path(), kValidState);
-  f.manager.set_max_state_size(std::string(kValidState).size());
-  CHECK(f.manager.max_state_size() == std::string(kValidState).size());
+  f.plant("");
+  f.manager.set_max_state_size(0);
   auto loaded = f.manager.load_state();
   REQUIRE(loaded.has_value());
-  CHECK(*loaded == valid_state());
+  CHECK(f.log.last().message == "state file corrupted, treating as first run");
+}
+
+TEST_CASE("save_state refuses a text load_state would refuse as too large", "[state]") {
+  // DEL is written raw (JSON allows it), so only what must grow grows: a
+  // control character becomes six bytes. Both are kept to the limit.
+  Fixture f;
+  REQUIRE(f.manager.save_state(valid_state()).ok());
+  const std::string before = test::read_file(f.state_path());
+  f.manager.set_max_state_size(4096);
+  State s = valid_state();
+  s.oracle_name = std::string(1000, '\x7f');  // raw: fits
+  REQUIRE(f.manager.save_state(s).ok());
+  auto back = f.manager.load_state();
+  REQUIRE(back.has_value());
+  CHECK(*back == s);
+  s.oracle_name = std::string(1000, '\x01');  // six bytes each: 6000 > 4096
+  const atomic_state::Status refused = f.manager.save_state(s);
+  CHECK(refused.step() == Step::serialize);
+  CHECK(refused.code() == std::errc::file_too_large);
+  CHECK(refused.message().find("load_state would refuse it") != std::string::npos);
+  CHECK(test::read_file(f.state_path()).find(std::string(1000, '\x7f')) != std::string::npos);
+  CHECK(test::temp_files_in(f.dir.path()).empty());
 }
 
 TEST_CASE("should_process: the seed's skip logic, each decision logged", "[state]") {
@@ -305,12 +406,12 @@ TEST_CASE("should_process: the seed's skip logic, each decision logged", "[state
   }
 }
 
-TEST_CASE("should_process: a delta too large for int64 is capped, not wrapped", "[state]") {
+TEST_CASE("should_process: a delta too large for int64 is logged whole, not wrapped", "[state]") {
   Fixture f;
   State s;
-  s.last_updated = -1;
+  s.last_updated = INT64_MIN;
   CHECK(f.manager.should_process(INT64_MAX, s));
-  CHECK(f.log.last().integer("delta_seconds") == INT64_MAX);
+  CHECK(f.log.last().unsigned_integer("delta_seconds") == UINT64_MAX);
 }
 
 TEST_CASE("save_state writes readable JSON, mode 0644, and logs it", "[state]") {
@@ -478,7 +579,7 @@ TEST_CASE("a logger by value, and one logger shared by reference", "[state]") {
   REQUIRE(owned.save_state(s).ok());
   CHECK(out.str() ==
         "level=info msg=\"state saved\" timestamp=1700000000 protocol_count=50 "
-        "tvs=1500000000\n");
+        "tvs=1500000000.0\n");
 
   test::CaptureLogger shared;
   Manager a(dir / "a", shared), b(dir / "b", shared);
@@ -507,7 +608,6 @@ TEST_CASE("a state type of one's own: saved, loaded, compared, quarantined", "[s
   test::TempDir dir;
   test::CaptureLogger log;
   atomic_state::StateManager<test::CaptureLogger&, feeds::FeedState> m(dir.path(), log);
-  m.set_clock(&fixed_clock);
 
   auto first = m.load_state();
   REQUIRE(first.has_value());
@@ -553,4 +653,210 @@ TEST_CASE("a state file that is a symlink is read through; a save replaces the l
   auto back = f.manager.load_state();
   REQUIRE(back.has_value());
   CHECK(*back == next);
+}
+
+// --------------------------------------------------- paths that lead nowhere --
+
+TEST_CASE("a state directory behind a symlink to nothing is an error, and nothing is created",
+          "[state]") {
+  struct Row {
+    const char* layout;
+    const char* output_dir;  // under the test directory; "link" -> "card/collector"
+  };
+  // /var/lib/collector -> /mnt/sd/collector, the card not mounted.
+  const Row rows[] = {{"the directory itself is the link", "link"},
+                      {"a level above it is the link", "link/sub"},
+                      {"the link, with a trailing slash", "link/"}};
+  for (const Row& row : rows) {
+    CAPTURE(row.layout);
+    test::TempDir root;
+    test::fs::create_directory(root / "card");  // the mount point; the card is missing
+    test::fs::create_symlink(root / "card" / "collector", root / "link");
+    test::CaptureLogger log;
+    Manager m(root.path().string() + "/" + row.output_dir, log);
+    const auto before = test::names_in(root / "card");
+
+    auto loaded = m.load_state();
+    REQUIRE_FALSE(loaded.has_value());
+    CHECK(loaded.status().step() == Step::open_directory);
+    CHECK(loaded.status().code() == std::errc::no_such_file_or_directory);
+    CHECK(loaded.status().path() == (root / "link").string());
+    CHECK(loaded.status().message().find("a symlink to nothing") != std::string::npos);
+    CHECK(log.size() == 0);  // not a first run
+
+    CHECK_FALSE(m.save_state(valid_state()).ok());
+    CHECK(test::names_in(root / "card") == before);  // nothing created on the wrong disk
+    CHECK_FALSE(test::fs::exists(root / "card" / "collector"));
+  }
+}
+
+TEST_CASE("a missing directory with no link on its way is a plain first run", "[state]") {
+  test::TempDir root;
+  test::fs::create_directory(root / "real");
+  test::fs::create_symlink(root / "real", root / "link");  // a link that leads somewhere
+  test::CaptureLogger log;
+  Manager m(root / "link" / "not" / "yet", log);
+  auto loaded = m.load_state();
+  REQUIRE(loaded.has_value());
+  CHECK(log.last().message == "no state file found, treating as first run");
+}
+
+TEST_CASE("a NUL byte in the output directory is refused by every entry point", "[state]") {
+  test::TempDir root;
+  test::fs::create_directory(root / "d");
+  test::write_plain(root / "d" / ".tmp-Ab12Cd", "a stale-looking file that must survive");
+  const std::string with_nul = (root / "d").string() + std::string("\0/elsewhere", 11);
+  test::CaptureLogger log;
+  Manager m(with_nul, log);
+
+  const auto loaded = m.load_state();
+  const auto swept = m.remove_stale_temp_files();
+  const auto saved = m.save_state(valid_state());
+  atomic_state::AtomicWriter<> writer;
+  const auto swept_directly = writer.remove_stale_temp_files(with_nul);
+  for (const atomic_state::Status& s :
+       {loaded.status(), swept.status(), saved, swept_directly.status()}) {
+    CHECK(s.step() == Step::check_path);
+    CHECK(s.code() == std::errc::invalid_argument);
+    CHECK(s.message().find("path contains a NUL byte") != std::string::npos);
+  }
+  CHECK(test::read_file(root / "d" / ".tmp-Ab12Cd") == "a stale-looking file that must survive");
+  CHECK(test::names_in(root / "d").size() == 1);
+}
+
+// ------------------------------------------------------ custom state types --
+
+namespace {
+
+// A price feed whose conversions use the usual Boost.JSON idioms, and that
+// keeps the items it does not know (values that must outlive the parse).
+struct Quote {
+  double price = 0;
+  std::int64_t at = 0;
+  std::vector<json::value> unknown;
+  std::optional<json::value> note;
+};
+
+void tag_invoke(json::value_from_tag, json::value& jv, const Quote& q) {
+  json::object& o = jv.emplace_object();
+  o["price"] = q.price;
+  o["at"] = q.at;
+  json::array& rest = o["unknown"].emplace_array();
+  for (const json::value& v : q.unknown) rest.push_back(v);
+  if (q.note) o["note"] = *q.note;
+}
+
+// value_to, which throws: the idiom of most users' conversions.
+Quote tag_invoke(json::value_to_tag<Quote>, const json::value& jv) {
+  const json::object& o = jv.as_object();
+  Quote q;
+  q.price = o.at("price").as_double();
+  q.at = o.at("at").as_int64();
+  for (const json::value& v : o.at("unknown").as_array()) q.unknown.push_back(v);
+  if (const json::value* note = o.if_contains("note")) q.note = *note;
+  return q;
+}
+
+}  // namespace
+
+template <>
+struct atomic_state::StateTraits<Quote> {
+  static std::int64_t last_updated(const Quote& q) noexcept { return q.at; }
+};
+
+TEST_CASE("a round double reads back as a double, in a custom state as in JSON", "[state]") {
+  test::TempDir dir;
+  test::CaptureLogger log;
+  atomic_state::StateManager<test::CaptureLogger&, Quote> m(dir.path(), log);
+  for (const double price : {2.0, 0.0, -3.0, 1e20, 2.5, 1e300}) {
+    CAPTURE(price);
+    Quote q;
+    q.price = price;
+    q.at = 1700000000;
+    REQUIRE(m.save_state(q).ok());
+    auto back = m.load_state();
+    REQUIRE(back.has_value());
+    CHECK(back->price == price);
+    CHECK(log.with("state file corrupted, treating as first run").empty());
+  }
+}
+
+TEST_CASE("Boost.JSON values a custom state keeps stay valid after load_state", "[state]") {
+  // Run under AddressSanitizer by the test command: a value left pointing
+  // into the parser's memory is a use after free here.
+  test::TempDir dir;
+  atomic_state::StateManager<atomic_state::NullLogger, Quote> m(dir.path());
+  Quote q;
+  q.price = 236.41;
+  q.at = 1700000000;
+  q.unknown = {json::value("kept for a later version"), json::value({1, 2, 3}),
+               json::value({{"nested", std::string(600, 'x')}})};
+  q.note = json::value(std::string(5000, 'n'));
+  REQUIRE(m.save_state(q).ok());
+  Quote back;
+  {
+    auto loaded = m.load_state();
+    REQUIRE(loaded.has_value());
+    back = std::move(*loaded);
+  }
+  std::vector<char> churn(1 << 16, 'z');  // reuse of freed memory would show
+  REQUIRE(back.unknown.size() == 3);
+  CHECK(back.unknown[0].as_string() == "kept for a later version");
+  CHECK(back.unknown[1].as_array().size() == 3);
+  CHECK(back.unknown[2].as_object().at("nested").as_string().size() == 600);
+  REQUIRE(back.note.has_value());
+  CHECK(back.note->as_string().size() == 5000);
+  CHECK(churn.front() == 'z');
+}
+
+TEST_CASE("a custom state's decoding failure names its cause in the warning", "[state]") {
+  struct Row {
+    const char* why;
+    const char* text;
+    const char* error;  // part of the warning's error field
+  };
+  const Row rows[] = {
+      {"a conversion that throws", R"({"price": "high", "at": 1, "unknown": []})",
+       "the state type's conversion from JSON threw: "},
+      {"a key the conversion needs is missing", R"({"price": 2.0, "unknown": []})",
+       "the state type's conversion from JSON threw: "},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.why);
+    test::TempDir dir;
+    test::CaptureLogger log;
+    atomic_state::StateManager<test::CaptureLogger&, Quote> m(dir.path(), log);
+    test::write_plain(m.state_file(), row.text);
+    auto loaded = m.load_state();
+    REQUIRE(loaded.has_value());
+    const auto warned = log.with("state file corrupted, treating as first run");
+    REQUIRE(warned.size() == 1);
+    const std::string error = warned[0].text("error");
+    CAPTURE(error);
+    CHECK(error.rfind(row.error, 0) == 0);
+    CHECK(error.size() > std::string(row.error).size());  // the exception's own words follow
+  }
+
+  // A try_value_to conversion: its error code's words.
+  test::TempDir dir;
+  test::CaptureLogger log;
+  atomic_state::StateManager<test::CaptureLogger&, feeds::FeedState> feed(dir.path(), log);
+  test::write_plain(feed.state_file(), R"({"feed": "SOL/USD", "price": "high"})");
+  REQUIRE(feed.load_state().has_value());
+  CHECK(log.last().text("error") == "the state type's conversion from JSON failed: " +
+                                        json::make_error_code(json::error::not_number).message());
+}
+
+TEST_CASE("update_state takes snapshot times of any integer type, beyond int64 saturated",
+          "[state]") {
+  Fixture f;
+  const std::vector<std::uint64_t> huge = {UINT64_MAX, 1700000000, 9223372036854775808u};
+  const State s = f.manager.update_state("x", 1700000000, 1, 1.0, huge);
+  CHECK(s.snapshot_count == 3);
+  CHECK(s.oldest_snapshot == 1700000000);
+  CHECK(s.newest_snapshot == INT64_MAX);
+  const std::vector<std::int16_t> small = {-5, 7};
+  const State t = f.manager.update_state("x", 1, 1, 1.0, small);
+  CHECK(t.oldest_snapshot == -5);
+  CHECK(t.newest_snapshot == 7);
 }

@@ -1,5 +1,11 @@
 // Status and Result: what a caller learns from every operation.
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <set>
 #include <string>
@@ -38,12 +44,17 @@ TEST_CASE("a failed Status reads as one sentence naming step, paths and reason",
       {Step::rename, EACCES, "/var/lib/c/.tmp-Ab12Cd", "/var/lib/c/state.json", false,
        "rename /var/lib/c/.tmp-Ab12Cd to /var/lib/c/state.json: Permission denied"},
       {Step::write_data, ENOSPC, "/d/.tmp-Ab12Cd", "/d/f", false,
-       "write data /d/.tmp-Ab12Cd: No space left on device"},
+       "write data /d/.tmp-Ab12Cd for /d/f: No space left on device"},
+      {Step::create_temp_file, EACCES, "/x/.tmp-SvzJs3", "/x/state.json", false,
+       "create temp file /x/.tmp-SvzJs3 for /x/state.json: Permission denied"},
       {Step::create_directory, EROFS, "/mnt/ro/new", "/mnt/ro/new/f", false,
-       "create directory /mnt/ro/new: Read-only file system"},
+       "create directory /mnt/ro/new for /mnt/ro/new/f: Read-only file system"},
       {Step::sync_directory, EIO, "/d", "/d/f", true,
-       "sync directory /d: Input/output error (/d/f was replaced, but the "
+       "sync directory /d for /d/f: Input/output error (/d/f was replaced, but the "
        "replacement is not known to be durable)"},
+      {Step::check_path, EISDIR, "/d/f", "/d/f", false, "check path /d/f: Is a directory"},
+      {Step::open_file, ENOENT, "/d/state.json", "", false,
+       "open file /d/state.json: No such file or directory"},
   };
   for (const Row& row : rows) {
     const Status s(row.step, os_error(row.error), row.subject, row.target, row.replaced);
@@ -58,7 +69,7 @@ TEST_CASE("a failed Status reads as one sentence naming step, paths and reason",
   }
 }
 
-TEST_CASE("code() is the OS errno in the system category", "[status]") {
+TEST_CASE("code() of an OS failure is the errno in the system category", "[status]") {
   const Status s(Step::sync_file, os_error(ENOSPC), "/d/.tmp-x", "/d/f");
   CHECK(s.code().category() == std::system_category());
   CHECK(s.code().value() == ENOSPC);
@@ -87,8 +98,9 @@ TEST_CASE("every step has its own words", "[status]") {
                         Step::check_file,
                         Step::read_file,
                         Step::parse,
-                        Step::move_aside,
+                        Step::copy_aside,
                         Step::serialize,
+                        Step::remove_temp_file,
                         Step::invalid_use};
   std::set<std::string> seen;
   for (Step step : steps) seen.insert(std::string(atomic_state::to_string(step)));
@@ -148,5 +160,83 @@ TEST_CASE("Result holds a value or the Status that prevented it", "[status]") {
     CHECK_FALSE(r.has_value());
     CHECK_FALSE(r.status().ok());
     CHECK(r.status().step() == Step::invalid_use);
+  }
+}
+
+TEST_CASE("value_or gives the value, or the fallback after a failure", "[status]") {
+  const Result<std::string> held = std::string("state");
+  const Result<std::string> failed = Status(Step::read_file, os_error(EIO), "/d/state.json");
+  CHECK(held.value_or("none") == "state");
+  CHECK(failed.value_or("none") == "none");
+  CHECK(Result<int>(7).value_or(0) == 7);
+  CHECK(
+      Result<std::unique_ptr<int>>(Status(Step::parse, os_error(EINVAL), "x")).value_or(nullptr) ==
+      nullptr);
+}
+
+// What misuse does, in a child process: reading the value of a failed
+// Result must end the program with the failure on stderr, in every build
+// mode, never hand back a default value.
+TEST_CASE("value() of a failed Result prints the failure and aborts in every build", "[status]") {
+  struct Row {
+    const char* how;
+    void (*misuse)(const Result<int>&);
+  };
+  const Row rows[] = {
+      {"value()", [](const Result<int>& r) { std::printf("%d", r.value()); }},
+      {"operator*", [](const Result<int>& r) { std::printf("%d", *r); }},
+      {"operator->", [](const Result<int>& r) { std::printf("%d", *r.operator->()); }},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.how);
+    int err[2];
+    REQUIRE(::pipe(err) == 0);
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+      std::signal(SIGABRT, SIG_DFL);  // Catch2's handler would report the abort as a failure
+      ::dup2(err[1], 2);
+      const Result<int> failed = Status(Step::open_file, os_error(ENOENT), "/d/state.json");
+      row.misuse(failed);
+      std::_Exit(0);  // reached only if misuse returned a value
+    }
+    ::close(err[1]);
+    std::string said;
+    char buffer[512];
+    for (ssize_t n; (n = ::read(err[0], buffer, sizeof buffer)) > 0;)
+      said.append(buffer, static_cast<std::size_t>(n));
+    ::close(err[0]);
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    CHECK(WIFSIGNALED(status));
+    CHECK(WTERMSIG(status) == SIGABRT);
+    CHECK(said.find("open file /d/state.json: No such file or directory") != std::string::npos);
+  }
+}
+
+TEST_CASE("with_note adds a static note after the reason; a success stays one", "[status]") {
+  const Status failed(Step::sync_file, os_error(EIO), "/d/.tmp-Ab12Cd", "/d/f");
+  const Status noted = failed.with_note("the temp file could not be removed");
+  CHECK(noted.message() ==
+        "sync file /d/.tmp-Ab12Cd for /d/f: Input/output error (the temp file could not be "
+        "removed)");
+  CHECK(failed.message().find("could not be removed") == std::string::npos);
+  CHECK(Status().with_note("x").ok());
+}
+
+TEST_CASE("copies and moves of a Status share one text and keep every part", "[status]") {
+  Status a(Step::rename, os_error(EACCES), "/d/.tmp-Ab12Cd", "/d/f", false, "a note", "a detail");
+  Status b = a;
+  Status c = std::move(b);
+  Status d;
+  d = c;
+  d = d;  // self-assignment keeps it
+  Status e;
+  e = std::move(c);
+  for (const Status* s : {&a, &d, &e}) {
+    CHECK(s->path() == "/d/.tmp-Ab12Cd");
+    CHECK(s->target() == "/d/f");
+    CHECK(s->detail() == "a detail");
+    CHECK(s->message() == a.message());
   }
 }

@@ -2,7 +2,9 @@
 // the library's own stale temp files, never one of a save still running (in
 // this process or another, even one paused mid-save), never anything else,
 // and its own failures never fail a load.
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -121,7 +123,8 @@ TEST_CASE("the sweep removes stale temp files and nothing but the library's own"
   auto swept = writer.remove_stale_temp_files(dir.path());
   REQUIRE(swept.has_value());
   CHECK(swept->removed == expected_removed);
-  CHECK_FALSE(swept->busy);
+  CHECK(swept->in_use == 0);
+  CHECK(swept->not_regular == 3);  // the directory, the link, the FIFO
   for (const Row& row : rows) {
     CAPTURE(row.name);
     CHECK(present(dir / row.name) == !row.removed);
@@ -129,18 +132,31 @@ TEST_CASE("the sweep removes stale temp files and nothing but the library's own"
   CHECK(test::read_file(dir / "precious") == "keep me");
 }
 
-TEST_CASE("a directory of many stale temp files is swept in several passes", "[sweep]") {
+TEST_CASE("one pass removes every stale temp file, among many entries that are not files",
+          "[sweep]") {
   test::TempDir dir;
-  for (int i = 0; i < 300; ++i) {
-    char name[16];
-    std::snprintf(name, sizeof name, ".tmp-M%05d", i);
-    test::write_plain(dir / name, "x");
+  const auto name = [](char kind, int i) {
+    char text[16];
+    std::snprintf(text, sizeof text, ".tmp-%c%05d", kind, i);
+    return std::string(text);
+  };
+  for (int i = 0; i < 100; ++i) {  // named like temp files, but not regular files
+    test::fs::create_directory(dir / name('D', i));
+    REQUIRE(::mkfifo((dir / name('F', i)).c_str(), 0600) == 0);
+    test::fs::create_symlink(dir / "nowhere", dir / name('L', i));
   }
-  AtomicWriter<> writer;
+  for (int i = 0; i < 300; ++i) test::write_plain(dir / name('M', i), "x");
+  test::FaultFs fs;
+  AtomicWriter<FullSync, test::FaultFs&> writer(fs);
   auto swept = writer.remove_stale_temp_files(dir.path());
   REQUIRE(swept.has_value());
   CHECK(swept->removed == 300);
-  CHECK(test::names_in(dir.path()).empty());
+  CHECK(swept->not_regular == 300);
+  CHECK(swept->in_use == 0);
+  CHECK(test::names_in(dir.path()).size() == 300);
+  CHECK(fs.count(Op::list_directory) == 1);
+  CHECK(fs.count(Op::try_lock) == 300);  // one lock per candidate file, held alone
+  CHECK(fs.open_descriptors().empty());
 }
 
 TEST_CASE("a missing directory has nothing to sweep", "[sweep]") {
@@ -163,20 +179,77 @@ TEST_CASE("a save in progress in this process keeps its temp file", "[sweep]") {
   REQUIRE(tx->write("half").ok());
   const std::string temp(tx->temp_name());
 
+  test::write_plain(dir / ".tmp-Stale0", "left by a kill");
   AtomicWriter<> sweeping;
   auto swept = sweeping.remove_stale_temp_files(dir.path());
   REQUIRE(swept.has_value());
-  CHECK(swept->busy);
-  CHECK(swept->removed == 0);
+  CHECK(swept->in_use == 1);
+  CHECK(swept->removed == 1);  // the stale one beside it goes all the same
   CHECK(present(dir / temp));
 
   REQUIRE(tx->write(" and the rest").ok());
   REQUIRE(tx->commit().ok());
   CHECK(test::read_file(dir / "f") == "half and the rest");
-  // Once the save is over the directory is free again.
   swept = sweeping.remove_stale_temp_files(dir.path());
   REQUIRE(swept.has_value());
-  CHECK_FALSE(swept->busy);
+  CHECK(swept->in_use == 0);
+}
+
+TEST_CASE("a save committing past a sweep keeps its temp file to the rename", "[sweep]") {
+  // The window between the temp file's close and its rename: a sweep there
+  // must still see the file as in use (a second descriptor keeps its lock).
+  test::TempDir dir;
+  test::FaultFs fs;
+  AtomicWriter<> sweeping;
+  std::size_t in_use = 0, removed = 0;
+  fs.before = [&](Op op, int, const char*) {
+    if (op != Op::rename) return;
+    auto swept = sweeping.remove_stale_temp_files(dir.path());
+    REQUIRE(swept.has_value());
+    in_use += swept->in_use;
+    removed += swept->removed;
+  };
+  REQUIRE(AtomicWriter<FullSync, test::FaultFs&>(fs).write(dir / "f", "whole").ok());
+  CHECK(in_use == 1);
+  CHECK(removed == 0);
+  CHECK(test::read_file(dir / "f") == "whole");
+}
+
+TEST_CASE("a temp file a sweep took before it was locked costs a fresh name", "[sweep]") {
+  // Between the temp file's creation and its lock, a sweep may lock and
+  // remove it: the save sees the file unlinked and draws another name.
+  test::TempDir dir;
+  test::FaultFs fs;
+  bool swept_once = false;
+  fs.before = [&](Op op, int, const char*) {
+    if (op != Op::try_lock || swept_once) return;
+    swept_once = true;
+    auto swept = AtomicWriter<>().remove_stale_temp_files(dir.path());
+    REQUIRE(swept.has_value());
+    CHECK(swept->removed == 1);
+  };
+  REQUIRE(AtomicWriter<FullSync, test::FaultFs&>(fs).write(dir / "f", "whole").ok());
+  CHECK(fs.count(Op::create_file) == 2);
+  CHECK(test::read_file(dir / "f") == "whole");
+  CHECK(test::temp_files_in(dir.path()).empty());
+}
+
+TEST_CASE("a temp file locked by someone else costs a fresh name, never a wait", "[sweep]") {
+  test::TempDir dir;
+  test::FaultFs fs;
+  fs.faults = {Fault{Op::try_lock, 1, EWOULDBLOCK}};
+  REQUIRE(AtomicWriter<FullSync, test::FaultFs&>(fs).write(dir / "f", "whole").ok());
+  CHECK(fs.count(Op::create_file) == 2);
+  CHECK(test::read_file(dir / "f") == "whole");
+  CHECK(fs.open_descriptors().empty());
+
+  // Every name locked: the save gives up, in bounded time, with a reason.
+  test::FaultFs always;
+  always.faults = {Fault{Op::try_lock, 1, EWOULDBLOCK, true}};
+  const auto status = AtomicWriter<FullSync, test::FaultFs&>(always).write(dir / "g", "x");
+  CHECK(status.step() == Step::create_temp_file);
+  CHECK(always.count(Op::create_file) == ATOMIC_STATE_TEMP_NAME_ATTEMPTS);
+  CHECK_FALSE(test::fs::exists(dir / "g"));
 }
 
 TEST_CASE("a save paused mid-way in another process keeps its temp file", "[sweep]") {
@@ -204,9 +277,12 @@ TEST_CASE("a save paused mid-way in another process keeps its temp file", "[swee
   Manager manager(dir.path(), log);
   auto swept = manager.remove_stale_temp_files();
   REQUIRE(swept.has_value());
-  CHECK(swept->busy);
+  CHECK(swept->in_use == 1);
   CHECK(test::temp_files_in(dir.path()).size() == 1);
-  CHECK(log.with("a save is in progress, stale temp files left for later").size() == 1);
+  const auto left = log.with("temp files of saves in progress left alone");
+  REQUIRE(left.size() == 1);
+  CHECK(left[0].level == Level::debug);
+  CHECK(left[0].integer("count") == 1);
 
   ::kill(child, SIGCONT);
   CHECK(exit_status_of(child) == 0);
@@ -270,23 +346,27 @@ TEST_CASE("a manager sweeps once: at its first load, or when asked", "[sweep]") 
 }
 
 TEST_CASE("a sweep that fails never fails the load", "[sweep]") {
+  // The sweep's calls come first in a load (the directory descriptor is the
+  // load's), so the first call of each op below is the sweep's.
   struct Row {
     Op op;
     int error;
-    const char* logged;  // message at warn, or at debug for a busy directory
+    bool persistent;
+    const char* logged;  // at warn; at debug for a file in use
     bool temp_stays;
   };
+  const char* const failed = "stale temp files could not be removed";
+  const char* const in_use = "temp files of saves in progress left alone";
   const Row rows[] = {
-      {Op::open_directory, EACCES, "stale temp files could not be removed", true},
-      {Op::open_directory, EIO, "stale temp files could not be removed", true},
-      {Op::lock_directory, EWOULDBLOCK, "a save is in progress, stale temp files left for later",
-       true},
-      {Op::lock_directory, ENOLCK, "a save is in progress, stale temp files left for later", true},
-      {Op::list_directory, EIO, "stale temp files could not be removed", true},
-      {Op::entry_info, EIO, "stale temp files could not be removed", true},
-      {Op::unlink, EPERM, "stale temp files could not be removed", true},
-      {Op::unlink, EROFS, "stale temp files could not be removed", true},
-      {Op::close, EIO, "stale temp files removed", false},
+      {Op::list_directory, EIO, true, failed, true},
+      {Op::entry_info, EIO, false, failed, true},
+      {Op::open_file, EACCES, false, failed, true},
+      {Op::file_info, EIO, false, failed, true},
+      {Op::try_lock, EWOULDBLOCK, true, in_use, true},
+      {Op::try_lock, ENOLCK, true, in_use, true},
+      {Op::unlink, EPERM, true, failed, true},
+      {Op::unlink, EROFS, true, failed, true},
+      {Op::close, EIO, false, "stale temp files removed", false},
   };
   for (const Row& row : rows) {
     CAPTURE(test::op_name(row.op), row.error);
@@ -299,7 +379,7 @@ TEST_CASE("a sweep that fails never fails the load", "[sweep]") {
     test::write_plain(dir / ".tmp-Stale1", "left by a kill");
     test::CaptureLogger log;
     test::FaultFs fs;
-    fs.faults = {Fault{row.op, 1, row.error, true}};
+    fs.faults = {Fault{row.op, 1, row.error, row.persistent}};
     FaultManager manager(dir.path(), log, FaultManager::writer_type(fs));
 
     auto loaded = manager.load_state();
@@ -309,7 +389,7 @@ TEST_CASE("a sweep that fails never fails the load", "[sweep]") {
     CHECK(fs.open_descriptors().empty());
     const auto records = log.with(row.logged);
     REQUIRE(records.size() == 1);
-    if (std::string_view(row.logged) == "stale temp files could not be removed") {
+    if (std::string_view(row.logged) == failed) {
       CHECK(records[0].level == Level::warn);
       CHECK(records[0].text("error").find(std::strerror(row.error)) != std::string::npos);
       CHECK(records[0].text("error").find(dir.path().string()) != std::string::npos);
@@ -332,4 +412,150 @@ TEST_CASE("a failed sweep says which step, which path and why", "[sweep]") {
   CHECK(swept.status().message() ==
         "remove temp file " + (dir / ".tmp-Stale2").string() + ": Operation not permitted");
   CHECK(fs.open_descriptors().empty());
+}
+
+// ------------------------------------------------ no save waits on a lock --
+
+namespace {
+
+enum class LockKind { flock_exclusive, flock_shared, fcntl_write };
+
+// Takes `kind` of lock on `path` (a directory or a file) and holds it until
+// the descriptor closes; false when the lock could not be taken.
+bool hold_lock(const test::fs::path& path, LockKind kind, int& fd) {
+  fd = ::open(path.c_str(), (kind == LockKind::fcntl_write ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0) return false;
+  if (kind == LockKind::fcntl_write) {
+    struct flock lock {};
+    lock.l_type = F_WRLCK;
+    lock.l_whence = SEEK_SET;
+    return ::fcntl(fd, F_SETLK, &lock) == 0;
+  }
+  return ::flock(fd, kind == LockKind::flock_shared ? LOCK_SH : LOCK_EX) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("a save never waits on a lock anyone else holds", "[sweep]") {
+  struct Row {
+    const char* holder;
+    const char* locked;  // "dir", "target" or "parent"
+    LockKind kind;
+    bool other_process;
+    uid_t uid;  // of the other process; 0: root
+  };
+  const Row rows[] = {
+      {"this process, flock LOCK_EX", "dir", LockKind::flock_exclusive, false, 0},
+      {"this process, flock LOCK_SH", "dir", LockKind::flock_shared, false, 0},
+      {"another process, flock LOCK_EX", "dir", LockKind::flock_exclusive, true, 0},
+      {"uid 65534, flock LOCK_EX on a 0755 directory", "dir", LockKind::flock_exclusive, true,
+       65534},
+      {"another process, flock LOCK_EX on the target", "target", LockKind::flock_exclusive, true,
+       0},
+      {"another process, an fcntl write lock on the target", "target", LockKind::fcntl_write, true,
+       0},
+      {"another process, flock LOCK_EX on the parent", "parent", LockKind::flock_exclusive, true,
+       0},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.holder, row.locked);
+    test::TempDir root;
+    const test::fs::path dir = root / "collector";
+    test::fs::create_directory(dir);
+    ::chmod(root.path().c_str(), 0755);
+    ::chmod(dir.c_str(), 0755);
+    {
+      test::CaptureLogger ignored;
+      Manager seed(dir, ignored);
+      REQUIRE(seed.save_state(sample_state()).ok());
+    }
+    ::chmod((dir / "state.json").c_str(), 0666);  // so uid 65534 can open it too
+    const test::fs::path locked = std::string_view(row.locked) == "dir"      ? dir
+                                  : std::string_view(row.locked) == "target" ? dir / "state.json"
+                                                                             : root.path();
+    int held = -1;
+    pid_t holder = -1;
+    Signal ready;
+    if (!row.other_process) {
+      REQUIRE(hold_lock(locked, row.kind, held));
+    } else {
+      holder = ::fork();
+      REQUIRE(holder >= 0);
+      if (holder == 0) {
+        if (row.uid != 0 && (::setgid(row.uid) != 0 || ::setuid(row.uid) != 0)) ::_exit(3);
+        int fd = -1;
+        if (!hold_lock(locked, row.kind, fd)) ::_exit(4);
+        ready.send();
+        ::pause();  // holds the lock until killed
+        ::_exit(0);
+      }
+      REQUIRE(ready.wait());
+    }
+
+    // A save that waited would be killed by the alarm: a failure in
+    // seconds, not a hang.
+    ::alarm(20);
+    test::CaptureLogger log;
+    Manager manager(dir, log);
+    const auto loaded = manager.load_state();
+    State next = sample_state();
+    next.last_updated += 60;
+    const atomic_state::Status saved = manager.save_state(next);
+    const atomic_state::Status written = atomic_state::write_atomic(dir / "other.json", "x");
+    ::alarm(0);
+    CHECK(loaded.has_value());
+    CHECK(saved.ok());
+    CHECK(written.ok());
+    if (holder > 0) {
+      int status = 0;
+      CHECK(::waitpid(holder, &status, WNOHANG) == 0);  // still holding it
+      ::kill(holder, SIGKILL);
+      ::waitpid(holder, &status, 0);
+    }
+    if (held >= 0) ::close(held);
+    auto back = manager.load_state();
+    REQUIRE(back.has_value());
+    CHECK(*back == next);
+  }
+}
+
+TEST_CASE("a process forked during a sweep never delays a save", "[sweep]") {
+  // The child inherits every descriptor the sweep holds at that moment,
+  // locks included, and keeps them for seconds: the save must not wait for
+  // it, so the child must still be alive when the save is over.
+  test::TempDir dir;
+  {
+    test::CaptureLogger ignored;
+    Manager seed(dir.path(), ignored);
+    REQUIRE(seed.save_state(sample_state()).ok());
+  }
+  test::write_plain(dir / ".tmp-Stale3", "left by a kill");
+  for (const Op at : {Op::list_directory, Op::try_lock, Op::unlink, Op::close}) {
+    CAPTURE(test::op_name(at));
+    test::write_plain(dir / ".tmp-Stale3", "left by a kill");
+    test::CaptureLogger log;
+    test::FaultFs fs;
+    pid_t child = -1;
+    fs.before = [&](Op op, int, const char*) {
+      if (op != at || child != -1) return;
+      child = ::fork();
+      if (child == 0) {
+        ::sleep(30);
+        ::_exit(0);
+      }
+    };
+    FaultManager manager(dir.path(), log, FaultManager::writer_type(fs));
+    ::alarm(20);
+    const auto loaded = manager.load_state();
+    fs.before = nullptr;
+    const atomic_state::Status saved = manager.save_state(sample_state());
+    ::alarm(0);
+    REQUIRE(child > 0);
+    CHECK(loaded.has_value());
+    CHECK(saved.ok());
+    int status = 0;
+    CHECK(::waitpid(child, &status, WNOHANG) == 0);  // the save did not wait for it
+    ::kill(child, SIGKILL);
+    ::waitpid(child, &status, 0);
+  }
 }

@@ -15,6 +15,7 @@
 #include "support/catch.hpp"
 #include "support/fault_fs.hpp"
 #include "support/files.hpp"
+#include "support/protocol.hpp"
 
 using atomic_state::AtomicWriter;
 using atomic_state::DataSync;
@@ -28,6 +29,7 @@ using test::Op;
 using test::read_file;
 using test::temp_files_in;
 using test::TempDir;
+namespace protocol = test::protocol;
 
 namespace {
 
@@ -35,102 +37,9 @@ using Writer = AtomicWriter<FullSync, FaultFs&>;
 
 const int kErrnos[] = {ENOSPC, EIO, EDQUOT, EACCES, EPERM, EROFS, EXDEV, EMFILE};
 
-// What a fault at the k-th call of `op` must produce, once (transient) and
-// from then on (persistent). Step::none means the save still succeeds.
-// `subject` is the path the Status must name: $R is the test directory, $D
-// the target's directory, $T the temp file. A persistent fault may fail a
-// later call instead, naming `persistent_subject` when that differs.
-struct Row {
-  Op op;
-  int k;
-  Step transient;
-  Step persistent;
-  bool replaced;  // the failure comes after the rename
-  const char* subject;
-  const char* persistent_subject = nullptr;
-};
-
-// A save over an existing file: the protocol's nine calls.
-const std::vector<Row> kOverwrite = {
-    {Op::open_directory, 1, Step::open_directory, Step::open_directory, false, "$D"},
-    // Without the lock a save still works; it only loses the sweep's respect.
-    {Op::lock_directory, 1, Step::none, Step::none, false, ""},
-    {Op::create_file, 1, Step::create_temp_file, Step::create_temp_file, false, "$T"},
-    {Op::write, 1, Step::write_data, Step::write_data, false, "$T"},
-    {Op::set_mode, 1, Step::set_permissions, Step::set_permissions, false, "$T"},
-    {Op::sync_full, 1, Step::sync_file, Step::sync_file, false, "$T"},
-    {Op::close, 1, Step::close_temp_file, Step::close_temp_file, false, "$T"},
-    {Op::rename, 1, Step::rename, Step::rename, false, "$T"},
-    {Op::sync_full, 2, Step::sync_directory, Step::sync_directory, true, "$D"},
-    // Closing the read-only directory descriptor cannot lose anything.
-    {Op::close, 2, Step::none, Step::none, false, ""},
-};
-
-// A first save into two missing directory levels: $R/a/b/f.
-const std::vector<Row> kFirstSave = {
-    {Op::open_directory, 1, Step::open_directory, Step::open_directory, false, "$D"},
-    {Op::make_directory, 1, Step::create_directory, Step::create_directory, false, "$R/a/b"},
-    {Op::make_directory, 2, Step::create_directory, Step::create_directory, false, "$R/a"},
-    {Op::open_directory, 2, Step::sync_directory, Step::sync_directory, false, "$R"},
-    {Op::sync_full, 1, Step::sync_directory, Step::sync_directory, false, "$R"},
-    {Op::close, 1, Step::none, Step::close_temp_file, false, "", "$T"},
-    {Op::make_directory, 3, Step::create_directory, Step::create_directory, false, "$R/a/b"},
-    {Op::open_directory, 3, Step::sync_directory, Step::sync_directory, false, "$R/a"},
-    {Op::sync_full, 2, Step::sync_directory, Step::sync_directory, false, "$R/a"},
-    {Op::close, 2, Step::none, Step::close_temp_file, false, "", "$T"},
-    {Op::open_directory, 4, Step::open_directory, Step::open_directory, false, "$D"},
-    {Op::lock_directory, 1, Step::none, Step::none, false, ""},
-    {Op::create_file, 1, Step::create_temp_file, Step::create_temp_file, false, "$T"},
-    {Op::write, 1, Step::write_data, Step::write_data, false, "$T"},
-    {Op::set_mode, 1, Step::set_permissions, Step::set_permissions, false, "$T"},
-    {Op::sync_full, 3, Step::sync_file, Step::sync_file, false, "$T"},
-    {Op::close, 3, Step::close_temp_file, Step::close_temp_file, false, "$T"},
-    {Op::rename, 1, Step::rename, Step::rename, false, "$T"},
-    {Op::sync_full, 4, Step::sync_directory, Step::sync_directory, true, "$D"},
-    {Op::close, 4, Step::none, Step::none, false, ""},
-};
-
-// The same over an existing file under DataSync: fdatasync for the file.
-const std::vector<Row> kOverwriteDataSync = {
-    {Op::open_directory, 1, Step::open_directory, Step::open_directory, false, "$D"},
-    {Op::lock_directory, 1, Step::none, Step::none, false, ""},
-    {Op::create_file, 1, Step::create_temp_file, Step::create_temp_file, false, "$T"},
-    {Op::write, 1, Step::write_data, Step::write_data, false, "$T"},
-    {Op::set_mode, 1, Step::set_permissions, Step::set_permissions, false, "$T"},
-    {Op::sync_data, 1, Step::sync_file, Step::sync_file, false, "$T"},
-    {Op::close, 1, Step::close_temp_file, Step::close_temp_file, false, "$T"},
-    {Op::rename, 1, Step::rename, Step::rename, false, "$T"},
-    {Op::sync_full, 1, Step::sync_directory, Step::sync_directory, true, "$D"},
-    {Op::close, 2, Step::none, Step::none, false, ""},
-};
-
-// Under NoSync: no sync to fail, and nothing after the rename that can.
-const std::vector<Row> kOverwriteNoSync = {
-    {Op::open_directory, 1, Step::open_directory, Step::open_directory, false, "$D"},
-    {Op::lock_directory, 1, Step::none, Step::none, false, ""},
-    {Op::create_file, 1, Step::create_temp_file, Step::create_temp_file, false, "$T"},
-    {Op::write, 1, Step::write_data, Step::write_data, false, "$T"},
-    {Op::set_mode, 1, Step::set_permissions, Step::set_permissions, false, "$T"},
-    {Op::close, 1, Step::close_temp_file, Step::close_temp_file, false, "$T"},
-    {Op::rename, 1, Step::rename, Step::rename, false, "$T"},
-    {Op::close, 2, Step::none, Step::none, false, ""},
-};
-
-// A streamed save: begin(), three write() calls, commit().
-const std::vector<Row> kStreamed = {
-    {Op::open_directory, 1, Step::open_directory, Step::open_directory, false, "$D"},
-    {Op::lock_directory, 1, Step::none, Step::none, false, ""},
-    {Op::create_file, 1, Step::create_temp_file, Step::create_temp_file, false, "$T"},
-    {Op::write, 1, Step::write_data, Step::write_data, false, "$T"},
-    {Op::write, 2, Step::write_data, Step::write_data, false, "$T"},
-    {Op::write, 3, Step::write_data, Step::write_data, false, "$T"},
-    {Op::set_mode, 1, Step::set_permissions, Step::set_permissions, false, "$T"},
-    {Op::sync_full, 1, Step::sync_file, Step::sync_file, false, "$T"},
-    {Op::close, 1, Step::close_temp_file, Step::close_temp_file, false, "$T"},
-    {Op::rename, 1, Step::rename, Step::rename, false, "$T"},
-    {Op::sync_full, 2, Step::sync_directory, Step::sync_directory, true, "$D"},
-    {Op::close, 2, Step::none, Step::none, false, ""},
-};
+// Every kind of save fails at each of its calls (support/protocol.hpp says
+// what each failure must produce).
+const int kChunks = 3;
 
 const std::string kOld = "old state\n";
 const std::string kNew = std::string(5000, 'n') + "\n";
@@ -144,8 +53,9 @@ Status save_streamed(FaultFs& fs, const test::fs::path& target) {
   AtomicWriter<FullSync, FaultFs&> writer(fs);
   auto tx = writer.begin(target, 0644);
   if (!tx) return tx.status();
-  for (std::size_t at = 0; at < kNew.size(); at += 2000)
-    if (Status s = tx->write(std::string_view(kNew).substr(at, 2000)); !s) return s;
+  const std::size_t chunk = kNew.size() / kChunks + 1;
+  for (std::size_t at = 0; at < kNew.size(); at += chunk)
+    if (Status s = tx->write(std::string_view(kNew).substr(at, chunk)); !s) return s;
   return tx->commit();
 }
 
@@ -154,19 +64,21 @@ test::fs::path nested_target(const TempDir& d) { return d / "a" / "b" / "f"; }
 
 struct Scenario {
   const char* name;
-  const std::vector<Row>* rows;
+  protocol::Calls calls;
   bool target_exists;
   test::fs::path (*target)(const TempDir&);
   Status (*save)(FaultFs&, const test::fs::path&);
 };
 
 const Scenario kScenarios[] = {
-    {"overwrite, FullSync", &kOverwrite, true, existing_target, save_whole<FullSync>},
-    {"first save into missing directories", &kFirstSave, false, nested_target,
+    {"overwrite, FullSync", protocol::overwrite_full_sync(), true, existing_target,
      save_whole<FullSync>},
-    {"overwrite, DataSync", &kOverwriteDataSync, true, existing_target, save_whole<DataSync>},
-    {"overwrite, NoSync", &kOverwriteNoSync, true, existing_target, save_whole<NoSync>},
-    {"streamed overwrite", &kStreamed, true, existing_target, save_streamed},
+    {"first save into missing directories", protocol::first_save_two_levels(), false, nested_target,
+     save_whole<FullSync>},
+    {"overwrite, DataSync", protocol::overwrite_data_sync(), true, existing_target,
+     save_whole<DataSync>},
+    {"overwrite, NoSync", protocol::overwrite_no_sync(), true, existing_target, save_whole<NoSync>},
+    {"streamed overwrite", protocol::streamed(kChunks), true, existing_target, save_streamed},
 };
 
 std::string expand(std::string pattern, const TempDir& dir, const test::fs::path& target,
@@ -176,6 +88,7 @@ std::string expand(std::string pattern, const TempDir& dir, const test::fs::path
       pattern.replace(at, key.size(), value);
   };
   put("$T", target.parent_path().string() + "/" + temp);
+  put("$F", target.string());
   put("$D", target.parent_path().string());
   put("$R", dir.path().string());
   return pattern;
@@ -230,13 +143,6 @@ Status run_and_check(const Scenario& sc, std::vector<Fault> faults, Step expecte
   return status;
 }
 
-std::vector<std::pair<Op, int>> numbered(const std::vector<Op>& ops) {
-  std::vector<std::pair<Op, int>> out;
-  int seen[16] = {};
-  for (Op op : ops) out.emplace_back(op, ++seen[static_cast<int>(op)]);
-  return out;
-}
-
 void report(const char* what, int cases) {
   std::cout << what << ": " << cases << " fault-injection cases\n";
 }
@@ -251,45 +157,40 @@ TEST_CASE("the fault tables cover every call a successful save makes", "[faults]
     if (sc.target_exists) test::write_plain(target, kOld);
     FaultFs fs;
     REQUIRE(sc.save(fs, target).ok());
-    const auto trace = numbered(fs.ops());
-    REQUIRE(trace.size() == sc.rows->size());
-    for (std::size_t i = 0; i < trace.size(); ++i) {
-      CAPTURE(i, test::op_name(trace[i].first));
-      CHECK(trace[i].first == (*sc.rows)[i].op);
-      CHECK(trace[i].second == (*sc.rows)[i].k);
-    }
+    CHECK(fs.ops() == protocol::ops(sc.calls));
   }
 }
 
 TEST_CASE("a failing call leaves the target as it was and says where and why", "[faults]") {
   int cases = 0;
+  std::size_t calls = 0;
   for (const Scenario& sc : kScenarios) {
-    for (const Row& row : *sc.rows) {
+    calls += sc.calls.size();
+    for (const auto& [call, k] : protocol::numbered(sc.calls)) {
       for (int error : kErrnos) {
         for (bool persistent : {false, true}) {
-          CAPTURE(sc.name, test::op_name(row.op), row.k, std::strerror(error), persistent);
-          const Step expected = persistent ? row.persistent : row.transient;
-          const char* subject =
-              persistent && row.persistent_subject ? row.persistent_subject : row.subject;
-          (void)run_and_check(sc, {Fault{row.op, row.k, error, persistent}}, expected, row.replaced,
-                              subject, error);
+          CAPTURE(sc.name, test::op_name(call.op), k, std::strerror(error), persistent);
+          const bool later = persistent && call.later_fails_as != Step::none;
+          (void)run_and_check(sc, {Fault{call.op, k, error, persistent}},
+                              later ? call.later_fails_as : call.fails_as, call.replaced,
+                              later ? call.later_names : call.names, error);
           ++cases;
         }
       }
     }
   }
   report("errno at every call", cases);
-  CHECK(cases == (10 + 20 + 10 + 8 + 12) * 8 * 2);
+  CHECK(cases == static_cast<int>(calls) * 8 * 2);
 }
 
 TEST_CASE("EINTR is retried at every call and the save succeeds", "[faults]") {
   int cases = 0;
   for (const Scenario& sc : kScenarios) {
-    for (const Row& row : *sc.rows) {
-      CAPTURE(sc.name, test::op_name(row.op), row.k);
-      (void)run_and_check(sc, {Fault{row.op, row.k, EINTR}}, Step::none, false, "", 0);
-      (void)run_and_check(sc, {Fault{row.op, row.k, EINTR}, Fault{row.op, row.k + 1, EINTR}},
-                          Step::none, false, "", 0);
+    for (const auto& [call, k] : protocol::numbered(sc.calls)) {
+      CAPTURE(sc.name, test::op_name(call.op), k);
+      (void)run_and_check(sc, {Fault{call.op, k, EINTR}}, Step::none, false, "", 0);
+      (void)run_and_check(sc, {Fault{call.op, k, EINTR}, Fault{call.op, k + 1, EINTR}}, Step::none,
+                          false, "", 0);
       cases += 2;
     }
   }
@@ -299,12 +200,15 @@ TEST_CASE("EINTR is retried at every call and the save succeeds", "[faults]") {
 TEST_CASE("an endless EINTR storm ends in an error, not a hang", "[faults]") {
   int cases = 0;
   for (const Scenario& sc : kScenarios) {
-    for (const Row& row : *sc.rows) {
-      CAPTURE(sc.name, test::op_name(row.op), row.k);
+    for (const auto& [call, k] : protocol::numbered(sc.calls)) {
+      CAPTURE(sc.name, test::op_name(call.op), k);
       // close() is never retried: its EINTR means the descriptor is gone.
-      const Step expected = row.op == Op::close ? Step::none : row.persistent;
-      (void)run_and_check(sc, {Fault{row.op, row.k, EINTR, true}}, expected, row.replaced,
-                          row.persistent_subject ? row.persistent_subject : row.subject, EINTR);
+      const bool later = call.later_fails_as != Step::none && call.op != Op::close;
+      const Step expected = call.op == Op::close ? Step::none
+                            : later              ? call.later_fails_as
+                                                 : call.fails_as;
+      (void)run_and_check(sc, {Fault{call.op, k, EINTR, true}}, expected, call.replaced,
+                          later ? call.later_names : call.names, EINTR);
       ++cases;
     }
   }

@@ -1,6 +1,7 @@
 // AtomicWriter against the real filesystem, in a fresh directory per case.
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -15,6 +16,7 @@ using atomic_state::AtomicWriter;
 using atomic_state::DataSync;
 using atomic_state::FullSync;
 using atomic_state::NoSync;
+using atomic_state::Status;
 using atomic_state::Step;
 using test::mode_of;
 using test::read_file;
@@ -103,11 +105,25 @@ TEST_CASE("write creates missing parent directories with 0755", "[fs]") {
     CHECK(mode_of(level) == 0755);
 }
 
-TEST_CASE("new directories follow the umask, like mkdir -p", "[fs]") {
-  TempDir dir;
-  const test::UmaskGuard umask(077);
-  REQUIRE(atomic_state::write_atomic(dir / "private" / "f", "x", 0600).ok());
-  CHECK(mode_of(dir / "private") == 0700);
+TEST_CASE("new directories follow the umask but keep owner write and search, as mkdir -p", "[fs]") {
+  struct Row {
+    mode_t umask;
+    unsigned mode;  // of every level made
+  };
+  // mkdir -p: (0755 less the umask) | u+wx, so that the next level and the
+  // file can be created in it even when the umask says otherwise.
+  const Row rows[] = {{022, 0755},  {077, 0700},  {0222, 0755}, {0277, 0700},
+                      {0777, 0300}, {0177, 0700}, {0, 0755}};
+  for (const Row& row : rows) {
+    CAPTURE(row.umask);
+    TempDir dir;
+    const test::UmaskGuard umask(row.umask);
+    const auto target = dir / "a" / "b" / "f";
+    REQUIRE(atomic_state::write_atomic(target, "x", 0600).ok());
+    CHECK(mode_of(dir / "a") == row.mode);
+    CHECK(mode_of(dir / "a" / "b") == row.mode);
+    CHECK(read_file(target) == "x");
+  }
 }
 
 TEST_CASE("write accepts paths with repeated separators", "[fs]") {
@@ -210,19 +226,62 @@ TEST_CASE("a regular file where the directory should be is reported, not replace
   const auto status = atomic_state::write_atomic(dir / "file" / "state.json", "x");
   CHECK(status.step() == Step::open_directory);
   CHECK(status.code() == std::errc::not_a_directory);
-  CHECK(status.message() == "open directory " + (dir / "file").string() + ": Not a directory");
+  CHECK(status.message() == "open directory " + (dir / "file").string() + " for " +
+                                (dir / "file" / "state.json").string() + ": Not a directory");
   CHECK(read_file(dir / "file") == "not a directory");
 }
 
-TEST_CASE("a directory at the target fails the rename and leaves no temp file", "[fs]") {
+TEST_CASE("a target that is not a file is refused before any temp file exists", "[fs]") {
+  struct Row {
+    const char* what;
+    bool (*make)(const test::fs::path&);  // false: the machine refused the setup
+    std::errc code;
+    const char* note;
+  };
+  const Row rows[] = {
+      {"a directory", [](const test::fs::path& p) { return test::fs::create_directory(p); },
+       std::errc::is_a_directory, "the target is a directory"},
+      {"a FIFO", [](const test::fs::path& p) { return ::mkfifo(p.c_str(), 0644) == 0; },
+       std::errc::invalid_argument, "the target is a FIFO, not a regular file"},
+      {"a character device",
+       [](const test::fs::path& p) {
+         return ::mknod(p.c_str(), S_IFCHR | 0666, makedev(1, 3)) == 0;
+       },
+       std::errc::invalid_argument, "the target is a device or socket, not a regular file"},
+  };
+  for (const Row& row : rows) {
+    for (const bool streamed : {false, true}) {
+      CAPTURE(row.what, streamed);
+      TempDir dir;
+      const auto target = dir / "taken";
+      if (!row.make(target)) {
+        WARN("skipped: cannot make " << row.what << " here");
+        continue;
+      }
+      test::FaultFs fs;
+      atomic_state::AtomicWriter<FullSync, test::FaultFs&> writer(fs);
+      const Status status = streamed ? writer.begin(target).status() : writer.write(target, "x");
+      CHECK(status.step() == Step::check_path);
+      CHECK(status.code() == row.code);
+      CHECK(status.message() == "check path " + target.string() + ": " +
+                                    std::make_error_code(row.code).message() + " (" + row.note +
+                                    ")");
+      CHECK(fs.count(test::Op::create_file) == 0);
+      CHECK(fs.open_descriptors().empty());
+      CHECK(temp_files_in(dir.path()).empty());
+      CHECK(test::fs::symlink_status(target).type() != test::fs::file_type::regular);
+    }
+  }
+}
+
+TEST_CASE("a symlink to a directory at the target is replaced as any symlink is", "[fs]") {
   TempDir dir;
-  test::fs::create_directory(dir / "taken");
-  test::write_plain(dir / "taken" / "inside", "kept");
-  const auto status = atomic_state::write_atomic(dir / "taken", "x");
-  CHECK(status.step() == Step::rename);
-  CHECK(status.code() == std::errc::is_a_directory);
-  CHECK(temp_files_in(dir.path()).empty());
-  CHECK(read_file(dir / "taken" / "inside") == "kept");
+  test::fs::create_directory(dir / "elsewhere");
+  test::fs::create_symlink(dir / "elsewhere", dir / "link");
+  REQUIRE(atomic_state::write_atomic(dir / "link", "new").ok());
+  CHECK(test::fs::is_regular_file(test::fs::symlink_status(dir / "link")));
+  CHECK(read_file(dir / "link") == "new");
+  CHECK(test::fs::is_directory(dir / "elsewhere"));
 }
 
 TEST_CASE("the temp file is created 0600, close-on-exec, never following a link", "[fs]") {

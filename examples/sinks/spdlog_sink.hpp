@@ -52,6 +52,8 @@ class SpdlogSink {
   static void append_value(std::string& out, const atomic_state::Field::Value& value) {
     if (const auto* i = std::get_if<std::int64_t>(&value)) {
       out += std::to_string(*i);
+    } else if (const auto* u = std::get_if<std::uint64_t>(&value)) {
+      out += std::to_string(*u);
     } else if (const auto* d = std::get_if<double>(&value)) {
       out += fmt::format("{}", *d);  // shortest text that reads back exactly
     } else if (const auto* b = std::get_if<bool>(&value)) {

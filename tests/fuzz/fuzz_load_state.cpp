@@ -9,10 +9,10 @@
 // reason, which libFuzzer reports as a crash and saves the input):
 //
 // load_state, with the bytes as <dir>/state.json:
-// - it returns the state in the file, and the file is still there, byte for
-//   byte; or the zero state, with the file moved aside to
-//   state.json.corrupt-<seconds>, byte for byte, and a warning naming the
-//   path, the error and where it went; never both the original and nothing;
+// - the file is still there, byte for byte, whatever happens;
+// - it returns the state in the file; or the zero state, with a copy of the
+//   file's bytes kept as state.json.corrupt-<its modification time>, and a
+//   warning naming the path, the error and the copy;
 // - a regular file within the size limit is never an error (an error is for
 //   files that cannot be read), and nothing is touched by one;
 // - it agrees with parse_json + try_value_to<State> on the same bytes;
@@ -22,8 +22,8 @@
 // - when parse_json accepts them, format_json writes the value (the README:
 //   it refuses only what parse_json could not have read; a refusal must be
 //   Step::serialize with empty output, and is reported as a finding);
-// - parse_json reads that text back to the same value (numbers compared by
-//   value: format_json writes 1.0 as 1, which reads back as an integer);
+// - parse_json reads that text back to the same value, every number of the
+//   same kind (a double stays a double: 1.0 is written "1.0", not "1");
 // - formatting is a fixed point: format(parse(format(v))) == format(v).
 #include <dirent.h>
 #include <fcntl.h>
@@ -46,8 +46,8 @@ namespace json = boost::json;
 
 namespace {
 
-constexpr std::int64_t kNow = 1764000000;
-std::int64_t fixed_clock() noexcept { return kNow; }
+// The state file's modification time, which names its copy.
+constexpr std::int64_t kStamp = 1764000000;
 
 [[noreturn]] void violated(const char* invariant, const std::string& detail = {}) {
   std::fprintf(stderr, "\nINVARIANT VIOLATED: %s\n%s\n", invariant, detail.c_str());
@@ -72,7 +72,7 @@ struct Scratch {
     if (::mkdtemp(pattern.data()) == nullptr) violated("mkdtemp", std::strerror(errno));
     dir = pattern;
     state = dir + "/state.json";
-    corrupt = state + ".corrupt-" + std::to_string(kNow);
+    corrupt = state + ".corrupt-" + std::to_string(kStamp);
   }
   ~Scratch() {
     ::unlink(state.c_str());
@@ -96,6 +96,8 @@ void write_file(const std::string& path, const std::uint8_t* data, std::size_t s
     size -= static_cast<std::size_t>(n);
   }
   if (::close(fd) != 0) violated("close", path + ": " + std::strerror(errno));
+  struct timespec times[2] = {{kStamp, 0}, {kStamp, 0}};
+  if (::utimensat(AT_FDCWD, path.c_str(), times, 0) != 0) violated("utimensat", path);
 }
 
 // The file's bytes; `exists` false when there is no such file.
@@ -133,7 +135,7 @@ std::size_t entries_in(const std::string& dir) {
 struct Recorder {
   int records = 0;
   bool corrupt_warning = false;
-  std::string path, error, moved_to;
+  std::string path, error, copied_to;
   void log(as::Level level, std::string_view message, as::Fields fields) {
     ++records;
     if (level != as::Level::warn || message != "state file corrupted, treating as first run")
@@ -144,47 +146,23 @@ struct Recorder {
       if (text == nullptr) continue;
       if (f.key == "path") path = *text;
       if (f.key == "error") error = *text;
-      if (f.key == "moved_to") moved_to = *text;
+      if (f.key == "copied_to") copied_to = *text;
     }
   }
 };
 
-// The same JSON, numbers compared by value: format_json writes a double
-// that holds an integer as an integer (1.0 as 1, 1e19 as 10000000000000000000),
-// which parse_json reads back as int64 or uint64. -0.0 is written "-0.0" and
-// stays a double, so a double zero equals an integer only without its sign.
-bool same_integer(const json::value& v, bool& negative, std::uint64_t& magnitude) {
-  if (const std::int64_t* i = v.if_int64()) {
-    negative = *i < 0;
-    magnitude = negative ? 0 - static_cast<std::uint64_t>(*i) : static_cast<std::uint64_t>(*i);
-    return true;
-  }
-  if (const std::uint64_t* u = v.if_uint64()) {
-    negative = false;
-    magnitude = *u;
-    return true;
-  }
-  const double d = v.get_double();
-  if (d == 0 && std::signbit(d)) return false;
-  if (!(std::fabs(d) < 18446744073709551616.0) || std::trunc(d) != d) return false;
-  negative = d < 0;
-  magnitude = static_cast<std::uint64_t>(std::fabs(d));
-  return true;
-}
-
 bool same_json(const json::value& a, const json::value& b) {
-  if (a.is_number() && b.is_number()) {
-    if (a.is_double() && b.is_double()) {
+  // The same kind, or a double would have come back as an integer.
+  if (a.kind() != b.kind()) return false;
+  switch (a.kind()) {
+    case json::kind::double_: {
       const double x = a.get_double(), y = b.get_double();
       return x == y && std::signbit(x) == std::signbit(y);
     }
-    bool na = false, nb = false;
-    std::uint64_t ma = 0, mb = 0;
-    if (!same_integer(a, na, ma) || !same_integer(b, nb, mb)) return false;
-    return ma == mb && (na == nb || ma == 0);
-  }
-  if (a.kind() != b.kind()) return false;
-  switch (a.kind()) {
+    case json::kind::int64:
+      return a.get_int64() == b.get_int64();
+    case json::kind::uint64:
+      return a.get_uint64() == b.get_uint64();
     case json::kind::null:
       return true;
     case json::kind::bool_:
@@ -218,16 +196,15 @@ void check_load_state(std::string_view input) {
 
   Recorder log;
   as::StateManager<Recorder&> manager(s.dir, log);
-  manager.set_clock(&fixed_clock);
   const as::Result<as::State> loaded = manager.load_state();
 
   bool state_exists = false, corrupt_exists = false;
   const std::string state_bytes = read_file(s.state, state_exists);
   const std::string corrupt_bytes = read_file(s.corrupt, corrupt_exists);
-  // Never both the original and nothing: exactly one copy, unchanged.
-  FUZZ_ASSERT(state_exists != corrupt_exists);
-  FUZZ_ASSERT((state_exists ? state_bytes : corrupt_bytes) == input);
-  FUZZ_ASSERT(entries_in(s.dir) == 1);
+  // The file stays, unchanged; a copy is all that may appear.
+  FUZZ_ASSERT(state_exists && state_bytes == input);
+  FUZZ_ASSERT(!corrupt_exists || corrupt_bytes == input);
+  FUZZ_ASSERT(entries_in(s.dir) == (corrupt_exists ? 2u : 1u));
 
   // What parse_json and the State conversion make of the same bytes.
   const as::Result<json::value> parsed = as::parse_json(input);
@@ -237,15 +214,15 @@ void check_load_state(std::string_view input) {
   if (!loaded) {
     // A small regular file is always readable: an error here is a finding.
     FUZZ_ASSERT_SAYING(input.size() > manager.max_state_size(), loaded.status().message());
-    FUZZ_ASSERT(state_exists);
+    FUZZ_ASSERT(!corrupt_exists);
   } else if (log.corrupt_warning) {
     FUZZ_ASSERT(*loaded == as::State{});
-    FUZZ_ASSERT_SAYING(corrupt_exists, "the warning says moved, the file is not there");
-    FUZZ_ASSERT(log.path == s.state && log.moved_to == s.corrupt && !log.error.empty());
+    FUZZ_ASSERT_SAYING(corrupt_exists, "the warning names a copy that is not there");
+    FUZZ_ASSERT(log.path == s.state && log.copied_to == s.corrupt && !log.error.empty());
     FUZZ_ASSERT_SAYING(!converted, "load_state quarantined what parse_json + try_value_to accept");
     FUZZ_ASSERT(log.records == 1);
   } else {
-    FUZZ_ASSERT_SAYING(state_exists, "loaded, yet the file is gone");
+    FUZZ_ASSERT_SAYING(!corrupt_exists, "loaded, yet a corrupt copy was made");
     FUZZ_ASSERT_SAYING(converted.has_value(),
                        "load_state loaded what parse_json + try_value_to refuse");
     FUZZ_ASSERT_SAYING(*converted == *loaded, "load_state and try_value_to read different states");

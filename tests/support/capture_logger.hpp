@@ -14,7 +14,7 @@
 namespace test {
 
 /// A field value the test owns (the sink's string_view would dangle).
-using Value = std::variant<std::int64_t, double, bool, std::string>;
+using Value = std::variant<std::int64_t, std::uint64_t, double, bool, std::string>;
 
 struct Record {
   atomic_state::Level level;
@@ -27,7 +27,15 @@ struct Record {
       if (k == key) return &v;
     return nullptr;
   }
-  std::int64_t integer(std::string_view key) const { return std::get<std::int64_t>(*find(key)); }
+  /// A signed field's value; an unsigned one's when it fits.
+  std::int64_t integer(std::string_view key) const {
+    const Value& v = *find(key);
+    if (const auto* u = std::get_if<std::uint64_t>(&v)) return static_cast<std::int64_t>(*u);
+    return std::get<std::int64_t>(v);
+  }
+  std::uint64_t unsigned_integer(std::string_view key) const {
+    return std::get<std::uint64_t>(*find(key));
+  }
   double number(std::string_view key) const { return std::get<double>(*find(key)); }
   const std::string& text(std::string_view key) const { return std::get<std::string>(*find(key)); }
   std::vector<std::string> keys() const {
@@ -68,6 +76,7 @@ class CaptureLogger {
 
  private:
   static Value to_value(std::int64_t v) { return v; }
+  static Value to_value(std::uint64_t v) { return v; }
   static Value to_value(double v) { return v; }
   static Value to_value(bool v) { return v; }
   static Value to_value(std::string_view v) { return std::string(v); }

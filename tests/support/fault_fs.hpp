@@ -25,16 +25,17 @@ enum class Op {
   close,
   rename,
   unlink,
-  lock_directory,
-  open_file,
+  try_lock,
+  duplicate,
   file_info,
-  file_info_at,
+  entry_info,
+  open_file,
   read,
+  file_info_at,
   rename_noreplace,
   list_directory,
-  entry_info,
 };
-inline constexpr int op_count = 18;
+inline constexpr int op_count = 19;
 
 inline std::string_view op_name(Op op) {
   switch (op) {
@@ -58,8 +59,10 @@ inline std::string_view op_name(Op op) {
       return "rename";
     case Op::unlink:
       return "unlink";
-    case Op::lock_directory:
-      return "lock_directory";
+    case Op::try_lock:
+      return "try_lock";
+    case Op::duplicate:
+      return "duplicate";
     case Op::open_file:
       return "open_file";
     case Op::file_info:
@@ -94,7 +97,7 @@ struct Call {
   Op op;
   int fd;            // descriptor argument, or -1
   std::string name;  // path or name argument, or ""
-  unsigned mode;     // mode argument (for lock_directory 1 = exclusive), or 0
+  unsigned mode;     // mode argument, or 0
   long result;       // what the writer was told
 };
 
@@ -183,17 +186,22 @@ class FaultFs {
     const int r = f && f->error ? -f->error : real_.unlink(dir_fd, name);
     return record(Op::unlink, dir_fd, name, 0, r);
   }
-  int lock_directory(int dir_fd, atomic_state::DirLock kind) noexcept {
-    const Fault* f = due(Op::lock_directory, dir_fd, nullptr);
-    const int r = f && f->error ? -f->error : real_.lock_directory(dir_fd, kind);
-    return record(Op::lock_directory, dir_fd, nullptr,
-                  kind == atomic_state::DirLock::shared ? 0u : 1u, r);
+  int try_lock(int fd) noexcept {
+    const Fault* f = due(Op::try_lock, fd, nullptr);
+    const int r = f && f->error ? -f->error : real_.try_lock(fd);
+    return record(Op::try_lock, fd, nullptr, 0, r);
   }
-  int open_file(const char* path) noexcept {
-    const Fault* f = due(Op::open_file, -1, path);
-    const int r = f && f->error ? -f->error : real_.open_file(path);
+  int duplicate(int fd) noexcept {
+    const Fault* f = due(Op::duplicate, fd, nullptr);
+    const int r = f && f->error ? -f->error : real_.duplicate(fd);
     if (r >= 0) open_.insert(r);
-    return record(Op::open_file, -1, path, 0, r);
+    return record(Op::duplicate, fd, nullptr, 0, r);
+  }
+  int open_file(int dir_fd, const char* name) noexcept {
+    const Fault* f = due(Op::open_file, dir_fd, name);
+    const int r = f && f->error ? -f->error : real_.open_file(dir_fd, name);
+    if (r >= 0) open_.insert(r);
+    return record(Op::open_file, dir_fd, name, 0, r);
   }
   int file_info(int fd, atomic_state::FileInfo& info) noexcept {
     const Fault* f = due(Op::file_info, fd, nullptr);

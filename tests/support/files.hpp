@@ -2,9 +2,11 @@
 #pragma once
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -51,6 +53,16 @@ inline void write_plain(const fs::path& path, std::string_view data, mode_t mode
   std::ofstream(path, std::ios::binary | std::ios::trunc)
       .write(data.data(), static_cast<std::streamsize>(data.size()));
   ::chmod(path.c_str(), mode);
+}
+
+/// Sets the modification time of `path` (of what a symlink there leads
+/// to), in unix seconds.
+inline void set_mtime(const fs::path& path, std::int64_t seconds) {
+  struct timespec times[2];
+  times[0].tv_sec = static_cast<time_t>(seconds);
+  times[0].tv_nsec = 0;
+  times[1] = times[0];
+  ::utimensat(AT_FDCWD, path.c_str(), times, 0);
 }
 
 /// The permission bits of `path` (not following a symlink); ~0u when it

@@ -5,13 +5,28 @@
 
 namespace test {
 
-// As Go's MarshalIndent wrote it, which is also how format_json writes it.
+// As Go's MarshalIndent wrote it.
 inline const char* const kSeedStateText = R"({
   "oracle_name": "switchboard",
   "last_updated": 1700000000,
   "last_updated_iso": "2023-11-14T22:00:00Z",
   "last_protocol_count": 50,
   "last_tvs": 1500000000,
+  "snapshot_count": 10,
+  "oldest_snapshot": 1699000000,
+  "newest_snapshot": 1700000000
+}
+)";
+
+// How this library saves the same state: byte for byte the Go service's
+// layout, but a double is always written as a double ("1500000000.0"), so
+// that it reads back as one in any JSON reader; Go reads it alike.
+inline const char* const kSavedStateText = R"({
+  "oracle_name": "switchboard",
+  "last_updated": 1700000000,
+  "last_updated_iso": "2023-11-14T22:00:00Z",
+  "last_protocol_count": 50,
+  "last_tvs": 1500000000.0,
   "snapshot_count": 10,
   "oldest_snapshot": 1699000000,
   "newest_snapshot": 1700000000

@@ -39,9 +39,11 @@
 // test program, which is what a test wants.
 #pragma once
 
+#include <fcntl.h>
 #include <sys/types.h>
 
 #include <algorithm>
+#include <cassert>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
@@ -247,18 +249,28 @@ class SimFs {
   }
 
   /// Locks always succeed: the simulation runs one save at a time.
-  int lock_directory(int dir_fd, atomic_state::DirLock) noexcept {
-    enter("lock_directory");
-    Descriptor* d = descriptor(dir_fd);
-    if (d == nullptr) return -EBADF;
-    return inodes_[d->ino].directory ? 0 : -ENOTDIR;
+  int try_lock(int fd) noexcept {
+    enter("try_lock");
+    return descriptor(fd) == nullptr ? -EBADF : 0;
   }
 
-  int open_file(const char* path) noexcept {
+  int duplicate(int fd) noexcept {
+    enter("duplicate");
+    Descriptor* d = descriptor(fd);
+    if (d == nullptr) return -EBADF;
+    const Descriptor copy = *d;
+    const int second = next_fd_++;
+    fds_[second] = copy;
+    return second;
+  }
+
+  int open_file(int dir_fd, const char* name) noexcept {
     enter("open_file");
-    Ino ino = 0;
-    if (const int r = resolve(path, ino); r < 0) return r;
-    return open_fd(ino, false);
+    Ino dir = 0;
+    if (const int r = directory_of(dir_fd, name, dir); r < 0) return r;
+    const auto it = inodes_[dir].entries.find(name);
+    if (it == inodes_[dir].entries.end()) return -ENOENT;
+    return open_fd(it->second, false);
   }
 
   int file_info(int fd, atomic_state::FileInfo& info) noexcept {
@@ -450,10 +462,20 @@ class SimFs {
     info.size = inode.directory ? 0 : inode.data.size();
     info.device = 1;
     info.inode = ino;
+    info.mode = inode.mode;
+    for (const Inode& dir : inodes_)
+      if (dir.directory)
+        for (const auto& entry : dir.entries) info.links += entry.second == ino ? 1 : 0;
     return info;
   }
 
   int stat_entry(int dir_fd, const char* name, atomic_state::FileInfo& info) {
+    if (dir_fd == AT_FDCWD) {  // an absolute path, as open_directory takes
+      Ino ino = 0;
+      if (const int r = resolve(name, ino); r < 0) return r;
+      info = info_of(ino);
+      return 0;
+    }
     Ino dir = 0;
     if (const int r = directory_of(dir_fd, name, dir); r < 0) return r;
     const auto it = inodes_[dir].entries.find(name);
@@ -595,7 +617,7 @@ inline std::set<Image> crash_images(const CrashPoint& point, Order order,
     if (k == logged.size()) return add_images();
     const Inode& dir = inodes[logged[k]];
     const std::size_t n = dir.pending.size();
-    ATOMIC_STATE_ASSERT(order == Order::prefix || n < 20);  // 2^n subsets
+    assert(order == Order::prefix || n < 20);  // 2^n subsets
     const std::size_t choices = order == Order::prefix ? n + 1 : std::size_t{1} << n;
     for (std::size_t c = 0; c < choices; ++c) {
       std::map<std::string, Ino> kept = dir.durable_entries;

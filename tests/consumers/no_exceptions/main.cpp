@@ -1,6 +1,7 @@
 // Built by run.sh with -fno-exceptions: once with Boost.JSON (-lboost_json),
 // for AtomicWriter and StateManager, a corrupt state file included; once
 // with -DATOMIC_STATE_NO_JSON, AtomicWriter alone and no Boost at all.
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include <cstdint>
@@ -40,25 +41,25 @@ BOOST_NORETURN void throw_exception(const std::exception& e, const boost::source
 }
 }  // namespace boost
 
-// A corrupt state file is moved aside and the zero state is loaded, with
-// exceptions off as with them on.
+// A corrupt state file is kept aside in a copy and the zero state is
+// loaded, with exceptions off as with them on.
 static bool corrupt_file_quarantined(const std::string& work) {
   const std::string dir = work + "/corrupt";
   const std::string torn = "{\"last_updated\": 17000";
   if (::mkdir(dir.c_str(), 0755) != 0) return false;
   if (!atomic_state::write_atomic(dir + "/state.json", torn)) return false;
+  const struct timespec stamp[2] = {{1700000000, 0}, {1700000000, 0}};  // names the copy
+  if (::utimensat(AT_FDCWD, (dir + "/state.json").c_str(), stamp, 0) != 0) return false;
   atomic_state::StateManager<> manager(dir);
-  manager.set_clock(+[]() noexcept -> std::int64_t { return 1700000000; });
   const atomic_state::Result<atomic_state::State> loaded = manager.load_state();
   if (!loaded) {
     std::fprintf(stderr, "load_state of a corrupt file: %s\n", loaded.status().message().c_str());
     return false;
   }
-  struct stat info;
-  const bool moved = ::stat((dir + "/state.json").c_str(), &info) != 0 &&
-                     consumer::slurp(dir + "/state.json.corrupt-1700000000") == torn;
-  if (loaded->last_updated != 0 || !moved) {
-    std::fprintf(stderr, "the corrupt state file was not moved to state.json.corrupt-1700000000\n");
+  const bool kept = consumer::slurp(dir + "/state.json") == torn &&
+                    consumer::slurp(dir + "/state.json.corrupt-1700000000") == torn;
+  if (loaded->last_updated != 0 || !kept) {
+    std::fprintf(stderr, "the corrupt state file was not kept in state.json.corrupt-1700000000\n");
     return false;
   }
   return true;
