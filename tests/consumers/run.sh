@@ -325,11 +325,15 @@ check_installed() {
   fi
   local l stage=$work/stage build=$work/install-build
   l=$(log install)
-  echo "+ CXX=$cxx_env meson setup $build $root -Dtests=disabled --prefix=$stage" >>"$l"
+  # --libdir lib64: what Meson picks where dpkg-dev is missing (a minimal
+  # Debian, the debian:12 container image) and on Fedora. Debian's CMake and
+  # pkg-config do not look in lib64: a header-only package must install
+  # nothing that depends on the libdir.
+  echo "+ CXX=$cxx_env meson setup $build $root -Dtests=disabled --prefix=$stage --libdir=lib64" >>"$l"
   # --no-rebuild: what is installed (the header, the .pc file, the CMake
   # package) needs no compiling; this saves building the examples.
   if ! CXX=$cxx_env meson setup "$build" "$root" -Dtests=disabled --prefix="$stage" \
-       --wrap-mode=nodownload >>"$l" 2>&1 ||
+       --libdir=lib64 --wrap-mode=nodownload >>"$l" 2>&1 ||
      ! meson install -C "$build" --no-rebuild >>"$l" 2>&1; then
     fail "installed: meson setup and meson install into a staging prefix" "$l"
     return
@@ -338,9 +342,13 @@ check_installed() {
     fail "installed: meson install should put the header in <prefix>/include" "$l"
     return
   fi
-  pass "installed: meson setup -Dtests=disabled --prefix=<stage>, meson install"
+  pass "installed: meson setup -Dtests=disabled --prefix=<stage> --libdir=lib64, meson install"
+  # The CMake consumer uses a copy of the prefix at another path: the
+  # package must find its header relative to itself.
+  local moved=$work/moved-prefix
+  cp -R "$stage" "$moved"
   check_pkgconfig "$stage" >"$work/pkgconfig.out" 2>&1 &
-  check_cmake "$stage"
+  check_cmake "$moved"
   wait
   cat "$work/pkgconfig.out"
 }
@@ -350,9 +358,11 @@ check_pkgconfig() {
   have pkg-config || { skip "$what" "pkg-config is not installed (Debian: pkg-config)"; return; }
   local l pc flags modversion
   l=$(log pkgconfig)
-  pc=$(find "$stage" -name atomic_state.pc -path '*/pkgconfig/*' | head -n 1)
-  if [ -z "$pc" ]; then
-    fail "$what: no atomic_state.pc under the staging prefix" "$l"
+  # <prefix>/share/pkgconfig: where pkg-config looks whatever the libdir.
+  pc=$stage/share/pkgconfig/atomic_state.pc
+  if [ ! -f "$pc" ]; then
+    find "$stage" >>"$l"
+    fail "$what: no <prefix>/share/pkgconfig/atomic_state.pc" "$l"
     return
   fi
   echo "+ PKG_CONFIG_PATH=$(dirname "$pc") pkg-config --cflags --libs atomic_state" >>"$l"
@@ -376,7 +386,7 @@ check_pkgconfig() {
 
 check_cmake() {
   local stage=$1
-  local what="installed, CMake: find_package(atomic_state 0.1) and atomic_state::atomic_state"
+  local what="installed, CMake: find_package(atomic_state 0.1) and atomic_state::atomic_state, the prefix copied elsewhere"
   have cmake || { skip "$what" "cmake is not installed (Debian: cmake)"; return; }
   local l build=$work/cmake-build
   l=$(log cmake)
