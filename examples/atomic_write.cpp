@@ -4,8 +4,14 @@
 //
 //   atomic-write [--mode 0644] [--sync full|data|none] FILE
 //
-// Exit status: 0 replaced; 1 failed, FILE unchanged; 2 usage error;
-// 3 FILE replaced, but the directory sync failed (not known durable).
+// FILE is a regular file or missing. A FILE that is (or is a symlink to) a
+// device, FIFO, socket or directory is refused before anything is written:
+// replacing it would leave a regular file where /dev/null was. A symlink to
+// a regular file is itself replaced, as the library documents.
+//
+// Exit status: 0 replaced; 1 failed or refused, FILE unchanged; 2 usage
+// error; 3 FILE replaced, but the directory sync failed (not known durable).
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -24,6 +30,9 @@ constexpr int kReplaced = 0, kFailed = 1, kUsage = 2, kNotDurable = 3;
 const char kUsageText[] =
     "usage: atomic-write [--mode MODE] [--sync full|data|none] FILE\n"
     "Reads standard input and atomically replaces FILE with it.\n"
+    "FILE must be a regular file or missing; a device, FIFO, socket or\n"
+    "directory (or a symlink to one) is refused. A symlink to a regular file\n"
+    "is replaced by the new file.\n"
     "  --mode MODE   octal permission bits of FILE (default 0644)\n"
     "  --sync LEVEL  full: fsync file and directory (default)\n"
     "                data: fdatasync file, fsync directory\n"
@@ -91,6 +100,36 @@ int report(const atomic_state::Status& status) {
   return status.replaced() ? kNotDurable : kFailed;
 }
 
+// What a file of this type is, for a message; nullptr for a regular file.
+const char* kind_of(mode_t mode) {
+  if (S_ISREG(mode)) return nullptr;
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISDIR(mode)) return "a directory";
+  return "a file of unknown type";
+}
+
+// The rename would put a regular file where a device, FIFO, socket or
+// directory was: as root, `atomic-write /dev/null` (or /dev/stdout, a symlink
+// to one) would break the machine. So FILE, or what a symlink at FILE points
+// to, must be a regular file or missing. Checked before the transaction
+// begins, so a refusal creates nothing; a FILE that changes type after this
+// check is the library's to handle. Any other stat() failure (ENOTDIR,
+// EACCES, ELOOP) is left to begin(), which reports the step that fails.
+bool refuse_special_file(const char* file) {
+  struct stat target {};
+  if (::stat(file, &target) != 0) return false;
+  const char* kind = kind_of(target.st_mode);
+  if (kind == nullptr) return false;
+  struct stat entry {};
+  const bool symlink = ::lstat(file, &entry) == 0 && S_ISLNK(entry.st_mode);
+  std::fprintf(stderr, "atomic-write: %s is %s%s, not a regular file; nothing was written\n", file,
+               symlink ? "a symlink to " : "", kind);
+  return true;
+}
+
 // Streams standard input into the temp file, so input of any size needs no
 // more memory than one buffer.
 template <class Sync>
@@ -119,6 +158,7 @@ int replace_from_stdin(const Options& options) {
 int main(int argc, char** argv) {
   Options options;
   if (const int status = parse(argc, argv, options); status != kReplaced) return status;
+  if (refuse_special_file(options.file)) return kFailed;
   if (options.sync == "data") return replace_from_stdin<atomic_state::DataSync>(options);
   if (options.sync == "none") return replace_from_stdin<atomic_state::NoSync>(options);
   return replace_from_stdin<atomic_state::FullSync>(options);

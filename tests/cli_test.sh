@@ -35,10 +35,54 @@ check "failure exits 1" '[ $rc -eq 1 ]'
 check "failure prints one line naming step, path and reason" \
   '[ "$err" = "atomic-write: open directory $work/blocker: Not a directory" ]'
 
-printf 'old' > "$work/target"
-mkdir "$work/target.d"
-err=$(printf 'new' | "$tool" "$work/target.d" 2>&1 >/dev/null); rc=$?
-check "a failed rename exits 1 and leaves no temp file" '[ $rc -eq 1 ] && no_temps'
+# A target that is not a regular file is refused before the transaction
+# begins: as root, renaming over /dev/null would turn it into a regular file.
+# refuse NAME WHAT: exit 1, one line naming FILE and what it is, the entry
+# (and what a symlink points to) kept with the same inode, and its directory
+# not modified since an old mtime set here, so no temp file was ever created.
+special=$work/special
+mkdir "$special"
+refuse() {
+  local path=$special/$1 what=$2 before after err rc
+  before=$(stat -c '%F %i' "$path"; stat -L -c '%F %i' "$path")
+  touch -d @0 "$special"
+  err=$(printf 'new' | "$tool" "$path" 2>&1 >/dev/null); rc=$?
+  after=$(stat -c '%F %i' "$path"; stat -L -c '%F %i' "$path")
+  check "refuses $what (exit 1) before creating a temp file, and leaves it as it was" \
+    '[ $rc -eq 1 ] && [ "$before" = "$after" ] && [ "$(stat -c %Y "$special")" = 0 ] && no_temps'
+  check "refusing $what prints one line naming FILE and what it is" \
+    '[ "$err" = "atomic-write: $path is $what, not a regular file; nothing was written" ]'
+}
+if mknod "$special/null" c 1 3 2>/dev/null; then
+  refuse null "a character device"
+else
+  skip "refuses a character device: mknod failed (not root, or nodev)"
+fi
+if mknod "$special/loop" b 7 0 2>/dev/null; then
+  refuse loop "a block device"
+else
+  skip "refuses a block device: mknod failed (not root, or nodev)"
+fi
+mkfifo "$special/fifo"
+refuse fifo "a FIFO"
+ln -s fifo "$special/fifo-link"
+refuse fifo-link "a symlink to a FIFO"
+if python3 -c 'import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' \
+    "$special/socket" 2>/dev/null; then
+  refuse socket "a socket"
+else
+  skip "refuses a socket: python3 could not bind a Unix socket"
+fi
+mkdir "$special/dir"
+refuse dir "a directory"
+
+# A symlink to a regular file is replaced by the new file, as the library
+# documents; what it pointed to is not written through.
+printf 'old' > "$work/pointee"
+ln -s pointee "$work/link"
+printf 'new' | "$tool" "$work/link"; rc=$?
+check "a symlink to a regular file is replaced by a regular file" \
+  '[ $rc -eq 0 ] && [ ! -L "$work/link" ] && [ "$(cat "$work/link")" = new ] && [ "$(cat "$work/pointee")" = old ]'
 
 err=$("$tool" --mode 9999 "$work/x" 2>&1 </dev/null); rc=$?
 check "a bad mode is a usage error (exit 2)" '[ $rc -eq 2 ] && [[ "$err" == *"--mode"* ]] && [ ! -e "$work/x" ]'
