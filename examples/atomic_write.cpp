@@ -9,15 +9,22 @@
 // replacing it would leave a regular file where /dev/null was. A symlink to
 // a regular file is itself replaced, as the library documents.
 //
+// Interrupted by SIGHUP, SIGINT or SIGTERM, it removes its temp file and
+// dies of that signal; FILE is as it was (or complete, had the rename been
+// done). After SIGKILL the temp file stays; it is never read, and the
+// library's sweep of the directory removes it.
+//
 // Exit status: 0 replaced; 1 failed or refused, FILE unchanged; 2 usage
 // error; 3 FILE replaced, but the directory sync failed (not known durable).
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <string>
 #include <string_view>
 
@@ -32,7 +39,8 @@ const char kUsageText[] =
     "Reads standard input and atomically replaces FILE with it.\n"
     "FILE must be a regular file or missing; a device, FIFO, socket or\n"
     "directory (or a symlink to one) is refused. A symlink to a regular file\n"
-    "is replaced by the new file.\n"
+    "is replaced by the new file. Interrupted (SIGHUP, SIGINT, SIGTERM)\n"
+    "before the rename, it removes its temp file and leaves FILE as it was.\n"
     "  --mode MODE   octal permission bits of FILE (default 0644)\n"
     "  --sync LEVEL  full: fsync file and directory (default)\n"
     "                data: fdatasync file, fsync directory\n"
@@ -130,13 +138,77 @@ bool refuse_special_file(const char* file) {
   return true;
 }
 
+// The full path of the open transaction's temp file, for the signal handler:
+// written before the handler is installed, only read while it is.
+char temp_path[ATOMIC_STATE_PATH_MAX + 16];
+constexpr int kCleanupSignals[] = {SIGHUP, SIGINT, SIGTERM};
+
+// Async-signal-safe: unlink, sigaction and raise only. The signal is blocked
+// while this runs, so the re-raised one is delivered, now with the default
+// action, as the handler returns: the exit status still names the signal.
+void remove_temp_and_die(int sig) {
+  (void)::unlink(temp_path);
+  struct sigaction default_action {};
+  default_action.sa_handler = SIG_DFL;
+  (void)::sigaction(sig, &default_action, nullptr);
+  (void)::raise(sig);
+}
+
+// Ctrl-C, a hangup or a kill while the tool waits for input would otherwise
+// end it without the transaction's destructor, leaving a 0600 temp file of
+// partial input for good. Armed once begin() has made the temp file, until
+// the transaction is over; the destructor restores the old dispositions. A
+// signal ignored at start (nohup, a background job's SIGINT) stays ignored.
+// After the rename the name is free, so a signal in the moment before the
+// disarming finds nothing to remove. SIGKILL cannot be caught: its temp file
+// stays, never read, until the library's sweep of the directory.
+class RemoveTempOnSignal {
+ public:
+  RemoveTempOnSignal() = default;
+  RemoveTempOnSignal(const RemoveTempOnSignal&) = delete;
+  RemoveTempOnSignal& operator=(const RemoveTempOnSignal&) = delete;
+  ~RemoveTempOnSignal() {
+    for (std::size_t i = 0; i < kSignals; ++i)
+      if (installed_[i]) (void)::sigaction(kCleanupSignals[i], &previous_[i], nullptr);
+  }
+
+  // The temp file is `temp_name` in FILE's directory: FILE up to and
+  // including its last slash, or the working directory.
+  void arm(const char* file, std::string_view temp_name) {
+    const char* slash = std::strrchr(file, '/');
+    const int dir_len = slash == nullptr ? 0 : static_cast<int>(slash - file + 1);
+    const int n = std::snprintf(temp_path, sizeof temp_path, "%.*s%.*s", dir_len, file,
+                                static_cast<int>(temp_name.size()), temp_name.data());
+    if (temp_name.empty() || n < 0 || static_cast<std::size_t>(n) >= sizeof temp_path) return;
+    struct sigaction action {};
+    action.sa_handler = remove_temp_and_die;
+    sigemptyset(&action.sa_mask);
+    for (const int sig : kCleanupSignals) sigaddset(&action.sa_mask, sig);  // one death at a time
+    for (std::size_t i = 0; i < kSignals; ++i) {
+      if (::sigaction(kCleanupSignals[i], nullptr, &previous_[i]) != 0 ||
+          previous_[i].sa_handler == SIG_IGN)
+        continue;
+      installed_[i] = ::sigaction(kCleanupSignals[i], &action, nullptr) == 0;
+    }
+  }
+
+ private:
+  static constexpr std::size_t kSignals = std::size(kCleanupSignals);
+  struct sigaction previous_[kSignals] = {};
+  bool installed_[kSignals] = {};
+};
+
 // Streams standard input into the temp file, so input of any size needs no
 // more memory than one buffer.
 template <class Sync>
 int replace_from_stdin(const Options& options) {
   atomic_state::AtomicWriter<Sync> writer;
+  // Declared before the transaction, so that it is disarmed only after the
+  // transaction's destructor has removed the temp file.
+  RemoveTempOnSignal cleanup;
   auto transaction = writer.begin(options.file, options.mode);
   if (!transaction) return report(transaction.status());
+  cleanup.arm(options.file, transaction->temp_name());
   static char buffer[1 << 16];
   for (;;) {
     const ssize_t n = ::read(STDIN_FILENO, buffer, sizeof buffer);

@@ -100,6 +100,50 @@ printf 'untouched' > "$work/kept"
 "$tool" "$work/kept" < "$work" 2>/dev/null; rc=$?
 check "a read error exits 1 and keeps FILE" '[ $rc -eq 1 ] && [ "$(cat "$work/kept")" = untouched ] && no_temps'
 
+# SIGINT, SIGTERM or SIGHUP while atomic-write waits for the rest of its
+# input: it removes its temp file and dies of that signal, FILE untouched.
+# env --default-signal undoes the SIG_IGN a non-interactive shell gives the
+# SIGINT of a background job. The input is a FIFO held open by this shell.
+# started_temp FILE waits up to 10 s for a temp file next to FILE holding
+# bytes, so the signal lands mid-input rather than before begin().
+started_temp() {
+  for _ in $(seq 200); do
+    [ -n "$(find "$(dirname "$1")" -maxdepth 1 -name '.tmp-*' -size +0c -print -quit)" ] && return 0
+    sleep 0.05
+  done
+  return 1
+}
+printf 'old' > "$work/interrupted"
+mkfifo "$work/input"
+for sig in INT TERM HUP; do
+  inode=$(stat -c %i "$work/interrupted")
+  env --default-signal="$sig" "$tool" "$work/interrupted" < "$work/input" & pid=$!
+  exec 3> "$work/input"
+  printf 'partial' >&3
+  started_temp "$work/interrupted"; started=$?
+  kill -s "$sig" "$pid"
+  wait "$pid" 2>/dev/null; rc=$?  # no "Hangup" job report
+  exec 3>&-
+  check "SIG$sig mid-input removes the temp file, dies of SIG$sig and keeps FILE" \
+    '[ $started -eq 0 ] && [ $rc -eq $((128 + $(kill -l "$sig"))) ] && no_temps && [ "$(cat "$work/interrupted")" = old ] && [ "$(stat -c %i "$work/interrupted")" = "$inode" ]'
+  find "$work" -name '.tmp-*' -delete  # so the next signal's check is its own
+done
+
+# A signal ignored when atomic-write starts (nohup) stays ignored: the run
+# goes on and commits.
+env --ignore-signal=HUP "$tool" "$work/interrupted" < "$work/input" & pid=$!
+exec 3> "$work/input"
+printf 'partial' >&3
+started_temp "$work/interrupted"; started=$?
+kill -s HUP "$pid"
+sleep 0.2
+# Were it dead, writing to the FIFO would kill this script with SIGPIPE.
+if kill -0 "$pid" 2>/dev/null; then printf ' rest' >&3; fi
+exec 3>&-
+wait "$pid" 2>/dev/null; rc=$?
+check "SIGHUP ignored on entry (nohup) stays ignored and the run commits" \
+  '[ $started -eq 0 ] && [ $rc -eq 0 ] && [ "$(cat "$work/interrupted")" = "partial rest" ]'
+
 check "no temp file is left anywhere" 'no_temps'
 echo "cli: $failures failure(s)"
 [ "$failures" -eq 0 ]
