@@ -2,7 +2,10 @@
 // atomically replaces FILE with it, so `sort f | atomic-write f` is safe and
 // a crash at any moment leaves FILE either as it was or complete.
 //
-//   atomic-write [--mode 0644] [--sync full|data|none] FILE
+//   atomic-write [--mode 0644] [--sync full|data|none] [--] FILE
+//
+// MODE is 1 to 5 octal digits, 0 to 7777. After "--" every argument is FILE
+// (`-- -name` writes a file named -name); there is exactly one FILE.
 //
 // FILE is a regular file or missing. A FILE that is (or is a symlink to) a
 // device, FIFO, socket or directory is refused before anything is written:
@@ -35,17 +38,19 @@ namespace {
 constexpr int kReplaced = 0, kFailed = 1, kUsage = 2, kNotDurable = 3;
 
 const char kUsageText[] =
-    "usage: atomic-write [--mode MODE] [--sync full|data|none] FILE\n"
+    "usage: atomic-write [--mode MODE] [--sync full|data|none] [--] FILE\n"
     "Reads standard input and atomically replaces FILE with it.\n"
     "FILE must be a regular file or missing; a device, FIFO, socket or\n"
     "directory (or a symlink to one) is refused. A symlink to a regular file\n"
     "is replaced by the new file. Interrupted (SIGHUP, SIGINT, SIGTERM)\n"
     "before the rename, it removes its temp file and leaves FILE as it was.\n"
-    "  --mode MODE   octal permission bits of FILE (default 0644)\n"
+    "  --mode MODE   permission bits of FILE: 1 to 5 octal digits, 0 to 7777\n"
+    "                (default 0644)\n"
     "  --sync LEVEL  full: fsync file and directory (default)\n"
     "                data: fdatasync file, fsync directory\n"
     "                none: no sync; survives a crash of this program, not a\n"
-    "                      power loss\n";
+    "                      power loss\n"
+    "  --            ends the options: `-- -name` writes a file named -name\n";
 
 struct Options {
   unsigned mode = 0644;
@@ -59,21 +64,34 @@ int usage_error(const char* what, const char* arg) {
   return kUsage;
 }
 
-bool parse_mode(const char* text, unsigned& mode) {
-  char* end = nullptr;
-  errno = 0;
-  const unsigned long value = std::strtoul(text, &end, 8);
-  if (errno != 0 || end == text || *end != '\0' || value > 07777) return false;
-  mode = static_cast<unsigned>(value);
+// 1 to 5 octal digits, 0 to 7777, and nothing else: strtoul would also take
+// a sign, spaces and a 0x, and wrap -1777777777777777777777 round to 0001.
+bool parse_mode(std::string_view text, unsigned& mode) {
+  if (text.empty() || text.size() > 5) return false;
+  unsigned value = 0;
+  for (const char digit : text) {
+    if (digit < '0' || digit > '7') return false;
+    value = value * 8 + static_cast<unsigned>(digit - '0');
+  }
+  if (value > 07777) return false;
+  mode = value;
   return true;
 }
 
-// Returns kReplaced on success, or the exit status of a usage error.
+// Returns kReplaced on success, or the exit status of a usage error. After
+// "--" every argument is FILE, so `-- -name` writes a file named -name; a
+// second FILE anywhere is an error rather than one of them silently dropped.
 int parse(int argc, char** argv, Options& options) {
+  bool options_ended = false;
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
     const bool has_value = i + 1 < argc;
-    if (arg == "-h" || arg == "--help") {
+    if (options_ended || arg.size() < 2 || arg[0] != '-') {  // "-" is a file name too
+      if (options.file != nullptr) return usage_error("only one FILE, please", argv[i]);
+      options.file = argv[i];
+    } else if (arg == "--") {
+      options_ended = true;
+    } else if (arg == "-h" || arg == "--help") {
       std::fputs(kUsageText, stdout);
       std::exit(kReplaced);
     } else if (arg == "--version") {
@@ -81,21 +99,18 @@ int parse(int argc, char** argv, Options& options) {
       std::exit(kReplaced);
     } else if (arg == "--mode") {
       if (!has_value) return usage_error("--mode needs a value", nullptr);
-      if (!parse_mode(argv[++i], options.mode))
-        return usage_error("--mode wants octal bits no higher than 07777", argv[i]);
+      if (!parse_mode(argv[++i], options.mode)) {
+        // Quoted: " 644" and "" must be seen for what they are.
+        const std::string quoted = '"' + std::string(argv[i]) + '"';
+        return usage_error("--mode wants 1 to 5 octal digits, 0 to 7777", quoted.c_str());
+      }
     } else if (arg == "--sync") {
       if (!has_value) return usage_error("--sync needs a value", nullptr);
       options.sync = argv[++i];
       if (options.sync != "full" && options.sync != "data" && options.sync != "none")
         return usage_error("--sync wants full, data or none", argv[i]);
-    } else if (arg == "--" && i + 2 == argc) {
-      options.file = argv[++i];
-    } else if (!arg.empty() && arg[0] == '-' && arg != "-") {
-      return usage_error("unknown option", argv[i]);
-    } else if (options.file == nullptr) {
-      options.file = argv[i];
     } else {
-      return usage_error("only one FILE, please", argv[i]);
+      return usage_error("unknown option", argv[i]);
     }
   }
   if (options.file == nullptr) return usage_error("FILE is missing", nullptr);

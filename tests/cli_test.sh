@@ -2,7 +2,7 @@
 # atomic-write as a real process: content, modes, sync levels, exit statuses
 # and the one-line errors. Usage: cli_test.sh PATH/TO/atomic-write
 set -u
-tool=$1
+tool=$(realpath "$1")  # the checks of FILE operands run elsewhere
 . "$(dirname "$0")/support/checks.sh"
 no_temps() { [ -z "$(find "$work" -name '.tmp-*' -print -quit)" ]; }
 
@@ -84,14 +84,47 @@ printf 'new' | "$tool" "$work/link"; rc=$?
 check "a symlink to a regular file is replaced by a regular file" \
   '[ $rc -eq 0 ] && [ ! -L "$work/link" ] && [ "$(cat "$work/link")" = new ] && [ "$(cat "$work/pointee")" = old ]'
 
-err=$("$tool" --mode 9999 "$work/x" 2>&1 </dev/null); rc=$?
-check "a bad mode is a usage error (exit 2)" '[ $rc -eq 2 ] && [[ "$err" == *"--mode"* ]] && [ ! -e "$work/x" ]'
+# A mode is 1 to 5 octal digits, 0 to 7777, and nothing else: strtoul took
+# a sign and spaces, and wrapped -1777777777777777777777 round to 0001.
+for bad in -1 -1777777777777777777777 -1777777777777777776000 +644 " 644" 10000 9999 \
+    000644 0x1ff 0o644 8 "" 0644x; do
+  err=$("$tool" --mode "$bad" "$work/x" 2>&1 </dev/null); rc=$?
+  check "--mode \"$bad\" is a usage error (exit 2) naming the value" \
+    '[ $rc -eq 2 ] && [[ "$(head -n 1 <<<"$err")" == "atomic-write: --mode"*": \"$bad\"" ]] && [ ! -e "$work/x" ]'
+  rm -f "$work/x"  # so the next check is its own
+done
+for good in 0:0 644:644 0644:644 7777:7777 00644:644; do
+  rm -f "$work/m"
+  printf 'm' | "$tool" --mode "${good%:*}" "$work/m"; rc=$?
+  check "--mode ${good%:*} gives mode ${good#*:}" '[ $rc -eq 0 ] && [ "$(stat -c %a "$work/m")" = "${good#*:}" ]'
+done
 err=$("$tool" --sync sometimes "$work/x" 2>&1 </dev/null); rc=$?
 check "a bad sync level is a usage error (exit 2)" '[ $rc -eq 2 ] && [ ! -e "$work/x" ]'
 "$tool" </dev/null >/dev/null 2>&1; rc=$?
 check "a missing FILE is a usage error (exit 2)" '[ $rc -eq 2 ]'
 "$tool" --bogus "$work/x" </dev/null >/dev/null 2>&1; rc=$?
 check "an unknown option is a usage error (exit 2)" '[ $rc -eq 2 ]'
+# Exactly one FILE: after "--" every argument is one, options included.
+# operands ARG...: runs atomic-write ARG... in an empty directory, sets rc
+# and lists in $made what it created there.
+operands() {
+  rm -rf "$work/ops" && mkdir "$work/ops"
+  (cd "$work/ops" && printf 'x' | "$tool" "$@" 2>/dev/null); rc=$?
+  made=$(ls -A "$work/ops")
+}
+for args in "a -- b" "-- a b" "a b"; do
+  # shellcheck disable=SC2086 # split on purpose
+  operands $args
+  check "\"$args\" is a usage error (exit 2) and writes nothing" '[ $rc -eq 2 ] && [ -z "$made" ]'
+done
+for args in "-- -weird-name" "-- --mode" "a --"; do
+  # shellcheck disable=SC2086
+  operands $args
+  name=${args//-- /}; name=${name% --}
+  check "\"$args\" writes the file $name" \
+    '[ $rc -eq 0 ] && [ "$made" = "$name" ] && [ "$(cat "$work/ops/$name")" = x ]'
+done
+
 out=$("$tool" --help); rc=$?
 check "--help prints usage and exits 0" '[ $rc -eq 0 ] && [[ "$out" == usage:* ]]'
 
