@@ -32,8 +32,8 @@ check "creates missing directories and an empty file" '[ -f "$work/new/dir/c.txt
 printf 'keep' > "$work/blocker"
 err=$(printf 'x' | "$tool" "$work/blocker/f" 2>&1 >/dev/null); rc=$?
 check "failure exits 1" '[ $rc -eq 1 ]'
-check "failure prints one line naming step, path and reason" \
-  '[ "$err" = "atomic-write: open directory $work/blocker: Not a directory" ]'
+check "failure prints one line naming step, path, target and reason" \
+  '[ "$err" = "atomic-write: open directory $work/blocker for $work/blocker/f: Not a directory" ]'
 
 # A target that is not a regular file is refused before the transaction
 # begins: as root, renaming over /dev/null would turn it into a regular file.
