@@ -926,6 +926,14 @@ class LogfmtLogger {
   std::mutex mutex_;
 };
 
+/// Appends each field as " key=value", escaped as LogfmtLogger escapes them:
+/// for sinks of one's own that write text lines (examples/sinks/ has one for
+/// spdlog). False when memory ran out (`out` then holds a part).
+bool append_logfmt_fields(std::string& out, Fields fields) noexcept;
+/// Appends `text` as one logfmt value, as LogfmtLogger writes it: bare when
+/// it is a plain word, else quoted and escaped. False when memory ran out.
+bool append_logfmt_text(std::string& out, std::string_view text) noexcept;
+
 /// "2023-11-14T22:13:20Z" for 1700000000: RFC 3339 in UTC, whole seconds.
 /// Years outside 0000-9999 are written with as many digits as they need
 /// (and a '-' before the year), as Go's time package does.
@@ -2866,6 +2874,20 @@ inline void LogfmtLogger::log(Level level, std::string_view message, Fields fiel
     out_->flush();
   }
   ATOMIC_STATE_DETAIL_CATCH_ALL {}  // a stream set to throw must not end the save
+}
+
+inline bool append_logfmt_fields(std::string& out, Fields fields) noexcept {
+  detail::StringOut text{out};
+  for (const Field& field : fields)
+    if (!text.append(" ") || !detail::append_logfmt_key(text, field.key) || !text.append("=") ||
+        !detail::append_logfmt_value(text, field.value))
+      return false;
+  return true;
+}
+
+inline bool append_logfmt_text(std::string& out, std::string_view text) noexcept {
+  detail::StringOut to{out};
+  return detail::append_logfmt_text(to, text);
 }
 
 inline std::string to_rfc3339(std::int64_t unix_seconds) {

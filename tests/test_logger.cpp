@@ -319,3 +319,20 @@ TEST_CASE("every integer logs as itself, whatever its type", "[logger]") {
   static_assert(!std::is_constructible_v<Field, std::string_view, char32_t>);
   static_assert(!std::is_constructible_v<Field, std::string_view, wchar_t>);
 }
+
+TEST_CASE("append_logfmt_fields and append_logfmt_text write what LogfmtLogger writes",
+          "[logger]") {
+  const std::vector<Field> fields = {{"path", "/var/lib/c"},
+                                     {"error", "a \"b\"\n\xe2\x80\xae"},
+                                     {"count", std::uint64_t{3}},
+                                     {"tvs", 1.5e9},
+                                     {"ok", true},
+                                     {"bad key", -1}};
+  std::string line = "level=info msg=";
+  REQUIRE(atomic_state::append_logfmt_text(line, "state saved"));
+  REQUIRE(atomic_state::append_logfmt_fields(line, Fields(fields.data(), fields.size())));
+  CHECK(line + "\n" == logfmt(Level::debug, Level::info, "state saved", fields));
+  std::string word;
+  REQUIRE(atomic_state::append_logfmt_text(word, "switchboard"));
+  CHECK(word == "switchboard");
+}
