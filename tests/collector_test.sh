@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo programs as real processes, run the way a timer runs a collector:
 # first run, a rerun on the same data (skipped), newer data, older data, a
-# corrupt state file, bad input and bad usage. Also the custom-state example.
+# corrupt state file, bad input and bad usage; names and state text that
+# are terminal escape sequences. Also the custom-state example.
 # Usage: collector_test.sh PATH/TO/oracle-collector PATH/TO/custom-state DATA_DIR
 set -u
 collector=$1
@@ -93,6 +94,76 @@ check "custom-state example: its own JSON shape on disk" \
   'grep -q "\"feed\": \"SOL/USD\"" "$work/feed/state.json" && grep -q "\"round\": 2" "$work/feed/state.json"'
 check "custom-state example: second run finds new data through StateTraits" \
   'grep -q "msg=\"new data available\" current_ts=1732406460 last_ts=1732406400 delta_seconds=60" "$work/custom2.err"'
+
+# --- Text from data reaches the terminal escaped ----------------------------
+# raw_controls FILE...: whether the files hold anything a terminal acts on
+# rather than shows: a C0 control but newline (ESC, BEL, CR, backspace, NUL),
+# DEL, the byte 0x9b (a one-byte CSI), a C1 control in UTF-8 (C2 80-9F), a
+# bidi embedding, override or isolate (U+202A-U+202E, U+2066-U+2069) or a
+# line or paragraph separator (U+2028, U+2029).
+raw_controls() {
+  LC_ALL=C grep -qaP '[\x00-\x09\x0b-\x1f\x7f\x9b]|\xc2[\x80-\x9f]|\xe2\x80[\xa8-\xae]|\xe2\x81[\xa6-\xa9]' "$@"
+}
+shows() { grep -qF -- "$2" "$work/$1.out"; }
+
+# Names that are commands: OSC 0 (ended by BEL) sets the window title, ESC [2J
+# clears the screen, CR and backspace overwrite the line, U+009B is the C1
+# CSI (bytes C2 9B), U+202E reverses the text after it; a NUL, U+2066, the
+# separators U+2028 and U+2029, and a name with a backslash of its own.
+cat >"$work/hostile.json" <<'EOF'
+{"timestamp": 1732406400, "oraclesTVS": {"Evil\u001b]0;pwned\u0007": {
+  "Sol\u001b[2Jana\r": {"Drift\u009b31m Trade": 5000000, "Kamino \u202eLend\b": 3000000},
+  "Sui\u2028\u2029": {"Scallop\u2066 Lend\u0000": 1000},
+  "Core\\x1b": {"Colend": 500}}}}
+EOF
+out=$work/out-hostile
+run hostile --input "$work/hostile.json" --oracle $'Evil\e]0;pwned\a'
+check "hostile names: processed (exit 0)" '[ "$(rc hostile)" = 0 ]'
+check "hostile names: no ESC, BEL, CR, 0x9b, C1, bidi or separator reaches stdout or stderr" \
+  '! raw_controls "$work/hostile.out" "$work/hostile.err"'
+check "hostile names: oracle and chain names shown escaped (\x1b, \x07, \x0d, \u2028)" \
+  'shows hostile '\''Evil\x1b]0;pwned\x07 oracle'\'' && shows hostile '\''Sol\x1b[2Jana\x0d $8.0M'\'' && shows hostile '\''Sui\u2028\u2029 $1.0K'\'''
+check "hostile names: protocol names shown escaped (\u009b, \u202e, \x08, \u2066, \x00)" \
+  'shows hostile '\''Drift\u009b31m Trade $5.0M'\'' && shows hostile '\''Kamino \u202eLend\x08 $3.0M'\'' && shows hostile '\''Scallop\u2066 Lend\x00 $1.0K'\'''
+check "hostile names: a backslash in a name is doubled, so it reads apart from an escape" \
+  'shows hostile '\''Core\\x1b $500'\'''
+run hostile-again --input "$work/hostile.json" --oracle $'Evil\e]0;pwned\a'
+check "hostile names: the skip message shows the oracle name escaped" \
+  '[ "$(rc hostile-again)" = 0 ] && shows hostile-again '\''Evil\x1b]0;pwned\x07 oracle: nothing newer'\'' && ! raw_controls "$work/hostile-again.out" "$work/hostile-again.err"'
+
+# The state file's own text: the skip message quotes last_updated_iso.
+mkdir "$work/out-iso"
+cat >"$work/out-iso/state.json" <<'EOF'
+{"oracle_name": "Switchboard", "last_updated": 1732406400, "last_updated_iso": "\u001b]0;owned\u0007\u001b[2J\r\u009b2K\u202e", "last_protocol_count": 12, "last_tvs": 2478000000, "snapshot_count": 1, "oldest_snapshot": 1732406400, "newest_snapshot": 1732406400}
+EOF
+cp "$work/out-iso/state.json" "$work/state.iso"
+out=$work/out-iso
+run iso --input "$day1"
+check "escape sequences in last_updated_iso: skipped (exit 0), state byte-identical" \
+  '[ "$(rc iso)" = 0 ] && cmp -s "$out/state.json" "$work/state.iso"'
+check "escape sequences in last_updated_iso: none reaches stdout or stderr" \
+  '! raw_controls "$work/iso.out" "$work/iso.err"'
+check "escape sequences in last_updated_iso: shown escaped in the skip message" \
+  'shows iso '\''nothing newer than \x1b]0;owned\x07\x1b[2J\x0d\u009b2K\u202e, which'\'''
+
+# Error messages quote names too; invalid UTF-8 shows as \xNN.
+out=$work/out-errors
+run badoracle --input "$day1" --oracle $'No\xff\e[2J\xc3'
+check "an unknown oracle name with ESC and invalid UTF-8: exit 1, quoted escaped" \
+  '[ "$(rc badoracle)" = 1 ] && grep -qF '\''oracle "No\xff\x1b[2J\xc3"'\'' "$work/badoracle.err" && ! raw_controls "$work/badoracle.err" "$work/badoracle.out"'
+run badusage $'--\e]0;title\a'
+check "an unknown option with an escape sequence: exit 2, quoted escaped" \
+  '[ "$(rc badusage)" = 2 ] && grep -qF '\''unknown argument --\x1b]0;title\x07'\'' "$work/badusage.err" && ! raw_controls "$work/badusage.err"'
+printf '{"timestamp": 1732406400, "oraclesTVS": {"Switchboard": {"Bad\\u001b[2J\\u0007": 5}}}' \
+  >"$work/badchain.json"
+run badchain --input "$work/badchain.json"
+check "a chain that is not an object, its name an escape sequence: exit 1, quoted escaped" \
+  '[ "$(rc badchain)" = 1 ] && grep -qF '\''chain "Bad\x1b[2J\x07" is not an object'\'' "$work/badchain.err" && ! raw_controls "$work/badchain.err"'
+printf '{"timestamp": 1732406400, "oraclesTVS": {"Switchboard": {"Solana": {"Bad\\u202e": "x"}}}}' \
+  >"$work/badtvs.json"
+run badtvs --input "$work/badtvs.json"
+check "a TVS that is not a number, its protocol name with U+202E: exit 1, quoted escaped" \
+  '[ "$(rc badtvs)" = 1 ] && grep -qF '\''"Bad\u202e" is not a number'\'' "$work/badtvs.err" && ! raw_controls "$work/badtvs.err"'
 
 check "no temp files are left anywhere" '[ -z "$(find "$work" -name ".tmp-*" -print -quit)" ]'
 
