@@ -18,8 +18,10 @@
 // "\x1b]0;title\x07" shows as those characters instead of retitling the
 // terminal.
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -219,6 +221,14 @@ bool summarize(const json::value& doc, const std::string& oracle, Summary& out,
     out.by_chain.emplace_back(std::string(chain.key()), chain_total);
     out.total_tvs += chain_total;
   }
+  // Each figure is finite (parse_json refuses 1e400), but their sums need
+  // not be, and an infinite one could not be written to the summary (JSON
+  // has no Infinity): refuse the input. An infinite chain makes the total
+  // infinite (or NaN); a protocol in several chains can overflow alone.
+  const auto finite = [](const auto& named) { return std::isfinite(named.second); };
+  if (!std::isfinite(out.total_tvs) ||
+      !std::all_of(per_protocol.begin(), per_protocol.end(), finite))
+    return error = "the TVS figures add up to more than a double can hold", false;
   out.protocol_count = static_cast<std::int64_t>(per_protocol.size());
   out.protocols.assign(per_protocol.begin(), per_protocol.end());
   const auto larger = [](const auto& a, const auto& b) { return a.second > b.second; };
@@ -280,17 +290,36 @@ json::value to_json(const Summary& s) {
   return doc;
 }
 
-// "$1.53B", "$421.0M", "$9.2K".
+// A dollar amount, short and with a unit at every size: "$512", "$9.2K",
+// "$421.0M", "$1.53B", "$4.20T", and past that "$1.00e80" (a figure in the
+// input can be anything a double holds, and 1e80 written out has 81
+// digits). A negative amount has its sign first, "-$1.5M"; NaN and the
+// infinities, which summarize() refuses, would still print as "$NaN" and
+// "$Inf".
 std::string money(double usd) {
-  static const std::pair<double, const char*> units[] = {{1e9, "B"}, {1e6, "M"}, {1e3, "K"}};
-  char text[64];
-  for (const auto& [size, unit] : units)
-    if (usd >= size) {
-      (void)std::snprintf(text, sizeof text, size == 1e9 ? "$%.2f%s" : "$%.1f%s", usd / size, unit);
-      return text;
-    }
-  (void)std::snprintf(text, sizeof text, "$%.0f", usd);
-  return text;
+  if (std::isnan(usd)) return "$NaN";
+  const std::string sign = usd < 0 ? "-" : "";
+  const double amount = std::fabs(usd);
+  if (std::isinf(amount)) return sign + "$Inf";
+  struct Unit {
+    double size;
+    const char* suffix;
+    int decimals;
+  };
+  static const Unit units[] = {
+      {1, "", 0}, {1e3, "K", 1}, {1e6, "M", 1}, {1e9, "B", 2}, {1e12, "T", 2}};
+  char number[32];  // a figure too long for it is cut short, then too large
+  for (const Unit& unit : units) {
+    (void)std::snprintf(number, sizeof number, "%.*f", unit.decimals, amount / unit.size);
+    // The first unit in which the figure, rounded as printed, stays below
+    // 1000: 999960 prints as "1.0M", not "1000.0K".
+    if (std::strtod(number, nullptr) < 1000)
+      return (std::string_view(number) == "0" ? "" : sign) + "$" + number + unit.suffix;
+  }
+  (void)std::snprintf(number, sizeof number, "%.2e", amount);  // "1.00e+80"
+  std::string text = number;
+  text.erase(text.find('+'), 1);  // the exponent is positive past the trillions
+  return sign + "$" + text;
 }
 
 void print_summary(const Summary& s, const std::string& summary_path,

@@ -2,7 +2,8 @@
 # The demo programs as real processes, run the way a timer runs a collector:
 # first run, a rerun on the same data (skipped), newer data, older data, a
 # corrupt state file, bad input and bad usage; names and state text that
-# are terminal escape sequences. Also the custom-state example.
+# are terminal escape sequences, figures of every size. Also the
+# custom-state example.
 # Usage: collector_test.sh PATH/TO/oracle-collector PATH/TO/custom-state DATA_DIR
 set -u
 collector=$1
@@ -164,6 +165,38 @@ printf '{"timestamp": 1732406400, "oraclesTVS": {"Switchboard": {"Solana": {"Bad
 run badtvs --input "$work/badtvs.json"
 check "a TVS that is not a number, its protocol name with U+202E: exit 1, quoted escaped" \
   '[ "$(rc badtvs)" = 1 ] && grep -qF '\''"Bad\u202e" is not a number'\'' "$work/badtvs.err" && ! raw_controls "$work/badtvs.err"'
+
+# --- Figures of every size, with a unit ------------------------------------
+# 1e80 would print as 81 digits; 4.2e12 as "$4200.00B"; 999960 as "$1000.0K".
+cat >"$work/sizes.json" <<'EOF'
+{"timestamp": 1732406400, "oraclesTVS": {"Switchboard": {
+  "A": {"Huge": 1e80}, "B": {"Refund": -1500000}, "C": {"Idle": 0},
+  "D": {"Mid": 4.2e12}, "E": {"Edge": 999960}, "F": {"Tiny": 999.7}}}}
+EOF
+out=$work/out-sizes
+run sizes --input "$work/sizes.json"
+check "1e80: processed (exit 0), the total printed as \$1.00e80" \
+  '[ "$(rc sizes)" = 0 ] && grep -qxF "  total TVS   \$1.00e80" "$work/sizes.out"'
+check "by chain: T, M rounded up from 999.96K, K rounded up from 999.7, zero, negative" \
+  'shows sizes "A \$1.00e80, D \$4.20T, E \$1.0M, F \$1.0K, C \$0, B -\$1.5M"'
+# odd_amounts FILE: the dollar amounts in FILE that are not at most three
+# digits, two decimals and a unit (at most 10 characters: "-$999.99T")
+odd_amounts() {
+  grep -oE -- '-?\$[^ ,]*' "$1" | grep -vxE -- '-?\$[0-9]{1,3}(\.[0-9]{1,2})?([KMBT]|e[0-9]{1,3})?'
+}
+check "every amount printed is short, with a unit past 999" '[ -z "$(odd_amounts "$work/sizes.out")" ]'
+
+# Finite figures whose sums are not: a protocol in two chains (its total
+# is infinite though the grand total is not), and a grand total.
+printf '{"timestamp": 1732406400, "oraclesTVS": {"Switchboard": {"A": {"p": 1e308}, "C": {"q": -1e308}, "B": {"p": 1e308}, "D": {"q": -1e308}}}}' \
+  >"$work/inf-protocol.json"
+printf '{"timestamp": 1732406400, "oraclesTVS": {"Switchboard": {"A": {"p": 1e308}, "B": {"q": 1e308}}}}' \
+  >"$work/inf-total.json"
+out=$work/out-inf
+run infprotocol --input "$work/inf-protocol.json"
+run inftotal --input "$work/inf-total.json"
+check "TVS sums beyond a double are refused (exit 1), with a message that says so, nothing written" \
+  '[ "$(rc infprotocol)" = 1 ] && [ "$(rc inftotal)" = 1 ] && grep -q "add up to more than a double can hold" "$work/infprotocol.err" && grep -q "add up to more than a double can hold" "$work/inftotal.err" && [ ! -e "$out/state.json" ] && [ ! -e "$out/oracle-summary.json" ]'
 
 check "no temp files are left anywhere" '[ -z "$(find "$work" -name ".tmp-*" -print -quit)" ]'
 
