@@ -3,7 +3,7 @@
 # first run, a rerun on the same data (skipped), newer data, older data, a
 # corrupt state file, bad input and bad usage; names and state text that
 # are terminal escape sequences, figures of every size. Also the
-# custom-state example.
+# custom-state example, on state files at the end of int64.
 # Usage: collector_test.sh PATH/TO/oracle-collector PATH/TO/custom-state DATA_DIR
 set -u
 collector=$1
@@ -197,6 +197,47 @@ run infprotocol --input "$work/inf-protocol.json"
 run inftotal --input "$work/inf-total.json"
 check "TVS sums beyond a double are refused (exit 1), with a message that says so, nothing written" \
   '[ "$(rc infprotocol)" = 1 ] && [ "$(rc inftotal)" = 1 ] && grep -q "add up to more than a double can hold" "$work/infprotocol.err" && grep -q "add up to more than a double can hold" "$work/inftotal.err" && [ ! -e "$out/state.json" ] && [ ! -e "$out/oracle-summary.json" ]'
+
+# --- Timestamps and rounds at the end of int64 -----------------------------
+# Each example adds to numbers it loaded: custom-state 60 s to updated_at
+# and 1 to round, with-jsonlines and with-spdlog 3600 s to last_updated. At
+# INT64_MAX, or close enough that the sum would overflow (undefined
+# behaviour, which the sanitizer build stops at), the program must say that
+# no later value fits, exit 1 and leave the state file byte for byte; just
+# below, it must go on to INT64_MAX.
+max=9223372036854775807
+# example NAME PROGRAM DIR: runs PROGRAM on DIR; stdout, stderr, status in $work/NAME.*
+example() { "$2" "$3" >"$work/$1.out" 2>"$work/$1.err"; echo $? >"$work/$1.rc"; }
+# plant NAME DIR TEXT: writes TEXT as DIR's state file, and a copy aside
+plant() {
+  mkdir -p "$2" && printf '%s\n' "$3" >"$2/state.json" && cp "$2/state.json" "$work/$1.planted"
+}
+# unchanged NAME DIR: DIR's state file is still what was planted
+unchanged() { cmp -s "$2/state.json" "$work/$1.planted"; }
+# out_of_int64 NAME WHAT: the run exited 1 saying that nothing fits after
+# WHAT ("round=9223372036854775807"), and no sanitizer reported anything
+out_of_int64() {
+  [ "$(rc "$1")" = 1 ] && grep -qF -- "$2" "$work/$1.err" &&
+    grep -q "does not fit in an int64" "$work/$1.err" && ! grep -q "runtime error" "$work/$1.err"
+}
+feed_state() {
+  printf '{"feed": "SOL/USD", "round": %s, "updated_at": %s, "price": 238.16, "recent": [238.16]}' "$1" "$2"
+}
+
+for at in $max $((max - 1)); do
+  plant "custom-$at" "$work/custom-$at" "$(feed_state 7 "$at")"
+  example "custom-$at" "$custom" "$work/custom-$at"
+  check "custom-state, updated_at $at: no later time, exit 1, state byte-identical" \
+    'out_of_int64 "custom-$at" "updated_at=$at" && unchanged "custom-$at" "$work/custom-$at"'
+done
+plant custom-round "$work/custom-round" "$(feed_state $max 1732406400)"
+example custom-round "$custom" "$work/custom-round"
+check "custom-state, round $max: no later round, exit 1, state byte-identical" \
+  'out_of_int64 custom-round "round=$max" && unchanged custom-round "$work/custom-round"'
+plant custom-last "$work/custom-last" "$(feed_state 7 $((max - 60)))"
+example custom-last "$custom" "$work/custom-last"
+check "custom-state, updated_at INT64_MAX-60: round 8 is saved at INT64_MAX" \
+  '[ "$(rc custom-last)" = 0 ] && grep -q "\"updated_at\": $max," "$work/custom-last/state.json" && grep -q "\"round\": 8," "$work/custom-last/state.json"'
 
 check "no temp files are left anywhere" '[ -z "$(find "$work" -name ".tmp-*" -print -quit)" ]'
 
