@@ -3,12 +3,16 @@
 # first run, a rerun on the same data (skipped), newer data, older data, a
 # corrupt state file, bad input and bad usage; names and state text that
 # are terminal escape sequences, figures of every size. Also the
-# custom-state example, on state files at the end of int64.
+# custom-state and sink examples, on state files at the end of int64.
 # Usage: collector_test.sh PATH/TO/oracle-collector PATH/TO/custom-state DATA_DIR
+#          PATH/TO/with-jsonlines [PATH/TO/with-spdlog]
+# (with-spdlog is built only where spdlog is installed; without it, skipped.)
 set -u
 collector=$1
 custom=$2
 data=$3
+jsonlines=$4
+spdlog=${5:-}
 . "$(dirname "$0")/support/checks.sh"
 
 out=$work/out
@@ -238,6 +242,34 @@ plant custom-last "$work/custom-last" "$(feed_state 7 $((max - 60)))"
 example custom-last "$custom" "$work/custom-last"
 check "custom-state, updated_at INT64_MAX-60: round 8 is saved at INT64_MAX" \
   '[ "$(rc custom-last)" = 0 ] && grep -q "\"updated_at\": $max," "$work/custom-last/state.json" && grep -q "\"round\": 8," "$work/custom-last/state.json"'
+
+# sink_example NAME PROGRAM: a first run of with-jsonlines or with-spdlog,
+# then the cases above for its last_updated
+sink_example() {
+  local name=$1 program=$2 at
+  example "$name-first" "$program" "$work/$name-first"
+  check "$name: a first run saves the state (exit 0)" \
+    '[ "$(rc "$name-first")" = 0 ] && grep -q "\"last_updated\": 1732406400," "$work/$name-first/state.json"'
+  for at in $max $((max - 1)); do
+    plant "$name-$at" "$work/$name-$at" "$(state_at "$at")"
+    example "$name-$at" "$program" "$work/$name-$at"
+    check "$name, last_updated $at: no later time, exit 1, state byte-identical" \
+      'out_of_int64 "$name-$at" "last_updated=$at" && unchanged "$name-$at" "$work/$name-$at"'
+  done
+  plant "$name-last" "$work/$name-last" "$(state_at $((max - 3600)))"
+  example "$name-last" "$program" "$work/$name-last"
+  check "$name, last_updated INT64_MAX-3600: INT64_MAX is saved" \
+    '[ "$(rc "$name-last")" = 0 ] && grep -q "\"last_updated\": $max," "$work/$name-last/state.json"'
+}
+state_at() {
+  printf '{"oracle_name": "Switchboard", "last_updated": %s, "last_updated_iso": "", "last_protocol_count": 12, "last_tvs": 2478000000, "snapshot_count": 0, "oldest_snapshot": 0, "newest_snapshot": 0}' "$1"
+}
+sink_example with-jsonlines "$jsonlines"
+if [ -n "$spdlog" ]; then
+  sink_example with-spdlog "$spdlog"
+else
+  echo "skip - with-spdlog: not built here (libspdlog-dev is not installed)"
+fi
 
 check "no temp files are left anywhere" '[ -z "$(find "$work" -name ".tmp-*" -print -quit)" ]'
 
