@@ -12,12 +12,22 @@
 //
 // Logs (logfmt) go to stderr, the human summary to stdout. Exit status: 0
 // processed or skipped, 1 failed, 2 bad usage.
+//
+// The names in the input and the text in the state file are not trusted:
+// everything printed from them goes through printable(), so a name such as
+// "\x1b]0;title\x07" shows as those characters instead of retitling the
+// terminal.
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <map>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -68,6 +78,70 @@ void print_usage(std::ostream& out) {
          " --oracle Switchboard --log-level info\n";
 }
 
+// The length of the UTF-8 sequence at the start of `text`, with its code
+// point in `code_point`; 0 when the first byte starts no valid sequence (a
+// stray continuation byte, an overlong form, a surrogate, a code point past
+// U+10FFFF, or a sequence cut short).
+std::size_t utf8_sequence(std::string_view text, std::uint32_t& code_point) {
+  const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(text[i]); };
+  const unsigned lead = byte(0);
+  if (lead < 0x80) {
+    code_point = lead;
+    return 1;
+  }
+  // 80-BF continue a sequence, C0 and C1 would start overlong forms, F5-FF
+  // code points past U+10FFFF: none of them starts a valid sequence.
+  const std::size_t length = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
+  if (lead < 0xC2 || lead > 0xF4 || text.size() < length) return 0;
+  code_point = lead & (0x7Fu >> length);  // the lead byte's bits of the code point
+  for (std::size_t i = 1; i < length; ++i) {
+    if ((byte(i) & 0xC0u) != 0x80u) return 0;
+    code_point = code_point << 6 | (byte(i) & 0x3Fu);
+  }
+  static constexpr std::uint32_t smallest[] = {0, 0, 0x80, 0x800, 0x10000};
+  const bool surrogate = code_point >= 0xD800 && code_point <= 0xDFFF;
+  return code_point < smallest[length] || surrogate || code_point > 0x10FFFF ? 0 : length;
+}
+
+// Whether a terminal acts on this code point rather than showing it: C0
+// controls and DEL, C1 controls (U+009B is a one-character CSI), and the
+// invisible characters that move or reorder what follows: bidi marks,
+// embeddings, overrides and isolates, the line and paragraph separators.
+bool acts_on_terminal(std::uint32_t c) {
+  return c < 0x20 || (c >= 0x7F && c <= 0x9F) || c == 0x061C || c == 0x200E || c == 0x200F ||
+         (c >= 0x2028 && c <= 0x202E) || (c >= 0x2066 && c <= 0x2069);
+}
+
+// `text` safe to print: what acts on a terminal is written as an escape
+// instead, "\x1b" for ESC (C0 controls and DEL as \xNN, the others as
+// \uNNNN, like "\u202e"), a byte that is not valid UTF-8 as \xNN, and a
+// backslash doubled, so that no escape can be faked. Everything else,
+// accented letters included, is kept. Every text from the input, the state
+// file or the command line goes through this before it is printed.
+std::string printable(std::string_view text) {
+  std::string out;
+  char escape[8];
+  while (!text.empty()) {
+    std::uint32_t c = 0;
+    std::size_t length = utf8_sequence(text, c);
+    if (length == 0) {  // not UTF-8: show the one byte and resynchronise
+      length = 1;
+      (void)std::snprintf(escape, sizeof escape, "\\x%02x", static_cast<unsigned char>(text[0]));
+      out += escape;
+    } else if (acts_on_terminal(c)) {
+      (void)std::snprintf(escape, sizeof escape, c < 0x80 ? "\\x%02x" : "\\u%04x",
+                          static_cast<unsigned>(c));
+      out += escape;
+    } else if (c == '\\') {
+      out += "\\\\";
+    } else {
+      out.append(text.substr(0, length));
+    }
+    text.remove_prefix(length);
+  }
+  return out;
+}
+
 bool parse_level(const std::string& text, as::Level& level) {
   for (as::Level l : {as::Level::debug, as::Level::info, as::Level::warn, as::Level::error})
     if (text == as::to_string(l)) return level = l, true;
@@ -89,8 +163,8 @@ int parse_args(int argc, char** argv, Options& options) {
     const bool is_level = arg == "--log-level";
     if ((target == nullptr && !is_level) || i + 1 == argc) {
       std::cerr << "oracle-collector: "
-                << (i + 1 == argc && (target || is_level) ? "missing value after " + arg
-                                                          : "unknown argument " + arg)
+                << printable(i + 1 == argc && (target || is_level) ? "missing value after " + arg
+                                                                   : "unknown argument " + arg)
                 << "\n";
       print_usage(std::cerr);
       return 2;
@@ -147,6 +221,14 @@ bool summarize(const json::value& doc, const std::string& oracle, Summary& out,
     out.by_chain.emplace_back(std::string(chain.key()), chain_total);
     out.total_tvs += chain_total;
   }
+  // Each figure is finite (parse_json refuses 1e400), but their sums need
+  // not be, and an infinite one could not be written to the summary (JSON
+  // has no Infinity): refuse the input. An infinite chain makes the total
+  // infinite (or NaN); a protocol in several chains can overflow alone.
+  const auto finite = [](const auto& named) { return std::isfinite(named.second); };
+  if (!std::isfinite(out.total_tvs) ||
+      !std::all_of(per_protocol.begin(), per_protocol.end(), finite))
+    return error = "the TVS figures add up to more than a double can hold", false;
   out.protocol_count = static_cast<std::int64_t>(per_protocol.size());
   out.protocols.assign(per_protocol.begin(), per_protocol.end());
   const auto larger = [](const auto& a, const auto& b) { return a.second > b.second; };
@@ -208,39 +290,61 @@ json::value to_json(const Summary& s) {
   return doc;
 }
 
-// "$1.53B", "$421.0M", "$9.2K".
+// A dollar amount, short and with a unit at every size: "$512", "$9.2K",
+// "$421.0M", "$1.53B", "$4.20T", and past that "$1.00e80" (a figure in the
+// input can be anything a double holds, and 1e80 written out has 81
+// digits). A negative amount has its sign first, "-$1.5M"; NaN and the
+// infinities, which summarize() refuses, would still print as "$NaN" and
+// "$Inf".
 std::string money(double usd) {
-  static const std::pair<double, const char*> units[] = {{1e9, "B"}, {1e6, "M"}, {1e3, "K"}};
-  char text[64];
-  for (const auto& [size, unit] : units)
-    if (usd >= size) {
-      (void)std::snprintf(text, sizeof text, size == 1e9 ? "$%.2f%s" : "$%.1f%s", usd / size, unit);
-      return text;
-    }
-  (void)std::snprintf(text, sizeof text, "$%.0f", usd);
-  return text;
+  if (std::isnan(usd)) return "$NaN";
+  const std::string sign = usd < 0 ? "-" : "";
+  const double amount = std::fabs(usd);
+  if (std::isinf(amount)) return sign + "$Inf";
+  struct Unit {
+    double size;
+    const char* suffix;
+    int decimals;
+  };
+  static const Unit units[] = {
+      {1, "", 0}, {1e3, "K", 1}, {1e6, "M", 1}, {1e9, "B", 2}, {1e12, "T", 2}};
+  char number[32];  // a figure too long for it is cut short, then too large
+  for (const Unit& unit : units) {
+    (void)std::snprintf(number, sizeof number, "%.*f", unit.decimals, amount / unit.size);
+    // The first unit in which the figure, rounded as printed, stays below
+    // 1000: 999960 prints as "1.0M", not "1000.0K".
+    if (std::strtod(number, nullptr) < 1000)
+      return (std::string_view(number) == "0" ? "" : sign) + "$" + number + unit.suffix;
+  }
+  (void)std::snprintf(number, sizeof number, "%.2e", amount);  // "1.00e+80"
+  std::string text = number;
+  text.erase(text.find('+'), 1);  // the exponent is positive past the trillions
+  return sign + "$" + text;
 }
 
 void print_summary(const Summary& s, const std::string& summary_path,
                    const std::string& state_path) {
-  std::cout << s.oracle << " oracle, data of " << as::to_rfc3339(s.timestamp) << "\n"
+  std::cout << printable(s.oracle) << " oracle, data of " << as::to_rfc3339(s.timestamp) << "\n"
             << "  protocols   " << s.protocol_count << "\n"
             << "  total TVS   " << money(s.total_tvs) << "\n"
             << "  by chain    ";
   for (std::size_t i = 0; i < s.by_chain.size(); ++i)
-    std::cout << (i ? ", " : "") << s.by_chain[i].first << " " << money(s.by_chain[i].second);
+    std::cout << (i ? ", " : "") << printable(s.by_chain[i].first) << " "
+              << money(s.by_chain[i].second);
   std::cout << "\n  largest     ";
   for (std::size_t i = 0; i < s.protocols.size() && i < 3; ++i)
-    std::cout << (i ? ", " : "") << s.protocols[i].first << " " << money(s.protocols[i].second);
+    std::cout << (i ? ", " : "") << printable(s.protocols[i].first) << " "
+              << money(s.protocols[i].second);
   std::cout << "\n  history     " << s.history.size()
             << (s.history.size() == 1 ? " snapshot" : " snapshots") << ", "
             << as::to_rfc3339(s.history.front().timestamp).substr(0, 10) << " to "
             << as::to_rfc3339(s.history.back().timestamp).substr(0, 10) << "\n"
-            << "  wrote       " << summary_path << ", " << state_path << "\n";
+            << "  wrote       " << printable(summary_path) << ", " << printable(state_path) << "\n";
 }
 
+// Error messages quote names from the input and paths from the command line.
 int fail(const std::string& what) {
-  std::cerr << "oracle-collector: " << what << "\n";
+  std::cerr << "oracle-collector: " << printable(what) << "\n";
   return 1;
 }
 
@@ -264,9 +368,10 @@ int main(int argc, char** argv) {
   if (!summarize(*doc, options.oracle, summary, error)) return fail(options.input + ": " + error);
 
   if (!manager.should_process(summary.timestamp, *state)) {
-    std::cout << summary.oracle << " oracle: nothing newer than "
-              << (state->last_updated_iso.empty() ? as::to_rfc3339(state->last_updated)
-                                                  : state->last_updated_iso)
+    // last_updated_iso is the state file's text, as untrusted as the input.
+    std::cout << printable(summary.oracle) << " oracle: nothing newer than "
+              << printable(state->last_updated_iso.empty() ? as::to_rfc3339(state->last_updated)
+                                                           : state->last_updated_iso)
               << ", which was processed already; skipped.\n";
     return 0;
   }

@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # The demo programs as real processes, run the way a timer runs a collector:
 # first run, a rerun on the same data (skipped), newer data, older data, a
-# corrupt state file, bad input and bad usage. Also the custom-state example.
+# corrupt state file, bad input and bad usage; names and state text that
+# are terminal escape sequences, figures of every size. Also the
+# custom-state and sink examples, on state files at the end of int64.
 # Usage: collector_test.sh PATH/TO/oracle-collector PATH/TO/custom-state DATA_DIR
+#          PATH/TO/with-jsonlines [PATH/TO/with-spdlog]
+# (with-spdlog is built only where spdlog is installed; without it, skipped.)
 set -u
 collector=$1
 custom=$2
 data=$3
+jsonlines=$4
+spdlog=${5:-}
 . "$(dirname "$0")/support/checks.sh"
 
 out=$work/out
@@ -93,6 +99,177 @@ check "custom-state example: its own JSON shape on disk" \
   'grep -q "\"feed\": \"SOL/USD\"" "$work/feed/state.json" && grep -q "\"round\": 2" "$work/feed/state.json"'
 check "custom-state example: second run finds new data through StateTraits" \
   'grep -q "msg=\"new data available\" current_ts=1732406460 last_ts=1732406400 delta_seconds=60" "$work/custom2.err"'
+
+# --- Text from data reaches the terminal escaped ----------------------------
+# raw_controls FILE...: whether the files hold anything a terminal acts on
+# rather than shows: a C0 control but newline (ESC, BEL, CR, backspace, NUL),
+# DEL, the byte 0x9b (a one-byte CSI), a C1 control in UTF-8 (C2 80-9F), a
+# bidi embedding, override or isolate (U+202A-U+202E, U+2066-U+2069) or a
+# line or paragraph separator (U+2028, U+2029).
+raw_controls() {
+  LC_ALL=C grep -qaP '[\x00-\x09\x0b-\x1f\x7f\x9b]|\xc2[\x80-\x9f]|\xe2\x80[\xa8-\xae]|\xe2\x81[\xa6-\xa9]' "$@"
+}
+shows() { grep -qF -- "$2" "$work/$1.out"; }
+
+# Names that are commands: OSC 0 (ended by BEL) sets the window title, ESC [2J
+# clears the screen, CR and backspace overwrite the line, U+009B is the C1
+# CSI (bytes C2 9B), U+202E reverses the text after it; a NUL, U+2066, the
+# separators U+2028 and U+2029, and a name with a backslash of its own.
+cat >"$work/hostile.json" <<'EOF'
+{"timestamp": 1732406400, "oraclesTVS": {"Evil\u001b]0;pwned\u0007": {
+  "Sol\u001b[2Jana\r": {"Drift\u009b31m Trade": 5000000, "Kamino \u202eLend\b": 3000000},
+  "Sui\u2028\u2029": {"Scallop\u2066 Lend\u0000": 1000},
+  "Core\\x1b": {"Colend": 500}}}}
+EOF
+out=$work/out-hostile
+run hostile --input "$work/hostile.json" --oracle $'Evil\e]0;pwned\a'
+check "hostile names: processed (exit 0)" '[ "$(rc hostile)" = 0 ]'
+check "hostile names: no ESC, BEL, CR, 0x9b, C1, bidi or separator reaches stdout or stderr" \
+  '! raw_controls "$work/hostile.out" "$work/hostile.err"'
+check "hostile names: oracle and chain names shown escaped (\x1b, \x07, \x0d, \u2028)" \
+  'shows hostile '\''Evil\x1b]0;pwned\x07 oracle'\'' && shows hostile '\''Sol\x1b[2Jana\x0d $8.0M'\'' && shows hostile '\''Sui\u2028\u2029 $1.0K'\'''
+check "hostile names: protocol names shown escaped (\u009b, \u202e, \x08, \u2066, \x00)" \
+  'shows hostile '\''Drift\u009b31m Trade $5.0M'\'' && shows hostile '\''Kamino \u202eLend\x08 $3.0M'\'' && shows hostile '\''Scallop\u2066 Lend\x00 $1.0K'\'''
+check "hostile names: a backslash in a name is doubled, so it reads apart from an escape" \
+  'shows hostile '\''Core\\x1b $500'\'''
+run hostile-again --input "$work/hostile.json" --oracle $'Evil\e]0;pwned\a'
+check "hostile names: the skip message shows the oracle name escaped" \
+  '[ "$(rc hostile-again)" = 0 ] && shows hostile-again '\''Evil\x1b]0;pwned\x07 oracle: nothing newer'\'' && ! raw_controls "$work/hostile-again.out" "$work/hostile-again.err"'
+
+# The state file's own text: the skip message quotes last_updated_iso.
+mkdir "$work/out-iso"
+cat >"$work/out-iso/state.json" <<'EOF'
+{"oracle_name": "Switchboard", "last_updated": 1732406400, "last_updated_iso": "\u001b]0;owned\u0007\u001b[2J\r\u009b2K\u202e", "last_protocol_count": 12, "last_tvs": 2478000000, "snapshot_count": 1, "oldest_snapshot": 1732406400, "newest_snapshot": 1732406400}
+EOF
+cp "$work/out-iso/state.json" "$work/state.iso"
+out=$work/out-iso
+run iso --input "$day1"
+check "escape sequences in last_updated_iso: skipped (exit 0), state byte-identical" \
+  '[ "$(rc iso)" = 0 ] && cmp -s "$out/state.json" "$work/state.iso"'
+check "escape sequences in last_updated_iso: none reaches stdout or stderr" \
+  '! raw_controls "$work/iso.out" "$work/iso.err"'
+check "escape sequences in last_updated_iso: shown escaped in the skip message" \
+  'shows iso '\''nothing newer than \x1b]0;owned\x07\x1b[2J\x0d\u009b2K\u202e, which'\'''
+
+# Error messages quote names too; invalid UTF-8 shows as \xNN.
+out=$work/out-errors
+run badoracle --input "$day1" --oracle $'No\xff\e[2J\xc3'
+check "an unknown oracle name with ESC and invalid UTF-8: exit 1, quoted escaped" \
+  '[ "$(rc badoracle)" = 1 ] && grep -qF '\''oracle "No\xff\x1b[2J\xc3"'\'' "$work/badoracle.err" && ! raw_controls "$work/badoracle.err" "$work/badoracle.out"'
+run badusage $'--\e]0;title\a'
+check "an unknown option with an escape sequence: exit 2, quoted escaped" \
+  '[ "$(rc badusage)" = 2 ] && grep -qF '\''unknown argument --\x1b]0;title\x07'\'' "$work/badusage.err" && ! raw_controls "$work/badusage.err"'
+printf '{"timestamp": 1732406400, "oraclesTVS": {"Switchboard": {"Bad\\u001b[2J\\u0007": 5}}}' \
+  >"$work/badchain.json"
+run badchain --input "$work/badchain.json"
+check "a chain that is not an object, its name an escape sequence: exit 1, quoted escaped" \
+  '[ "$(rc badchain)" = 1 ] && grep -qF '\''chain "Bad\x1b[2J\x07" is not an object'\'' "$work/badchain.err" && ! raw_controls "$work/badchain.err"'
+printf '{"timestamp": 1732406400, "oraclesTVS": {"Switchboard": {"Solana": {"Bad\\u202e": "x"}}}}' \
+  >"$work/badtvs.json"
+run badtvs --input "$work/badtvs.json"
+check "a TVS that is not a number, its protocol name with U+202E: exit 1, quoted escaped" \
+  '[ "$(rc badtvs)" = 1 ] && grep -qF '\''"Bad\u202e" is not a number'\'' "$work/badtvs.err" && ! raw_controls "$work/badtvs.err"'
+
+# --- Figures of every size, with a unit ------------------------------------
+# 1e80 would print as 81 digits; 4.2e12 as "$4200.00B"; 999960 as "$1000.0K".
+cat >"$work/sizes.json" <<'EOF'
+{"timestamp": 1732406400, "oraclesTVS": {"Switchboard": {
+  "A": {"Huge": 1e80}, "B": {"Refund": -1500000}, "C": {"Idle": 0},
+  "D": {"Mid": 4.2e12}, "E": {"Edge": 999960}, "F": {"Tiny": 999.7}}}}
+EOF
+out=$work/out-sizes
+run sizes --input "$work/sizes.json"
+check "1e80: processed (exit 0), the total printed as \$1.00e80" \
+  '[ "$(rc sizes)" = 0 ] && grep -qxF "  total TVS   \$1.00e80" "$work/sizes.out"'
+check "by chain: T, M rounded up from 999.96K, K rounded up from 999.7, zero, negative" \
+  'shows sizes "A \$1.00e80, D \$4.20T, E \$1.0M, F \$1.0K, C \$0, B -\$1.5M"'
+# odd_amounts FILE: the dollar amounts in FILE that are not at most three
+# digits, two decimals and a unit (at most 10 characters: "-$999.99T")
+odd_amounts() {
+  grep -oE -- '-?\$[^ ,]*' "$1" | grep -vxE -- '-?\$[0-9]{1,3}(\.[0-9]{1,2})?([KMBT]|e[0-9]{1,3})?'
+}
+check "every amount printed is short, with a unit past 999" '[ -z "$(odd_amounts "$work/sizes.out")" ]'
+
+# Finite figures whose sums are not: a protocol in two chains (its total
+# is infinite though the grand total is not), and a grand total.
+printf '{"timestamp": 1732406400, "oraclesTVS": {"Switchboard": {"A": {"p": 1e308}, "C": {"q": -1e308}, "B": {"p": 1e308}, "D": {"q": -1e308}}}}' \
+  >"$work/inf-protocol.json"
+printf '{"timestamp": 1732406400, "oraclesTVS": {"Switchboard": {"A": {"p": 1e308}, "B": {"q": 1e308}}}}' \
+  >"$work/inf-total.json"
+out=$work/out-inf
+run infprotocol --input "$work/inf-protocol.json"
+run inftotal --input "$work/inf-total.json"
+check "TVS sums beyond a double are refused (exit 1), with a message that says so, nothing written" \
+  '[ "$(rc infprotocol)" = 1 ] && [ "$(rc inftotal)" = 1 ] && grep -q "add up to more than a double can hold" "$work/infprotocol.err" && grep -q "add up to more than a double can hold" "$work/inftotal.err" && [ ! -e "$out/state.json" ] && [ ! -e "$out/oracle-summary.json" ]'
+
+# --- Timestamps and rounds at the end of int64 -----------------------------
+# Each example adds to numbers it loaded: custom-state 60 s to updated_at
+# and 1 to round, with-jsonlines and with-spdlog 3600 s to last_updated. At
+# INT64_MAX, or close enough that the sum would overflow (undefined
+# behaviour, which the sanitizer build stops at), the program must say that
+# no later value fits, exit 1 and leave the state file byte for byte; just
+# below, it must go on to INT64_MAX.
+max=9223372036854775807
+# example NAME PROGRAM DIR: runs PROGRAM on DIR; stdout, stderr, status in $work/NAME.*
+example() { "$2" "$3" >"$work/$1.out" 2>"$work/$1.err"; echo $? >"$work/$1.rc"; }
+# plant NAME DIR TEXT: writes TEXT as DIR's state file, and a copy aside
+plant() {
+  mkdir -p "$2" && printf '%s\n' "$3" >"$2/state.json" && cp "$2/state.json" "$work/$1.planted"
+}
+# unchanged NAME DIR: DIR's state file is still what was planted
+unchanged() { cmp -s "$2/state.json" "$work/$1.planted"; }
+# out_of_int64 NAME WHAT: the run exited 1 saying that nothing fits after
+# WHAT ("round=9223372036854775807"), and no sanitizer reported anything
+out_of_int64() {
+  [ "$(rc "$1")" = 1 ] && grep -qF -- "$2" "$work/$1.err" &&
+    grep -q "does not fit in an int64" "$work/$1.err" && ! grep -q "runtime error" "$work/$1.err"
+}
+feed_state() {
+  printf '{"feed": "SOL/USD", "round": %s, "updated_at": %s, "price": 238.16, "recent": [238.16]}' "$1" "$2"
+}
+
+for at in $max $((max - 1)); do
+  plant "custom-$at" "$work/custom-$at" "$(feed_state 7 "$at")"
+  example "custom-$at" "$custom" "$work/custom-$at"
+  check "custom-state, updated_at $at: no later time, exit 1, state byte-identical" \
+    'out_of_int64 "custom-$at" "updated_at=$at" && unchanged "custom-$at" "$work/custom-$at"'
+done
+plant custom-round "$work/custom-round" "$(feed_state $max 1732406400)"
+example custom-round "$custom" "$work/custom-round"
+check "custom-state, round $max: no later round, exit 1, state byte-identical" \
+  'out_of_int64 custom-round "round=$max" && unchanged custom-round "$work/custom-round"'
+plant custom-last "$work/custom-last" "$(feed_state 7 $((max - 60)))"
+example custom-last "$custom" "$work/custom-last"
+check "custom-state, updated_at INT64_MAX-60: round 8 is saved at INT64_MAX" \
+  '[ "$(rc custom-last)" = 0 ] && grep -q "\"updated_at\": $max," "$work/custom-last/state.json" && grep -q "\"round\": 8," "$work/custom-last/state.json"'
+
+# sink_example NAME PROGRAM: a first run of with-jsonlines or with-spdlog,
+# then the cases above for its last_updated
+sink_example() {
+  local name=$1 program=$2 at
+  example "$name-first" "$program" "$work/$name-first"
+  check "$name: a first run saves the state (exit 0)" \
+    '[ "$(rc "$name-first")" = 0 ] && grep -q "\"last_updated\": 1732406400," "$work/$name-first/state.json"'
+  for at in $max $((max - 1)); do
+    plant "$name-$at" "$work/$name-$at" "$(state_at "$at")"
+    example "$name-$at" "$program" "$work/$name-$at"
+    check "$name, last_updated $at: no later time, exit 1, state byte-identical" \
+      'out_of_int64 "$name-$at" "last_updated=$at" && unchanged "$name-$at" "$work/$name-$at"'
+  done
+  plant "$name-last" "$work/$name-last" "$(state_at $((max - 3600)))"
+  example "$name-last" "$program" "$work/$name-last"
+  check "$name, last_updated INT64_MAX-3600: INT64_MAX is saved" \
+    '[ "$(rc "$name-last")" = 0 ] && grep -q "\"last_updated\": $max," "$work/$name-last/state.json"'
+}
+state_at() {
+  printf '{"oracle_name": "Switchboard", "last_updated": %s, "last_updated_iso": "", "last_protocol_count": 12, "last_tvs": 2478000000, "snapshot_count": 0, "oldest_snapshot": 0, "newest_snapshot": 0}' "$1"
+}
+sink_example with-jsonlines "$jsonlines"
+if [ -n "$spdlog" ]; then
+  sink_example with-spdlog "$spdlog"
+else
+  echo "skip - with-spdlog: not built here (libspdlog-dev is not installed)"
+fi
 
 check "no temp files are left anywhere" '[ -z "$(find "$work" -name ".tmp-*" -print -quit)" ]'
 
