@@ -271,6 +271,17 @@ else
   echo "skip - with-spdlog: not built here (libspdlog-dev is not installed)"
 fi
 
+# The single-instance idiom: flock(1) holds the state directory while the
+# collector runs in it. No save may wait on a lock someone else can take, so
+# the run must finish (a watchdog ends a hang in 20 s, as a failure).
+locked=$work/locked
+mkdir -p "$locked"
+timeout 20 flock -n "$locked" "$collector" --output-dir "$locked" --input "$day1" \
+  >"$work/locked.out" 2>"$work/locked.err"
+echo $? >"$work/locked.rc"
+check "flock -n DIR oracle-collector --output-dir DIR saves, never waiting on the lock" \
+  '[ "$(cat "$work/locked.rc")" = 0 ] && grep -q "\"last_updated\": 1732406400," "$locked/state.json"'
+
 check "no temp files are left anywhere" '[ -z "$(find "$work" -name ".tmp-*" -print -quit)" ]'
 
 echo "$failures failed"
