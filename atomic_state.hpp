@@ -6,9 +6,11 @@
 //   AtomicWriter replaces a file so that a crash, a power cut or a full disk
 //   leaves either the old content or the new content, never a torn file:
 //   temp file in the same directory (created 0600, O_EXCL, O_NOFOLLOW,
-//   O_CLOEXEC), write every byte, fchmod to the final mode, fsync, close,
-//   rename over the target, fsync the directory. Any failure before the rename
-//   removes the temp file and leaves the target byte-for-byte untouched.
+//   O_CLOEXEC, and locked so that a sweep of stale temp files leaves it
+//   alone), write every byte, fchmod to the final mode, fsync, close, rename
+//   over the target, fsync the directory. Any failure before the rename
+//   removes the temp file and leaves the target byte-for-byte untouched. No
+//   save ever waits for a lock: nothing another process holds can stop one.
 //
 //   StateManager remembers what a periodic job last processed in
 //   <dir>/state.json (Boost.JSON), decides whether new data is worth
@@ -25,9 +27,13 @@
 //     ATOMIC_STATE_NO_JSON to leave the JSON part out; AtomicWriter then
 //     needs nothing but the C++ library.
 //   - Nothing here throws and nothing aborts on bad input: every operation
-//     returns a Status (or a Result<T>) naming the step, the path(s) and the
-//     OS reason. The one exception is running out of memory while
-//     constructing a StateManager (std::bad_alloc, as from any std::string).
+//     returns a Status (or a Result<T>) naming the step, the path, the
+//     target and the OS reason, and running out of memory while describing a
+//     failure costs its text, never the failure. What allocates a
+//     std::string can throw std::bad_alloc as any std::string does: the
+//     StateManager constructor, Status::message(), to_rfc3339(),
+//     update_state(). Result::value() of a failure is a caller bug: it
+//     aborts (see ATOMIC_STATE_ON_MISSING_VALUE).
 //   - The target and its temp file live in the same directory, so the rename
 //     never crosses a filesystem. A symlink at the target path is replaced by
 //     the new file, not followed.
