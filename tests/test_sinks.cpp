@@ -261,8 +261,8 @@ TEST_CASE("spdlog: records reach the spdlog logger at the matching level, fields
   sink.log(Level::debug, "detail", {});
   CHECK(lines_of(out.str()) ==
         std::vector<std::string>{
-            "info|state saved timestamp=1700000000 tvs=1500000000 path=\"/a b\" ok=false",
-            "warning|clock skew", "error|failed", "debug|detail"});
+            "info|\"state saved\" timestamp=1700000000 tvs=1500000000.0 path=\"/a b\" ok=false",
+            "warning|\"clock skew\"", "error|failed", "debug|detail"});
 
   logger->set_level(spdlog::level::warn);
   out.str("");
@@ -272,7 +272,100 @@ TEST_CASE("spdlog: records reach the spdlog logger at the matching level, fields
   last.last_updated = 10;
   (void)manager.should_process(5, last);  // warn: kept
   CHECK(lines_of(out.str()) ==
-        std::vector<std::string>{"warning|clock skew detected, API timestamp older than last "
-                                 "processed current_ts=5 last_ts=10"});
+        std::vector<std::string>{"warning|\"clock skew detected, API timestamp older than last "
+                                 "processed\" current_ts=5 last_ts=10"});
+}
+
+namespace {
+
+// The text a SpdlogSink hands spdlog for one info record, through a logger
+// with a plain pattern: "info " and the payload.
+std::string spdlog_line(std::string_view message, const std::vector<Field>& fields) {
+  std::ostringstream out;
+  auto logger = std::make_shared<spdlog::logger>(
+      "test", std::make_shared<spdlog::sinks::ostream_sink_mt>(out));
+  logger->set_pattern("%l %v");
+  SpdlogSink(logger).log(Level::info, message, Fields(fields.data(), fields.size()));
+  return out.str();
+}
+
+// What LogfmtLogger writes for the same record after "level=info msg=".
+std::string logfmt_tail(std::string_view message, const std::vector<Field>& fields) {
+  std::ostringstream out;
+  atomic_state::LogfmtLogger(out).log(Level::info, message, Fields(fields.data(), fields.size()));
+  return out.str().substr(std::string_view("level=info msg=").size());
+}
+
+}  // namespace
+
+TEST_CASE("spdlog: no value, key or message can end a record or forge one", "[sinks]") {
+  for (const Hostile& h : hostile) {
+    CAPTURE(h.what);
+    struct Record {
+      const char* role;
+      std::string_view message;
+      std::vector<Field> fields;
+    };
+    const Record records[] = {{"as a value", "m", {{"k", h.text}}},
+                              {"as a key", "m", {{h.text, 1}}},
+                              {"as the message", h.text, {{"k", 1}}}};
+    for (const Record& r : records) {
+      CAPTURE(r.role);
+      const std::string line = spdlog_line(r.message, r.fields);
+      CHECK(line.find('\n') == line.size() - 1);  // one record, one line
+      CHECK_FALSE(has_raw_control(line));
+      // Escaped byte for byte as the library's own logfmt sink escapes it.
+      CHECK(line == "info " + logfmt_tail(r.message, r.fields));
+    }
+  }
+}
+
+TEST_CASE("spdlog: the exact text of hostile and typed records", "[sinks]") {
+  struct Row {
+    const char* why;
+    std::string_view message;
+    std::vector<Field> fields;
+    const char* line;
+  };
+  const Row rows[] = {
+      {"a newline in a value cannot forge an [error] line",
+       "state loaded",
+       {{"oracle_name", "x\n[error] forged"}},
+       R"(info "state loaded" oracle_name="x\n[error] forged")"},
+      {"a quote in a value cannot forge a field",
+       "m",
+       {{"k", "a\" level=error"}},
+       R"(info m k="a\" level=error")"},
+      {"a key keeps printable ASCII but = \" \\, every other byte becomes _",
+       "m",
+       {{"x\n[error] a=b\"\xe2\x80\xae", 1}},
+       R"(info m x_[error]_a_b____=1)"},
+      {"the message is one logfmt value: quoted, escaped, no field forged",
+       "saved\r\n[error] forged level=error",
+       {},
+       R"(info "saved\r\n[error] forged level=error")"},
+      {"a one-word message stays bare", "skew", {}, "info skew"},
+      {"ESC, NEL, U+2028 and U+202E become \\u escapes",
+       "m",
+       {{"k", "\x1b[31m\xc2\x85\xe2\x80\xa8\xe2\x80\xae"}},
+       R"(info m k="\u001b[31m\u0085\u2028\u202e")"},
+      {"a byte that is not UTF-8 shows as \\xNN, a NUL as \\u0000",
+       "m",
+       {{"path", std::string_view("/srv/caf\xe9\0", 10)}},
+       R"(info m path="/srv/caf\xe9\u0000")"},
+      {"braces are text, not a format string", "{} {:x}", {}, R"(info "{} {:x}")"},
+      {"doubles keep their exact shortest text, with a point or an exponent",
+       "m",
+       {{"a", 2.0}, {"b", 0.1}, {"c", 1.5e9}, {"d", 1e-7}, {"e", std::nan("")}, {"f", -HUGE_VAL}},
+       "info m a=2.0 b=0.1 c=1500000000.0 d=1e-07 e=NaN f=-Inf"},
+      {"uint64 above INT64_MAX prints as itself",
+       "m",
+       {{"max", UINT64_MAX}, {"min", INT64_MIN}},
+       "info m max=18446744073709551615 min=-9223372036854775808"},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.why);
+    CHECK(spdlog_line(row.message, row.fields) == std::string(row.line) + "\n");
+  }
 }
 #endif
