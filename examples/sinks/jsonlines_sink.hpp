@@ -14,7 +14,9 @@
 //   U+2029 and the bidirectional controls, which JSON allows raw but which
 //   some readers take for a line break (JavaScript before ES2019, Python's
 //   splitlines) or which a terminal obeys when a person reads the log.
-// All other UTF-8 is written as it is, so text reads back unchanged.
+// All other UTF-8 is written as it is, so text reads back unchanged. A
+// field named "level" or "msg" is written as "fields.level" or "fields.msg",
+// so that it cannot replace the record's own.
 // Thread-safe: each line is built apart and written whole under a lock.
 //
 // Not part of atomic_state.hpp: copy it if you want it.
@@ -45,7 +47,12 @@ class JsonLinesSink {
     append_string(line, message);
     for (const atomic_state::Field& field : fields) {
       line += ',';
-      append_string(line, field.key);
+      // A field named like the record's own members would replace them for
+      // most readers (of two equal keys the last wins): renamed, as logrus
+      // renames them.
+      append_string(line, field.key == "level" ? "fields.level"
+                          : field.key == "msg" ? "fields.msg"
+                                               : field.key);
       line += ':';
       append_value(line, field.value);
     }
