@@ -1,19 +1,28 @@
 // An atomic_state log sink that forwards to an spdlog logger: the message
-// and the fields as logfmt-style text ("state saved timestamp=1700000000
-// protocol_count=42 tvs=1500000000"), at the matching spdlog level.
+// and the fields as logfmt text, at the matching spdlog level:
+//   [2023-11-14 22:13:20.000] [collector] [info] "state saved" timestamp=1700000000
 //
 //   auto logger = spdlog::stderr_color_mt("collector");
 //   atomic_state::StateManager<SpdlogSink> manager(dir, SpdlogSink{logger});
+//
+// The message, keys and values are escaped by the header's own logfmt
+// functions, exactly as LogfmtLogger escapes them: a value (and the
+// message) is bare when it is one plain printable-ASCII word, else quoted,
+// with every control, quote, backslash, line or paragraph separator, bidi
+// control and byte that is not UTF-8 escaped; a key keeps printable ASCII
+// but `=` `"` `\`, every other byte becoming `_`. So no text from data (a
+// path, an oracle name) can end the line, forge a record or a field, or
+// send commands to a terminal: one record is one line.
 //
 // Not part of atomic_state.hpp: copy it if you use spdlog.
 #pragma once
 
 #include <spdlog/spdlog.h>
 
-#include <cstdint>
 #include <memory>
 #include <string>
-#include <variant>
+#include <string_view>
+#include <utility>
 
 #include "atomic_state.hpp"
 
@@ -24,14 +33,13 @@ class SpdlogSink {
   void log(atomic_state::Level level, std::string_view message, atomic_state::Fields fields) const {
     const spdlog::level::level_enum spd = to_spdlog(level);
     if (!logger_->should_log(spd)) return;  // format nothing that is dropped
-    std::string line(message);
-    for (const atomic_state::Field& field : fields) {
-      line += ' ';
-      line += field.key;
-      line += '=';
-      append_value(line, field.value);
-    }
-    logger_->log(spd, line);
+    std::string line;
+    // False only when memory ran out: drop the record rather than log a part.
+    if (!atomic_state::append_logfmt_text(line, message) ||
+        !atomic_state::append_logfmt_fields(line, fields))
+      return;
+    // A plain string, never a format string: braces in data stay braces.
+    logger_->log(spd, spdlog::string_view_t(line.data(), line.size()));
   }
 
  private:
@@ -47,25 +55,6 @@ class SpdlogSink {
         return spdlog::level::err;
     }
     return spdlog::level::err;
-  }
-
-  static void append_value(std::string& out, const atomic_state::Field::Value& value) {
-    if (const auto* i = std::get_if<std::int64_t>(&value)) {
-      out += std::to_string(*i);
-    } else if (const auto* u = std::get_if<std::uint64_t>(&value)) {
-      out += std::to_string(*u);
-    } else if (const auto* d = std::get_if<double>(&value)) {
-      out += fmt::format("{}", *d);  // shortest text that reads back exactly
-    } else if (const auto* b = std::get_if<bool>(&value)) {
-      out += *b ? "true" : "false";
-    } else {
-      const std::string_view s = std::get<std::string_view>(value);
-      const bool bare = !s.empty() && s.find_first_of(" =\"") == std::string_view::npos;
-      if (bare)
-        out += s;
-      else
-        out += fmt::format("\"{}\"", s);
-    }
   }
 
   std::shared_ptr<spdlog::logger> logger_;
