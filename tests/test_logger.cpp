@@ -285,6 +285,8 @@ TEST_CASE("no value, key or message can end a logfmt record or forge a field", "
       {"quote\"d", "quote_d"},
       {"", "_"},
       {"caf\xc3\xa9", "caf__"},
+      {"level", "fields.level"},  // never a second level= in the record
+      {"msg", "fields.msg"},
   };
   for (const KeyRow& row : keys) {
     CAPTURE(row.key);

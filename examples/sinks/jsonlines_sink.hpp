@@ -58,6 +58,7 @@ class JsonLinesSink {
     }
     line += "}\n";
     const std::lock_guard<std::mutex> lock(mutex_);
+    out_->clear();  // a line lost before must not silence every line after it
     *out_ << line << std::flush;
   }
 
