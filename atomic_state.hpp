@@ -1,6 +1,25 @@
 // atomic_state.hpp - crash-safe file replacement and program state for C++17,
 // in one header.
-// Version 0.1.0 - https://github.com/atomic-state/atomic_state (SPDX: MIT)
+// Version 0.2.0 - https://github.com/atomic-state/atomic_state (SPDX: MIT)
+//
+// CONTENTS (each part reads top to bottom: declarations, then their
+// implementation in the same order, each helper beside its one user)
+//   PART I    THE WRITER (needs nothing but the C++ library)
+//     Step, Status, Result ........... what every operation returns
+//     FullSync, DataSync, NoSync ..... how far a save pushes its bytes
+//     PosixFs, FileInfo .............. every system call, in one policy
+//     PathView ....................... paths taken without allocating
+//     AtomicWriter, WriteTransaction . the save; TempSweep, the sweep of
+//                                      stale temp files; write_atomic
+//   PART II   LOGGING
+//     Level, Field, Fields ........... one log record
+//     LogSink, NullSink, LogfmtSink .. where records go
+//     append_logfmt_*, to_rfc3339 .... text for sinks of one's own
+//   PART III  JSON STATE (Boost.JSON; left out by ATOMIC_STATE_NO_JSON)
+//     parse_json, format_json ........ JSON that reads back exactly
+//     StateField, has_state_fields ... a state type described once
+//     State, update_state ............ the collector's state and its rule
+//     StateTraits, StateManager ...... load, decide, save, log
 //
 // WHAT IT DOES
 //   AtomicWriter replaces a file so that a crash, a power cut or a full disk
@@ -20,12 +39,11 @@
 // USAGE CONTRACT
 //   - Copy this file anywhere and #include it. It needs C++17 and POSIX
 //     (Linux, the BSDs, macOS).
-//   - StateManager and the JSON functions need Boost.JSON (1.81 or later):
-//     either link it (-lboost_json), or compile Boost.JSON's own source
-//     file (src.hpp, in its json directory) into exactly one .cpp file of
-//     the program. This header never includes that file itself. Define
-//     ATOMIC_STATE_NO_JSON to leave the JSON part out; AtomicWriter then
-//     needs nothing but the C++ library.
+//   - Part III needs Boost.JSON (1.81 or later): either link it
+//     (-lboost_json), or compile Boost.JSON's own source file (src.hpp, in
+//     its json directory) into exactly one .cpp file of the program. This
+//     header never includes that file itself. Define ATOMIC_STATE_NO_JSON
+//     to leave Part III out; the rest then needs nothing but the C++ library.
 //   - Nothing here throws and nothing aborts on bad input: every operation
 //     returns a Status (or a Result<T>) naming the step, the path, the
 //     target and the OS reason, and running out of memory while describing a
@@ -52,8 +70,7 @@
 //   ATOMIC_STATE_PATH_MAX              longest path accepted, in bytes,
 //                                      terminating NUL included (PATH_MAX)
 //   ATOMIC_STATE_NAME_MAX              longest file name accepted (NAME_MAX)
-//   ATOMIC_STATE_NO_JSON               leave out State, StateManager and the
-//                                      JSON functions (no Boost needed)
+//   ATOMIC_STATE_NO_JSON               leave out Part III (no Boost needed)
 //   ATOMIC_STATE_MAX_STATE_SIZE        default size limit of a state file,
 //                                      in bytes (1 MiB); settable per manager
 //   ATOMIC_STATE_JSON_MAX_DEPTH        deepest JSON nesting read or written
@@ -84,7 +101,7 @@
 // Two different copies of this header in one translation unit would otherwise
 // be silently reduced to whichever came first by the include guard.
 #if defined(ATOMIC_STATE_VERSION_MAJOR) &&                                 \
-    (ATOMIC_STATE_VERSION_MAJOR != 0 || ATOMIC_STATE_VERSION_MINOR != 1 || \
+    (ATOMIC_STATE_VERSION_MAJOR != 0 || ATOMIC_STATE_VERSION_MINOR != 2 || \
      ATOMIC_STATE_VERSION_PATCH != 0)
 #error "atomic_state.hpp: a different version of this header was already included"
 #endif
@@ -92,16 +109,16 @@
 #ifndef ATOMIC_STATE_HPP_INCLUDED
 #define ATOMIC_STATE_HPP_INCLUDED
 
-// ============================================================== VERSION ====
+// ================================================================ VERSION ====
 #define ATOMIC_STATE_VERSION_MAJOR 0
-#define ATOMIC_STATE_VERSION_MINOR 1
+#define ATOMIC_STATE_VERSION_MINOR 2
 #define ATOMIC_STATE_VERSION_PATCH 0
-#define ATOMIC_STATE_VERSION_STRING "0.1.0"
+#define ATOMIC_STATE_VERSION_STRING "0.2.0"
 #define ATOMIC_STATE_VERSION                                               \
   (ATOMIC_STATE_VERSION_MAJOR * 10000 + ATOMIC_STATE_VERSION_MINOR * 100 + \
    ATOMIC_STATE_VERSION_PATCH)
 
-// ======================================================== CONFIGURATION ====
+// ========================================================== CONFIGURATION ====
 #if __cplusplus < 201703L
 #error "atomic_state.hpp needs C++17 or later (compile with -std=c++17)"
 #endif
@@ -147,13 +164,13 @@
 
 // The inline namespace carries the version, so two vendored copies of
 // different versions linked into one program cannot violate the ODR.
-#define ATOMIC_STATE_DETAIL_CAT3(a, b, c, d, e, f) a##b##c##d##e##f
-#define ATOMIC_STATE_DETAIL_ABI_NAME(ma, mi, pa) ATOMIC_STATE_DETAIL_CAT3(v, ma, _, mi, _, pa)
+#define ATOMIC_STATE_DETAIL_PASTE6(a, b, c, d, e, f) a##b##c##d##e##f
+#define ATOMIC_STATE_DETAIL_ABI_NAME(ma, mi, pa) ATOMIC_STATE_DETAIL_PASTE6(v, ma, _, mi, _, pa)
 #define ATOMIC_STATE_DETAIL_ABI                                                        \
   ATOMIC_STATE_DETAIL_ABI_NAME(ATOMIC_STATE_VERSION_MAJOR, ATOMIC_STATE_VERSION_MINOR, \
                                ATOMIC_STATE_VERSION_PATCH)
 
-// ============================================================= PLATFORM ====
+// =============================================================== PLATFORM ====
 // All platform-specific code lives in this block and in PosixFs below.
 #if defined(_WIN32)
 #error \
@@ -217,6 +234,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <variant>
@@ -227,19 +245,6 @@
 #if !defined(__cpp_lib_to_chars) && !(defined(__GLIBCXX__) && _GLIBCXX_RELEASE >= 11)
 #error \
     "atomic_state.hpp needs floating-point std::to_chars/std::from_chars (libstdc++ 11, libc++ 17, MSVC 19.24 or later)"
-#endif
-
-// ============================================================ BOOST.JSON ====
-#ifndef ATOMIC_STATE_NO_JSON
-// Only what is used, not <boost/json.hpp>: it saves compile time. The
-// library itself comes from -lboost_json or from Boost.JSON's src.hpp in one
-// translation unit of the program (never from here).
-#include <boost/json/basic_parser_impl.hpp>
-#include <boost/json/monotonic_resource.hpp>
-#include <boost/json/value.hpp>
-#include <boost/json/value_from.hpp>
-#include <boost/json/value_stack.hpp>
-#include <boost/json/value_to.hpp>
 #endif
 
 namespace atomic_state {
@@ -254,7 +259,10 @@ const Exception& no_exception() noexcept {
 }
 }  // namespace detail
 
-// ========================================================= DECLARATIONS ====
+// ===================================================== PART I: THE WRITER ====
+// The protocol, its results and its system calls. Nothing here needs Boost.
+
+// ------------------------------------------------------------------ results --
 
 /// The step of the protocol at which an operation failed.
 enum class Step : unsigned char {
@@ -465,7 +473,7 @@ class [[nodiscard]] Result {
   Status status_;
 };
 
-// ---------------------------------------------------------------- policies --
+// ------------------------------------------------------------ sync policies --
 
 /// How far a sync policy pushes the file's bytes toward the disk.
 enum class SyncLevel : unsigned char {
@@ -619,7 +627,7 @@ template <class F>
 inline constexpr bool is_state_filesystem_v =
     is_state_filesystem<std::remove_reference_t<F>>::value;
 
-// ------------------------------------------------------------------- paths --
+// -------------------------------------------------------------------- paths --
 
 /// A path the library reads but does not keep: a view of the caller's
 /// characters, built implicitly from a string literal, a `const char*`, a
@@ -638,7 +646,94 @@ class PathView {
   std::string_view text_;
 };
 
-// ------------------------------------------------------------------ writer --
+// ------------------------------------------------------------------- writer --
+
+namespace detail {
+
+/// Repeats a call interrupted by a signal (-EINTR), a bounded number of
+/// times so that a storm of signals ends in an error rather than a hang.
+template <class Call>
+auto retry_interrupted(Call&& call) noexcept -> decltype(call()) {
+  auto result = call();
+  for (long n = 0; result == -EINTR && n < ATOMIC_STATE_EINTR_RETRY_LIMIT; ++n) result = call();
+  return result;
+}
+
+/// Every call of a filesystem policy, with the retry rule applied in one
+/// place (as folly's *NoInt wrappers do): a call interrupted by a signal is
+/// repeated, a bounded number of times. Two are not: close(), whose
+/// descriptor is gone even when it reports EINTR, and write(), which
+/// write_all loops over, counting interruptions with writes that made no
+/// progress. A failed call is never repeated: after a failed fsync the
+/// kernel may have dropped the dirty pages, so a second one would
+/// "succeed".
+template <class Fs>
+class Retrying {
+ public:
+  explicit Retrying(Fs& fs) noexcept : fs_(&fs) {}
+
+  int open_directory(const char* path) noexcept {
+    return retry_interrupted([&] { return fs_->open_directory(path); });
+  }
+  int make_directory(const char* path, unsigned mode) noexcept {
+    return retry_interrupted([&] { return fs_->make_directory(path, mode); });
+  }
+  int create_file(int dir_fd, const char* name, unsigned mode) noexcept {
+    return retry_interrupted([&] { return fs_->create_file(dir_fd, name, mode); });
+  }
+  int try_lock(int fd) noexcept {
+    return retry_interrupted([&] { return fs_->try_lock(fd); });
+  }
+  int duplicate(int fd) noexcept {
+    return retry_interrupted([&] { return fs_->duplicate(fd); });
+  }
+  ssize_t write(int fd, const void* data, std::size_t size) noexcept {
+    return fs_->write(fd, data, size);
+  }
+  int set_mode(int fd, unsigned mode) noexcept {
+    return retry_interrupted([&] { return fs_->set_mode(fd, mode); });
+  }
+  int sync_full(int fd) noexcept {
+    return retry_interrupted([&] { return fs_->sync_full(fd); });
+  }
+  int sync_data(int fd) noexcept {
+    return retry_interrupted([&] { return fs_->sync_data(fd); });
+  }
+  int close(int fd) noexcept { return fs_->close(fd); }
+  int rename(int dir_fd, const char* from, const char* to) noexcept {
+    return retry_interrupted([&] { return fs_->rename(dir_fd, from, to); });
+  }
+  int unlink(int dir_fd, const char* name) noexcept {
+    return retry_interrupted([&] { return fs_->unlink(dir_fd, name); });
+  }
+  int file_info(int fd, FileInfo& info) noexcept {
+    return retry_interrupted([&] { return fs_->file_info(fd, info); });
+  }
+  int entry_info(int dir_fd, const char* name, FileInfo& info) noexcept {
+    return retry_interrupted([&] { return fs_->entry_info(dir_fd, name, info); });
+  }
+  int open_file(int dir_fd, const char* name) noexcept {
+    return retry_interrupted([&] { return fs_->open_file(dir_fd, name); });
+  }
+  ssize_t read(int fd, void* data, std::size_t size) noexcept {
+    return retry_interrupted([&] { return fs_->read(fd, data, size); });
+  }
+  int file_info_at(int dir_fd, const char* name, FileInfo& info) noexcept {
+    return retry_interrupted([&] { return fs_->file_info_at(dir_fd, name, info); });
+  }
+  int rename_noreplace(int dir_fd, const char* from, const char* to) noexcept {
+    return retry_interrupted([&] { return fs_->rename_noreplace(dir_fd, from, to); });
+  }
+  int list_directory(int dir_fd, void (*on_entry)(void* context, const char* name) noexcept,
+                     void* context) noexcept {
+    return retry_interrupted([&] { return fs_->list_directory(dir_fd, on_entry, context); });
+  }
+
+ private:
+  Fs* fs_;
+};
+
+}  // namespace detail
 
 template <class SyncPolicy, class Fs>
 class AtomicWriter;
@@ -680,7 +775,7 @@ class WriteTransaction {
   // that must never overwrite) fail with EEXIST.
   enum class Commit : unsigned char { replace, no_replace };
 
-  explicit WriteTransaction(FsRef& fs) noexcept : fs_(&fs) {}
+  explicit WriteTransaction(FsRef& fs) noexcept : fs_(fs) {}
   Status open(std::string_view path, unsigned perm, Commit commit) noexcept;
   Status check_target() noexcept;
   Status make_parent_directories() noexcept;
@@ -700,7 +795,7 @@ class WriteTransaction {
   std::string_view dir_for_messages() const noexcept;
   std::string_view dir_prefix() const noexcept;
 
-  FsRef* fs_;
+  detail::Retrying<FsRef> fs_;  // every call, with the retry rule applied
   int dir_fd_ = -1;
   int fd_ = -1;
   int lock_fd_ = -1;  // keeps the temp file's lock from close() to rename()
@@ -781,394 +876,143 @@ class AtomicWriter {
 /// `AtomicWriter<>{}.write(path, data, perm)`: durable, atomic replacement.
 Status write_atomic(PathView path, std::string_view data, unsigned perm = 0644) noexcept;
 
-namespace detail {
-template <std::size_t N>
-class TextBuffer;
-class DirectoryPath;
+// ================================================= PART I: implementation ====
 
-// Set once, by whichever thread gets there first. Copies carry the value,
-// so a class holding one stays copyable and movable.
-class OnceFlag {
- public:
-  OnceFlag() noexcept = default;
-  OnceFlag(const OnceFlag& other) noexcept : set_(other.set_.load()) {}
-  OnceFlag& operator=(const OnceFlag& other) noexcept {
-    set_.store(other.set_.load());
-    return *this;
+// ------------------------------------------------------------------ results --
+constexpr std::string_view to_string(Step step) noexcept {
+  switch (step) {
+    case Step::none:
+      return "ok";
+    case Step::check_path:
+      return "check path";
+    case Step::create_directory:
+      return "create directory";
+    case Step::open_directory:
+      return "open directory";
+    case Step::create_temp_file:
+      return "create temp file";
+    case Step::write_data:
+      return "write data";
+    case Step::set_permissions:
+      return "set permissions";
+    case Step::sync_file:
+      return "sync file";
+    case Step::close_temp_file:
+      return "close temp file";
+    case Step::rename:
+      return "rename";
+    case Step::sync_directory:
+      return "sync directory";
+    case Step::open_file:
+      return "open file";
+    case Step::check_file:
+      return "check file";
+    case Step::read_file:
+      return "read file";
+    case Step::parse:
+      return "parse";
+    case Step::copy_aside:
+      return "copy aside";
+    case Step::serialize:
+      return "serialize";
+    case Step::remove_temp_file:
+      return "remove temp file";
+    case Step::invalid_use:
+      return "invalid use";
   }
-  /// True for the first call only.
-  bool first() noexcept { return !set_.exchange(true); }
+  return "unknown step";
+}
 
- private:
-  std::atomic<bool> set_{false};
-};
+inline Status::Status(Step step, std::error_code code, std::string_view subject,
+                      std::string_view target, bool replaced, const char* note,
+                      std::string_view detail) noexcept
+    : step_(step == Step::none ? Step::invalid_use : step),
+      replaced_(replaced),
+      notes_{note, nullptr},
+      code_(code),
+      text_(detail::StatusText::make(subject, target, detail)) {}
+
+inline Status::Status(const Status& other) noexcept
+    : step_(other.step_),
+      replaced_(other.replaced_),
+      context_(other.context_),
+      notes_{other.notes_[0], other.notes_[1]},
+      code_(other.code_),
+      text_(detail::StatusText::share(other.text_)) {}
+
+inline Status::Status(Status&& other) noexcept
+    : step_(other.step_),
+      replaced_(other.replaced_),
+      context_(other.context_),
+      notes_{other.notes_[0], other.notes_[1]},
+      code_(other.code_),
+      text_(std::exchange(other.text_, nullptr)) {}
+
+inline Status& Status::operator=(const Status& other) noexcept {
+  if (this != &other) *this = Status(other);
+  return *this;
+}
+
+inline Status& Status::operator=(Status&& other) noexcept {
+  if (this == &other) return *this;
+  detail::StatusText::drop(std::exchange(text_, std::exchange(other.text_, nullptr)));
+  step_ = other.step_;
+  replaced_ = other.replaced_;
+  context_ = other.context_;
+  notes_[0] = other.notes_[0];
+  notes_[1] = other.notes_[1];
+  code_ = other.code_;
+  return *this;
+}
+
+inline Status Status::within(const char* context) const noexcept {
+  Status out = *this;
+  if (!ok()) out.context_ = context;
+  return out;
+}
+
+inline Status Status::with_note(const char* note) const noexcept {
+  Status out = *this;
+  if (!ok()) out.notes_[out.notes_[0] == nullptr ? 0 : 1] = note;
+  return out;
+}
+
+inline std::string Status::message() const {
+  if (ok()) return "ok";
+  std::string out;
+  if (context_ != nullptr) out.append(context_).append(": ");
+  out.append(to_string(step_));
+  const std::string_view subject = path(), file = target();
+  if (!subject.empty()) out.append(" ").append(subject);
+  if (!file.empty() && file != subject)
+    out.append(step_ == Step::rename || step_ == Step::copy_aside ? " to " : " for ").append(file);
+  out.append(": ").append(code_.message());
+  if (replaced_)
+    out.append(" (")
+        .append(file.empty() ? std::string_view("the target") : file)
+        .append(" was replaced, but the replacement is not known to be durable)");
+  for (const char* note : notes_)
+    if (note != nullptr) out.append(" (").append(note).append(")");
+  if (!detail().empty()) out.append(" (").append(detail()).append(")");
+  return out;
+}
+
+namespace detail {
+inline void print_missing_value(const Status& status) noexcept {
+  std::fputs("atomic_state: Result::value() called on a failure: ", stderr);
+  ATOMIC_STATE_DETAIL_TRY { std::fputs(status.message().c_str(), stderr); }
+  ATOMIC_STATE_DETAIL_CATCH_ALL { std::fputs(to_string(status.step()).data(), stderr); }
+  std::fputs("\n", stderr);
+}
 }  // namespace detail
 
-// ----------------------------------------------------------------- logging --
-
-/// How much a log record matters.
-enum class Level : unsigned char { debug, info, warn, error };
-
-/// "debug", "info", "warn" or "error".
-constexpr std::string_view to_string(Level level) noexcept;
-
-/// One key/value pair of a log record. A string value is a view: it is
-/// valid only during the log() call that receives it.
-namespace detail {
-// Character types, which a log field refuses: logged as a number a char
-// would mislead, and as text it would need storage the field does not
-// have. (signed char and unsigned char are int8_t and uint8_t: numbers.)
 template <class T>
-inline constexpr bool is_character_v =
-    std::is_same_v<T, char> || std::is_same_v<T, wchar_t> || std::is_same_v<T, char16_t> ||
-#if defined(__cpp_char8_t)
-    std::is_same_v<T, char8_t> ||
-#endif
-    std::is_same_v<T, char32_t>;
-}  // namespace detail
-
-/// One key/value pair of a log record. A string value is a view: it is
-/// valid only during the log() call that receives it. Signed integers are
-/// held as int64, unsigned ones as uint64, so every value logs as itself.
-struct Field {
-  using Value = std::variant<std::int64_t, std::uint64_t, double, bool, std::string_view>;
-
-  std::string_view key;
-  Value value;
-
-  constexpr Field(std::string_view k, std::string_view v) noexcept : key(k), value(v) {}
-  constexpr Field(std::string_view k, const char* v) noexcept
-      : key(k), value(std::string_view(v)) {}
-  Field(std::string_view k, const std::string& v) noexcept : key(k), value(std::string_view(v)) {}
-  constexpr Field(std::string_view k, bool v) noexcept : key(k), value(v) {}
-  constexpr Field(std::string_view k, double v) noexcept : key(k), value(v) {}
-  template <class Int, std::enable_if_t<std::is_integral_v<Int> && !std::is_same_v<Int, bool> &&
-                                            !detail::is_character_v<Int>,
-                                        int> = 0>
-  constexpr Field(std::string_view k, Int v) noexcept : key(k), value(widened(v)) {}
-  /// A character is refused: log a string_view of it, or cast it to a number.
-  template <class Char, std::enable_if_t<detail::is_character_v<Char>, int> = 0>
-  Field(std::string_view k, Char v) = delete;
-
- private:
-  template <class Int>
-  static constexpr Value widened(Int v) noexcept {
-    if constexpr (std::is_signed_v<Int>)
-      return Value(std::in_place_type<std::int64_t>, v);
-    else
-      return Value(std::in_place_type<std::uint64_t>, v);
-  }
-};
-
-/// The fields of one record: a view of an array of Field, iterable.
-class Fields {
- public:
-  constexpr Fields() noexcept = default;
-  constexpr Fields(const Field* data, std::size_t size) noexcept : data_(data), size_(size) {}
-
-  constexpr const Field* begin() const noexcept { return data_; }
-  constexpr const Field* end() const noexcept { return data_ + size_; }
-  constexpr std::size_t size() const noexcept { return size_; }
-  constexpr bool empty() const noexcept { return size_ == 0; }
-  constexpr const Field& operator[](std::size_t i) const noexcept { return data_[i]; }
-  /// The first field named `key`, or nullptr.
-  const Field* find(std::string_view key) const noexcept;
-
- private:
-  const Field* data_ = nullptr;
-  std::size_t size_ = 0;
-};
-
-/// A log sink is any type with a member `log(Level, std::string_view
-/// message, Fields fields)`; a template over the fields' type works too.
-/// This trait is the one definition: the C++20 concept LogSink and the C++17
-/// static_asserts both ask it. A reference to a sink is a sink. A sink that
-/// throws is tolerated: StateManager catches and drops the exception.
-template <class S, class = void>
-struct is_log_sink : std::false_type {};
-template <class S>
-struct is_log_sink<
-    S, std::void_t<decltype(std::declval<S&>().log(
-           std::declval<Level>(), std::declval<std::string_view>(), std::declval<Fields>()))>>
-    : std::true_type {};
-template <class S>
-inline constexpr bool is_log_sink_v = is_log_sink<std::remove_reference_t<S>>::value;
-
-#if defined(__cpp_concepts) && __cpp_concepts >= 201907L
-template <class S>
-concept LogSink = is_log_sink_v<S>;
-#endif
-
-/// The default sink: drops every record and costs nothing.
-struct NullLogger {
-  constexpr void log(Level, std::string_view, Fields) const noexcept {}
-};
-
-/// Writes one logfmt line per record to a std::ostream and flushes it:
-///   level=info msg="state saved" timestamp=1700000000 tvs=1500000000.0
-/// Records below the minimum level are dropped. Every byte that comes from
-/// data is escaped, so one record is one line for every common log reader:
-/// a value is bare when it is one plain printable ASCII word, else quoted,
-/// with `"` `\\` and control characters escaped as in JSON, C1 controls,
-/// U+2028, U+2029 and the bidirectional controls as \\uXXXX, and bytes
-/// that are not UTF-8 as \\xNN; a key keeps only printable ASCII other than
-/// `=` `"` `\\`, every other byte becoming `_`, and a field named `level`
-/// or `msg` is written `fields.level`, `fields.msg`. A line the stream fails to
-/// take is lost alone: the stream's error state is cleared before each
-/// line. Safe to share between threads: each line is formatted apart, then
-/// written whole under a lock. Formatting allocates nothing for lines up to
-/// 512 bytes.
-class LogfmtLogger {
- public:
-  explicit LogfmtLogger(std::ostream& out, Level min_level = Level::info) noexcept
-      : out_(&out), min_level_(static_cast<unsigned char>(min_level)) {}
-  /// Takes over the stream and level; the lock is a new one.
-  LogfmtLogger(LogfmtLogger&& other) noexcept
-      : out_(other.out_), min_level_(other.min_level_.load()) {}
-
-  void log(Level level, std::string_view message, Fields fields) noexcept;
-
-  Level min_level() const noexcept { return static_cast<Level>(min_level_.load()); }
-  void set_min_level(Level level) noexcept { min_level_.store(static_cast<unsigned char>(level)); }
-
- private:
-  std::ostream* out_;
-  std::atomic<unsigned char> min_level_;
-  std::mutex mutex_;
-};
-
-/// Appends each field as " key=value", escaped as LogfmtLogger escapes them:
-/// for sinks of one's own that write text lines (examples/sinks/ has one for
-/// spdlog). False when memory ran out (`out` then holds a part).
-bool append_logfmt_fields(std::string& out, Fields fields) noexcept;
-/// Appends `text` as one logfmt value, as LogfmtLogger writes it: bare when
-/// it is a plain word, else quoted and escaped. False when memory ran out.
-bool append_logfmt_text(std::string& out, std::string_view text) noexcept;
-
-/// "2023-11-14T22:13:20Z" for 1700000000: RFC 3339 in UTC, whole seconds.
-/// Years outside 0000-9999 are written with as many digits as they need
-/// (and a '-' before the year), as Go's time package does.
-std::string to_rfc3339(std::int64_t unix_seconds);
-
-#ifndef ATOMIC_STATE_NO_JSON
-// -------------------------------------------------------------------- JSON --
-
-/// Parses JSON the way state files are read: standard JSON only (no
-/// comments, no trailing commas, valid UTF-8), at most
-/// ATOMIC_STATE_JSON_MAX_DEPTH levels deep, and every number converted
-/// exactly. A double written by format_json reads back bit for bit (plain
-/// Boost.JSON 1.81 is one unit in the last place off for about a quarter of
-/// them), and a number too large for a double (1e400) is an error rather
-/// than Infinity. A failure is Step::parse, with the byte offset.
-Result<boost::json::value> parse_json(std::string_view text,
-                                      boost::json::storage_ptr sp = {}) noexcept;
-
-/// Writes `value` as JSON a person can read: two-space indent, keys in the
-/// object's order, the shortest text that reads back exactly for each
-/// number, one trailing newline. Refuses what parse_json could not read
-/// back (a NaN or infinite double, invalid UTF-8, nesting deeper than
-/// ATOMIC_STATE_JSON_MAX_DEPTH): Step::serialize naming where, and `out`
-/// left empty.
-Status format_json(const boost::json::value& value, std::string& out) noexcept;
-
-/// What a periodic collector remembers between runs: the data it last
-/// processed. Its JSON names and order are those of the Go service it
-/// replaces (snake_case). A zero last_updated means "never processed".
-struct State {
-  std::string oracle_name;
-  std::int64_t last_updated = 0;  ///< unix seconds of the data processed
-  std::string last_updated_iso;   ///< the same instant, RFC 3339 UTC
-  std::int64_t last_protocol_count = 0;
-  double last_tvs = 0;  ///< total value secured
-  std::int64_t snapshot_count = 0;
-  std::int64_t oldest_snapshot = 0;  ///< unix seconds, 0 without snapshots
-  std::int64_t newest_snapshot = 0;  ///< unix seconds, 0 without snapshots
-
-  friend bool operator==(const State& a, const State& b) noexcept;
-  friend bool operator!=(const State& a, const State& b) noexcept { return !(a == b); }
-};
-
-/// Boost.JSON conversions of State, found through value_from, value_to and
-/// try_value_to. Reading: a missing or null key is the zero value, an
-/// unknown key is ignored, a key of the wrong type (or an integer out of
-/// int64 range, or a non-finite number) is an error.
-void tag_invoke(boost::json::value_from_tag, boost::json::value& jv, const State& state);
-boost::json::result<State> tag_invoke(boost::json::try_value_to_tag<State>,
-                                      const boost::json::value& jv) noexcept;
-
-/// How StateManager reads the timestamp of a state type. The default takes
-/// a member `last_updated` (unix seconds, 0 for "never processed");
-/// specialise it for a type that keeps its timestamp elsewhere.
-template <class StateT>
-struct StateTraits {
-  static std::int64_t last_updated(const StateT& state) noexcept {
-    return static_cast<std::int64_t>(state.last_updated);
-  }
-};
-
-/// Whether W can save a StateManager's state: `write(path, data, mode)` and
-/// `write_new(path, data, mode)` returning Status, and `filesystem()` giving
-/// a policy with the reading calls too (is_state_filesystem_v).
-/// AtomicWriter<S, Fs> is one when Fs is.
-template <class W, class = void>
-struct is_state_writer : std::false_type {};
-template <class W>
-struct is_state_writer<
-    W, std::void_t<decltype(Status(std::declval<W&>().write(PathView(""), std::string_view(), 0u))),
-                   decltype(Status(
-                       std::declval<W&>().write_new(PathView(""), std::string_view(), 0u))),
-                   decltype(std::declval<W&>().filesystem())>>
-    : std::bool_constant<is_state_filesystem_v<decltype(std::declval<W&>().filesystem())>> {};
-template <class W>
-inline constexpr bool is_state_writer_v = is_state_writer<W>::value;
-
-// ------------------------------------------------------------ StateManager --
-
-/// Remembers a periodic job's state in `<output_dir>/state.json`.
-///
-/// - Logger: a LogSink, by value (default NullLogger) or by reference
-///   (`StateManager<MyLogger&>`) to share the application's logger.
-/// - StateT: State, or any type with Boost.JSON conversions (value_from and
-///   value_to or try_value_to) and a timestamp StateTraits can read.
-/// - Writer: AtomicWriter<> by default; choose the SyncPolicy or a test
-///   filesystem here (`AtomicWriter<FullSync, MyFs&>`).
-///
-/// Threads: load_state, should_process and save_state change nothing in the
-/// manager, so any number of threads may call them at once on one manager
-/// (or on several managers of one directory) provided the Logger and the
-/// Fs are thread-safe, as NullLogger, LogfmtLogger and PosixFs are. Every
-/// save is atomic, so a reader sees one whole state; when saves race, the
-/// last rename wins and the others are lost. The setters are not
-/// thread-safe: call them before sharing the manager.
-template <ATOMIC_STATE_DETAIL_LOG_SINK Logger = NullLogger, class StateT = State,
-          class Writer = AtomicWriter<>>
-class StateManager {
-  static_assert(is_log_sink_v<Logger>,
-                "StateManager: Logger must be a log sink: it needs a member "
-                "`log(atomic_state::Level, std::string_view message, "
-                "atomic_state::Fields fields)` (see NullLogger)");
-  static_assert(std::is_default_constructible_v<StateT>,
-                "StateManager: StateT must be default-constructible (the "
-                "zero state of a first run)");
-  static_assert(is_state_writer_v<Writer>,
-                "StateManager: Writer needs `Status write(PathView, std::string_view, "
-                "unsigned)`, `write_new` with the same parameters, and `filesystem()` "
-                "returning a policy with every call of PosixFs, the reading ones included");
-
- public:
-  using logger_type = Logger;
-  using state_type = StateT;
-  using writer_type = Writer;
-
-  /// The state file's name inside the output directory.
-  static constexpr const char* file_name = "state.json";
-  /// The size limit that is none: set_max_state_size(no_size_limit).
-  static constexpr std::size_t no_size_limit = static_cast<std::size_t>(-1);
-
-  /// A manager of `<output_dir>/state.json`; nothing is touched on disk
-  /// until load_state or save_state. An empty output_dir is the working
-  /// directory. Allocates the two paths: std::bad_alloc is the only way it
-  /// can fail.
-  template <class L = Logger, std::enable_if_t<std::is_default_constructible_v<L>, int> = 0>
-  explicit StateManager(std::filesystem::path output_dir)
-      : StateManager(std::move(output_dir), L{}) {}
-  StateManager(std::filesystem::path output_dir, Logger logger);
-  StateManager(std::filesystem::path output_dir, Logger logger, Writer writer);
-
-  const std::filesystem::path& output_dir() const noexcept { return dir_; }
-  const std::filesystem::path& state_file() const noexcept { return file_; }
-
-  /// The first call also removes the temp files of saves that were killed
-  /// (see remove_stale_temp_files); its failure is logged, not returned.
-  ///
-  /// The saved state, or the zero state of a first run when there is none
-  /// (debug log: no file, or no directory) or when the file is corrupt
-  /// (warning). A corrupt file is left where it is, for the next save to
-  /// replace, and a copy of its bytes is kept beside it as
-  /// `state.json.corrupt-<its modification time, unix seconds>` (".1", ".2"
-  /// when that name holds other bytes; the same bytes are kept once). Any
-  /// other failure is an error and nothing is touched: a later save must
-  /// not replace a good state that merely could not be read; a symlink to
-  /// nothing, at the state file or anywhere in the directory's path, is
-  /// such an error, since it usually means a volume that is not mounted.
-  /// Never blocks on a FIFO. Errors: "load state file: " then the step
-  /// (check path, open directory, open file, check file, read file, copy
-  /// aside), the path and the reason.
-  Result<StateT> load_state() noexcept;
-
-  /// Whether data stamped `current_ts` (unix seconds) is new: true on a
-  /// first run or for a newer timestamp, false for the same one (info log)
-  /// or an older one (warning: clock skew). Every decision is logged.
-  bool should_process(std::int64_t current_ts, const StateT& state) noexcept;
-
-  /// The next State: the given figures, last_updated_iso from `timestamp`,
-  /// and the snapshots' count, oldest and newest timestamps (zeros when
-  /// there are none). `snapshot_timestamps` is any range of integers, unix
-  /// seconds; one beyond the int64 range counts as INT64_MAX. Only for
-  /// StateT = State. Allocates the strings.
-  template <class Timestamps = std::initializer_list<std::int64_t>>
-  State update_state(std::string_view oracle_name, std::int64_t timestamp,
-                     std::int64_t protocol_count, double tvs,
-                     const Timestamps& snapshot_timestamps = {}) const;
-
-  /// Validates and serializes `state`, then replaces the state file through
-  /// the Writer (mode 0644, missing directories created 0755), then logs
-  /// "state saved". A state JSON cannot hold exactly (a non-finite double,
-  /// invalid UTF-8), or whose text would exceed max_state_size() (so that
-  /// load_state would refuse it), is refused before anything is written.
-  /// Errors: "write state file: " then the step, the path and the reason;
-  /// nothing is logged as saved.
-  Status save_state(const StateT& state) noexcept;
-
-  /// Removes the temp files killed saves left in output_dir(), never one of
-  /// a save in progress (AtomicWriter::remove_stale_temp_files), and logs
-  /// what it removed. The first load_state calls it unless it was already.
-  Result<TempSweep> remove_stale_temp_files() noexcept;
-
-  /// State files larger than this are refused, by load_state and by
-  /// save_state alike (default ATOMIC_STATE_MAX_STATE_SIZE, 1 MiB). Every
-  /// value is allowed: 0 refuses every non-empty file, no_size_limit
-  /// refuses none.
-  std::size_t max_state_size() const noexcept { return max_size_; }
-  void set_max_state_size(std::size_t bytes) noexcept { max_size_ = bytes; }
-
-  std::remove_reference_t<Logger>& logger() noexcept { return logger_; }
-  Writer& writer() noexcept { return writer_; }
-
- private:
-  enum class Decoded : unsigned char { valid, corrupt, out_of_memory };
-  using Problem = detail::TextBuffer<256>;
-  using Text = detail::TextBuffer<4096>;
-
-  void log(Level level, std::string_view message, std::initializer_list<Field> fields) noexcept;
-  Status open_directory(const detail::DirectoryPath& dir, int& dir_fd) noexcept;
-  Status read_state_file(int dir_fd, Text& text, FileInfo& info, bool& missing) noexcept;
-  Status read_to_end(int fd, const FileInfo& info, Text& text) noexcept;
-  Decoded decode(std::string_view text, StateT& state, Problem& problem) noexcept;
-  Status encode(const StateT& state, detail::TextBuffer<2048>& text) const noexcept;
-  enum class Copy : unsigned char { absent, same, other };
-  Status copy_aside(int dir_fd, std::string_view bytes, const FileInfo& info,
-                    detail::TextBuffer<64>& copy_name) noexcept;
-  Copy existing_copy(int dir_fd, const char* name, std::string_view bytes) noexcept;
-  Status copy_failed(const Status& written, std::string_view copy) const noexcept;
-  Status failure(Step step, int neg_errno, const char* note = nullptr,
-                 std::string_view detail = {}) const noexcept;
-  void log_loaded(const StateT& state) noexcept;
-  Result<TempSweep> sweep_temp_files(int dir_fd, std::string_view dir) noexcept;
-  void log_saved(const StateT& state) noexcept;
-
-  std::filesystem::path dir_;
-  std::filesystem::path file_;
-  Logger logger_;
-  Writer writer_;
-  std::size_t max_size_ = ATOMIC_STATE_MAX_STATE_SIZE;
-  detail::OnceFlag swept_;
-};
-#endif  // ATOMIC_STATE_NO_JSON
-
-// ============================================================ INTERNALS ====
+Result<T>::Result(Status status) noexcept : status_(std::move(status)) {
+  if (status_.ok())
+    status_ = Status(Step::invalid_use, std::make_error_code(std::errc::invalid_argument), {}, {},
+                     false, "Result built from a success Status without a value");
+}
 namespace detail {
-
 // mode_t is 16 bits on some systems; perm was checked to fit in 07777.
 inline mode_t to_mode(unsigned perm) noexcept { return static_cast<mode_t>(perm); }
 
@@ -1177,38 +1021,163 @@ inline int negative_errno(int result) noexcept { return result < 0 ? -errno : re
 inline std::error_code system_error(int neg_errno) noexcept {
   return std::error_code(-neg_errno, std::system_category());
 }
+}  // namespace detail
 
-/// Repeats a call interrupted by a signal (-EINTR), a bounded number of
-/// times so that a storm of signals ends in an error rather than a hang.
-template <class Call>
-auto retry_interrupted(Call&& call) noexcept -> decltype(call()) {
-  auto result = call();
-  for (long n = 0; result == -EINTR && n < ATOMIC_STATE_EINTR_RETRY_LIMIT; ++n) result = call();
+// ------------------------------------------------------------------ PosixFs --
+
+inline int PosixFs::open_directory(const char* path) noexcept {
+  return detail::negative_errno(::open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+}
+
+inline int PosixFs::make_directory(const char* path, unsigned mode) noexcept {
+  return detail::negative_errno(::mkdir(path, detail::to_mode(mode)));
+}
+
+inline int PosixFs::create_file(int dir_fd, const char* name, unsigned mode) noexcept {
+  return detail::negative_errno(::openat(
+      dir_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, detail::to_mode(mode)));
+}
+
+inline int PosixFs::try_lock(int fd) noexcept {
+  return detail::negative_errno(::flock(fd, LOCK_EX | LOCK_NB));
+}
+
+inline int PosixFs::duplicate(int fd) noexcept {
+  return detail::negative_errno(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+}
+
+inline ssize_t PosixFs::write(int fd, const void* data, std::size_t size) noexcept {
+  const ssize_t n = ::write(fd, data, size);
+  return n < 0 ? -errno : n;
+}
+
+inline int PosixFs::set_mode(int fd, unsigned mode) noexcept {
+  return detail::negative_errno(::fchmod(fd, detail::to_mode(mode)));
+}
+
+inline int PosixFs::sync_full(int fd) noexcept {
+#if defined(F_FULLFSYNC)
+  // Plain fsync on Apple systems stops at the drive's cache.
+  if (::fcntl(fd, F_FULLFSYNC) == 0) return 0;
+  if (errno != ENOTSUP && errno != EOPNOTSUPP && errno != ENOTTY && errno != EINVAL) return -errno;
+#endif
+  return detail::negative_errno(::fsync(fd));
+}
+
+inline int PosixFs::sync_data(int fd) noexcept {
+#if ATOMIC_STATE_DETAIL_HAS_FDATASYNC
+  return detail::negative_errno(::fdatasync(fd));
+#else
+  return sync_full(fd);
+#endif
+}
+
+inline int PosixFs::close(int fd) noexcept { return detail::negative_errno(::close(fd)); }
+
+inline int PosixFs::rename(int dir_fd, const char* from, const char* to) noexcept {
+  return detail::negative_errno(::renameat(dir_fd, from, dir_fd, to));
+}
+
+inline int PosixFs::unlink(int dir_fd, const char* name) noexcept {
+  return detail::negative_errno(::unlinkat(dir_fd, name, 0));
+}
+
+namespace detail {
+inline FileInfo to_file_info(const struct stat& st) noexcept {
+  FileInfo info;
+  info.type = S_ISREG(st.st_mode)    ? FileType::regular
+              : S_ISDIR(st.st_mode)  ? FileType::directory
+              : S_ISFIFO(st.st_mode) ? FileType::fifo
+              : S_ISLNK(st.st_mode)  ? FileType::symlink
+                                     : FileType::other;
+  info.size = st.st_size > 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
+  info.device = static_cast<std::uint64_t>(st.st_dev);
+  info.inode = static_cast<std::uint64_t>(st.st_ino);
+  info.links = static_cast<std::uint64_t>(st.st_nlink);
+  info.mode = static_cast<unsigned>(st.st_mode) & 07777u;
+  info.modified = static_cast<std::int64_t>(st.st_mtime);
+  return info;
+}
+
+inline int stat_result(int result, const struct stat& st, FileInfo& info) noexcept {
+  if (result != 0) return -errno;
+  info = to_file_info(st);
+  return 0;
+}
+}  // namespace detail
+
+inline int PosixFs::file_info(int fd, FileInfo& info) noexcept {
+  struct stat st;
+  const int r = ::fstat(fd, &st);
+  return detail::stat_result(r, st, info);
+}
+
+inline int PosixFs::entry_info(int dir_fd, const char* name, FileInfo& info) noexcept {
+  struct stat st;
+  const int r = ::fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW);
+  return detail::stat_result(r, st, info);
+}
+
+inline int PosixFs::open_file(int dir_fd, const char* name) noexcept {
+  return detail::negative_errno(
+      ::openat(dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+}
+
+inline ssize_t PosixFs::read(int fd, void* data, std::size_t size) noexcept {
+  const ssize_t n = ::read(fd, data, size);
+  return n < 0 ? -errno : n;
+}
+
+inline int PosixFs::file_info_at(int dir_fd, const char* name, FileInfo& info) noexcept {
+  struct stat st;
+  const int r = ::fstatat(dir_fd, name, &st, 0);
+  return detail::stat_result(r, st, info);
+}
+
+inline int PosixFs::rename_noreplace(int dir_fd, const char* from, const char* to) noexcept {
+#if defined(RENAME_NOREPLACE)
+  if (::renameat2(dir_fd, from, dir_fd, to, RENAME_NOREPLACE) == 0) return 0;
+  if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP) return -errno;
+#elif defined(RENAME_EXCL)
+  if (::renameatx_np(dir_fd, from, dir_fd, to, RENAME_EXCL) == 0) return 0;
+  if (errno != EINVAL && errno != ENOTSUP) return -errno;
+#endif
+  // The filesystem (or system) has no exclusive rename: check, then rename.
+  struct stat st;
+  if (::fstatat(dir_fd, to, &st, AT_SYMLINK_NOFOLLOW) == 0) return -EEXIST;
+  if (errno != ENOENT) return -errno;
+  return detail::negative_errno(::renameat(dir_fd, from, dir_fd, to));
+}
+
+inline int PosixFs::list_directory(int dir_fd,
+                                   void (*on_entry)(void* context, const char* name) noexcept,
+                                   void* context) noexcept {
+  // A descriptor of its own: readdir moves the offset, and closedir closes.
+  const int own = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (own < 0) return -errno;
+  DIR* dir = ::fdopendir(own);
+  if (dir == nullptr) {
+    const int error = errno;
+    ::close(own);
+    return -error;
+  }
+  int result = 0;
+  for (;;) {
+    errno = 0;
+    const struct dirent* entry = ::readdir(dir);
+    if (entry == nullptr) {
+      if (errno != 0) result = -errno;
+      break;
+    }
+    const char* name = entry->d_name;
+    if (std::strcmp(name, ".") != 0 && std::strcmp(name, "..") != 0) on_entry(context, name);
+  }
+  ::closedir(dir);
   return result;
 }
 
-/// Writes every byte, looping over short writes and EINTR. Returns 0 or
-/// -errno; a write that keeps making no progress ends in -EIO with `stalled`.
-template <class Fs>
-int write_all(Fs& fs, int fd, const char* data, std::size_t size, bool& stalled) noexcept {
-  long stalls = 0;
-  while (size > 0) {
-    const ssize_t n = fs.write(fd, data, size);
-    if (n > 0 && static_cast<std::size_t>(n) <= size) {
-      data += n;
-      size -= static_cast<std::size_t>(n);
-      stalls = 0;
-    } else if (n == 0 || n == -EINTR) {
-      if (++stalls > ATOMIC_STATE_EINTR_RETRY_LIMIT) {
-        stalled = n == 0;
-        return n == 0 ? -EIO : -EINTR;
-      }
-    } else {
-      return n < 0 ? static_cast<int>(n) : -EIO;  // more than asked: broken Fs
-    }
-  }
-  return 0;
-}
+// -------------------------------------------------------------------- paths --
+namespace detail {
 
 /// "dir/name" in a buffer of its own, for messages: never allocates (a
 /// path too long for it is cut short, which only a message can show).
@@ -1273,6 +1242,34 @@ class DirectoryPath {
   std::size_t size_ = 0;
 };
 
+}  // namespace detail
+
+// --------------------------------------------------------- WriteTransaction --
+
+namespace detail {
+/// Writes every byte, looping over short writes and EINTR. Returns 0 or
+/// -errno; a write that keeps making no progress ends in -EIO with `stalled`.
+template <class Fs>
+int write_all(Fs& fs, int fd, const char* data, std::size_t size, bool& stalled) noexcept {
+  long stalls = 0;
+  while (size > 0) {
+    const ssize_t n = fs.write(fd, data, size);
+    if (n > 0 && static_cast<std::size_t>(n) <= size) {
+      data += n;
+      size -= static_cast<std::size_t>(n);
+      stalls = 0;
+    } else if (n == 0 || n == -EINTR) {
+      if (++stalls > ATOMIC_STATE_EINTR_RETRY_LIMIT) {
+        stalled = n == 0;
+        return n == 0 ? -EIO : -EINTR;
+      }
+    } else {
+      return n < 0 ? static_cast<int>(n) : -EIO;  // more than asked: broken Fs
+    }
+  }
+  return 0;
+}
+
 /// Six letters or digits after ".tmp-". Names need not be secret: the file
 /// is created with O_EXCL|O_NOFOLLOW, so a planted name only costs a retry.
 /// The clock is mixed in on every call so that forked processes, which
@@ -1293,7 +1290,708 @@ inline void make_temp_name(char (&out)[12]) noexcept {
   for (int i = 5; i < 11; ++i, x /= 62) out[i] = alphabet[x % 62];
   out[11] = '\0';
 }
+}  // namespace detail
 
+// Takes over other's temp file and descriptors; other is left discarded.
+template <class S, class Fs>
+void WriteTransaction<S, Fs>::take(WriteTransaction& other) noexcept {
+  fs_ = other.fs_;
+  dir_fd_ = std::exchange(other.dir_fd_, -1);
+  fd_ = std::exchange(other.fd_, -1);
+  lock_fd_ = std::exchange(other.lock_fd_, -1);
+  perm_ = other.perm_;
+  phase_ = std::exchange(other.phase_, Phase::discarded);
+  commit_ = other.commit_;
+  temp_exists_ = std::exchange(other.temp_exists_, false);
+  has_dir_ = other.has_dir_;
+  dir_len_ = other.dir_len_;
+  name_len_ = other.name_len_;
+  error_ = std::move(other.error_);
+  std::memcpy(temp_, other.temp_, sizeof temp_);
+  std::memcpy(buf_, other.buf_, dir_len_ + 1 + name_len_ + 1);
+}
+
+template <class S, class Fs>
+WriteTransaction<S, Fs>::WriteTransaction(WriteTransaction&& other) noexcept : fs_(other.fs_) {
+  take(other);
+}
+
+template <class S, class Fs>
+WriteTransaction<S, Fs>& WriteTransaction<S, Fs>::operator=(WriteTransaction&& other) noexcept {
+  if (this != &other) {
+    discard();
+    take(other);
+  }
+  return *this;
+}
+
+template <class S, class Fs>
+WriteTransaction<S, Fs>::~WriteTransaction() {
+  discard();
+}
+
+template <class S, class Fs>
+std::string_view WriteTransaction<S, Fs>::temp_name() const noexcept {
+  return temp_exists_ ? std::string_view(temp_, 11) : std::string_view();
+}
+
+// The directory as messages show it; "." for a bare file name.
+template <class S, class Fs>
+std::string_view WriteTransaction<S, Fs>::dir_for_messages() const noexcept {
+  return has_dir_ ? std::string_view(dir(), dir_len_) : std::string_view(".");
+}
+
+// The directory to put before a name in messages; empty for a bare file
+// name, so that "state.json" is not shown as "./state.json".
+template <class S, class Fs>
+std::string_view WriteTransaction<S, Fs>::dir_prefix() const noexcept {
+  return has_dir_ ? std::string_view(dir(), dir_len_) : std::string_view();
+}
+
+// Closes what is open and removes the temp file; false when the temp file
+// could not be removed. Close errors are not reported: the descriptors are
+// released either way and nothing written depends on them any more. The
+// temp file goes before its lock, so no sweep can take it for stale.
+template <class S, class Fs>
+bool WriteTransaction<S, Fs>::close_and_remove_temp() noexcept {
+  bool removed = true;
+  if (fd_ >= 0) (void)fs_.close(std::exchange(fd_, -1));
+  if (temp_exists_) {
+    removed = fs_.unlink(dir_fd_, temp_) >= 0;
+    temp_exists_ = false;
+  }
+  if (lock_fd_ >= 0) (void)fs_.close(std::exchange(lock_fd_, -1));
+  if (dir_fd_ >= 0) (void)fs_.close(std::exchange(dir_fd_, -1));
+  return removed;
+}
+
+// Ends the transaction with the failure of `step` on the path
+// subject_dir/subject_name: releases everything, then records and returns
+// the Status, which names the target too. Every failure of a save goes
+// through here, and nothing here allocates but the Status's own text.
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::fail(Step step, int neg_errno, std::string_view subject_dir,
+                                     std::string_view subject_name, const char* note) noexcept {
+  if (phase_ == Phase::open) phase_ = Phase::failed;
+  const bool temp_removed = close_and_remove_temp();
+  const bool replaced = step == Step::sync_directory && phase_ == Phase::committed;
+  detail::JoinedPath subject(subject_dir, subject_name);
+  detail::JoinedPath target(dir_prefix(), std::string_view(name(), name_len_));
+  error_ =
+      Status(step, detail::system_error(neg_errno), subject.view(), target.view(), replaced, note);
+  if (!temp_removed) error_ = error_.with_note("the temp file could not be removed");
+  return error_;
+}
+
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::fail_on_temp(Step step, int neg_errno, const char* note) noexcept {
+  return fail(step, neg_errno, dir_prefix(), std::string_view(temp_, 11), note);
+}
+
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::status_after_end() const noexcept {
+  if (!error_.ok()) return error_;
+  return Status(Step::invalid_use, std::make_error_code(std::errc::bad_file_descriptor), {}, {},
+                false,
+                phase_ == Phase::committed ? "the transaction was already committed"
+                                           : "the transaction was discarded");
+}
+
+template <class S, class Fs>
+void WriteTransaction<S, Fs>::discard() noexcept {
+  if (phase_ != Phase::open) return;
+  phase_ = Phase::discarded;
+  (void)close_and_remove_temp();
+}
+
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::open(std::string_view path, unsigned perm, Commit commit) noexcept {
+  const auto invalid = [&](std::errc code, const char* why) {
+    phase_ = Phase::failed;
+    error_ = Status(Step::check_path, std::make_error_code(code), path, path, false, why);
+    return error_;
+  };
+  if (perm > 07777) return invalid(std::errc::invalid_argument, "mode above 07777");
+  if (path.empty()) return invalid(std::errc::invalid_argument, "empty path");
+  std::errc unusable{};
+  if (const char* why = detail::path_problem(path, unusable)) return invalid(unusable, why);
+  const std::size_t slash = path.rfind('/');
+  const std::string_view base = slash == std::string_view::npos ? path : path.substr(slash + 1);
+  if (base.empty() || base == "." || base == "..")
+    return invalid(std::errc::is_a_directory, "the path names a directory");
+  // Caught here rather than at the rename, after every byte was written.
+  if (base.size() > ATOMIC_STATE_NAME_MAX)
+    return invalid(std::errc::filename_too_long, "file name too long");
+
+  std::string_view parent = ".";
+  has_dir_ = slash != std::string_view::npos;
+  if (has_dir_) {
+    parent = path.substr(0, slash);
+    while (parent.size() > 1 && parent.back() == '/') parent.remove_suffix(1);
+    if (parent.empty()) parent = "/";
+  }
+  perm_ = perm;
+  commit_ = commit;
+  dir_len_ = parent.size();
+  name_len_ = base.size();
+  std::memcpy(buf_, parent.data(), dir_len_);
+  buf_[dir_len_] = '\0';
+  std::memcpy(buf_ + dir_len_ + 1, base.data(), name_len_);
+  buf_[dir_len_ + 1 + name_len_] = '\0';
+
+  dir_fd_ = fs_.open_directory(dir());
+  if (dir_fd_ == -ENOENT) {
+    dir_fd_ = -1;
+    if (Status made = make_parent_directories(); !made) return made;
+    dir_fd_ = fs_.open_directory(dir());
+  }
+  if (dir_fd_ < 0)
+    return fail(Step::open_directory, std::exchange(dir_fd_, -1), dir_for_messages());
+  if (Status usable = check_target(); !usable) return usable;
+  return create_temp_file();
+}
+
+// Refuses, before a byte is written, a target the rename could not replace
+// (a directory) or must not (a FIFO, socket or device: replacing one with a
+// regular file breaks whoever uses it). A symlink is replaced, not followed.
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::check_target() noexcept {
+  FileInfo info;
+  const int r = fs_.entry_info(dir_fd_, name(), info);
+  if (r == -ENOENT) return {};
+  const std::string_view target(name(), name_len_);
+  if (r < 0) return fail(Step::check_path, r, dir_prefix(), target);
+  if (info.type == FileType::directory)
+    return fail(Step::check_path, -EISDIR, dir_prefix(), target, "the target is a directory");
+  if (info.type == FileType::fifo || info.type == FileType::other)
+    return fail(Step::check_path, -EINVAL, dir_prefix(), target,
+                info.type == FileType::fifo
+                    ? "the target is a FIFO, not a regular file"
+                    : "the target is a device or socket, not a regular file");
+  return {};
+}
+
+// mkdir -p of dir(): walks up to the deepest existing ancestor, then creates
+// each missing level downward, syncing the directory that gained an entry so
+// that a first save into a new tree is as durable as any other.
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::make_parent_directories() noexcept {
+  const char* const path = buf_;  // dir() is NUL-terminated at dir_len_
+  std::size_t end = dir_len_;
+  const auto make = [&](std::size_t at) {
+    return on_prefix(at, [&](const char* level) { return fs_.make_directory(level, 0755); });
+  };
+
+  // Upward: find the first level that exists or can be created.
+  std::size_t levels_missing = 0;
+  for (;;) {
+    const int r = make(end);
+    if (r == 0) {
+      if (Status made = make_directory_level(end); !made) return made;
+      break;
+    }
+    if (r == -EEXIST) break;
+    if (r != -ENOENT) return fail(Step::create_directory, r, std::string_view(path, end));
+    const std::size_t up = parent_end(end);
+    if (up == 0) return fail(Step::create_directory, r, std::string_view(path, end));
+    end = up;
+    ++levels_missing;
+  }
+  // Downward: create each level below the one found.
+  while (levels_missing-- > 0) {
+    std::size_t next = end;
+    while (next < dir_len_ && path[next] == '/') ++next;
+    while (next < dir_len_ && path[next] != '/') ++next;
+    end = next;
+    const int r = make(end);
+    if (r == -EEXIST) continue;  // another process was quicker: fine
+    if (r != 0) return fail(Step::create_directory, r, std::string_view(path, end));
+    if (Status made = make_directory_level(end); !made) return made;
+  }
+  return {};
+}
+
+// Finishes a level of dir() just created: gives it owner write and search
+// if the umask took them (as mkdir -p does, or the next level and the temp
+// file could not be created in it), then syncs its parent.
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::make_directory_level(std::size_t end) noexcept {
+  const std::string_view level(buf_, end);
+  FileInfo info;
+  int r = on_prefix(end, [&](const char* path) { return fs_.entry_info(AT_FDCWD, path, info); });
+  if (r >= 0 && (info.mode & 0300u) != 0300u) {
+    r = on_prefix(end, [&](const char* path) { return fs_.open_directory(path); });
+    if (r >= 0) {
+      const int fd = r;
+      r = fs_.set_mode(fd, info.mode | 0300u);
+      (void)fs_.close(fd);
+    }
+  }
+  if (r < 0) return fail(Step::create_directory, r, level);
+  return sync_parent_of(end);
+}
+
+// End of the level above the one of dir() ending at `end`; 0 when that level
+// is the root or the working directory, which cannot be missing.
+template <class S, class Fs>
+std::size_t WriteTransaction<S, Fs>::parent_end(std::size_t end) const noexcept {
+  std::size_t i = end;
+  while (i > 0 && buf_[i - 1] != '/') --i;  // back over the last name
+  while (i > 0 && buf_[i - 1] == '/') --i;  // back over its separators
+  return i;
+}
+
+// Calls call(path) with dir() cut short at `end`: buf_ is NUL-terminated
+// there for the call and restored after it.
+template <class S, class Fs>
+template <class Call>
+int WriteTransaction<S, Fs>::on_prefix(std::size_t end, Call&& call) noexcept {
+  const char saved = buf_[end];
+  buf_[end] = '\0';
+  const int r = call(static_cast<const char*>(buf_));
+  buf_[end] = saved;
+  return r;
+}
+
+// Syncs the directory holding the level of dir() that ends at `end`.
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::sync_parent_of(std::size_t end) noexcept {
+  if constexpr (!S::directory) {
+    (void)end;
+    return {};
+  } else {
+    std::size_t stop = parent_end(end);
+    if (stop == 0 && buf_[0] == '/') stop = 1;  // the root is "/", not ""
+    const bool relative = stop == 0;
+    const auto sync_directory = [&](const char* parent) {
+      int r = fs_.open_directory(parent);
+      if (r >= 0) {
+        const int fd = r;
+        r = fs_.sync_full(fd);
+        (void)fs_.close(fd);  // read-only descriptor: nothing to lose
+      }
+      return r;
+    };
+    const int r = relative ? sync_directory(".") : on_prefix(stop, sync_directory);
+    if (r >= 0) return {};
+    return fail(Step::sync_directory, r,
+                relative ? std::string_view(".") : std::string_view(buf_, stop));
+  }
+}
+
+// Creates the temp file under a fresh name and claims it. A name that is
+// taken, or a file a sweep got hold of first, costs one more name.
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::create_temp_file() noexcept {
+  int r = -EEXIST;
+  for (int attempt = 0; attempt < ATOMIC_STATE_TEMP_NAME_ATTEMPTS && r == -EEXIST; ++attempt) {
+    detail::make_temp_name(temp_);
+    r = fs_.create_file(dir_fd_, temp_, 0600);
+    if (r >= 0) r = claim_temp_file(r);
+  }
+  if (r < 0)
+    return fail_on_temp(Step::create_temp_file, r,
+                        r == -EEXIST ? "every temp name tried was taken" : nullptr);
+  temp_exists_ = true;
+  return {};
+}
+
+// Locks the new temp file `fd`, so that no sweep takes it for the leftover
+// of a killed save; the kernel drops the lock when this process dies. The
+// file is 0600, so only its owner and root can open it to lock it at all,
+// and nothing here ever waits for a lock. A sweep may have locked and
+// removed the file between its creation and this lock: then it has no link
+// left, and the name is given up (-EEXIST asks for another). A filesystem
+// without locks only costs the protection.
+template <class S, class Fs>
+int WriteTransaction<S, Fs>::claim_temp_file(int fd) noexcept {
+  const int locked = fs_.try_lock(fd);
+  FileInfo info;
+  const bool swept = locked == -EWOULDBLOCK || locked == -EAGAIN ||
+                     (locked >= 0 && fs_.file_info(fd, info) >= 0 && info.links == 0);
+  if (!swept) {
+    fd_ = fd;
+    return 0;
+  }
+  (void)fs_.close(fd);  // the sweep that holds it removes it
+  return -EEXIST;
+}
+
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::write(std::string_view data) noexcept {
+  if (phase_ != Phase::open) return status_after_end();
+  bool stalled = false;
+  const int r = detail::write_all(fs_, fd_, data.data(), data.size(), stalled);
+  if (r < 0)
+    return fail_on_temp(Step::write_data, r,
+                        stalled ? "the write kept returning 0 bytes" : nullptr);
+  return {};
+}
+
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::commit() noexcept {
+  if (phase_ != Phase::open) return status_after_end();
+  const int fd = fd_;
+  // The mode is set before the sync so that the sync covers it too.
+  int r = fs_.set_mode(fd, perm_);
+  if (r < 0) return fail_on_temp(Step::set_permissions, r);
+
+  // A failed sync is never retried: after a writeback error the kernel may
+  // already have dropped the dirty pages, so a second sync would "succeed".
+  if constexpr (S::file == SyncLevel::full)
+    r = fs_.sync_full(fd);
+  else if constexpr (S::file == SyncLevel::data)
+    r = fs_.sync_data(fd);
+  if (r < 0) return fail_on_temp(Step::sync_file, r);
+
+  // The temp file's lock lives as long as one descriptor of it: a second
+  // one keeps it from the close below to the rename, when the file stops
+  // being a temp file. Without it the save goes on, unprotected.
+  lock_fd_ = fs_.duplicate(fd);
+  if (lock_fd_ < 0) lock_fd_ = -1;
+
+  // close() is never retried: the descriptor is gone even when it fails,
+  // and EINTR loses nothing once the data has been handed over. Checked,
+  // because some filesystems (NFS) report write errors only here.
+  r = fs_.close(std::exchange(fd_, -1));
+  if (r < 0 && r != -EINTR) return fail_on_temp(Step::close_temp_file, r);
+
+  r = commit_ == Commit::replace ? fs_.rename(dir_fd_, temp_, name())
+                                 : fs_.rename_noreplace(dir_fd_, temp_, name());
+  if (r < 0) return fail_on_temp(Step::rename, r);
+  temp_exists_ = false;
+  phase_ = Phase::committed;
+
+  if constexpr (S::directory) {
+    const int dir_fd = dir_fd_;
+    r = fs_.sync_full(dir_fd);
+    if (r < 0) return fail(Step::sync_directory, r, dir_for_messages());
+  }
+  (void)close_and_remove_temp();
+  return {};
+}
+// ------------------------------------------------------------- AtomicWriter --
+
+template <class S, class Fs>
+Result<typename AtomicWriter<S, Fs>::Transaction> AtomicWriter<S, Fs>::begin(
+    PathView path, unsigned perm) & noexcept {
+  Transaction transaction(fs_);
+  if (Status opened = transaction.open(path.text(), perm, Transaction::Commit::replace); !opened)
+    return opened;
+  return Result<Transaction>(std::move(transaction));
+}
+
+namespace detail {
+template <class Transaction>
+Status write_whole(Transaction& transaction, std::string_view data) noexcept {
+  if (Status written = transaction.write(data); !written) return written;
+  return transaction.commit();
+}
+}  // namespace detail
+
+template <class S, class Fs>
+Status AtomicWriter<S, Fs>::write(PathView path, std::string_view data, unsigned perm) noexcept {
+  Transaction transaction(fs_);
+  if (Status opened = transaction.open(path.text(), perm, Transaction::Commit::replace); !opened)
+    return opened;
+  return detail::write_whole(transaction, data);
+}
+
+template <class S, class Fs>
+Status AtomicWriter<S, Fs>::write_new(PathView path, std::string_view data,
+                                      unsigned perm) noexcept {
+  Transaction transaction(fs_);
+  if (Status opened = transaction.open(path.text(), perm, Transaction::Commit::no_replace); !opened)
+    return opened;
+  return detail::write_whole(transaction, data);
+}
+// ---------------------------------------------------------------- the sweep --
+
+namespace detail {
+
+// The names make_temp_name draws: ".tmp-" and six of [0-9A-Za-z].
+inline bool is_temp_name(const char* name) noexcept {
+  if (std::strncmp(name, ".tmp-", 5) != 0) return false;
+  for (int i = 5; i < 11; ++i) {
+    const char c = name[i];  // not isalnum: the locale must not widen the set
+    if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'))) return false;
+  }
+  return name[11] == '\0';
+}
+
+// One pass over a directory, examining each entry as the listing meets
+// it, so that the pass is bounded by the directory's size and holds
+// nothing between entries.
+template <class Fs>
+class TempSweeper {
+ public:
+  TempSweeper(Fs& fs, int dir_fd, std::string_view dir) noexcept
+      : fs_(fs), dir_fd_(dir_fd), dir_(dir) {}
+
+  Result<TempSweep> run() noexcept {
+    const int listed = fs_.list_directory(dir_fd_, &TempSweeper::visit, this);
+    if (listed < 0) return Status(Step::remove_temp_file, system_error(listed), dir_);
+    if (!failure_.ok()) return failure_;
+    return sweep_;
+  }
+
+ private:
+  static void visit(void* self, const char* name) noexcept {
+    if (is_temp_name(name)) static_cast<TempSweeper*>(self)->examine(name);
+  }
+
+  // Removes `name` only while holding its lock, and only if the name still
+  // leads to the file locked: a live save holds its own temp file's lock
+  // from its creation to its rename.
+  void examine(const char* name) noexcept {
+    FileInfo listed;
+    int r = fs_.entry_info(dir_fd_, name, listed);
+    if (r == -ENOENT) return;  // committed or removed meanwhile
+    if (r < 0) return note(r, name);
+    if (listed.type != FileType::regular) {
+      ++sweep_.not_regular;
+      return;
+    }
+    const int fd = fs_.open_file(dir_fd_, name);
+    if (fd == -ENOENT) return;
+    if (fd < 0) return note(fd, name);
+    FileInfo opened, now;
+    r = fs_.file_info(fd, opened);
+    if (r >= 0 && same_file(opened, listed)) {
+      r = fs_.try_lock(fd);
+      if (r < 0) {
+        ++sweep_.in_use;  // a live save (or a filesystem without locks)
+        r = 0;
+      } else if (fs_.entry_info(dir_fd_, name, now) >= 0 && same_file(now, opened)) {
+        r = fs_.unlink(dir_fd_, name);
+        if (r >= 0) ++sweep_.removed;
+      }
+    }
+    (void)fs_.close(fd);  // after the unlink: the lock guards it to the end
+    if (r < 0 && r != -ENOENT) note(r, name);
+  }
+
+  static bool same_file(const FileInfo& a, const FileInfo& b) noexcept {
+    return a.device == b.device && a.inode == b.inode;
+  }
+
+  // The first failure is the one reported; the pass goes on regardless.
+  void note(int neg_errno, const char* name) noexcept {
+    if (!failure_.ok()) return;
+    JoinedPath path(dir_, name);
+    failure_ = Status(Step::remove_temp_file, system_error(neg_errno), path.view());
+  }
+
+  Fs& fs_;
+  int dir_fd_;
+  std::string_view dir_;
+  TempSweep sweep_;
+  Status failure_;
+};
+
+template <class Fs>
+Result<TempSweep> sweep_temp_files(Fs& fs, int dir_fd, std::string_view dir) noexcept {
+  return TempSweeper<Fs>(fs, dir_fd, dir).run();
+}
+
+}  // namespace detail
+
+template <class S, class Fs>
+Result<TempSweep> AtomicWriter<S, Fs>::remove_stale_temp_files(PathView dir) noexcept {
+  static_assert(is_state_filesystem_v<Fs>,
+                "remove_stale_temp_files needs the Fs calls open_file and list_directory "
+                "(see PosixFs)");
+  const detail::DirectoryPath path(dir.text());
+  if (!path.ok()) return path.problem(Step::check_path);
+  detail::Retrying<std::remove_reference_t<Fs>> fs(fs_);
+  const int dir_fd = fs.open_directory(path.c_str());
+  // No directory, no temp files; whatever comes next says why.
+  if (dir_fd == -ENOENT || dir_fd == -ENOTDIR) return TempSweep{};
+  if (dir_fd < 0) return Status(Step::open_directory, detail::system_error(dir_fd), path.view());
+  Result<TempSweep> swept = detail::sweep_temp_files(fs, dir_fd, path.view());
+  (void)fs.close(dir_fd);
+  return swept;
+}
+
+inline Status write_atomic(PathView path, std::string_view data, unsigned perm) noexcept {
+  return AtomicWriter<>{}.write(path, data, perm);
+}
+
+// ======================================================= PART II: LOGGING ====
+// Log records, the sink concept and the bundled sinks. Nothing here needs Boost.
+
+/// How much a log record matters.
+enum class Level : unsigned char { debug, info, warn, error };
+
+/// "debug", "info", "warn" or "error".
+constexpr std::string_view to_string(Level level) noexcept;
+
+/// One key/value pair of a log record. A string value is a view: it is
+/// valid only during the log() call that receives it.
+namespace detail {
+// Character types, which a log field refuses: logged as a number a char
+// would mislead, and as text it would need storage the field does not
+// have. (signed char and unsigned char are int8_t and uint8_t: numbers.)
+template <class T>
+inline constexpr bool is_character_v =
+    std::is_same_v<T, char> || std::is_same_v<T, wchar_t> || std::is_same_v<T, char16_t> ||
+#if defined(__cpp_char8_t)
+    std::is_same_v<T, char8_t> ||
+#endif
+    std::is_same_v<T, char32_t>;
+}  // namespace detail
+
+/// One key/value pair of a log record. A string value is a view: it is
+/// valid only during the log() call that receives it. Signed integers are
+/// held as int64, unsigned ones as uint64, so every value logs as itself.
+struct Field {
+  using Value = std::variant<std::int64_t, std::uint64_t, double, bool, std::string_view>;
+
+  std::string_view key;
+  Value value;
+
+  /// No key, the value 0: a place to fill in an array of fields.
+  constexpr Field() noexcept : value(std::int64_t{0}) {}
+  constexpr Field(std::string_view k, std::string_view v) noexcept : key(k), value(v) {}
+  constexpr Field(std::string_view k, const char* v) noexcept
+      : key(k), value(std::string_view(v)) {}
+  Field(std::string_view k, const std::string& v) noexcept : key(k), value(std::string_view(v)) {}
+  constexpr Field(std::string_view k, bool v) noexcept : key(k), value(v) {}
+  constexpr Field(std::string_view k, double v) noexcept : key(k), value(v) {}
+  template <class Int, std::enable_if_t<std::is_integral_v<Int> && !std::is_same_v<Int, bool> &&
+                                            !detail::is_character_v<Int>,
+                                        int> = 0>
+  constexpr Field(std::string_view k, Int v) noexcept : key(k), value(widened(v)) {}
+  /// A character is refused: log a string_view of it, or cast it to a number.
+  template <class Char, std::enable_if_t<detail::is_character_v<Char>, int> = 0>
+  Field(std::string_view k, Char v) = delete;
+
+ private:
+  template <class Int>
+  static constexpr Value widened(Int v) noexcept {
+    if constexpr (std::is_signed_v<Int>)
+      return Value(std::in_place_type<std::int64_t>, v);
+    else
+      return Value(std::in_place_type<std::uint64_t>, v);
+  }
+};
+
+/// The fields of one record: a view of an array of Field, iterable.
+class Fields {
+ public:
+  constexpr Fields() noexcept = default;
+  constexpr Fields(const Field* data, std::size_t size) noexcept : data_(data), size_(size) {}
+
+  constexpr const Field* begin() const noexcept { return data_; }
+  constexpr const Field* end() const noexcept { return data_ + size_; }
+  constexpr std::size_t size() const noexcept { return size_; }
+  constexpr bool empty() const noexcept { return size_ == 0; }
+  constexpr const Field& operator[](std::size_t i) const noexcept { return data_[i]; }
+  /// The first field named `key`, or nullptr.
+  const Field* find(std::string_view key) const noexcept;
+
+ private:
+  const Field* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+/// A log sink is any type with a member `log(Level, std::string_view
+/// message, Fields fields)`; a template over the fields' type works too.
+/// This trait is the one definition: the C++20 concept LogSink and the C++17
+/// static_asserts both ask it. A reference to a sink is a sink. A sink that
+/// throws is tolerated: StateManager catches and drops the exception.
+template <class S, class = void>
+struct is_log_sink : std::false_type {};
+template <class S>
+struct is_log_sink<
+    S, std::void_t<decltype(std::declval<S&>().log(
+           std::declval<Level>(), std::declval<std::string_view>(), std::declval<Fields>()))>>
+    : std::true_type {};
+template <class S>
+inline constexpr bool is_log_sink_v = is_log_sink<std::remove_reference_t<S>>::value;
+
+#if defined(__cpp_concepts) && __cpp_concepts >= 201907L
+template <class S>
+concept LogSink = is_log_sink_v<S>;
+#endif
+
+/// The default sink: drops every record and costs nothing.
+struct NullSink {
+  constexpr void log(Level, std::string_view, Fields) const noexcept {}
+};
+
+/// Writes one logfmt line per record to a std::ostream and flushes it:
+///   level=info msg="state saved" timestamp=1700000000 tvs=1500000000.0
+/// Records below the minimum level are dropped. Every byte that comes from
+/// data is escaped, so one record is one line for every common log reader:
+/// a value is bare when it is one plain printable ASCII word, else quoted,
+/// with `"` `\\` and control characters escaped as in JSON, C1 controls,
+/// U+2028, U+2029 and the bidirectional controls as \\uXXXX, and bytes
+/// that are not UTF-8 as \\xNN; a key keeps only printable ASCII other than
+/// `=` `"` `\\`, every other byte becoming `_`, and a field named `level`
+/// or `msg` is written `fields.level`, `fields.msg`. A line the stream fails to
+/// take is lost alone: the stream's error state is cleared before each
+/// line. Safe to share between threads: each line is formatted apart, then
+/// written whole under a lock. Formatting allocates nothing for lines up to
+/// 512 bytes.
+class LogfmtSink {
+ public:
+  explicit LogfmtSink(std::ostream& out, Level min_level = Level::info) noexcept
+      : out_(&out), min_level_(static_cast<unsigned char>(min_level)) {}
+  /// Takes over the stream and level; the lock is a new one.
+  LogfmtSink(LogfmtSink&& other) noexcept : out_(other.out_), min_level_(other.min_level_.load()) {}
+
+  void log(Level level, std::string_view message, Fields fields) noexcept;
+
+  Level min_level() const noexcept { return static_cast<Level>(min_level_.load()); }
+  void set_min_level(Level level) noexcept { min_level_.store(static_cast<unsigned char>(level)); }
+
+ private:
+  std::ostream* out_;
+  std::atomic<unsigned char> min_level_;
+  std::mutex mutex_;
+};
+
+/// The names before 0.2.0, kept for one version.
+using NullLogger [[deprecated("renamed NullSink")]] = NullSink;
+using LogfmtLogger [[deprecated("renamed LogfmtSink")]] = LogfmtSink;
+
+/// Appends each field as " key=value", escaped as LogfmtSink escapes them:
+/// for sinks of one's own that write text lines (examples/sinks/ has one for
+/// spdlog). False when memory ran out (`out` then holds a part).
+bool append_logfmt_fields(std::string& out, Fields fields) noexcept;
+/// Appends `text` as one logfmt value, as LogfmtSink writes it: bare when
+/// it is a plain word, else quoted and escaped. False when memory ran out.
+bool append_logfmt_text(std::string& out, std::string_view text) noexcept;
+
+/// "2023-11-14T22:13:20Z" for 1700000000: RFC 3339 in UTC, whole seconds.
+/// Years outside 0000-9999 are written with as many digits as they need
+/// (and a '-' before the year), as Go's time package does.
+std::string to_rfc3339(std::int64_t unix_seconds);
+
+// ================================================ PART II: implementation ====
+
+constexpr std::string_view to_string(Level level) noexcept {
+  switch (level) {
+    case Level::debug:
+      return "debug";
+    case Level::info:
+      return "info";
+    case Level::warn:
+      return "warn";
+    case Level::error:
+      return "error";
+  }
+  return "unknown";
+}
+
+inline const Field* Fields::find(std::string_view key) const noexcept {
+  for (const Field& field : *this)
+    if (field.key == key) return &field;
+  return nullptr;
+}
+
+namespace detail {
 /// Text built in place: the first N bytes live inside the object, more go
 /// to the heap without throwing. Every failure to grow is reported.
 template <std::size_t N>
@@ -1462,77 +2160,6 @@ inline std::size_t ascii_escape(unsigned char c, char (&out)[8]) noexcept {
   return 6;
 }
 
-/// Appends `s` as the inside of a JSON string: quote, backslash and the
-/// controls below U+0020 escaped, which is all JSON asks; everything else
-/// (DEL included) as it is, so the text grows no more than it must.
-template <class Out>
-bool append_json_escaped(Out& out, std::string_view s) noexcept {
-  std::size_t plain = 0;  // start of the run of bytes that need no escape
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
-    char escape[8];
-    const std::size_t len = ascii_escape(c, escape);
-    if (!out.append(s.substr(plain, i - plain)) || !out.append(std::string_view(escape, len)))
-      return false;
-    plain = i + 1;
-  }
-  return out.append(s.substr(plain));
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (the "civil from
-/// days" algorithm by Howard Hinnant, valid for every int64 timestamp).
-struct CivilDate {
-  std::int64_t year;
-  unsigned month, day;
-};
-inline CivilDate civil_from_days(std::int64_t days) noexcept {
-  days += 719468;  // shift the epoch to 0000-03-01
-  const std::int64_t era = (days >= 0 ? days : days - 146096) / 146097;
-  const auto day_of_era = static_cast<unsigned>(days - era * 146097);
-  const unsigned year_of_era =
-      (day_of_era - day_of_era / 1460 + day_of_era / 36524 - day_of_era / 146096) / 365;
-  const unsigned day_of_year =
-      day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-  const unsigned shifted_month = (5 * day_of_year + 2) / 153;  // March is 0
-  CivilDate date;
-  date.day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-  date.month = shifted_month < 10 ? shifted_month + 3 : shifted_month - 9;
-  date.year = static_cast<std::int64_t>(year_of_era) + era * 400 + (date.month <= 2);
-  return date;
-}
-
-inline std::size_t format_rfc3339(std::int64_t t, char (&out)[40]) noexcept {
-  std::int64_t days = t / 86400, seconds = t % 86400;
-  if (seconds < 0) {
-    seconds += 86400;
-    --days;
-  }
-  const CivilDate date = civil_from_days(days);
-  char* p = out;
-  std::int64_t year = date.year;
-  if (year < 0) *p++ = '-';
-  const std::uint64_t digits_of =
-      year < 0 ? 0 - static_cast<std::uint64_t>(year) : static_cast<std::uint64_t>(year);
-  char year_text[24] = {};
-  const auto end = std::to_chars(year_text, year_text + sizeof year_text, digits_of).ptr;
-  for (auto width = end - year_text; width < 4; ++width) *p++ = '0';
-  for (const char* q = year_text; q != end; ++q) *p++ = *q;
-  const auto two = [&](unsigned v, char after) {
-    *p++ = static_cast<char>('0' + v / 10);
-    *p++ = static_cast<char>('0' + v % 10);
-    if (after) *p++ = after;
-  };
-  const auto s = static_cast<unsigned>(seconds);
-  *p++ = '-';
-  two(date.month, '-');
-  two(date.day, 'T');
-  two(s / 3600, ':');
-  two(s / 60 % 60, ':');
-  two(s % 60, 'Z');
-  return static_cast<std::size_t>(p - out);
-}
-
 /// The code point of the valid UTF-8 sequence of `n` bytes at s[i].
 inline std::uint32_t utf8_code_point(std::string_view s, std::size_t i, std::size_t n) noexcept {
   const auto byte = [&](std::size_t k) {
@@ -1554,7 +2181,7 @@ inline bool misleading_code_point(std::uint32_t cp) noexcept {
 
 /// Appends `s` quoted for logfmt, escaped so that no byte of it can end
 /// the line, forge a field or change what a terminal shows (see
-/// LogfmtLogger).
+/// LogfmtSink).
 template <class Out>
 bool append_logfmt_quoted(Out& out, std::string_view s) noexcept {
   static constexpr char hex[] = "0123456789abcdef";
@@ -1631,8 +2258,456 @@ bool append_logfmt_value(Out& out, const Field::Value& value) noexcept {
   if (const auto* b = std::get_if<bool>(&value)) return out.append(*b ? "true" : "false");
   return append_logfmt_text(out, std::get<std::string_view>(value));
 }
+}  // namespace detail
+
+inline void LogfmtSink::log(Level level, std::string_view message, Fields fields) noexcept {
+  if (level < min_level()) return;
+  detail::TextBuffer<512> line;
+  bool complete = line.append("level=") && line.append(to_string(level)) && line.append(" msg=") &&
+                  detail::append_logfmt_text(line, message);
+  for (const Field& field : fields)
+    complete = complete && line.append(" ") && detail::append_logfmt_key(line, field.key) &&
+               line.append("=") && detail::append_logfmt_value(line, field.value);
+  if (!complete || !line.append("\n")) return;  // out of memory: drop the record
+  const std::lock_guard<std::mutex> lock(mutex_);
+  ATOMIC_STATE_DETAIL_TRY {
+    out_->clear();  // a line lost before must not silence every line after it
+    out_->write(line.view().data(), static_cast<std::streamsize>(line.view().size()));
+    out_->flush();
+  }
+  ATOMIC_STATE_DETAIL_CATCH_ALL {}  // a stream set to throw must not end the save
+}
+
+inline bool append_logfmt_fields(std::string& out, Fields fields) noexcept {
+  detail::StringOut text{out};
+  for (const Field& field : fields)
+    if (!text.append(" ") || !detail::append_logfmt_key(text, field.key) || !text.append("=") ||
+        !detail::append_logfmt_value(text, field.value))
+      return false;
+  return true;
+}
+
+inline bool append_logfmt_text(std::string& out, std::string_view text) noexcept {
+  detail::StringOut to{out};
+  return detail::append_logfmt_text(to, text);
+}
+
+namespace detail {
+/// Days since 1970-01-01 to a proleptic Gregorian date (the "civil from
+/// days" algorithm by Howard Hinnant, valid for every int64 timestamp).
+struct CivilDate {
+  std::int64_t year;
+  unsigned month, day;
+};
+inline CivilDate civil_from_days(std::int64_t days) noexcept {
+  days += 719468;  // shift the epoch to 0000-03-01
+  const std::int64_t era = (days >= 0 ? days : days - 146096) / 146097;
+  const auto day_of_era = static_cast<unsigned>(days - era * 146097);
+  const unsigned year_of_era =
+      (day_of_era - day_of_era / 1460 + day_of_era / 36524 - day_of_era / 146096) / 365;
+  const unsigned day_of_year =
+      day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+  const unsigned shifted_month = (5 * day_of_year + 2) / 153;  // March is 0
+  CivilDate date;
+  date.day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+  date.month = shifted_month < 10 ? shifted_month + 3 : shifted_month - 9;
+  date.year = static_cast<std::int64_t>(year_of_era) + era * 400 + (date.month <= 2);
+  return date;
+}
+
+inline std::size_t format_rfc3339(std::int64_t t, char (&out)[40]) noexcept {
+  std::int64_t days = t / 86400, seconds = t % 86400;
+  if (seconds < 0) {
+    seconds += 86400;
+    --days;
+  }
+  const CivilDate date = civil_from_days(days);
+  char* p = out;
+  std::int64_t year = date.year;
+  if (year < 0) *p++ = '-';
+  const std::uint64_t digits_of =
+      year < 0 ? 0 - static_cast<std::uint64_t>(year) : static_cast<std::uint64_t>(year);
+  char year_text[24] = {};
+  const auto end = std::to_chars(year_text, year_text + sizeof year_text, digits_of).ptr;
+  for (auto width = end - year_text; width < 4; ++width) *p++ = '0';
+  for (const char* q = year_text; q != end; ++q) *p++ = *q;
+  const auto two = [&](unsigned v, char after) {
+    *p++ = static_cast<char>('0' + v / 10);
+    *p++ = static_cast<char>('0' + v % 10);
+    if (after) *p++ = after;
+  };
+  const auto s = static_cast<unsigned>(seconds);
+  *p++ = '-';
+  two(date.month, '-');
+  two(date.day, 'T');
+  two(s / 3600, ':');
+  two(s / 60 % 60, ':');
+  two(s % 60, 'Z');
+  return static_cast<std::size_t>(p - out);
+}
+}  // namespace detail
+
+inline std::string to_rfc3339(std::int64_t unix_seconds) {
+  char text[40];
+  return std::string(text, detail::format_rfc3339(unix_seconds, text));
+}
+
+}  // namespace ATOMIC_STATE_DETAIL_ABI
+}  // namespace atomic_state
 
 #ifndef ATOMIC_STATE_NO_JSON
+
+// =================================================== PART III: JSON STATE ====
+// Exact JSON, the state types and StateManager: everything that needs
+// Boost.JSON, so that ATOMIC_STATE_NO_JSON leaves out this part whole.
+// Only what is used, not <boost/json.hpp>: it saves compile time. The
+// library itself comes from -lboost_json or from Boost.JSON's src.hpp in one
+// translation unit of the program (never from here).
+#include <boost/json/basic_parser_impl.hpp>
+#include <boost/json/monotonic_resource.hpp>
+#include <boost/json/value.hpp>
+#include <boost/json/value_from.hpp>
+#include <boost/json/value_stack.hpp>
+#include <boost/json/value_to.hpp>
+
+namespace atomic_state {
+inline namespace ATOMIC_STATE_DETAIL_ABI {
+
+// --------------------------------------------------------------- exact JSON --
+
+/// Parses JSON the way state files are read: standard JSON only (no
+/// comments, no trailing commas, valid UTF-8), at most
+/// ATOMIC_STATE_JSON_MAX_DEPTH levels deep, and every number converted
+/// exactly. A double written by format_json reads back bit for bit (plain
+/// Boost.JSON 1.81 is one unit in the last place off for about a quarter of
+/// them), and a number too large for a double (1e400) or an integer beyond
+/// 64 bits is an error rather than Infinity or an approximation. A failure
+/// is Step::parse, with the byte offset.
+Result<boost::json::value> parse_json(std::string_view text,
+                                      boost::json::storage_ptr sp = {}) noexcept;
+
+/// Writes `value` as JSON a person can read: two-space indent, keys in the
+/// object's order, the shortest text that reads back exactly for each
+/// number (a double always with a point or an exponent, so that it reads
+/// back as a double), one trailing newline. Refuses what parse_json could
+/// not read back (a NaN or infinite double, invalid UTF-8, nesting deeper
+/// than ATOMIC_STATE_JSON_MAX_DEPTH): Step::serialize naming where, and
+/// `out` left empty.
+Status format_json(const boost::json::value& value, std::string& out) noexcept;
+
+// ------------------------------------------------------------- field tables --
+
+/// One member of a state type's field table: its name in the JSON file,
+/// the member, and the keys under which the "state loaded" and "state
+/// saved" records log it (null: not logged there). The member's type is
+/// one JSON holds exactly: std::string, std::int64_t, std::uint64_t,
+/// double or bool.
+template <class S, class T>
+struct StateField {
+  const char* name;
+  T S::*member;
+  const char* loaded_as;
+  const char* saved_as;
+};
+
+/// A row of a field table; see State::state_fields.
+template <class S, class T>
+constexpr StateField<S, T> state_field(const char* name, T S::*member,
+                                       const char* loaded_as = nullptr,
+                                       const char* saved_as = nullptr) noexcept {
+  return StateField<S, T>{name, member, loaded_as, saved_as};
+}
+
+/// Whether S describes itself with a field table: a static `state_fields()`
+/// returning a std::tuple of StateField. StateManager then prints, reads
+/// and logs it from the table (a save allocates nothing) and needs no
+/// Boost.JSON conversion of the type's own.
+template <class S, class = void>
+struct has_state_fields : std::false_type {};
+template <class S>
+struct has_state_fields<S, std::void_t<decltype(S::state_fields())>> : std::true_type {};
+template <class S>
+inline constexpr bool has_state_fields_v = has_state_fields<S>::value;
+
+// -------------------------------------------------------------------- State --
+// The collector's state, as the Go service this library grew from keeps it
+// (its "UpdateState" rule is update_state below). Nothing in StateManager
+// knows these fields: a state type of one's own works the same way.
+
+/// What a periodic collector remembers between runs: the data it last
+/// processed. A zero last_updated means "never processed".
+struct State {
+  std::string oracle_name;
+  std::int64_t last_updated = 0;  ///< unix seconds of the data processed
+  std::string last_updated_iso;   ///< the same instant, RFC 3339 UTC
+  std::int64_t last_protocol_count = 0;
+  double last_tvs = 0;  ///< total value secured
+  std::int64_t snapshot_count = 0;
+  std::int64_t oldest_snapshot = 0;  ///< unix seconds, 0 without snapshots
+  std::int64_t newest_snapshot = 0;  ///< unix seconds, 0 without snapshots
+
+  /// The one description of the fields: JSON names in the Go service's
+  /// snake_case and order, and the keys of the seed's log records. Saving,
+  /// loading, ==, the Boost.JSON conversions and the log records all come
+  /// from it.
+  static constexpr auto state_fields() noexcept {
+    return std::make_tuple(
+        state_field("oracle_name", &State::oracle_name, "oracle_name"),
+        state_field("last_updated", &State::last_updated, "last_updated", "timestamp"),
+        state_field("last_updated_iso", &State::last_updated_iso),
+        state_field("last_protocol_count", &State::last_protocol_count, "last_protocol_count",
+                    "protocol_count"),
+        state_field("last_tvs", &State::last_tvs, "last_tvs", "tvs"),
+        state_field("snapshot_count", &State::snapshot_count, "snapshot_count"),
+        state_field("oldest_snapshot", &State::oldest_snapshot),
+        state_field("newest_snapshot", &State::newest_snapshot));
+  }
+
+  friend bool operator==(const State& a, const State& b) noexcept;
+  friend bool operator!=(const State& a, const State& b) noexcept { return !(a == b); }
+};
+
+/// Boost.JSON conversions of State, found through value_from, value_to and
+/// try_value_to. Reading: a missing or null key is the zero value, an
+/// unknown key is ignored, a key of the wrong type (or an integer out of
+/// int64 range, or a non-finite number) is an error.
+void tag_invoke(boost::json::value_from_tag, boost::json::value& jv, const State& state);
+boost::json::result<State> tag_invoke(boost::json::try_value_to_tag<State>,
+                                      const boost::json::value& jv) noexcept;
+
+/// The seed's rule for the next State: the given figures, last_updated_iso
+/// from `timestamp`, and the snapshots' count, oldest and newest timestamps
+/// (zeros when there are none). `snapshot_timestamps` is any range of
+/// integers, unix seconds; one beyond the int64 range counts as INT64_MAX.
+/// Allocates the strings (std::bad_alloc when memory runs out).
+template <class Timestamps = std::initializer_list<std::int64_t>>
+State update_state(std::string_view oracle_name, std::int64_t timestamp,
+                   std::int64_t protocol_count, double tvs,
+                   const Timestamps& snapshot_timestamps = {});
+
+// ------------------------------------------------------------- StateManager --
+
+/// How StateManager reads the timestamp of a state type. The default takes
+/// a member `last_updated` (unix seconds, 0 for "never processed");
+/// specialise it for a type that keeps its timestamp elsewhere.
+template <class StateT>
+struct StateTraits {
+  static std::int64_t last_updated(const StateT& state) noexcept {
+    return static_cast<std::int64_t>(state.last_updated);
+  }
+};
+
+namespace detail {
+// What reading a state file's text gave.
+enum class Decoded : unsigned char { valid, corrupt, out_of_memory };
+
+// Set once, by whichever thread gets there first. Copies carry the value,
+// so a class holding one stays copyable and movable.
+class OnceFlag {
+ public:
+  OnceFlag() noexcept = default;
+  OnceFlag(const OnceFlag& other) noexcept : set_(other.set_.load()) {}
+  OnceFlag& operator=(const OnceFlag& other) noexcept {
+    set_.store(other.set_.load());
+    return *this;
+  }
+  /// True for the first call only.
+  bool first() noexcept { return !set_.exchange(true); }
+
+ private:
+  std::atomic<bool> set_{false};
+};
+}  // namespace detail
+
+/// Remembers a periodic job's state in `<output_dir>/state.json`.
+///
+/// - Sink: a LogSink, by value (default NullSink) or by reference
+///   (`StateManager<MySink&>`) to share the application's sink.
+/// - StateT: State, or a type of one's own: default-constructible, with a
+///   field table (has_state_fields) or Boost.JSON conversions (value_from
+///   and value_to or try_value_to), and a timestamp StateTraits can read.
+/// - SyncPolicy: how far a save syncs (FullSync, DataSync, NoSync).
+/// - Fs: the filesystem policy every call goes through, by value or by
+///   reference (`PosixFs`, or `MyFs&` to share a test's policy).
+///
+/// Threads: load_state, should_process and save_state change nothing in the
+/// manager, so any number of threads may call them at once on one manager
+/// (or on several managers of one directory) provided the Sink and the Fs
+/// are thread-safe, as NullSink, LogfmtSink and PosixFs are. Every save is
+/// atomic, so a reader sees one whole state; when saves race, the last
+/// rename wins and the others are lost. The setters are not thread-safe:
+/// call them before sharing the manager.
+template <ATOMIC_STATE_DETAIL_LOG_SINK Sink = NullSink, class StateT = State,
+          class SyncPolicy = FullSync, class Fs = PosixFs>
+class StateManager {
+  static_assert(is_log_sink_v<Sink>,
+                "StateManager: Sink must be a log sink: it needs a member "
+                "`log(atomic_state::Level, std::string_view message, "
+                "atomic_state::Fields fields)` (see NullSink)");
+  static_assert(std::is_default_constructible_v<StateT>,
+                "StateManager: StateT must be default-constructible (the "
+                "zero state of a first run)");
+  static_assert(is_sync_policy_v<SyncPolicy>,
+                "StateManager: SyncPolicy needs `static constexpr SyncLevel file` and "
+                "`static constexpr bool directory` (see FullSync)");
+  static_assert(is_state_filesystem_v<Fs>,
+                "StateManager: Fs needs every call of PosixFs, the reading ones included "
+                "(see is_state_filesystem)");
+
+ public:
+  using sink_type = Sink;
+  using state_type = StateT;
+  using sync_policy = SyncPolicy;
+  using filesystem_type = Fs;
+
+  /// The state file's name inside the output directory.
+  static constexpr const char* file_name = "state.json";
+  /// The size limit that is none: set_max_state_size(no_size_limit).
+  static constexpr std::size_t no_size_limit = static_cast<std::size_t>(-1);
+
+  /// A manager of `<output_dir>/state.json`; nothing is touched on disk
+  /// until load_state or save_state. An empty output_dir is the working
+  /// directory. Allocates the two paths: std::bad_alloc is the only way it
+  /// can fail.
+  template <class S = Sink, std::enable_if_t<std::is_default_constructible_v<S>, int> = 0>
+  explicit StateManager(std::filesystem::path output_dir)
+      : StateManager(std::move(output_dir), S{}) {}
+  StateManager(std::filesystem::path output_dir, Sink sink);
+  StateManager(std::filesystem::path output_dir, Sink sink, Fs fs);
+
+  const std::filesystem::path& output_dir() const noexcept { return dir_; }
+  const std::filesystem::path& state_file() const noexcept { return file_; }
+
+  /// The first call also removes the temp files of saves that were killed
+  /// (see remove_stale_temp_files); its failure is logged, not returned.
+  ///
+  /// The saved state, or the zero state of a first run when there is none
+  /// (debug log: no file, or no directory) or when the file is corrupt
+  /// (warning). A corrupt file is left where it is, for the next save to
+  /// replace, and a copy of its bytes is kept beside it as
+  /// `state.json.corrupt-<its modification time, unix seconds>` (".1", ".2"
+  /// when that name holds other bytes; the same bytes are kept once). Any
+  /// other failure is an error and nothing is touched: a later save must
+  /// not replace a good state that merely could not be read; a symlink to
+  /// nothing, at the state file or anywhere in the directory's path, is
+  /// such an error, since it usually means a volume that is not mounted.
+  /// Never blocks on a FIFO. Errors: "load state file: " then the step
+  /// (check path, open directory, open file, check file, read file, copy
+  /// aside), the path and the reason.
+  Result<StateT> load_state() noexcept;
+
+  /// Whether data stamped `current_ts` (unix seconds) is new: true on a
+  /// first run or for a newer timestamp, false for the same one (info log)
+  /// or an older one (warning: clock skew). Every decision is logged.
+  bool should_process(std::int64_t current_ts, const StateT& state) noexcept;
+
+  /// Validates and serializes `state`, then replaces the state file (mode
+  /// 0644, missing directories created 0755), then logs "state saved". A
+  /// state JSON cannot hold exactly (a non-finite double, invalid UTF-8),
+  /// or whose text would exceed max_state_size() (so that load_state would
+  /// refuse it), is refused before anything is written. Errors: "write
+  /// state file: " then the step, the path and the reason; nothing is
+  /// logged as saved.
+  Status save_state(const StateT& state) noexcept;
+
+  /// Removes the temp files killed saves left in output_dir(), never one of
+  /// a save in progress (AtomicWriter::remove_stale_temp_files), and logs
+  /// what it removed. The first load_state calls it unless it was already.
+  Result<TempSweep> remove_stale_temp_files() noexcept;
+
+  /// State files larger than this are refused, by load_state and by
+  /// save_state alike (default ATOMIC_STATE_MAX_STATE_SIZE, 1 MiB). Every
+  /// value is allowed: 0 refuses every non-empty file, no_size_limit
+  /// refuses none.
+  std::size_t max_state_size() const noexcept { return max_size_; }
+  void set_max_state_size(std::size_t bytes) noexcept { max_size_ = bytes; }
+
+  std::remove_reference_t<Sink>& sink() noexcept { return sink_; }
+  std::remove_reference_t<Fs>& filesystem() noexcept { return fs_; }
+
+  /// Deprecated spellings, kept for one version.
+  using logger_type [[deprecated("use sink_type")]] = Sink;
+  [[deprecated("use sink()")]] std::remove_reference_t<Sink>& logger() noexcept { return sink_; }
+  template <class Timestamps = std::initializer_list<std::int64_t>>
+  [[deprecated("use the free function atomic_state::update_state")]] State update_state(
+      std::string_view oracle_name, std::int64_t timestamp, std::int64_t protocol_count, double tvs,
+      const Timestamps& snapshot_timestamps = {}) const {
+    return atomic_state::update_state(oracle_name, timestamp, protocol_count, tvs,
+                                      snapshot_timestamps);
+  }
+
+ private:
+  using FsRef = std::remove_reference_t<Fs>;
+  using Text = detail::TextBuffer<4096>;
+  using Problem = detail::TextBuffer<256>;
+  enum class Copy : unsigned char { absent, same, other };
+
+  AtomicWriter<SyncPolicy, FsRef&> writer() noexcept {
+    return AtomicWriter<SyncPolicy, FsRef&>(fs_);
+  }
+  void log(Level level, std::string_view message, Fields fields) noexcept;
+  void log(Level level, std::string_view message, std::initializer_list<Field> fields) noexcept {
+    log(level, message, Fields(fields.begin(), fields.size()));
+  }
+  Status failure(Step step, int neg_errno, const char* note = nullptr,
+                 std::string_view detail = {}) const noexcept;
+  Status open_directory(const detail::DirectoryPath& dir, int& dir_fd) noexcept;
+  Result<TempSweep> sweep_temp_files(int dir_fd, std::string_view dir) noexcept;
+  Status read_state_file(int dir_fd, Text& text, FileInfo& info, bool& missing) noexcept;
+  Status read_to_end(int fd, const FileInfo& info, Text& text) noexcept;
+  detail::Decoded decode(std::string_view text, StateT& state, Problem& problem) noexcept;
+  Status encode(const StateT& state, detail::TextBuffer<2048>& text) const noexcept;
+  Status copy_aside(int dir_fd, std::string_view bytes, const FileInfo& info,
+                    detail::TextBuffer<64>& copy_name) noexcept;
+  Copy existing_copy(int dir_fd, const char* name, std::string_view bytes) noexcept;
+  Status copy_failed(const Status& written, std::string_view copy) const noexcept;
+
+  std::filesystem::path dir_;
+  std::filesystem::path file_;
+  Sink sink_;
+  Fs fs_;
+  std::size_t max_size_ = ATOMIC_STATE_MAX_STATE_SIZE;
+  detail::OnceFlag swept_;
+};
+
+/// The spelling before 0.2.0: StateManager<Logger, StateT, AtomicWriter<S,
+/// Fs>>, a writer in place of the sync policy and the filesystem. Kept for
+/// one version; a writer given to the constructor lends its filesystem.
+template <ATOMIC_STATE_DETAIL_LOG_SINK Sink, class StateT, class SyncPolicy, class Fs>
+class StateManager<Sink, StateT, AtomicWriter<SyncPolicy, Fs>, PosixFs>
+    : public StateManager<Sink, StateT, SyncPolicy, Fs> {
+  using Base = StateManager<Sink, StateT, SyncPolicy, Fs>;
+
+ public:
+  using writer_type [[deprecated("StateManager<Sink, StateT, SyncPolicy, Fs>")]] =
+      AtomicWriter<SyncPolicy, Fs>;
+  using Base::Base;
+  [[deprecated("StateManager<Sink, StateT, SyncPolicy, Fs>(dir, sink, fs)")]] StateManager(
+      std::filesystem::path output_dir, Sink sink, AtomicWriter<SyncPolicy, Fs> writer)
+      : Base(std::move(output_dir), static_cast<Sink&&>(sink),
+             static_cast<Fs>(writer.filesystem())) {}
+};
+
+// =============================================== PART III: implementation ====
+namespace detail {
+/// Appends `s` as the inside of a JSON string: quote, backslash and the
+/// controls below U+0020 escaped, which is all JSON asks; everything else
+/// (DEL included) as it is, so the text grows no more than it must.
+template <class Out>
+bool append_json_escaped(Out& out, std::string_view s) noexcept {
+  std::size_t plain = 0;  // start of the run of bytes that need no escape
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    char escape[8];
+    const std::size_t len = ascii_escape(c, escape);
+    if (!out.append(s.substr(plain, i - plain)) || !out.append(std::string_view(escape, len)))
+      return false;
+    plain = i + 1;
+  }
+  return out.append(s.substr(plain));
+}
+
 /// Where a JSON value sits in the document, for messages: "last_tvs",
 /// "items[3].price". Frames are kept only while printing.
 struct JsonFrame {
@@ -1923,994 +2998,7 @@ inline boost::json::value parse_exact(std::string_view text, boost::json::storag
   if (failure) return nullptr;
   return parser.handler().release();
 }
-
-/// Whether T has a conversion of its own for try_value_to (one that reports
-/// errors instead of throwing them).
-template <class T, class = void>
-struct has_try_value_to : std::false_type {};
-template <class T>
-struct has_try_value_to<
-    T, std::void_t<decltype(tag_invoke(boost::json::try_value_to_tag<T>(),
-                                       std::declval<const boost::json::value&>()))>>
-    : std::true_type {};
-template <class T>
-inline constexpr bool has_try_value_to_v = has_try_value_to<T>::value;
-
-/// Why a JSON value is not a State: the key and what is wrong with it.
-struct StateProblem {
-  std::string_view key;
-  const char* reason = nullptr;
-  boost::json::error code = boost::json::error::not_object;
-};
-
-inline const boost::json::value* member_of(const boost::json::object& o,
-                                           std::string_view key) noexcept {
-  const boost::json::value* v = o.if_contains(boost::json::string_view(key.data(), key.size()));
-  return v != nullptr && !v->is_null() ? v : nullptr;  // null reads as missing
-}
-
-inline bool read_member(const boost::json::object& o, std::string_view key, std::string& out,
-                        StateProblem& problem) {
-  const boost::json::value* v = member_of(o, key);
-  if (v == nullptr) return true;
-  const boost::json::string* s = v->if_string();
-  if (s == nullptr) {
-    problem = {key, "expected a string", boost::json::error::not_string};
-    return false;
-  }
-  out.assign(s->data(), s->size());
-  return true;
-}
-
-inline bool read_member(const boost::json::object& o, std::string_view key, std::int64_t& out,
-                        StateProblem& problem) {
-  const boost::json::value* v = member_of(o, key);
-  if (v == nullptr) return true;
-  if (const std::int64_t* i = v->if_int64()) {
-    out = *i;
-    return true;
-  }
-  const std::uint64_t* u = v->if_uint64();
-  if (u != nullptr && *u <= static_cast<std::uint64_t>(INT64_MAX)) {
-    out = static_cast<std::int64_t>(*u);
-    return true;
-  }
-  problem = {key, u != nullptr ? "integer out of range" : "expected an integer",
-             u != nullptr || v->is_double() ? boost::json::error::not_exact
-                                            : boost::json::error::not_number};
-  return false;
-}
-
-inline bool read_member(const boost::json::object& o, std::string_view key, double& out,
-                        StateProblem& problem) {
-  const boost::json::value* v = member_of(o, key);
-  if (v == nullptr) return true;
-  if (const double* d = v->if_double()) {
-    if (!std::isfinite(*d)) {
-      problem = {key, "not a finite number", boost::json::error::not_number};
-      return false;
-    }
-    out = *d;
-  } else if (const std::int64_t* i = v->if_int64()) {
-    out = static_cast<double>(*i);
-  } else if (const std::uint64_t* u = v->if_uint64()) {
-    out = static_cast<double>(*u);
-  } else {
-    problem = {key, "expected a number", boost::json::error::not_number};
-    return false;
-  }
-  return true;
-}
-
-/// Reads a State from `jv`. May throw std::bad_alloc.
-inline bool decode_state(const boost::json::value& jv, State& out, StateProblem& problem) {
-  const boost::json::object* o = jv.if_object();
-  if (o == nullptr) {
-    problem = {{}, "expected an object", boost::json::error::not_object};
-    return false;
-  }
-  return read_member(*o, "oracle_name", out.oracle_name, problem) &&
-         read_member(*o, "last_updated", out.last_updated, problem) &&
-         read_member(*o, "last_updated_iso", out.last_updated_iso, problem) &&
-         read_member(*o, "last_protocol_count", out.last_protocol_count, problem) &&
-         read_member(*o, "last_tvs", out.last_tvs, problem) &&
-         read_member(*o, "snapshot_count", out.snapshot_count, problem) &&
-         read_member(*o, "oldest_snapshot", out.oldest_snapshot, problem) &&
-         read_member(*o, "newest_snapshot", out.newest_snapshot, problem);
-}
-#endif  // ATOMIC_STATE_NO_JSON
 }  // namespace detail
-
-// ======================================================= IMPLEMENTATION ====
-
-constexpr std::string_view to_string(Step step) noexcept {
-  switch (step) {
-    case Step::none:
-      return "ok";
-    case Step::check_path:
-      return "check path";
-    case Step::create_directory:
-      return "create directory";
-    case Step::open_directory:
-      return "open directory";
-    case Step::create_temp_file:
-      return "create temp file";
-    case Step::write_data:
-      return "write data";
-    case Step::set_permissions:
-      return "set permissions";
-    case Step::sync_file:
-      return "sync file";
-    case Step::close_temp_file:
-      return "close temp file";
-    case Step::rename:
-      return "rename";
-    case Step::sync_directory:
-      return "sync directory";
-    case Step::open_file:
-      return "open file";
-    case Step::check_file:
-      return "check file";
-    case Step::read_file:
-      return "read file";
-    case Step::parse:
-      return "parse";
-    case Step::copy_aside:
-      return "copy aside";
-    case Step::serialize:
-      return "serialize";
-    case Step::remove_temp_file:
-      return "remove temp file";
-    case Step::invalid_use:
-      return "invalid use";
-  }
-  return "unknown step";
-}
-
-inline Status::Status(Step step, std::error_code code, std::string_view subject,
-                      std::string_view target, bool replaced, const char* note,
-                      std::string_view detail) noexcept
-    : step_(step == Step::none ? Step::invalid_use : step),
-      replaced_(replaced),
-      notes_{note, nullptr},
-      code_(code),
-      text_(detail::StatusText::make(subject, target, detail)) {}
-
-inline Status::Status(const Status& other) noexcept
-    : step_(other.step_),
-      replaced_(other.replaced_),
-      context_(other.context_),
-      notes_{other.notes_[0], other.notes_[1]},
-      code_(other.code_),
-      text_(detail::StatusText::share(other.text_)) {}
-
-inline Status::Status(Status&& other) noexcept
-    : step_(other.step_),
-      replaced_(other.replaced_),
-      context_(other.context_),
-      notes_{other.notes_[0], other.notes_[1]},
-      code_(other.code_),
-      text_(std::exchange(other.text_, nullptr)) {}
-
-inline Status& Status::operator=(const Status& other) noexcept {
-  if (this != &other) *this = Status(other);
-  return *this;
-}
-
-inline Status& Status::operator=(Status&& other) noexcept {
-  if (this == &other) return *this;
-  detail::StatusText::drop(std::exchange(text_, std::exchange(other.text_, nullptr)));
-  step_ = other.step_;
-  replaced_ = other.replaced_;
-  context_ = other.context_;
-  notes_[0] = other.notes_[0];
-  notes_[1] = other.notes_[1];
-  code_ = other.code_;
-  return *this;
-}
-
-inline Status Status::within(const char* context) const noexcept {
-  Status out = *this;
-  if (!ok()) out.context_ = context;
-  return out;
-}
-
-inline Status Status::with_note(const char* note) const noexcept {
-  Status out = *this;
-  if (!ok()) out.notes_[out.notes_[0] == nullptr ? 0 : 1] = note;
-  return out;
-}
-
-inline std::string Status::message() const {
-  if (ok()) return "ok";
-  std::string out;
-  if (context_ != nullptr) out.append(context_).append(": ");
-  out.append(to_string(step_));
-  const std::string_view subject = path(), file = target();
-  if (!subject.empty()) out.append(" ").append(subject);
-  if (!file.empty() && file != subject)
-    out.append(step_ == Step::rename || step_ == Step::copy_aside ? " to " : " for ").append(file);
-  out.append(": ").append(code_.message());
-  if (replaced_)
-    out.append(" (")
-        .append(file.empty() ? std::string_view("the target") : file)
-        .append(" was replaced, but the replacement is not known to be durable)");
-  for (const char* note : notes_)
-    if (note != nullptr) out.append(" (").append(note).append(")");
-  if (!detail().empty()) out.append(" (").append(detail()).append(")");
-  return out;
-}
-
-namespace detail {
-inline void print_missing_value(const Status& status) noexcept {
-  std::fputs("atomic_state: Result::value() called on a failure: ", stderr);
-  ATOMIC_STATE_DETAIL_TRY { std::fputs(status.message().c_str(), stderr); }
-  ATOMIC_STATE_DETAIL_CATCH_ALL { std::fputs(to_string(status.step()).data(), stderr); }
-  std::fputs("\n", stderr);
-}
-}  // namespace detail
-
-template <class T>
-Result<T>::Result(Status status) noexcept : status_(std::move(status)) {
-  if (status_.ok())
-    status_ = Status(Step::invalid_use, std::make_error_code(std::errc::invalid_argument), {}, {},
-                     false, "Result built from a success Status without a value");
-}
-
-// ------------------------------------------------------------------ PosixFs --
-
-inline int PosixFs::open_directory(const char* path) noexcept {
-  return detail::negative_errno(::open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-}
-
-inline int PosixFs::make_directory(const char* path, unsigned mode) noexcept {
-  return detail::negative_errno(::mkdir(path, detail::to_mode(mode)));
-}
-
-inline int PosixFs::create_file(int dir_fd, const char* name, unsigned mode) noexcept {
-  return detail::negative_errno(::openat(
-      dir_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, detail::to_mode(mode)));
-}
-
-inline int PosixFs::try_lock(int fd) noexcept {
-  return detail::negative_errno(::flock(fd, LOCK_EX | LOCK_NB));
-}
-
-inline int PosixFs::duplicate(int fd) noexcept {
-  return detail::negative_errno(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
-}
-
-inline ssize_t PosixFs::write(int fd, const void* data, std::size_t size) noexcept {
-  const ssize_t n = ::write(fd, data, size);
-  return n < 0 ? -errno : n;
-}
-
-inline int PosixFs::set_mode(int fd, unsigned mode) noexcept {
-  return detail::negative_errno(::fchmod(fd, detail::to_mode(mode)));
-}
-
-inline int PosixFs::sync_full(int fd) noexcept {
-#if defined(F_FULLFSYNC)
-  // Plain fsync on Apple systems stops at the drive's cache.
-  if (::fcntl(fd, F_FULLFSYNC) == 0) return 0;
-  if (errno != ENOTSUP && errno != EOPNOTSUPP && errno != ENOTTY && errno != EINVAL) return -errno;
-#endif
-  return detail::negative_errno(::fsync(fd));
-}
-
-inline int PosixFs::sync_data(int fd) noexcept {
-#if ATOMIC_STATE_DETAIL_HAS_FDATASYNC
-  return detail::negative_errno(::fdatasync(fd));
-#else
-  return sync_full(fd);
-#endif
-}
-
-inline int PosixFs::close(int fd) noexcept { return detail::negative_errno(::close(fd)); }
-
-inline int PosixFs::rename(int dir_fd, const char* from, const char* to) noexcept {
-  return detail::negative_errno(::renameat(dir_fd, from, dir_fd, to));
-}
-
-inline int PosixFs::unlink(int dir_fd, const char* name) noexcept {
-  return detail::negative_errno(::unlinkat(dir_fd, name, 0));
-}
-
-namespace detail {
-inline FileInfo to_file_info(const struct stat& st) noexcept {
-  FileInfo info;
-  info.type = S_ISREG(st.st_mode)    ? FileType::regular
-              : S_ISDIR(st.st_mode)  ? FileType::directory
-              : S_ISFIFO(st.st_mode) ? FileType::fifo
-              : S_ISLNK(st.st_mode)  ? FileType::symlink
-                                     : FileType::other;
-  info.size = st.st_size > 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
-  info.device = static_cast<std::uint64_t>(st.st_dev);
-  info.inode = static_cast<std::uint64_t>(st.st_ino);
-  info.links = static_cast<std::uint64_t>(st.st_nlink);
-  info.mode = static_cast<unsigned>(st.st_mode) & 07777u;
-  info.modified = static_cast<std::int64_t>(st.st_mtime);
-  return info;
-}
-
-inline int stat_result(int result, const struct stat& st, FileInfo& info) noexcept {
-  if (result != 0) return -errno;
-  info = to_file_info(st);
-  return 0;
-}
-}  // namespace detail
-
-inline int PosixFs::file_info(int fd, FileInfo& info) noexcept {
-  struct stat st;
-  const int r = ::fstat(fd, &st);
-  return detail::stat_result(r, st, info);
-}
-
-inline int PosixFs::entry_info(int dir_fd, const char* name, FileInfo& info) noexcept {
-  struct stat st;
-  const int r = ::fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW);
-  return detail::stat_result(r, st, info);
-}
-
-inline int PosixFs::open_file(int dir_fd, const char* name) noexcept {
-  return detail::negative_errno(
-      ::openat(dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
-}
-
-inline ssize_t PosixFs::read(int fd, void* data, std::size_t size) noexcept {
-  const ssize_t n = ::read(fd, data, size);
-  return n < 0 ? -errno : n;
-}
-
-inline int PosixFs::file_info_at(int dir_fd, const char* name, FileInfo& info) noexcept {
-  struct stat st;
-  const int r = ::fstatat(dir_fd, name, &st, 0);
-  return detail::stat_result(r, st, info);
-}
-
-inline int PosixFs::rename_noreplace(int dir_fd, const char* from, const char* to) noexcept {
-#if defined(RENAME_NOREPLACE)
-  if (::renameat2(dir_fd, from, dir_fd, to, RENAME_NOREPLACE) == 0) return 0;
-  if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP) return -errno;
-#elif defined(RENAME_EXCL)
-  if (::renameatx_np(dir_fd, from, dir_fd, to, RENAME_EXCL) == 0) return 0;
-  if (errno != EINVAL && errno != ENOTSUP) return -errno;
-#endif
-  // The filesystem (or system) has no exclusive rename: check, then rename.
-  struct stat st;
-  if (::fstatat(dir_fd, to, &st, AT_SYMLINK_NOFOLLOW) == 0) return -EEXIST;
-  if (errno != ENOENT) return -errno;
-  return detail::negative_errno(::renameat(dir_fd, from, dir_fd, to));
-}
-
-inline int PosixFs::list_directory(int dir_fd,
-                                   void (*on_entry)(void* context, const char* name) noexcept,
-                                   void* context) noexcept {
-  // A descriptor of its own: readdir moves the offset, and closedir closes.
-  const int own = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (own < 0) return -errno;
-  DIR* dir = ::fdopendir(own);
-  if (dir == nullptr) {
-    const int error = errno;
-    ::close(own);
-    return -error;
-  }
-  int result = 0;
-  for (;;) {
-    errno = 0;
-    const struct dirent* entry = ::readdir(dir);
-    if (entry == nullptr) {
-      if (errno != 0) result = -errno;
-      break;
-    }
-    const char* name = entry->d_name;
-    if (std::strcmp(name, ".") != 0 && std::strcmp(name, "..") != 0) on_entry(context, name);
-  }
-  ::closedir(dir);
-  return result;
-}
-
-// --------------------------------------------------------- WriteTransaction --
-
-// Takes over other's temp file and descriptors; other is left discarded.
-template <class S, class Fs>
-void WriteTransaction<S, Fs>::take(WriteTransaction& other) noexcept {
-  fs_ = other.fs_;
-  dir_fd_ = std::exchange(other.dir_fd_, -1);
-  fd_ = std::exchange(other.fd_, -1);
-  lock_fd_ = std::exchange(other.lock_fd_, -1);
-  perm_ = other.perm_;
-  phase_ = std::exchange(other.phase_, Phase::discarded);
-  commit_ = other.commit_;
-  temp_exists_ = std::exchange(other.temp_exists_, false);
-  has_dir_ = other.has_dir_;
-  dir_len_ = other.dir_len_;
-  name_len_ = other.name_len_;
-  error_ = std::move(other.error_);
-  std::memcpy(temp_, other.temp_, sizeof temp_);
-  std::memcpy(buf_, other.buf_, dir_len_ + 1 + name_len_ + 1);
-}
-
-template <class S, class Fs>
-WriteTransaction<S, Fs>::WriteTransaction(WriteTransaction&& other) noexcept : fs_(other.fs_) {
-  take(other);
-}
-
-template <class S, class Fs>
-WriteTransaction<S, Fs>& WriteTransaction<S, Fs>::operator=(WriteTransaction&& other) noexcept {
-  if (this != &other) {
-    discard();
-    take(other);
-  }
-  return *this;
-}
-
-template <class S, class Fs>
-WriteTransaction<S, Fs>::~WriteTransaction() {
-  discard();
-}
-
-template <class S, class Fs>
-std::string_view WriteTransaction<S, Fs>::temp_name() const noexcept {
-  return temp_exists_ ? std::string_view(temp_, 11) : std::string_view();
-}
-
-// The directory as messages show it; "." for a bare file name.
-template <class S, class Fs>
-std::string_view WriteTransaction<S, Fs>::dir_for_messages() const noexcept {
-  return has_dir_ ? std::string_view(dir(), dir_len_) : std::string_view(".");
-}
-
-// The directory to put before a name in messages; empty for a bare file
-// name, so that "state.json" is not shown as "./state.json".
-template <class S, class Fs>
-std::string_view WriteTransaction<S, Fs>::dir_prefix() const noexcept {
-  return has_dir_ ? std::string_view(dir(), dir_len_) : std::string_view();
-}
-
-// Closes what is open and removes the temp file; false when the temp file
-// could not be removed. Close errors are not reported: the descriptors are
-// released either way and nothing written depends on them any more. The
-// temp file goes before its lock, so no sweep can take it for stale.
-template <class S, class Fs>
-bool WriteTransaction<S, Fs>::close_and_remove_temp() noexcept {
-  bool removed = true;
-  if (fd_ >= 0) (void)fs_->close(std::exchange(fd_, -1));
-  if (temp_exists_) {
-    removed = detail::retry_interrupted([&] { return fs_->unlink(dir_fd_, temp_); }) >= 0;
-    temp_exists_ = false;
-  }
-  if (lock_fd_ >= 0) (void)fs_->close(std::exchange(lock_fd_, -1));
-  if (dir_fd_ >= 0) (void)fs_->close(std::exchange(dir_fd_, -1));
-  return removed;
-}
-
-// Ends the transaction with the failure of `step` on the path
-// subject_dir/subject_name: releases everything, then records and returns
-// the Status, which names the target too. Every failure of a save goes
-// through here, and nothing here allocates but the Status's own text.
-template <class S, class Fs>
-Status WriteTransaction<S, Fs>::fail(Step step, int neg_errno, std::string_view subject_dir,
-                                     std::string_view subject_name, const char* note) noexcept {
-  if (phase_ == Phase::open) phase_ = Phase::failed;
-  const bool temp_removed = close_and_remove_temp();
-  const bool replaced = step == Step::sync_directory && phase_ == Phase::committed;
-  detail::JoinedPath subject(subject_dir, subject_name);
-  detail::JoinedPath target(dir_prefix(), std::string_view(name(), name_len_));
-  error_ =
-      Status(step, detail::system_error(neg_errno), subject.view(), target.view(), replaced, note);
-  if (!temp_removed) error_ = error_.with_note("the temp file could not be removed");
-  return error_;
-}
-
-template <class S, class Fs>
-Status WriteTransaction<S, Fs>::fail_on_temp(Step step, int neg_errno, const char* note) noexcept {
-  return fail(step, neg_errno, dir_prefix(), std::string_view(temp_, 11), note);
-}
-
-template <class S, class Fs>
-Status WriteTransaction<S, Fs>::status_after_end() const noexcept {
-  if (!error_.ok()) return error_;
-  return Status(Step::invalid_use, std::make_error_code(std::errc::bad_file_descriptor), {}, {},
-                false,
-                phase_ == Phase::committed ? "the transaction was already committed"
-                                           : "the transaction was discarded");
-}
-
-template <class S, class Fs>
-void WriteTransaction<S, Fs>::discard() noexcept {
-  if (phase_ != Phase::open) return;
-  phase_ = Phase::discarded;
-  (void)close_and_remove_temp();
-}
-
-template <class S, class Fs>
-Status WriteTransaction<S, Fs>::open(std::string_view path, unsigned perm, Commit commit) noexcept {
-  const auto invalid = [&](std::errc code, const char* why) {
-    phase_ = Phase::failed;
-    error_ = Status(Step::check_path, std::make_error_code(code), path, path, false, why);
-    return error_;
-  };
-  if (perm > 07777) return invalid(std::errc::invalid_argument, "mode above 07777");
-  if (path.empty()) return invalid(std::errc::invalid_argument, "empty path");
-  std::errc unusable{};
-  if (const char* why = detail::path_problem(path, unusable)) return invalid(unusable, why);
-  const std::size_t slash = path.rfind('/');
-  const std::string_view base = slash == std::string_view::npos ? path : path.substr(slash + 1);
-  if (base.empty() || base == "." || base == "..")
-    return invalid(std::errc::is_a_directory, "the path names a directory");
-  // Caught here rather than at the rename, after every byte was written.
-  if (base.size() > ATOMIC_STATE_NAME_MAX)
-    return invalid(std::errc::filename_too_long, "file name too long");
-
-  std::string_view parent = ".";
-  has_dir_ = slash != std::string_view::npos;
-  if (has_dir_) {
-    parent = path.substr(0, slash);
-    while (parent.size() > 1 && parent.back() == '/') parent.remove_suffix(1);
-    if (parent.empty()) parent = "/";
-  }
-  perm_ = perm;
-  commit_ = commit;
-  dir_len_ = parent.size();
-  name_len_ = base.size();
-  std::memcpy(buf_, parent.data(), dir_len_);
-  buf_[dir_len_] = '\0';
-  std::memcpy(buf_ + dir_len_ + 1, base.data(), name_len_);
-  buf_[dir_len_ + 1 + name_len_] = '\0';
-
-  dir_fd_ = detail::retry_interrupted([&] { return fs_->open_directory(dir()); });
-  if (dir_fd_ == -ENOENT) {
-    dir_fd_ = -1;
-    if (Status made = make_parent_directories(); !made) return made;
-    dir_fd_ = detail::retry_interrupted([&] { return fs_->open_directory(dir()); });
-  }
-  if (dir_fd_ < 0)
-    return fail(Step::open_directory, std::exchange(dir_fd_, -1), dir_for_messages());
-  if (Status usable = check_target(); !usable) return usable;
-  return create_temp_file();
-}
-
-// Refuses, before a byte is written, a target the rename could not replace
-// (a directory) or must not (a FIFO, socket or device: replacing one with a
-// regular file breaks whoever uses it). A symlink is replaced, not followed.
-template <class S, class Fs>
-Status WriteTransaction<S, Fs>::check_target() noexcept {
-  FileInfo info;
-  const int r = detail::retry_interrupted([&] { return fs_->entry_info(dir_fd_, name(), info); });
-  if (r == -ENOENT) return {};
-  const std::string_view target(name(), name_len_);
-  if (r < 0) return fail(Step::check_path, r, dir_prefix(), target);
-  if (info.type == FileType::directory)
-    return fail(Step::check_path, -EISDIR, dir_prefix(), target, "the target is a directory");
-  if (info.type == FileType::fifo || info.type == FileType::other)
-    return fail(Step::check_path, -EINVAL, dir_prefix(), target,
-                info.type == FileType::fifo
-                    ? "the target is a FIFO, not a regular file"
-                    : "the target is a device or socket, not a regular file");
-  return {};
-}
-
-// mkdir -p of dir(): walks up to the deepest existing ancestor, then creates
-// each missing level downward, syncing the directory that gained an entry so
-// that a first save into a new tree is as durable as any other.
-template <class S, class Fs>
-Status WriteTransaction<S, Fs>::make_parent_directories() noexcept {
-  const char* const path = buf_;  // dir() is NUL-terminated at dir_len_
-  std::size_t end = dir_len_;
-  const auto make = [&](std::size_t at) {
-    return on_prefix(at, [&](const char* level) {
-      return detail::retry_interrupted([&] { return fs_->make_directory(level, 0755); });
-    });
-  };
-
-  // Upward: find the first level that exists or can be created.
-  std::size_t levels_missing = 0;
-  for (;;) {
-    const int r = make(end);
-    if (r == 0) {
-      if (Status made = make_directory_level(end); !made) return made;
-      break;
-    }
-    if (r == -EEXIST) break;
-    if (r != -ENOENT) return fail(Step::create_directory, r, std::string_view(path, end));
-    const std::size_t up = parent_end(end);
-    if (up == 0) return fail(Step::create_directory, r, std::string_view(path, end));
-    end = up;
-    ++levels_missing;
-  }
-  // Downward: create each level below the one found.
-  while (levels_missing-- > 0) {
-    std::size_t next = end;
-    while (next < dir_len_ && path[next] == '/') ++next;
-    while (next < dir_len_ && path[next] != '/') ++next;
-    end = next;
-    const int r = make(end);
-    if (r == -EEXIST) continue;  // another process was quicker: fine
-    if (r != 0) return fail(Step::create_directory, r, std::string_view(path, end));
-    if (Status made = make_directory_level(end); !made) return made;
-  }
-  return {};
-}
-
-// Finishes a level of dir() just created: gives it owner write and search
-// if the umask took them (as mkdir -p does, or the next level and the temp
-// file could not be created in it), then syncs its parent.
-template <class S, class Fs>
-Status WriteTransaction<S, Fs>::make_directory_level(std::size_t end) noexcept {
-  const std::string_view level(buf_, end);
-  FileInfo info;
-  int r = on_prefix(end, [&](const char* path) {
-    return detail::retry_interrupted([&] { return fs_->entry_info(AT_FDCWD, path, info); });
-  });
-  if (r >= 0 && (info.mode & 0300u) != 0300u) {
-    r = on_prefix(end, [&](const char* path) {
-      return detail::retry_interrupted([&] { return fs_->open_directory(path); });
-    });
-    if (r >= 0) {
-      const int fd = r;
-      r = detail::retry_interrupted([&] { return fs_->set_mode(fd, info.mode | 0300u); });
-      (void)fs_->close(fd);
-    }
-  }
-  if (r < 0) return fail(Step::create_directory, r, level);
-  return sync_parent_of(end);
-}
-
-// End of the level above the one of dir() ending at `end`; 0 when that level
-// is the root or the working directory, which cannot be missing.
-template <class S, class Fs>
-std::size_t WriteTransaction<S, Fs>::parent_end(std::size_t end) const noexcept {
-  std::size_t i = end;
-  while (i > 0 && buf_[i - 1] != '/') --i;  // back over the last name
-  while (i > 0 && buf_[i - 1] == '/') --i;  // back over its separators
-  return i;
-}
-
-// Calls call(path) with dir() cut short at `end`: buf_ is NUL-terminated
-// there for the call and restored after it.
-template <class S, class Fs>
-template <class Call>
-int WriteTransaction<S, Fs>::on_prefix(std::size_t end, Call&& call) noexcept {
-  const char saved = buf_[end];
-  buf_[end] = '\0';
-  const int r = call(static_cast<const char*>(buf_));
-  buf_[end] = saved;
-  return r;
-}
-
-// Syncs the directory holding the level of dir() that ends at `end`.
-template <class S, class Fs>
-Status WriteTransaction<S, Fs>::sync_parent_of(std::size_t end) noexcept {
-  if constexpr (!S::directory) {
-    (void)end;
-    return {};
-  } else {
-    std::size_t stop = parent_end(end);
-    if (stop == 0 && buf_[0] == '/') stop = 1;  // the root is "/", not ""
-    const bool relative = stop == 0;
-    const auto sync_directory = [&](const char* parent) {
-      int r = detail::retry_interrupted([&] { return fs_->open_directory(parent); });
-      if (r >= 0) {
-        const int fd = r;
-        r = detail::retry_interrupted([&] { return fs_->sync_full(fd); });
-        (void)fs_->close(fd);  // read-only descriptor: nothing to lose
-      }
-      return r;
-    };
-    const int r = relative ? sync_directory(".") : on_prefix(stop, sync_directory);
-    if (r >= 0) return {};
-    return fail(Step::sync_directory, r,
-                relative ? std::string_view(".") : std::string_view(buf_, stop));
-  }
-}
-
-// Creates the temp file under a fresh name and claims it. A name that is
-// taken, or a file a sweep got hold of first, costs one more name.
-template <class S, class Fs>
-Status WriteTransaction<S, Fs>::create_temp_file() noexcept {
-  int r = -EEXIST;
-  for (int attempt = 0; attempt < ATOMIC_STATE_TEMP_NAME_ATTEMPTS && r == -EEXIST; ++attempt) {
-    detail::make_temp_name(temp_);
-    r = detail::retry_interrupted([&] { return fs_->create_file(dir_fd_, temp_, 0600); });
-    if (r >= 0) r = claim_temp_file(r);
-  }
-  if (r < 0)
-    return fail_on_temp(Step::create_temp_file, r,
-                        r == -EEXIST ? "every temp name tried was taken" : nullptr);
-  temp_exists_ = true;
-  return {};
-}
-
-// Locks the new temp file `fd`, so that no sweep takes it for the leftover
-// of a killed save; the kernel drops the lock when this process dies. The
-// file is 0600, so only its owner and root can open it to lock it at all,
-// and nothing here ever waits for a lock. A sweep may have locked and
-// removed the file between its creation and this lock: then it has no link
-// left, and the name is given up (-EEXIST asks for another). A filesystem
-// without locks only costs the protection.
-template <class S, class Fs>
-int WriteTransaction<S, Fs>::claim_temp_file(int fd) noexcept {
-  const int locked = detail::retry_interrupted([&] { return fs_->try_lock(fd); });
-  FileInfo info;
-  const bool swept =
-      locked == -EWOULDBLOCK || locked == -EAGAIN ||
-      (locked >= 0 && detail::retry_interrupted([&] { return fs_->file_info(fd, info); }) >= 0 &&
-       info.links == 0);
-  if (!swept) {
-    fd_ = fd;
-    return 0;
-  }
-  (void)fs_->close(fd);  // the sweep that holds it removes it
-  return -EEXIST;
-}
-
-template <class S, class Fs>
-Status WriteTransaction<S, Fs>::write(std::string_view data) noexcept {
-  if (phase_ != Phase::open) return status_after_end();
-  bool stalled = false;
-  const int r = detail::write_all(*fs_, fd_, data.data(), data.size(), stalled);
-  if (r < 0)
-    return fail_on_temp(Step::write_data, r,
-                        stalled ? "the write kept returning 0 bytes" : nullptr);
-  return {};
-}
-
-template <class S, class Fs>
-Status WriteTransaction<S, Fs>::commit() noexcept {
-  if (phase_ != Phase::open) return status_after_end();
-  const int fd = fd_;
-  // The mode is set before the sync so that the sync covers it too.
-  int r = detail::retry_interrupted([&] { return fs_->set_mode(fd, perm_); });
-  if (r < 0) return fail_on_temp(Step::set_permissions, r);
-
-  // A failed sync is never retried: after a writeback error the kernel may
-  // already have dropped the dirty pages, so a second sync would "succeed".
-  if constexpr (S::file == SyncLevel::full)
-    r = detail::retry_interrupted([&] { return fs_->sync_full(fd); });
-  else if constexpr (S::file == SyncLevel::data)
-    r = detail::retry_interrupted([&] { return fs_->sync_data(fd); });
-  if (r < 0) return fail_on_temp(Step::sync_file, r);
-
-  // The temp file's lock lives as long as one descriptor of it: a second
-  // one keeps it from the close below to the rename, when the file stops
-  // being a temp file. Without it the save goes on, unprotected.
-  lock_fd_ = detail::retry_interrupted([&] { return fs_->duplicate(fd); });
-  if (lock_fd_ < 0) lock_fd_ = -1;
-
-  // close() is never retried: the descriptor is gone even when it fails,
-  // and EINTR loses nothing once the data has been handed over. Checked,
-  // because some filesystems (NFS) report write errors only here.
-  r = fs_->close(std::exchange(fd_, -1));
-  if (r < 0 && r != -EINTR) return fail_on_temp(Step::close_temp_file, r);
-
-  r = detail::retry_interrupted([&] {
-    return commit_ == Commit::replace ? fs_->rename(dir_fd_, temp_, name())
-                                      : fs_->rename_noreplace(dir_fd_, temp_, name());
-  });
-  if (r < 0) return fail_on_temp(Step::rename, r);
-  temp_exists_ = false;
-  phase_ = Phase::committed;
-
-  if constexpr (S::directory) {
-    const int dir_fd = dir_fd_;
-    r = detail::retry_interrupted([&] { return fs_->sync_full(dir_fd); });
-    if (r < 0) return fail(Step::sync_directory, r, dir_for_messages());
-  }
-  (void)close_and_remove_temp();
-  return {};
-}
-
-// ------------------------------------------------------------- AtomicWriter --
-
-template <class S, class Fs>
-Result<typename AtomicWriter<S, Fs>::Transaction> AtomicWriter<S, Fs>::begin(
-    PathView path, unsigned perm) & noexcept {
-  Transaction transaction(fs_);
-  if (Status opened = transaction.open(path.text(), perm, Transaction::Commit::replace); !opened)
-    return opened;
-  return Result<Transaction>(std::move(transaction));
-}
-
-namespace detail {
-template <class Transaction>
-Status write_whole(Transaction& transaction, std::string_view data) noexcept {
-  if (Status written = transaction.write(data); !written) return written;
-  return transaction.commit();
-}
-}  // namespace detail
-
-template <class S, class Fs>
-Status AtomicWriter<S, Fs>::write(PathView path, std::string_view data, unsigned perm) noexcept {
-  Transaction transaction(fs_);
-  if (Status opened = transaction.open(path.text(), perm, Transaction::Commit::replace); !opened)
-    return opened;
-  return detail::write_whole(transaction, data);
-}
-
-template <class S, class Fs>
-Status AtomicWriter<S, Fs>::write_new(PathView path, std::string_view data,
-                                      unsigned perm) noexcept {
-  Transaction transaction(fs_);
-  if (Status opened = transaction.open(path.text(), perm, Transaction::Commit::no_replace); !opened)
-    return opened;
-  return detail::write_whole(transaction, data);
-}
-
-// ---------------------------------------------------------------- the sweep --
-
-namespace detail {
-
-// The names make_temp_name draws: ".tmp-" and six of [0-9A-Za-z].
-inline bool is_temp_name(const char* name) noexcept {
-  if (std::strncmp(name, ".tmp-", 5) != 0) return false;
-  for (int i = 5; i < 11; ++i) {
-    const char c = name[i];  // not isalnum: the locale must not widen the set
-    if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'))) return false;
-  }
-  return name[11] == '\0';
-}
-
-// One pass over a directory, examining each entry as the listing meets
-// it, so that the pass is bounded by the directory's size and holds
-// nothing between entries.
-template <class Fs>
-class TempSweeper {
- public:
-  TempSweeper(Fs& fs, int dir_fd, std::string_view dir) noexcept
-      : fs_(fs), dir_fd_(dir_fd), dir_(dir) {}
-
-  Result<TempSweep> run() noexcept {
-    const int listed =
-        retry_interrupted([&] { return fs_.list_directory(dir_fd_, &TempSweeper::visit, this); });
-    if (listed < 0) return Status(Step::remove_temp_file, system_error(listed), dir_);
-    if (!failure_.ok()) return failure_;
-    return sweep_;
-  }
-
- private:
-  static void visit(void* self, const char* name) noexcept {
-    if (is_temp_name(name)) static_cast<TempSweeper*>(self)->examine(name);
-  }
-
-  // Removes `name` only while holding its lock, and only if the name still
-  // leads to the file locked: a live save holds its own temp file's lock
-  // from its creation to its rename.
-  void examine(const char* name) noexcept {
-    FileInfo listed;
-    int r = retry_interrupted([&] { return fs_.entry_info(dir_fd_, name, listed); });
-    if (r == -ENOENT) return;  // committed or removed meanwhile
-    if (r < 0) return note(r, name);
-    if (listed.type != FileType::regular) {
-      ++sweep_.not_regular;
-      return;
-    }
-    const int fd = retry_interrupted([&] { return fs_.open_file(dir_fd_, name); });
-    if (fd == -ENOENT) return;
-    if (fd < 0) return note(fd, name);
-    FileInfo opened, now;
-    r = retry_interrupted([&] { return fs_.file_info(fd, opened); });
-    if (r >= 0 && same_file(opened, listed)) {
-      r = retry_interrupted([&] { return fs_.try_lock(fd); });
-      if (r < 0) {
-        ++sweep_.in_use;  // a live save (or a filesystem without locks)
-        r = 0;
-      } else if (retry_interrupted([&] { return fs_.entry_info(dir_fd_, name, now); }) >= 0 &&
-                 same_file(now, opened)) {
-        r = retry_interrupted([&] { return fs_.unlink(dir_fd_, name); });
-        if (r >= 0) ++sweep_.removed;
-      }
-    }
-    (void)fs_.close(fd);  // after the unlink: the lock guards it to the end
-    if (r < 0 && r != -ENOENT) note(r, name);
-  }
-
-  static bool same_file(const FileInfo& a, const FileInfo& b) noexcept {
-    return a.device == b.device && a.inode == b.inode;
-  }
-
-  // The first failure is the one reported; the pass goes on regardless.
-  void note(int neg_errno, const char* name) noexcept {
-    if (!failure_.ok()) return;
-    JoinedPath path(dir_, name);
-    failure_ = Status(Step::remove_temp_file, system_error(neg_errno), path.view());
-  }
-
-  Fs& fs_;
-  int dir_fd_;
-  std::string_view dir_;
-  TempSweep sweep_;
-  Status failure_;
-};
-
-template <class Fs>
-Result<TempSweep> sweep_temp_files(Fs& fs, int dir_fd, std::string_view dir) noexcept {
-  return TempSweeper<Fs>(fs, dir_fd, dir).run();
-}
-
-}  // namespace detail
-
-template <class S, class Fs>
-Result<TempSweep> AtomicWriter<S, Fs>::remove_stale_temp_files(PathView dir) noexcept {
-  static_assert(is_state_filesystem_v<Fs>,
-                "remove_stale_temp_files needs the Fs calls open_file and list_directory "
-                "(see PosixFs)");
-  const detail::DirectoryPath path(dir.text());
-  if (!path.ok()) return path.problem(Step::check_path);
-  const int dir_fd = detail::retry_interrupted([&] { return fs_.open_directory(path.c_str()); });
-  // No directory, no temp files; whatever comes next says why.
-  if (dir_fd == -ENOENT || dir_fd == -ENOTDIR) return TempSweep{};
-  if (dir_fd < 0) return Status(Step::open_directory, detail::system_error(dir_fd), path.view());
-  Result<TempSweep> swept = detail::sweep_temp_files(fs_, dir_fd, path.view());
-  (void)fs_.close(dir_fd);
-  return swept;
-}
-
-inline Status write_atomic(PathView path, std::string_view data, unsigned perm) noexcept {
-  return AtomicWriter<>{}.write(path, data, perm);
-}
-
-// ------------------------------------------------------------------ logging --
-
-constexpr std::string_view to_string(Level level) noexcept {
-  switch (level) {
-    case Level::debug:
-      return "debug";
-    case Level::info:
-      return "info";
-    case Level::warn:
-      return "warn";
-    case Level::error:
-      return "error";
-  }
-  return "unknown";
-}
-
-inline const Field* Fields::find(std::string_view key) const noexcept {
-  for (const Field& field : *this)
-    if (field.key == key) return &field;
-  return nullptr;
-}
-
-inline void LogfmtLogger::log(Level level, std::string_view message, Fields fields) noexcept {
-  if (level < min_level()) return;
-  detail::TextBuffer<512> line;
-  bool complete = line.append("level=") && line.append(to_string(level)) && line.append(" msg=") &&
-                  detail::append_logfmt_text(line, message);
-  for (const Field& field : fields)
-    complete = complete && line.append(" ") && detail::append_logfmt_key(line, field.key) &&
-               line.append("=") && detail::append_logfmt_value(line, field.value);
-  if (!complete || !line.append("\n")) return;  // out of memory: drop the record
-  const std::lock_guard<std::mutex> lock(mutex_);
-  ATOMIC_STATE_DETAIL_TRY {
-    out_->clear();  // a line lost before must not silence every line after it
-    out_->write(line.view().data(), static_cast<std::streamsize>(line.view().size()));
-    out_->flush();
-  }
-  ATOMIC_STATE_DETAIL_CATCH_ALL {}  // a stream set to throw must not end the save
-}
-
-inline bool append_logfmt_fields(std::string& out, Fields fields) noexcept {
-  detail::StringOut text{out};
-  for (const Field& field : fields)
-    if (!text.append(" ") || !detail::append_logfmt_key(text, field.key) || !text.append("=") ||
-        !detail::append_logfmt_value(text, field.value))
-      return false;
-  return true;
-}
-
-inline bool append_logfmt_text(std::string& out, std::string_view text) noexcept {
-  detail::StringOut to{out};
-  return detail::append_logfmt_text(to, text);
-}
-
-inline std::string to_rfc3339(std::int64_t unix_seconds) {
-  char text[40];
-  return std::string(text, detail::format_rfc3339(unix_seconds, text));
-}
-
-#ifndef ATOMIC_STATE_NO_JSON
-// --------------------------------------------------------------------- JSON --
 
 inline Result<boost::json::value> parse_json(std::string_view text,
                                              boost::json::storage_ptr sp) noexcept {
@@ -2940,82 +3028,212 @@ inline Status format_json(const boost::json::value& value, std::string& out) noe
                 nullptr, why.view());
 }
 
-// -------------------------------------------------------------------- State --
-
-inline bool operator==(const State& a, const State& b) noexcept {
-  return a.oracle_name == b.oracle_name && a.last_updated == b.last_updated &&
-         a.last_updated_iso == b.last_updated_iso &&
-         a.last_protocol_count == b.last_protocol_count && a.last_tvs == b.last_tvs &&
-         a.snapshot_count == b.snapshot_count && a.oldest_snapshot == b.oldest_snapshot &&
-         a.newest_snapshot == b.newest_snapshot;
-}
+// ------------------------------------------------------------- field tables --
 
 namespace detail {
 
-// Why a State could not be printed: the key and the reason, as JsonPrinter
-// names them; both null when only memory ran out.
-struct StateRefusal {
-  const char* key = nullptr;
+// Calls visit(field) for each row of S's field table, in order.
+template <class S, class Visit>
+void for_each_field(Visit&& visit) noexcept(noexcept(visit(std::get<0>(S::state_fields())))) {
+  std::apply([&](const auto&... field) { (visit(field), ...); }, S::state_fields());
+}
+template <class S>
+inline constexpr std::size_t field_count_v = std::tuple_size_v<decltype(S::state_fields())>;
+
+// Why a field's value cannot be written as JSON that reads back the same,
+// or null; the rest of unwritable() is beside JsonPrinter.
+inline const char* unwritable(const std::string& s) noexcept {
+  return unwritable(std::string_view(s));
+}
+inline const char* unwritable(std::int64_t) noexcept { return nullptr; }
+inline const char* unwritable(std::uint64_t) noexcept { return nullptr; }
+inline const char* unwritable(bool) noexcept { return nullptr; }
+
+template <class Out>
+bool print_field_value(Out& out, const std::string& s) noexcept {
+  return out.append("\"") && append_json_escaped(out, s) && out.append("\"");
+}
+template <class Out>
+bool print_field_value(Out& out, std::int64_t v) noexcept {
+  char number[40];
+  return out.append(std::string_view(number, format_int(v, number)));
+}
+template <class Out>
+bool print_field_value(Out& out, std::uint64_t v) noexcept {
+  char number[40];
+  return out.append(std::string_view(number, format_uint(v, number)));
+}
+template <class Out>
+bool print_field_value(Out& out, double v) noexcept {
+  char number[40];
+  return out.append(std::string_view(number, format_double(v, number)));
+}
+template <class Out>
+bool print_field_value(Out& out, bool v) noexcept {
+  return out.append(v ? "true" : "false");
+}
+
+// Why a state could not be printed: the field and the reason, as
+// JsonPrinter names them; both null when only memory ran out.
+struct FieldRefusal {
+  const char* name = nullptr;
   const char* reason = nullptr;
 };
 
-// A State printed field by field, byte for byte as JsonPrinter prints
+// A state printed from its table, byte for byte as JsonPrinter prints
 // value_from(state), without building the value first: the save path of
 // every collector, so it allocates nothing and does half the work.
-template <class Out>
-bool print_state(const State& s, Out& out, StateRefusal& refusal) noexcept {
-  char number[40];
-  bool first = true;
-  const auto key = [&](const char* name) {
-    const bool ok =
-        out.append(first ? "{\n  \"" : ",\n  \"") && out.append(name) && out.append("\": ");
+template <class S, class Out>
+bool print_fields(const S& s, Out& out, FieldRefusal& refusal) noexcept {
+  bool ok = true, first = true;
+  for_each_field<S>([&](const auto& field) noexcept {
+    if (!ok) return;
+    const auto& value = s.*(field.member);
+    if (const char* why = unwritable(value)) {
+      refusal = {field.name, why};
+      ok = false;
+      return;
+    }
+    ok = out.append(first ? "{\n  \"" : ",\n  \"") && append_json_escaped(out, field.name) &&
+         out.append("\": ") && print_field_value(out, value);
     first = false;
-    return ok;
-  };
-  const auto integer = [&](const char* name, std::int64_t v) {
-    return key(name) && out.append(std::string_view(number, format_int(v, number)));
-  };
-  const auto refuse = [&](const char* name, const char* why) {
-    refusal = {name, why};
+  });
+  return ok && out.append(first ? "{}\n" : "\n}\n");
+}
+
+/// Why a JSON value is not a state: the key and what is wrong with it.
+struct StateProblem {
+  std::string_view key;
+  const char* reason = nullptr;
+  boost::json::error code = boost::json::error::not_object;
+};
+
+inline const boost::json::value* member_of(const boost::json::object& o,
+                                           std::string_view key) noexcept {
+  const boost::json::value* v = o.if_contains(boost::json::string_view(key.data(), key.size()));
+  return v != nullptr && !v->is_null() ? v : nullptr;  // null reads as missing
+}
+
+// The reading rules, one per kind of member: a missing or null key leaves
+// the zero value; a value of the wrong kind is a problem naming the key.
+inline bool read_field_value(const boost::json::value& v, std::string& out, const char*& why,
+                             boost::json::error& code) {
+  const boost::json::string* s = v.if_string();
+  if (s == nullptr) {
+    why = "expected a string";
+    code = boost::json::error::not_string;
     return false;
-  };
-  const auto text = [&](const char* name, const std::string& v) {
-    if (const char* why = unwritable(std::string_view(v))) return refuse(name, why);
-    return key(name) && out.append("\"") && append_json_escaped(out, v) && out.append("\"");
-  };
-  const auto real = [&](const char* name, double v) {
-    if (const char* why = unwritable(v)) return refuse(name, why);
-    return key(name) && out.append(std::string_view(number, format_double(v, number)));
-  };
-  return text("oracle_name", s.oracle_name) && integer("last_updated", s.last_updated) &&
-         text("last_updated_iso", s.last_updated_iso) &&
-         integer("last_protocol_count", s.last_protocol_count) && real("last_tvs", s.last_tvs) &&
-         integer("snapshot_count", s.snapshot_count) &&
-         integer("oldest_snapshot", s.oldest_snapshot) &&
-         integer("newest_snapshot", s.newest_snapshot) && out.append("\n}\n");
+  }
+  out.assign(s->data(), s->size());
+  return true;
 }
 
-}  // namespace detail
+inline bool read_field_value(const boost::json::value& v, std::int64_t& out, const char*& why,
+                             boost::json::error& code) noexcept {
+  if (const std::int64_t* i = v.if_int64()) {
+    out = *i;
+    return true;
+  }
+  const std::uint64_t* u = v.if_uint64();
+  if (u != nullptr && *u <= static_cast<std::uint64_t>(INT64_MAX)) {
+    out = static_cast<std::int64_t>(*u);
+    return true;
+  }
+  why = u != nullptr ? "integer out of range" : "expected an integer";
+  code = u != nullptr || v.is_double() ? boost::json::error::not_exact
+                                       : boost::json::error::not_number;
+  return false;
+}
 
-inline void tag_invoke(boost::json::value_from_tag, boost::json::value& jv, const State& state) {
+inline bool read_field_value(const boost::json::value& v, std::uint64_t& out, const char*& why,
+                             boost::json::error& code) noexcept {
+  if (const std::uint64_t* u = v.if_uint64()) {
+    out = *u;
+    return true;
+  }
+  const std::int64_t* i = v.if_int64();
+  if (i != nullptr && *i >= 0) {
+    out = static_cast<std::uint64_t>(*i);
+    return true;
+  }
+  why = i != nullptr ? "integer out of range" : "expected an integer";
+  code = i != nullptr || v.is_double() ? boost::json::error::not_exact
+                                       : boost::json::error::not_number;
+  return false;
+}
+
+inline bool read_field_value(const boost::json::value& v, double& out, const char*& why,
+                             boost::json::error& code) noexcept {
+  if (const double* d = v.if_double()) {
+    if (!std::isfinite(*d)) {
+      why = "not a finite number";
+      code = boost::json::error::not_number;
+      return false;
+    }
+    out = *d;
+  } else if (const std::int64_t* i = v.if_int64()) {
+    out = static_cast<double>(*i);  // the Go service wrote whole doubles so
+  } else if (const std::uint64_t* u = v.if_uint64()) {
+    out = static_cast<double>(*u);
+  } else {
+    why = "expected a number";
+    code = boost::json::error::not_number;
+    return false;
+  }
+  return true;
+}
+
+inline bool read_field_value(const boost::json::value& v, bool& out, const char*& why,
+                             boost::json::error& code) noexcept {
+  if (const bool* b = v.if_bool()) {
+    out = *b;
+    return true;
+  }
+  why = "expected true or false";
+  code = boost::json::error::not_bool;
+  return false;
+}
+
+/// Reads a state of a table type from `jv`. May throw std::bad_alloc.
+template <class S>
+bool read_fields(const boost::json::value& jv, S& out, StateProblem& problem) {
+  const boost::json::object* o = jv.if_object();
+  if (o == nullptr) {
+    problem = {{}, "expected an object", boost::json::error::not_object};
+    return false;
+  }
+  bool ok = true;
+  for_each_field<S>([&](const auto& field) {
+    const boost::json::value* v = ok ? member_of(*o, field.name) : nullptr;
+    if (v != nullptr && !read_field_value(*v, out.*(field.member), problem.reason, problem.code)) {
+      problem.key = field.name;
+      ok = false;
+    }
+  });
+  return ok;
+}
+
+template <class S>
+bool fields_equal(const S& a, const S& b) noexcept {
+  bool equal = true;
+  for_each_field<S>(
+      [&](const auto& field) noexcept { equal = equal && a.*(field.member) == b.*(field.member); });
+  return equal;
+}
+
+template <class S>
+void fields_to_value(boost::json::value& jv, const S& s) {
   boost::json::object& o = jv.emplace_object();
-  o.reserve(8);
-  o.emplace("oracle_name", state.oracle_name);
-  o.emplace("last_updated", state.last_updated);
-  o.emplace("last_updated_iso", state.last_updated_iso);
-  o.emplace("last_protocol_count", state.last_protocol_count);
-  o.emplace("last_tvs", state.last_tvs);
-  o.emplace("snapshot_count", state.snapshot_count);
-  o.emplace("oldest_snapshot", state.oldest_snapshot);
-  o.emplace("newest_snapshot", state.newest_snapshot);
+  o.reserve(field_count_v<S>);
+  for_each_field<S>([&](const auto& field) { o.emplace(field.name, s.*(field.member)); });
 }
 
-inline boost::json::result<State> tag_invoke(boost::json::try_value_to_tag<State>,
-                                             const boost::json::value& jv) noexcept {
-  State state;
-  detail::StateProblem problem;
+template <class S>
+boost::json::result<S> fields_from_value(const boost::json::value& jv) noexcept {
+  S state;
+  StateProblem problem;
   ATOMIC_STATE_DETAIL_TRY {
-    if (detail::decode_state(jv, state, problem)) return state;
+    if (read_fields(jv, state, problem)) return state;
     return boost::json::make_error_code(problem.code);
   }
   ATOMIC_STATE_DETAIL_CATCH_ALL {
@@ -3023,29 +3241,229 @@ inline boost::json::result<State> tag_invoke(boost::json::try_value_to_tag<State
   }
 }
 
+// The fields of a "state loaded" or "state saved" record of a table type:
+// `lead` (the path), then each field the table logs there, under its key.
+template <class S>
+class LoggedFields {
+ public:
+  enum class Record : unsigned char { loaded, saved };
+  LoggedFields(const S& s, Record record, std::initializer_list<Field> lead) noexcept {
+    for (const Field& field : lead) fields_[size_++] = field;
+    for_each_field<S>([&](const auto& field) noexcept {
+      const char* key = record == Record::loaded ? field.loaded_as : field.saved_as;
+      if (key != nullptr) fields_[size_++] = Field(key, s.*(field.member));
+    });
+  }
+  Fields view() const noexcept { return Fields(fields_.data(), size_); }
+
+ private:
+  std::array<Field, field_count_v<S> + 1> fields_{};
+  std::size_t size_ = 0;
+};
+
+}  // namespace detail
+
+// -------------------------------------------------------------------- State --
+
+inline bool operator==(const State& a, const State& b) noexcept {
+  return detail::fields_equal(a, b);
+}
+
+inline void tag_invoke(boost::json::value_from_tag, boost::json::value& jv, const State& state) {
+  detail::fields_to_value(jv, state);
+}
+
+inline boost::json::result<State> tag_invoke(boost::json::try_value_to_tag<State>,
+                                             const boost::json::value& jv) noexcept {
+  return detail::fields_from_value<State>(jv);
+}
+
+namespace detail {
+// An integer as int64: one beyond its range is the nearest end of it.
+template <class Int>
+std::int64_t saturated_int64(Int v) noexcept {
+  if constexpr (std::is_signed_v<Int>)
+    return static_cast<std::int64_t>(v);  // every signed type fits (int64 is the widest)
+  else
+    return v > static_cast<std::uint64_t>(INT64_MAX) ? INT64_MAX : static_cast<std::int64_t>(v);
+}
+}  // namespace detail
+
+template <class Timestamps>
+State update_state(std::string_view oracle_name, std::int64_t timestamp,
+                   std::int64_t protocol_count, double tvs, const Timestamps& snapshot_timestamps) {
+  using Element = std::decay_t<decltype(*std::begin(snapshot_timestamps))>;
+  static_assert(std::is_integral_v<Element> && !std::is_same_v<Element, bool>,
+                "update_state: snapshot timestamps are whole unix seconds, of an integer type");
+  State next;
+  next.oracle_name.assign(oracle_name.data(), oracle_name.size());
+  next.last_updated = timestamp;
+  next.last_updated_iso = to_rfc3339(timestamp);
+  next.last_protocol_count = protocol_count;
+  next.last_tvs = tvs;
+  for (const auto& t : snapshot_timestamps) {
+    const std::int64_t ts = detail::saturated_int64(t);
+    if (next.snapshot_count == 0 || ts < next.oldest_snapshot) next.oldest_snapshot = ts;
+    if (next.snapshot_count == 0 || ts > next.newest_snapshot) next.newest_snapshot = ts;
+    ++next.snapshot_count;
+  }
+  return next;
+}
+
 // ------------------------------------------------------------- StateManager --
 
-template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
-StateManager<L, S, W>::StateManager(std::filesystem::path output_dir, L logger)
-    : StateManager(std::move(output_dir), static_cast<L&&>(logger), W()) {}
+namespace detail {
 
-template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
-StateManager<L, S, W>::StateManager(std::filesystem::path output_dir, L logger, W writer)
+// Whether T has a conversion of its own for try_value_to (one that reports
+// errors instead of throwing them).
+template <class T, class = void>
+struct has_try_value_to : std::false_type {};
+template <class T>
+struct has_try_value_to<
+    T, std::void_t<decltype(tag_invoke(boost::json::try_value_to_tag<T>(),
+                                       std::declval<const boost::json::value&>()))>>
+    : std::true_type {};
+template <class T>
+inline constexpr bool has_try_value_to_v = has_try_value_to<T>::value;
+
+// How StateManager writes, reads and logs a state type: from its field
+// table when it has one (below), else through its Boost.JSON conversions.
+template <class S, bool = has_state_fields_v<S>>
+struct StateCodec {
+  // Into `text`; a refusal is Step::serialize with its detail in `why`.
+  template <class Text, class Why>
+  static int print(const S& state, Text& text, Why& why) noexcept {
+    ATOMIC_STATE_DETAIL_TRY {
+      // Through Boost.JSON, on a stack arena: nothing of it outlives this.
+      unsigned char arena[2048];
+      boost::json::monotonic_resource resource(arena, sizeof arena);
+      const boost::json::value jv =
+          boost::json::value_from(state, boost::json::storage_ptr(&resource));
+      JsonPrinter<Text> printer(text);
+      if (printer.print(jv)) return 0;
+      if (printer.out_of_memory() || !printer.describe_problem(why)) return -ENOMEM;
+      return -EINVAL;
+    }
+    ATOMIC_STATE_DETAIL_CATCH(std::bad_alloc, no_memory) { return -ENOMEM; }
+    ATOMIC_STATE_DETAIL_CATCH(std::exception, error) {
+      return why.append("the state type's conversion to JSON threw: ") && why.append(error.what())
+                 ? -EINVAL
+                 : -ENOMEM;
+    }
+    ATOMIC_STATE_DETAIL_CATCH_ALL {
+      return why.append("the state type's conversion to JSON threw") ? -EINVAL : -ENOMEM;
+    }
+  }
+
+  template <class Problem>
+  static Decoded read(std::string_view text, S& state, Problem& problem) {
+    // A type of one's own may keep Boost.JSON values (unknown keys kept for
+    // a later version): they must not point into memory that dies with
+    // this call, so the value lives on the default resource.
+    ParseFailure failure;
+    const boost::json::value jv = parse_exact(text, {}, failure);
+    if (failure) return failure.describe(problem) ? Decoded::corrupt : Decoded::out_of_memory;
+    const auto corrupt = [&](std::string_view a, std::string_view b) {
+      return problem.append(a) && problem.append(b) ? Decoded::corrupt : Decoded::out_of_memory;
+    };
+    if constexpr (has_try_value_to_v<S>) {
+      auto converted = boost::json::try_value_to<S>(jv);
+      if (!converted) {
+        char words[128];
+        return corrupt("the state type's conversion from JSON failed: ",
+                       converted.error().message(words, sizeof words));
+      }
+      state = std::move(*converted);
+    } else {
+      // Not try_value_to: it would catch the conversion's exception and
+      // keep only "got exception", losing what the exception says.
+      ATOMIC_STATE_DETAIL_TRY { state = boost::json::value_to<S>(jv); }
+      ATOMIC_STATE_DETAIL_CATCH(std::bad_alloc, no_memory) { return Decoded::out_of_memory; }
+      ATOMIC_STATE_DETAIL_CATCH(std::exception, error) {
+        return corrupt("the state type's conversion from JSON threw: ", error.what());
+      }
+      ATOMIC_STATE_DETAIL_CATCH_ALL {
+        return corrupt("the state type's conversion from JSON threw something not an exception",
+                       {});
+      }
+    }
+    return Decoded::valid;
+  }
+
+  template <class Log>
+  static void log_loaded(const S& state, std::string_view path, Log&& log) noexcept {
+    const Field fields[] = {{"path", path}, {"last_updated", StateTraits<S>::last_updated(state)}};
+    log(Fields(fields, 2));
+  }
+  template <class Log>
+  static void log_saved(const S& state, Log&& log) noexcept {
+    const Field fields[] = {{"timestamp", StateTraits<S>::last_updated(state)}};
+    log(Fields(fields, 1));
+  }
+};
+
+template <class S>
+struct StateCodec<S, true> {
+  template <class Text, class Why>
+  static int print(const S& state, Text& text, Why& why) noexcept {
+    FieldRefusal refusal;
+    if (print_fields(state, text, refusal)) return 0;
+    if (refusal.reason == nullptr) return -ENOMEM;
+    return why.append(refusal.name) && why.append(": ") && why.append(refusal.reason) ? -EINVAL
+                                                                                      : -ENOMEM;
+  }
+
+  template <class Problem>
+  static Decoded read(std::string_view text, S& state, Problem& problem) {
+    // The table keeps nothing of the parsed value, so a state file of
+    // ordinary size is parsed without touching the heap.
+    unsigned char arena[4096];
+    boost::json::monotonic_resource resource(arena, sizeof arena);
+    ParseFailure failure;
+    const boost::json::value jv = parse_exact(text, boost::json::storage_ptr(&resource), failure);
+    if (failure) return failure.describe(problem) ? Decoded::corrupt : Decoded::out_of_memory;
+    StateProblem why;
+    if (read_fields(jv, state, why)) return Decoded::valid;
+    const bool described = why.key.empty() ? problem.append(why.reason)
+                                           : problem.append(why.key) && problem.append(": ") &&
+                                                 problem.append(why.reason);
+    return described ? Decoded::corrupt : Decoded::out_of_memory;
+  }
+
+  template <class Log>
+  static void log_loaded(const S& state, std::string_view path, Log&& log) noexcept {
+    using Fields = LoggedFields<S>;
+    log(Fields(state, Fields::Record::loaded, {{"path", path}}).view());
+  }
+  template <class Log>
+  static void log_saved(const S& state, Log&& log) noexcept {
+    using Fields = LoggedFields<S>;
+    log(Fields(state, Fields::Record::saved, {}).view());
+  }
+};
+
+}  // namespace detail
+
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
+StateManager<L, S, P, F>::StateManager(std::filesystem::path output_dir, L sink)
+    : StateManager(std::move(output_dir), static_cast<L&&>(sink), F()) {}
+
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
+StateManager<L, S, P, F>::StateManager(std::filesystem::path output_dir, L sink, F fs)
     : dir_(std::move(output_dir)),
       file_(dir_ / file_name),
-      logger_(static_cast<L&&>(logger)),
-      writer_(static_cast<W&&>(writer)) {}
+      sink_(static_cast<L&&>(sink)),
+      fs_(static_cast<F&&>(fs)) {}
 
-template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
-void StateManager<L, S, W>::log(Level level, std::string_view message,
-                                std::initializer_list<Field> fields) noexcept {
-  ATOMIC_STATE_DETAIL_TRY { logger_.log(level, message, Fields(fields.begin(), fields.size())); }
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
+void StateManager<L, S, P, F>::log(Level level, std::string_view message, Fields fields) noexcept {
+  ATOMIC_STATE_DETAIL_TRY { sink_.log(level, message, fields); }
   ATOMIC_STATE_DETAIL_CATCH_ALL {}  // a throwing sink must not undo a save
 }
 
-template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
-Status StateManager<L, S, W>::failure(Step step, int neg_errno, const char* note,
-                                      std::string_view detail) const noexcept {
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
+Status StateManager<L, S, P, F>::failure(Step step, int neg_errno, const char* note,
+                                         std::string_view detail) const noexcept {
   return Status(step, detail::system_error(neg_errno), file_.native(), {}, false, note, detail);
 }
 
@@ -3080,10 +3498,9 @@ Status find_dangling_link(Fs& fs, std::string_view dir) noexcept {
     const char saved = path[end];
     path[end] = '\0';
     FileInfo entry, target;
-    const int r = retry_interrupted([&] { return fs.entry_info(AT_FDCWD, path, entry); });
-    const bool dangling =
-        r >= 0 && entry.type == FileType::symlink &&
-        retry_interrupted([&] { return fs.file_info_at(AT_FDCWD, path, target); }) == -ENOENT;
+    const int r = fs.entry_info(AT_FDCWD, path, entry);
+    const bool dangling = r >= 0 && entry.type == FileType::symlink &&
+                          fs.file_info_at(AT_FDCWD, path, target) == -ENOENT;
     if (dangling)
       return Status(Step::open_directory, system_error(-ENOENT), std::string_view(path, end), {},
                     false, "a symlink to nothing: is the volume it points to mounted?");
@@ -3095,11 +3512,11 @@ Status find_dangling_link(Fs& fs, std::string_view dir) noexcept {
 }  // namespace detail
 
 // Opens the state directory; a missing one is not an error but dir_fd -1.
-template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
-Status StateManager<L, S, W>::open_directory(const detail::DirectoryPath& dir,
-                                             int& dir_fd) noexcept {
-  auto& fs = writer_.filesystem();
-  dir_fd = detail::retry_interrupted([&] { return fs.open_directory(dir.c_str()); });
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
+Status StateManager<L, S, P, F>::open_directory(const detail::DirectoryPath& dir,
+                                                int& dir_fd) noexcept {
+  detail::Retrying<FsRef> fs(fs_);
+  dir_fd = fs.open_directory(dir.c_str());
   if (dir_fd >= 0) return {};
   const int error = std::exchange(dir_fd, -1);
   if (error != -ENOENT)
@@ -3107,8 +3524,8 @@ Status StateManager<L, S, W>::open_directory(const detail::DirectoryPath& dir,
   return detail::find_dangling_link(fs, dir.view());
 }
 
-template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
-Result<S> StateManager<L, S, W>::load_state() noexcept {
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
+Result<S> StateManager<L, S, P, F>::load_state() noexcept {
   const detail::DirectoryPath dir(dir_.native());
   if (!dir.ok()) return dir.problem(Step::check_path).within("load state file");
   const std::string_view path = file_.native();
@@ -3118,8 +3535,7 @@ Result<S> StateManager<L, S, W>::load_state() noexcept {
     log(Level::debug, "no state file found, treating as first run", {{"path", path}});
     return S{};
   }
-  const detail::ClosingFd<std::remove_reference_t<decltype(writer_.filesystem())>> closing(
-      writer_.filesystem(), dir_fd);
+  const detail::ClosingFd<FsRef> closing(fs_, dir_fd);
   if (swept_.first()) (void)sweep_temp_files(dir_fd, dir.view());
 
   Text text;
@@ -3135,12 +3551,13 @@ Result<S> StateManager<L, S, W>::load_state() noexcept {
   S state{};
   Problem problem;
   switch (decode(text.view(), state, problem)) {
-    case Decoded::valid:
-      log_loaded(state);
+    case detail::Decoded::valid:
+      detail::StateCodec<S>::log_loaded(
+          state, path, [&](Fields fields) noexcept { log(Level::debug, "state loaded", fields); });
       return Result<S>(std::move(state));
-    case Decoded::out_of_memory:
+    case detail::Decoded::out_of_memory:
       return failure(Step::parse, -ENOMEM).within("load state file");
-    case Decoded::corrupt:
+    case detail::Decoded::corrupt:
       break;
   }
   detail::TextBuffer<64> copy_name;
@@ -3152,23 +3569,23 @@ Result<S> StateManager<L, S, W>::load_state() noexcept {
   return S{};
 }
 
-template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
-Result<TempSweep> StateManager<L, S, W>::remove_stale_temp_files() noexcept {
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
+Result<TempSweep> StateManager<L, S, P, F>::remove_stale_temp_files() noexcept {
   (void)swept_.first();
   const detail::DirectoryPath dir(dir_.native());
   if (!dir.ok()) return dir.problem(Step::check_path);
   int dir_fd = -1;
   if (Status opened = open_directory(dir, dir_fd); !opened) return opened;
   if (dir_fd < 0) return TempSweep{};
-  const detail::ClosingFd<std::remove_reference_t<decltype(writer_.filesystem())>> closing(
-      writer_.filesystem(), dir_fd);
+  const detail::ClosingFd<FsRef> closing(fs_, dir_fd);
   return sweep_temp_files(dir_fd, dir.view());
 }
 
-template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
-Result<TempSweep> StateManager<L, S, W>::sweep_temp_files(int dir_fd,
-                                                          std::string_view dir) noexcept {
-  Result<TempSweep> sweep = detail::sweep_temp_files(writer_.filesystem(), dir_fd, dir);
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
+Result<TempSweep> StateManager<L, S, P, F>::sweep_temp_files(int dir_fd,
+                                                             std::string_view dir) noexcept {
+  detail::Retrying<FsRef> fs(fs_);
+  Result<TempSweep> sweep = detail::sweep_temp_files(fs, dir_fd, dir);
   if (!sweep) {
     ATOMIC_STATE_DETAIL_TRY {
       log(Level::warn, "stale temp files could not be removed",
@@ -3190,11 +3607,11 @@ Result<TempSweep> StateManager<L, S, W>::sweep_temp_files(int dir_fd,
 
 // Reads the whole state file into `text`, refusing anything but a regular
 // file within the size limit. A missing file is not an error: `missing`.
-template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
-Status StateManager<L, S, W>::read_state_file(int dir_fd, Text& text, FileInfo& info,
-                                              bool& missing) noexcept {
-  auto& fs = writer_.filesystem();
-  const int fd = detail::retry_interrupted([&] { return fs.open_file(dir_fd, file_name); });
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
+Status StateManager<L, S, P, F>::read_state_file(int dir_fd, Text& text, FileInfo& info,
+                                                 bool& missing) noexcept {
+  detail::Retrying<FsRef> fs(fs_);
+  const int fd = fs.open_file(dir_fd, file_name);
   if (fd == -ENOENT) {
     // A link to nothing is not a first run: it usually means the state
     // lives on a volume that is not mounted, and a save would replace the
@@ -3206,9 +3623,9 @@ Status StateManager<L, S, W>::read_state_file(int dir_fd, Text& text, FileInfo& 
     return {};
   }
   if (fd < 0) return failure(Step::open_file, fd);
-  const detail::ClosingFd<std::remove_reference_t<decltype(fs)>> closing(fs, fd);
+  const detail::ClosingFd<FsRef> closing(fs_, fd);
 
-  const int r = detail::retry_interrupted([&] { return fs.file_info(fd, info); });
+  const int r = fs.file_info(fd, info);
   if (r < 0) return failure(Step::check_file, r);
   if (info.type == FileType::directory)
     return failure(Step::check_file, -EISDIR, "the state path is a directory");
@@ -3222,13 +3639,13 @@ Status StateManager<L, S, W>::read_state_file(int dir_fd, Text& text, FileInfo& 
 // Reads up to the size limit, and one byte past it to see a file that
 // outgrew it; a file that grows while it is read is read on. The limit may
 // be anything up to no_size_limit, so no sum here may pass SIZE_MAX.
-template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
-Status StateManager<L, S, W>::read_to_end(int fd, const FileInfo& info, Text& text) noexcept {
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
+Status StateManager<L, S, P, F>::read_to_end(int fd, const FileInfo& info, Text& text) noexcept {
   const auto too_large = [&] {
     return failure(Step::check_file, -EFBIG, "larger than the state size limit");
   };
   if (info.size > max_size_ || info.size >= no_size_limit) return too_large();
-  auto& fs = writer_.filesystem();
+  detail::Retrying<FsRef> fs(fs_);
   const auto expected = static_cast<std::size_t>(info.size);
   for (;;) {
     std::size_t want = text.size() < expected ? expected - text.size() + 1
@@ -3237,7 +3654,7 @@ Status StateManager<L, S, W>::read_to_end(int fd, const FileInfo& info, Text& te
     if (want - 1 > room) want = room + 1;
     char* into = text.room_for(want);
     if (into == nullptr) return failure(Step::read_file, -ENOMEM);
-    const ssize_t n = detail::retry_interrupted([&] { return fs.read(fd, into, want); });
+    const ssize_t n = fs.read(fd, into, want);
     if (n < 0) return failure(Step::read_file, static_cast<int>(n));
     if (n == 0) return {};
     text.added(static_cast<std::size_t>(n) <= want ? static_cast<std::size_t>(n) : want);
@@ -3245,65 +3662,21 @@ Status StateManager<L, S, W>::read_to_end(int fd, const FileInfo& info, Text& te
   }
 }
 
-template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
-typename StateManager<L, S, W>::Decoded StateManager<L, S, W>::decode(std::string_view text,
-                                                                      S& state,
-                                                                      Problem& problem) noexcept {
-  const auto corrupt = [&](std::string_view a, std::string_view b = {}) {
-    return problem.append(a) && problem.append(b) ? Decoded::corrupt : Decoded::out_of_memory;
-  };
-  ATOMIC_STATE_DETAIL_TRY {
-    detail::ParseFailure failure;
-    if constexpr (std::is_same_v<S, State>) {
-      // State keeps nothing of the parsed value, so a state file of
-      // ordinary size is parsed without touching the heap.
-      unsigned char arena[4096];
-      boost::json::monotonic_resource resource(arena, sizeof arena);
-      const boost::json::value jv =
-          detail::parse_exact(text, boost::json::storage_ptr(&resource), failure);
-      if (failure) return failure.describe(problem) ? Decoded::corrupt : Decoded::out_of_memory;
-      detail::StateProblem why;
-      if (detail::decode_state(jv, state, why)) return Decoded::valid;
-      if (why.key.empty()) return corrupt(why.reason);
-      return problem.append(why.key) ? corrupt(": ", why.reason) : Decoded::out_of_memory;
-    } else {
-      // Another type may keep Boost.JSON values (unknown keys kept for
-      // later): they must not point into memory that dies with this call,
-      // so the value lives on the default resource.
-      const boost::json::value jv = detail::parse_exact(text, {}, failure);
-      if (failure) return failure.describe(problem) ? Decoded::corrupt : Decoded::out_of_memory;
-      if constexpr (detail::has_try_value_to_v<S>) {
-        auto converted = boost::json::try_value_to<S>(jv);
-        if (!converted) {
-          char words[128];
-          return corrupt("the state type's conversion from JSON failed: ",
-                         converted.error().message(words, sizeof words));
-        }
-        state = std::move(*converted);
-      } else {
-        // Not try_value_to: it would catch the conversion's exception and
-        // keep only "got exception", losing what the exception says.
-        state = boost::json::value_to<S>(jv);
-      }
-      return Decoded::valid;
-    }
-  }
-  ATOMIC_STATE_DETAIL_CATCH(std::bad_alloc, no_memory) { return Decoded::out_of_memory; }
-  ATOMIC_STATE_DETAIL_CATCH(std::exception, error) {
-    return corrupt("the state type's conversion from JSON threw: ", error.what());
-  }
-  ATOMIC_STATE_DETAIL_CATCH_ALL {
-    return corrupt("the state type's conversion from JSON threw something not an exception");
-  }
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
+detail::Decoded StateManager<L, S, P, F>::decode(std::string_view text, S& state,
+                                                 Problem& problem) noexcept {
+  ATOMIC_STATE_DETAIL_TRY { return detail::StateCodec<S>::read(text, state, problem); }
+  ATOMIC_STATE_DETAIL_CATCH_ALL { return detail::Decoded::out_of_memory; }  // std::bad_alloc
 }
 
 // Keeps the bytes of a corrupt state file beside it, named after the file's
 // modification time, without touching the file itself: a valid save may
 // have replaced it since it was read, and must not be moved aside or lost.
 // Loads of the same file agree on the name, so its bytes are kept once.
-template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
-Status StateManager<L, S, W>::copy_aside(int dir_fd, std::string_view bytes, const FileInfo& info,
-                                         detail::TextBuffer<64>& copy_name) noexcept {
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
+Status StateManager<L, S, P, F>::copy_aside(int dir_fd, std::string_view bytes,
+                                            const FileInfo& info,
+                                            detail::TextBuffer<64>& copy_name) noexcept {
   // "state.json" ".corrupt-" (19) + up to 20 digits + ".NNN" fit in 64.
   char name[64] = "state.json.corrupt-";
   char* const stamp_end = std::to_chars(name + 19, name + sizeof name - 8, info.modified).ptr;
@@ -3317,7 +3690,7 @@ Status StateManager<L, S, W>::copy_aside(int dir_fd, std::string_view bytes, con
     Copy found = existing_copy(dir_fd, name, bytes);
     if (found == Copy::absent) {
       const detail::JoinedPath path(dir_.native(), name);
-      const Status written = writer_.write_new(path.view(), bytes, 0600);
+      const Status written = writer().write_new(path.view(), bytes, 0600);
       // Renamed but not known durable is kept all the same: the corrupt
       // file itself stays until a save replaces it, and that save syncs
       // the directory.
@@ -3336,9 +3709,9 @@ Status StateManager<L, S, W>::copy_aside(int dir_fd, std::string_view bytes, con
 
 // The failure to write the copy `copy`, as a failure to copy the state file
 // aside: which step of the write failed, and on what, is the detail.
-template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
-Status StateManager<L, S, W>::copy_failed(const Status& written,
-                                          std::string_view copy) const noexcept {
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
+Status StateManager<L, S, P, F>::copy_failed(const Status& written,
+                                             std::string_view copy) const noexcept {
   detail::TextBuffer<256> how;
   const bool described =
       how.append(to_string(written.step())) && how.append(" ") && how.append(written.path());
@@ -3348,22 +3721,21 @@ Status StateManager<L, S, W>::copy_failed(const Status& written,
 
 // Whether `name` in the state directory is missing, a regular file holding
 // exactly `bytes`, or something else.
-template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
-typename StateManager<L, S, W>::Copy StateManager<L, S, W>::existing_copy(
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
+typename StateManager<L, S, P, F>::Copy StateManager<L, S, P, F>::existing_copy(
     int dir_fd, const char* name, std::string_view bytes) noexcept {
-  auto& fs = writer_.filesystem();
-  const int fd = detail::retry_interrupted([&] { return fs.open_file(dir_fd, name); });
+  detail::Retrying<FsRef> fs(fs_);
+  const int fd = fs.open_file(dir_fd, name);
   if (fd == -ENOENT) return Copy::absent;
   if (fd < 0) return Copy::other;
-  const detail::ClosingFd<std::remove_reference_t<decltype(fs)>> closing(fs, fd);
+  const detail::ClosingFd<FsRef> closing(fs_, fd);
   FileInfo info;
-  if (detail::retry_interrupted([&] { return fs.file_info(fd, info); }) < 0 ||
-      info.type != FileType::regular || info.size != bytes.size())
+  if (fs.file_info(fd, info) < 0 || info.type != FileType::regular || info.size != bytes.size())
     return Copy::other;
   char chunk[4096];
   std::size_t at = 0;
   for (;;) {
-    const ssize_t n = detail::retry_interrupted([&] { return fs.read(fd, chunk, sizeof chunk); });
+    const ssize_t n = fs.read(fd, chunk, sizeof chunk);
     if (n <= 0) return n == 0 && at == bytes.size() ? Copy::same : Copy::other;
     const auto got = static_cast<std::size_t>(n);
     if (got > bytes.size() - at || std::memcmp(chunk, bytes.data() + at, got) != 0)
@@ -3372,8 +3744,8 @@ typename StateManager<L, S, W>::Copy StateManager<L, S, W>::existing_copy(
   }
 }
 
-template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
-bool StateManager<L, S, W>::should_process(std::int64_t current_ts, const S& state) noexcept {
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
+bool StateManager<L, S, P, F>::should_process(std::int64_t current_ts, const S& state) noexcept {
   const std::int64_t last_ts = StateTraits<S>::last_updated(state);
   if (last_ts == 0) {
     log(Level::debug, "first run, processing required", {});
@@ -3396,45 +3768,8 @@ bool StateManager<L, S, W>::should_process(std::int64_t current_ts, const S& sta
   return false;
 }
 
-namespace detail {
-// An integer as int64: one beyond its range is the nearest end of it.
-template <class Int>
-std::int64_t saturated_int64(Int v) noexcept {
-  if constexpr (std::is_signed_v<Int>)
-    return static_cast<std::int64_t>(v);  // every signed type fits (int64 is the widest)
-  else
-    return v > static_cast<std::uint64_t>(INT64_MAX) ? INT64_MAX : static_cast<std::int64_t>(v);
-}
-}  // namespace detail
-
-template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
-template <class Timestamps>
-State StateManager<L, S, W>::update_state(std::string_view oracle_name, std::int64_t timestamp,
-                                          std::int64_t protocol_count, double tvs,
-                                          const Timestamps& snapshot_timestamps) const {
-  static_assert(std::is_same_v<S, State>,
-                "StateManager::update_state builds an atomic_state::State; "
-                "build a custom state type yourself");
-  using Element = std::decay_t<decltype(*std::begin(snapshot_timestamps))>;
-  static_assert(std::is_integral_v<Element> && !std::is_same_v<Element, bool>,
-                "update_state: snapshot timestamps are whole unix seconds, of an integer type");
-  State next;
-  next.oracle_name.assign(oracle_name.data(), oracle_name.size());
-  next.last_updated = timestamp;
-  next.last_updated_iso = to_rfc3339(timestamp);
-  next.last_protocol_count = protocol_count;
-  next.last_tvs = tvs;
-  for (const auto& t : snapshot_timestamps) {
-    const std::int64_t ts = detail::saturated_int64(t);
-    if (next.snapshot_count == 0 || ts < next.oldest_snapshot) next.oldest_snapshot = ts;
-    if (next.snapshot_count == 0 || ts > next.newest_snapshot) next.newest_snapshot = ts;
-    ++next.snapshot_count;
-  }
-  return next;
-}
-
-template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
-Status StateManager<L, S, W>::save_state(const S& state) noexcept {
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
+Status StateManager<L, S, P, F>::save_state(const S& state) noexcept {
   detail::TextBuffer<2048> text;
   if (Status encoded = encode(state, text); !encoded) return encoded.within("write state file");
   if (text.size() > max_size_)
@@ -3442,86 +3777,31 @@ Status StateManager<L, S, W>::save_state(const S& state) noexcept {
                    "the text would be larger than the state size limit, so load_state "
                    "would refuse it")
         .within("write state file");
-  if (Status written = writer_.write(file_, text.view(), 0644); !written)
+  if (Status written = writer().write(file_, text.view(), 0644); !written)
     return written.within("write state file");
-  log_saved(state);
+  detail::StateCodec<S>::log_saved(
+      state, [&](Fields fields) noexcept { log(Level::info, "state saved", fields); });
   return {};
 }
 
-template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
-Status StateManager<L, S, W>::encode(const S& state,
-                                     detail::TextBuffer<2048>& text) const noexcept {
-  if constexpr (std::is_same_v<S, State>) {
-    detail::StateRefusal refusal;
-    if (detail::print_state(state, text, refusal)) return {};
-    if (refusal.reason == nullptr) return failure(Step::serialize, -ENOMEM);
-    detail::TextBuffer<128> why;
-    if (!why.append(refusal.key) || !why.append(": ") || !why.append(refusal.reason))
-      return failure(Step::serialize, -ENOMEM);
-    return failure(Step::serialize, -EINVAL, nullptr, why.view());
-  } else {
-    ATOMIC_STATE_DETAIL_TRY {
-      // Another state type goes through Boost.JSON, on a stack arena.
-      unsigned char arena[2048];
-      boost::json::monotonic_resource resource(arena, sizeof arena);
-      const boost::json::value jv =
-          boost::json::value_from(state, boost::json::storage_ptr(&resource));
-      detail::JsonPrinter<detail::TextBuffer<2048>> printer(text);
-      if (printer.print(jv)) return {};
-      if (printer.out_of_memory()) return failure(Step::serialize, -ENOMEM);
-      detail::TextBuffer<256> why;
-      if (!printer.describe_problem(why)) return failure(Step::serialize, -ENOMEM);
-      return failure(Step::serialize, -EINVAL, nullptr, why.view());
-    }
-    ATOMIC_STATE_DETAIL_CATCH(std::bad_alloc, no_memory) {
-      return failure(Step::serialize, -ENOMEM);
-    }
-    ATOMIC_STATE_DETAIL_CATCH(std::exception, error) {
-      return failure(Step::serialize, -EINVAL, "the state type's conversion to JSON threw",
-                     error.what());
-    }
-    ATOMIC_STATE_DETAIL_CATCH_ALL {
-      return failure(Step::serialize, -EINVAL, "the state type's conversion to JSON threw");
-    }
-  }
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
+Status StateManager<L, S, P, F>::encode(const S& state,
+                                        detail::TextBuffer<2048>& text) const noexcept {
+  detail::TextBuffer<256> why;
+  const int r = detail::StateCodec<S>::print(state, text, why);
+  if (r == 0) return {};
+  return failure(Step::serialize, r, nullptr, r == -ENOMEM ? std::string_view() : why.view());
 }
-
-template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
-void StateManager<L, S, W>::log_loaded(const S& state) noexcept {
-  const std::string_view path = file_.native();
-  if constexpr (std::is_same_v<S, State>)
-    log(Level::debug, "state loaded",
-        {{"path", path},
-         {"oracle_name", state.oracle_name},
-         {"last_updated", state.last_updated},
-         {"last_protocol_count", state.last_protocol_count},
-         {"last_tvs", state.last_tvs},
-         {"snapshot_count", state.snapshot_count}});
-  else
-    log(Level::debug, "state loaded",
-        {{"path", path}, {"last_updated", StateTraits<S>::last_updated(state)}});
-}
-
-template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class W>
-void StateManager<L, S, W>::log_saved(const S& state) noexcept {
-  if constexpr (std::is_same_v<S, State>)
-    log(Level::info, "state saved",
-        {{"timestamp", state.last_updated},
-         {"protocol_count", state.last_protocol_count},
-         {"tvs", state.last_tvs}});
-  else
-    log(Level::info, "state saved", {{"timestamp", StateTraits<S>::last_updated(state)}});
-}
-#endif  // ATOMIC_STATE_NO_JSON
 
 }  // namespace ATOMIC_STATE_DETAIL_ABI
 }  // namespace atomic_state
+#endif  // ATOMIC_STATE_NO_JSON
 
 #undef ATOMIC_STATE_DETAIL_TRY
 #undef ATOMIC_STATE_DETAIL_CATCH
 #undef ATOMIC_STATE_DETAIL_CATCH_ALL
 #undef ATOMIC_STATE_DETAIL_LOG_SINK
-#undef ATOMIC_STATE_DETAIL_CAT3
+#undef ATOMIC_STATE_DETAIL_PASTE6
 #undef ATOMIC_STATE_DETAIL_ABI_NAME
 #undef ATOMIC_STATE_DETAIL_ABI
 #undef ATOMIC_STATE_DETAIL_HAS_FDATASYNC

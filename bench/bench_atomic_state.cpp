@@ -250,11 +250,11 @@ enum class Cycle { whole, load, save };
 template <class Policy, bool Sync, Cycle Part>
 void bm_state(benchmark::State& st, const std::string* base, const char* label) {
   const std::string dir = case_dir(*base, label, 0);
-  using Manager = as::StateManager<as::NullLogger, as::State, as::AtomicWriter<Policy>>;
+  using Manager = as::StateManager<as::NullSink, as::State, Policy>;
   Manager manager(dir);  // once: its first load_state sweeps temp files
   const std::int64_t ts = 1700000000;
   const as::State state =
-      manager.update_state("Switchboard", ts, 42, 1234567890.125, {1699990000, 1699995000, ts});
+      as::update_state("Switchboard", ts, 42, 1234567890.125, {1699990000, 1699995000, ts});
   if (!manager.save_state(state) || !manager.load_state()) {
     st.SkipWithError("first save and load");
     return;

@@ -32,8 +32,8 @@ int main(int argc, char** argv) {
   namespace as = atomic_state;
   const char* dir = argc > 1 ? argv[1] : "feed-state";
 
-  as::LogfmtLogger logger(std::cerr, as::Level::debug);
-  as::StateManager<as::LogfmtLogger&, feeds::FeedState> manager(dir, logger);
+  as::LogfmtSink logger(std::cerr, as::Level::debug);
+  as::StateManager<as::LogfmtSink&, feeds::FeedState> manager(dir, logger);
 
   as::Result<feeds::FeedState> last = manager.load_state();
   if (!last) {

@@ -354,8 +354,8 @@ int main(int argc, char** argv) {
   Options options;
   if (const int stop = parse_args(argc, argv, options); stop != 0) return stop < 0 ? 0 : stop;
 
-  as::LogfmtLogger logger(std::cerr, options.level);
-  as::StateManager<as::LogfmtLogger&> manager(options.output_dir, logger);
+  as::LogfmtSink logger(std::cerr, options.level);
+  as::StateManager<as::LogfmtSink&> manager(options.output_dir, logger);
 
   as::Result<as::State> state = manager.load_state();
   if (!state) return fail(state.status().message());
@@ -389,8 +389,8 @@ int main(int argc, char** argv) {
 
   std::vector<std::int64_t> snapshot_times;
   for (const Snapshot& snap : summary.history) snapshot_times.push_back(snap.timestamp);
-  const as::State next = manager.update_state(
-      summary.oracle, summary.timestamp, summary.protocol_count, summary.total_tvs, snapshot_times);
+  const as::State next = as::update_state(summary.oracle, summary.timestamp, summary.protocol_count,
+                                          summary.total_tvs, snapshot_times);
   if (as::Status saved = manager.save_state(next); !saved) return fail(saved.message());
 
   print_summary(summary, summary_path, manager.state_file().string());

@@ -50,6 +50,20 @@ expect_ok() {
     fail "$1 ($2) should compile"; printf '%s\n' "$diagnostics" | head -20; fi
 }
 
+# expect_warning NAME STD BODY TEXT [TEXT...]: compiles, and the
+# diagnostics (warnings) hold every TEXT.
+expect_warning() {
+  compile "$1" "$2" "$3"
+  local name="$1 ($2)" ok=1 text
+  shift 3
+  [ $status -eq 0 ] || ok=0
+  for text in "$@"; do grep -qF -- "$text" <<<"$diagnostics" || ok=0; done
+  if [ $ok -eq 1 ]; then pass "$name compiles, warning: $*"; else
+    fail "$name should compile with warnings: $* (status $status)"
+    printf '%s\n' "$diagnostics" | head -20
+  fi
+}
+
 # expect_error NAME STD BODY TEXT [TEXT...]: fails to compile and the
 # diagnostics hold every TEXT; a TEXT starting with ! must be absent.
 expect_error() {
@@ -78,13 +92,13 @@ accepted='
 GoodSink g;
 atomic_state::StateManager<GoodSink> by_value{"d"};
 atomic_state::StateManager<GoodSink&> by_reference{"d", g};
-atomic_state::StateManager<> null_logger{"d"};
-atomic_state::LogfmtLogger logfmt{std::cerr};
-atomic_state::StateManager<atomic_state::LogfmtLogger&> shared_logfmt{"d", logfmt};
+atomic_state::StateManager<> null_sink{"d"};
+atomic_state::LogfmtSink logfmt{std::cerr};
+atomic_state::StateManager<atomic_state::LogfmtSink&> shared_logfmt{"d", logfmt};
 atomic_state::Field numbers[] = {{"u8", static_cast<unsigned char>(1)}, {"i8", static_cast<signed char>(1)},
                                  {"u64", 1ull}, {"code", 120}};
 std::vector<unsigned long long> times{1, 2};
-atomic_state::State from_unsigned = null_logger.update_state("x", 1, 1, 1.0, times);
+atomic_state::State from_unsigned = atomic_state::update_state("x", 1, 1, 1.0, times);
 static_assert(atomic_state::is_log_sink_v<GoodSink> && atomic_state::is_log_sink_v<GoodSink&>);
 static_assert(!atomic_state::is_log_sink_v<MessageOnlySink>);
 static_assert(!atomic_state::is_log_sink_v<NotASink>);'
@@ -93,14 +107,31 @@ for std in c++17 c++20; do
   [ $std = c++20 ] && concept_agrees='
 static_assert(atomic_state::LogSink<GoodSink> && atomic_state::LogSink<GoodSink&>);
 static_assert(!atomic_state::LogSink<MessageOnlySink> && !atomic_state::LogSink<NotASink>);'
-  expect_ok "sinks by value and by reference, NullLogger, LogfmtLogger; the trait" $std \
+  expect_ok "sinks by value and by reference, NullSink, LogfmtSink; the trait" $std \
     "$accepted$concept_agrees"
   expect_error "a state without a default constructor" $std \
-    "atomic_state::StateManager<atomic_state::NullLogger, NoDefaultState> m{\"d\"};" \
+    "atomic_state::StateManager<atomic_state::NullSink, NoDefaultState> m{\"d\"};" \
     "StateT must be default-constructible"
-  expect_error "a writer without write()" $std \
-    "atomic_state::StateManager<atomic_state::NullLogger, atomic_state::State, NotAWriter> m{\"d\"};" \
-    "Writer needs"
+  expect_error "a sync policy that is not one" $std \
+    "atomic_state::StateManager<atomic_state::NullSink, atomic_state::State, NotAWriter> m{\"d\"};" \
+    "SyncPolicy needs"
+  expect_error "a filesystem policy without the reading calls" $std \
+    "atomic_state::StateManager<atomic_state::NullSink, atomic_state::State,
+       atomic_state::FullSync, NotAWriter> m{\"d\"};" \
+    "Fs needs every call of PosixFs"
+  # The spellings before 0.2.0 still compile, with a deprecation warning.
+  expect_warning "the names before 0.2.0" $std \
+    "atomic_state::LogfmtLogger sink{std::cerr};
+     atomic_state::StateManager<atomic_state::LogfmtLogger&, atomic_state::State,
+       atomic_state::AtomicWriter<atomic_state::NoSync>> m{\"d\", sink,
+       atomic_state::AtomicWriter<atomic_state::NoSync>{}};
+     atomic_state::State s = m.update_state(\"x\", 1, 1, 1.0);
+     auto& same = m.logger();
+     atomic_state::NullLogger null;
+     atomic_state::Step step = atomic_state::Step::move_aside;" \
+    "renamed LogfmtSink" "StateManager<Sink, StateT, SyncPolicy, Fs>" \
+    "use the free function atomic_state::update_state" "use sink()" "renamed NullSink" \
+    "Step::copy_aside"
   # A char logs neither as its code nor as text it has nowhere to keep.
   expect_error "a char as a log field" $std \
     "atomic_state::Field f{\"initial\", 'x'};" "deleted"
@@ -113,15 +144,15 @@ done
 
 # The sink requirement: C++17 names it in a static_assert ...
 for sink in MessageOnlySink NotASink; do
-  expect_error "$sink as the logger" c++17 "$(manager $sink)" "StateManager: Logger must be a log sink"
+  expect_error "$sink as the sink" c++17 "$(manager $sink)" "StateManager: Sink must be a log sink"
 done
 expect_error "a non-sink by reference" c++17 "$(manager_with_sink 'NotASink&')" \
-  "StateManager: Logger must be a log sink"
+  "StateManager: Sink must be a log sink"
 # ... and C++20 refuses it at the template parameter, naming the concept,
 # before the class (and so its static_assert) is ever instantiated.
-concept_refusal=(constraint LogSink '!Logger must be a log sink')
+concept_refusal=(constraint LogSink '!Sink must be a log sink')
 for sink in MessageOnlySink NotASink; do
-  expect_error "$sink as the logger" c++20 "$(manager $sink)" "${concept_refusal[@]}"
+  expect_error "$sink as the sink" c++20 "$(manager $sink)" "${concept_refusal[@]}"
 done
 expect_error "a non-sink by reference" c++20 "$(manager_with_sink 'NotASink&')" \
   "${concept_refusal[@]}"

@@ -583,8 +583,7 @@ using Fixture = BasicFixture<Manager>;
 // Saves without fsync: durability is not in question where this is used, and
 // hundreds of fsyncs would take seconds.
 using UnsyncedManager =
-    atomic_state::StateManager<test::CaptureLogger&, State,
-                               atomic_state::AtomicWriter<atomic_state::NoSync>>;
+    atomic_state::StateManager<test::CaptureLogger&, State, atomic_state::NoSync>;
 
 void make(const Row& row, const fs::path& state_path) {
   if (row.make) {
@@ -784,7 +783,8 @@ TEST_CASE("after a corrupt file is kept aside, the next save replaces it and kee
     CHECK(test::read_file(f.corrupt_path()) == original);
     if (!fs::exists(f.corrupt_path())) continue;  // reported by the row's own test
 
-    const State next = f.manager.update_state("switchboard", 1700000600, 51, 1.5e9, {1700000600});
+    const State next =
+        atomic_state::update_state("switchboard", 1700000600, 51, 1.5e9, {1700000600});
     const atomic_state::Status save = f.manager.save_state(next);
     CAPTURE(save.message());
     CHECK(save.ok());

@@ -29,7 +29,7 @@ using atomic_state::AtomicWriter;
 using atomic_state::DataSync;
 using atomic_state::FullSync;
 using atomic_state::NoSync;
-using atomic_state::NullLogger;
+using atomic_state::NullSink;
 using atomic_state::State;
 using sim::CrashPoint;
 using sim::Image;
@@ -45,7 +45,7 @@ struct FileSyncOnly {
   static constexpr bool directory = false;
 };
 
-using Manager = atomic_state::StateManager<NullLogger, State, AtomicWriter<FullSync, SimFs&>>;
+using Manager = atomic_state::StateManager<NullSink, State, FullSync, SimFs&>;
 
 // ------------------------------------------------------------- scenarios --
 
@@ -363,7 +363,7 @@ TEST_CASE(
     "[crash]") {
   SimFs fs = SimFs::from(job_directory());
   fs.start_recording();
-  Manager job("/d", NullLogger{}, Manager::writer_type(fs));
+  Manager job("/d", NullSink{}, fs);
   const auto loaded = job.load_state();
   REQUIRE(loaded.has_value());
   REQUIRE(*loaded == test::seed_state());
@@ -378,7 +378,7 @@ TEST_CASE(
   const Checker next_run = [&t](const Image& image, std::string& problem) {
     const Seen seen = classify(image, t);
     SimFs disk = SimFs::from(image);
-    Manager reader("/d", NullLogger{}, Manager::writer_type(disk));
+    Manager reader("/d", NullSink{}, disk);
     const auto state = reader.load_state();
     if (!state.has_value()) {
       problem = "load_state failed: " + state.status().message();

@@ -12,7 +12,7 @@
 using atomic_state::Field;
 using atomic_state::Fields;
 using atomic_state::Level;
-using atomic_state::LogfmtLogger;
+using atomic_state::LogfmtSink;
 
 namespace {
 
@@ -41,9 +41,9 @@ struct PrivateLog {
 #define CHECK_SINK(T, expected) static_assert(atomic_state::is_log_sink_v<T> == (expected))
 #endif
 
-CHECK_SINK(atomic_state::NullLogger, true);
-CHECK_SINK(LogfmtLogger, true);
-CHECK_SINK(LogfmtLogger&, true);
+CHECK_SINK(atomic_state::NullSink, true);
+CHECK_SINK(LogfmtSink, true);
+CHECK_SINK(LogfmtSink&, true);
 CHECK_SINK(test::CaptureLogger, true);
 CHECK_SINK(TemplateSink, true);
 CHECK_SINK(NoLogMember, false);
@@ -55,7 +55,7 @@ CHECK_SINK(int, false);
 std::string logfmt(Level min, Level level, std::string_view message,
                    const std::vector<Field>& fields) {
   std::ostringstream out;
-  LogfmtLogger logger(out, min);
+  LogfmtSink logger(out, min);
   logger.log(level, message, Fields(fields.data(), fields.size()));
   return out.str();
 }
@@ -137,7 +137,7 @@ TEST_CASE("records below the minimum level are dropped", "[logger]") {
       CHECK(logfmt(min, level, "m", {}).empty() == (level < min));
     }
   std::ostringstream out;
-  LogfmtLogger logger(out);
+  LogfmtSink logger(out);
   CHECK(logger.min_level() == Level::info);  // the default
   logger.set_min_level(Level::error);
   logger.log(Level::warn, "dropped", {});
@@ -159,7 +159,7 @@ TEST_CASE("a stream that throws does not make the sink throw", "[logger]") {
   } buffer;
   std::ostream out(&buffer);
   out.exceptions(std::ios::badbit);  // rethrow what the buffer throws
-  LogfmtLogger logger(out, Level::debug);
+  LogfmtSink logger(out, Level::debug);
   CHECK_NOTHROW(logger.log(Level::info, "m", {}));
   CHECK(out.bad());  // the write was attempted, and failed
 }
@@ -199,7 +199,7 @@ TEST_CASE("a line the stream fails to take is lost alone", "[logger]") {
     }
   } buffer;
   std::ostream out(&buffer);
-  LogfmtLogger logger(out, Level::debug);
+  LogfmtSink logger(out, Level::debug);
   logger.log(Level::info, "lost", {});
   CHECK_FALSE(out.good());  // the first line failed
   logger.log(Level::info, "second", {});
@@ -322,8 +322,7 @@ TEST_CASE("every integer logs as itself, whatever its type", "[logger]") {
   static_assert(!std::is_constructible_v<Field, std::string_view, wchar_t>);
 }
 
-TEST_CASE("append_logfmt_fields and append_logfmt_text write what LogfmtLogger writes",
-          "[logger]") {
+TEST_CASE("append_logfmt_fields and append_logfmt_text write what LogfmtSink writes", "[logger]") {
   const std::vector<Field> fields = {{"path", "/var/lib/c"},
                                      {"error", "a \"b\"\n\xe2\x80\xae"},
                                      {"count", std::uint64_t{3}},

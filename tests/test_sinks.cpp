@@ -172,7 +172,7 @@ TEST_CASE("JSON Lines: a StateManager run is a stream of parseable records", "[s
   auto last = manager.load_state();
   REQUIRE(last.has_value());
   REQUIRE(manager.should_process(1700000000, *last));
-  REQUIRE(manager.save_state(manager.update_state("x", 1700000000, 42, 1.5e9)).ok());
+  REQUIRE(manager.save_state(atomic_state::update_state("x", 1700000000, 42, 1.5e9)).ok());
   std::vector<std::string> messages;
   for (const std::string& line : lines_of(out.str()))
     messages.emplace_back(parsed(line).at("msg").as_string());
@@ -293,10 +293,10 @@ std::string spdlog_line(std::string_view message, const std::vector<Field>& fiel
   return out.str();
 }
 
-// What LogfmtLogger writes for the same record after "level=info msg=".
+// What LogfmtSink writes for the same record after "level=info msg=".
 std::string logfmt_tail(std::string_view message, const std::vector<Field>& fields) {
   std::ostringstream out;
-  atomic_state::LogfmtLogger(out).log(Level::info, message, Fields(fields.data(), fields.size()));
+  atomic_state::LogfmtSink(out).log(Level::info, message, Fields(fields.data(), fields.size()));
   return out.str().substr(std::string_view("level=info msg=").size());
 }
 

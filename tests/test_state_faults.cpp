@@ -25,8 +25,7 @@ namespace protocol = test::protocol;
 namespace {
 
 using FaultManager =
-    atomic_state::StateManager<test::CaptureLogger&, State,
-                               atomic_state::AtomicWriter<atomic_state::FullSync, test::FaultFs&>>;
+    atomic_state::StateManager<test::CaptureLogger&, State, atomic_state::FullSync, test::FaultFs&>;
 
 // The modification time of the corrupt files planted below, which names
 // their copies.
@@ -46,7 +45,7 @@ struct Setup {
   test::TempDir dir;
   test::FaultFs fs;
   test::CaptureLogger log;
-  FaultManager manager{dir.path(), log, FaultManager::writer_type(fs)};
+  FaultManager manager{dir.path(), log, fs};
   std::string state_path() const { return manager.state_file().string(); }
   std::string copy_path(const char* suffix = "") const {
     return state_path() + ".corrupt-" + std::to_string(kStamp) + suffix;
@@ -136,7 +135,7 @@ TEST_CASE("a first save, into missing directories, survives the failure of any c
           "[state-faults]") {
   const auto nothing = [](Setup&) {};
   const auto save_nested = [](Setup& s) {
-    FaultManager nested(s.dir / "a" / "b", s.log, FaultManager::writer_type(s.fs));
+    FaultManager nested(s.dir / "a" / "b", s.log, s.fs);
     return nested.save_state(state_number(1));
   };
   const auto calls = calls_of(nothing, save_nested);

@@ -527,7 +527,7 @@ TEST_CASE("a failed save says so and is not logged as saved", "[state]") {
 TEST_CASE("update_state builds the next state from a run's figures", "[state]") {
   Fixture f;
   const std::vector<std::int64_t> snapshots = {1700007200, 1699000000, 1700000000};
-  const State s = f.manager.update_state("switchboard", 1700001234, 10, 123.45, snapshots);
+  const State s = atomic_state::update_state("switchboard", 1700001234, 10, 123.45, snapshots);
   CHECK(s.oracle_name == "switchboard");
   CHECK(s.last_updated == 1700001234);
   CHECK(s.last_updated_iso == "2023-11-14T22:33:54Z");
@@ -537,13 +537,13 @@ TEST_CASE("update_state builds the next state from a run's figures", "[state]") 
   CHECK(s.oldest_snapshot == 1699000000);  // the earliest, whatever the order
   CHECK(s.newest_snapshot == 1700007200);
 
-  const State none = f.manager.update_state("switchboard", 1700000000, 0, 0);
+  const State none = atomic_state::update_state("switchboard", 1700000000, 0, 0);
   CHECK(none.snapshot_count == 0);
   CHECK(none.oldest_snapshot == 0);
   CHECK(none.newest_snapshot == 0);
   CHECK(none.last_updated_iso == "2023-11-14T22:13:20Z");
 
-  const State listed = f.manager.update_state("x", 1, 2, 3.0, {5, 4});
+  const State listed = atomic_state::update_state("x", 1, 2, 3.0, {5, 4});
   CHECK(listed.snapshot_count == 2);
   CHECK(listed.oldest_snapshot == 4);
   CHECK(f.log.size() == 0);  // building a state logs nothing
@@ -559,7 +559,7 @@ TEST_CASE("load, decide, save over several runs: each run sees the last", "[stat
     CHECK(state->last_updated == (run == 0 ? 0 : ts - 3600));
     REQUIRE(f.manager.should_process(ts, *state));
     if (run > 0) CHECK_FALSE(f.manager.should_process(state->last_updated, *state));
-    const State next = f.manager.update_state("switchboard", ts, 40 + run, 1e9 + run, {ts});
+    const State next = atomic_state::update_state("switchboard", ts, 40 + run, 1e9 + run, {ts});
     REQUIRE(f.manager.save_state(next).ok());
     auto again = f.manager.load_state();
     REQUIRE(again.has_value());
@@ -573,8 +573,8 @@ TEST_CASE("load, decide, save over several runs: each run sees the last", "[stat
 TEST_CASE("a logger by value, and one logger shared by reference", "[state]") {
   test::TempDir dir;
   std::ostringstream out;
-  atomic_state::StateManager<atomic_state::LogfmtLogger> owned(
-      dir.path(), atomic_state::LogfmtLogger(out, Level::info));
+  atomic_state::StateManager<atomic_state::LogfmtSink> owned(
+      dir.path(), atomic_state::LogfmtSink(out, Level::info));
   State s = valid_state();
   REQUIRE(owned.save_state(s).ok());
   CHECK(out.str() ==
@@ -586,9 +586,9 @@ TEST_CASE("a logger by value, and one logger shared by reference", "[state]") {
   REQUIRE(a.save_state(s).ok());
   REQUIRE(b.save_state(s).ok());
   CHECK(shared.with("state saved").size() == 2);
-  CHECK(&a.logger() == &shared);
+  CHECK(&a.sink() == &shared);
 
-  atomic_state::StateManager<> silent(dir / "c");  // NullLogger by default
+  atomic_state::StateManager<> silent(dir / "c");  // NullSink by default
   REQUIRE(silent.save_state(s).ok());
 }
 
@@ -785,7 +785,7 @@ TEST_CASE("Boost.JSON values a custom state keeps stay valid after load_state", 
   // Run under AddressSanitizer by the test command: a value left pointing
   // into the parser's memory is a use after free here.
   test::TempDir dir;
-  atomic_state::StateManager<atomic_state::NullLogger, Quote> m(dir.path());
+  atomic_state::StateManager<atomic_state::NullSink, Quote> m(dir.path());
   Quote q;
   q.price = 236.41;
   q.at = 1700000000;
@@ -851,12 +851,12 @@ TEST_CASE("update_state takes snapshot times of any integer type, beyond int64 s
           "[state]") {
   Fixture f;
   const std::vector<std::uint64_t> huge = {UINT64_MAX, 1700000000, 9223372036854775808u};
-  const State s = f.manager.update_state("x", 1700000000, 1, 1.0, huge);
+  const State s = atomic_state::update_state("x", 1700000000, 1, 1.0, huge);
   CHECK(s.snapshot_count == 3);
   CHECK(s.oldest_snapshot == 1700000000);
   CHECK(s.newest_snapshot == INT64_MAX);
   const std::vector<std::int16_t> small = {-5, 7};
-  const State t = f.manager.update_state("x", 1, 1, 1.0, small);
+  const State t = atomic_state::update_state("x", 1, 1, 1.0, small);
   CHECK(t.oldest_snapshot == -5);
   CHECK(t.newest_snapshot == 7);
 }

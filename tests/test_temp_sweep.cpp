@@ -33,7 +33,7 @@ namespace {
 
 using Manager = atomic_state::StateManager<test::CaptureLogger&>;
 using FaultManager =
-    atomic_state::StateManager<test::CaptureLogger&, State, AtomicWriter<FullSync, test::FaultFs&>>;
+    atomic_state::StateManager<test::CaptureLogger&, State, FullSync, test::FaultFs&>;
 
 State sample_state() {
   State s;
@@ -330,7 +330,7 @@ TEST_CASE("a manager sweeps once: at its first load, or when asked", "[sweep]") 
   test::TempDir dir;
   test::CaptureLogger log;
   test::FaultFs fs;
-  FaultManager manager(dir.path(), log, FaultManager::writer_type(fs));
+  FaultManager manager(dir.path(), log, fs);
   (void)manager.load_state();
   CHECK(fs.count(Op::list_directory) == 1);
   (void)manager.load_state();
@@ -339,7 +339,7 @@ TEST_CASE("a manager sweeps once: at its first load, or when asked", "[sweep]") 
   CHECK(fs.count(Op::list_directory) == 2);
 
   test::FaultFs other_fs;
-  FaultManager asked_first(dir.path(), log, FaultManager::writer_type(other_fs));
+  FaultManager asked_first(dir.path(), log, other_fs);
   REQUIRE(asked_first.remove_stale_temp_files().has_value());
   (void)asked_first.load_state();
   CHECK(other_fs.count(Op::list_directory) == 1);
@@ -380,7 +380,7 @@ TEST_CASE("a sweep that fails never fails the load", "[sweep]") {
     test::CaptureLogger log;
     test::FaultFs fs;
     fs.faults = {Fault{row.op, 1, row.error, row.persistent}};
-    FaultManager manager(dir.path(), log, FaultManager::writer_type(fs));
+    FaultManager manager(dir.path(), log, fs);
 
     auto loaded = manager.load_state();
     REQUIRE(loaded.has_value());
@@ -544,7 +544,7 @@ TEST_CASE("a process forked during a sweep never delays a save", "[sweep]") {
         ::_exit(0);
       }
     };
-    FaultManager manager(dir.path(), log, FaultManager::writer_type(fs));
+    FaultManager manager(dir.path(), log, fs);
     ::alarm(20);
     const auto loaded = manager.load_state();
     fs.before = nullptr;

@@ -15,13 +15,13 @@
 using atomic_state::Field;
 using atomic_state::Fields;
 using atomic_state::Level;
-using atomic_state::LogfmtLogger;
+using atomic_state::LogfmtSink;
 using atomic_state::State;
 using Manager = atomic_state::StateManager<test::CaptureLogger&>;
 
 TEST_CASE("threads sharing one sink never interleave inside a line", "[threads]") {
   std::ostringstream out;
-  LogfmtLogger logger(out, Level::debug);
+  LogfmtSink logger(out, Level::debug);
   constexpr int kThreads = 8, kRecords = 500;
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t)
@@ -138,8 +138,7 @@ TEST_CASE("a sweep running beside saves never takes the temp file of a live one"
 
 namespace {
 
-using Unsynced = atomic_state::StateManager<test::CaptureLogger&, State,
-                                            atomic_state::AtomicWriter<atomic_state::NoSync>>;
+using Unsynced = atomic_state::StateManager<test::CaptureLogger&, State, atomic_state::NoSync>;
 
 // Threads that wait for each other and then start at once.
 class StartLine {

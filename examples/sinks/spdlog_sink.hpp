@@ -6,7 +6,7 @@
 //   atomic_state::StateManager<SpdlogSink> manager(dir, SpdlogSink{logger});
 //
 // The message, keys and values are escaped by the header's own logfmt
-// functions, exactly as LogfmtLogger escapes them: a value (and the
+// functions, exactly as LogfmtSink escapes them: a value (and the
 // message) is bare when it is one plain printable-ASCII word, else quoted,
 // with every control, quote, backslash, line or paragraph separator, bidi
 // control and byte that is not UTF-8 escaped; a key keeps printable ASCII

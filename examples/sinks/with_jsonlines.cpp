@@ -27,5 +27,5 @@ int main(int argc, char** argv) {
   }
   const std::int64_t now = last->last_updated == 0 ? 1732406400 : last->last_updated + hour;
   if (!manager.should_process(now, *last)) return 0;
-  return manager.save_state(manager.update_state("Switchboard", now, 12, 2.478e9)) ? 0 : 1;
+  return manager.save_state(as::update_state("Switchboard", now, 12, 2.478e9)) ? 0 : 1;
 }

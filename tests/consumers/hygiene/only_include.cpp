@@ -25,7 +25,7 @@ int main(int argc, char** argv) {
   printf("hygiene: writer roundtrip ok\n");
 #ifndef ATOMIC_STATE_NO_JSON
   atomic_state::StateManager<> manager(dir + "/state");
-  const atomic_state::State state = manager.update_state("hygiene", 1700000000, 1, 0.25);
+  const atomic_state::State state = atomic_state::update_state("hygiene", 1700000000, 1, 0.25);
   if (const atomic_state::Status status = manager.save_state(state); !status) {
     fprintf(stderr, "%s\n", status.message().c_str());
     return 1;
