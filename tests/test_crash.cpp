@@ -5,10 +5,12 @@
 // whole and with its own mode, never anything else, and the new one once
 // the save reported success.
 //
-// The counts of crash points and images are pinned, so that coverage cannot
-// shrink without a test saying so. They were computed by running this file
-// and checked by hand for the small cases (see "the model" cases at the end).
-// A change to the protocol (one more call, one call fewer) changes them:
+// The crash points are one before each call support/protocol.hpp says a
+// save makes, and one after: the test checks it explored exactly those.
+// The counts of images are pinned, so that coverage cannot shrink without a
+// test saying so; they were computed by running this file and checked by
+// hand for the small cases (see "the model" cases at the end). A change to
+// the protocol is one edit of the table; it changes the image counts too:
 // re-derive them then, and make sure the violations stay at zero.
 #include <cstddef>
 #include <cstdint>
@@ -22,6 +24,7 @@
 
 #include "atomic_state.hpp"
 #include "support/catch.hpp"
+#include "support/protocol.hpp"
 #include "support/seed_state.hpp"
 #include "support/sim_fs.hpp"
 
@@ -36,6 +39,8 @@ using sim::Image;
 using sim::Node;
 using sim::Order;
 using sim::SimFs;
+namespace protocol = test::protocol;
+using protocol::Sync;
 
 namespace {
 
@@ -237,14 +242,22 @@ void require_old_or_new(const Run& run, const Tally& tally, Order order) {
   CHECK(sim::crash_images(run.points.back(), order) == std::set<Image>{run.after});
 }
 
-/// The pinned coverage of one scenario under one order.
+/// The pinned coverage of one scenario under one order: the images are
+/// counted here; the crash points are one before each call the protocol
+/// table (support/protocol.hpp) says the save makes, and one after it.
 struct Pinned {
   Order order;
-  std::size_t points, images, distinct;
+  std::size_t images, distinct;
 };
 
-void require_pinned(const Tally& tally, const Pinned& pin) {
-  CHECK(tally.points == pin.points);
+void require_pinned(const Run& run, const Tally& tally, const Pinned& pin,
+                    const protocol::Calls& calls) {
+  std::vector<std::string> expected;
+  for (const test::Op op : protocol::ops(calls)) expected.emplace_back(test::op_name(op));
+  std::vector<std::string> explored;
+  for (std::size_t p = 0; p + 1 < run.points.size(); ++p) explored.push_back(run.points[p].before);
+  CHECK(explored == expected);
+  CHECK(tally.points == calls.size() + 1);
   CHECK(tally.images == pin.images);
   CHECK(tally.distinct == pin.distinct);
 }
@@ -267,14 +280,14 @@ TEST_CASE(
   // (rename: old; old and temp; new) | 1 1 1 = 35. Distinct: old alone, old
   // beside 8 temp versions, new = 10. A subset adds nothing: the rename
   // without the create is skipped.
-  const Pinned pins[] = {{Order::prefix, 15, 35, 10}, {Order::subset, 15, 35, 10}};
+  const Pinned pins[] = {{Order::prefix, 35, 10}, {Order::subset, 35, 10}};
   for (const Pinned& pin : pins) {
     CAPTURE(sim::to_string(pin.order));
     const Tally tally = enumerate(run, pin.order, t, target_check(t));
     print("existing file", "FullSync", pin.order, tally);
     require_old_or_new(run, tally, pin.order);
     CHECK(tally.old_images > 0);
-    require_pinned(tally, pin);
+    require_pinned(run, tally, pin, protocol::save(Sync::full));
   }
 }
 
@@ -285,13 +298,13 @@ TEST_CASE(
   const Target t{"/d/state.json", std::nullopt, kNew};
   const Run run = record_write<FullSync>(empty_directory(), t.path, t.now);
   // As over an existing file, with "no file" in the place of the old one.
-  const Pinned pins[] = {{Order::prefix, 15, 35, 10}, {Order::subset, 15, 35, 10}};
+  const Pinned pins[] = {{Order::prefix, 35, 10}, {Order::subset, 35, 10}};
   for (const Pinned& pin : pins) {
     CAPTURE(sim::to_string(pin.order));
     const Tally tally = enumerate(run, pin.order, t, target_check(t));
     print("first save", "FullSync", pin.order, tally);
     require_old_or_new(run, tally, pin.order);
-    require_pinned(tally, pin);
+    require_pinned(run, tally, pin, protocol::save(Sync::full));
   }
 }
 
@@ -304,6 +317,7 @@ TEST_CASE(
   // directory, and the file in it, away.
   struct Row {
     const char* path;
+    protocol::Calls calls;
     Pinned prefix, subset;
   };
   const Row rows[] = {
@@ -311,12 +325,18 @@ TEST_CASE(
       // and close /d (support/protocol.hpp's make_level), then the 14 calls
       // of a save: 21 points. One more distinct image: /d without /d/new
       // (before /d's fsync).
-      {"/d/new/state.json", {Order::prefix, 21, 44, 11}, {Order::subset, 21, 44, 11}},
+      {"/d/new/state.json",
+       protocol::first_save(Sync::full, {{"/d/new", "/d"}}),
+       {Order::prefix, 44, 11},
+       {Order::subset, 44, 11}},
       // open dir (ENOENT), mkdir /d/a/b (ENOENT), make /d/a, make /d/a/b (5
       // calls each), then the save: 27 points (protocol.hpp's
       // first_save_two_levels). Two more distinct images: /d alone, and /d/a
       // without b.
-      {"/d/a/b/state.json", {Order::prefix, 27, 53, 12}, {Order::subset, 27, 53, 12}},
+      {"/d/a/b/state.json",
+       protocol::first_save(Sync::full, {{"/d/a", "/d"}, {"/d/a/b", "/d/a"}}),
+       {Order::prefix, 53, 12},
+       {Order::subset, 53, 12}},
   };
   for (const Row& row : rows) {
     CAPTURE(row.path);
@@ -327,7 +347,7 @@ TEST_CASE(
       const Tally tally = enumerate(run, pin.order, t, target_check(t));
       print(row.path, "FullSync", pin.order, tally);
       require_old_or_new(run, tally, pin.order);
-      require_pinned(tally, pin);
+      require_pinned(run, tally, pin, row.calls);
     }
   }
 }
@@ -403,14 +423,16 @@ TEST_CASE(
   // sweep's unlink joins /d's log ahead of the save's changes, so in subset
   // order the save can survive without it, the stale temp file beside the
   // new state: 20 distinct images, not 11.
-  const Pinned pins[] = {{Order::prefix, 30, 69, 11}, {Order::subset, 30, 89, 20}};
+  const Pinned pins[] = {{Order::prefix, 69, 11}, {Order::subset, 89, 20}};
+  const protocol::Calls calls =
+      protocol::first_load_sweeping_one_stale_file() + protocol::save(Sync::full);
   for (const Pinned& pin : pins) {
     CAPTURE(sim::to_string(pin.order));
     const Tally tally = enumerate(run, pin.order, t, next_run);
     print("StateManager load + save", "FullSync", pin.order, tally);
     require_old_or_new(run, tally, pin.order);
     CHECK(tally.old_images > 0);
-    require_pinned(tally, pin);
+    require_pinned(run, tally, pin, calls);
   }
 }
 
@@ -437,7 +459,7 @@ TEST_CASE(
   // bytes under 0600 at the target: before the fsync of the directory, the
   // close of the lock's descriptor and of the directory, and after the save
   // returned: 4.
-  const Row rows[] = {{{Order::prefix, 15, 43, 11}, 4}, {{Order::subset, 15, 43, 11}, 4}};
+  const Row rows[] = {{{Order::prefix, 43, 11}, 4}, {{Order::subset, 43, 11}, 4}};
   for (const Row& row : rows) {
     CAPTURE(sim::to_string(row.pin.order));
     const Tally tally = enumerate(run, row.pin.order, t, target_check(t));
@@ -454,7 +476,7 @@ TEST_CASE(
     const Image kept_0600 = {{"/d", sim::directory_node()},
                              {t.path, sim::file_node(t.now.data, 0600)}};
     CHECK(sim::crash_images(run.points.back(), row.pin.order).count(kept_0600) == 1);
-    require_pinned(tally, row.pin);
+    require_pinned(run, tally, row.pin, protocol::save(Sync::data));
   }
 }
 
@@ -466,9 +488,14 @@ struct BadRow {
   const char* scenario;
   Image before;
   Target target;
+  protocol::Calls calls;
   Pinned pin;
   std::size_t torn, lost, wrong_mode;
 };
+
+protocol::Calls nested_save(Sync sync) {
+  return protocol::first_save(sync, {{"/d/a", "/d"}, {"/d/a/b", "/d/a"}});
+}
 
 template <class Policy>
 void require_caught(const char* policy, const BadRow& row) {
@@ -481,7 +508,7 @@ void require_caught(const char* policy, const BadRow& row) {
   CHECK(tally.torn == row.torn);
   CHECK(tally.lost == row.lost);
   CHECK(tally.wrong_mode == row.wrong_mode);
-  require_pinned(tally, row.pin);
+  require_pinned(run, tally, row.pin, row.calls);
 }
 
 }  // namespace
@@ -496,12 +523,40 @@ TEST_CASE("NoSync: the simulator finds torn and lost files after a power loss", 
       // of the temp's 8 versions: 6 torn ("", half, zeros, each under either
       // mode) and the new bytes under 0600. After "success" the old file,
       // alone or beside any of the temp's 8 versions, is a lost save: 9.
-      {"existing file", existing_file(), over, {Order::prefix, 13, 92, 17}, 18, 9, 3},
-      {"existing file", existing_file(), over, {Order::subset, 13, 92, 17}, 18, 9, 3},
+      {"existing file",
+       existing_file(),
+       over,
+       protocol::save(Sync::none),
+       {Order::prefix, 92, 17},
+       18,
+       9,
+       3},
+      {"existing file",
+       existing_file(),
+       over,
+       protocol::save(Sync::none),
+       {Order::subset, 92, 17},
+       18,
+       9,
+       3},
       // No directory synced either: after "success", /d alone, /d/a alone,
       // or /d/a/b empty or with the temp's 8 versions: 11 lost.
-      {"/d/a/b/state.json", empty_directory(), nested, {Order::prefix, 19, 128, 19}, 18, 11, 3},
-      {"/d/a/b/state.json", empty_directory(), nested, {Order::subset, 19, 128, 19}, 18, 11, 3},
+      {"/d/a/b/state.json",
+       empty_directory(),
+       nested,
+       nested_save(Sync::none),
+       {Order::prefix, 128, 19},
+       18,
+       11,
+       3},
+      {"/d/a/b/state.json",
+       empty_directory(),
+       nested,
+       nested_save(Sync::none),
+       {Order::subset, 128, 19},
+       18,
+       11,
+       3},
   };
   for (const BadRow& row : rows) require_caught<NoSync>("NoSync", row);
 }
@@ -517,12 +572,40 @@ TEST_CASE(
   const BadRow rows[] = {
       // 13 calls, 14 points. After "success": the old file, alone or beside
       // the synced temp: 2 lost.
-      {"existing file", existing_file(), over, {Order::prefix, 14, 38, 10}, 0, 2, 0},
-      {"existing file", existing_file(), over, {Order::subset, 14, 38, 10}, 0, 2, 0},
+      {"existing file",
+       existing_file(),
+       over,
+       protocol::save(Sync::file_only),
+       {Order::prefix, 38, 10},
+       0,
+       2,
+       0},
+      {"existing file",
+       existing_file(),
+       over,
+       protocol::save(Sync::file_only),
+       {Order::subset, 38, 10},
+       0,
+       2,
+       0},
       // After "success": /d alone, /d/a alone, /d/a/b empty or with the
       // temp: 4 lost.
-      {"/d/a/b/state.json", empty_directory(), nested, {Order::prefix, 20, 76, 12}, 0, 4, 0},
-      {"/d/a/b/state.json", empty_directory(), nested, {Order::subset, 20, 76, 12}, 0, 4, 0},
+      {"/d/a/b/state.json",
+       empty_directory(),
+       nested,
+       nested_save(Sync::file_only),
+       {Order::prefix, 76, 12},
+       0,
+       4,
+       0},
+      {"/d/a/b/state.json",
+       empty_directory(),
+       nested,
+       nested_save(Sync::file_only),
+       {Order::subset, 76, 12},
+       0,
+       4,
+       0},
   };
   for (const BadRow& row : rows) require_caught<FileSyncOnly>("FileSyncOnly", row);
 }

@@ -83,53 +83,82 @@ inline Calls write_data(int chunks = 1) {
 /// earlier close was one the save survives.
 inline const char* const kTempClose = "$T";
 
-/// Mode, sync, close, rename, then the directory, under a sync policy:
-/// file sync call (none for NoSync) and whether the directory is synced.
-inline Calls commit(Op file_sync, bool sync_directory) {
+/// How far a save syncs: FullSync, DataSync, NoSync, or a policy that syncs
+/// the file but never a directory.
+enum class Sync { full, data, none, file_only };
+
+inline bool syncs_directories(Sync sync) { return sync == Sync::full || sync == Sync::data; }
+
+/// Mode, sync, close, rename, then the directory, as `sync` says.
+inline Calls commit(Sync sync) {
   Calls calls = {{Op::set_mode, Step::set_permissions, "$T"}};
-  if (file_sync != Op::close) calls.push_back({file_sync, Step::sync_file, "$T"});
+  if (sync == Sync::full || sync == Sync::file_only)
+    calls.push_back({Op::sync_full, Step::sync_file, "$T"});
+  if (sync == Sync::data) calls.push_back({Op::sync_data, Step::sync_file, "$T"});
   calls.push_back({Op::duplicate, Step::none, ""});  // keeps the lock across the close
   calls.push_back({Op::close, Step::close_temp_file, "$T"});
   calls.push_back({Op::rename, Step::rename, "$T"});
-  if (sync_directory) calls.push_back({Op::sync_full, Step::sync_directory, "$D", true});
+  if (syncs_directories(sync)) calls.push_back({Op::sync_full, Step::sync_directory, "$D", true});
   calls.push_back({Op::close, Step::none, ""});  // the lock's descriptor
   calls.push_back({Op::close, Step::none, ""});  // the directory
   return calls;
 }
 
-/// Creating one missing level `level` ($R/a) of the target's directory: mkdir,
-/// a look at its mode (the umask may have taken owner write), and under a
-/// syncing policy the sync of the parent `parent` that gained it.
-inline Calls make_level(const char* level, const char* parent, bool sync) {
-  Calls calls = {{Op::make_directory, Step::create_directory, level},
-                 {Op::entry_info, Step::create_directory, level}};
-  if (sync)
-    calls = calls + Calls{{Op::open_directory, Step::sync_directory, parent},
-                          {Op::sync_full, Step::sync_directory, parent},
+/// The rest of a save once the directory is open: look at the target,
+/// create and claim the temp file, write `chunks` times, commit.
+inline Calls save_into_open_directory(Sync sync, int chunks = 1) {
+  return check_target() + create_temp_file() + write_data(chunks) + commit(sync);
+}
+
+/// A missing level of the target's directory: its path and its parent's,
+/// as the Status names them ($R/a and $R).
+struct Level {
+  const char* path;
+  const char* parent;
+};
+
+/// The end of creating one missing level: a look at its mode (the umask may
+/// have taken owner write), and under a syncing policy the sync of the
+/// parent that gained it.
+inline Calls finish_level(const Level& level, Sync sync) {
+  Calls calls = {{Op::entry_info, Step::create_directory, level.path}};
+  if (syncs_directories(sync))
+    calls = calls + Calls{{Op::open_directory, Step::sync_directory, level.parent},
+                          {Op::sync_full, Step::sync_directory, level.parent},
                           {Op::close, Step::none, "", false, Step::close_temp_file, kTempClose}};
   return calls;
 }
 
 // ------------------------------------------------------ the kinds of save --
 
-/// A save over an existing file, under FullSync, DataSync and NoSync.
-inline Calls overwrite_full_sync() {
-  return open_directory() + check_target() + create_temp_file() + write_data() +
-         commit(Op::sync_full, true);
+/// A save over an existing file (or into an existing directory).
+inline Calls save(Sync sync, int chunks = 1) {
+  return open_directory() + save_into_open_directory(sync, chunks);
 }
-inline Calls overwrite_data_sync() {
-  return open_directory() + check_target() + create_temp_file() + write_data() +
-         commit(Op::sync_data, true);
-}
-inline Calls overwrite_no_sync() {
-  return open_directory() + check_target() + create_temp_file() + write_data() +
-         commit(Op::close, false);
-}
+inline Calls overwrite_full_sync() { return save(Sync::full); }
+inline Calls overwrite_data_sync() { return save(Sync::data); }
+inline Calls overwrite_no_sync() { return save(Sync::none); }
 
 /// begin(), `chunks` write() calls, commit(), under FullSync.
-inline Calls streamed(int chunks) {
-  return open_directory() + check_target() + create_temp_file() + write_data(chunks) +
-         commit(Op::sync_full, true);
+inline Calls streamed(int chunks) { return save(Sync::full, chunks); }
+
+/// A first save into missing directories, `levels` from the top one down:
+/// the directory does not open; mkdir walks up, failing (ENOENT) until a
+/// level can be made; then each level below it is made in turn.
+inline Calls first_save(Sync sync, const std::vector<Level>& levels) {
+  Calls calls = {{Op::open_directory, Step::open_directory, "$D"}};
+  for (std::size_t i = levels.size(); i-- > 1;)
+    calls.push_back({Op::make_directory, Step::create_directory, levels[i].path});
+  for (std::size_t i = 0; i < levels.size(); ++i) {
+    calls.push_back({Op::make_directory, Step::create_directory, levels[i].path});
+    calls = calls + finish_level(levels[i], sync);
+  }
+  return calls + open_directory() + save_into_open_directory(sync);
+}
+
+/// $R/a/b/f, under FullSync: the fault tables' first save.
+inline Calls first_save_two_levels() {
+  return first_save(Sync::full, {{"$R/a", "$R"}, {"$R/a/b", "$R/a"}});
 }
 
 /// AtomicWriter::write_new of a file in an existing directory: a save
@@ -141,14 +170,26 @@ inline Calls write_new_full_sync() {
   return calls;
 }
 
-/// A first save into two missing levels, $R/a/b/f, under FullSync: the
-/// directory is missing, so is its parent; $R/a is made, then $R/a/b.
-inline Calls first_save_two_levels() {
-  const Calls look = {{Op::open_directory, Step::open_directory, "$D"},
-                      {Op::make_directory, Step::create_directory, "$R/a/b"}};
-  return look + make_level("$R/a", "$R", true) + make_level("$R/a/b", "$R/a", true) +
-         open_directory() + check_target() + create_temp_file() + write_data() +
-         commit(Op::sync_full, true);
+/// A StateManager's first load of a state file with one stale temp file
+/// beside it: the directory opened once for the sweep and the read; the
+/// sweep's look, open, check, lock, second look, unlink and close of the
+/// temp file; the read; both descriptors closed.
+inline Calls first_load_sweeping_one_stale_file() {
+  return {{Op::open_directory, Step::open_directory, "$D"},
+          {Op::list_directory, Step::none, ""},
+          {Op::entry_info, Step::none, ""},
+          {Op::open_file, Step::none, ""},
+          {Op::file_info, Step::none, ""},
+          {Op::try_lock, Step::none, ""},
+          {Op::entry_info, Step::none, ""},
+          {Op::unlink, Step::none, ""},
+          {Op::close, Step::none, ""},
+          {Op::open_file, Step::open_file, "$F"},
+          {Op::file_info, Step::check_file, "$F"},
+          {Op::read, Step::read_file, "$F"},
+          {Op::read, Step::read_file, "$F"},
+          {Op::close, Step::none, ""},
+          {Op::close, Step::none, ""}};
 }
 
 }  // namespace test::protocol
