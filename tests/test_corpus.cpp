@@ -1,7 +1,7 @@
 // The corpus of hostile and broken state files: what load_state does with
 // each of them, one table row per file.
 //
-// The rules under test (README, "load_state()"):
+// The rules under test (docs/api.md, "load_state()"):
 // - a state file that parses and has the right shape loads;
 // - a missing file is a first run;
 // - a file that is unparsable, truncated or of the wrong shape is a first run

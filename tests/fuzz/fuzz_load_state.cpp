@@ -19,7 +19,7 @@
 // - no other file appears in the directory.
 //
 // parse_json and format_json, on the same bytes:
-// - when parse_json accepts them, format_json writes the value (the README:
+// - when parse_json accepts them, format_json writes the value (docs/api.md:
 //   it refuses only what parse_json could not have read; a refusal must be
 //   Step::serialize with empty output, and is reported as a finding);
 // - parse_json reads that text back to the same value, every number of the
