@@ -96,20 +96,26 @@ bool write_all(int fd, const char* p, std::size_t n) {
 }
 
 // The minimal hand-written sequence of the library's system calls: what an
-// atomic, durable replacement cannot do without. Error handling is "stop".
+// atomic, durable replacement that refuses a directory at the target and
+// keeps a sweep of stale temp files off its own cannot do without (see
+// docs/protocol.md). Error handling is "stop".
 template <bool Sync>
 bool floor_replace(const char* dir, const char* target, std::string_view data) {
   const int dfd = ::open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0) return false;
-  ::flock(dfd, LOCK_SH);
+  struct stat st;
+  bool ok = ::fstatat(dfd, target, &st, AT_SYMLINK_NOFOLLOW) == 0 || errno == ENOENT;
   char temp[12];
   next_floor_name(temp);
   const int fd = ::openat(dfd, temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-  bool ok = fd >= 0 && write_all(fd, data.data(), data.size()) && ::fchmod(fd, 0644) == 0;
+  ok = ok && fd >= 0 && ::flock(fd, LOCK_EX | LOCK_NB) == 0 && ::fstat(fd, &st) == 0 &&
+       write_all(fd, data.data(), data.size()) && ::fchmod(fd, 0644) == 0;
   if constexpr (Sync) ok = ok && ::fsync(fd) == 0;
+  const int lock = fd >= 0 ? ::fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
   if (fd >= 0) ok = ::close(fd) == 0 && ok;
   ok = ok && ::renameat(dfd, temp, dfd, target) == 0;
   if constexpr (Sync) ok = ok && ::fsync(dfd) == 0;
+  if (lock >= 0) ::close(lock);
   ::close(dfd);
   return ok;
 }
