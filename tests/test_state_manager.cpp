@@ -93,7 +93,7 @@ TEST_CASE("a missing state file is a first run", "[state]") {
     REQUIRE(loaded.has_value());
     CHECK(*loaded == State{});
     REQUIRE(log.size() == 1);
-    CHECK(log.last().level == Level::debug);
+    CHECK(log.last().level == Level::info);  // the event an operator looks for
     CHECK(log.last().message == "no state file found, treating as first run");
     CHECK(log.last().keys() == std::vector<std::string>{"path"});
     CHECK(log.last().text("path") == m.state_file().string());

@@ -99,8 +99,11 @@ TEST_CASE("every step has its own words", "[status]") {
                         Step::read_file,
                         Step::parse,
                         Step::copy_aside,
+                        Step::upgrade,
                         Step::serialize,
                         Step::remove_temp_file,
+                        Step::lock_run,
+                        Step::keep_previous,
                         Step::invalid_use};
   std::set<std::string> seen;
   for (Step step : steps) seen.insert(std::string(atomic_state::to_string(step)));

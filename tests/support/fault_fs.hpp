@@ -34,8 +34,11 @@ enum class Op {
   file_info_at,
   rename_noreplace,
   list_directory,
+  open_or_create,
+  link,
+  check_writable,
 };
-inline constexpr int op_count = 19;
+inline constexpr int op_count = 22;
 
 inline std::string_view op_name(Op op) {
   switch (op) {
@@ -77,6 +80,12 @@ inline std::string_view op_name(Op op) {
       return "list_directory";
     case Op::entry_info:
       return "entry_info";
+    case Op::open_or_create:
+      return "open_or_create";
+    case Op::link:
+      return "link";
+    case Op::check_writable:
+      return "check_writable";
   }
   return "?";
 }
@@ -239,6 +248,22 @@ class FaultFs {
     const Fault* f = due(Op::entry_info, dir_fd, name);
     const int r = f && f->error ? -f->error : real_.entry_info(dir_fd, name, info);
     return record(Op::entry_info, dir_fd, name, 0, r);
+  }
+  int open_or_create(int dir_fd, const char* name, unsigned mode) noexcept {
+    const Fault* f = due(Op::open_or_create, dir_fd, name);
+    const int r = f && f->error ? -f->error : real_.open_or_create(dir_fd, name, mode);
+    if (r >= 0) open_.insert(r);
+    return record(Op::open_or_create, dir_fd, name, mode, r);
+  }
+  int link(int dir_fd, const char* from, const char* to) noexcept {
+    const Fault* f = due(Op::link, dir_fd, from);
+    const int r = f && f->error ? -f->error : real_.link(dir_fd, from, to);
+    return record(Op::link, dir_fd, to, 0, r);
+  }
+  int check_writable(int dir_fd) noexcept {
+    const Fault* f = due(Op::check_writable, dir_fd, nullptr);
+    const int r = f && f->error ? -f->error : real_.check_writable(dir_fd);
+    return record(Op::check_writable, dir_fd, nullptr, 0, r);
   }
 
  private:

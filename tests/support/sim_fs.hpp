@@ -164,7 +164,7 @@ class SimFs {
     if (const int r = resolve_parent(path, parent, name); r < 0) return r;
     if (name.empty() || inodes_[parent].entries.count(name)) return -EEXIST;
     const Ino ino = add(make_directory_inode(mode & 07777));
-    link(parent, name, ino);
+    add_entry(parent, name, ino);
     return 0;
   }
 
@@ -176,7 +176,7 @@ class SimFs {
     Inode file;
     file.mode = file.durable_mode = mode & 07777;  // a new inode: empty, this mode
     const Ino ino = add(std::move(file));
-    link(dir, name, ino);
+    add_entry(dir, name, ino);
     return open_fd(ino, true);
   }
 
@@ -322,6 +322,44 @@ class SimFs {
     return stat_entry(dir_fd, name, info);
   }
 
+  int open_or_create(int dir_fd, const char* name, unsigned mode) noexcept {
+    enter("open_or_create");
+    Ino dir = 0;
+    if (const int r = directory_of(dir_fd, name, dir); r < 0) return r;
+    const auto it = inodes_[dir].entries.find(name);
+    if (it != inodes_[dir].entries.end())
+      return inodes_[it->second].directory ? -EISDIR : open_fd(it->second, true);
+    Inode file;
+    file.mode = file.durable_mode = mode & 07777;
+    const Ino ino = add(std::move(file));
+    add_entry(dir, name, ino);
+    return open_fd(ino, true);
+  }
+
+  /// A second name for a file, logged like a creation: a crash keeps it
+  /// only once its directory is synced.
+  int link(int dir_fd, const char* from, const char* to) noexcept {
+    enter("link");
+    Ino dir = 0;
+    if (const int r = directory_of(dir_fd, from, dir); r < 0) return r;
+    if (!valid_name(to)) return -EINVAL;
+    Inode& d = inodes_[dir];
+    const auto source = d.entries.find(from);
+    if (source == d.entries.end()) return -ENOENT;
+    if (inodes_[source->second].directory) return -EPERM;
+    if (d.entries.count(to)) return -EEXIST;
+    add_entry(dir, to, source->second);
+    return 0;
+  }
+
+  /// Every directory is writable in the simulation.
+  int check_writable(int dir_fd) noexcept {
+    enter("check_writable");
+    Descriptor* d = descriptor(dir_fd);
+    if (d == nullptr) return -EBADF;
+    return inodes_[d->ino].directory ? 0 : -ENOTDIR;
+  }
+
   // ------------------------------------------------------------ for tests --
 
   /// From now on, capture the whole state before every call.
@@ -364,7 +402,7 @@ class SimFs {
     return inodes_.size() - 1;
   }
 
-  void link(Ino dir, const std::string& name, Ino ino) {
+  void add_entry(Ino dir, const std::string& name, Ino ino) {
     inodes_[dir].entries[name] = ino;
     inodes_[dir].pending.push_back(DirOp{DirOp::link, name, {}, ino});
   }
