@@ -3016,7 +3016,7 @@ class StateManager {
                            Loaded<StateT>& loaded) noexcept;
   Status copy_aside(int dir_fd, std::string_view bytes, const FileInfo& info,
                     char (&name)[ATOMIC_STATE_NAME_MAX + 1]) noexcept;
-  Copy existing_copy(int dir_fd, const char* name, std::string_view bytes) noexcept;
+  Copy existing_copy(int dir_fd, const char* name, std::string_view bytes, int& error) noexcept;
   Status copy_failed(const Status& written, std::string_view copy) const noexcept;
   void remove_old_copies(int dir_fd) noexcept;
   Status encode(const StateT& state, detail::TextBuffer<2048>& text) const noexcept;
@@ -4124,7 +4124,7 @@ class ClosingFd {
 // that is not mounted, where a first run would start over on the wrong
 // disk.
 template <class Fs>
-Status find_dangling_link(Fs& fs, std::string_view dir) noexcept {
+Status find_dangling_link(Fs& fs, std::string_view dir, std::string_view state) noexcept {
   char path[ATOMIC_STATE_PATH_MAX];
   std::memcpy(path, dir.data(), dir.size());
   path[dir.size()] = '\0';
@@ -4138,8 +4138,8 @@ Status find_dangling_link(Fs& fs, std::string_view dir) noexcept {
     const bool dangling = r >= 0 && entry.type == FileType::symlink &&
                           fs.file_info_at(AT_FDCWD, path, target) == -ENOENT;
     if (dangling)
-      return Status(Step::open_directory, system_error(-ENOENT), std::string_view(path, end), {},
-                    false, "a symlink to nothing: is the volume it points to mounted?");
+      return Status(Step::open_directory, system_error(-ENOENT), std::string_view(path, end),
+                    state, false, "a symlink to nothing: is the volume it points to mounted?");
     path[end] = saved;
     if (r < 0) return {};  // the first level missing: the directory plainly is
   }
@@ -4156,8 +4156,8 @@ Status StateManager<L, S, P, F>::open_directory(const detail::DirectoryPath& dir
   if (dir_fd >= 0) return {};
   const int error = std::exchange(dir_fd, -1);
   if (error != -ENOENT)
-    return Status(Step::open_directory, detail::system_error(error), dir.view());
-  return detail::find_dangling_link(fs, dir.view());
+    return Status(Step::open_directory, detail::system_error(error), dir.view(), file_.native());
+  return detail::find_dangling_link(fs, dir.view(), file_.native());
 }
 
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
@@ -4220,7 +4220,7 @@ Status StateManager<L, S, P, F>::create_directory(const detail::DirectoryPath& d
   dir_fd = fs.open_directory(dir.c_str());
   if (dir_fd >= 0) return {};
   return Status(Step::open_directory, detail::system_error(std::exchange(dir_fd, -1)),
-                dir.view());
+                dir.view(), file_.native());
 }
 
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
@@ -4624,6 +4624,7 @@ Status StateManager<L, S, P, F>::copy_aside(int dir_fd, std::string_view bytes,
   std::memcpy(name + file.size(), ".corrupt-", 9);
   char* const stamp_end =
       std::to_chars(name + file.size() + 9, name + sizeof name - 8, info.modified).ptr;
+  int unreadable = 0;  // why the last name that could not be examined could not
   for (int attempt = 0; attempt < ATOMIC_STATE_TEMP_NAME_ATTEMPTS; ++attempt) {
     char* end = stamp_end;
     if (attempt > 0) {
@@ -4631,7 +4632,7 @@ Status StateManager<L, S, P, F>::copy_aside(int dir_fd, std::string_view bytes,
       end = std::to_chars(end, name + sizeof name - 1, attempt).ptr;
     }
     *end = '\0';
-    Copy found = existing_copy(dir_fd, name, bytes);
+    Copy found = existing_copy(dir_fd, name, bytes, unreadable);
     if (found == Copy::absent) {
       const detail::JoinedPath path(dir_.native(), name);
       const Status written = writer().write_new(path.view(), bytes, WriteOptions{0600, false});
@@ -4641,13 +4642,14 @@ Status StateManager<L, S, P, F>::copy_aside(int dir_fd, std::string_view bytes,
       if (written.ok() || written.replaced()) found = Copy::same;
       // Another load of the same bytes may have been quicker: look again.
       else if (written.code() == std::errc::file_exists)
-        found = existing_copy(dir_fd, name, bytes);
+        found = existing_copy(dir_fd, name, bytes, unreadable);
       else
         return copy_failed(written, path.view());
     }
     if (found == Copy::same) return {};
   }
-  return failure(Step::copy_aside, -EEXIST, "every name tried for the copy was taken");
+  return failure(Step::copy_aside, unreadable < 0 ? unreadable : -EEXIST,
+                 "every name tried for the copy was taken");
 }
 
 // The failure to write the copy `copy`, as a failure to copy the state file
@@ -4663,14 +4665,18 @@ Status StateManager<L, S, P, F>::copy_failed(const Status& written,
 }
 
 // Whether `name` in the state directory is missing, a regular file holding
-// exactly `bytes`, or something else.
+// exactly `bytes`, or something else; `error` keeps why a file there could
+// not be opened.
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
 typename StateManager<L, S, P, F>::Copy StateManager<L, S, P, F>::existing_copy(
-    int dir_fd, const char* name, std::string_view bytes) noexcept {
+    int dir_fd, const char* name, std::string_view bytes, int& error) noexcept {
   detail::Retrying<FsRef> fs(fs_);
   const int fd = fs.open_file(dir_fd, name);
   if (fd == -ENOENT) return Copy::absent;
-  if (fd < 0) return Copy::other;
+  if (fd < 0) {
+    error = fd;
+    return Copy::other;
+  }
   const detail::ClosingFd<FsRef> closing(fs_, fd);
   FileInfo info;
   if (fs.file_info(fd, info) < 0 || info.type != FileType::regular || info.size != bytes.size())

@@ -763,6 +763,68 @@ TEST_CASE("made at test time: a path that cannot be read is an error that touche
     if (row.expect.outcome == Outcome::refused) check_row(row);
 }
 
+TEST_CASE("every corpus file as the previous state of a corrupt one: used, passed over or refused",
+          "[corpus]") {
+  // With keep_previous, a corrupt state file sends the load to its
+  // previous one, which may be as hostile as any state file: a valid one is
+  // loaded (origin previous), a corrupt one is passed over (the zero state,
+  // recovered), one that cannot be read is an error. The previous file is
+  // never changed, and the load never hangs.
+  atomic_state::StateOptions options;
+  options.keep_previous = true;
+  std::vector<Row> rows = stored_rows();
+  for (Row& row : generated_rows()) rows.push_back(std::move(row));
+  int used = 0, passed_over = 0, refused_rows = 0;
+  for (const Row& row : rows) {
+    if (row.as_nobody || row.expect.outcome == Outcome::first_run) continue;
+    CAPTURE(row.name);
+    test::TempDir dir;
+    test::CaptureLogger log;
+    Manager manager(dir.path(), log, options);
+    const fs::path previous = manager.previous_file();
+    make(row, previous);
+    test::write_plain(manager.state_file(), "{corrupt");
+    std::error_code no_file;
+    const bool regular = fs::is_regular_file(previous, no_file);
+    const std::string original = regular ? test::read_file(previous) : "";
+    const int fds = test::open_fd_count();
+    bool hung = false;
+    const auto loaded = without_hanging(previous, hung, [&] { return manager.load_state(); });
+    CHECK_FALSE(hung);
+    CHECK(test::open_fd_count() == fds);
+    if (regular) CHECK(test::read_file(previous) == original);
+    CHECK(test::read_file(manager.state_file()) == "{corrupt");
+    switch (row.expect.outcome) {
+      case Outcome::loads:
+        REQUIRE(loaded.has_value());
+        CHECK(loaded->origin == atomic_state::LoadOrigin::previous);
+        CHECK(loaded->state() == row.expect.state);
+        ++used;
+        break;
+      case Outcome::quarantined:
+        REQUIRE(loaded.has_value());
+        CHECK(loaded->origin == atomic_state::LoadOrigin::recovered);
+        CHECK(loaded->state() == State{});
+        CHECK(log.with("previous state file corrupted too").size() == 1);
+        ++passed_over;
+        break;
+      case Outcome::refused:
+        REQUIRE_FALSE(loaded.has_value());
+        CHECK(loaded.status().step() == row.expect.step);
+        CHECK(loaded.status().path() == previous.string());
+        CHECK(loaded.status().message().rfind("load state file: ", 0) == 0);
+        ++refused_rows;
+        break;
+      case Outcome::first_run:
+        break;
+    }
+  }
+  INFO(used << " used, " << passed_over << " passed over, " << refused_rows << " refused");
+  CHECK(used >= 10);
+  CHECK(passed_over >= 40);
+  CHECK(refused_rows >= 3);
+}
+
 TEST_CASE("after a corrupt file is kept aside, the next save replaces it and keeps the copy",
           "[corpus]") {
   // The zero state of a corrupt load leads to a save; that save must

@@ -42,10 +42,12 @@ State state_number(int n) {
 }
 
 struct Setup {
+  explicit Setup(atomic_state::StateOptions options = {})
+      : manager(dir.path(), log, fs, std::move(options)) {}
   test::TempDir dir;
   test::FaultFs fs;
   test::CaptureLogger log;
-  FaultManager manager{dir.path(), log, fs};
+  FaultManager manager;
   std::string state_path() const { return manager.state_file().string(); }
   std::string copy_path(const char* suffix = "") const {
     return state_path() + ".corrupt-" + std::to_string(kStamp) + suffix;
@@ -65,8 +67,9 @@ struct Setup {
 
 // The calls a clean run of `action` makes, in order, as (op, occurrence).
 template <class Prepare, class Action>
-std::vector<std::pair<Op, int>> calls_of(Prepare prepare, Action action) {
-  Setup s;
+std::vector<std::pair<Op, int>> calls_of(Prepare prepare, Action action,
+                                         const atomic_state::StateOptions& options = {}) {
+  Setup s(options);
   prepare(s);
   s.arm({});
   (void)action(s);
@@ -346,12 +349,209 @@ TEST_CASE("every descriptor a load, a sweep, a quarantine or a save uses is clos
     const int flags = ::fcntl(fd, F_GETFD);
     if (flags < 0 || !(flags & FD_CLOEXEC)) ++leaky;
   };
+  auto lock = s.manager.try_lock_run();
+  REQUIRE(lock.has_value());
   auto loaded = s.manager.load_state();  // sweeps, reads, copies the corrupt bytes aside
   REQUIRE(loaded.has_value());
   REQUIRE(s.manager.save_state(state_number(4)).ok());
   REQUIRE(s.manager.load_state().has_value());
+  atomic_state::StateOptions keep;
+  keep.keep_previous = true;
+  FaultManager keeping(s.dir.path(), s.log, s.fs, keep);
+  REQUIRE(keeping.save_state(state_number(5)).ok());  // links the previous state
+  CHECK(s.fs.count(Op::link) == 1);
+  CHECK(s.fs.count(Op::open_or_create) == 1);
   CHECK(examined > 15);
   CHECK(leaky == 0);
   CHECK(s.log.with("stale temp files removed").size() == 1);
   CHECK(s.log.with("state file corrupted, treating as first run").size() == 1);
+}
+
+// ------------------------------------------------- the deployment paths --
+
+namespace {
+atomic_state::StateOptions keeping_previous() {
+  atomic_state::StateOptions options;
+  options.keep_previous = true;
+  return options;
+}
+}  // namespace
+
+TEST_CASE("taking the run lock survives the failure of any call, and leaks nothing",
+          "[state-faults]") {
+  for (const bool directory_exists : {true, false}) {
+    CAPTURE(directory_exists);
+    const auto prepare = [&](Setup& s) {
+      if (!directory_exists) test::fs::remove(s.dir.path());
+    };
+    const auto lock = [](Setup& s) { return s.manager.try_lock_run(); };
+    const auto calls = calls_of(prepare, lock);
+    REQUIRE(calls.size() >= 7);
+    int cases = 0;
+    for (const auto& [op, occurrence] : calls)
+      for (const int error : {EIO, EACCES, EROFS, ENOSPC, EINTR}) {
+        CAPTURE(test::op_name(op), occurrence, error);
+        Setup s;
+        prepare(s);
+        s.arm({Fault{op, occurrence, error, true}});
+        {
+          auto held = lock(s);
+          ++cases;
+          CHECK(s.log.size() == 0);
+          if (held.has_value()) {
+            // Survivable: closing the directory, writing the holder's pid,
+            // a retried interruption; and making the lock file in a new
+            // directory survives what a save survives (its last directory
+            // sync, a failed duplicate).
+            CHECK(held->owns_lock());
+            if (directory_exists) CHECK((op == Op::close || op == Op::write || error == EINTR));
+          } else {
+            CHECK(held.status().code().value() == error);
+            CHECK(held.status().message().rfind("take the run lock: ", 0) == 0);
+            // The state file, or the lock file made with a missing directory.
+            const std::string message = held.status().message();
+            CHECK((message.find(s.state_path()) != std::string::npos ||
+                   message.find(s.manager.lock_file().string()) != std::string::npos));
+          }
+        }
+        CHECK(s.fs.open_descriptors().empty());
+        if (test::fs::exists(s.dir.path())) CHECK(test::temp_files_in(s.dir.path()).empty());
+        s.arm({});
+        CHECK(s.manager.try_lock_run().has_value());  // nothing left in the way
+      }
+    INFO(cases << " cases");
+    CHECK(cases == static_cast<int>(calls.size()) * 5);
+  }
+}
+
+TEST_CASE("a keep_previous save survives the failure of any call: (old, older) or (old, old)",
+          "[state-faults]") {
+  const auto prepare = [](Setup& s) {
+    REQUIRE(s.manager.save_state(state_number(1)).ok());
+    REQUIRE(s.manager.save_state(state_number(2)).ok());  // state 2, previous 1
+  };
+  const auto save = [](Setup& s) { return s.manager.save_state(state_number(3)); };
+  const auto calls = calls_of(prepare, save, keeping_previous());
+  // Before the save itself: the directory, a look at the state file and at
+  // the previous one, the link, its rename, the directory synced and closed.
+  REQUIRE(calls.size() > 7);
+  CHECK(calls[3] == std::pair<Op, int>{Op::link, 1});
+  int cases = 0, kept_old = 0, kept_older = 0;
+  for (const auto& [op, occurrence] : calls)
+    for (const int error : {EIO, ENOSPC, EPERM, EROFS})
+      for (const bool persistent : {false, true}) {
+        CAPTURE(test::op_name(op), occurrence, error, persistent);
+        Setup s(keeping_previous());
+        prepare(s);
+        const std::string old = test::read_file(s.state_path());
+        const std::string older = test::read_file(s.state_path() + ".prev");
+        s.arm({Fault{op, occurrence, error, persistent}});
+        const atomic_state::Status status = save(s);
+        ++cases;
+        CHECK(s.fs.open_descriptors().empty());
+        CHECK(test::temp_files_in(s.dir.path()).empty());  // no temp file, no temp link
+        const std::string state = test::read_file(s.state_path());
+        const std::string previous = test::read_file(s.state_path() + ".prev");
+        if (status.ok() || status.replaced()) {
+          CHECK(state != old);  // the new state
+          CHECK(previous == old);
+          continue;
+        }
+        CHECK(s.log.with("state saved").empty());
+        CHECK(status.message().rfind("write state file: ", 0) == 0);
+        CHECK(status.code().value() == error);
+        CHECK(state == old);
+        CHECK((previous == older || previous == old));
+        kept_older += previous == older;
+        kept_old += previous == old;
+      }
+  INFO(cases << " cases; the failed saves left (old, older) " << kept_older << " times, (old, old) "
+             << kept_old << " times");
+  CHECK(cases == static_cast<int>(calls.size()) * 4 * 2);
+  CHECK(kept_older > 0);
+  CHECK(kept_old > 0);
+}
+
+TEST_CASE("a load that falls back to the previous state survives the failure of any call",
+          "[state-faults]") {
+  const auto prepare = [](Setup& s) {
+    REQUIRE(s.manager.save_state(state_number(1)).ok());
+    REQUIRE(s.manager.save_state(state_number(2)).ok());
+    REQUIRE(s.manager.remove_stale_temp_files().has_value());
+    s.plant_corrupt();
+  };
+  const auto load = [](Setup& s) { return s.manager.load_state(); };
+  const auto calls = calls_of(prepare, load, keeping_previous());
+  int cases = 0;
+  for (const auto& [op, occurrence] : calls)
+    for (const int error : {EIO, EACCES, ENOSPC})
+      for (const bool persistent : {false, true}) {
+        CAPTURE(test::op_name(op), occurrence, error, persistent);
+        Setup s(keeping_previous());
+        prepare(s);
+        const std::string previous = test::read_file(s.state_path() + ".prev");
+        s.arm({Fault{op, occurrence, error, persistent}});
+        auto loaded = load(s);
+        ++cases;
+        CHECK(s.fs.open_descriptors().empty());
+        CHECK(test::temp_files_in(s.dir.path()).empty());
+        CHECK(test::read_file(s.state_path()) == "{corrupt");
+        CHECK(test::read_file(s.state_path() + ".prev") == previous);
+        if (!loaded.has_value()) {
+          CHECK(loaded.status().code().value() == error);
+          CHECK(loaded.status().message().rfind("load state file: ", 0) == 0);
+          CHECK(s.log.with("state file corrupted, loading the previous state").empty());
+          continue;
+        }
+        // A failure after the copy was kept (listing the copies, closing a
+        // read-only descriptor) changes nothing.
+        CHECK(loaded->origin == atomic_state::LoadOrigin::previous);
+        CHECK(*loaded == state_number(1));
+        // Under its own name, or the next one when that could not be read.
+        CHECK(test::read_file(loaded->corrupt_copy) == "{corrupt");
+      }
+  INFO(cases << " cases");
+  CHECK(cases == static_cast<int>(calls.size()) * 3 * 2);
+}
+
+TEST_CASE("removing old corrupt copies survives the failure of any call, losing no new copy",
+          "[state-faults]") {
+  atomic_state::StateOptions options;
+  options.corrupt_copies = 1;
+  const auto prepare = [](Setup& s) {
+    test::write_plain(s.state_path() + ".corrupt-100", "older");
+    test::write_plain(s.state_path() + ".corrupt-200", "old");
+    REQUIRE(s.manager.remove_stale_temp_files().has_value());
+    s.plant_corrupt();
+  };
+  const auto load = [](Setup& s) { return s.manager.load_state(); };
+  const auto calls = calls_of(prepare, load, options);
+  // After the copy is made: two rounds of (list, look at each copy, unlink
+  // the oldest), and a last listing that finds one copy.
+  CHECK(std::count_if(calls.begin(), calls.end(),
+                      [](const auto& c) { return c.first == Op::list_directory; }) == 3);
+  const auto first_listing = std::find_if(
+      calls.begin(), calls.end(), [](const auto& c) { return c.first == Op::list_directory; });
+  int cases = 0;
+  for (auto call = first_listing; call != calls.end(); ++call) {
+    const auto [op, occurrence] = *call;
+    if (op != Op::list_directory && op != Op::unlink && op != Op::entry_info) continue;
+    for (const int error : {EIO, EACCES}) {
+      CAPTURE(test::op_name(op), occurrence, error);
+      Setup s(options);
+      prepare(s);
+      s.arm({Fault{op, occurrence, error, false}});
+      auto loaded = load(s);
+      ++cases;
+      CHECK(s.fs.open_descriptors().empty());
+      REQUIRE(loaded.has_value());  // pruning is best effort: the load stands
+      CHECK(test::read_file(s.copy_path()) == "{corrupt");
+      const auto removed = s.log.with("old corrupt copy removed");
+      const auto failed = s.log.with("old corrupt copy could not be removed");
+      CHECK(removed.size() + failed.size() <= 2);
+      for (const auto& r : failed) CHECK(r.level == Level::warn);
+    }
+  }
+  INFO(cases << " cases");
+  CHECK(cases > 6);
 }

@@ -2,6 +2,7 @@
 // and a sweep of stale temp files run beside them. The ThreadSanitizer build
 // of scripts/test runs these (Meson suite "concurrency").
 #include <atomic>
+#include <chrono>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -229,4 +230,84 @@ TEST_CASE("concurrent loads of one corrupt file all recover, and keep one copy",
   }
   CHECK(failed == 0);
   CHECK(copies_wrong == 0);
+}
+
+TEST_CASE("threads racing for the run lock: never two holders, and no lock outlives its holder",
+          "[threads]") {
+  test::TempDir dir;
+  test::CaptureLogger log;
+  constexpr int kThreads = 8, kRounds = 200;
+  Manager shared(dir.path(), log);
+  std::atomic<int> holders{0}, overlaps{0}, held{0}, refused{0}, other_errors{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      Manager own(dir.path(), log);  // half share one manager, half have their own
+      Manager& m = t % 2 == 0 ? shared : own;
+      for (int i = 0; i < kRounds; ++i) {
+        auto lock = m.try_lock_run();
+        if (!lock) {
+          if (lock.status().code() == std::errc::resource_unavailable_try_again)
+            ++refused;
+          else
+            ++other_errors;
+          continue;
+        }
+        if (holders.fetch_add(1) != 0) ++overlaps;
+        ++held;
+        std::this_thread::sleep_for(std::chrono::microseconds(100));  // others try meanwhile
+        holders.fetch_sub(1);
+      }
+    });
+  for (auto& th : threads) th.join();
+  CHECK(overlaps == 0);
+  CHECK(other_errors == 0);
+  CHECK(held + refused == kThreads * kRounds);
+  INFO(held << " held, " << refused << " refused");
+  CHECK(held > 0);
+  CHECK(refused > 0);  // they did race
+  CHECK(shared.try_lock_run().has_value());  // and every lock was released
+}
+
+TEST_CASE("threads saving with keep_previous: the state and its previous are always whole",
+          "[threads]") {
+  test::TempDir dir;
+  test::CaptureLogger log;
+  atomic_state::StateOptions options;
+  options.keep_previous = true;
+  constexpr int kThreads = 6, kSaves = 40;
+  Manager first(dir.path(), log, options);
+  REQUIRE(first.save_state(atomic_state::update_state("x", 1, 1, 1.0)).ok());
+  std::atomic<bool> done{false};
+  std::atomic<int> loads{0}, bad{0};
+  std::thread reader([&] {
+    Manager own(dir.path(), log, options);
+    while (!done) {
+      for (const auto& path : {own.state_file(), own.previous_file()}) {
+        const std::string text = test::read_file(path);
+        if (text.empty()) continue;  // no previous yet
+        auto parsed = atomic_state::parse_json(text);
+        if (!parsed) ++bad;
+      }
+      auto loaded = own.load_state();
+      ++loads;
+      if (!loaded || loaded->origin != atomic_state::LoadOrigin::saved) ++bad;
+    }
+  });
+  std::vector<std::thread> writers;
+  for (int t = 0; t < kThreads; ++t)
+    writers.emplace_back([&, t] {
+      Manager own(dir.path(), log, options);
+      for (int i = 0; i < kSaves; ++i)
+        (void)own.save_state(atomic_state::update_state("x", 100 + t * kSaves + i, t, 1.0));
+    });
+  for (auto& th : writers) th.join();
+  done = true;
+  reader.join();
+  CHECK(bad == 0);
+  CHECK(loads > 0);
+  CHECK(log.with("state saved").size() == kThreads * kSaves + 1);
+  Manager after(dir.path(), log, options);
+  REQUIRE(after.remove_stale_temp_files().has_value());
+  CHECK(test::temp_files_in(dir.path()).empty());
 }
