@@ -317,6 +317,56 @@ void bm_state(benchmark::State& st, const std::string* base, const char* label) 
   run_sides(st, sides, 0);
 }
 
+// What keep_previous costs: a save that first links the state it replaces
+// as state.json.prev (a link, a rename, a directory sync), against the
+// same save without it, side by side in the same run.
+template <class Policy>
+void bm_keep_previous(benchmark::State& st, const std::string* base, const char* label) {
+  const std::string keeping_dir = case_dir(*base, label, 1);
+  const std::string plain_dir = case_dir(*base, label, 0);
+  using Manager = as::StateManager<as::NullSink, as::State, Policy>;
+  as::StateOptions options;
+  options.keep_previous = true;
+  Manager keeping(keeping_dir, options), plain(plain_dir);
+  const std::int64_t ts = 1700000000;
+  const as::State state =
+      as::update_state("Switchboard", ts, 42, 1234567890.125, {1699990000, 1699995000, ts});
+  if (!keeping.load_state() || !plain.load_state()) {
+    st.SkipWithError("first load");
+    return;
+  }
+  std::vector<Side> sides = {
+      {"library_us", [&] { return keeping.save_state(state).ok(); }},
+      {"plain_save_us", [&] { return plain.save_state(state).ok(); }},
+  };
+  run_sides(st, sides, 0);
+}
+
+// What the run lock costs: try_lock_run() and its release, against the
+// least a lock file can cost (open with O_CREAT, flock, close).
+void bm_run_lock(benchmark::State& st, const std::string* base, const char* label) {
+  const std::string dir = case_dir(*base, label, 0);
+  as::StateManager<> manager(dir);
+  const std::string floor_lock = dir + "/.floor.lock";
+  std::vector<Side> sides = {
+      {"library_us",
+       [&] {
+         auto lock = manager.try_lock_run();
+         return lock.has_value();
+       }},
+      {"floor_us",
+       [&] {
+         const int fd =
+             ::open(floor_lock.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+         if (fd < 0) return false;
+         const bool locked = ::flock(fd, LOCK_EX | LOCK_NB) == 0;
+         ::close(fd);
+         return locked;
+       }},
+  };
+  run_sides(st, sides, 0);
+}
+
 #if BENCH_HAVE_QT
 // QSaveFile vs the library, both durable: "library" is atomic_state, the
 // baseline is Qt (its ratio below 1 means the library is the faster).
@@ -427,6 +477,18 @@ int main(int argc, char** argv) {
       ->Unit(benchmark::kMicrosecond);
   benchmark::RegisterBenchmark("state_save/NoSync/tmpfs", bm_state<as::NoSync, false, Cycle::save>,
                                tmpfs, "save-none")
+      ->UseManualTime()
+      ->Unit(benchmark::kMicrosecond);
+  benchmark::RegisterBenchmark("keep_previous/FullSync/disk", bm_keep_previous<as::FullSync>, disk,
+                               "keep-full")
+      ->UseManualTime()
+      ->Unit(benchmark::kMicrosecond)
+      ->MinTime(disk_min_time);
+  benchmark::RegisterBenchmark("keep_previous/NoSync/tmpfs", bm_keep_previous<as::NoSync>, tmpfs,
+                               "keep-none")
+      ->UseManualTime()
+      ->Unit(benchmark::kMicrosecond);
+  benchmark::RegisterBenchmark("run_lock/tmpfs", bm_run_lock, tmpfs, "lock")
       ->UseManualTime()
       ->Unit(benchmark::kMicrosecond);
 #if BENCH_HAVE_QT

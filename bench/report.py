@@ -38,6 +38,11 @@ CASES = [
     ("state_load/NoSync/tmpfs", "  of which load_state + should_process",
      "its load, NoSync, tmpfs", None),
     ("state_save/NoSync/tmpfs", "  of which save_state", "its save, NoSync, tmpfs", None),
+    ("keep_previous/FullSync/disk", "save_state with keep_previous vs without, FullSync, disk",
+     "keep_previous, FullSync, disk", None),
+    ("keep_previous/NoSync/tmpfs", "save_state with keep_previous vs without, NoSync, tmpfs",
+     "keep_previous, NoSync, tmpfs", None),
+    ("run_lock/tmpfs", "try_lock_run + release vs open, flock, close", "run lock, tmpfs", None),
     ("qsavefile/FullSync/disk/", "atomic_state vs Qt QSaveFile, FullSync, disk",
      "QSaveFile, FullSync, disk", None),
 ]
@@ -101,7 +106,7 @@ def rows_from(runs):
         if "error" in counters:
             rows.append({"name": name, "label": label, "error": counters["error"]})
             continue
-        base_key = "qsavefile_us" if "qsavefile_us" in counters else "floor_us"
+        base_key = next((k for k in ("qsavefile_us", "plain_save_us") if k in counters), "floor_us")
         lib = counters.get("library_us", [])
         base = counters.get(base_key, [])
         if not lib or not base:
@@ -112,7 +117,8 @@ def rows_from(runs):
             "name": name, "label": label, "short": short, "target": target,
             "library_us": lib_m, "baseline_us": base_m, "ratio": statistics.median(per_rep),
             "ratio_min": min(per_rep), "ratio_max": max(per_rep), "repetitions": len(lib),
-            "baseline": "QSaveFile" if base_key == "qsavefile_us" else "floor",
+            "baseline": {"qsavefile_us": "QSaveFile", "plain_save_us": "save without it"}.get(
+                base_key, "floor"),
         }
         for side in ("library", "floor", "dd"):
             values = counters.get(f"{side}_MBps")
@@ -214,14 +220,16 @@ def write_markdown(path, rows, compile_cost, info, results):
             out.append(f"| {r['label'].strip()} | | | | | | error: {r['error']} |")
             continue
         target = f"≤ {r['target']:.2f}" if r["target"] else "—"
-        label = r["label"].strip() + (" (baseline: QSaveFile)" if r["baseline"] == "QSaveFile" else "")
+        label = r["label"].strip() + (f" (baseline: {r['baseline']})" if r["baseline"] != "floor" else "")
         out.append(f"| {label} | {time_text(r['library_us'])} | {time_text(r['baseline_us'])} | "
                    f"{r['ratio']:.3f} | {r['ratio_min']:.2f}–{r['ratio_max']:.2f} | {target} | "
                    f"{verdict(r)} |")
     reps = max((r.get("repetitions", 0) for r in rows), default=0)
     out.append(f"\n{reps} repetitions. Baselines: *floor* = the same system calls written by hand "
                "(for the state cycle: reading the file by hand, `boost::json::parse`, "
-               "`boost::json::serialize`, and the floor's replacement).\n")
+               "`boost::json::serialize`, and the floor's replacement; for the run lock: `open` with "
+               "`O_CREAT`, `flock`, `close`); *save without it* = the same `save_state` without "
+               "`keep_previous`, so the ratio is what keeping the previous state costs.\n")
     big = [r for r in rows if "dd_MBps" in r]
     if big:
         out.append("## Throughput at 16 MiB\n")
