@@ -3018,7 +3018,7 @@ class StateManager {
                     char (&name)[ATOMIC_STATE_NAME_MAX + 1]) noexcept;
   Copy existing_copy(int dir_fd, const char* name, std::string_view bytes, int& error) noexcept;
   Status copy_failed(const Status& written, std::string_view copy) const noexcept;
-  void remove_old_copies(int dir_fd) noexcept;
+  void remove_old_copies(int dir_fd, const char* kept) noexcept;
   Status encode(const StateT& state, detail::TextBuffer<2048>& text) const noexcept;
   Status keep_previous() noexcept;
   Status link_previous(int dir_fd) noexcept;
@@ -4516,7 +4516,7 @@ Status StateManager<L, S, P, F>::keep_corrupt_copy(int dir_fd, std::string_view 
   const detail::JoinedPath copy(dir_.native(), name);
   ATOMIC_STATE_DETAIL_TRY { loaded.corrupt_copy.assign(copy.view().data(), copy.view().size()); }
   ATOMIC_STATE_DETAIL_CATCH_ALL { return failure(Step::copy_aside, -ENOMEM); }
-  remove_old_copies(dir_fd);
+  remove_old_copies(dir_fd, name);
   return {};
 }
 
@@ -4544,12 +4544,12 @@ inline bool corrupt_copy_age(std::string_view name, std::string_view prefix,
 }
 
 // One pass over the state directory counting the corrupt copies of one
-// state file that are regular files, and finding the oldest.
+// state file that are regular files, and finding the oldest but `kept`.
 template <class Fs>
 class CopyCensus {
  public:
-  CopyCensus(Fs& fs, int dir_fd, std::string_view prefix) noexcept
-      : fs_(fs), dir_fd_(dir_fd), prefix_(prefix) {}
+  CopyCensus(Fs& fs, int dir_fd, std::string_view prefix, const char* kept) noexcept
+      : fs_(fs), dir_fd_(dir_fd), prefix_(prefix), kept_(kept) {}
 
   int run() noexcept { return fs_.list_directory(dir_fd_, &CopyCensus::visit, this); }
   std::size_t count() const noexcept { return count_; }
@@ -4565,7 +4565,8 @@ class CopyCensus {
     FileInfo info;
     if (fs_.entry_info(dir_fd_, name, info) < 0 || info.type != FileType::regular) return;
     ++count_;
-    if (count_ > 1 && (stamp > stamp_ || (stamp == stamp_ && n >= n_))) return;
+    if (std::strcmp(name, kept_) == 0) return;  // counted, never removed
+    if (oldest_[0] != '\0' && (stamp > stamp_ || (stamp == stamp_ && n >= n_))) return;
     stamp_ = stamp;
     n_ = n;
     const std::size_t size = std::strlen(name);  // at most NAME_MAX: a directory entry
@@ -4575,6 +4576,7 @@ class CopyCensus {
   Fs& fs_;
   int dir_fd_;
   std::string_view prefix_;
+  const char* kept_;
   std::size_t count_ = 0;
   std::int64_t stamp_ = 0, n_ = 0;
   char oldest_[ATOMIC_STATE_NAME_MAX + 1] = {};
@@ -4582,20 +4584,22 @@ class CopyCensus {
 }  // namespace detail
 
 // Removes the oldest corrupt copies until corrupt_copies are left, logging
-// each removal. A failure is logged and ends the pruning: the copies are
-// the operator's evidence, and keeping one too many loses nothing.
+// each removal; never `kept`, the copy just made, whatever its age. A
+// failure is logged and ends the pruning: the copies are the operator's
+// evidence, and keeping one too many loses nothing.
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
-void StateManager<L, S, P, F>::remove_old_copies(int dir_fd) noexcept {
+void StateManager<L, S, P, F>::remove_old_copies(int dir_fd, const char* kept) noexcept {
   char prefix[ATOMIC_STATE_NAME_MAX + 1];
   const std::string_view name = options_.file_name;
   std::memcpy(prefix, name.data(), name.size());
   std::memcpy(prefix + name.size(), ".corrupt-", 9);
   detail::Retrying<FsRef> fs(fs_);
   for (int round = 0; round < ATOMIC_STATE_TEMP_NAME_ATTEMPTS; ++round) {
-    detail::CopyCensus<detail::Retrying<FsRef>> census(fs, dir_fd,
-                                                       std::string_view(prefix, name.size() + 9));
+    detail::CopyCensus<detail::Retrying<FsRef>> census(
+        fs, dir_fd, std::string_view(prefix, name.size() + 9), kept);
     const int listed = census.run();
-    if (listed < 0 || census.count() <= options_.corrupt_copies) return;
+    if (listed < 0 || census.count() <= options_.corrupt_copies || census.oldest()[0] == '\0')
+      return;
     const detail::JoinedPath path(dir_.native(), census.oldest());
     if (const int r = fs.unlink(dir_fd, census.oldest()); r < 0 && r != -ENOENT) {
       ATOMIC_STATE_DETAIL_TRY {

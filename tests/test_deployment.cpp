@@ -615,6 +615,25 @@ TEST_CASE("corrupt copies are bounded: the oldest are removed, each logged", "[o
   }
 }
 
+TEST_CASE("the copy just made is kept, however old its file", "[origin]") {
+  test::TempDir dir;
+  for (const char* stamp : {"400", "500", "600"})
+    test::write_plain(dir / ("state.json.corrupt-" + std::string(stamp)), stamp);
+  test::write_plain(dir / "state.json", "{corrupt");
+  test::set_mtime(dir / "state.json", 100);  // older than every copy there
+  test::CaptureLogger log;
+  StateOptions options;
+  options.corrupt_copies = 3;
+  Manager manager(dir.path(), log, options);
+  const auto loaded = manager.load_state();
+  REQUIRE(loaded.has_value());
+  CHECK(loaded->corrupt_copy == (dir / "state.json.corrupt-100").string());
+  CHECK(contents(loaded->corrupt_copy) == "{corrupt");
+  CHECK_FALSE(present(dir / "state.json.corrupt-400"));
+  CHECK(present(dir / "state.json.corrupt-500"));
+  CHECK(log.with("old corrupt copy removed").size() == 1);
+}
+
 TEST_CASE("corrupt_copies 0 keeps no copy", "[origin]") {
   test::TempDir dir;
   test::write_plain(dir / "state.json", "{corrupt");
