@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The demo programs as real processes, run the way a timer runs a collector:
 # first run, a rerun on the same data (skipped), newer data, older data, a
-# corrupt state file, bad input and bad usage; names and state text that
-# are terminal escape sequences, figures of every size. Also the
+# corrupt state file, bad input and bad usage; overlapping runs (the run
+# lock), a killed run, an unwritable output directory; names and state text
+# that are terminal escape sequences, figures of every size. Also the
 # custom-state and sink examples, on state files at the end of int64.
 # Usage: collector_test.sh PATH/TO/oracle-collector PATH/TO/custom-state DATA_DIR
 #          PATH/TO/with-jsonlines [PATH/TO/with-spdlog]
@@ -72,6 +73,19 @@ check "a truncated state file is reported, then treated as a first run" \
 aside=$(find "$out" -name 'state.json.corrupt-*')
 check "the truncated file is kept aside, byte for byte, and the warning names it" \
   '[ -f "$aside" ] && [ "$(cat "$aside")" = "{\"oracle_name\": \"Switchboard\", \"last_upd" ] && logged corrupt "copied_to=$aside"'
+check "a truncated state file: the run says on stdout that it was corrupt, and where its copy is" \
+  'grep -qF "$out/state.json was corrupt; its bytes are kept in $aside" "$work/corrupt.out"'
+
+# --on-corrupt fail: a corrupt state is an error for the operator, not a
+# first run: nothing is processed, the file stays as it is, no copy is made.
+mkdir "$work/out-strict"
+printf '{"oracle_name": "Switchboard", "last_upd' >"$work/out-strict/state.json"
+cp "$work/out-strict/state.json" "$work/state.strict"
+"$collector" --output-dir "$work/out-strict" --input "$day1" --on-corrupt fail \
+  >"$work/strict.out" 2>"$work/strict.err"
+echo $? >"$work/strict.rc"
+check "--on-corrupt fail: a truncated state file is an error (exit 1) naming it, left byte-identical, no copy, nothing written" \
+  '[ "$(rc strict)" = 1 ] && grep -q "^oracle-collector: .*out-strict/state.json.*corrupt" "$work/strict.err" && cmp -s "$work/out-strict/state.json" "$work/state.strict" && [ -z "$(find "$work/out-strict" -name "state.json.corrupt-*")" ] && [ ! -e "$work/out-strict/oracle-summary.json" ]'
 
 printf 'not json' >"$work/bad-input.json"
 cp "$out/state.json" "$work/state.before-bad"
@@ -84,12 +98,120 @@ check "a missing input exits 1" '[ "$(rc missing)" = 1 ] && grep -q "cannot open
 
 run usage --log-level loud
 check "a bad option value is a usage error (exit 2)" '[ "$(rc usage)" = 2 ]'
+run usage-hold --hold-ms soon
+run usage-hold-big --hold-ms 99999999999999999999
+run usage-corrupt --on-corrupt ignore
+check "a bad --hold-ms or --on-corrupt value is a usage error (exit 2), and --help lists both" \
+  '[ "$(rc usage-hold)" = 2 ] && [ "$(rc usage-hold-big)" = 2 ] && [ "$(rc usage-corrupt)" = 2 ] && "$collector" --help | grep -q -- "--hold-ms MS" && "$collector" --help | grep -q -- "--on-corrupt recover|fail"'
 
 mkdir "$work/dir-state" && mkdir "$work/dir-state/state.json"
 "$collector" --output-dir "$work/dir-state" --input "$day1" >/dev/null 2>"$work/dirstate.err"
 dir_rc=$?
 check "a state path that is a directory is an error, not a first run" \
   '[ $dir_rc -eq 1 ] && grep -q "state.json" "$work/dirstate.err" && [ -d "$work/dir-state/state.json" ]'
+
+# --- One run at a time: the run lock ----------------------------------------
+# A timer may start a run while the last one is still at work (a slow fetch:
+# --hold-ms here). The collector takes the state's run lock first; a run that
+# finds it held logs at info that another run is in progress, naming the
+# holder, and exits 0 without loading or processing anything. --hold-ms
+# pauses a run between its load and its save, where a fetch would be: runs
+# without the lock would all load the old state there, and all process.
+
+# wait_for_holder PID DIR: whether PID wrote itself into DIR's lock file
+# (the holder's pid, padded with spaces) within 5 s
+wait_for_holder() {
+  local i
+  for i in $(seq 100); do
+    grep -qs "^$1 " "$2/.state.json.lock" && return 0
+    sleep 0.05
+  done
+  return 1
+}
+
+# Eight runs started together on the same new data, in a directory that
+# does not exist yet: one processes it, the others skip.
+par=$work/out-parallel
+pids=()
+for i in 1 2 3 4 5 6 7 8; do
+  "$collector" --output-dir "$par" --input "$day1" --hold-ms 1000 \
+    >"$work/par$i.out" 2>"$work/par$i.err" &
+  pids+=($!)
+done
+par_rcs=""
+for pid in "${pids[@]}"; do wait "$pid"; par_rcs+="$? "; done
+winner="" locked_out=0 others_skipped=yes
+for i in 1 2 3 4 5 6 7 8; do
+  grep -qF 'msg="state saved"' "$work/par$i.err" && winner=${pids[i - 1]}
+done
+for i in 1 2 3 4 5 6 7 8; do
+  [ "${pids[i - 1]}" = "$winner" ] && continue
+  if grep -qF 'level=info msg="another run is in progress"' "$work/par$i.err" &&
+     grep -qF "holder=\"held by pid $winner\"" "$work/par$i.err" &&
+     grep -qF "another run is in progress" "$work/par$i.out"; then
+    locked_out=$((locked_out + 1))
+  elif ! grep -qF 'msg="no new data, skipping extraction"' "$work/par$i.err"; then
+    others_skipped=no
+  fi
+done
+check "8 overlapping runs on the same new data: all exit 0" '[ "$par_rcs" = "0 0 0 0 0 0 0 0 " ]'
+check "8 overlapping runs: the data is processed exactly once (one \"state saved\", one summary written)" \
+  '[ "$(cat "$work"/par?.err | grep -cF "msg=\"state saved\"")" = 1 ] && [ "$(cat "$work"/par?.out | grep -c "^  wrote ")" = 1 ] && grep -q "\"last_updated\": 1732406400," "$par/state.json"'
+check "8 overlapping runs: each other run found the lock held (info, naming the holder's pid) or no new data after it" \
+  '[ -n "$winner" ] && [ $locked_out -ge 1 ] && [ $others_skipped = yes ]'
+
+# A run while another holds the lock, then the next one after it.
+held=$work/out-held
+(umask 000 && exec "$collector" --output-dir "$held" --input "$day1" --hold-ms 2000 \
+  >"$work/holder.out" 2>"$work/holder.err") &
+holder=$!
+wait_for_holder $holder "$held"
+out=$held
+run busy --input "$day1"
+check "a run while another holds the lock: exit 0, info log naming the holder's pid and the lock file" \
+  '[ "$(rc busy)" = 0 ] && logged busy "level=info msg=\"another run is in progress\"" && logged busy "holder=\"held by pid $holder\"" && logged busy "lock=$held/.state.json.lock"'
+check "a run while another holds the lock: nothing loaded or saved, the user told it skipped" \
+  '! logged busy "state saved" && ! logged busy "treating as first run" && grep -q "another run is in progress.*skipped" "$work/busy.out"'
+wait $holder
+holder_rc=$?
+check "the holder, undisturbed, processes the data (exit 0, state saved)" \
+  '[ $holder_rc = 0 ] && grep -qF "msg=\"state saved\"" "$work/holder.err"'
+run after --input "$day1"
+check "after the holder ends, the next run takes the lock (and finds no new data)" \
+  '[ "$(rc after)" = 0 ] && logged after "msg=\"no new data, skipping extraction\"" && ! logged after "another run"'
+check "the lock file is .state.json.lock in the output directory, mode 0600 under umask 000" \
+  '[ -f "$held/.state.json.lock" ] && [ "$(stat -c %a "$held/.state.json.lock")" = 600 ]'
+
+# A holder killed with SIGKILL: the kernel releases its lock.
+killed=$work/out-killed
+{  # stderr to /dev/null over the whole job: bash reports the kill ("Killed") there
+  "$collector" --output-dir "$killed" --input "$day1" --hold-ms 20000 >/dev/null &
+  victim=$!
+  wait_for_holder $victim "$killed" && kill -9 $victim
+  wait $victim
+  victim_rc=$?
+} 2>/dev/null
+out=$killed
+run afterkill --input "$day1"
+check "a holder killed by SIGKILL blocks no one: the next run takes the lock and processes the data" \
+  '[ $victim_rc = 137 ] && [ "$(rc afterkill)" = 0 ] && logged afterkill "msg=\"state saved\"" && ! logged afterkill "another run"'
+
+# An output directory the user cannot write: taking the lock proves it
+# before any work (root writes anywhere, so the run is uid 65534's).
+if ! command -v setpriv >/dev/null; then
+  skip "an unwritable output directory: setpriv is not installed"
+elif ! setpriv --reuid 65534 --regid 65534 --clear-groups true 2>/dev/null; then
+  skip "an unwritable output directory: setpriv cannot switch to uid 65534 here"
+else
+  chmod 0711 "$work"  # uid 65534 passes through to the directory
+  ro=$work/readonly
+  mkdir -m 0755 "$ro"
+  setpriv --reuid 65534 --regid 65534 --clear-groups \
+    "$collector" --output-dir "$ro" --input "$day1" >"$work/ro.out" 2>"$work/ro.err"
+  echo $? >"$work/ro.rc"
+  check "an output directory uid 65534 cannot write: exit 1 before any work, naming the directory" \
+    '[ "$(rc ro)" = 1 ] && grep -q "^oracle-collector: .*$ro.*not writable" "$work/ro.err" && ! logged ro "first run" && [ -z "$(ls -A "$ro")" ] && [ ! -s "$work/ro.out" ]'
+fi
 
 "$custom" "$work/feed" >"$work/custom1.out" 2>"$work/custom1.err"; rc1=$?
 "$custom" "$work/feed" >"$work/custom2.out" 2>"$work/custom2.err"; rc2=$?
