@@ -4,7 +4,9 @@
 # corrupt state file, bad input and bad usage; overlapping runs (the run
 # lock), a killed run, an unwritable output directory; names and state text
 # that are terminal escape sequences, figures of every size. Also the
-# custom-state and sink examples, on state files at the end of int64.
+# custom-state example (a uint64 slot cursor, a file layout upgraded, slots
+# at the end of uint64) and the sink examples on state files at the end of
+# int64.
 # Usage: collector_test.sh PATH/TO/oracle-collector PATH/TO/custom-state DATA_DIR
 #          PATH/TO/with-jsonlines [PATH/TO/with-spdlog]
 # (with-spdlog is built only where spdlog is installed; without it, skipped.)
@@ -213,15 +215,6 @@ else
     '[ "$(rc ro)" = 1 ] && grep -q "^oracle-collector: .*$ro.*not writable" "$work/ro.err" && ! logged ro "first run" && [ -z "$(ls -A "$ro")" ] && [ ! -s "$work/ro.out" ]'
 fi
 
-"$custom" "$work/feed" >"$work/custom1.out" 2>"$work/custom1.err"; rc1=$?
-"$custom" "$work/feed" >"$work/custom2.out" 2>"$work/custom2.err"; rc2=$?
-check "custom-state example: two runs, rounds 1 then 2" \
-  '[ $rc1 = 0 ] && [ $rc2 = 0 ] && grep -q "round 1 " "$work/custom1.out" && grep -q "round 2 " "$work/custom2.out"'
-check "custom-state example: its own JSON shape on disk" \
-  'grep -q "\"feed\": \"SOL/USD\"" "$work/feed/state.json" && grep -q "\"round\": 2" "$work/feed/state.json"'
-check "custom-state example: second run finds new data through StateTraits" \
-  'grep -q "msg=\"new data available\" current_ts=1732406460 last_ts=1732406400 delta_seconds=60" "$work/custom2.err"'
-
 # --- Text from data reaches the terminal escaped ----------------------------
 # raw_controls FILE...: whether the files hold anything a terminal acts on
 # rather than shows: a C0 control but newline (ESC, BEL, CR, backspace, NUL),
@@ -324,16 +317,18 @@ run inftotal --input "$work/inf-total.json"
 check "TVS sums beyond a double are refused (exit 1), with a message that says so, nothing written" \
   '[ "$(rc infprotocol)" = 1 ] && [ "$(rc inftotal)" = 1 ] && grep -q "add up to more than a double can hold" "$work/infprotocol.err" && grep -q "add up to more than a double can hold" "$work/inftotal.err" && [ ! -e "$out/state.json" ] && [ ! -e "$out/oracle-summary.json" ]'
 
-# --- Timestamps and rounds at the end of int64 -----------------------------
-# Each example adds to numbers it loaded: custom-state 60 s to updated_at
-# and 1 to round, with-jsonlines and with-spdlog 3600 s to last_updated. At
-# INT64_MAX, or close enough that the sum would overflow (undefined
-# behaviour, which the sanitizer build stops at), the program must say that
-# no later value fits, exit 1 and leave the state file byte for byte; just
-# below, it must go on to INT64_MAX.
+# --- Timestamps and slots at the end of int64 and uint64 -------------------
+# Each example adds to numbers it loaded: custom-state 1 to last_slot,
+# with-jsonlines and with-spdlog 3600 s to last_updated. At the largest
+# value, or close enough that the sum would overflow (undefined behaviour
+# for an int64, which the sanitizer build stops at; a wrap to 0 for a
+# uint64), the program must say that no later value fits, exit 1 and leave
+# the state file byte for byte; just below, it must go on to the largest.
 max=9223372036854775807
-# example NAME PROGRAM DIR: runs PROGRAM on DIR; stdout, stderr, status in $work/NAME.*
-example() { "$2" "$3" >"$work/$1.out" 2>"$work/$1.err"; echo $? >"$work/$1.rc"; }
+umax=18446744073709551615
+# example NAME PROGRAM DIR [ARGS...]: runs PROGRAM on DIR; stdout, stderr,
+# status in $work/NAME.*
+example() { "$2" "$3" "${@:4}" >"$work/$1.out" 2>"$work/$1.err"; echo $? >"$work/$1.rc"; }
 # plant NAME DIR TEXT: writes TEXT as DIR's state file, and a copy aside
 plant() {
   mkdir -p "$2" && printf '%s\n' "$3" >"$2/state.json" && cp "$2/state.json" "$work/$1.planted"
@@ -346,24 +341,65 @@ out_of_int64() {
   [ "$(rc "$1")" = 1 ] && grep -qF -- "$2" "$work/$1.err" &&
     grep -q "does not fit in an int64" "$work/$1.err" && ! grep -q "runtime error" "$work/$1.err"
 }
-feed_state() {
-  printf '{"feed": "SOL/USD", "round": %s, "updated_at": %s, "price": 238.16, "recent": [238.16]}' "$1" "$2"
-}
-
-for at in $max $((max - 1)); do
-  plant "custom-$at" "$work/custom-$at" "$(feed_state 7 "$at")"
-  example "custom-$at" "$custom" "$work/custom-$at"
-  check "custom-state, updated_at $at: no later time, exit 1, state byte-identical" \
-    'out_of_int64 "custom-$at" "updated_at=$at" && unchanged "custom-$at" "$work/custom-$at"'
+# custom-state keeps the last slot it processed, a std::optional<uint64_t>:
+# empty means none yet, so slot 0 is a slot like any other. Without SLOT it
+# processes the slot after the last one (0 on a first run); with SLOT, that
+# one if it is newer.
+slots=$work/slots
+example slot-first "$custom" "$slots"
+example slot-next "$custom" "$slots"
+check "custom-state: a first run processes slot 0, the next run slot 1 (0 is a slot, not 'never')" \
+  '[ "$(rc slot-first)" = 0 ] && [ "$(rc slot-next)" = 0 ] && grep -q "^solana slot 0 processed" "$work/slot-first.out" && grep -q "^solana slot 1 processed" "$work/slot-next.out"'
+check "custom-state: its file, from the field table: schema_version first, then chain and last_slot" \
+  '[ "$(cat "$slots/state.json")" = "$(printf '\''{\n  "schema_version": 1,\n  "chain": "solana",\n  "last_slot": 1\n}'\'')" ]'
+check "custom-state: the second run finds slot 1 past slot 0 through StateTraits::cursor" \
+  'grep -qF "msg=\"new data available\" current=1 last=0" "$work/slot-next.err"'
+cp "$slots/state.json" "$work/slots.before"
+example slot-same "$custom" "$slots" 1
+check "custom-state: slot 1 again is skipped (exit 0), the file byte-identical" \
+  '[ "$(rc slot-same)" = 0 ] && grep -qF "level=info msg=\"no new data, skipping extraction\" current=1 last=1" "$work/slot-same.err" && cmp -s "$slots/state.json" "$work/slots.before"'
+example slot-older "$custom" "$slots" 0
+check "custom-state: an older slot warns that the cursor went backwards (exit 0), the file byte-identical" \
+  '[ "$(rc slot-older)" = 0 ] && grep -qF "level=warn msg=\"cursor went backwards, data older than last processed\" current=0 last=1" "$work/slot-older.err" && cmp -s "$slots/state.json" "$work/slots.before"'
+bad_slots=0
+for bad in -1 18446744073709551616 12x "" " 3"; do
+  example slot-bad "$custom" "$work/slots-bad" "$bad"
+  [ "$(rc slot-bad)" = 2 ] && grep -q "^usage: custom-state" "$work/slot-bad.err" || bad_slots=$((bad_slots + 1))
 done
-plant custom-round "$work/custom-round" "$(feed_state $max 1732406400)"
-example custom-round "$custom" "$work/custom-round"
-check "custom-state, round $max: no later round, exit 1, state byte-identical" \
-  'out_of_int64 custom-round "round=$max" && unchanged custom-round "$work/custom-round"'
-plant custom-last "$work/custom-last" "$(feed_state 7 $((max - 60)))"
-example custom-last "$custom" "$work/custom-last"
-check "custom-state, updated_at INT64_MAX-60: round 8 is saved at INT64_MAX" \
-  '[ "$(rc custom-last)" = 0 ] && grep -q "\"updated_at\": $max," "$work/custom-last/state.json" && grep -q "\"round\": 8," "$work/custom-last/state.json"'
+check "custom-state: a SLOT that is not a uint64 (-1, 2^64, 12x, empty, \" 3\") is a usage error (exit 2), nothing written" \
+  '[ $bad_slots = 0 ] && [ ! -e "$work/slots-bad" ]'
+
+slot_state() { printf '{"schema_version": 1, "chain": "solana", "last_slot": %s}' "$1"; }
+# slot_file SLOT: the file custom-state saves after processing SLOT
+slot_file() { printf '{\n  "schema_version": 1,\n  "chain": "solana",\n  "last_slot": %s\n}' "$1"; }
+plant slot-big "$work/slot-big" "$(slot_state 18446744073709551000)"
+example slot-big "$custom" "$work/slot-big"
+example slot-big-again "$custom" "$work/slot-big"
+check "custom-state: last_slot 18446744073709551000 (past 2^63) reads back exactly: the next runs process ...001, then ...002" \
+  '[ "$(rc slot-big)" = 0 ] && grep -qF "current=18446744073709551001 last=18446744073709551000" "$work/slot-big.err" && [ "$(rc slot-big-again)" = 0 ] && grep -qF "current=18446744073709551002 last=18446744073709551001" "$work/slot-big-again.err" && [ "$(cat "$work/slot-big/state.json")" = "$(slot_file 18446744073709551002)" ]'
+plant slot-max "$work/slot-max" "$(slot_state $umax)"
+example slot-max "$custom" "$work/slot-max"
+check "custom-state, last_slot $umax: no later slot, exit 1, state byte-identical" \
+  '[ "$(rc slot-max)" = 1 ] && grep -qF "last_slot=$umax" "$work/slot-max.err" && grep -q "does not fit in a uint64" "$work/slot-max.err" && unchanged slot-max "$work/slot-max"'
+plant slot-last "$work/slot-last" "$(slot_state 18446744073709551614)"
+example slot-last "$custom" "$work/slot-last"
+check "custom-state, last_slot UINT64_MAX-1: slot UINT64_MAX is processed and saved" \
+  '[ "$(rc slot-last)" = 0 ] && [ "$(cat "$work/slot-last/state.json")" = "$(slot_file $umax)" ]'
+
+# The file layout of an older custom-state: no schema_version, and the slot
+# under "slot". StateTraits::upgrade renames it; without the upgrade the
+# field table would ignore the key and take the file for a first run.
+plant slot-old "$work/slot-old" '{"chain": "solana", "slot": 41}'
+example slot-old "$custom" "$work/slot-old"
+check "custom-state: an old-layout file (no schema_version, \"slot\": 41) is upgraded on load: slot 42 comes next" \
+  '[ "$(rc slot-old)" = 0 ] && grep -qF "msg=\"new data available\" current=42 last=41" "$work/slot-old.err"'
+check "custom-state: the upgraded state is saved in the new layout, schema_version first, no \"slot\" key" \
+  '[ "$(cat "$work/slot-old/state.json")" = "$(slot_file 42)" ]'
+# A file a newer program wrote: this one cannot know what it means.
+plant slot-new "$work/slot-new" '{"schema_version": 2, "chain": "solana", "last_slot": 7, "finalized": 6}'
+example slot-new "$custom" "$work/slot-new"
+check "custom-state: a file of a newer schema_version (2) is refused: exit 1, saying so, byte-identical, no copy made" \
+  '[ "$(rc slot-new)" = 1 ] && grep -q "schema_version 2 is newer than this program.s 1" "$work/slot-new.err" && unchanged slot-new "$work/slot-new" && [ "$(ls -A "$work/slot-new")" = state.json ]'
 
 # sink_example NAME PROGRAM: a first run of with-jsonlines or with-spdlog,
 # then the cases above for its last_updated
