@@ -431,10 +431,10 @@ int main(int argc, char** argv) {
   // also checks that the directory can be written, before any work.
   as::Result<as::RunLock<>> lock = manager.try_lock_run();
   // A run writes its pid into the lock file just after taking the lock; one
-  // that comes in between reads none. Asking again for a moment (a fifth of
-  // a second at most) reads the pid, or finds the lock free.
+  // that comes in between reads none. Asking again for a moment (half a
+  // second at most) reads the pid, or finds the lock free.
   for (int tries = 0;
-       tries < 20 && !lock && held_by_another(lock.status()) && lock.status().detail().empty();
+       tries < 50 && !lock && held_by_another(lock.status()) && lock.status().detail().empty();
        ++tries) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
     lock = manager.try_lock_run();

@@ -121,10 +121,10 @@ check "a state path that is a directory is an error, not a first run" \
 # without the lock would all load the old state there, and all process.
 
 # wait_for_holder PID DIR: whether PID wrote itself into DIR's lock file
-# (the holder's pid, padded with spaces) within 5 s
+# (the holder's pid, padded with spaces) within 10 s
 wait_for_holder() {
   local i
-  for i in $(seq 100); do
+  for i in $(seq 200); do
     grep -qs "^$1 " "$2/.state.json.lock" && return 0
     sleep 0.05
   done
