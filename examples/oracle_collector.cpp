@@ -91,13 +91,14 @@ void print_usage(std::ostream& out) {
          "Processes the oracle figures in FILE if they are newer than the last run's,\n"
          "writing DIR/"
       << kSummaryFile
-      << " and DIR/state.json atomically. One run at a time: a run that finds\n"
-         "DIR/.state.json.lock held by another says so and exits 0.\n"
-         "  --on-corrupt recover  a corrupt state file is kept aside as\n"
+      << " and DIR/state.json atomically.\n"
+         "One run at a time: a run that finds DIR/.state.json.lock held by another\n"
+         "run says so and exits 0.\n"
+         "  --on-corrupt recover  a corrupt state file's bytes are copied to\n"
          "                        DIR/state.json.corrupt-*, and the run starts afresh\n"
          "  --on-corrupt fail     a corrupt state file is an error, left as it is\n"
-         "  --hold-ms MS          wait MS milliseconds after loading the state, as a slow\n"
-         "                        fetch would, the lock held (to try overlapping runs)\n"
+         "  --hold-ms MS          pause MS milliseconds after loading the state, lock\n"
+         "                        held, as a slow fetch would (to try overlapping runs)\n"
          "Defaults: --output-dir oracle-output --input " ORACLE_COLLECTOR_SAMPLE
          " --oracle Switchboard --log-level info --on-corrupt recover --hold-ms 0\n"
          "Exit status: 0 processed or skipped, 1 failed, 2 bad usage.\n";
