@@ -1,68 +1,81 @@
-// A StateManager over a state type of your own (see feed_state.hpp): the
-// same load / should_process / save cycle, the same crash safety.
+// A StateManager over a state type of your own (see slot_state.hpp): a
+// field table, a cursor that is a slot number rather than a time, and a
+// file layout upgraded from an older version. The same load /
+// should_process / save cycle, the same crash safety.
+//
+//   custom-state [DIR [SLOT]]
+//
+// Processes SLOT, the slot the chain has reached, if it is past the last
+// slot processed; without SLOT, the slot after the last one (slot 0 on a
+// first run). The state is DIR/state.json (default DIR: slot-state). Exit
+// status: 0 processed or skipped, 1 failed, 2 bad usage.
+#include <charconv>
 #include <cstdint>
+#include <cstring>
 #include <iostream>
 #include <limits>
 #include <optional>
+#include <system_error>
 
-#include "feed_state.hpp"
+#include "slot_state.hpp"
 
 namespace {
 
-// `value + step` (step > 0), or nothing when the sum would pass INT64_MAX.
-// The state file may hold any int64, and overflowing a signed integer is
-// undefined behaviour, so a loaded number is never added to unchecked.
-std::optional<std::int64_t> add(std::int64_t value, std::int64_t step) {
-  if (value > std::numeric_limits<std::int64_t>::max() - step) return std::nullopt;
-  return value + step;
-}
-
-// Says that the state has reached the end of int64 and cannot move on. The
-// state is left as it is: rewriting it would not help, the next run would
-// be stuck at the same place.
-int no_next(const char* field, std::int64_t value, const char* what) {
-  std::cerr << "custom-state: no round can follow " << field << "=" << value << ": " << what
-            << " does not fit in an int64; state left unchanged\n";
-  return 1;
+// A slot from the command line: decimal digits only, and a uint64.
+std::optional<std::uint64_t> parse_slot(const char* text) {
+  const char* end = text + std::strlen(text);
+  std::uint64_t slot = 0;
+  const auto [ptr, ec] = std::from_chars(text, end, slot);
+  if (ptr == text || ptr != end || ec != std::errc()) return std::nullopt;
+  return slot;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   namespace as = atomic_state;
-  const char* dir = argc > 1 ? argv[1] : "feed-state";
+  std::optional<std::uint64_t> given;
+  if (argc > 3 || (argc == 3 && !(given = parse_slot(argv[2])))) {
+    std::cerr << "usage: custom-state [DIR [SLOT]]   (SLOT: 0 to 18446744073709551615)\n";
+    return 2;
+  }
+  const char* dir = argc > 1 ? argv[1] : "slot-state";
 
   as::LogfmtSink logger(std::cerr, as::Level::debug);
-  as::StateManager<as::LogfmtSink&, feeds::FeedState> manager(dir, logger);
+  as::StateManager<as::LogfmtSink&, slots::SlotState> manager(dir, logger);
 
-  as::Result<feeds::FeedState> last = manager.load_state();
+  as::Result<as::Loaded<slots::SlotState>> last = manager.load_state();
   if (!last) {
     std::cerr << last.status().message() << "\n";
     return 1;
   }
 
-  // A new round arrives a minute after the last one; process it only if it
-  // is newer than the last one.
-  const std::optional<std::int64_t> round_time =
-      last->updated_at == 0 ? 1732406400 : add(last->updated_at, 60);
-  if (!round_time) return no_next("updated_at", last->updated_at, "the time 60 s later");
-  const std::optional<std::int64_t> round = add(last->round, 1);
-  if (!round) return no_next("round", last->round, "the next round number");
-  if (!manager.should_process(*round_time, *last)) return 0;
+  // The slot to process: the one given, else the one after the last (0 on
+  // a first run). A loaded slot may be the largest a uint64 holds; adding
+  // to it would wrap to 0, so the program says so and leaves the state.
+  std::uint64_t slot = 0;
+  if (given) {
+    slot = *given;
+  } else if (last->last_slot) {
+    if (*last->last_slot == std::numeric_limits<std::uint64_t>::max()) {
+      std::cerr << "custom-state: no slot can follow last_slot=" << *last->last_slot
+                << ": the next slot does not fit in a uint64; state left unchanged\n";
+      return 1;
+    }
+    slot = *last->last_slot + 1;
+  }
+  if (!manager.should_process(slot, *last)) return 0;
 
-  feeds::FeedState next = *last;
-  next.feed = "SOL/USD";
-  next.round = *round;
-  next.updated_at = *round_time;
-  next.price = 236.41 + 0.25 * static_cast<double>(next.round);
-  next.recent.push_back(next.price);
-  if (next.recent.size() > 5) next.recent.erase(next.recent.begin());
-
+  // Processing the slot would go here (read its blocks, write the results
+  // atomically); then the state says it was done.
+  slots::SlotState next = last->state();
+  next.chain = "solana";
+  next.last_slot = slot;
   if (as::Status saved = manager.save_state(next); !saved) {
     std::cerr << saved.message() << "\n";
     return 1;
   }
-  std::cout << next.feed << " round " << next.round << " at " << as::to_rfc3339(next.updated_at)
-            << ": " << next.price << " (saved to " << manager.state_file().string() << ")\n";
+  std::cout << next.chain << " slot " << slot << " processed (saved to "
+            << manager.state_file().string() << ")\n";
   return 0;
 }

@@ -7,17 +7,30 @@
 // then saves the state, so a crash at any point leaves either the previous
 // run's files or this run's, and the next run knows which data it has seen.
 //
+// One run at a time: before anything else it takes the state's run lock
+// (DIR/.state.json.lock, released when the run ends, however it ends). A run
+// that finds it held, because the last one is still at work, logs "another
+// run is in progress" at info with the holder's pid and exits 0: the data
+// is left to the run at work, or to the next one. Taking the lock also
+// proves that DIR can be written, so a permission problem is reported
+// before any work is done.
+//
 //   oracle-collector [--output-dir DIR] [--input FILE] [--oracle NAME]
 //                    [--log-level debug|info|warn|error]
+//                    [--on-corrupt recover|fail] [--hold-ms MS]
 //
 // Logs (logfmt) go to stderr, the human summary to stdout. Exit status: 0
-// processed or skipped, 1 failed, 2 bad usage.
+// processed, skipped (nothing newer), or skipped because another run holds
+// the lock; 1 failed (an unwritable DIR among them, or, with --on-corrupt
+// fail, a corrupt state file); 2 bad usage.
 //
 // The names in the input and the text in the state file are not trusted:
 // everything printed from them goes through printable(), so a name such as
 // "\x1b]0;title\x07" shows as those characters instead of retitling the
 // terminal.
 #include <algorithm>
+#include <charconv>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -28,6 +41,8 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <system_error>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -49,6 +64,8 @@ struct Options {
   std::string input = ORACLE_COLLECTOR_SAMPLE;
   std::string oracle = "Switchboard";
   as::Level level = as::Level::info;
+  as::OnCorrupt on_corrupt = as::OnCorrupt::recover;
+  std::uint32_t hold_ms = 0;  // a pause after loading, as a slow fetch would make
 };
 
 struct Snapshot {
@@ -70,12 +87,21 @@ struct Summary {
 void print_usage(std::ostream& out) {
   out << "usage: oracle-collector [--output-dir DIR] [--input FILE] [--oracle NAME]\n"
          "                        [--log-level debug|info|warn|error]\n"
+         "                        [--on-corrupt recover|fail] [--hold-ms MS]\n"
          "Processes the oracle figures in FILE if they are newer than the last run's,\n"
          "writing DIR/"
       << kSummaryFile
       << " and DIR/state.json atomically.\n"
+         "One run at a time: a run that finds DIR/.state.json.lock held by another\n"
+         "run says so and exits 0.\n"
+         "  --on-corrupt recover  a corrupt state file's bytes are copied to\n"
+         "                        DIR/state.json.corrupt-*, and the run starts afresh\n"
+         "  --on-corrupt fail     a corrupt state file is an error, left as it is\n"
+         "  --hold-ms MS          pause MS milliseconds after loading the state, lock\n"
+         "                        held, as a slow fetch would (to try overlapping runs)\n"
          "Defaults: --output-dir oracle-output --input " ORACLE_COLLECTOR_SAMPLE
-         " --oracle Switchboard --log-level info\n";
+         " --oracle Switchboard --log-level info --on-corrupt recover --hold-ms 0\n"
+         "Exit status: 0 processed or skipped, 1 failed, 2 bad usage.\n";
 }
 
 // The length of the UTF-8 sequence at the start of `text`, with its code
@@ -148,6 +174,32 @@ bool parse_level(const std::string& text, as::Level& level) {
   return false;
 }
 
+bool parse_on_corrupt(const std::string& text, as::OnCorrupt& on_corrupt) {
+  if (text == "recover") return on_corrupt = as::OnCorrupt::recover, true;
+  if (text == "fail") return on_corrupt = as::OnCorrupt::fail, true;
+  return false;
+}
+
+// Milliseconds, digits only, at most an hour.
+bool parse_ms(const std::string& text, std::uint32_t& ms) {
+  const char* end = text.data() + text.size();
+  const auto [ptr, ec] = std::from_chars(text.data(), end, ms);
+  return !text.empty() && ec == std::errc() && ptr == end && ms <= 3600000;
+}
+
+// Checks an option's value; false (with the message printed) when it is wrong.
+bool set_option(const std::string& arg, const std::string& value, Options& options) {
+  if (arg == "--log-level" && !parse_level(value, options.level))
+    return std::cerr << "oracle-collector: --log-level must be debug, info, warn or error\n", false;
+  if (arg == "--on-corrupt" && !parse_on_corrupt(value, options.on_corrupt))
+    return std::cerr << "oracle-collector: --on-corrupt must be recover or fail\n", false;
+  if (arg == "--hold-ms" && !parse_ms(value, options.hold_ms))
+    return std::cerr << "oracle-collector: --hold-ms must be a number of milliseconds, at most "
+                        "3600000\n",
+           false;
+  return true;
+}
+
 // 0 to run, or the exit status to stop with.
 int parse_args(int argc, char** argv, Options& options) {
   for (int i = 1; i < argc; ++i) {
@@ -160,22 +212,20 @@ int parse_args(int argc, char** argv, Options& options) {
                           : arg == "--input"    ? &options.input
                           : arg == "--oracle"   ? &options.oracle
                                                 : nullptr;
-    const bool is_level = arg == "--log-level";
-    if ((target == nullptr && !is_level) || i + 1 == argc) {
+    const bool checked = arg == "--log-level" || arg == "--on-corrupt" || arg == "--hold-ms";
+    if ((target == nullptr && !checked) || i + 1 == argc) {
       std::cerr << "oracle-collector: "
-                << printable(i + 1 == argc && (target || is_level) ? "missing value after " + arg
-                                                                   : "unknown argument " + arg)
+                << printable(i + 1 == argc && (target || checked) ? "missing value after " + arg
+                                                                  : "unknown argument " + arg)
                 << "\n";
       print_usage(std::cerr);
       return 2;
     }
     const std::string value = argv[++i];
-    if (target != nullptr) {
+    if (target != nullptr)
       *target = value;
-    } else if (!parse_level(value, options.level)) {
-      std::cerr << "oracle-collector: --log-level must be debug, info, warn or error\n";
+    else if (!set_option(arg, value, options))
       return 2;
-    }
   }
   return 0;
 }
@@ -348,6 +398,24 @@ int fail(const std::string& what) {
   return 1;
 }
 
+// Whether taking the run lock failed because another run holds it.
+bool held_by_another(const as::Status& status) {
+  return status.code() == std::errc::resource_unavailable_try_again;
+}
+
+// Another run holds the lock: it processes the data (or the next run will),
+// so this one stops, and that is no failure: exit 0. The holder is "held by
+// pid N", or unknown when its pid could not be read.
+int another_run(as::LogfmtSink& logger, const as::Status& held, const std::string& lock_path) {
+  const std::string_view holder = held.detail().empty() ? "unknown" : held.detail();
+  const as::Field fields[] = {{"lock", lock_path}, {"holder", holder}};
+  logger.log(as::Level::info, "another run is in progress", as::Fields(fields, 2));
+  std::cout << "another run is in progress ("
+            << printable(held.detail().empty() ? "holder unknown" : held.detail()) << ", lock "
+            << printable(lock_path) << "); skipped.\n";
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -355,10 +423,40 @@ int main(int argc, char** argv) {
   if (const int stop = parse_args(argc, argv, options); stop != 0) return stop < 0 ? 0 : stop;
 
   as::LogfmtSink logger(std::cerr, options.level);
-  as::StateManager<as::LogfmtSink&> manager(options.output_dir, logger);
+  as::StateOptions state_options;
+  state_options.on_corrupt = options.on_corrupt;
+  as::StateManager<as::LogfmtSink&> manager(options.output_dir, logger, state_options);
 
-  as::Result<as::State> state = manager.load_state();
+  // The run lock first, held until main returns: two overlapping runs would
+  // both process the same data, and the last to save would win. Taking it
+  // also checks that the directory can be written, before any work.
+  as::Result<as::RunLock<>> lock = manager.try_lock_run();
+  // A run writes its pid into the lock file just after taking the lock; one
+  // that comes in between reads none. Asking again for a moment (half a
+  // second at most) reads the pid, or finds the lock free.
+  for (int tries = 0;
+       tries < 50 && !lock && held_by_another(lock.status()) && lock.status().detail().empty();
+       ++tries) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    lock = manager.try_lock_run();
+  }
+  if (!lock) {
+    if (!held_by_another(lock.status())) return fail(lock.status().message());
+    return another_run(logger, lock.status(), manager.lock_file().string());
+  }
+
+  as::Result<as::Loaded<as::State>> state = manager.load_state();
   if (!state) return fail(state.status().message());
+  // A corrupt state file (--on-corrupt recover): its bytes were copied
+  // aside and this run starts as a first run. The warning is logged; the
+  // person reading the summary should see it too.
+  if (state->origin == as::LoadOrigin::recovered)
+    std::cout << printable(manager.state_file().string()) << " was corrupt; its bytes are kept in "
+              << printable(state->corrupt_copy) << "; processing as a first run.\n";
+
+  // Where a real collector fetches its data, which may take a while:
+  // --hold-ms stands for a slow fetch, to make overlapping runs easy to try.
+  if (options.hold_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(options.hold_ms));
 
   std::string text, error;
   if (!read_text(options.input, text, error)) return fail(error);

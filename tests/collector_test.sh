@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The demo programs as real processes, run the way a timer runs a collector:
 # first run, a rerun on the same data (skipped), newer data, older data, a
-# corrupt state file, bad input and bad usage; names and state text that
-# are terminal escape sequences, figures of every size. Also the
-# custom-state and sink examples, on state files at the end of int64.
+# corrupt state file, bad input and bad usage; overlapping runs (the run
+# lock), a killed run, an unwritable output directory; names and state text
+# that are terminal escape sequences, figures of every size. Also the
+# custom-state example (a uint64 slot cursor, a file layout upgraded, slots
+# at the end of uint64) and the sink examples on state files at the end of
+# int64.
 # Usage: collector_test.sh PATH/TO/oracle-collector PATH/TO/custom-state DATA_DIR
 #          PATH/TO/with-jsonlines [PATH/TO/with-spdlog]
 # (with-spdlog is built only where spdlog is installed; without it, skipped.)
@@ -72,6 +75,19 @@ check "a truncated state file is reported, then treated as a first run" \
 aside=$(find "$out" -name 'state.json.corrupt-*')
 check "the truncated file is kept aside, byte for byte, and the warning names it" \
   '[ -f "$aside" ] && [ "$(cat "$aside")" = "{\"oracle_name\": \"Switchboard\", \"last_upd" ] && logged corrupt "copied_to=$aside"'
+check "a truncated state file: the run says on stdout that it was corrupt, and where its copy is" \
+  'grep -qF "$out/state.json was corrupt; its bytes are kept in $aside" "$work/corrupt.out"'
+
+# --on-corrupt fail: a corrupt state is an error for the operator, not a
+# first run: nothing is processed, the file stays as it is, no copy is made.
+mkdir "$work/out-strict"
+printf '{"oracle_name": "Switchboard", "last_upd' >"$work/out-strict/state.json"
+cp "$work/out-strict/state.json" "$work/state.strict"
+"$collector" --output-dir "$work/out-strict" --input "$day1" --on-corrupt fail \
+  >"$work/strict.out" 2>"$work/strict.err"
+echo $? >"$work/strict.rc"
+check "--on-corrupt fail: a truncated state file is an error (exit 1) naming it, left byte-identical, no copy, nothing written" \
+  '[ "$(rc strict)" = 1 ] && grep -q "^oracle-collector: .*out-strict/state.json.*corrupt" "$work/strict.err" && cmp -s "$work/out-strict/state.json" "$work/state.strict" && [ -z "$(find "$work/out-strict" -name "state.json.corrupt-*")" ] && [ ! -e "$work/out-strict/oracle-summary.json" ]'
 
 printf 'not json' >"$work/bad-input.json"
 cp "$out/state.json" "$work/state.before-bad"
@@ -84,6 +100,11 @@ check "a missing input exits 1" '[ "$(rc missing)" = 1 ] && grep -q "cannot open
 
 run usage --log-level loud
 check "a bad option value is a usage error (exit 2)" '[ "$(rc usage)" = 2 ]'
+run usage-hold --hold-ms soon
+run usage-hold-big --hold-ms 99999999999999999999
+run usage-corrupt --on-corrupt ignore
+check "a bad --hold-ms or --on-corrupt value is a usage error (exit 2), and --help lists both" \
+  '[ "$(rc usage-hold)" = 2 ] && [ "$(rc usage-hold-big)" = 2 ] && [ "$(rc usage-corrupt)" = 2 ] && "$collector" --help | grep -q -- "--hold-ms MS" && "$collector" --help | grep -q -- "--on-corrupt recover|fail"'
 
 mkdir "$work/dir-state" && mkdir "$work/dir-state/state.json"
 "$collector" --output-dir "$work/dir-state" --input "$day1" >/dev/null 2>"$work/dirstate.err"
@@ -91,14 +112,108 @@ dir_rc=$?
 check "a state path that is a directory is an error, not a first run" \
   '[ $dir_rc -eq 1 ] && grep -q "state.json" "$work/dirstate.err" && [ -d "$work/dir-state/state.json" ]'
 
-"$custom" "$work/feed" >"$work/custom1.out" 2>"$work/custom1.err"; rc1=$?
-"$custom" "$work/feed" >"$work/custom2.out" 2>"$work/custom2.err"; rc2=$?
-check "custom-state example: two runs, rounds 1 then 2" \
-  '[ $rc1 = 0 ] && [ $rc2 = 0 ] && grep -q "round 1 " "$work/custom1.out" && grep -q "round 2 " "$work/custom2.out"'
-check "custom-state example: its own JSON shape on disk" \
-  'grep -q "\"feed\": \"SOL/USD\"" "$work/feed/state.json" && grep -q "\"round\": 2" "$work/feed/state.json"'
-check "custom-state example: second run finds new data through StateTraits" \
-  'grep -q "msg=\"new data available\" current_ts=1732406460 last_ts=1732406400 delta_seconds=60" "$work/custom2.err"'
+# --- One run at a time: the run lock ----------------------------------------
+# A timer may start a run while the last one is still at work (a slow fetch:
+# --hold-ms here). The collector takes the state's run lock first; a run that
+# finds it held logs at info that another run is in progress, naming the
+# holder, and exits 0 without loading or processing anything. --hold-ms
+# pauses a run between its load and its save, where a fetch would be: runs
+# without the lock would all load the old state there, and all process.
+
+# wait_for_holder PID DIR: whether PID wrote itself into DIR's lock file
+# (the holder's pid, padded with spaces) within 10 s
+wait_for_holder() {
+  local i
+  for i in $(seq 200); do
+    grep -qs "^$1 " "$2/.state.json.lock" && return 0
+    sleep 0.05
+  done
+  return 1
+}
+
+# Eight runs started together on the same new data, in a directory that
+# does not exist yet: one processes it, the others skip.
+par=$work/out-parallel
+pids=()
+for i in 1 2 3 4 5 6 7 8; do
+  "$collector" --output-dir "$par" --input "$day1" --hold-ms 1000 \
+    >"$work/par$i.out" 2>"$work/par$i.err" &
+  pids+=($!)
+done
+par_rcs=""
+for pid in "${pids[@]}"; do wait "$pid"; par_rcs+="$? "; done
+winner="" locked_out=0 others_skipped=yes
+for i in 1 2 3 4 5 6 7 8; do
+  grep -qF 'msg="state saved"' "$work/par$i.err" && winner=${pids[i - 1]}
+done
+for i in 1 2 3 4 5 6 7 8; do
+  [ "${pids[i - 1]}" = "$winner" ] && continue
+  if grep -qF 'level=info msg="another run is in progress"' "$work/par$i.err" &&
+     grep -qF "holder=\"held by pid $winner\"" "$work/par$i.err" &&
+     grep -qF "another run is in progress" "$work/par$i.out"; then
+    locked_out=$((locked_out + 1))
+  elif ! grep -qF 'msg="no new data, skipping extraction"' "$work/par$i.err"; then
+    others_skipped=no
+  fi
+done
+check "8 overlapping runs on the same new data: all exit 0" '[ "$par_rcs" = "0 0 0 0 0 0 0 0 " ]'
+check "8 overlapping runs: the data is processed exactly once (one \"state saved\", one summary written)" \
+  '[ "$(cat "$work"/par?.err | grep -cF "msg=\"state saved\"")" = 1 ] && [ "$(cat "$work"/par?.out | grep -c "^  wrote ")" = 1 ] && grep -q "\"last_updated\": 1732406400," "$par/state.json"'
+check "8 overlapping runs: each other run found the lock held (info, naming the holder's pid) or no new data after it" \
+  '[ -n "$winner" ] && [ $locked_out -ge 1 ] && [ $others_skipped = yes ]'
+
+# A run while another holds the lock, then the next one after it.
+held=$work/out-held
+(umask 000 && exec "$collector" --output-dir "$held" --input "$day1" --hold-ms 2000 \
+  >"$work/holder.out" 2>"$work/holder.err") &
+holder=$!
+wait_for_holder $holder "$held"
+out=$held
+run busy --input "$day1"
+check "a run while another holds the lock: exit 0, info log naming the holder's pid and the lock file" \
+  '[ "$(rc busy)" = 0 ] && logged busy "level=info msg=\"another run is in progress\"" && logged busy "holder=\"held by pid $holder\"" && logged busy "lock=$held/.state.json.lock"'
+check "a run while another holds the lock: nothing loaded or saved, the user told it skipped" \
+  '! logged busy "state saved" && ! logged busy "treating as first run" && grep -q "another run is in progress.*skipped" "$work/busy.out"'
+wait $holder
+holder_rc=$?
+check "the holder, undisturbed, processes the data (exit 0, state saved)" \
+  '[ $holder_rc = 0 ] && grep -qF "msg=\"state saved\"" "$work/holder.err"'
+run after --input "$day1"
+check "after the holder ends, the next run takes the lock (and finds no new data)" \
+  '[ "$(rc after)" = 0 ] && logged after "msg=\"no new data, skipping extraction\"" && ! logged after "another run"'
+check "the lock file is .state.json.lock in the output directory, mode 0600 under umask 000" \
+  '[ -f "$held/.state.json.lock" ] && [ "$(stat -c %a "$held/.state.json.lock")" = 600 ]'
+
+# A holder killed with SIGKILL: the kernel releases its lock.
+killed=$work/out-killed
+{  # stderr to /dev/null over the whole job: bash reports the kill ("Killed") there
+  "$collector" --output-dir "$killed" --input "$day1" --hold-ms 20000 >/dev/null &
+  victim=$!
+  wait_for_holder $victim "$killed" && kill -9 $victim
+  wait $victim
+  victim_rc=$?
+} 2>/dev/null
+out=$killed
+run afterkill --input "$day1"
+check "a holder killed by SIGKILL blocks no one: the next run takes the lock and processes the data" \
+  '[ $victim_rc = 137 ] && [ "$(rc afterkill)" = 0 ] && logged afterkill "msg=\"state saved\"" && ! logged afterkill "another run"'
+
+# An output directory the user cannot write: taking the lock proves it
+# before any work (root writes anywhere, so the run is uid 65534's).
+if ! command -v setpriv >/dev/null; then
+  skip "an unwritable output directory: setpriv is not installed"
+elif ! setpriv --reuid 65534 --regid 65534 --clear-groups true 2>/dev/null; then
+  skip "an unwritable output directory: setpriv cannot switch to uid 65534 here"
+else
+  chmod 0711 "$work"  # uid 65534 passes through to the directory
+  ro=$work/readonly
+  mkdir -m 0755 "$ro"
+  setpriv --reuid 65534 --regid 65534 --clear-groups \
+    "$collector" --output-dir "$ro" --input "$day1" >"$work/ro.out" 2>"$work/ro.err"
+  echo $? >"$work/ro.rc"
+  check "an output directory uid 65534 cannot write: exit 1 before any work, naming the directory" \
+    '[ "$(rc ro)" = 1 ] && grep -q "^oracle-collector: .*$ro.*not writable" "$work/ro.err" && ! logged ro "first run" && [ -z "$(ls -A "$ro")" ] && [ ! -s "$work/ro.out" ]'
+fi
 
 # --- Text from data reaches the terminal escaped ----------------------------
 # raw_controls FILE...: whether the files hold anything a terminal acts on
@@ -202,16 +317,18 @@ run inftotal --input "$work/inf-total.json"
 check "TVS sums beyond a double are refused (exit 1), with a message that says so, nothing written" \
   '[ "$(rc infprotocol)" = 1 ] && [ "$(rc inftotal)" = 1 ] && grep -q "add up to more than a double can hold" "$work/infprotocol.err" && grep -q "add up to more than a double can hold" "$work/inftotal.err" && [ ! -e "$out/state.json" ] && [ ! -e "$out/oracle-summary.json" ]'
 
-# --- Timestamps and rounds at the end of int64 -----------------------------
-# Each example adds to numbers it loaded: custom-state 60 s to updated_at
-# and 1 to round, with-jsonlines and with-spdlog 3600 s to last_updated. At
-# INT64_MAX, or close enough that the sum would overflow (undefined
-# behaviour, which the sanitizer build stops at), the program must say that
-# no later value fits, exit 1 and leave the state file byte for byte; just
-# below, it must go on to INT64_MAX.
+# --- Timestamps and slots at the end of int64 and uint64 -------------------
+# Each example adds to numbers it loaded: custom-state 1 to last_slot,
+# with-jsonlines and with-spdlog 3600 s to last_updated. At the largest
+# value, or close enough that the sum would overflow (undefined behaviour
+# for an int64, which the sanitizer build stops at; a wrap to 0 for a
+# uint64), the program must say that no later value fits, exit 1 and leave
+# the state file byte for byte; just below, it must go on to the largest.
 max=9223372036854775807
-# example NAME PROGRAM DIR: runs PROGRAM on DIR; stdout, stderr, status in $work/NAME.*
-example() { "$2" "$3" >"$work/$1.out" 2>"$work/$1.err"; echo $? >"$work/$1.rc"; }
+umax=18446744073709551615
+# example NAME PROGRAM DIR [ARGS...]: runs PROGRAM on DIR; stdout, stderr,
+# status in $work/NAME.*
+example() { "$2" "$3" "${@:4}" >"$work/$1.out" 2>"$work/$1.err"; echo $? >"$work/$1.rc"; }
 # plant NAME DIR TEXT: writes TEXT as DIR's state file, and a copy aside
 plant() {
   mkdir -p "$2" && printf '%s\n' "$3" >"$2/state.json" && cp "$2/state.json" "$work/$1.planted"
@@ -224,24 +341,65 @@ out_of_int64() {
   [ "$(rc "$1")" = 1 ] && grep -qF -- "$2" "$work/$1.err" &&
     grep -q "does not fit in an int64" "$work/$1.err" && ! grep -q "runtime error" "$work/$1.err"
 }
-feed_state() {
-  printf '{"feed": "SOL/USD", "round": %s, "updated_at": %s, "price": 238.16, "recent": [238.16]}' "$1" "$2"
-}
-
-for at in $max $((max - 1)); do
-  plant "custom-$at" "$work/custom-$at" "$(feed_state 7 "$at")"
-  example "custom-$at" "$custom" "$work/custom-$at"
-  check "custom-state, updated_at $at: no later time, exit 1, state byte-identical" \
-    'out_of_int64 "custom-$at" "updated_at=$at" && unchanged "custom-$at" "$work/custom-$at"'
+# custom-state keeps the last slot it processed, a std::optional<uint64_t>:
+# empty means none yet, so slot 0 is a slot like any other. Without SLOT it
+# processes the slot after the last one (0 on a first run); with SLOT, that
+# one if it is newer.
+slots=$work/slots
+example slot-first "$custom" "$slots"
+example slot-next "$custom" "$slots"
+check "custom-state: a first run processes slot 0, the next run slot 1 (0 is a slot, not 'never')" \
+  '[ "$(rc slot-first)" = 0 ] && [ "$(rc slot-next)" = 0 ] && grep -q "^solana slot 0 processed" "$work/slot-first.out" && grep -q "^solana slot 1 processed" "$work/slot-next.out"'
+check "custom-state: its file, from the field table: schema_version first, then chain and last_slot" \
+  '[ "$(cat "$slots/state.json")" = "$(printf '\''{\n  "schema_version": 1,\n  "chain": "solana",\n  "last_slot": 1\n}'\'')" ]'
+check "custom-state: the second run finds slot 1 past slot 0 through StateTraits::cursor" \
+  'grep -qF "msg=\"new data available\" current=1 last=0" "$work/slot-next.err"'
+cp "$slots/state.json" "$work/slots.before"
+example slot-same "$custom" "$slots" 1
+check "custom-state: slot 1 again is skipped (exit 0), the file byte-identical" \
+  '[ "$(rc slot-same)" = 0 ] && grep -qF "level=info msg=\"no new data, skipping extraction\" current=1 last=1" "$work/slot-same.err" && cmp -s "$slots/state.json" "$work/slots.before"'
+example slot-older "$custom" "$slots" 0
+check "custom-state: an older slot warns that the cursor went backwards (exit 0), the file byte-identical" \
+  '[ "$(rc slot-older)" = 0 ] && grep -qF "level=warn msg=\"cursor went backwards, data older than last processed\" current=0 last=1" "$work/slot-older.err" && cmp -s "$slots/state.json" "$work/slots.before"'
+bad_slots=0
+for bad in -1 18446744073709551616 12x "" " 3"; do
+  example slot-bad "$custom" "$work/slots-bad" "$bad"
+  [ "$(rc slot-bad)" = 2 ] && grep -q "^usage: custom-state" "$work/slot-bad.err" || bad_slots=$((bad_slots + 1))
 done
-plant custom-round "$work/custom-round" "$(feed_state $max 1732406400)"
-example custom-round "$custom" "$work/custom-round"
-check "custom-state, round $max: no later round, exit 1, state byte-identical" \
-  'out_of_int64 custom-round "round=$max" && unchanged custom-round "$work/custom-round"'
-plant custom-last "$work/custom-last" "$(feed_state 7 $((max - 60)))"
-example custom-last "$custom" "$work/custom-last"
-check "custom-state, updated_at INT64_MAX-60: round 8 is saved at INT64_MAX" \
-  '[ "$(rc custom-last)" = 0 ] && grep -q "\"updated_at\": $max," "$work/custom-last/state.json" && grep -q "\"round\": 8," "$work/custom-last/state.json"'
+check "custom-state: a SLOT that is not a uint64 (-1, 2^64, 12x, empty, \" 3\") is a usage error (exit 2), nothing written" \
+  '[ $bad_slots = 0 ] && [ ! -e "$work/slots-bad" ]'
+
+slot_state() { printf '{"schema_version": 1, "chain": "solana", "last_slot": %s}' "$1"; }
+# slot_file SLOT: the file custom-state saves after processing SLOT
+slot_file() { printf '{\n  "schema_version": 1,\n  "chain": "solana",\n  "last_slot": %s\n}' "$1"; }
+plant slot-big "$work/slot-big" "$(slot_state 18446744073709551000)"
+example slot-big "$custom" "$work/slot-big"
+example slot-big-again "$custom" "$work/slot-big"
+check "custom-state: last_slot 18446744073709551000 (past 2^63) reads back exactly: the next runs process ...001, then ...002" \
+  '[ "$(rc slot-big)" = 0 ] && grep -qF "current=18446744073709551001 last=18446744073709551000" "$work/slot-big.err" && [ "$(rc slot-big-again)" = 0 ] && grep -qF "current=18446744073709551002 last=18446744073709551001" "$work/slot-big-again.err" && [ "$(cat "$work/slot-big/state.json")" = "$(slot_file 18446744073709551002)" ]'
+plant slot-max "$work/slot-max" "$(slot_state $umax)"
+example slot-max "$custom" "$work/slot-max"
+check "custom-state, last_slot $umax: no later slot, exit 1, state byte-identical" \
+  '[ "$(rc slot-max)" = 1 ] && grep -qF "last_slot=$umax" "$work/slot-max.err" && grep -q "does not fit in a uint64" "$work/slot-max.err" && unchanged slot-max "$work/slot-max"'
+plant slot-last "$work/slot-last" "$(slot_state 18446744073709551614)"
+example slot-last "$custom" "$work/slot-last"
+check "custom-state, last_slot UINT64_MAX-1: slot UINT64_MAX is processed and saved" \
+  '[ "$(rc slot-last)" = 0 ] && [ "$(cat "$work/slot-last/state.json")" = "$(slot_file $umax)" ]'
+
+# The file layout of an older custom-state: no schema_version, and the slot
+# under "slot". StateTraits::upgrade renames it; without the upgrade the
+# field table would ignore the key and take the file for a first run.
+plant slot-old "$work/slot-old" '{"chain": "solana", "slot": 41}'
+example slot-old "$custom" "$work/slot-old"
+check "custom-state: an old-layout file (no schema_version, \"slot\": 41) is upgraded on load: slot 42 comes next" \
+  '[ "$(rc slot-old)" = 0 ] && grep -qF "msg=\"new data available\" current=42 last=41" "$work/slot-old.err"'
+check "custom-state: the upgraded state is saved in the new layout, schema_version first, no \"slot\" key" \
+  '[ "$(cat "$work/slot-old/state.json")" = "$(slot_file 42)" ]'
+# A file a newer program wrote: this one cannot know what it means.
+plant slot-new "$work/slot-new" '{"schema_version": 2, "chain": "solana", "last_slot": 7, "finalized": 6}'
+example slot-new "$custom" "$work/slot-new"
+check "custom-state: a file of a newer schema_version (2) is refused: exit 1, saying so, byte-identical, no copy made" \
+  '[ "$(rc slot-new)" = 1 ] && grep -q "schema_version 2 is newer than this program.s 1" "$work/slot-new.err" && unchanged slot-new "$work/slot-new" && [ "$(ls -A "$work/slot-new")" = state.json ]'
 
 # sink_example NAME PROGRAM: a first run of with-jsonlines or with-spdlog,
 # then the cases above for its last_updated
