@@ -653,8 +653,7 @@ struct is_state_filesystem<
                    decltype(std::declval<F&>().list_directory(0, nullptr, nullptr)),
                    decltype(std::declval<F&>().open_or_create(0, "", 0u)),
                    decltype(std::declval<F&>().link(0, "", "")),
-                   decltype(std::declval<F&>().check_writable(0))>>
-    : is_filesystem<F> {};
+                   decltype(std::declval<F&>().check_writable(0))>> : is_filesystem<F> {};
 template <class F>
 inline constexpr bool is_state_filesystem_v =
     is_state_filesystem<std::remove_reference_t<F>>::value;
@@ -1760,8 +1759,7 @@ template <class S, class Fs>
 Result<typename AtomicWriter<S, Fs>::Transaction> AtomicWriter<S, Fs>::begin(
     PathView path, const WriteOptions& options) & noexcept {
   Transaction transaction(fs_);
-  if (Status opened = transaction.open(path.text(), options, Transaction::Commit::replace);
-      !opened)
+  if (Status opened = transaction.open(path.text(), options, Transaction::Commit::replace); !opened)
     return opened;
   return Result<Transaction>(std::move(transaction));
 }
@@ -1783,8 +1781,7 @@ template <class S, class Fs>
 Status AtomicWriter<S, Fs>::write(PathView path, std::string_view data,
                                   const WriteOptions& options) noexcept {
   Transaction transaction(fs_);
-  if (Status opened = transaction.open(path.text(), options, Transaction::Commit::replace);
-      !opened)
+  if (Status opened = transaction.open(path.text(), options, Transaction::Commit::replace); !opened)
     return opened;
   return detail::write_whole(transaction, data);
 }
@@ -2796,8 +2793,9 @@ struct schema_version<S, std::void_t<decltype(StateTraits<S>::version)>>
 template <class S, class = void>
 struct has_upgrade : std::false_type {};
 template <class S>
-struct has_upgrade<S, std::void_t<decltype(StateTraits<S>::upgrade(
-                          std::declval<boost::json::object&>(), 0))>> : std::true_type {};
+struct has_upgrade<
+    S, std::void_t<decltype(StateTraits<S>::upgrade(std::declval<boost::json::object&>(), 0))>>
+    : std::true_type {};
 
 template <class Optional>
 struct optional_value {};
@@ -2818,12 +2816,10 @@ struct CursorOf {
 };
 template <class S>
 struct CursorOf<S, true> {
-  using type = typename optional_value<std::decay_t<decltype(StateTraits<S>::cursor(
-      std::declval<const S&>()))>>::type;
+  using type = typename optional_value<
+      std::decay_t<decltype(StateTraits<S>::cursor(std::declval<const S&>()))>>::type;
   static constexpr bool unix_seconds = false;
-  static std::optional<type> read(const S& state) noexcept {
-    return StateTraits<S>::cursor(state);
-  }
+  static std::optional<type> read(const S& state) noexcept { return StateTraits<S>::cursor(state); }
 };
 }  // namespace detail
 
@@ -3003,10 +2999,11 @@ class StateManager {
   void write_holder(int fd) noexcept;
   Result<TempSweep> sweep_temp_files(int dir_fd, std::string_view dir) noexcept;
   Result<Loaded<StateT>> first_run() noexcept;
-  Status read_file(int dir_fd, const char* name, std::string_view path, Text& text,
-                   FileInfo& info, bool& missing) noexcept;
+  Status read_file(int dir_fd, const char* name, std::string_view path, Text& text, FileInfo& info,
+                   bool& missing) noexcept;
   Status read_to_end(int fd, const FileInfo& info, std::string_view path, Text& text) noexcept;
-  detail::Decoded decode(std::string_view text, StateT& state, Problem& problem) noexcept;
+  detail::Decoded decode(std::string_view text, StateT& state, Problem& problem,
+                         std::int64_t& from_version) noexcept;
   Status refused(detail::Decoded decoded, std::string_view path,
                  std::string_view problem) const noexcept;
   Result<Loaded<StateT>> load_corrupt(int dir_fd, std::string_view bytes, const FileInfo& info,
@@ -3760,8 +3757,9 @@ Decoded upgrade_to_current(boost::json::value& jv, std::int64_t& from, Problem& 
   const auto written = [&](bool ok) { return ok ? Decoded::corrupt : Decoded::out_of_memory; };
   if (const boost::json::value* v = member_of(*o, version_key)) {
     const std::int64_t* n = v->if_int64();
-    if (v->is_uint64()) return describe_newer(problem, INT64_MAX, current) ? Decoded::too_new
-                                                                           : Decoded::out_of_memory;
+    if (v->is_uint64())
+      return describe_newer(problem, INT64_MAX, current) ? Decoded::too_new
+                                                         : Decoded::out_of_memory;
     if (n == nullptr || *n < 0)
       return written(problem.append(version_key) &&
                      problem.append(": expected a whole number, 0 or more"));
@@ -3797,13 +3795,12 @@ Decoded upgrade_to_current(boost::json::value& jv, std::int64_t& from, Problem& 
 }
 
 // Reads the state in `jv` with `convert`, after bringing it to S's schema
-// version. A state an upgrade produced that does not convert is the
+// version from `from`, the file's. A state an upgrade produced that does not convert is the
 // upgrade's failure, not a corrupt file: the file is left alone.
 template <class S, class Problem, class Convert>
-Decoded read_current(boost::json::value& jv, Problem& problem, Convert&& convert) {
-  std::int64_t from = 0;
-  if (const Decoded upgraded = upgrade_to_current<S>(jv, from, problem);
-      upgraded != Decoded::valid)
+Decoded read_current(boost::json::value& jv, Problem& problem, std::int64_t& from,
+                     Convert&& convert) {
+  if (const Decoded upgraded = upgrade_to_current<S>(jv, from, problem); upgraded != Decoded::valid)
     return upgraded;
   if (from == schema_version<S>::value) return convert(jv, problem);
   Problem why;
@@ -3812,8 +3809,7 @@ Decoded read_current(boost::json::value& jv, Problem& problem, Convert&& convert
   char n[40];
   return problem.append("the upgrade from schema_version ") &&
                  problem.append(std::string_view(n, format_int(from, n))) &&
-                 problem.append(" gave a state that does not read: ") &&
-                 problem.append(why.view())
+                 problem.append(" gave a state that does not read: ") && problem.append(why.view())
              ? Decoded::upgrade_failed
              : Decoded::out_of_memory;
 }
@@ -3852,8 +3848,9 @@ struct StateCodec {
       boost::json::value jv = boost::json::value_from(state, sp);
       if constexpr (schema_version<S>::value > 0) {
         if (!jv.is_object())
-          return why.append("the state type's conversion to JSON gave no object, and a "
-                            "versioned state needs one for its version key")
+          return why.append(
+                     "the state type's conversion to JSON gave no object, and a "
+                     "versioned state needs one for its version key")
                      ? -EINVAL
                      : -ENOMEM;
         jv = versioned(jv.get_object(), sp);
@@ -3875,14 +3872,14 @@ struct StateCodec {
   }
 
   template <class Problem>
-  static Decoded read(std::string_view text, S& state, Problem& problem) {
+  static Decoded read(std::string_view text, S& state, Problem& problem, std::int64_t& from) {
     // A type of one's own may keep Boost.JSON values (unknown keys kept for
     // a later version): they must not point into memory that dies with
     // this call, so the value lives on the default resource.
     ParseFailure failure;
     boost::json::value jv = parse_exact(text, {}, failure);
     if (failure) return failure.describe(problem) ? Decoded::corrupt : Decoded::out_of_memory;
-    return read_current<S>(jv, problem, [&](const boost::json::value& v, Problem& why) {
+    return read_current<S>(jv, problem, from, [&](const boost::json::value& v, Problem& why) {
       return convert(v, state, why);
     });
   }
@@ -3954,7 +3951,7 @@ struct StateCodec<S, true> {
   }
 
   template <class Problem>
-  static Decoded read(std::string_view text, S& state, Problem& problem) {
+  static Decoded read(std::string_view text, S& state, Problem& problem, std::int64_t& from) {
     // The table keeps nothing of the parsed value, so a state file of
     // ordinary size is parsed without touching the heap.
     unsigned char arena[4096];
@@ -3962,7 +3959,7 @@ struct StateCodec<S, true> {
     ParseFailure failure;
     boost::json::value jv = parse_exact(text, boost::json::storage_ptr(&resource), failure);
     if (failure) return failure.describe(problem) ? Decoded::corrupt : Decoded::out_of_memory;
-    return read_current<S>(jv, problem, [&](const boost::json::value& v, Problem& out) {
+    return read_current<S>(jv, problem, from, [&](const boost::json::value& v, Problem& out) {
       StateProblem why;
       if (read_fields(v, state, why)) return Decoded::valid;
       const bool described =
@@ -4138,8 +4135,8 @@ Status find_dangling_link(Fs& fs, std::string_view dir, std::string_view state) 
     const bool dangling = r >= 0 && entry.type == FileType::symlink &&
                           fs.file_info_at(AT_FDCWD, path, target) == -ENOENT;
     if (dangling)
-      return Status(Step::open_directory, system_error(-ENOENT), std::string_view(path, end),
-                    state, false, "a symlink to nothing: is the volume it points to mounted?");
+      return Status(Step::open_directory, system_error(-ENOENT), std::string_view(path, end), state,
+                    false, "a symlink to nothing: is the volume it points to mounted?");
     path[end] = saved;
     if (r < 0) return {};  // the first level missing: the directory plainly is
   }
@@ -4214,13 +4211,13 @@ Result<RunLock<F>> StateManager<L, S, P, F>::try_lock_run() noexcept {
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
 Status StateManager<L, S, P, F>::create_directory(const detail::DirectoryPath& dir,
                                                   int& dir_fd) noexcept {
-  const Status made = writer().write_new(lock_file_, {}, WriteOptions{0600, true});
+  Status made = writer().write_new(lock_file_, {}, WriteOptions{0600, true});
   if (!made && made.code() != std::errc::file_exists && !made.replaced()) return made;
   detail::Retrying<FsRef> fs(fs_);
   dir_fd = fs.open_directory(dir.c_str());
   if (dir_fd >= 0) return {};
-  return Status(Step::open_directory, detail::system_error(std::exchange(dir_fd, -1)),
-                dir.view(), file_.native());
+  return Status(Step::open_directory, detail::system_error(std::exchange(dir_fd, -1)), dir.view(),
+                file_.native());
 }
 
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
@@ -4291,12 +4288,18 @@ Result<Loaded<S>> StateManager<L, S, P, F>::load_state() noexcept {
 
   Loaded<S> loaded;
   Problem problem;
-  const detail::Decoded decoded = decode(text.view(), loaded, problem);
+  std::int64_t version = 0;
+  const detail::Decoded decoded = decode(text.view(), loaded, problem, version);
   if (decoded == detail::Decoded::corrupt)
     return load_corrupt(dir_fd, text.view(), info, problem.view());
   if (decoded != detail::Decoded::valid)
     return refused(decoded, file_.native(), problem.view()).within(context);
   loaded.origin = LoadOrigin::saved;
+  if (version < detail::schema_version<S>::value)
+    log(Level::info, "state file upgraded",
+        {{"path", file_.native()},
+         {"from_version", version},
+         {"to_version", detail::schema_version<S>::value}});
   detail::StateCodec<S>::log_loaded(loaded, file_.native(), [&](Fields fields) noexcept {
     log(Level::debug, "state loaded", fields);
   });
@@ -4320,8 +4323,8 @@ Status StateManager<L, S, P, F>::refused(detail::Decoded decoded, std::string_vi
                                          std::string_view problem) const noexcept {
   switch (decoded) {
     case detail::Decoded::too_new:
-      return Status(Step::upgrade, std::make_error_code(std::errc::not_supported), path, {},
-                    false, "the state file is left as it is", problem);
+      return Status(Step::upgrade, std::make_error_code(std::errc::not_supported), path, {}, false,
+                    "the state file is left as it is", problem);
     case detail::Decoded::upgrade_failed:
       return Status(Step::upgrade, std::make_error_code(std::errc::invalid_argument), path, {},
                     false, "the state file is left as it is", problem);
@@ -4381,7 +4384,8 @@ Status StateManager<L, S, P, F>::load_previous(int dir_fd, Loaded<S>& loaded,
     return read;
   if (missing) return {};
   Problem problem;
-  const detail::Decoded decoded = decode(text.view(), loaded, problem);
+  std::int64_t version = 0;
+  const detail::Decoded decoded = decode(text.view(), loaded, problem, version);
   if (decoded == detail::Decoded::valid) {
     found = true;
     return {};
@@ -4496,9 +4500,11 @@ Status StateManager<L, S, P, F>::read_to_end(int fd, const FileInfo& info, std::
 }
 
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
-detail::Decoded StateManager<L, S, P, F>::decode(std::string_view text, S& state,
-                                                 Problem& problem) noexcept {
-  ATOMIC_STATE_DETAIL_TRY { return detail::StateCodec<S>::read(text, state, problem); }
+detail::Decoded StateManager<L, S, P, F>::decode(std::string_view text, S& state, Problem& problem,
+                                                 std::int64_t& from_version) noexcept {
+  ATOMIC_STATE_DETAIL_TRY {
+    return detail::StateCodec<S>::read(text, state, problem, from_version);
+  }
   ATOMIC_STATE_DETAIL_CATCH_ALL { return detail::Decoded::out_of_memory; }  // std::bad_alloc
 }
 
@@ -4523,8 +4529,8 @@ Status StateManager<L, S, P, F>::keep_corrupt_copy(int dir_fd, std::string_view 
 namespace detail {
 // The age of a corrupt copy's name, "<file name>.corrupt-<stamp>[.<n>]":
 // its stamp then its n (0 without one), or false for any other name.
-inline bool corrupt_copy_age(std::string_view name, std::string_view prefix,
-                             std::int64_t& stamp, std::int64_t& n) noexcept {
+inline bool corrupt_copy_age(std::string_view name, std::string_view prefix, std::int64_t& stamp,
+                             std::int64_t& n) noexcept {
   if (name.size() <= prefix.size() || name.substr(0, prefix.size()) != prefix) return false;
   const char* p = name.data() + prefix.size();
   const char* const end = name.data() + name.size();
@@ -4592,7 +4598,7 @@ void StateManager<L, S, P, F>::remove_old_copies(int dir_fd, const char* kept) n
   char prefix[ATOMIC_STATE_NAME_MAX + 1];
   const std::string_view name = options_.file_name;
   std::memcpy(prefix, name.data(), name.size());
-  std::memcpy(prefix + name.size(), ".corrupt-", 9);
+  std::memcpy(prefix + name.size(), ".corrupt-", 10);  // with its NUL
   detail::Retrying<FsRef> fs(fs_);
   for (int round = 0; round < ATOMIC_STATE_TEMP_NAME_ATTEMPTS; ++round) {
     detail::CopyCensus<detail::Retrying<FsRef>> census(
@@ -4700,8 +4706,7 @@ typename StateManager<L, S, P, F>::Copy StateManager<L, S, P, F>::existing_copy(
 // --------------------------------------------------------- should_process --
 
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
-bool StateManager<L, S, P, F>::should_process(const cursor_type& current,
-                                              const S& state) noexcept {
+bool StateManager<L, S, P, F>::should_process(const cursor_type& current, const S& state) noexcept {
   using Cursor = detail::CursorOf<S>;
   const std::optional<cursor_type> last = Cursor::read(state);
   if (!last) {
@@ -4808,12 +4813,16 @@ Status StateManager<L, S, P, F>::keep_previous() noexcept {
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
 Status StateManager<L, S, P, F>::link_previous(int dir_fd) noexcept {
   const auto failed = [&](int neg_errno) {
+    // ENOTSUP and EOPNOTSUPP are one value on Linux, two elsewhere.
     const bool no_links = neg_errno == -EPERM || neg_errno == -EOPNOTSUPP ||
-                          neg_errno == -ENOTSUP || neg_errno == -EMLINK;
-    return Status(Step::keep_previous, detail::system_error(neg_errno), file_.native(),
-                  previous_file_.native(), false,
-                  no_links ? "StateOptions::keep_previous needs a filesystem with hard links"
-                           : nullptr);
+#if ENOTSUP != EOPNOTSUPP
+                          neg_errno == -ENOTSUP ||
+#endif
+                          neg_errno == -EMLINK;
+    return Status(
+        Step::keep_previous, detail::system_error(neg_errno), file_.native(),
+        previous_file_.native(), false,
+        no_links ? "StateOptions::keep_previous needs a filesystem with hard links" : nullptr);
   };
   detail::Retrying<FsRef> fs(fs_);
   const char* const name = options_.file_name.c_str();

@@ -349,8 +349,10 @@ TEST_CASE("the run lock makes a missing directory and proves it writable", "[run
         std::vector<std::string>{".state.json.lock"});
 
   // Permission bits do not stop root: the check runs as uid 65534, on a
-  // directory of root's (0755), and fails before any work would be done.
+  // directory of root's (0755), and fails before any work would be done,
+  // even though the lock file itself could be opened (0666).
   ::chmod(root.path().c_str(), 0755);
+  ::chmod((root / "var" / "collector" / ".state.json.lock").c_str(), 0666);
   Pipe result;
   const pid_t child = ::fork();
   REQUIRE(child >= 0);
@@ -361,13 +363,36 @@ TEST_CASE("the run lock makes a missing directory and proves it writable", "[run
     const auto lock = other.try_lock_run();
     const bool named = !lock && lock.status().code() == std::errc::permission_denied &&
                        lock.status().message().find((root / "var" / "collector").string()) !=
-                           std::string::npos;
+                           std::string::npos &&
+                       lock.status().message().find("not writable") != std::string::npos;
     ::_exit(named ? 0 : 1);
   }
   int status = 0;
   REQUIRE(::waitpid(child, &status, 0) == child);
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
+}
+
+TEST_CASE("a directory no save could write fails the run lock, even for root", "[run-lock]") {
+  // A read-only mount or an immutable directory stops root too; the lock
+  // file may still open. Here the filesystem policy says so.
+  test::TempDir dir;
+  test::CaptureLogger log;
+  test::FaultFs fs;
+  as::StateManager<test::CaptureLogger&, State, as::FullSync, test::FaultFs&> manager(
+      dir.path(), log, fs);
+  fs.faults = {test::Fault{test::Op::check_writable, 1, EROFS, true}};
+  const auto lock = manager.try_lock_run();
+  REQUIRE_FALSE(lock.has_value());
+  CHECK(lock.status().step() == Step::lock_run);
+  CHECK(lock.status().code().value() == EROFS);
+  CHECK(lock.status().message() ==
+        "take the run lock: lock run " + dir.path().string() + " for " +
+            (dir / "state.json").string() +
+            ": Read-only file system (the state directory is not writable: no save could "
+            "succeed)");
+  CHECK(fs.open_descriptors().empty());
+  CHECK(test::names_in(dir.path()).empty());
 }
 
 TEST_CASE("a hostile lock path is refused, never followed, never waited on", "[run-lock]") {
@@ -775,9 +800,10 @@ struct atomic_state::StateTraits<SlotState> {
         return true;
     }
     if (from_version == 0) {
-      if (const boost::json::value* slot = state.if_contains("slot")) {
-        state["last_slot"] = *slot;
+      if (boost::json::value* slot = state.if_contains("slot")) {
+        boost::json::value moved = std::move(*slot);  // before the object changes
         state.erase("slot");
+        state["last_slot"] = std::move(moved);
       }
     }
     if (from_version == 1) state["network"] = "mainnet";
@@ -845,6 +871,16 @@ TEST_CASE("an older file is upgraded one version at a time, and left as it is", 
     CHECK(loaded->state() == row.expected);
     CHECK(upgrades_called == row.steps);
     CHECK(contents(dir / "state.json") == row.text);  // a load never writes
+    const auto upgraded = log.with("state file upgraded");
+    if (row.steps.empty()) {
+      CHECK(upgraded.empty());
+    } else {
+      REQUIRE(upgraded.size() == 1);
+      CHECK(upgraded[0].level == Level::info);
+      CHECK(upgraded[0].text("path") == (dir / "state.json").string());
+      CHECK(upgraded[0].integer("from_version") == row.steps.front());
+      CHECK(upgraded[0].integer("to_version") == 2);
+    }
     REQUIRE(manager.save_state(*loaded).ok());
     CHECK(contents(dir / "state.json").rfind("{\n  \"schema_version\": 2,", 0) == 0);
   }
