@@ -695,6 +695,10 @@ TEST_CASE("the model: SimFs answers the writer's calls as POSIX would", "[crash]
   const int dir = fs.open_directory("/d");
   REQUIRE(dir >= 0);
   REQUIRE(fs.close(fs.create_file(dir, "t", 0600)) == 0);
+  const int root = fs.open_directory("/");
+  const int file = fs.open_file(dir, "t");
+  REQUIRE(root >= 0);
+  REQUIRE(file >= 0);
   atomic_state::FileInfo info;
   // Each call is made as the table is built, top to bottom.
   struct Row {
@@ -715,6 +719,12 @@ TEST_CASE("the model: SimFs answers the writer's calls as POSIX would", "[crash]
       {"file_info_at of a missing name", fs.file_info_at(dir, "nope", info), -ENOENT},
       {"close of a descriptor not open", fs.close(999), -EBADF},
       {"write to a read-only descriptor", static_cast<int>(fs.write(dir, "x", 1)), -EBADF},
+      {"link of a missing name", fs.link(dir, "nope", "x"), -ENOENT},
+      {"link onto an existing name", fs.link(dir, "t", "state.json"), -EEXIST},
+      {"link of a directory", fs.link(root, "d", "x"), -EPERM},
+      {"open_or_create of a directory", fs.open_or_create(root, "d", 0600), -EISDIR},
+      {"check_writable of a file", fs.check_writable(file), -ENOTDIR},
+      {"check_writable of a descriptor not open", fs.check_writable(999), -EBADF},
   };
   for (const Row& row : rows) {
     CAPTURE(row.call);
@@ -729,6 +739,67 @@ TEST_CASE("the model: SimFs answers the writer's calls as POSIX would", "[crash]
   CHECK(fs.read(fd, buffer, sizeof buffer) == 0);
   CHECK(std::string(buffer) == kOld.data);
   CHECK(fs.close(fd) == 0);
+  CHECK(fs.check_writable(dir) == 0);
+  CHECK(fs.close(file) == 0);
+  CHECK(fs.close(root) == 0);
+  CHECK(fs.close(dir) == 0);
+  CHECK(fs.open_descriptors() == 0);
+}
+
+TEST_CASE(
+    "the model: a link is a second name for one file, kept by a power loss only once "
+    "its directory is synced; both names show the same version of the file",
+    "[crash]") {
+  SimFs fs = SimFs::from(existing_file());
+  const int dir = fs.open_directory("/d");
+  REQUIRE(dir >= 0);
+  REQUIRE(fs.link(dir, "state.json", "kept") == 0);
+  atomic_state::FileInfo a, b;
+  REQUIRE(fs.file_info_at(dir, "state.json", a) == 0);
+  REQUIRE(fs.file_info_at(dir, "kept", b) == 0);
+  CHECK(a.inode == b.inode);
+  CHECK(a.links == 2);
+  CHECK(images_now(fs, Order::prefix) == 2);  // without the link, with it
+  // Renaming a name over another name of the same file does nothing, as
+  // POSIX says: both names stay.
+  REQUIRE(fs.rename(dir, "kept", "state.json") == 0);
+  CHECK(fs.current().count("/d/kept") == 1);
+  REQUIRE(fs.sync_full(dir) == 0);
+  CHECK(images_now(fs, Order::prefix) == 1);
+
+  // One inode, one choice: new bytes written through one name show under
+  // both, never the old ones under one and the new under the other. The
+  // file's 5 versions (old, new, empty, half, zeros), not 25.
+  const int fd = fs.open_or_create(dir, "state.json", 0600);  // there: opened, not made
+  REQUIRE(fd >= 0);
+  REQUIRE(fs.write(fd, "NEW\n", 4) == 4);
+  SimFs copy = fs;
+  copy.capture("now");
+  const std::set<Image> images = sim::crash_images(copy.crash_points().back(), Order::subset);
+  CHECK(images.size() == 5);
+  for (const Image& image : images) {
+    CAPTURE(image.at("/d/state.json").data);
+    CHECK(image.at("/d/state.json") == image.at("/d/kept"));
+    CHECK(image.at("/d/state.json").linked_to == "/d/kept");
+    CHECK(image.at("/d/state.json").mode == kOld.mode);  // open_or_create kept the mode
+  }
+  // What a power loss left is rebuilt with its links: one file, two names.
+  SimFs rebuilt = SimFs::from(*images.begin());
+  const int at = rebuilt.open_directory("/d");
+  REQUIRE(rebuilt.file_info_at(at, "state.json", a) == 0);
+  REQUIRE(rebuilt.file_info_at(at, "kept", b) == 0);
+  CHECK(a.inode == b.inode);
+  CHECK(a.links == 2);
+  CHECK(rebuilt.current() == *images.begin());
+  CHECK(rebuilt.close(at) == 0);
+  CHECK(fs.close(fd) == 0);
+
+  // A file open_or_create makes is a new entry, as create_file's.
+  const int lock = fs.open_or_create(dir, "lock", 0600);
+  REQUIRE(lock >= 0);
+  REQUIRE(fs.sync_full(lock) == 0);
+  CHECK(images_now(fs, Order::prefix) == 5 * 2);  // with the lock file or without
+  CHECK(fs.close(lock) == 0);
   CHECK(fs.close(dir) == 0);
   CHECK(fs.open_descriptors() == 0);
 }
