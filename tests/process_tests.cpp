@@ -3,22 +3,30 @@
 // save to one file at once while a reader watches.
 //
 //   process-tests kill DIR [KILLS]   SIGKILL a saving child KILLS times
-//                                    (default 1000) in DIR
+//                                    (default 1000) in DIR: half of them a
+//                                    plain child, half a child that holds
+//                                    the run lock and keeps the previous
+//                                    state (StateOptions::keep_previous);
+//                                    first, a run lock held by a child
 //   process-tests kill-tmpfs [KILLS] the same on a tmpfs of its own
 //   process-tests concurrent DIR     8 threads and 4 processes, 200 saves each
 //
 // After every kill the state must load, and be one of the versions the child
 // wrote, no older than the one before; the next manager's first load must
-// have swept the kill's temp file. Every read during the concurrent saves,
-// and the final file, must be one complete version.
+// have swept the kill's temp file. With keep_previous, the run lock the
+// child held must be free at once, and state.json.prev must hold the
+// version before the state's or the state's own. Every read during the
+// concurrent saves, and the final file, must be one complete version.
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -61,6 +69,37 @@ as::State version(std::int64_t n) {
 
 bool is_a_version(const as::State& s) {
   return s.last_updated == 0 || s == version(s.last_updated);
+}
+
+as::StateOptions keeping_previous() {
+  as::StateOptions options;
+  options.keep_previous = true;
+  return options;
+}
+
+// What `dir`/state.json.prev holds: nothing (false), or a version in `out`
+// (true); `whole` says whether it read as one.
+bool read_previous(const test::fs::path& dir, as::State& out, bool& whole) {
+  std::error_code ec;
+  if (!test::fs::exists(dir / "state.json.prev", ec)) return false;
+  whole = false;
+  const auto value = as::parse_json(test::read_file(dir / "state.json.prev"));
+  if (!value) return true;
+  auto state = boost::json::try_value_to<as::State>(*value);
+  if (!state) return true;
+  out = *state;
+  whole = out.last_updated != 0 && is_a_version(out);
+  return true;
+}
+
+// Whether `message` names the holder `pid` exactly ("held by pid 123", not
+// a prefix of "held by pid 1234").
+bool names_holder(const std::string& message, pid_t pid) {
+  const std::string holder = "held by pid " + std::to_string(pid);
+  const std::size_t at = message.find(holder);
+  return at != std::string::npos &&
+         (at + holder.size() == message.size() ||
+          !std::isdigit(static_cast<unsigned char>(message[at + holder.size()])));
 }
 
 // SIGKILL a child that saves versions first, first+1, ... in a loop, `kills`
@@ -125,6 +164,190 @@ void kill_loop(const test::fs::path& dir, int kills) {
   check(last_seen > 0, "saves completed between kills");
 }
 
+// SIGKILL `kills` times a child that takes the run lock, loads, and saves
+// the versions after the one it loaded, with keep_previous, in a loop. The
+// versions are consecutive across kills, so state.json.prev can be checked
+// exactly: the version before the state's, or the state's own (the kill
+// came between the rename of the link over .prev and the state's rename:
+// two names never change in one step).
+void kill_loop_keeping_previous(const test::fs::path& dir, int kills) {
+  std::mt19937 random(20261127u);
+  std::uniform_int_distribution<int> delay_us(0, 3000);
+  constexpr std::int64_t kFirst = 1700000000;
+  std::int64_t last_seen = 0;
+  int held_before = 0, killed = 0, free_after = 0, loads_ok = 0, versions_ok = 0, monotonic = 0,
+      corrupt = 0, first_runs = 0, mid_save = 0, links_left = 0, swept_ok = 0, prev_whole = 0,
+      prev_exact = 0, prev_before = 0, prev_same = 0, prev_missing = 0, prev_vanished = 0;
+  bool prev_existed = false;
+  for (int k = 0; k < kills; ++k) {
+    int ready[2];
+    if (::pipe(ready) != 0) skip("cannot make a pipe");
+    const pid_t child = ::fork();
+    if (child < 0) skip(std::string("cannot fork: ") + std::strerror(errno));
+    if (child == 0) {
+      test::CaptureLogger quiet;
+      Manager manager(dir, quiet, keeping_previous());
+      auto lock = manager.try_lock_run();
+      if (!lock) std::_Exit(3);
+      auto loaded = manager.load_state();
+      if (!loaded) std::_Exit(4);
+      (void)!::write(ready[1], "r", 1);
+      for (std::int64_t n = loaded->last_updated == 0 ? kFirst : loaded->last_updated + 1;; ++n)
+        (void)manager.save_state(version(n));
+    }
+    ::close(ready[1]);
+    char c;
+    const bool started = ::read(ready[0], &c, 1) == 1;
+    ::close(ready[0]);
+    test::CaptureLogger log;
+    Manager manager(dir, log, keeping_previous());
+    if (started) {
+      // While the child lives, its lock is held, and names it.
+      auto refused = manager.try_lock_run();
+      held_before += !refused &&
+                     refused.status().code() == std::errc::resource_unavailable_try_again &&
+                     names_holder(refused.status().message(), child);
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(delay_us(random)));
+    ::kill(child, SIGKILL);
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    killed += WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+
+    // A temp name that is a second link (to state.json's file or .prev's):
+    // the kill came between the link and its rename over .prev.
+    const std::vector<std::string> temps = test::temp_files_in(dir);
+    mid_save += !temps.empty();
+    for (const std::string& name : temps) {
+      struct stat st {};
+      links_left += ::lstat((dir / name).c_str(), &st) == 0 && st.st_nlink > 1;
+    }
+    {
+      auto lock = manager.try_lock_run();  // never waits: free now, or a failure
+      free_after += lock.has_value();
+      if (!lock) std::printf("  kill %d: %s\n", k, lock.status().message().c_str());
+    }
+    auto loaded = manager.load_state();
+    loads_ok += loaded.has_value();
+    if (!loaded) {
+      std::printf("  kill %d: %s\n", k, loaded.status().message().c_str());
+      continue;
+    }
+    versions_ok += is_a_version(*loaded);
+    monotonic += loaded->last_updated >= last_seen;
+    first_runs += loaded->last_updated == 0;
+    corrupt += !log.with("state file corrupted").empty();
+    if (loaded->last_updated != 0) last_seen = loaded->last_updated;
+    swept_ok += test::temp_files_in(dir).empty();
+
+    as::State prev;
+    bool whole = false;
+    if (!read_previous(dir, prev, whole)) {
+      ++prev_missing;
+      // No .prev only until a save has replaced a state: before the first
+      // version was, or while it is the state.
+      prev_vanished += prev_existed || loaded->last_updated > kFirst;
+      continue;
+    }
+    prev_existed = true;
+    prev_whole += whole;
+    const bool before = prev.last_updated + 1 == loaded->last_updated;
+    const bool same = prev.last_updated == loaded->last_updated && loaded->last_updated != 0;
+    prev_exact += whole && (before || same);
+    prev_before += before;
+    prev_same += same;
+    if (!(whole && (before || same)))
+      std::printf("  kill %d: state %lld, .prev %lld\n", k,
+                  static_cast<long long>(loaded->last_updated),
+                  static_cast<long long>(prev.last_updated));
+  }
+  const int with_prev = kills - prev_missing;
+  std::printf(
+      "  %d kills of a child holding the run lock with keep_previous, %d of them mid-save (a "
+      "temp file was left), %d between the link and its rename (a temp link was left), %d "
+      "before any save had completed; .prev the version before the state's %d times, the "
+      "state's own %d times (the kill between the two renames), missing %d times\n",
+      kills, mid_save, links_left, first_runs, prev_before, prev_same, prev_missing);
+  check(killed == kills, "every child took the lock, loaded, and was killed saving");
+  check(held_before == kills,
+        "while the child lived, try_lock_run failed with resource_unavailable_try_again "
+        "naming its pid");
+  check(free_after == kills, "after every kill the next manager's try_lock_run succeeds at once");
+  check(loads_ok == kills, "after every kill the state loads");
+  check(versions_ok == kills, "after every kill the state is one complete version written");
+  check(monotonic == kills, "no kill ever brings back an older version");
+  check(corrupt == 0, "no kill ever leaves a corrupt state file");
+  check(swept_ok == kills,
+        "the next manager's first load removes the temp files and temp links a kill left");
+  check(prev_whole == with_prev, "state.json.prev, when there, is one complete version");
+  check(prev_exact == with_prev,
+        "state.json.prev is the version before the state's, or the state's own: never newer, "
+        "never further behind");
+  check(prev_vanished == 0, "state.json.prev is missing only before a state was replaced");
+  check(prev_before > 0 && prev_same > 0,
+        "the kills found .prev both one version behind and equal to the state");
+  check(mid_save > kills / 10, "the kills landed inside saves (at least a tenth of them)");
+  check(last_seen > kFirst, "saves completed between kills");
+}
+
+// A child takes the run lock and waits; the parent's try_lock_run fails,
+// naming the state file and the child's pid, until the child is SIGKILLed.
+void lock_held_by_another_process(const test::fs::path& dir) {
+  int locked[2], hold[2];
+  if (::pipe(locked) != 0 || ::pipe(hold) != 0) skip("cannot make a pipe");
+  const pid_t child = ::fork();
+  if (child < 0) skip(std::string("cannot fork: ") + std::strerror(errno));
+  if (child == 0) {
+    ::close(hold[1]);
+    test::CaptureLogger quiet;
+    Manager manager(dir, quiet, keeping_previous());
+    auto lock = manager.try_lock_run();
+    (void)!::write(locked[1], lock ? "y" : "n", 1);
+    (void)!::read(hold[0], &quiet, 1);  // blocks: nobody writes
+    std::_Exit(0);
+  }
+  ::close(locked[1]);
+  ::close(hold[0]);
+  char answer = 0;
+  (void)!::read(locked[0], &answer, 1);
+  ::close(locked[0]);
+  check(answer == 'y', "a child takes the run lock");
+
+  test::CaptureLogger log;
+  Manager manager(dir, log, keeping_previous());
+  auto refused = manager.try_lock_run();
+  const std::string message = refused ? std::string() : refused.status().message();
+  std::printf("  while the child %d holds it: %s\n", static_cast<int>(child), message.c_str());
+  check(!refused && refused.status().code() == std::errc::resource_unavailable_try_again,
+        "the parent's try_lock_run fails with resource_unavailable_try_again");
+  check(message.find(manager.state_file().string()) != std::string::npos,
+        "the failure names the state file");
+  check(names_holder(message, child), "the failure says \"held by pid <the child's pid>\"");
+  auto again = manager.try_lock_run();
+  check(!again, "and fails again: nothing was taken by failing");
+
+  ::kill(child, SIGKILL);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  ::close(hold[1]);
+  auto taken = manager.try_lock_run();
+  check(taken.has_value() && taken->owns_lock(), "once the child is SIGKILLed, the parent has it");
+}
+
+// The lock held by a child, then the kills: half of them of a plain saving
+// child, half of one holding the run lock with keep_previous, each in a
+// directory of its own.
+void kill_tests(const test::fs::path& dir, int kills) {
+  for (const char* sub : {"lock", "plain", "keep-previous"})
+    test::fs::create_directories(dir / sub);
+  std::printf("run lock held by another process:\n");
+  lock_held_by_another_process(dir / "lock");
+  std::printf("plain saves:\n");
+  kill_loop(dir / "plain", kills - kills / 2);
+  std::printf("saves with keep_previous, under the run lock:\n");
+  kill_loop_keeping_previous(dir / "keep-previous", kills / 2);
+}
+
 void on_own_tmpfs(int kills) {
   if (::geteuid() != 0) skip("needs root to mount a tmpfs");
   if (::unshare(CLONE_NEWNS) != 0)
@@ -136,7 +359,7 @@ void on_own_tmpfs(int kills) {
   test::fs::create_directories(mnt);
   if (::mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=4m,mode=0755") != 0)
     skip(std::string("cannot mount tmpfs: ") + std::strerror(errno));
-  kill_loop(mnt, kills);
+  kill_tests(mnt, kills);
   ::umount2(mnt.c_str(), MNT_DETACH);
 }
 
@@ -148,7 +371,7 @@ void on_disk(const test::fs::path& base, int kills) {
   const auto dir = base / ("kill-test-" + std::to_string(::getpid()));
   test::fs::remove_all(dir);
   test::fs::create_directories(dir);
-  kill_loop(dir, kills);
+  kill_tests(dir, kills);
   test::fs::remove_all(dir);
 }
 

@@ -26,7 +26,8 @@ struct Call {
   /// closed after its work is done).
   Step fails_as;
   /// The path the Status names: $R the test directory, $D the target's
-  /// directory, $T the temp file, $F the target; "" when nothing fails.
+  /// directory, $T the temp file, $F the target, $L the run lock's file;
+  /// "" when nothing fails.
   const char* names;
   /// The failure comes after the rename: the target is already replaced.
   bool replaced = false;
@@ -144,8 +145,9 @@ inline Calls streamed(int chunks) { return save(Sync::full, chunks); }
 
 /// A first save into missing directories, `levels` from the top one down:
 /// the directory does not open; mkdir walks up, failing (ENOENT) until a
-/// level can be made; then each level below it is made in turn.
-inline Calls first_save(Sync sync, const std::vector<Level>& levels) {
+/// level can be made; then each level below it is made in turn. `chunks`
+/// is 0 for empty data: no write at all.
+inline Calls first_save(Sync sync, const std::vector<Level>& levels, int chunks = 1) {
   Calls calls = {{Op::open_directory, Step::open_directory, "$D"}};
   for (std::size_t i = levels.size(); i-- > 1;)
     calls.push_back({Op::make_directory, Step::create_directory, levels[i].path});
@@ -153,7 +155,7 @@ inline Calls first_save(Sync sync, const std::vector<Level>& levels) {
     calls.push_back({Op::make_directory, Step::create_directory, levels[i].path});
     calls = calls + finish_level(levels[i], sync);
   }
-  return calls + open_directory() + save_into_open_directory(sync);
+  return calls + open_directory() + save_into_open_directory(sync, chunks);
 }
 
 /// $R/a/b/f, under FullSync: the fault tables' first save.
@@ -161,13 +163,94 @@ inline Calls first_save_two_levels() {
   return first_save(Sync::full, {{"$R/a", "$R"}, {"$R/a/b", "$R/a"}});
 }
 
-/// AtomicWriter::write_new of a file in an existing directory: a save
-/// whose rename never replaces (the copy of a corrupt state file).
-inline Calls write_new_full_sync() {
-  Calls calls = overwrite_full_sync();
+/// The same save as AtomicWriter::write_new makes it: its rename never
+/// replaces.
+inline Calls never_replacing(Calls calls) {
   for (Call& c : calls)
     if (c.op == Op::rename) c.op = Op::rename_noreplace;
   return calls;
+}
+
+/// AtomicWriter::write_new of a file in an existing directory: a save
+/// whose rename never replaces (the copy of a corrupt state file).
+inline Calls write_new_full_sync() { return never_replacing(overwrite_full_sync()); }
+
+// ----------------------------------------- a StateManager's keep_previous --
+
+/// What a save with StateOptions::keep_previous finds to keep as
+/// `<file>.prev` before it writes.
+enum class Previous {
+  no_directory,  ///< no state directory yet: the directory does not open
+  nothing,       ///< no state file, or the one a load found corrupt
+  already_kept,  ///< the state file is already .prev's inode
+  linked,        ///< the state file is linked as .prev
+};
+
+/// StateManager::keep_previous: open the directory; look at the state file
+/// and, unless there is nothing to keep, at .prev; link the state file
+/// under a temp name, rename the link over .prev, and (when the policy
+/// syncs directories) sync the directory, so that the state file is never
+/// replaced before its predecessor is durably kept; close.
+inline Calls keep_previous(Sync sync, Previous found) {
+  Calls calls = open_directory();
+  if (found == Previous::no_directory) return calls;
+  calls.push_back({Op::entry_info, Step::keep_previous, "$F"});
+  if (found != Previous::nothing)
+    calls.push_back({Op::entry_info, Step::none, ""});  // .prev: a failure to look links anew
+  if (found == Previous::linked) {
+    calls.push_back({Op::link, Step::keep_previous, "$F"});
+    calls.push_back({Op::rename, Step::keep_previous, "$F"});
+    if (syncs_directories(sync)) calls.push_back({Op::sync_full, Step::sync_directory, "$D"});
+  }
+  calls.push_back({Op::close, Step::none, ""});
+  return calls;
+}
+
+/// StateManager::save_state with keep_previous over an existing state file
+/// in an existing directory: the state file kept as .prev, then the save.
+inline Calls keep_previous_then_save(Sync sync, Previous found = Previous::linked) {
+  return keep_previous(sync, found) + save(sync);
+}
+
+// ------------------------------------------------- a StateManager's run lock --
+
+/// StateManager::try_lock_run once the state directory is open: is it
+/// writable, open (or create) the lock file, check it is a regular file,
+/// lock it, write the holder's pid line (a failure costs only the name in
+/// another run's message), close the directory. The lock's descriptor stays
+/// open until the lock is released: one more close.
+inline Calls take_run_lock() {
+  return {{Op::check_writable, Step::lock_run, "$D"},
+          {Op::open_or_create, Step::lock_run, "$L"},
+          {Op::file_info, Step::lock_run, "$L"},
+          {Op::try_lock, Step::lock_run, "$L"},
+          {Op::write, Step::none, ""},
+          {Op::close, Step::none, ""}};
+}
+
+/// StateManager::try_lock_run where the state directory is missing: it does
+/// not open; each level of its path is looked at from the top down to the
+/// first missing one (`looks` of them: a symlink to nothing there is an
+/// error, not a first run); the directory is made as a first save makes
+/// it, by write_new of the empty lock file (`levels`: no write); it is
+/// opened, and the lock taken.
+inline Calls lock_run_creating_directory(int looks, const std::vector<Level>& levels) {
+  Calls calls = open_directory();
+  for (int i = 0; i < looks; ++i) calls.push_back({Op::entry_info, Step::none, ""});
+  return calls + never_replacing(first_save(Sync::full, levels, 0)) + open_directory() +
+         take_run_lock();
+}
+
+/// A StateManager's first load where the directory holds no state file and
+/// no temp file: open the directory; the sweep lists it; the state file
+/// does not open, and a look tells a missing file from a symlink to
+/// nothing; close.
+inline Calls first_load_of_no_state() {
+  return {{Op::open_directory, Step::open_directory, "$D"},
+          {Op::list_directory, Step::none, ""},
+          {Op::open_file, Step::open_file, "$F"},
+          {Op::entry_info, Step::none, ""},
+          {Op::close, Step::none, ""}};
 }
 
 /// A StateManager's first load of a state file with one stale temp file

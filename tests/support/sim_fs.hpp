@@ -25,13 +25,15 @@
 //     last sync shows its durable bytes, its current bytes, the empty file,
 //     the first half of its current bytes, or as many zero bytes as it now
 //     holds; its mode, if changed since its last sync, is the durable or the
-//     current one. Each choice is independent of every other.
+//     current one. Each choice is independent of every other file's; a
+//     file with several names (link) shows one version under all of them.
 //
 // A test records a run (every call is a crash point: the whole state is
 // captured before it), then asks crash_images() for every image a point
 // allows, and checks each. SimFs::from(image) builds a fresh filesystem
 // holding an image, so the program's own reading code can run on what a
-// crash left.
+// crash left; an image says which names are one file (Node::linked_to), so
+// that the rebuilt filesystem has the same links.
 //
 // Every call returns >= 0 or -errno and is noexcept, as PosixFs. Paths are
 // absolute, without "." or ".." components; there are no symlinks, no
@@ -93,12 +95,21 @@ struct Node {
   bool directory = false;
   std::string data;
   unsigned mode = 0;
+  /// A file with several names in the image (hard links): the first of
+  /// them in path order, the same for each; empty for a file of one name.
+  std::string linked_to;
+
+  /// The same bytes and mode, whatever other names the file has.
+  bool same_content(const Node& other) const {
+    return directory == other.directory && data == other.data && mode == other.mode;
+  }
 
   friend bool operator<(const Node& a, const Node& b) {
-    return std::tie(a.directory, a.data, a.mode) < std::tie(b.directory, b.data, b.mode);
+    return std::tie(a.directory, a.data, a.mode, a.linked_to) <
+           std::tie(b.directory, b.data, b.mode, b.linked_to);
   }
   friend bool operator==(const Node& a, const Node& b) {
-    return a.directory == b.directory && a.data == b.data && a.mode == b.mode;
+    return a.same_content(b) && a.linked_to == b.linked_to;
   }
 };
 
@@ -107,9 +118,23 @@ struct Node {
 /// and deduplicate.
 using Image = std::map<std::string, Node>;
 
-inline Node directory_node(unsigned mode = 0755) { return Node{true, {}, mode}; }
+/// Marks the names of each file reachable under several (`reachable`: each
+/// path and its inode, as in `image`) with the first of them.
+template <class Ino>
+void mark_links(const std::vector<std::pair<std::string, Ino>>& reachable, Image& image) {
+  std::map<Ino, std::vector<std::string>> names;
+  for (const auto& [path, ino] : reachable)
+    if (!image.at(path).directory) names[ino].push_back(path);
+  for (auto& [ino, paths] : names) {
+    if (paths.size() < 2) continue;
+    const std::string first = *std::min_element(paths.begin(), paths.end());
+    for (const std::string& path : paths) image.at(path).linked_to = first;
+  }
+}
+
+inline Node directory_node(unsigned mode = 0755) { return Node{true, {}, mode, {}}; }
 inline Node file_node(std::string data, unsigned mode) {
-  return Node{false, std::move(data), mode};
+  return Node{false, std::move(data), mode, {}};
 }
 
 /// The whole simulated state just before a call (or after the run).
@@ -128,19 +153,27 @@ class SimFs {
   SimFs() : inodes_(kRoot + 1) { inodes_[kRoot] = make_directory_inode(0755); }
 
   /// A filesystem holding exactly `image`, all of it durable, as after a
-  /// reboot. Parents sort before their children, so one pass suffices.
+  /// reboot; the names of one file (Node::linked_to) lead to one inode.
+  /// Parents sort before their children, so one pass suffices.
   static SimFs from(const Image& image) {
     SimFs fs;
+    std::map<std::string, Ino> linked;  // a linked file's first name, and its inode
     for (const auto& [path, node] : image) {
       Ino parent = 0;
       std::string name;
       if (fs.resolve_parent(path.c_str(), parent, name) < 0 || name.empty()) continue;
-      Inode inode = node.directory ? make_directory_inode(node.mode) : Inode{};
-      if (!node.directory) {
-        inode.mode = inode.durable_mode = node.mode;
-        inode.data = inode.durable_data = node.data;
+      Ino ino = 0;
+      if (!node.linked_to.empty() && linked.count(node.linked_to)) {
+        ino = linked[node.linked_to];
+      } else {
+        Inode inode = node.directory ? make_directory_inode(node.mode) : Inode{};
+        if (!node.directory) {
+          inode.mode = inode.durable_mode = node.mode;
+          inode.data = inode.durable_data = node.data;
+        }
+        ino = fs.add(std::move(inode));
+        if (!node.linked_to.empty()) linked[node.linked_to] = ino;
       }
-      const Ino ino = fs.add(std::move(inode));
       fs.inodes_[parent].entries[name] = ino;
       fs.inodes_[parent].durable_entries[name] = ino;
     }
@@ -374,7 +407,9 @@ class SimFs {
   /// What the process sees now, as an image.
   Image current() const {
     Image out;
-    collect(kRoot, "", out);
+    std::vector<std::pair<std::string, Ino>> reachable;
+    collect(kRoot, "", out, reachable);
+    mark_links(reachable, out);
     return out;
   }
   std::size_t open_descriptors() const { return fds_.size(); }
@@ -522,12 +557,14 @@ class SimFs {
     return 0;
   }
 
-  void collect(Ino dir, const std::string& path, Image& out) const {
+  void collect(Ino dir, const std::string& path, Image& out,
+               std::vector<std::pair<std::string, Ino>>& reachable) const {
     for (const auto& [name, ino] : inodes_[dir].entries) {
       const Inode& inode = inodes_[ino];
       const std::string child = path + "/" + name;
       out[child] = inode.directory ? directory_node(inode.mode) : file_node(inode.data, inode.mode);
-      if (inode.directory) collect(ino, child, out);
+      reachable.emplace_back(child, ino);
+      if (inode.directory) collect(ino, child, out, reachable);
     }
   }
 
@@ -643,6 +680,7 @@ inline std::set<Image> crash_images(const CrashPoint& point, Order order,
           image[path] = file_node(version.first, version.second);
         }
       }
+      mark_links(reachable, image);
       images.insert(std::move(image));
       std::size_t k = 0;  // the next combination, odometer style
       while (k < files.size() && ++pick[k] == versions[files[k]].size()) pick[k++] = 0;
