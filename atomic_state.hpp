@@ -2998,7 +2998,7 @@ class StateManager {
   Status lock_held(int fd) noexcept;
   void write_holder(int fd) noexcept;
   Result<TempSweep> sweep_temp_files(int dir_fd, std::string_view dir) noexcept;
-  Result<Loaded<StateT>> first_run() noexcept;
+  Result<Loaded<StateT>> first_run(int dir_fd = -1) noexcept;
   Status read_file(int dir_fd, const char* name, std::string_view path, Text& text, FileInfo& info,
                    bool& missing) noexcept;
   Status read_to_end(int fd, const FileInfo& info, std::string_view path, Text& text) noexcept;
@@ -4284,7 +4284,7 @@ Result<Loaded<S>> StateManager<L, S, P, F>::load_state() noexcept {
           read_file(dir_fd, options_.file_name.c_str(), file_.native(), text, info, missing);
       !read)
     return read.within(context);
-  if (missing) return first_run();
+  if (missing) return first_run(dir_fd);
 
   Loaded<S> loaded;
   Problem problem;
@@ -4307,10 +4307,18 @@ Result<Loaded<S>> StateManager<L, S, P, F>::load_state() noexcept {
 }
 
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
-Result<Loaded<S>> StateManager<L, S, P, F>::first_run() noexcept {
+Result<Loaded<S>> StateManager<L, S, P, F>::first_run(int dir_fd) noexcept {
   // Info, not debug: a first run where a state was expected (a volume not
-  // mounted, a wrong directory) is the event an operator looks for.
-  log(Level::info, "no state file found, treating as first run", {{"path", file_.native()}});
+  // mounted, a wrong directory) is the event an operator looks for. A
+  // previous state without a state file is no save's doing (no save
+  // removes the state file): someone removed it, and is warned.
+  FileInfo previous;
+  if (options_.keep_previous && dir_fd >= 0 &&
+      detail::Retrying<FsRef>(fs_).entry_info(dir_fd, previous_name_.c_str(), previous) >= 0)
+    log(Level::warn, "no state file found but a previous one exists, treating as first run",
+        {{"path", file_.native()}, {"previous", previous_file_.native()}});
+  else
+    log(Level::info, "no state file found, treating as first run", {{"path", file_.native()}});
   Loaded<S> loaded;
   loaded.origin = LoadOrigin::first_run;
   return Result<Loaded<S>>(std::move(loaded));

@@ -731,6 +731,32 @@ TEST_CASE("a corrupt state never becomes the previous one", "[previous]") {
   CHECK(as::parse_json(contents(dir / "state.json.prev")).value().at("last_updated") == 300);
 }
 
+TEST_CASE("a previous state without a state file is a first run, with a warning", "[previous]") {
+  test::TempDir dir;
+  test::write_plain(dir / "state.json.prev", R"({"last_updated": 100})");
+  for (const bool keep_previous : {true, false}) {
+    CAPTURE(keep_previous);
+    test::CaptureLogger log;
+    StateOptions options;
+    options.keep_previous = keep_previous;
+    Manager manager(dir.path(), log, options);
+    const auto loaded = manager.load_state();
+    REQUIRE(loaded.has_value());
+    CHECK(loaded->origin == LoadOrigin::first_run);
+    CHECK(loaded->state() == State{});
+    REQUIRE(log.size() == 1);
+    if (keep_previous) {
+      CHECK(log.last().level == Level::warn);
+      CHECK(log.last().message ==
+            "no state file found but a previous one exists, treating as first run");
+      CHECK(log.last().text("previous") == (dir / "state.json.prev").string());
+    } else {
+      CHECK(log.last().level == Level::info);
+      CHECK(log.last().message == "no state file found, treating as first run");
+    }
+  }
+}
+
 TEST_CASE("a filesystem without hard links fails a keep_previous save, saying why",
           "[previous]") {
   test::TempDir dir;

@@ -245,12 +245,15 @@ inline Calls lock_run_creating_directory(int looks, const std::vector<Level>& le
 /// no temp file: open the directory; the sweep lists it; the state file
 /// does not open, and a look tells a missing file from a symlink to
 /// nothing; close.
-inline Calls first_load_of_no_state() {
-  return {{Op::open_directory, Step::open_directory, "$D"},
-          {Op::list_directory, Step::none, ""},
-          {Op::open_file, Step::open_file, "$F"},
-          {Op::entry_info, Step::none, ""},
-          {Op::close, Step::none, ""}};
+inline Calls first_load_of_no_state(bool keeping_previous = false) {
+  Calls calls = {{Op::open_directory, Step::open_directory, "$D"},
+                 {Op::list_directory, Step::none, ""},
+                 {Op::open_file, Step::open_file, "$F"},
+                 {Op::entry_info, Step::none, ""}};
+  // With keep_previous, a look for a previous state to warn of.
+  if (keeping_previous) calls.push_back({Op::entry_info, Step::none, ""});
+  calls.push_back({Op::close, Step::none, ""});
+  return calls;
 }
 
 /// A StateManager's first load of a state file with one stale temp file
