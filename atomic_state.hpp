@@ -19,7 +19,10 @@
 //     parse_json, format_json ........ JSON that reads back exactly
 //     StateField, has_state_fields ... a state type described once
 //     State, update_state ............ the collector's state and its rule
-//     StateTraits, StateManager ...... load, decide, save, log
+//     StateOptions, RunLock, Loaded .. a state's name and rules, its run
+//                                      lock, a load and where it came from
+//     StateTraits, StateManager ...... cursor and schema version; load,
+//                                      decide, save, log
 //
 // WHAT IT DOES
 //   AtomicWriter replaces a file so that a crash, a power cut or a full disk
@@ -34,7 +37,10 @@
 //   StateManager remembers what a periodic job last processed in
 //   <dir>/state.json (Boost.JSON), decides whether new data is worth
 //   processing, and saves the next state through AtomicWriter. Every decision
-//   is logged through a sink of the caller's choosing (see LogSink).
+//   is logged through a sink of the caller's choosing (see LogSink). A run
+//   lock keeps runs from overlapping; a load says where its state came from
+//   (saved, first run, recovered from a corrupt file, the previous state);
+//   schemas carry versions and upgrades; cursors may be slots, not clocks.
 //
 // USAGE CONTRACT
 //   - Copy this file anywhere and #include it. It needs C++17 and POSIX
