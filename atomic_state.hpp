@@ -218,6 +218,14 @@
 #define ATOMIC_STATE_DETAIL_HAS_FDATASYNC 1
 #endif
 
+// Linux can start a file's writeback without waiting for it, so that a
+// batch's syncs overlap; elsewhere each fsync does all the work.
+#if defined(__linux__) && defined(SYNC_FILE_RANGE_WRITE)
+#define ATOMIC_STATE_DETAIL_HAS_SYNC_FILE_RANGE 1
+#else
+#define ATOMIC_STATE_DETAIL_HAS_SYNC_FILE_RANGE 0
+#endif
+
 // ======================================================= STANDARD LIBRARY ====
 #include <algorithm>
 #include <array>
@@ -244,6 +252,7 @@
 #include <type_traits>
 #include <utility>
 #include <variant>
+#include <vector>
 
 // Exact JSON numbers are written with std::to_chars and read with
 // std::from_chars; without them a saved double could not load back bit for
@@ -621,6 +630,24 @@ struct PosixFs {
   /// created in the directory (a read-only mount or an immutable directory
   /// says no even to root).
   int check_writable(int dir_fd) noexcept;
+
+  // ---- what a batch may use (detected, not required)
+  /// sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE) on Linux: starts
+  /// writing the file's data without waiting; elsewhere nothing.
+  int start_writeback(int fd) noexcept;
+
+  // ---- what a snapshot adds (is_snapshot_filesystem_v)
+  /// mkdirat(dir_fd, name, mode).
+  int make_directory_at(int dir_fd, const char* name, unsigned mode) noexcept;
+  /// openat(dir_fd, name, O_RDONLY|O_DIRECTORY|O_NOFOLLOW|O_CLOEXEC).
+  int open_directory_at(int dir_fd, const char* name) noexcept;
+  /// unlinkat(dir_fd, name, AT_REMOVEDIR).
+  int remove_directory(int dir_fd, const char* name) noexcept;
+  /// symlinkat(target, dir_fd, name).
+  int make_symlink(const char* target, int dir_fd, const char* name) noexcept;
+  /// readlinkat(dir_fd, name, buffer, size): the length of the target (not
+  /// terminated); a target of `size` bytes or more is -ENAMETOOLONG.
+  ssize_t read_link(int dir_fd, const char* name, char* buffer, std::size_t size) noexcept;
 };
 
 /// Whether F offers every call of PosixFs that AtomicWriter::write makes,
@@ -771,6 +798,24 @@ class Retrying {
   int link(int dir_fd, const char* from, const char* to) noexcept {
     return retry_interrupted([&] { return fs_->link(dir_fd, from, to); });
   }
+  int start_writeback(int fd) noexcept {
+    return retry_interrupted([&] { return fs_->start_writeback(fd); });
+  }
+  int make_directory_at(int dir_fd, const char* name, unsigned mode) noexcept {
+    return retry_interrupted([&] { return fs_->make_directory_at(dir_fd, name, mode); });
+  }
+  int open_directory_at(int dir_fd, const char* name) noexcept {
+    return retry_interrupted([&] { return fs_->open_directory_at(dir_fd, name); });
+  }
+  int remove_directory(int dir_fd, const char* name) noexcept {
+    return retry_interrupted([&] { return fs_->remove_directory(dir_fd, name); });
+  }
+  int make_symlink(const char* target, int dir_fd, const char* name) noexcept {
+    return retry_interrupted([&] { return fs_->make_symlink(target, dir_fd, name); });
+  }
+  ssize_t read_link(int dir_fd, const char* name, char* buffer, std::size_t size) noexcept {
+    return retry_interrupted([&] { return fs_->read_link(dir_fd, name, buffer, size); });
+  }
   int check_writable(int dir_fd) noexcept {
     return retry_interrupted([&] { return fs_->check_writable(dir_fd); });
   }
@@ -783,6 +828,14 @@ class Retrying {
 
 template <class SyncPolicy, class Fs>
 class AtomicWriter;
+template <class SyncPolicy, class Fs>
+class AtomicDirectory;
+template <class SyncPolicy, class Fs>
+class Batch;
+
+namespace detail {
+struct Claim;
+}  // namespace detail
 
 /// How a file is written: AtomicWriter's write(), write_new() and begin().
 struct WriteOptions {
@@ -793,7 +846,8 @@ struct WriteOptions {
 /// One replacement in progress: a temp file beside the target, open for
 /// writing. commit() puts it in place; destroying it without a commit (or
 /// calling discard()) removes the temp file and leaves the target untouched.
-/// Move-only. Must not outlive the AtomicWriter that began it.
+/// Move-only. Must not outlive the AtomicWriter (or AtomicDirectory, or
+/// Batch) that began it.
 ///
 /// Phases: open -> committed (commit() succeeded), or open -> failed (any
 /// failure: the temp file is gone), or open -> discarded.
@@ -810,18 +864,22 @@ class WriteTransaction {
   /// over: the temp file is gone and every later call returns that failure.
   Status write(std::string_view data) noexcept;
   /// Sets the mode, syncs, closes and renames over the target, then syncs
-  /// the directory, as the policy says. Only the first commit does work.
+  /// the directory, as the policy says. Only the first commit does work. A
+  /// transaction of a Batch is committed by Batch::commit, not here.
   Status commit() noexcept;
   /// Removes the temp file now; the target is untouched.
   void discard() noexcept;
 
-  /// The temp file's name in the target's directory (".tmp-XXXXXX"), empty
-  /// once the transaction is over.
+  /// The temp file's name in the target's directory (".tmp-XXXXXX", or
+  /// ".tmp-XXXXXX.N" in an AtomicDirectory), empty once the transaction is
+  /// over.
   std::string_view temp_name() const noexcept;
 
  private:
   using FsRef = std::remove_reference_t<Fs>;
   friend class AtomicWriter<SyncPolicy, Fs>;
+  friend class AtomicDirectory<SyncPolicy, Fs>;
+  friend class Batch<SyncPolicy, Fs>;
   enum class Phase : unsigned char { open, committed, failed, discarded };
   // What commit() does to an existing target: replace it, or (for copies
   // that must never overwrite) fail with EEXIST.
@@ -829,6 +887,8 @@ class WriteTransaction {
 
   explicit WriteTransaction(FsRef& fs) noexcept : fs_(fs) {}
   Status open(std::string_view path, const WriteOptions& options, Commit commit) noexcept;
+  Status open_in(int dir_fd, std::string_view dir, std::string_view name,
+                 const WriteOptions& options, Commit commit, detail::Claim& claim) noexcept;
   Status check_target() noexcept;
   Status make_parent_directories() noexcept;
   Status make_directory_level(std::size_t end) noexcept;
@@ -838,6 +898,13 @@ class WriteTransaction {
   int on_prefix(std::size_t end, Call&& call) noexcept;
   Status create_temp_file() noexcept;
   int claim_temp_file(int fd) noexcept;
+  // The steps of commit(), in order; a Batch takes them file by file.
+  Status set_final_mode() noexcept;
+  void start_writeback() noexcept;
+  Status sync_file() noexcept;
+  Status close_file() noexcept;
+  Status put_in_place() noexcept;
+  Status sync_directory() noexcept;
   Status fail(Step step, int neg_errno, std::string_view subject_dir,
               std::string_view subject_name = {}, const char* note = nullptr) noexcept;
   Status fail_on_temp(Step step, int neg_errno, const char* note = nullptr) noexcept;
@@ -851,14 +918,18 @@ class WriteTransaction {
   int dir_fd_ = -1;
   int fd_ = -1;
   int lock_fd_ = -1;  // keeps the temp file's lock from close() to rename()
+  detail::Claim* claim_ = nullptr;  // an AtomicDirectory's: it protects the temp file
   unsigned perm_ = 0;
   Phase phase_ = Phase::open;
   Commit commit_ = Commit::replace;
   bool temp_exists_ = false;
   bool has_dir_ = false;
+  bool own_dir_ = true;  // false: dir_fd_ is an AtomicDirectory's
+  bool in_batch_ = false;
   std::size_t dir_len_ = 0;
   std::size_t name_len_ = 0;
-  char temp_[12] = {};
+  std::size_t temp_len_ = 0;
+  char temp_[40] = {};
   Status error_;
   // dir_ and name_ are NUL-terminated views into buf_: "dir\0name\0".
   char buf_[ATOMIC_STATE_PATH_MAX + 2];  // only the bytes in use are written
@@ -933,6 +1004,187 @@ class AtomicWriter {
 
 /// `AtomicWriter<>{}.write(path, data, perm)`: durable, atomic replacement.
 Status write_atomic(PathView path, std::string_view data, unsigned perm = 0644) noexcept;
+
+/// What AtomicDirectory::open does with a directory that does not exist.
+enum class MissingDirectory : unsigned char {
+  create,  ///< make it, and any missing parent, as a first save does
+  fail,    ///< an error (Step::open_directory, ENOENT)
+};
+
+/// A directory kept open for repeated saves into it: what AtomicWriter does,
+/// without opening, locking and closing the directory for each file. open()
+/// opens the directory and claims it: one empty temp file, locked for the
+/// handle's life, whose name starts the names of the handle's temp files,
+/// so that a sweep of stale temp files leaves them alone without a lock
+/// per save. A save then makes only the calls a save must: a look at the
+/// target, create, write, fchmod, the syncs the policy asks, close, rename.
+///
+/// The handle keeps the directory it opened, even when the path comes to
+/// name another (the directory renamed, removed and made again, a volume
+/// mounted over it): a program that must follow the path reopens it.
+/// Move-only; its transactions must not outlive it or cross a move of it.
+/// Saves from several threads at once are fine, as with AtomicWriter.
+template <class SyncPolicy = FullSync, class Fs = PosixFs>
+class AtomicDirectory {
+  static_assert(is_sync_policy_v<SyncPolicy>,
+                "AtomicDirectory: SyncPolicy needs `static constexpr SyncLevel file` and "
+                "`static constexpr bool directory` (see FullSync)");
+  static_assert(is_filesystem_v<Fs>,
+                "AtomicDirectory: Fs needs every call of PosixFs that a save makes (see "
+                "is_filesystem)");
+
+ public:
+  using Transaction = WriteTransaction<SyncPolicy, Fs>;
+
+  /// Opens and claims `dir`; a missing one is made, or an error, as
+  /// `missing` says. Failures: check_path, create_directory,
+  /// open_directory, create_temp_file (the claim).
+  template <class F = Fs, std::enable_if_t<std::is_default_constructible_v<F>, int> = 0>
+  static Result<AtomicDirectory> open(PathView dir,
+                                      MissingDirectory missing = MissingDirectory::create) noexcept {
+    return open(dir, F(), missing);
+  }
+  static Result<AtomicDirectory> open(PathView dir, Fs fs,
+                                      MissingDirectory missing = MissingDirectory::create) noexcept;
+
+  AtomicDirectory(AtomicDirectory&& other) noexcept;
+  AtomicDirectory& operator=(AtomicDirectory&& other) noexcept;
+  AtomicDirectory(const AtomicDirectory&) = delete;
+  AtomicDirectory& operator=(const AtomicDirectory&) = delete;
+  /// Gives up the claim (removing its file) and closes the directory.
+  ~AtomicDirectory();
+
+  /// Replaces the file `name` of the directory with `data`, as
+  /// AtomicWriter::write does (`options.create_directories` does not apply).
+  Status write(std::string_view name, std::string_view data, unsigned perm = 0644) noexcept;
+  Status write(std::string_view name, std::string_view data, const WriteOptions& options) noexcept;
+  /// Creates `name` with `data`, failing with EEXIST rather than replacing.
+  Status write_new(std::string_view name, std::string_view data, unsigned perm = 0644) noexcept;
+  /// Starts a streaming replacement of the file `name`.
+  Result<Transaction> begin(std::string_view name, unsigned perm = 0644) & noexcept;
+  Result<Transaction> begin(std::string_view name, const WriteOptions& options) & noexcept;
+  Result<Transaction> begin(std::string_view name, unsigned perm = 0644) && = delete;
+  Result<Transaction> begin(std::string_view name, const WriteOptions& options) && = delete;
+
+  /// The sweep of stale temp files of the directory, as
+  /// AtomicWriter::remove_stale_temp_files; this handle's own are in use.
+  Result<TempSweep> remove_stale_temp_files() noexcept;
+
+  /// The directory's path, as given to open().
+  std::string_view path() const noexcept { return {path_, path_len_}; }
+  /// Its descriptor, for calls of one's own (openat to read a file).
+  int descriptor() const noexcept { return dir_fd_; }
+  std::remove_reference_t<Fs>& filesystem() noexcept { return fs_; }
+
+ private:
+  using FsRef = std::remove_reference_t<Fs>;
+  friend class Batch<SyncPolicy, Fs>;
+
+  explicit AtomicDirectory(Fs fs) noexcept : fs_(static_cast<Fs&&>(fs)) {}
+  Result<Transaction> start(std::string_view name, const WriteOptions& options,
+                            typename Transaction::Commit commit) noexcept;
+  void close() noexcept;
+
+  Fs fs_;
+  int dir_fd_ = -1;
+  int claim_fd_ = -1;                     // holds the claim's lock
+  std::unique_ptr<detail::Claim> claim_;  // its address outlives moves
+  std::size_t path_len_ = 0;
+  char path_[ATOMIC_STATE_PATH_MAX] = {};
+};
+
+/// Several files replaced as one: a run's outputs and, last, the state that
+/// records them. add() writes a file's temp file at once (the data need not
+/// outlive the call); commit() makes them all durable together and puts
+/// them in place in the order they were added:
+///   1. each temp file's mode set, writeback started for all of them (where
+///      the Fs has start_writeback), then each synced and closed;
+///   2. each file but the last renamed over its target, in order;
+///   3. each directory that gained a file synced;
+///   4. the last file renamed over its target, and its directory synced.
+/// After any crash each target is old or new, never torn, and the last file
+/// is never newer than the files before it. A failure before the first
+/// rename removes every temp file and touches no target; after it,
+/// replaced() says how many targets (the first ones, in order) hold their
+/// new content, and the Status names them and the file it failed on.
+///
+/// After commit() (whatever its outcome) the batch is empty and can be
+/// filled again; its storage is kept, so a batch reused run after run
+/// allocates nothing. Neither copyable nor movable (its transactions use
+/// its Fs); not for use by several threads at once.
+template <class SyncPolicy = FullSync, class Fs = PosixFs>
+class Batch {
+  static_assert(is_sync_policy_v<SyncPolicy>,
+                "Batch: SyncPolicy needs `static constexpr SyncLevel file` and `static "
+                "constexpr bool directory` (see FullSync)");
+  static_assert(is_filesystem_v<Fs>,
+                "Batch: Fs needs every call of PosixFs that a save makes (see is_filesystem)");
+
+ public:
+  using Transaction = WriteTransaction<SyncPolicy, Fs>;
+  using Directory = AtomicDirectory<SyncPolicy, Fs>;
+
+  template <class F = Fs, std::enable_if_t<std::is_default_constructible_v<F>, int> = 0>
+  Batch() noexcept : Batch(F()) {}
+  explicit Batch(Fs fs) noexcept : fs_(static_cast<Fs&&>(fs)) {}
+  Batch(const Batch&) = delete;
+  Batch& operator=(const Batch&) = delete;
+  /// Discards what was not committed: the temp files are removed.
+  ~Batch() { discard(); }
+
+  /// Adds the file `path` with `data`, written to its temp file now (see
+  /// AtomicWriter::write for the path's rules). The same target twice in
+  /// one batch (as the same text) is refused. Failures: those of
+  /// AtomicWriter::begin and of a write; the batch keeps its other files.
+  Status add(PathView path, std::string_view data, unsigned perm = 0644) noexcept;
+  Status add(PathView path, std::string_view data, const WriteOptions& options) noexcept;
+  /// Adds the file `name` of an open directory; the directory must outlive
+  /// the commit.
+  Status add(Directory& dir, std::string_view name, std::string_view data,
+             unsigned perm = 0644) noexcept;
+  Status add(Directory& dir, std::string_view name, std::string_view data,
+             const WriteOptions& options) noexcept;
+  /// Adds a file to be streamed: write() to the transaction returned, then
+  /// commit() the batch (the transaction's own commit() refuses). The
+  /// pointer is valid until the batch's commit() or discard().
+  Result<Transaction*> add_stream(PathView path, const WriteOptions& options = {}) noexcept;
+  Result<Transaction*> add_stream(Directory& dir, std::string_view name,
+                                  const WriteOptions& options = {}) noexcept;
+
+  /// Makes room for `files` files, so that adding them allocates nothing.
+  void reserve(std::size_t files) noexcept;
+
+  /// Commits every file added, as above. An empty batch is an error
+  /// (Step::invalid_use), as is one holding a file whose streamed write
+  /// failed (that failure; every temp file is removed).
+  Status commit() noexcept {
+    return commit([]() noexcept { return Status(); });
+  }
+  /// The same, running `before_last()` (a callable returning a Status)
+  /// once the files before the last are in place and their directories
+  /// synced, right before the last rename; its failure stops the commit
+  /// there. StateManager keeps the previous state at that point.
+  template <class BeforeLast>
+  Status commit(BeforeLast&& before_last) noexcept;
+  /// Removes every temp file and forgets the files; no target is touched.
+  void discard() noexcept;
+
+  /// Files added and not yet committed or discarded.
+  std::size_t size() const noexcept { return files_.size(); }
+  /// How many targets the last commit() replaced: all of them after a
+  /// success, the first ones in order after a failure.
+  std::size_t replaced() const noexcept { return replaced_; }
+
+ private:
+  using FsRef = std::remove_reference_t<Fs>;
+  Status added(Transaction* file, Status opened, std::string_view data) noexcept;
+  Status stopped(const Status& failure) noexcept;
+  bool duplicate(const Transaction& file) const noexcept;
+
+  Fs fs_;
+  std::vector<std::unique_ptr<Transaction>> files_;
+  std::size_t replaced_ = 0;
+};
 
 // ================================================= PART I: implementation ====
 
@@ -1140,6 +1392,40 @@ inline int PosixFs::sync_data(int fd) noexcept {
 }
 
 inline int PosixFs::close(int fd) noexcept { return detail::negative_errno(::close(fd)); }
+
+inline int PosixFs::start_writeback(int fd) noexcept {
+#if ATOMIC_STATE_DETAIL_HAS_SYNC_FILE_RANGE
+  return detail::negative_errno(::sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE));
+#else
+  (void)fd;
+  return 0;
+#endif
+}
+
+inline int PosixFs::make_directory_at(int dir_fd, const char* name, unsigned mode) noexcept {
+  return detail::negative_errno(::mkdirat(dir_fd, name, static_cast<mode_t>(mode)));
+}
+
+inline int PosixFs::open_directory_at(int dir_fd, const char* name) noexcept {
+  return detail::negative_errno(
+      ::openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+}
+
+inline int PosixFs::remove_directory(int dir_fd, const char* name) noexcept {
+  return detail::negative_errno(::unlinkat(dir_fd, name, AT_REMOVEDIR));
+}
+
+inline int PosixFs::make_symlink(const char* target, int dir_fd, const char* name) noexcept {
+  return detail::negative_errno(::symlinkat(target, dir_fd, name));
+}
+
+inline ssize_t PosixFs::read_link(int dir_fd, const char* name, char* buffer,
+                                  std::size_t size) noexcept {
+  const ssize_t n = ::readlinkat(dir_fd, name, buffer, size);
+  if (n < 0) return -errno;
+  if (static_cast<std::size_t>(n) >= size) return -ENAMETOOLONG;
+  return n;
+}
 
 inline int PosixFs::rename(int dir_fd, const char* from, const char* to) noexcept {
   return detail::negative_errno(::renameat(dir_fd, from, dir_fd, to));
@@ -1355,7 +1641,7 @@ int write_all(Fs& fs, int fd, const char* data, std::size_t size, bool& stalled)
 /// is created with O_EXCL|O_NOFOLLOW, so a planted name only costs a retry.
 /// The clock is mixed in on every call so that forked processes, which
 /// share the generator's state, still draw different names.
-inline void make_temp_name(char (&out)[12]) noexcept {
+inline void make_temp_name(char* out) noexcept {  // 12 bytes, NUL included
   static constexpr char alphabet[] =
       "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
   thread_local std::uint64_t state =
@@ -1371,6 +1657,24 @@ inline void make_temp_name(char (&out)[12]) noexcept {
   for (int i = 5; i < 11; ++i, x /= 62) out[i] = alphabet[x % 62];
   out[11] = '\0';
 }
+
+/// The claim of an AtomicDirectory: an empty temp file, locked for the
+/// handle's life, whose name starts the names of the handle's temp files
+/// (".tmp-XXXXXX.1", ".tmp-XXXXXX.2", ...). One lock held throughout
+/// protects them all from a sweep, so a save takes no lock of its own.
+struct Claim {
+  char name[12] = {};
+  std::atomic<std::uint64_t> next{0};
+
+  /// The next temp file's name, into `out`; its length.
+  std::size_t next_name(char (&out)[40]) noexcept {
+    std::memcpy(out, name, 11);
+    out[11] = '.';
+    char* const end = std::to_chars(out + 12, out + 39, next.fetch_add(1) + 1).ptr;
+    *end = '\0';
+    return static_cast<std::size_t>(end - out);
+  }
+};
 }  // namespace detail
 
 // Takes over other's temp file and descriptors; other is left discarded.
@@ -1380,6 +1684,10 @@ void WriteTransaction<S, Fs>::take(WriteTransaction& other) noexcept {
   dir_fd_ = std::exchange(other.dir_fd_, -1);
   fd_ = std::exchange(other.fd_, -1);
   lock_fd_ = std::exchange(other.lock_fd_, -1);
+  claim_ = other.claim_;
+  own_dir_ = other.own_dir_;
+  in_batch_ = other.in_batch_;
+  temp_len_ = other.temp_len_;
   perm_ = other.perm_;
   phase_ = std::exchange(other.phase_, Phase::discarded);
   commit_ = other.commit_;
@@ -1413,7 +1721,7 @@ WriteTransaction<S, Fs>::~WriteTransaction() {
 
 template <class S, class Fs>
 std::string_view WriteTransaction<S, Fs>::temp_name() const noexcept {
-  return temp_exists_ ? std::string_view(temp_, 11) : std::string_view();
+  return temp_exists_ ? std::string_view(temp_, temp_len_) : std::string_view();
 }
 
 // The directory as messages show it; "." for a bare file name.
@@ -1442,7 +1750,8 @@ bool WriteTransaction<S, Fs>::close_and_remove_temp() noexcept {
     temp_exists_ = false;
   }
   if (lock_fd_ >= 0) (void)fs_.close(std::exchange(lock_fd_, -1));
-  if (dir_fd_ >= 0) (void)fs_.close(std::exchange(dir_fd_, -1));
+  const int dir_fd = std::exchange(dir_fd_, -1);
+  if (dir_fd >= 0 && own_dir_) (void)fs_.close(dir_fd);
   return removed;
 }
 
@@ -1466,7 +1775,7 @@ Status WriteTransaction<S, Fs>::fail(Step step, int neg_errno, std::string_view 
 
 template <class S, class Fs>
 Status WriteTransaction<S, Fs>::fail_on_temp(Step step, int neg_errno, const char* note) noexcept {
-  return fail(step, neg_errno, dir_prefix(), std::string_view(temp_, 11), note);
+  return fail(step, neg_errno, dir_prefix(), std::string_view(temp_, temp_len_), note);
 }
 
 template <class S, class Fs>
@@ -1530,6 +1839,47 @@ Status WriteTransaction<S, Fs>::open(std::string_view path, const WriteOptions& 
   }
   if (dir_fd_ < 0)
     return fail(Step::open_directory, std::exchange(dir_fd_, -1), dir_for_messages());
+  if (Status usable = check_target(); !usable) return usable;
+  return create_temp_file();
+}
+
+// Opens the transaction in an AtomicDirectory's directory: dir_fd is
+// borrowed, `dir` names it in messages, and the claim protects the temp
+// file, which takes no lock of its own.
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::open_in(int dir_fd, std::string_view dir, std::string_view name,
+                                        const WriteOptions& options, Commit commit,
+                                        detail::Claim& claim) noexcept {
+  const auto invalid = [&](std::errc code, const char* why) {
+    phase_ = Phase::failed;
+    const detail::JoinedPath path(dir, name);
+    error_ = Status(Step::check_path, std::make_error_code(code), path.view(), path.view(), false,
+                    why);
+    return error_;
+  };
+  if (options.mode > 07777) return invalid(std::errc::invalid_argument, "mode above 07777");
+  if (name.empty() || name.find('/') != std::string_view::npos)
+    return invalid(std::errc::invalid_argument, "not a name in the directory (empty, or a '/')");
+  if (name.find('\0') != std::string_view::npos)
+    return invalid(std::errc::invalid_argument, "name contains a NUL byte");
+  if (name == "." || name == "..")
+    return invalid(std::errc::is_a_directory, "the path names a directory");
+  if (name.size() > ATOMIC_STATE_NAME_MAX)
+    return invalid(std::errc::filename_too_long, "file name too long");
+  if (dir.size() + 1 + name.size() >= ATOMIC_STATE_PATH_MAX)
+    return invalid(std::errc::filename_too_long, "path too long");
+  perm_ = options.mode;
+  commit_ = commit;
+  claim_ = &claim;
+  own_dir_ = false;
+  has_dir_ = true;
+  dir_len_ = dir.size();  // within ATOMIC_STATE_PATH_MAX: the directory's own check
+  name_len_ = name.size();
+  std::memcpy(buf_, dir.data(), dir_len_);
+  buf_[dir_len_] = '\0';
+  std::memcpy(buf_ + dir_len_ + 1, name.data(), name_len_);
+  buf_[dir_len_ + 1 + name_len_] = '\0';
+  dir_fd_ = dir_fd;
   if (Status usable = check_target(); !usable) return usable;
   return create_temp_file();
 }
@@ -1668,7 +2018,14 @@ template <class S, class Fs>
 Status WriteTransaction<S, Fs>::create_temp_file() noexcept {
   int r = -EEXIST;
   for (int attempt = 0; attempt < ATOMIC_STATE_TEMP_NAME_ATTEMPTS && r == -EEXIST; ++attempt) {
+    if (claim_ != nullptr) {  // protected by the directory's claim: no lock of its own
+      temp_len_ = claim_->next_name(temp_);
+      r = fs_.create_file(dir_fd_, temp_, 0600);
+      if (r >= 0) fd_ = std::exchange(r, 0);
+      continue;
+    }
     detail::make_temp_name(temp_);
+    temp_len_ = 11;
     r = fs_.create_file(dir_fd_, temp_, 0600);
     if (r >= 0) r = claim_temp_file(r);
   }
@@ -1714,43 +2071,94 @@ Status WriteTransaction<S, Fs>::write(std::string_view data) noexcept {
 template <class S, class Fs>
 Status WriteTransaction<S, Fs>::commit() noexcept {
   if (phase_ != Phase::open) return status_after_end();
-  const int fd = fd_;
-  // The mode is set before the sync so that the sync covers it too.
-  int r = fs_.set_mode(fd, perm_);
-  if (r < 0) return fail_on_temp(Step::set_permissions, r);
+  if (in_batch_)
+    return Status(Step::invalid_use, std::make_error_code(std::errc::operation_not_permitted),
+                  {}, {}, false, "the transaction is part of a batch: Batch::commit commits it");
+  if (Status done = set_final_mode(); !done) return done;
+  if (Status done = sync_file(); !done) return done;
+  if (Status done = close_file(); !done) return done;
+  if (Status done = put_in_place(); !done) return done;
+  if constexpr (S::directory)
+    if (Status done = sync_directory(); !done) return done;
+  (void)close_and_remove_temp();
+  return {};
+}
 
-  // A failed sync is never retried: after a writeback error the kernel may
-  // already have dropped the dirty pages, so a second sync would "succeed".
+// The mode is set before the sync so that the sync covers it too.
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::set_final_mode() noexcept {
+  const int r = fs_.set_mode(fd_, perm_);
+  if (r < 0) return fail_on_temp(Step::set_permissions, r);
+  return {};
+}
+
+namespace detail {
+template <class F, class = void>
+struct has_start_writeback : std::false_type {};
+template <class F>
+struct has_start_writeback<F, std::void_t<decltype(std::declval<F&>().start_writeback(0))>>
+    : std::true_type {};
+}  // namespace detail
+
+// Asks the kernel to start writing the file back now, without waiting, so
+// that the syncs of a batch's files overlap (sync_file_range where the
+// policy offers start_writeback). Only a hint: its failure changes nothing.
+template <class S, class Fs>
+void WriteTransaction<S, Fs>::start_writeback() noexcept {
+  if constexpr (S::file != SyncLevel::none && detail::has_start_writeback<FsRef>::value)
+    (void)fs_.start_writeback(fd_);
+}
+
+// A failed sync is never retried: after a writeback error the kernel may
+// already have dropped the dirty pages, so a second sync would "succeed".
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::sync_file() noexcept {
+  const int fd = fd_;
+  int r = 0;
   if constexpr (S::file == SyncLevel::full)
     r = fs_.sync_full(fd);
   else if constexpr (S::file == SyncLevel::data)
     r = fs_.sync_data(fd);
   if (r < 0) return fail_on_temp(Step::sync_file, r);
+  return {};
+}
 
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::close_file() noexcept {
   // The temp file's lock lives as long as one descriptor of it: a second
   // one keeps it from the close below to the rename, when the file stops
-  // being a temp file. Without it the save goes on, unprotected.
-  lock_fd_ = fs_.duplicate(fd);
-  if (lock_fd_ < 0) lock_fd_ = -1;
+  // being a temp file. Without it the save goes on, unprotected. A temp
+  // file of an AtomicDirectory has no lock of its own: the claim is held.
+  if (claim_ == nullptr) {
+    lock_fd_ = fs_.duplicate(fd_);
+    if (lock_fd_ < 0) lock_fd_ = -1;
+  }
 
   // close() is never retried: the descriptor is gone even when it fails,
   // and EINTR loses nothing once the data has been handed over. Checked,
   // because some filesystems (NFS) report write errors only here.
-  r = fs_.close(std::exchange(fd_, -1));
+  const int r = fs_.close(std::exchange(fd_, -1));
   if (r < 0 && r != -EINTR) return fail_on_temp(Step::close_temp_file, r);
+  return {};
+}
 
-  r = commit_ == Commit::replace ? fs_.rename(dir_fd_, temp_, name())
-                                 : fs_.rename_noreplace(dir_fd_, temp_, name());
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::put_in_place() noexcept {
+  const int r = commit_ == Commit::replace ? fs_.rename(dir_fd_, temp_, name())
+                                           : fs_.rename_noreplace(dir_fd_, temp_, name());
   if (r < 0) return fail_on_temp(Step::rename, r);
   temp_exists_ = false;
   phase_ = Phase::committed;
+  return {};
+}
 
-  if constexpr (S::directory) {
-    const int dir_fd = dir_fd_;
-    r = fs_.sync_full(dir_fd);
-    if (r < 0) return fail(Step::sync_directory, r, dir_for_messages());
-  }
-  (void)close_and_remove_temp();
+// After the rename: a failure here leaves the target replaced, not known
+// durable, and the Status says so (replaced()).
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::sync_directory() noexcept {
+  const int dir_fd = dir_fd_;
+  const int r = fs_.sync_full(dir_fd);
+  if (r < 0) return fail(Step::sync_directory, r, dir_for_messages());
   return {};
 }
 // ------------------------------------------------------------- AtomicWriter --
@@ -1811,14 +2219,31 @@ Status AtomicWriter<S, Fs>::write_new(PathView path, std::string_view data,
 
 namespace detail {
 
-// The names make_temp_name draws: ".tmp-" and six of [0-9A-Za-z].
-inline bool is_temp_name(const char* name) noexcept {
+// Whether `name` starts as make_temp_name's names do: ".tmp-" and six of
+// [0-9A-Za-z].
+inline bool starts_as_temp_name(const char* name) noexcept {
   if (std::strncmp(name, ".tmp-", 5) != 0) return false;
   for (int i = 5; i < 11; ++i) {
     const char c = name[i];  // not isalnum: the locale must not widen the set
     if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'))) return false;
   }
-  return name[11] == '\0';
+  return true;
+}
+
+// The names make_temp_name draws (a save's temp file, or a directory's
+// claim).
+inline bool is_temp_name(const char* name) noexcept {
+  return starts_as_temp_name(name) && name[11] == '\0';
+}
+
+// The names an AtomicDirectory gives its temp files: its claim's name, a
+// dot, and a number.
+inline bool is_claimed_temp_name(const char* name) noexcept {
+  if (!starts_as_temp_name(name) || name[11] != '.' || name[12] == '\0') return false;
+  std::size_t digits = 0;
+  for (const char* p = name + 12; *p != '\0'; ++p, ++digits)
+    if (*p < '0' || *p > '9' || digits == 20) return false;
+  return true;
 }
 
 // One pass over a directory, examining each entry as the listing meets
@@ -1839,7 +2264,42 @@ class TempSweeper {
 
  private:
   static void visit(void* self, const char* name) noexcept {
-    if (is_temp_name(name)) static_cast<TempSweeper*>(self)->examine(name);
+    auto* sweeper = static_cast<TempSweeper*>(self);
+    if (is_temp_name(name))
+      sweeper->examine(name);
+    else if (is_claimed_temp_name(name))
+      sweeper->examine_claimed(name);
+  }
+
+  // A temp file of an AtomicDirectory is stale when its claim is: removed
+  // only while holding the claim's lock (so no live handle has it), or
+  // when the claim is gone (its handle ended).
+  void examine_claimed(const char* name) noexcept {
+    FileInfo listed, now;
+    int r = fs_.entry_info(dir_fd_, name, listed);
+    if (r == -ENOENT) return;
+    if (r < 0) return note(r, name);
+    if (listed.type != FileType::regular) {
+      ++sweep_.not_regular;
+      return;
+    }
+    char claim[12];
+    std::memcpy(claim, name, 11);
+    claim[11] = '\0';
+    const int fd = fs_.open_file(dir_fd_, claim);
+    if (fd < 0 && fd != -ENOENT) return note(fd, claim);
+    if (fd >= 0 && fs_.try_lock(fd) < 0) {
+      ++sweep_.in_use;  // a live handle (or a filesystem without locks)
+      (void)fs_.close(fd);
+      return;
+    }
+    r = fs_.entry_info(dir_fd_, name, now);
+    if (r >= 0 && same_file(now, listed)) {
+      r = fs_.unlink(dir_fd_, name);
+      if (r >= 0) ++sweep_.removed;
+    }
+    if (fd >= 0) (void)fs_.close(fd);  // after the unlink: the claim's lock guards it
+    if (r < 0 && r != -ENOENT) note(r, name);
   }
 
   // Removes `name` only while holding its lock, and only if the name still
@@ -1917,6 +2377,330 @@ Result<TempSweep> AtomicWriter<S, Fs>::remove_stale_temp_files(PathView dir) noe
 
 inline Status write_atomic(PathView path, std::string_view data, unsigned perm) noexcept {
   return AtomicWriter<>{}.write(path, data, perm);
+}
+
+// ---------------------------------------------------------- AtomicDirectory --
+
+template <class S, class Fs>
+Result<AtomicDirectory<S, Fs>> AtomicDirectory<S, Fs>::open(PathView dir, Fs fs,
+                                                            MissingDirectory missing) noexcept {
+  const detail::DirectoryPath path(dir.text());
+  if (!path.ok()) return path.problem(Step::check_path);
+  AtomicDirectory handle(static_cast<Fs&&>(fs));
+  handle.claim_.reset(new (std::nothrow) detail::Claim);
+  if (!handle.claim_)
+    return Status(Step::create_temp_file, detail::system_error(-ENOMEM), path.view());
+  handle.path_len_ = path.view().size();
+  std::memcpy(handle.path_, path.view().data(), handle.path_len_);
+  // The claim is made as a save's temp file is, in a directory made as a
+  // save makes it: a transaction does both, and is then given up for them.
+  Transaction claiming(handle.fs_);
+  const detail::JoinedPath claim_path(path.view(), ".atomic-directory-claim");
+  const WriteOptions options{0600, missing == MissingDirectory::create};
+  if (Status opened = claiming.open(claim_path.view(), options, Transaction::Commit::no_replace);
+      !opened)
+    return opened;
+  handle.dir_fd_ = std::exchange(claiming.dir_fd_, -1);
+  handle.claim_fd_ = std::exchange(claiming.fd_, -1);
+  std::memcpy(handle.claim_->name, claiming.temp_, sizeof handle.claim_->name);
+  claiming.temp_exists_ = false;
+  claiming.phase_ = Transaction::Phase::discarded;
+  return Result<AtomicDirectory>(std::move(handle));
+}
+
+template <class S, class Fs>
+AtomicDirectory<S, Fs>::AtomicDirectory(AtomicDirectory&& other) noexcept
+    : fs_(static_cast<Fs&&>(other.fs_)),
+      dir_fd_(std::exchange(other.dir_fd_, -1)),
+      claim_fd_(std::exchange(other.claim_fd_, -1)),
+      claim_(std::move(other.claim_)),
+      path_len_(other.path_len_) {
+  std::memcpy(path_, other.path_, path_len_);
+}
+
+template <class S, class Fs>
+AtomicDirectory<S, Fs>& AtomicDirectory<S, Fs>::operator=(AtomicDirectory&& other) noexcept {
+  if (this == &other) return *this;
+  close();
+  fs_ = static_cast<Fs&&>(other.fs_);
+  dir_fd_ = std::exchange(other.dir_fd_, -1);
+  claim_fd_ = std::exchange(other.claim_fd_, -1);
+  claim_ = std::move(other.claim_);
+  path_len_ = other.path_len_;
+  std::memcpy(path_, other.path_, path_len_);
+  return *this;
+}
+
+template <class S, class Fs>
+AtomicDirectory<S, Fs>::~AtomicDirectory() {
+  close();
+}
+
+// The claim's file goes before its lock, so that no sweep takes the
+// handle's temp files for stale while it still has any.
+template <class S, class Fs>
+void AtomicDirectory<S, Fs>::close() noexcept {
+  detail::Retrying<FsRef> fs(fs_);
+  if (claim_fd_ >= 0) {
+    (void)fs.unlink(dir_fd_, claim_->name);
+    (void)fs.close(std::exchange(claim_fd_, -1));
+  }
+  if (dir_fd_ >= 0) (void)fs.close(std::exchange(dir_fd_, -1));
+}
+
+template <class S, class Fs>
+Result<typename AtomicDirectory<S, Fs>::Transaction> AtomicDirectory<S, Fs>::start(
+    std::string_view name, const WriteOptions& options,
+    typename Transaction::Commit commit) noexcept {
+  Transaction transaction(fs_);
+  if (dir_fd_ < 0)
+    return Status(Step::invalid_use, std::make_error_code(std::errc::bad_file_descriptor), name,
+                  {}, false, "the AtomicDirectory was moved from");
+  if (Status opened = transaction.open_in(dir_fd_, path(), name, options, commit, *claim_);
+      !opened)
+    return opened;
+  return Result<Transaction>(std::move(transaction));
+}
+
+template <class S, class Fs>
+Result<typename AtomicDirectory<S, Fs>::Transaction> AtomicDirectory<S, Fs>::begin(
+    std::string_view name, unsigned perm) & noexcept {
+  return start(name, WriteOptions{perm}, Transaction::Commit::replace);
+}
+
+template <class S, class Fs>
+Result<typename AtomicDirectory<S, Fs>::Transaction> AtomicDirectory<S, Fs>::begin(
+    std::string_view name, const WriteOptions& options) & noexcept {
+  return start(name, options, Transaction::Commit::replace);
+}
+
+template <class S, class Fs>
+Status AtomicDirectory<S, Fs>::write(std::string_view name, std::string_view data,
+                                     unsigned perm) noexcept {
+  return write(name, data, WriteOptions{perm});
+}
+
+template <class S, class Fs>
+Status AtomicDirectory<S, Fs>::write(std::string_view name, std::string_view data,
+                                     const WriteOptions& options) noexcept {
+  Result<Transaction> transaction = start(name, options, Transaction::Commit::replace);
+  if (!transaction) return transaction.status();
+  return detail::write_whole(*transaction, data);
+}
+
+template <class S, class Fs>
+Status AtomicDirectory<S, Fs>::write_new(std::string_view name, std::string_view data,
+                                         unsigned perm) noexcept {
+  Result<Transaction> transaction = start(name, WriteOptions{perm}, Transaction::Commit::no_replace);
+  if (!transaction) return transaction.status();
+  return detail::write_whole(*transaction, data);
+}
+
+template <class S, class Fs>
+Result<TempSweep> AtomicDirectory<S, Fs>::remove_stale_temp_files() noexcept {
+  static_assert(is_state_filesystem_v<Fs>,
+                "remove_stale_temp_files needs the Fs calls open_file and list_directory "
+                "(see PosixFs)");
+  if (dir_fd_ < 0)
+    return Status(Step::invalid_use, std::make_error_code(std::errc::bad_file_descriptor),
+                  path(), {}, false, "the AtomicDirectory was moved from");
+  detail::Retrying<FsRef> fs(fs_);
+  return detail::sweep_temp_files(fs, dir_fd_, path());
+}
+
+// ------------------------------------------------------------------- Batch --
+
+template <class S, class Fs>
+void Batch<S, Fs>::reserve(std::size_t files) noexcept {
+  ATOMIC_STATE_DETAIL_TRY { files_.reserve(files); }
+  ATOMIC_STATE_DETAIL_CATCH_ALL {}  // the adds will say so
+}
+
+// Whether a file of the batch already has `file`'s target (as text: two
+// spellings of one path are two targets to this test).
+template <class S, class Fs>
+bool Batch<S, Fs>::duplicate(const Transaction& file) const noexcept {
+  const auto target = [](const Transaction& t) {
+    return std::string_view(t.buf_, t.dir_len_ + 1 + t.name_len_);  // "dir\0name"
+  };
+  for (const auto& other : files_)
+    if (target(*other) == target(file)) return true;
+  return false;
+}
+
+// Keeps `file` (just opened, or the failure `opened`) as the batch's next
+// file, after writing `data` into it; on any failure it is given up and
+// its temp file removed.
+template <class S, class Fs>
+Status Batch<S, Fs>::added(Transaction* file, Status opened, std::string_view data) noexcept {
+  std::unique_ptr<Transaction> owned(file);
+  if (!opened) return opened;
+  if (duplicate(*file)) {
+    file->discard();
+    const detail::JoinedPath target(file->dir_prefix(),
+                                    std::string_view(file->name(), file->name_len_));
+    return Status(Step::check_path, std::make_error_code(std::errc::file_exists), target.view(),
+                  target.view(), false, "the batch already has this target");
+  }
+  if (Status written = file->write(data); !written) return written;
+  file->in_batch_ = true;
+  ATOMIC_STATE_DETAIL_TRY {
+    files_.push_back(std::move(owned));
+    return {};
+  }
+  ATOMIC_STATE_DETAIL_CATCH_ALL {
+    file->discard();
+    return Status(Step::create_temp_file, detail::system_error(-ENOMEM), {}, {}, false,
+                  "no memory for one more file in the batch");
+  }
+}
+
+template <class S, class Fs>
+Status Batch<S, Fs>::add(PathView path, std::string_view data, unsigned perm) noexcept {
+  return add(path, data, WriteOptions{perm});
+}
+
+template <class S, class Fs>
+Status Batch<S, Fs>::add(PathView path, std::string_view data,
+                         const WriteOptions& options) noexcept {
+  auto* file = new (std::nothrow) Transaction(fs_);
+  if (file == nullptr)
+    return Status(Step::create_temp_file, detail::system_error(-ENOMEM), path.text());
+  const Status opened = file->open(path.text(), options, Transaction::Commit::replace);
+  return added(file, opened, data);
+}
+
+template <class S, class Fs>
+Status Batch<S, Fs>::add(Directory& dir, std::string_view name, std::string_view data,
+                         unsigned perm) noexcept {
+  return add(dir, name, data, WriteOptions{perm});
+}
+
+template <class S, class Fs>
+Status Batch<S, Fs>::add(Directory& dir, std::string_view name, std::string_view data,
+                         const WriteOptions& options) noexcept {
+  Result<Transaction*> file = add_stream(dir, name, options);
+  if (!file) return file.status();
+  if (Status written = (*file)->write(data); !written) {
+    files_.pop_back();  // its temp file is gone with the failure
+    return written;
+  }
+  return {};
+}
+
+template <class S, class Fs>
+Result<typename Batch<S, Fs>::Transaction*> Batch<S, Fs>::add_stream(
+    PathView path, const WriteOptions& options) noexcept {
+  auto* file = new (std::nothrow) Transaction(fs_);
+  if (file == nullptr)
+    return Status(Step::create_temp_file, detail::system_error(-ENOMEM), path.text());
+  const Status opened = file->open(path.text(), options, Transaction::Commit::replace);
+  if (Status kept = added(file, opened, {}); !kept) return kept;
+  return files_.back().get();
+}
+
+template <class S, class Fs>
+Result<typename Batch<S, Fs>::Transaction*> Batch<S, Fs>::add_stream(
+    Directory& dir, std::string_view name, const WriteOptions& options) noexcept {
+  auto* file = new (std::nothrow) Transaction(dir.fs_);
+  if (file == nullptr)
+    return Status(Step::create_temp_file, detail::system_error(-ENOMEM), name);
+  const Status opened =
+      dir.dir_fd_ < 0
+          ? Status(Step::invalid_use, std::make_error_code(std::errc::bad_file_descriptor), name,
+                   {}, false, "the AtomicDirectory was moved from")
+          : file->open_in(dir.dir_fd_, dir.path(), name, options, Transaction::Commit::replace,
+                          *dir.claim_);
+  if (Status kept = added(file, opened, {}); !kept) return kept;
+  return files_.back().get();
+}
+
+template <class S, class Fs>
+void Batch<S, Fs>::discard() noexcept {
+  // A file put in place keeps only descriptors to close; the others lose
+  // their temp files too.
+  for (auto& file : files_)
+    if (file->phase_ == Transaction::Phase::open)
+      file->discard();
+    else
+      (void)file->close_and_remove_temp();
+  files_.clear();
+}
+
+// A failure after some renames: the files before it are in place, the
+// others are given up. The Status keeps the failure's step, path, target
+// and reason, and says which targets hold their new content.
+template <class S, class Fs>
+Status Batch<S, Fs>::stopped(const Status& failure) noexcept {
+  // Cut short (with "...") when the names do not fit: only a message loses.
+  char which[1024];
+  std::size_t size = 0;
+  const auto append = [&](std::string_view part) {
+    const std::size_t n = part.size() < sizeof which - size ? part.size() : sizeof which - size;
+    if (n > 0) std::memcpy(which + size, part.data(), n);
+    size += n;
+  };
+  append("replaced before the failure: ");
+  for (std::size_t i = 0; i < replaced_; ++i) {
+    const Transaction& file = *files_[i];
+    const detail::JoinedPath target(file.dir_prefix(),
+                                    std::string_view(file.name(), file.name_len_));
+    if (i > 0) append(", ");
+    append(target.view());
+  }
+  if (size == sizeof which) std::memcpy(which + size - 3, "...", 3);
+  discard();
+  if (replaced_ == 0) return failure;
+  return Status(failure.step(), failure.code(), failure.path(), failure.target(),
+                failure.replaced(), nullptr, std::string_view(which, size));
+}
+
+template <class S, class Fs>
+template <class BeforeLast>
+Status Batch<S, Fs>::commit(BeforeLast&& before_last) noexcept {
+  replaced_ = 0;
+  if (files_.empty())
+    return Status(Step::invalid_use, std::make_error_code(std::errc::invalid_argument), {}, {},
+                  false, "an empty batch: add a file first");
+  const auto given_up = [&](Status failure) {
+    discard();
+    return failure;
+  };
+  for (auto& file : files_)
+    if (file->phase_ != Transaction::Phase::open) return given_up(file->status_after_end());
+  // 1. Every file's bytes and mode durable, their writebacks overlapping.
+  for (auto& file : files_)
+    if (Status done = file->set_final_mode(); !done) return given_up(done);
+  for (auto& file : files_) file->start_writeback();
+  for (auto& file : files_)
+    if (Status done = file->sync_file(); !done) return given_up(done);
+  for (auto& file : files_)
+    if (Status done = file->close_file(); !done) return given_up(done);
+  // 2, 3. Every file but the last in place, in order, then durably so.
+  const std::size_t last = files_.size() - 1;
+  for (std::size_t i = 0; i < last; ++i) {
+    if (Status done = files_[i]->put_in_place(); !done) return stopped(done);
+    ++replaced_;
+  }
+  if constexpr (S::directory)
+    for (std::size_t i = 0; i < last; ++i) {
+      const auto dir = [&](std::size_t k) {
+        return std::string_view(files_[k]->dir(), files_[k]->dir_len_);
+      };
+      bool synced = false;  // a directory is synced once, whatever its files
+      for (std::size_t k = 0; k < i && !synced; ++k) synced = dir(k) == dir(i);
+      if (!synced)
+        if (Status done = files_[i]->sync_directory(); !done) return stopped(done);
+    }
+  // 4. The last file, never durable before the files it follows.
+  if (Status done = before_last(); !done) return stopped(done);
+  if (Status done = files_[last]->put_in_place(); !done) return stopped(done);
+  ++replaced_;
+  if constexpr (S::directory)
+    if (Status done = files_[last]->sync_directory(); !done) return stopped(done);
+  for (auto& file : files_) (void)file->close_and_remove_temp();
+  files_.clear();
+  return {};
 }
 
 // ======================================================= PART II: LOGGING ====
@@ -2956,6 +3740,17 @@ class StateManager {
   /// file: " then the step, the path and the reason; nothing is logged as
   /// saved.
   Status save_state(const StateT& state) noexcept;
+
+  /// Saves `state` as the last file of `batch` and commits the batch, so
+  /// that a run's outputs and its state change together: after any crash
+  /// the state is never newer than the outputs added before it. The state
+  /// is checked and written as save_state does; keep_previous keeps the
+  /// previous state right before the state's rename. On any failure the
+  /// batch is given up (its temp files removed; batch.replaced() says which
+  /// outputs were already in place) and nothing is logged as saved.
+  /// Errors: "save state with its batch: " then the step, the path and the
+  /// reason.
+  Status save_state(const StateT& state, Batch<SyncPolicy, Fs>& batch) noexcept;
 
   /// Removes the temp files killed saves left in output_dir(), never one of
   /// a save in progress (AtomicWriter::remove_stale_temp_files), and logs
@@ -4823,6 +5618,33 @@ Status StateManager<L, S, P, F>::save_state(const S& state) noexcept {
           "StateOptions::create_directory is false: is the state directory's volume mounted?");
     return written.within(context);
   }
+  detail::StateCodec<S>::log_saved(
+      state, [&](Fields fields) noexcept { log(Level::info, "state saved", fields); });
+  return {};
+}
+
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
+Status StateManager<L, S, P, F>::save_state(const S& state, Batch<P, F>& batch) noexcept {
+  constexpr const char* context = "save state with its batch";
+  const auto given_up = [&](const Status& failure) {
+    batch.discard();
+    return failure.within(context);
+  };
+  if (!unusable_.ok()) return given_up(unusable_);
+  detail::TextBuffer<2048> text;
+  if (Status encoded = encode(state, text); !encoded) return given_up(encoded);
+  if (text.size() > options_.max_state_size)
+    return given_up(failure(Step::serialize, -EFBIG,
+                            "the text would be larger than the state size limit, so load_state "
+                            "would refuse it"));
+  if (Status added = batch.add(file_, text.view(),
+                               WriteOptions{options_.file_mode, options_.create_directory});
+      !added)
+    return given_up(added);
+  const Status committed = batch.commit([&]() noexcept {
+    return options_.keep_previous ? keep_previous() : Status();
+  });
+  if (!committed) return committed.within(context);
   detail::StateCodec<S>::log_saved(
       state, [&](Fields fields) noexcept { log(Level::info, "state saved", fields); });
   return {};
