@@ -5735,5 +5735,6 @@ Status StateManager<L, S, P, F>::link_previous(int dir_fd) noexcept {
 #undef ATOMIC_STATE_DETAIL_ABI_NAME
 #undef ATOMIC_STATE_DETAIL_ABI
 #undef ATOMIC_STATE_DETAIL_HAS_FDATASYNC
+#undef ATOMIC_STATE_DETAIL_HAS_SYNC_FILE_RANGE
 
 #endif  // ATOMIC_STATE_HPP_INCLUDED
