@@ -562,6 +562,8 @@ struct FileInfo {
   std::uint64_t inode = 0;
   std::uint64_t links = 0;    ///< hard links; 0 once the file was removed
   unsigned mode = 0;          ///< the permission bits, 07777
+  std::uint32_t owner = 0;    ///< user id
+  std::uint32_t group = 0;    ///< group id
   std::int64_t modified = 0;  ///< last modification, unix seconds
 };
 
@@ -632,10 +634,19 @@ struct PosixFs {
   /// says no even to root).
   int check_writable(int dir_fd) noexcept;
 
-  // ---- what a batch may use (detected, not required)
+  // ---- what some options use (detected, not required: without one, the
+  // option fails with ENOTSUP, or, for start_writeback, does nothing)
   /// sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE) on Linux: starts
   /// writing the file's data without waiting; elsewhere nothing.
   int start_writeback(int fd) noexcept;
+  /// fchown(fd, owner, group): for ModeFrom::existing.
+  int set_owner(int fd, std::uint32_t owner, std::uint32_t group) noexcept;
+  /// The process umask, read without changing it (Linux: the Umask line
+  /// of /proc/self/status); -ENOTSUP where it cannot be. For ModeFrom::umask.
+  int process_umask() noexcept;
+  /// realpath(path, out), `out` holding ATOMIC_STATE_PATH_MAX bytes: for
+  /// WriteOptions::follow_symlinks.
+  int real_path(const char* path, char* out) noexcept;
 
   // ---- what a snapshot adds (is_snapshot_filesystem_v)
   /// mkdirat(dir_fd, name, mode).
@@ -819,6 +830,15 @@ class Retrying {
   int start_writeback(int fd) noexcept {
     return retry_interrupted([&] { return fs_->start_writeback(fd); });
   }
+  int set_owner(int fd, std::uint32_t owner, std::uint32_t group) noexcept {
+    return retry_interrupted([&] { return fs_->set_owner(fd, owner, group); });
+  }
+  int process_umask() noexcept {
+    return retry_interrupted([&] { return fs_->process_umask(); });
+  }
+  int real_path(const char* path, char* out) noexcept {
+    return retry_interrupted([&] { return fs_->real_path(path, out); });
+  }
   int make_directory_at(int dir_fd, const char* name, unsigned mode) noexcept {
     return retry_interrupted([&] { return fs_->make_directory_at(dir_fd, name, mode); });
   }
@@ -855,10 +875,31 @@ namespace detail {
 struct Claim;
 }  // namespace detail
 
+/// Where a new file's mode comes from.
+enum class ModeFrom : unsigned char {
+  /// Exactly WriteOptions::mode, whatever the umask (the default, and the
+  /// Go service's rule).
+  given,
+  /// The existing target's mode, and its owner and group where the process
+  /// may give them (root may; others keep their own, silently); a missing
+  /// target (or a symlink, which is replaced) gets WriteOptions::mode.
+  existing,
+  /// WriteOptions::mode filtered by the process umask, as open(2) and
+  /// QSaveFile do (read from /proc/self/status: Linux 4.7 or later, else
+  /// ENOTSUP).
+  umask,
+};
+
 /// How a file is written: AtomicWriter's write(), write_new() and begin().
 struct WriteOptions {
-  unsigned mode = 0644;            ///< the file's mode, exact (the umask is ignored)
+  unsigned mode = 0644;            ///< the file's mode (see mode_from)
   bool create_directories = true;  ///< create missing parent directories, as mkdir -p
+  ModeFrom mode_from = ModeFrom::given;
+  /// A symlink at the target is replaced by the file (false, the default),
+  /// or resolved, and the file it leads to replaced in its own directory
+  /// (true, as QSaveFile does); a dangling or looping link is then an error
+  /// (check_path). Paths only: an AtomicDirectory refuses it.
+  bool follow_symlinks = false;
 };
 
 /// One replacement in progress: a temp file beside the target, open for
@@ -907,7 +948,10 @@ class WriteTransaction {
   Status open(std::string_view path, const WriteOptions& options, Commit commit) noexcept;
   Status open_in(int dir_fd, std::string_view dir, std::string_view name,
                  const WriteOptions& options, Commit commit, detail::Claim& claim) noexcept;
-  Status check_target() noexcept;
+  Status open_through_symlink(std::string_view path, const WriteOptions& options,
+                              Commit commit) noexcept;
+  Status check_target(const WriteOptions& options) noexcept;
+  Status choose_mode(const WriteOptions& options, const FileInfo* existing) noexcept;
   Status make_parent_directories() noexcept;
   Status make_directory_level(std::size_t end) noexcept;
   Status sync_parent_of(std::size_t end) noexcept;
@@ -938,6 +982,8 @@ class WriteTransaction {
   int lock_fd_ = -1;  // keeps the temp file's lock from close() to rename()
   detail::Claim* claim_ = nullptr;  // an AtomicDirectory's: it protects the temp file
   unsigned perm_ = 0;
+  bool keep_owner_ = false;  // ModeFrom::existing found a file: give its owner too
+  std::uint32_t owner_ = 0, group_ = 0;
   Phase phase_ = Phase::open;
   Commit commit_ = Commit::replace;
   bool temp_exists_ = false;
@@ -1534,6 +1580,46 @@ inline int PosixFs::start_writeback(int fd) noexcept {
 #endif
 }
 
+inline int PosixFs::set_owner(int fd, std::uint32_t owner, std::uint32_t group) noexcept {
+  return detail::negative_errno(
+      ::fchown(fd, static_cast<uid_t>(owner), static_cast<gid_t>(group)));
+}
+
+// umask() both reads and sets: calling it twice would give other threads'
+// new files the wrong mode in between, so the value is read where the
+// kernel shows it instead.
+inline int PosixFs::process_umask() noexcept {
+#if defined(__linux__)
+  const int fd = ::open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -ENOTSUP;
+  char text[4096];
+  std::size_t size = 0;
+  ssize_t n = 0;
+  while (size < sizeof text - 1 && (n = ::read(fd, text + size, sizeof text - 1 - size)) != 0) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    size += static_cast<std::size_t>(n);
+  }
+  ::close(fd);
+  text[size] = '\0';
+  const char* line = std::strstr(text, "\nUmask:");
+  if (line == nullptr) return -ENOTSUP;  // kernels before 4.7
+  line += 7;
+  while (*line == ' ' || *line == '\t') ++line;
+  unsigned mask = 0;
+  const auto parsed = std::from_chars(line, text + size, mask, 8);
+  if (parsed.ec != std::errc() || mask > 0777) return -ENOTSUP;
+  return static_cast<int>(mask);
+#else
+  return -ENOTSUP;
+#endif
+}
+
+inline int PosixFs::real_path(const char* path, char* out) noexcept {
+  static_assert(ATOMIC_STATE_PATH_MAX >= PATH_MAX, "realpath writes up to PATH_MAX bytes");
+  return ::realpath(path, out) == nullptr ? -errno : 0;
+}
+
 inline int PosixFs::make_directory_at(int dir_fd, const char* name, unsigned mode) noexcept {
   return detail::negative_errno(::mkdirat(dir_fd, name, static_cast<mode_t>(mode)));
 }
@@ -1580,6 +1666,8 @@ inline FileInfo to_file_info(const struct stat& st) noexcept {
   info.inode = static_cast<std::uint64_t>(st.st_ino);
   info.links = static_cast<std::uint64_t>(st.st_nlink);
   info.mode = static_cast<unsigned>(st.st_mode) & 07777u;
+  info.owner = static_cast<std::uint32_t>(st.st_uid);
+  info.group = static_cast<std::uint32_t>(st.st_gid);
   info.modified = static_cast<std::int64_t>(st.st_mtime);
   return info;
 }
@@ -1939,6 +2027,7 @@ Status WriteTransaction<S, Fs>::open(std::string_view path, const WriteOptions& 
   if (path.empty()) return invalid(std::errc::invalid_argument, "empty path");
   std::errc unusable{};
   if (const char* why = detail::path_problem(path, unusable)) return invalid(unusable, why);
+  if (options.follow_symlinks) return open_through_symlink(path, options, commit);
   const std::size_t slash = path.rfind('/');
   const std::string_view base = slash == std::string_view::npos ? path : path.substr(slash + 1);
   if (base.empty() || base == "." || base == "..")
@@ -1971,7 +2060,7 @@ Status WriteTransaction<S, Fs>::open(std::string_view path, const WriteOptions& 
   }
   if (dir_fd_ < 0)
     return fail(Step::open_directory, std::exchange(dir_fd_, -1), dir_for_messages());
-  if (Status usable = check_target(); !usable) return usable;
+  if (Status usable = check_target(options); !usable) return usable;
   return create_temp_file();
 }
 
@@ -1990,6 +2079,9 @@ Status WriteTransaction<S, Fs>::open_in(int dir_fd, std::string_view dir, std::s
     return error_;
   };
   if (options.mode > 07777) return invalid(std::errc::invalid_argument, "mode above 07777");
+  if (options.follow_symlinks)
+    return invalid(std::errc::invalid_argument,
+                   "WriteOptions::follow_symlinks needs a path, not an AtomicDirectory");
   if (name.empty() || name.find('/') != std::string_view::npos)
     return invalid(std::errc::invalid_argument, "not a name in the directory (empty, or a '/')");
   if (name.find('\0') != std::string_view::npos)
@@ -2012,18 +2104,65 @@ Status WriteTransaction<S, Fs>::open_in(int dir_fd, std::string_view dir, std::s
   std::memcpy(buf_ + dir_len_ + 1, name.data(), name_len_);
   buf_[dir_len_ + 1 + name_len_] = '\0';
   dir_fd_ = dir_fd;
-  if (Status usable = check_target(); !usable) return usable;
+  if (Status usable = check_target(options); !usable) return usable;
   return create_temp_file();
+}
+
+// The calls an option needs, where the Fs offers them.
+namespace detail {
+template <class F, class = void>
+struct has_set_owner : std::false_type {};
+template <class F>
+struct has_set_owner<F, std::void_t<decltype(std::declval<F&>().set_owner(0, 0u, 0u))>>
+    : std::true_type {};
+template <class F, class = void>
+struct has_process_umask : std::false_type {};
+template <class F>
+struct has_process_umask<F, std::void_t<decltype(std::declval<F&>().process_umask())>>
+    : std::true_type {};
+template <class F, class = void>
+struct has_real_path : std::false_type {};
+template <class F>
+struct has_real_path<F, std::void_t<decltype(std::declval<F&>().real_path("", nullptr))>>
+    : std::true_type {};
+}  // namespace detail
+
+// WriteOptions::follow_symlinks: a symlink at the target is resolved, and
+// the file it leads to is the target, in its own directory.
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::open_through_symlink(std::string_view path,
+                                                     const WriteOptions& options,
+                                                     Commit commit) noexcept {
+  WriteOptions plain = options;
+  plain.follow_symlinks = false;
+  char given[ATOMIC_STATE_PATH_MAX];  // path_problem checked that it fits
+  std::memcpy(given, path.data(), path.size());
+  given[path.size()] = '\0';
+  FileInfo info;
+  if (fs_.entry_info(AT_FDCWD, given, info) < 0 || info.type != FileType::symlink)
+    return open(path, plain, commit);
+  int r = -ENOTSUP;
+  char resolved[ATOMIC_STATE_PATH_MAX];
+  if constexpr (detail::has_real_path<FsRef>::value) r = fs_.real_path(given, resolved);
+  if (r < 0) {
+    phase_ = Phase::failed;
+    error_ = Status(Step::check_path, detail::system_error(r), path, path, false,
+                    r == -ENOTSUP ? "WriteOptions::follow_symlinks: the Fs has no real_path"
+                                  : "the symlink at the target leads to no file (dangling, or "
+                                    "a loop)");
+    return error_;
+  }
+  return open(resolved, plain, commit);
 }
 
 // Refuses, before a byte is written, a target the rename could not replace
 // (a directory) or must not (a FIFO, socket or device: replacing one with a
 // regular file breaks whoever uses it). A symlink is replaced, not followed.
 template <class S, class Fs>
-Status WriteTransaction<S, Fs>::check_target() noexcept {
+Status WriteTransaction<S, Fs>::check_target(const WriteOptions& options) noexcept {
   FileInfo info;
   const int r = fs_.entry_info(dir_fd_, name(), info);
-  if (r == -ENOENT) return {};
+  if (r == -ENOENT) return choose_mode(options, nullptr);
   const std::string_view target(name(), name_len_);
   if (r < 0) return fail(Step::check_path, r, dir_prefix(), target);
   if (info.type == FileType::directory)
@@ -2033,6 +2172,28 @@ Status WriteTransaction<S, Fs>::check_target() noexcept {
                 info.type == FileType::fifo
                     ? "the target is a FIFO, not a regular file"
                     : "the target is a device or socket, not a regular file");
+  return choose_mode(options, info.type == FileType::regular ? &info : nullptr);
+}
+
+// The final mode, decided once the target has been looked at.
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::choose_mode(const WriteOptions& options,
+                                            const FileInfo* existing) noexcept {
+  perm_ = options.mode;
+  keep_owner_ = false;
+  if (options.mode_from == ModeFrom::existing && existing != nullptr) {
+    perm_ = existing->mode;
+    keep_owner_ = detail::has_set_owner<FsRef>::value;
+    owner_ = existing->owner;
+    group_ = existing->group;
+  } else if (options.mode_from == ModeFrom::umask) {
+    int mask = -ENOTSUP;
+    if constexpr (detail::has_process_umask<FsRef>::value) mask = fs_.process_umask();
+    if (mask < 0)
+      return fail(Step::set_permissions, mask, dir_prefix(), std::string_view(name(), name_len_),
+                  "ModeFrom::umask: the process umask cannot be read here");
+    perm_ = options.mode & ~static_cast<unsigned>(mask);
+  }
   return {};
 }
 
@@ -2219,6 +2380,11 @@ Status WriteTransaction<S, Fs>::commit() noexcept {
 // The mode is set before the sync so that the sync covers it too.
 template <class S, class Fs>
 Status WriteTransaction<S, Fs>::set_final_mode() noexcept {
+  // The owner first: a change of owner clears the set-user-ID bits.
+  if constexpr (detail::has_set_owner<FsRef>::value)
+    if (keep_owner_)
+      if (const int r = fs_.set_owner(fd_, owner_, group_); r < 0 && r != -EPERM)
+        return fail_on_temp(Step::set_permissions, r);
   const int r = fs_.set_mode(fd_, perm_);
   if (r < 0) return fail_on_temp(Step::set_permissions, r);
   return {};
