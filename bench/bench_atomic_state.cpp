@@ -409,8 +409,8 @@ bool floor_batch(const char* dir, const RunFiles& files) {
   std::size_t opened = 0;
   for (; opened < n && ok; ++opened) {
     next_floor_name(temps[opened]);
-    fds[opened] = ::openat(dfd, temps[opened], O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
-                           0600);
+    fds[opened] =
+        ::openat(dfd, temps[opened], O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     ok = fds[opened] >= 0 &&
          write_all(fds[opened], files.data[opened].data(), files.data[opened].size()) &&
          ::fchmod(fds[opened], 0644) == 0;
