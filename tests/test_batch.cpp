@@ -714,3 +714,33 @@ TEST_CASE("a batch through directory handles commits files of several directorie
   CHECK(temp_files_in(dir / "a").size() == 1);
   CHECK(temp_files_in(dir / "b").size() == 1);
 }
+
+TEST_CASE("a failure after some renames keeps the failure's own note in its message", "[batch]") {
+  // HEADER DEFECT (issue 14, found by this case): Batch::stopped rebuilds
+  // the Status from step, code, path, target and replaced, and drops the
+  // failure's notes, so after a rename the reason a keep_previous failed
+  // ("needs a filesystem with hard links") or that a temp file could not be
+  // removed is lost, where the same failure before any rename keeps it.
+  TempDir dir;
+  FaultFs fs;
+  test::CaptureLogger log;
+  as::StateOptions options;
+  options.keep_previous = true;
+  as::StateManager<test::CaptureLogger&, as::State, FullSync, FaultFs&> manager(dir / "state", log,
+                                                                                 fs, options);
+  REQUIRE(manager.save_state(as::State{}).ok());
+  Batch<FullSync, FaultFs&> batch(fs);
+  REQUIRE(batch.add(dir / "out", "new").ok());
+  fs.faults = {Fault{Op::link, 1, EPERM}};
+  as::State next;
+  next.last_updated = 1;
+  const Status failed = manager.save_state(next, batch);
+  CHECK(failed.step() == Step::keep_previous);
+  CHECK(batch.replaced() == 1);
+  CHECK(read_file(dir / "out") == "new");
+  const std::string message = failed.message();
+  CAPTURE(message);
+  CHECK(contains(message, "replaced before the failure: " + (dir / "out").string()));
+  CHECK(contains(message, "StateOptions::keep_previous needs a filesystem with hard links"));
+  CHECK(log.with("state saved").size() == 1);
+}
