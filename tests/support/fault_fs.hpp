@@ -37,8 +37,9 @@ enum class Op {
   open_or_create,
   link,
   check_writable,
+  start_writeback,
 };
-inline constexpr int op_count = 22;
+inline constexpr int op_count = 23;
 
 inline std::string_view op_name(Op op) {
   switch (op) {
@@ -86,6 +87,8 @@ inline std::string_view op_name(Op op) {
       return "link";
     case Op::check_writable:
       return "check_writable";
+    case Op::start_writeback:
+      return "start_writeback";
   }
   return "?";
 }
@@ -264,6 +267,12 @@ class FaultFs {
     const Fault* f = due(Op::check_writable, dir_fd, nullptr);
     const int r = f && f->error ? -f->error : real_.check_writable(dir_fd);
     return record(Op::check_writable, dir_fd, nullptr, 0, r);
+  }
+  /// A batch's hint to start writing a file back (sync_file_range).
+  int start_writeback(int fd) noexcept {
+    const Fault* f = due(Op::start_writeback, fd, nullptr);
+    const int r = f && f->error ? -f->error : real_.start_writeback(fd);
+    return record(Op::start_writeback, fd, nullptr, 0, r);
   }
 
  private:
