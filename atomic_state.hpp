@@ -423,6 +423,12 @@ class [[nodiscard]] Status {
   std::string message() const;
 
  private:
+  template <class SyncPolicy, class Fs>
+  friend class Batch;
+  // This failure with `more` after its run-time detail (a batch's list of
+  // the targets it replaced); everything else kept.
+  Status with_detail(std::string_view more) const noexcept;
+
   Step step_ = Step::none;
   bool replaced_ = false;
   const char* context_ = nullptr;
@@ -1234,19 +1240,23 @@ class Batch {
   void discard() noexcept;
 
   /// Files added and not yet committed or discarded.
-  std::size_t size() const noexcept { return files_.size(); }
+  std::size_t size() const noexcept { return used_; }
   /// How many targets the last commit() replaced: all of them after a
   /// success, the first ones in order after a failure.
   std::size_t replaced() const noexcept { return replaced_; }
 
  private:
   using FsRef = std::remove_reference_t<Fs>;
-  Status added(Transaction* file, Status opened, std::string_view data) noexcept;
+  Transaction* next_file(FsRef& fs) noexcept;
+  Status added(Transaction* file, const Status& opened, std::string_view data) noexcept;
   Status stopped(const Status& failure) noexcept;
   bool duplicate(const Transaction& file) const noexcept;
 
   Fs fs_;
+  // The files in use are the first used_; the others wait to be reused, so
+  // that a batch filled run after run allocates nothing.
   std::vector<std::unique_ptr<Transaction>> files_;
+  std::size_t used_ = 0;
   std::size_t replaced_ = 0;
 };
 
@@ -1468,6 +1478,21 @@ inline Status Status::within(const char* context) const noexcept {
 inline Status Status::with_note(const char* note) const noexcept {
   Status out = *this;
   if (!ok()) out.notes_[out.notes_[0] == nullptr ? 0 : 1] = note;
+  return out;
+}
+
+inline Status Status::with_detail(std::string_view more) const noexcept {
+  if (ok()) return *this;
+  char joined[2048];  // cut short: only the message loses
+  std::size_t size = 0;
+  for (const std::string_view part : {detail(), detail().empty() ? std::string_view() : "; ", more}) {
+    const std::size_t n = part.size() < sizeof joined - size ? part.size() : sizeof joined - size;
+    if (n > 0) std::memcpy(joined + size, part.data(), n);
+    size += n;
+  }
+  Status out = *this;
+  detail::StatusText::drop(out.text_);
+  out.text_ = detail::StatusText::make(path(), target(), std::string_view(joined, size));
   return out;
 }
 
@@ -1909,6 +1934,9 @@ void WriteTransaction<S, Fs>::take(WriteTransaction& other) noexcept {
   in_batch_ = other.in_batch_;
   temp_len_ = other.temp_len_;
   perm_ = other.perm_;
+  keep_owner_ = other.keep_owner_;
+  owner_ = other.owner_;
+  group_ = other.group_;
   phase_ = std::exchange(other.phase_, Phase::discarded);
   commit_ = other.commit_;
   temp_exists_ = std::exchange(other.temp_exists_, false);
@@ -2810,8 +2838,33 @@ Result<TempSweep> AtomicDirectory<S, Fs>::remove_stale_temp_files() noexcept {
 
 template <class S, class Fs>
 void Batch<S, Fs>::reserve(std::size_t files) noexcept {
-  ATOMIC_STATE_DETAIL_TRY { files_.reserve(files); }
+  ATOMIC_STATE_DETAIL_TRY {
+    files_.reserve(files);
+    while (files_.size() < files) {
+      std::unique_ptr<Transaction> file(new (std::nothrow) Transaction(fs_));
+      if (!file) return;
+      file->phase_ = Transaction::Phase::discarded;
+      files_.push_back(std::move(file));
+    }
+  }
   ATOMIC_STATE_DETAIL_CATCH_ALL {}  // the adds will say so
+}
+
+// The transaction for the next file: one given up by an earlier run, made
+// new for `fs`, or a new one. Null when memory runs out.
+template <class S, class Fs>
+typename Batch<S, Fs>::Transaction* Batch<S, Fs>::next_file(FsRef& fs) noexcept {
+  if (used_ < files_.size()) {
+    *files_[used_] = Transaction(fs);
+    return files_[used_].get();
+  }
+  ATOMIC_STATE_DETAIL_TRY {
+    std::unique_ptr<Transaction> file(new (std::nothrow) Transaction(fs));
+    if (!file) return nullptr;
+    files_.push_back(std::move(file));
+    return files_.back().get();
+  }
+  ATOMIC_STATE_DETAIL_CATCH_ALL { return nullptr; }
 }
 
 // Whether a file of the batch already has `file`'s target (as text: two
@@ -2821,8 +2874,8 @@ bool Batch<S, Fs>::duplicate(const Transaction& file) const noexcept {
   const auto target = [](const Transaction& t) {
     return std::string_view(t.buf_, t.dir_len_ + 1 + t.name_len_);  // "dir\0name"
   };
-  for (const auto& other : files_)
-    if (target(*other) == target(file)) return true;
+  for (std::size_t i = 0; i < used_; ++i)
+    if (target(*files_[i]) == target(file)) return true;
   return false;
 }
 
@@ -2830,8 +2883,8 @@ bool Batch<S, Fs>::duplicate(const Transaction& file) const noexcept {
 // file, after writing `data` into it; on any failure it is given up and
 // its temp file removed.
 template <class S, class Fs>
-Status Batch<S, Fs>::added(Transaction* file, Status opened, std::string_view data) noexcept {
-  std::unique_ptr<Transaction> owned(file);
+Status Batch<S, Fs>::added(Transaction* file, const Status& opened,
+                           std::string_view data) noexcept {
   if (!opened) return opened;
   if (duplicate(*file)) {
     file->discard();
@@ -2842,15 +2895,8 @@ Status Batch<S, Fs>::added(Transaction* file, Status opened, std::string_view da
   }
   if (Status written = file->write(data); !written) return written;
   file->in_batch_ = true;
-  ATOMIC_STATE_DETAIL_TRY {
-    files_.push_back(std::move(owned));
-    return {};
-  }
-  ATOMIC_STATE_DETAIL_CATCH_ALL {
-    file->discard();
-    return Status(Step::create_temp_file, detail::system_error(-ENOMEM), {}, {}, false,
-                  "no memory for one more file in the batch");
-  }
+  ++used_;
+  return {};
 }
 
 template <class S, class Fs>
@@ -2861,9 +2907,10 @@ Status Batch<S, Fs>::add(PathView path, std::string_view data, unsigned perm) no
 template <class S, class Fs>
 Status Batch<S, Fs>::add(PathView path, std::string_view data,
                          const WriteOptions& options) noexcept {
-  auto* file = new (std::nothrow) Transaction(fs_);
+  Transaction* file = next_file(fs_);
   if (file == nullptr)
-    return Status(Step::create_temp_file, detail::system_error(-ENOMEM), path.text());
+    return Status(Step::create_temp_file, detail::system_error(-ENOMEM), path.text(), {}, false,
+                  "no memory for one more file in the batch");
   const Status opened = file->open(path.text(), options, Transaction::Commit::replace);
   return added(file, opened, data);
 }
@@ -2880,7 +2927,7 @@ Status Batch<S, Fs>::add(Directory& dir, std::string_view name, std::string_view
   Result<Transaction*> file = add_stream(dir, name, options);
   if (!file) return file.status();
   if (Status written = (*file)->write(data); !written) {
-    files_.pop_back();  // its temp file is gone with the failure
+    --used_;  // its temp file is gone with the failure
     return written;
   }
   return {};
@@ -2889,20 +2936,22 @@ Status Batch<S, Fs>::add(Directory& dir, std::string_view name, std::string_view
 template <class S, class Fs>
 Result<typename Batch<S, Fs>::Transaction*> Batch<S, Fs>::add_stream(
     PathView path, const WriteOptions& options) noexcept {
-  auto* file = new (std::nothrow) Transaction(fs_);
+  Transaction* file = next_file(fs_);
   if (file == nullptr)
-    return Status(Step::create_temp_file, detail::system_error(-ENOMEM), path.text());
+    return Status(Step::create_temp_file, detail::system_error(-ENOMEM), path.text(), {}, false,
+                  "no memory for one more file in the batch");
   const Status opened = file->open(path.text(), options, Transaction::Commit::replace);
   if (Status kept = added(file, opened, {}); !kept) return kept;
-  return files_.back().get();
+  return file;
 }
 
 template <class S, class Fs>
 Result<typename Batch<S, Fs>::Transaction*> Batch<S, Fs>::add_stream(
     Directory& dir, std::string_view name, const WriteOptions& options) noexcept {
-  auto* file = new (std::nothrow) Transaction(dir.fs_);
+  Transaction* file = next_file(dir.fs_);
   if (file == nullptr)
-    return Status(Step::create_temp_file, detail::system_error(-ENOMEM), name);
+    return Status(Step::create_temp_file, detail::system_error(-ENOMEM), name, {}, false,
+                  "no memory for one more file in the batch");
   const Status opened =
       dir.dir_fd_ < 0
           ? Status(Step::invalid_use, std::make_error_code(std::errc::bad_file_descriptor), name,
@@ -2910,19 +2959,19 @@ Result<typename Batch<S, Fs>::Transaction*> Batch<S, Fs>::add_stream(
           : file->open_in(dir.dir_fd_, dir.path(), name, options, Transaction::Commit::replace,
                           *dir.claim_);
   if (Status kept = added(file, opened, {}); !kept) return kept;
-  return files_.back().get();
+  return file;
 }
 
 template <class S, class Fs>
 void Batch<S, Fs>::discard() noexcept {
   // A file put in place keeps only descriptors to close; the others lose
   // their temp files too.
-  for (auto& file : files_)
-    if (file->phase_ == Transaction::Phase::open)
-      file->discard();
+  for (std::size_t i = 0; i < used_; ++i)
+    if (files_[i]->phase_ == Transaction::Phase::open)
+      files_[i]->discard();
     else
-      (void)file->close_and_remove_temp();
-  files_.clear();
+      (void)files_[i]->close_and_remove_temp();
+  used_ = 0;
 }
 
 // A failure after some renames: the files before it are in place, the
@@ -2949,33 +2998,40 @@ Status Batch<S, Fs>::stopped(const Status& failure) noexcept {
   if (size == sizeof which) std::memcpy(which + size - 3, "...", 3);
   discard();
   if (replaced_ == 0) return failure;
-  return Status(failure.step(), failure.code(), failure.path(), failure.target(),
-                failure.replaced(), nullptr, std::string_view(which, size));
+  return failure.with_detail(std::string_view(which, size));
 }
 
 template <class S, class Fs>
 template <class BeforeLast>
 Status Batch<S, Fs>::commit(BeforeLast&& before_last) noexcept {
   replaced_ = 0;
-  if (files_.empty())
+  if (used_ == 0)
     return Status(Step::invalid_use, std::make_error_code(std::errc::invalid_argument), {}, {},
                   false, "an empty batch: add a file first");
   const auto given_up = [&](Status failure) {
     discard();
     return failure;
   };
-  for (auto& file : files_)
-    if (file->phase_ != Transaction::Phase::open) return given_up(file->status_after_end());
+  const auto each = [&](auto&& step) {
+    for (std::size_t i = 0; i < used_; ++i)
+      if (Status done = step(*files_[i]); !done) return done;
+    return Status();
+  };
+  if (Status open = each([](Transaction& t) {
+        return t.phase_ == Transaction::Phase::open ? Status() : t.status_after_end();
+      });
+      !open)
+    return given_up(open);
   // 1. Every file's bytes and mode durable, their writebacks overlapping.
-  for (auto& file : files_)
-    if (Status done = file->set_final_mode(); !done) return given_up(done);
-  for (auto& file : files_) file->start_writeback();
-  for (auto& file : files_)
-    if (Status done = file->sync_file(); !done) return given_up(done);
-  for (auto& file : files_)
-    if (Status done = file->close_file(); !done) return given_up(done);
+  if (Status done = each([](Transaction& t) { return t.set_final_mode(); }); !done)
+    return given_up(done);
+  for (std::size_t i = 0; i < used_; ++i) files_[i]->start_writeback();
+  if (Status done = each([](Transaction& t) { return t.sync_file(); }); !done)
+    return given_up(done);
+  if (Status done = each([](Transaction& t) { return t.close_file(); }); !done)
+    return given_up(done);
   // 2, 3. Every file but the last in place, in order, then durably so.
-  const std::size_t last = files_.size() - 1;
+  const std::size_t last = used_ - 1;
   for (std::size_t i = 0; i < last; ++i) {
     if (Status done = files_[i]->put_in_place(); !done) return stopped(done);
     ++replaced_;
@@ -2996,8 +3052,8 @@ Status Batch<S, Fs>::commit(BeforeLast&& before_last) noexcept {
   ++replaced_;
   if constexpr (S::directory)
     if (Status done = files_[last]->sync_directory(); !done) return stopped(done);
-  for (auto& file : files_) (void)file->close_and_remove_temp();
-  files_.clear();
+  for (std::size_t i = 0; i < used_; ++i) (void)files_[i]->close_and_remove_temp();
+  used_ = 0;
   return {};
 }
 
