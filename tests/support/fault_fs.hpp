@@ -38,8 +38,13 @@ enum class Op {
   link,
   check_writable,
   start_writeback,
+  make_directory_at,
+  open_directory_at,
+  remove_directory,
+  make_symlink,
+  read_link,
 };
-inline constexpr int op_count = 23;
+inline constexpr int op_count = 28;
 
 inline std::string_view op_name(Op op) {
   switch (op) {
@@ -89,6 +94,16 @@ inline std::string_view op_name(Op op) {
       return "check_writable";
     case Op::start_writeback:
       return "start_writeback";
+    case Op::make_directory_at:
+      return "make_directory_at";
+    case Op::open_directory_at:
+      return "open_directory_at";
+    case Op::remove_directory:
+      return "remove_directory";
+    case Op::make_symlink:
+      return "make_symlink";
+    case Op::read_link:
+      return "read_link";
   }
   return "?";
 }
@@ -275,6 +290,37 @@ class FaultFs {
     return record(Op::start_writeback, fd, nullptr, 0, r);
   }
 
+  // What a SnapshotWriter adds. A symlink's record names the link (its
+  // target is in `link_targets`, in order).
+  std::vector<std::string> link_targets;
+  int make_directory_at(int dir_fd, const char* name, unsigned mode) noexcept {
+    const Fault* f = due(Op::make_directory_at, dir_fd, name);
+    const int r = f && f->error ? -f->error : real_.make_directory_at(dir_fd, name, mode);
+    return record(Op::make_directory_at, dir_fd, name, mode, r);
+  }
+  int open_directory_at(int dir_fd, const char* name) noexcept {
+    const Fault* f = due(Op::open_directory_at, dir_fd, name);
+    const int r = f && f->error ? -f->error : real_.open_directory_at(dir_fd, name);
+    if (r >= 0) open_.insert(r);
+    return record(Op::open_directory_at, dir_fd, name, 0, r);
+  }
+  int remove_directory(int dir_fd, const char* name) noexcept {
+    const Fault* f = due(Op::remove_directory, dir_fd, name);
+    const int r = f && f->error ? -f->error : real_.remove_directory(dir_fd, name);
+    return record(Op::remove_directory, dir_fd, name, 0, r);
+  }
+  int make_symlink(const char* target, int dir_fd, const char* name) noexcept {
+    const Fault* f = due(Op::make_symlink, dir_fd, name);
+    const int r = f && f->error ? -f->error : real_.make_symlink(target, dir_fd, name);
+    link_targets.emplace_back(target);
+    return record(Op::make_symlink, dir_fd, name, 0, r);
+  }
+  ssize_t read_link(int dir_fd, const char* name, char* buffer, std::size_t size) noexcept {
+    const Fault* f = due(Op::read_link, dir_fd, name);
+    const ssize_t r = f && f->error ? -f->error : real_.read_link(dir_fd, name, buffer, size);
+    return record(Op::read_link, dir_fd, name, 0, r);
+  }
+
  private:
   const Fault* due(Op op, int fd, const char* name) {
     if (before) before(op, fd, name);
@@ -296,5 +342,6 @@ class FaultFs {
 
 static_assert(atomic_state::is_filesystem_v<FaultFs>);
 static_assert(atomic_state::is_state_filesystem_v<FaultFs>);
+static_assert(atomic_state::is_snapshot_filesystem_v<FaultFs>);
 
 }  // namespace test
