@@ -3137,13 +3137,27 @@ Result<SnapshotWriter<S, Fs>> SnapshotWriter<S, Fs>::open(PathView dir, Fs fs,
   const int fd = call.open_or_create(dir_fd, ".snapshot.lock", 0600);
   if (fd < 0) return writer.fail(Step::lock_run, fd, lock_path.view());
   writer.lock_fd_ = fd;
+  FileInfo info;
+  if (const int r = call.file_info(fd, info); r < 0)
+    return writer.fail(Step::lock_run, r, lock_path.view());
+  if (info.type != FileType::regular)
+    return writer.fail(Step::lock_run, -EINVAL, lock_path.view(), {},
+                       "the lock file is not a regular file");
   if (const int r = call.try_lock(fd); r < 0)
     return writer.fail(Step::lock_run, r, lock_path.view(), {},
                        r == -EWOULDBLOCK ? "another SnapshotWriter has the directory open"
                                          : nullptr);
+  // Whoever can open the lock file can hold it forever: only its owner.
+  if ((info.mode & 077) != 0)
+    if (const int r = call.set_mode(fd, 0600); r < 0)
+      return writer.fail(Step::lock_run, r, lock_path.view(), {},
+                         "the lock file is open to other users and cannot be made 0600");
   if (Status read = writer.read_current(); !read) return read;
   TempSweep swept;
   if (Status pruned = writer.prune(swept); !pruned) return pruned;
+  // A killed publisher's directory claim, as any stale temp file.
+  if (Result<TempSweep> claims = writer.dir_.remove_stale_temp_files(); !claims)
+    return claims.status();
   return Result<SnapshotWriter>(std::move(writer));
 }
 
@@ -3211,7 +3225,9 @@ Status SnapshotWriter<S, Fs>::read_current() noexcept {
 }
 
 // A new generation directory, numbered after every one the directory holds
-// (a killed publisher's too, so that no name is ever reused), locked.
+// and after current, so that a reader never meets a name it saw before
+// naming other files (a killed publisher's half-built one, which no reader
+// entered, may be numbered again once removed).
 template <class S, class Fs>
 Status SnapshotWriter<S, Fs>::begin_generation() noexcept {
   detail::Retrying<FsRef> call(dir_.filesystem());

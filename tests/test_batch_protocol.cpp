@@ -150,33 +150,6 @@ std::string expand(std::string pattern, const std::vector<test::fs::path>& targe
   return pattern;
 }
 
-// The fault cases make thousands of saves, each syncing: on a disk that is
-// two minutes, on a tmpfs a few seconds, with the same calls and failures
-// (FaultFs fails them before the kernel sees them). TempDir follows TMPDIR.
-class OnTmpfs {
- public:
-  OnTmpfs() {
-    const char* old = std::getenv("TMPDIR");
-    if (old != nullptr) saved_ = old;
-    had_ = old != nullptr;
-    struct statfs st {};
-    if (::statfs("/dev/shm", &st) == 0 && st.f_type == 0x01021994 /* TMPFS_MAGIC */ &&
-        ::access("/dev/shm", W_OK) == 0)
-      ::setenv("TMPDIR", "/dev/shm", 1);
-  }
-  ~OnTmpfs() {
-    if (had_)
-      ::setenv("TMPDIR", saved_.c_str(), 1);
-    else
-      ::unsetenv("TMPDIR");
-  }
-  OnTmpfs(const OnTmpfs&) = delete;
-  OnTmpfs& operator=(const OnTmpfs&) = delete;
-
- private:
-  std::string saved_;
-  bool had_ = false;
-};
 
 struct Counts {
   int cases = 0, before_rename = 0, after_rename = 0, survived = 0;
@@ -451,7 +424,7 @@ TEST_CASE("the batch fault tables cover every call each scenario makes", "[batch
 
 TEST_CASE("every call of a batch and of a handle failed, once and for good, with every errno",
           "[batch-faults]") {
-  const OnTmpfs fast;
+  const test::OnTmpfs fast;
   Counts counts;
   std::size_t calls = 0;
   for (int i = 0; i < kScenarioCount; ++i) {
@@ -485,7 +458,7 @@ TEST_CASE("every call of a batch and of a handle failed, once and for good, with
 }
 
 TEST_CASE("EINTR at every call of a batch is retried, or costs nothing", "[batch-faults]") {
-  const OnTmpfs fast;
+  const test::OnTmpfs fast;
   int cases = 0;
   for (int i = 0; i < kScenarioCount; ++i) {
     const Scenario& sc = scenario(i);

@@ -631,56 +631,61 @@ TEST_CASE("a 2-file FullSync publish makes exactly the calls of snapshot_protoco
   CHECK(c[5].name == ".snapshot.lock");
   CHECK(c[5].mode == 0600);
   const int lock_fd = fd(5);
-  CHECK(c[6].fd == lock_fd);
-  CHECK(c[7].fd == dir_fd);
-  CHECK(c[7].name == "current");
+  CHECK(c[6].fd == lock_fd);  // looked at: a regular file, 0600
+  CHECK(c[7].fd == lock_fd);
   CHECK(c[8].fd == dir_fd);
-  // first add: gen-3 made with its mode, opened (not followed), set exactly.
+  CHECK(c[8].name == "current");
   CHECK(c[9].fd == dir_fd);
-  CHECK(c[10].name == "gen-3");
-  CHECK(c[10].mode == 0755);
-  CHECK(c[11].name == "gen-3");
-  const int gen_fd = fd(11);
-  CHECK(c[12].fd == gen_fd);
-  CHECK(c[12].mode == 0755);
+  // the sweep of stale temp files finds only the writer's own claim, in use.
+  CHECK((c[10].fd == dir_fd && c[10].name == c[2].name));
+  CHECK((c[11].fd == dir_fd && c[11].name == c[2].name));
+  CHECK(c[15].fd == dir_fd);
+  // first add: gen-3 made with its mode, opened (not followed), set exactly.
+  CHECK(c[16].fd == dir_fd);
+  CHECK(c[17].name == "gen-3");
+  CHECK(c[17].mode == 0755);
+  CHECK(c[18].name == "gen-3");
+  const int gen_fd = fd(18);
+  CHECK(c[19].fd == gen_fd);
+  CHECK(c[19].mode == 0755);
   // each file created 0600 in the generation, written.
-  CHECK(c[13].fd == gen_fd);
-  CHECK(c[13].name == "a");
-  CHECK(c[13].mode == 0600);
-  const int a_fd = fd(13);
-  CHECK(c[14].fd == a_fd);
-  CHECK(c[15].name == "b");
-  const int b_fd = fd(15);
-  CHECK(c[16].fd == b_fd);
+  CHECK(c[20].fd == gen_fd);
+  CHECK(c[20].name == "a");
+  CHECK(c[20].mode == 0600);
+  const int a_fd = fd(20);
+  CHECK(c[21].fd == a_fd);
+  CHECK(c[22].name == "b");
+  const int b_fd = fd(22);
+  CHECK(c[23].fd == b_fd);
   // publish: modes, writeback, syncs, closes of a then b.
-  CHECK((c[17].fd == a_fd && c[17].mode == 0644));
-  CHECK((c[18].fd == b_fd && c[18].mode == 0640));
-  CHECK((c[19].fd == a_fd && c[20].fd == b_fd));
-  CHECK((c[21].fd == a_fd && c[22].fd == b_fd));
-  CHECK((c[23].fd == a_fd && c[24].fd == b_fd));
-  CHECK(c[25].fd == gen_fd);  // the generation's entries durable ...
-  CHECK(c[26].fd == dir_fd);  // ... before the link naming it exists
-  CHECK(c[26].name.rfind(".current.tmp-", 0) == 0);
-  CHECK(c[26].name.size() == 19);
+  CHECK((c[24].fd == a_fd && c[24].mode == 0644));
+  CHECK((c[25].fd == b_fd && c[25].mode == 0640));
+  CHECK((c[26].fd == a_fd && c[27].fd == b_fd));
+  CHECK((c[28].fd == a_fd && c[29].fd == b_fd));
+  CHECK((c[30].fd == a_fd && c[31].fd == b_fd));
+  CHECK(c[32].fd == gen_fd);  // the generation's entries durable ...
+  CHECK(c[33].fd == dir_fd);  // ... before the link naming it exists
+  CHECK(c[33].name.rfind(".current.tmp-", 0) == 0);
+  CHECK(c[33].name.size() == 19);
   REQUIRE(fs.link_targets.size() == 1);
   CHECK(fs.link_targets[0] == "gen-3");  // relative: the directory can move
-  CHECK(c[27].fd == dir_fd);              // the link and gen-3's entry durable ...
-  CHECK(c[28].fd == dir_fd);              // ... before the rename over current
-  CHECK(c[28].name == c[26].name);
-  CHECK(c[29].fd == gen_fd);
-  CHECK(c[30].fd == dir_fd);  // the rename durable before anything is removed
-  CHECK(c[31].fd == dir_fd);
-  CHECK(c[32].name == "gen-1");
-  const int old_fd = fd(32);
-  CHECK(c[33].fd == old_fd);
-  CHECK((c[34].fd == old_fd && c[34].name == "a"));
-  CHECK(c[35].fd == old_fd);
-  CHECK((c[36].fd == dir_fd && c[36].name == "gen-1"));
+  CHECK(c[34].fd == dir_fd);              // the link and gen-3's entry durable ...
+  CHECK(c[35].fd == dir_fd);              // ... before the rename over current
+  CHECK(c[35].name == c[33].name);
+  CHECK(c[36].fd == gen_fd);
+  CHECK(c[37].fd == dir_fd);  // the rename durable before anything is removed
+  CHECK(c[38].fd == dir_fd);
+  CHECK(c[39].name == "gen-1");
+  const int old_fd = fd(39);
+  CHECK(c[40].fd == old_fd);
+  CHECK((c[41].fd == old_fd && c[41].name == "a"));
+  CHECK(c[42].fd == old_fd);
+  CHECK((c[43].fd == dir_fd && c[43].name == "gen-1"));
   // the destructor: the lock, then the claim's file before its descriptor.
-  CHECK(c[37].fd == lock_fd);
-  CHECK((c[38].fd == dir_fd && c[38].name == c[2].name));
-  CHECK(c[39].fd == claim_fd);
-  CHECK(c[40].fd == dir_fd);
+  CHECK(c[44].fd == lock_fd);
+  CHECK((c[45].fd == dir_fd && c[45].name == c[2].name));
+  CHECK(c[46].fd == claim_fd);
+  CHECK(c[47].fd == dir_fd);
   CHECK(read_current(dir.path()) == Files{{"a", "new a"}, {"b", "new b"}});
 }
 
@@ -858,6 +863,7 @@ TEST_CASE("the snapshot fault tables cover every call of open, add and publish",
 
 TEST_CASE("every call of a publish failed with each errno, once and for good, leaks nothing",
           "[snapshot-faults]") {
+  const test::OnTmpfs fast;
   int cases = 0;
   std::size_t calls = 0;
   Outcome outcome;
@@ -885,6 +891,7 @@ TEST_CASE("every call of a publish failed with each errno, once and for good, le
 
 TEST_CASE("EINTR at every call of a publish is retried and the publish succeeds",
           "[snapshot-faults]") {
+  const test::OnTmpfs fast;
   Outcome outcome;
   for (const FaultScenario& sc : kScenarios)
     for (const auto& [call, k] : protocol::numbered(sc.calls)) {

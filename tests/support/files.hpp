@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -115,6 +116,35 @@ class UmaskGuard {
 
  private:
   mode_t saved_;
+};
+
+/// TempDirs on /dev/shm while it lives, when that is a writable tmpfs: fault
+/// cases make thousands of saves, each syncing, which on a disk take minutes
+/// and on a tmpfs seconds, with the same calls and failures (FaultFs fails
+/// them before the kernel sees them). TempDir follows TMPDIR.
+class OnTmpfs {
+ public:
+  OnTmpfs() {
+    const char* old = std::getenv("TMPDIR");
+    if (old != nullptr) saved_ = old;
+    had_ = old != nullptr;
+    struct statfs st {};
+    if (::statfs("/dev/shm", &st) == 0 && st.f_type == 0x01021994 /* TMPFS_MAGIC */ &&
+        ::access("/dev/shm", W_OK) == 0)
+      ::setenv("TMPDIR", "/dev/shm", 1);
+  }
+  ~OnTmpfs() {
+    if (had_)
+      ::setenv("TMPDIR", saved_.c_str(), 1);
+    else
+      ::unsetenv("TMPDIR");
+  }
+  OnTmpfs(const OnTmpfs&) = delete;
+  OnTmpfs& operator=(const OnTmpfs&) = delete;
+
+ private:
+  std::string saved_;
+  bool had_ = false;
 };
 
 }  // namespace test

@@ -18,10 +18,11 @@ namespace test::protocol {
 
 /// SnapshotWriter::open of an existing snapshot directory: the directory
 /// opened and claimed as an AtomicDirectory claims it; the lock file made
-/// or opened and locked; `current` read; the directory listed for what a
-/// killed publisher left, then `stale_links` temp symlinks removed and
-/// each of `stale_generations` (a half-built generation: opened, listed,
-/// each of its `files` removed, closed, removed) as $S.
+/// or opened, looked at and locked; `current` read; the directory listed
+/// for what a killed publisher left, then `stale_links` temp symlinks
+/// removed and each of `stale_generations` (a half-built generation:
+/// opened, listed, each of its `files` removed, closed, removed) as $S;
+/// then the sweep of stale temp files, which finds the writer's own claim.
 inline Calls snapshot_open(int stale_links = 0, int stale_generation_files = -1) {
   Calls calls = {{Op::open_directory, Step::open_directory, "$D"},
                  {Op::entry_info, Step::check_path, "$D/.atomic-directory-claim"},
@@ -29,8 +30,9 @@ inline Calls snapshot_open(int stale_links = 0, int stale_generation_files = -1)
                  // The claim's own lock: a filesystem without locks costs its
                  // protection only; but the next lock taken is the writer's.
                  {Op::try_lock, Step::none, "", false, Step::lock_run, "$K"},
-                 {Op::file_info, Step::none, ""},
+                 {Op::file_info, Step::none, "", false, Step::lock_run, "$K"},
                  {Op::open_or_create, Step::lock_run, "$K"},
+                 {Op::file_info, Step::lock_run, "$K"},  // a regular file, 0600
                  {Op::try_lock, Step::lock_run, "$K"},
                  {Op::read_link, Step::check_path, "$D/current"},
                  {Op::list_directory, Step::remove_temp_file, "$D"}};
@@ -44,6 +46,14 @@ inline Calls snapshot_open(int stale_links = 0, int stale_generation_files = -1)
     calls.push_back({Op::close, Step::none, ""});
     calls.push_back({Op::remove_directory, Step::remove_temp_file, "$S"});
   }
+  // The sweep of stale temp files (a killed publisher's claim): it finds
+  // only this writer's own claim, locked, so in use.
+  calls.push_back({Op::entry_info, Step::remove_temp_file, "$C"});
+  calls.push_back({Op::open_file, Step::remove_temp_file, "$C"});
+  calls.push_back({Op::file_info, Step::remove_temp_file, "$C"});
+  calls.push_back({Op::try_lock, Step::none, ""});
+  calls.push_back({Op::close, Step::none, ""});
+  calls.push_back({Op::list_directory, Step::remove_temp_file, "$D"});
   return calls;
 }
 
@@ -119,7 +129,14 @@ inline Calls snapshot_close() {
 /// file) and gen-2 (current), add $G/a and $G/b, publish (gen-1 pruned),
 /// destroy the writer.
 inline Calls snapshot_two_files(Sync sync) {
-  return snapshot_open() + snapshot_first_add("$G/a") + snapshot_add("$G/b") +
+  Calls open = snapshot_open();
+  // A close failing for good from the sweep's on fails next at a's close.
+  for (Call& c : open)
+    if (c.op == Op::close) {
+      c.later_fails_as = Step::close_temp_file;
+      c.later_names = "$G/a";
+    }
+  return open + snapshot_first_add("$G/a") + snapshot_add("$G/b") +
          snapshot_publish(sync, {"$G/a", "$G/b"}) + snapshot_close();
 }
 
