@@ -2749,6 +2749,7 @@ class OnceFlag {
   }
   /// True for the first call only.
   bool first() noexcept { return !set_.exchange(true); }
+  bool is_set() const noexcept { return set_.load(); }
 
  private:
   std::atomic<bool> set_{false};
@@ -3005,6 +3006,8 @@ class StateManager {
   void write_holder(int fd) noexcept;
   Result<TempSweep> sweep_temp_files(int dir_fd, std::string_view dir) noexcept;
   Result<Loaded<StateT>> first_run(int dir_fd = -1) noexcept;
+  Result<Loaded<StateT>> use_state_text(int dir_fd, const detail::DirectoryPath& dir,
+                                        std::string_view text, const FileInfo& info) noexcept;
   Status read_file(int dir_fd, const char* name, std::string_view path, Text& text, FileInfo& info,
                    bool& missing) noexcept;
   Status read_to_end(int fd, const FileInfo& info, std::string_view path, Text& text) noexcept;
@@ -4274,6 +4277,18 @@ Result<Loaded<S>> StateManager<L, S, P, F>::load_state() noexcept {
   if (!unusable_.ok()) return unusable_.within(context);
   const detail::DirectoryPath dir(dir_.native());
   if (!dir.ok()) return dir.problem(Step::check_path).within(context);
+  Text text;
+  FileInfo info;
+  bool missing = false;
+  // Once swept, a load reads the state file by its path, as any reader
+  // would; the directory is opened only when there is work there (a
+  // missing file to explain, a corrupt one to copy).
+  if (swept_.is_set() && file_.native().size() < ATOMIC_STATE_PATH_MAX) {
+    if (Status read = read_file(AT_FDCWD, file_.c_str(), file_.native(), text, info, missing);
+        !read)
+      return read.within(context);
+    if (!missing) return use_state_text(-1, dir, text.view(), info);
+  }
   int dir_fd = -1;
   if (Status opened = open_directory(dir, dir_fd); !opened) return opened.within(context);
   if (dir_fd < 0) {
@@ -4282,22 +4297,38 @@ Result<Loaded<S>> StateManager<L, S, P, F>::load_state() noexcept {
   }
   const detail::ClosingFd<FsRef> closing(fs_, dir_fd);
   if (swept_.first()) (void)sweep_temp_files(dir_fd, dir.view());
-
-  Text text;
-  FileInfo info;
-  bool missing = false;
+  missing = false;
   if (Status read =
           read_file(dir_fd, options_.file_name.c_str(), file_.native(), text, info, missing);
       !read)
     return read.within(context);
   if (missing) return first_run(dir_fd);
+  return use_state_text(dir_fd, dir, text.view(), info);
+}
 
+// The state in the text read from the state file, or what a corrupt one
+// leads to; dir_fd is the state directory, or -1 when it is not open yet.
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
+Result<Loaded<S>> StateManager<L, S, P, F>::use_state_text(int dir_fd,
+                                                           const detail::DirectoryPath& dir,
+                                                           std::string_view text,
+                                                           const FileInfo& info) noexcept {
+  constexpr const char* context = "load state file";
   Loaded<S> loaded;
   Problem problem;
   std::int64_t version = 0;
-  const detail::Decoded decoded = decode(text.view(), loaded, problem, version);
-  if (decoded == detail::Decoded::corrupt)
-    return load_corrupt(dir_fd, text.view(), info, problem.view());
+  const detail::Decoded decoded = decode(text, loaded, problem, version);
+  if (decoded == detail::Decoded::corrupt) {
+    if (dir_fd >= 0) return load_corrupt(dir_fd, text, info, problem.view());
+    int opened_fd = -1;
+    if (Status opened = open_directory(dir, opened_fd); !opened) return opened.within(context);
+    if (opened_fd < 0)  // the directory went away since the file was read
+      return Status(Step::open_directory, detail::system_error(-ENOENT), dir.view(),
+                    file_.native())
+          .within(context);
+    const detail::ClosingFd<FsRef> closing(fs_, opened_fd);
+    return load_corrupt(opened_fd, text, info, problem.view());
+  }
   if (decoded != detail::Decoded::valid)
     return refused(decoded, file_.native(), problem.view()).within(context);
   loaded.origin = LoadOrigin::saved;

@@ -24,8 +24,18 @@ void* operator new(std::size_t size) {
   if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
   throw std::bad_alloc();
 }
+// The library allocates with the nothrow form; it is replaced too, or a
+// sanitizer's own nothrow new would pair with the free() below (and go
+// uncounted).
+void* operator new(std::size_t size, const std::nothrow_t&) noexcept {
+  ++allocations;
+  if (fail_after == 0) return nullptr;
+  if (fail_after > 0) --fail_after;
+  return std::malloc(size == 0 ? 1 : size);
+}
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
 
 namespace {
 
