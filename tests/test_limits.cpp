@@ -103,10 +103,10 @@ struct BigDir {
   BigDir() {
     std::error_code ec;
     const auto space = test::fs::space("/dev/shm", ec);
-    std::string pattern =
-        (!ec && space.available > (std::uintmax_t{8} << 30) ? std::string("/dev/shm")
-                                                             : test::TempDir().path().parent_path().string()) +
-        "/atomic_state_big.XXXXXX";
+    std::string pattern = (!ec && space.available > (std::uintmax_t{8} << 30)
+                               ? std::string("/dev/shm")
+                               : test::TempDir().path().parent_path().string()) +
+                          "/atomic_state_big.XXXXXX";
     if (::mkdtemp(pattern.data()) != nullptr) path = pattern;
   }
   ~BigDir() {
@@ -121,8 +121,8 @@ struct BigDir {
 
 TEST_CASE("the build's own types, as the log shows them", "[limits]") {
   // Printed so that each target's log says which case it ran.
-  WARN("time_t " << 8 * sizeof(time_t) << " bits, off_t " << 8 * sizeof(off_t)
-                 << " bits, size_t " << 8 * sizeof(std::size_t) << " bits");
+  WARN("time_t " << 8 * sizeof(time_t) << " bits, off_t " << 8 * sizeof(off_t) << " bits, size_t "
+                 << 8 * sizeof(std::size_t) << " bits");
   STATIC_REQUIRE(sizeof(as::FileInfo::modified) == 8);
   STATIC_REQUIRE(sizeof(as::FileInfo::size) == 8);
 }
@@ -150,7 +150,7 @@ TEST_CASE("instants past 2038 and at the int64 limits are formatted exactly", "[
 
 TEST_CASE("timestamps past 2038 and at the int64 limits are saved, loaded and compared exactly",
           "[limits]") {
-  const std::int64_t instants[] = {2147483647, 2147483648, 4102444800, 253402300799,
+  const std::int64_t instants[] = {2147483647, 2147483648, 4102444800,    253402300799,
                                    kInt64Max,  kInt64Min,  kInt64Min + 1, -2147483649};
   for (const std::int64_t t : instants) {
     CAPTURE(t);
@@ -270,8 +270,7 @@ TEST_CASE("a state file from after 2038 is replaced, or refused untouched where 
   }
 }
 
-TEST_CASE("a file over 2 GiB is written whole, or refused with the target untouched",
-          "[limits]") {
+TEST_CASE("a file over 2 GiB is written whole, or refused with the target untouched", "[limits]") {
   BigDir big;
   REQUIRE_FALSE(big.path.empty());
   const test::fs::path target = big.path / "big.bin";
@@ -309,8 +308,7 @@ TEST_CASE("a file over 2 GiB is written whole, or refused with the target untouc
   CHECK(test::temp_files_in(big.path).empty());
 }
 
-TEST_CASE("a target over 2 GiB is replaced, or refused before anything is touched",
-          "[limits]") {
+TEST_CASE("a target over 2 GiB is replaced, or refused before anything is touched", "[limits]") {
   BigDir big;
   REQUIRE_FALSE(big.path.empty());
   const test::fs::path target = big.path / "state.json";
