@@ -270,6 +270,22 @@ TEST_CASE("a state file from after 2038 is replaced, or refused untouched where 
   }
 }
 
+TEST_CASE("a directory is listed whatever its entries' offsets and inode numbers", "[limits]") {
+  // A 32-bit off_t's readdir() fails with EOVERFLOW on an entry whose
+  // offset or inode number passes 32 bits: ext4's 64-bit hash offsets on a
+  // 64-bit kernel (an armhf program on an arm64 board, or under qemu-user),
+  // XFS and btrfs inode numbers. The sweep of temp files and the removal of
+  // old corrupt copies list the state's directory.
+  test::TempDir dir;
+  for (int i = 0; i < 50; ++i) test::write_plain(dir / ("other-" + std::to_string(i)), "x");
+  test::CaptureLogger log;
+  Manager manager(dir.path(), log);
+  const auto swept = manager.remove_stale_temp_files();
+  INFO((swept.has_value() ? std::string() : swept.status().message()));
+  REQUIRE(swept.has_value());
+  CHECK(swept->removed == 0);
+}
+
 TEST_CASE("a file over 2 GiB is written whole, or refused with the target untouched", "[limits]") {
   BigDir big;
   REQUIRE_FALSE(big.path.empty());
