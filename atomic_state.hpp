@@ -1762,7 +1762,15 @@ inline int PosixFs::list_directory(int dir_fd,
   int result = 0;
   for (;;) {
     errno = 0;
+#if defined(__GLIBC__) && defined(_LARGEFILE64_SOURCE) && \
+    !(defined(_FILE_OFFSET_BITS) && _FILE_OFFSET_BITS == 64)
+    // A 32-bit off_t's readdir() fails with EOVERFLOW on an entry whose
+    // offset or inode number passes 32 bits (ext4 on a 64-bit kernel, XFS,
+    // btrfs): only the name is needed, and readdir64() reads every entry.
+    const struct dirent64* entry = ::readdir64(dir);
+#else
     const struct dirent* entry = ::readdir(dir);
+#endif
     if (entry == nullptr) {
       if (errno != 0) result = -errno;
       break;

@@ -106,11 +106,21 @@ bool names_holder(const std::string& message, pid_t pid) {
           !std::isdigit(static_cast<unsigned char>(message[at + holder.size()])));
 }
 
+// How many times slower than the machine's own this build runs:
+// ATOMIC_STATE_TEST_SLOWDOWN (tests/meson.build sets it under an emulator,
+// where a forked child first translates the code of a save), else 1. The
+// kills' random delays stretch by it, so that they still land inside saves.
+int slowdown() {
+  const char* text = std::getenv("ATOMIC_STATE_TEST_SLOWDOWN");
+  const int n = text != nullptr ? std::atoi(text) : 1;
+  return n >= 1 && n <= 1000 ? n : 1;
+}
+
 // SIGKILL a child that saves versions first, first+1, ... in a loop, `kills`
 // times, each after a random delay once it has started.
 void kill_loop(const test::fs::path& dir, int kills) {
   std::mt19937 random(20261126u);
-  std::uniform_int_distribution<int> delay_us(0, 3000);
+  std::uniform_int_distribution<int> delay_us(0, 3000 * slowdown());
   std::int64_t last_seen = 0;
   int loads_ok = 0, versions_ok = 0, monotonic = 0, swept_ok = 0, temps_left = 0, mid_save = 0,
       corrupt = 0, first_runs = 0;
@@ -176,7 +186,7 @@ void kill_loop(const test::fs::path& dir, int kills) {
 // two names never change in one step).
 void kill_loop_keeping_previous(const test::fs::path& dir, int kills) {
   std::mt19937 random(20261127u);
-  std::uniform_int_distribution<int> delay_us(0, 3000);
+  std::uniform_int_distribution<int> delay_us(0, 3000 * slowdown());
   constexpr std::int64_t kFirst = 1700000000;
   std::int64_t last_seen = 0;
   int held_before = 0, killed = 0, free_after = 0, loads_ok = 0, versions_ok = 0, monotonic = 0,

@@ -65,7 +65,7 @@
 
 namespace sim {
 
-using Ino = std::uint64_t;
+using Ino = std::size_t;  // an index into the inode table
 inline constexpr Ino kRoot = 1;
 
 /// One change to a directory's entries, kept in the directory's log until
