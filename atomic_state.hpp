@@ -1999,9 +1999,11 @@ class Fields {
 
 /// A log sink is any type with a member `log(Level, std::string_view
 /// message, Fields fields)`; a template over the fields' type works too.
-/// This trait is the one definition: the C++20 concept LogSink and the C++17
-/// static_asserts both ask it. A reference to a sink is a sink. A sink that
-/// throws is tolerated: StateManager catches and drops the exception.
+/// The C++17 static_asserts ask this trait; the C++20 concept LogSink asks
+/// the same of the call itself, so that compilers print the signature it
+/// needs (tests/compile_fail_test.sh checks that the two agree). A
+/// reference to a sink is a sink. A sink that throws is tolerated:
+/// StateManager catches and drops the exception.
 template <class S, class = void>
 struct is_log_sink : std::false_type {};
 template <class S>
@@ -2014,7 +2016,9 @@ inline constexpr bool is_log_sink_v = is_log_sink<std::remove_reference_t<S>>::v
 
 #if defined(__cpp_concepts) && __cpp_concepts >= 201907L
 template <class S>
-concept LogSink = is_log_sink_v<S>;
+concept LogSink = requires(S& sink) {
+  sink.log(Level(), std::string_view(), Fields());
+};
 #endif
 
 /// The default sink: drops every record and costs nothing.
