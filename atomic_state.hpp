@@ -2837,7 +2837,8 @@ struct CursorOf<S, true> {
 /// and rules are StateOptions).
 ///
 /// - Sink: a LogSink, by value (default NullSink) or by reference
-///   (`StateManager<MySink&>`) to share the application's sink.
+///   (`StateManager<MySink&>`) to share the application's sink;
+///   `StateManager manager(dir, sink)` deduces the reference.
 /// - StateT: State, or a type of one's own: a class, default-constructible,
 ///   with a field table (has_state_fields) or Boost.JSON conversions
 ///   (value_from and value_to or try_value_to), and a cursor StateTraits
@@ -3043,6 +3044,18 @@ class StateManager {
   detail::OnceFlag swept_;
   detail::CorruptFile corrupt_;
 };
+
+/// `StateManager manager(dir, sink)` without template arguments: a sink
+/// named by an lvalue is held by reference, as `StateManager<MySink&>`
+/// holds it (it must outlive the manager); a temporary is held by value.
+/// Without these guides an lvalue sink would be copied, or refused if it
+/// cannot be (LogfmtSink).
+/// (Constrained as the class is, so that C++20 compilers rank them alike.)
+template <ATOMIC_STATE_DETAIL_LOG_SINK Sink>
+StateManager(std::filesystem::path, Sink&, StateOptions = {}) -> StateManager<Sink&>;
+template <ATOMIC_STATE_DETAIL_LOG_SINK Sink, class Fs>
+StateManager(std::filesystem::path, Sink&, Fs, StateOptions = {})
+    -> StateManager<Sink&, State, FullSync, Fs>;
 
 /// The spelling before 0.2.0: StateManager<Logger, StateT, AtomicWriter<S,
 /// Fs>>, a writer in place of the sync policy and the filesystem. Kept for
