@@ -4889,6 +4889,33 @@ Status StateManager<L, S, P, F>::link_previous(int dir_fd) noexcept {
 
 }  // namespace ATOMIC_STATE_DETAIL_ABI
 }  // namespace atomic_state
+
+#else  // ATOMIC_STATE_NO_JSON
+
+namespace atomic_state {
+inline namespace ATOMIC_STATE_DETAIL_ABI {
+namespace detail {
+template <class...>
+inline constexpr bool json_left_out = false;
+}  // namespace detail
+
+/// Left out: what stands in its place says so in one line, where a
+/// compiler would say "'StateManager' is not a member of 'atomic_state'".
+template <class... Parameters>
+class StateManager {
+  static_assert(detail::json_left_out<Parameters...>,
+                "atomic_state: StateManager needs Boost.JSON, left out by ATOMIC_STATE_NO_JSON "
+                "(defined by you, or by Meson, which found no Boost.JSON)");
+
+ public:
+  template <class... Arguments>
+  explicit StateManager(Arguments&&...) noexcept {}
+};
+template <class... Arguments>
+StateManager(Arguments&&...) -> StateManager<>;
+
+}  // namespace ATOMIC_STATE_DETAIL_ABI
+}  // namespace atomic_state
 #endif  // ATOMIC_STATE_NO_JSON
 
 #undef ATOMIC_STATE_DETAIL_TRY
