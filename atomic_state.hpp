@@ -2461,7 +2461,17 @@ inline std::string to_rfc3339(std::int64_t unix_seconds) {
 }  // namespace ATOMIC_STATE_DETAIL_ABI
 }  // namespace atomic_state
 
-#ifndef ATOMIC_STATE_NO_JSON
+// Without Boost.JSON's headers, one error says what to do, and Part III is
+// left out so that nothing follows it.
+#if !defined(ATOMIC_STATE_NO_JSON) && defined(__has_include)
+#if !__has_include(<boost/json/value.hpp>)
+#error \
+    "atomic_state.hpp: Boost.JSON's headers are not found: install them (Debian, Ubuntu: libboost-json1.81-dev), or define ATOMIC_STATE_NO_JSON to leave out StateManager"
+#define ATOMIC_STATE_DETAIL_NO_BOOST_JSON
+#endif
+#endif
+
+#if !defined(ATOMIC_STATE_NO_JSON) && !defined(ATOMIC_STATE_DETAIL_NO_BOOST_JSON)
 
 // =================================================== PART III: JSON STATE ====
 // Exact JSON, the state types and StateManager: everything that needs
@@ -4890,7 +4900,7 @@ Status StateManager<L, S, P, F>::link_previous(int dir_fd) noexcept {
 }  // namespace ATOMIC_STATE_DETAIL_ABI
 }  // namespace atomic_state
 
-#else  // ATOMIC_STATE_NO_JSON
+#elif defined(ATOMIC_STATE_NO_JSON)
 
 namespace atomic_state {
 inline namespace ATOMIC_STATE_DETAIL_ABI {
@@ -4926,5 +4936,6 @@ StateManager(Arguments&&...) -> StateManager<>;
 #undef ATOMIC_STATE_DETAIL_ABI_NAME
 #undef ATOMIC_STATE_DETAIL_ABI
 #undef ATOMIC_STATE_DETAIL_HAS_FDATASYNC
+#undef ATOMIC_STATE_DETAIL_NO_BOOST_JSON
 
 #endif  // ATOMIC_STATE_HPP_INCLUDED
