@@ -112,6 +112,12 @@
 #error "atomic_state.hpp: a different version of this header was already included"
 #endif
 
+// Below C++17 this #error is the only error: the guard then skips the rest.
+#if __cplusplus < 201703L
+#error "atomic_state.hpp needs C++17 or later (compile with -std=c++17)"
+#define ATOMIC_STATE_HPP_INCLUDED
+#endif
+
 #ifndef ATOMIC_STATE_HPP_INCLUDED
 #define ATOMIC_STATE_HPP_INCLUDED
 
@@ -125,10 +131,6 @@
    ATOMIC_STATE_VERSION_PATCH)
 
 // ========================================================== CONFIGURATION ====
-#if __cplusplus < 201703L
-#error "atomic_state.hpp needs C++17 or later (compile with -std=c++17)"
-#endif
-
 #ifndef ATOMIC_STATE_EINTR_RETRY_LIMIT
 #define ATOMIC_STATE_EINTR_RETRY_LIMIT 10000
 #endif
