@@ -220,6 +220,14 @@
 #define ATOMIC_STATE_DETAIL_HAS_FDATASYNC 1
 #endif
 
+// Linux can start a file's writeback without waiting for it, so that a
+// batch's syncs overlap; elsewhere each fsync does all the work.
+#if defined(__linux__) && defined(SYNC_FILE_RANGE_WRITE)
+#define ATOMIC_STATE_DETAIL_HAS_SYNC_FILE_RANGE 1
+#else
+#define ATOMIC_STATE_DETAIL_HAS_SYNC_FILE_RANGE 0
+#endif
+
 // ======================================================= STANDARD LIBRARY ====
 #include <algorithm>
 #include <array>
@@ -233,6 +241,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <mutex>
@@ -246,6 +255,7 @@
 #include <type_traits>
 #include <utility>
 #include <variant>
+#include <vector>
 
 // Exact JSON numbers are written with std::to_chars and read with
 // std::from_chars; without them a saved double could not load back bit for
@@ -415,6 +425,12 @@ class [[nodiscard]] Status {
   std::string message() const;
 
  private:
+  template <class SyncPolicy, class Fs>
+  friend class Batch;
+  // This failure with `more` after its run-time detail (a batch's list of
+  // the targets it replaced); everything else kept.
+  Status with_detail(std::string_view more) const noexcept;
+
   Step step_ = Step::none;
   bool replaced_ = false;
   const char* context_ = nullptr;
@@ -554,6 +570,8 @@ struct FileInfo {
   std::uint64_t inode = 0;
   std::uint64_t links = 0;    ///< hard links; 0 once the file was removed
   unsigned mode = 0;          ///< the permission bits, 07777
+  std::uint32_t owner = 0;    ///< user id
+  std::uint32_t group = 0;    ///< group id
   std::int64_t modified = 0;  ///< last modification, unix seconds
 };
 
@@ -623,6 +641,33 @@ struct PosixFs {
   /// created in the directory (a read-only mount or an immutable directory
   /// says no even to root).
   int check_writable(int dir_fd) noexcept;
+
+  // ---- what some options use (detected, not required: without one, the
+  // option fails with ENOTSUP, or, for start_writeback, does nothing)
+  /// sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE) on Linux: starts
+  /// writing the file's data without waiting; elsewhere nothing.
+  int start_writeback(int fd) noexcept;
+  /// fchown(fd, owner, group): for ModeFrom::existing.
+  int set_owner(int fd, std::uint32_t owner, std::uint32_t group) noexcept;
+  /// The process umask, read without changing it (Linux: the Umask line
+  /// of /proc/self/status); -ENOTSUP where it cannot be. For ModeFrom::umask.
+  int process_umask() noexcept;
+  /// realpath(path, out), `out` holding ATOMIC_STATE_PATH_MAX bytes: for
+  /// WriteOptions::follow_symlinks.
+  int real_path(const char* path, char* out) noexcept;
+
+  // ---- what a snapshot adds (is_snapshot_filesystem_v)
+  /// mkdirat(dir_fd, name, mode).
+  int make_directory_at(int dir_fd, const char* name, unsigned mode) noexcept;
+  /// openat(dir_fd, name, O_RDONLY|O_DIRECTORY|O_NOFOLLOW|O_CLOEXEC).
+  int open_directory_at(int dir_fd, const char* name) noexcept;
+  /// unlinkat(dir_fd, name, AT_REMOVEDIR).
+  int remove_directory(int dir_fd, const char* name) noexcept;
+  /// symlinkat(target, dir_fd, name).
+  int make_symlink(const char* target, int dir_fd, const char* name) noexcept;
+  /// readlinkat(dir_fd, name, buffer, size): the length of the target (not
+  /// terminated); a target of `size` bytes or more is -ENAMETOOLONG.
+  ssize_t read_link(int dir_fd, const char* name, char* buffer, std::size_t size) noexcept;
 };
 
 /// Whether F offers every call of PosixFs that AtomicWriter::write makes,
@@ -665,6 +710,23 @@ struct is_state_filesystem<
 template <class F>
 inline constexpr bool is_state_filesystem_v =
     is_state_filesystem<std::remove_reference_t<F>>::value;
+
+/// Whether F also offers the calls a SnapshotWriter makes: those of
+/// is_state_filesystem, make_directory_at, open_directory_at,
+/// remove_directory, make_symlink and read_link.
+template <class F, class = void>
+struct is_snapshot_filesystem : std::false_type {};
+template <class F>
+struct is_snapshot_filesystem<
+    F, std::void_t<decltype(std::declval<F&>().make_directory_at(0, "", 0u)),
+                   decltype(std::declval<F&>().open_directory_at(0, "")),
+                   decltype(std::declval<F&>().remove_directory(0, "")),
+                   decltype(std::declval<F&>().make_symlink("", 0, "")),
+                   decltype(std::declval<F&>().read_link(0, "", nullptr, std::size_t{}))>>
+    : is_state_filesystem<F> {};
+template <class F>
+inline constexpr bool is_snapshot_filesystem_v =
+    is_snapshot_filesystem<std::remove_reference_t<F>>::value;
 
 // -------------------------------------------------------------------- paths --
 
@@ -773,6 +835,33 @@ class Retrying {
   int link(int dir_fd, const char* from, const char* to) noexcept {
     return retry_interrupted([&] { return fs_->link(dir_fd, from, to); });
   }
+  int start_writeback(int fd) noexcept {
+    return retry_interrupted([&] { return fs_->start_writeback(fd); });
+  }
+  int set_owner(int fd, std::uint32_t owner, std::uint32_t group) noexcept {
+    return retry_interrupted([&] { return fs_->set_owner(fd, owner, group); });
+  }
+  int process_umask() noexcept {
+    return retry_interrupted([&] { return fs_->process_umask(); });
+  }
+  int real_path(const char* path, char* out) noexcept {
+    return retry_interrupted([&] { return fs_->real_path(path, out); });
+  }
+  int make_directory_at(int dir_fd, const char* name, unsigned mode) noexcept {
+    return retry_interrupted([&] { return fs_->make_directory_at(dir_fd, name, mode); });
+  }
+  int open_directory_at(int dir_fd, const char* name) noexcept {
+    return retry_interrupted([&] { return fs_->open_directory_at(dir_fd, name); });
+  }
+  int remove_directory(int dir_fd, const char* name) noexcept {
+    return retry_interrupted([&] { return fs_->remove_directory(dir_fd, name); });
+  }
+  int make_symlink(const char* target, int dir_fd, const char* name) noexcept {
+    return retry_interrupted([&] { return fs_->make_symlink(target, dir_fd, name); });
+  }
+  ssize_t read_link(int dir_fd, const char* name, char* buffer, std::size_t size) noexcept {
+    return retry_interrupted([&] { return fs_->read_link(dir_fd, name, buffer, size); });
+  }
   int check_writable(int dir_fd) noexcept {
     return retry_interrupted([&] { return fs_->check_writable(dir_fd); });
   }
@@ -785,17 +874,47 @@ class Retrying {
 
 template <class SyncPolicy, class Fs>
 class AtomicWriter;
+template <class SyncPolicy, class Fs>
+class AtomicDirectory;
+template <class SyncPolicy, class Fs>
+class Batch;
+
+namespace detail {
+struct Claim;
+}  // namespace detail
+
+/// Where a new file's mode comes from.
+enum class ModeFrom : unsigned char {
+  /// Exactly WriteOptions::mode, whatever the umask (the default, and the
+  /// Go service's rule).
+  given,
+  /// The existing target's mode, and its owner and group where the process
+  /// may give them (root may; others keep their own, silently); a missing
+  /// target (or a symlink, which is replaced) gets WriteOptions::mode.
+  existing,
+  /// WriteOptions::mode filtered by the process umask, as open(2) and
+  /// QSaveFile do (read from /proc/self/status: Linux 4.7 or later, else
+  /// ENOTSUP).
+  umask,
+};
 
 /// How a file is written: AtomicWriter's write(), write_new() and begin().
 struct WriteOptions {
-  unsigned mode = 0644;            ///< the file's mode, exact (the umask is ignored)
+  unsigned mode = 0644;            ///< the file's mode (see mode_from)
   bool create_directories = true;  ///< create missing parent directories, as mkdir -p
+  ModeFrom mode_from = ModeFrom::given;
+  /// A symlink at the target is replaced by the file (false, the default),
+  /// or resolved, and the file it leads to replaced in its own directory
+  /// (true, as QSaveFile does); a dangling or looping link is then an error
+  /// (check_path). Paths only: an AtomicDirectory refuses it.
+  bool follow_symlinks = false;
 };
 
 /// One replacement in progress: a temp file beside the target, open for
 /// writing. commit() puts it in place; destroying it without a commit (or
 /// calling discard()) removes the temp file and leaves the target untouched.
-/// Move-only. Must not outlive the AtomicWriter that began it.
+/// Move-only. Must not outlive the AtomicWriter (or AtomicDirectory, or
+/// Batch) that began it.
 ///
 /// Phases: open -> committed (commit() succeeded), or open -> failed (any
 /// failure: the temp file is gone), or open -> discarded.
@@ -812,18 +931,22 @@ class WriteTransaction {
   /// over: the temp file is gone and every later call returns that failure.
   Status write(std::string_view data) noexcept;
   /// Sets the mode, syncs, closes and renames over the target, then syncs
-  /// the directory, as the policy says. Only the first commit does work.
+  /// the directory, as the policy says. Only the first commit does work. A
+  /// transaction of a Batch is committed by Batch::commit, not here.
   Status commit() noexcept;
   /// Removes the temp file now; the target is untouched.
   void discard() noexcept;
 
-  /// The temp file's name in the target's directory (".tmp-XXXXXX"), empty
-  /// once the transaction is over.
+  /// The temp file's name in the target's directory (".tmp-XXXXXX", or
+  /// ".tmp-XXXXXX.N" in an AtomicDirectory), empty once the transaction is
+  /// over.
   std::string_view temp_name() const noexcept;
 
  private:
   using FsRef = std::remove_reference_t<Fs>;
   friend class AtomicWriter<SyncPolicy, Fs>;
+  friend class AtomicDirectory<SyncPolicy, Fs>;
+  friend class Batch<SyncPolicy, Fs>;
   enum class Phase : unsigned char { open, committed, failed, discarded };
   // What commit() does to an existing target: replace it, or (for copies
   // that must never overwrite) fail with EEXIST.
@@ -831,7 +954,12 @@ class WriteTransaction {
 
   explicit WriteTransaction(FsRef& fs) noexcept : fs_(fs) {}
   Status open(std::string_view path, const WriteOptions& options, Commit commit) noexcept;
-  Status check_target() noexcept;
+  Status open_in(int dir_fd, std::string_view dir, std::string_view name,
+                 const WriteOptions& options, Commit commit, detail::Claim& claim) noexcept;
+  Status open_through_symlink(std::string_view path, const WriteOptions& options,
+                              Commit commit) noexcept;
+  Status check_target(const WriteOptions& options) noexcept;
+  Status choose_mode(const WriteOptions& options, const FileInfo* existing) noexcept;
   Status make_parent_directories() noexcept;
   Status make_directory_level(std::size_t end) noexcept;
   Status sync_parent_of(std::size_t end) noexcept;
@@ -840,6 +968,13 @@ class WriteTransaction {
   int on_prefix(std::size_t end, Call&& call) noexcept;
   Status create_temp_file() noexcept;
   int claim_temp_file(int fd) noexcept;
+  // The steps of commit(), in order; a Batch takes them file by file.
+  Status set_final_mode() noexcept;
+  void start_writeback() noexcept;
+  Status sync_file() noexcept;
+  Status close_file() noexcept;
+  Status put_in_place() noexcept;
+  Status sync_directory() noexcept;
   Status fail(Step step, int neg_errno, std::string_view subject_dir,
               std::string_view subject_name = {}, const char* note = nullptr) noexcept;
   Status fail_on_temp(Step step, int neg_errno, const char* note = nullptr) noexcept;
@@ -853,14 +988,20 @@ class WriteTransaction {
   int dir_fd_ = -1;
   int fd_ = -1;
   int lock_fd_ = -1;  // keeps the temp file's lock from close() to rename()
+  detail::Claim* claim_ = nullptr;  // an AtomicDirectory's: it protects the temp file
   unsigned perm_ = 0;
+  bool keep_owner_ = false;  // ModeFrom::existing found a file: give its owner too
+  std::uint32_t owner_ = 0, group_ = 0;
   Phase phase_ = Phase::open;
   Commit commit_ = Commit::replace;
   bool temp_exists_ = false;
   bool has_dir_ = false;
+  bool own_dir_ = true;  // false: dir_fd_ is an AtomicDirectory's
+  bool in_batch_ = false;
   std::size_t dir_len_ = 0;
   std::size_t name_len_ = 0;
-  char temp_[12] = {};
+  std::size_t temp_len_ = 0;
+  char temp_[40] = {};
   Status error_;
   // dir_ and name_ are NUL-terminated views into buf_: "dir\0name\0".
   char buf_[ATOMIC_STATE_PATH_MAX + 2];  // only the bytes in use are written
@@ -935,6 +1076,305 @@ class AtomicWriter {
 
 /// `AtomicWriter<>{}.write(path, data, perm)`: durable, atomic replacement.
 Status write_atomic(PathView path, std::string_view data, unsigned perm = 0644) noexcept;
+
+/// What AtomicDirectory::open does with a directory that does not exist.
+enum class MissingDirectory : unsigned char {
+  create,  ///< make it, and any missing parent, as a first save does
+  fail,    ///< an error (Step::open_directory, ENOENT)
+};
+
+/// A directory kept open for repeated saves into it: what AtomicWriter does,
+/// without opening, locking and closing the directory for each file. open()
+/// opens the directory and claims it: one empty temp file, locked for the
+/// handle's life, whose name starts the names of the handle's temp files,
+/// so that a sweep of stale temp files leaves them alone without a lock
+/// per save. A save then makes only the calls a save must: a look at the
+/// target, create, write, fchmod, the syncs the policy asks, close, rename.
+///
+/// The handle keeps the directory it opened, even when the path comes to
+/// name another (the directory renamed, removed and made again, a volume
+/// mounted over it): a program that must follow the path reopens it.
+/// Move-only; its transactions must not outlive it or cross a move of it.
+/// Saves from several threads at once are fine, as with AtomicWriter.
+template <class SyncPolicy = FullSync, class Fs = PosixFs>
+class AtomicDirectory {
+  static_assert(is_sync_policy_v<SyncPolicy>,
+                "AtomicDirectory: SyncPolicy needs `static constexpr SyncLevel file` and "
+                "`static constexpr bool directory` (see FullSync)");
+  static_assert(is_filesystem_v<Fs>,
+                "AtomicDirectory: Fs needs every call of PosixFs that a save makes (see "
+                "is_filesystem)");
+
+ public:
+  using Transaction = WriteTransaction<SyncPolicy, Fs>;
+
+  /// Opens and claims `dir`; a missing one is made, or an error, as
+  /// `missing` says. Failures: check_path, create_directory,
+  /// open_directory, create_temp_file (the claim).
+  template <class F = Fs, std::enable_if_t<std::is_default_constructible_v<F>, int> = 0>
+  static Result<AtomicDirectory> open(PathView dir,
+                                      MissingDirectory missing = MissingDirectory::create) noexcept {
+    return open(dir, F(), missing);
+  }
+  static Result<AtomicDirectory> open(PathView dir, Fs fs,
+                                      MissingDirectory missing = MissingDirectory::create) noexcept;
+
+  AtomicDirectory(AtomicDirectory&& other) noexcept;
+  AtomicDirectory& operator=(AtomicDirectory&& other) noexcept;
+  AtomicDirectory(const AtomicDirectory&) = delete;
+  AtomicDirectory& operator=(const AtomicDirectory&) = delete;
+  /// Gives up the claim (removing its file) and closes the directory.
+  ~AtomicDirectory();
+
+  /// Replaces the file `name` of the directory with `data`, as
+  /// AtomicWriter::write does (`options.create_directories` does not apply).
+  Status write(std::string_view name, std::string_view data, unsigned perm = 0644) noexcept;
+  Status write(std::string_view name, std::string_view data, const WriteOptions& options) noexcept;
+  /// Creates `name` with `data`, failing with EEXIST rather than replacing.
+  Status write_new(std::string_view name, std::string_view data, unsigned perm = 0644) noexcept;
+  /// Starts a streaming replacement of the file `name`.
+  Result<Transaction> begin(std::string_view name, unsigned perm = 0644) & noexcept;
+  Result<Transaction> begin(std::string_view name, const WriteOptions& options) & noexcept;
+  Result<Transaction> begin(std::string_view name, unsigned perm = 0644) && = delete;
+  Result<Transaction> begin(std::string_view name, const WriteOptions& options) && = delete;
+
+  /// The sweep of stale temp files of the directory, as
+  /// AtomicWriter::remove_stale_temp_files; this handle's own are in use.
+  Result<TempSweep> remove_stale_temp_files() noexcept;
+
+  /// The directory's path, as given to open().
+  std::string_view path() const noexcept { return {path_, path_len_}; }
+  /// Its descriptor, for calls of one's own (openat to read a file).
+  int descriptor() const noexcept { return dir_fd_; }
+  std::remove_reference_t<Fs>& filesystem() noexcept { return fs_; }
+
+ private:
+  using FsRef = std::remove_reference_t<Fs>;
+  friend class Batch<SyncPolicy, Fs>;
+
+  explicit AtomicDirectory(Fs fs) noexcept : fs_(static_cast<Fs&&>(fs)) {}
+  Result<Transaction> start(std::string_view name, const WriteOptions& options,
+                            typename Transaction::Commit commit) noexcept;
+  void close() noexcept;
+
+  Fs fs_;
+  int dir_fd_ = -1;
+  int claim_fd_ = -1;                     // holds the claim's lock
+  std::unique_ptr<detail::Claim> claim_;  // its address outlives moves
+  std::size_t path_len_ = 0;
+  char path_[ATOMIC_STATE_PATH_MAX] = {};
+};
+
+/// Several files replaced as one: a run's outputs and, last, the state that
+/// records them. add() writes a file's temp file at once (the data need not
+/// outlive the call); commit() makes them all durable together and puts
+/// them in place in the order they were added:
+///   1. each temp file's mode set, writeback started for all of them (where
+///      the Fs has start_writeback), then each synced and closed;
+///   2. each file but the last renamed over its target, in order;
+///   3. each directory that gained a file synced;
+///   4. the last file renamed over its target, and its directory synced.
+/// After any crash each target is old or new, never torn, and the last file
+/// is never newer than the files before it. A failure before the first
+/// rename removes every temp file and touches no target; after it,
+/// replaced() says how many targets (the first ones, in order) hold their
+/// new content, and the Status names them and the file it failed on.
+///
+/// After commit() (whatever its outcome) the batch is empty and can be
+/// filled again; its storage is kept, so a batch reused run after run
+/// allocates nothing. Neither copyable nor movable (its transactions use
+/// its Fs); not for use by several threads at once.
+template <class SyncPolicy = FullSync, class Fs = PosixFs>
+class Batch {
+  static_assert(is_sync_policy_v<SyncPolicy>,
+                "Batch: SyncPolicy needs `static constexpr SyncLevel file` and `static "
+                "constexpr bool directory` (see FullSync)");
+  static_assert(is_filesystem_v<Fs>,
+                "Batch: Fs needs every call of PosixFs that a save makes (see is_filesystem)");
+
+ public:
+  using Transaction = WriteTransaction<SyncPolicy, Fs>;
+  using Directory = AtomicDirectory<SyncPolicy, Fs>;
+
+  template <class F = Fs, std::enable_if_t<std::is_default_constructible_v<F>, int> = 0>
+  Batch() noexcept : Batch(F()) {}
+  explicit Batch(Fs fs) noexcept : fs_(static_cast<Fs&&>(fs)) {}
+  Batch(const Batch&) = delete;
+  Batch& operator=(const Batch&) = delete;
+  /// Discards what was not committed: the temp files are removed.
+  ~Batch() { discard(); }
+
+  /// Adds the file `path` with `data`, written to its temp file now (see
+  /// AtomicWriter::write for the path's rules). The same target twice in
+  /// one batch (as the same text) is refused. Failures: those of
+  /// AtomicWriter::begin and of a write; the batch keeps its other files.
+  Status add(PathView path, std::string_view data, unsigned perm = 0644) noexcept;
+  Status add(PathView path, std::string_view data, const WriteOptions& options) noexcept;
+  /// Adds the file `name` of an open directory; the directory must outlive
+  /// the commit.
+  Status add(Directory& dir, std::string_view name, std::string_view data,
+             unsigned perm = 0644) noexcept;
+  Status add(Directory& dir, std::string_view name, std::string_view data,
+             const WriteOptions& options) noexcept;
+  /// Adds a file to be streamed: write() to the transaction returned, then
+  /// commit() the batch (the transaction's own commit() refuses). The
+  /// pointer is valid until the batch's commit() or discard().
+  Result<Transaction*> add_stream(PathView path, const WriteOptions& options = {}) noexcept;
+  Result<Transaction*> add_stream(Directory& dir, std::string_view name,
+                                  const WriteOptions& options = {}) noexcept;
+
+  /// Makes room for `files` files, so that adding them allocates nothing.
+  void reserve(std::size_t files) noexcept;
+
+  /// Commits every file added, as above. An empty batch is an error
+  /// (Step::invalid_use), as is one holding a file whose streamed write
+  /// failed (that failure; every temp file is removed).
+  Status commit() noexcept {
+    return commit([]() noexcept { return Status(); });
+  }
+  /// The same, running `before_last()` (a callable returning a Status)
+  /// once the files before the last are in place and their directories
+  /// synced, right before the last rename; its failure stops the commit
+  /// there. StateManager keeps the previous state at that point.
+  template <class BeforeLast>
+  Status commit(BeforeLast&& before_last) noexcept;
+  /// Removes every temp file and forgets the files; no target is touched.
+  void discard() noexcept;
+
+  /// Files added and not yet committed or discarded.
+  std::size_t size() const noexcept { return used_; }
+  /// How many targets the last commit() replaced: all of them after a
+  /// success, the first ones in order after a failure.
+  std::size_t replaced() const noexcept { return replaced_; }
+
+ private:
+  using FsRef = std::remove_reference_t<Fs>;
+  Transaction* next_file(FsRef& fs) noexcept;
+  Status added(Transaction* file, const Status& opened, std::string_view data) noexcept;
+  Status stopped(const Status& failure) noexcept;
+  bool duplicate(const Transaction& file) const noexcept;
+
+  Fs fs_;
+  // The files in use are the first used_; the others wait to be reused, so
+  // that a batch filled run after run allocates nothing.
+  std::vector<std::unique_ptr<Transaction>> files_;
+  std::size_t used_ = 0;
+  std::size_t replaced_ = 0;
+};
+
+/// How a SnapshotWriter keeps its generations.
+struct SnapshotOptions {
+  /// Generations kept after a publish: the current one and the newest
+  /// before it, so that a reader who opened `current` just before a publish
+  /// can still read its files. At least 1.
+  unsigned keep = 2;
+  unsigned directory_mode = 0755;  ///< each generation directory's mode, exact
+  MissingDirectory missing = MissingDirectory::create;  ///< for the snapshot directory
+};
+
+/// A set of files that readers see change all at once. The files live in
+/// a generation directory, DIR/gen-N, and DIR/current is a symlink naming
+/// the complete one; a reader opens DIR/current once and then reads the
+/// files relative to that descriptor, so it sees one whole set, old or new.
+/// add() writes a file into a new generation (made at the first add);
+/// publish() makes it durable and current:
+///   1. each file's mode set, writeback started, synced and closed;
+///   2. the generation directory synced;
+///   3. a temp symlink DIR/.current.tmp-XXXXXX naming it made, DIR synced;
+///   4. the temp symlink renamed over DIR/current, DIR synced;
+///   5. generations beyond `keep` removed, the current one never.
+/// After any crash DIR/current names a complete generation, old or new. A
+/// failure before the rename removes the new generation; current is
+/// untouched. A failure after it (a directory sync, the removal of old
+/// generations) is reported with replaced() true: readers see the new set.
+///
+/// One publisher per directory at a time: open() takes a lock on
+/// DIR/.snapshot.lock (mode 0600, so that no other user can hold it) for
+/// the writer's life, and a second open() fails with EWOULDBLOCK rather than
+/// waiting. open() also removes what a killed publisher left: generations
+/// newer than current, and temp symlinks. Move-only.
+template <class SyncPolicy = FullSync, class Fs = PosixFs>
+class SnapshotWriter {
+  static_assert(is_sync_policy_v<SyncPolicy>,
+                "SnapshotWriter: SyncPolicy needs `static constexpr SyncLevel file` and "
+                "`static constexpr bool directory` (see FullSync)");
+  static_assert(is_snapshot_filesystem_v<Fs>,
+                "SnapshotWriter: Fs needs the calls of PosixFs a snapshot makes (see "
+                "is_snapshot_filesystem)");
+
+ public:
+  /// Opens the snapshot directory `dir`, locks it for this publisher and
+  /// removes what a killed one left. Failures: check_path (bad options, or
+  /// DIR/current not a symlink to a generation), create_directory,
+  /// open_directory, lock_run, remove_temp_file.
+  template <class F = Fs, std::enable_if_t<std::is_default_constructible_v<F>, int> = 0>
+  static Result<SnapshotWriter> open(PathView dir, const SnapshotOptions& options = {}) noexcept {
+    return open(dir, F(), options);
+  }
+  static Result<SnapshotWriter> open(PathView dir, Fs fs,
+                                     const SnapshotOptions& options = {}) noexcept;
+
+  SnapshotWriter(SnapshotWriter&& other) noexcept;
+  SnapshotWriter& operator=(SnapshotWriter&& other) noexcept;
+  SnapshotWriter(const SnapshotWriter&) = delete;
+  SnapshotWriter& operator=(const SnapshotWriter&) = delete;
+  /// Discards an unpublished generation, then releases the lock.
+  ~SnapshotWriter();
+
+  /// Writes the file `name` (a plain name: no '/', not "." or "..") of the
+  /// next generation. The same name twice is refused (check_path, EEXIST).
+  /// Failures: check_path, create_directory, open_directory (the new
+  /// generation), create_temp_file, write_data; the generation keeps its
+  /// other files.
+  Status add(std::string_view name, std::string_view data, unsigned perm = 0644) noexcept;
+  /// Publishes the files added, as above. No file added: invalid_use.
+  Status publish() noexcept;
+  /// Removes the unpublished generation, if any; current is untouched.
+  void discard() noexcept;
+  /// Removes generations no longer needed and temp symlinks (as open() and
+  /// publish() do); a TempSweep counting the entries removed.
+  Result<TempSweep> remove_stale_generations() noexcept;
+
+  /// The generation DIR/current names (0: none yet).
+  std::uint64_t current() const noexcept { return current_; }
+  /// Files added to the next generation.
+  std::size_t size() const noexcept { return files_.size(); }
+  std::string_view path() const noexcept { return dir_.path(); }
+
+ private:
+  using Directory = AtomicDirectory<SyncPolicy, Fs>;
+  using FsRef = std::remove_reference_t<Fs>;
+  struct File {
+    int fd = -1;
+    unsigned mode = 0;
+    std::size_t name_len = 0;
+    char name[ATOMIC_STATE_NAME_MAX + 1] = {};
+  };
+  struct GenerationName {
+    char text[32] = {};
+    explicit GenerationName(std::uint64_t n) noexcept;
+    const char* c_str() const noexcept { return text; }
+  };
+
+  explicit SnapshotWriter(Directory dir) noexcept : dir_(std::move(dir)) {}
+  Status read_current() noexcept;
+  Status begin_generation() noexcept;
+  Status make_durable() noexcept;
+  Status swap_current() noexcept;
+  Status prune(TempSweep& sweep) noexcept;
+  Status remove_generation(std::uint64_t n) noexcept;
+  Status fail(Step step, int r, std::string_view subject, std::string_view target = {},
+              const char* note = nullptr, bool replaced = false) const noexcept;
+  void release() noexcept;
+
+  Directory dir_;
+  SnapshotOptions options_;
+  int lock_fd_ = -1;
+  int generation_fd_ = -1;          // of the generation being built
+  std::uint64_t generation_ = 0;    // its number, 0 when none
+  std::uint64_t current_ = 0;
+  std::vector<File> files_;
+};
 
 // ================================================= PART I: implementation ====
 
@@ -1043,6 +1483,21 @@ inline Status Status::with_note(const char* note) const noexcept {
   return out;
 }
 
+inline Status Status::with_detail(std::string_view more) const noexcept {
+  if (ok()) return *this;
+  char joined[2048];  // cut short: only the message loses
+  std::size_t size = 0;
+  for (const std::string_view part : {detail(), detail().empty() ? std::string_view() : "; ", more}) {
+    const std::size_t n = part.size() < sizeof joined - size ? part.size() : sizeof joined - size;
+    if (n > 0) std::memcpy(joined + size, part.data(), n);
+    size += n;
+  }
+  Status out = *this;
+  detail::StatusText::drop(out.text_);
+  out.text_ = detail::StatusText::make(path(), target(), std::string_view(joined, size));
+  return out;
+}
+
 inline std::string Status::message() const {
   if (ok()) return "ok";
   std::string out;
@@ -1143,6 +1598,80 @@ inline int PosixFs::sync_data(int fd) noexcept {
 
 inline int PosixFs::close(int fd) noexcept { return detail::negative_errno(::close(fd)); }
 
+inline int PosixFs::start_writeback(int fd) noexcept {
+#if ATOMIC_STATE_DETAIL_HAS_SYNC_FILE_RANGE
+  return detail::negative_errno(::sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE));
+#else
+  (void)fd;
+  return 0;
+#endif
+}
+
+inline int PosixFs::set_owner(int fd, std::uint32_t owner, std::uint32_t group) noexcept {
+  return detail::negative_errno(
+      ::fchown(fd, static_cast<uid_t>(owner), static_cast<gid_t>(group)));
+}
+
+// umask() both reads and sets: calling it twice would give other threads'
+// new files the wrong mode in between, so the value is read where the
+// kernel shows it instead.
+inline int PosixFs::process_umask() noexcept {
+#if defined(__linux__)
+  const int fd = ::open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -ENOTSUP;
+  char text[4096];
+  std::size_t size = 0;
+  ssize_t n = 0;
+  while (size < sizeof text - 1 && (n = ::read(fd, text + size, sizeof text - 1 - size)) != 0) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    size += static_cast<std::size_t>(n);
+  }
+  ::close(fd);
+  text[size] = '\0';
+  const char* line = std::strstr(text, "\nUmask:");
+  if (line == nullptr) return -ENOTSUP;  // kernels before 4.7
+  line += 7;
+  while (*line == ' ' || *line == '\t') ++line;
+  unsigned mask = 0;
+  const auto parsed = std::from_chars(line, text + size, mask, 8);
+  if (parsed.ec != std::errc() || mask > 0777) return -ENOTSUP;
+  return static_cast<int>(mask);
+#else
+  return -ENOTSUP;
+#endif
+}
+
+inline int PosixFs::real_path(const char* path, char* out) noexcept {
+  static_assert(ATOMIC_STATE_PATH_MAX >= PATH_MAX, "realpath writes up to PATH_MAX bytes");
+  return ::realpath(path, out) == nullptr ? -errno : 0;
+}
+
+inline int PosixFs::make_directory_at(int dir_fd, const char* name, unsigned mode) noexcept {
+  return detail::negative_errno(::mkdirat(dir_fd, name, static_cast<mode_t>(mode)));
+}
+
+inline int PosixFs::open_directory_at(int dir_fd, const char* name) noexcept {
+  return detail::negative_errno(
+      ::openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+}
+
+inline int PosixFs::remove_directory(int dir_fd, const char* name) noexcept {
+  return detail::negative_errno(::unlinkat(dir_fd, name, AT_REMOVEDIR));
+}
+
+inline int PosixFs::make_symlink(const char* target, int dir_fd, const char* name) noexcept {
+  return detail::negative_errno(::symlinkat(target, dir_fd, name));
+}
+
+inline ssize_t PosixFs::read_link(int dir_fd, const char* name, char* buffer,
+                                  std::size_t size) noexcept {
+  const ssize_t n = ::readlinkat(dir_fd, name, buffer, size);
+  if (n < 0) return -errno;
+  if (static_cast<std::size_t>(n) >= size) return -ENAMETOOLONG;
+  return n;
+}
+
 inline int PosixFs::rename(int dir_fd, const char* from, const char* to) noexcept {
   return detail::negative_errno(::renameat(dir_fd, from, dir_fd, to));
 }
@@ -1164,6 +1693,8 @@ inline FileInfo to_file_info(const struct stat& st) noexcept {
   info.inode = static_cast<std::uint64_t>(st.st_ino);
   info.links = static_cast<std::uint64_t>(st.st_nlink);
   info.mode = static_cast<unsigned>(st.st_mode) & 07777u;
+  info.owner = static_cast<std::uint32_t>(st.st_uid);
+  info.group = static_cast<std::uint32_t>(st.st_gid);
   info.modified = static_cast<std::int64_t>(st.st_mtime);
   return info;
 }
@@ -1357,7 +1888,7 @@ int write_all(Fs& fs, int fd, const char* data, std::size_t size, bool& stalled)
 /// is created with O_EXCL|O_NOFOLLOW, so a planted name only costs a retry.
 /// The clock is mixed in on every call so that forked processes, which
 /// share the generator's state, still draw different names.
-inline void make_temp_name(char (&out)[12]) noexcept {
+inline void make_temp_name(char* out) noexcept {  // 12 bytes, NUL included
   static constexpr char alphabet[] =
       "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
   thread_local std::uint64_t state =
@@ -1373,6 +1904,24 @@ inline void make_temp_name(char (&out)[12]) noexcept {
   for (int i = 5; i < 11; ++i, x /= 62) out[i] = alphabet[x % 62];
   out[11] = '\0';
 }
+
+/// The claim of an AtomicDirectory: an empty temp file, locked for the
+/// handle's life, whose name starts the names of the handle's temp files
+/// (".tmp-XXXXXX.1", ".tmp-XXXXXX.2", ...). One lock held throughout
+/// protects them all from a sweep, so a save takes no lock of its own.
+struct Claim {
+  char name[12] = {};
+  std::atomic<std::uint64_t> next{0};
+
+  /// The next temp file's name, into `out`; its length.
+  std::size_t next_name(char (&out)[40]) noexcept {
+    std::memcpy(out, name, 11);
+    out[11] = '.';
+    char* const end = std::to_chars(out + 12, out + 39, next.fetch_add(1) + 1).ptr;
+    *end = '\0';
+    return static_cast<std::size_t>(end - out);
+  }
+};
 }  // namespace detail
 
 // Takes over other's temp file and descriptors; other is left discarded.
@@ -1382,7 +1931,14 @@ void WriteTransaction<S, Fs>::take(WriteTransaction& other) noexcept {
   dir_fd_ = std::exchange(other.dir_fd_, -1);
   fd_ = std::exchange(other.fd_, -1);
   lock_fd_ = std::exchange(other.lock_fd_, -1);
+  claim_ = other.claim_;
+  own_dir_ = other.own_dir_;
+  in_batch_ = other.in_batch_;
+  temp_len_ = other.temp_len_;
   perm_ = other.perm_;
+  keep_owner_ = other.keep_owner_;
+  owner_ = other.owner_;
+  group_ = other.group_;
   phase_ = std::exchange(other.phase_, Phase::discarded);
   commit_ = other.commit_;
   temp_exists_ = std::exchange(other.temp_exists_, false);
@@ -1415,7 +1971,7 @@ WriteTransaction<S, Fs>::~WriteTransaction() {
 
 template <class S, class Fs>
 std::string_view WriteTransaction<S, Fs>::temp_name() const noexcept {
-  return temp_exists_ ? std::string_view(temp_, 11) : std::string_view();
+  return temp_exists_ ? std::string_view(temp_, temp_len_) : std::string_view();
 }
 
 // The directory as messages show it; "." for a bare file name.
@@ -1444,7 +2000,8 @@ bool WriteTransaction<S, Fs>::close_and_remove_temp() noexcept {
     temp_exists_ = false;
   }
   if (lock_fd_ >= 0) (void)fs_.close(std::exchange(lock_fd_, -1));
-  if (dir_fd_ >= 0) (void)fs_.close(std::exchange(dir_fd_, -1));
+  const int dir_fd = std::exchange(dir_fd_, -1);
+  if (dir_fd >= 0 && own_dir_) (void)fs_.close(dir_fd);
   return removed;
 }
 
@@ -1468,7 +2025,7 @@ Status WriteTransaction<S, Fs>::fail(Step step, int neg_errno, std::string_view 
 
 template <class S, class Fs>
 Status WriteTransaction<S, Fs>::fail_on_temp(Step step, int neg_errno, const char* note) noexcept {
-  return fail(step, neg_errno, dir_prefix(), std::string_view(temp_, 11), note);
+  return fail(step, neg_errno, dir_prefix(), std::string_view(temp_, temp_len_), note);
 }
 
 template <class S, class Fs>
@@ -1500,6 +2057,7 @@ Status WriteTransaction<S, Fs>::open(std::string_view path, const WriteOptions& 
   if (path.empty()) return invalid(std::errc::invalid_argument, "empty path");
   std::errc unusable{};
   if (const char* why = detail::path_problem(path, unusable)) return invalid(unusable, why);
+  if (options.follow_symlinks) return open_through_symlink(path, options, commit);
   const std::size_t slash = path.rfind('/');
   const std::string_view base = slash == std::string_view::npos ? path : path.substr(slash + 1);
   if (base.empty() || base == "." || base == "..")
@@ -1532,18 +2090,109 @@ Status WriteTransaction<S, Fs>::open(std::string_view path, const WriteOptions& 
   }
   if (dir_fd_ < 0)
     return fail(Step::open_directory, std::exchange(dir_fd_, -1), dir_for_messages());
-  if (Status usable = check_target(); !usable) return usable;
+  if (Status usable = check_target(options); !usable) return usable;
   return create_temp_file();
+}
+
+// Opens the transaction in an AtomicDirectory's directory: dir_fd is
+// borrowed, `dir` names it in messages, and the claim protects the temp
+// file, which takes no lock of its own.
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::open_in(int dir_fd, std::string_view dir, std::string_view name,
+                                        const WriteOptions& options, Commit commit,
+                                        detail::Claim& claim) noexcept {
+  const auto invalid = [&](std::errc code, const char* why) {
+    phase_ = Phase::failed;
+    const detail::JoinedPath path(dir, name);
+    error_ = Status(Step::check_path, std::make_error_code(code), path.view(), path.view(), false,
+                    why);
+    return error_;
+  };
+  if (options.mode > 07777) return invalid(std::errc::invalid_argument, "mode above 07777");
+  if (options.follow_symlinks)
+    return invalid(std::errc::invalid_argument,
+                   "WriteOptions::follow_symlinks needs a path, not an AtomicDirectory");
+  if (name.empty() || name.find('/') != std::string_view::npos)
+    return invalid(std::errc::invalid_argument, "not a name in the directory (empty, or a '/')");
+  if (name.find('\0') != std::string_view::npos)
+    return invalid(std::errc::invalid_argument, "name contains a NUL byte");
+  if (name == "." || name == "..")
+    return invalid(std::errc::is_a_directory, "the path names a directory");
+  if (name.size() > ATOMIC_STATE_NAME_MAX)
+    return invalid(std::errc::filename_too_long, "file name too long");
+  if (dir.size() + 1 + name.size() >= ATOMIC_STATE_PATH_MAX)
+    return invalid(std::errc::filename_too_long, "path too long");
+  perm_ = options.mode;
+  commit_ = commit;
+  claim_ = &claim;
+  own_dir_ = false;
+  has_dir_ = true;
+  dir_len_ = dir.size();  // within ATOMIC_STATE_PATH_MAX: the directory's own check
+  name_len_ = name.size();
+  std::memcpy(buf_, dir.data(), dir_len_);
+  buf_[dir_len_] = '\0';
+  std::memcpy(buf_ + dir_len_ + 1, name.data(), name_len_);
+  buf_[dir_len_ + 1 + name_len_] = '\0';
+  dir_fd_ = dir_fd;
+  if (Status usable = check_target(options); !usable) return usable;
+  return create_temp_file();
+}
+
+// The calls an option needs, where the Fs offers them.
+namespace detail {
+template <class F, class = void>
+struct has_set_owner : std::false_type {};
+template <class F>
+struct has_set_owner<F, std::void_t<decltype(std::declval<F&>().set_owner(0, 0u, 0u))>>
+    : std::true_type {};
+template <class F, class = void>
+struct has_process_umask : std::false_type {};
+template <class F>
+struct has_process_umask<F, std::void_t<decltype(std::declval<F&>().process_umask())>>
+    : std::true_type {};
+template <class F, class = void>
+struct has_real_path : std::false_type {};
+template <class F>
+struct has_real_path<F, std::void_t<decltype(std::declval<F&>().real_path("", nullptr))>>
+    : std::true_type {};
+}  // namespace detail
+
+// WriteOptions::follow_symlinks: a symlink at the target is resolved, and
+// the file it leads to is the target, in its own directory.
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::open_through_symlink(std::string_view path,
+                                                     const WriteOptions& options,
+                                                     Commit commit) noexcept {
+  WriteOptions plain = options;
+  plain.follow_symlinks = false;
+  char given[ATOMIC_STATE_PATH_MAX];  // path_problem checked that it fits
+  std::memcpy(given, path.data(), path.size());
+  given[path.size()] = '\0';
+  FileInfo info;
+  if (fs_.entry_info(AT_FDCWD, given, info) < 0 || info.type != FileType::symlink)
+    return open(path, plain, commit);
+  int r = -ENOTSUP;
+  char resolved[ATOMIC_STATE_PATH_MAX];
+  if constexpr (detail::has_real_path<FsRef>::value) r = fs_.real_path(given, resolved);
+  if (r < 0) {
+    phase_ = Phase::failed;
+    error_ = Status(Step::check_path, detail::system_error(r), path, path, false,
+                    r == -ENOTSUP ? "WriteOptions::follow_symlinks: the Fs has no real_path"
+                                  : "the symlink at the target leads to no file (dangling, or "
+                                    "a loop)");
+    return error_;
+  }
+  return open(resolved, plain, commit);
 }
 
 // Refuses, before a byte is written, a target the rename could not replace
 // (a directory) or must not (a FIFO, socket or device: replacing one with a
 // regular file breaks whoever uses it). A symlink is replaced, not followed.
 template <class S, class Fs>
-Status WriteTransaction<S, Fs>::check_target() noexcept {
+Status WriteTransaction<S, Fs>::check_target(const WriteOptions& options) noexcept {
   FileInfo info;
   const int r = fs_.entry_info(dir_fd_, name(), info);
-  if (r == -ENOENT) return {};
+  if (r == -ENOENT) return choose_mode(options, nullptr);
   const std::string_view target(name(), name_len_);
   if (r < 0) return fail(Step::check_path, r, dir_prefix(), target);
   if (info.type == FileType::directory)
@@ -1553,6 +2202,28 @@ Status WriteTransaction<S, Fs>::check_target() noexcept {
                 info.type == FileType::fifo
                     ? "the target is a FIFO, not a regular file"
                     : "the target is a device or socket, not a regular file");
+  return choose_mode(options, info.type == FileType::regular ? &info : nullptr);
+}
+
+// The final mode, decided once the target has been looked at.
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::choose_mode(const WriteOptions& options,
+                                            const FileInfo* existing) noexcept {
+  perm_ = options.mode;
+  keep_owner_ = false;
+  if (options.mode_from == ModeFrom::existing && existing != nullptr) {
+    perm_ = existing->mode;
+    keep_owner_ = detail::has_set_owner<FsRef>::value;
+    owner_ = existing->owner;
+    group_ = existing->group;
+  } else if (options.mode_from == ModeFrom::umask) {
+    int mask = -ENOTSUP;
+    if constexpr (detail::has_process_umask<FsRef>::value) mask = fs_.process_umask();
+    if (mask < 0)
+      return fail(Step::set_permissions, mask, dir_prefix(), std::string_view(name(), name_len_),
+                  "ModeFrom::umask: the process umask cannot be read here");
+    perm_ = options.mode & ~static_cast<unsigned>(mask);
+  }
   return {};
 }
 
@@ -1670,7 +2341,14 @@ template <class S, class Fs>
 Status WriteTransaction<S, Fs>::create_temp_file() noexcept {
   int r = -EEXIST;
   for (int attempt = 0; attempt < ATOMIC_STATE_TEMP_NAME_ATTEMPTS && r == -EEXIST; ++attempt) {
+    if (claim_ != nullptr) {  // protected by the directory's claim: no lock of its own
+      temp_len_ = claim_->next_name(temp_);
+      r = fs_.create_file(dir_fd_, temp_, 0600);
+      if (r >= 0) fd_ = std::exchange(r, 0);
+      continue;
+    }
     detail::make_temp_name(temp_);
+    temp_len_ = 11;
     r = fs_.create_file(dir_fd_, temp_, 0600);
     if (r >= 0) r = claim_temp_file(r);
   }
@@ -1716,43 +2394,99 @@ Status WriteTransaction<S, Fs>::write(std::string_view data) noexcept {
 template <class S, class Fs>
 Status WriteTransaction<S, Fs>::commit() noexcept {
   if (phase_ != Phase::open) return status_after_end();
-  const int fd = fd_;
-  // The mode is set before the sync so that the sync covers it too.
-  int r = fs_.set_mode(fd, perm_);
-  if (r < 0) return fail_on_temp(Step::set_permissions, r);
+  if (in_batch_)
+    return Status(Step::invalid_use, std::make_error_code(std::errc::operation_not_permitted),
+                  {}, {}, false, "the transaction is part of a batch: Batch::commit commits it");
+  if (Status done = set_final_mode(); !done) return done;
+  if (Status done = sync_file(); !done) return done;
+  if (Status done = close_file(); !done) return done;
+  if (Status done = put_in_place(); !done) return done;
+  if constexpr (S::directory)
+    if (Status done = sync_directory(); !done) return done;
+  (void)close_and_remove_temp();
+  return {};
+}
 
-  // A failed sync is never retried: after a writeback error the kernel may
-  // already have dropped the dirty pages, so a second sync would "succeed".
+// The mode is set before the sync so that the sync covers it too.
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::set_final_mode() noexcept {
+  // The owner first: a change of owner clears the set-user-ID bits.
+  if constexpr (detail::has_set_owner<FsRef>::value)
+    if (keep_owner_)
+      if (const int r = fs_.set_owner(fd_, owner_, group_); r < 0 && r != -EPERM)
+        return fail_on_temp(Step::set_permissions, r);
+  const int r = fs_.set_mode(fd_, perm_);
+  if (r < 0) return fail_on_temp(Step::set_permissions, r);
+  return {};
+}
+
+namespace detail {
+template <class F, class = void>
+struct has_start_writeback : std::false_type {};
+template <class F>
+struct has_start_writeback<F, std::void_t<decltype(std::declval<F&>().start_writeback(0))>>
+    : std::true_type {};
+}  // namespace detail
+
+// Asks the kernel to start writing the file back now, without waiting, so
+// that the syncs of a batch's files overlap (sync_file_range where the
+// policy offers start_writeback). Only a hint: its failure changes nothing.
+template <class S, class Fs>
+void WriteTransaction<S, Fs>::start_writeback() noexcept {
+  if constexpr (S::file != SyncLevel::none && detail::has_start_writeback<FsRef>::value)
+    (void)fs_.start_writeback(fd_);
+}
+
+// A failed sync is never retried: after a writeback error the kernel may
+// already have dropped the dirty pages, so a second sync would "succeed".
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::sync_file() noexcept {
+  const int fd = fd_;
+  int r = 0;
   if constexpr (S::file == SyncLevel::full)
     r = fs_.sync_full(fd);
   else if constexpr (S::file == SyncLevel::data)
     r = fs_.sync_data(fd);
   if (r < 0) return fail_on_temp(Step::sync_file, r);
+  return {};
+}
 
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::close_file() noexcept {
   // The temp file's lock lives as long as one descriptor of it: a second
   // one keeps it from the close below to the rename, when the file stops
-  // being a temp file. Without it the save goes on, unprotected.
-  lock_fd_ = fs_.duplicate(fd);
-  if (lock_fd_ < 0) lock_fd_ = -1;
+  // being a temp file. Without it the save goes on, unprotected. A temp
+  // file of an AtomicDirectory has no lock of its own: the claim is held.
+  if (claim_ == nullptr) {
+    lock_fd_ = fs_.duplicate(fd_);
+    if (lock_fd_ < 0) lock_fd_ = -1;
+  }
 
   // close() is never retried: the descriptor is gone even when it fails,
   // and EINTR loses nothing once the data has been handed over. Checked,
   // because some filesystems (NFS) report write errors only here.
-  r = fs_.close(std::exchange(fd_, -1));
+  const int r = fs_.close(std::exchange(fd_, -1));
   if (r < 0 && r != -EINTR) return fail_on_temp(Step::close_temp_file, r);
+  return {};
+}
 
-  r = commit_ == Commit::replace ? fs_.rename(dir_fd_, temp_, name())
-                                 : fs_.rename_noreplace(dir_fd_, temp_, name());
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::put_in_place() noexcept {
+  const int r = commit_ == Commit::replace ? fs_.rename(dir_fd_, temp_, name())
+                                           : fs_.rename_noreplace(dir_fd_, temp_, name());
   if (r < 0) return fail_on_temp(Step::rename, r);
   temp_exists_ = false;
   phase_ = Phase::committed;
+  return {};
+}
 
-  if constexpr (S::directory) {
-    const int dir_fd = dir_fd_;
-    r = fs_.sync_full(dir_fd);
-    if (r < 0) return fail(Step::sync_directory, r, dir_for_messages());
-  }
-  (void)close_and_remove_temp();
+// After the rename: a failure here leaves the target replaced, not known
+// durable, and the Status says so (replaced()).
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::sync_directory() noexcept {
+  const int dir_fd = dir_fd_;
+  const int r = fs_.sync_full(dir_fd);
+  if (r < 0) return fail(Step::sync_directory, r, dir_for_messages());
   return {};
 }
 // ------------------------------------------------------------- AtomicWriter --
@@ -1813,14 +2547,31 @@ Status AtomicWriter<S, Fs>::write_new(PathView path, std::string_view data,
 
 namespace detail {
 
-// The names make_temp_name draws: ".tmp-" and six of [0-9A-Za-z].
-inline bool is_temp_name(const char* name) noexcept {
+// Whether `name` starts as make_temp_name's names do: ".tmp-" and six of
+// [0-9A-Za-z].
+inline bool starts_as_temp_name(const char* name) noexcept {
   if (std::strncmp(name, ".tmp-", 5) != 0) return false;
   for (int i = 5; i < 11; ++i) {
     const char c = name[i];  // not isalnum: the locale must not widen the set
     if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'))) return false;
   }
-  return name[11] == '\0';
+  return true;
+}
+
+// The names make_temp_name draws (a save's temp file, or a directory's
+// claim).
+inline bool is_temp_name(const char* name) noexcept {
+  return starts_as_temp_name(name) && name[11] == '\0';
+}
+
+// The names an AtomicDirectory gives its temp files: its claim's name, a
+// dot, and a number.
+inline bool is_claimed_temp_name(const char* name) noexcept {
+  if (!starts_as_temp_name(name) || name[11] != '.' || name[12] == '\0') return false;
+  std::size_t digits = 0;
+  for (const char* p = name + 12; *p != '\0'; ++p, ++digits)
+    if (*p < '0' || *p > '9' || digits == 20) return false;
+  return true;
 }
 
 // One pass over a directory, examining each entry as the listing meets
@@ -1841,7 +2592,42 @@ class TempSweeper {
 
  private:
   static void visit(void* self, const char* name) noexcept {
-    if (is_temp_name(name)) static_cast<TempSweeper*>(self)->examine(name);
+    auto* sweeper = static_cast<TempSweeper*>(self);
+    if (is_temp_name(name))
+      sweeper->examine(name);
+    else if (is_claimed_temp_name(name))
+      sweeper->examine_claimed(name);
+  }
+
+  // A temp file of an AtomicDirectory is stale when its claim is: removed
+  // only while holding the claim's lock (so no live handle has it), or
+  // when the claim is gone (its handle ended).
+  void examine_claimed(const char* name) noexcept {
+    FileInfo listed, now;
+    int r = fs_.entry_info(dir_fd_, name, listed);
+    if (r == -ENOENT) return;
+    if (r < 0) return note(r, name);
+    if (listed.type != FileType::regular) {
+      ++sweep_.not_regular;
+      return;
+    }
+    char claim[12];
+    std::memcpy(claim, name, 11);
+    claim[11] = '\0';
+    const int fd = fs_.open_file(dir_fd_, claim);
+    if (fd < 0 && fd != -ENOENT) return note(fd, claim);
+    if (fd >= 0 && fs_.try_lock(fd) < 0) {
+      ++sweep_.in_use;  // a live handle (or a filesystem without locks)
+      (void)fs_.close(fd);
+      return;
+    }
+    r = fs_.entry_info(dir_fd_, name, now);
+    if (r >= 0 && same_file(now, listed)) {
+      r = fs_.unlink(dir_fd_, name);
+      if (r >= 0) ++sweep_.removed;
+    }
+    if (fd >= 0) (void)fs_.close(fd);  // after the unlink: the claim's lock guards it
+    if (r < 0 && r != -ENOENT) note(r, name);
   }
 
   // Removes `name` only while holding its lock, and only if the name still
@@ -1919,6 +2705,764 @@ Result<TempSweep> AtomicWriter<S, Fs>::remove_stale_temp_files(PathView dir) noe
 
 inline Status write_atomic(PathView path, std::string_view data, unsigned perm) noexcept {
   return AtomicWriter<>{}.write(path, data, perm);
+}
+
+// ---------------------------------------------------------- AtomicDirectory --
+
+template <class S, class Fs>
+Result<AtomicDirectory<S, Fs>> AtomicDirectory<S, Fs>::open(PathView dir, Fs fs,
+                                                            MissingDirectory missing) noexcept {
+  const detail::DirectoryPath path(dir.text());
+  if (!path.ok()) return path.problem(Step::check_path);
+  AtomicDirectory handle(static_cast<Fs&&>(fs));
+  handle.claim_.reset(new (std::nothrow) detail::Claim);
+  if (!handle.claim_)
+    return Status(Step::create_temp_file, detail::system_error(-ENOMEM), path.view());
+  handle.path_len_ = path.view().size();
+  std::memcpy(handle.path_, path.view().data(), handle.path_len_);
+  // The claim is made as a save's temp file is, in a directory made as a
+  // save makes it: a transaction does both, and is then given up for them.
+  Transaction claiming(handle.fs_);
+  const detail::JoinedPath claim_path(path.view(), ".atomic-directory-claim");
+  const WriteOptions options{0600, missing == MissingDirectory::create};
+  if (Status opened = claiming.open(claim_path.view(), options, Transaction::Commit::no_replace);
+      !opened)
+    return opened;
+  handle.dir_fd_ = std::exchange(claiming.dir_fd_, -1);
+  handle.claim_fd_ = std::exchange(claiming.fd_, -1);
+  std::memcpy(handle.claim_->name, claiming.temp_, sizeof handle.claim_->name);
+  claiming.temp_exists_ = false;
+  claiming.phase_ = Transaction::Phase::discarded;
+  return Result<AtomicDirectory>(std::move(handle));
+}
+
+template <class S, class Fs>
+AtomicDirectory<S, Fs>::AtomicDirectory(AtomicDirectory&& other) noexcept
+    : fs_(static_cast<Fs&&>(other.fs_)),
+      dir_fd_(std::exchange(other.dir_fd_, -1)),
+      claim_fd_(std::exchange(other.claim_fd_, -1)),
+      claim_(std::move(other.claim_)),
+      path_len_(other.path_len_) {
+  std::memcpy(path_, other.path_, path_len_);
+}
+
+template <class S, class Fs>
+AtomicDirectory<S, Fs>& AtomicDirectory<S, Fs>::operator=(AtomicDirectory&& other) noexcept {
+  if (this == &other) return *this;
+  close();
+  fs_ = static_cast<Fs&&>(other.fs_);
+  dir_fd_ = std::exchange(other.dir_fd_, -1);
+  claim_fd_ = std::exchange(other.claim_fd_, -1);
+  claim_ = std::move(other.claim_);
+  path_len_ = other.path_len_;
+  std::memcpy(path_, other.path_, path_len_);
+  return *this;
+}
+
+template <class S, class Fs>
+AtomicDirectory<S, Fs>::~AtomicDirectory() {
+  close();
+}
+
+// The claim's file goes before its lock, so that no sweep takes the
+// handle's temp files for stale while it still has any.
+template <class S, class Fs>
+void AtomicDirectory<S, Fs>::close() noexcept {
+  detail::Retrying<FsRef> fs(fs_);
+  if (claim_fd_ >= 0) {
+    (void)fs.unlink(dir_fd_, claim_->name);
+    (void)fs.close(std::exchange(claim_fd_, -1));
+  }
+  if (dir_fd_ >= 0) (void)fs.close(std::exchange(dir_fd_, -1));
+}
+
+template <class S, class Fs>
+Result<typename AtomicDirectory<S, Fs>::Transaction> AtomicDirectory<S, Fs>::start(
+    std::string_view name, const WriteOptions& options,
+    typename Transaction::Commit commit) noexcept {
+  Transaction transaction(fs_);
+  if (dir_fd_ < 0)
+    return Status(Step::invalid_use, std::make_error_code(std::errc::bad_file_descriptor), name,
+                  {}, false, "the AtomicDirectory was moved from");
+  if (Status opened = transaction.open_in(dir_fd_, path(), name, options, commit, *claim_);
+      !opened)
+    return opened;
+  return Result<Transaction>(std::move(transaction));
+}
+
+template <class S, class Fs>
+Result<typename AtomicDirectory<S, Fs>::Transaction> AtomicDirectory<S, Fs>::begin(
+    std::string_view name, unsigned perm) & noexcept {
+  return start(name, WriteOptions{perm}, Transaction::Commit::replace);
+}
+
+template <class S, class Fs>
+Result<typename AtomicDirectory<S, Fs>::Transaction> AtomicDirectory<S, Fs>::begin(
+    std::string_view name, const WriteOptions& options) & noexcept {
+  return start(name, options, Transaction::Commit::replace);
+}
+
+template <class S, class Fs>
+Status AtomicDirectory<S, Fs>::write(std::string_view name, std::string_view data,
+                                     unsigned perm) noexcept {
+  return write(name, data, WriteOptions{perm});
+}
+
+template <class S, class Fs>
+Status AtomicDirectory<S, Fs>::write(std::string_view name, std::string_view data,
+                                     const WriteOptions& options) noexcept {
+  Result<Transaction> transaction = start(name, options, Transaction::Commit::replace);
+  if (!transaction) return transaction.status();
+  return detail::write_whole(*transaction, data);
+}
+
+template <class S, class Fs>
+Status AtomicDirectory<S, Fs>::write_new(std::string_view name, std::string_view data,
+                                         unsigned perm) noexcept {
+  Result<Transaction> transaction = start(name, WriteOptions{perm}, Transaction::Commit::no_replace);
+  if (!transaction) return transaction.status();
+  return detail::write_whole(*transaction, data);
+}
+
+template <class S, class Fs>
+Result<TempSweep> AtomicDirectory<S, Fs>::remove_stale_temp_files() noexcept {
+  static_assert(is_state_filesystem_v<Fs>,
+                "remove_stale_temp_files needs the Fs calls open_file and list_directory "
+                "(see PosixFs)");
+  if (dir_fd_ < 0)
+    return Status(Step::invalid_use, std::make_error_code(std::errc::bad_file_descriptor),
+                  path(), {}, false, "the AtomicDirectory was moved from");
+  detail::Retrying<FsRef> fs(fs_);
+  return detail::sweep_temp_files(fs, dir_fd_, path());
+}
+
+// ------------------------------------------------------------------- Batch --
+
+template <class S, class Fs>
+void Batch<S, Fs>::reserve(std::size_t files) noexcept {
+  ATOMIC_STATE_DETAIL_TRY {
+    files_.reserve(files);
+    while (files_.size() < files) {
+      std::unique_ptr<Transaction> file(new (std::nothrow) Transaction(fs_));
+      if (!file) return;
+      file->phase_ = Transaction::Phase::discarded;
+      files_.push_back(std::move(file));
+    }
+  }
+  ATOMIC_STATE_DETAIL_CATCH_ALL {}  // the adds will say so
+}
+
+// The transaction for the next file: one given up by an earlier run, made
+// new for `fs`, or a new one. Null when memory runs out.
+template <class S, class Fs>
+typename Batch<S, Fs>::Transaction* Batch<S, Fs>::next_file(FsRef& fs) noexcept {
+  if (used_ < files_.size()) {
+    *files_[used_] = Transaction(fs);
+    return files_[used_].get();
+  }
+  ATOMIC_STATE_DETAIL_TRY {
+    std::unique_ptr<Transaction> file(new (std::nothrow) Transaction(fs));
+    if (!file) return nullptr;
+    files_.push_back(std::move(file));
+    return files_.back().get();
+  }
+  ATOMIC_STATE_DETAIL_CATCH_ALL { return nullptr; }
+}
+
+// Whether a file of the batch already has `file`'s target (as text: two
+// spellings of one path are two targets to this test).
+template <class S, class Fs>
+bool Batch<S, Fs>::duplicate(const Transaction& file) const noexcept {
+  const auto target = [](const Transaction& t) {
+    return std::string_view(t.buf_, t.dir_len_ + 1 + t.name_len_);  // "dir\0name"
+  };
+  for (std::size_t i = 0; i < used_; ++i)
+    if (target(*files_[i]) == target(file)) return true;
+  return false;
+}
+
+// Keeps `file` (just opened, or the failure `opened`) as the batch's next
+// file, after writing `data` into it; on any failure it is given up and
+// its temp file removed.
+template <class S, class Fs>
+Status Batch<S, Fs>::added(Transaction* file, const Status& opened,
+                           std::string_view data) noexcept {
+  if (!opened) return opened;
+  if (duplicate(*file)) {
+    file->discard();
+    const detail::JoinedPath target(file->dir_prefix(),
+                                    std::string_view(file->name(), file->name_len_));
+    return Status(Step::check_path, std::make_error_code(std::errc::file_exists), target.view(),
+                  target.view(), false, "the batch already has this target");
+  }
+  if (Status written = file->write(data); !written) return written;
+  file->in_batch_ = true;
+  ++used_;
+  return {};
+}
+
+template <class S, class Fs>
+Status Batch<S, Fs>::add(PathView path, std::string_view data, unsigned perm) noexcept {
+  return add(path, data, WriteOptions{perm});
+}
+
+template <class S, class Fs>
+Status Batch<S, Fs>::add(PathView path, std::string_view data,
+                         const WriteOptions& options) noexcept {
+  Transaction* file = next_file(fs_);
+  if (file == nullptr)
+    return Status(Step::create_temp_file, detail::system_error(-ENOMEM), path.text(), {}, false,
+                  "no memory for one more file in the batch");
+  const Status opened = file->open(path.text(), options, Transaction::Commit::replace);
+  return added(file, opened, data);
+}
+
+template <class S, class Fs>
+Status Batch<S, Fs>::add(Directory& dir, std::string_view name, std::string_view data,
+                         unsigned perm) noexcept {
+  return add(dir, name, data, WriteOptions{perm});
+}
+
+template <class S, class Fs>
+Status Batch<S, Fs>::add(Directory& dir, std::string_view name, std::string_view data,
+                         const WriteOptions& options) noexcept {
+  Result<Transaction*> file = add_stream(dir, name, options);
+  if (!file) return file.status();
+  if (Status written = (*file)->write(data); !written) {
+    --used_;  // its temp file is gone with the failure
+    return written;
+  }
+  return {};
+}
+
+template <class S, class Fs>
+Result<typename Batch<S, Fs>::Transaction*> Batch<S, Fs>::add_stream(
+    PathView path, const WriteOptions& options) noexcept {
+  Transaction* file = next_file(fs_);
+  if (file == nullptr)
+    return Status(Step::create_temp_file, detail::system_error(-ENOMEM), path.text(), {}, false,
+                  "no memory for one more file in the batch");
+  const Status opened = file->open(path.text(), options, Transaction::Commit::replace);
+  if (Status kept = added(file, opened, {}); !kept) return kept;
+  return file;
+}
+
+template <class S, class Fs>
+Result<typename Batch<S, Fs>::Transaction*> Batch<S, Fs>::add_stream(
+    Directory& dir, std::string_view name, const WriteOptions& options) noexcept {
+  Transaction* file = next_file(dir.fs_);
+  if (file == nullptr)
+    return Status(Step::create_temp_file, detail::system_error(-ENOMEM), name, {}, false,
+                  "no memory for one more file in the batch");
+  const Status opened =
+      dir.dir_fd_ < 0
+          ? Status(Step::invalid_use, std::make_error_code(std::errc::bad_file_descriptor), name,
+                   {}, false, "the AtomicDirectory was moved from")
+          : file->open_in(dir.dir_fd_, dir.path(), name, options, Transaction::Commit::replace,
+                          *dir.claim_);
+  if (Status kept = added(file, opened, {}); !kept) return kept;
+  return file;
+}
+
+template <class S, class Fs>
+void Batch<S, Fs>::discard() noexcept {
+  // A file put in place keeps only descriptors to close; the others lose
+  // their temp files too.
+  for (std::size_t i = 0; i < used_; ++i)
+    if (files_[i]->phase_ == Transaction::Phase::open)
+      files_[i]->discard();
+    else
+      (void)files_[i]->close_and_remove_temp();
+  used_ = 0;
+}
+
+// A failure after some renames: the files before it are in place, the
+// others are given up. The Status keeps the failure's step, path, target
+// and reason, and says which targets hold their new content.
+template <class S, class Fs>
+Status Batch<S, Fs>::stopped(const Status& failure) noexcept {
+  // Cut short (with "...") when the names do not fit: only a message loses.
+  char which[1024];
+  std::size_t size = 0;
+  const auto append = [&](std::string_view part) {
+    const std::size_t n = part.size() < sizeof which - size ? part.size() : sizeof which - size;
+    if (n > 0) std::memcpy(which + size, part.data(), n);
+    size += n;
+  };
+  append("replaced before the failure: ");
+  for (std::size_t i = 0; i < replaced_; ++i) {
+    const Transaction& file = *files_[i];
+    const detail::JoinedPath target(file.dir_prefix(),
+                                    std::string_view(file.name(), file.name_len_));
+    if (i > 0) append(", ");
+    append(target.view());
+  }
+  if (size == sizeof which) std::memcpy(which + size - 3, "...", 3);
+  discard();
+  if (replaced_ == 0) return failure;
+  return failure.with_detail(std::string_view(which, size));
+}
+
+template <class S, class Fs>
+template <class BeforeLast>
+Status Batch<S, Fs>::commit(BeforeLast&& before_last) noexcept {
+  replaced_ = 0;
+  if (used_ == 0)
+    return Status(Step::invalid_use, std::make_error_code(std::errc::invalid_argument), {}, {},
+                  false, "an empty batch: add a file first");
+  const auto given_up = [&](Status failure) {
+    discard();
+    return failure;
+  };
+  const auto each = [&](auto&& step) {
+    for (std::size_t i = 0; i < used_; ++i)
+      if (Status done = step(*files_[i]); !done) return done;
+    return Status();
+  };
+  if (Status open = each([](Transaction& t) {
+        return t.phase_ == Transaction::Phase::open ? Status() : t.status_after_end();
+      });
+      !open)
+    return given_up(open);
+  // 1. Every file's bytes and mode durable, their writebacks overlapping.
+  if (Status done = each([](Transaction& t) { return t.set_final_mode(); }); !done)
+    return given_up(done);
+  for (std::size_t i = 0; i < used_; ++i) files_[i]->start_writeback();
+  if (Status done = each([](Transaction& t) { return t.sync_file(); }); !done)
+    return given_up(done);
+  if (Status done = each([](Transaction& t) { return t.close_file(); }); !done)
+    return given_up(done);
+  // 2, 3. Every file but the last in place, in order, then durably so.
+  const std::size_t last = used_ - 1;
+  for (std::size_t i = 0; i < last; ++i) {
+    if (Status done = files_[i]->put_in_place(); !done) return stopped(done);
+    ++replaced_;
+  }
+  if constexpr (S::directory)
+    for (std::size_t i = 0; i < last; ++i) {
+      const auto dir = [&](std::size_t k) {
+        return std::string_view(files_[k]->dir(), files_[k]->dir_len_);
+      };
+      bool synced = false;  // a directory is synced once, whatever its files
+      for (std::size_t k = 0; k < i && !synced; ++k) synced = dir(k) == dir(i);
+      if (!synced)
+        if (Status done = files_[i]->sync_directory(); !done) return stopped(done);
+    }
+  // 4. The last file, never durable before the files it follows.
+  if (Status done = before_last(); !done) return stopped(done);
+  if (Status done = files_[last]->put_in_place(); !done) return stopped(done);
+  ++replaced_;
+  if constexpr (S::directory)
+    if (Status done = files_[last]->sync_directory(); !done) return stopped(done);
+  for (std::size_t i = 0; i < used_; ++i) (void)files_[i]->close_and_remove_temp();
+  used_ = 0;
+  return {};
+}
+
+// ---------------------------------------------------------- SnapshotWriter --
+
+namespace detail {
+/// The generation number of a name "gen-N" (N a decimal without leading
+/// zeros, at least 1), or 0 when `name` is not one.
+inline std::uint64_t generation_of(std::string_view name) noexcept {
+  if (name.size() < 5 || name.size() > 24 || name.substr(0, 4) != "gen-" || name[4] == '0')
+    return 0;
+  std::uint64_t n = 0;
+  const char* const end = name.data() + name.size();
+  const auto [at, error] = std::from_chars(name.data() + 4, end, n);
+  return error == std::errc() && at == end ? n : 0;
+}
+
+/// The names a snapshot directory holds that its writer manages.
+struct SnapshotEntries {
+  std::vector<std::uint64_t> generations;
+  std::vector<std::array<char, 20>> temp_links;  // ".current.tmp-XXXXXX"
+  bool out_of_memory = false;
+
+  static void add(void* context, const char* name) noexcept {
+    auto& self = *static_cast<SnapshotEntries*>(context);
+    const std::string_view entry(name);
+    ATOMIC_STATE_DETAIL_TRY {
+      if (const std::uint64_t n = generation_of(entry); n != 0) {
+        self.generations.push_back(n);
+      } else if (entry.size() == 19 && entry.substr(0, 8) == ".current" &&
+                 starts_as_temp_name(name + 8)) {
+        std::array<char, 20> copy{};
+        std::memcpy(copy.data(), name, 20);
+        self.temp_links.push_back(copy);
+      }
+    }
+    ATOMIC_STATE_DETAIL_CATCH_ALL { self.out_of_memory = true; }
+  }
+};
+
+/// The names of a generation directory's files, to remove them.
+struct GenerationFiles {
+  std::vector<std::array<char, ATOMIC_STATE_NAME_MAX + 1>> names;
+  bool out_of_memory = false;
+
+  static void add(void* context, const char* name) noexcept {
+    auto& self = *static_cast<GenerationFiles*>(context);
+    ATOMIC_STATE_DETAIL_TRY {
+      std::array<char, ATOMIC_STATE_NAME_MAX + 1> copy{};
+      std::strncpy(copy.data(), name, ATOMIC_STATE_NAME_MAX);
+      self.names.push_back(copy);
+    }
+    ATOMIC_STATE_DETAIL_CATCH_ALL { self.out_of_memory = true; }
+  }
+};
+}  // namespace detail
+
+template <class S, class Fs>
+SnapshotWriter<S, Fs>::GenerationName::GenerationName(std::uint64_t n) noexcept {
+  std::memcpy(text, "gen-", 4);
+  *std::to_chars(text + 4, text + sizeof text - 1, n).ptr = '\0';
+}
+
+template <class S, class Fs>
+Result<SnapshotWriter<S, Fs>> SnapshotWriter<S, Fs>::open(PathView dir, Fs fs,
+                                                          const SnapshotOptions& options) noexcept {
+  const auto invalid = [&](const char* why) {
+    return Status(Step::check_path, std::make_error_code(std::errc::invalid_argument),
+                  dir.text(), {}, false, why);
+  };
+  if (options.keep == 0) return invalid("SnapshotOptions::keep must be at least 1");
+  if (options.directory_mode > 07777)
+    return invalid("SnapshotOptions::directory_mode above 07777");
+  Result<Directory> opened = Directory::open(dir, static_cast<Fs&&>(fs), options.missing);
+  if (!opened) return opened.status();
+  SnapshotWriter writer(std::move(*opened));
+  writer.options_ = options;
+  detail::Retrying<FsRef> call(writer.dir_.filesystem());
+  const int dir_fd = writer.dir_.descriptor();
+  const detail::JoinedPath lock_path(writer.path(), ".snapshot.lock");
+  const int fd = call.open_or_create(dir_fd, ".snapshot.lock", 0600);
+  if (fd < 0) return writer.fail(Step::lock_run, fd, lock_path.view());
+  writer.lock_fd_ = fd;
+  if (const int r = call.try_lock(fd); r < 0)
+    return writer.fail(Step::lock_run, r, lock_path.view(), {},
+                       r == -EWOULDBLOCK ? "another SnapshotWriter has the directory open"
+                                         : nullptr);
+  if (Status read = writer.read_current(); !read) return read;
+  TempSweep swept;
+  if (Status pruned = writer.prune(swept); !pruned) return pruned;
+  return Result<SnapshotWriter>(std::move(writer));
+}
+
+template <class S, class Fs>
+SnapshotWriter<S, Fs>::SnapshotWriter(SnapshotWriter&& other) noexcept
+    : dir_(std::move(other.dir_)),
+      options_(other.options_),
+      lock_fd_(std::exchange(other.lock_fd_, -1)),
+      generation_fd_(std::exchange(other.generation_fd_, -1)),
+      generation_(std::exchange(other.generation_, 0)),
+      current_(other.current_),
+      files_(std::move(other.files_)) {}
+
+template <class S, class Fs>
+SnapshotWriter<S, Fs>& SnapshotWriter<S, Fs>::operator=(SnapshotWriter&& other) noexcept {
+  if (this == &other) return *this;
+  release();
+  dir_ = std::move(other.dir_);
+  options_ = other.options_;
+  lock_fd_ = std::exchange(other.lock_fd_, -1);
+  generation_fd_ = std::exchange(other.generation_fd_, -1);
+  generation_ = std::exchange(other.generation_, 0);
+  current_ = other.current_;
+  files_ = std::move(other.files_);
+  return *this;
+}
+
+template <class S, class Fs>
+SnapshotWriter<S, Fs>::~SnapshotWriter() {
+  release();
+}
+
+template <class S, class Fs>
+void SnapshotWriter<S, Fs>::release() noexcept {
+  discard();
+  if (lock_fd_ >= 0) (void)dir_.filesystem().close(std::exchange(lock_fd_, -1));
+}
+
+template <class S, class Fs>
+Status SnapshotWriter<S, Fs>::fail(Step step, int r, std::string_view subject,
+                                   std::string_view target, const char* note,
+                                   bool replaced) const noexcept {
+  return Status(step, detail::system_error(r), subject, target, replaced, note);
+}
+
+// DIR/current: a symlink to a generation, or missing before the first
+// publish. Anything else belongs to someone else and is left alone.
+template <class S, class Fs>
+Status SnapshotWriter<S, Fs>::read_current() noexcept {
+  char target[32];
+  detail::Retrying<FsRef> call(dir_.filesystem());
+  const ssize_t r = call.read_link(dir_.descriptor(), "current", target, sizeof target);
+  const detail::JoinedPath current(path(), "current");
+  if (r == -ENOENT) {
+    current_ = 0;
+    return {};
+  }
+  if (r == -EINVAL) return fail(Step::check_path, -EINVAL, current.view(), {}, "not a symlink");
+  if (r < 0 && r != -ENAMETOOLONG) return fail(Step::check_path, static_cast<int>(r), current.view());
+  current_ = r < 0 ? 0 : detail::generation_of(std::string_view(target, static_cast<std::size_t>(r)));
+  if (current_ == 0)
+    return fail(Step::check_path, -EINVAL, current.view(), {},
+                "the symlink names no generation (gen-N) of the directory");
+  return {};
+}
+
+// A new generation directory, numbered after every one the directory holds
+// (a killed publisher's too, so that no name is ever reused), locked.
+template <class S, class Fs>
+Status SnapshotWriter<S, Fs>::begin_generation() noexcept {
+  detail::Retrying<FsRef> call(dir_.filesystem());
+  const int dir_fd = dir_.descriptor();
+  detail::SnapshotEntries entries;
+  if (const int r = call.list_directory(dir_fd, &detail::SnapshotEntries::add, &entries); r < 0)
+    return fail(Step::create_directory, r, path(), {}, "listing the generations");
+  if (entries.out_of_memory) return fail(Step::create_directory, -ENOMEM, path());
+  std::uint64_t n = current_;
+  for (const std::uint64_t seen : entries.generations) n = seen > n ? seen : n;
+  int r = -EEXIST;
+  for (int tries = 0; r == -EEXIST && tries < 100; ++tries)
+    r = call.make_directory_at(dir_fd, GenerationName(++n).c_str(), options_.directory_mode);
+  const GenerationName name(n);
+  const detail::JoinedPath where(path(), name.c_str());
+  if (r < 0) return fail(Step::create_directory, r, where.view());
+  const int fd = call.open_directory_at(dir_fd, name.c_str());
+  if (fd < 0) {
+    (void)call.remove_directory(dir_fd, name.c_str());
+    return fail(Step::open_directory, fd, where.view());
+  }
+  generation_fd_ = fd;
+  generation_ = n;
+  if (const int set = call.set_mode(fd, options_.directory_mode); set < 0) {
+    const Status failed = fail(Step::set_permissions, set, where.view());
+    discard();
+    return failed;
+  }
+  return {};
+}
+
+template <class S, class Fs>
+Status SnapshotWriter<S, Fs>::add(std::string_view name, std::string_view data,
+                                  unsigned perm) noexcept {
+  const auto refused = [&](std::errc code, const char* why) {
+    const detail::JoinedPath target(detail::JoinedPath(path(), "current").view(), name);
+    return Status(Step::check_path, std::make_error_code(code), target.view(), {}, false, why);
+  };
+  if (lock_fd_ < 0)
+    return Status(Step::invalid_use, std::make_error_code(std::errc::bad_file_descriptor), name,
+                  {}, false, "the SnapshotWriter was moved from");
+  if (perm > 07777) return refused(std::errc::invalid_argument, "mode above 07777");
+  if (name.empty() || name.find('/') != std::string_view::npos || name == "." || name == "..")
+    return refused(std::errc::invalid_argument,
+                   "not a file name (empty, \".\", \"..\", or with a '/')");
+  if (name.find('\0') != std::string_view::npos)
+    return refused(std::errc::invalid_argument, "name contains a NUL byte");
+  if (name.size() > ATOMIC_STATE_NAME_MAX)
+    return refused(std::errc::filename_too_long, "file name too long");
+  for (const File& file : files_)
+    if (std::string_view(file.name, file.name_len) == name)
+      return refused(std::errc::file_exists, "the snapshot already has this file");
+  ATOMIC_STATE_DETAIL_TRY { files_.emplace_back(); }
+  ATOMIC_STATE_DETAIL_CATCH_ALL {
+    return refused(std::errc::not_enough_memory, "no memory for one more file");
+  }
+  File& file = files_.back();
+  file.mode = perm;
+  file.name_len = name.size();
+  std::memcpy(file.name, name.data(), name.size());
+  file.name[name.size()] = '\0';
+  const auto given_up = [&](Status failure) {
+    files_.pop_back();
+    return failure;
+  };
+  if (generation_ == 0)
+    if (Status begun = begin_generation(); !begun) return given_up(begun);
+  detail::Retrying<FsRef> call(dir_.filesystem());
+  const detail::JoinedPath generation(path(), GenerationName(generation_).c_str());
+  const detail::JoinedPath created(generation.view(), name);
+  const detail::JoinedPath seen(detail::JoinedPath(path(), "current").view(), name);
+  const int fd = call.create_file(generation_fd_, file.name, 0600);
+  if (fd < 0) return given_up(fail(Step::create_temp_file, fd, created.view(), seen.view()));
+  file.fd = fd;
+  bool stalled = false;
+  if (const int r = detail::write_all(call, fd, data.data(), data.size(), stalled); r < 0) {
+    (void)call.close(fd);
+    (void)call.unlink(generation_fd_, file.name);
+    return given_up(fail(Step::write_data, r, created.view(), seen.view(),
+                         stalled ? "the write kept returning 0 bytes" : nullptr));
+  }
+  return {};
+}
+
+// The files' bytes and modes durable, their writebacks overlapping, then
+// the generation directory's entries.
+template <class S, class Fs>
+Status SnapshotWriter<S, Fs>::make_durable() noexcept {
+  detail::Retrying<FsRef> call(dir_.filesystem());
+  const detail::JoinedPath generation(path(), GenerationName(generation_).c_str());
+  const auto failed = [&](Step step, int r, const File& file) {
+    const detail::JoinedPath where(generation.view(), std::string_view(file.name, file.name_len));
+    return fail(step, r, where.view());
+  };
+  for (const File& file : files_)
+    if (const int r = call.set_mode(file.fd, file.mode); r < 0)
+      return failed(Step::set_permissions, r, file);
+  if constexpr (S::file != SyncLevel::none && detail::has_start_writeback<FsRef>::value)
+    for (const File& file : files_) (void)call.start_writeback(file.fd);
+  for (const File& file : files_) {
+    int r = 0;
+    if constexpr (S::file == SyncLevel::full)
+      r = call.sync_full(file.fd);
+    else if constexpr (S::file == SyncLevel::data)
+      r = call.sync_data(file.fd);
+    if (r < 0) return failed(Step::sync_file, r, file);
+  }
+  for (File& file : files_)
+    if (const int r = call.close(std::exchange(file.fd, -1)); r < 0)
+      return failed(Step::close_temp_file, r, file);
+  if constexpr (S::directory)
+    if (const int r = call.sync_full(generation_fd_); r < 0)
+      return fail(Step::sync_directory, r, generation.view());
+  return {};
+}
+
+// DIR/current swapped to the new generation by a rename, which readers see
+// whole: the temp symlink and the generation's own entry are durable before
+// it, the rename after it.
+template <class S, class Fs>
+Status SnapshotWriter<S, Fs>::swap_current() noexcept {
+  detail::Retrying<FsRef> call(dir_.filesystem());
+  const int dir_fd = dir_.descriptor();
+  const GenerationName generation(generation_);
+  char temp[20];
+  int r = -EEXIST;
+  for (int tries = 0; r == -EEXIST && tries < 100; ++tries) {
+    std::memcpy(temp, ".current", 8);
+    detail::make_temp_name(temp + 8);
+    r = call.make_symlink(generation.c_str(), dir_fd, temp);
+  }
+  const detail::JoinedPath link(path(), temp);
+  const detail::JoinedPath current(path(), "current");
+  if (r < 0) return fail(Step::create_temp_file, r, link.view(), current.view());
+  const auto given_up = [&](Status failure) {
+    (void)call.unlink(dir_fd, temp);
+    return failure;
+  };
+  if constexpr (S::directory)
+    if (const int synced = call.sync_full(dir_fd); synced < 0)
+      return given_up(fail(Step::sync_directory, synced, path(), current.view()));
+  if (const int renamed = call.rename(dir_fd, temp, "current"); renamed < 0)
+    return given_up(fail(Step::rename, renamed, link.view(), current.view()));
+  current_ = generation_;
+  generation_ = 0;
+  (void)call.close(std::exchange(generation_fd_, -1));
+  if constexpr (S::directory)
+    if (const int synced = call.sync_full(dir_fd); synced < 0)
+      return fail(Step::sync_directory, synced, path(), current.view(), nullptr, true);
+  return {};
+}
+
+template <class S, class Fs>
+Status SnapshotWriter<S, Fs>::publish() noexcept {
+  if (files_.empty())
+    return Status(Step::invalid_use, std::make_error_code(std::errc::invalid_argument), path(),
+                  {}, false, "an empty snapshot: add a file first");
+  if (Status durable = make_durable(); !durable) {
+    discard();
+    return durable;
+  }
+  if (Status swapped = swap_current(); !swapped) {
+    if (!swapped.replaced()) discard();
+    files_.clear();
+    return swapped;
+  }
+  files_.clear();
+  TempSweep swept;
+  if (Status pruned = prune(swept); !pruned)
+    return Status(pruned.step(), pruned.code(), pruned.path(), pruned.target(), true,
+                  "the snapshot was published");
+  return {};
+}
+
+template <class S, class Fs>
+void SnapshotWriter<S, Fs>::discard() noexcept {
+  if (generation_ == 0) return;
+  detail::Retrying<FsRef> call(dir_.filesystem());
+  for (File& file : files_)
+    if (file.fd >= 0) (void)call.close(std::exchange(file.fd, -1));
+  files_.clear();
+  if (generation_fd_ >= 0) (void)call.close(std::exchange(generation_fd_, -1));
+  (void)remove_generation(std::exchange(generation_, 0));
+}
+
+template <class S, class Fs>
+Result<TempSweep> SnapshotWriter<S, Fs>::remove_stale_generations() noexcept {
+  if (lock_fd_ < 0)
+    return Status(Step::invalid_use, std::make_error_code(std::errc::bad_file_descriptor), path(),
+                  {}, false, "the SnapshotWriter was moved from");
+  TempSweep swept;
+  if (Status pruned = prune(swept); !pruned) return pruned;
+  return swept;
+}
+
+// Under the writer's lock no other publisher is at work, so every temp
+// symlink is stale, and so is every generation newer than current (a
+// killed publisher's). Of the older ones, the newest keep-1 stay for
+// readers still inside them.
+template <class S, class Fs>
+Status SnapshotWriter<S, Fs>::prune(TempSweep& sweep) noexcept {
+  detail::Retrying<FsRef> call(dir_.filesystem());
+  const int dir_fd = dir_.descriptor();
+  detail::SnapshotEntries entries;
+  if (const int r = call.list_directory(dir_fd, &detail::SnapshotEntries::add, &entries); r < 0)
+    return fail(Step::remove_temp_file, r, path());
+  if (entries.out_of_memory) return fail(Step::remove_temp_file, -ENOMEM, path());
+  for (const auto& link : entries.temp_links) {
+    const int r = call.unlink(dir_fd, link.data());
+    if (r < 0 && r != -ENOENT) {
+      const detail::JoinedPath where(path(), link.data());
+      return fail(Step::remove_temp_file, r, where.view());
+    }
+    sweep.removed += r == 0 ? 1 : 0;
+  }
+  std::sort(entries.generations.begin(), entries.generations.end(), std::greater<>());
+  unsigned older_kept = 0;
+  for (const std::uint64_t n : entries.generations) {
+    if (n == current_ || n == generation_) continue;
+    if (n < current_ && older_kept + 1 < options_.keep) {
+      ++older_kept;
+      continue;
+    }
+    if (Status removed = remove_generation(n); !removed) return removed;
+    ++sweep.removed;
+  }
+  return {};
+}
+
+template <class S, class Fs>
+Status SnapshotWriter<S, Fs>::remove_generation(std::uint64_t n) noexcept {
+  detail::Retrying<FsRef> call(dir_.filesystem());
+  const int dir_fd = dir_.descriptor();
+  const GenerationName name(n);
+  const detail::JoinedPath where(path(), name.c_str());
+  const int fd = call.open_directory_at(dir_fd, name.c_str());
+  if (fd == -ENOENT) return {};
+  if (fd < 0) return fail(Step::remove_temp_file, fd, where.view());
+  detail::GenerationFiles files;
+  int r = call.list_directory(fd, &detail::GenerationFiles::add, &files);
+  if (r >= 0 && files.out_of_memory) r = -ENOMEM;
+  for (std::size_t i = 0; r >= 0 && i < files.names.size(); ++i) {
+    r = call.unlink(fd, files.names[i].data());
+    if (r == -ENOENT) r = 0;
+  }
+  (void)call.close(fd);
+  if (r >= 0) r = call.remove_directory(dir_fd, name.c_str());
+  if (r < 0 && r != -ENOENT) return fail(Step::remove_temp_file, r, where.view());
+  return {};
 }
 
 // ======================================================= PART II: LOGGING ====
@@ -2765,6 +4309,7 @@ class OnceFlag {
   }
   /// True for the first call only.
   bool first() noexcept { return !set_.exchange(true); }
+  bool is_set() const noexcept { return set_.load(); }
 
  private:
   std::atomic<bool> set_{false};
@@ -2973,6 +4518,17 @@ class StateManager {
   /// saved.
   Status save_state(const StateT& state) noexcept;
 
+  /// Saves `state` as the last file of `batch` and commits the batch, so
+  /// that a run's outputs and its state change together: after any crash
+  /// the state is never newer than the outputs added before it. The state
+  /// is checked and written as save_state does; keep_previous keeps the
+  /// previous state right before the state's rename. On any failure the
+  /// batch is given up (its temp files removed; batch.replaced() says which
+  /// outputs were already in place) and nothing is logged as saved.
+  /// Errors: "save state with its batch: " then the step, the path and the
+  /// reason.
+  Status save_state(const StateT& state, Batch<SyncPolicy, Fs>& batch) noexcept;
+
   /// Removes the temp files killed saves left in output_dir(), never one of
   /// a save in progress (AtomicWriter::remove_stale_temp_files), and logs
   /// what it removed. The first load_state calls it unless it was already.
@@ -3022,6 +4578,8 @@ class StateManager {
   void write_holder(int fd) noexcept;
   Result<TempSweep> sweep_temp_files(int dir_fd, std::string_view dir) noexcept;
   Result<Loaded<StateT>> first_run(int dir_fd = -1) noexcept;
+  Result<Loaded<StateT>> use_state_text(int dir_fd, const detail::DirectoryPath& dir,
+                                        std::string_view text, const FileInfo& info) noexcept;
   Status read_file(int dir_fd, const char* name, std::string_view path, Text& text, FileInfo& info,
                    bool& missing) noexcept;
   Status read_to_end(int fd, const FileInfo& info, std::string_view path, Text& text) noexcept;
@@ -4303,6 +5861,18 @@ Result<Loaded<S>> StateManager<L, S, P, F>::load_state() noexcept {
   if (!unusable_.ok()) return unusable_.within(context);
   const detail::DirectoryPath dir(dir_.native());
   if (!dir.ok()) return dir.problem(Step::check_path).within(context);
+  Text text;
+  FileInfo info;
+  bool missing = false;
+  // Once swept, a load reads the state file by its path, as any reader
+  // would; the directory is opened only when there is work there (a
+  // missing file to explain, a corrupt one to copy).
+  if (swept_.is_set() && file_.native().size() < ATOMIC_STATE_PATH_MAX) {
+    if (Status read = read_file(AT_FDCWD, file_.c_str(), file_.native(), text, info, missing);
+        !read)
+      return read.within(context);
+    if (!missing) return use_state_text(-1, dir, text.view(), info);
+  }
   int dir_fd = -1;
   if (Status opened = open_directory(dir, dir_fd); !opened) return opened.within(context);
   if (dir_fd < 0) {
@@ -4311,22 +5881,38 @@ Result<Loaded<S>> StateManager<L, S, P, F>::load_state() noexcept {
   }
   const detail::ClosingFd<FsRef> closing(fs_, dir_fd);
   if (swept_.first()) (void)sweep_temp_files(dir_fd, dir.view());
-
-  Text text;
-  FileInfo info;
-  bool missing = false;
+  missing = false;
   if (Status read =
           read_file(dir_fd, options_.file_name.c_str(), file_.native(), text, info, missing);
       !read)
     return read.within(context);
   if (missing) return first_run(dir_fd);
+  return use_state_text(dir_fd, dir, text.view(), info);
+}
 
+// The state in the text read from the state file, or what a corrupt one
+// leads to; dir_fd is the state directory, or -1 when it is not open yet.
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
+Result<Loaded<S>> StateManager<L, S, P, F>::use_state_text(int dir_fd,
+                                                           const detail::DirectoryPath& dir,
+                                                           std::string_view text,
+                                                           const FileInfo& info) noexcept {
+  constexpr const char* context = "load state file";
   Loaded<S> loaded;
   Problem problem;
   std::int64_t version = 0;
-  const detail::Decoded decoded = decode(text.view(), loaded, problem, version);
-  if (decoded == detail::Decoded::corrupt)
-    return load_corrupt(dir_fd, text.view(), info, problem.view());
+  const detail::Decoded decoded = decode(text, loaded, problem, version);
+  if (decoded == detail::Decoded::corrupt) {
+    if (dir_fd >= 0) return load_corrupt(dir_fd, text, info, problem.view());
+    int opened_fd = -1;
+    if (Status opened = open_directory(dir, opened_fd); !opened) return opened.within(context);
+    if (opened_fd < 0)  // the directory went away since the file was read
+      return Status(Step::open_directory, detail::system_error(-ENOENT), dir.view(),
+                    file_.native())
+          .within(context);
+    const detail::ClosingFd<FsRef> closing(fs_, opened_fd);
+    return load_corrupt(opened_fd, text, info, problem.view());
+  }
   if (decoded != detail::Decoded::valid)
     return refused(decoded, file_.native(), problem.view()).within(context);
   loaded.origin = LoadOrigin::saved;
@@ -4827,6 +6413,33 @@ Status StateManager<L, S, P, F>::save_state(const S& state) noexcept {
 }
 
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
+Status StateManager<L, S, P, F>::save_state(const S& state, Batch<P, F>& batch) noexcept {
+  constexpr const char* context = "save state with its batch";
+  const auto given_up = [&](const Status& failure) {
+    batch.discard();
+    return failure.within(context);
+  };
+  if (!unusable_.ok()) return given_up(unusable_);
+  detail::TextBuffer<2048> text;
+  if (Status encoded = encode(state, text); !encoded) return given_up(encoded);
+  if (text.size() > options_.max_state_size)
+    return given_up(failure(Step::serialize, -EFBIG,
+                            "the text would be larger than the state size limit, so load_state "
+                            "would refuse it"));
+  if (Status added = batch.add(file_, text.view(),
+                               WriteOptions{options_.file_mode, options_.create_directory});
+      !added)
+    return given_up(added);
+  const Status committed = batch.commit([&]() noexcept {
+    return options_.keep_previous ? keep_previous() : Status();
+  });
+  if (!committed) return committed.within(context);
+  detail::StateCodec<S>::log_saved(
+      state, [&](Fields fields) noexcept { log(Level::info, "state saved", fields); });
+  return {};
+}
+
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
 Status StateManager<L, S, P, F>::encode(const S& state,
                                         detail::TextBuffer<2048>& text) const noexcept {
   detail::TextBuffer<256> why;
@@ -4938,6 +6551,7 @@ StateManager(Arguments&&...) -> StateManager<>;
 #undef ATOMIC_STATE_DETAIL_ABI_NAME
 #undef ATOMIC_STATE_DETAIL_ABI
 #undef ATOMIC_STATE_DETAIL_HAS_FDATASYNC
+#undef ATOMIC_STATE_DETAIL_HAS_SYNC_FILE_RANGE
 #undef ATOMIC_STATE_DETAIL_NO_BOOST_JSON
 
 #endif  // ATOMIC_STATE_HPP_INCLUDED

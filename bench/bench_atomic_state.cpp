@@ -18,6 +18,17 @@
 //                                 + the floor
 //   state_load/NoSync/tmpfs       the two halves of the tmpfs cycle, to see
 //   state_save/NoSync/tmpfs       where a difference comes from
+//   batch/FullSync/disk           a collector's four files (1 KiB, 16 KiB,
+//                                 256 KiB, then a 300-byte state) as one
+//                                 Batch vs four write_atomic calls and vs
+//                                 the same batch written by hand
+//   snapshot_vs_batch/FullSync/disk  a SnapshotWriter publish of the same
+//                                 four files vs the Batch
+//   dir_save/NoSync/tmpfs/<bytes> AtomicDirectory saves vs the floor without
+//                                 directory descriptor or lock (and vs
+//                                 AtomicWriter, for what the handle saves)
+//   dir_save/FullSync/disk/<b>    the same, durable, vs the floor with a kept
+//                                 directory descriptor and both fsyncs
 //   qsavefile/FullSync/disk/<b>   Qt's QSaveFile, only where Qt 5 was found
 //
 // Directories: $BENCH_DIR (default: the working directory) for the disk
@@ -367,6 +378,186 @@ void bm_run_lock(benchmark::State& st, const std::string* base, const char* labe
   run_sides(st, sides, 0);
 }
 
+// ------------------------------------------------ batches and directories --
+
+// The four files of a collector's run: three outputs (1 KiB, 16 KiB,
+// 256 KiB) and, last, a 300-byte state.
+struct RunFiles {
+  static constexpr std::size_t count = 4;
+  const char* names[count] = {"summary.json", "detail.json", "full.json", "state.json"};
+  std::string data[count] = {payload(1 << 10), payload(16 << 10), payload(256 << 10), payload(300)};
+  std::size_t bytes() const {
+    std::size_t n = 0;
+    for (const std::string& d : data) n += d.size();
+    return n;
+  }
+};
+
+// The hand-written batch: every temp file created (O_EXCL), written and
+// given its mode; writeback started for all of them (sync_file_range), then
+// each fsynced and closed; each file but the last renamed in order, the
+// directory fsynced, the last renamed, the directory fsynced again. No
+// lock, no look at the targets.
+bool floor_batch(const char* dir, const RunFiles& files) {
+  constexpr std::size_t n = RunFiles::count;
+  const int dfd = ::open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return false;
+  char temps[n][12];
+  int fds[n];
+  bool ok = true;
+  std::size_t opened = 0;
+  for (; opened < n && ok; ++opened) {
+    next_floor_name(temps[opened]);
+    fds[opened] =
+        ::openat(dfd, temps[opened], O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    ok = fds[opened] >= 0 &&
+         write_all(fds[opened], files.data[opened].data(), files.data[opened].size()) &&
+         ::fchmod(fds[opened], 0644) == 0;
+  }
+  for (std::size_t i = 0; i < n && ok; ++i)
+    ok = ::sync_file_range(fds[i], 0, 0, SYNC_FILE_RANGE_WRITE) == 0;
+  for (std::size_t i = 0; i < n && ok; ++i) ok = ::fsync(fds[i]) == 0;
+  for (std::size_t i = 0; i < opened; ++i)
+    if (fds[i] >= 0) ok = ::close(fds[i]) == 0 && ok;
+  for (std::size_t i = 0; i + 1 < n && ok; ++i)
+    ok = ::renameat(dfd, temps[i], dfd, files.names[i]) == 0;
+  ok = ok && ::fsync(dfd) == 0 && ::renameat(dfd, temps[n - 1], dfd, files.names[n - 1]) == 0 &&
+       ::fsync(dfd) == 0;
+  ::close(dfd);
+  return ok;
+}
+
+// A collector's four files under FullSync: a Batch (paths, as a collector
+// adds them; reused, so its storage is kept) against four separate
+// write_atomic calls and against the hand-written batch. Each side has a
+// directory of its own.
+void bm_batch(benchmark::State& st, const std::string* base, const char* label) {
+  const RunFiles files;
+  const std::string lib_dir = case_dir(*base, label, 0);
+  const std::string separate_dir = case_dir(*base, label, 1);
+  const std::string floor_dir = case_dir(*base, label, 2);
+  std::vector<std::filesystem::path> lib_paths, separate_paths;
+  for (const char* name : files.names) {
+    lib_paths.push_back(lib_dir + "/" + name);
+    separate_paths.push_back(separate_dir + "/" + name);
+  }
+  as::Batch<as::FullSync> batch;
+  batch.reserve(RunFiles::count);
+  std::vector<Side> sides = {
+      {"library_us",
+       [&] {
+         for (std::size_t i = 0; i < RunFiles::count; ++i)
+           if (!batch.add(lib_paths[i], files.data[i])) return false;
+         return batch.commit().ok();
+       }},
+      {"separate_us",
+       [&] {
+         for (std::size_t i = 0; i < RunFiles::count; ++i)
+           if (!as::write_atomic(separate_paths[i], files.data[i])) return false;
+         return true;
+       }},
+      {"floor_us", [&] { return floor_batch(floor_dir.c_str(), files); }},
+  };
+  run_sides(st, sides, files.bytes());
+}
+
+// A snapshot publish of the same four files (a new generation directory,
+// its files synced, the generation and the parent synced, a symlink swapped
+// over "current", the old generation pruned) against bm_batch's library
+// side: the Batch. Each side has a directory of its own.
+void bm_snapshot_vs_batch(benchmark::State& st, const std::string* base, const char* label) {
+  const RunFiles files;
+  const std::string snapshot_dir = case_dir(*base, label, 0);
+  const std::string batch_dir = case_dir(*base, label, 1);
+  auto snapshots = as::SnapshotWriter<as::FullSync>::open(snapshot_dir);
+  if (!snapshots) {
+    st.SkipWithError(snapshots.status().message().c_str());
+    return;
+  }
+  std::vector<std::filesystem::path> batch_paths;
+  for (const char* name : files.names) batch_paths.push_back(batch_dir + "/" + name);
+  as::Batch<as::FullSync> batch;
+  batch.reserve(RunFiles::count);
+  std::vector<Side> sides = {
+      {"library_us",
+       [&] {
+         for (std::size_t i = 0; i < RunFiles::count; ++i)
+           if (!snapshots->add(files.names[i], files.data[i])) return false;
+         return snapshots->publish().ok();
+       }},
+      {"batch_us",
+       [&] {
+         for (std::size_t i = 0; i < RunFiles::count; ++i)
+           if (!batch.add(batch_paths[i], files.data[i])) return false;
+         return batch.commit().ok();
+       }},
+  };
+  run_sides(st, sides, files.bytes());
+}
+
+// The floor of a save into a directory without a descriptor kept: a temp
+// file by path with O_EXCL, write, fchmod, close, rename. No directory
+// descriptor, no lock, no look at the target.
+bool floor_save_by_path(const std::string& dir, const char* target, std::string_view data) {
+  char temp[12];
+  next_floor_name(temp);
+  const std::string temp_path = dir + "/" + temp;
+  const std::string target_path = dir + "/" + target;
+  const int fd =
+      ::open(temp_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return false;
+  bool ok = write_all(fd, data.data(), data.size()) && ::fchmod(fd, 0644) == 0;
+  ok = ::close(fd) == 0 && ok;
+  return ok && ::rename(temp_path.c_str(), target_path.c_str()) == 0;
+}
+
+// The floor of a durable save into a directory whose descriptor is kept:
+// openat with O_EXCL, write, fchmod, fsync, close, renameat, fsync of the
+// directory.
+bool floor_save_in(int dfd, const char* target, std::string_view data) {
+  char temp[12];
+  next_floor_name(temp);
+  const int fd = ::openat(dfd, temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return false;
+  bool ok = write_all(fd, data.data(), data.size()) && ::fchmod(fd, 0644) == 0 && ::fsync(fd) == 0;
+  ok = ::close(fd) == 0 && ok;
+  return ok && ::renameat(dfd, temp, dfd, target) == 0 && ::fsync(dfd) == 0;
+}
+
+// Repeated saves of one file through an AtomicDirectory (opened once,
+// before timing) against the floor: under NoSync the save by path above,
+// under FullSync the save with a kept descriptor and both fsyncs. A third
+// side, AtomicWriter (the directory opened, locked and closed per save),
+// shows what the handle saves.
+template <class Policy, bool Sync>
+void bm_dir_save(benchmark::State& st, const std::string* base, const char* label) {
+  const auto bytes = static_cast<std::size_t>(st.range(0));
+  const std::string data = payload(bytes);
+  const std::string dir = case_dir(*base, label, bytes);
+  const std::filesystem::path writer_path = dir + "/writer.dat";
+  as::Result<as::AtomicDirectory<Policy>> handle = as::AtomicDirectory<Policy>::open(dir);
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (!handle || dfd < 0) {
+    st.SkipWithError("open the directory");
+    if (dfd >= 0) ::close(dfd);
+    return;
+  }
+  as::AtomicWriter<Policy> writer;
+  std::vector<Side> sides = {
+      {"library_us", [&] { return handle->write("library.dat", data).ok(); }},
+      {"floor_us",
+       [&] {
+         if constexpr (Sync)
+           return floor_save_in(dfd, "floor.dat", data);
+         else
+           return floor_save_by_path(dir, "floor.dat", data);
+       }},
+      {"writer_us", [&] { return writer.write(writer_path, data).ok(); }},
+  };
+  run_sides(st, sides, bytes);
+  ::close(dfd);
+}
+
 #if BENCH_HAVE_QT
 // QSaveFile vs the library, both durable: "library" is atomic_state, the
 // baseline is Qt (its ratio below 1 means the library is the faster).
@@ -491,6 +682,30 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("run_lock/tmpfs", bm_run_lock, tmpfs, "lock")
       ->UseManualTime()
       ->Unit(benchmark::kMicrosecond);
+  // A collector's four files as one batch, and the slot for a snapshot of them.
+  benchmark::RegisterBenchmark("batch/FullSync/disk", bm_batch, disk, "batch-full")
+      ->UseManualTime()
+      ->Unit(benchmark::kMicrosecond)
+      ->MinTime(disk_min_time);
+  benchmark::RegisterBenchmark("snapshot_vs_batch/FullSync/disk", bm_snapshot_vs_batch, disk,
+                               "snapshot-full")
+      ->UseManualTime()
+      ->Unit(benchmark::kMicrosecond)
+      ->Iterations(1);
+  // Repeated saves through a directory kept open.
+  for (const std::int64_t bytes : {256, 64 << 10}) {
+    benchmark::RegisterBenchmark("dir_save/NoSync/tmpfs", bm_dir_save<as::NoSync, false>, tmpfs,
+                                 "dir-none")
+        ->Arg(bytes)
+        ->UseManualTime()
+        ->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark("dir_save/FullSync/disk", bm_dir_save<as::FullSync, true>, disk,
+                                 "dir-full")
+        ->Arg(bytes)
+        ->UseManualTime()
+        ->Unit(benchmark::kMicrosecond)
+        ->MinTime(disk_min_time);
+  }
 #if BENCH_HAVE_QT
   for (const std::int64_t bytes : {256, 64 << 10})
     benchmark::RegisterBenchmark("qsavefile/FullSync/disk", bm_qsavefile, disk, "qsavefile")

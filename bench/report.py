@@ -27,7 +27,9 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # (prefix of the benchmark name, what it is, its label on the chart, target
-# ratio or None)
+# ratio or None[, the baseline's counter]). A benchmark with several
+# baselines measured side by side (batch/..., dir_save/...) has one entry
+# per baseline, each naming its counter, and gives one row per entry.
 CASES = [
     ("write/FullSync/disk/", "write_atomic, FullSync, disk", "FullSync, disk", 1.05),
     ("write/NoSync/tmpfs/", "AtomicWriter<NoSync>, tmpfs", "NoSync, tmpfs", 1.10),
@@ -43,9 +45,32 @@ CASES = [
     ("keep_previous/NoSync/tmpfs", "save_state with keep_previous vs without, NoSync, tmpfs",
      "keep_previous, NoSync, tmpfs", None),
     ("run_lock/tmpfs", "try_lock_run + release vs open, flock, close", "run lock, tmpfs", None),
+    ("batch/FullSync/disk", "Batch of 4 files vs 4 write_atomic calls, FullSync, disk",
+     "batch vs 4 saves, FullSync, disk", 0.6, "separate_us"),
+    ("batch/FullSync/disk", "Batch of 4 files vs the batch by hand, FullSync, disk",
+     "batch, FullSync, disk", 1.05, "floor_us"),
+    ("snapshot_vs_batch/FullSync/disk", "snapshot publish of the 4 files vs the Batch, FullSync, disk",
+     "snapshot vs batch, FullSync, disk", 1.3, "batch_us"),
+    ("dir_save/NoSync/tmpfs/", "AtomicDirectory<NoSync> save, tmpfs",
+     "directory save, NoSync, tmpfs", 1.10, "floor_us"),
+    ("dir_save/NoSync/tmpfs/", "  the same save, AtomicDirectory vs AtomicWriter",
+     "directory vs writer, NoSync, tmpfs", None, "writer_us"),
+    ("dir_save/FullSync/disk/", "AtomicDirectory<FullSync> save, disk",
+     "directory save, FullSync, disk", 1.05, "floor_us"),
+    ("dir_save/FullSync/disk/", "  the same save, AtomicDirectory vs AtomicWriter",
+     "directory vs writer, FullSync, disk", None, "writer_us"),
     ("qsavefile/FullSync/disk/", "atomic_state vs Qt QSaveFile, FullSync, disk",
      "QSaveFile, FullSync, disk", None),
 ]
+
+# What a row's baseline is called, by its counter (floor_us: "floor").
+BASELINES = {"qsavefile_us": "QSaveFile", "plain_save_us": "save without it",
+             "separate_us": "4 write_atomic calls", "writer_us": "AtomicWriter",
+             "batch_us": "the Batch"}
+
+# A benchmark that skips itself with a message starting so is a slot whose
+# library side does not exist yet: reported as not measured, not an error.
+NOT_MEASURED = "not measured"
 
 
 def size_text(n):
@@ -62,15 +87,20 @@ def time_text(us):
     return f"{us:.2f} µs"
 
 
-def case_of(name):
-    """(label, chart label, target) of a benchmark."""
-    for prefix, what, short, target in CASES:
-        if name.startswith(prefix):
+def cases_of(name):
+    """[(label, chart label, target, baseline counter or None)] of a
+    benchmark: one per baseline (the entries of the first prefix that
+    matches)."""
+    found = []
+    for prefix, what, short, target, *baseline in CASES:
+        if name.startswith(prefix) and (not found or found[0][0] == prefix):
             rest = name[len(prefix):]
             if rest:
-                return f"{what}, {size_text(rest)}", f"{short}, {size_text(rest)}", target
-            return what, short, target
-    return name, name, None
+                what, short = f"{what}, {size_text(rest)}", f"{short}, {size_text(rest)}"
+            found.append((prefix, what, short, target, baseline[0] if baseline else None))
+    if not found:
+        return [(name, name, None, None)]
+    return [entry[1:] for entry in found]
 
 
 def collect(results):
@@ -78,7 +108,7 @@ def collect(results):
     runs = {}
     aggregates = {}
     for b in results.get("benchmarks", []):
-        name = re.sub(r"/(min_time:[^/]*|manual_time|real_time)", "", b.get("run_name", b["name"]))
+        name = re.sub(r"/(min_time:[^/]*|iterations:[^/]*|manual_time|real_time)", "", b.get("run_name", b["name"]))
         if b.get("error_occurred"):
             runs.setdefault(name, {})["error"] = b.get("error_message", "error")
             continue
@@ -102,36 +132,45 @@ def collect(results):
 def rows_from(runs):
     rows = []
     for name, counters in runs.items():
-        label, short, target = case_of(name)
-        if "error" in counters:
-            rows.append({"name": name, "label": label, "error": counters["error"]})
-            continue
-        base_key = next((k for k in ("qsavefile_us", "plain_save_us") if k in counters), "floor_us")
-        lib = counters.get("library_us", [])
-        base = counters.get(base_key, [])
-        if not lib or not base:
-            continue
-        lib_m, base_m = statistics.median(lib), statistics.median(base)
-        per_rep = [a / b for a, b in zip(lib, base) if b > 0]
-        row = {
-            "name": name, "label": label, "short": short, "target": target,
-            "library_us": lib_m, "baseline_us": base_m, "ratio": statistics.median(per_rep),
-            "ratio_min": min(per_rep), "ratio_max": max(per_rep), "repetitions": len(lib),
-            "baseline": {"qsavefile_us": "QSaveFile", "plain_save_us": "save without it"}.get(
-                base_key, "floor"),
-        }
-        for side in ("library", "floor", "dd"):
-            values = counters.get(f"{side}_MBps")
-            if values:
-                row[f"{side}_MBps"] = statistics.median(values)
-        if "dd_MBps" in counters:  # paired, as the ratio
-            row["library_vs_dd"] = statistics.median(
-                a / b for a, b in zip(counters["library_MBps"], counters["dd_MBps"]))
-        rows.append(row)
+        for label, short, target, baseline in cases_of(name):
+            row = row_of(name, counters, label, short, target, baseline)
+            if row:
+                rows.append(row)
     return rows
 
 
+def row_of(name, counters, label, short, target, base_key):
+    if "error" in counters:
+        if counters["error"].startswith(NOT_MEASURED):
+            return {"name": name, "label": label, "target": target, "not_measured": counters["error"]}
+        return {"name": name, "label": label, "error": counters["error"]}
+    if base_key is None:
+        base_key = next((k for k in ("qsavefile_us", "plain_save_us") if k in counters), "floor_us")
+    lib = counters.get("library_us", [])
+    base = counters.get(base_key, [])
+    if not lib or not base:
+        return None
+    lib_m, base_m = statistics.median(lib), statistics.median(base)
+    per_rep = [a / b for a, b in zip(lib, base) if b > 0]
+    row = {
+        "name": name, "label": label, "short": short, "target": target,
+        "library_us": lib_m, "baseline_us": base_m, "ratio": statistics.median(per_rep),
+        "ratio_min": min(per_rep), "ratio_max": max(per_rep), "repetitions": len(lib),
+        "baseline": BASELINES.get(base_key, "floor"),
+    }
+    for side in ("library", "floor", "dd"):
+        values = counters.get(f"{side}_MBps")
+        if values:
+            row[f"{side}_MBps"] = statistics.median(values)
+    if "dd_MBps" in counters:  # paired, as the ratio
+        row["library_vs_dd"] = statistics.median(
+            a / b for a, b in zip(counters["library_MBps"], counters["dd_MBps"]))
+    return row
+
+
 def verdict(row):
+    if "not_measured" in row:
+        return "not measured"
     if "error" in row:
         return "error"
     if row["target"] is None:
@@ -144,6 +183,9 @@ def print_table(rows):
     print(head)
     print("-" * len(head))
     for r in rows:
+        if "not_measured" in r:
+            print(f"{r['label']:<52} {'':>11} {'':>11} {'':>6} {'<=%.2f' % r['target']:>7}  not measured")
+            continue
         if "error" in r:
             print(f"{r['label']:<52} error: {r['error']}")
             continue
@@ -216,6 +258,10 @@ def write_markdown(path, rows, compile_cost, info, results):
     out.append("| benchmark | library median | baseline median | ratio | range | target | met? |")
     out.append("|---|---:|---:|---:|---|---:|---|")
     for r in rows:
+        if "not_measured" in r:
+            out.append(f"| {r['label'].strip()} | | | | | ≤ {r['target']:.2f} | "
+                       f"{r['not_measured']} |")
+            continue
         if "error" in r:
             out.append(f"| {r['label'].strip()} | | | | | | error: {r['error']} |")
             continue
@@ -228,7 +274,16 @@ def write_markdown(path, rows, compile_cost, info, results):
     out.append(f"\n{reps} repetitions. Baselines: *floor* = the same system calls written by hand "
                "(for the state cycle: reading the file by hand, `boost::json::parse`, "
                "`boost::json::serialize`, and the floor's replacement; for the run lock: `open` with "
-               "`O_CREAT`, `flock`, `close`); *save without it* = the same `save_state` without "
+               "`O_CREAT`, `flock`, `close`; for the batch of a collector's four files, 1 KiB, "
+               "16 KiB, 256 KiB and a 300-byte state: the same batch by hand, temp files created "
+               "with `O_EXCL`, written, `fchmod`, `sync_file_range` started on all, each "
+               "`fsync`ed and closed, renamed in order with the directory `fsync`ed before the "
+               "last rename and after it; for an `AtomicDirectory` save under NoSync: temp file by "
+               "path with `O_EXCL`, write, `fchmod`, close, rename, no directory descriptor and no "
+               "lock; under FullSync: the same with a kept directory descriptor and `fsync` of "
+               "file and directory); *4 write_atomic calls* = the same four files saved one by "
+               "one; *AtomicWriter* = the same save through `AtomicWriter`, which opens, locks and "
+               "closes the directory each time; *save without it* = the same `save_state` without "
                "`keep_previous`, so the ratio is what keeping the previous state costs.\n")
     big = [r for r in rows if "dd_MBps" in r]
     if big:
@@ -277,7 +332,7 @@ def chart(rows, png, work_dir):
     data = os.path.join(work_dir, "chart.dat")
     with open(data, "w", encoding="utf-8") as f:
         for r in rows:
-            if "error" in r or r["baseline"] != "floor":
+            if "error" in r or "not_measured" in r or r["baseline"] != "floor":
                 continue
             f.write(f"\"{r['short']} (×{r['ratio']:.2f})\" {r['baseline_us']:.4f} "
                     f"{r['library_us']:.4f}\n")

@@ -3,9 +3,14 @@
 // It wakes up (from cron or a systemd timer), reads the latest oracle figures
 // (here a bundled sample shaped like a DefiLlama oracle response, so the
 // demo needs no network), and processes them only if they are newer than
-// what it processed last time. Processing writes a summary file atomically,
-// then saves the state, so a crash at any point leaves either the previous
-// run's files or this run's, and the next run knows which data it has seen.
+// what it processed last time. Processing commits the summary file and the
+// state in one step, as one batch (atomic_state::Batch and
+// StateManager::save_state(state, batch)): both files are written and
+// synced first, then the summary is renamed into place and, last, the
+// state. A crash at any point leaves each file the previous run's or this
+// run's, and never a state newer than the summary it describes; a failure
+// before the renames (a state the manager refuses, a full disk) leaves
+// both as they were. The next run knows which data it has seen.
 //
 // One run at a time: before anything else it takes the state's run lock
 // (DIR/.state.json.lock, released when the run ends, however it ends). A run
@@ -89,9 +94,9 @@ void print_usage(std::ostream& out) {
          "                        [--log-level debug|info|warn|error]\n"
          "                        [--on-corrupt recover|fail] [--hold-ms MS]\n"
          "Processes the oracle figures in FILE if they are newer than the last run's,\n"
-         "writing DIR/"
+         "committing DIR/"
       << kSummaryFile
-      << " and DIR/state.json atomically.\n"
+      << " and DIR/state.json together, atomically.\n"
          "One run at a time: a run that finds DIR/.state.json.lock held by another\n"
          "run says so and exits 0.\n"
          "  --on-corrupt recover  a corrupt state file's bytes are copied to\n"
@@ -474,22 +479,28 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  // Outputs first, state last: if the run dies in between, the next run
-  // processes the same data again rather than skipping data never written.
+  // Outputs and state in one batch, the state last: both are written and
+  // synced before either is renamed, and the state is renamed after the
+  // summary, so after a crash the state never records data whose summary
+  // was not written (the next run processes that data again), and a
+  // failure before the renames leaves both files as they were.
   const std::string summary_path = (manager.output_dir() / kSummaryFile).string();
   summary.history = previous_history(summary_path);
   append_snapshot(summary.history, {summary.timestamp, summary.total_tvs, summary.protocol_count});
   std::string out;
   if (as::Status formatted = as::format_json(to_json(summary), out); !formatted)
     return fail(formatted.message());
-  if (as::Status written = as::write_atomic(summary_path, out); !written)
-    return fail(written.message());
+  as::Batch<> batch;
+  if (as::Status added = batch.add(summary_path, out); !added) return fail(added.message());
 
   std::vector<std::int64_t> snapshot_times;
   for (const Snapshot& snap : summary.history) snapshot_times.push_back(snap.timestamp);
   const as::State next = as::update_state(summary.oracle, summary.timestamp, summary.protocol_count,
                                           summary.total_tvs, snapshot_times);
-  if (as::Status saved = manager.save_state(next); !saved) return fail(saved.message());
+  // Adds the state as the batch's last file and commits: on a failure the
+  // batch's temp files are removed and its message says which files, if
+  // any, were already replaced.
+  if (as::Status saved = manager.save_state(next, batch); !saved) return fail(saved.message());
 
   print_summary(summary, summary_path, manager.state_file().string());
   return 0;

@@ -9,6 +9,9 @@
 //                                    state (StateOptions::keep_previous);
 //                                    first, a run lock held by a child
 //   process-tests kill-tmpfs [KILLS] the same on a tmpfs of its own
+//   process-tests batch-kill DIR [KILLS]   SIGKILL a child committing batches
+//                                    (default 300), a reader process watching
+//   process-tests batch-kill-shm [KILLS]   the same on /dev/shm
 //   process-tests concurrent DIR     8 threads and 4 processes, 200 saves each
 //
 // After every kill the state must load, and be one of the versions the child
@@ -27,6 +30,7 @@
 
 #include <atomic>
 #include <cctype>
+#include <csignal>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -450,9 +454,168 @@ void concurrent(const test::fs::path& base) {
   test::fs::remove_all(dir);
 }
 
+// ------------------------------------------------------------------ batches --
+// A child commits batches in a loop: three outputs, then the state, each
+// holding the batch's generation ("gen N", then padding of a length that
+// follows from N and the file), through two AtomicDirectory handles. A
+// reader process reads the state, then each output, over and over: an
+// output must never be older than the state read before it. After each kill
+// the same holds on what is left, and a sweep of each directory (as the
+// next start makes) leaves no temp file: not the dead handle's claim, not
+// its numbered temp files.
+
+const char* const kBatchOutputs[] = {"full.json", "summary.json", "history.json"};
+
+std::string batch_file(std::int64_t gen, std::size_t file) {
+  std::string text = "gen " + std::to_string(gen) + "\n";
+  text.append(static_cast<std::size_t>(gen % 97) + 1000 * (file + 1), static_cast<char>('a' + file));
+  return text;
+}
+
+// The generation a file holds, 0 when it is missing, -1 when it is not one
+// whole file batch_file wrote.
+std::int64_t batch_generation(const test::fs::path& path, std::size_t file) {
+  std::error_code ec;
+  if (!test::fs::exists(path, ec)) return 0;
+  const std::string text = test::read_file(path);
+  if (text.rfind("gen ", 0) != 0) return -1;
+  const std::int64_t gen = std::atoll(text.c_str() + 4);
+  return gen > 0 && text == batch_file(gen, file) ? gen : -1;
+}
+
+volatile std::sig_atomic_t reader_stop = 0;
+void stop_reader(int) { reader_stop = 1; }
+
+void batch_kill_loop(const test::fs::path& dir, int kills) {
+  const auto out = dir / "out", st = dir / "state";
+  test::fs::create_directories(out);
+  test::fs::create_directories(st);
+  int report[2];
+  if (::pipe(report) != 0) skip("cannot make a pipe");
+  const pid_t reader = ::fork();
+  if (reader < 0) skip(std::string("cannot fork: ") + std::strerror(errno));
+  if (reader == 0) {
+    ::signal(SIGTERM, stop_reader);
+    long reads = 0, behind = 0, torn = 0;
+    while (!reader_stop) {
+      const std::int64_t state = batch_generation(st / "state.json", 3);
+      if (state < 0) ++torn;
+      for (std::size_t i = 0; i < 3; ++i) {
+        const std::int64_t output = batch_generation(out / kBatchOutputs[i], i);
+        if (output < 0) ++torn;
+        if (state > 0 && output >= 0 && output < state) ++behind;
+      }
+      ++reads;
+    }
+    const long counts[3] = {reads, behind, torn};
+    (void)!::write(report[1], counts, sizeof counts);
+    std::_Exit(0);
+  }
+  ::close(report[1]);
+
+  std::mt19937 random(20261128u);
+  std::uniform_int_distribution<int> delay_us(0, 3000);
+  int consistent = 0, whole = 0, swept = 0, mid_commit = 0;
+  std::int64_t last_state = 0;
+  int monotonic = 0;
+  for (int k = 0; k < kills; ++k) {
+    int ready[2];
+    if (::pipe(ready) != 0) skip("cannot make a pipe");
+    const std::int64_t first = static_cast<std::int64_t>(k + 1) * 1000000;
+    const pid_t child = ::fork();
+    if (child < 0) skip(std::string("cannot fork: ") + std::strerror(errno));
+    if (child == 0) {
+      auto outputs = as::AtomicDirectory<>::open(out.native());
+      auto state = as::AtomicDirectory<>::open(st.native());
+      if (!outputs || !state) std::_Exit(3);
+      as::Batch<> batch;
+      batch.reserve(4);
+      (void)!::write(ready[1], "r", 1);
+      for (std::int64_t gen = first;; ++gen) {
+        for (std::size_t i = 0; i < 3; ++i)
+          (void)batch.add(*outputs, kBatchOutputs[i], batch_file(gen, i));
+        (void)batch.add(*state, "state.json", batch_file(gen, 3));
+        if (!batch.commit().ok()) std::_Exit(4);
+      }
+    }
+    ::close(ready[1]);
+    char c;
+    (void)!::read(ready[0], &c, 1);
+    ::close(ready[0]);
+    std::this_thread::sleep_for(std::chrono::microseconds(delay_us(random)));
+    ::kill(child, SIGKILL);
+    int status = 0;
+    ::waitpid(child, &status, 0);
+
+    mid_commit += test::temp_files_in(out).size() + test::temp_files_in(st).size() > 2;
+    const std::int64_t state = batch_generation(st / "state.json", 3);
+    bool all_whole = state >= 0, all_consistent = true;
+    for (std::size_t i = 0; i < 3; ++i) {
+      const std::int64_t output = batch_generation(out / kBatchOutputs[i], i);
+      all_whole = all_whole && output >= 0;
+      all_consistent = all_consistent && output >= state;
+    }
+    whole += all_whole;
+    consistent += all_consistent;
+    monotonic += state >= last_state;
+    if (state > 0) last_state = state;
+    // The next start: a sweep of each directory.
+    auto a = as::AtomicWriter<>{}.remove_stale_temp_files(out);
+    auto b = as::AtomicWriter<>{}.remove_stale_temp_files(st);
+    swept += a && b && test::temp_files_in(out).empty() && test::temp_files_in(st).empty();
+  }
+  ::kill(reader, SIGTERM);
+  long counts[3] = {0, 0, 0};
+  (void)!::read(report[0], counts, sizeof counts);
+  ::close(report[0]);
+  int status = 0;
+  ::waitpid(reader, &status, 0);
+  std::printf(
+      "  %d kills of a child committing batches of 3 outputs and a state through two directory "
+      "handles, %d of them mid-commit (temp files beside the claims); last state generation "
+      "%lld; the reader read %ld times\n",
+      kills, mid_commit, static_cast<long long>(last_state), counts[0]);
+  check(whole == kills, "after every kill each file is one whole generation");
+  check(consistent == kills,
+        "after every kill no output is older than the state (the state is never ahead)");
+  check(monotonic == kills, "no kill ever brings back an older state");
+  check(swept == kills,
+        "after every kill a sweep of each directory leaves no temp file: the dead handle's claim "
+        "and its numbered temp files are stale");
+  check(counts[0] > 0 && counts[1] == 0,
+        "the reader never saw an output older than the state read before it");
+  check(counts[2] == 0, "the reader never saw a torn file");
+  check(mid_commit > kills / 10, "the kills landed inside commits (at least a tenth of them)");
+  check(last_state > 0, "commits completed between kills");
+}
+
+void batch_on_disk(const test::fs::path& base, int kills) {
+  struct statfs st;
+  if (::statfs(base.c_str(), &st) != 0) skip("cannot examine " + base.string());
+  if (st.f_type == 0x01021994 /* TMPFS_MAGIC */)
+    skip(base.string() + " is a tmpfs, not a disk-backed directory");
+  const auto dir = base / ("batch-kill-test-" + std::to_string(::getpid()));
+  test::fs::remove_all(dir);
+  test::fs::create_directories(dir);
+  batch_kill_loop(dir, kills);
+  test::fs::remove_all(dir);
+}
+
+void batch_on_shm(int kills) {
+  struct statfs st;
+  if (::statfs("/dev/shm", &st) != 0 || st.f_type != 0x01021994 || ::access("/dev/shm", W_OK) != 0)
+    skip("/dev/shm is not a writable tmpfs");
+  const test::fs::path dir = "/dev/shm/batch-kill-test-" + std::to_string(::getpid());
+  test::fs::remove_all(dir);
+  test::fs::create_directories(dir);
+  batch_kill_loop(dir, kills);
+  test::fs::remove_all(dir);
+}
+
 int usage() {
   std::fprintf(stderr,
-               "usage: process-tests kill DIR [KILLS] | kill-tmpfs [KILLS] | concurrent DIR\n");
+               "usage: process-tests kill DIR [KILLS] | kill-tmpfs [KILLS] | batch-kill DIR [KILLS] | "
+               "batch-kill-shm [KILLS] | concurrent DIR\n");
   return 2;
 }
 
@@ -466,6 +629,10 @@ int main(int argc, char** argv) {
     on_disk(argv[2], argc > 3 ? std::atoi(argv[3]) : 1000);
   else if (what == "kill-tmpfs")
     on_own_tmpfs(argc > 2 ? std::atoi(argv[2]) : 1000);
+  else if (what == "batch-kill" && argc >= 3)
+    batch_on_disk(argv[2], argc > 3 ? std::atoi(argv[3]) : 300);
+  else if (what == "batch-kill-shm")
+    batch_on_shm(argc > 2 ? std::atoi(argv[2]) : 300);
   else if (what == "concurrent" && argc >= 3)
     concurrent(argv[2]);
   else

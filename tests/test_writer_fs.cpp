@@ -304,3 +304,179 @@ TEST_CASE("the temp file is created 0600, close-on-exec, never following a link"
   CHECK((dir_fd_flags & FD_CLOEXEC) != 0);
   CHECK(mode_of(dir / "f") == 0644);
 }
+
+// ---- ModeFrom: where the new file's mode comes from
+
+namespace {
+struct OwnedFile {
+  uid_t uid;
+  gid_t gid;
+};
+OwnedFile owner_of(const std::filesystem::path& path) {
+  struct stat st {};
+  REQUIRE(::lstat(path.c_str(), &st) == 0);
+  return {st.st_uid, st.st_gid};
+}
+}  // namespace
+
+TEST_CASE("ModeFrom chooses the mode: given exactly, the existing file's, or filtered by the umask",
+          "[fs][modes]") {
+  using atomic_state::ModeFrom;
+  struct Row {
+    const char* behaviour;
+    ModeFrom from;
+    int existing_mode;  // -1: no target yet
+    unsigned given;
+    mode_t umask;
+    unsigned expected;
+  };
+  const Row rows[] = {
+      {"given: exactly the mode asked, over a 0600 file", ModeFrom::given, 0600, 0644, 022, 0644},
+      {"given: the umask is ignored", ModeFrom::given, -1, 0666, 077, 0666},
+      {"existing: a 0600 file stays 0600", ModeFrom::existing, 0600, 0644, 022, 0600},
+      {"existing: a read-only 0444 file is replaced and stays 0444", ModeFrom::existing, 0444,
+       0644, 022, 0444},
+      {"existing: set-group-ID and sticky bits are kept", ModeFrom::existing, 02750, 0644, 022,
+       02750},
+      {"existing: a missing target gets the mode given", ModeFrom::existing, -1, 0640, 022, 0640},
+      {"umask: 0666 under umask 022 is 0644", ModeFrom::umask, -1, 0666, 022, 0644},
+      {"umask: 0666 under umask 077 is 0600", ModeFrom::umask, 0644, 0666, 077, 0600},
+      {"umask: 0640 under umask 0 is 0640", ModeFrom::umask, -1, 0640, 0, 0640},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.behaviour);
+    TempDir dir;
+    const auto target = dir / "f";
+    if (row.existing_mode >= 0) {
+      test::write_plain(target, "old");
+      REQUIRE(::chmod(target.c_str(), static_cast<mode_t>(row.existing_mode)) == 0);
+    }
+    const test::UmaskGuard umask(row.umask);
+    atomic_state::WriteOptions options;
+    options.mode = row.given;
+    options.mode_from = row.from;
+    REQUIRE(AtomicWriter<>{}.write(target, "new", options).ok());
+    CHECK(read_file(target) == "new");
+    CHECK(mode_of(target) == row.expected);
+    CHECK(temp_files_in(dir.path()).empty());
+  }
+}
+
+TEST_CASE("ModeFrom::existing keeps the owner and group of a file another user owns (as root)",
+          "[fs][modes]") {
+  if (::geteuid() != 0) {
+    WARN("not run: needs root to give a file to another user (the suite runs as root)");
+    return;
+  }
+  TempDir dir;
+  const auto target = dir / "f";
+  test::write_plain(target, "old");
+  REQUIRE(::chown(target.c_str(), 65534, 65534) == 0);
+  REQUIRE(::chmod(target.c_str(), 0640) == 0);
+  atomic_state::WriteOptions options;
+  options.mode_from = atomic_state::ModeFrom::existing;
+  REQUIRE(AtomicWriter<>{}.write(target, "new", options).ok());
+  CHECK(owner_of(target).uid == 65534);
+  CHECK(owner_of(target).gid == 65534);
+  CHECK(mode_of(target) == 0640);
+  SECTION("while ModeFrom::given leaves the file to whoever writes it") {
+    REQUIRE(AtomicWriter<>{}.write(target, "again").ok());
+    CHECK(owner_of(target).uid == 0);
+  }
+}
+
+TEST_CASE("ModeFrom::existing does not take a symlink's mode: the link is replaced by a new file",
+          "[fs][modes]") {
+  TempDir dir;
+  test::write_plain(dir / "elsewhere", "x");
+  REQUIRE(::chmod((dir / "elsewhere").c_str(), 0600) == 0);
+  std::filesystem::create_symlink("elsewhere", dir / "f");
+  atomic_state::WriteOptions options;
+  options.mode = 0640;
+  options.mode_from = atomic_state::ModeFrom::existing;
+  REQUIRE(AtomicWriter<>{}.write(dir / "f", "new", options).ok());
+  CHECK(mode_of(dir / "f") == 0640);
+  CHECK(read_file(dir / "elsewhere") == "x");
+}
+
+TEST_CASE("ModeFrom::umask without a readable umask fails before anything is created",
+          "[fs][modes]") {
+  struct NoUmask : atomic_state::PosixFs {
+    int process_umask() noexcept { return -ENOTSUP; }
+  };
+  TempDir dir;
+  atomic_state::WriteOptions options;
+  options.mode_from = atomic_state::ModeFrom::umask;
+  const Status status = AtomicWriter<FullSync, NoUmask>{}.write(dir / "f", "x", options);
+  CHECK(status.step() == Step::set_permissions);
+  CHECK(status.code().value() == ENOTSUP);
+  CHECK_FALSE(std::filesystem::exists(dir / "f"));
+  CHECK(temp_files_in(dir.path()).empty());
+}
+
+// ---- follow_symlinks: write through a symlink, as QSaveFile does
+
+TEST_CASE("follow_symlinks replaces the file a symlink leads to; a link that leads nowhere is refused",
+          "[fs][symlinks]") {
+  struct Row {
+    const char* behaviour;
+    const char* link_to;  // the symlink "f" points here (relative to the test directory)
+    bool make_destination;
+    int error;  // 0: the destination is replaced
+  };
+  const Row rows[] = {
+      {"a link to a file in the same directory", "real", true, 0},
+      {"a link to a file in another directory", "sub/real", true, 0},
+      {"a chain of two links", "hop", true, 0},
+      {"a dangling link", "missing", false, ENOENT},
+      {"a link to itself", "f", false, ELOOP},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.behaviour);
+    TempDir dir;
+    std::filesystem::create_directory(dir / "sub");
+    if (row.make_destination) {
+      test::write_plain(dir / "real", "old");
+      test::write_plain(dir / "sub" / "real", "old");
+      std::filesystem::create_symlink("real", dir / "hop");
+    }
+    std::filesystem::create_symlink(row.link_to, dir / "f");
+    atomic_state::WriteOptions options;
+    options.follow_symlinks = true;
+    const Status status = AtomicWriter<>{}.write(dir / "f", "new", options);
+    CHECK(std::filesystem::is_symlink(dir / "f"));  // the link itself is never replaced
+    CHECK(std::filesystem::read_symlink(dir / "f") == row.link_to);
+    if (row.error == 0) {
+      REQUIRE(status.ok());
+      const auto destination = std::string(row.link_to) == "hop" ? dir / "real" : dir / row.link_to;
+      CHECK(read_file(destination) == "new");
+      CHECK(temp_files_in(destination.parent_path()).empty());
+    } else {
+      CHECK(status.step() == Step::check_path);
+      CHECK(status.code().value() == row.error);
+      CHECK(status.message().find("leads to no file") != std::string::npos);
+    }
+    CHECK(temp_files_in(dir.path()).empty());
+  }
+}
+
+TEST_CASE("follow_symlinks on a plain file or a missing one writes it as usual", "[fs][symlinks]") {
+  TempDir dir;
+  atomic_state::WriteOptions options;
+  options.follow_symlinks = true;
+  REQUIRE(AtomicWriter<>{}.write(dir / "new", "a", options).ok());
+  REQUIRE(AtomicWriter<>{}.write(dir / "new", "b", options).ok());
+  CHECK(read_file(dir / "new") == "b");
+}
+
+TEST_CASE("follow_symlinks through an AtomicDirectory is refused: it needs a path", "[fs][symlinks]") {
+  TempDir dir;
+  auto handle = atomic_state::AtomicDirectory<>::open(dir.path());
+  REQUIRE(handle);
+  atomic_state::WriteOptions options;
+  options.follow_symlinks = true;
+  const Status status = handle->write("f", "x", options);
+  CHECK(status.step() == Step::check_path);
+  CHECK(status.code() == std::errc::invalid_argument);
+  CHECK_FALSE(std::filesystem::exists(dir / "f"));
+}

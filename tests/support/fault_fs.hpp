@@ -37,8 +37,14 @@ enum class Op {
   open_or_create,
   link,
   check_writable,
+  start_writeback,
+  make_directory_at,
+  open_directory_at,
+  remove_directory,
+  make_symlink,
+  read_link,
 };
-inline constexpr int op_count = 22;
+inline constexpr int op_count = 28;
 
 inline std::string_view op_name(Op op) {
   switch (op) {
@@ -86,6 +92,18 @@ inline std::string_view op_name(Op op) {
       return "link";
     case Op::check_writable:
       return "check_writable";
+    case Op::start_writeback:
+      return "start_writeback";
+    case Op::make_directory_at:
+      return "make_directory_at";
+    case Op::open_directory_at:
+      return "open_directory_at";
+    case Op::remove_directory:
+      return "remove_directory";
+    case Op::make_symlink:
+      return "make_symlink";
+    case Op::read_link:
+      return "read_link";
   }
   return "?";
 }
@@ -265,6 +283,43 @@ class FaultFs {
     const int r = f && f->error ? -f->error : real_.check_writable(dir_fd);
     return record(Op::check_writable, dir_fd, nullptr, 0, r);
   }
+  /// A batch's hint to start writing a file back (sync_file_range).
+  int start_writeback(int fd) noexcept {
+    const Fault* f = due(Op::start_writeback, fd, nullptr);
+    const int r = f && f->error ? -f->error : real_.start_writeback(fd);
+    return record(Op::start_writeback, fd, nullptr, 0, r);
+  }
+
+  // What a SnapshotWriter adds. A symlink's record names the link (its
+  // target is in `link_targets`, in order).
+  std::vector<std::string> link_targets;
+  int make_directory_at(int dir_fd, const char* name, unsigned mode) noexcept {
+    const Fault* f = due(Op::make_directory_at, dir_fd, name);
+    const int r = f && f->error ? -f->error : real_.make_directory_at(dir_fd, name, mode);
+    return record(Op::make_directory_at, dir_fd, name, mode, r);
+  }
+  int open_directory_at(int dir_fd, const char* name) noexcept {
+    const Fault* f = due(Op::open_directory_at, dir_fd, name);
+    const int r = f && f->error ? -f->error : real_.open_directory_at(dir_fd, name);
+    if (r >= 0) open_.insert(r);
+    return record(Op::open_directory_at, dir_fd, name, 0, r);
+  }
+  int remove_directory(int dir_fd, const char* name) noexcept {
+    const Fault* f = due(Op::remove_directory, dir_fd, name);
+    const int r = f && f->error ? -f->error : real_.remove_directory(dir_fd, name);
+    return record(Op::remove_directory, dir_fd, name, 0, r);
+  }
+  int make_symlink(const char* target, int dir_fd, const char* name) noexcept {
+    const Fault* f = due(Op::make_symlink, dir_fd, name);
+    const int r = f && f->error ? -f->error : real_.make_symlink(target, dir_fd, name);
+    link_targets.emplace_back(target);
+    return record(Op::make_symlink, dir_fd, name, 0, r);
+  }
+  ssize_t read_link(int dir_fd, const char* name, char* buffer, std::size_t size) noexcept {
+    const Fault* f = due(Op::read_link, dir_fd, name);
+    const ssize_t r = f && f->error ? -f->error : real_.read_link(dir_fd, name, buffer, size);
+    return record(Op::read_link, dir_fd, name, 0, r);
+  }
 
  private:
   const Fault* due(Op op, int fd, const char* name) {
@@ -287,5 +342,6 @@ class FaultFs {
 
 static_assert(atomic_state::is_filesystem_v<FaultFs>);
 static_assert(atomic_state::is_state_filesystem_v<FaultFs>);
+static_assert(atomic_state::is_snapshot_filesystem_v<FaultFs>);
 
 }  // namespace test

@@ -6,6 +6,7 @@
 // call to a save is one row here.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <string>
 #include <utility>
@@ -276,6 +277,158 @@ inline Calls first_load_sweeping_one_stale_file() {
           {Op::read, Step::read_file, "$F"},
           {Op::close, Step::none, ""},
           {Op::close, Step::none, ""}};
+}
+
+// ------------------------------------------------------------- batches --
+// A Batch adds files one at a time, each writing its temp file at once,
+// then commits them together; an AtomicDirectory keeps its directory open
+// and claimed. A batch's calls concern several files: each row says which
+// one (its $D, $T and $F are that file's), and how many targets hold their
+// new content when it fails (what Batch::replaced() must then say).
+
+/// One call of a batch, the file (0-based, in the order added) it
+/// concerns, and the targets replaced should it fail. In the rows of an
+/// AtomicDirectory's own calls (open, close) `file` is the first file of
+/// that directory; $C is the claim's name there.
+struct BatchCall {
+  Call call;
+  int file;
+  int renamed = 0;
+};
+using BatchCalls = std::vector<BatchCall>;
+
+inline BatchCalls operator+(BatchCalls a, const BatchCalls& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+/// The rows as plain calls (for ops() and numbered()).
+inline Calls calls_of(const BatchCalls& rows) {
+  Calls out;
+  for (const BatchCall& r : rows) out.push_back(r.call);
+  return out;
+}
+
+inline BatchCalls for_file(const Calls& calls, int file, int renamed = 0) {
+  BatchCalls out;
+  for (const Call& c : calls) out.push_back({c, file, renamed});
+  return out;
+}
+
+/// Batch::add(path, data) of file `file` into an existing directory: the
+/// directory opened, the target looked at, the temp file created, claimed
+/// and written, as a save begins.
+inline BatchCalls batch_add(int file) {
+  return for_file(open_directory() + check_target() + create_temp_file() + write_data(1), file);
+}
+
+/// Batch::add(directory, name, data), and the start of AtomicDirectory's
+/// saves: the target looked at, the temp file (".tmp-XXXXXX.N") created
+/// without a lock of its own (the claim protects it), written.
+inline BatchCalls directory_add(int file) {
+  return for_file(check_target() + Calls{{Op::create_file, Step::create_temp_file, "$T"}} +
+                      write_data(1),
+                  file);
+}
+
+/// AtomicDirectory::open of an existing directory: opened, and claimed by
+/// an empty locked temp file ($C), made as a save makes its temp file
+/// (the name ".atomic-directory-claim" looked at as its target).
+inline BatchCalls directory_open(int first_file) {
+  return for_file(Calls{{Op::open_directory, Step::open_directory, "$D"},
+                        {Op::entry_info, Step::check_path, "$D/.atomic-directory-claim"},
+                        {Op::create_file, Step::create_temp_file, "$C"},
+                        {Op::try_lock, Step::none, ""},
+                        {Op::file_info, Step::none, ""}},
+                  first_file);
+}
+
+/// ~AtomicDirectory: the claim's file removed before its lock's descriptor
+/// is closed, then the directory closed. Nothing to report: a claim left
+/// behind is a stale temp file, for the next sweep.
+inline BatchCalls directory_close(int first_file) {
+  return for_file(Calls{{Op::unlink, Step::none, ""},
+                        {Op::close, Step::none, ""},
+                        {Op::close, Step::none, ""}},
+                  first_file);
+}
+
+/// AtomicDirectory::write of file 0 into its open directory: no directory
+/// open, lock or second descriptor; mode, sync, close, rename, directory
+/// sync.
+inline BatchCalls directory_write(Sync sync) {
+  Calls calls = {{Op::set_mode, Step::set_permissions, "$T"}};
+  if (sync == Sync::full || sync == Sync::file_only)
+    calls.push_back({Op::sync_full, Step::sync_file, "$T"});
+  if (sync == Sync::data) calls.push_back({Op::sync_data, Step::sync_file, "$T"});
+  calls.push_back({Op::close, Step::close_temp_file, "$T"});
+  calls.push_back({Op::rename, Step::rename, "$T"});
+  BatchCalls out = directory_add(0) + for_file(calls, 0);
+  if (syncs_directories(sync))
+    out.push_back({{Op::sync_full, Step::sync_directory, "$D", true}, 0, 1});
+  return out;
+}
+
+/// Batch::commit of files in the directories `dirs` (file i in directory
+/// dirs[i]), added by path or (`handles`) through AtomicDirectory handles:
+///   every temp file's mode set; writeback started for each (not under
+///   NoSync: nothing to start); each synced; each closed (by path: a second
+///   descriptor keeps its lock to the rename);
+///   each file but the last renamed, in order;
+///   each directory that gained one of them synced, once, in order of first
+///   use: before the last rename, so the last file is never durable before
+///   the files it follows;
+///   the last file renamed, and its directory synced;
+///   by path: each file's lock and directory descriptors closed.
+inline BatchCalls batch_commit(Sync sync, const std::vector<int>& dirs, bool handles = false) {
+  const int n = static_cast<int>(dirs.size());
+  const int last = n - 1;
+  BatchCalls out;
+  for (int i = 0; i < n; ++i) out.push_back({{Op::set_mode, Step::set_permissions, "$T"}, i});
+  if (sync != Sync::none)
+    for (int i = 0; i < n; ++i) out.push_back({{Op::start_writeback, Step::none, ""}, i});
+  for (int i = 0; i < n; ++i) {
+    if (sync == Sync::full || sync == Sync::file_only)
+      out.push_back({{Op::sync_full, Step::sync_file, "$T"}, i});
+    if (sync == Sync::data) out.push_back({{Op::sync_data, Step::sync_file, "$T"}, i});
+  }
+  for (int i = 0; i < n; ++i) {
+    if (!handles) out.push_back({{Op::duplicate, Step::none, ""}, i});
+    out.push_back({{Op::close, Step::close_temp_file, "$T"}, i});
+  }
+  for (int i = 0; i < last; ++i) out.push_back({{Op::rename, Step::rename, "$T"}, i, i});
+  if (syncs_directories(sync))
+    for (int i = 0; i < last; ++i)
+      if (std::find(dirs.begin(), dirs.begin() + i, dirs[static_cast<std::size_t>(i)]) ==
+          dirs.begin() + i)
+        out.push_back({{Op::sync_full, Step::sync_directory, "$D", true}, i, last});
+  out.push_back({{Op::rename, Step::rename, "$T"}, last, last});
+  if (syncs_directories(sync))
+    out.push_back({{Op::sync_full, Step::sync_directory, "$D", true}, last, n});
+  if (!handles)
+    for (int i = 0; i < n; ++i) {
+      out.push_back({{Op::close, Step::none, ""}, i, n});  // the lock's descriptor
+      out.push_back({{Op::close, Step::none, ""}, i, n});  // the directory
+    }
+  return out;
+}
+
+/// The batch of the trace, fault and crash tests: three outputs in $R/a,
+/// then the state in $R/b, each added by path, then committed.
+inline BatchCalls batch_three_and_one(Sync sync) {
+  const std::vector<int> dirs = {0, 0, 0, 1};
+  BatchCalls out;
+  for (int i = 0; i < 4; ++i) out = out + batch_add(i);
+  return out + batch_commit(sync, dirs);
+}
+
+/// The same files through two AtomicDirectory handles ($R/a, then $R/b),
+/// opened first and destroyed last (b's first).
+inline BatchCalls batch_three_and_one_through_handles(Sync sync) {
+  const std::vector<int> dirs = {0, 0, 0, 1};
+  BatchCalls out = directory_open(0) + directory_open(3);
+  for (int i = 0; i < 4; ++i) out = out + directory_add(i);
+  return out + batch_commit(sync, dirs, true) + directory_close(3) + directory_close(0);
 }
 
 }  // namespace test::protocol

@@ -36,12 +36,14 @@
 // that the rebuilt filesystem has the same links.
 //
 // Every call returns >= 0 or -errno and is noexcept, as PosixFs. Paths are
-// absolute, without "." or ".." components; there are no symlinks, no
+// absolute, without "." or ".." components; symlinks are made and read
+// (make_symlink, read_link) but never followed; there is no
 // umask and one device. Running out of memory inside a call terminates the
 // test program, which is what a test wants.
 #pragma once
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <algorithm>
@@ -88,6 +90,9 @@ struct Inode {
   bool unsynced() const {
     return directory ? !pending.empty() : data != durable_data || mode != durable_mode;
   }
+  /// A symlink: a file inode whose mode holds S_IFLNK and whose data is its
+  /// target (see SimFs::make_symlink).
+  bool symlink() const { return !directory && (mode & S_IFMT) == S_IFLNK; }
 };
 
 /// One file or directory of a crash image.
@@ -132,7 +137,14 @@ void mark_links(const std::vector<std::pair<std::string, Ino>>& reachable, Image
   }
 }
 
+/// The mode of a symlink's inode and of its node in an image.
+inline constexpr unsigned kSymlinkMode = S_IFLNK | 0777;
+
 inline Node directory_node(unsigned mode = 0755) { return Node{true, {}, mode, {}}; }
+/// A symlink in an image: its target as data.
+inline Node symlink_node(std::string target) {
+  return Node{false, std::move(target), kSymlinkMode, {}};
+}
 inline Node file_node(std::string data, unsigned mode) {
   return Node{false, std::move(data), mode, {}};
 }
@@ -393,6 +405,85 @@ class SimFs {
     return inodes_[d->ino].directory ? 0 : -ENOTDIR;
   }
 
+  /// A batch's hint to start writeback: changes nothing durable (only a
+  /// sync does), but is a crash point like any call.
+  int start_writeback(int fd) noexcept {
+    enter("start_writeback");
+    return descriptor(fd) == nullptr ? -EBADF : 0;
+  }
+
+  // ---------------------------------------------- what a snapshot adds --
+  // A directory made inside a directory is logged in its parent like a
+  // created file. A symlink is an inode of mode S_IFLNK | 0777 (kSymlinkMode)
+  // whose data is its target, durable from its creation: the model takes a
+  // symlink's creation for one namespace operation, as ALICE does (a
+  // symlink cannot be synced by itself; its entry's directory sync makes it
+  // durable whole). In a crash image a symlink is a file node of that mode
+  // and its target as data, so that SimFs::from rebuilds it. Renaming a
+  // symlink over another replaces it in one logged operation: a crash keeps
+  // the old link or the new one.
+
+  int make_directory_at(int dir_fd, const char* name, unsigned mode) noexcept {
+    enter("make_directory_at");
+    Ino dir = 0;
+    if (const int r = directory_of(dir_fd, name, dir); r < 0) return r;
+    if (inodes_[dir].entries.count(name)) return -EEXIST;
+    add_entry(dir, name, add(make_directory_inode(mode & 07777)));
+    return 0;
+  }
+
+  /// O_NOFOLLOW | O_DIRECTORY: a symlink is ELOOP, a file ENOTDIR.
+  int open_directory_at(int dir_fd, const char* name) noexcept {
+    enter("open_directory_at");
+    Ino dir = 0;
+    if (const int r = directory_of(dir_fd, name, dir); r < 0) return r;
+    const auto it = inodes_[dir].entries.find(name);
+    if (it == inodes_[dir].entries.end()) return -ENOENT;
+    if (inodes_[it->second].symlink()) return -ELOOP;
+    if (!inodes_[it->second].directory) return -ENOTDIR;
+    return open_fd(it->second, false);
+  }
+
+  int remove_directory(int dir_fd, const char* name) noexcept {
+    enter("remove_directory");
+    Ino dir = 0;
+    if (const int r = directory_of(dir_fd, name, dir); r < 0) return r;
+    Inode& d = inodes_[dir];
+    const auto it = d.entries.find(name);
+    if (it == d.entries.end()) return -ENOENT;
+    if (!inodes_[it->second].directory) return -ENOTDIR;
+    if (!inodes_[it->second].entries.empty()) return -ENOTEMPTY;
+    d.pending.push_back(DirOp{DirOp::unlink, name, {}, it->second});
+    d.entries.erase(it);
+    return 0;
+  }
+
+  int make_symlink(const char* target, int dir_fd, const char* name) noexcept {
+    enter("make_symlink");
+    Ino dir = 0;
+    if (const int r = directory_of(dir_fd, name, dir); r < 0) return r;
+    if (target == nullptr || target[0] == '\0') return -ENOENT;
+    if (inodes_[dir].entries.count(name)) return -EEXIST;
+    Inode link;
+    link.mode = link.durable_mode = kSymlinkMode;
+    link.data = link.durable_data = target;
+    add_entry(dir, name, add(std::move(link)));
+    return 0;
+  }
+
+  ssize_t read_link(int dir_fd, const char* name, char* buffer, std::size_t size) noexcept {
+    enter("read_link");
+    Ino dir = 0;
+    if (const int r = directory_of(dir_fd, name, dir); r < 0) return r;
+    const auto it = inodes_[dir].entries.find(name);
+    if (it == inodes_[dir].entries.end()) return -ENOENT;
+    const Inode& link = inodes_[it->second];
+    if (!link.symlink()) return -EINVAL;
+    if (link.data.size() >= size) return -ENAMETOOLONG;
+    std::memcpy(buffer, link.data.data(), link.data.size());
+    return static_cast<ssize_t>(link.data.size());
+  }
+
   // ------------------------------------------------------------ for tests --
 
   /// From now on, capture the whole state before every call.
@@ -578,6 +669,8 @@ class SimFs {
 static_assert(atomic_state::is_filesystem_v<SimFs>);
 static_assert(atomic_state::is_state_filesystem_v<SimFs>);
 static_assert(atomic_state::is_filesystem_v<SimFs&>);
+static_assert(atomic_state::is_snapshot_filesystem_v<SimFs>);
+static_assert(atomic_state::is_snapshot_filesystem_v<SimFs&>);
 
 // ---------------------------------------------------------- crash images --
 
@@ -631,8 +724,13 @@ struct ImageCount {
 };
 
 /// Every distinct image a power loss at `point` may leave, under `order`.
+/// With `only`, files at other paths are left out of the images (their
+/// directories stay): a test that judges a few paths need not enumerate the
+/// versions of every temp file beside them, which multiply (a batch's four
+/// unsynced temp files: 10^4 combinations per namespace).
 inline std::set<Image> crash_images(const CrashPoint& point, Order order,
-                                    ImageCount* count = nullptr) {
+                                    ImageCount* count = nullptr,
+                                    const std::set<std::string>* only = nullptr) {
   const std::vector<Inode>& inodes = point.inodes;
   std::vector<Ino> logged;  // directories with a log to choose from
   for (Ino i = kRoot; i < inodes.size(); ++i)
@@ -655,6 +753,7 @@ inline std::set<Image> crash_images(const CrashPoint& point, Order order,
       const auto [path, dir] = stack.back();
       stack.pop_back();
       for (const auto& [name, ino] : entries[dir]) {
+        if (only && !inodes[ino].directory && !only->count(path + "/" + name)) continue;
         reachable.emplace_back(path + "/" + name, ino);
         if (inodes[ino].directory) stack.emplace_back(path + "/" + name, ino);
       }

@@ -1,0 +1,131 @@
+// The calls of a SnapshotWriter, described once, as support/protocol.hpp
+// describes a save's: the trace test compares a real writer's calls with
+// these lists, and the fault test fails each call in turn and expects what
+// its row says. A new call in open(), add() or publish() is one row here.
+//
+// Paths in a row's `names`: $D the snapshot directory, $C the directory's
+// claim (".tmp-XXXXXX", AtomicDirectory's), $K $D/.snapshot.lock, $G the
+// generation being built, $L the temp symlink $D/.current.tmp-XXXXXX,
+// $O the old generation a publish prunes, $S a killed publisher's
+// half-built generation that open() removes.
+#pragma once
+
+#include <vector>
+
+#include "protocol.hpp"
+
+namespace test::protocol {
+
+/// SnapshotWriter::open of an existing snapshot directory: the directory
+/// opened and claimed as an AtomicDirectory claims it; the lock file made
+/// or opened and locked; `current` read; the directory listed for what a
+/// killed publisher left, then `stale_links` temp symlinks removed and
+/// each of `stale_generations` (a half-built generation: opened, listed,
+/// each of its `files` removed, closed, removed) as $S.
+inline Calls snapshot_open(int stale_links = 0, int stale_generation_files = -1) {
+  Calls calls = {{Op::open_directory, Step::open_directory, "$D"},
+                 {Op::entry_info, Step::check_path, "$D/.atomic-directory-claim"},
+                 {Op::create_file, Step::create_temp_file, "$C"},
+                 // The claim's own lock: a filesystem without locks costs its
+                 // protection only; but the next lock taken is the writer's.
+                 {Op::try_lock, Step::none, "", false, Step::lock_run, "$K"},
+                 {Op::file_info, Step::none, ""},
+                 {Op::open_or_create, Step::lock_run, "$K"},
+                 {Op::try_lock, Step::lock_run, "$K"},
+                 {Op::read_link, Step::check_path, "$D/current"},
+                 {Op::list_directory, Step::remove_temp_file, "$D"}};
+  for (int i = 0; i < stale_links; ++i)
+    calls.push_back({Op::unlink, Step::remove_temp_file, "$D/.current.tmp-AAAAAA"});
+  if (stale_generation_files >= 0) {
+    calls.push_back({Op::open_directory_at, Step::remove_temp_file, "$S"});
+    calls.push_back({Op::list_directory, Step::remove_temp_file, "$S"});
+    for (int i = 0; i < stale_generation_files; ++i)
+      calls.push_back({Op::unlink, Step::remove_temp_file, "$S"});
+    calls.push_back({Op::close, Step::none, ""});
+    calls.push_back({Op::remove_directory, Step::remove_temp_file, "$S"});
+  }
+  return calls;
+}
+
+/// The first SnapshotWriter::add of a generation: the directory listed for
+/// the highest generation number, the generation made, opened and given
+/// its exact mode; then, as every add, the file created (0600, O_EXCL) in
+/// it and written.
+inline Calls snapshot_first_add(const char* file) {
+  return {{Op::list_directory, Step::create_directory, "$D"},
+          {Op::make_directory_at, Step::create_directory, "$G"},
+          {Op::open_directory_at, Step::open_directory, "$G"},
+          {Op::set_mode, Step::set_permissions, "$G"},
+          {Op::create_file, Step::create_temp_file, file},
+          {Op::write, Step::write_data, file}};
+}
+inline Calls snapshot_add(const char* file) {
+  return {{Op::create_file, Step::create_temp_file, file}, {Op::write, Step::write_data, file}};
+}
+
+/// SnapshotWriter::publish of `files` (their paths, in the order added)
+/// over a directory whose current generation has one older generation
+/// before it, of `pruned_files` files, which a keep of 2 removes:
+///   1. each file's mode set; writeback started for each (not under
+///      NoSync: nothing to start); each synced; each closed;
+///   2. the generation directory synced (as the policy syncs directories);
+///   3. the temp symlink made naming it, the directory synced;
+///   4. the temp symlink renamed over current; the generation's descriptor
+///      closed; the directory synced: from here a failure has replaced();
+///   5. the directory listed, the old generation opened, listed, emptied,
+///      closed and removed.
+inline Calls snapshot_publish(Sync sync, const std::vector<const char*>& files,
+                              int pruned_files = 1) {
+  Calls calls;
+  for (const char* f : files) calls.push_back({Op::set_mode, Step::set_permissions, f});
+  if (sync != Sync::none)
+    for (std::size_t i = 0; i < files.size(); ++i)
+      calls.push_back({Op::start_writeback, Step::none, ""});
+  for (const char* f : files) {
+    if (sync == Sync::full || sync == Sync::file_only)
+      calls.push_back({Op::sync_full, Step::sync_file, f});
+    if (sync == Sync::data) calls.push_back({Op::sync_data, Step::sync_file, f});
+  }
+  for (const char* f : files) calls.push_back({Op::close, Step::close_temp_file, f});
+  const bool dirs = syncs_directories(sync);
+  if (dirs) calls.push_back({Op::sync_full, Step::sync_directory, "$G"});
+  calls.push_back({Op::make_symlink, Step::create_temp_file, "$L"});
+  if (dirs) calls.push_back({Op::sync_full, Step::sync_directory, "$D"});
+  calls.push_back({Op::rename, Step::rename, "$L"});
+  // The generation's descriptor, its work done: a close the publish survives.
+  calls.push_back({Op::close, Step::none, ""});
+  if (dirs) calls.push_back({Op::sync_full, Step::sync_directory, "$D", true});
+  calls.push_back({Op::list_directory, Step::remove_temp_file, "$D", true});
+  calls.push_back({Op::open_directory_at, Step::remove_temp_file, "$O", true});
+  calls.push_back({Op::list_directory, Step::remove_temp_file, "$O", true});
+  for (int i = 0; i < pruned_files; ++i)
+    calls.push_back({Op::unlink, Step::remove_temp_file, "$O", true});
+  calls.push_back({Op::close, Step::none, ""});
+  calls.push_back({Op::remove_directory, Step::remove_temp_file, "$O", true});
+  return calls;
+}
+
+/// ~SnapshotWriter with nothing unpublished: the lock's descriptor closed,
+/// then the AtomicDirectory's claim removed and closed, the directory
+/// closed. Nothing to report.
+inline Calls snapshot_close() {
+  return {{Op::close, Step::none, ""},
+          {Op::unlink, Step::none, ""},
+          {Op::close, Step::none, ""},
+          {Op::close, Step::none, ""}};
+}
+
+/// The fault and trace tests' publish: open a directory holding gen-1 (one
+/// file) and gen-2 (current), add $G/a and $G/b, publish (gen-1 pruned),
+/// destroy the writer.
+inline Calls snapshot_two_files(Sync sync) {
+  return snapshot_open() + snapshot_first_add("$G/a") + snapshot_add("$G/b") +
+         snapshot_publish(sync, {"$G/a", "$G/b"}) + snapshot_close();
+}
+
+/// The fault and trace tests' open over a killed publisher's leftovers:
+/// one temp symlink and a half-built gen-3 holding one file, both removed;
+/// then the writer destroyed.
+inline Calls snapshot_open_sweeping() { return snapshot_open(1, 1) + snapshot_close(); }
+
+}  // namespace test::protocol

@@ -1,0 +1,746 @@
+// Batches and directory handles on a real filesystem: several files
+// committed as one (Batch), a directory kept open and claimed for repeated
+// saves (AtomicDirectory), and a state saved as the last file of a batch
+// (StateManager::save_state(state, batch)).
+//
+//   [batch]      what a batch promises: order, refusals before any write,
+//                failures before and after the first rename, reuse
+//   [directory]  what a directory handle promises: repeated saves, its
+//                claim, the sweeps (its own and another process's), moves
+// The exact calls are in test_batch_protocol.cpp, against
+// support/protocol.hpp.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <functional>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "atomic_state.hpp"
+#include "support/capture_logger.hpp"
+#include "support/catch.hpp"
+#include "support/fault_fs.hpp"
+#include "support/files.hpp"
+
+namespace as = atomic_state;
+using as::AtomicDirectory;
+using as::Batch;
+using as::FullSync;
+using as::MissingDirectory;
+using as::NoSync;
+using as::Status;
+using as::Step;
+using test::Fault;
+using test::FaultFs;
+using test::Op;
+using test::read_file;
+using test::TempDir;
+using test::temp_files_in;
+
+namespace {
+
+using TracedBatch = Batch<FullSync, FaultFs&>;
+using Directory = AtomicDirectory<>;
+
+// Names of the temp files a FaultFs saw created, in order (a claim's too).
+std::vector<std::string> created(const FaultFs& fs) {
+  std::vector<std::string> out;
+  for (const test::Call& c : fs.calls)
+    if (c.op == Op::create_file && c.result >= 0) out.push_back(c.name);
+  return out;
+}
+std::vector<std::string> renamed(const FaultFs& fs) {
+  std::vector<std::string> out;
+  for (const test::Call& c : fs.calls)
+    if (c.op == Op::rename && c.result >= 0) out.push_back(c.name);
+  return out;
+}
+
+// Every temp file under `dirs`.
+std::size_t temps_in(std::initializer_list<test::fs::path> dirs) {
+  std::size_t n = 0;
+  for (const auto& d : dirs) n += temp_files_in(d).size();
+  return n;
+}
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+}  // namespace
+
+// ================================================================ [batch] ==
+
+TEST_CASE("a batch renames its files in the order they were added, whatever their directories",
+          "[batch]") {
+  struct Row {
+    const char* what;
+    std::vector<std::string> files;  // relative to the test directory
+  };
+  const Row rows[] = {
+      {"one directory", {"a/1", "a/2", "a/3", "a/state"}},
+      {"two directories, the last alone", {"a/1", "a/2", "a/3", "b/state"}},
+      {"three directories, interleaved", {"b/x", "a/y", "c/z", "a/w", "b/state"}},
+      {"the last back in the first directory", {"a/1", "b/2", "a/state"}},
+      {"a single file", {"a/state"}},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.what);
+    TempDir dir;
+    for (const char* d : {"a", "b", "c"}) test::fs::create_directories(dir / d);
+    for (const std::string& f : row.files) test::write_plain(dir / f, "old " + f);
+    FaultFs fs;
+    TracedBatch batch(fs);
+    for (const std::string& f : row.files) REQUIRE(batch.add(dir / f, "new " + f).ok());
+    CHECK(batch.size() == row.files.size());
+    REQUIRE(batch.commit().ok());
+    CHECK(batch.size() == 0);
+    CHECK(batch.replaced() == row.files.size());
+    CHECK(renamed(fs) == created(fs));  // temp file i is renamed i-th
+    for (const std::string& f : row.files) CHECK(read_file(dir / f) == "new " + f);
+    CHECK(temps_in({dir / "a", dir / "b", dir / "c"}) == 0);
+    CHECK(fs.open_descriptors().empty());
+  }
+}
+
+TEST_CASE("a batch gives each file its own mode, and makes missing directories", "[batch]") {
+  TempDir dir;
+  Batch<> batch;
+  REQUIRE(batch.add(dir / "new" / "deep" / "a", "a", 0600).ok());
+  REQUIRE(batch.add(dir / "b", "b", as::WriteOptions{0640, true}).ok());
+  REQUIRE(batch.add(dir / "c", "").ok());  // empty data: an empty file
+  REQUIRE(batch.commit().ok());
+  CHECK(read_file(dir / "new" / "deep" / "a") == "a");
+  CHECK(test::mode_of(dir / "new" / "deep" / "a") == 0600);
+  CHECK(test::mode_of(dir / "b") == 0640);
+  CHECK(test::mode_of(dir / "c") == 0644);
+  CHECK(read_file(dir / "c").empty());
+  Batch<> refusing;
+  const Status missing = refusing.add(dir / "nowhere" / "x", "x", as::WriteOptions{0644, false});
+  CHECK(missing.step() == Step::open_directory);
+  CHECK(missing.code() == std::errc::no_such_file_or_directory);
+  CHECK_FALSE(test::fs::exists(dir / "nowhere"));
+}
+
+TEST_CASE("streamed files join a batch, written in chunks, committed only by the batch",
+          "[batch]") {
+  TempDir dir;
+  test::write_plain(dir / "big", "old");
+  Batch<> batch;
+  auto big = batch.add_stream(dir / "big");
+  REQUIRE(big.has_value());
+  REQUIRE(batch.add(dir / "state", "state").ok());
+  std::string expected;
+  for (int i = 0; i < 100; ++i) {
+    const std::string chunk = "chunk " + std::to_string(i) + "\n";
+    expected += chunk;
+    REQUIRE((*big)->write(chunk).ok());
+  }
+  // The transaction's own commit refuses: the batch commits it.
+  const Status own = (*big)->commit();
+  CHECK(own.step() == Step::invalid_use);
+  CHECK(contains(own.message(), "Batch::commit commits it"));
+  CHECK(read_file(dir / "big") == "old");
+  CHECK(temp_files_in(dir.path()).size() == 2);
+  REQUIRE(batch.commit().ok());
+  CHECK(read_file(dir / "big") == expected);
+  CHECK(read_file(dir / "state") == "state");
+  CHECK(temp_files_in(dir.path()).empty());
+}
+
+TEST_CASE("a streamed write that failed fails the commit, which removes every temp file",
+          "[batch]") {
+  TempDir dir;
+  test::write_plain(dir / "a", "old a");
+  test::write_plain(dir / "b", "old b");
+  FaultFs fs;
+  TracedBatch batch(fs);
+  REQUIRE(batch.add(dir / "a", "new a").ok());
+  auto b = batch.add_stream(dir / "b");
+  REQUIRE(b.has_value());
+  fs.faults = {Fault{Op::write, 2, ENOSPC}};  // the stream's first write (a's was the first)
+  const Status failed = (*b)->write("new b");
+  CHECK(failed.step() == Step::write_data);
+  CHECK(temp_files_in(dir.path()).size() == 1);  // a's; b's went with its failure
+  const Status committed = batch.commit();
+  CHECK(committed.step() == Step::write_data);
+  CHECK(committed.code().value() == ENOSPC);
+  CHECK(committed.target() == (dir / "b").string());
+  CHECK(batch.replaced() == 0);
+  CHECK(batch.size() == 0);
+  CHECK(read_file(dir / "a") == "old a");
+  CHECK(read_file(dir / "b") == "old b");
+  CHECK(temp_files_in(dir.path()).empty());
+  CHECK(fs.open_descriptors().empty());
+}
+
+TEST_CASE("committing an empty batch is a caller's mistake, and touches nothing", "[batch]") {
+  Batch<> batch;
+  const Status empty = batch.commit();
+  CHECK(empty.step() == Step::invalid_use);
+  CHECK(empty.code() == std::errc::invalid_argument);
+  CHECK(contains(empty.message(), "an empty batch"));
+  CHECK(batch.replaced() == 0);
+  // So is a second commit: the first emptied the batch.
+  TempDir dir;
+  REQUIRE(batch.add(dir / "x", "x").ok());
+  REQUIRE(batch.commit().ok());
+  CHECK(batch.commit().step() == Step::invalid_use);
+  CHECK(batch.replaced() == 0);
+}
+
+TEST_CASE("the same target twice in one batch is refused at add, before its temp file stays",
+          "[batch]") {
+  TempDir dir;
+  test::fs::create_directories(dir / "d");
+  test::write_plain(dir / "d" / "x", "old");
+  auto handle = Directory::open((dir / "d").string());
+  REQUIRE(handle.has_value());
+  struct Row {
+    const char* what;
+    std::function<Status(Batch<>&)> again;
+  };
+  const std::string x = (dir / "d" / "x").string();
+  const Row rows[] = {
+      {"by path, twice", [&](Batch<>& b) { return b.add(x, "second"); }},
+      {"by path, then streamed", [&](Batch<>& b) { return b.add_stream(x).status(); }},
+      {"by path, then through the directory's handle",
+       [&](Batch<>& b) { return b.add(*handle, "x", "second"); }},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.what);
+    Batch<> batch;
+    REQUIRE(batch.add(x, "first").ok());
+    const Status twice = row.again(batch);
+    CHECK(twice.step() == Step::check_path);
+    CHECK(twice.code() == std::errc::file_exists);
+    CHECK(twice.target() == x);
+    CHECK(contains(twice.message(), "the batch already has this target"));
+    CHECK(batch.size() == 1);
+    // the refused file's temp file is gone; the first one's and the claim stay
+    CHECK(temp_files_in(dir / "d").size() == 2);
+    REQUIRE(batch.commit().ok());
+    CHECK(read_file(dir / "d" / "x") == "first");
+  }
+}
+
+TEST_CASE("a target that is a directory is refused at add, before anything is written",
+          "[batch]") {
+  TempDir dir;
+  test::fs::create_directories(dir / "sub");
+  test::write_plain(dir / "out", "old");
+  FaultFs fs;
+  TracedBatch batch(fs);
+  REQUIRE(batch.add(dir / "out", "new").ok());
+  const int writes = fs.count(Op::write);
+  const Status refused = batch.add(dir / "sub", "data");
+  CHECK(refused.step() == Step::check_path);
+  CHECK(refused.code().value() == EISDIR);
+  CHECK(refused.target() == (dir / "sub").string());
+  CHECK(contains(refused.message(), "the target is a directory"));
+  CHECK(fs.count(Op::write) == writes);         // not a byte of it
+  CHECK(fs.count(Op::create_file) == 1);        // nor a temp file
+  CHECK(batch.size() == 1);                     // the batch keeps the others
+  CHECK(temp_files_in(dir.path()).size() == 1);
+  REQUIRE(batch.commit().ok());
+  CHECK(read_file(dir / "out") == "new");
+  CHECK(test::fs::is_directory(dir / "sub"));
+}
+
+TEST_CASE("a bad name through a directory handle is refused before anything is written",
+          "[batch][directory]") {
+  TempDir dir;
+  auto handle = Directory::open(dir.path().string());
+  REQUIRE(handle.has_value());
+  struct Row {
+    const char* what;
+    std::string name;
+    std::errc code;
+  };
+  const Row rows[] = {
+      {"a slash", "a/b", std::errc::invalid_argument},
+      {"a leading slash", "/etc/passwd", std::errc::invalid_argument},
+      {"..", "..", std::errc::is_a_directory},
+      {".", ".", std::errc::is_a_directory},
+      {"../escape", "../escape", std::errc::invalid_argument},
+      {"empty", "", std::errc::invalid_argument},
+      {"a NUL byte", std::string("a\0b", 3), std::errc::invalid_argument},
+      {"too long", std::string(300, 'n'), std::errc::filename_too_long},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.what);
+    Batch<> batch;
+    const Status added = batch.add(*handle, row.name, "data");
+    CHECK(added.step() == Step::check_path);
+    CHECK(added.code() == row.code);
+    CHECK(batch.size() == 0);
+    const Status streamed = batch.add_stream(*handle, row.name).status();
+    CHECK(streamed.step() == Step::check_path);
+    const Status written = handle->write(row.name, "data");
+    CHECK(written.step() == Step::check_path);
+    CHECK(written.code() == row.code);
+    CHECK(handle->begin(row.name).status().step() == Step::check_path);
+    CHECK(temp_files_in(dir.path()).size() == 1);  // the claim alone
+    CHECK(test::names_in(dir.path()).size() == 1);
+  }
+  CHECK_FALSE(test::fs::exists(dir.path().parent_path() / "escape"));
+}
+
+TEST_CASE("a failure before the first rename removes every temp file and touches no target",
+          "[batch]") {
+  struct Row {
+    const char* what;
+    Fault fault;
+    Step step;
+    int file;  // the file the failure names
+  };
+  const Row rows[] = {
+      {"fchmod of the first file", {Op::set_mode, 1, EPERM}, Step::set_permissions, 0},
+      {"fsync of the third file", {Op::sync_full, 3, EIO}, Step::sync_file, 2},
+      {"fsync of the last file", {Op::sync_full, 4, EIO}, Step::sync_file, 3},
+      {"close of the second file", {Op::close, 2, EIO}, Step::close_temp_file, 1},
+      {"the first rename", {Op::rename, 1, EXDEV}, Step::rename, 0},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.what);
+    TempDir dir;
+    const std::vector<test::fs::path> files = {dir / "a" / "1", dir / "a" / "2", dir / "a" / "3",
+                                               dir / "b" / "state"};
+    for (const auto& f : files) {
+      test::fs::create_directories(f.parent_path());
+      test::write_plain(f, "old");
+    }
+    FaultFs fs;
+    TracedBatch batch(fs);
+    for (const auto& f : files) REQUIRE(batch.add(f, "new").ok());
+    fs.faults = {row.fault};
+    const Status failed = batch.commit();
+    CHECK(failed.step() == row.step);
+    CHECK(failed.target() == files[static_cast<std::size_t>(row.file)].string());
+    CHECK_FALSE(failed.replaced());
+    CHECK_FALSE(contains(failed.message(), "replaced before the failure"));
+    CHECK(batch.replaced() == 0);
+    CHECK(batch.size() == 0);
+    for (const auto& f : files) CHECK(read_file(f) == "old");
+    CHECK(temps_in({dir / "a", dir / "b"}) == 0);
+    CHECK(fs.open_descriptors().empty());
+  }
+}
+
+TEST_CASE("a failure after some renames says which targets were replaced and which one failed",
+          "[batch]") {
+  struct Row {
+    const char* what;
+    Fault fault;
+    Step step;
+    std::size_t replaced;  // Batch::replaced(): the first ones, in order
+    int failed_file;       // the target the failure names
+    bool status_replaced;  // Status::replaced(): that target holds its new content
+  };
+  // Files a/1 a/2 a/3 b/state: fsyncs 1-4 are the files', 5 is a's
+  // directory (before the last rename), 6 is b's (after it).
+  const Row rows[] = {
+      {"the second rename", {Op::rename, 2, EIO}, Step::rename, 1, 1, false},
+      {"the third rename", {Op::rename, 3, EIO}, Step::rename, 2, 2, false},
+      {"the sync of the outputs' directory", {Op::sync_full, 5, EIO}, Step::sync_directory, 3, 0,
+       true},
+      {"the last rename", {Op::rename, 4, EIO}, Step::rename, 3, 3, false},
+      {"the sync after the last rename", {Op::sync_full, 6, EIO}, Step::sync_directory, 4, 3,
+       true},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.what);
+    TempDir dir;
+    const std::vector<test::fs::path> files = {dir / "a" / "1", dir / "a" / "2", dir / "a" / "3",
+                                               dir / "b" / "state"};
+    for (const auto& f : files) {
+      test::fs::create_directories(f.parent_path());
+      test::write_plain(f, "old");
+    }
+    FaultFs fs;
+    TracedBatch batch(fs);
+    for (const auto& f : files) REQUIRE(batch.add(f, "new").ok());
+    fs.faults = {row.fault};
+    const Status failed = batch.commit();
+    CHECK(failed.step() == row.step);
+    CHECK(failed.code().value() == EIO);
+    CHECK(failed.target() == files[static_cast<std::size_t>(row.failed_file)].string());
+    CHECK(failed.replaced() == row.status_replaced);
+    CHECK(batch.replaced() == row.replaced);
+    const std::string message = failed.message();
+    CAPTURE(message);
+    std::string which = "replaced before the failure: ";
+    for (std::size_t i = 0; i < row.replaced; ++i)
+      which += (i > 0 ? ", " : "") + files[i].string();
+    CHECK(contains(message, which + ")"));
+    CHECK(contains(message, files[static_cast<std::size_t>(row.failed_file)].string()));
+    for (std::size_t i = 0; i < files.size(); ++i)
+      CHECK(read_file(files[i]) == (i < row.replaced ? "new" : "old"));
+    CHECK(temps_in({dir / "a", dir / "b"}) == 0);
+    CHECK(fs.open_descriptors().empty());
+    CHECK(batch.size() == 0);
+  }
+}
+
+TEST_CASE("before_last runs once, with the other files in place, and its failure stops the commit",
+          "[batch]") {
+  TempDir dir;
+  for (const char* f : {"1", "2", "state"}) test::write_plain(dir / f, "old");
+  Batch<> batch;
+  for (const char* f : {"1", "2", "state"}) REQUIRE(batch.add(dir / f, "new").ok());
+  int calls = 0;
+  std::string seen;
+  REQUIRE(batch
+              .commit([&]() noexcept {
+                ++calls;
+                seen = read_file(dir / "1") + read_file(dir / "2") + read_file(dir / "state");
+                return Status();
+              })
+              .ok());
+  CHECK(calls == 1);
+  CHECK(seen == "newnewold");
+  CHECK(read_file(dir / "state") == "new");
+
+  for (const char* f : {"1", "2", "state"}) REQUIRE(batch.add(dir / f, "newer").ok());
+  const Status stopped = batch.commit([]() noexcept {
+    return Status(Step::keep_previous, std::make_error_code(std::errc::io_error), "p", "t");
+  });
+  CHECK(stopped.step() == Step::keep_previous);
+  CHECK(batch.replaced() == 2);
+  CHECK(read_file(dir / "1") == "newer");
+  CHECK(read_file(dir / "state") == "new");
+  CHECK(temp_files_in(dir.path()).empty());
+}
+
+TEST_CASE("a batch can be filled again after a commit, after a failure and after a discard",
+          "[batch]") {
+  TempDir dir;
+  test::write_plain(dir / "f", "0");
+  FaultFs fs;
+  TracedBatch batch(fs);
+  batch.reserve(4);
+  REQUIRE(batch.add(dir / "f", "1").ok());
+  REQUIRE(batch.commit().ok());
+  CHECK(read_file(dir / "f") == "1");
+
+  REQUIRE(batch.add(dir / "f", "2").ok());
+  fs.faults = {Fault{Op::rename, fs.count(Op::rename) + 1, EIO}};
+  CHECK(batch.commit().step() == Step::rename);
+  CHECK(read_file(dir / "f") == "1");
+  fs.faults.clear();
+
+  REQUIRE(batch.add(dir / "f", "3").ok());  // the failed file is no duplicate now
+  batch.discard();
+  CHECK(batch.size() == 0);
+
+  REQUIRE(batch.add(dir / "f", "4").ok());
+  REQUIRE(batch.add(dir / "g", "4").ok());
+  REQUIRE(batch.commit().ok());
+  CHECK(batch.replaced() == 2);
+  CHECK(read_file(dir / "f") == "4");
+  CHECK(temp_files_in(dir.path()).empty());
+  CHECK(fs.open_descriptors().empty());
+}
+
+TEST_CASE("discard and the destructor remove every temp file and touch no target", "[batch]") {
+  TempDir dir;
+  test::write_plain(dir / "a", "old");
+  auto handle = Directory::open(dir.path().string());
+  REQUIRE(handle.has_value());
+  const int fds = test::open_fd_count();
+  {
+    Batch<> batch;
+    REQUIRE(batch.add(dir / "a", "new").ok());
+    REQUIRE(batch.add(*handle, "b", "new").ok());
+    auto c = batch.add_stream(dir / "c");
+    REQUIRE(c.has_value());
+    REQUIRE((*c)->write("half").ok());
+    CHECK(temp_files_in(dir.path()).size() == 4);  // 3 and the claim
+    batch.discard();
+    CHECK(batch.size() == 0);
+    CHECK(temp_files_in(dir.path()).size() == 1);
+    REQUIRE(batch.add(dir / "a", "new").ok());
+    REQUIRE(batch.add(*handle, "b", "new").ok());
+  }  // the destructor
+  CHECK(temp_files_in(dir.path()).size() == 1);
+  CHECK(read_file(dir / "a") == "old");
+  CHECK_FALSE(test::fs::exists(dir / "b"));
+  CHECK_FALSE(test::fs::exists(dir / "c"));
+  CHECK(test::open_fd_count() == fds);
+}
+
+TEST_CASE("save_state(state, batch) commits the outputs, then the state, and logs it saved",
+          "[batch]") {
+  struct Row {
+    const char* what;
+    bool keep_previous;
+  };
+  for (const Row& row : {Row{"plain", false}, Row{"keep_previous", true}}) {
+    CAPTURE(row.what);
+    TempDir dir;
+    test::CaptureLogger log;
+    as::StateOptions options;
+    options.keep_previous = row.keep_previous;
+    as::StateManager<test::CaptureLogger&> manager(dir / "state", log, options);
+    as::State first;
+    first.oracle_name = "first";
+    first.last_updated = 1700000000;
+    REQUIRE(manager.save_state(first).ok());
+    const std::string first_text = read_file(manager.state_file());
+
+    as::State second = first;
+    second.oracle_name = "second";
+    second.last_updated += 60;
+    Batch<> batch;
+    REQUIRE(batch.add(dir / "out" / "full.json", "full").ok());
+    REQUIRE(batch.add(dir / "out" / "summary.json", "summary").ok());
+    REQUIRE(manager.save_state(second, batch).ok());
+    CHECK(batch.size() == 0);
+    CHECK(batch.replaced() == 3);
+    CHECK(read_file(dir / "out" / "full.json") == "full");
+    auto loaded = manager.load_state();
+    REQUIRE(loaded.has_value());
+    CHECK(loaded->oracle_name == "second");
+    CHECK(log.with("state saved").size() == 2);
+    if (row.keep_previous)
+      CHECK(read_file(manager.state_file().string() + ".prev") == first_text);
+    else
+      CHECK_FALSE(test::fs::exists(manager.state_file().string() + ".prev"));
+    CHECK(temps_in({dir / "out", dir / "state"}) == 0);
+  }
+}
+
+TEST_CASE("save_state(state, batch) that fails gives the batch up and logs nothing as saved",
+          "[batch]") {
+  TempDir dir;
+  test::CaptureLogger log;
+  as::StateManager<test::CaptureLogger&> manager(dir.path(), log);
+  test::fs::create_directories(manager.state_file());  // the state's target: a directory
+  test::write_plain(dir / "out", "old");
+  Batch<> batch;
+  REQUIRE(batch.add(dir / "out", "new").ok());
+  const Status failed = manager.save_state(as::State{}, batch);
+  CHECK(failed.step() == Step::check_path);
+  CHECK(failed.code().value() == EISDIR);
+  CHECK(failed.context() == "save state with its batch");
+  CHECK(batch.size() == 0);
+  CHECK(batch.replaced() == 0);
+  CHECK(read_file(dir / "out") == "old");
+  CHECK(temp_files_in(dir.path()).empty());
+  CHECK(log.with("state saved").empty());
+}
+
+// ============================================================ [directory] ==
+
+TEST_CASE("a directory handle saves over and over, one claim and no temp file left",
+          "[directory]") {
+  TempDir dir;
+  auto opened = Directory::open(dir.path().string());
+  REQUIRE(opened.has_value());
+  Directory& handle = *opened;
+  CHECK(handle.path() == dir.path().string());
+  CHECK(handle.descriptor() >= 0);
+  for (int i = 0; i < 200; ++i) REQUIRE(handle.write("state.json", std::to_string(i)).ok());
+  CHECK(read_file(dir / "state.json") == "199");
+  CHECK(test::mode_of(dir / "state.json") == 0644);
+  REQUIRE(handle.write("other", "x", 0600).ok());
+  CHECK(test::mode_of(dir / "other") == 0600);
+  // Only the claim: an empty, locked .tmp-XXXXXX, mode 0600.
+  const auto temps = temp_files_in(dir.path());
+  REQUIRE(temps.size() == 1);
+  CHECK(temps[0].size() == 11);
+  CHECK(test::mode_of(dir / temps[0]) == 0600);
+  CHECK(read_file(dir / temps[0]).empty());
+  // A streamed save through the handle.
+  auto tx = handle.begin("streamed");
+  REQUIRE(tx.has_value());
+  CHECK(tx->temp_name().substr(0, 12) == temps[0] + ".");
+  REQUIRE(tx->write("a").ok());
+  REQUIRE(tx->write("b").ok());
+  REQUIRE(tx->commit().ok());
+  CHECK(read_file(dir / "streamed") == "ab");
+}
+
+TEST_CASE("write_new through a handle creates a file and never replaces one", "[directory]") {
+  TempDir dir;
+  test::write_plain(dir / "taken", "old");
+  auto handle = Directory::open(dir.path().string());
+  REQUIRE(handle.has_value());
+  REQUIRE(handle->write_new("fresh", "new").ok());
+  CHECK(read_file(dir / "fresh") == "new");
+  const Status taken = handle->write_new("taken", "new");
+  CHECK(taken.step() == Step::rename);
+  CHECK(taken.code().value() == EEXIST);
+  CHECK(taken.target() == (dir / "taken").string());
+  CHECK(read_file(dir / "taken") == "old");
+  CHECK(temp_files_in(dir.path()).size() == 1);
+}
+
+TEST_CASE("a missing directory is made, or an error, as MissingDirectory says", "[directory]") {
+  TempDir dir;
+  const std::string missing = (dir / "a" / "b").string();
+  auto refused = Directory::open(missing, MissingDirectory::fail);
+  REQUIRE_FALSE(refused.has_value());
+  CHECK(refused.status().step() == Step::open_directory);
+  CHECK(refused.status().code() == std::errc::no_such_file_or_directory);
+  CHECK_FALSE(test::fs::exists(dir / "a"));
+  auto made = Directory::open(missing, MissingDirectory::create);
+  REQUIRE(made.has_value());
+  CHECK(test::fs::is_directory(missing));
+  REQUIRE(made->write("f", "x").ok());
+  CHECK(read_file(dir / "a" / "b" / "f") == "x");
+  // Not a directory at all.
+  test::write_plain(dir / "file", "x");
+  auto not_dir = Directory::open((dir / "file").string());
+  REQUIRE_FALSE(not_dir.has_value());
+  CHECK(not_dir.status().code().value() == ENOTDIR);
+}
+
+TEST_CASE("a handle's sweep removes stale temp files and leaves its own alone", "[directory]") {
+  TempDir dir;
+  // Left by killed saves: a plain temp file, and a dead handle's numbered
+  // one (its claim gone); and one of a dead handle whose claim is still
+  // there, unlocked.
+  test::write_plain(dir / ".tmp-Ab12Cd", "stale", 0600);
+  test::write_plain(dir / ".tmp-ZZZZZZ.7", "stale", 0600);
+  test::write_plain(dir / ".tmp-YYYYYY", "", 0600);
+  test::write_plain(dir / ".tmp-YYYYYY.1", "stale", 0600);
+  auto handle = Directory::open(dir.path().string());
+  REQUIRE(handle.has_value());
+  auto tx = handle->begin("state.json");
+  REQUIRE(tx.has_value());
+  REQUIRE(tx->write("new").ok());
+  auto swept = handle->remove_stale_temp_files();
+  REQUIRE(swept.has_value());
+  CHECK(swept->removed == 4);
+  CHECK(swept->in_use == 2);  // its claim and its temp file
+  CHECK(temp_files_in(dir.path()).size() == 2);
+  REQUIRE(tx->commit().ok());
+  CHECK(read_file(dir / "state.json") == "new");
+}
+
+TEST_CASE("another sweep, in this process or another, never removes a live handle's temp file",
+          "[directory]") {
+  TempDir dir;
+  auto opened = Directory::open(dir.path().string());
+  REQUIRE(opened.has_value());
+  std::optional<Directory> handle(std::move(*opened));
+  auto tx = handle->begin("state.json");
+  REQUIRE(tx.has_value());
+  REQUIRE(tx->write("new").ok());
+  const std::string temp(tx->temp_name());
+  // An AtomicWriter's sweep here (another open file description).
+  auto here = as::AtomicWriter<>{}.remove_stale_temp_files(dir.path());
+  REQUIRE(here.has_value());
+  CHECK(here->removed == 0);
+  CHECK(here->in_use == 2);
+  // Another process's.
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    auto there = as::AtomicWriter<>{}.remove_stale_temp_files(dir.path());
+    std::_Exit(there && there->removed == 0 && there->in_use == 2 ? 0 : 1);
+  }
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(test::fs::exists(dir / temp));
+  REQUIRE(tx->commit().ok());
+  CHECK(read_file(dir / "state.json") == "new");
+  // Once the handle is gone, a leftover of its name is anyone's to sweep.
+  test::write_plain(dir / (temp + "9"), "left", 0600);
+  handle.reset();
+  auto after = as::AtomicWriter<>{}.remove_stale_temp_files(dir.path());
+  REQUIRE(after.has_value());
+  CHECK(after->removed == 1);
+  CHECK(temp_files_in(dir.path()).empty());
+}
+
+TEST_CASE("the claim goes with the handle, and a move carries it", "[directory]") {
+  TempDir dir;
+  const int fds = test::open_fd_count();
+  {
+    auto opened = Directory::open(dir.path().string());
+    REQUIRE(opened.has_value());
+    CHECK(temp_files_in(dir.path()).size() == 1);
+    Directory moved(std::move(*opened));
+    REQUIRE(moved.write("a", "1").ok());
+    // The moved-from handle refuses, saying so.
+    const Status from = opened->write("a", "2");
+    CHECK(from.step() == Step::invalid_use);
+    CHECK(contains(from.message(), "moved from"));
+    CHECK(opened->remove_stale_temp_files().status().step() == Step::invalid_use);
+    Batch<> batch;
+    CHECK(batch.add(*opened, "a", "3").step() == Step::invalid_use);
+    // Assigning over a live handle gives its claim up.
+    auto other = Directory::open(dir.path().string());
+    REQUIRE(other.has_value());
+    CHECK(temp_files_in(dir.path()).size() == 2);
+    moved = std::move(*other);
+    CHECK(temp_files_in(dir.path()).size() == 1);
+    REQUIRE(moved.write("a", "4").ok());
+    CHECK(read_file(dir / "a") == "4");
+  }
+  CHECK(temp_files_in(dir.path()).empty());
+  CHECK(test::names_in(dir.path()) == std::vector<std::string>{"a"});
+  CHECK(test::open_fd_count() == fds);
+}
+
+TEST_CASE("a batch through directory handles commits files of several directories",
+          "[directory][batch]") {
+  TempDir dir;
+  auto a = Directory::open((dir / "a").string());
+  auto b = Directory::open((dir / "b").string());
+  REQUIRE(a.has_value());
+  REQUIRE(b.has_value());
+  Batch<> batch;
+  for (int run = 0; run < 3; ++run) {
+    const std::string v = std::to_string(run);
+    REQUIRE(batch.add(*a, "1", v).ok());
+    REQUIRE(batch.add(dir / "a" / "2", v).ok());  // by path, beside the handle's
+    auto s = batch.add_stream(*a, "3");
+    REQUIRE(s.has_value());
+    REQUIRE((*s)->write(v).ok());
+    REQUIRE(batch.add(*b, "state", v).ok());
+    REQUIRE(batch.commit().ok());
+    for (const char* f : {"a/1", "a/2", "a/3", "b/state"}) CHECK(read_file(dir / f) == v);
+  }
+  CHECK(temp_files_in(dir / "a").size() == 1);
+  CHECK(temp_files_in(dir / "b").size() == 1);
+}
+
+TEST_CASE("a failure after some renames keeps the failure's own note in its message", "[batch]") {
+  // HEADER DEFECT (issue 14, found by this case): Batch::stopped rebuilds
+  // the Status from step, code, path, target and replaced, and drops the
+  // failure's notes, so after a rename the reason a keep_previous failed
+  // ("needs a filesystem with hard links") or that a temp file could not be
+  // removed is lost, where the same failure before any rename keeps it.
+  TempDir dir;
+  FaultFs fs;
+  test::CaptureLogger log;
+  as::StateOptions options;
+  options.keep_previous = true;
+  as::StateManager<test::CaptureLogger&, as::State, FullSync, FaultFs&> manager(dir / "state", log,
+                                                                                 fs, options);
+  REQUIRE(manager.save_state(as::State{}).ok());
+  Batch<FullSync, FaultFs&> batch(fs);
+  REQUIRE(batch.add(dir / "out", "new").ok());
+  fs.faults = {Fault{Op::link, 1, EPERM}};
+  as::State next;
+  next.last_updated = 1;
+  const Status failed = manager.save_state(next, batch);
+  CHECK(failed.step() == Step::keep_previous);
+  CHECK(batch.replaced() == 1);
+  CHECK(read_file(dir / "out") == "new");
+  const std::string message = failed.message();
+  CAPTURE(message);
+  CHECK(contains(message, "replaced before the failure: " + (dir / "out").string()));
+  CHECK(contains(message, "StateOptions::keep_previous needs a filesystem with hard links"));
+  CHECK(log.with("state saved").size() == 1);
+}
