@@ -315,6 +315,54 @@ check_meson_subproject() {
   runs_ok "$what" "$l" "$build/app" json
 }
 
+# 3b. A Meson subproject through a .wrap file: a wrap-file whose archive is
+# in subprojects/packagecache, as if Meson had downloaded it (the network
+# stays out), and dependency('atomic_state', default_options: ['json=enabled']).
+check_meson_wrap() {
+  local what="Meson subproject through subprojects/atomic_state.wrap, dependency('atomic_state', default_options: ['json=enabled'])"
+  if ! have meson || ! have ninja; then
+    skip "$what" "meson or ninja is not installed (Debian: meson ninja-build)"
+    return
+  fi
+  [ $json = json ] || { skip "$what" "$no_boost_reason"; return; }
+  local l proj=$work/wrap-project build=$work/wrap-build release=$work/release
+  local name=atomic_state-$version archive hash
+  l=$(log meson-wrap)
+  mkdir -p "$proj/subprojects/packagecache" "$proj/common" "$release/$name"
+  # What the subproject reads; it builds no examples, tests or benchmarks.
+  cp -R "$root/meson.build" "$root/meson_options.txt" "$root/atomic_state.hpp" "$root/cmake" \
+    "$release/$name/"
+  archive=$proj/subprojects/packagecache/$name.tar.gz
+  tar -C "$release" -czf "$archive" "$name"
+  hash=$(sha256sum "$archive" | cut -d ' ' -f 1)
+  printf '%s\n' '[wrap-file]' "directory = $name" \
+    "source_url = https://github.com/atomic-state/atomic_state/archive/refs/tags/v$version.tar.gz" \
+    "source_filename = $name.tar.gz" "source_hash = $hash" '' '[provide]' \
+    'dependency_names = atomic_state' >"$proj/subprojects/atomic_state.wrap"
+  printf '%s\n' "project('wrap_consumer', 'cpp', default_options: ['cpp_std=c++17'])" \
+    "atomic_state_dep = dependency('atomic_state', default_options: ['json=enabled'])" \
+    "executable('app', 'main.cpp', dependencies: atomic_state_dep)" >"$proj/meson.build"
+  sed 's|"\.\./common/roundtrip\.hpp"|"common/roundtrip.hpp"|' "$src/meson_subproject/main.cpp" \
+    >"$proj/main.cpp"
+  cp "$src/common/roundtrip.hpp" "$proj/common/"
+  echo "+ CXX=$cxx_env meson setup $build $proj --force-fallback-for=atomic_state" >>"$l"
+  if ! CXX=$cxx_env meson setup "$build" "$proj" --force-fallback-for=atomic_state \
+       --wrap-mode=nodownload >>"$l" 2>&1; then
+    fail "$what: meson setup fails" "$l"
+    return
+  fi
+  if ! grep -q "Using atomic_state source from cache" "$l" ||
+     ! grep -q "atomic_state| Build targets in project: 0" "$l"; then
+    fail "$what: the wrap's archive was not used, or the subproject built targets of its own" "$l"
+    return
+  fi
+  if ! ninja -C "$build" >>"$l" 2>&1; then
+    fail "$what: ninja fails" "$l"
+    return
+  fi
+  runs_ok "$what" "$l" "$build/app" json
+}
+
 # 4. Installed: meson install into a staging prefix, then pkg-config, CMake.
 check_installed() {
   local what="installed"
@@ -664,6 +712,7 @@ checks=(  # the longest first
   check_vendored
   check_two_versions_linked
   check_meson_subproject
+  check_meson_wrap
   "check_hygiene c++20 json"
   "check_hygiene c++17 json"
   check_no_exceptions
