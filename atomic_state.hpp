@@ -112,6 +112,12 @@
 #error "atomic_state.hpp: a different version of this header was already included"
 #endif
 
+// Below C++17 this #error is the only error: the guard then skips the rest.
+#if __cplusplus < 201703L
+#error "atomic_state.hpp needs C++17 or later (compile with -std=c++17)"
+#define ATOMIC_STATE_HPP_INCLUDED
+#endif
+
 #ifndef ATOMIC_STATE_HPP_INCLUDED
 #define ATOMIC_STATE_HPP_INCLUDED
 
@@ -125,10 +131,6 @@
    ATOMIC_STATE_VERSION_PATCH)
 
 // ========================================================== CONFIGURATION ====
-#if __cplusplus < 201703L
-#error "atomic_state.hpp needs C++17 or later (compile with -std=c++17)"
-#endif
-
 #ifndef ATOMIC_STATE_EINTR_RETRY_LIMIT
 #define ATOMIC_STATE_EINTR_RETRY_LIMIT 10000
 #endif
@@ -3567,9 +3569,11 @@ class Fields {
 
 /// A log sink is any type with a member `log(Level, std::string_view
 /// message, Fields fields)`; a template over the fields' type works too.
-/// This trait is the one definition: the C++20 concept LogSink and the C++17
-/// static_asserts both ask it. A reference to a sink is a sink. A sink that
-/// throws is tolerated: StateManager catches and drops the exception.
+/// The C++17 static_asserts ask this trait; the C++20 concept LogSink asks
+/// the same of the call itself, so that compilers print the signature it
+/// needs (tests/compile_fail_test.sh checks that the two agree). A
+/// reference to a sink is a sink. A sink that throws is tolerated:
+/// StateManager catches and drops the exception.
 template <class S, class = void>
 struct is_log_sink : std::false_type {};
 template <class S>
@@ -3582,7 +3586,9 @@ inline constexpr bool is_log_sink_v = is_log_sink<std::remove_reference_t<S>>::v
 
 #if defined(__cpp_concepts) && __cpp_concepts >= 201907L
 template <class S>
-concept LogSink = is_log_sink_v<S>;
+concept LogSink = requires(S& sink) {
+  sink.log(Level(), std::string_view(), Fields());
+};
 #endif
 
 /// The default sink: drops every record and costs nothing.
@@ -4025,7 +4031,17 @@ inline std::string to_rfc3339(std::int64_t unix_seconds) {
 }  // namespace ATOMIC_STATE_DETAIL_ABI
 }  // namespace atomic_state
 
-#ifndef ATOMIC_STATE_NO_JSON
+// Without Boost.JSON's headers, one error says what to do, and Part III is
+// left out so that nothing follows it.
+#if !defined(ATOMIC_STATE_NO_JSON) && defined(__has_include)
+#if !__has_include(<boost/json/value.hpp>)
+#error \
+    "atomic_state.hpp: Boost.JSON's headers are not found: install them (Debian, Ubuntu: libboost-json1.81-dev), or define ATOMIC_STATE_NO_JSON to leave out StateManager"
+#define ATOMIC_STATE_DETAIL_NO_BOOST_JSON
+#endif
+#endif
+
+#if !defined(ATOMIC_STATE_NO_JSON) && !defined(ATOMIC_STATE_DETAIL_NO_BOOST_JSON)
 
 // =================================================== PART III: JSON STATE ====
 // Exact JSON, the state types and StateManager: everything that needs
@@ -4402,7 +4418,8 @@ struct CursorOf<S, true> {
 /// and rules are StateOptions).
 ///
 /// - Sink: a LogSink, by value (default NullSink) or by reference
-///   (`StateManager<MySink&>`) to share the application's sink.
+///   (`StateManager<MySink&>`) to share the application's sink;
+///   `StateManager manager(dir, sink)` deduces the reference.
 /// - StateT: State, or a type of one's own: a class, default-constructible,
 ///   with a field table (has_state_fields) or Boost.JSON conversions
 ///   (value_from and value_to or try_value_to), and a cursor StateTraits
@@ -4621,6 +4638,18 @@ class StateManager {
   detail::OnceFlag swept_;
   detail::CorruptFile corrupt_;
 };
+
+/// `StateManager manager(dir, sink)` without template arguments: a sink
+/// named by an lvalue is held by reference, as `StateManager<MySink&>`
+/// holds it (it must outlive the manager); a temporary is held by value.
+/// Without these guides an lvalue sink would be copied, or refused if it
+/// cannot be (LogfmtSink).
+/// (Constrained as the class is, so that C++20 compilers rank them alike.)
+template <ATOMIC_STATE_DETAIL_LOG_SINK Sink>
+StateManager(std::filesystem::path, Sink&, StateOptions = {}) -> StateManager<Sink&>;
+template <ATOMIC_STATE_DETAIL_LOG_SINK Sink, class Fs>
+StateManager(std::filesystem::path, Sink&, Fs, StateOptions = {})
+    -> StateManager<Sink&, State, FullSync, Fs>;
 
 /// The spelling before 0.2.0: StateManager<Logger, StateT, AtomicWriter<S,
 /// Fs>>, a writer in place of the sync policy and the filesystem. Kept for
@@ -6509,6 +6538,33 @@ Status StateManager<L, S, P, F>::link_previous(int dir_fd) noexcept {
 
 }  // namespace ATOMIC_STATE_DETAIL_ABI
 }  // namespace atomic_state
+
+#elif defined(ATOMIC_STATE_NO_JSON)
+
+namespace atomic_state {
+inline namespace ATOMIC_STATE_DETAIL_ABI {
+namespace detail {
+template <class...>
+inline constexpr bool json_left_out = false;
+}  // namespace detail
+
+/// Left out: what stands in its place says so in one line, where a
+/// compiler would say "'StateManager' is not a member of 'atomic_state'".
+template <class... Parameters>
+class StateManager {
+  static_assert(detail::json_left_out<Parameters...>,
+                "atomic_state: StateManager needs Boost.JSON, left out by ATOMIC_STATE_NO_JSON "
+                "(defined by you, or by Meson, which found no Boost.JSON)");
+
+ public:
+  template <class... Arguments>
+  explicit StateManager(Arguments&&...) noexcept {}
+};
+template <class... Arguments>
+StateManager(Arguments&&...) -> StateManager<>;
+
+}  // namespace ATOMIC_STATE_DETAIL_ABI
+}  // namespace atomic_state
 #endif  // ATOMIC_STATE_NO_JSON
 
 #undef ATOMIC_STATE_DETAIL_TRY
@@ -6520,5 +6576,6 @@ Status StateManager<L, S, P, F>::link_previous(int dir_fd) noexcept {
 #undef ATOMIC_STATE_DETAIL_ABI
 #undef ATOMIC_STATE_DETAIL_HAS_FDATASYNC
 #undef ATOMIC_STATE_DETAIL_HAS_SYNC_FILE_RANGE
+#undef ATOMIC_STATE_DETAIL_NO_BOOST_JSON
 
 #endif  // ATOMIC_STATE_HPP_INCLUDED

@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# atomic-write as a real process: content, modes, sync levels, exit statuses
-# and the one-line errors. Usage: cli_test.sh PATH/TO/atomic-write
+# atomic-write as a real process: content, modes kept and set, owners, sync
+# levels, refusals of short input, exit statuses and the one-line errors.
+# Usage: cli_test.sh PATH/TO/atomic-write [PATH/TO/fail-directory-fsync.so]
+# The second program, preloaded, makes fsync of a directory fail: exit
+# status 3. Without it, that check is skipped.
 set -u
 tool=$(realpath "$1")  # the checks of FILE operands run elsewhere
+shim=${2:+$(realpath "$2")}
+header=$(dirname "$0")/../atomic_state.hpp
 . "$(dirname "$0")/support/checks.sh"
 no_temps() { [ -z "$(find "$work" -name '.tmp-*' -print -quit)" ]; }
+hint="Try 'atomic-write --help' for more information."
 
 printf 'hello\n' | "$tool" "$work/a.txt"
 check "writes standard input to FILE (exit 0)" '[ $? -eq 0 ] && [ "$(cat "$work/a.txt")" = hello ]'
@@ -127,6 +133,175 @@ done
 
 out=$("$tool" --help); rc=$?
 check "--help prints usage and exits 0" '[ $rc -eq 0 ] && [[ "$out" == usage:* ]]'
+
+# ---- FILE keeps its mode; a new FILE gets 0644; --mode overrides.
+# sponge and QSaveFile keep it: `sort -u secret | atomic-write secret` must
+# not turn a 0600 file into 0644.
+for mode in 600 444 640 2755; do
+  printf 'old' > "$work/keep-$mode" && chmod "$mode" "$work/keep-$mode"
+  printf 'new' | "$tool" "$work/keep-$mode"; rc=$?
+  check "a $mode FILE is replaced and keeps mode $mode" \
+    '[ $rc -eq 0 ] && [ "$(cat "$work/keep-$mode")" = new ] && [ "$(stat -c %a "$work/keep-$mode")" = "$mode" ]'
+done
+for mask in 077 000; do
+  rm -f "$work/fresh"
+  (umask "$mask" && printf 'x' | "$tool" "$work/fresh"); rc=$?
+  check "a new FILE gets 0644 under umask $mask" '[ $rc -eq 0 ] && [ "$(stat -c %a "$work/fresh")" = 644 ]'
+done
+for spelling in "--mode 0640" "--mode=0640"; do
+  printf 'old' > "$work/override" && chmod 600 "$work/override"
+  # shellcheck disable=SC2086 # split on purpose
+  printf 'new' | "$tool" $spelling "$work/override"; rc=$?
+  check "$spelling overrides the mode FILE had (0600 becomes 0640)" \
+    '[ $rc -eq 0 ] && [ "$(stat -c %a "$work/override")" = 640 ] && [ "$(cat "$work/override")" = new ]'
+done
+# A symlink is replaced, not followed: it has no mode of its own to keep.
+printf 'old' > "$work/private" && chmod 600 "$work/private"
+ln -s private "$work/private-link"
+printf 'new' | "$tool" "$work/private-link"; rc=$?
+check "a symlink at FILE is replaced by a new file of mode 0644, its target untouched" \
+  '[ $rc -eq 0 ] && [ ! -L "$work/private-link" ] && [ "$(stat -c %a "$work/private-link")" = 644 ] && [ "$(stat -c %a "$work/private")" = 600 ] && [ "$(cat "$work/private")" = old ]'
+
+# ---- As root, FILE keeps its owner and group too, set on the temp file
+# before the rename (so no reader sees root's file), and before the mode
+# (chown clears set-user-ID and set-group-ID bits).
+if [ "$(id -u)" -eq 0 ]; then
+  printf 'old' > "$work/owned" && chown 65534:65534 "$work/owned" && chmod 2750 "$work/owned"
+  printf 'new' | "$tool" "$work/owned"; rc=$?
+  check "as root, FILE of 65534:65534 mode 2750 keeps its owner, group and mode" \
+    '[ $rc -eq 0 ] && [ "$(cat "$work/owned")" = new ] && [ "$(stat -c "%u:%g %a" "$work/owned")" = "65534:65534 2750" ]'
+  printf 'newer' | "$tool" --mode 0600 "$work/owned"; rc=$?
+  check "as root, --mode sets the mode and FILE still keeps its owner and group" \
+    '[ $rc -eq 0 ] && [ "$(stat -c "%u:%g %a" "$work/owned")" = "65534:65534 600" ]'
+  rm -f "$work/root-new"
+  printf 'x' | "$tool" "$work/root-new"; rc=$?
+  check "as root, a new FILE is root's" '[ $rc -eq 0 ] && [ "$(stat -c "%u:%g" "$work/root-new")" = "0:0" ]'
+else
+  skip "FILE keeps its owner and group when run as root: not root"
+fi
+
+# ---- --no-empty and --min-bytes: a pipe cannot carry the exit status of
+# the command before it, so short input is refused, FILE untouched and
+# nothing created (not even FILE's missing directories).
+# guarded OPTION... <INPUT (not in a pipeline: it sets variables): runs atomic-write OPTION... on $work/guarded
+# (holding "keep"); sets rc, err, and kept (1 if the same inode still holds
+# "keep").
+guarded() {
+  printf 'keep' > "$work/guarded"
+  local inode
+  inode=$(stat -c %i "$work/guarded")
+  err=$("$tool" "$@" "$work/guarded" 2>&1 >/dev/null); rc=$?
+  kept=0
+  cmp -s "$work/guarded" <(printf 'keep') && [ "$(stat -c %i "$work/guarded")" = "$inode" ] && kept=1
+}
+guarded --no-empty </dev/null
+check "--no-empty refuses empty input: exit 1, FILE untouched, no temp file" \
+  '[ $rc -eq 1 ] && [ $kept -eq 1 ] && no_temps'
+check "--no-empty's refusal is one line saying why" \
+  '[ "$err" = "atomic-write: standard input is empty (--no-empty); nothing was written" ]'
+guarded --no-empty < <(printf 'x')
+check "--no-empty takes input of one byte" '[ $rc -eq 0 ] && [ "$(cat "$work/guarded")" = x ]'
+"$tool" --no-empty "$work/absent/deeper/f" </dev/null 2>/dev/null; rc=$?
+check "--no-empty on empty input creates nothing, not even FILE's directories" \
+  '[ $rc -eq 1 ] && [ ! -e "$work/absent" ]'
+printf 'a\nb\n' > "$work/grepped"
+grep nomatch "$work/grepped" | "$tool" --no-empty "$work/grepped" 2>/dev/null; rc=$?
+check "grep nomatch f | atomic-write --no-empty f keeps f" \
+  '[ $rc -eq 1 ] && [ "$(cat "$work/grepped")" = "$(printf "a\nb")" ]'
+guarded --min-bytes 5 < <(printf '1234')
+check "--min-bytes 5 refuses 4 bytes: exit 1, FILE untouched" '[ $rc -eq 1 ] && [ $kept -eq 1 ] && no_temps'
+check "--min-bytes's refusal is one line saying how many bytes came" \
+  '[ "$err" = "atomic-write: standard input has 4 bytes, fewer than --min-bytes 5; nothing was written" ]'
+guarded --min-bytes=5 < <(printf '12345')
+check "--min-bytes=5 takes 5 bytes" '[ $rc -eq 0 ] && [ "$(cat "$work/guarded")" = 12345 ]'
+guarded --min-bytes 100000 < <(head -c 99999 "$work/big.src")
+check "--min-bytes 100000 refuses 99999 bytes (more than one read) and leaves FILE" \
+  '[ $rc -eq 1 ] && [ $kept -eq 1 ] && no_temps'
+guarded --min-bytes 100000 < <(head -c 100000 "$work/big.src")
+check "--min-bytes 100000 takes 100000 bytes intact" \
+  '[ $rc -eq 0 ] && cmp -s "$work/guarded" <(head -c 100000 "$work/big.src")'
+guarded --no-empty --min-bytes 3 </dev/null
+check "--no-empty with --min-bytes: empty input is refused as empty" \
+  '[ $rc -eq 1 ] && [ $kept -eq 1 ] && [[ "$err" == *"is empty"* ]]'
+guarded --min-bytes 0 < <(printf 'ab')
+check "--min-bytes 0 refuses nothing" '[ $rc -eq 0 ] && [ "$(cat "$work/guarded")" = ab ]'
+for bad in -1 "" 1x 0x10 " 5" +5 18446744073709551616; do
+  err=$("$tool" --min-bytes "$bad" "$work/x" 2>&1 </dev/null); rc=$?
+  check "--min-bytes \"$bad\" is a usage error (exit 2) naming the value" \
+    '[ $rc -eq 2 ] && [[ "$(head -n 1 <<<"$err")" == "atomic-write: --min-bytes"*": \"$bad\"" ]] && [ ! -e "$work/x" ]'
+done
+
+# ---- Ordinary command-line manners.
+printf 'eq' | "$tool" --mode=0604 --sync=data "$work/equals"; rc=$?
+check "--mode=0604 --sync=data: values after = are taken" \
+  '[ $rc -eq 0 ] && [ "$(stat -c %a "$work/equals")" = 604 ] && [ "$(cat "$work/equals")" = eq ]'
+for bad in "" 8 0x1ff; do
+  err=$("$tool" "--mode=$bad" "$work/x" 2>&1 </dev/null); rc=$?
+  check "--mode=$bad is a usage error (exit 2) naming the value" \
+    '[ $rc -eq 2 ] && [[ "$(head -n 1 <<<"$err")" == "atomic-write: --mode"*": \"$bad\"" ]] && [ ! -e "$work/x" ]'
+done
+# A usage error is one line and a hint, not the whole usage text.
+mkdir -p "$work/usage"
+for args in "--bogus f" "" "--sync sometimes f" "a b" "--mode" "--no-empty=yes f" "--min-bytes" \
+    "--help=x"; do
+  # shellcheck disable=SC2086 # split on purpose
+  err=$(cd "$work/usage" && "$tool" $args 2>&1 >/dev/null </dev/null); rc=$?
+  check "usage error \"$args\": exit 2, one line then the hint, nothing written" \
+    '[ $rc -eq 2 ] && [ "$(wc -l <<<"$err")" -eq 2 ] && [[ "$(head -n 1 <<<"$err")" == "atomic-write: "* ]] && [ "$(tail -n 1 <<<"$err")" = "$hint" ] && [ -z "$(ls -A "$work/usage")" ]'
+done
+# "-" would be standard output, which cannot be replaced: refused, with
+# the way to name a file "-".
+for args in "-" "-- -"; do
+  # shellcheck disable=SC2086
+  err=$(cd "$work/usage" && printf 'x' | "$tool" $args 2>&1 >/dev/null); rc=$?
+  check "\"$args\" is refused (exit 2) naming standard output and ./-, nothing written" \
+    '[ $rc -eq 2 ] && [[ "$(head -n 1 <<<"$err")" == *"standard output"*"./-"* ]] && [ "$(tail -n 1 <<<"$err")" = "$hint" ] && [ -z "$(ls -A "$work/usage")" ]'
+done
+(cd "$work/usage" && printf 'x' | "$tool" ./-); rc=$?
+check "./- writes a file named -" '[ $rc -eq 0 ] && [ "$(cat "$work/usage/-")" = x ]'
+rm -f "$work/usage/-"
+
+out=$("$tool" --help); rc=$?
+check "--help lists the exit statuses 0, 1, 2 and 3" \
+  '[ $rc -eq 0 ] && grep -Eq "^ +0 +FILE replaced" <<<"$out" && grep -Eq "^ +1 +failed or refused" <<<"$out" && grep -Eq "^ +2 +usage error" <<<"$out" && grep -Eq "^ +3 +FILE replaced, but" <<<"$out"'
+check "--help states the mode rule: kept, 0644 for a new file, --mode overrides" \
+  'grep -q "keeps its mode" <<<"$out" && grep -q "0644" <<<"$out" && grep -q "owner" <<<"$out" && grep -q -- "--mode" <<<"$out"'
+check "--help lists --no-empty, --min-bytes and --version, and warns about pipes" \
+  'grep -q -- "--no-empty" <<<"$out" && grep -q -- "--min-bytes N" <<<"$out" && grep -q -- "--version" <<<"$out" && grep -q "pipefail" <<<"$out"'
+err=$("$tool" --help 2>&1 >&-); rc=$?
+check "--help to a closed standard output fails (exit 1) and says so" \
+  '[ $rc -eq 1 ] && [[ "$err" == "atomic-write: write standard output: "* ]]'
+version=$(sed -n 's/^#define ATOMIC_STATE_VERSION_STRING "\(.*\)"$/\1/p' "$header")
+out=$("$tool" --version); rc=$?
+check "--version prints the header's version ($version) and exits 0" \
+  '[ $rc -eq 0 ] && [ -n "$version" ] && [ "$out" = "atomic-write $version" ]'
+
+# A closed standard input: the library's first descriptor would become
+# descriptor 0, and reading it gave "Is a directory".
+err=$("$tool" "$work/closed-input" 2>&1 <&-); rc=$?
+check "a closed standard input: exit 1, one line about standard input, nothing written" \
+  '[ $rc -eq 1 ] && [ "$err" = "atomic-write: standard input is closed; nothing was written" ] && [ ! -e "$work/closed-input" ] && no_temps'
+err=$("$tool" --no-empty "$work/closed-input" 2>&1 <&-); rc=$?
+check "a closed standard input with --no-empty: the same" \
+  '[ $rc -eq 1 ] && [ "$err" = "atomic-write: standard input is closed; nothing was written" ] && [ ! -e "$work/closed-input" ]'
+
+# Exit status 3: FILE replaced, the directory sync failed. Only a fault can
+# make it: the shim fails fsync of a directory with EIO.
+if [ -n "$shim" ]; then
+  # ASan wants its runtime first in the list of libraries; the shim is.
+  asan=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0
+  printf 'old' > "$work/undurable"
+  err=$(printf 'new' | LD_PRELOAD=$shim ASAN_OPTIONS=$asan "$tool" "$work/undurable" 2>&1); rc=$?
+  check "a failed directory sync after the rename exits 3, FILE replaced" \
+    '[ $rc -eq 3 ] && [ "$(cat "$work/undurable")" = new ] && no_temps'
+  check "exit 3 prints one line saying FILE was replaced but is not known durable" \
+    '[ "$err" = "atomic-write: sync directory $work for $work/undurable: Input/output error ($work/undurable was replaced, but the replacement is not known to be durable)" ]'
+  printf 'none' | LD_PRELOAD=$shim ASAN_OPTIONS=$asan "$tool" --sync none "$work/undurable"; rc=$?
+  check "--sync none syncs no directory: exit 0 under the same fault" \
+    '[ $rc -eq 0 ] && [ "$(cat "$work/undurable")" = none ]'
+else
+  skip "exit status 3 (replaced, not durable): no fail-directory-fsync shim given"
+fi
 
 # Standard input that fails to read (a directory) must not replace FILE.
 printf 'untouched' > "$work/kept"

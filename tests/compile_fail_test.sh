@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Misuse of StateManager's template parameters must fail to compile with a
 # message that says what is missing: a static_assert under C++17, the
-# LogSink concept under C++20. A matching program that must compile guards
-# against a test that passes only because its snippet is broken.
+# LogSink concept under C++20 (the signature a sink needs in its first
+# lines). So must StateManager with ATOMIC_STATE_NO_JSON, the header without
+# Boost.JSON's headers, and the header below C++17, each with one error in
+# the first lines. A matching program that must compile guards against a
+# test that passes only because its snippet is broken. meson.build runs it
+# with the build's compiler: g++ and clang++ in scripts/test.
 # Usage: compile_fail_test.sh SOURCE_ROOT COMPILER [COMPILER ARGS...]
 set -u
 root=$1
@@ -28,6 +32,13 @@ struct MessageOnlySink {  // the fields parameter is missing
   void log(atomic_state::Level, std::string_view) {}
 };
 struct NotASink {};
+struct LvalueFieldsSink {  // the records' fields are temporaries
+  void log(atomic_state::Level, std::string_view, atomic_state::Fields&) {}
+};
+struct TemplateSink {
+  template <class F>
+  void log(atomic_state::Level, std::string_view, F) {}
+};
 struct NoDefaultState {
   explicit NoDefaultState(int) {}
 };
@@ -36,10 +47,14 @@ $1
 EOF
 }
 
-# compile NAME STD BODY: sets $status and $diagnostics.
+# Further compiler arguments for the next compile (reset by each check).
+flags=()
+
+# compile NAME STD BODY: sets $status and $diagnostics. A BODY starting
+# with "#" is the whole translation unit, without the snippet around it.
 compile() {
-  snippet "$3" >"$work/$1.cpp"
-  diagnostics=$("${cxx[@]}" -std="$2" -fsyntax-only -I"$root" "$work/$1.cpp" 2>&1)
+  if [ "${3:0:1}" = '#' ]; then printf '%s\n' "$3"; else snippet "$3"; fi >"$work/$1.cpp"
+  diagnostics=$("${cxx[@]}" -std="$2" -fsyntax-only "${flags[@]}" -I"$root" "$work/$1.cpp" 2>&1)
   status=$?
 }
 
@@ -84,6 +99,31 @@ expect_error() {
   fi
 }
 
+# expect_first NAME STD LINES BODY TEXT [TEXT...]: fails to compile, and
+# every TEXT is in the first LINES lines of the diagnostics: what a user
+# reads first. A TEXT starting with ! is nowhere in the diagnostics; "=N"
+# says the diagnostics hold exactly N errors.
+expect_first() {
+  compile "$1" "$2" "$4"
+  local name="$1 ($2${flags[*]:+ ${flags[*]}})" lines=$3 ok=1 text first errors
+  shift 4
+  first=$(head -n "$lines" <<<"$diagnostics")
+  errors=$(grep -c 'error:' <<<"$diagnostics")
+  [ $status -ne 0 ] || ok=0
+  for text in "$@"; do
+    case $text in
+      '!'*) ! grep -qF -- "${text:1}" <<<"$diagnostics" || ok=0 ;;
+      '='*) [ "$errors" = "${text:1}" ] || ok=0 ;;
+      *) grep -qF -- "$text" <<<"$first" || ok=0 ;;
+    esac
+  done
+  if [ $ok -eq 1 ]; then pass "$name is refused, in its first $lines lines: $*"; else
+    fail "$name should be refused, in its first $lines lines: $* (status $status, $errors errors)"
+    printf '%s\n' "$diagnostics" | head -"$((lines + 8))"
+  fi
+  flags=()
+}
+
 manager() { echo "atomic_state::StateManager<$1> m{\"d\"};"; }
 manager_with_sink() { echo "NotASink s; atomic_state::StateManager<$1> m{\"d\", s};"; }
 
@@ -101,12 +141,16 @@ std::vector<unsigned long long> times{1, 2};
 atomic_state::State from_unsigned = atomic_state::update_state("x", 1, 1, 1.0, times);
 static_assert(atomic_state::is_log_sink_v<GoodSink> && atomic_state::is_log_sink_v<GoodSink&>);
 static_assert(!atomic_state::is_log_sink_v<MessageOnlySink>);
-static_assert(!atomic_state::is_log_sink_v<NotASink>);'
+static_assert(!atomic_state::is_log_sink_v<NotASink>);
+static_assert(atomic_state::is_log_sink_v<TemplateSink> && atomic_state::is_log_sink_v<const atomic_state::NullSink&>);
+static_assert(!atomic_state::is_log_sink_v<LvalueFieldsSink> && !atomic_state::is_log_sink_v<const GoodSink&>);'
 for std in c++17 c++20; do
   concept_agrees=''
   [ $std = c++20 ] && concept_agrees='
 static_assert(atomic_state::LogSink<GoodSink> && atomic_state::LogSink<GoodSink&>);
-static_assert(!atomic_state::LogSink<MessageOnlySink> && !atomic_state::LogSink<NotASink>);'
+static_assert(!atomic_state::LogSink<MessageOnlySink> && !atomic_state::LogSink<NotASink>);
+static_assert(atomic_state::LogSink<TemplateSink> && atomic_state::LogSink<const atomic_state::NullSink&>);
+static_assert(!atomic_state::LogSink<LvalueFieldsSink> && !atomic_state::LogSink<const GoodSink&>);'
   expect_ok "sinks by value and by reference, NullSink, LogfmtSink; the trait" $std \
     "$accepted$concept_agrees"
   expect_error "a state without a default constructor" $std \
@@ -156,6 +200,89 @@ for sink in MessageOnlySink NotASink; do
 done
 expect_error "a non-sink by reference" c++20 "$(manager_with_sink 'NotASink&')" \
   "${concept_refusal[@]}"
+
+# C++20: the concept is a requires-expression on the call itself, so that
+# both compilers print the signature a sink needs in their first lines.
+signature=('Level(), std::string_view(), ' 'Fields())')
+for sink in MessageOnlySink NotASink; do
+  expect_first "$sink as the sink, the signature" c++20 12 "$(manager $sink)" "${signature[@]}"
+done
+expect_first "a non-sink by reference, the signature" c++20 12 \
+  "$(manager_with_sink 'NotASink&')" "${signature[@]}"
+
+# StateManager(dir, sink) without template arguments: an lvalue sink is
+# held by reference (the application's own), an rvalue by value.
+deduced='
+GoodSink g;
+atomic_state::LogfmtSink logfmt{std::cerr};
+atomic_state::PosixFs fs;
+atomic_state::StateManager by_reference("d", g);
+atomic_state::StateManager by_reference_options("d", g, atomic_state::StateOptions{});
+atomic_state::StateManager logfmt_by_reference("d", logfmt);
+atomic_state::StateManager with_fs("d", g, fs);
+atomic_state::StateManager by_value("d", GoodSink{});
+atomic_state::StateManager null_sink("d");
+using atomic_state::StateManager;
+static_assert(std::is_same_v<decltype(by_reference), StateManager<GoodSink&>>);
+static_assert(std::is_same_v<decltype(by_reference_options), StateManager<GoodSink&>>);
+static_assert(std::is_same_v<decltype(logfmt_by_reference), StateManager<atomic_state::LogfmtSink&>>);
+static_assert(std::is_same_v<decltype(with_fs), StateManager<GoodSink&, atomic_state::State,
+                                                             atomic_state::FullSync, atomic_state::PosixFs>>);
+static_assert(std::is_same_v<decltype(by_value), StateManager<GoodSink>>);
+static_assert(std::is_same_v<decltype(null_sink), StateManager<>>);'
+for std in c++17 c++20; do
+  expect_ok "StateManager(dir, sink) deduces a reference to an lvalue sink, a value of an rvalue" \
+    $std "$deduced"
+done
+
+# StateManager where ATOMIC_STATE_NO_JSON leaves it out: one line says so.
+no_json='StateManager needs Boost.JSON, left out by ATOMIC_STATE_NO_JSON'
+for std in c++17 c++20; do
+  flags=(-DATOMIC_STATE_NO_JSON)
+  expect_first "StateManager<> with ATOMIC_STATE_NO_JSON" $std 4 \
+    'atomic_state::StateManager<> m{"d"};' "$no_json" '!is not a member' '=1'
+  flags=(-DATOMIC_STATE_NO_JSON)
+  expect_first "StateManager(dir, sink) with ATOMIC_STATE_NO_JSON" $std 4 \
+    'GoodSink g; atomic_state::StateManager m{"d", g};' "$no_json" '!is not a member' '=1'
+  flags=(-DATOMIC_STATE_NO_JSON)
+  expect_first "StateManager<GoodSink&, MyState> with ATOMIC_STATE_NO_JSON" $std 4 \
+    'struct MyState {}; GoodSink g; atomic_state::StateManager<GoodSink&, MyState> m{"d", g};' \
+    "$no_json" '!is not a member' '=1'
+done
+
+# Without Boost's headers: the include path of this compiler with every
+# directory holding boost/ replaced by a copy without it (links).
+search=$("${cxx[@]}" -std=c++17 -x c++ -E -v /dev/null 2>&1 |
+  sed -n '/#include <...> search starts here:/,/End of search list\./p' | sed -n 's/^ //p' |
+  sed 's/ (framework directory)$//')
+no_boost=(-nostdinc)
+index=0
+while IFS= read -r dir; do
+  [ -n "$dir" ] || continue
+  if [ -d "$dir/boost" ]; then
+    index=$((index + 1))
+    mkdir -p "$work/no-boost-$index"
+    for entry in "$dir"/*; do
+      [ "$(basename "$entry")" = boost ] || ln -s "$entry" "$work/no-boost-$index/"
+    done
+    dir=$work/no-boost-$index
+  fi
+  no_boost+=(-isystem "$dir")
+done <<<"$search"
+without_boost='#include "atomic_state.hpp"
+int main() { return 0; }'
+for std in c++17 c++20; do
+  flags=("${no_boost[@]}" -DATOMIC_STATE_NO_JSON)
+  expect_ok "without Boost headers, with ATOMIC_STATE_NO_JSON" $std "$without_boost"
+  flags=("${no_boost[@]}")
+  expect_first "without Boost headers" $std 2 "$without_boost" \
+    'libboost-json1.81-dev' 'ATOMIC_STATE_NO_JSON' '!No such file' '=1'
+done
+
+# Below C++17 the #error is all there is: nothing else of the header is read.
+for std in c++11 c++14; do
+  expect_first "the header alone" $std 2 "$without_boost" 'needs C++17 or later' '=1'
+done
 
 echo "$failures failed"
 [ "$failures" -eq 0 ]

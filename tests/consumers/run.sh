@@ -315,6 +315,54 @@ check_meson_subproject() {
   runs_ok "$what" "$l" "$build/app" json
 }
 
+# 3b. A Meson subproject through a .wrap file: a wrap-file whose archive is
+# in subprojects/packagecache, as if Meson had downloaded it (the network
+# stays out), and dependency('atomic_state', default_options: ['json=enabled']).
+check_meson_wrap() {
+  local what="Meson subproject through subprojects/atomic_state.wrap, dependency('atomic_state', default_options: ['json=enabled'])"
+  if ! have meson || ! have ninja; then
+    skip "$what" "meson or ninja is not installed (Debian: meson ninja-build)"
+    return
+  fi
+  [ $json = json ] || { skip "$what" "$no_boost_reason"; return; }
+  local l proj=$work/wrap-project build=$work/wrap-build release=$work/release
+  local name=atomic_state-$version archive hash
+  l=$(log meson-wrap)
+  mkdir -p "$proj/subprojects/packagecache" "$proj/common" "$release/$name"
+  # What the subproject reads; it builds no examples, tests or benchmarks.
+  cp -R "$root/meson.build" "$root/meson_options.txt" "$root/atomic_state.hpp" "$root/cmake" \
+    "$release/$name/"
+  archive=$proj/subprojects/packagecache/$name.tar.gz
+  tar -C "$release" -czf "$archive" "$name"
+  hash=$(sha256sum "$archive" | cut -d ' ' -f 1)
+  printf '%s\n' '[wrap-file]' "directory = $name" \
+    "source_url = https://github.com/atomic-state/atomic_state/archive/refs/tags/v$version.tar.gz" \
+    "source_filename = $name.tar.gz" "source_hash = $hash" '' '[provide]' \
+    'dependency_names = atomic_state' >"$proj/subprojects/atomic_state.wrap"
+  printf '%s\n' "project('wrap_consumer', 'cpp', default_options: ['cpp_std=c++17'])" \
+    "atomic_state_dep = dependency('atomic_state', default_options: ['json=enabled'])" \
+    "executable('app', 'main.cpp', dependencies: atomic_state_dep)" >"$proj/meson.build"
+  sed 's|"\.\./common/roundtrip\.hpp"|"common/roundtrip.hpp"|' "$src/meson_subproject/main.cpp" \
+    >"$proj/main.cpp"
+  cp "$src/common/roundtrip.hpp" "$proj/common/"
+  echo "+ CXX=$cxx_env meson setup $build $proj --force-fallback-for=atomic_state" >>"$l"
+  if ! CXX=$cxx_env meson setup "$build" "$proj" --force-fallback-for=atomic_state \
+       --wrap-mode=nodownload >>"$l" 2>&1; then
+    fail "$what: meson setup fails" "$l"
+    return
+  fi
+  if ! grep -q "Using atomic_state source from cache" "$l" ||
+     ! grep -q "atomic_state| Build targets in project: 0" "$l"; then
+    fail "$what: the wrap's archive was not used, or the subproject built targets of its own" "$l"
+    return
+  fi
+  if ! ninja -C "$build" >>"$l" 2>&1; then
+    fail "$what: ninja fails" "$l"
+    return
+  fi
+  runs_ok "$what" "$l" "$build/app" json
+}
+
 # 4. Installed: meson install into a staging prefix, then pkg-config, CMake.
 check_installed() {
   local what="installed"
@@ -329,10 +377,11 @@ check_installed() {
   # Debian, the debian:12 container image) and on Fedora. Debian's CMake and
   # pkg-config do not look in lib64: a header-only package must install
   # nothing that depends on the libdir.
-  echo "+ CXX=$cxx_env meson setup $build $root -Dtests=disabled --prefix=$stage --libdir=lib64" >>"$l"
-  # --no-rebuild: what is installed (the header, the .pc file, the CMake
-  # package) needs no compiling; this saves building the examples.
-  if ! CXX=$cxx_env meson setup "$build" "$root" -Dtests=disabled --prefix="$stage" \
+  echo "+ CXX=$cxx_env meson setup $build $root -Dexamples=false --prefix=$stage --libdir=lib64" >>"$l"
+  # -Dexamples=false: what is left to install (the header, the .pc file,
+  # the CMake package) needs no compiling (--no-rebuild would fail on a
+  # program not built); check_installed_defaults installs the tool.
+  if ! CXX=$cxx_env meson setup "$build" "$root" -Dexamples=false --prefix="$stage" \
        --libdir=lib64 --wrap-mode=nodownload >>"$l" 2>&1 ||
      ! meson install -C "$build" --no-rebuild >>"$l" 2>&1; then
     fail "installed: meson setup and meson install into a staging prefix" "$l"
@@ -342,7 +391,12 @@ check_installed() {
     fail "installed: meson install should put the header in <prefix>/include" "$l"
     return
   fi
-  pass "installed: meson setup -Dtests=disabled --prefix=<stage> --libdir=lib64, meson install"
+  pass "installed: meson setup -Dexamples=false --prefix=<stage> --libdir=lib64, meson install"
+  installs_exactly "installed, -Dexamples=false: the header, the pkg-config and CMake files; no atomic-write" \
+    "$l" "$stage" "${library_files[@]}"
+  if [ -e "$build/examples" ]; then
+    fail "installed, -Dexamples=false: the examples were configured all the same" "$l"
+  fi
   # The CMake consumer uses a copy of the prefix at another path: the
   # package must find its header relative to itself.
   local moved=$work/moved-prefix
@@ -351,6 +405,70 @@ check_installed() {
   check_cmake "$moved"
   wait
   cat "$work/pkgconfig.out"
+}
+
+# What any install holds, relative to the prefix.
+library_files=(include/atomic_state.hpp share/pkgconfig/atomic_state.pc
+  share/cmake/atomic_state/atomic_stateConfig.cmake
+  share/cmake/atomic_state/atomic_stateConfigVersion.cmake)
+
+# installs_exactly WHAT LOG DIR FILE...: the files (and symlinks) under DIR
+# are FILE... and nothing else.
+installs_exactly() {
+  local what=$1 logfile=$2 dir=$3 expected actual
+  shift 3
+  expected=$(printf '%s\n' "$@" | sort)
+  actual=$(cd "$dir" && find . \( -type f -o -type l \) -print | sed 's|^\./||' | sort)
+  if [ "$actual" = "$expected" ]; then
+    pass "$what"
+  else
+    printf 'expected:\n%s\ninstalled:\n%s\n' "$expected" "$actual" >>"$logfile"
+    fail "$what" "$logfile"
+  fi
+}
+
+# 4b. A user's plain install: no option at all. It must build no test and no
+# benchmark (whatever is installed on the machine: Catch2, Google Benchmark),
+# and install the tool beside the header.
+check_installed_defaults() {
+  local what="installed with the defaults: meson setup, meson install --destdir"
+  if ! have meson || ! have ninja; then
+    skip "$what" "meson or ninja is not installed (Debian: meson ninja-build)"
+    return
+  fi
+  local l build=$work/defaults-build dest=$work/defaults-dest prefix=/usr/local tool out
+  l=$(log install-defaults)
+  # --wrap-mode=nodownload sets no build option: it only keeps the network out.
+  echo "+ CXX=$cxx_env meson setup $build $root --prefix=$prefix" >>"$l"
+  if ! CXX=$cxx_env meson setup "$build" "$root" --prefix=$prefix --wrap-mode=nodownload \
+       >>"$l" 2>&1 ||
+     ! meson install -C "$build" --destdir "$dest" >>"$l" 2>&1; then
+    fail "$what" "$l"
+    return
+  fi
+  pass "$what"
+  installs_exactly "installed with the defaults: the header, the pkg-config and CMake files, bin/atomic-write" \
+    "$l" "$dest$prefix" "${library_files[@]}" bin/atomic-write
+  local tests benchmarks
+  tests=$(meson introspect --tests "$build" 2>>"$l")
+  benchmarks=$(meson introspect --benchmarks "$build" 2>>"$l")
+  if [ "$tests" = "[]" ] && [ "$benchmarks" = "[]" ] && [ ! -e "$build/tests" ] &&
+     [ ! -e "$build/bench" ]; then
+    pass "installed with the defaults: no test and no benchmark configured or built"
+  else
+    printf 'tests: %s\nbenchmarks: %s\n' "$tests" "$benchmarks" >>"$l"
+    ls "$build" >>"$l"
+    fail "installed with the defaults: tests or benchmarks were configured" "$l"
+  fi
+  tool=$dest$prefix/bin/atomic-write
+  out=$(printf 'x' | "$tool" "$work/defaults-written" 2>>"$l" && "$tool" --version 2>>"$l")
+  if [ "$out" = "atomic-write $version" ] && [ "$(cat "$work/defaults-written" 2>/dev/null)" = x ]
+  then
+    pass "installed with the defaults: bin/atomic-write writes a file and says version $version"
+  else
+    echo "--version: $out" >>"$l"
+    fail "installed with the defaults: bin/atomic-write should write a file and say $version" "$l"
+  fi
 }
 
 check_pkgconfig() {
@@ -588,11 +706,13 @@ check_unsupported() {
 
 # ================================================================= RUNNING ====
 checks=(  # the longest first
+  check_installed_defaults
   check_installed
   check_two_tus
   check_vendored
   check_two_versions_linked
   check_meson_subproject
+  check_meson_wrap
   "check_hygiene c++20 json"
   "check_hygiene c++17 json"
   check_no_exceptions
