@@ -987,7 +987,7 @@ class WriteTransaction {
   detail::Retrying<FsRef> fs_;  // every call, with the retry rule applied
   int dir_fd_ = -1;
   int fd_ = -1;
-  int lock_fd_ = -1;  // keeps the temp file's lock from close() to rename()
+  int lock_fd_ = -1;                // keeps the temp file's lock from close() to rename()
   detail::Claim* claim_ = nullptr;  // an AtomicDirectory's: it protects the temp file
   unsigned perm_ = 0;
   bool keep_owner_ = false;  // ModeFrom::existing found a file: give its owner too
@@ -1112,8 +1112,8 @@ class AtomicDirectory {
   /// `missing` says. Failures: check_path, create_directory,
   /// open_directory, create_temp_file (the claim).
   template <class F = Fs, std::enable_if_t<std::is_default_constructible_v<F>, int> = 0>
-  static Result<AtomicDirectory> open(PathView dir,
-                                      MissingDirectory missing = MissingDirectory::create) noexcept {
+  static Result<AtomicDirectory> open(
+      PathView dir, MissingDirectory missing = MissingDirectory::create) noexcept {
     return open(dir, F(), missing);
   }
   static Result<AtomicDirectory> open(PathView dir, Fs fs,
@@ -1268,7 +1268,7 @@ struct SnapshotOptions {
   /// before it, so that a reader who opened `current` just before a publish
   /// can still read its files. At least 1.
   unsigned keep = 2;
-  unsigned directory_mode = 0755;  ///< each generation directory's mode, exact
+  unsigned directory_mode = 0755;                       ///< each generation directory's mode, exact
   MissingDirectory missing = MissingDirectory::create;  ///< for the snapshot directory
 };
 
@@ -1370,8 +1370,8 @@ class SnapshotWriter {
   Directory dir_;
   SnapshotOptions options_;
   int lock_fd_ = -1;
-  int generation_fd_ = -1;          // of the generation being built
-  std::uint64_t generation_ = 0;    // its number, 0 when none
+  int generation_fd_ = -1;        // of the generation being built
+  std::uint64_t generation_ = 0;  // its number, 0 when none
   std::uint64_t current_ = 0;
   std::vector<File> files_;
 };
@@ -1487,7 +1487,8 @@ inline Status Status::with_detail(std::string_view more) const noexcept {
   if (ok()) return *this;
   char joined[2048];  // cut short: only the message loses
   std::size_t size = 0;
-  for (const std::string_view part : {detail(), detail().empty() ? std::string_view() : "; ", more}) {
+  for (const std::string_view part :
+       {detail(), detail().empty() ? std::string_view() : "; ", more}) {
     const std::size_t n = part.size() < sizeof joined - size ? part.size() : sizeof joined - size;
     if (n > 0) std::memcpy(joined + size, part.data(), n);
     size += n;
@@ -1608,8 +1609,7 @@ inline int PosixFs::start_writeback(int fd) noexcept {
 }
 
 inline int PosixFs::set_owner(int fd, std::uint32_t owner, std::uint32_t group) noexcept {
-  return detail::negative_errno(
-      ::fchown(fd, static_cast<uid_t>(owner), static_cast<gid_t>(group)));
+  return detail::negative_errno(::fchown(fd, static_cast<uid_t>(owner), static_cast<gid_t>(group)));
 }
 
 // umask() both reads and sets: calling it twice would give other threads'
@@ -2112,8 +2112,8 @@ Status WriteTransaction<S, Fs>::open_in(int dir_fd, std::string_view dir, std::s
   const auto invalid = [&](std::errc code, const char* why) {
     phase_ = Phase::failed;
     const detail::JoinedPath path(dir, name);
-    error_ = Status(Step::check_path, std::make_error_code(code), path.view(), path.view(), false,
-                    why);
+    error_ =
+        Status(Step::check_path, std::make_error_code(code), path.view(), path.view(), false, why);
     return error_;
   };
   if (options.mode > 07777) return invalid(std::errc::invalid_argument, "mode above 07777");
@@ -2403,8 +2403,8 @@ template <class S, class Fs>
 Status WriteTransaction<S, Fs>::commit() noexcept {
   if (phase_ != Phase::open) return status_after_end();
   if (in_batch_)
-    return Status(Step::invalid_use, std::make_error_code(std::errc::operation_not_permitted),
-                  {}, {}, false, "the transaction is part of a batch: Batch::commit commits it");
+    return Status(Step::invalid_use, std::make_error_code(std::errc::operation_not_permitted), {},
+                  {}, false, "the transaction is part of a batch: Batch::commit commits it");
   if (Status done = set_final_mode(); !done) return done;
   if (Status done = sync_file(); !done) return done;
   if (Status done = close_file(); !done) return done;
@@ -2790,10 +2790,9 @@ Result<typename AtomicDirectory<S, Fs>::Transaction> AtomicDirectory<S, Fs>::sta
     typename Transaction::Commit commit) noexcept {
   Transaction transaction(fs_);
   if (dir_fd_ < 0)
-    return Status(Step::invalid_use, std::make_error_code(std::errc::bad_file_descriptor), name,
-                  {}, false, "the AtomicDirectory was moved from");
-  if (Status opened = transaction.open_in(dir_fd_, path(), name, options, commit, *claim_);
-      !opened)
+    return Status(Step::invalid_use, std::make_error_code(std::errc::bad_file_descriptor), name, {},
+                  false, "the AtomicDirectory was moved from");
+  if (Status opened = transaction.open_in(dir_fd_, path(), name, options, commit, *claim_); !opened)
     return opened;
   return Result<Transaction>(std::move(transaction));
 }
@@ -2827,7 +2826,8 @@ Status AtomicDirectory<S, Fs>::write(std::string_view name, std::string_view dat
 template <class S, class Fs>
 Status AtomicDirectory<S, Fs>::write_new(std::string_view name, std::string_view data,
                                          unsigned perm) noexcept {
-  Result<Transaction> transaction = start(name, WriteOptions{perm}, Transaction::Commit::no_replace);
+  Result<Transaction> transaction =
+      start(name, WriteOptions{perm}, Transaction::Commit::no_replace);
   if (!transaction) return transaction.status();
   return detail::write_whole(*transaction, data);
 }
@@ -2838,8 +2838,8 @@ Result<TempSweep> AtomicDirectory<S, Fs>::remove_stale_temp_files() noexcept {
                 "remove_stale_temp_files needs the Fs calls open_file and list_directory "
                 "(see PosixFs)");
   if (dir_fd_ < 0)
-    return Status(Step::invalid_use, std::make_error_code(std::errc::bad_file_descriptor),
-                  path(), {}, false, "the AtomicDirectory was moved from");
+    return Status(Step::invalid_use, std::make_error_code(std::errc::bad_file_descriptor), path(),
+                  {}, false, "the AtomicDirectory was moved from");
   detail::Retrying<FsRef> fs(fs_);
   return detail::sweep_temp_files(fs, dir_fd_, path());
 }
@@ -3131,12 +3131,11 @@ template <class S, class Fs>
 Result<SnapshotWriter<S, Fs>> SnapshotWriter<S, Fs>::open(PathView dir, Fs fs,
                                                           const SnapshotOptions& options) noexcept {
   const auto invalid = [&](const char* why) {
-    return Status(Step::check_path, std::make_error_code(std::errc::invalid_argument),
-                  dir.text(), {}, false, why);
+    return Status(Step::check_path, std::make_error_code(std::errc::invalid_argument), dir.text(),
+                  {}, false, why);
   };
   if (options.keep == 0) return invalid("SnapshotOptions::keep must be at least 1");
-  if (options.directory_mode > 07777)
-    return invalid("SnapshotOptions::directory_mode above 07777");
+  if (options.directory_mode > 07777) return invalid("SnapshotOptions::directory_mode above 07777");
   Result<Directory> opened = Directory::open(dir, static_cast<Fs&&>(fs), options.missing);
   if (!opened) return opened.status();
   SnapshotWriter writer(std::move(*opened));
@@ -3154,9 +3153,9 @@ Result<SnapshotWriter<S, Fs>> SnapshotWriter<S, Fs>::open(PathView dir, Fs fs,
     return writer.fail(Step::lock_run, -EINVAL, lock_path.view(), {},
                        "the lock file is not a regular file");
   if (const int r = call.try_lock(fd); r < 0)
-    return writer.fail(Step::lock_run, r, lock_path.view(), {},
-                       r == -EWOULDBLOCK ? "another SnapshotWriter has the directory open"
-                                         : nullptr);
+    return writer.fail(
+        Step::lock_run, r, lock_path.view(), {},
+        r == -EWOULDBLOCK ? "another SnapshotWriter has the directory open" : nullptr);
   // Whoever can open the lock file can hold it forever: only its owner.
   if ((info.mode & 077) != 0)
     if (const int r = call.set_mode(fd, 0600); r < 0)
@@ -3226,8 +3225,10 @@ Status SnapshotWriter<S, Fs>::read_current() noexcept {
     return {};
   }
   if (r == -EINVAL) return fail(Step::check_path, -EINVAL, current.view(), {}, "not a symlink");
-  if (r < 0 && r != -ENAMETOOLONG) return fail(Step::check_path, static_cast<int>(r), current.view());
-  current_ = r < 0 ? 0 : detail::generation_of(std::string_view(target, static_cast<std::size_t>(r)));
+  if (r < 0 && r != -ENAMETOOLONG)
+    return fail(Step::check_path, static_cast<int>(r), current.view());
+  current_ =
+      r < 0 ? 0 : detail::generation_of(std::string_view(target, static_cast<std::size_t>(r)));
   if (current_ == 0)
     return fail(Step::check_path, -EINVAL, current.view(), {},
                 "the symlink names no generation (gen-N) of the directory");
@@ -3277,8 +3278,8 @@ Status SnapshotWriter<S, Fs>::add(std::string_view name, std::string_view data,
     return Status(Step::check_path, std::make_error_code(code), target.view(), {}, false, why);
   };
   if (lock_fd_ < 0)
-    return Status(Step::invalid_use, std::make_error_code(std::errc::bad_file_descriptor), name,
-                  {}, false, "the SnapshotWriter was moved from");
+    return Status(Step::invalid_use, std::make_error_code(std::errc::bad_file_descriptor), name, {},
+                  false, "the SnapshotWriter was moved from");
   if (perm > 07777) return refused(std::errc::invalid_argument, "mode above 07777");
   if (name.empty() || name.find('/') != std::string_view::npos || name == "." || name == "..")
     return refused(std::errc::invalid_argument,
@@ -3393,8 +3394,8 @@ Status SnapshotWriter<S, Fs>::swap_current() noexcept {
 template <class S, class Fs>
 Status SnapshotWriter<S, Fs>::publish() noexcept {
   if (files_.empty())
-    return Status(Step::invalid_use, std::make_error_code(std::errc::invalid_argument), path(),
-                  {}, false, "an empty snapshot: add a file first");
+    return Status(Step::invalid_use, std::make_error_code(std::errc::invalid_argument), path(), {},
+                  false, "an empty snapshot: add a file first");
   if (Status durable = make_durable(); !durable) {
     discard();
     return durable;
@@ -5931,8 +5932,7 @@ Result<Loaded<S>> StateManager<L, S, P, F>::use_state_text(int dir_fd,
     int opened_fd = -1;
     if (Status opened = open_directory(dir, opened_fd); !opened) return opened.within(context);
     if (opened_fd < 0)  // the directory went away since the file was read
-      return Status(Step::open_directory, detail::system_error(-ENOENT), dir.view(),
-                    file_.native())
+      return Status(Step::open_directory, detail::system_error(-ENOENT), dir.view(), file_.native())
           .within(context);
     const detail::ClosingFd<FsRef> closing(fs_, opened_fd);
     return load_corrupt(opened_fd, text, info, problem.view());
@@ -6454,9 +6454,8 @@ Status StateManager<L, S, P, F>::save_state(const S& state, Batch<P, F>& batch) 
                                WriteOptions{options_.file_mode, options_.create_directory});
       !added)
     return given_up(added);
-  const Status committed = batch.commit([&]() noexcept {
-    return options_.keep_previous ? keep_previous() : Status();
-  });
+  const Status committed =
+      batch.commit([&]() noexcept { return options_.keep_previous ? keep_previous() : Status(); });
   if (!committed) return committed.within(context);
   detail::StateCodec<S>::log_saved(
       state, [&](Fields fields) noexcept { log(Level::info, "state saved", fields); });

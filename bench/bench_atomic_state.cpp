@@ -367,8 +367,7 @@ void bm_run_lock(benchmark::State& st, const std::string* base, const char* labe
        }},
       {"floor_us",
        [&] {
-         const int fd =
-             ::open(floor_lock.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+         const int fd = ::open(floor_lock.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
          if (fd < 0) return false;
          const bool locked = ::flock(fd, LOCK_EX | LOCK_NB) == 0;
          ::close(fd);

@@ -125,9 +125,10 @@ int main() {
     const long before_run = allocations;
     const bool run_ok = fill() && batch.commit().ok();
     const long per_run = allocations - before_run;
-    std::printf("%s - a whole run of a reused batch (4 adds and the commit): %ld allocation(s)%s\n",
-                run_ok && per_run == 0 ? "ok  " : "FAIL", per_run,
-                per_run == 0 ? "" : " [HEADER DEFECT: Batch::add allocates a transaction each time]");
+    std::printf(
+        "%s - a whole run of a reused batch (4 adds and the commit): %ld allocation(s)%s\n",
+        run_ok && per_run == 0 ? "ok  " : "FAIL", per_run,
+        per_run == 0 ? "" : " [HEADER DEFECT: Batch::add allocates a transaction each time]");
     if (!run_ok || per_run != 0) ++failures;
   }
 

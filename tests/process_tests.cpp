@@ -30,9 +30,9 @@
 
 #include <atomic>
 #include <cctype>
-#include <csignal>
 #include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -478,7 +478,8 @@ const char* const kBatchOutputs[] = {"full.json", "summary.json", "history.json"
 
 std::string batch_file(std::int64_t gen, std::size_t file) {
   std::string text = "gen " + std::to_string(gen) + "\n";
-  text.append(static_cast<std::size_t>(gen % 97) + 1000 * (file + 1), static_cast<char>('a' + file));
+  text.append(static_cast<std::size_t>(gen % 97) + 1000 * (file + 1),
+              static_cast<char>('a' + file));
   return text;
 }
 
@@ -623,9 +624,10 @@ void batch_on_shm(int kills) {
 }
 
 int usage() {
-  std::fprintf(stderr,
-               "usage: process-tests kill DIR [KILLS] | kill-tmpfs [KILLS] | batch-kill DIR [KILLS] | "
-               "batch-kill-shm [KILLS] | concurrent DIR\n");
+  std::fprintf(
+      stderr,
+      "usage: process-tests kill DIR [KILLS] | kill-tmpfs [KILLS] | batch-kill DIR [KILLS] | "
+      "batch-kill-shm [KILLS] | concurrent DIR\n");
   return 2;
 }
 

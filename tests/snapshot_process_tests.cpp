@@ -14,8 +14,8 @@
 // generation newer than current, at most `keep` generations, current a
 // whole generation, and no stale claim (.tmp-) of the killed writer.
 #include <fcntl.h>
-#include <signal.h>
 #include <linux/magic.h>
+#include <signal.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -95,8 +95,10 @@ std::string read_at(int dir_fd, const char* name, int& error) {
     for (const char* name : kNames) {
       int error = 0;
       const std::string data = read_at(g, name, error);
-      if (error == ENOENT) missing = true;
-      else if (data != content(n, name)) whole = false;
+      if (error == ENOENT)
+        missing = true;
+      else if (data != content(n, name))
+        whole = false;
     }
     ::close(g);
     ++reads;
@@ -189,8 +191,9 @@ void kill_loop(const std::string& base, int kills) {
   check(bad_after == 0, "after every kill: current one whole generation, nothing newer, " +
                             std::to_string(bad_after) + " problems");
   check(links_left == 0, "no temp link survives the next open");
-  check(stale_claims == 0, "no killed publisher's claim (.tmp-) survives the next open (left after " +
-                               std::to_string(stale_claims) + " kills)");
+  check(stale_claims == 0,
+        "no killed publisher's claim (.tmp-) survives the next open (left after " +
+            std::to_string(stale_claims) + " kills)");
   check(WIFEXITED(status) && WEXITSTATUS(status) == 0,
         "the reader saw one whole generation at every read");
   std::error_code ignored;

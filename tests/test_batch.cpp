@@ -39,8 +39,8 @@ using test::Fault;
 using test::FaultFs;
 using test::Op;
 using test::read_file;
-using test::TempDir;
 using test::temp_files_in;
+using test::TempDir;
 
 namespace {
 
@@ -229,8 +229,7 @@ TEST_CASE("the same target twice in one batch is refused at add, before its temp
   }
 }
 
-TEST_CASE("a target that is a directory is refused at add, before anything is written",
-          "[batch]") {
+TEST_CASE("a target that is a directory is refused at add, before anything is written", "[batch]") {
   TempDir dir;
   test::fs::create_directories(dir / "sub");
   test::write_plain(dir / "out", "old");
@@ -243,9 +242,9 @@ TEST_CASE("a target that is a directory is refused at add, before anything is wr
   CHECK(refused.code().value() == EISDIR);
   CHECK(refused.target() == (dir / "sub").string());
   CHECK(contains(refused.message(), "the target is a directory"));
-  CHECK(fs.count(Op::write) == writes);         // not a byte of it
-  CHECK(fs.count(Op::create_file) == 1);        // nor a temp file
-  CHECK(batch.size() == 1);                     // the batch keeps the others
+  CHECK(fs.count(Op::write) == writes);   // not a byte of it
+  CHECK(fs.count(Op::create_file) == 1);  // nor a temp file
+  CHECK(batch.size() == 1);               // the batch keeps the others
   CHECK(temp_files_in(dir.path()).size() == 1);
   REQUIRE(batch.commit().ok());
   CHECK(read_file(dir / "out") == "new");
@@ -347,11 +346,14 @@ TEST_CASE("a failure after some renames says which targets were replaced and whi
   const Row rows[] = {
       {"the second rename", {Op::rename, 2, EIO}, Step::rename, 1, 1, false},
       {"the third rename", {Op::rename, 3, EIO}, Step::rename, 2, 2, false},
-      {"the sync of the outputs' directory", {Op::sync_full, 5, EIO}, Step::sync_directory, 3, 0,
+      {"the sync of the outputs' directory",
+       {Op::sync_full, 5, EIO},
+       Step::sync_directory,
+       3,
+       0,
        true},
       {"the last rename", {Op::rename, 4, EIO}, Step::rename, 3, 3, false},
-      {"the sync after the last rename", {Op::sync_full, 6, EIO}, Step::sync_directory, 4, 3,
-       true},
+      {"the sync after the last rename", {Op::sync_full, 6, EIO}, Step::sync_directory, 4, 3, true},
   };
   for (const Row& row : rows) {
     CAPTURE(row.what);
@@ -375,8 +377,7 @@ TEST_CASE("a failure after some renames says which targets were replaced and whi
     const std::string message = failed.message();
     CAPTURE(message);
     std::string which = "replaced before the failure: ";
-    for (std::size_t i = 0; i < row.replaced; ++i)
-      which += (i > 0 ? ", " : "") + files[i].string();
+    for (std::size_t i = 0; i < row.replaced; ++i) which += (i > 0 ? ", " : "") + files[i].string();
     CHECK(contains(message, which + ")"));
     CHECK(contains(message, files[static_cast<std::size_t>(row.failed_file)].string()));
     for (std::size_t i = 0; i < files.size(); ++i)
@@ -727,7 +728,7 @@ TEST_CASE("a failure after some renames keeps the failure's own note in its mess
   as::StateOptions options;
   options.keep_previous = true;
   as::StateManager<test::CaptureLogger&, as::State, FullSync, FaultFs&> manager(dir / "state", log,
-                                                                                 fs, options);
+                                                                                fs, options);
   REQUIRE(manager.save_state(as::State{}).ok());
   Batch<FullSync, FaultFs&> batch(fs);
   REQUIRE(batch.add(dir / "out", "new").ok());

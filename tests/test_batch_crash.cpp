@@ -119,7 +119,8 @@ Tally enumerate(const Run& run, Order order) {
   const Image old_image = before_image();
   for (std::size_t p = 0; p < run.points.size(); ++p) {
     const bool after_success = run.ok && p + 1 == run.points.size();
-    const std::set<Image> images = sim::crash_images(run.points[p], order, nullptr, &judged_targets());
+    const std::set<Image> images =
+        sim::crash_images(run.points[p], order, nullptr, &judged_targets());
     ++t.points;
     for (const Image& image : images) {
       ++t.images;
@@ -146,7 +147,9 @@ Tally enumerate(const Run& run, Order order) {
         std::string v = "point " + std::to_string(p) + " (before " + run.points[p].before + "):";
         for (std::size_t i = 0; i < kFiles; ++i)
           v += std::string(" ") + kPaths[i] + "=" +
-               (seen[i] == Seen::fresh ? "new" : seen[i] == Seen::old ? "old" : "TORN");
+               (seen[i] == Seen::fresh ? "new"
+                : seen[i] == Seen::old ? "old"
+                                       : "TORN");
         t.violations.push_back(v);
       }
     }
@@ -325,8 +328,8 @@ TEST_CASE(
           if (!found->second.empty()) {
             ++bad;
             if (problems.size() < 6)
-              problems.push_back("point " + std::to_string(p) + " (before " +
-                                 run.points[p].before + "):" + found->second);
+              problems.push_back("point " + std::to_string(p) + " (before " + run.points[p].before +
+                                 "):" + found->second);
           }
         }
       }

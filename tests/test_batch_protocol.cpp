@@ -8,8 +8,8 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -33,8 +33,8 @@ using test::Fault;
 using test::FaultFs;
 using test::Op;
 using test::read_file;
-using test::TempDir;
 using test::temp_files_in;
+using test::TempDir;
 namespace protocol = test::protocol;
 using protocol::BatchCalls;
 using protocol::Sync;
@@ -109,25 +109,38 @@ struct Scenario {
   const char* name;
   BatchCalls calls;
   Outcome (*run)(FaultFs&, const Files&);
-  int first_file_create;    // which create_file call is file 0's temp file
-  std::vector<int> files;   // the files it writes (indexes into kFiles)
+  int first_file_create;   // which create_file call is file 0's temp file
+  std::vector<int> files;  // the files it writes (indexes into kFiles)
 };
 
 const Scenario& scenario(int i) {
   static const Scenario scenarios[] = {
-      {"batch of 3 + 1 by path, FullSync", protocol::batch_three_and_one(Sync::full),
-       batch_by_path<FullSync>, 0, {0, 1, 2, 3}},
-      {"batch of 3 + 1 by path, DataSync", protocol::batch_three_and_one(Sync::data),
-       batch_by_path<DataSync>, 0, {0, 1, 2, 3}},
-      {"batch of 3 + 1 by path, NoSync", protocol::batch_three_and_one(Sync::none),
-       batch_by_path<NoSync>, 0, {0, 1, 2, 3}},
+      {"batch of 3 + 1 by path, FullSync",
+       protocol::batch_three_and_one(Sync::full),
+       batch_by_path<FullSync>,
+       0,
+       {0, 1, 2, 3}},
+      {"batch of 3 + 1 by path, DataSync",
+       protocol::batch_three_and_one(Sync::data),
+       batch_by_path<DataSync>,
+       0,
+       {0, 1, 2, 3}},
+      {"batch of 3 + 1 by path, NoSync",
+       protocol::batch_three_and_one(Sync::none),
+       batch_by_path<NoSync>,
+       0,
+       {0, 1, 2, 3}},
       {"batch of 3 + 1 through two handles (open, add, commit, close)",
-       protocol::batch_three_and_one_through_handles(Sync::full), batch_through_handles, 2,
+       protocol::batch_three_and_one_through_handles(Sync::full),
+       batch_through_handles,
+       2,
        {0, 1, 2, 3}},
       {"AtomicDirectory open, write, close",
        protocol::directory_open(0) + protocol::directory_write(Sync::full) +
            protocol::directory_close(0),
-       directory_writes, 1, {3}},
+       directory_writes,
+       1,
+       {3}},
   };
   return scenarios[i];
 }
@@ -136,20 +149,21 @@ const int kScenarioCount = 5;
 std::string expand(std::string pattern, const std::vector<test::fs::path>& targets,
                    const std::vector<std::string>& temps, const std::string& claim, int file) {
   const auto put = [&](const std::string& key, const std::string& value) {
-    for (auto at = pattern.find(key); at != std::string::npos; at = pattern.find(key, at + value.size()))
+    for (auto at = pattern.find(key); at != std::string::npos;
+         at = pattern.find(key, at + value.size()))
       pattern.replace(at, key.size(), value);
   };
   const test::fs::path& target = targets[static_cast<std::size_t>(file)];
   const std::string dir = target.parent_path().string();
-  put("$T", dir + "/" + (static_cast<std::size_t>(file) < temps.size()
-                             ? temps[static_cast<std::size_t>(file)]
-                             : std::string("?")));
+  put("$T",
+      dir + "/" +
+          (static_cast<std::size_t>(file) < temps.size() ? temps[static_cast<std::size_t>(file)]
+                                                         : std::string("?")));
   put("$C", dir + "/" + claim);
   put("$F", target.string());
   put("$D", dir);
   return pattern;
 }
-
 
 struct Counts {
   int cases = 0, before_rename = 0, after_rename = 0, survived = 0;
@@ -281,8 +295,8 @@ TEST_CASE("a FullSync batch of 3 + 1 files: each file synced once, each director
   // temp file, then a's directory (through its first file's descriptor)
   // before the last rename, and b's after it: two directory syncs in all.
   CHECK(written_back == temp_fd);
-  CHECK(synced == std::vector<int>{temp_fd[0], temp_fd[1], temp_fd[2], temp_fd[3], dir_fd[0],
-                                   dir_fd[3]});
+  CHECK(synced ==
+        std::vector<int>{temp_fd[0], temp_fd[1], temp_fd[2], temp_fd[3], dir_fd[0], dir_fd[3]});
   CHECK(renamed_in == dir_fd);
   std::vector<std::string> temps;
   for (const test::Call& c : fs.calls)
@@ -295,8 +309,9 @@ TEST_CASE("a FullSync batch of 3 + 1 files: each file synced once, each director
       order.push_back(c.op);
   CHECK(order == std::vector<Op>{Op::rename, Op::rename, Op::rename, Op::sync_full, Op::rename,
                                  Op::sync_full});
-  std::printf("[batch-trace] FullSync batch of 3 + 1: %zu calls, %d fsyncs (4 files, 2 directories)\n",
-              fs.calls.size(), fs.count(Op::sync_full));
+  std::printf(
+      "[batch-trace] FullSync batch of 3 + 1: %zu calls, %d fsyncs (4 files, 2 directories)\n",
+      fs.calls.size(), fs.count(Op::sync_full));
 }
 
 TEST_CASE("a batch whose last file shares a directory syncs that directory before and after it",
@@ -307,8 +322,10 @@ TEST_CASE("a batch whose last file shares a directory syncs that directory befor
     int directory_syncs;
   };
   const Row rows[] = {
-      {"a, b, a", {0, 1, 0}, 3},         {"a, a, a", {0, 0, 0}, 2},
-      {"a, b, c, d", {0, 1, 2, 3}, 4},   {"one file", {0}, 1},
+      {"a, b, a", {0, 1, 0}, 3},
+      {"a, a, a", {0, 0, 0}, 2},
+      {"a, b, c, d", {0, 1, 2, 3}, 4},
+      {"one file", {0}, 1},
       {"b, a, b, a, c", {1, 0, 1, 0, 2}, 3},
   };
   for (const Row& row : rows) {
@@ -324,11 +341,11 @@ TEST_CASE("a batch whose last file shares a directory syncs that directory befor
     const std::size_t before = fs.calls.size();
     REQUIRE(batch.commit().ok());
     protocol::BatchCalls adds;
-    for (std::size_t i = 0; i < row.dirs.size(); ++i) adds = adds + protocol::batch_add(static_cast<int>(i));
+    for (std::size_t i = 0; i < row.dirs.size(); ++i)
+      adds = adds + protocol::batch_add(static_cast<int>(i));
     CHECK(fs.ops() ==
           protocol::ops(protocol::calls_of(adds + protocol::batch_commit(Sync::full, row.dirs))));
-    CHECK(fs.count(Op::sync_full) ==
-          static_cast<int>(row.dirs.size()) + row.directory_syncs);
+    CHECK(fs.count(Op::sync_full) == static_cast<int>(row.dirs.size()) + row.directory_syncs);
     CHECK(before == protocol::calls_of(adds).size());
   }
 }
@@ -358,8 +375,8 @@ TEST_CASE("a batch through handles opens no directory and takes no lock per file
   const Files files(dir);
   FaultFs fs;
   REQUIRE(batch_through_handles(fs, files).status.ok());
-  CHECK(fs.ops() ==
-        protocol::ops(protocol::calls_of(protocol::batch_three_and_one_through_handles(Sync::full))));
+  CHECK(fs.ops() == protocol::ops(protocol::calls_of(
+                        protocol::batch_three_and_one_through_handles(Sync::full))));
   CHECK(fs.count(Op::open_directory) == 2);  // the handles'
   CHECK(fs.count(Op::try_lock) == 2);        // their claims'
   CHECK(fs.count(Op::duplicate) == 0);

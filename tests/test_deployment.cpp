@@ -107,8 +107,8 @@ TEST_CASE("options that cannot be used fail every call, touching nothing", "[opt
       {"an empty name", "", 0644, std::errc::invalid_argument, "file_name is empty"},
       {"a name with a slash", "sub/state.json", 0644, std::errc::invalid_argument, "holds a '/'"},
       {"an absolute path", "/etc/passwd", 0644, std::errc::invalid_argument, "holds a '/'"},
-      {"a name with a NUL byte", std::string("state\0.json", 11), 0644,
-       std::errc::invalid_argument, "NUL"},
+      {"a name with a NUL byte", std::string("state\0.json", 11), 0644, std::errc::invalid_argument,
+       "NUL"},
       {"the directory itself", ".", 0644, std::errc::is_a_directory, "names a directory"},
       {"its parent", "..", 0644, std::errc::is_a_directory, "names a directory"},
       {"a temp file's name", ".tmp-Ab12Cd", 0644, std::errc::invalid_argument, "temp file"},
@@ -117,8 +117,8 @@ TEST_CASE("options that cannot be used fail every call, touching nothing", "[opt
       {"a lock's name", "state.json.lock", 0644, std::errc::invalid_argument, "a lock"},
       {"a previous state's name", "state.json.prev", 0644, std::errc::invalid_argument,
        "previous state"},
-      {"a corrupt copy's name", "state.json.corrupt-1764000000", 0644,
-       std::errc::invalid_argument, "corrupt copy"},
+      {"a corrupt copy's name", "state.json.corrupt-1764000000", 0644, std::errc::invalid_argument,
+       "corrupt copy"},
       {"a name too long for the names made from it", std::string(ATOMIC_STATE_NAME_MAX - 39, 'n'),
        0644, std::errc::filename_too_long, "too long"},
       {"a mode above 07777", "state.json", 010000, std::errc::invalid_argument, "above 07777"},
@@ -215,10 +215,9 @@ TEST_CASE("two managers with different names share a directory without touching 
   CHECK(b_loaded->state() == state_at(201));
   std::vector<std::string> names = test::names_in(dir.path());
   std::sort(names.begin(), names.end());
-  CHECK(names == std::vector<std::string>{".a.json.b.lock", ".a.json.lock", "a.json",
-                                          "a.json.b", "a.json.b.prev",
-                                          "a.json.corrupt-" + std::to_string(kStamp + 1),
-                                          "a.json.prev"});
+  CHECK(names == std::vector<std::string>{
+                     ".a.json.b.lock", ".a.json.lock", "a.json", "a.json.b", "a.json.b.prev",
+                     "a.json.corrupt-" + std::to_string(kStamp + 1), "a.json.prev"});
 }
 
 TEST_CASE("with create_directory false a missing directory is an error, never a first run",
@@ -345,8 +344,7 @@ TEST_CASE("the run lock makes a missing directory and proves it writable", "[run
   REQUIRE(manager.try_lock_run().has_value());
   CHECK(test::mode_of(root / "var") == 0755);
   CHECK(test::mode_of(root / "var" / "collector") == 0755);
-  CHECK(test::names_in(root / "var" / "collector") ==
-        std::vector<std::string>{".state.json.lock"});
+  CHECK(test::names_in(root / "var" / "collector") == std::vector<std::string>{".state.json.lock"});
 
   // Permission bits do not stop root: the check runs as uid 65534, on a
   // directory of root's (0755), and fails before any work would be done,
@@ -361,10 +359,10 @@ TEST_CASE("the run lock makes a missing directory and proves it writable", "[run
     test::CaptureLogger quiet;
     Manager other(root / "var" / "collector", quiet);
     const auto lock = other.try_lock_run();
-    const bool named = !lock && lock.status().code() == std::errc::permission_denied &&
-                       lock.status().message().find((root / "var" / "collector").string()) !=
-                           std::string::npos &&
-                       lock.status().message().find("not writable") != std::string::npos;
+    const bool named =
+        !lock && lock.status().code() == std::errc::permission_denied &&
+        lock.status().message().find((root / "var" / "collector").string()) != std::string::npos &&
+        lock.status().message().find("not writable") != std::string::npos;
     ::_exit(named ? 0 : 1);
   }
   int status = 0;
@@ -379,8 +377,8 @@ TEST_CASE("a directory no save could write fails the run lock, even for root", "
   test::TempDir dir;
   test::CaptureLogger log;
   test::FaultFs fs;
-  as::StateManager<test::CaptureLogger&, State, as::FullSync, test::FaultFs&> manager(
-      dir.path(), log, fs);
+  as::StateManager<test::CaptureLogger&, State, as::FullSync, test::FaultFs&> manager(dir.path(),
+                                                                                      log, fs);
   fs.faults = {test::Fault{test::Op::check_writable, 1, EROFS, true}};
   const auto lock = manager.try_lock_run();
   REQUIRE_FALSE(lock.has_value());
@@ -409,9 +407,7 @@ TEST_CASE("a hostile lock path is refused, never followed, never waited on", "[r
        },
        std::errc::too_many_symbolic_link_levels, "the lock file is a symlink"},
       {"a directory",
-       [](const test::fs::path& lock, const test::fs::path&) {
-         test::fs::create_directory(lock);
-       },
+       [](const test::fs::path& lock, const test::fs::path&) { test::fs::create_directory(lock); },
        std::errc::is_a_directory, ""},
       {"a FIFO",
        [](const test::fs::path& lock, const test::fs::path&) {
@@ -498,8 +494,7 @@ TEST_CASE("load_state says where the state came from", "[origin]") {
       {"a valid file: saved", Planted::valid, Prev::none, false, OnCorrupt::recover,
        LoadOrigin::saved, 300, nullptr},
       {"a corrupt file, recover: recovered", Planted::corrupt, Prev::none, false,
-       OnCorrupt::recover, LoadOrigin::recovered, 0,
-       "state file corrupted, treating as first run"},
+       OnCorrupt::recover, LoadOrigin::recovered, 0, "state file corrupted, treating as first run"},
       {"a corrupt file, fail: an error", Planted::corrupt, Prev::none, false, OnCorrupt::fail,
        std::nullopt, 0, nullptr},
       {"a corrupt file and a valid previous: previous", Planted::corrupt, Prev::valid, true,
@@ -509,11 +504,9 @@ TEST_CASE("load_state says where the state came from", "[origin]") {
        OnCorrupt::fail, LoadOrigin::previous, 200,
        "state file corrupted, loading the previous state"},
       {"a previous is not read without keep_previous", Planted::corrupt, Prev::valid, false,
-       OnCorrupt::recover, LoadOrigin::recovered, 0,
-       "state file corrupted, treating as first run"},
+       OnCorrupt::recover, LoadOrigin::recovered, 0, "state file corrupted, treating as first run"},
       {"a corrupt previous too: recovered", Planted::corrupt, Prev::corrupt, true,
-       OnCorrupt::recover, LoadOrigin::recovered, 0,
-       "state file corrupted, treating as first run"},
+       OnCorrupt::recover, LoadOrigin::recovered, 0, "state file corrupted, treating as first run"},
       {"a corrupt previous too, fail: an error", Planted::corrupt, Prev::corrupt, true,
        OnCorrupt::fail, std::nullopt, 0, nullptr},
       {"no previous, fail: an error", Planted::corrupt, Prev::none, true, OnCorrupt::fail,
@@ -578,8 +571,7 @@ TEST_CASE("load_state says where the state came from", "[origin]") {
     CHECK(warned[0].text("copied_to") == copy);
     if (*row.origin == LoadOrigin::previous)
       CHECK(warned[0].text("previous") == (dir / "state.json.prev").string());
-    if (row.prev == Prev::corrupt)
-      CHECK(log.with("previous state file corrupted too").size() == 1);
+    if (row.prev == Prev::corrupt) CHECK(log.with("previous state file corrupted too").size() == 1);
   }
 }
 
@@ -607,7 +599,8 @@ TEST_CASE("corrupt copies are bounded: the oldest are removed, each logged", "[o
   };
   // Copies left by earlier corruptions, another state's copies, and names
   // that only look alike: only the first are this state's copies.
-  for (const char* suffix : {"-5", "100", "200", "200.1", "300"}) test::write_plain(copy(suffix), "old");
+  for (const char* suffix : {"-5", "100", "200", "200.1", "300"})
+    test::write_plain(copy(suffix), "old");
   test::write_plain(dir / "other.json.corrupt-1", "theirs");
   test::write_plain(copy("notes"), "a user's file");
   test::write_plain(copy("7.x"), "a user's file");
@@ -700,8 +693,8 @@ TEST_CASE("keep_previous keeps the replaced state as .prev, a hard link", "[prev
 
   // A previous state that is already this state's file is not kept again.
   test::FaultFs fs;
-  as::StateManager<test::CaptureLogger&, State, as::FullSync, test::FaultFs&> same(
-      dir.path(), log, fs, options);
+  as::StateManager<test::CaptureLogger&, State, as::FullSync, test::FaultFs&> same(dir.path(), log,
+                                                                                   fs, options);
   ::unlink((dir / "state.json.prev").c_str());
   ::link((dir / "state.json").c_str(), (dir / "state.json.prev").c_str());
   REQUIRE(same.save_state(state_at(400)).ok());
@@ -717,7 +710,7 @@ TEST_CASE("a corrupt state never becomes the previous one", "[previous]") {
   options.keep_previous = true;
   Manager manager(dir.path(), log, options);
   REQUIRE(manager.save_state(state_at(100)).ok());
-  REQUIRE(manager.save_state(state_at(200)).ok());  // state 200, previous 100
+  REQUIRE(manager.save_state(state_at(200)).ok());    // state 200, previous 100
   test::write_plain(dir / "state.json", "{corrupt");  // in place: the same file
   const auto loaded = manager.load_state();
   REQUIRE(loaded.has_value());
@@ -757,8 +750,7 @@ TEST_CASE("a previous state without a state file is a first run, with a warning"
   }
 }
 
-TEST_CASE("a filesystem without hard links fails a keep_previous save, saying why",
-          "[previous]") {
+TEST_CASE("a filesystem without hard links fails a keep_previous save, saying why", "[previous]") {
   test::TempDir dir;
   test::CaptureLogger log;
   test::FaultFs fs;
@@ -792,9 +784,9 @@ struct SlotState {
   std::optional<std::uint64_t> last_slot;
 
   static constexpr auto state_fields() noexcept {
-    return std::make_tuple(as::state_field("network", &SlotState::network, "network"),
-                           as::state_field("last_slot", &SlotState::last_slot, "last_slot",
-                                           "slot"));
+    return std::make_tuple(
+        as::state_field("network", &SlotState::network, "network"),
+        as::state_field("last_slot", &SlotState::last_slot, "last_slot", "slot"));
   }
   friend bool operator==(const SlotState& a, const SlotState& b) {
     return a.network == b.network && a.last_slot == b.last_slot;
@@ -878,9 +870,13 @@ TEST_CASE("an older file is upgraded one version at a time, and left as it is", 
       {"no version key is version 0", R"({"slot": 42})", {0, 1}, slot_state(42)},
       {"version 0 said", R"({"schema_version": 0, "slot": 0})", {0, 1}, slot_state(0)},
       {"version 1", R"({"schema_version": 1, "last_slot": 7})", {1}, slot_state(7)},
-      {"the current version", R"({"schema_version": 2, "network": "testnet", "last_slot": 9})",
-       {}, slot_state(9, "testnet")},
-      {"a null version is version 0", R"({"schema_version": null, "slot": 1})", {0, 1},
+      {"the current version",
+       R"({"schema_version": 2, "network": "testnet", "last_slot": 9})",
+       {},
+       slot_state(9, "testnet")},
+      {"a null version is version 0",
+       R"({"schema_version": null, "slot": 1})",
+       {0, 1},
        slot_state(1)},
   };
   for (const Row& row : rows) {
@@ -923,8 +919,9 @@ TEST_CASE("a newer file, or a failed upgrade, is an error and the file is untouc
   };
   const Row rows[] = {
       {"a newer version", R"({"schema_version": 3, "last_slot": 1})", Upgrade::works,
-       std::errc::not_supported, "schema_version 3 is newer than this program's 2: a newer "
-                                 "program wrote it"},
+       std::errc::not_supported,
+       "schema_version 3 is newer than this program's 2: a newer "
+       "program wrote it"},
       {"a version beyond int64", R"({"schema_version": 18446744073709551615})", Upgrade::works,
        std::errc::not_supported,
        "schema_version 9223372036854775807 is newer than this program's 2: a newer program "
@@ -932,8 +929,9 @@ TEST_CASE("a newer file, or a failed upgrade, is an error and the file is untouc
       {"an upgrade that throws", R"({"slot": 1})", Upgrade::throws, std::errc::invalid_argument,
        "upgrade from schema_version 0 threw: no slot to rename"},
       {"an upgrade that throws a non-exception", R"({"slot": 1})", Upgrade::throws_int,
-       std::errc::invalid_argument, "upgrade from schema_version 0 threw something not an "
-                                    "exception"},
+       std::errc::invalid_argument,
+       "upgrade from schema_version 0 threw something not an "
+       "exception"},
       {"an upgrade that refuses", R"({"schema_version": 1, "last_slot": 1})", Upgrade::refuses,
        std::errc::invalid_argument, "upgrade from schema_version 1 refused"},
       {"an upgrade that returns garbage", R"({"slot": 1})", Upgrade::garbage,
@@ -1123,8 +1121,7 @@ TEST_CASE("optional fields are null when empty, and read back", "[cursor]") {
   REQUIRE(as::detail::read_fields(as::parse_json(out.view()).value(), nulls, problem));
   CHECK(nulls.name == std::string("keep"));  // null reads as missing: the value is left
   Opt wrong;
-  CHECK_FALSE(
-      as::detail::read_fields(as::parse_json(R"({"name": 5})").value(), wrong, problem));
+  CHECK_FALSE(as::detail::read_fields(as::parse_json(R"({"name": 5})").value(), wrong, problem));
   CHECK(problem.key == "name");
   CHECK(std::string(problem.reason) == "expected a string");
   Opt nan{std::nullopt, std::numeric_limits<double>::quiet_NaN(), std::nullopt, std::nullopt};

@@ -50,8 +50,7 @@ using Files = std::map<std::string, std::string>;
 std::vector<std::uint64_t> generations(const fs::path& dir) {
   std::vector<std::uint64_t> out;
   for (const std::string& name : test::names_in(dir))
-    if (const std::uint64_t n = atomic_state::detail::generation_of(name); n != 0)
-      out.push_back(n);
+    if (const std::uint64_t n = atomic_state::detail::generation_of(name); n != 0) out.push_back(n);
   std::sort(out.begin(), out.end());
   return out;
 }
@@ -190,16 +189,16 @@ TEST_CASE("generations are kept as SnapshotOptions::keep says: current and keep-
     SnapshotOptions options;
     options.keep = keep;
     {
-    auto writer = Writer::open(dir.path().string(), options);
-    REQUIRE(writer.has_value());
-    for (std::uint64_t n = 1; n <= 5; ++n) {
-      REQUIRE(writer->add("n", std::to_string(n)).ok());
-      REQUIRE(writer->publish().ok());
-      std::vector<std::uint64_t> expected;
-      for (std::uint64_t k = n >= keep ? n - keep + 1 : 1; k <= n; ++k) expected.push_back(k);
-      CHECK(generations(dir.path()) == expected);
-      CHECK(read_current(dir.path()) == Files{{"n", std::to_string(n)}});
-    }
+      auto writer = Writer::open(dir.path().string(), options);
+      REQUIRE(writer.has_value());
+      for (std::uint64_t n = 1; n <= 5; ++n) {
+        REQUIRE(writer->add("n", std::to_string(n)).ok());
+        REQUIRE(writer->publish().ok());
+        std::vector<std::uint64_t> expected;
+        for (std::uint64_t k = n >= keep ? n - keep + 1 : 1; k <= n; ++k) expected.push_back(k);
+        CHECK(generations(dir.path()) == expected);
+        CHECK(read_current(dir.path()) == Files{{"n", std::to_string(n)}});
+      }
     }
     // A writer opened later with a smaller keep prunes at open.
     const auto later = Writer::open(dir.path().string(), SnapshotOptions{});
@@ -229,8 +228,11 @@ TEST_CASE("open removes what a killed publisher left, never current nor what is 
        {1, 2},
        3},
       {"a temp link to the old generation", {}, {".current.tmp-xyz789"}, {1, 2}, 3},
-      {"three temp links", {}, {".current.tmp-aaaaaa", ".current.tmp-bbbbbb", ".current.tmp-cccccc"},
-       {1, 2}, 3},
+      {"three temp links",
+       {},
+       {".current.tmp-aaaaaa", ".current.tmp-bbbbbb", ".current.tmp-cccccc"},
+       {1, 2},
+       3},
   };
   for (const Row& row : rows) {
     CAPTURE(row.name);
@@ -251,8 +253,14 @@ TEST_CASE("open removes what a killed publisher left, never current nor what is 
       fs::create_symlink(row.leftovers.empty() ? "gen-1" : row.leftovers.begin()->first,
                          dir / link);
     // Names that are not the writer's: left alone.
-    const char* const foreign[] = {"gen-01", "gen-0", "gen-x", "gen-", ".current.tmp-abc",
-                                   "current.tmp-abcdef", "notes.txt", "gen-99999999999999999999999"};
+    const char* const foreign[] = {"gen-01",
+                                   "gen-0",
+                                   "gen-x",
+                                   "gen-",
+                                   ".current.tmp-abc",
+                                   "current.tmp-abcdef",
+                                   "notes.txt",
+                                   "gen-99999999999999999999999"};
     for (const char* name : foreign) fs::create_directory(dir / name);
 
     auto writer = Writer::open(dir.path().string());
@@ -274,8 +282,7 @@ TEST_CASE("open removes what a killed publisher left, never current nor what is 
   }
 }
 
-TEST_CASE("remove_stale_generations removes a half-built generation and counts it",
-          "[snapshot]") {
+TEST_CASE("remove_stale_generations removes a half-built generation and counts it", "[snapshot]") {
   TempDir dir;
   publish(dir.path(), {{"a", "1"}});
   auto writer = Writer::open(dir.path().string());
@@ -303,8 +310,7 @@ TEST_CASE("a claim left by a killed publisher is removed by the next open", "[sn
   CHECK(std::count(temps.begin(), temps.end(), ".tmp-Zz0Zz0") == 0);
 }
 
-TEST_CASE("one publisher at a time: a second open fails at once with EWOULDBLOCK",
-          "[snapshot]") {
+TEST_CASE("one publisher at a time: a second open fails at once with EWOULDBLOCK", "[snapshot]") {
   TempDir dir;
   auto first = Writer::open(dir.path().string());
   REQUIRE(first.has_value());
@@ -356,7 +362,9 @@ TEST_CASE("no other user can open or hold the lock: it is 0600, even if it was o
     const char* name;
     int existing_mode;  // -1: no lock file yet
   };
-  const Row rows[] = {{"made by open", -1}, {"already 0600", 0600}, {"opened up to 0644", 0644},
+  const Row rows[] = {{"made by open", -1},
+                      {"already 0600", 0600},
+                      {"opened up to 0644", 0644},
                       {"opened up to 0666", 0666}};
   for (const Row& row : rows) {
     CAPTURE(row.name);
@@ -485,10 +493,14 @@ TEST_CASE("a current that is not a symlink to a generation: open refuses and lea
     bool directory;
   };
   const Row rows[] = {
-      {"a regular file", nullptr, false},   {"a directory", nullptr, true},
-      {"a symlink to gen-01", "gen-01", false}, {"a symlink to gen-0", "gen-0", false},
-      {"a symlink to other", "other", false},    {"an absolute symlink", "/tmp/gen-1", false},
-      {"a symlink with a slash", "gen-1/", false}, {"a symlink to ../x/gen-1", "../x/gen-1", false},
+      {"a regular file", nullptr, false},
+      {"a directory", nullptr, true},
+      {"a symlink to gen-01", "gen-01", false},
+      {"a symlink to gen-0", "gen-0", false},
+      {"a symlink to other", "other", false},
+      {"an absolute symlink", "/tmp/gen-1", false},
+      {"a symlink with a slash", "gen-1/", false},
+      {"a symlink to ../x/gen-1", "../x/gen-1", false},
       {"a symlink to ./gen-1", "./gen-1", false},
       {"a symlink too long to be a generation",
        "gen-1111111111111111111111111111111111111111111111111", false},
@@ -554,7 +566,7 @@ TEST_CASE("a moved writer: the new one holds the lock and the generation, the ol
   CHECK(a.add("y", "2").step() == Step::invalid_use);  // NOLINT(bugprone-use-after-move)
   CHECK(a.publish().step() == Step::invalid_use);
   CHECK(a.remove_stale_generations().status().step() == Step::invalid_use);
-  a.discard();  // nothing to do
+  a.discard();                                                 // nothing to do
   CHECK_FALSE(Writer::open(dir.path().string()).has_value());  // b holds the lock
   REQUIRE(b.publish().ok());
   CHECK(read_current(dir.path()) == Files{{"x", "1"}});
@@ -669,8 +681,8 @@ TEST_CASE("a 2-file FullSync publish makes exactly the calls of snapshot_protoco
   CHECK(c[33].name.size() == 19);
   REQUIRE(fs.link_targets.size() == 1);
   CHECK(fs.link_targets[0] == "gen-3");  // relative: the directory can move
-  CHECK(c[34].fd == dir_fd);              // the link and gen-3's entry durable ...
-  CHECK(c[35].fd == dir_fd);              // ... before the rename over current
+  CHECK(c[34].fd == dir_fd);             // the link and gen-3's entry durable ...
+  CHECK(c[35].fd == dir_fd);             // ... before the rename over current
   CHECK(c[35].name == c[33].name);
   CHECK(c[36].fd == gen_fd);
   CHECK(c[37].fd == dir_fd);  // the rename durable before anything is removed
@@ -771,8 +783,8 @@ struct Outcome {
 /// One scenario under `faults`, checked against everything a failure
 /// promises: no descriptor leaked, no temp link, no generation but the
 /// kept ones; current unchanged before the rename and the new set after it.
-void run_and_check(const FaultScenario& sc, std::vector<Fault> faults, Step expected,
-                   bool replaced, const char* subject, int error, Outcome& outcome) {
+void run_and_check(const FaultScenario& sc, std::vector<Fault> faults, Step expected, bool replaced,
+                   const char* subject, int error, Outcome& outcome) {
   TempDir dir;
   two_generations(dir.path());
   if (sc.sweeping) {
@@ -814,7 +826,8 @@ void run_and_check(const FaultScenario& sc, std::vector<Fault> faults, Step expe
     CHECK(test::mode_of(dir / "gen-3" / "b") == 0640);
     const auto gens = generations(dir.path());
     // Only pruning may have failed: gen-1 may stay, nothing else.
-    CHECK((gens == std::vector<std::uint64_t>{2, 3} || gens == std::vector<std::uint64_t>{1, 2, 3}));
+    CHECK(
+        (gens == std::vector<std::uint64_t>{2, 3} || gens == std::vector<std::uint64_t>{1, 2, 3}));
     if (expected == Step::none) CHECK(gens == std::vector<std::uint64_t>{2, 3});
   } else {
     CHECK(current_target(dir.path()) == "gen-2");
@@ -883,9 +896,9 @@ TEST_CASE("every call of a publish failed with each errno, once and for good, le
     }
   }
   std::cout << "snapshot faults: " << cases << " cases (" << calls << " calls x "
-            << std::size(kErrnos) << " errnos x once/for good): " << outcome.failed
-            << " failed (" << outcome.replaced << " after the rename, replaced() true), "
-            << outcome.ok << " survived\n";
+            << std::size(kErrnos) << " errnos x once/for good): " << outcome.failed << " failed ("
+            << outcome.replaced << " after the rename, replaced() true), " << outcome.ok
+            << " survived\n";
   CHECK(cases == static_cast<int>(calls) * 8 * 2);
 }
 
@@ -897,8 +910,8 @@ TEST_CASE("EINTR at every call of a publish is retried and the publish succeeds"
     for (const auto& [call, k] : protocol::numbered(sc.calls)) {
       if (call.op == Op::write || call.op == Op::close) continue;  // looped / never retried
       CAPTURE(sc.name, test::op_name(call.op), k);
-      run_and_check(sc, {Fault{call.op, k, EINTR}, Fault{call.op, k + 1, EINTR}}, Step::none,
-                    false, "", 0, outcome);
+      run_and_check(sc, {Fault{call.op, k, EINTR}, Fault{call.op, k + 1, EINTR}}, Step::none, false,
+                    "", 0, outcome);
     }
   CHECK(outcome.failed == 0);
 }

@@ -49,7 +49,8 @@ Image start_image() {
   for (int g = 1; g <= 2; ++g) {
     const std::string dir = "/s/gen-" + std::to_string(g);
     image[dir] = sim::directory_node();
-    for (const char* name : kNames) image[dir + "/" + name] = sim::file_node(content(g, name), 0644);
+    for (const char* name : kNames)
+      image[dir + "/" + name] = sim::file_node(content(g, name), 0644);
   }
   return image;
 }
@@ -67,8 +68,8 @@ int resolve(const Image& image, std::string& why) {
   const auto d = image.find(dir);
   if (d == image.end() || !d->second.directory) return why = "current dangles: " + dir, 0;
   std::size_t files = 0;
-  for (auto it = image.upper_bound(dir + "/"); it != image.end() && it->first.rfind(dir + "/", 0) == 0;
-       ++it)
+  for (auto it = image.upper_bound(dir + "/");
+       it != image.end() && it->first.rfind(dir + "/", 0) == 0; ++it)
     ++files;
   if (files != 4) return why = dir + " holds " + std::to_string(files) + " files", 0;
   const unsigned mode = n == 3 ? 0640 : 0644;
@@ -90,7 +91,8 @@ void open_after_crash(const Image& image, int set, Counts& counts) {
   SimFs fs = SimFs::from(image);
   std::size_t generations_before = 0, links_before = 0;
   for (const auto& [path, node] : image) {
-    if (path.rfind("/s/gen-", 0) == 0 && path.find('/', 3) == std::string::npos) ++generations_before;
+    if (path.rfind("/s/gen-", 0) == 0 && path.find('/', 3) == std::string::npos)
+      ++generations_before;
     if (path.rfind("/s/.current.tmp-", 0) == 0) ++links_before;
   }
   {
@@ -162,8 +164,8 @@ void report(const char* what, const Counts& c) {
   std::printf(
       "%s: %zu crash points, %zu images: %zu old set, %zu new set, %zu torn or dangling; "
       "%zu next opens (%zu generations and %zu temp links removed)\n",
-      what, c.points, c.images, c.old_set, c.new_set, c.violations, c.opened,
-      c.removed_generations, c.removed_links);
+      what, c.points, c.images, c.old_set, c.new_set, c.violations, c.opened, c.removed_generations,
+      c.removed_links);
 }
 
 }  // namespace
@@ -192,7 +194,8 @@ TEST_CASE("the same enumeration catches a publish that does not sync (NoSync)",
 
 TEST_CASE("the model: a symlink renamed over a symlink is old or new, never missing",
           "[snapshot-crash]") {
-  SimFs fs = SimFs::from({{"/s", sim::directory_node()}, {"/s/current", sim::symlink_node("gen-1")}});
+  SimFs fs =
+      SimFs::from({{"/s", sim::directory_node()}, {"/s/current", sim::symlink_node("gen-1")}});
   const int dir = fs.open_directory("/s");
   REQUIRE(dir >= 0);
   REQUIRE(fs.make_symlink("gen-2", dir, ".current.tmp-abcdef") == 0);

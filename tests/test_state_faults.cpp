@@ -198,11 +198,10 @@ TEST_CASE("a load whose reading fails is an error that touches nothing", "[state
   const auto calls = calls_of(prepare, load);
   // After the first load, the file by its path (no directory opened), its
   // size, its bytes and the end, then closed: what any reader does.
-  REQUIRE(calls == std::vector<std::pair<Op, int>>{{Op::open_file, 1},
-                                                   {Op::file_info, 1},
-                                                   {Op::read, 1},
-                                                   {Op::read, 2},
-                                                   {Op::close, 1}});
+  REQUIRE(
+      calls ==
+      std::vector<std::pair<Op, int>>{
+          {Op::open_file, 1}, {Op::file_info, 1}, {Op::read, 1}, {Op::read, 2}, {Op::close, 1}});
 
   int cases = 0;
   for (const auto& [op, occurrence] : calls)

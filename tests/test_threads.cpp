@@ -265,7 +265,7 @@ TEST_CASE("threads racing for the run lock: never two holders, and no lock outli
   CHECK(held + refused == kThreads * kRounds);
   INFO(held << " held, " << refused << " refused");
   CHECK(held > 0);
-  CHECK(refused > 0);  // they did race
+  CHECK(refused > 0);                        // they did race
   CHECK(shared.try_lock_run().has_value());  // and every lock was released
 }
 

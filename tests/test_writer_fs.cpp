@@ -334,8 +334,8 @@ TEST_CASE("ModeFrom chooses the mode: given exactly, the existing file's, or fil
       {"given: exactly the mode asked, over a 0600 file", ModeFrom::given, 0600, 0644, 022, 0644},
       {"given: the umask is ignored", ModeFrom::given, -1, 0666, 077, 0666},
       {"existing: a 0600 file stays 0600", ModeFrom::existing, 0600, 0644, 022, 0600},
-      {"existing: a read-only 0444 file is replaced and stays 0444", ModeFrom::existing, 0444,
-       0644, 022, 0444},
+      {"existing: a read-only 0444 file is replaced and stays 0444", ModeFrom::existing, 0444, 0644,
+       022, 0444},
       {"existing: set-group-ID and sticky bits are kept", ModeFrom::existing, 02750, 0644, 022,
        02750},
       {"existing: a missing target gets the mode given", ModeFrom::existing, -1, 0640, 022, 0640},
@@ -416,8 +416,9 @@ TEST_CASE("ModeFrom::umask without a readable umask fails before anything is cre
 
 // ---- follow_symlinks: write through a symlink, as QSaveFile does
 
-TEST_CASE("follow_symlinks replaces the file a symlink leads to; a link that leads nowhere is refused",
-          "[fs][symlinks]") {
+TEST_CASE(
+    "follow_symlinks replaces the file a symlink leads to; a link that leads nowhere is refused",
+    "[fs][symlinks]") {
   struct Row {
     const char* behaviour;
     const char* link_to;  // the symlink "f" points here (relative to the test directory)
@@ -469,7 +470,8 @@ TEST_CASE("follow_symlinks on a plain file or a missing one writes it as usual",
   CHECK(read_file(dir / "new") == "b");
 }
 
-TEST_CASE("follow_symlinks through an AtomicDirectory is refused: it needs a path", "[fs][symlinks]") {
+TEST_CASE("follow_symlinks through an AtomicDirectory is refused: it needs a path",
+          "[fs][symlinks]") {
   TempDir dir;
   auto handle = atomic_state::AtomicDirectory<>::open(dir.path());
   REQUIRE(handle);

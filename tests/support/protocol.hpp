@@ -326,9 +326,9 @@ inline BatchCalls batch_add(int file) {
 /// saves: the target looked at, the temp file (".tmp-XXXXXX.N") created
 /// without a lock of its own (the claim protects it), written.
 inline BatchCalls directory_add(int file) {
-  return for_file(check_target() + Calls{{Op::create_file, Step::create_temp_file, "$T"}} +
-                      write_data(1),
-                  file);
+  return for_file(
+      check_target() + Calls{{Op::create_file, Step::create_temp_file, "$T"}} + write_data(1),
+      file);
 }
 
 /// AtomicDirectory::open of an existing directory: opened, and claimed by
@@ -347,10 +347,9 @@ inline BatchCalls directory_open(int first_file) {
 /// is closed, then the directory closed. Nothing to report: a claim left
 /// behind is a stale temp file, for the next sweep.
 inline BatchCalls directory_close(int first_file) {
-  return for_file(Calls{{Op::unlink, Step::none, ""},
-                        {Op::close, Step::none, ""},
-                        {Op::close, Step::none, ""}},
-                  first_file);
+  return for_file(
+      Calls{{Op::unlink, Step::none, ""}, {Op::close, Step::none, ""}, {Op::close, Step::none, ""}},
+      first_file);
 }
 
 /// AtomicDirectory::write of file 0 into its open directory: no directory
