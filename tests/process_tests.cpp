@@ -547,11 +547,15 @@ void batch_kill_loop(const test::fs::path& dir, int kills) {
           (void)batch.add(*outputs, kBatchOutputs[i], batch_file(gen, i));
         (void)batch.add(*state, "state.json", batch_file(gen, 3));
         if (!batch.commit().ok()) std::_Exit(4);
+        if (gen == first) (void)!::write(ready[1], "c", 1);
       }
     }
     ::close(ready[1]);
     char c;
     (void)!::read(ready[0], &c, 1);
+    // One kill in ten waits for a whole commit first, so that commits
+    // complete between kills however slow the disk is.
+    if (k % 10 == 0) (void)!::read(ready[0], &c, 1);
     ::close(ready[0]);
     std::this_thread::sleep_for(std::chrono::microseconds(delay_us(random)));
     ::kill(child, SIGKILL);
