@@ -584,7 +584,8 @@ TEST_CASE("a moved writer: the new one holds the lock and the generation, the ol
   REQUIRE(b.add("o", "1").ok());
   REQUIRE(b.publish().ok());
   CHECK(read_current(other.path()) == Files{{"o", "1"}});
-  b = std::move(b);  // self-assignment keeps it
+  Writer& same = b;
+  b = std::move(same);  // self-assignment keeps it
   CHECK(b.current() == 1);
 }
 

@@ -233,7 +233,8 @@ TEST_CASE("copies and moves of a Status share one text and keep every part", "[s
   Status c = std::move(b);
   Status d;
   d = c;
-  d = d;  // self-assignment keeps it
+  Status& same = d;
+  d = same;  // self-assignment keeps it
   Status e;
   e = std::move(c);
   for (const Status* s : {&a, &d, &e}) {
