@@ -3005,7 +3005,7 @@ Status Batch<S, Fs>::stopped(const Status& failure) noexcept {
     if (i > 0) append(", ");
     append(target.view());
   }
-  if (size == sizeof which) std::memcpy(which + size - 3, "...", 3);
+  if (size == sizeof which) std::fill_n(which + size - 3, 3, '.');
   discard();
   if (replaced_ == 0) return failure;
   return failure.with_detail(std::string_view(which, size));
@@ -3263,7 +3263,7 @@ Status SnapshotWriter<S, Fs>::begin_generation() noexcept {
   generation_fd_ = fd;
   generation_ = n;
   if (const int set = call.set_mode(fd, options_.directory_mode); set < 0) {
-    const Status failed = fail(Step::set_permissions, set, where.view());
+    Status failed = fail(Step::set_permissions, set, where.view());
     discard();
     return failed;
   }
@@ -3366,7 +3366,8 @@ Status SnapshotWriter<S, Fs>::swap_current() noexcept {
   char temp[20];
   int r = -EEXIST;
   for (int tries = 0; r == -EEXIST && tries < 100; ++tries) {
-    std::memcpy(temp, ".current", 8);
+    static constexpr char kLinkPrefix[] = ".current";  // then make_temp_name's 12 bytes
+    std::copy_n(kLinkPrefix, 8, temp);
     detail::make_temp_name(temp + 8);
     r = call.make_symlink(generation.c_str(), dir_fd, temp);
   }

@@ -44,7 +44,8 @@ namespace fs = std::filesystem;
 const char* const kNames[] = {"a", "b", "c", "d"};
 
 std::string content(std::uint64_t n, const char* name) {
-  return "gen " + std::to_string(n) + "\n" + std::string(static_cast<std::size_t>(100 + 300 * (name[0] - 'a')), name[0]);
+  return "gen " + std::to_string(n) + "\n" +
+         std::string(static_cast<std::size_t>(100 + 300 * (name[0] - 'a')), name[0]);
 }
 
 [[noreturn]] void publish_forever(const std::string& dir) {
