@@ -24,23 +24,7 @@
 #include "atomic_state.hpp"
 #include "support/capture_logger.hpp"
 #include "support/catch.hpp"
-#include "support/fault_fs.hpp"
-#include "support/files.hpp"
-
-namespace as = atomic_state;
-using as::AtomicDirectory;
-using as::Batch;
-using as::FullSync;
-using as::MissingDirectory;
-using as::NoSync;
-using as::Status;
-using as::Step;
-using test::Fault;
-using test::FaultFs;
-using test::Op;
-using test::read_file;
-using test::temp_files_in;
-using test::TempDir;
+#include "support/names.hpp"
 
 namespace {
 

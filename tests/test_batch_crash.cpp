@@ -17,23 +17,8 @@
 
 #include "atomic_state.hpp"
 #include "support/catch.hpp"
-#include "support/protocol.hpp"
+#include "support/names.hpp"
 #include "support/seed_state.hpp"
-#include "support/sim_fs.hpp"
-
-namespace as = atomic_state;
-using as::Batch;
-using as::FullSync;
-using as::NoSync;
-using as::NullSink;
-using as::State;
-using sim::CrashPoint;
-using sim::Image;
-using sim::Node;
-using sim::Order;
-using sim::SimFs;
-namespace protocol = test::protocol;
-using protocol::Sync;
 
 namespace {
 

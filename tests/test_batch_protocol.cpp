@@ -17,27 +17,7 @@
 
 #include "atomic_state.hpp"
 #include "support/catch.hpp"
-#include "support/fault_fs.hpp"
-#include "support/files.hpp"
-#include "support/protocol.hpp"
-
-namespace as = atomic_state;
-using as::AtomicDirectory;
-using as::Batch;
-using as::DataSync;
-using as::FullSync;
-using as::NoSync;
-using as::Status;
-using as::Step;
-using test::Fault;
-using test::FaultFs;
-using test::Op;
-using test::read_file;
-using test::temp_files_in;
-using test::TempDir;
-namespace protocol = test::protocol;
-using protocol::BatchCalls;
-using protocol::Sync;
+#include "support/names.hpp"
 
 namespace {
 

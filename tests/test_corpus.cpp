@@ -43,7 +43,7 @@
 #include "atomic_state.hpp"
 #include "support/capture_logger.hpp"
 #include "support/catch.hpp"
-#include "support/files.hpp"
+#include "support/names.hpp"
 #include "support/seed_state.hpp"
 
 #ifndef ATOMIC_STATE_CORPUS_DIR
@@ -51,9 +51,6 @@
 #endif
 
 namespace fs = std::filesystem;
-using atomic_state::Level;
-using atomic_state::State;
-using atomic_state::Step;
 using Manager = atomic_state::StateManager<test::CaptureLogger&>;
 
 // A failed State comparison prints both states, not "{?}".

@@ -28,23 +28,8 @@
 #include "atomic_state.hpp"
 #include "support/capture_logger.hpp"
 #include "support/catch.hpp"
-#include "support/protocol.hpp"
+#include "support/names.hpp"
 #include "support/seed_state.hpp"
-#include "support/sim_fs.hpp"
-
-using atomic_state::AtomicWriter;
-using atomic_state::DataSync;
-using atomic_state::FullSync;
-using atomic_state::NoSync;
-using atomic_state::NullSink;
-using atomic_state::State;
-using sim::CrashPoint;
-using sim::Image;
-using sim::Node;
-using sim::Order;
-using sim::SimFs;
-namespace protocol = test::protocol;
-using protocol::Sync;
 
 namespace {
 

@@ -20,17 +20,9 @@
 #include "atomic_state.hpp"
 #include "support/capture_logger.hpp"
 #include "support/catch.hpp"
-#include "support/fault_fs.hpp"
-#include "support/files.hpp"
+#include "support/names.hpp"
 #include "support/seed_state.hpp"
 
-namespace as = atomic_state;
-using as::Level;
-using as::LoadOrigin;
-using as::OnCorrupt;
-using as::State;
-using as::StateOptions;
-using as::Step;
 using Manager = as::StateManager<test::CaptureLogger&>;
 
 namespace {

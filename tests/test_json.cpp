@@ -13,11 +13,10 @@
 
 #include "atomic_state.hpp"
 #include "support/catch.hpp"
+#include "support/names.hpp"
 #include "support/seed_state.hpp"
 
 namespace json = boost::json;
-using atomic_state::State;
-using atomic_state::Step;
 
 namespace {
 

@@ -19,13 +19,8 @@
 #include "atomic_state.hpp"
 #include "support/capture_logger.hpp"
 #include "support/catch.hpp"
-#include "support/files.hpp"
+#include "support/names.hpp"
 
-namespace as = atomic_state;
-using as::Level;
-using as::LoadOrigin;
-using as::State;
-using as::Step;
 using Manager = as::StateManager<test::CaptureLogger&>;
 
 namespace {

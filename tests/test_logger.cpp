@@ -8,11 +8,7 @@
 #include "atomic_state.hpp"
 #include "support/capture_logger.hpp"
 #include "support/catch.hpp"
-
-using atomic_state::Field;
-using atomic_state::Fields;
-using atomic_state::Level;
-using atomic_state::LogfmtSink;
+#include "support/names.hpp"
 
 namespace {
 

@@ -13,16 +13,13 @@
 #include "../examples/sinks/jsonlines_sink.hpp"
 #include "atomic_state.hpp"
 #include "support/catch.hpp"
-#include "support/files.hpp"
+#include "support/names.hpp"
 #if ATOMIC_STATE_TEST_SPDLOG
 #include <spdlog/sinks/ostream_sink.h>
 
 #include "../examples/sinks/spdlog_sink.hpp"
 #endif
 
-using atomic_state::Field;
-using atomic_state::Fields;
-using atomic_state::Level;
 namespace json = boost::json;
 
 namespace {

@@ -23,23 +23,10 @@
 
 #include "atomic_state.hpp"
 #include "support/catch.hpp"
-#include "support/fault_fs.hpp"
-#include "support/files.hpp"
+#include "support/names.hpp"
 #include "support/snapshot_protocol.hpp"
 
-using atomic_state::DataSync;
-using atomic_state::FullSync;
-using atomic_state::NoSync;
-using atomic_state::SnapshotOptions;
-using atomic_state::SnapshotWriter;
-using atomic_state::Status;
-using atomic_state::Step;
-using test::Fault;
-using test::FaultFs;
-using test::Op;
-using test::TempDir;
 namespace fs = test::fs;
-namespace protocol = test::protocol;
 
 namespace {
 

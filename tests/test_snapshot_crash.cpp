@@ -19,15 +19,7 @@
 
 #include "atomic_state.hpp"
 #include "support/catch.hpp"
-#include "support/sim_fs.hpp"
-
-using atomic_state::FullSync;
-using atomic_state::NoSync;
-using atomic_state::SnapshotWriter;
-using sim::Image;
-using sim::Node;
-using sim::Order;
-using sim::SimFs;
+#include "support/names.hpp"
 
 namespace {
 

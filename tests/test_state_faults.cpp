@@ -11,16 +11,7 @@
 #include "atomic_state.hpp"
 #include "support/capture_logger.hpp"
 #include "support/catch.hpp"
-#include "support/fault_fs.hpp"
-#include "support/files.hpp"
-#include "support/protocol.hpp"
-
-using atomic_state::Level;
-using atomic_state::State;
-using atomic_state::Step;
-using test::Fault;
-using test::Op;
-namespace protocol = test::protocol;
+#include "support/names.hpp"
 
 namespace {
 

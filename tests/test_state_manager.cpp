@@ -16,13 +16,10 @@
 #include "atomic_state.hpp"
 #include "support/capture_logger.hpp"
 #include "support/catch.hpp"
-#include "support/files.hpp"
+#include "support/names.hpp"
 #include "support/seed_state.hpp"
 
 namespace json = boost::json;
-using atomic_state::Level;
-using atomic_state::State;
-using atomic_state::Step;
 using Manager = atomic_state::StateManager<test::CaptureLogger&>;
 
 namespace {

@@ -12,10 +12,7 @@
 
 #include "atomic_state.hpp"
 #include "support/catch.hpp"
-
-using atomic_state::Result;
-using atomic_state::Status;
-using atomic_state::Step;
+#include "support/names.hpp"
 
 namespace {
 std::error_code os_error(int e) { return {e, std::system_category()}; }

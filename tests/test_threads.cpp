@@ -11,13 +11,8 @@
 #include "atomic_state.hpp"
 #include "support/capture_logger.hpp"
 #include "support/catch.hpp"
-#include "support/files.hpp"
+#include "support/names.hpp"
 
-using atomic_state::Field;
-using atomic_state::Fields;
-using atomic_state::Level;
-using atomic_state::LogfmtSink;
-using atomic_state::State;
 using Manager = atomic_state::StateManager<test::CaptureLogger&>;
 
 TEST_CASE("threads sharing one sink never interleave inside a line", "[threads]") {

@@ -9,19 +9,7 @@
 
 #include "atomic_state.hpp"
 #include "support/catch.hpp"
-#include "support/fault_fs.hpp"
-#include "support/files.hpp"
-
-using atomic_state::AtomicWriter;
-using atomic_state::DataSync;
-using atomic_state::FullSync;
-using atomic_state::NoSync;
-using atomic_state::Status;
-using atomic_state::Step;
-using test::mode_of;
-using test::read_file;
-using test::temp_files_in;
-using test::TempDir;
+#include "support/names.hpp"
 
 namespace {
 

@@ -5,17 +5,7 @@
 
 #include "atomic_state.hpp"
 #include "support/catch.hpp"
-#include "support/fault_fs.hpp"
-#include "support/files.hpp"
-#include "support/protocol.hpp"
-
-using atomic_state::AtomicWriter;
-using atomic_state::DataSync;
-using atomic_state::FullSync;
-using atomic_state::NoSync;
-using test::Op;
-using test::TempDir;
-namespace protocol = test::protocol;
+#include "support/names.hpp"
 
 namespace {
 
