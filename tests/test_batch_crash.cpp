@@ -17,8 +17,12 @@
 
 #include "atomic_state.hpp"
 #include "support/catch.hpp"
+#include "support/crash_images.hpp"
 #include "support/names.hpp"
 #include "support/seed_state.hpp"
+
+using test::crash::recorded;
+using test::crash::Run;
 
 namespace {
 
@@ -46,14 +50,6 @@ Image before_image() {
 
 Node new_node(std::size_t i) { return sim::file_node(body(i, "new"), 0644); }
 
-struct Run {
-  std::vector<CrashPoint> points;
-  bool ok = false;
-  std::string message;
-  std::size_t open_descriptors = 0;
-  Image after;
-};
-
 template <class Policy>
 Run record_batch() {
   SimFs fs = SimFs::from(before_image());
@@ -65,7 +61,7 @@ Run record_batch() {
   fs.start_recording();  // the commit's calls (the adds touch no target)
   const as::Status status = batch.commit();
   fs.capture("(after the commit returned)");
-  return Run{fs.crash_points(), status.ok(), status.message(), fs.open_descriptors(), fs.current()};
+  return recorded(fs, status);
 }
 
 /// The paths the checks judge: the images leave out the temp files beside
@@ -238,7 +234,7 @@ StateRun record_save_state(bool keep_previous) {
   fs.start_recording();
   const as::Status status = manager.save_state(next_state(), batch);
   fs.capture("(after save_state returned)");
-  Run run{fs.crash_points(), status.ok(), status.message(), fs.open_descriptors(), fs.current()};
+  Run run = recorded(fs, status);
   const Node state_new = run.after.count(kPaths[3]) ? run.after.at(kPaths[3]) : Node{};
   return {run, state_new};
 }
