@@ -74,7 +74,6 @@ struct StringMaker<atomic_state::Step> {
 namespace {
 
 const fs::path kCorpusDir = ATOMIC_STATE_CORPUS_DIR;
-constexpr std::int64_t kStamp = 1764000000;  // the files' modification time: names the copy
 // Far longer than any load takes, even under a sanitizer.
 constexpr std::chrono::seconds kHangLimit{10};
 

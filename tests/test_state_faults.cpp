@@ -18,10 +18,6 @@ namespace {
 using FaultManager =
     atomic_state::StateManager<test::CaptureLogger&, State, atomic_state::FullSync, test::FaultFs&>;
 
-// The modification time of the corrupt files planted below, which names
-// their copies.
-constexpr std::int64_t kStamp = 1764000000;
-
 State state_number(int n) {
   State s;
   s.oracle_name = "switchboard";

@@ -24,10 +24,6 @@ using Manager = atomic_state::StateManager<test::CaptureLogger&>;
 
 namespace {
 
-// The modification time given to the corrupt files below: their copies
-// are named after it.
-constexpr std::int64_t kStamp = 1764000000;
-
 const char* const kValidState = test::kSeedStateText;
 State valid_state() { return test::seed_state(); }
 

@@ -66,6 +66,16 @@ inline void set_mtime(const fs::path& path, std::int64_t seconds) {
   ::utimensat(AT_FDCWD, path.c_str(), times, 0);
 }
 
+/// The modification time the tests give a state file they plant
+/// (2025-11-24T16:00:00Z): it names the file's corrupt copy.
+inline constexpr std::int64_t kStamp = 1764000000;
+
+/// Whether anything is at `path`, a dangling symlink included.
+inline bool present(const fs::path& path) {
+  struct stat st;
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
 /// The permission bits of `path` (not following a symlink); ~0u when it
 /// cannot be examined, which matches no mode a test expects.
 inline unsigned mode_of(const fs::path& path) {

@@ -39,8 +39,10 @@ using as::StateOptions;
 
 using test::Fault;
 using test::FaultFs;
+using test::kStamp;
 using test::mode_of;
 using test::Op;
+using test::present;
 using test::read_file;
 using test::temp_files_in;
 using test::TempDir;

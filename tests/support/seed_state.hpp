@@ -1,6 +1,8 @@
 // The seed service's testdata/valid_state.json, as text and as a State.
 #pragma once
 
+#include <cstdint>
+
 #include "atomic_state.hpp"
 
 namespace test {
@@ -44,6 +46,12 @@ inline atomic_state::State seed_state() {
   s.oldest_snapshot = 1699000000;
   s.newest_snapshot = 1700000000;
   return s;
+}
+
+/// The state the Go service's rule makes for a run at `t`: the same oracle,
+/// 50 protocols, a TVS of 1.5e9, one snapshot taken at `t`.
+inline atomic_state::State state_at(std::int64_t t) {
+  return atomic_state::update_state("switchboard", t, 50, 1.5e9, {t});
 }
 
 }  // namespace test

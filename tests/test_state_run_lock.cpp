@@ -1,0 +1,257 @@
+// StateManager's run lock (try_lock_run): one holder at a time, in this
+// process or another; the lock file the library's own (0600, apart from
+// other locks); a missing directory made and proved writable; a hostile
+// lock path refused, never followed or waited on; a dead holder's lock
+// released by the kernel; the pid written whole.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "atomic_state.hpp"
+#include "support/capture_logger.hpp"
+#include "support/catch.hpp"
+#include "support/names.hpp"
+#include "support/seed_state.hpp"
+
+using Manager = as::StateManager<test::CaptureLogger&>;
+
+namespace {
+
+// A child process told when to go on, and telling when it is ready.
+class Pipe {
+ public:
+  Pipe() { REQUIRE(::pipe(fds_) == 0); }
+  ~Pipe() {
+    ::close(fds_[0]);
+    ::close(fds_[1]);
+  }
+  void send() { (void)!::write(fds_[1], "x", 1); }
+  bool wait() {
+    char c;
+    return ::read(fds_[0], &c, 1) == 1;
+  }
+
+ private:
+  int fds_[2];
+};
+
+}  // namespace
+
+TEST_CASE("the run lock has one holder at a time, in this process or another", "[run-lock]") {
+  test::TempDir dir;
+  test::CaptureLogger log;
+  Manager first(dir.path(), log), second(dir.path(), log);
+  auto held = first.try_lock_run();
+  REQUIRE(held.has_value());
+  CHECK(held->owns_lock());
+
+  const std::string pid = std::to_string(::getpid());
+  for (Manager* m : {&second, &first}) {
+    const auto again = m->try_lock_run();
+    REQUIRE_FALSE(again.has_value());
+    const as::Status& s = again.status();
+    CHECK(s.step() == Step::lock_run);
+    CHECK(s.code() == std::errc::resource_unavailable_try_again);
+    CHECK(s.path() == (dir / ".state.json.lock").string());
+    CHECK(s.target() == (dir / "state.json").string());
+    CHECK(s.detail() == "held by pid " + pid);
+    CHECK(s.message() == "take the run lock: lock run " + (dir / ".state.json.lock").string() +
+                             " for " + (dir / "state.json").string() +
+                             ": Resource temporarily unavailable (another run holds it) (held by "
+                             "pid " +
+                             pid + ")");
+  }
+  // Saves and loads never take it: they do not wait for it.
+  CHECK(second.save_state(test::state_at(1700000000)).ok());
+  CHECK(second.load_state().has_value());
+
+  // Moving keeps it held; unlock() and the destructor release it.
+  as::RunLock<> moved = std::move(*held);
+  CHECK_FALSE(held->owns_lock());
+  CHECK(moved.owns_lock());
+  CHECK_FALSE(second.try_lock_run().has_value());
+  moved.unlock();
+  CHECK_FALSE(moved.owns_lock());
+  {
+    auto taken = second.try_lock_run();
+    REQUIRE(taken.has_value());
+    CHECK_FALSE(first.try_lock_run().has_value());
+  }
+  auto retaken = first.try_lock_run();
+  REQUIRE(retaken.has_value());
+  // Assigning over a held lock releases it.
+  *retaken = as::RunLock<>();
+  CHECK(second.try_lock_run().has_value());
+  CHECK(test::temp_files_in(dir.path()).empty());
+}
+
+TEST_CASE("the lock file is the library's own: 0600, and other locks do not meet it",
+          "[run-lock]") {
+  test::TempDir dir;
+  test::CaptureLogger log;
+  Manager manager(dir.path(), log);
+  {
+    const test::UmaskGuard umask(0);
+    REQUIRE(manager.try_lock_run().has_value());
+  }
+  CHECK(test::mode_of(dir / ".state.json.lock") == 0600);
+  CHECK(test::names_in(dir.path()) == std::vector<std::string>{".state.json.lock"});
+
+  // A lock file someone made readable to all is made 0600 again: whoever
+  // can open it could hold it forever.
+  ::chmod((dir / ".state.json.lock").c_str(), 0644);
+  REQUIRE(manager.try_lock_run().has_value());
+  CHECK(test::mode_of(dir / ".state.json.lock") == 0600);
+
+  // `flock DIR command` and a flock on the state file do not meet it.
+  const int dir_fd = ::open(dir.path().c_str(), O_RDONLY | O_DIRECTORY);
+  REQUIRE(::flock(dir_fd, LOCK_EX | LOCK_NB) == 0);
+  REQUIRE(manager.save_state(test::state_at(1700000000)).ok());
+  const int state_fd = ::open((dir / "state.json").c_str(), O_RDONLY);
+  REQUIRE(::flock(state_fd, LOCK_EX | LOCK_NB) == 0);
+  const auto lock = manager.try_lock_run();
+  CHECK(lock.has_value());
+  ::close(state_fd);
+  ::close(dir_fd);
+}
+
+TEST_CASE("the run lock makes a missing directory and proves it writable", "[run-lock]") {
+  test::TempDir root;
+  const test::UmaskGuard umask(022);
+  test::CaptureLogger log;
+  Manager manager(root / "var" / "collector", log);
+  REQUIRE(manager.try_lock_run().has_value());
+  CHECK(test::mode_of(root / "var") == 0755);
+  CHECK(test::mode_of(root / "var" / "collector") == 0755);
+  CHECK(test::names_in(root / "var" / "collector") == std::vector<std::string>{".state.json.lock"});
+
+  // Permission bits do not stop root: the check runs as uid 65534, on a
+  // directory of root's (0755), and fails before any work would be done,
+  // even though the lock file itself could be opened (0666).
+  ::chmod(root.path().c_str(), 0755);
+  ::chmod((root / "var" / "collector" / ".state.json.lock").c_str(), 0666);
+  Pipe result;
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(3);
+    test::CaptureLogger quiet;
+    Manager other(root / "var" / "collector", quiet);
+    const auto lock = other.try_lock_run();
+    const bool named =
+        !lock && lock.status().code() == std::errc::permission_denied &&
+        lock.status().message().find((root / "var" / "collector").string()) != std::string::npos &&
+        lock.status().message().find("not writable") != std::string::npos;
+    ::_exit(named ? 0 : 1);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+}
+
+TEST_CASE("a directory no save could write fails the run lock, even for root", "[run-lock]") {
+  // A read-only mount or an immutable directory stops root too; the lock
+  // file may still open. Here the filesystem policy says so.
+  test::TempDir dir;
+  test::CaptureLogger log;
+  test::FaultFs fs;
+  as::StateManager<test::CaptureLogger&, State, as::FullSync, test::FaultFs&> manager(dir.path(),
+                                                                                      log, fs);
+  fs.faults = {test::Fault{test::Op::check_writable, 1, EROFS, true}};
+  const auto lock = manager.try_lock_run();
+  REQUIRE_FALSE(lock.has_value());
+  CHECK(lock.status().step() == Step::lock_run);
+  CHECK(lock.status().code().value() == EROFS);
+  CHECK(lock.status().message() ==
+        "take the run lock: lock run " + dir.path().string() + " for " +
+            (dir / "state.json").string() +
+            ": Read-only file system (the state directory is not writable: no save could "
+            "succeed)");
+  CHECK(fs.open_descriptors().empty());
+  CHECK(test::names_in(dir.path()).empty());
+}
+
+TEST_CASE("a hostile lock path is refused, never followed, never waited on", "[run-lock]") {
+  struct Row {
+    const char* behaviour;
+    void (*plant)(const test::fs::path& lock, const test::fs::path& elsewhere);
+    std::errc code;
+    const char* words;
+  };
+  const Row rows[] = {
+      {"a symlink to a file elsewhere",
+       [](const test::fs::path& lock, const test::fs::path& elsewhere) {
+         test::fs::create_symlink(elsewhere, lock);
+       },
+       std::errc::too_many_symbolic_link_levels, "the lock file is a symlink"},
+      {"a directory",
+       [](const test::fs::path& lock, const test::fs::path&) { test::fs::create_directory(lock); },
+       std::errc::is_a_directory, ""},
+      {"a FIFO",
+       [](const test::fs::path& lock, const test::fs::path&) {
+         REQUIRE(::mkfifo(lock.c_str(), 0600) == 0);
+       },
+       std::errc::invalid_argument, "not a regular file"},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.behaviour);
+    test::TempDir dir, other;
+    row.plant(dir / ".state.json.lock", other / "victim");
+    test::CaptureLogger log;
+    Manager manager(dir.path(), log);
+    ::alarm(20);  // a lock that waited on the FIFO would be killed: a failure, not a hang
+    const auto lock = manager.try_lock_run();
+    ::alarm(0);
+    REQUIRE_FALSE(lock.has_value());
+    CHECK(lock.status().step() == Step::lock_run);
+    CHECK(lock.status().code() == row.code);
+    CHECK(lock.status().message().find(row.words) != std::string::npos);
+    CHECK_FALSE(present(other / "victim"));
+    CHECK(test::open_fd_count() >= 0);
+  }
+}
+
+TEST_CASE("the kernel releases the lock of a holder that dies, SIGKILL included", "[run-lock]") {
+  test::TempDir dir;
+  Pipe ready;
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    test::CaptureLogger quiet;
+    Manager holder(dir.path(), quiet);
+    auto lock = holder.try_lock_run();
+    if (!lock) ::_exit(1);
+    ready.send();
+    ::pause();
+    ::_exit(0);
+  }
+  REQUIRE(ready.wait());
+  test::CaptureLogger log;
+  Manager manager(dir.path(), log);
+  const auto refused = manager.try_lock_run();
+  REQUIRE_FALSE(refused.has_value());
+  CHECK(refused.status().detail() == "held by pid " + std::to_string(child));
+  ::kill(child, SIGKILL);
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  CHECK(manager.try_lock_run().has_value());
+}
+
+TEST_CASE("the pid written into the lock file leaves no digits of a longer one", "[run-lock]") {
+  test::TempDir dir;
+  test::write_plain(dir / ".state.json.lock", "123456789012345678\n", 0600);
+  test::CaptureLogger log;
+  Manager manager(dir.path(), log);
+  REQUIRE(manager.try_lock_run().has_value());
+  const std::string text = read_file(dir / ".state.json.lock");
+  CHECK(text.size() == 21);
+  CHECK(std::stol(text) == ::getpid());
+  CHECK(text.find_first_not_of("0123456789 \n") == std::string::npos);
+}
