@@ -476,10 +476,6 @@ std::vector<Row> generated_rows() {
 
 // ----------------------------------------------------------------- helpers --
 
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
-
 // What a directory entry is, to tell "untouched" from "touched".
 struct Entry {
   char type;  // f regular, l symlink, d directory, p FIFO, s socket, ? other

@@ -1,4 +1,4 @@
-// Real-filesystem helpers shared by the tests.
+// Real-filesystem helpers shared by the tests, and one for text.
 #pragma once
 
 #include <dirent.h>
@@ -47,6 +47,11 @@ class TempDir {
 inline std::string read_file(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+/// Whether `text` holds `part` (a message, a file's bytes).
+inline bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
 }
 
 /// Writes a file the plain way, for setting up a test's starting state.

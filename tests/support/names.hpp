@@ -37,6 +37,7 @@ using as::State;
 using as::StateOptions;
 #endif
 
+using test::contains;
 using test::Fault;
 using test::FaultFs;
 using test::kStamp;

@@ -1,0 +1,172 @@
+// The calls of a batch and of a directory handle, exactly, against the
+// BatchCall rows of support/protocol.hpp: each file synced once and each
+// directory at most twice, a directory shared by the last file synced
+// before and after it, DataSync and NoSync, handles that open and lock
+// nothing per file, AtomicDirectory::write's calls. Each of those calls
+// failed in turn is test_batch_faults.cpp's.
+#include <cstddef>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "atomic_state.hpp"
+#include "support/batch_files.hpp"
+#include "support/catch.hpp"
+#include "support/names.hpp"
+
+using namespace test::batch;
+
+TEST_CASE("a FullSync batch of 3 + 1 files: each file synced once, each directory twice at most",
+          "[batch-trace]") {
+  TempDir dir;
+  const Files files(dir);
+  FaultFs fs;
+  REQUIRE(batch_by_path<FullSync>(fs, files).status.ok());
+  REQUIRE(fs.ops() == protocol::ops(protocol::calls_of(protocol::batch_three_and_one(Sync::full))));
+  CHECK(fs.open_descriptors().empty());
+  // Descriptors: each file's directory, temp file and lock.
+  std::vector<int> dir_fd, temp_fd;
+  for (const test::Call& c : fs.calls) {
+    if (c.op == Op::open_directory) dir_fd.push_back(static_cast<int>(c.result));
+    if (c.op == Op::create_file) temp_fd.push_back(static_cast<int>(c.result));
+  }
+  REQUIRE(dir_fd.size() == 4);
+  REQUIRE(temp_fd.size() == 4);
+  std::vector<int> synced, written_back, renamed_in;
+  std::vector<std::string> renamed;
+  for (const test::Call& c : fs.calls) {
+    if (c.op == Op::sync_full) synced.push_back(c.fd);
+    if (c.op == Op::start_writeback) written_back.push_back(c.fd);
+    if (c.op == Op::rename) renamed.push_back(c.name), renamed_in.push_back(c.fd);
+  }
+  // Writeback of every file started before the first fsync; one fsync per
+  // temp file, then a's directory (through its first file's descriptor)
+  // before the last rename, and b's after it: two directory syncs in all.
+  CHECK(written_back == temp_fd);
+  CHECK(synced ==
+        std::vector<int>{temp_fd[0], temp_fd[1], temp_fd[2], temp_fd[3], dir_fd[0], dir_fd[3]});
+  CHECK(renamed_in == dir_fd);
+  std::vector<std::string> temps;
+  for (const test::Call& c : fs.calls)
+    if (c.op == Op::create_file) temps.push_back(c.name);
+  CHECK(renamed == temps);  // in the order added
+  // a's sync lies between the third rename and the last.
+  std::vector<Op> order;
+  for (const test::Call& c : fs.calls)
+    if (c.op == Op::rename || (c.op == Op::sync_full && (c.fd == dir_fd[0] || c.fd == dir_fd[3])))
+      order.push_back(c.op);
+  CHECK(order == std::vector<Op>{Op::rename, Op::rename, Op::rename, Op::sync_full, Op::rename,
+                                 Op::sync_full});
+  std::printf(
+      "[batch-trace] FullSync batch of 3 + 1: %zu calls, %d fsyncs (4 files, 2 directories)\n",
+      fs.calls.size(), fs.count(Op::sync_full));
+}
+
+TEST_CASE("a batch whose last file shares a directory syncs that directory before and after it",
+          "[batch-trace]") {
+  struct Row {
+    const char* what;
+    std::vector<int> dirs;  // file i in directory dirs[i]
+    int directory_syncs;
+  };
+  const Row rows[] = {
+      {"a, b, a", {0, 1, 0}, 3},
+      {"a, a, a", {0, 0, 0}, 2},
+      {"a, b, c, d", {0, 1, 2, 3}, 4},
+      {"one file", {0}, 1},
+      {"b, a, b, a, c", {1, 0, 1, 0, 2}, 3},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.what);
+    TempDir dir;
+    FaultFs fs;
+    Batch<FullSync, FaultFs&> batch(fs);
+    for (std::size_t i = 0; i < row.dirs.size(); ++i) {
+      const auto d = dir / std::string(1, static_cast<char>('a' + row.dirs[i]));
+      test::fs::create_directories(d);
+      REQUIRE(batch.add(d / std::to_string(i), "x").ok());
+    }
+    const std::size_t before = fs.calls.size();
+    REQUIRE(batch.commit().ok());
+    protocol::BatchCalls adds;
+    for (std::size_t i = 0; i < row.dirs.size(); ++i)
+      adds = adds + protocol::batch_add(static_cast<int>(i));
+    CHECK(fs.ops() ==
+          protocol::ops(protocol::calls_of(adds + protocol::batch_commit(Sync::full, row.dirs))));
+    CHECK(fs.count(Op::sync_full) == static_cast<int>(row.dirs.size()) + row.directory_syncs);
+    CHECK(before == protocol::calls_of(adds).size());
+  }
+}
+
+TEST_CASE("DataSync and NoSync batches: fdatasync per file, or no sync and no writeback at all",
+          "[batch-trace]") {
+  TempDir dir;
+  const Files files(dir);
+  {
+    FaultFs fs;
+    REQUIRE(batch_by_path<DataSync>(fs, files).status.ok());
+    CHECK(fs.ops() == protocol::ops(protocol::calls_of(protocol::batch_three_and_one(Sync::data))));
+    CHECK(fs.count(Op::sync_data) == 4);
+    CHECK(fs.count(Op::sync_full) == 2);
+  }
+  {
+    FaultFs fs;
+    REQUIRE(batch_by_path<NoSync>(fs, files).status.ok());
+    CHECK(fs.ops() == protocol::ops(protocol::calls_of(protocol::batch_three_and_one(Sync::none))));
+    CHECK(fs.count(Op::sync_data) + fs.count(Op::sync_full) + fs.count(Op::start_writeback) == 0);
+  }
+}
+
+TEST_CASE("a batch through handles opens no directory and takes no lock per file",
+          "[batch-trace]") {
+  TempDir dir;
+  const Files files(dir);
+  FaultFs fs;
+  REQUIRE(batch_through_handles(fs, files).status.ok());
+  CHECK(fs.ops() == protocol::ops(protocol::calls_of(
+                        protocol::batch_three_and_one_through_handles(Sync::full))));
+  CHECK(fs.count(Op::open_directory) == 2);  // the handles'
+  CHECK(fs.count(Op::try_lock) == 2);        // their claims'
+  CHECK(fs.count(Op::duplicate) == 0);
+  CHECK(fs.count(Op::sync_full) == 6);
+}
+
+TEST_CASE("AtomicDirectory::write makes only the calls a save must, no open or lock of its own",
+          "[batch-trace]") {
+  TempDir dir;
+  FaultFs fs;
+  using Dir = AtomicDirectory<FullSync, FaultFs&>;
+  auto handle = Dir::open(dir.path().string(), fs);
+  REQUIRE(handle.has_value());
+  const std::size_t opened = fs.calls.size();
+  CHECK(fs.ops() == protocol::ops(protocol::calls_of(protocol::directory_open(0))));
+  const std::string claim = fs.calls[2].name;
+  CHECK(claim.size() == 11);
+  const int dir_fd = static_cast<int>(fs.calls[0].result);
+  for (int i = 0; i < 3; ++i) {
+    const std::size_t start = fs.calls.size();
+    REQUIRE(handle->write("state.json", std::to_string(i)).ok());
+    std::vector<Op> ops;
+    for (std::size_t k = start; k < fs.calls.size(); ++k) ops.push_back(fs.calls[k].op);
+    CHECK(ops == protocol::ops(protocol::calls_of(protocol::directory_write(Sync::full))));
+    const test::Call& create = fs.calls[start + 1];
+    CHECK(create.fd == dir_fd);
+    CHECK(create.name == claim + "." + std::to_string(i + 1));  // numbered under the claim
+    CHECK(create.mode == 0600);
+    CHECK(fs.calls.back().fd == dir_fd);  // the directory synced through the kept descriptor
+  }
+  CHECK(fs.count(Op::open_directory) == 1);
+  CHECK(fs.count(Op::try_lock) == 1);
+  CHECK(fs.count(Op::duplicate) == 0);
+  CHECK(opened == 5);
+  // NoSync: create, write, fchmod, close, rename: the floor's calls, and a look.
+  FaultFs nfs;
+  auto fast = AtomicDirectory<NoSync, FaultFs&>::open(dir.path().string(), nfs);
+  REQUIRE(fast.has_value());
+  const std::size_t start = nfs.calls.size();
+  REQUIRE(fast->write("nosync", "x").ok());
+  std::vector<Op> ops;
+  for (std::size_t k = start; k < nfs.calls.size(); ++k) ops.push_back(nfs.calls[k].op);
+  CHECK(ops == protocol::ops(protocol::calls_of(protocol::directory_write(Sync::none))));
+  CHECK(ops.size() == 6);
+}
