@@ -2,27 +2,19 @@
 // in one header.
 // Version 0.2.0 - https://github.com/atomic-state/atomic_state (SPDX: MIT)
 //
-// CONTENTS (each part reads top to bottom: declarations, then their
-// implementation in the same order, each helper beside its one user)
-//   PART I    THE WRITER (needs nothing but the C++ library)
-//     Step, Status, Result ........... what every operation returns
-//     FullSync, DataSync, NoSync ..... how far a save pushes its bytes
-//     PosixFs, FileInfo .............. every system call, in one policy
-//     PathView ....................... paths taken without allocating
-//     AtomicWriter, WriteTransaction . the save; TempSweep, the sweep of
-//                                      stale temp files; write_atomic
-//   PART II   LOGGING
-//     Level, Field, Fields ........... one log record
-//     LogSink, NullSink, LogfmtSink .. where records go
-//     append_logfmt_*, to_rfc3339 .... text for sinks of one's own
-//   PART III  JSON STATE (Boost.JSON; left out by ATOMIC_STATE_NO_JSON)
-//     parse_json, format_json ........ JSON that reads back exactly
-//     StateField, has_state_fields ... a state type described once
-//     State, update_state ............ the collector's state and its rule
-//     StateOptions, RunLock, Loaded .. a state's name and rules, its run
-//                                      lock, a load and where it came from
-//     StateTraits, StateManager ...... cursor and schema version; load,
-//                                      decide, save, log
+// CONTENTS (generated from the first line of each part of include/atomic_state/:
+// each reads top to bottom, declarations then implementation)
+//   status.hpp .......... Step, Status, Result: what every operation returns
+//   fs.hpp .............. sync policies, FileInfo, PosixFs and its traits: every system call
+//   path.hpp ............ PathView and the checks of a path: paths taken without allocating
+//   writer.hpp .......... WriteOptions, WriteTransaction, AtomicWriter, write_atomic, the sweep
+//   directory.hpp ....... AtomicDirectory: a directory kept open for repeated saves
+//   batch.hpp ........... Batch: several files replaced as one, the last never before the rest
+//   snapshot.hpp ........ SnapshotOptions, SnapshotWriter: sets of files published whole
+//   logging.hpp ......... Level, Field, LogSink, NullSink, LogfmtSink: log records and sinks
+//   json.hpp ............ parse_json, format_json: JSON that reads back exactly (Boost.JSON)
+//   state.hpp ........... StateField tables, State, update_state: a state type described once
+//   state_manager.hpp ... StateOptions, RunLock, Loaded, StateTraits, StateManager
 //
 // WHAT IT DOES
 //   AtomicWriter replaces a file so that a crash, a power cut or a full disk
@@ -45,11 +37,12 @@
 // USAGE CONTRACT
 //   - Copy this file anywhere and #include it. It needs C++17 and POSIX
 //     (Linux, the BSDs, macOS).
-//   - Part III needs Boost.JSON (1.81 or later): either link it
-//     (-lboost_json), or compile Boost.JSON's own source file (src.hpp, in
-//     its json directory) into exactly one .cpp file of the program. This
-//     header never includes that file itself. Define ATOMIC_STATE_NO_JSON
-//     to leave Part III out; the rest then needs nothing but the C++ library.
+//   - json.hpp, state.hpp and state_manager.hpp need Boost.JSON (1.81 or
+//     later): either link it (-lboost_json), or compile Boost.JSON's own
+//     source file (src.hpp, in its json directory) into exactly one .cpp
+//     file of the program. This header never includes that file itself.
+//     Define ATOMIC_STATE_NO_JSON to leave those three out; the rest then
+//     needs nothing but the C++ library.
 //   - Nothing here throws and nothing aborts on bad input: every operation
 //     returns a Status (or a Result<T>) naming the step, the path, the
 //     target and the OS reason, and running out of memory while describing a
@@ -76,7 +69,7 @@
 //   ATOMIC_STATE_PATH_MAX              longest path accepted, in bytes,
 //                                      terminating NUL included (PATH_MAX)
 //   ATOMIC_STATE_NAME_MAX              longest file name accepted (NAME_MAX)
-//   ATOMIC_STATE_NO_JSON               leave out Part III (no Boost needed)
+//   ATOMIC_STATE_NO_JSON               leave out the JSON parts (no Boost)
 //   ATOMIC_STATE_MAX_STATE_SIZE        default size limit of a state file,
 //                                      in bytes (1 MiB); settable per manager
 //   ATOMIC_STATE_JSON_MAX_DEPTH        deepest JSON nesting read or written
@@ -103,6 +96,10 @@
 //   DAMAGES OR OTHER LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR
 //   OTHERWISE, ARISING FROM, OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE
 //   USE OR OTHER DEALINGS IN THE SOFTWARE.
+//
+// Generated from include/atomic_state/ by scripts/amalgamate: edit the parts.
+
+//   USE OR OTHER DEALINGS IN THE SOFTWARE.
 
 // Two different copies of this header in one translation unit would otherwise
 // be silently reduced to whichever came first by the include guard.
@@ -120,6 +117,10 @@
 
 #ifndef ATOMIC_STATE_HPP_INCLUDED
 #define ATOMIC_STATE_HPP_INCLUDED
+
+// ========================================================== include/atomic_state/preamble.hpp ====
+
+#include <limits.h>  // NAME_MAX, PATH_MAX
 
 // ================================================================ VERSION ====
 #define ATOMIC_STATE_VERSION_MAJOR 0
@@ -145,13 +146,6 @@
 
 #ifndef ATOMIC_STATE_JSON_MAX_DEPTH
 #define ATOMIC_STATE_JSON_MAX_DEPTH 32
-#endif
-
-// The C++20 spelling of the LogSink requirement, where the compiler has it.
-#if defined(__cpp_concepts) && __cpp_concepts >= 201907L
-#define ATOMIC_STATE_DETAIL_LOG_SINK ::atomic_state::LogSink
-#else
-#define ATOMIC_STATE_DETAIL_LOG_SINK class
 #endif
 
 // try/catch that compile to nothing under -fno-exceptions. The caught
@@ -187,15 +181,6 @@
 #error "atomic_state.hpp supports POSIX systems only (Linux, BSD, macOS); this platform is not one"
 #endif
 
-#include <dirent.h>
-#include <fcntl.h>
-#include <limits.h>
-#include <stdio.h>     // renameat2 and RENAME_NOREPLACE (glibc), renameatx_np (Apple)
-#include <sys/file.h>  // flock
-#include <sys/stat.h>
-#include <sys/types.h>
-#include <unistd.h>
-
 #ifndef ATOMIC_STATE_NAME_MAX
 #ifdef NAME_MAX
 #define ATOMIC_STATE_NAME_MAX NAME_MAX
@@ -212,59 +197,6 @@
 #endif
 #endif
 
-// Apple systems reach the disk only through F_FULLFSYNC, so DataSync uses
-// it there too; every other supported system has fdatasync.
-#if defined(__APPLE__)
-#define ATOMIC_STATE_DETAIL_HAS_FDATASYNC 0
-#else
-#define ATOMIC_STATE_DETAIL_HAS_FDATASYNC 1
-#endif
-
-// Linux can start a file's writeback without waiting for it, so that a
-// batch's syncs overlap; elsewhere each fsync does all the work.
-#if defined(__linux__) && defined(SYNC_FILE_RANGE_WRITE)
-#define ATOMIC_STATE_DETAIL_HAS_SYNC_FILE_RANGE 1
-#else
-#define ATOMIC_STATE_DETAIL_HAS_SYNC_FILE_RANGE 0
-#endif
-
-// ======================================================= STANDARD LIBRARY ====
-#include <algorithm>
-#include <array>
-#include <atomic>
-#include <cerrno>
-#include <charconv>
-#include <chrono>
-#include <cmath>
-#include <cstddef>
-#include <cstdint>
-#include <cstdlib>
-#include <cstring>
-#include <filesystem>
-#include <functional>
-#include <initializer_list>
-#include <memory>
-#include <mutex>
-#include <new>
-#include <optional>
-#include <ostream>
-#include <string>
-#include <string_view>
-#include <system_error>
-#include <tuple>
-#include <type_traits>
-#include <utility>
-#include <variant>
-#include <vector>
-
-// Exact JSON numbers are written with std::to_chars and read with
-// std::from_chars; without them a saved double could not load back bit for
-// bit.
-#if !defined(__cpp_lib_to_chars) && !(defined(__GLIBCXX__) && _GLIBCXX_RELEASE >= 11)
-#error \
-    "atomic_state.hpp needs floating-point std::to_chars/std::from_chars (libstdc++ 11, libc++ 17, MSVC 19.24 or later)"
-#endif
-
 namespace atomic_state {
 inline namespace ATOMIC_STATE_DETAIL_ABI {
 
@@ -277,8 +209,26 @@ const Exception& no_exception() noexcept {
 }
 }  // namespace detail
 
-// ===================================================== PART I: THE WRITER ====
-// The protocol, its results and its system calls. Nothing here needs Boost.
+}  // namespace ATOMIC_STATE_DETAIL_ABI
+}  // namespace atomic_state
+
+// ============================================================ include/atomic_state/status.hpp ====
+
+#include <atomic>        // std::atomic: the shared text's count
+#include <cstddef>       // std::size_t
+#include <cstdio>        // std::fputs: print_missing_value
+#include <cstdlib>       // std::abort: Result::value() without a value
+#include <cstring>       // std::memcpy
+#include <new>           // std::nothrow, std::bad_alloc
+#include <optional>      // std::optional: Result
+#include <string>        // std::string: Status::message()
+#include <string_view>   // std::string_view
+#include <system_error>  // std::error_code, std::errc, std::make_error_code
+#include <type_traits>   // std::enable_if_t, std::is_*_v
+#include <utility>       // std::move, std::forward, std::exchange
+
+namespace atomic_state {
+inline namespace ATOMIC_STATE_DETAIL_ABI {
 
 // ------------------------------------------------------------------ results --
 
@@ -515,6 +465,209 @@ class [[nodiscard]] Result {
   Status status_;
 };
 
+// ========================================================= implementation ====
+
+// ------------------------------------------------------------------ results --
+constexpr std::string_view to_string(Step step) noexcept {
+  switch (step) {
+    case Step::none:
+      return "ok";
+    case Step::check_path:
+      return "check path";
+    case Step::create_directory:
+      return "create directory";
+    case Step::open_directory:
+      return "open directory";
+    case Step::create_temp_file:
+      return "create temp file";
+    case Step::write_data:
+      return "write data";
+    case Step::set_permissions:
+      return "set permissions";
+    case Step::sync_file:
+      return "sync file";
+    case Step::close_temp_file:
+      return "close temp file";
+    case Step::rename:
+      return "rename";
+    case Step::sync_directory:
+      return "sync directory";
+    case Step::open_file:
+      return "open file";
+    case Step::check_file:
+      return "check file";
+    case Step::read_file:
+      return "read file";
+    case Step::parse:
+      return "parse";
+    case Step::copy_aside:
+      return "copy aside";
+    case Step::upgrade:
+      return "upgrade";
+    case Step::serialize:
+      return "serialize";
+    case Step::remove_temp_file:
+      return "remove temp file";
+    case Step::lock_run:
+      return "lock run";
+    case Step::keep_previous:
+      return "keep previous";
+    case Step::invalid_use:
+      return "invalid use";
+  }
+  return "unknown step";
+}
+
+inline Status::Status(Step step, std::error_code code, std::string_view subject,
+                      std::string_view target, bool replaced, const char* note,
+                      std::string_view detail) noexcept
+    : step_(step == Step::none ? Step::invalid_use : step),
+      replaced_(replaced),
+      notes_{note, nullptr},
+      code_(code),
+      text_(detail::StatusText::make(subject, target, detail)) {}
+
+inline Status::Status(const Status& other) noexcept
+    : step_(other.step_),
+      replaced_(other.replaced_),
+      context_(other.context_),
+      notes_{other.notes_[0], other.notes_[1]},
+      code_(other.code_),
+      text_(detail::StatusText::share(other.text_)) {}
+
+inline Status::Status(Status&& other) noexcept
+    : step_(other.step_),
+      replaced_(other.replaced_),
+      context_(other.context_),
+      notes_{other.notes_[0], other.notes_[1]},
+      code_(other.code_),
+      text_(std::exchange(other.text_, nullptr)) {}
+
+inline Status& Status::operator=(const Status& other) noexcept {
+  if (this != &other) *this = Status(other);
+  return *this;
+}
+
+inline Status& Status::operator=(Status&& other) noexcept {
+  if (this == &other) return *this;
+  detail::StatusText::drop(std::exchange(text_, std::exchange(other.text_, nullptr)));
+  step_ = other.step_;
+  replaced_ = other.replaced_;
+  context_ = other.context_;
+  notes_[0] = other.notes_[0];
+  notes_[1] = other.notes_[1];
+  code_ = other.code_;
+  return *this;
+}
+
+inline Status Status::within(const char* context) const noexcept {
+  Status out = *this;
+  if (!ok()) out.context_ = context;
+  return out;
+}
+
+inline Status Status::with_note(const char* note) const noexcept {
+  Status out = *this;
+  if (!ok()) out.notes_[out.notes_[0] == nullptr ? 0 : 1] = note;
+  return out;
+}
+
+inline Status Status::with_detail(std::string_view more) const noexcept {
+  if (ok()) return *this;
+  char joined[2048];  // cut short: only the message loses
+  std::size_t size = 0;
+  for (const std::string_view part :
+       {detail(), detail().empty() ? std::string_view() : "; ", more}) {
+    const std::size_t n = part.size() < sizeof joined - size ? part.size() : sizeof joined - size;
+    if (n > 0) std::memcpy(joined + size, part.data(), n);
+    size += n;
+  }
+  Status out = *this;
+  detail::StatusText::drop(out.text_);
+  out.text_ = detail::StatusText::make(path(), target(), std::string_view(joined, size));
+  return out;
+}
+
+inline std::string Status::message() const {
+  if (ok()) return "ok";
+  std::string out;
+  if (context_ != nullptr) out.append(context_).append(": ");
+  out.append(to_string(step_));
+  const std::string_view subject = path(), file = target();
+  if (!subject.empty()) out.append(" ").append(subject);
+  if (!file.empty() && file != subject)
+    out.append(step_ == Step::rename || step_ == Step::copy_aside || step_ == Step::keep_previous
+                   ? " to "
+                   : " for ")
+        .append(file);
+  out.append(": ").append(code_.message());
+  if (replaced_)
+    out.append(" (")
+        .append(file.empty() ? std::string_view("the target") : file)
+        .append(" was replaced, but the replacement is not known to be durable)");
+  for (const char* note : notes_)
+    if (note != nullptr) out.append(" (").append(note).append(")");
+  if (!detail().empty()) out.append(" (").append(detail()).append(")");
+  return out;
+}
+
+namespace detail {
+inline void print_missing_value(const Status& status) noexcept {
+  std::fputs("atomic_state: Result::value() called on a failure: ", stderr);
+  ATOMIC_STATE_DETAIL_TRY { std::fputs(status.message().c_str(), stderr); }
+  ATOMIC_STATE_DETAIL_CATCH_ALL { std::fputs(to_string(status.step()).data(), stderr); }
+  std::fputs("\n", stderr);
+}
+}  // namespace detail
+
+template <class T>
+Result<T>::Result(Status status) noexcept : status_(std::move(status)) {
+  if (status_.ok())
+    status_ = Status(Step::invalid_use, std::make_error_code(std::errc::invalid_argument), {}, {},
+                     false, "Result built from a success Status without a value");
+}
+
+}  // namespace ATOMIC_STATE_DETAIL_ABI
+}  // namespace atomic_state
+
+// ================================================================ include/atomic_state/fs.hpp ====
+
+#include <dirent.h>    // fdopendir, readdir64: list_directory
+#include <fcntl.h>     // openat, O_*, AT_*, sync_file_range
+#include <stdio.h>     // renameat2 and RENAME_NOREPLACE (glibc), renameatx_np (Apple)
+#include <sys/file.h>  // flock
+#include <sys/stat.h>  // fstat, fstatat, mkdirat, fchmod, S_IS*
+#include <sys/types.h> // mode_t, ssize_t, off_t
+#include <unistd.h>    // close, write, read, fsync, fdatasync, fchown, unlinkat, linkat
+
+#include <cerrno>        // errno, E*
+#include <charconv>      // std::from_chars: the umask in /proc/self/status
+#include <cstddef>       // std::size_t
+#include <cstdint>       // std::uint32_t, std::uint64_t, std::int64_t
+#include <cstring>       // std::strcmp, std::strstr
+#include <system_error>  // std::error_code, std::system_category
+#include <type_traits>   // std::void_t, std::true_type, std::remove_reference_t
+#include <utility>       // std::declval
+
+// Apple systems reach the disk only through F_FULLFSYNC, so DataSync uses
+// it there too; every other supported system has fdatasync.
+#if defined(__APPLE__)
+#define ATOMIC_STATE_DETAIL_HAS_FDATASYNC 0
+#else
+#define ATOMIC_STATE_DETAIL_HAS_FDATASYNC 1
+#endif
+
+// Linux can start a file's writeback without waiting for it, so that a
+// batch's syncs overlap; elsewhere each fsync does all the work.
+#if defined(__linux__) && defined(SYNC_FILE_RANGE_WRITE)
+#define ATOMIC_STATE_DETAIL_HAS_SYNC_FILE_RANGE 1
+#else
+#define ATOMIC_STATE_DETAIL_HAS_SYNC_FILE_RANGE 0
+#endif
+
+namespace atomic_state {
+inline namespace ATOMIC_STATE_DETAIL_ABI {
+
 // ------------------------------------------------------------ sync policies --
 
 /// How far a sync policy pushes the file's bytes toward the disk.
@@ -728,27 +881,6 @@ template <class F>
 inline constexpr bool is_snapshot_filesystem_v =
     is_snapshot_filesystem<std::remove_reference_t<F>>::value;
 
-// -------------------------------------------------------------------- paths --
-
-/// A path the library reads but does not keep: a view of the caller's
-/// characters, built implicitly from a string literal, a `const char*`, a
-/// std::string, a std::string_view or a std::filesystem::path, so that
-/// passing a path never allocates. It must outlive the call it is given to.
-class PathView {
- public:
-  constexpr PathView(const char* path) noexcept : text_(path ? path : "") {}
-  constexpr PathView(std::string_view path) noexcept : text_(path) {}
-  PathView(const std::string& path) noexcept : text_(path) {}
-  PathView(const std::filesystem::path& path) noexcept : text_(path.native()) {}
-
-  constexpr std::string_view text() const noexcept { return text_; }
-
- private:
-  std::string_view text_;
-};
-
-// ------------------------------------------------------------------- writer --
-
 namespace detail {
 
 /// Repeats a call interrupted by a signal (-EINTR), a bounded number of
@@ -872,671 +1004,34 @@ class Retrying {
 
 }  // namespace detail
 
-template <class SyncPolicy, class Fs>
-class AtomicWriter;
-template <class SyncPolicy, class Fs>
-class AtomicDirectory;
-template <class SyncPolicy, class Fs>
-class Batch;
-
 namespace detail {
-struct Claim;
+template <class F, class = void>
+struct has_set_owner : std::false_type {};
+template <class F>
+struct has_set_owner<F, std::void_t<decltype(std::declval<F&>().set_owner(0, 0u, 0u))>>
+    : std::true_type {};
+template <class F, class = void>
+struct has_process_umask : std::false_type {};
+template <class F>
+struct has_process_umask<F, std::void_t<decltype(std::declval<F&>().process_umask())>>
+    : std::true_type {};
+template <class F, class = void>
+struct has_real_path : std::false_type {};
+template <class F>
+struct has_real_path<F, std::void_t<decltype(std::declval<F&>().real_path("", nullptr))>>
+    : std::true_type {};
 }  // namespace detail
 
-/// Where a new file's mode comes from.
-enum class ModeFrom : unsigned char {
-  /// Exactly WriteOptions::mode, whatever the umask (the default, and the
-  /// Go service's rule).
-  given,
-  /// The existing target's mode, and its owner and group where the process
-  /// may give them (root may; others keep their own, silently); a missing
-  /// target (or a symlink, which is replaced) gets WriteOptions::mode.
-  existing,
-  /// WriteOptions::mode filtered by the process umask, as open(2) and
-  /// QSaveFile do (read from /proc/self/status: Linux 4.7 or later, else
-  /// ENOTSUP).
-  umask,
-};
-
-/// How a file is written: AtomicWriter's write(), write_new() and begin().
-struct WriteOptions {
-  unsigned mode = 0644;            ///< the file's mode (see mode_from)
-  bool create_directories = true;  ///< create missing parent directories, as mkdir -p
-  ModeFrom mode_from = ModeFrom::given;
-  /// A symlink at the target is replaced by the file (false, the default),
-  /// or resolved, and the file it leads to replaced in its own directory
-  /// (true, as QSaveFile does); a dangling or looping link is then an error
-  /// (check_path). Paths only: an AtomicDirectory refuses it.
-  bool follow_symlinks = false;
-};
-
-/// One replacement in progress: a temp file beside the target, open for
-/// writing. commit() puts it in place; destroying it without a commit (or
-/// calling discard()) removes the temp file and leaves the target untouched.
-/// Move-only. Must not outlive the AtomicWriter (or AtomicDirectory, or
-/// Batch) that began it.
-///
-/// Phases: open -> committed (commit() succeeded), or open -> failed (any
-/// failure: the temp file is gone), or open -> discarded.
-template <class SyncPolicy, class Fs>
-class WriteTransaction {
- public:
-  WriteTransaction(WriteTransaction&& other) noexcept;
-  WriteTransaction& operator=(WriteTransaction&& other) noexcept;
-  WriteTransaction(const WriteTransaction&) = delete;
-  WriteTransaction& operator=(const WriteTransaction&) = delete;
-  ~WriteTransaction();
-
-  /// Appends bytes to the temp file. After a failure the transaction is
-  /// over: the temp file is gone and every later call returns that failure.
-  Status write(std::string_view data) noexcept;
-  /// Sets the mode, syncs, closes and renames over the target, then syncs
-  /// the directory, as the policy says. Only the first commit does work. A
-  /// transaction of a Batch is committed by Batch::commit, not here.
-  Status commit() noexcept;
-  /// Removes the temp file now; the target is untouched.
-  void discard() noexcept;
-
-  /// The temp file's name in the target's directory (".tmp-XXXXXX", or
-  /// ".tmp-XXXXXX.N" in an AtomicDirectory), empty once the transaction is
-  /// over.
-  std::string_view temp_name() const noexcept;
-
- private:
-  using FsRef = std::remove_reference_t<Fs>;
-  friend class AtomicWriter<SyncPolicy, Fs>;
-  friend class AtomicDirectory<SyncPolicy, Fs>;
-  friend class Batch<SyncPolicy, Fs>;
-  enum class Phase : unsigned char { open, committed, failed, discarded };
-  // What commit() does to an existing target: replace it, or (for copies
-  // that must never overwrite) fail with EEXIST.
-  enum class Commit : unsigned char { replace, no_replace };
-
-  explicit WriteTransaction(FsRef& fs) noexcept : fs_(fs) {}
-  Status open(std::string_view path, const WriteOptions& options, Commit commit) noexcept;
-  Status open_in(int dir_fd, std::string_view dir, std::string_view name,
-                 const WriteOptions& options, Commit commit, detail::Claim& claim) noexcept;
-  Status open_through_symlink(std::string_view path, const WriteOptions& options,
-                              Commit commit) noexcept;
-  Status check_target(const WriteOptions& options) noexcept;
-  Status choose_mode(const WriteOptions& options, const FileInfo* existing) noexcept;
-  Status make_parent_directories() noexcept;
-  Status make_directory_level(std::size_t end) noexcept;
-  Status sync_parent_of(std::size_t end) noexcept;
-  std::size_t parent_end(std::size_t end) const noexcept;
-  template <class Call>
-  int on_prefix(std::size_t end, Call&& call) noexcept;
-  Status create_temp_file() noexcept;
-  int claim_temp_file(int fd) noexcept;
-  // The steps of commit(), in order; a Batch takes them file by file.
-  Status set_final_mode() noexcept;
-  void start_writeback() noexcept;
-  Status sync_file() noexcept;
-  Status close_file() noexcept;
-  Status put_in_place() noexcept;
-  Status sync_directory() noexcept;
-  Status fail(Step step, int neg_errno, std::string_view subject_dir,
-              std::string_view subject_name = {}, const char* note = nullptr) noexcept;
-  Status fail_on_temp(Step step, int neg_errno, const char* note = nullptr) noexcept;
-  Status status_after_end() const noexcept;
-  void take(WriteTransaction& other) noexcept;
-  bool close_and_remove_temp() noexcept;
-  std::string_view dir_for_messages() const noexcept;
-  std::string_view dir_prefix() const noexcept;
-
-  detail::Retrying<FsRef> fs_;  // every call, with the retry rule applied
-  int dir_fd_ = -1;
-  int fd_ = -1;
-  int lock_fd_ = -1;                // keeps the temp file's lock from close() to rename()
-  detail::Claim* claim_ = nullptr;  // an AtomicDirectory's: it protects the temp file
-  unsigned perm_ = 0;
-  bool keep_owner_ = false;  // ModeFrom::existing found a file: give its owner too
-  std::uint32_t owner_ = 0, group_ = 0;
-  Phase phase_ = Phase::open;
-  Commit commit_ = Commit::replace;
-  bool temp_exists_ = false;
-  bool has_dir_ = false;
-  bool own_dir_ = true;  // false: dir_fd_ is an AtomicDirectory's
-  bool in_batch_ = false;
-  std::size_t dir_len_ = 0;
-  std::size_t name_len_ = 0;
-  std::size_t temp_len_ = 0;
-  char temp_[40] = {};
-  Status error_;
-  // dir_ and name_ are NUL-terminated views into buf_: "dir\0name\0".
-  char buf_[ATOMIC_STATE_PATH_MAX + 2];  // only the bytes in use are written
-  const char* dir() const noexcept { return buf_; }
-  const char* name() const noexcept { return buf_ + dir_len_ + 1; }
-};
-
-/// What a sweep of stale temp files did.
-struct TempSweep {
-  std::size_t removed = 0;      ///< stale temp files removed
-  std::size_t in_use = 0;       ///< left: a live save holds it (or the filesystem has no locks)
-  std::size_t not_regular = 0;  ///< left: named like a temp file, but not a regular file
-};
-
-/// Replaces files atomically, durably as `SyncPolicy` says, making every
-/// system call through `Fs` (a value, or a reference such as `MyFs&` to
-/// share a stateful policy with the caller).
-template <class SyncPolicy = FullSync, class Fs = PosixFs>
-class AtomicWriter {
-  static_assert(is_sync_policy_v<SyncPolicy>,
-                "AtomicWriter: SyncPolicy needs `static constexpr SyncLevel "
-                "file` and `static constexpr bool directory` (see FullSync)");
-  static_assert(is_filesystem_v<Fs>,
-                "AtomicWriter: Fs needs every call of PosixFs that a save makes "
-                "(open_directory, make_directory, create_file, try_lock, duplicate, "
-                "write, set_mode, sync_full, sync_data, close, rename, unlink, "
-                "file_info, entry_info)");
-
- public:
-  using Transaction = WriteTransaction<SyncPolicy, Fs>;
-
-  AtomicWriter() = default;
-  explicit AtomicWriter(Fs fs) noexcept : fs_(static_cast<Fs&&>(fs)) {}
-
-  /// Replaces `path` with `data`, mode `perm` (exact, umask ignored),
-  /// creating missing parent directories (0755 less the umask, but always
-  /// with owner write and search, as `mkdir -p` does). A directory, FIFO,
-  /// socket or device at `path` is refused; a symlink there is replaced.
-  Status write(PathView path, std::string_view data, unsigned perm = 0644) noexcept;
-  /// The same, as `options` say; with create_directories false a missing
-  /// directory is an error (Step::open_directory, ENOENT).
-  Status write(PathView path, std::string_view data, const WriteOptions& options) noexcept;
-
-  /// Starts a streaming replacement of `path`: checks it, creates the
-  /// parent directories and the temp file, and returns the open
-  /// transaction.
-  Result<Transaction> begin(PathView path, unsigned perm = 0644) & noexcept;
-  Result<Transaction> begin(PathView path, const WriteOptions& options) & noexcept;
-  /// A transaction keeps using its writer's Fs: a temporary writer would
-  /// leave it dangling.
-  Result<Transaction> begin(PathView path, unsigned perm = 0644) && = delete;
-  Result<Transaction> begin(PathView path, const WriteOptions& options) && = delete;
-
-  /// Removes the temp files that saves killed mid-way left in `dir`: regular
-  /// files named `.tmp-` and six letters or digits that no live save holds
-  /// (each save holds a lock on its own temp file, which the kernel drops
-  /// when the process dies). One pass; never waits for anything; entries
-  /// that are not regular files are left and counted. A missing directory
-  /// has nothing to remove. Needs the reading calls of the Fs as well.
-  Result<TempSweep> remove_stale_temp_files(PathView dir) noexcept;
-
-  std::remove_reference_t<Fs>& filesystem() noexcept { return fs_; }
-
-  /// Creates `path` with `data` as write() does, but fails with EEXIST
-  /// (Step::rename) instead of replacing a file already there.
-  Status write_new(PathView path, std::string_view data, unsigned perm = 0644) noexcept;
-  Status write_new(PathView path, std::string_view data, const WriteOptions& options) noexcept;
-
- private:
-  Fs fs_;
-};
-
-/// `AtomicWriter<>{}.write(path, data, perm)`: durable, atomic replacement.
-Status write_atomic(PathView path, std::string_view data, unsigned perm = 0644) noexcept;
-
-/// What AtomicDirectory::open does with a directory that does not exist.
-enum class MissingDirectory : unsigned char {
-  create,  ///< make it, and any missing parent, as a first save does
-  fail,    ///< an error (Step::open_directory, ENOENT)
-};
-
-/// A directory kept open for repeated saves into it: what AtomicWriter does,
-/// without opening, locking and closing the directory for each file. open()
-/// opens the directory and claims it: one empty temp file, locked for the
-/// handle's life, whose name starts the names of the handle's temp files,
-/// so that a sweep of stale temp files leaves them alone without a lock
-/// per save. A save then makes only the calls a save must: a look at the
-/// target, create, write, fchmod, the syncs the policy asks, close, rename.
-///
-/// The handle keeps the directory it opened, even when the path comes to
-/// name another (the directory renamed, removed and made again, a volume
-/// mounted over it): a program that must follow the path reopens it.
-/// Move-only; its transactions must not outlive it or cross a move of it.
-/// Saves from several threads at once are fine, as with AtomicWriter.
-template <class SyncPolicy = FullSync, class Fs = PosixFs>
-class AtomicDirectory {
-  static_assert(is_sync_policy_v<SyncPolicy>,
-                "AtomicDirectory: SyncPolicy needs `static constexpr SyncLevel file` and "
-                "`static constexpr bool directory` (see FullSync)");
-  static_assert(is_filesystem_v<Fs>,
-                "AtomicDirectory: Fs needs every call of PosixFs that a save makes (see "
-                "is_filesystem)");
-
- public:
-  using Transaction = WriteTransaction<SyncPolicy, Fs>;
-
-  /// Opens and claims `dir`; a missing one is made, or an error, as
-  /// `missing` says. Failures: check_path, create_directory,
-  /// open_directory, create_temp_file (the claim).
-  template <class F = Fs, std::enable_if_t<std::is_default_constructible_v<F>, int> = 0>
-  static Result<AtomicDirectory> open(
-      PathView dir, MissingDirectory missing = MissingDirectory::create) noexcept {
-    return open(dir, F(), missing);
-  }
-  static Result<AtomicDirectory> open(PathView dir, Fs fs,
-                                      MissingDirectory missing = MissingDirectory::create) noexcept;
-
-  AtomicDirectory(AtomicDirectory&& other) noexcept;
-  AtomicDirectory& operator=(AtomicDirectory&& other) noexcept;
-  AtomicDirectory(const AtomicDirectory&) = delete;
-  AtomicDirectory& operator=(const AtomicDirectory&) = delete;
-  /// Gives up the claim (removing its file) and closes the directory.
-  ~AtomicDirectory();
-
-  /// Replaces the file `name` of the directory with `data`, as
-  /// AtomicWriter::write does (`options.create_directories` does not apply).
-  Status write(std::string_view name, std::string_view data, unsigned perm = 0644) noexcept;
-  Status write(std::string_view name, std::string_view data, const WriteOptions& options) noexcept;
-  /// Creates `name` with `data`, failing with EEXIST rather than replacing.
-  Status write_new(std::string_view name, std::string_view data, unsigned perm = 0644) noexcept;
-  /// Starts a streaming replacement of the file `name`.
-  Result<Transaction> begin(std::string_view name, unsigned perm = 0644) & noexcept;
-  Result<Transaction> begin(std::string_view name, const WriteOptions& options) & noexcept;
-  Result<Transaction> begin(std::string_view name, unsigned perm = 0644) && = delete;
-  Result<Transaction> begin(std::string_view name, const WriteOptions& options) && = delete;
-
-  /// The sweep of stale temp files of the directory, as
-  /// AtomicWriter::remove_stale_temp_files; this handle's own are in use.
-  Result<TempSweep> remove_stale_temp_files() noexcept;
-
-  /// The directory's path, as given to open().
-  std::string_view path() const noexcept { return {path_, path_len_}; }
-  /// Its descriptor, for calls of one's own (openat to read a file).
-  int descriptor() const noexcept { return dir_fd_; }
-  std::remove_reference_t<Fs>& filesystem() noexcept { return fs_; }
-
- private:
-  using FsRef = std::remove_reference_t<Fs>;
-  friend class Batch<SyncPolicy, Fs>;
-
-  explicit AtomicDirectory(Fs fs) noexcept : fs_(static_cast<Fs&&>(fs)) {}
-  Result<Transaction> start(std::string_view name, const WriteOptions& options,
-                            typename Transaction::Commit commit) noexcept;
-  void close() noexcept;
-
-  Fs fs_;
-  int dir_fd_ = -1;
-  int claim_fd_ = -1;                     // holds the claim's lock
-  std::unique_ptr<detail::Claim> claim_;  // its address outlives moves
-  std::size_t path_len_ = 0;
-  char path_[ATOMIC_STATE_PATH_MAX] = {};
-};
-
-/// Several files replaced as one: a run's outputs and, last, the state that
-/// records them. add() writes a file's temp file at once (the data need not
-/// outlive the call); commit() makes them all durable together and puts
-/// them in place in the order they were added:
-///   1. each temp file's mode set, writeback started for all of them (where
-///      the Fs has start_writeback), then each synced and closed;
-///   2. each file but the last renamed over its target, in order;
-///   3. each directory that gained a file synced;
-///   4. the last file renamed over its target, and its directory synced.
-/// After any crash each target is old or new, never torn, and the last file
-/// is never newer than the files before it. A failure before the first
-/// rename removes every temp file and touches no target; after it,
-/// replaced() says how many targets (the first ones, in order) hold their
-/// new content, and the Status names them and the file it failed on.
-///
-/// After commit() (whatever its outcome) the batch is empty and can be
-/// filled again; its storage is kept, so a batch reused run after run
-/// allocates nothing. Neither copyable nor movable (its transactions use
-/// its Fs); not for use by several threads at once.
-template <class SyncPolicy = FullSync, class Fs = PosixFs>
-class Batch {
-  static_assert(is_sync_policy_v<SyncPolicy>,
-                "Batch: SyncPolicy needs `static constexpr SyncLevel file` and `static "
-                "constexpr bool directory` (see FullSync)");
-  static_assert(is_filesystem_v<Fs>,
-                "Batch: Fs needs every call of PosixFs that a save makes (see is_filesystem)");
-
- public:
-  using Transaction = WriteTransaction<SyncPolicy, Fs>;
-  using Directory = AtomicDirectory<SyncPolicy, Fs>;
-
-  template <class F = Fs, std::enable_if_t<std::is_default_constructible_v<F>, int> = 0>
-  Batch() noexcept : Batch(F()) {}
-  explicit Batch(Fs fs) noexcept : fs_(static_cast<Fs&&>(fs)) {}
-  Batch(const Batch&) = delete;
-  Batch& operator=(const Batch&) = delete;
-  /// Discards what was not committed: the temp files are removed.
-  ~Batch() { discard(); }
-
-  /// Adds the file `path` with `data`, written to its temp file now (see
-  /// AtomicWriter::write for the path's rules). The same target twice in
-  /// one batch (as the same text) is refused. Failures: those of
-  /// AtomicWriter::begin and of a write; the batch keeps its other files.
-  Status add(PathView path, std::string_view data, unsigned perm = 0644) noexcept;
-  Status add(PathView path, std::string_view data, const WriteOptions& options) noexcept;
-  /// Adds the file `name` of an open directory; the directory must outlive
-  /// the commit.
-  Status add(Directory& dir, std::string_view name, std::string_view data,
-             unsigned perm = 0644) noexcept;
-  Status add(Directory& dir, std::string_view name, std::string_view data,
-             const WriteOptions& options) noexcept;
-  /// Adds a file to be streamed: write() to the transaction returned, then
-  /// commit() the batch (the transaction's own commit() refuses). The
-  /// pointer is valid until the batch's commit() or discard().
-  Result<Transaction*> add_stream(PathView path, const WriteOptions& options = {}) noexcept;
-  Result<Transaction*> add_stream(Directory& dir, std::string_view name,
-                                  const WriteOptions& options = {}) noexcept;
-
-  /// Makes room for `files` files, so that adding them allocates nothing.
-  void reserve(std::size_t files) noexcept;
-
-  /// Commits every file added, as above. An empty batch is an error
-  /// (Step::invalid_use), as is one holding a file whose streamed write
-  /// failed (that failure; every temp file is removed).
-  Status commit() noexcept {
-    return commit([]() noexcept { return Status(); });
-  }
-  /// The same, running `before_last()` (a callable returning a Status)
-  /// once the files before the last are in place and their directories
-  /// synced, right before the last rename; its failure stops the commit
-  /// there. StateManager keeps the previous state at that point.
-  template <class BeforeLast>
-  Status commit(BeforeLast&& before_last) noexcept;
-  /// Removes every temp file and forgets the files; no target is touched.
-  void discard() noexcept;
-
-  /// Files added and not yet committed or discarded.
-  std::size_t size() const noexcept { return used_; }
-  /// How many targets the last commit() replaced: all of them after a
-  /// success, the first ones in order after a failure.
-  std::size_t replaced() const noexcept { return replaced_; }
-
- private:
-  using FsRef = std::remove_reference_t<Fs>;
-  Transaction* next_file(FsRef& fs) noexcept;
-  Status added(Transaction* file, const Status& opened, std::string_view data) noexcept;
-  Status stopped(const Status& failure) noexcept;
-  bool duplicate(const Transaction& file) const noexcept;
-
-  Fs fs_;
-  // The files in use are the first used_; the others wait to be reused, so
-  // that a batch filled run after run allocates nothing.
-  std::vector<std::unique_ptr<Transaction>> files_;
-  std::size_t used_ = 0;
-  std::size_t replaced_ = 0;
-};
-
-/// How a SnapshotWriter keeps its generations.
-struct SnapshotOptions {
-  /// Generations kept after a publish: the current one and the newest
-  /// before it, so that a reader who opened `current` just before a publish
-  /// can still read its files. At least 1.
-  unsigned keep = 2;
-  unsigned directory_mode = 0755;                       ///< each generation directory's mode, exact
-  MissingDirectory missing = MissingDirectory::create;  ///< for the snapshot directory
-};
-
-/// A set of files that readers see change all at once. The files live in
-/// a generation directory, DIR/gen-N, and DIR/current is a symlink naming
-/// the complete one; a reader opens DIR/current once and then reads the
-/// files relative to that descriptor, so it sees one whole set, old or new.
-/// add() writes a file into a new generation (made at the first add);
-/// publish() makes it durable and current:
-///   1. each file's mode set, writeback started, synced and closed;
-///   2. the generation directory synced;
-///   3. a temp symlink DIR/.current.tmp-XXXXXX naming it made, DIR synced;
-///   4. the temp symlink renamed over DIR/current, DIR synced;
-///   5. generations beyond `keep` removed, the current one never.
-/// After any crash DIR/current names a complete generation, old or new. A
-/// failure before the rename removes the new generation; current is
-/// untouched. A failure after it (a directory sync, the removal of old
-/// generations) is reported with replaced() true: readers see the new set.
-///
-/// One publisher per directory at a time: open() takes a lock on
-/// DIR/.snapshot.lock (mode 0600, so that no other user can hold it) for
-/// the writer's life, and a second open() fails with EWOULDBLOCK rather than
-/// waiting. open() also removes what a killed publisher left: generations
-/// newer than current, and temp symlinks. Move-only.
-template <class SyncPolicy = FullSync, class Fs = PosixFs>
-class SnapshotWriter {
-  static_assert(is_sync_policy_v<SyncPolicy>,
-                "SnapshotWriter: SyncPolicy needs `static constexpr SyncLevel file` and "
-                "`static constexpr bool directory` (see FullSync)");
-  static_assert(is_snapshot_filesystem_v<Fs>,
-                "SnapshotWriter: Fs needs the calls of PosixFs a snapshot makes (see "
-                "is_snapshot_filesystem)");
-
- public:
-  /// Opens the snapshot directory `dir`, locks it for this publisher and
-  /// removes what a killed one left. Failures: check_path (bad options, or
-  /// DIR/current not a symlink to a generation), create_directory,
-  /// open_directory, lock_run, remove_temp_file.
-  template <class F = Fs, std::enable_if_t<std::is_default_constructible_v<F>, int> = 0>
-  static Result<SnapshotWriter> open(PathView dir, const SnapshotOptions& options = {}) noexcept {
-    return open(dir, F(), options);
-  }
-  static Result<SnapshotWriter> open(PathView dir, Fs fs,
-                                     const SnapshotOptions& options = {}) noexcept;
-
-  SnapshotWriter(SnapshotWriter&& other) noexcept;
-  SnapshotWriter& operator=(SnapshotWriter&& other) noexcept;
-  SnapshotWriter(const SnapshotWriter&) = delete;
-  SnapshotWriter& operator=(const SnapshotWriter&) = delete;
-  /// Discards an unpublished generation, then releases the lock.
-  ~SnapshotWriter();
-
-  /// Writes the file `name` (a plain name: no '/', not "." or "..") of the
-  /// next generation. The same name twice is refused (check_path, EEXIST).
-  /// Failures: check_path, create_directory, open_directory (the new
-  /// generation), create_temp_file, write_data; the generation keeps its
-  /// other files.
-  Status add(std::string_view name, std::string_view data, unsigned perm = 0644) noexcept;
-  /// Publishes the files added, as above. No file added: invalid_use.
-  Status publish() noexcept;
-  /// Removes the unpublished generation, if any; current is untouched.
-  void discard() noexcept;
-  /// Removes generations no longer needed and temp symlinks (as open() and
-  /// publish() do); a TempSweep counting the entries removed.
-  Result<TempSweep> remove_stale_generations() noexcept;
-
-  /// The generation DIR/current names (0: none yet).
-  std::uint64_t current() const noexcept { return current_; }
-  /// Files added to the next generation.
-  std::size_t size() const noexcept { return files_.size(); }
-  std::string_view path() const noexcept { return dir_.path(); }
-
- private:
-  using Directory = AtomicDirectory<SyncPolicy, Fs>;
-  using FsRef = std::remove_reference_t<Fs>;
-  struct File {
-    int fd = -1;
-    unsigned mode = 0;
-    std::size_t name_len = 0;
-    char name[ATOMIC_STATE_NAME_MAX + 1] = {};
-  };
-  struct GenerationName {
-    char text[32] = {};
-    explicit GenerationName(std::uint64_t n) noexcept;
-    const char* c_str() const noexcept { return text; }
-  };
-
-  explicit SnapshotWriter(Directory dir) noexcept : dir_(std::move(dir)) {}
-  Status read_current() noexcept;
-  Status begin_generation() noexcept;
-  Status make_durable() noexcept;
-  Status swap_current() noexcept;
-  Status prune(TempSweep& sweep) noexcept;
-  Status remove_generation(std::uint64_t n) noexcept;
-  Status fail(Step step, int r, std::string_view subject, std::string_view target = {},
-              const char* note = nullptr, bool replaced = false) const noexcept;
-  void release() noexcept;
-
-  Directory dir_;
-  SnapshotOptions options_;
-  int lock_fd_ = -1;
-  int generation_fd_ = -1;        // of the generation being built
-  std::uint64_t generation_ = 0;  // its number, 0 when none
-  std::uint64_t current_ = 0;
-  std::vector<File> files_;
-};
-
-// ================================================= PART I: implementation ====
-
-// ------------------------------------------------------------------ results --
-constexpr std::string_view to_string(Step step) noexcept {
-  switch (step) {
-    case Step::none:
-      return "ok";
-    case Step::check_path:
-      return "check path";
-    case Step::create_directory:
-      return "create directory";
-    case Step::open_directory:
-      return "open directory";
-    case Step::create_temp_file:
-      return "create temp file";
-    case Step::write_data:
-      return "write data";
-    case Step::set_permissions:
-      return "set permissions";
-    case Step::sync_file:
-      return "sync file";
-    case Step::close_temp_file:
-      return "close temp file";
-    case Step::rename:
-      return "rename";
-    case Step::sync_directory:
-      return "sync directory";
-    case Step::open_file:
-      return "open file";
-    case Step::check_file:
-      return "check file";
-    case Step::read_file:
-      return "read file";
-    case Step::parse:
-      return "parse";
-    case Step::copy_aside:
-      return "copy aside";
-    case Step::upgrade:
-      return "upgrade";
-    case Step::serialize:
-      return "serialize";
-    case Step::remove_temp_file:
-      return "remove temp file";
-    case Step::lock_run:
-      return "lock run";
-    case Step::keep_previous:
-      return "keep previous";
-    case Step::invalid_use:
-      return "invalid use";
-  }
-  return "unknown step";
-}
-
-inline Status::Status(Step step, std::error_code code, std::string_view subject,
-                      std::string_view target, bool replaced, const char* note,
-                      std::string_view detail) noexcept
-    : step_(step == Step::none ? Step::invalid_use : step),
-      replaced_(replaced),
-      notes_{note, nullptr},
-      code_(code),
-      text_(detail::StatusText::make(subject, target, detail)) {}
-
-inline Status::Status(const Status& other) noexcept
-    : step_(other.step_),
-      replaced_(other.replaced_),
-      context_(other.context_),
-      notes_{other.notes_[0], other.notes_[1]},
-      code_(other.code_),
-      text_(detail::StatusText::share(other.text_)) {}
-
-inline Status::Status(Status&& other) noexcept
-    : step_(other.step_),
-      replaced_(other.replaced_),
-      context_(other.context_),
-      notes_{other.notes_[0], other.notes_[1]},
-      code_(other.code_),
-      text_(std::exchange(other.text_, nullptr)) {}
-
-inline Status& Status::operator=(const Status& other) noexcept {
-  if (this != &other) *this = Status(other);
-  return *this;
-}
-
-inline Status& Status::operator=(Status&& other) noexcept {
-  if (this == &other) return *this;
-  detail::StatusText::drop(std::exchange(text_, std::exchange(other.text_, nullptr)));
-  step_ = other.step_;
-  replaced_ = other.replaced_;
-  context_ = other.context_;
-  notes_[0] = other.notes_[0];
-  notes_[1] = other.notes_[1];
-  code_ = other.code_;
-  return *this;
-}
-
-inline Status Status::within(const char* context) const noexcept {
-  Status out = *this;
-  if (!ok()) out.context_ = context;
-  return out;
-}
-
-inline Status Status::with_note(const char* note) const noexcept {
-  Status out = *this;
-  if (!ok()) out.notes_[out.notes_[0] == nullptr ? 0 : 1] = note;
-  return out;
-}
-
-inline Status Status::with_detail(std::string_view more) const noexcept {
-  if (ok()) return *this;
-  char joined[2048];  // cut short: only the message loses
-  std::size_t size = 0;
-  for (const std::string_view part :
-       {detail(), detail().empty() ? std::string_view() : "; ", more}) {
-    const std::size_t n = part.size() < sizeof joined - size ? part.size() : sizeof joined - size;
-    if (n > 0) std::memcpy(joined + size, part.data(), n);
-    size += n;
-  }
-  Status out = *this;
-  detail::StatusText::drop(out.text_);
-  out.text_ = detail::StatusText::make(path(), target(), std::string_view(joined, size));
-  return out;
-}
-
-inline std::string Status::message() const {
-  if (ok()) return "ok";
-  std::string out;
-  if (context_ != nullptr) out.append(context_).append(": ");
-  out.append(to_string(step_));
-  const std::string_view subject = path(), file = target();
-  if (!subject.empty()) out.append(" ").append(subject);
-  if (!file.empty() && file != subject)
-    out.append(step_ == Step::rename || step_ == Step::copy_aside || step_ == Step::keep_previous
-                   ? " to "
-                   : " for ")
-        .append(file);
-  out.append(": ").append(code_.message());
-  if (replaced_)
-    out.append(" (")
-        .append(file.empty() ? std::string_view("the target") : file)
-        .append(" was replaced, but the replacement is not known to be durable)");
-  for (const char* note : notes_)
-    if (note != nullptr) out.append(" (").append(note).append(")");
-  if (!detail().empty()) out.append(" (").append(detail()).append(")");
-  return out;
-}
-
 namespace detail {
-inline void print_missing_value(const Status& status) noexcept {
-  std::fputs("atomic_state: Result::value() called on a failure: ", stderr);
-  ATOMIC_STATE_DETAIL_TRY { std::fputs(status.message().c_str(), stderr); }
-  ATOMIC_STATE_DETAIL_CATCH_ALL { std::fputs(to_string(status.step()).data(), stderr); }
-  std::fputs("\n", stderr);
-}
+template <class F, class = void>
+struct has_start_writeback : std::false_type {};
+template <class F>
+struct has_start_writeback<F, std::void_t<decltype(std::declval<F&>().start_writeback(0))>>
+    : std::true_type {};
 }  // namespace detail
 
-template <class T>
-Result<T>::Result(Status status) noexcept : status_(std::move(status)) {
-  if (status_.ok())
-    status_ = Status(Step::invalid_use, std::make_error_code(std::errc::invalid_argument), {}, {},
-                     false, "Result built from a success Status without a value");
-}
+// ========================================================= implementation ====
+
 namespace detail {
 // mode_t is 16 bits on some systems; perm was checked to fit in 07777.
 inline mode_t to_mode(unsigned perm) noexcept { return static_cast<mode_t>(perm); }
@@ -1798,6 +1293,45 @@ inline int PosixFs::check_writable(int dir_fd) noexcept {
   return detail::negative_errno(::faccessat(dir_fd, ".", W_OK | X_OK, AT_EACCESS));
 }
 
+}  // namespace ATOMIC_STATE_DETAIL_ABI
+}  // namespace atomic_state
+
+// ============================================================== include/atomic_state/path.hpp ====
+
+#include <cstring>      // std::memcpy
+#include <string>       // std::string
+#include <string_view>  // std::string_view
+#include <type_traits>  // std::enable_if_t, std::is_convertible_v
+#include <utility>      // std::declval
+
+namespace atomic_state {
+inline namespace ATOMIC_STATE_DETAIL_ABI {
+
+// -------------------------------------------------------------------- paths --
+
+/// A path the library reads but does not keep: a view of the caller's
+/// characters, built implicitly from a string literal, a `const char*`, a
+/// std::string, a std::string_view or a std::filesystem::path, so that
+/// passing a path never allocates. It must outlive the call it is given to.
+class PathView {
+ public:
+  constexpr PathView(const char* path) noexcept : text_(path ? path : "") {}
+  constexpr PathView(std::string_view path) noexcept : text_(path) {}
+  PathView(const std::string& path) noexcept : text_(path) {}
+  /// Any path type whose native() is a string of char, std::filesystem::path
+  /// among them (this header does not include <filesystem> for it).
+  template <class Path, class Native = decltype(std::declval<const Path&>().native()),
+            std::enable_if_t<std::is_convertible_v<Native, std::string_view>, int> = 0>
+  PathView(const Path& path) noexcept : text_(path.native()) {}
+
+  constexpr std::string_view text() const noexcept { return text_; }
+
+ private:
+  std::string_view text_;
+};
+
+// ========================================================= implementation ====
+
 // -------------------------------------------------------------------- paths --
 namespace detail {
 
@@ -1866,6 +1400,300 @@ class DirectoryPath {
 
 }  // namespace detail
 
+}  // namespace ATOMIC_STATE_DETAIL_ABI
+}  // namespace atomic_state
+
+// ============================================================ include/atomic_state/writer.hpp ====
+
+#include <time.h>  // clock_gettime: temp names of forked processes differ
+
+#include <atomic>       // std::atomic: an AtomicDirectory's claim numbers
+#include <charconv>     // std::to_chars
+#include <cstddef>      // std::size_t
+#include <cstdint>      // std::uint64_t, std::uintptr_t
+#include <cstring>      // std::memcpy, std::strncmp
+#include <string_view>  // std::string_view
+#include <system_error> // std::errc, std::make_error_code
+#include <type_traits>  // std::remove_reference_t
+#include <utility>      // std::move, std::exchange
+
+namespace atomic_state {
+inline namespace ATOMIC_STATE_DETAIL_ABI {
+
+namespace detail {
+struct Claim;
+template <class Transaction>
+struct TransactionSteps;
+}  // namespace detail
+
+/// Where a new file's mode comes from.
+enum class ModeFrom : unsigned char {
+  /// Exactly WriteOptions::mode, whatever the umask (the default, and the
+  /// Go service's rule).
+  given,
+  /// The existing target's mode, and its owner and group where the process
+  /// may give them (root may; others keep their own, silently); a missing
+  /// target (or a symlink, which is replaced) gets WriteOptions::mode.
+  existing,
+  /// WriteOptions::mode filtered by the process umask, as open(2) and
+  /// QSaveFile do (read from /proc/self/status: Linux 4.7 or later, else
+  /// ENOTSUP).
+  umask,
+};
+
+/// How a file is written: AtomicWriter's write(), write_new() and begin().
+struct WriteOptions {
+  unsigned mode = 0644;            ///< the file's mode (see mode_from)
+  bool create_directories = true;  ///< create missing parent directories, as mkdir -p
+  ModeFrom mode_from = ModeFrom::given;
+  /// A symlink at the target is replaced by the file (false, the default),
+  /// or resolved, and the file it leads to replaced in its own directory
+  /// (true, as QSaveFile does); a dangling or looping link is then an error
+  /// (check_path). Paths only: an AtomicDirectory refuses it.
+  bool follow_symlinks = false;
+};
+
+/// One replacement in progress: a temp file beside the target, open for
+/// writing. commit() puts it in place; destroying it without a commit (or
+/// calling discard()) removes the temp file and leaves the target untouched.
+/// Move-only. Must not outlive the AtomicWriter (or AtomicDirectory, or
+/// Batch) that began it.
+///
+/// Phases: open -> committed (commit() succeeded), or open -> failed (any
+/// failure: the temp file is gone), or open -> discarded.
+template <class SyncPolicy, class Fs>
+class WriteTransaction {
+ public:
+  WriteTransaction(WriteTransaction&& other) noexcept;
+  WriteTransaction& operator=(WriteTransaction&& other) noexcept;
+  WriteTransaction(const WriteTransaction&) = delete;
+  WriteTransaction& operator=(const WriteTransaction&) = delete;
+  ~WriteTransaction();
+
+  /// Appends bytes to the temp file. After a failure the transaction is
+  /// over: the temp file is gone and every later call returns that failure.
+  Status write(std::string_view data) noexcept;
+  /// Sets the mode, syncs, closes and renames over the target, then syncs
+  /// the directory, as the policy says. Only the first commit does work. A
+  /// transaction of a Batch is committed by Batch::commit, not here.
+  Status commit() noexcept;
+  /// Removes the temp file now; the target is untouched.
+  void discard() noexcept;
+
+  /// The temp file's name in the target's directory (".tmp-XXXXXX", or
+  /// ".tmp-XXXXXX.N" in an AtomicDirectory), empty once the transaction is
+  /// over.
+  std::string_view temp_name() const noexcept;
+
+ private:
+  using FsRef = std::remove_reference_t<Fs>;
+  // The library's handles reach a transaction only through this door.
+  friend struct detail::TransactionSteps<WriteTransaction>;
+  enum class Phase : unsigned char { open, committed, failed, discarded };
+  // What commit() does to an existing target: replace it, or (for copies
+  // that must never overwrite) fail with EEXIST.
+  enum class Commit : unsigned char { replace, no_replace };
+
+  explicit WriteTransaction(FsRef& fs) noexcept : fs_(fs) {}
+  Status open(std::string_view path, const WriteOptions& options, Commit commit) noexcept;
+  Status open_in(int dir_fd, std::string_view dir, std::string_view name,
+                 const WriteOptions& options, Commit commit, detail::Claim& claim) noexcept;
+  Status open_through_symlink(std::string_view path, const WriteOptions& options,
+                              Commit commit) noexcept;
+  Status check_target(const WriteOptions& options) noexcept;
+  Status choose_mode(const WriteOptions& options, const FileInfo* existing) noexcept;
+  Status make_parent_directories() noexcept;
+  Status make_directory_level(std::size_t end) noexcept;
+  Status sync_parent_of(std::size_t end) noexcept;
+  std::size_t parent_end(std::size_t end) const noexcept;
+  template <class Call>
+  int on_prefix(std::size_t end, Call&& call) noexcept;
+  Status create_temp_file() noexcept;
+  int claim_temp_file(int fd) noexcept;
+  // The steps of commit(), in order; a Batch takes them file by file.
+  Status set_final_mode() noexcept;
+  void start_writeback() noexcept;
+  Status sync_file() noexcept;
+  Status close_file() noexcept;
+  Status put_in_place() noexcept;
+  Status sync_directory() noexcept;
+  Status fail(Step step, int neg_errno, std::string_view subject_dir,
+              std::string_view subject_name = {}, const char* note = nullptr) noexcept;
+  Status fail_on_temp(Step step, int neg_errno, const char* note = nullptr) noexcept;
+  Status status_after_end() const noexcept;
+  void take(WriteTransaction& other) noexcept;
+  bool close_and_remove_temp() noexcept;
+  std::string_view dir_for_messages() const noexcept;
+  std::string_view dir_prefix() const noexcept;
+
+  detail::Retrying<FsRef> fs_;  // every call, with the retry rule applied
+  int dir_fd_ = -1;
+  int fd_ = -1;
+  int lock_fd_ = -1;                // keeps the temp file's lock from close() to rename()
+  detail::Claim* claim_ = nullptr;  // an AtomicDirectory's: it protects the temp file
+  unsigned perm_ = 0;
+  bool keep_owner_ = false;  // ModeFrom::existing found a file: give its owner too
+  std::uint32_t owner_ = 0, group_ = 0;
+  Phase phase_ = Phase::open;
+  Commit commit_ = Commit::replace;
+  bool temp_exists_ = false;
+  bool has_dir_ = false;
+  bool own_dir_ = true;  // false: dir_fd_ is an AtomicDirectory's
+  bool in_batch_ = false;
+  std::size_t dir_len_ = 0;
+  std::size_t name_len_ = 0;
+  std::size_t temp_len_ = 0;
+  char temp_[40] = {};
+  Status error_;
+  // dir_ and name_ are NUL-terminated views into buf_: "dir\0name\0".
+  char buf_[ATOMIC_STATE_PATH_MAX + 2];  // only the bytes in use are written
+  const char* dir() const noexcept { return buf_; }
+  const char* name() const noexcept { return buf_ + dir_len_ + 1; }
+};
+
+namespace detail {
+/// The one door into a WriteTransaction for the library's own handles
+/// (AtomicWriter, AtomicDirectory, Batch): how one is made and opened, the
+/// steps of its commit, each callable alone so that a Batch can take them
+/// file by file, and what a batch compares. Nothing else of a transaction
+/// is reachable from outside it.
+template <class Transaction>
+struct TransactionSteps {
+  using Commit = typename Transaction::Commit;
+  using FsRef = typename Transaction::FsRef;
+
+  static Transaction make(FsRef& fs) noexcept { return Transaction(fs); }
+  static Status open(Transaction& t, std::string_view path, const WriteOptions& options,
+                     Commit commit) noexcept {
+    return t.open(path, options, commit);
+  }
+  /// Opens `t` for the file `name` of an open AtomicDirectory.
+  template <class Directory>
+  static Status open_in(Transaction& t, Directory& dir, std::string_view name,
+                        const WriteOptions& options, Commit commit) noexcept {
+    if (dir.dir_fd_ < 0)
+      return Status(Step::invalid_use, std::make_error_code(std::errc::bad_file_descriptor), name,
+                    {}, false, "the AtomicDirectory was moved from");
+    return t.open_in(dir.dir_fd_, dir.path(), name, options, commit, *dir.claim_);
+  }
+  /// Gives an opened transaction's directory and temp file to an
+  /// AtomicDirectory, as its claim; the transaction is then over.
+  template <class Directory>
+  static void hand_over_as_claim(Transaction& t, Directory& dir) noexcept {
+    dir.dir_fd_ = std::exchange(t.dir_fd_, -1);
+    dir.claim_fd_ = std::exchange(t.fd_, -1);
+    std::memcpy(dir.claim_->name, t.temp_, sizeof dir.claim_->name);
+    t.temp_exists_ = false;
+    t.phase_ = Transaction::Phase::discarded;
+  }
+  /// Marks `t` as one file of a batch: its own commit() then refuses.
+  static void join_batch(Transaction& t) noexcept { t.in_batch_ = true; }
+  /// Success while `t` is open, else why it is not.
+  static Status still_open(const Transaction& t) noexcept {
+    return t.phase_ == Transaction::Phase::open ? Status() : t.status_after_end();
+  }
+
+  // The steps of commit(), in order.
+  static Status set_final_mode(Transaction& t) noexcept { return t.set_final_mode(); }
+  static void start_writeback(Transaction& t) noexcept { t.start_writeback(); }
+  static Status sync_file(Transaction& t) noexcept { return t.sync_file(); }
+  static Status close_file(Transaction& t) noexcept { return t.close_file(); }
+  static Status put_in_place(Transaction& t) noexcept { return t.put_in_place(); }
+  static Status sync_directory(Transaction& t) noexcept { return t.sync_directory(); }
+
+  /// Whether two transactions replace the same target (as text: two
+  /// spellings of one path are two targets to this test).
+  static bool same_target(const Transaction& a, const Transaction& b) noexcept {
+    return key(a) == key(b);
+  }
+  /// Whether two transactions put their files into the same directory.
+  static bool same_directory(const Transaction& a, const Transaction& b) noexcept {
+    return std::string_view(a.dir(), a.dir_len_) == std::string_view(b.dir(), b.dir_len_);
+  }
+  /// "dir/name", for messages.
+  static JoinedPath target(const Transaction& t) noexcept {
+    return JoinedPath(t.dir_prefix(), std::string_view(t.name(), t.name_len_));
+  }
+
+ private:
+  static std::string_view key(const Transaction& t) noexcept {
+    return std::string_view(t.buf_, t.dir_len_ + 1 + t.name_len_);  // "dir\0name"
+  }
+};
+}  // namespace detail
+
+/// What a sweep of stale temp files did.
+struct TempSweep {
+  std::size_t removed = 0;      ///< stale temp files removed
+  std::size_t in_use = 0;       ///< left: a live save holds it (or the filesystem has no locks)
+  std::size_t not_regular = 0;  ///< left: named like a temp file, but not a regular file
+};
+
+/// Replaces files atomically, durably as `SyncPolicy` says, making every
+/// system call through `Fs` (a value, or a reference such as `MyFs&` to
+/// share a stateful policy with the caller).
+template <class SyncPolicy = FullSync, class Fs = PosixFs>
+class AtomicWriter {
+  static_assert(is_sync_policy_v<SyncPolicy>,
+                "AtomicWriter: SyncPolicy needs `static constexpr SyncLevel "
+                "file` and `static constexpr bool directory` (see FullSync)");
+  static_assert(is_filesystem_v<Fs>,
+                "AtomicWriter: Fs needs every call of PosixFs that a save makes "
+                "(open_directory, make_directory, create_file, try_lock, duplicate, "
+                "write, set_mode, sync_full, sync_data, close, rename, unlink, "
+                "file_info, entry_info)");
+
+ public:
+  using Transaction = WriteTransaction<SyncPolicy, Fs>;
+
+  AtomicWriter() = default;
+  explicit AtomicWriter(Fs fs) noexcept : fs_(static_cast<Fs&&>(fs)) {}
+
+  /// Replaces `path` with `data`, mode `perm` (exact, umask ignored),
+  /// creating missing parent directories (0755 less the umask, but always
+  /// with owner write and search, as `mkdir -p` does). A directory, FIFO,
+  /// socket or device at `path` is refused; a symlink there is replaced.
+  Status write(PathView path, std::string_view data, unsigned perm = 0644) noexcept;
+  /// The same, as `options` say; with create_directories false a missing
+  /// directory is an error (Step::open_directory, ENOENT).
+  Status write(PathView path, std::string_view data, const WriteOptions& options) noexcept;
+
+  /// Starts a streaming replacement of `path`: checks it, creates the
+  /// parent directories and the temp file, and returns the open
+  /// transaction.
+  Result<Transaction> begin(PathView path, unsigned perm = 0644) & noexcept;
+  Result<Transaction> begin(PathView path, const WriteOptions& options) & noexcept;
+  /// A transaction keeps using its writer's Fs: a temporary writer would
+  /// leave it dangling.
+  Result<Transaction> begin(PathView path, unsigned perm = 0644) && = delete;
+  Result<Transaction> begin(PathView path, const WriteOptions& options) && = delete;
+
+  /// Removes the temp files that saves killed mid-way left in `dir`: regular
+  /// files named `.tmp-` and six letters or digits that no live save holds
+  /// (each save holds a lock on its own temp file, which the kernel drops
+  /// when the process dies). One pass; never waits for anything; entries
+  /// that are not regular files are left and counted. A missing directory
+  /// has nothing to remove. Needs the reading calls of the Fs as well.
+  Result<TempSweep> remove_stale_temp_files(PathView dir) noexcept;
+
+  std::remove_reference_t<Fs>& filesystem() noexcept { return fs_; }
+
+  /// Creates `path` with `data` as write() does, but fails with EEXIST
+  /// (Step::rename) instead of replacing a file already there.
+  Status write_new(PathView path, std::string_view data, unsigned perm = 0644) noexcept;
+  Status write_new(PathView path, std::string_view data, const WriteOptions& options) noexcept;
+
+ private:
+  Fs fs_;
+};
+
+/// `AtomicWriter<>{}.write(path, data, perm)`: durable, atomic replacement.
+Status write_atomic(PathView path, std::string_view data, unsigned perm = 0644) noexcept;
+
+/// What AtomicDirectory::open does with a directory that does not exist.
+
+// ========================================================= implementation ====
+
 // --------------------------------------------------------- WriteTransaction --
 
 namespace detail {
@@ -1901,9 +1729,10 @@ inline void make_temp_name(char* out) noexcept {  // 12 bytes, NUL included
       "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
   thread_local std::uint64_t state =
       reinterpret_cast<std::uintptr_t>(&state) * 0x9E3779B97F4A7C15ull;
-  const auto now =
-      static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-  state += 0x9E3779B97F4A7C15ull ^ now;
+  timespec now{};
+  (void)::clock_gettime(CLOCK_MONOTONIC, &now);
+  state += 0x9E3779B97F4A7C15ull ^ (static_cast<std::uint64_t>(now.tv_sec) * 1000000000u +
+                                    static_cast<std::uint64_t>(now.tv_nsec));
   std::uint64_t x = state;  // splitmix64 finaliser
   x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
   x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
@@ -2047,9 +1876,8 @@ Status WriteTransaction<S, Fs>::status_after_end() const noexcept {
 
 template <class S, class Fs>
 void WriteTransaction<S, Fs>::discard() noexcept {
-  if (phase_ != Phase::open) return;
-  phase_ = Phase::discarded;
-  (void)close_and_remove_temp();
+  if (phase_ == Phase::open) phase_ = Phase::discarded;
+  (void)close_and_remove_temp();  // after a commit: the descriptors it still holds
 }
 
 template <class S, class Fs>
@@ -2147,23 +1975,6 @@ Status WriteTransaction<S, Fs>::open_in(int dir_fd, std::string_view dir, std::s
 }
 
 // The calls an option needs, where the Fs offers them.
-namespace detail {
-template <class F, class = void>
-struct has_set_owner : std::false_type {};
-template <class F>
-struct has_set_owner<F, std::void_t<decltype(std::declval<F&>().set_owner(0, 0u, 0u))>>
-    : std::true_type {};
-template <class F, class = void>
-struct has_process_umask : std::false_type {};
-template <class F>
-struct has_process_umask<F, std::void_t<decltype(std::declval<F&>().process_umask())>>
-    : std::true_type {};
-template <class F, class = void>
-struct has_real_path : std::false_type {};
-template <class F>
-struct has_real_path<F, std::void_t<decltype(std::declval<F&>().real_path("", nullptr))>>
-    : std::true_type {};
-}  // namespace detail
 
 // WriteOptions::follow_symlinks: a symlink at the target is resolved, and
 // the file it leads to is the target, in its own directory.
@@ -2428,14 +2239,6 @@ Status WriteTransaction<S, Fs>::set_final_mode() noexcept {
   return {};
 }
 
-namespace detail {
-template <class F, class = void>
-struct has_start_writeback : std::false_type {};
-template <class F>
-struct has_start_writeback<F, std::void_t<decltype(std::declval<F&>().start_writeback(0))>>
-    : std::true_type {};
-}  // namespace detail
-
 // Asks the kernel to start writing the file back now, without waiting, so
 // that the syncs of a batch's files overlap (sync_file_range where the
 // policy offers start_writeback). Only a hint: its failure changes nothing.
@@ -2508,8 +2311,10 @@ Result<typename AtomicWriter<S, Fs>::Transaction> AtomicWriter<S, Fs>::begin(
 template <class S, class Fs>
 Result<typename AtomicWriter<S, Fs>::Transaction> AtomicWriter<S, Fs>::begin(
     PathView path, const WriteOptions& options) & noexcept {
-  Transaction transaction(fs_);
-  if (Status opened = transaction.open(path.text(), options, Transaction::Commit::replace); !opened)
+  using Steps = detail::TransactionSteps<Transaction>;
+  Transaction transaction = Steps::make(fs_);
+  if (Status opened = Steps::open(transaction, path.text(), options, Steps::Commit::replace);
+      !opened)
     return opened;
   return Result<Transaction>(std::move(transaction));
 }
@@ -2530,8 +2335,10 @@ Status AtomicWriter<S, Fs>::write(PathView path, std::string_view data, unsigned
 template <class S, class Fs>
 Status AtomicWriter<S, Fs>::write(PathView path, std::string_view data,
                                   const WriteOptions& options) noexcept {
-  Transaction transaction(fs_);
-  if (Status opened = transaction.open(path.text(), options, Transaction::Commit::replace); !opened)
+  using Steps = detail::TransactionSteps<Transaction>;
+  Transaction transaction = Steps::make(fs_);
+  if (Status opened = Steps::open(transaction, path.text(), options, Steps::Commit::replace);
+      !opened)
     return opened;
   return detail::write_whole(transaction, data);
 }
@@ -2545,8 +2352,9 @@ Status AtomicWriter<S, Fs>::write_new(PathView path, std::string_view data,
 template <class S, class Fs>
 Status AtomicWriter<S, Fs>::write_new(PathView path, std::string_view data,
                                       const WriteOptions& options) noexcept {
-  Transaction transaction(fs_);
-  if (Status opened = transaction.open(path.text(), options, Transaction::Commit::no_replace);
+  using Steps = detail::TransactionSteps<Transaction>;
+  Transaction transaction = Steps::make(fs_);
+  if (Status opened = Steps::open(transaction, path.text(), options, Steps::Commit::no_replace);
       !opened)
     return opened;
   return detail::write_whole(transaction, data);
@@ -2715,6 +2523,133 @@ inline Status write_atomic(PathView path, std::string_view data, unsigned perm) 
   return AtomicWriter<>{}.write(path, data, perm);
 }
 
+}  // namespace ATOMIC_STATE_DETAIL_ABI
+}  // namespace atomic_state
+
+// ========================================================= include/atomic_state/directory.hpp ====
+
+#include <cstring>      // std::memcpy
+#include <memory>       // std::unique_ptr: the claim, whose address outlives moves
+#include <new>          // std::nothrow
+#include <string_view>  // std::string_view
+#include <type_traits>  // std::enable_if_t, std::is_default_constructible_v
+#include <utility>      // std::move, std::exchange
+
+namespace atomic_state {
+inline namespace ATOMIC_STATE_DETAIL_ABI {
+
+enum class MissingDirectory : unsigned char {
+  create,  ///< make it, and any missing parent, as a first save does
+  fail,    ///< an error (Step::open_directory, ENOENT)
+};
+
+/// A directory kept open for repeated saves into it: what AtomicWriter does,
+/// without opening, locking and closing the directory for each file. open()
+/// opens the directory and claims it: one empty temp file, locked for the
+/// handle's life, whose name starts the names of the handle's temp files,
+/// so that a sweep of stale temp files leaves them alone without a lock
+/// per save. A save then makes only the calls a save must: a look at the
+/// target, create, write, fchmod, the syncs the policy asks, close, rename.
+///
+/// The handle keeps the directory it opened, even when the path comes to
+/// name another (the directory renamed, removed and made again, a volume
+/// mounted over it): a program that must follow the path reopens it.
+/// Move-only; its transactions must not outlive it or cross a move of it.
+/// Saves from several threads at once are fine, as with AtomicWriter.
+template <class SyncPolicy = FullSync, class Fs = PosixFs>
+class AtomicDirectory {
+  static_assert(is_sync_policy_v<SyncPolicy>,
+                "AtomicDirectory: SyncPolicy needs `static constexpr SyncLevel file` and "
+                "`static constexpr bool directory` (see FullSync)");
+  static_assert(is_filesystem_v<Fs>,
+                "AtomicDirectory: Fs needs every call of PosixFs that a save makes (see "
+                "is_filesystem)");
+
+ public:
+  using Transaction = WriteTransaction<SyncPolicy, Fs>;
+
+  /// Opens and claims `dir`; a missing one is made, or an error, as
+  /// `missing` says. Failures: check_path, create_directory,
+  /// open_directory, create_temp_file (the claim).
+  template <class F = Fs, std::enable_if_t<std::is_default_constructible_v<F>, int> = 0>
+  static Result<AtomicDirectory> open(
+      PathView dir, MissingDirectory missing = MissingDirectory::create) noexcept {
+    return open(dir, F(), missing);
+  }
+  static Result<AtomicDirectory> open(PathView dir, Fs fs,
+                                      MissingDirectory missing = MissingDirectory::create) noexcept;
+
+  AtomicDirectory(AtomicDirectory&& other) noexcept;
+  AtomicDirectory& operator=(AtomicDirectory&& other) noexcept;
+  AtomicDirectory(const AtomicDirectory&) = delete;
+  AtomicDirectory& operator=(const AtomicDirectory&) = delete;
+  /// Gives up the claim (removing its file) and closes the directory.
+  ~AtomicDirectory();
+
+  /// Replaces the file `name` of the directory with `data`, as
+  /// AtomicWriter::write does (`options.create_directories` does not apply).
+  Status write(std::string_view name, std::string_view data, unsigned perm = 0644) noexcept;
+  Status write(std::string_view name, std::string_view data, const WriteOptions& options) noexcept;
+  /// Creates `name` with `data`, failing with EEXIST rather than replacing.
+  Status write_new(std::string_view name, std::string_view data, unsigned perm = 0644) noexcept;
+  /// Starts a streaming replacement of the file `name`.
+  Result<Transaction> begin(std::string_view name, unsigned perm = 0644) & noexcept;
+  Result<Transaction> begin(std::string_view name, const WriteOptions& options) & noexcept;
+  Result<Transaction> begin(std::string_view name, unsigned perm = 0644) && = delete;
+  Result<Transaction> begin(std::string_view name, const WriteOptions& options) && = delete;
+
+  /// The sweep of stale temp files of the directory, as
+  /// AtomicWriter::remove_stale_temp_files; this handle's own are in use.
+  Result<TempSweep> remove_stale_temp_files() noexcept;
+
+  /// The directory's path, as given to open().
+  std::string_view path() const noexcept { return {path_, path_len_}; }
+  /// Its descriptor, for calls of one's own (openat to read a file).
+  int descriptor() const noexcept { return dir_fd_; }
+  std::remove_reference_t<Fs>& filesystem() noexcept { return fs_; }
+
+ private:
+  using FsRef = std::remove_reference_t<Fs>;
+  using Steps = detail::TransactionSteps<Transaction>;
+  // Opens a transaction in the directory (through the claim) and takes
+  // over the claim's own: the one door, shared with WriteTransaction.
+  friend Steps;
+
+  explicit AtomicDirectory(Fs fs) noexcept : fs_(static_cast<Fs&&>(fs)) {}
+  Result<Transaction> start(std::string_view name, const WriteOptions& options,
+                            typename Steps::Commit commit) noexcept;
+  void close() noexcept;
+
+  Fs fs_;
+  int dir_fd_ = -1;
+  int claim_fd_ = -1;                     // holds the claim's lock
+  std::unique_ptr<detail::Claim> claim_;  // its address outlives moves
+  std::size_t path_len_ = 0;
+  char path_[ATOMIC_STATE_PATH_MAX] = {};
+};
+
+/// Several files replaced as one: a run's outputs and, last, the state that
+/// records them. add() writes a file's temp file at once (the data need not
+/// outlive the call); commit() makes them all durable together and puts
+/// them in place in the order they were added:
+///   1. each temp file's mode set, writeback started for all of them (where
+///      the Fs has start_writeback), then each synced and closed;
+///   2. each file but the last renamed over its target, in order;
+///   3. each directory that gained a file synced;
+///   4. the last file renamed over its target, and its directory synced.
+/// After any crash each target is old or new, never torn, and the last file
+/// is never newer than the files before it. A failure before the first
+/// rename removes every temp file and touches no target; after it,
+/// replaced() says how many targets (the first ones, in order) hold their
+/// new content, and the Status names them and the file it failed on.
+///
+/// After commit() (whatever its outcome) the batch is empty and can be
+/// filled again; its storage is kept, so a batch reused run after run
+/// allocates nothing. Neither copyable nor movable (its transactions use
+/// its Fs); not for use by several threads at once.
+
+// ========================================================= implementation ====
+
 // ---------------------------------------------------------- AtomicDirectory --
 
 template <class S, class Fs>
@@ -2730,17 +2665,13 @@ Result<AtomicDirectory<S, Fs>> AtomicDirectory<S, Fs>::open(PathView dir, Fs fs,
   std::memcpy(handle.path_, path.view().data(), handle.path_len_);
   // The claim is made as a save's temp file is, in a directory made as a
   // save makes it: a transaction does both, and is then given up for them.
-  Transaction claiming(handle.fs_);
+  Transaction claiming = Steps::make(handle.fs_);
   const detail::JoinedPath claim_path(path.view(), ".atomic-directory-claim");
   const WriteOptions options{0600, missing == MissingDirectory::create};
-  if (Status opened = claiming.open(claim_path.view(), options, Transaction::Commit::no_replace);
+  if (Status opened = Steps::open(claiming, claim_path.view(), options, Steps::Commit::no_replace);
       !opened)
     return opened;
-  handle.dir_fd_ = std::exchange(claiming.dir_fd_, -1);
-  handle.claim_fd_ = std::exchange(claiming.fd_, -1);
-  std::memcpy(handle.claim_->name, claiming.temp_, sizeof handle.claim_->name);
-  claiming.temp_exists_ = false;
-  claiming.phase_ = Transaction::Phase::discarded;
+  Steps::hand_over_as_claim(claiming, handle);
   return Result<AtomicDirectory>(std::move(handle));
 }
 
@@ -2787,12 +2718,9 @@ void AtomicDirectory<S, Fs>::close() noexcept {
 template <class S, class Fs>
 Result<typename AtomicDirectory<S, Fs>::Transaction> AtomicDirectory<S, Fs>::start(
     std::string_view name, const WriteOptions& options,
-    typename Transaction::Commit commit) noexcept {
-  Transaction transaction(fs_);
-  if (dir_fd_ < 0)
-    return Status(Step::invalid_use, std::make_error_code(std::errc::bad_file_descriptor), name, {},
-                  false, "the AtomicDirectory was moved from");
-  if (Status opened = transaction.open_in(dir_fd_, path(), name, options, commit, *claim_); !opened)
+    typename Steps::Commit commit) noexcept {
+  Transaction transaction = Steps::make(fs_);
+  if (Status opened = Steps::open_in(transaction, *this, name, options, commit); !opened)
     return opened;
   return Result<Transaction>(std::move(transaction));
 }
@@ -2800,13 +2728,13 @@ Result<typename AtomicDirectory<S, Fs>::Transaction> AtomicDirectory<S, Fs>::sta
 template <class S, class Fs>
 Result<typename AtomicDirectory<S, Fs>::Transaction> AtomicDirectory<S, Fs>::begin(
     std::string_view name, unsigned perm) & noexcept {
-  return start(name, WriteOptions{perm}, Transaction::Commit::replace);
+  return start(name, WriteOptions{perm}, Steps::Commit::replace);
 }
 
 template <class S, class Fs>
 Result<typename AtomicDirectory<S, Fs>::Transaction> AtomicDirectory<S, Fs>::begin(
     std::string_view name, const WriteOptions& options) & noexcept {
-  return start(name, options, Transaction::Commit::replace);
+  return start(name, options, Steps::Commit::replace);
 }
 
 template <class S, class Fs>
@@ -2818,7 +2746,7 @@ Status AtomicDirectory<S, Fs>::write(std::string_view name, std::string_view dat
 template <class S, class Fs>
 Status AtomicDirectory<S, Fs>::write(std::string_view name, std::string_view data,
                                      const WriteOptions& options) noexcept {
-  Result<Transaction> transaction = start(name, options, Transaction::Commit::replace);
+  Result<Transaction> transaction = start(name, options, Steps::Commit::replace);
   if (!transaction) return transaction.status();
   return detail::write_whole(*transaction, data);
 }
@@ -2827,7 +2755,7 @@ template <class S, class Fs>
 Status AtomicDirectory<S, Fs>::write_new(std::string_view name, std::string_view data,
                                          unsigned perm) noexcept {
   Result<Transaction> transaction =
-      start(name, WriteOptions{perm}, Transaction::Commit::no_replace);
+      start(name, WriteOptions{perm}, Steps::Commit::no_replace);
   if (!transaction) return transaction.status();
   return detail::write_whole(*transaction, data);
 }
@@ -2844,6 +2772,104 @@ Result<TempSweep> AtomicDirectory<S, Fs>::remove_stale_temp_files() noexcept {
   return detail::sweep_temp_files(fs, dir_fd_, path());
 }
 
+}  // namespace ATOMIC_STATE_DETAIL_ABI
+}  // namespace atomic_state
+
+// ============================================================= include/atomic_state/batch.hpp ====
+
+#include <algorithm>    // std::fill_n
+#include <cstring>      // std::memcpy
+#include <memory>       // std::unique_ptr: each file's transaction, kept for reuse
+#include <new>          // std::nothrow
+#include <string_view>  // std::string_view
+#include <vector>       // std::vector: the files
+
+namespace atomic_state {
+inline namespace ATOMIC_STATE_DETAIL_ABI {
+
+template <class SyncPolicy = FullSync, class Fs = PosixFs>
+class Batch {
+  static_assert(is_sync_policy_v<SyncPolicy>,
+                "Batch: SyncPolicy needs `static constexpr SyncLevel file` and `static "
+                "constexpr bool directory` (see FullSync)");
+  static_assert(is_filesystem_v<Fs>,
+                "Batch: Fs needs every call of PosixFs that a save makes (see is_filesystem)");
+
+ public:
+  using Transaction = WriteTransaction<SyncPolicy, Fs>;
+  using Directory = AtomicDirectory<SyncPolicy, Fs>;
+
+  template <class F = Fs, std::enable_if_t<std::is_default_constructible_v<F>, int> = 0>
+  Batch() noexcept : Batch(F()) {}
+  explicit Batch(Fs fs) noexcept : fs_(static_cast<Fs&&>(fs)) {}
+  Batch(const Batch&) = delete;
+  Batch& operator=(const Batch&) = delete;
+  /// Discards what was not committed: the temp files are removed.
+  ~Batch() { discard(); }
+
+  /// Adds the file `path` with `data`, written to its temp file now (see
+  /// AtomicWriter::write for the path's rules). The same target twice in
+  /// one batch (as the same text) is refused. Failures: those of
+  /// AtomicWriter::begin and of a write; the batch keeps its other files.
+  Status add(PathView path, std::string_view data, unsigned perm = 0644) noexcept;
+  Status add(PathView path, std::string_view data, const WriteOptions& options) noexcept;
+  /// Adds the file `name` of an open directory; the directory must outlive
+  /// the commit.
+  Status add(Directory& dir, std::string_view name, std::string_view data,
+             unsigned perm = 0644) noexcept;
+  Status add(Directory& dir, std::string_view name, std::string_view data,
+             const WriteOptions& options) noexcept;
+  /// Adds a file to be streamed: write() to the transaction returned, then
+  /// commit() the batch (the transaction's own commit() refuses). The
+  /// pointer is valid until the batch's commit() or discard().
+  Result<Transaction*> add_stream(PathView path, const WriteOptions& options = {}) noexcept;
+  Result<Transaction*> add_stream(Directory& dir, std::string_view name,
+                                  const WriteOptions& options = {}) noexcept;
+
+  /// Makes room for `files` files, so that adding them allocates nothing.
+  void reserve(std::size_t files) noexcept;
+
+  /// Commits every file added, as above. An empty batch is an error
+  /// (Step::invalid_use), as is one holding a file whose streamed write
+  /// failed (that failure; every temp file is removed).
+  Status commit() noexcept {
+    return commit([]() noexcept { return Status(); });
+  }
+  /// The same, running `before_last()` (a callable returning a Status)
+  /// once the files before the last are in place and their directories
+  /// synced, right before the last rename; its failure stops the commit
+  /// there. StateManager keeps the previous state at that point.
+  template <class BeforeLast>
+  Status commit(BeforeLast&& before_last) noexcept;
+  /// Removes every temp file and forgets the files; no target is touched.
+  void discard() noexcept;
+
+  /// Files added and not yet committed or discarded.
+  std::size_t size() const noexcept { return used_; }
+  /// How many targets the last commit() replaced: all of them after a
+  /// success, the first ones in order after a failure.
+  std::size_t replaced() const noexcept { return replaced_; }
+
+ private:
+  using FsRef = std::remove_reference_t<Fs>;
+  using Steps = detail::TransactionSteps<Transaction>;  // all a batch takes of a transaction
+  Transaction* next_file(FsRef& fs) noexcept;
+  Status added(Transaction* file, const Status& opened, std::string_view data) noexcept;
+  Status stopped(const Status& failure) noexcept;
+  bool duplicate(const Transaction& file) const noexcept;
+
+  Fs fs_;
+  // The files in use are the first used_; the others wait to be reused, so
+  // that a batch filled run after run allocates nothing.
+  std::vector<std::unique_ptr<Transaction>> files_;
+  std::size_t used_ = 0;
+  std::size_t replaced_ = 0;
+};
+
+/// How a SnapshotWriter keeps its generations.
+
+// ========================================================= implementation ====
+
 // ------------------------------------------------------------------- Batch --
 
 template <class S, class Fs>
@@ -2851,9 +2877,8 @@ void Batch<S, Fs>::reserve(std::size_t files) noexcept {
   ATOMIC_STATE_DETAIL_TRY {
     files_.reserve(files);
     while (files_.size() < files) {
-      std::unique_ptr<Transaction> file(new (std::nothrow) Transaction(fs_));
+      std::unique_ptr<Transaction> file(new (std::nothrow) Transaction(Steps::make(fs_)));
       if (!file) return;
-      file->phase_ = Transaction::Phase::discarded;
       files_.push_back(std::move(file));
     }
   }
@@ -2865,11 +2890,11 @@ void Batch<S, Fs>::reserve(std::size_t files) noexcept {
 template <class S, class Fs>
 typename Batch<S, Fs>::Transaction* Batch<S, Fs>::next_file(FsRef& fs) noexcept {
   if (used_ < files_.size()) {
-    *files_[used_] = Transaction(fs);
+    *files_[used_] = Steps::make(fs);
     return files_[used_].get();
   }
   ATOMIC_STATE_DETAIL_TRY {
-    std::unique_ptr<Transaction> file(new (std::nothrow) Transaction(fs));
+    std::unique_ptr<Transaction> file(new (std::nothrow) Transaction(Steps::make(fs)));
     if (!file) return nullptr;
     files_.push_back(std::move(file));
     return files_.back().get();
@@ -2881,11 +2906,8 @@ typename Batch<S, Fs>::Transaction* Batch<S, Fs>::next_file(FsRef& fs) noexcept 
 // spellings of one path are two targets to this test).
 template <class S, class Fs>
 bool Batch<S, Fs>::duplicate(const Transaction& file) const noexcept {
-  const auto target = [](const Transaction& t) {
-    return std::string_view(t.buf_, t.dir_len_ + 1 + t.name_len_);  // "dir\0name"
-  };
   for (std::size_t i = 0; i < used_; ++i)
-    if (target(*files_[i]) == target(file)) return true;
+    if (Steps::same_target(*files_[i], file)) return true;
   return false;
 }
 
@@ -2898,13 +2920,12 @@ Status Batch<S, Fs>::added(Transaction* file, const Status& opened,
   if (!opened) return opened;
   if (duplicate(*file)) {
     file->discard();
-    const detail::JoinedPath target(file->dir_prefix(),
-                                    std::string_view(file->name(), file->name_len_));
+    const detail::JoinedPath target = Steps::target(*file);
     return Status(Step::check_path, std::make_error_code(std::errc::file_exists), target.view(),
                   target.view(), false, "the batch already has this target");
   }
   if (Status written = file->write(data); !written) return written;
-  file->in_batch_ = true;
+  Steps::join_batch(*file);
   ++used_;
   return {};
 }
@@ -2921,7 +2942,7 @@ Status Batch<S, Fs>::add(PathView path, std::string_view data,
   if (file == nullptr)
     return Status(Step::create_temp_file, detail::system_error(-ENOMEM), path.text(), {}, false,
                   "no memory for one more file in the batch");
-  const Status opened = file->open(path.text(), options, Transaction::Commit::replace);
+  const Status opened = Steps::open(*file, path.text(), options, Steps::Commit::replace);
   return added(file, opened, data);
 }
 
@@ -2950,7 +2971,7 @@ Result<typename Batch<S, Fs>::Transaction*> Batch<S, Fs>::add_stream(
   if (file == nullptr)
     return Status(Step::create_temp_file, detail::system_error(-ENOMEM), path.text(), {}, false,
                   "no memory for one more file in the batch");
-  const Status opened = file->open(path.text(), options, Transaction::Commit::replace);
+  const Status opened = Steps::open(*file, path.text(), options, Steps::Commit::replace);
   if (Status kept = added(file, opened, {}); !kept) return kept;
   return file;
 }
@@ -2958,16 +2979,11 @@ Result<typename Batch<S, Fs>::Transaction*> Batch<S, Fs>::add_stream(
 template <class S, class Fs>
 Result<typename Batch<S, Fs>::Transaction*> Batch<S, Fs>::add_stream(
     Directory& dir, std::string_view name, const WriteOptions& options) noexcept {
-  Transaction* file = next_file(dir.fs_);
+  Transaction* file = next_file(dir.filesystem());
   if (file == nullptr)
     return Status(Step::create_temp_file, detail::system_error(-ENOMEM), name, {}, false,
                   "no memory for one more file in the batch");
-  const Status opened =
-      dir.dir_fd_ < 0
-          ? Status(Step::invalid_use, std::make_error_code(std::errc::bad_file_descriptor), name,
-                   {}, false, "the AtomicDirectory was moved from")
-          : file->open_in(dir.dir_fd_, dir.path(), name, options, Transaction::Commit::replace,
-                          *dir.claim_);
+  const Status opened = Steps::open_in(*file, dir, name, options, Steps::Commit::replace);
   if (Status kept = added(file, opened, {}); !kept) return kept;
   return file;
 }
@@ -2976,11 +2992,7 @@ template <class S, class Fs>
 void Batch<S, Fs>::discard() noexcept {
   // A file put in place keeps only descriptors to close; the others lose
   // their temp files too.
-  for (std::size_t i = 0; i < used_; ++i)
-    if (files_[i]->phase_ == Transaction::Phase::open)
-      files_[i]->discard();
-    else
-      (void)files_[i]->close_and_remove_temp();
+  for (std::size_t i = 0; i < used_; ++i) files_[i]->discard();
   used_ = 0;
 }
 
@@ -2999,9 +3011,7 @@ Status Batch<S, Fs>::stopped(const Status& failure) noexcept {
   };
   append("replaced before the failure: ");
   for (std::size_t i = 0; i < replaced_; ++i) {
-    const Transaction& file = *files_[i];
-    const detail::JoinedPath target(file.dir_prefix(),
-                                    std::string_view(file.name(), file.name_len_));
+    const detail::JoinedPath target = Steps::target(*files_[i]);
     if (i > 0) append(", ");
     append(target.view());
   }
@@ -3027,45 +3037,168 @@ Status Batch<S, Fs>::commit(BeforeLast&& before_last) noexcept {
       if (Status done = step(*files_[i]); !done) return done;
     return Status();
   };
-  if (Status open = each([](Transaction& t) {
-        return t.phase_ == Transaction::Phase::open ? Status() : t.status_after_end();
-      });
-      !open)
-    return given_up(open);
+  if (Status open = each(Steps::still_open); !open) return given_up(open);
   // 1. Every file's bytes and mode durable, their writebacks overlapping.
-  if (Status done = each([](Transaction& t) { return t.set_final_mode(); }); !done)
-    return given_up(done);
-  for (std::size_t i = 0; i < used_; ++i) files_[i]->start_writeback();
-  if (Status done = each([](Transaction& t) { return t.sync_file(); }); !done)
-    return given_up(done);
-  if (Status done = each([](Transaction& t) { return t.close_file(); }); !done)
-    return given_up(done);
+  if (Status done = each(Steps::set_final_mode); !done) return given_up(done);
+  for (std::size_t i = 0; i < used_; ++i) Steps::start_writeback(*files_[i]);
+  if (Status done = each(Steps::sync_file); !done) return given_up(done);
+  if (Status done = each(Steps::close_file); !done) return given_up(done);
   // 2, 3. Every file but the last in place, in order, then durably so.
   const std::size_t last = used_ - 1;
   for (std::size_t i = 0; i < last; ++i) {
-    if (Status done = files_[i]->put_in_place(); !done) return stopped(done);
+    if (Status done = Steps::put_in_place(*files_[i]); !done) return stopped(done);
     ++replaced_;
   }
   if constexpr (S::directory)
     for (std::size_t i = 0; i < last; ++i) {
-      const auto dir = [&](std::size_t k) {
-        return std::string_view(files_[k]->dir(), files_[k]->dir_len_);
-      };
       bool synced = false;  // a directory is synced once, whatever its files
-      for (std::size_t k = 0; k < i && !synced; ++k) synced = dir(k) == dir(i);
+      for (std::size_t k = 0; k < i && !synced; ++k)
+        synced = Steps::same_directory(*files_[k], *files_[i]);
       if (!synced)
-        if (Status done = files_[i]->sync_directory(); !done) return stopped(done);
+        if (Status done = Steps::sync_directory(*files_[i]); !done) return stopped(done);
     }
   // 4. The last file, never durable before the files it follows.
   if (Status done = before_last(); !done) return stopped(done);
-  if (Status done = files_[last]->put_in_place(); !done) return stopped(done);
+  if (Status done = Steps::put_in_place(*files_[last]); !done) return stopped(done);
   ++replaced_;
   if constexpr (S::directory)
-    if (Status done = files_[last]->sync_directory(); !done) return stopped(done);
-  for (std::size_t i = 0; i < used_; ++i) (void)files_[i]->close_and_remove_temp();
+    if (Status done = Steps::sync_directory(*files_[last]); !done) return stopped(done);
+  for (std::size_t i = 0; i < used_; ++i) files_[i]->discard();
   used_ = 0;
   return {};
 }
+
+}  // namespace ATOMIC_STATE_DETAIL_ABI
+}  // namespace atomic_state
+
+// ========================================================== include/atomic_state/snapshot.hpp ====
+
+#include <algorithm>    // std::sort, std::copy_n
+#include <array>        // std::array: names read from the directory
+#include <charconv>     // std::to_chars, std::from_chars: generation numbers
+#include <cstdint>      // std::uint64_t
+#include <cstring>      // std::memcpy, std::strncpy
+#include <string_view>  // std::string_view
+#include <utility>      // std::move, std::exchange
+#include <vector>       // std::vector: the files of a generation
+
+namespace atomic_state {
+inline namespace ATOMIC_STATE_DETAIL_ABI {
+
+struct SnapshotOptions {
+  /// Generations kept after a publish: the current one and the newest
+  /// before it, so that a reader who opened `current` just before a publish
+  /// can still read its files. At least 1.
+  unsigned keep = 2;
+  unsigned directory_mode = 0755;                       ///< each generation directory's mode, exact
+  MissingDirectory missing = MissingDirectory::create;  ///< for the snapshot directory
+};
+
+/// A set of files that readers see change all at once. The files live in
+/// a generation directory, DIR/gen-N, and DIR/current is a symlink naming
+/// the complete one; a reader opens DIR/current once and then reads the
+/// files relative to that descriptor, so it sees one whole set, old or new.
+/// add() writes a file into a new generation (made at the first add);
+/// publish() makes it durable and current:
+///   1. each file's mode set, writeback started, synced and closed;
+///   2. the generation directory synced;
+///   3. a temp symlink DIR/.current.tmp-XXXXXX naming it made, DIR synced;
+///   4. the temp symlink renamed over DIR/current, DIR synced;
+///   5. generations beyond `keep` removed, the current one never.
+/// After any crash DIR/current names a complete generation, old or new. A
+/// failure before the rename removes the new generation; current is
+/// untouched. A failure after it (a directory sync, the removal of old
+/// generations) is reported with replaced() true: readers see the new set.
+///
+/// One publisher per directory at a time: open() takes a lock on
+/// DIR/.snapshot.lock (mode 0600, so that no other user can hold it) for
+/// the writer's life, and a second open() fails with EWOULDBLOCK rather than
+/// waiting. open() also removes what a killed publisher left: generations
+/// newer than current, and temp symlinks. Move-only.
+template <class SyncPolicy = FullSync, class Fs = PosixFs>
+class SnapshotWriter {
+  static_assert(is_sync_policy_v<SyncPolicy>,
+                "SnapshotWriter: SyncPolicy needs `static constexpr SyncLevel file` and "
+                "`static constexpr bool directory` (see FullSync)");
+  static_assert(is_snapshot_filesystem_v<Fs>,
+                "SnapshotWriter: Fs needs the calls of PosixFs a snapshot makes (see "
+                "is_snapshot_filesystem)");
+
+ public:
+  /// Opens the snapshot directory `dir`, locks it for this publisher and
+  /// removes what a killed one left. Failures: check_path (bad options, or
+  /// DIR/current not a symlink to a generation), create_directory,
+  /// open_directory, lock_run, remove_temp_file.
+  template <class F = Fs, std::enable_if_t<std::is_default_constructible_v<F>, int> = 0>
+  static Result<SnapshotWriter> open(PathView dir, const SnapshotOptions& options = {}) noexcept {
+    return open(dir, F(), options);
+  }
+  static Result<SnapshotWriter> open(PathView dir, Fs fs,
+                                     const SnapshotOptions& options = {}) noexcept;
+
+  SnapshotWriter(SnapshotWriter&& other) noexcept;
+  SnapshotWriter& operator=(SnapshotWriter&& other) noexcept;
+  SnapshotWriter(const SnapshotWriter&) = delete;
+  SnapshotWriter& operator=(const SnapshotWriter&) = delete;
+  /// Discards an unpublished generation, then releases the lock.
+  ~SnapshotWriter();
+
+  /// Writes the file `name` (a plain name: no '/', not "." or "..") of the
+  /// next generation. The same name twice is refused (check_path, EEXIST).
+  /// Failures: check_path, create_directory, open_directory (the new
+  /// generation), create_temp_file, write_data; the generation keeps its
+  /// other files.
+  Status add(std::string_view name, std::string_view data, unsigned perm = 0644) noexcept;
+  /// Publishes the files added, as above. No file added: invalid_use.
+  Status publish() noexcept;
+  /// Removes the unpublished generation, if any; current is untouched.
+  void discard() noexcept;
+  /// Removes generations no longer needed and temp symlinks (as open() and
+  /// publish() do); a TempSweep counting the entries removed.
+  Result<TempSweep> remove_stale_generations() noexcept;
+
+  /// The generation DIR/current names (0: none yet).
+  std::uint64_t current() const noexcept { return current_; }
+  /// Files added to the next generation.
+  std::size_t size() const noexcept { return files_.size(); }
+  std::string_view path() const noexcept { return dir_.path(); }
+
+ private:
+  using Directory = AtomicDirectory<SyncPolicy, Fs>;
+  using FsRef = std::remove_reference_t<Fs>;
+  struct File {
+    int fd = -1;
+    unsigned mode = 0;
+    std::size_t name_len = 0;
+    char name[ATOMIC_STATE_NAME_MAX + 1] = {};
+  };
+  struct GenerationName {
+    char text[32] = {};
+    explicit GenerationName(std::uint64_t n) noexcept;
+    const char* c_str() const noexcept { return text; }
+  };
+
+  explicit SnapshotWriter(Directory dir) noexcept : dir_(std::move(dir)) {}
+  Status read_current() noexcept;
+  Status begin_generation() noexcept;
+  Status make_durable() noexcept;
+  Status swap_current() noexcept;
+  Status prune(TempSweep& sweep) noexcept;
+  Status remove_generation(std::uint64_t n) noexcept;
+  Status fail(Step step, int r, std::string_view subject, std::string_view target = {},
+              const char* note = nullptr, bool replaced = false) const noexcept;
+  void release() noexcept;
+
+  Directory dir_;
+  SnapshotOptions options_;
+  int lock_fd_ = -1;
+  int generation_fd_ = -1;        // of the generation being built
+  std::uint64_t generation_ = 0;  // its number, 0 when none
+  std::uint64_t current_ = 0;
+  std::vector<File> files_;
+};
+
+// ========================================================= implementation ====
 
 // ---------------------------------------------------------- SnapshotWriter --
 
@@ -3455,7 +3588,8 @@ Status SnapshotWriter<S, Fs>::prune(TempSweep& sweep) noexcept {
     }
     sweep.removed += r == 0 ? 1 : 0;
   }
-  std::sort(entries.generations.begin(), entries.generations.end(), std::greater<>());
+  std::sort(entries.generations.begin(), entries.generations.end(),
+            [](std::uint64_t a, std::uint64_t b) { return a > b; });  // newest first
   unsigned older_kept = 0;
   for (const std::uint64_t n : entries.generations) {
     if (n == current_ || n == generation_) continue;
@@ -3491,8 +3625,46 @@ Status SnapshotWriter<S, Fs>::remove_generation(std::uint64_t n) noexcept {
   return {};
 }
 
-// ======================================================= PART II: LOGGING ====
-// Log records, the sink concept and the bundled sinks. Nothing here needs Boost.
+}  // namespace ATOMIC_STATE_DETAIL_ABI
+}  // namespace atomic_state
+
+// =========================================================== include/atomic_state/logging.hpp ====
+
+#include <pthread.h>  // pthread_mutex_t: LogfmtSink (<mutex> would cost every includer)
+
+#include <algorithm>    // std::find, std::all_of
+#include <atomic>       // std::atomic: LogfmtSink's level
+#include <charconv>     // std::to_chars: numbers in records
+#include <cmath>        // std::signbit, std::fabs, std::isnan, std::isinf
+#include <cstddef>      // std::size_t
+#include <cstdint>      // std::int64_t, std::uint64_t, std::uint32_t
+#include <cstring>      // std::memcpy
+#include <iosfwd>       // std::ostream: LogfmtSink (its user includes <ostream>)
+#include <memory>       // std::unique_ptr: TextBuffer's heap
+#include <new>          // std::nothrow
+#include <string>       // std::string: append_logfmt_*, to_rfc3339
+#include <string_view>  // std::string_view
+#include <type_traits>  // std::enable_if_t, std::is_*_v
+#include <utility>      // std::move
+#include <variant>      // std::variant: Field::Value
+
+// The C++20 spelling of the LogSink requirement, where the compiler has it.
+#if defined(__cpp_concepts) && __cpp_concepts >= 201907L
+#define ATOMIC_STATE_DETAIL_LOG_SINK ::atomic_state::LogSink
+#else
+#define ATOMIC_STATE_DETAIL_LOG_SINK class
+#endif
+
+// Exact JSON numbers are written with std::to_chars and read with
+// std::from_chars; without them a saved double could not load back bit for
+// bit.
+#if !defined(__cpp_lib_to_chars) && !(defined(__GLIBCXX__) && _GLIBCXX_RELEASE >= 11)
+#error \
+    "atomic_state.hpp needs floating-point std::to_chars/std::from_chars (libstdc++ 11, libc++ 17, MSVC 19.24 or later)"
+#endif
+
+namespace atomic_state {
+inline namespace ATOMIC_STATE_DETAIL_ABI {
 
 /// How much a log record matters.
 enum class Level : unsigned char { debug, info, warn, error };
@@ -3614,10 +3786,17 @@ struct NullSink {
 /// 512 bytes.
 class LogfmtSink {
  public:
-  explicit LogfmtSink(std::ostream& out, Level min_level = Level::info) noexcept
-      : out_(&out), min_level_(static_cast<unsigned char>(min_level)) {}
+  /// `out` is a std::ostream (or one derived from it), which the caller's
+  /// code includes: this header includes only <iosfwd> for it.
+  template <class Stream, std::enable_if_t<std::is_base_of_v<std::ostream, Stream>, int> = 0>
+  explicit LogfmtSink(Stream& out, Level min_level = Level::info) noexcept
+      : out_(&out), write_(&write_line<Stream>), min_level_(static_cast<unsigned char>(min_level)) {}
   /// Takes over the stream and level; the lock is a new one.
-  LogfmtSink(LogfmtSink&& other) noexcept : out_(other.out_), min_level_(other.min_level_.load()) {}
+  LogfmtSink(LogfmtSink&& other) noexcept
+      : out_(other.out_), write_(other.write_), min_level_(other.min_level_.load()) {}
+  LogfmtSink(const LogfmtSink&) = delete;
+  LogfmtSink& operator=(const LogfmtSink&) = delete;
+  ~LogfmtSink() { (void)::pthread_mutex_destroy(&mutex_); }
 
   void log(Level level, std::string_view message, Fields fields) noexcept;
 
@@ -3625,9 +3804,24 @@ class LogfmtSink {
   void set_min_level(Level level) noexcept { min_level_.store(static_cast<unsigned char>(level)); }
 
  private:
+  // Writes one whole line and flushes, under the sink's lock; a stream set
+  // to throw must not end the save, and a line lost before must not silence
+  // every line after it.
+  template <class Stream>
+  static void write_line(std::ostream* out, std::string_view line) noexcept {
+    Stream& stream = static_cast<Stream&>(*out);
+    ATOMIC_STATE_DETAIL_TRY {
+      stream.clear();
+      stream.write(line.data(), static_cast<std::streamsize>(line.size()));
+      stream.flush();
+    }
+    ATOMIC_STATE_DETAIL_CATCH_ALL {}
+  }
+
   std::ostream* out_;
+  void (*write_)(std::ostream*, std::string_view) noexcept;
   std::atomic<unsigned char> min_level_;
-  std::mutex mutex_;
+  pthread_mutex_t mutex_ = PTHREAD_MUTEX_INITIALIZER;  // not <mutex>: it costs every includer
 };
 
 /// The names before 0.2.0, kept for one version.
@@ -3647,7 +3841,7 @@ bool append_logfmt_text(std::string& out, std::string_view text) noexcept;
 /// (and a '-' before the year), as Go's time package does.
 std::string to_rfc3339(std::int64_t unix_seconds);
 
-// ================================================ PART II: implementation ====
+// ========================================================= implementation ====
 
 constexpr std::string_view to_string(Level level) noexcept {
   switch (level) {
@@ -3947,13 +4141,9 @@ inline void LogfmtSink::log(Level level, std::string_view message, Fields fields
     complete = complete && line.append(" ") && detail::append_logfmt_key(line, field.key) &&
                line.append("=") && detail::append_logfmt_value(line, field.value);
   if (!complete || !line.append("\n")) return;  // out of memory: drop the record
-  const std::lock_guard<std::mutex> lock(mutex_);
-  ATOMIC_STATE_DETAIL_TRY {
-    out_->clear();  // a line lost before must not silence every line after it
-    out_->write(line.view().data(), static_cast<std::streamsize>(line.view().size()));
-    out_->flush();
-  }
-  ATOMIC_STATE_DETAIL_CATCH_ALL {}  // a stream set to throw must not end the save
+  if (::pthread_mutex_lock(&mutex_) != 0) return;
+  write_(out_, line.view());
+  (void)::pthread_mutex_unlock(&mutex_);
 }
 
 inline bool append_logfmt_fields(std::string& out, Fields fields) noexcept {
@@ -4033,8 +4223,11 @@ inline std::string to_rfc3339(std::int64_t unix_seconds) {
 }  // namespace ATOMIC_STATE_DETAIL_ABI
 }  // namespace atomic_state
 
-// Without Boost.JSON's headers, one error says what to do, and Part III is
-// left out so that nothing follows it.
+// ============================================================== include/atomic_state/json.hpp ====
+
+// Without Boost.JSON's headers, one error says what to do, and the JSON
+// parts (this one, state.hpp, state_manager.hpp) are left out so that
+// nothing follows it.
 #if !defined(ATOMIC_STATE_NO_JSON) && defined(__has_include)
 #if !__has_include(<boost/json/value.hpp>)
 #error \
@@ -4044,10 +4237,12 @@ inline std::string to_rfc3339(std::int64_t unix_seconds) {
 #endif
 
 #if !defined(ATOMIC_STATE_NO_JSON) && !defined(ATOMIC_STATE_DETAIL_NO_BOOST_JSON)
+#define ATOMIC_STATE_DETAIL_JSON 1
+#else
+#define ATOMIC_STATE_DETAIL_JSON 0
+#endif
 
-// =================================================== PART III: JSON STATE ====
-// Exact JSON, the state types and StateManager: everything that needs
-// Boost.JSON, so that ATOMIC_STATE_NO_JSON leaves out this part whole.
+#if ATOMIC_STATE_DETAIL_JSON
 // Only what is used, not <boost/json.hpp>: it saves compile time. The
 // library itself comes from -lboost_json or from Boost.JSON's src.hpp in one
 // translation unit of the program (never from here).
@@ -4057,6 +4252,16 @@ inline std::string to_rfc3339(std::int64_t unix_seconds) {
 #include <boost/json/value_from.hpp>
 #include <boost/json/value_stack.hpp>
 #include <boost/json/value_to.hpp>
+
+#include <algorithm>     // std::none_of
+#include <charconv>      // std::to_chars, std::from_chars: exact numbers
+#include <cmath>         // std::isnan, std::isinf, std::fabs
+#include <cstddef>       // std::size_t
+#include <new>           // std::bad_alloc
+#include <string>        // std::string: format_json's output
+#include <string_view>   // std::string_view
+#include <system_error>  // std::errc, std::make_error_code
+#include <utility>       // std::move
 
 namespace atomic_state {
 inline namespace ATOMIC_STATE_DETAIL_ABI {
@@ -4083,595 +4288,8 @@ Result<boost::json::value> parse_json(std::string_view text,
 /// `out` left empty.
 Status format_json(const boost::json::value& value, std::string& out) noexcept;
 
-// ------------------------------------------------------------- field tables --
+// ========================================================= implementation ====
 
-/// One member of a state type's field table: its name in the JSON file,
-/// the member, and the keys under which the "state loaded" and "state
-/// saved" records log it (null: not logged there). The member's type is
-/// one JSON holds exactly: std::string, std::int64_t, std::uint64_t,
-/// double or bool, or a std::optional of one (null in the file, and not
-/// logged, when empty).
-template <class S, class T>
-struct StateField {
-  const char* name;
-  T S::*member;
-  const char* loaded_as;
-  const char* saved_as;
-};
-
-/// A row of a field table; see State::state_fields.
-template <class S, class T>
-constexpr StateField<S, T> state_field(const char* name, T S::*member,
-                                       const char* loaded_as = nullptr,
-                                       const char* saved_as = nullptr) noexcept {
-  return StateField<S, T>{name, member, loaded_as, saved_as};
-}
-
-/// Whether S describes itself with a field table: a static `state_fields()`
-/// returning a std::tuple of StateField. StateManager then prints, reads
-/// and logs it from the table (a save allocates nothing) and needs no
-/// Boost.JSON conversion of the type's own.
-template <class S, class = void>
-struct has_state_fields : std::false_type {};
-template <class S>
-struct has_state_fields<S, std::void_t<decltype(S::state_fields())>> : std::true_type {};
-template <class S>
-inline constexpr bool has_state_fields_v = has_state_fields<S>::value;
-
-// -------------------------------------------------------------------- State --
-// The collector's state, as the Go service this library grew from keeps it
-// (its "UpdateState" rule is update_state below). Nothing in StateManager
-// knows these fields: a state type of one's own works the same way.
-
-/// What a periodic collector remembers between runs: the data it last
-/// processed. A zero last_updated means "never processed".
-struct State {
-  std::string oracle_name;
-  std::int64_t last_updated = 0;  ///< unix seconds of the data processed
-  std::string last_updated_iso;   ///< the same instant, RFC 3339 UTC
-  std::int64_t last_protocol_count = 0;
-  double last_tvs = 0;  ///< total value secured
-  std::int64_t snapshot_count = 0;
-  std::int64_t oldest_snapshot = 0;  ///< unix seconds, 0 without snapshots
-  std::int64_t newest_snapshot = 0;  ///< unix seconds, 0 without snapshots
-
-  /// The one description of the fields: JSON names in the Go service's
-  /// snake_case and order, and the keys of the seed's log records. Saving,
-  /// loading, ==, the Boost.JSON conversions and the log records all come
-  /// from it.
-  static constexpr auto state_fields() noexcept {
-    return std::make_tuple(
-        state_field("oracle_name", &State::oracle_name, "oracle_name"),
-        state_field("last_updated", &State::last_updated, "last_updated", "timestamp"),
-        state_field("last_updated_iso", &State::last_updated_iso),
-        state_field("last_protocol_count", &State::last_protocol_count, "last_protocol_count",
-                    "protocol_count"),
-        state_field("last_tvs", &State::last_tvs, "last_tvs", "tvs"),
-        state_field("snapshot_count", &State::snapshot_count, "snapshot_count"),
-        state_field("oldest_snapshot", &State::oldest_snapshot),
-        state_field("newest_snapshot", &State::newest_snapshot));
-  }
-
-  friend bool operator==(const State& a, const State& b) noexcept;
-  friend bool operator!=(const State& a, const State& b) noexcept { return !(a == b); }
-};
-
-/// Boost.JSON conversions of State, found through value_from, value_to and
-/// try_value_to. Reading: a missing or null key is the zero value, an
-/// unknown key is ignored, a key of the wrong type (or an integer out of
-/// int64 range, or a non-finite number) is an error.
-void tag_invoke(boost::json::value_from_tag, boost::json::value& jv, const State& state);
-boost::json::result<State> tag_invoke(boost::json::try_value_to_tag<State>,
-                                      const boost::json::value& jv) noexcept;
-
-/// The seed's rule for the next State: the given figures, last_updated_iso
-/// from `timestamp`, and the snapshots' count, oldest and newest timestamps
-/// (zeros when there are none). `snapshot_timestamps` is any range of
-/// integers, unix seconds; one beyond the int64 range counts as INT64_MAX.
-/// Allocates the strings (std::bad_alloc when memory runs out).
-template <class Timestamps = std::initializer_list<std::int64_t>>
-State update_state(std::string_view oracle_name, std::int64_t timestamp,
-                   std::int64_t protocol_count, double tvs,
-                   const Timestamps& snapshot_timestamps = {});
-
-// ------------------------------------------------------------- StateManager --
-
-/// What load_state does with a state file that is not a valid state.
-enum class OnCorrupt : unsigned char {
-  recover,  ///< keep a copy of its bytes, warn, and start from the zero state
-  fail,     ///< return an error (Step::parse) and touch nothing
-};
-
-/// Where the state load_state returned came from.
-enum class LoadOrigin : unsigned char {
-  saved,      ///< the state file, as the last save left it
-  first_run,  ///< no state file yet: the zero state
-  recovered,  ///< the state file was corrupt: the zero state (OnCorrupt::recover)
-  previous,   ///< the state file was corrupt: the state before it (keep_previous)
-};
-
-/// Lower-case words naming an origin, as used in logs ("first run").
-constexpr std::string_view to_string(LoadOrigin origin) noexcept;
-
-/// How a StateManager keeps its state. Every default is the rule of the Go
-/// service this library grew from; see docs/api.md for each option.
-struct StateOptions {
-  /// The size limit that is none: `max_state_size = no_size_limit`.
-  static constexpr std::size_t no_size_limit = static_cast<std::size_t>(-1);
-
-  /// The state file's name in the directory: not empty, no '/', not "." or
-  /// "..", and none of the names the manager gives files of its own (a
-  /// temp file's ".tmp-...", a name ending ".lock" or ".prev", a name
-  /// holding ".corrupt-"), so that two managers with different names share
-  /// a directory without touching each other's files.
-  std::string file_name = "state.json";
-  /// The state file's mode, exact (the umask is ignored); at most 07777.
-  unsigned file_mode = 0644;
-  /// Whether a missing state directory is created (0755 less the umask, as
-  /// mkdir -p). When false, a missing directory is an error, never a first
-  /// run: for a directory on a volume that may not be mounted.
-  bool create_directory = true;
-  /// What load_state does with a corrupt state file.
-  OnCorrupt on_corrupt = OnCorrupt::recover;
-  /// How many copies of corrupt state files are kept beside the state; once
-  /// there are more, the oldest are removed (each removal logged). 0 keeps
-  /// none.
-  std::size_t corrupt_copies = 5;
-  /// Whether each save first keeps the state it replaces as
-  /// `<file_name>.prev` (a hard link: nothing is copied), for load_state
-  /// to fall back to when the state file is corrupt.
-  bool keep_previous = false;
-  /// State files larger than this are refused, by load_state and by
-  /// save_state alike. Every value is allowed: 0 refuses every non-empty
-  /// file, no_size_limit refuses none.
-  std::size_t max_state_size = ATOMIC_STATE_MAX_STATE_SIZE;
-
-  /// Why these options cannot be used (Step::check_path), or success.
-  Status check() const noexcept;
-};
-
-/// What load_state returns: the state itself (a Loaded<StateT> is a
-/// StateT), where it came from, and where the bytes of a corrupt state
-/// file were kept. A Result<Loaded<StateT>> converts to a Result<StateT>.
-template <class StateT>
-struct Loaded : StateT {
-  static_assert(std::is_class_v<StateT> && !std::is_final_v<StateT>,
-                "Loaded<StateT>: the state type must be a class that is not final");
-
-  LoadOrigin origin = LoadOrigin::first_run;
-  /// The copy of a corrupt state file's bytes (origin recovered or
-  /// previous), or empty when none was kept.
-  std::string corrupt_copy;
-
-  StateT& state() & noexcept { return *this; }
-  const StateT& state() const& noexcept { return *this; }
-};
-
-/// The run lock of one state (StateManager::try_lock_run): while it is
-/// held, nobody else gets it, in this process or another. Released by
-/// unlock() or the destructor, and by the kernel when the process dies,
-/// SIGKILL included; a child forked while it is held holds it too. Never
-/// waited for. Move-only. It closes its descriptor through the Fs it was
-/// given: a copy of the manager's, or the same object when Fs is a
-/// reference (which must then outlive the lock).
-template <class Fs = PosixFs>
-class RunLock {
- public:
-  /// Holds nothing.
-  RunLock() noexcept = default;
-  /// Takes over `fd`, a descriptor that holds a lock.
-  RunLock(Fs fs, int fd) noexcept;
-  RunLock(RunLock&& other) noexcept;
-  RunLock& operator=(RunLock&& other) noexcept;
-  RunLock(const RunLock&) = delete;
-  RunLock& operator=(const RunLock&) = delete;
-  ~RunLock() { unlock(); }
-
-  bool owns_lock() const noexcept { return fd_ >= 0; }
-  explicit operator bool() const noexcept { return owns_lock(); }
-  /// Releases the lock now (closing its descriptor); then holds nothing.
-  void unlock() noexcept;
-
- private:
-  using FsRef = std::remove_reference_t<Fs>;
-  using Held = std::conditional_t<std::is_reference_v<Fs>, FsRef*, FsRef>;
-  FsRef& fs() noexcept {
-    if constexpr (std::is_reference_v<Fs>)
-      return *fs_;
-    else
-      return fs_;
-  }
-
-  Held fs_{};
-  int fd_ = -1;
-};
-
-/// What StateManager knows of a state type beyond its fields: its cursor
-/// (how far the data processed has come) and its schema version.
-/// Specialise it for a type of one's own, with only the members that
-/// differ from these defaults:
-///
-/// - `static std::optional<C> cursor(const StateT&) noexcept`: the cursor
-///   of the data last processed, of any totally ordered type C (a slot or
-///   block number as std::uint64_t, a time), empty for "never processed",
-///   so that every value of C is a valid cursor. should_process then takes
-///   a C and logs `current` and `last`. Without it, the cursor is
-///   `last_updated(state)` below: unix seconds, 0 for "never processed",
-///   with the Go service's four rules and messages.
-/// - `static constexpr int version`: the schema version of the type. 0, the
-///   default, writes no version key; a type above 0 writes
-///   `"schema_version": version` as the file's first key.
-/// - `static void upgrade(boost::json::object& state, int from_version)`
-///   (or returning bool, false to refuse): brings a state file's object
-///   from `from_version` to `from_version + 1`. load_state calls it one
-///   step at a time for a file older than `version`. Required when version
-///   is above 0.
-template <class StateT>
-struct StateTraits {
-  /// The default cursor: the member `last_updated`, unix seconds.
-  template <class S = StateT>
-  static auto last_updated(const S& state) noexcept
-      -> decltype(static_cast<std::int64_t>(state.last_updated)) {
-    return static_cast<std::int64_t>(state.last_updated);
-  }
-};
-
-namespace detail {
-// What reading a state file's text gave.
-enum class Decoded : unsigned char { valid, corrupt, too_new, upgrade_failed, out_of_memory };
-
-// The key of a state file's schema version (StateTraits::version).
-inline constexpr std::string_view version_key = "schema_version";
-
-// Set once, by whichever thread gets there first. Copies carry the value,
-// so a class holding one stays copyable and movable.
-class OnceFlag {
- public:
-  OnceFlag() noexcept = default;
-  OnceFlag(const OnceFlag& other) noexcept : set_(other.set_.load()) {}
-  OnceFlag& operator=(const OnceFlag& other) noexcept {
-    set_.store(other.set_.load());
-    return *this;
-  }
-  /// True for the first call only.
-  bool first() noexcept { return !set_.exchange(true); }
-  bool is_set() const noexcept { return set_.load(); }
-
- private:
-  std::atomic<bool> set_{false};
-};
-
-// Which file (device and inode) a load found corrupt, so that a save does
-// not keep it as the previous state. Copies carry the value.
-class CorruptFile {
- public:
-  CorruptFile() noexcept = default;
-  CorruptFile(const CorruptFile& other) noexcept
-      : device_(other.device_.load()), inode_(other.inode_.load()) {}
-  CorruptFile& operator=(const CorruptFile& other) noexcept {
-    device_.store(other.device_.load());
-    inode_.store(other.inode_.load());
-    return *this;
-  }
-  void remember(const FileInfo& file) noexcept {
-    device_.store(file.device);
-    inode_.store(file.inode);
-  }
-  bool is(const FileInfo& file) const noexcept {
-    return inode_.load() == file.inode && device_.load() == file.device && file.inode != 0;
-  }
-
- private:
-  std::atomic<std::uint64_t> device_{0}, inode_{0};
-};
-
-// The members a StateTraits specialisation may declare, each with its
-// default when it does not.
-template <class S, class = void>
-struct has_cursor : std::false_type {};
-template <class S>
-struct has_cursor<S, std::void_t<decltype(StateTraits<S>::cursor(std::declval<const S&>()))>>
-    : std::true_type {};
-template <class S, class = void>
-struct has_last_updated : std::false_type {};
-template <class S>
-struct has_last_updated<
-    S, std::void_t<decltype(StateTraits<S>::last_updated(std::declval<const S&>()))>>
-    : std::true_type {};
-template <class S, class = void>
-struct schema_version : std::integral_constant<int, 0> {};
-template <class S>
-struct schema_version<S, std::void_t<decltype(StateTraits<S>::version)>>
-    : std::integral_constant<int, StateTraits<S>::version> {};
-template <class S, class = void>
-struct has_upgrade : std::false_type {};
-template <class S>
-struct has_upgrade<
-    S, std::void_t<decltype(StateTraits<S>::upgrade(std::declval<boost::json::object&>(), 0))>>
-    : std::true_type {};
-
-template <class Optional>
-struct optional_value {};
-template <class T>
-struct optional_value<std::optional<T>> {
-  using type = T;
-};
-
-// The cursor of S: what should_process compares, and how to read it.
-template <class S, bool = has_cursor<S>::value>
-struct CursorOf {
-  using type = std::int64_t;
-  static constexpr bool unix_seconds = true;
-  static std::optional<type> read(const S& state) noexcept {
-    const std::int64_t t = StateTraits<S>::last_updated(state);
-    return t == 0 ? std::nullopt : std::optional<type>(t);
-  }
-};
-template <class S>
-struct CursorOf<S, true> {
-  using type = typename optional_value<
-      std::decay_t<decltype(StateTraits<S>::cursor(std::declval<const S&>()))>>::type;
-  static constexpr bool unix_seconds = false;
-  static std::optional<type> read(const S& state) noexcept { return StateTraits<S>::cursor(state); }
-};
-}  // namespace detail
-
-/// Remembers a periodic job's state in `<dir>/state.json` (the name, mode
-/// and rules are StateOptions).
-///
-/// - Sink: a LogSink, by value (default NullSink) or by reference
-///   (`StateManager<MySink&>`) to share the application's sink;
-///   `StateManager manager(dir, sink)` deduces the reference.
-/// - StateT: State, or a type of one's own: a class, default-constructible,
-///   with a field table (has_state_fields) or Boost.JSON conversions
-///   (value_from and value_to or try_value_to), and a cursor StateTraits
-///   can read.
-/// - SyncPolicy: how far a save syncs (FullSync, DataSync, NoSync).
-/// - Fs: the filesystem policy every call goes through, by value or by
-///   reference (`PosixFs`, or `MyFs&` to share a test's policy).
-///
-/// Threads: load_state, should_process, save_state and try_lock_run change
-/// nothing in the manager that another call reads unsynchronised, so any
-/// number of threads may call them at once on one manager (or on several
-/// managers of one directory) provided the Sink and the Fs are thread-safe,
-/// as NullSink, LogfmtSink and PosixFs are. Every save is atomic, so a
-/// reader sees one whole state; when saves race, the last rename wins and
-/// the others are lost: take the run lock to have one run at a time. The
-/// setter is not thread-safe: call it before sharing the manager.
-template <ATOMIC_STATE_DETAIL_LOG_SINK Sink = NullSink, class StateT = State,
-          class SyncPolicy = FullSync, class Fs = PosixFs>
-class StateManager {
-  static_assert(is_log_sink_v<Sink>,
-                "StateManager: Sink must be a log sink: it needs a member "
-                "`log(atomic_state::Level, std::string_view message, "
-                "atomic_state::Fields fields)` (see NullSink)");
-  static_assert(std::is_default_constructible_v<StateT>,
-                "StateManager: StateT must be default-constructible (the "
-                "zero state of a first run)");
-  static_assert(is_sync_policy_v<SyncPolicy>,
-                "StateManager: SyncPolicy needs `static constexpr SyncLevel file` and "
-                "`static constexpr bool directory` (see FullSync)");
-  static_assert(is_state_filesystem_v<Fs>,
-                "StateManager: Fs needs every call of PosixFs, the reading ones included "
-                "(see is_state_filesystem)");
-  static_assert(detail::has_cursor<StateT>::value || detail::has_last_updated<StateT>::value,
-                "StateManager: StateT needs a cursor: a member `last_updated` (unix "
-                "seconds), or a StateTraits<StateT> specialisation with "
-                "`static std::optional<C> cursor(const StateT&) noexcept`");
-  static_assert(detail::schema_version<StateT>::value >= 0,
-                "StateManager: StateTraits<StateT>::version must not be negative");
-  static_assert(detail::schema_version<StateT>::value == 0 || detail::has_upgrade<StateT>::value,
-                "StateManager: a StateTraits<StateT> with a version above 0 needs "
-                "`static void upgrade(boost::json::object& state, int from_version)`");
-
- public:
-  using sink_type = Sink;
-  using state_type = StateT;
-  using sync_policy = SyncPolicy;
-  using filesystem_type = Fs;
-  /// What should_process compares: std::int64_t unix seconds by default,
-  /// or the type of StateTraits<StateT>::cursor.
-  using cursor_type = typename detail::CursorOf<StateT>::type;
-
-  /// The size limit that is none: set_max_state_size(no_size_limit).
-  static constexpr std::size_t no_size_limit = StateOptions::no_size_limit;
-
-  /// A manager of `<dir>/<options.file_name>`; nothing is touched on disk
-  /// until a call asks. An empty dir is the working directory. Options
-  /// that cannot be used (StateOptions::check) make every call fail with
-  /// their reason. Allocates the paths: std::bad_alloc is the only way it
-  /// can fail.
-  template <class S = Sink, std::enable_if_t<std::is_default_constructible_v<S>, int> = 0>
-  explicit StateManager(std::filesystem::path dir, StateOptions options = {})
-      : StateManager(std::move(dir), S{}, std::move(options)) {}
-  StateManager(std::filesystem::path dir, Sink sink, StateOptions options = {});
-  StateManager(std::filesystem::path dir, Sink sink, Fs fs, StateOptions options = {});
-
-  const std::filesystem::path& output_dir() const noexcept { return dir_; }
-  const std::filesystem::path& state_file() const noexcept { return file_; }
-  /// `<state file>.prev`, the previous state (StateOptions::keep_previous).
-  const std::filesystem::path& previous_file() const noexcept { return previous_file_; }
-  /// `.<file name>.lock` in the state's directory: the run lock's file.
-  const std::filesystem::path& lock_file() const noexcept { return lock_file_; }
-  const StateOptions& options() const noexcept { return options_; }
-
-  /// Takes the run lock of this state, without waiting: one run at a time.
-  /// A second holder (another process, or another manager of the same
-  /// state in this one) gets Step::lock_run with the code
-  /// std::errc::resource_unavailable_try_again, naming the state file and
-  /// the holder's pid when it can be read. The lock file (lock_file(),
-  /// created 0600) is the library's own: saves never take it, so it never
-  /// makes a save wait, and `flock DIR` wrappers do not meet it. Taking it
-  /// also proves early that the directory is usable: it is created when
-  /// missing (StateOptions::create_directory) and must be writable.
-  Result<RunLock<Fs>> try_lock_run() noexcept;
-
-  /// The saved state and where it came from (LoadOrigin): saved, or
-  /// first_run (info log, with the path) when there is no state file, or,
-  /// for a corrupt state file, previous (the previous state, when
-  /// keep_previous kept a valid one; warning) or recovered (the zero state,
-  /// OnCorrupt::recover; warning) or an error (OnCorrupt::fail). A corrupt
-  /// file is left where it is, for the next save to replace, and a copy of
-  /// its bytes is kept beside it as `<file name>.corrupt-<its modification
-  /// time, unix seconds>` (".1", ".2" when that name holds other bytes),
-  /// the newest corrupt_copies of them. A file of an older schema version
-  /// is upgraded (StateTraits::upgrade); one of a newer version, or whose
-  /// upgrade fails, is Step::upgrade, nothing touched. Any other failure is
-  /// an error and nothing is touched: a later save must not replace a good
-  /// state that merely could not be read. A missing directory is a first
-  /// run, or an error when create_directory is false; a symlink to nothing,
-  /// at the state file or anywhere in the directory's path, is an error,
-  /// since it usually means a volume that is not mounted. The first call
-  /// also removes the temp files of saves that were killed. Never blocks on
-  /// a FIFO. Errors: "load state file: " then the step, the path and the
-  /// reason.
-  Result<Loaded<StateT>> load_state() noexcept;
-
-  /// Whether data at cursor `current` is new: true on a first run (no
-  /// cursor in `state`) or for a cursor past the state's, false for the
-  /// same one (info log) or an earlier one (warning). Every decision is
-  /// logged.
-  bool should_process(const cursor_type& current, const StateT& state) noexcept;
-
-  /// Validates and serializes `state`, then (keep_previous) keeps the
-  /// state file it replaces as previous_file(), then replaces the state
-  /// file (mode file_mode, missing directories created 0755 unless
-  /// create_directory is false), then logs "state saved". A state JSON
-  /// cannot hold exactly (a non-finite double, invalid UTF-8), or whose
-  /// text would exceed max_state_size() (so that load_state would refuse
-  /// it), is refused before anything is written. Errors: "write state
-  /// file: " then the step, the path and the reason; nothing is logged as
-  /// saved.
-  Status save_state(const StateT& state) noexcept;
-
-  /// Saves `state` as the last file of `batch` and commits the batch, so
-  /// that a run's outputs and its state change together: after any crash
-  /// the state is never newer than the outputs added before it. The state
-  /// is checked and written as save_state does; keep_previous keeps the
-  /// previous state right before the state's rename. On any failure the
-  /// batch is given up (its temp files removed; batch.replaced() says which
-  /// outputs were already in place) and nothing is logged as saved.
-  /// Errors: "save state with its batch: " then the step, the path and the
-  /// reason.
-  Status save_state(const StateT& state, Batch<SyncPolicy, Fs>& batch) noexcept;
-
-  /// Removes the temp files killed saves left in output_dir(), never one of
-  /// a save in progress (AtomicWriter::remove_stale_temp_files), and logs
-  /// what it removed. The first load_state calls it unless it was already.
-  Result<TempSweep> remove_stale_temp_files() noexcept;
-
-  /// StateOptions::max_state_size.
-  std::size_t max_state_size() const noexcept { return options_.max_state_size; }
-  void set_max_state_size(std::size_t bytes) noexcept { options_.max_state_size = bytes; }
-
-  std::remove_reference_t<Sink>& sink() noexcept { return sink_; }
-  std::remove_reference_t<Fs>& filesystem() noexcept { return fs_; }
-
-  /// Deprecated spellings, kept for one version.
-  [[deprecated("the name is options().file_name")]] static constexpr const char* file_name =
-      "state.json";
-  using logger_type [[deprecated("use sink_type")]] = Sink;
-  [[deprecated("use sink()")]] std::remove_reference_t<Sink>& logger() noexcept { return sink_; }
-  template <class Timestamps = std::initializer_list<std::int64_t>>
-  [[deprecated("use the free function atomic_state::update_state")]] State update_state(
-      std::string_view oracle_name, std::int64_t timestamp, std::int64_t protocol_count, double tvs,
-      const Timestamps& snapshot_timestamps = {}) const {
-    return atomic_state::update_state(oracle_name, timestamp, protocol_count, tvs,
-                                      snapshot_timestamps);
-  }
-
- private:
-  using FsRef = std::remove_reference_t<Fs>;
-  using Text = detail::TextBuffer<4096>;
-  using Problem = detail::TextBuffer<256>;
-  enum class Copy : unsigned char { absent, same, other };
-
-  AtomicWriter<SyncPolicy, FsRef&> writer() noexcept {
-    return AtomicWriter<SyncPolicy, FsRef&>(fs_);
-  }
-  void log(Level level, std::string_view message, Fields fields) noexcept;
-  void log(Level level, std::string_view message, std::initializer_list<Field> fields) noexcept {
-    log(level, message, Fields(fields.begin(), fields.size()));
-  }
-  Status failure(Step step, int neg_errno, const char* note = nullptr,
-                 std::string_view detail = {}) const noexcept;
-  Status open_directory(const detail::DirectoryPath& dir, int& dir_fd) noexcept;
-  Status missing_directory(const detail::DirectoryPath& dir) const noexcept;
-  Status create_directory(const detail::DirectoryPath& dir, int& dir_fd) noexcept;
-  Status lock_failure(int neg_errno, const char* note = nullptr,
-                      std::string_view detail = {}) const noexcept;
-  Status lock_held(int fd) noexcept;
-  void write_holder(int fd) noexcept;
-  Result<TempSweep> sweep_temp_files(int dir_fd, std::string_view dir) noexcept;
-  Result<Loaded<StateT>> first_run(int dir_fd = -1) noexcept;
-  Result<Loaded<StateT>> use_state_text(int dir_fd, const detail::DirectoryPath& dir,
-                                        std::string_view text, const FileInfo& info) noexcept;
-  Status read_file(int dir_fd, const char* name, std::string_view path, Text& text, FileInfo& info,
-                   bool& missing) noexcept;
-  Status read_to_end(int fd, const FileInfo& info, std::string_view path, Text& text) noexcept;
-  detail::Decoded decode(std::string_view text, StateT& state, Problem& problem,
-                         std::int64_t& from_version) noexcept;
-  Status refused(detail::Decoded decoded, std::string_view path,
-                 std::string_view problem) const noexcept;
-  Result<Loaded<StateT>> load_corrupt(int dir_fd, std::string_view bytes, const FileInfo& info,
-                                      std::string_view problem) noexcept;
-  Status load_previous(int dir_fd, Loaded<StateT>& loaded, bool& found) noexcept;
-  Status keep_corrupt_copy(int dir_fd, std::string_view bytes, const FileInfo& info,
-                           Loaded<StateT>& loaded) noexcept;
-  Status copy_aside(int dir_fd, std::string_view bytes, const FileInfo& info,
-                    char (&name)[ATOMIC_STATE_NAME_MAX + 1]) noexcept;
-  Copy existing_copy(int dir_fd, const char* name, std::string_view bytes, int& error) noexcept;
-  Status copy_failed(const Status& written, std::string_view copy) const noexcept;
-  void remove_old_copies(int dir_fd, const char* kept) noexcept;
-  Status encode(const StateT& state, detail::TextBuffer<2048>& text) const noexcept;
-  Status keep_previous() noexcept;
-  Status link_previous(int dir_fd) noexcept;
-
-  StateOptions options_;
-  Status unusable_;  // why options_ cannot be used, or success
-  std::filesystem::path dir_;
-  std::filesystem::path file_;
-  std::filesystem::path previous_file_;
-  std::filesystem::path lock_file_;
-  std::string previous_name_;  // "<file name>.prev"
-  std::string lock_name_;      // ".<file name>.lock"
-  Sink sink_;
-  Fs fs_;
-  detail::OnceFlag swept_;
-  detail::CorruptFile corrupt_;
-};
-
-/// `StateManager manager(dir, sink)` without template arguments: a sink
-/// named by an lvalue is held by reference, as `StateManager<MySink&>`
-/// holds it (it must outlive the manager); a temporary is held by value.
-/// Without these guides an lvalue sink would be copied, or refused if it
-/// cannot be (LogfmtSink).
-/// (Constrained as the class is, so that C++20 compilers rank them alike.)
-template <ATOMIC_STATE_DETAIL_LOG_SINK Sink>
-StateManager(std::filesystem::path, Sink&, StateOptions = {}) -> StateManager<Sink&>;
-template <ATOMIC_STATE_DETAIL_LOG_SINK Sink, class Fs>
-StateManager(std::filesystem::path, Sink&, Fs, StateOptions = {})
-    -> StateManager<Sink&, State, FullSync, Fs>;
-
-/// The spelling before 0.2.0: StateManager<Logger, StateT, AtomicWriter<S,
-/// Fs>>, a writer in place of the sync policy and the filesystem. Kept for
-/// one version; a writer given to the constructor lends its filesystem.
-template <ATOMIC_STATE_DETAIL_LOG_SINK Sink, class StateT, class SyncPolicy, class Fs>
-class StateManager<Sink, StateT, AtomicWriter<SyncPolicy, Fs>, PosixFs>
-    : public StateManager<Sink, StateT, SyncPolicy, Fs> {
-  using Base = StateManager<Sink, StateT, SyncPolicy, Fs>;
-
- public:
-  using writer_type [[deprecated("StateManager<Sink, StateT, SyncPolicy, Fs>")]] =
-      AtomicWriter<SyncPolicy, Fs>;
-  using Base::Base;
-  [[deprecated("StateManager<Sink, StateT, SyncPolicy, Fs>(dir, sink, fs)")]] StateManager(
-      std::filesystem::path output_dir, Sink sink, AtomicWriter<SyncPolicy, Fs> writer)
-      : Base(std::move(output_dir), static_cast<Sink&&>(sink),
-             static_cast<Fs>(writer.filesystem())) {}
-};
-
-// =============================================== PART III: implementation ====
 namespace detail {
 /// Appends `s` as the inside of a JSON string: quote, backslash and the
 /// controls below U+0020 escaped, which is all JSON asks; everything else
@@ -5011,6 +4629,208 @@ inline Status format_json(const boost::json::value& value, std::string& out) noe
                 nullptr, why.view());
 }
 
+}  // namespace ATOMIC_STATE_DETAIL_ABI
+}  // namespace atomic_state
+#endif  // ATOMIC_STATE_DETAIL_JSON
+
+// ============================================================= include/atomic_state/state.hpp ====
+
+#if ATOMIC_STATE_DETAIL_JSON
+#include <array>             // std::array: the fields of State
+#include <cmath>             // std::isfinite
+#include <cstdint>           // std::int64_t, std::uint64_t
+#include <initializer_list>  // std::initializer_list: update_state's timestamps
+#include <new>               // std::bad_alloc
+#include <optional>          // std::optional: optional fields, cursors
+#include <string>            // std::string: string fields
+#include <string_view>       // std::string_view
+#include <tuple>             // std::tuple, std::apply: field tables
+#include <type_traits>       // std::void_t, std::integral_constant, std::decay_t
+#include <utility>           // std::declval, std::move
+
+namespace atomic_state {
+inline namespace ATOMIC_STATE_DETAIL_ABI {
+
+// ------------------------------------------------------------- field tables --
+
+/// One member of a state type's field table: its name in the JSON file,
+/// the member, and the keys under which the "state loaded" and "state
+/// saved" records log it (null: not logged there). The member's type is
+/// one JSON holds exactly: std::string, std::int64_t, std::uint64_t,
+/// double or bool, or a std::optional of one (null in the file, and not
+/// logged, when empty).
+template <class S, class T>
+struct StateField {
+  const char* name;
+  T S::*member;
+  const char* loaded_as;
+  const char* saved_as;
+};
+
+/// A row of a field table; see State::state_fields.
+template <class S, class T>
+constexpr StateField<S, T> state_field(const char* name, T S::*member,
+                                       const char* loaded_as = nullptr,
+                                       const char* saved_as = nullptr) noexcept {
+  return StateField<S, T>{name, member, loaded_as, saved_as};
+}
+
+/// Whether S describes itself with a field table: a static `state_fields()`
+/// returning a std::tuple of StateField. StateManager then prints, reads
+/// and logs it from the table (a save allocates nothing) and needs no
+/// Boost.JSON conversion of the type's own.
+template <class S, class = void>
+struct has_state_fields : std::false_type {};
+template <class S>
+struct has_state_fields<S, std::void_t<decltype(S::state_fields())>> : std::true_type {};
+template <class S>
+inline constexpr bool has_state_fields_v = has_state_fields<S>::value;
+
+// ------------------------------------------------------------- StateTraits --
+
+/// What StateManager knows of a state type beyond its fields: its cursor
+/// (how far the data processed has come) and its schema version.
+/// Specialise it for a type of one's own, with only the members that
+/// differ from these defaults:
+///
+/// - `static std::optional<C> cursor(const StateT&) noexcept`: the cursor
+///   of the data last processed, of any totally ordered type C (a slot or
+///   block number as std::uint64_t, a time), empty for "never processed",
+///   so that every value of C is a valid cursor. should_process then takes
+///   a C and logs `current` and `last`. Without it, the cursor is
+///   `last_updated(state)` below: unix seconds, 0 for "never processed",
+///   with the Go service's four rules and messages.
+/// - `static constexpr int version`: the schema version of the type. 0, the
+///   default, writes no version key; a type above 0 writes
+///   `"schema_version": version` as the file's first key.
+/// - `static void upgrade(boost::json::object& state, int from_version)`
+///   (or returning bool, false to refuse): brings a state file's object
+///   from `from_version` to `from_version + 1`. load_state calls it one
+///   step at a time for a file older than `version`. Required when version
+///   is above 0.
+template <class StateT>
+struct StateTraits {
+  /// The default cursor: the member `last_updated`, unix seconds.
+  template <class S = StateT>
+  static auto last_updated(const S& state) noexcept
+      -> decltype(static_cast<std::int64_t>(state.last_updated)) {
+    return static_cast<std::int64_t>(state.last_updated);
+  }
+};
+
+namespace detail {
+// The key of a state file's schema version (StateTraits::version).
+inline constexpr std::string_view version_key = "schema_version";
+
+// The members a StateTraits specialisation may declare, each with its
+// default when it does not.
+template <class S, class = void>
+struct has_cursor : std::false_type {};
+template <class S>
+struct has_cursor<S, std::void_t<decltype(StateTraits<S>::cursor(std::declval<const S&>()))>>
+    : std::true_type {};
+template <class S, class = void>
+struct has_last_updated : std::false_type {};
+template <class S>
+struct has_last_updated<
+    S, std::void_t<decltype(StateTraits<S>::last_updated(std::declval<const S&>()))>>
+    : std::true_type {};
+template <class S, class = void>
+struct schema_version : std::integral_constant<int, 0> {};
+template <class S>
+struct schema_version<S, std::void_t<decltype(StateTraits<S>::version)>>
+    : std::integral_constant<int, StateTraits<S>::version> {};
+template <class S, class = void>
+struct has_upgrade : std::false_type {};
+template <class S>
+struct has_upgrade<
+    S, std::void_t<decltype(StateTraits<S>::upgrade(std::declval<boost::json::object&>(), 0))>>
+    : std::true_type {};
+
+template <class Optional>
+struct optional_value {};
+template <class T>
+struct optional_value<std::optional<T>> {
+  using type = T;
+};
+
+// The cursor of S: what should_process compares, and how to read it.
+template <class S, bool = has_cursor<S>::value>
+struct CursorOf {
+  using type = std::int64_t;
+  static constexpr bool unix_seconds = true;
+  static std::optional<type> read(const S& state) noexcept {
+    const std::int64_t t = StateTraits<S>::last_updated(state);
+    return t == 0 ? std::nullopt : std::optional<type>(t);
+  }
+};
+template <class S>
+struct CursorOf<S, true> {
+  using type = typename optional_value<
+      std::decay_t<decltype(StateTraits<S>::cursor(std::declval<const S&>()))>>::type;
+  static constexpr bool unix_seconds = false;
+  static std::optional<type> read(const S& state) noexcept { return StateTraits<S>::cursor(state); }
+};
+}  // namespace detail
+
+// -------------------------------------------------------------------- State --
+// The collector's state, as the Go service this library grew from keeps it
+// (its "UpdateState" rule is update_state below). Nothing in StateManager
+// knows these fields: a state type of one's own works the same way.
+
+/// What a periodic collector remembers between runs: the data it last
+/// processed. A zero last_updated means "never processed".
+struct State {
+  std::string oracle_name;
+  std::int64_t last_updated = 0;  ///< unix seconds of the data processed
+  std::string last_updated_iso;   ///< the same instant, RFC 3339 UTC
+  std::int64_t last_protocol_count = 0;
+  double last_tvs = 0;  ///< total value secured
+  std::int64_t snapshot_count = 0;
+  std::int64_t oldest_snapshot = 0;  ///< unix seconds, 0 without snapshots
+  std::int64_t newest_snapshot = 0;  ///< unix seconds, 0 without snapshots
+
+  /// The one description of the fields: JSON names in the Go service's
+  /// snake_case and order, and the keys of the seed's log records. Saving,
+  /// loading, ==, the Boost.JSON conversions and the log records all come
+  /// from it.
+  static constexpr auto state_fields() noexcept {
+    return std::make_tuple(
+        state_field("oracle_name", &State::oracle_name, "oracle_name"),
+        state_field("last_updated", &State::last_updated, "last_updated", "timestamp"),
+        state_field("last_updated_iso", &State::last_updated_iso),
+        state_field("last_protocol_count", &State::last_protocol_count, "last_protocol_count",
+                    "protocol_count"),
+        state_field("last_tvs", &State::last_tvs, "last_tvs", "tvs"),
+        state_field("snapshot_count", &State::snapshot_count, "snapshot_count"),
+        state_field("oldest_snapshot", &State::oldest_snapshot),
+        state_field("newest_snapshot", &State::newest_snapshot));
+  }
+
+  friend bool operator==(const State& a, const State& b) noexcept;
+  friend bool operator!=(const State& a, const State& b) noexcept { return !(a == b); }
+};
+
+/// Boost.JSON conversions of State, found through value_from, value_to and
+/// try_value_to. Reading: a missing or null key is the zero value, an
+/// unknown key is ignored, a key of the wrong type (or an integer out of
+/// int64 range, or a non-finite number) is an error.
+void tag_invoke(boost::json::value_from_tag, boost::json::value& jv, const State& state);
+boost::json::result<State> tag_invoke(boost::json::try_value_to_tag<State>,
+                                      const boost::json::value& jv) noexcept;
+
+/// The seed's rule for the next State: the given figures, last_updated_iso
+/// from `timestamp`, and the snapshots' count, oldest and newest timestamps
+/// (zeros when there are none). `snapshot_timestamps` is any range of
+/// integers, unix seconds; one beyond the int64 range counts as INT64_MAX.
+/// Allocates the strings (std::bad_alloc when memory runs out).
+template <class Timestamps = std::initializer_list<std::int64_t>>
+State update_state(std::string_view oracle_name, std::int64_t timestamp,
+                   std::int64_t protocol_count, double tvs,
+                   const Timestamps& snapshot_timestamps = {});
+
+// ========================================================= implementation ====
+
 // ------------------------------------------------------------- field tables --
 
 namespace detail {
@@ -5334,6 +5154,449 @@ State update_state(std::string_view oracle_name, std::int64_t timestamp,
   }
   return next;
 }
+
+}  // namespace ATOMIC_STATE_DETAIL_ABI
+}  // namespace atomic_state
+#endif  // ATOMIC_STATE_DETAIL_JSON
+
+// ===================================================== include/atomic_state/state_manager.hpp ====
+
+#if ATOMIC_STATE_DETAIL_JSON
+#include <algorithm>     // std::find
+#include <atomic>        // std::atomic: what a manager remembers across threads
+#include <charconv>      // std::to_chars, std::from_chars: pids and stamps
+#include <cstddef>       // std::size_t
+#include <cstdint>       // std::int64_t, std::uint64_t
+#include <cstring>       // std::memcpy, std::memcmp, std::strcmp, std::strlen
+#include <exception>     // std::exception: a throwing upgrade()
+#include <filesystem>    // std::filesystem::path: the state directory and files
+#include <new>           // std::bad_alloc
+#include <optional>      // std::optional: cursors
+#include <string>        // std::string
+#include <string_view>   // std::string_view
+#include <system_error>  // std::errc, std::make_error_code
+#include <type_traits>   // std::enable_if_t, std::conditional_t, std::is_*_v
+#include <utility>       // std::move, std::exchange
+
+namespace atomic_state {
+inline namespace ATOMIC_STATE_DETAIL_ABI {
+
+// ------------------------------------------------------------- StateManager --
+
+/// What load_state does with a state file that is not a valid state.
+enum class OnCorrupt : unsigned char {
+  recover,  ///< keep a copy of its bytes, warn, and start from the zero state
+  fail,     ///< return an error (Step::parse) and touch nothing
+};
+
+/// Where the state load_state returned came from.
+enum class LoadOrigin : unsigned char {
+  saved,      ///< the state file, as the last save left it
+  first_run,  ///< no state file yet: the zero state
+  recovered,  ///< the state file was corrupt: the zero state (OnCorrupt::recover)
+  previous,   ///< the state file was corrupt: the state before it (keep_previous)
+};
+
+/// Lower-case words naming an origin, as used in logs ("first run").
+constexpr std::string_view to_string(LoadOrigin origin) noexcept;
+
+/// How a StateManager keeps its state. Every default is the rule of the Go
+/// service this library grew from; see docs/api.md for each option.
+struct StateOptions {
+  /// The size limit that is none: `max_state_size = no_size_limit`.
+  static constexpr std::size_t no_size_limit = static_cast<std::size_t>(-1);
+
+  /// The state file's name in the directory: not empty, no '/', not "." or
+  /// "..", and none of the names the manager gives files of its own (a
+  /// temp file's ".tmp-...", a name ending ".lock" or ".prev", a name
+  /// holding ".corrupt-"), so that two managers with different names share
+  /// a directory without touching each other's files.
+  std::string file_name = "state.json";
+  /// The state file's mode, exact (the umask is ignored); at most 07777.
+  unsigned file_mode = 0644;
+  /// Whether a missing state directory is created (0755 less the umask, as
+  /// mkdir -p). When false, a missing directory is an error, never a first
+  /// run: for a directory on a volume that may not be mounted.
+  bool create_directory = true;
+  /// What load_state does with a corrupt state file.
+  OnCorrupt on_corrupt = OnCorrupt::recover;
+  /// How many copies of corrupt state files are kept beside the state; once
+  /// there are more, the oldest are removed (each removal logged). 0 keeps
+  /// none.
+  std::size_t corrupt_copies = 5;
+  /// Whether each save first keeps the state it replaces as
+  /// `<file_name>.prev` (a hard link: nothing is copied), for load_state
+  /// to fall back to when the state file is corrupt.
+  bool keep_previous = false;
+  /// State files larger than this are refused, by load_state and by
+  /// save_state alike. Every value is allowed: 0 refuses every non-empty
+  /// file, no_size_limit refuses none.
+  std::size_t max_state_size = ATOMIC_STATE_MAX_STATE_SIZE;
+
+  /// Why these options cannot be used (Step::check_path), or success.
+  Status check() const noexcept;
+};
+
+/// What load_state returns: the state itself (a Loaded<StateT> is a
+/// StateT), where it came from, and where the bytes of a corrupt state
+/// file were kept. A Result<Loaded<StateT>> converts to a Result<StateT>.
+template <class StateT>
+struct Loaded : StateT {
+  static_assert(std::is_class_v<StateT> && !std::is_final_v<StateT>,
+                "Loaded<StateT>: the state type must be a class that is not final");
+
+  LoadOrigin origin = LoadOrigin::first_run;
+  /// The copy of a corrupt state file's bytes (origin recovered or
+  /// previous), or empty when none was kept.
+  std::string corrupt_copy;
+
+  StateT& state() & noexcept { return *this; }
+  const StateT& state() const& noexcept { return *this; }
+};
+
+/// The run lock of one state (StateManager::try_lock_run): while it is
+/// held, nobody else gets it, in this process or another. Released by
+/// unlock() or the destructor, and by the kernel when the process dies,
+/// SIGKILL included; a child forked while it is held holds it too. Never
+/// waited for. Move-only. It closes its descriptor through the Fs it was
+/// given: a copy of the manager's, or the same object when Fs is a
+/// reference (which must then outlive the lock).
+template <class Fs = PosixFs>
+class RunLock {
+ public:
+  /// Holds nothing.
+  RunLock() noexcept = default;
+  /// Takes over `fd`, a descriptor that holds a lock.
+  RunLock(Fs fs, int fd) noexcept;
+  RunLock(RunLock&& other) noexcept;
+  RunLock& operator=(RunLock&& other) noexcept;
+  RunLock(const RunLock&) = delete;
+  RunLock& operator=(const RunLock&) = delete;
+  ~RunLock() { unlock(); }
+
+  bool owns_lock() const noexcept { return fd_ >= 0; }
+  explicit operator bool() const noexcept { return owns_lock(); }
+  /// Releases the lock now (closing its descriptor); then holds nothing.
+  void unlock() noexcept;
+
+ private:
+  using FsRef = std::remove_reference_t<Fs>;
+  using Held = std::conditional_t<std::is_reference_v<Fs>, FsRef*, FsRef>;
+  FsRef& fs() noexcept {
+    if constexpr (std::is_reference_v<Fs>)
+      return *fs_;
+    else
+      return fs_;
+  }
+
+  Held fs_{};
+  int fd_ = -1;
+};
+
+namespace detail {
+// What reading a state file's text gave.
+enum class Decoded : unsigned char { valid, corrupt, too_new, upgrade_failed, out_of_memory };
+
+// Set once, by whichever thread gets there first. Copies carry the value,
+// so a class holding one stays copyable and movable.
+class OnceFlag {
+ public:
+  OnceFlag() noexcept = default;
+  OnceFlag(const OnceFlag& other) noexcept : set_(other.set_.load()) {}
+  OnceFlag& operator=(const OnceFlag& other) noexcept {
+    set_.store(other.set_.load());
+    return *this;
+  }
+  /// True for the first call only.
+  bool first() noexcept { return !set_.exchange(true); }
+  bool is_set() const noexcept { return set_.load(); }
+
+ private:
+  std::atomic<bool> set_{false};
+};
+
+// Which file (device and inode) a load found corrupt, so that a save does
+// not keep it as the previous state. Copies carry the value.
+class CorruptFile {
+ public:
+  CorruptFile() noexcept = default;
+  CorruptFile(const CorruptFile& other) noexcept
+      : device_(other.device_.load()), inode_(other.inode_.load()) {}
+  CorruptFile& operator=(const CorruptFile& other) noexcept {
+    device_.store(other.device_.load());
+    inode_.store(other.inode_.load());
+    return *this;
+  }
+  void remember(const FileInfo& file) noexcept {
+    device_.store(file.device);
+    inode_.store(file.inode);
+  }
+  bool is(const FileInfo& file) const noexcept {
+    return inode_.load() == file.inode && device_.load() == file.device && file.inode != 0;
+  }
+
+ private:
+  std::atomic<std::uint64_t> device_{0}, inode_{0};
+};
+
+}  // namespace detail
+
+/// Remembers a periodic job's state in `<dir>/state.json` (the name, mode
+/// and rules are StateOptions).
+///
+/// - Sink: a LogSink, by value (default NullSink) or by reference
+///   (`StateManager<MySink&>`) to share the application's sink;
+///   `StateManager manager(dir, sink)` deduces the reference.
+/// - StateT: State, or a type of one's own: a class, default-constructible,
+///   with a field table (has_state_fields) or Boost.JSON conversions
+///   (value_from and value_to or try_value_to), and a cursor StateTraits
+///   can read.
+/// - SyncPolicy: how far a save syncs (FullSync, DataSync, NoSync).
+/// - Fs: the filesystem policy every call goes through, by value or by
+///   reference (`PosixFs`, or `MyFs&` to share a test's policy).
+///
+/// Threads: load_state, should_process, save_state and try_lock_run change
+/// nothing in the manager that another call reads unsynchronised, so any
+/// number of threads may call them at once on one manager (or on several
+/// managers of one directory) provided the Sink and the Fs are thread-safe,
+/// as NullSink, LogfmtSink and PosixFs are. Every save is atomic, so a
+/// reader sees one whole state; when saves race, the last rename wins and
+/// the others are lost: take the run lock to have one run at a time. The
+/// setter is not thread-safe: call it before sharing the manager.
+template <ATOMIC_STATE_DETAIL_LOG_SINK Sink = NullSink, class StateT = State,
+          class SyncPolicy = FullSync, class Fs = PosixFs>
+class StateManager {
+  static_assert(is_log_sink_v<Sink>,
+                "StateManager: Sink must be a log sink: it needs a member "
+                "`log(atomic_state::Level, std::string_view message, "
+                "atomic_state::Fields fields)` (see NullSink)");
+  static_assert(std::is_default_constructible_v<StateT>,
+                "StateManager: StateT must be default-constructible (the "
+                "zero state of a first run)");
+  static_assert(is_sync_policy_v<SyncPolicy>,
+                "StateManager: SyncPolicy needs `static constexpr SyncLevel file` and "
+                "`static constexpr bool directory` (see FullSync)");
+  static_assert(is_state_filesystem_v<Fs>,
+                "StateManager: Fs needs every call of PosixFs, the reading ones included "
+                "(see is_state_filesystem)");
+  static_assert(detail::has_cursor<StateT>::value || detail::has_last_updated<StateT>::value,
+                "StateManager: StateT needs a cursor: a member `last_updated` (unix "
+                "seconds), or a StateTraits<StateT> specialisation with "
+                "`static std::optional<C> cursor(const StateT&) noexcept`");
+  static_assert(detail::schema_version<StateT>::value >= 0,
+                "StateManager: StateTraits<StateT>::version must not be negative");
+  static_assert(detail::schema_version<StateT>::value == 0 || detail::has_upgrade<StateT>::value,
+                "StateManager: a StateTraits<StateT> with a version above 0 needs "
+                "`static void upgrade(boost::json::object& state, int from_version)`");
+
+ public:
+  using sink_type = Sink;
+  using state_type = StateT;
+  using sync_policy = SyncPolicy;
+  using filesystem_type = Fs;
+  /// What should_process compares: std::int64_t unix seconds by default,
+  /// or the type of StateTraits<StateT>::cursor.
+  using cursor_type = typename detail::CursorOf<StateT>::type;
+
+  /// The size limit that is none: set_max_state_size(no_size_limit).
+  static constexpr std::size_t no_size_limit = StateOptions::no_size_limit;
+
+  /// A manager of `<dir>/<options.file_name>`; nothing is touched on disk
+  /// until a call asks. An empty dir is the working directory. Options
+  /// that cannot be used (StateOptions::check) make every call fail with
+  /// their reason. Allocates the paths: std::bad_alloc is the only way it
+  /// can fail.
+  template <class S = Sink, std::enable_if_t<std::is_default_constructible_v<S>, int> = 0>
+  explicit StateManager(std::filesystem::path dir, StateOptions options = {})
+      : StateManager(std::move(dir), S{}, std::move(options)) {}
+  StateManager(std::filesystem::path dir, Sink sink, StateOptions options = {});
+  StateManager(std::filesystem::path dir, Sink sink, Fs fs, StateOptions options = {});
+
+  const std::filesystem::path& output_dir() const noexcept { return dir_; }
+  const std::filesystem::path& state_file() const noexcept { return file_; }
+  /// `<state file>.prev`, the previous state (StateOptions::keep_previous).
+  const std::filesystem::path& previous_file() const noexcept { return previous_file_; }
+  /// `.<file name>.lock` in the state's directory: the run lock's file.
+  const std::filesystem::path& lock_file() const noexcept { return lock_file_; }
+  const StateOptions& options() const noexcept { return options_; }
+
+  /// Takes the run lock of this state, without waiting: one run at a time.
+  /// A second holder (another process, or another manager of the same
+  /// state in this one) gets Step::lock_run with the code
+  /// std::errc::resource_unavailable_try_again, naming the state file and
+  /// the holder's pid when it can be read. The lock file (lock_file(),
+  /// created 0600) is the library's own: saves never take it, so it never
+  /// makes a save wait, and `flock DIR` wrappers do not meet it. Taking it
+  /// also proves early that the directory is usable: it is created when
+  /// missing (StateOptions::create_directory) and must be writable.
+  Result<RunLock<Fs>> try_lock_run() noexcept;
+
+  /// The saved state and where it came from (LoadOrigin): saved, or
+  /// first_run (info log, with the path) when there is no state file, or,
+  /// for a corrupt state file, previous (the previous state, when
+  /// keep_previous kept a valid one; warning) or recovered (the zero state,
+  /// OnCorrupt::recover; warning) or an error (OnCorrupt::fail). A corrupt
+  /// file is left where it is, for the next save to replace, and a copy of
+  /// its bytes is kept beside it as `<file name>.corrupt-<its modification
+  /// time, unix seconds>` (".1", ".2" when that name holds other bytes),
+  /// the newest corrupt_copies of them. A file of an older schema version
+  /// is upgraded (StateTraits::upgrade); one of a newer version, or whose
+  /// upgrade fails, is Step::upgrade, nothing touched. Any other failure is
+  /// an error and nothing is touched: a later save must not replace a good
+  /// state that merely could not be read. A missing directory is a first
+  /// run, or an error when create_directory is false; a symlink to nothing,
+  /// at the state file or anywhere in the directory's path, is an error,
+  /// since it usually means a volume that is not mounted. The first call
+  /// also removes the temp files of saves that were killed. Never blocks on
+  /// a FIFO. Errors: "load state file: " then the step, the path and the
+  /// reason.
+  Result<Loaded<StateT>> load_state() noexcept;
+
+  /// Whether data at cursor `current` is new: true on a first run (no
+  /// cursor in `state`) or for a cursor past the state's, false for the
+  /// same one (info log) or an earlier one (warning). Every decision is
+  /// logged.
+  bool should_process(const cursor_type& current, const StateT& state) noexcept;
+
+  /// Validates and serializes `state`, then (keep_previous) keeps the
+  /// state file it replaces as previous_file(), then replaces the state
+  /// file (mode file_mode, missing directories created 0755 unless
+  /// create_directory is false), then logs "state saved". A state JSON
+  /// cannot hold exactly (a non-finite double, invalid UTF-8), or whose
+  /// text would exceed max_state_size() (so that load_state would refuse
+  /// it), is refused before anything is written. Errors: "write state
+  /// file: " then the step, the path and the reason; nothing is logged as
+  /// saved.
+  Status save_state(const StateT& state) noexcept;
+
+  /// Saves `state` as the last file of `batch` and commits the batch, so
+  /// that a run's outputs and its state change together: after any crash
+  /// the state is never newer than the outputs added before it. The state
+  /// is checked and written as save_state does; keep_previous keeps the
+  /// previous state right before the state's rename. On any failure the
+  /// batch is given up (its temp files removed; batch.replaced() says which
+  /// outputs were already in place) and nothing is logged as saved.
+  /// Errors: "save state with its batch: " then the step, the path and the
+  /// reason.
+  Status save_state(const StateT& state, Batch<SyncPolicy, Fs>& batch) noexcept;
+
+  /// Removes the temp files killed saves left in output_dir(), never one of
+  /// a save in progress (AtomicWriter::remove_stale_temp_files), and logs
+  /// what it removed. The first load_state calls it unless it was already.
+  Result<TempSweep> remove_stale_temp_files() noexcept;
+
+  /// StateOptions::max_state_size.
+  std::size_t max_state_size() const noexcept { return options_.max_state_size; }
+  void set_max_state_size(std::size_t bytes) noexcept { options_.max_state_size = bytes; }
+
+  std::remove_reference_t<Sink>& sink() noexcept { return sink_; }
+  std::remove_reference_t<Fs>& filesystem() noexcept { return fs_; }
+
+  /// Deprecated spellings, kept for one version.
+  [[deprecated("the name is options().file_name")]] static constexpr const char* file_name =
+      "state.json";
+  using logger_type [[deprecated("use sink_type")]] = Sink;
+  [[deprecated("use sink()")]] std::remove_reference_t<Sink>& logger() noexcept { return sink_; }
+  template <class Timestamps = std::initializer_list<std::int64_t>>
+  [[deprecated("use the free function atomic_state::update_state")]] State update_state(
+      std::string_view oracle_name, std::int64_t timestamp, std::int64_t protocol_count, double tvs,
+      const Timestamps& snapshot_timestamps = {}) const {
+    return atomic_state::update_state(oracle_name, timestamp, protocol_count, tvs,
+                                      snapshot_timestamps);
+  }
+
+ private:
+  using FsRef = std::remove_reference_t<Fs>;
+  using Text = detail::TextBuffer<4096>;
+  using Problem = detail::TextBuffer<256>;
+  enum class Copy : unsigned char { absent, same, other };
+
+  AtomicWriter<SyncPolicy, FsRef&> writer() noexcept {
+    return AtomicWriter<SyncPolicy, FsRef&>(fs_);
+  }
+  void log(Level level, std::string_view message, Fields fields) noexcept;
+  void log(Level level, std::string_view message, std::initializer_list<Field> fields) noexcept {
+    log(level, message, Fields(fields.begin(), fields.size()));
+  }
+  Status failure(Step step, int neg_errno, const char* note = nullptr,
+                 std::string_view detail = {}) const noexcept;
+  Status open_directory(const detail::DirectoryPath& dir, int& dir_fd) noexcept;
+  Status missing_directory(const detail::DirectoryPath& dir) const noexcept;
+  Status create_directory(const detail::DirectoryPath& dir, int& dir_fd) noexcept;
+  Status lock_failure(int neg_errno, const char* note = nullptr,
+                      std::string_view detail = {}) const noexcept;
+  Status lock_held(int fd) noexcept;
+  void write_holder(int fd) noexcept;
+  Result<TempSweep> sweep_temp_files(int dir_fd, std::string_view dir) noexcept;
+  Result<Loaded<StateT>> first_run(int dir_fd = -1) noexcept;
+  Result<Loaded<StateT>> use_state_text(int dir_fd, const detail::DirectoryPath& dir,
+                                        std::string_view text, const FileInfo& info) noexcept;
+  Status read_file(int dir_fd, const char* name, std::string_view path, Text& text, FileInfo& info,
+                   bool& missing) noexcept;
+  Status read_to_end(int fd, const FileInfo& info, std::string_view path, Text& text) noexcept;
+  detail::Decoded decode(std::string_view text, StateT& state, Problem& problem,
+                         std::int64_t& from_version) noexcept;
+  Status refused(detail::Decoded decoded, std::string_view path,
+                 std::string_view problem) const noexcept;
+  Result<Loaded<StateT>> load_corrupt(int dir_fd, std::string_view bytes, const FileInfo& info,
+                                      std::string_view problem) noexcept;
+  Status load_previous(int dir_fd, Loaded<StateT>& loaded, bool& found) noexcept;
+  Status keep_corrupt_copy(int dir_fd, std::string_view bytes, const FileInfo& info,
+                           Loaded<StateT>& loaded) noexcept;
+  Status copy_aside(int dir_fd, std::string_view bytes, const FileInfo& info,
+                    char (&name)[ATOMIC_STATE_NAME_MAX + 1]) noexcept;
+  Copy existing_copy(int dir_fd, const char* name, std::string_view bytes, int& error) noexcept;
+  Status copy_failed(const Status& written, std::string_view copy) const noexcept;
+  void remove_old_copies(int dir_fd, const char* kept) noexcept;
+  Status encode(const StateT& state, detail::TextBuffer<2048>& text) const noexcept;
+  Status keep_previous() noexcept;
+  Status link_previous(int dir_fd) noexcept;
+
+  StateOptions options_;
+  Status unusable_;  // why options_ cannot be used, or success
+  std::filesystem::path dir_;
+  std::filesystem::path file_;
+  std::filesystem::path previous_file_;
+  std::filesystem::path lock_file_;
+  std::string previous_name_;  // "<file name>.prev"
+  std::string lock_name_;      // ".<file name>.lock"
+  Sink sink_;
+  Fs fs_;
+  detail::OnceFlag swept_;
+  detail::CorruptFile corrupt_;
+};
+
+/// `StateManager manager(dir, sink)` without template arguments: a sink
+/// named by an lvalue is held by reference, as `StateManager<MySink&>`
+/// holds it (it must outlive the manager); a temporary is held by value.
+/// Without these guides an lvalue sink would be copied, or refused if it
+/// cannot be (LogfmtSink).
+/// (Constrained as the class is, so that C++20 compilers rank them alike.)
+template <ATOMIC_STATE_DETAIL_LOG_SINK Sink>
+StateManager(std::filesystem::path, Sink&, StateOptions = {}) -> StateManager<Sink&>;
+template <ATOMIC_STATE_DETAIL_LOG_SINK Sink, class Fs>
+StateManager(std::filesystem::path, Sink&, Fs, StateOptions = {})
+    -> StateManager<Sink&, State, FullSync, Fs>;
+
+/// The spelling before 0.2.0: StateManager<Logger, StateT, AtomicWriter<S,
+/// Fs>>, a writer in place of the sync policy and the filesystem. Kept for
+/// one version; a writer given to the constructor lends its filesystem.
+template <ATOMIC_STATE_DETAIL_LOG_SINK Sink, class StateT, class SyncPolicy, class Fs>
+class StateManager<Sink, StateT, AtomicWriter<SyncPolicy, Fs>, PosixFs>
+    : public StateManager<Sink, StateT, SyncPolicy, Fs> {
+  using Base = StateManager<Sink, StateT, SyncPolicy, Fs>;
+
+ public:
+  using writer_type [[deprecated("StateManager<Sink, StateT, SyncPolicy, Fs>")]] =
+      AtomicWriter<SyncPolicy, Fs>;
+  using Base::Base;
+  [[deprecated("StateManager<Sink, StateT, SyncPolicy, Fs>(dir, sink, fs)")]] StateManager(
+      std::filesystem::path output_dir, Sink sink, AtomicWriter<SyncPolicy, Fs> writer)
+      : Base(std::move(output_dir), static_cast<Sink&&>(sink),
+             static_cast<Fs>(writer.filesystem())) {}
+};
+
+// ========================================================= implementation ====
 
 // ------------------------------------------------------------- StateManager --
 
@@ -6567,6 +6830,8 @@ StateManager(Arguments&&...) -> StateManager<>;
 }  // namespace atomic_state
 #endif  // ATOMIC_STATE_NO_JSON
 
+// ========================================================== include/atomic_state/epilogue.hpp ====
+
 #undef ATOMIC_STATE_DETAIL_TRY
 #undef ATOMIC_STATE_DETAIL_CATCH
 #undef ATOMIC_STATE_DETAIL_CATCH_ALL
@@ -6577,5 +6842,6 @@ StateManager(Arguments&&...) -> StateManager<>;
 #undef ATOMIC_STATE_DETAIL_HAS_FDATASYNC
 #undef ATOMIC_STATE_DETAIL_HAS_SYNC_FILE_RANGE
 #undef ATOMIC_STATE_DETAIL_NO_BOOST_JSON
+#undef ATOMIC_STATE_DETAIL_JSON
 
 #endif  // ATOMIC_STATE_HPP_INCLUDED

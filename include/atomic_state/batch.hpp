@@ -1,0 +1,301 @@
+// batch.hpp: Batch: several files replaced as one, the last never before the rest
+#ifndef ATOMIC_STATE_BATCH_HPP
+#define ATOMIC_STATE_BATCH_HPP
+
+#include "directory.hpp"
+
+#include <algorithm>    // std::fill_n
+#include <cstring>      // std::memcpy
+#include <memory>       // std::unique_ptr: each file's transaction, kept for reuse
+#include <new>          // std::nothrow
+#include <string_view>  // std::string_view
+#include <vector>       // std::vector: the files
+
+namespace atomic_state {
+inline namespace ATOMIC_STATE_DETAIL_ABI {
+
+template <class SyncPolicy = FullSync, class Fs = PosixFs>
+class Batch {
+  static_assert(is_sync_policy_v<SyncPolicy>,
+                "Batch: SyncPolicy needs `static constexpr SyncLevel file` and `static "
+                "constexpr bool directory` (see FullSync)");
+  static_assert(is_filesystem_v<Fs>,
+                "Batch: Fs needs every call of PosixFs that a save makes (see is_filesystem)");
+
+ public:
+  using Transaction = WriteTransaction<SyncPolicy, Fs>;
+  using Directory = AtomicDirectory<SyncPolicy, Fs>;
+
+  template <class F = Fs, std::enable_if_t<std::is_default_constructible_v<F>, int> = 0>
+  Batch() noexcept : Batch(F()) {}
+  explicit Batch(Fs fs) noexcept : fs_(static_cast<Fs&&>(fs)) {}
+  Batch(const Batch&) = delete;
+  Batch& operator=(const Batch&) = delete;
+  /// Discards what was not committed: the temp files are removed.
+  ~Batch() { discard(); }
+
+  /// Adds the file `path` with `data`, written to its temp file now (see
+  /// AtomicWriter::write for the path's rules). The same target twice in
+  /// one batch (as the same text) is refused. Failures: those of
+  /// AtomicWriter::begin and of a write; the batch keeps its other files.
+  Status add(PathView path, std::string_view data, unsigned perm = 0644) noexcept;
+  Status add(PathView path, std::string_view data, const WriteOptions& options) noexcept;
+  /// Adds the file `name` of an open directory; the directory must outlive
+  /// the commit.
+  Status add(Directory& dir, std::string_view name, std::string_view data,
+             unsigned perm = 0644) noexcept;
+  Status add(Directory& dir, std::string_view name, std::string_view data,
+             const WriteOptions& options) noexcept;
+  /// Adds a file to be streamed: write() to the transaction returned, then
+  /// commit() the batch (the transaction's own commit() refuses). The
+  /// pointer is valid until the batch's commit() or discard().
+  Result<Transaction*> add_stream(PathView path, const WriteOptions& options = {}) noexcept;
+  Result<Transaction*> add_stream(Directory& dir, std::string_view name,
+                                  const WriteOptions& options = {}) noexcept;
+
+  /// Makes room for `files` files, so that adding them allocates nothing.
+  void reserve(std::size_t files) noexcept;
+
+  /// Commits every file added, as above. An empty batch is an error
+  /// (Step::invalid_use), as is one holding a file whose streamed write
+  /// failed (that failure; every temp file is removed).
+  Status commit() noexcept {
+    return commit([]() noexcept { return Status(); });
+  }
+  /// The same, running `before_last()` (a callable returning a Status)
+  /// once the files before the last are in place and their directories
+  /// synced, right before the last rename; its failure stops the commit
+  /// there. StateManager keeps the previous state at that point.
+  template <class BeforeLast>
+  Status commit(BeforeLast&& before_last) noexcept;
+  /// Removes every temp file and forgets the files; no target is touched.
+  void discard() noexcept;
+
+  /// Files added and not yet committed or discarded.
+  std::size_t size() const noexcept { return used_; }
+  /// How many targets the last commit() replaced: all of them after a
+  /// success, the first ones in order after a failure.
+  std::size_t replaced() const noexcept { return replaced_; }
+
+ private:
+  using FsRef = std::remove_reference_t<Fs>;
+  using Steps = detail::TransactionSteps<Transaction>;  // all a batch takes of a transaction
+  Transaction* next_file(FsRef& fs) noexcept;
+  Status added(Transaction* file, const Status& opened, std::string_view data) noexcept;
+  Status stopped(const Status& failure) noexcept;
+  bool duplicate(const Transaction& file) const noexcept;
+
+  Fs fs_;
+  // The files in use are the first used_; the others wait to be reused, so
+  // that a batch filled run after run allocates nothing.
+  std::vector<std::unique_ptr<Transaction>> files_;
+  std::size_t used_ = 0;
+  std::size_t replaced_ = 0;
+};
+
+/// How a SnapshotWriter keeps its generations.
+
+// ========================================================= implementation ====
+
+// ------------------------------------------------------------------- Batch --
+
+template <class S, class Fs>
+void Batch<S, Fs>::reserve(std::size_t files) noexcept {
+  ATOMIC_STATE_DETAIL_TRY {
+    files_.reserve(files);
+    while (files_.size() < files) {
+      std::unique_ptr<Transaction> file(new (std::nothrow) Transaction(Steps::make(fs_)));
+      if (!file) return;
+      files_.push_back(std::move(file));
+    }
+  }
+  ATOMIC_STATE_DETAIL_CATCH_ALL {}  // the adds will say so
+}
+
+// The transaction for the next file: one given up by an earlier run, made
+// new for `fs`, or a new one. Null when memory runs out.
+template <class S, class Fs>
+typename Batch<S, Fs>::Transaction* Batch<S, Fs>::next_file(FsRef& fs) noexcept {
+  if (used_ < files_.size()) {
+    *files_[used_] = Steps::make(fs);
+    return files_[used_].get();
+  }
+  ATOMIC_STATE_DETAIL_TRY {
+    std::unique_ptr<Transaction> file(new (std::nothrow) Transaction(Steps::make(fs)));
+    if (!file) return nullptr;
+    files_.push_back(std::move(file));
+    return files_.back().get();
+  }
+  ATOMIC_STATE_DETAIL_CATCH_ALL { return nullptr; }
+}
+
+// Whether a file of the batch already has `file`'s target (as text: two
+// spellings of one path are two targets to this test).
+template <class S, class Fs>
+bool Batch<S, Fs>::duplicate(const Transaction& file) const noexcept {
+  for (std::size_t i = 0; i < used_; ++i)
+    if (Steps::same_target(*files_[i], file)) return true;
+  return false;
+}
+
+// Keeps `file` (just opened, or the failure `opened`) as the batch's next
+// file, after writing `data` into it; on any failure it is given up and
+// its temp file removed.
+template <class S, class Fs>
+Status Batch<S, Fs>::added(Transaction* file, const Status& opened,
+                           std::string_view data) noexcept {
+  if (!opened) return opened;
+  if (duplicate(*file)) {
+    file->discard();
+    const detail::JoinedPath target = Steps::target(*file);
+    return Status(Step::check_path, std::make_error_code(std::errc::file_exists), target.view(),
+                  target.view(), false, "the batch already has this target");
+  }
+  if (Status written = file->write(data); !written) return written;
+  Steps::join_batch(*file);
+  ++used_;
+  return {};
+}
+
+template <class S, class Fs>
+Status Batch<S, Fs>::add(PathView path, std::string_view data, unsigned perm) noexcept {
+  return add(path, data, WriteOptions{perm});
+}
+
+template <class S, class Fs>
+Status Batch<S, Fs>::add(PathView path, std::string_view data,
+                         const WriteOptions& options) noexcept {
+  Transaction* file = next_file(fs_);
+  if (file == nullptr)
+    return Status(Step::create_temp_file, detail::system_error(-ENOMEM), path.text(), {}, false,
+                  "no memory for one more file in the batch");
+  const Status opened = Steps::open(*file, path.text(), options, Steps::Commit::replace);
+  return added(file, opened, data);
+}
+
+template <class S, class Fs>
+Status Batch<S, Fs>::add(Directory& dir, std::string_view name, std::string_view data,
+                         unsigned perm) noexcept {
+  return add(dir, name, data, WriteOptions{perm});
+}
+
+template <class S, class Fs>
+Status Batch<S, Fs>::add(Directory& dir, std::string_view name, std::string_view data,
+                         const WriteOptions& options) noexcept {
+  Result<Transaction*> file = add_stream(dir, name, options);
+  if (!file) return file.status();
+  if (Status written = (*file)->write(data); !written) {
+    --used_;  // its temp file is gone with the failure
+    return written;
+  }
+  return {};
+}
+
+template <class S, class Fs>
+Result<typename Batch<S, Fs>::Transaction*> Batch<S, Fs>::add_stream(
+    PathView path, const WriteOptions& options) noexcept {
+  Transaction* file = next_file(fs_);
+  if (file == nullptr)
+    return Status(Step::create_temp_file, detail::system_error(-ENOMEM), path.text(), {}, false,
+                  "no memory for one more file in the batch");
+  const Status opened = Steps::open(*file, path.text(), options, Steps::Commit::replace);
+  if (Status kept = added(file, opened, {}); !kept) return kept;
+  return file;
+}
+
+template <class S, class Fs>
+Result<typename Batch<S, Fs>::Transaction*> Batch<S, Fs>::add_stream(
+    Directory& dir, std::string_view name, const WriteOptions& options) noexcept {
+  Transaction* file = next_file(dir.filesystem());
+  if (file == nullptr)
+    return Status(Step::create_temp_file, detail::system_error(-ENOMEM), name, {}, false,
+                  "no memory for one more file in the batch");
+  const Status opened = Steps::open_in(*file, dir, name, options, Steps::Commit::replace);
+  if (Status kept = added(file, opened, {}); !kept) return kept;
+  return file;
+}
+
+template <class S, class Fs>
+void Batch<S, Fs>::discard() noexcept {
+  // A file put in place keeps only descriptors to close; the others lose
+  // their temp files too.
+  for (std::size_t i = 0; i < used_; ++i) files_[i]->discard();
+  used_ = 0;
+}
+
+// A failure after some renames: the files before it are in place, the
+// others are given up. The Status keeps the failure's step, path, target
+// and reason, and says which targets hold their new content.
+template <class S, class Fs>
+Status Batch<S, Fs>::stopped(const Status& failure) noexcept {
+  // Cut short (with "...") when the names do not fit: only a message loses.
+  char which[1024];
+  std::size_t size = 0;
+  const auto append = [&](std::string_view part) {
+    const std::size_t n = part.size() < sizeof which - size ? part.size() : sizeof which - size;
+    if (n > 0) std::memcpy(which + size, part.data(), n);
+    size += n;
+  };
+  append("replaced before the failure: ");
+  for (std::size_t i = 0; i < replaced_; ++i) {
+    const detail::JoinedPath target = Steps::target(*files_[i]);
+    if (i > 0) append(", ");
+    append(target.view());
+  }
+  if (size == sizeof which) std::fill_n(which + size - 3, 3, '.');
+  discard();
+  if (replaced_ == 0) return failure;
+  return failure.with_detail(std::string_view(which, size));
+}
+
+template <class S, class Fs>
+template <class BeforeLast>
+Status Batch<S, Fs>::commit(BeforeLast&& before_last) noexcept {
+  replaced_ = 0;
+  if (used_ == 0)
+    return Status(Step::invalid_use, std::make_error_code(std::errc::invalid_argument), {}, {},
+                  false, "an empty batch: add a file first");
+  const auto given_up = [&](Status failure) {
+    discard();
+    return failure;
+  };
+  const auto each = [&](auto&& step) {
+    for (std::size_t i = 0; i < used_; ++i)
+      if (Status done = step(*files_[i]); !done) return done;
+    return Status();
+  };
+  if (Status open = each(Steps::still_open); !open) return given_up(open);
+  // 1. Every file's bytes and mode durable, their writebacks overlapping.
+  if (Status done = each(Steps::set_final_mode); !done) return given_up(done);
+  for (std::size_t i = 0; i < used_; ++i) Steps::start_writeback(*files_[i]);
+  if (Status done = each(Steps::sync_file); !done) return given_up(done);
+  if (Status done = each(Steps::close_file); !done) return given_up(done);
+  // 2, 3. Every file but the last in place, in order, then durably so.
+  const std::size_t last = used_ - 1;
+  for (std::size_t i = 0; i < last; ++i) {
+    if (Status done = Steps::put_in_place(*files_[i]); !done) return stopped(done);
+    ++replaced_;
+  }
+  if constexpr (S::directory)
+    for (std::size_t i = 0; i < last; ++i) {
+      bool synced = false;  // a directory is synced once, whatever its files
+      for (std::size_t k = 0; k < i && !synced; ++k)
+        synced = Steps::same_directory(*files_[k], *files_[i]);
+      if (!synced)
+        if (Status done = Steps::sync_directory(*files_[i]); !done) return stopped(done);
+    }
+  // 4. The last file, never durable before the files it follows.
+  if (Status done = before_last(); !done) return stopped(done);
+  if (Status done = Steps::put_in_place(*files_[last]); !done) return stopped(done);
+  ++replaced_;
+  if constexpr (S::directory)
+    if (Status done = Steps::sync_directory(*files_[last]); !done) return stopped(done);
+  for (std::size_t i = 0; i < used_; ++i) files_[i]->discard();
+  used_ = 0;
+  return {};
+}
+
+}  // namespace ATOMIC_STATE_DETAIL_ABI
+}  // namespace atomic_state
+
+#endif  // ATOMIC_STATE_BATCH_HPP

@@ -1,0 +1,1128 @@
+// writer.hpp: WriteOptions, WriteTransaction, AtomicWriter, write_atomic, the sweep
+#ifndef ATOMIC_STATE_WRITER_HPP
+#define ATOMIC_STATE_WRITER_HPP
+
+#include "path.hpp"
+
+#include <time.h>  // clock_gettime: temp names of forked processes differ
+
+#include <atomic>       // std::atomic: an AtomicDirectory's claim numbers
+#include <charconv>     // std::to_chars
+#include <cstddef>      // std::size_t
+#include <cstdint>      // std::uint64_t, std::uintptr_t
+#include <cstring>      // std::memcpy, std::strncmp
+#include <string_view>  // std::string_view
+#include <system_error> // std::errc, std::make_error_code
+#include <type_traits>  // std::remove_reference_t
+#include <utility>      // std::move, std::exchange
+
+namespace atomic_state {
+inline namespace ATOMIC_STATE_DETAIL_ABI {
+
+namespace detail {
+struct Claim;
+template <class Transaction>
+struct TransactionSteps;
+}  // namespace detail
+
+/// Where a new file's mode comes from.
+enum class ModeFrom : unsigned char {
+  /// Exactly WriteOptions::mode, whatever the umask (the default, and the
+  /// Go service's rule).
+  given,
+  /// The existing target's mode, and its owner and group where the process
+  /// may give them (root may; others keep their own, silently); a missing
+  /// target (or a symlink, which is replaced) gets WriteOptions::mode.
+  existing,
+  /// WriteOptions::mode filtered by the process umask, as open(2) and
+  /// QSaveFile do (read from /proc/self/status: Linux 4.7 or later, else
+  /// ENOTSUP).
+  umask,
+};
+
+/// How a file is written: AtomicWriter's write(), write_new() and begin().
+struct WriteOptions {
+  unsigned mode = 0644;            ///< the file's mode (see mode_from)
+  bool create_directories = true;  ///< create missing parent directories, as mkdir -p
+  ModeFrom mode_from = ModeFrom::given;
+  /// A symlink at the target is replaced by the file (false, the default),
+  /// or resolved, and the file it leads to replaced in its own directory
+  /// (true, as QSaveFile does); a dangling or looping link is then an error
+  /// (check_path). Paths only: an AtomicDirectory refuses it.
+  bool follow_symlinks = false;
+};
+
+/// One replacement in progress: a temp file beside the target, open for
+/// writing. commit() puts it in place; destroying it without a commit (or
+/// calling discard()) removes the temp file and leaves the target untouched.
+/// Move-only. Must not outlive the AtomicWriter (or AtomicDirectory, or
+/// Batch) that began it.
+///
+/// Phases: open -> committed (commit() succeeded), or open -> failed (any
+/// failure: the temp file is gone), or open -> discarded.
+template <class SyncPolicy, class Fs>
+class WriteTransaction {
+ public:
+  WriteTransaction(WriteTransaction&& other) noexcept;
+  WriteTransaction& operator=(WriteTransaction&& other) noexcept;
+  WriteTransaction(const WriteTransaction&) = delete;
+  WriteTransaction& operator=(const WriteTransaction&) = delete;
+  ~WriteTransaction();
+
+  /// Appends bytes to the temp file. After a failure the transaction is
+  /// over: the temp file is gone and every later call returns that failure.
+  Status write(std::string_view data) noexcept;
+  /// Sets the mode, syncs, closes and renames over the target, then syncs
+  /// the directory, as the policy says. Only the first commit does work. A
+  /// transaction of a Batch is committed by Batch::commit, not here.
+  Status commit() noexcept;
+  /// Removes the temp file now; the target is untouched.
+  void discard() noexcept;
+
+  /// The temp file's name in the target's directory (".tmp-XXXXXX", or
+  /// ".tmp-XXXXXX.N" in an AtomicDirectory), empty once the transaction is
+  /// over.
+  std::string_view temp_name() const noexcept;
+
+ private:
+  using FsRef = std::remove_reference_t<Fs>;
+  // The library's handles reach a transaction only through this door.
+  friend struct detail::TransactionSteps<WriteTransaction>;
+  enum class Phase : unsigned char { open, committed, failed, discarded };
+  // What commit() does to an existing target: replace it, or (for copies
+  // that must never overwrite) fail with EEXIST.
+  enum class Commit : unsigned char { replace, no_replace };
+
+  explicit WriteTransaction(FsRef& fs) noexcept : fs_(fs) {}
+  Status open(std::string_view path, const WriteOptions& options, Commit commit) noexcept;
+  Status open_in(int dir_fd, std::string_view dir, std::string_view name,
+                 const WriteOptions& options, Commit commit, detail::Claim& claim) noexcept;
+  Status open_through_symlink(std::string_view path, const WriteOptions& options,
+                              Commit commit) noexcept;
+  Status check_target(const WriteOptions& options) noexcept;
+  Status choose_mode(const WriteOptions& options, const FileInfo* existing) noexcept;
+  Status make_parent_directories() noexcept;
+  Status make_directory_level(std::size_t end) noexcept;
+  Status sync_parent_of(std::size_t end) noexcept;
+  std::size_t parent_end(std::size_t end) const noexcept;
+  template <class Call>
+  int on_prefix(std::size_t end, Call&& call) noexcept;
+  Status create_temp_file() noexcept;
+  int claim_temp_file(int fd) noexcept;
+  // The steps of commit(), in order; a Batch takes them file by file.
+  Status set_final_mode() noexcept;
+  void start_writeback() noexcept;
+  Status sync_file() noexcept;
+  Status close_file() noexcept;
+  Status put_in_place() noexcept;
+  Status sync_directory() noexcept;
+  Status fail(Step step, int neg_errno, std::string_view subject_dir,
+              std::string_view subject_name = {}, const char* note = nullptr) noexcept;
+  Status fail_on_temp(Step step, int neg_errno, const char* note = nullptr) noexcept;
+  Status status_after_end() const noexcept;
+  void take(WriteTransaction& other) noexcept;
+  bool close_and_remove_temp() noexcept;
+  std::string_view dir_for_messages() const noexcept;
+  std::string_view dir_prefix() const noexcept;
+
+  detail::Retrying<FsRef> fs_;  // every call, with the retry rule applied
+  int dir_fd_ = -1;
+  int fd_ = -1;
+  int lock_fd_ = -1;                // keeps the temp file's lock from close() to rename()
+  detail::Claim* claim_ = nullptr;  // an AtomicDirectory's: it protects the temp file
+  unsigned perm_ = 0;
+  bool keep_owner_ = false;  // ModeFrom::existing found a file: give its owner too
+  std::uint32_t owner_ = 0, group_ = 0;
+  Phase phase_ = Phase::open;
+  Commit commit_ = Commit::replace;
+  bool temp_exists_ = false;
+  bool has_dir_ = false;
+  bool own_dir_ = true;  // false: dir_fd_ is an AtomicDirectory's
+  bool in_batch_ = false;
+  std::size_t dir_len_ = 0;
+  std::size_t name_len_ = 0;
+  std::size_t temp_len_ = 0;
+  char temp_[40] = {};
+  Status error_;
+  // dir_ and name_ are NUL-terminated views into buf_: "dir\0name\0".
+  char buf_[ATOMIC_STATE_PATH_MAX + 2];  // only the bytes in use are written
+  const char* dir() const noexcept { return buf_; }
+  const char* name() const noexcept { return buf_ + dir_len_ + 1; }
+};
+
+namespace detail {
+/// The one door into a WriteTransaction for the library's own handles
+/// (AtomicWriter, AtomicDirectory, Batch): how one is made and opened, the
+/// steps of its commit, each callable alone so that a Batch can take them
+/// file by file, and what a batch compares. Nothing else of a transaction
+/// is reachable from outside it.
+template <class Transaction>
+struct TransactionSteps {
+  using Commit = typename Transaction::Commit;
+  using FsRef = typename Transaction::FsRef;
+
+  static Transaction make(FsRef& fs) noexcept { return Transaction(fs); }
+  static Status open(Transaction& t, std::string_view path, const WriteOptions& options,
+                     Commit commit) noexcept {
+    return t.open(path, options, commit);
+  }
+  /// Opens `t` for the file `name` of an open AtomicDirectory.
+  template <class Directory>
+  static Status open_in(Transaction& t, Directory& dir, std::string_view name,
+                        const WriteOptions& options, Commit commit) noexcept {
+    if (dir.dir_fd_ < 0)
+      return Status(Step::invalid_use, std::make_error_code(std::errc::bad_file_descriptor), name,
+                    {}, false, "the AtomicDirectory was moved from");
+    return t.open_in(dir.dir_fd_, dir.path(), name, options, commit, *dir.claim_);
+  }
+  /// Gives an opened transaction's directory and temp file to an
+  /// AtomicDirectory, as its claim; the transaction is then over.
+  template <class Directory>
+  static void hand_over_as_claim(Transaction& t, Directory& dir) noexcept {
+    dir.dir_fd_ = std::exchange(t.dir_fd_, -1);
+    dir.claim_fd_ = std::exchange(t.fd_, -1);
+    std::memcpy(dir.claim_->name, t.temp_, sizeof dir.claim_->name);
+    t.temp_exists_ = false;
+    t.phase_ = Transaction::Phase::discarded;
+  }
+  /// Marks `t` as one file of a batch: its own commit() then refuses.
+  static void join_batch(Transaction& t) noexcept { t.in_batch_ = true; }
+  /// Success while `t` is open, else why it is not.
+  static Status still_open(const Transaction& t) noexcept {
+    return t.phase_ == Transaction::Phase::open ? Status() : t.status_after_end();
+  }
+
+  // The steps of commit(), in order.
+  static Status set_final_mode(Transaction& t) noexcept { return t.set_final_mode(); }
+  static void start_writeback(Transaction& t) noexcept { t.start_writeback(); }
+  static Status sync_file(Transaction& t) noexcept { return t.sync_file(); }
+  static Status close_file(Transaction& t) noexcept { return t.close_file(); }
+  static Status put_in_place(Transaction& t) noexcept { return t.put_in_place(); }
+  static Status sync_directory(Transaction& t) noexcept { return t.sync_directory(); }
+
+  /// Whether two transactions replace the same target (as text: two
+  /// spellings of one path are two targets to this test).
+  static bool same_target(const Transaction& a, const Transaction& b) noexcept {
+    return key(a) == key(b);
+  }
+  /// Whether two transactions put their files into the same directory.
+  static bool same_directory(const Transaction& a, const Transaction& b) noexcept {
+    return std::string_view(a.dir(), a.dir_len_) == std::string_view(b.dir(), b.dir_len_);
+  }
+  /// "dir/name", for messages.
+  static JoinedPath target(const Transaction& t) noexcept {
+    return JoinedPath(t.dir_prefix(), std::string_view(t.name(), t.name_len_));
+  }
+
+ private:
+  static std::string_view key(const Transaction& t) noexcept {
+    return std::string_view(t.buf_, t.dir_len_ + 1 + t.name_len_);  // "dir\0name"
+  }
+};
+}  // namespace detail
+
+/// What a sweep of stale temp files did.
+struct TempSweep {
+  std::size_t removed = 0;      ///< stale temp files removed
+  std::size_t in_use = 0;       ///< left: a live save holds it (or the filesystem has no locks)
+  std::size_t not_regular = 0;  ///< left: named like a temp file, but not a regular file
+};
+
+/// Replaces files atomically, durably as `SyncPolicy` says, making every
+/// system call through `Fs` (a value, or a reference such as `MyFs&` to
+/// share a stateful policy with the caller).
+template <class SyncPolicy = FullSync, class Fs = PosixFs>
+class AtomicWriter {
+  static_assert(is_sync_policy_v<SyncPolicy>,
+                "AtomicWriter: SyncPolicy needs `static constexpr SyncLevel "
+                "file` and `static constexpr bool directory` (see FullSync)");
+  static_assert(is_filesystem_v<Fs>,
+                "AtomicWriter: Fs needs every call of PosixFs that a save makes "
+                "(open_directory, make_directory, create_file, try_lock, duplicate, "
+                "write, set_mode, sync_full, sync_data, close, rename, unlink, "
+                "file_info, entry_info)");
+
+ public:
+  using Transaction = WriteTransaction<SyncPolicy, Fs>;
+
+  AtomicWriter() = default;
+  explicit AtomicWriter(Fs fs) noexcept : fs_(static_cast<Fs&&>(fs)) {}
+
+  /// Replaces `path` with `data`, mode `perm` (exact, umask ignored),
+  /// creating missing parent directories (0755 less the umask, but always
+  /// with owner write and search, as `mkdir -p` does). A directory, FIFO,
+  /// socket or device at `path` is refused; a symlink there is replaced.
+  Status write(PathView path, std::string_view data, unsigned perm = 0644) noexcept;
+  /// The same, as `options` say; with create_directories false a missing
+  /// directory is an error (Step::open_directory, ENOENT).
+  Status write(PathView path, std::string_view data, const WriteOptions& options) noexcept;
+
+  /// Starts a streaming replacement of `path`: checks it, creates the
+  /// parent directories and the temp file, and returns the open
+  /// transaction.
+  Result<Transaction> begin(PathView path, unsigned perm = 0644) & noexcept;
+  Result<Transaction> begin(PathView path, const WriteOptions& options) & noexcept;
+  /// A transaction keeps using its writer's Fs: a temporary writer would
+  /// leave it dangling.
+  Result<Transaction> begin(PathView path, unsigned perm = 0644) && = delete;
+  Result<Transaction> begin(PathView path, const WriteOptions& options) && = delete;
+
+  /// Removes the temp files that saves killed mid-way left in `dir`: regular
+  /// files named `.tmp-` and six letters or digits that no live save holds
+  /// (each save holds a lock on its own temp file, which the kernel drops
+  /// when the process dies). One pass; never waits for anything; entries
+  /// that are not regular files are left and counted. A missing directory
+  /// has nothing to remove. Needs the reading calls of the Fs as well.
+  Result<TempSweep> remove_stale_temp_files(PathView dir) noexcept;
+
+  std::remove_reference_t<Fs>& filesystem() noexcept { return fs_; }
+
+  /// Creates `path` with `data` as write() does, but fails with EEXIST
+  /// (Step::rename) instead of replacing a file already there.
+  Status write_new(PathView path, std::string_view data, unsigned perm = 0644) noexcept;
+  Status write_new(PathView path, std::string_view data, const WriteOptions& options) noexcept;
+
+ private:
+  Fs fs_;
+};
+
+/// `AtomicWriter<>{}.write(path, data, perm)`: durable, atomic replacement.
+Status write_atomic(PathView path, std::string_view data, unsigned perm = 0644) noexcept;
+
+/// What AtomicDirectory::open does with a directory that does not exist.
+
+// ========================================================= implementation ====
+
+// --------------------------------------------------------- WriteTransaction --
+
+namespace detail {
+/// Writes every byte, looping over short writes and EINTR. Returns 0 or
+/// -errno; a write that keeps making no progress ends in -EIO with `stalled`.
+template <class Fs>
+int write_all(Fs& fs, int fd, const char* data, std::size_t size, bool& stalled) noexcept {
+  long stalls = 0;
+  while (size > 0) {
+    const ssize_t n = fs.write(fd, data, size);
+    if (n > 0 && static_cast<std::size_t>(n) <= size) {
+      data += n;
+      size -= static_cast<std::size_t>(n);
+      stalls = 0;
+    } else if (n == 0 || n == -EINTR) {
+      if (++stalls > ATOMIC_STATE_EINTR_RETRY_LIMIT) {
+        stalled = n == 0;
+        return n == 0 ? -EIO : -EINTR;
+      }
+    } else {
+      return n < 0 ? static_cast<int>(n) : -EIO;  // more than asked: broken Fs
+    }
+  }
+  return 0;
+}
+
+/// Six letters or digits after ".tmp-". Names need not be secret: the file
+/// is created with O_EXCL|O_NOFOLLOW, so a planted name only costs a retry.
+/// The clock is mixed in on every call so that forked processes, which
+/// share the generator's state, still draw different names.
+inline void make_temp_name(char* out) noexcept {  // 12 bytes, NUL included
+  static constexpr char alphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  thread_local std::uint64_t state =
+      reinterpret_cast<std::uintptr_t>(&state) * 0x9E3779B97F4A7C15ull;
+  timespec now{};
+  (void)::clock_gettime(CLOCK_MONOTONIC, &now);
+  state += 0x9E3779B97F4A7C15ull ^ (static_cast<std::uint64_t>(now.tv_sec) * 1000000000u +
+                                    static_cast<std::uint64_t>(now.tv_nsec));
+  std::uint64_t x = state;  // splitmix64 finaliser
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  x ^= x >> 31;
+  std::memcpy(out, ".tmp-", 5);
+  for (int i = 5; i < 11; ++i, x /= 62) out[i] = alphabet[x % 62];
+  out[11] = '\0';
+}
+
+/// The claim of an AtomicDirectory: an empty temp file, locked for the
+/// handle's life, whose name starts the names of the handle's temp files
+/// (".tmp-XXXXXX.1", ".tmp-XXXXXX.2", ...). One lock held throughout
+/// protects them all from a sweep, so a save takes no lock of its own.
+struct Claim {
+  char name[12] = {};
+  std::atomic<std::uint64_t> next{0};
+
+  /// The next temp file's name, into `out`; its length.
+  std::size_t next_name(char (&out)[40]) noexcept {
+    std::memcpy(out, name, 11);
+    out[11] = '.';
+    char* const end = std::to_chars(out + 12, out + 39, next.fetch_add(1) + 1).ptr;
+    *end = '\0';
+    return static_cast<std::size_t>(end - out);
+  }
+};
+}  // namespace detail
+
+// Takes over other's temp file and descriptors; other is left discarded.
+template <class S, class Fs>
+void WriteTransaction<S, Fs>::take(WriteTransaction& other) noexcept {
+  fs_ = other.fs_;
+  dir_fd_ = std::exchange(other.dir_fd_, -1);
+  fd_ = std::exchange(other.fd_, -1);
+  lock_fd_ = std::exchange(other.lock_fd_, -1);
+  claim_ = other.claim_;
+  own_dir_ = other.own_dir_;
+  in_batch_ = other.in_batch_;
+  temp_len_ = other.temp_len_;
+  perm_ = other.perm_;
+  keep_owner_ = other.keep_owner_;
+  owner_ = other.owner_;
+  group_ = other.group_;
+  phase_ = std::exchange(other.phase_, Phase::discarded);
+  commit_ = other.commit_;
+  temp_exists_ = std::exchange(other.temp_exists_, false);
+  has_dir_ = other.has_dir_;
+  dir_len_ = other.dir_len_;
+  name_len_ = other.name_len_;
+  error_ = std::move(other.error_);
+  std::memcpy(temp_, other.temp_, sizeof temp_);
+  std::memcpy(buf_, other.buf_, dir_len_ + 1 + name_len_ + 1);
+}
+
+template <class S, class Fs>
+WriteTransaction<S, Fs>::WriteTransaction(WriteTransaction&& other) noexcept : fs_(other.fs_) {
+  take(other);
+}
+
+template <class S, class Fs>
+WriteTransaction<S, Fs>& WriteTransaction<S, Fs>::operator=(WriteTransaction&& other) noexcept {
+  if (this != &other) {
+    discard();
+    take(other);
+  }
+  return *this;
+}
+
+template <class S, class Fs>
+WriteTransaction<S, Fs>::~WriteTransaction() {
+  discard();
+}
+
+template <class S, class Fs>
+std::string_view WriteTransaction<S, Fs>::temp_name() const noexcept {
+  return temp_exists_ ? std::string_view(temp_, temp_len_) : std::string_view();
+}
+
+// The directory as messages show it; "." for a bare file name.
+template <class S, class Fs>
+std::string_view WriteTransaction<S, Fs>::dir_for_messages() const noexcept {
+  return has_dir_ ? std::string_view(dir(), dir_len_) : std::string_view(".");
+}
+
+// The directory to put before a name in messages; empty for a bare file
+// name, so that "state.json" is not shown as "./state.json".
+template <class S, class Fs>
+std::string_view WriteTransaction<S, Fs>::dir_prefix() const noexcept {
+  return has_dir_ ? std::string_view(dir(), dir_len_) : std::string_view();
+}
+
+// Closes what is open and removes the temp file; false when the temp file
+// could not be removed. Close errors are not reported: the descriptors are
+// released either way and nothing written depends on them any more. The
+// temp file goes before its lock, so no sweep can take it for stale.
+template <class S, class Fs>
+bool WriteTransaction<S, Fs>::close_and_remove_temp() noexcept {
+  bool removed = true;
+  if (fd_ >= 0) (void)fs_.close(std::exchange(fd_, -1));
+  if (temp_exists_) {
+    removed = fs_.unlink(dir_fd_, temp_) >= 0;
+    temp_exists_ = false;
+  }
+  if (lock_fd_ >= 0) (void)fs_.close(std::exchange(lock_fd_, -1));
+  const int dir_fd = std::exchange(dir_fd_, -1);
+  if (dir_fd >= 0 && own_dir_) (void)fs_.close(dir_fd);
+  return removed;
+}
+
+// Ends the transaction with the failure of `step` on the path
+// subject_dir/subject_name: releases everything, then records and returns
+// the Status, which names the target too. Every failure of a save goes
+// through here, and nothing here allocates but the Status's own text.
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::fail(Step step, int neg_errno, std::string_view subject_dir,
+                                     std::string_view subject_name, const char* note) noexcept {
+  if (phase_ == Phase::open) phase_ = Phase::failed;
+  const bool temp_removed = close_and_remove_temp();
+  const bool replaced = step == Step::sync_directory && phase_ == Phase::committed;
+  detail::JoinedPath subject(subject_dir, subject_name);
+  detail::JoinedPath target(dir_prefix(), std::string_view(name(), name_len_));
+  error_ =
+      Status(step, detail::system_error(neg_errno), subject.view(), target.view(), replaced, note);
+  if (!temp_removed) error_ = error_.with_note("the temp file could not be removed");
+  return error_;
+}
+
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::fail_on_temp(Step step, int neg_errno, const char* note) noexcept {
+  return fail(step, neg_errno, dir_prefix(), std::string_view(temp_, temp_len_), note);
+}
+
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::status_after_end() const noexcept {
+  if (!error_.ok()) return error_;
+  return Status(Step::invalid_use, std::make_error_code(std::errc::bad_file_descriptor), {}, {},
+                false,
+                phase_ == Phase::committed ? "the transaction was already committed"
+                                           : "the transaction was discarded");
+}
+
+template <class S, class Fs>
+void WriteTransaction<S, Fs>::discard() noexcept {
+  if (phase_ == Phase::open) phase_ = Phase::discarded;
+  (void)close_and_remove_temp();  // after a commit: the descriptors it still holds
+}
+
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::open(std::string_view path, const WriteOptions& options,
+                                     Commit commit) noexcept {
+  const unsigned perm = options.mode;
+  const auto invalid = [&](std::errc code, const char* why) {
+    phase_ = Phase::failed;
+    error_ = Status(Step::check_path, std::make_error_code(code), path, path, false, why);
+    return error_;
+  };
+  if (perm > 07777) return invalid(std::errc::invalid_argument, "mode above 07777");
+  if (path.empty()) return invalid(std::errc::invalid_argument, "empty path");
+  std::errc unusable{};
+  if (const char* why = detail::path_problem(path, unusable)) return invalid(unusable, why);
+  if (options.follow_symlinks) return open_through_symlink(path, options, commit);
+  const std::size_t slash = path.rfind('/');
+  const std::string_view base = slash == std::string_view::npos ? path : path.substr(slash + 1);
+  if (base.empty() || base == "." || base == "..")
+    return invalid(std::errc::is_a_directory, "the path names a directory");
+  // Caught here rather than at the rename, after every byte was written.
+  if (base.size() > ATOMIC_STATE_NAME_MAX)
+    return invalid(std::errc::filename_too_long, "file name too long");
+
+  std::string_view parent = ".";
+  has_dir_ = slash != std::string_view::npos;
+  if (has_dir_) {
+    parent = path.substr(0, slash);
+    while (parent.size() > 1 && parent.back() == '/') parent.remove_suffix(1);
+    if (parent.empty()) parent = "/";
+  }
+  perm_ = perm;
+  commit_ = commit;
+  dir_len_ = parent.size();
+  name_len_ = base.size();
+  std::memcpy(buf_, parent.data(), dir_len_);
+  buf_[dir_len_] = '\0';
+  std::memcpy(buf_ + dir_len_ + 1, base.data(), name_len_);
+  buf_[dir_len_ + 1 + name_len_] = '\0';
+
+  dir_fd_ = fs_.open_directory(dir());
+  if (dir_fd_ == -ENOENT && options.create_directories) {
+    dir_fd_ = -1;
+    if (Status made = make_parent_directories(); !made) return made;
+    dir_fd_ = fs_.open_directory(dir());
+  }
+  if (dir_fd_ < 0)
+    return fail(Step::open_directory, std::exchange(dir_fd_, -1), dir_for_messages());
+  if (Status usable = check_target(options); !usable) return usable;
+  return create_temp_file();
+}
+
+// Opens the transaction in an AtomicDirectory's directory: dir_fd is
+// borrowed, `dir` names it in messages, and the claim protects the temp
+// file, which takes no lock of its own.
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::open_in(int dir_fd, std::string_view dir, std::string_view name,
+                                        const WriteOptions& options, Commit commit,
+                                        detail::Claim& claim) noexcept {
+  const auto invalid = [&](std::errc code, const char* why) {
+    phase_ = Phase::failed;
+    const detail::JoinedPath path(dir, name);
+    error_ =
+        Status(Step::check_path, std::make_error_code(code), path.view(), path.view(), false, why);
+    return error_;
+  };
+  if (options.mode > 07777) return invalid(std::errc::invalid_argument, "mode above 07777");
+  if (options.follow_symlinks)
+    return invalid(std::errc::invalid_argument,
+                   "WriteOptions::follow_symlinks needs a path, not an AtomicDirectory");
+  if (name.empty() || name.find('/') != std::string_view::npos)
+    return invalid(std::errc::invalid_argument, "not a name in the directory (empty, or a '/')");
+  if (name.find('\0') != std::string_view::npos)
+    return invalid(std::errc::invalid_argument, "name contains a NUL byte");
+  if (name == "." || name == "..")
+    return invalid(std::errc::is_a_directory, "the path names a directory");
+  if (name.size() > ATOMIC_STATE_NAME_MAX)
+    return invalid(std::errc::filename_too_long, "file name too long");
+  if (dir.size() + 1 + name.size() >= ATOMIC_STATE_PATH_MAX)
+    return invalid(std::errc::filename_too_long, "path too long");
+  perm_ = options.mode;
+  commit_ = commit;
+  claim_ = &claim;
+  own_dir_ = false;
+  has_dir_ = true;
+  dir_len_ = dir.size();  // within ATOMIC_STATE_PATH_MAX: the directory's own check
+  name_len_ = name.size();
+  std::memcpy(buf_, dir.data(), dir_len_);
+  buf_[dir_len_] = '\0';
+  std::memcpy(buf_ + dir_len_ + 1, name.data(), name_len_);
+  buf_[dir_len_ + 1 + name_len_] = '\0';
+  dir_fd_ = dir_fd;
+  if (Status usable = check_target(options); !usable) return usable;
+  return create_temp_file();
+}
+
+// The calls an option needs, where the Fs offers them.
+
+// WriteOptions::follow_symlinks: a symlink at the target is resolved, and
+// the file it leads to is the target, in its own directory.
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::open_through_symlink(std::string_view path,
+                                                     const WriteOptions& options,
+                                                     Commit commit) noexcept {
+  WriteOptions plain = options;
+  plain.follow_symlinks = false;
+  char given[ATOMIC_STATE_PATH_MAX];  // path_problem checked that it fits
+  std::memcpy(given, path.data(), path.size());
+  given[path.size()] = '\0';
+  FileInfo info;
+  if (fs_.entry_info(AT_FDCWD, given, info) < 0 || info.type != FileType::symlink)
+    return open(path, plain, commit);
+  int r = -ENOTSUP;
+  char resolved[ATOMIC_STATE_PATH_MAX];
+  if constexpr (detail::has_real_path<FsRef>::value) r = fs_.real_path(given, resolved);
+  if (r < 0) {
+    phase_ = Phase::failed;
+    error_ = Status(Step::check_path, detail::system_error(r), path, path, false,
+                    r == -ENOTSUP ? "WriteOptions::follow_symlinks: the Fs has no real_path"
+                                  : "the symlink at the target leads to no file (dangling, or "
+                                    "a loop)");
+    return error_;
+  }
+  return open(resolved, plain, commit);
+}
+
+// Refuses, before a byte is written, a target the rename could not replace
+// (a directory) or must not (a FIFO, socket or device: replacing one with a
+// regular file breaks whoever uses it). A symlink is replaced, not followed.
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::check_target(const WriteOptions& options) noexcept {
+  FileInfo info;
+  const int r = fs_.entry_info(dir_fd_, name(), info);
+  if (r == -ENOENT) return choose_mode(options, nullptr);
+  const std::string_view target(name(), name_len_);
+  if (r < 0) return fail(Step::check_path, r, dir_prefix(), target);
+  if (info.type == FileType::directory)
+    return fail(Step::check_path, -EISDIR, dir_prefix(), target, "the target is a directory");
+  if (info.type == FileType::fifo || info.type == FileType::other)
+    return fail(Step::check_path, -EINVAL, dir_prefix(), target,
+                info.type == FileType::fifo
+                    ? "the target is a FIFO, not a regular file"
+                    : "the target is a device or socket, not a regular file");
+  return choose_mode(options, info.type == FileType::regular ? &info : nullptr);
+}
+
+// The final mode, decided once the target has been looked at.
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::choose_mode(const WriteOptions& options,
+                                            const FileInfo* existing) noexcept {
+  perm_ = options.mode;
+  keep_owner_ = false;
+  if (options.mode_from == ModeFrom::existing && existing != nullptr) {
+    perm_ = existing->mode;
+    keep_owner_ = detail::has_set_owner<FsRef>::value;
+    owner_ = existing->owner;
+    group_ = existing->group;
+  } else if (options.mode_from == ModeFrom::umask) {
+    int mask = -ENOTSUP;
+    if constexpr (detail::has_process_umask<FsRef>::value) mask = fs_.process_umask();
+    if (mask < 0)
+      return fail(Step::set_permissions, mask, dir_prefix(), std::string_view(name(), name_len_),
+                  "ModeFrom::umask: the process umask cannot be read here");
+    perm_ = options.mode & ~static_cast<unsigned>(mask);
+  }
+  return {};
+}
+
+// mkdir -p of dir(): walks up to the deepest existing ancestor, then creates
+// each missing level downward, syncing the directory that gained an entry so
+// that a first save into a new tree is as durable as any other.
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::make_parent_directories() noexcept {
+  const char* const path = buf_;  // dir() is NUL-terminated at dir_len_
+  std::size_t end = dir_len_;
+  const auto make = [&](std::size_t at) {
+    return on_prefix(at, [&](const char* level) { return fs_.make_directory(level, 0755); });
+  };
+
+  // Upward: find the first level that exists or can be created.
+  std::size_t levels_missing = 0;
+  for (;;) {
+    const int r = make(end);
+    if (r == 0) {
+      if (Status made = make_directory_level(end); !made) return made;
+      break;
+    }
+    if (r == -EEXIST) break;
+    if (r != -ENOENT) return fail(Step::create_directory, r, std::string_view(path, end));
+    const std::size_t up = parent_end(end);
+    if (up == 0) return fail(Step::create_directory, r, std::string_view(path, end));
+    end = up;
+    ++levels_missing;
+  }
+  // Downward: create each level below the one found.
+  while (levels_missing-- > 0) {
+    std::size_t next = end;
+    while (next < dir_len_ && path[next] == '/') ++next;
+    while (next < dir_len_ && path[next] != '/') ++next;
+    end = next;
+    const int r = make(end);
+    if (r == -EEXIST) continue;  // another process was quicker: fine
+    if (r != 0) return fail(Step::create_directory, r, std::string_view(path, end));
+    if (Status made = make_directory_level(end); !made) return made;
+  }
+  return {};
+}
+
+// Finishes a level of dir() just created: gives it owner write and search
+// if the umask took them (as mkdir -p does, or the next level and the temp
+// file could not be created in it), then syncs its parent.
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::make_directory_level(std::size_t end) noexcept {
+  const std::string_view level(buf_, end);
+  FileInfo info;
+  int r = on_prefix(end, [&](const char* path) { return fs_.entry_info(AT_FDCWD, path, info); });
+  if (r >= 0 && (info.mode & 0300u) != 0300u) {
+    r = on_prefix(end, [&](const char* path) { return fs_.open_directory(path); });
+    if (r >= 0) {
+      const int fd = r;
+      r = fs_.set_mode(fd, info.mode | 0300u);
+      (void)fs_.close(fd);
+    }
+  }
+  if (r < 0) return fail(Step::create_directory, r, level);
+  return sync_parent_of(end);
+}
+
+// End of the level above the one of dir() ending at `end`; 0 when that level
+// is the root or the working directory, which cannot be missing.
+template <class S, class Fs>
+std::size_t WriteTransaction<S, Fs>::parent_end(std::size_t end) const noexcept {
+  std::size_t i = end;
+  while (i > 0 && buf_[i - 1] != '/') --i;  // back over the last name
+  while (i > 0 && buf_[i - 1] == '/') --i;  // back over its separators
+  return i;
+}
+
+// Calls call(path) with dir() cut short at `end`: buf_ is NUL-terminated
+// there for the call and restored after it.
+template <class S, class Fs>
+template <class Call>
+int WriteTransaction<S, Fs>::on_prefix(std::size_t end, Call&& call) noexcept {
+  const char saved = buf_[end];
+  buf_[end] = '\0';
+  const int r = call(static_cast<const char*>(buf_));
+  buf_[end] = saved;
+  return r;
+}
+
+// Syncs the directory holding the level of dir() that ends at `end`.
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::sync_parent_of(std::size_t end) noexcept {
+  if constexpr (!S::directory) {
+    (void)end;
+    return {};
+  } else {
+    std::size_t stop = parent_end(end);
+    if (stop == 0 && buf_[0] == '/') stop = 1;  // the root is "/", not ""
+    const bool relative = stop == 0;
+    const auto sync_directory = [&](const char* parent) {
+      int r = fs_.open_directory(parent);
+      if (r >= 0) {
+        const int fd = r;
+        r = fs_.sync_full(fd);
+        (void)fs_.close(fd);  // read-only descriptor: nothing to lose
+      }
+      return r;
+    };
+    const int r = relative ? sync_directory(".") : on_prefix(stop, sync_directory);
+    if (r >= 0) return {};
+    return fail(Step::sync_directory, r,
+                relative ? std::string_view(".") : std::string_view(buf_, stop));
+  }
+}
+
+// Creates the temp file under a fresh name and claims it. A name that is
+// taken, or a file a sweep got hold of first, costs one more name.
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::create_temp_file() noexcept {
+  int r = -EEXIST;
+  for (int attempt = 0; attempt < ATOMIC_STATE_TEMP_NAME_ATTEMPTS && r == -EEXIST; ++attempt) {
+    if (claim_ != nullptr) {  // protected by the directory's claim: no lock of its own
+      temp_len_ = claim_->next_name(temp_);
+      r = fs_.create_file(dir_fd_, temp_, 0600);
+      if (r >= 0) fd_ = std::exchange(r, 0);
+      continue;
+    }
+    detail::make_temp_name(temp_);
+    temp_len_ = 11;
+    r = fs_.create_file(dir_fd_, temp_, 0600);
+    if (r >= 0) r = claim_temp_file(r);
+  }
+  if (r < 0)
+    return fail_on_temp(Step::create_temp_file, r,
+                        r == -EEXIST ? "every temp name tried was taken" : nullptr);
+  temp_exists_ = true;
+  return {};
+}
+
+// Locks the new temp file `fd`, so that no sweep takes it for the leftover
+// of a killed save; the kernel drops the lock when this process dies. The
+// file is 0600, so only its owner and root can open it to lock it at all,
+// and nothing here ever waits for a lock. A sweep may have locked and
+// removed the file between its creation and this lock: then it has no link
+// left, and the name is given up (-EEXIST asks for another). A filesystem
+// without locks only costs the protection.
+template <class S, class Fs>
+int WriteTransaction<S, Fs>::claim_temp_file(int fd) noexcept {
+  const int locked = fs_.try_lock(fd);
+  FileInfo info;
+  const bool swept = locked == -EWOULDBLOCK || locked == -EAGAIN ||
+                     (locked >= 0 && fs_.file_info(fd, info) >= 0 && info.links == 0);
+  if (!swept) {
+    fd_ = fd;
+    return 0;
+  }
+  (void)fs_.close(fd);  // the sweep that holds it removes it
+  return -EEXIST;
+}
+
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::write(std::string_view data) noexcept {
+  if (phase_ != Phase::open) return status_after_end();
+  bool stalled = false;
+  const int r = detail::write_all(fs_, fd_, data.data(), data.size(), stalled);
+  if (r < 0)
+    return fail_on_temp(Step::write_data, r,
+                        stalled ? "the write kept returning 0 bytes" : nullptr);
+  return {};
+}
+
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::commit() noexcept {
+  if (phase_ != Phase::open) return status_after_end();
+  if (in_batch_)
+    return Status(Step::invalid_use, std::make_error_code(std::errc::operation_not_permitted), {},
+                  {}, false, "the transaction is part of a batch: Batch::commit commits it");
+  if (Status done = set_final_mode(); !done) return done;
+  if (Status done = sync_file(); !done) return done;
+  if (Status done = close_file(); !done) return done;
+  if (Status done = put_in_place(); !done) return done;
+  if constexpr (S::directory)
+    if (Status done = sync_directory(); !done) return done;
+  (void)close_and_remove_temp();
+  return {};
+}
+
+// The mode is set before the sync so that the sync covers it too.
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::set_final_mode() noexcept {
+  // The owner first: a change of owner clears the set-user-ID bits.
+  if constexpr (detail::has_set_owner<FsRef>::value)
+    if (keep_owner_)
+      if (const int r = fs_.set_owner(fd_, owner_, group_); r < 0 && r != -EPERM)
+        return fail_on_temp(Step::set_permissions, r);
+  const int r = fs_.set_mode(fd_, perm_);
+  if (r < 0) return fail_on_temp(Step::set_permissions, r);
+  return {};
+}
+
+// Asks the kernel to start writing the file back now, without waiting, so
+// that the syncs of a batch's files overlap (sync_file_range where the
+// policy offers start_writeback). Only a hint: its failure changes nothing.
+template <class S, class Fs>
+void WriteTransaction<S, Fs>::start_writeback() noexcept {
+  if constexpr (S::file != SyncLevel::none && detail::has_start_writeback<FsRef>::value)
+    (void)fs_.start_writeback(fd_);
+}
+
+// A failed sync is never retried: after a writeback error the kernel may
+// already have dropped the dirty pages, so a second sync would "succeed".
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::sync_file() noexcept {
+  const int fd = fd_;
+  int r = 0;
+  if constexpr (S::file == SyncLevel::full)
+    r = fs_.sync_full(fd);
+  else if constexpr (S::file == SyncLevel::data)
+    r = fs_.sync_data(fd);
+  if (r < 0) return fail_on_temp(Step::sync_file, r);
+  return {};
+}
+
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::close_file() noexcept {
+  // The temp file's lock lives as long as one descriptor of it: a second
+  // one keeps it from the close below to the rename, when the file stops
+  // being a temp file. Without it the save goes on, unprotected. A temp
+  // file of an AtomicDirectory has no lock of its own: the claim is held.
+  if (claim_ == nullptr) {
+    lock_fd_ = fs_.duplicate(fd_);
+    if (lock_fd_ < 0) lock_fd_ = -1;
+  }
+
+  // close() is never retried: the descriptor is gone even when it fails,
+  // and EINTR loses nothing once the data has been handed over. Checked,
+  // because some filesystems (NFS) report write errors only here.
+  const int r = fs_.close(std::exchange(fd_, -1));
+  if (r < 0 && r != -EINTR) return fail_on_temp(Step::close_temp_file, r);
+  return {};
+}
+
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::put_in_place() noexcept {
+  const int r = commit_ == Commit::replace ? fs_.rename(dir_fd_, temp_, name())
+                                           : fs_.rename_noreplace(dir_fd_, temp_, name());
+  if (r < 0) return fail_on_temp(Step::rename, r);
+  temp_exists_ = false;
+  phase_ = Phase::committed;
+  return {};
+}
+
+// After the rename: a failure here leaves the target replaced, not known
+// durable, and the Status says so (replaced()).
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::sync_directory() noexcept {
+  const int dir_fd = dir_fd_;
+  const int r = fs_.sync_full(dir_fd);
+  if (r < 0) return fail(Step::sync_directory, r, dir_for_messages());
+  return {};
+}
+// ------------------------------------------------------------- AtomicWriter --
+
+template <class S, class Fs>
+Result<typename AtomicWriter<S, Fs>::Transaction> AtomicWriter<S, Fs>::begin(
+    PathView path, unsigned perm) & noexcept {
+  return begin(path, WriteOptions{perm});
+}
+
+template <class S, class Fs>
+Result<typename AtomicWriter<S, Fs>::Transaction> AtomicWriter<S, Fs>::begin(
+    PathView path, const WriteOptions& options) & noexcept {
+  using Steps = detail::TransactionSteps<Transaction>;
+  Transaction transaction = Steps::make(fs_);
+  if (Status opened = Steps::open(transaction, path.text(), options, Steps::Commit::replace);
+      !opened)
+    return opened;
+  return Result<Transaction>(std::move(transaction));
+}
+
+namespace detail {
+template <class Transaction>
+Status write_whole(Transaction& transaction, std::string_view data) noexcept {
+  if (Status written = transaction.write(data); !written) return written;
+  return transaction.commit();
+}
+}  // namespace detail
+
+template <class S, class Fs>
+Status AtomicWriter<S, Fs>::write(PathView path, std::string_view data, unsigned perm) noexcept {
+  return write(path, data, WriteOptions{perm});
+}
+
+template <class S, class Fs>
+Status AtomicWriter<S, Fs>::write(PathView path, std::string_view data,
+                                  const WriteOptions& options) noexcept {
+  using Steps = detail::TransactionSteps<Transaction>;
+  Transaction transaction = Steps::make(fs_);
+  if (Status opened = Steps::open(transaction, path.text(), options, Steps::Commit::replace);
+      !opened)
+    return opened;
+  return detail::write_whole(transaction, data);
+}
+
+template <class S, class Fs>
+Status AtomicWriter<S, Fs>::write_new(PathView path, std::string_view data,
+                                      unsigned perm) noexcept {
+  return write_new(path, data, WriteOptions{perm});
+}
+
+template <class S, class Fs>
+Status AtomicWriter<S, Fs>::write_new(PathView path, std::string_view data,
+                                      const WriteOptions& options) noexcept {
+  using Steps = detail::TransactionSteps<Transaction>;
+  Transaction transaction = Steps::make(fs_);
+  if (Status opened = Steps::open(transaction, path.text(), options, Steps::Commit::no_replace);
+      !opened)
+    return opened;
+  return detail::write_whole(transaction, data);
+}
+// ---------------------------------------------------------------- the sweep --
+
+namespace detail {
+
+// Whether `name` starts as make_temp_name's names do: ".tmp-" and six of
+// [0-9A-Za-z].
+inline bool starts_as_temp_name(const char* name) noexcept {
+  if (std::strncmp(name, ".tmp-", 5) != 0) return false;
+  for (int i = 5; i < 11; ++i) {
+    const char c = name[i];  // not isalnum: the locale must not widen the set
+    if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'))) return false;
+  }
+  return true;
+}
+
+// The names make_temp_name draws (a save's temp file, or a directory's
+// claim).
+inline bool is_temp_name(const char* name) noexcept {
+  return starts_as_temp_name(name) && name[11] == '\0';
+}
+
+// The names an AtomicDirectory gives its temp files: its claim's name, a
+// dot, and a number.
+inline bool is_claimed_temp_name(const char* name) noexcept {
+  if (!starts_as_temp_name(name) || name[11] != '.' || name[12] == '\0') return false;
+  std::size_t digits = 0;
+  for (const char* p = name + 12; *p != '\0'; ++p, ++digits)
+    if (*p < '0' || *p > '9' || digits == 20) return false;
+  return true;
+}
+
+// One pass over a directory, examining each entry as the listing meets
+// it, so that the pass is bounded by the directory's size and holds
+// nothing between entries.
+template <class Fs>
+class TempSweeper {
+ public:
+  TempSweeper(Fs& fs, int dir_fd, std::string_view dir) noexcept
+      : fs_(fs), dir_fd_(dir_fd), dir_(dir) {}
+
+  Result<TempSweep> run() noexcept {
+    const int listed = fs_.list_directory(dir_fd_, &TempSweeper::visit, this);
+    if (listed < 0) return Status(Step::remove_temp_file, system_error(listed), dir_);
+    if (!failure_.ok()) return failure_;
+    return sweep_;
+  }
+
+ private:
+  static void visit(void* self, const char* name) noexcept {
+    auto* sweeper = static_cast<TempSweeper*>(self);
+    if (is_temp_name(name))
+      sweeper->examine(name);
+    else if (is_claimed_temp_name(name))
+      sweeper->examine_claimed(name);
+  }
+
+  // A temp file of an AtomicDirectory is stale when its claim is: removed
+  // only while holding the claim's lock (so no live handle has it), or
+  // when the claim is gone (its handle ended).
+  void examine_claimed(const char* name) noexcept {
+    FileInfo listed, now;
+    int r = fs_.entry_info(dir_fd_, name, listed);
+    if (r == -ENOENT) return;
+    if (r < 0) return note(r, name);
+    if (listed.type != FileType::regular) {
+      ++sweep_.not_regular;
+      return;
+    }
+    char claim[12];
+    std::memcpy(claim, name, 11);
+    claim[11] = '\0';
+    const int fd = fs_.open_file(dir_fd_, claim);
+    if (fd < 0 && fd != -ENOENT) return note(fd, claim);
+    if (fd >= 0 && fs_.try_lock(fd) < 0) {
+      ++sweep_.in_use;  // a live handle (or a filesystem without locks)
+      (void)fs_.close(fd);
+      return;
+    }
+    r = fs_.entry_info(dir_fd_, name, now);
+    if (r >= 0 && same_file(now, listed)) {
+      r = fs_.unlink(dir_fd_, name);
+      if (r >= 0) ++sweep_.removed;
+    }
+    if (fd >= 0) (void)fs_.close(fd);  // after the unlink: the claim's lock guards it
+    if (r < 0 && r != -ENOENT) note(r, name);
+  }
+
+  // Removes `name` only while holding its lock, and only if the name still
+  // leads to the file locked: a live save holds its own temp file's lock
+  // from its creation to its rename.
+  void examine(const char* name) noexcept {
+    FileInfo listed;
+    int r = fs_.entry_info(dir_fd_, name, listed);
+    if (r == -ENOENT) return;  // committed or removed meanwhile
+    if (r < 0) return note(r, name);
+    if (listed.type != FileType::regular) {
+      ++sweep_.not_regular;
+      return;
+    }
+    const int fd = fs_.open_file(dir_fd_, name);
+    if (fd == -ENOENT) return;
+    if (fd < 0) return note(fd, name);
+    FileInfo opened, now;
+    r = fs_.file_info(fd, opened);
+    if (r >= 0 && same_file(opened, listed)) {
+      r = fs_.try_lock(fd);
+      if (r < 0) {
+        ++sweep_.in_use;  // a live save (or a filesystem without locks)
+        r = 0;
+      } else if (fs_.entry_info(dir_fd_, name, now) >= 0 && same_file(now, opened)) {
+        r = fs_.unlink(dir_fd_, name);
+        if (r >= 0) ++sweep_.removed;
+      }
+    }
+    (void)fs_.close(fd);  // after the unlink: the lock guards it to the end
+    if (r < 0 && r != -ENOENT) note(r, name);
+  }
+
+  static bool same_file(const FileInfo& a, const FileInfo& b) noexcept {
+    return a.device == b.device && a.inode == b.inode;
+  }
+
+  // The first failure is the one reported; the pass goes on regardless.
+  void note(int neg_errno, const char* name) noexcept {
+    if (!failure_.ok()) return;
+    JoinedPath path(dir_, name);
+    failure_ = Status(Step::remove_temp_file, system_error(neg_errno), path.view());
+  }
+
+  Fs& fs_;
+  int dir_fd_;
+  std::string_view dir_;
+  TempSweep sweep_;
+  Status failure_;
+};
+
+template <class Fs>
+Result<TempSweep> sweep_temp_files(Fs& fs, int dir_fd, std::string_view dir) noexcept {
+  return TempSweeper<Fs>(fs, dir_fd, dir).run();
+}
+
+}  // namespace detail
+
+template <class S, class Fs>
+Result<TempSweep> AtomicWriter<S, Fs>::remove_stale_temp_files(PathView dir) noexcept {
+  static_assert(is_state_filesystem_v<Fs>,
+                "remove_stale_temp_files needs the Fs calls open_file and list_directory "
+                "(see PosixFs)");
+  const detail::DirectoryPath path(dir.text());
+  if (!path.ok()) return path.problem(Step::check_path);
+  detail::Retrying<std::remove_reference_t<Fs>> fs(fs_);
+  const int dir_fd = fs.open_directory(path.c_str());
+  // No directory, no temp files; whatever comes next says why.
+  if (dir_fd == -ENOENT || dir_fd == -ENOTDIR) return TempSweep{};
+  if (dir_fd < 0) return Status(Step::open_directory, detail::system_error(dir_fd), path.view());
+  Result<TempSweep> swept = detail::sweep_temp_files(fs, dir_fd, path.view());
+  (void)fs.close(dir_fd);
+  return swept;
+}
+
+inline Status write_atomic(PathView path, std::string_view data, unsigned perm) noexcept {
+  return AtomicWriter<>{}.write(path, data, perm);
+}
+
+}  // namespace ATOMIC_STATE_DETAIL_ABI
+}  // namespace atomic_state
+
+#endif  // ATOMIC_STATE_WRITER_HPP
