@@ -632,13 +632,13 @@ Result<T>::Result(Status status) noexcept : status_(std::move(status)) {
 
 // ================================================================ include/atomic_state/fs.hpp ====
 
-#include <dirent.h>    // fdopendir, readdir64: list_directory
-#include <fcntl.h>     // openat, O_*, AT_*, sync_file_range
-#include <stdio.h>     // renameat2 and RENAME_NOREPLACE (glibc), renameatx_np (Apple)
-#include <sys/file.h>  // flock
-#include <sys/stat.h>  // fstat, fstatat, mkdirat, fchmod, S_IS*
-#include <sys/types.h> // mode_t, ssize_t, off_t
-#include <unistd.h>    // close, write, read, fsync, fdatasync, fchown, unlinkat, linkat
+#include <dirent.h>     // fdopendir, readdir64: list_directory
+#include <fcntl.h>      // openat, O_*, AT_*, sync_file_range
+#include <stdio.h>      // renameat2 and RENAME_NOREPLACE (glibc), renameatx_np (Apple)
+#include <sys/file.h>   // flock
+#include <sys/stat.h>   // fstat, fstatat, mkdirat, fchmod, S_IS*
+#include <sys/types.h>  // mode_t, ssize_t, off_t
+#include <unistd.h>     // close, write, read, fsync, fdatasync, fchown, unlinkat, linkat
 
 #include <cerrno>        // errno, E*
 #include <charconv>      // std::from_chars: the umask in /proc/self/status
@@ -1407,15 +1407,15 @@ class DirectoryPath {
 
 #include <time.h>  // clock_gettime: temp names of forked processes differ
 
-#include <atomic>       // std::atomic: an AtomicDirectory's claim numbers
-#include <charconv>     // std::to_chars
-#include <cstddef>      // std::size_t
-#include <cstdint>      // std::uint64_t, std::uintptr_t
-#include <cstring>      // std::memcpy, std::strncmp
-#include <string_view>  // std::string_view
-#include <system_error> // std::errc, std::make_error_code
-#include <type_traits>  // std::remove_reference_t
-#include <utility>      // std::move, std::exchange
+#include <atomic>        // std::atomic: an AtomicDirectory's claim numbers
+#include <charconv>      // std::to_chars
+#include <cstddef>       // std::size_t
+#include <cstdint>       // std::uint64_t, std::uintptr_t
+#include <cstring>       // std::memcpy, std::strncmp
+#include <string_view>   // std::string_view
+#include <system_error>  // std::errc, std::make_error_code
+#include <type_traits>   // std::remove_reference_t
+#include <utility>       // std::move, std::exchange
 
 namespace atomic_state {
 inline namespace ATOMIC_STATE_DETAIL_ABI {
@@ -2717,8 +2717,7 @@ void AtomicDirectory<S, Fs>::close() noexcept {
 
 template <class S, class Fs>
 Result<typename AtomicDirectory<S, Fs>::Transaction> AtomicDirectory<S, Fs>::start(
-    std::string_view name, const WriteOptions& options,
-    typename Steps::Commit commit) noexcept {
+    std::string_view name, const WriteOptions& options, typename Steps::Commit commit) noexcept {
   Transaction transaction = Steps::make(fs_);
   if (Status opened = Steps::open_in(transaction, *this, name, options, commit); !opened)
     return opened;
@@ -2754,8 +2753,7 @@ Status AtomicDirectory<S, Fs>::write(std::string_view name, std::string_view dat
 template <class S, class Fs>
 Status AtomicDirectory<S, Fs>::write_new(std::string_view name, std::string_view data,
                                          unsigned perm) noexcept {
-  Result<Transaction> transaction =
-      start(name, WriteOptions{perm}, Steps::Commit::no_replace);
+  Result<Transaction> transaction = start(name, WriteOptions{perm}, Steps::Commit::no_replace);
   if (!transaction) return transaction.status();
   return detail::write_whole(*transaction, data);
 }
@@ -3790,7 +3788,9 @@ class LogfmtSink {
   /// code includes: this header includes only <iosfwd> for it.
   template <class Stream, std::enable_if_t<std::is_base_of_v<std::ostream, Stream>, int> = 0>
   explicit LogfmtSink(Stream& out, Level min_level = Level::info) noexcept
-      : out_(&out), write_(&write_line<Stream>), min_level_(static_cast<unsigned char>(min_level)) {}
+      : out_(&out),
+        write_(&write_line<Stream>),
+        min_level_(static_cast<unsigned char>(min_level)) {}
   /// Takes over the stream and level; the lock is a new one.
   LogfmtSink(LogfmtSink&& other) noexcept
       : out_(other.out_), write_(other.write_), min_level_(other.min_level_.load()) {}
@@ -4246,14 +4246,13 @@ inline std::string to_rfc3339(std::int64_t unix_seconds) {
 // Only what is used, not <boost/json.hpp>: it saves compile time. The
 // library itself comes from -lboost_json or from Boost.JSON's src.hpp in one
 // translation unit of the program (never from here).
+#include <algorithm>  // std::none_of
 #include <boost/json/basic_parser_impl.hpp>
 #include <boost/json/monotonic_resource.hpp>
 #include <boost/json/value.hpp>
 #include <boost/json/value_from.hpp>
 #include <boost/json/value_stack.hpp>
 #include <boost/json/value_to.hpp>
-
-#include <algorithm>     // std::none_of
 #include <charconv>      // std::to_chars, std::from_chars: exact numbers
 #include <cmath>         // std::isnan, std::isinf, std::fabs
 #include <cstddef>       // std::size_t

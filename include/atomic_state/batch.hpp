@@ -2,14 +2,14 @@
 #ifndef ATOMIC_STATE_BATCH_HPP
 #define ATOMIC_STATE_BATCH_HPP
 
-#include "directory.hpp"
-
 #include <algorithm>    // std::fill_n
 #include <cstring>      // std::memcpy
 #include <memory>       // std::unique_ptr: each file's transaction, kept for reuse
 #include <new>          // std::nothrow
 #include <string_view>  // std::string_view
 #include <vector>       // std::vector: the files
+
+#include "directory.hpp"
 
 namespace atomic_state {
 inline namespace ATOMIC_STATE_DETAIL_ABI {

@@ -2,14 +2,14 @@
 #ifndef ATOMIC_STATE_DIRECTORY_HPP
 #define ATOMIC_STATE_DIRECTORY_HPP
 
-#include "writer.hpp"
-
 #include <cstring>      // std::memcpy
 #include <memory>       // std::unique_ptr: the claim, whose address outlives moves
 #include <new>          // std::nothrow
 #include <string_view>  // std::string_view
 #include <type_traits>  // std::enable_if_t, std::is_default_constructible_v
 #include <utility>      // std::move, std::exchange
+
+#include "writer.hpp"
 
 namespace atomic_state {
 inline namespace ATOMIC_STATE_DETAIL_ABI {
@@ -193,8 +193,7 @@ void AtomicDirectory<S, Fs>::close() noexcept {
 
 template <class S, class Fs>
 Result<typename AtomicDirectory<S, Fs>::Transaction> AtomicDirectory<S, Fs>::start(
-    std::string_view name, const WriteOptions& options,
-    typename Steps::Commit commit) noexcept {
+    std::string_view name, const WriteOptions& options, typename Steps::Commit commit) noexcept {
   Transaction transaction = Steps::make(fs_);
   if (Status opened = Steps::open_in(transaction, *this, name, options, commit); !opened)
     return opened;
@@ -230,8 +229,7 @@ Status AtomicDirectory<S, Fs>::write(std::string_view name, std::string_view dat
 template <class S, class Fs>
 Status AtomicDirectory<S, Fs>::write_new(std::string_view name, std::string_view data,
                                          unsigned perm) noexcept {
-  Result<Transaction> transaction =
-      start(name, WriteOptions{perm}, Steps::Commit::no_replace);
+  Result<Transaction> transaction = start(name, WriteOptions{perm}, Steps::Commit::no_replace);
   if (!transaction) return transaction.status();
   return detail::write_whole(*transaction, data);
 }

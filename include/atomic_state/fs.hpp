@@ -2,15 +2,13 @@
 #ifndef ATOMIC_STATE_FS_HPP
 #define ATOMIC_STATE_FS_HPP
 
-#include "status.hpp"
-
-#include <dirent.h>    // fdopendir, readdir64: list_directory
-#include <fcntl.h>     // openat, O_*, AT_*, sync_file_range
-#include <stdio.h>     // renameat2 and RENAME_NOREPLACE (glibc), renameatx_np (Apple)
-#include <sys/file.h>  // flock
-#include <sys/stat.h>  // fstat, fstatat, mkdirat, fchmod, S_IS*
-#include <sys/types.h> // mode_t, ssize_t, off_t
-#include <unistd.h>    // close, write, read, fsync, fdatasync, fchown, unlinkat, linkat
+#include <dirent.h>     // fdopendir, readdir64: list_directory
+#include <fcntl.h>      // openat, O_*, AT_*, sync_file_range
+#include <stdio.h>      // renameat2 and RENAME_NOREPLACE (glibc), renameatx_np (Apple)
+#include <sys/file.h>   // flock
+#include <sys/stat.h>   // fstat, fstatat, mkdirat, fchmod, S_IS*
+#include <sys/types.h>  // mode_t, ssize_t, off_t
+#include <unistd.h>     // close, write, read, fsync, fdatasync, fchown, unlinkat, linkat
 
 #include <cerrno>        // errno, E*
 #include <charconv>      // std::from_chars: the umask in /proc/self/status
@@ -20,6 +18,8 @@
 #include <system_error>  // std::error_code, std::system_category
 #include <type_traits>   // std::void_t, std::true_type, std::remove_reference_t
 #include <utility>       // std::declval
+
+#include "status.hpp"
 
 // Apple systems reach the disk only through F_FULLFSYNC, so DataSync uses
 // it there too; every other supported system has fdatasync.

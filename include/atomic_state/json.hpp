@@ -26,14 +26,13 @@
 // Only what is used, not <boost/json.hpp>: it saves compile time. The
 // library itself comes from -lboost_json or from Boost.JSON's src.hpp in one
 // translation unit of the program (never from here).
+#include <algorithm>  // std::none_of
 #include <boost/json/basic_parser_impl.hpp>
 #include <boost/json/monotonic_resource.hpp>
 #include <boost/json/value.hpp>
 #include <boost/json/value_from.hpp>
 #include <boost/json/value_stack.hpp>
 #include <boost/json/value_to.hpp>
-
-#include <algorithm>     // std::none_of
 #include <charconv>      // std::to_chars, std::from_chars: exact numbers
 #include <cmath>         // std::isnan, std::isinf, std::fabs
 #include <cstddef>       // std::size_t

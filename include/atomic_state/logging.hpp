@@ -2,8 +2,6 @@
 #ifndef ATOMIC_STATE_LOGGING_HPP
 #define ATOMIC_STATE_LOGGING_HPP
 
-#include "preamble.hpp"
-
 #include <pthread.h>  // pthread_mutex_t: LogfmtSink (<mutex> would cost every includer)
 
 #include <algorithm>    // std::find, std::all_of
@@ -21,6 +19,8 @@
 #include <type_traits>  // std::enable_if_t, std::is_*_v
 #include <utility>      // std::move
 #include <variant>      // std::variant: Field::Value
+
+#include "preamble.hpp"
 
 // The C++20 spelling of the LogSink requirement, where the compiler has it.
 #if defined(__cpp_concepts) && __cpp_concepts >= 201907L
@@ -164,7 +164,9 @@ class LogfmtSink {
   /// code includes: this header includes only <iosfwd> for it.
   template <class Stream, std::enable_if_t<std::is_base_of_v<std::ostream, Stream>, int> = 0>
   explicit LogfmtSink(Stream& out, Level min_level = Level::info) noexcept
-      : out_(&out), write_(&write_line<Stream>), min_level_(static_cast<unsigned char>(min_level)) {}
+      : out_(&out),
+        write_(&write_line<Stream>),
+        min_level_(static_cast<unsigned char>(min_level)) {}
   /// Takes over the stream and level; the lock is a new one.
   LogfmtSink(LogfmtSink&& other) noexcept
       : out_(other.out_), write_(other.write_), min_level_(other.min_level_.load()) {}

@@ -2,13 +2,13 @@
 #ifndef ATOMIC_STATE_PATH_HPP
 #define ATOMIC_STATE_PATH_HPP
 
-#include "fs.hpp"
-
 #include <cstring>      // std::memcpy
 #include <string>       // std::string
 #include <string_view>  // std::string_view
 #include <type_traits>  // std::enable_if_t, std::is_convertible_v
 #include <utility>      // std::declval
+
+#include "fs.hpp"
 
 namespace atomic_state {
 inline namespace ATOMIC_STATE_DETAIL_ABI {

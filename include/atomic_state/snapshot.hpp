@@ -2,8 +2,6 @@
 #ifndef ATOMIC_STATE_SNAPSHOT_HPP
 #define ATOMIC_STATE_SNAPSHOT_HPP
 
-#include "directory.hpp"
-
 #include <algorithm>    // std::sort, std::copy_n
 #include <array>        // std::array: names read from the directory
 #include <charconv>     // std::to_chars, std::from_chars: generation numbers
@@ -12,6 +10,8 @@
 #include <string_view>  // std::string_view
 #include <utility>      // std::move, std::exchange
 #include <vector>       // std::vector: the files of a generation
+
+#include "directory.hpp"
 
 namespace atomic_state {
 inline namespace ATOMIC_STATE_DETAIL_ABI {

@@ -138,11 +138,9 @@ class RunLock {
   int fd_ = -1;
 };
 
-
 namespace detail {
 // What reading a state file's text gave.
 enum class Decoded : unsigned char { valid, corrupt, too_new, upgrade_failed, out_of_memory };
-
 
 // Set once, by whichever thread gets there first. Copies carry the value,
 // so a class holding one stays copyable and movable.

@@ -2,8 +2,6 @@
 #ifndef ATOMIC_STATE_STATUS_HPP
 #define ATOMIC_STATE_STATUS_HPP
 
-#include "preamble.hpp"
-
 #include <atomic>        // std::atomic: the shared text's count
 #include <cstddef>       // std::size_t
 #include <cstdio>        // std::fputs: print_missing_value
@@ -16,6 +14,8 @@
 #include <system_error>  // std::error_code, std::errc, std::make_error_code
 #include <type_traits>   // std::enable_if_t, std::is_*_v
 #include <utility>       // std::move, std::forward, std::exchange
+
+#include "preamble.hpp"
 
 namespace atomic_state {
 inline namespace ATOMIC_STATE_DETAIL_ABI {

@@ -2,19 +2,19 @@
 #ifndef ATOMIC_STATE_WRITER_HPP
 #define ATOMIC_STATE_WRITER_HPP
 
-#include "path.hpp"
-
 #include <time.h>  // clock_gettime: temp names of forked processes differ
 
-#include <atomic>       // std::atomic: an AtomicDirectory's claim numbers
-#include <charconv>     // std::to_chars
-#include <cstddef>      // std::size_t
-#include <cstdint>      // std::uint64_t, std::uintptr_t
-#include <cstring>      // std::memcpy, std::strncmp
-#include <string_view>  // std::string_view
-#include <system_error> // std::errc, std::make_error_code
-#include <type_traits>  // std::remove_reference_t
-#include <utility>      // std::move, std::exchange
+#include <atomic>        // std::atomic: an AtomicDirectory's claim numbers
+#include <charconv>      // std::to_chars
+#include <cstddef>       // std::size_t
+#include <cstdint>       // std::uint64_t, std::uintptr_t
+#include <cstring>       // std::memcpy, std::strncmp
+#include <string_view>   // std::string_view
+#include <system_error>  // std::errc, std::make_error_code
+#include <type_traits>   // std::remove_reference_t
+#include <utility>       // std::move, std::exchange
+
+#include "path.hpp"
 
 namespace atomic_state {
 inline namespace ATOMIC_STATE_DETAIL_ABI {
