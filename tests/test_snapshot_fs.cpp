@@ -1,11 +1,10 @@
-// SnapshotWriter: a set of files readers see change all at once.
-//   [snapshot]        behaviour on a real filesystem: publish and read
-//                     through current, generations kept, a killed
-//                     publisher's leftovers removed, one publisher at a
-//                     time, bad input, a current that is not ours, discard,
-//                     moves
-//   [snapshot-trace]  the exact calls, against support/snapshot_protocol.hpp
-//   [snapshot-faults] every call failed with every errno, once and for good
+// SnapshotWriter on a real filesystem: a set of files readers see change
+// all at once. A publish read through current, generations kept, a killed
+// publisher's leftovers removed, one publisher at a time and a lock no
+// other user can hold, bad input, a current that is not ours, discard,
+// moves, a missing directory. The exact calls are
+// test_snapshot_trace.cpp's, each of them failed test_snapshot_faults.cpp's,
+// power loss test_snapshot_crash.cpp's.
 #include <fcntl.h>
 #include <grp.h>
 #include <sys/file.h>
@@ -13,10 +12,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <iostream>
 #include <map>
 #include <string>
 #include <vector>
@@ -24,83 +21,12 @@
 #include "atomic_state.hpp"
 #include "support/catch.hpp"
 #include "support/names.hpp"
-#include "support/snapshot_protocol.hpp"
+#include "support/snapshot_dir.hpp"
 
 namespace fs = test::fs;
+using namespace test::snapshot;
 
 namespace {
-
-using Writer = SnapshotWriter<>;
-using Files = std::map<std::string, std::string>;
-
-/// The generation directories in `dir`, by number.
-std::vector<std::uint64_t> generations(const fs::path& dir) {
-  std::vector<std::uint64_t> out;
-  for (const std::string& name : test::names_in(dir))
-    if (const std::uint64_t n = atomic_state::detail::generation_of(name); n != 0) out.push_back(n);
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
-std::vector<std::string> temp_links(const fs::path& dir) {
-  std::vector<std::string> out;
-  for (const std::string& name : test::names_in(dir))
-    if (name.rfind(".current.tmp-", 0) == 0 && name.size() == 19) out.push_back(name);
-  return out;
-}
-
-/// What DIR/current names, "" when it is not a symlink.
-std::string current_target(const fs::path& dir) {
-  char buffer[4096];
-  const ssize_t n = ::readlink((dir / "current").c_str(), buffer, sizeof buffer);
-  return n < 0 ? std::string() : std::string(buffer, static_cast<std::size_t>(n));
-}
-
-/// The files a reader sees: DIR/current opened once, each file read
-/// relative to it.
-Files read_set(int generation_fd) {
-  Files out;
-  const int listing = ::openat(generation_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (listing < 0) return out;
-  if (DIR* d = ::fdopendir(listing)) {
-    while (const dirent* e = ::readdir(d)) {
-      const std::string name = e->d_name;
-      if (name == "." || name == "..") continue;
-      const int fd = ::openat(generation_fd, name.c_str(), O_RDONLY | O_CLOEXEC);
-      std::string data;
-      char buffer[4096];
-      for (ssize_t n; fd >= 0 && (n = ::read(fd, buffer, sizeof buffer)) > 0;)
-        data.append(buffer, static_cast<std::size_t>(n));
-      if (fd >= 0) ::close(fd);
-      out[name] = data;
-    }
-    ::closedir(d);
-  }
-  return out;
-}
-
-Files read_current(const fs::path& dir) {
-  const int fd = ::open((dir / "current").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return {};
-  Files out = read_set(fd);
-  ::close(fd);
-  return out;
-}
-
-/// Publishes `files` (each mode 0644) through a writer of its own.
-void publish(const fs::path& dir, const Files& files, const SnapshotOptions& options = {}) {
-  auto writer = Writer::open(dir.string(), options);
-  REQUIRE(writer.has_value());
-  for (const auto& [name, data] : files) REQUIRE(writer->add(name, data).ok());
-  REQUIRE(writer->publish().ok());
-}
-
-/// A file of a generation made by hand, as a killed publisher leaves it.
-void make_generation(const fs::path& dir, std::uint64_t n, const Files& files) {
-  const fs::path g = dir / ("gen-" + std::to_string(n));
-  fs::create_directory(g);
-  for (const auto& [name, data] : files) test::write_plain(g / name, data);
-}
 
 /// Every name in `dir` and what it is: a snapshot of the directory to
 /// compare before and after a refusal.
@@ -120,8 +46,6 @@ std::map<std::string, std::string> listing(const fs::path& dir) {
 }
 
 }  // namespace
-
-// ============================================================ [snapshot] ==
 
 TEST_CASE("a publish is read through current: the whole set, its modes, nothing else",
           "[snapshot]") {
@@ -587,319 +511,4 @@ TEST_CASE("a missing snapshot directory is made, or refused with MissingDirector
   CHECK_FALSE(fs::exists(dir / "a"));
   publish(dir / "a" / "b", {{"f", "1"}});
   CHECK(read_current(dir / "a" / "b") == Files{{"f", "1"}});
-}
-
-// ====================================================== [snapshot-trace] ==
-
-namespace {
-/// gen-1 (one file, "a") and gen-2 (current), as the trace and fault tests
-/// start.
-void two_generations(const fs::path& dir) {
-  publish(dir, {{"a", "old 1"}});
-  publish(dir, {{"a", "old 2"}, {"b", "old 2"}});
-}
-
-template <class Policy>
-FaultFs publish_two(const fs::path& dir) {
-  FaultFs fs;
-  {
-    auto writer = SnapshotWriter<Policy, FaultFs&>::open(dir.string(), fs);
-    REQUIRE(writer.has_value());
-    REQUIRE(writer->add("a", "new a").ok());
-    REQUIRE(writer->add("b", "new b", 0640).ok());
-    REQUIRE(writer->publish().ok());
-  }
-  CHECK(fs.open_descriptors().empty());
-  return fs;
-}
-}  // namespace
-
-TEST_CASE("a 2-file FullSync publish makes exactly the calls of snapshot_protocol.hpp",
-          "[snapshot-trace]") {
-  TempDir dir;
-  two_generations(dir.path());
-  const FaultFs fs = publish_two<FullSync>(dir.path());
-  REQUIRE(fs.ops() == protocol::ops(protocol::snapshot_two_files(protocol::Sync::full)));
-  const auto& c = fs.calls;
-  const auto fd = [&](std::size_t i) { return static_cast<int>(c[i].result); };
-  // open: the directory, its claim, the lock, current, the listing.
-  CHECK(c[0].name == dir.path().string());
-  const int dir_fd = fd(0);
-  CHECK(c[2].name.rfind(".tmp-", 0) == 0);  // the claim
-  const int claim_fd = fd(2);
-  CHECK(c[5].fd == dir_fd);
-  CHECK(c[5].name == ".snapshot.lock");
-  CHECK(c[5].mode == 0600);
-  const int lock_fd = fd(5);
-  CHECK(c[6].fd == lock_fd);  // looked at: a regular file, 0600
-  CHECK(c[7].fd == lock_fd);
-  CHECK(c[8].fd == dir_fd);
-  CHECK(c[8].name == "current");
-  CHECK(c[9].fd == dir_fd);
-  // the sweep of stale temp files finds only the writer's own claim, in use.
-  CHECK((c[10].fd == dir_fd && c[10].name == c[2].name));
-  CHECK((c[11].fd == dir_fd && c[11].name == c[2].name));
-  CHECK(c[15].fd == dir_fd);
-  // first add: gen-3 made with its mode, opened (not followed), set exactly.
-  CHECK(c[16].fd == dir_fd);
-  CHECK(c[17].name == "gen-3");
-  CHECK(c[17].mode == 0755);
-  CHECK(c[18].name == "gen-3");
-  const int gen_fd = fd(18);
-  CHECK(c[19].fd == gen_fd);
-  CHECK(c[19].mode == 0755);
-  // each file created 0600 in the generation, written.
-  CHECK(c[20].fd == gen_fd);
-  CHECK(c[20].name == "a");
-  CHECK(c[20].mode == 0600);
-  const int a_fd = fd(20);
-  CHECK(c[21].fd == a_fd);
-  CHECK(c[22].name == "b");
-  const int b_fd = fd(22);
-  CHECK(c[23].fd == b_fd);
-  // publish: modes, writeback, syncs, closes of a then b.
-  CHECK((c[24].fd == a_fd && c[24].mode == 0644));
-  CHECK((c[25].fd == b_fd && c[25].mode == 0640));
-  CHECK((c[26].fd == a_fd && c[27].fd == b_fd));
-  CHECK((c[28].fd == a_fd && c[29].fd == b_fd));
-  CHECK((c[30].fd == a_fd && c[31].fd == b_fd));
-  CHECK(c[32].fd == gen_fd);  // the generation's entries durable ...
-  CHECK(c[33].fd == dir_fd);  // ... before the link naming it exists
-  CHECK(c[33].name.rfind(".current.tmp-", 0) == 0);
-  CHECK(c[33].name.size() == 19);
-  REQUIRE(fs.link_targets.size() == 1);
-  CHECK(fs.link_targets[0] == "gen-3");  // relative: the directory can move
-  CHECK(c[34].fd == dir_fd);             // the link and gen-3's entry durable ...
-  CHECK(c[35].fd == dir_fd);             // ... before the rename over current
-  CHECK(c[35].name == c[33].name);
-  CHECK(c[36].fd == gen_fd);
-  CHECK(c[37].fd == dir_fd);  // the rename durable before anything is removed
-  CHECK(c[38].fd == dir_fd);
-  CHECK(c[39].name == "gen-1");
-  const int old_fd = fd(39);
-  CHECK(c[40].fd == old_fd);
-  CHECK((c[41].fd == old_fd && c[41].name == "a"));
-  CHECK(c[42].fd == old_fd);
-  CHECK((c[43].fd == dir_fd && c[43].name == "gen-1"));
-  // the destructor: the lock, then the claim's file before its descriptor.
-  CHECK(c[44].fd == lock_fd);
-  CHECK((c[45].fd == dir_fd && c[45].name == c[2].name));
-  CHECK(c[46].fd == claim_fd);
-  CHECK(c[47].fd == dir_fd);
-  CHECK(read_current(dir.path()) == Files{{"a", "new a"}, {"b", "new b"}});
-}
-
-TEST_CASE("DataSync and NoSync publishes make the calls of snapshot_protocol.hpp",
-          "[snapshot-trace]") {
-  {
-    TempDir dir;
-    two_generations(dir.path());
-    const FaultFs fs = publish_two<DataSync>(dir.path());
-    CHECK(fs.ops() == protocol::ops(protocol::snapshot_two_files(protocol::Sync::data)));
-  }
-  {
-    TempDir dir;
-    two_generations(dir.path());
-    const FaultFs fs = publish_two<NoSync>(dir.path());
-    CHECK(fs.ops() == protocol::ops(protocol::snapshot_two_files(protocol::Sync::none)));
-    CHECK(fs.count(Op::sync_full) + fs.count(Op::sync_data) + fs.count(Op::start_writeback) == 0);
-    CHECK(read_current(dir.path()) == Files{{"a", "new a"}, {"b", "new b"}});
-  }
-}
-
-TEST_CASE("an open over a killed publisher's leftovers makes the calls of snapshot_protocol.hpp",
-          "[snapshot-trace]") {
-  TempDir dir;
-  two_generations(dir.path());
-  make_generation(dir.path(), 3, {{"a", "half"}});
-  fs::create_symlink("gen-3", dir / ".current.tmp-AAAAAA");
-  FaultFs fs;
-  { REQUIRE((SnapshotWriter<FullSync, FaultFs&>::open(dir.path().string(), fs).has_value())); }
-  CHECK(fs.ops() == protocol::ops(protocol::snapshot_open_sweeping()));
-  CHECK(fs.open_descriptors().empty());
-  CHECK(generations(dir.path()) == std::vector<std::uint64_t>{1, 2});
-  CHECK(temp_links(dir.path()).empty());
-}
-
-// ===================================================== [snapshot-faults] ==
-
-namespace {
-
-const int kErrnos[] = {ENOSPC, EIO, EDQUOT, EACCES, EPERM, EROFS, EXDEV, EMFILE};
-
-struct FaultScenario {
-  const char* name;
-  protocol::Calls calls;
-  bool sweeping;  // a killed publisher's leftovers (gen-3, a temp link) to remove at open
-};
-
-std::string expand(std::string pattern, const fs::path& dir, const FaultFs& fs) {
-  std::string claim, link;
-  for (const auto& c : fs.calls) {
-    if (c.op == Op::create_file && claim.empty()) claim = c.name;
-    if (c.op == Op::make_symlink) link = c.name;
-  }
-  const std::string d = dir.string();
-  const auto put = [&](const std::string& key, const std::string& value) {
-    for (auto at = pattern.find(key); at != std::string::npos; at = pattern.find(key))
-      pattern.replace(at, key.size(), value);
-  };
-  put("$C", d + "/" + claim);
-  put("$K", d + "/.snapshot.lock");
-  put("$G", d + "/gen-3");
-  put("$L", d + "/" + link);
-  put("$O", d + "/gen-1");
-  put("$S", d + "/gen-3");
-  put("$D", d);
-  return pattern;
-}
-
-/// Runs a scenario under `faults` as far as it goes; its first failure.
-Status run_scenario(const FaultScenario& sc, const fs::path& dir, FaultFs& fs) {
-  auto writer = SnapshotWriter<FullSync, FaultFs&>::open(dir.string(), fs);
-  if (!writer) return writer.status();
-  if (sc.sweeping) return {};
-  if (Status s = writer->add("a", "new a"); !s) return s;
-  if (Status s = writer->add("b", "new b", 0640); !s) return s;
-  return writer->publish();
-}
-
-struct Outcome {
-  int ok = 0, failed = 0, replaced = 0;
-};
-
-/// One scenario under `faults`, checked against everything a failure
-/// promises: no descriptor leaked, no temp link, no generation but the
-/// kept ones; current unchanged before the rename and the new set after it.
-void run_and_check(const FaultScenario& sc, std::vector<Fault> faults, Step expected, bool replaced,
-                   const char* subject, int error, Outcome& outcome) {
-  TempDir dir;
-  two_generations(dir.path());
-  if (sc.sweeping) {
-    make_generation(dir.path(), 3, {{"a", "half"}});
-    fs::create_symlink("gen-3", dir / ".current.tmp-AAAAAA");
-  }
-  const int fds_before = test::open_fd_count();
-  FaultFs fs;
-  fs.faults = std::move(faults);
-  const Status status = run_scenario(sc, dir.path(), fs);
-
-  CHECK(test::open_fd_count() == fds_before);
-  CHECK(fs.open_descriptors().empty());
-  const bool unlink_failed = std::any_of(fs.faults.begin(), fs.faults.end(),
-                                         [](const Fault& f) { return f.op == Op::unlink; });
-  // The claim's file goes with the writer, unless its removal failed (then
-  // it is a stale temp file: see "a claim left by a killed publisher").
-  if (!unlink_failed) CHECK(test::temp_files_in(dir.path()).empty());
-
-  if (expected == Step::none) {
-    CHECK(status.ok());
-    ++outcome.ok;
-  } else {
-    REQUIRE_FALSE(status.ok());
-    ++outcome.failed;
-    CHECK(status.step() == expected);
-    CHECK(status.code().value() == error);
-    CHECK(status.replaced() == replaced);
-    CHECK(status.path() == expand(subject, dir.path(), fs));
-    const std::string message = status.message();
-    CAPTURE(message);
-    CHECK(message.find(std::strerror(error)) != std::string::npos);
-  }
-  const bool new_set = expected == Step::none ? !sc.sweeping : replaced;
-  if (new_set) {
-    outcome.replaced += replaced ? 1 : 0;
-    CHECK(current_target(dir.path()) == "gen-3");
-    CHECK(read_current(dir.path()) == Files{{"a", "new a"}, {"b", "new b"}});
-    CHECK(test::mode_of(dir / "gen-3" / "b") == 0640);
-    const auto gens = generations(dir.path());
-    // Only pruning may have failed: gen-1 may stay, nothing else.
-    CHECK(
-        (gens == std::vector<std::uint64_t>{2, 3} || gens == std::vector<std::uint64_t>{1, 2, 3}));
-    if (expected == Step::none) CHECK(gens == std::vector<std::uint64_t>{2, 3});
-  } else {
-    CHECK(current_target(dir.path()) == "gen-2");
-    CHECK(read_current(dir.path()) == Files{{"a", "old 2"}, {"b", "old 2"}});
-    const auto gens = generations(dir.path());
-    if (sc.sweeping && expected != Step::none)
-      CHECK((gens == std::vector<std::uint64_t>{1, 2} ||
-             gens == std::vector<std::uint64_t>{1, 2, 3}));  // the leftovers may stay
-    else
-      CHECK(gens == std::vector<std::uint64_t>{1, 2});
-  }
-  if (!sc.sweeping || expected == Step::none) CHECK(temp_links(dir.path()).empty());
-  // Whatever was left, the next open removes it.
-  {
-    auto next = Writer::open(dir.path().string());
-    REQUIRE(next.has_value());
-    CHECK(temp_links(dir.path()).empty());
-    CHECK(generations(dir.path()).size() == 2);
-  }
-}
-
-const FaultScenario kScenarios[] = {
-    {"open, add two files, publish (gen-1 pruned)",
-     protocol::snapshot_two_files(protocol::Sync::full), false},
-    {"open over a killed publisher's gen-3 and temp link", protocol::snapshot_open_sweeping(),
-     true},
-};
-
-}  // namespace
-
-TEST_CASE("the snapshot fault tables cover every call of open, add and publish",
-          "[snapshot-faults]") {
-  for (const FaultScenario& sc : kScenarios) {
-    CAPTURE(sc.name);
-    TempDir dir;
-    two_generations(dir.path());
-    if (sc.sweeping) {
-      make_generation(dir.path(), 3, {{"a", "half"}});
-      fs::create_symlink("gen-3", dir / ".current.tmp-AAAAAA");
-    }
-    FaultFs fs;
-    REQUIRE(run_scenario(sc, dir.path(), fs).ok());
-    CHECK(fs.ops() == protocol::ops(sc.calls));
-  }
-}
-
-TEST_CASE("every call of a publish failed with each errno, once and for good, leaks nothing",
-          "[snapshot-faults]") {
-  const test::OnTmpfs fast;
-  int cases = 0;
-  std::size_t calls = 0;
-  Outcome outcome;
-  for (const FaultScenario& sc : kScenarios) {
-    calls += sc.calls.size();
-    for (const auto& [call, k] : protocol::numbered(sc.calls)) {
-      for (const int error : kErrnos) {
-        for (const bool persistent : {false, true}) {
-          CAPTURE(sc.name, test::op_name(call.op), k, std::strerror(error), persistent);
-          const bool later = persistent && call.later_fails_as != Step::none;
-          run_and_check(sc, {Fault{call.op, k, error, persistent}},
-                        later ? call.later_fails_as : call.fails_as, call.replaced && !later,
-                        later ? call.later_names : call.names, error, outcome);
-          ++cases;
-        }
-      }
-    }
-  }
-  std::cout << "snapshot faults: " << cases << " cases (" << calls << " calls x "
-            << std::size(kErrnos) << " errnos x once/for good): " << outcome.failed << " failed ("
-            << outcome.replaced << " after the rename, replaced() true), " << outcome.ok
-            << " survived\n";
-  CHECK(cases == static_cast<int>(calls) * 8 * 2);
-}
-
-TEST_CASE("EINTR at every call of a publish is retried and the publish succeeds",
-          "[snapshot-faults]") {
-  const test::OnTmpfs fast;
-  Outcome outcome;
-  for (const FaultScenario& sc : kScenarios)
-    for (const auto& [call, k] : protocol::numbered(sc.calls)) {
-      if (call.op == Op::write || call.op == Op::close) continue;  // looped / never retried
-      CAPTURE(sc.name, test::op_name(call.op), k);
-      run_and_check(sc, {Fault{call.op, k, EINTR}, Fault{call.op, k + 1, EINTR}}, Step::none, false,
-                    "", 0, outcome);
-    }
-  CHECK(outcome.failed == 0);
 }
