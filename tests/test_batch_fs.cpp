@@ -264,102 +264,98 @@ TEST_CASE("a bad name through a directory handle is refused before anything is w
   CHECK_FALSE(test::fs::exists(dir.path().parent_path() / "escape"));
 }
 
+namespace {
+
+/// Where a commit's failure stops it: before its first rename (nothing
+/// replaced) or after it (the first targets replaced, in order).
+enum class Stops { before_first_rename, after_first_rename };
+
+/// A commit of a/1 a/2 a/3 b/state with one of its calls failed. Its
+/// fsyncs 1-4 are the files', 5 is a's directory (before the last rename),
+/// 6 is b's (after it).
+struct FailedCommit {
+  Stops stops;
+  const char* what;
+  Op op;  // the call failed: its op, which occurrence, with which errno
+  int occurrence;
+  int error;
+  Step step;
+  std::size_t replaced;  // Batch::replaced(): the first ones, in order
+  int file;              // the target the failure names
+  bool status_replaced;  // Status::replaced(): that target holds its new content
+};
+
+const FailedCommit kFailedCommits[] = {
+    {Stops::before_first_rename, "fchmod of the first file", Op::set_mode, 1, EPERM,
+     Step::set_permissions, 0, 0, false},
+    {Stops::before_first_rename, "fsync of the third file", Op::sync_full, 3, EIO, Step::sync_file,
+     0, 2, false},
+    {Stops::before_first_rename, "fsync of the last file", Op::sync_full, 4, EIO, Step::sync_file,
+     0, 3, false},
+    {Stops::before_first_rename, "close of the second file", Op::close, 2, EIO,
+     Step::close_temp_file, 0, 1, false},
+    {Stops::before_first_rename, "the first rename", Op::rename, 1, EXDEV, Step::rename, 0, 0,
+     false},
+    {Stops::after_first_rename, "the second rename", Op::rename, 2, EIO, Step::rename, 1, 1, false},
+    {Stops::after_first_rename, "the third rename", Op::rename, 3, EIO, Step::rename, 2, 2, false},
+    {Stops::after_first_rename, "the sync of the outputs' directory", Op::sync_full, 5, EIO,
+     Step::sync_directory, 3, 0, true},
+    {Stops::after_first_rename, "the last rename", Op::rename, 4, EIO, Step::rename, 3, 3, false},
+    {Stops::after_first_rename, "the sync after the last rename", Op::sync_full, 6, EIO,
+     Step::sync_directory, 4, 3, true},
+};
+
+/// The row's commit, checked: the Status names the step, the reason and the
+/// target, and after some renames the targets replaced; exactly the first
+/// `replaced` targets hold their new content; no temp file, no descriptor.
+void check_failed_commit(const FailedCommit& row) {
+  CAPTURE(row.what);
+  TempDir dir;
+  const std::vector<test::fs::path> files = {dir / "a" / "1", dir / "a" / "2", dir / "a" / "3",
+                                             dir / "b" / "state"};
+  for (const auto& f : files) {
+    test::fs::create_directories(f.parent_path());
+    test::write_plain(f, "old");
+  }
+  FaultFs fs;
+  TracedBatch batch(fs);
+  for (const auto& f : files) REQUIRE(batch.add(f, "new").ok());
+  fs.faults = {Fault{row.op, row.occurrence, row.error}};
+  const Status failed = batch.commit();
+  CHECK(failed.step() == row.step);
+  CHECK(failed.code().value() == row.error);
+  CHECK(failed.target() == files[static_cast<std::size_t>(row.file)].string());
+  CHECK(failed.replaced() == row.status_replaced);
+  CHECK(batch.replaced() == row.replaced);
+  const std::string message = failed.message();
+  CAPTURE(message);
+  if (row.stops == Stops::before_first_rename) {
+    CHECK_FALSE(contains(message, "replaced before the failure"));
+  } else {
+    std::string which = "replaced before the failure: ";
+    for (std::size_t i = 0; i < row.replaced; ++i) which += (i > 0 ? ", " : "") + files[i].string();
+    CHECK(contains(message, which + ")"));
+    CHECK(contains(message, files[static_cast<std::size_t>(row.file)].string()));
+  }
+  for (std::size_t i = 0; i < files.size(); ++i)
+    CHECK(read_file(files[i]) == (i < row.replaced ? "new" : "old"));
+  CHECK(temps_in({dir / "a", dir / "b"}) == 0);
+  CHECK(fs.open_descriptors().empty());
+  CHECK(batch.size() == 0);
+}
+
+}  // namespace
+
 TEST_CASE("a failure before the first rename removes every temp file and touches no target",
           "[batch]") {
-  struct Row {
-    const char* what;
-    Fault fault;
-    Step step;
-    int file;  // the file the failure names
-  };
-  const Row rows[] = {
-      {"fchmod of the first file", {Op::set_mode, 1, EPERM}, Step::set_permissions, 0},
-      {"fsync of the third file", {Op::sync_full, 3, EIO}, Step::sync_file, 2},
-      {"fsync of the last file", {Op::sync_full, 4, EIO}, Step::sync_file, 3},
-      {"close of the second file", {Op::close, 2, EIO}, Step::close_temp_file, 1},
-      {"the first rename", {Op::rename, 1, EXDEV}, Step::rename, 0},
-  };
-  for (const Row& row : rows) {
-    CAPTURE(row.what);
-    TempDir dir;
-    const std::vector<test::fs::path> files = {dir / "a" / "1", dir / "a" / "2", dir / "a" / "3",
-                                               dir / "b" / "state"};
-    for (const auto& f : files) {
-      test::fs::create_directories(f.parent_path());
-      test::write_plain(f, "old");
-    }
-    FaultFs fs;
-    TracedBatch batch(fs);
-    for (const auto& f : files) REQUIRE(batch.add(f, "new").ok());
-    fs.faults = {row.fault};
-    const Status failed = batch.commit();
-    CHECK(failed.step() == row.step);
-    CHECK(failed.target() == files[static_cast<std::size_t>(row.file)].string());
-    CHECK_FALSE(failed.replaced());
-    CHECK_FALSE(contains(failed.message(), "replaced before the failure"));
-    CHECK(batch.replaced() == 0);
-    CHECK(batch.size() == 0);
-    for (const auto& f : files) CHECK(read_file(f) == "old");
-    CHECK(temps_in({dir / "a", dir / "b"}) == 0);
-    CHECK(fs.open_descriptors().empty());
-  }
+  for (const FailedCommit& row : kFailedCommits)
+    if (row.stops == Stops::before_first_rename) check_failed_commit(row);
 }
 
 TEST_CASE("a failure after some renames says which targets were replaced and which one failed",
           "[batch]") {
-  struct Row {
-    const char* what;
-    Fault fault;
-    Step step;
-    std::size_t replaced;  // Batch::replaced(): the first ones, in order
-    int failed_file;       // the target the failure names
-    bool status_replaced;  // Status::replaced(): that target holds its new content
-  };
-  // Files a/1 a/2 a/3 b/state: fsyncs 1-4 are the files', 5 is a's
-  // directory (before the last rename), 6 is b's (after it).
-  const Row rows[] = {
-      {"the second rename", {Op::rename, 2, EIO}, Step::rename, 1, 1, false},
-      {"the third rename", {Op::rename, 3, EIO}, Step::rename, 2, 2, false},
-      {"the sync of the outputs' directory",
-       {Op::sync_full, 5, EIO},
-       Step::sync_directory,
-       3,
-       0,
-       true},
-      {"the last rename", {Op::rename, 4, EIO}, Step::rename, 3, 3, false},
-      {"the sync after the last rename", {Op::sync_full, 6, EIO}, Step::sync_directory, 4, 3, true},
-  };
-  for (const Row& row : rows) {
-    CAPTURE(row.what);
-    TempDir dir;
-    const std::vector<test::fs::path> files = {dir / "a" / "1", dir / "a" / "2", dir / "a" / "3",
-                                               dir / "b" / "state"};
-    for (const auto& f : files) {
-      test::fs::create_directories(f.parent_path());
-      test::write_plain(f, "old");
-    }
-    FaultFs fs;
-    TracedBatch batch(fs);
-    for (const auto& f : files) REQUIRE(batch.add(f, "new").ok());
-    fs.faults = {row.fault};
-    const Status failed = batch.commit();
-    CHECK(failed.step() == row.step);
-    CHECK(failed.code().value() == EIO);
-    CHECK(failed.target() == files[static_cast<std::size_t>(row.failed_file)].string());
-    CHECK(failed.replaced() == row.status_replaced);
-    CHECK(batch.replaced() == row.replaced);
-    const std::string message = failed.message();
-    CAPTURE(message);
-    std::string which = "replaced before the failure: ";
-    for (std::size_t i = 0; i < row.replaced; ++i) which += (i > 0 ? ", " : "") + files[i].string();
-    CHECK(contains(message, which + ")"));
-    CHECK(contains(message, files[static_cast<std::size_t>(row.failed_file)].string()));
-    for (std::size_t i = 0; i < files.size(); ++i)
-      CHECK(read_file(files[i]) == (i < row.replaced ? "new" : "old"));
-    CHECK(temps_in({dir / "a", dir / "b"}) == 0);
-    CHECK(fs.open_descriptors().empty());
-    CHECK(batch.size() == 0);
-  }
+  for (const FailedCommit& row : kFailedCommits)
+    if (row.stops == Stops::after_first_rename) check_failed_commit(row);
 }
 
 TEST_CASE("before_last runs once, with the other files in place, and its failure stops the commit",
@@ -511,11 +507,9 @@ TEST_CASE("save_state(state, batch) that fails gives the batch up and logs nothi
 }
 
 TEST_CASE("a failure after some renames keeps the failure's own note in its message", "[batch]") {
-  // HEADER DEFECT (issue 14, found by this case): Batch::stopped rebuilds
-  // the Status from step, code, path, target and replaced, and drops the
-  // failure's notes, so after a rename the reason a keep_previous failed
-  // ("needs a filesystem with hard links") or that a temp file could not be
-  // removed is lost, where the same failure before any rename keeps it.
+  // A failure after a rename keeps its own notes, as it does before any
+  // rename: here why a keep_previous failed ("needs a filesystem with hard
+  // links"), beside the targets already replaced.
   TempDir dir;
   FaultFs fs;
   test::CaptureLogger log;
