@@ -256,7 +256,8 @@ enum class Step : unsigned char {
   lock_run,          ///< taking the run lock of a state (StateManager::try_lock_run)
   keep_previous,     ///< linking the state file being replaced as its .prev
   invalid_use,       ///< a caller bug, e.g. a second commit()
-  move_aside [[deprecated("a corrupt state file is copied aside now: Step::copy_aside")]] =
+  move_aside
+  [[deprecated("a corrupt state file is copied aside now: Step::copy_aside; removed in 0.3.0")]] =
       copy_aside,
 };
 
@@ -1684,6 +1685,11 @@ class AtomicWriter {
   Status write_new(PathView path, std::string_view data, const WriteOptions& options) noexcept;
 
  private:
+  using Steps = detail::TransactionSteps<Transaction>;
+  // write() and write_new(): one whole buffer, replacing or not.
+  Status write_whole(PathView path, std::string_view data, const WriteOptions& options,
+                     typename Steps::Commit commit) noexcept;
+
   Fs fs_;
 };
 
@@ -2311,7 +2317,6 @@ Result<typename AtomicWriter<S, Fs>::Transaction> AtomicWriter<S, Fs>::begin(
 template <class S, class Fs>
 Result<typename AtomicWriter<S, Fs>::Transaction> AtomicWriter<S, Fs>::begin(
     PathView path, const WriteOptions& options) & noexcept {
-  using Steps = detail::TransactionSteps<Transaction>;
   Transaction transaction = Steps::make(fs_);
   if (Status opened = Steps::open(transaction, path.text(), options, Steps::Commit::replace);
       !opened)
@@ -2335,12 +2340,7 @@ Status AtomicWriter<S, Fs>::write(PathView path, std::string_view data, unsigned
 template <class S, class Fs>
 Status AtomicWriter<S, Fs>::write(PathView path, std::string_view data,
                                   const WriteOptions& options) noexcept {
-  using Steps = detail::TransactionSteps<Transaction>;
-  Transaction transaction = Steps::make(fs_);
-  if (Status opened = Steps::open(transaction, path.text(), options, Steps::Commit::replace);
-      !opened)
-    return opened;
-  return detail::write_whole(transaction, data);
+  return write_whole(path, data, options, Steps::Commit::replace);
 }
 
 template <class S, class Fs>
@@ -2352,10 +2352,15 @@ Status AtomicWriter<S, Fs>::write_new(PathView path, std::string_view data,
 template <class S, class Fs>
 Status AtomicWriter<S, Fs>::write_new(PathView path, std::string_view data,
                                       const WriteOptions& options) noexcept {
-  using Steps = detail::TransactionSteps<Transaction>;
+  return write_whole(path, data, options, Steps::Commit::no_replace);
+}
+
+template <class S, class Fs>
+Status AtomicWriter<S, Fs>::write_whole(PathView path, std::string_view data,
+                                        const WriteOptions& options,
+                                        typename Steps::Commit commit) noexcept {
   Transaction transaction = Steps::make(fs_);
-  if (Status opened = Steps::open(transaction, path.text(), options, Steps::Commit::no_replace);
-      !opened)
+  if (Status opened = Steps::open(transaction, path.text(), options, commit); !opened)
     return opened;
   return detail::write_whole(transaction, data);
 }
@@ -3824,9 +3829,9 @@ class LogfmtSink {
   pthread_mutex_t mutex_ = PTHREAD_MUTEX_INITIALIZER;  // not <mutex>: it costs every includer
 };
 
-/// The names before 0.2.0, kept for one version.
-using NullLogger [[deprecated("renamed NullSink")]] = NullSink;
-using LogfmtLogger [[deprecated("renamed LogfmtSink")]] = LogfmtSink;
+/// The names before 0.2.0, removed in 0.3.0.
+using NullLogger [[deprecated("renamed NullSink; removed in 0.3.0")]] = NullSink;
+using LogfmtLogger [[deprecated("renamed LogfmtSink; removed in 0.3.0")]] = LogfmtSink;
 
 /// Appends each field as " key=value", escaped as LogfmtSink escapes them:
 /// for sinks of one's own that write text lines (examples/sinks/ has one for
@@ -5200,7 +5205,7 @@ enum class LoadOrigin : unsigned char {
 constexpr std::string_view to_string(LoadOrigin origin) noexcept;
 
 /// How a StateManager keeps its state. Every default is the rule of the Go
-/// service this library grew from; see docs/api.md for each option.
+/// service this library grew from.
 struct StateOptions {
   /// The size limit that is none: `max_state_size = no_size_limit`.
   static constexpr std::size_t no_size_limit = static_cast<std::size_t>(-1);
@@ -5491,15 +5496,17 @@ class StateManager {
   std::remove_reference_t<Sink>& sink() noexcept { return sink_; }
   std::remove_reference_t<Fs>& filesystem() noexcept { return fs_; }
 
-  /// Deprecated spellings, kept for one version.
-  [[deprecated("the name is options().file_name")]] static constexpr const char* file_name =
-      "state.json";
-  using logger_type [[deprecated("use sink_type")]] = Sink;
-  [[deprecated("use sink()")]] std::remove_reference_t<Sink>& logger() noexcept { return sink_; }
+  /// Deprecated spellings, removed in 0.3.0.
+  [[deprecated("the name is options().file_name; removed in 0.3.0")]] static constexpr const char*
+      file_name = "state.json";
+  using logger_type [[deprecated("use sink_type; removed in 0.3.0")]] = Sink;
+  [[deprecated("use sink(); removed in 0.3.0")]] std::remove_reference_t<Sink>& logger() noexcept {
+    return sink_;
+  }
   template <class Timestamps = std::initializer_list<std::int64_t>>
-  [[deprecated("use the free function atomic_state::update_state")]] State update_state(
-      std::string_view oracle_name, std::int64_t timestamp, std::int64_t protocol_count, double tvs,
-      const Timestamps& snapshot_timestamps = {}) const {
+  [[deprecated("use the free function atomic_state::update_state; removed in 0.3.0")]] State
+  update_state(std::string_view oracle_name, std::int64_t timestamp, std::int64_t protocol_count,
+               double tvs, const Timestamps& snapshot_timestamps = {}) const {
     return atomic_state::update_state(oracle_name, timestamp, protocol_count, tvs,
                                       snapshot_timestamps);
   }
@@ -5578,19 +5585,21 @@ StateManager(std::filesystem::path, Sink&, Fs, StateOptions = {})
     -> StateManager<Sink&, State, FullSync, Fs>;
 
 /// The spelling before 0.2.0: StateManager<Logger, StateT, AtomicWriter<S,
-/// Fs>>, a writer in place of the sync policy and the filesystem. Kept for
-/// one version; a writer given to the constructor lends its filesystem.
+/// Fs>>, a writer in place of the sync policy and the filesystem. Removed
+/// in 0.3.0; a writer given to the constructor lends its filesystem.
 template <ATOMIC_STATE_DETAIL_LOG_SINK Sink, class StateT, class SyncPolicy, class Fs>
 class StateManager<Sink, StateT, AtomicWriter<SyncPolicy, Fs>, PosixFs>
     : public StateManager<Sink, StateT, SyncPolicy, Fs> {
   using Base = StateManager<Sink, StateT, SyncPolicy, Fs>;
 
  public:
-  using writer_type [[deprecated("StateManager<Sink, StateT, SyncPolicy, Fs>")]] =
+  using writer_type [[deprecated("StateManager<Sink, StateT, SyncPolicy, Fs>; removed in 0.3.0")]] =
       AtomicWriter<SyncPolicy, Fs>;
   using Base::Base;
-  [[deprecated("StateManager<Sink, StateT, SyncPolicy, Fs>(dir, sink, fs)")]] StateManager(
-      std::filesystem::path output_dir, Sink sink, AtomicWriter<SyncPolicy, Fs> writer)
+  [[deprecated(
+      "StateManager<Sink, StateT, SyncPolicy, Fs>(dir, sink, fs);"
+      " removed in 0.3.0")]] StateManager(std::filesystem::path output_dir, Sink sink,
+                                          AtomicWriter<SyncPolicy, Fs> writer)
       : Base(std::move(output_dir), static_cast<Sink&&>(sink),
              static_cast<Fs>(writer.filesystem())) {}
 };

@@ -200,9 +200,9 @@ class LogfmtSink {
   pthread_mutex_t mutex_ = PTHREAD_MUTEX_INITIALIZER;  // not <mutex>: it costs every includer
 };
 
-/// The names before 0.2.0, kept for one version.
-using NullLogger [[deprecated("renamed NullSink")]] = NullSink;
-using LogfmtLogger [[deprecated("renamed LogfmtSink")]] = LogfmtSink;
+/// The names before 0.2.0, removed in 0.3.0.
+using NullLogger [[deprecated("renamed NullSink; removed in 0.3.0")]] = NullSink;
+using LogfmtLogger [[deprecated("renamed LogfmtSink; removed in 0.3.0")]] = LogfmtSink;
 
 /// Appends each field as " key=value", escaped as LogfmtSink escapes them:
 /// for sinks of one's own that write text lines (examples/sinks/ has one for

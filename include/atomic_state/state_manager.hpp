@@ -46,7 +46,7 @@ enum class LoadOrigin : unsigned char {
 constexpr std::string_view to_string(LoadOrigin origin) noexcept;
 
 /// How a StateManager keeps its state. Every default is the rule of the Go
-/// service this library grew from; see docs/api.md for each option.
+/// service this library grew from.
 struct StateOptions {
   /// The size limit that is none: `max_state_size = no_size_limit`.
   static constexpr std::size_t no_size_limit = static_cast<std::size_t>(-1);
@@ -337,15 +337,17 @@ class StateManager {
   std::remove_reference_t<Sink>& sink() noexcept { return sink_; }
   std::remove_reference_t<Fs>& filesystem() noexcept { return fs_; }
 
-  /// Deprecated spellings, kept for one version.
-  [[deprecated("the name is options().file_name")]] static constexpr const char* file_name =
-      "state.json";
-  using logger_type [[deprecated("use sink_type")]] = Sink;
-  [[deprecated("use sink()")]] std::remove_reference_t<Sink>& logger() noexcept { return sink_; }
+  /// Deprecated spellings, removed in 0.3.0.
+  [[deprecated("the name is options().file_name; removed in 0.3.0")]] static constexpr const char*
+      file_name = "state.json";
+  using logger_type [[deprecated("use sink_type; removed in 0.3.0")]] = Sink;
+  [[deprecated("use sink(); removed in 0.3.0")]] std::remove_reference_t<Sink>& logger() noexcept {
+    return sink_;
+  }
   template <class Timestamps = std::initializer_list<std::int64_t>>
-  [[deprecated("use the free function atomic_state::update_state")]] State update_state(
-      std::string_view oracle_name, std::int64_t timestamp, std::int64_t protocol_count, double tvs,
-      const Timestamps& snapshot_timestamps = {}) const {
+  [[deprecated("use the free function atomic_state::update_state; removed in 0.3.0")]] State
+  update_state(std::string_view oracle_name, std::int64_t timestamp, std::int64_t protocol_count,
+               double tvs, const Timestamps& snapshot_timestamps = {}) const {
     return atomic_state::update_state(oracle_name, timestamp, protocol_count, tvs,
                                       snapshot_timestamps);
   }
@@ -424,19 +426,21 @@ StateManager(std::filesystem::path, Sink&, Fs, StateOptions = {})
     -> StateManager<Sink&, State, FullSync, Fs>;
 
 /// The spelling before 0.2.0: StateManager<Logger, StateT, AtomicWriter<S,
-/// Fs>>, a writer in place of the sync policy and the filesystem. Kept for
-/// one version; a writer given to the constructor lends its filesystem.
+/// Fs>>, a writer in place of the sync policy and the filesystem. Removed
+/// in 0.3.0; a writer given to the constructor lends its filesystem.
 template <ATOMIC_STATE_DETAIL_LOG_SINK Sink, class StateT, class SyncPolicy, class Fs>
 class StateManager<Sink, StateT, AtomicWriter<SyncPolicy, Fs>, PosixFs>
     : public StateManager<Sink, StateT, SyncPolicy, Fs> {
   using Base = StateManager<Sink, StateT, SyncPolicy, Fs>;
 
  public:
-  using writer_type [[deprecated("StateManager<Sink, StateT, SyncPolicy, Fs>")]] =
+  using writer_type [[deprecated("StateManager<Sink, StateT, SyncPolicy, Fs>; removed in 0.3.0")]] =
       AtomicWriter<SyncPolicy, Fs>;
   using Base::Base;
-  [[deprecated("StateManager<Sink, StateT, SyncPolicy, Fs>(dir, sink, fs)")]] StateManager(
-      std::filesystem::path output_dir, Sink sink, AtomicWriter<SyncPolicy, Fs> writer)
+  [[deprecated(
+      "StateManager<Sink, StateT, SyncPolicy, Fs>(dir, sink, fs);"
+      " removed in 0.3.0")]] StateManager(std::filesystem::path output_dir, Sink sink,
+                                          AtomicWriter<SyncPolicy, Fs> writer)
       : Base(std::move(output_dir), static_cast<Sink&&>(sink),
              static_cast<Fs>(writer.filesystem())) {}
 };

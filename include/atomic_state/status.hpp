@@ -46,7 +46,8 @@ enum class Step : unsigned char {
   lock_run,          ///< taking the run lock of a state (StateManager::try_lock_run)
   keep_previous,     ///< linking the state file being replaced as its .prev
   invalid_use,       ///< a caller bug, e.g. a second commit()
-  move_aside [[deprecated("a corrupt state file is copied aside now: Step::copy_aside")]] =
+  move_aside
+  [[deprecated("a corrupt state file is copied aside now: Step::copy_aside; removed in 0.3.0")]] =
       copy_aside,
 };
 

@@ -283,6 +283,11 @@ class AtomicWriter {
   Status write_new(PathView path, std::string_view data, const WriteOptions& options) noexcept;
 
  private:
+  using Steps = detail::TransactionSteps<Transaction>;
+  // write() and write_new(): one whole buffer, replacing or not.
+  Status write_whole(PathView path, std::string_view data, const WriteOptions& options,
+                     typename Steps::Commit commit) noexcept;
+
   Fs fs_;
 };
 
@@ -910,7 +915,6 @@ Result<typename AtomicWriter<S, Fs>::Transaction> AtomicWriter<S, Fs>::begin(
 template <class S, class Fs>
 Result<typename AtomicWriter<S, Fs>::Transaction> AtomicWriter<S, Fs>::begin(
     PathView path, const WriteOptions& options) & noexcept {
-  using Steps = detail::TransactionSteps<Transaction>;
   Transaction transaction = Steps::make(fs_);
   if (Status opened = Steps::open(transaction, path.text(), options, Steps::Commit::replace);
       !opened)
@@ -934,12 +938,7 @@ Status AtomicWriter<S, Fs>::write(PathView path, std::string_view data, unsigned
 template <class S, class Fs>
 Status AtomicWriter<S, Fs>::write(PathView path, std::string_view data,
                                   const WriteOptions& options) noexcept {
-  using Steps = detail::TransactionSteps<Transaction>;
-  Transaction transaction = Steps::make(fs_);
-  if (Status opened = Steps::open(transaction, path.text(), options, Steps::Commit::replace);
-      !opened)
-    return opened;
-  return detail::write_whole(transaction, data);
+  return write_whole(path, data, options, Steps::Commit::replace);
 }
 
 template <class S, class Fs>
@@ -951,10 +950,15 @@ Status AtomicWriter<S, Fs>::write_new(PathView path, std::string_view data,
 template <class S, class Fs>
 Status AtomicWriter<S, Fs>::write_new(PathView path, std::string_view data,
                                       const WriteOptions& options) noexcept {
-  using Steps = detail::TransactionSteps<Transaction>;
+  return write_whole(path, data, options, Steps::Commit::no_replace);
+}
+
+template <class S, class Fs>
+Status AtomicWriter<S, Fs>::write_whole(PathView path, std::string_view data,
+                                        const WriteOptions& options,
+                                        typename Steps::Commit commit) noexcept {
   Transaction transaction = Steps::make(fs_);
-  if (Status opened = Steps::open(transaction, path.text(), options, Steps::Commit::no_replace);
-      !opened)
+  if (Status opened = Steps::open(transaction, path.text(), options, commit); !opened)
     return opened;
   return detail::write_whole(transaction, data);
 }
