@@ -107,7 +107,9 @@ class StatusText {
 /// The outcome of an operation: success, or the step, paths and OS reason of
 /// its failure. Success costs nothing; a failure allocates its text once
 /// (without throwing), and copies share it, so copying a Status never
-/// allocates or throws.
+/// allocates or throws. If memory runs out while a failure is described,
+/// the Status keeps its step and code; path(), target() and detail() are
+/// then empty (under -fno-exceptions too).
 class [[nodiscard]] Status {
  public:
   /// Success.
@@ -118,6 +120,9 @@ class [[nodiscard]] Status {
   /// destination); `replaced` says the target already holds the new data;
   /// `note` is an optional static explanation appended to the message.
   /// `detail` is an explanation made at run time (which field, which byte).
+  /// For code of one's own that returns a Status (Batch::commit's
+  /// before_last); the library builds its own. A failure always has a step:
+  /// Step::none is taken as Step::invalid_use.
   Status(Step step, std::error_code code, std::string_view subject, std::string_view target = {},
          bool replaced = false, const char* note = nullptr, std::string_view detail = {}) noexcept;
 
@@ -127,9 +132,11 @@ class [[nodiscard]] Status {
   Status& operator=(Status&& other) noexcept;
   ~Status() { detail::StatusText::drop(text_); }
 
+  /// True on success.
   bool ok() const noexcept { return step_ == Step::none; }
   explicit operator bool() const noexcept { return ok(); }
 
+  /// The step that failed; Step::none on success.
   Step step() const noexcept { return step_; }
   /// The reason: an OS errno in the system category for OS failures, a
   /// std::errc in the generic category for the library's own refusals,
@@ -159,9 +166,15 @@ class [[nodiscard]] Status {
   /// keeps two notes; a success stays a success.
   Status with_note(const char* note) const noexcept;
 
-  /// A sentence naming the step, the path, the target and the reason, e.g.
-  /// "create temp file /var/lib/c/.tmp-Ab12Cd for /var/lib/c/state.json:
-  /// Permission denied", or "rename A to B: ...". "ok" on success. Allocates
+  /// A sentence: "[<context>: ]<step>[ <path>][ for <target>]: <reason>",
+  /// the step in to_string's words and the reason code().message(), then,
+  /// each in parentheses when present: "<target> was replaced, but the
+  /// replacement is not known to be durable" (replaced()), the notes, the
+  /// detail. The target is left out when empty or the same as the path;
+  /// rename, copy aside and keep previous say " to " instead of " for ".
+  /// E.g. "create temp file /var/lib/c/.tmp-Ab12Cd for
+  /// /var/lib/c/state.json: Permission denied", "rename /d/.tmp-Ab12Cd to
+  /// /d/state.json: No space left on device". "ok" on success. Allocates
   /// the string (std::bad_alloc when memory runs out).
   std::string message() const;
 
@@ -187,8 +200,10 @@ inline void print_missing_value(const Status& status) noexcept;
 }  // namespace detail
 
 // A caller bug: Result::value(), operator* or operator-> without a value.
-// Whatever this does, the program then aborts, in every build mode: a
-// default-constructed value would be garbage the program then trusts.
+// By default it prints "atomic_state: Result::value() called on a failure:
+// <message>" to stderr. Whatever this does, the program then aborts, in
+// every build mode: a default-constructed value would be garbage the
+// program then trusts.
 #ifndef ATOMIC_STATE_ON_MISSING_VALUE
 #define ATOMIC_STATE_ON_MISSING_VALUE(status) ::atomic_state::detail::print_missing_value(status)
 #endif
@@ -200,7 +215,8 @@ class [[nodiscard]] Result {
   Result(T&& value) noexcept(std::is_nothrow_move_constructible_v<T>) : value_(std::move(value)) {}
   Result(const T& value) noexcept(std::is_nothrow_copy_constructible_v<T>) : value_(value) {}
   /// A failure. Given a success Status (a caller bug), the Result still
-  /// holds an error rather than an empty success.
+  /// holds an error rather than an empty success: Step::invalid_use,
+  /// std::errc::invalid_argument.
   Result(Status status) noexcept;
   /// The Result of a type derived from T, as a Result<T>: a
   /// Result<Loaded<State>> where a Result<State> is wanted.
