@@ -1712,8 +1712,6 @@ class AtomicWriter {
 /// `AtomicWriter<>{}.write(path, data, perm)`: durable, atomic replacement.
 Status write_atomic(PathView path, std::string_view data, unsigned perm = 0644) noexcept;
 
-/// What AtomicDirectory::open does with a directory that does not exist.
-
 // ========================================================= implementation ====
 
 // --------------------------------------------------------- WriteTransaction --
@@ -2559,6 +2557,7 @@ inline Status write_atomic(PathView path, std::string_view data, unsigned perm) 
 namespace atomic_state {
 inline namespace ATOMIC_STATE_DETAIL_ABI {
 
+/// What AtomicDirectory::open does with a directory that does not exist.
 enum class MissingDirectory : unsigned char {
   create,  ///< make it, and any missing parent, as a first save does
   fail,    ///< an error (Step::open_directory, ENOENT)
@@ -2608,10 +2607,16 @@ class AtomicDirectory {
   ~AtomicDirectory();
 
   /// Replaces the file `name` of the directory with `data`, as
-  /// AtomicWriter::write does (`options.create_directories` does not apply).
+  /// AtomicWriter::write does (`options.create_directories` does not apply;
+  /// `options.follow_symlinks` is refused, EINVAL). `name` is a plain name
+  /// in the directory, refused with Step::check_path before anything is
+  /// written when it is empty or holds a '/' or a NUL (EINVAL), is "." or
+  /// ".." (EISDIR), or is too long (ENAMETOOLONG); write_new() and begin()
+  /// take names alike.
   Status write(std::string_view name, std::string_view data, unsigned perm = 0644) noexcept;
   Status write(std::string_view name, std::string_view data, const WriteOptions& options) noexcept;
-  /// Creates `name` with `data`, failing with EEXIST rather than replacing.
+  /// Creates `name` with `data`, failing with EEXIST (Step::rename) rather
+  /// than replacing.
   Status write_new(std::string_view name, std::string_view data, unsigned perm = 0644) noexcept;
   /// Starts a streaming replacement of the file `name`.
   Result<Transaction> begin(std::string_view name, unsigned perm = 0644) & noexcept;
@@ -2627,6 +2632,7 @@ class AtomicDirectory {
   std::string_view path() const noexcept { return {path_, path_len_}; }
   /// Its descriptor, for calls of one's own (openat to read a file).
   int descriptor() const noexcept { return dir_fd_; }
+  /// The filesystem policy (the caller's own object when Fs is a reference).
   std::remove_reference_t<Fs>& filesystem() noexcept { return fs_; }
 
  private:
@@ -2828,29 +2834,38 @@ class Batch {
 
   /// Adds the file `path` with `data`, written to its temp file now (see
   /// AtomicWriter::write for the path's rules). The same target twice in
-  /// one batch (as the same text) is refused. Failures: those of
-  /// AtomicWriter::begin and of a write; the batch keeps its other files.
+  /// one batch (as the same text) is refused (Step::check_path, EEXIST), and
+  /// so is a directory, FIFO, socket or device at the target (check_path,
+  /// EISDIR or EINVAL), before a byte is written. Failures: those of
+  /// AtomicWriter::begin and of a write, and create_temp_file with ENOMEM
+  /// when there is no memory for one more file; the batch keeps its other
+  /// files.
   Status add(PathView path, std::string_view data, unsigned perm = 0644) noexcept;
   Status add(PathView path, std::string_view data, const WriteOptions& options) noexcept;
-  /// Adds the file `name` of an open directory; the directory must outlive
-  /// the commit.
+  /// Adds the file `name` of an open directory (a plain name, as
+  /// AtomicDirectory::write takes); the directory must outlive the commit.
   Status add(Directory& dir, std::string_view name, std::string_view data,
              unsigned perm = 0644) noexcept;
   Status add(Directory& dir, std::string_view name, std::string_view data,
              const WriteOptions& options) noexcept;
   /// Adds a file to be streamed: write() to the transaction returned, then
-  /// commit() the batch (the transaction's own commit() refuses). The
+  /// commit() the batch (the transaction's own commit() refuses:
+  /// Step::invalid_use, EPERM). The
   /// pointer is valid until the batch's commit() or discard().
   Result<Transaction*> add_stream(PathView path, const WriteOptions& options = {}) noexcept;
   Result<Transaction*> add_stream(Directory& dir, std::string_view name,
                                   const WriteOptions& options = {}) noexcept;
 
-  /// Makes room for `files` files, so that adding them allocates nothing.
+  /// Makes room for `files` files, so that adding them and committing
+  /// allocates nothing.
   void reserve(std::size_t files) noexcept;
 
   /// Commits every file added, as above. An empty batch is an error
-  /// (Step::invalid_use), as is one holding a file whose streamed write
-  /// failed (that failure; every temp file is removed).
+  /// (Step::invalid_use, EINVAL), as is one holding a file whose streamed
+  /// write failed (that failure; every temp file is removed). A failure
+  /// after some renames lists them in its detail: "rename /d/.tmp-Ab12Cd
+  /// to /d/state.json: No space left on device (replaced before the
+  /// failure: /d/out/summary.json, /d/out/full.json)".
   Status commit() noexcept {
     return commit([]() noexcept { return Status(); });
   }
@@ -2884,8 +2899,6 @@ class Batch {
   std::size_t used_ = 0;
   std::size_t replaced_ = 0;
 };
-
-/// How a SnapshotWriter keeps its generations.
 
 // ========================================================= implementation ====
 
@@ -3104,19 +3117,24 @@ Status Batch<S, Fs>::commit(BeforeLast&& before_last) noexcept {
 namespace atomic_state {
 inline namespace ATOMIC_STATE_DETAIL_ABI {
 
+/// How a SnapshotWriter keeps its generations. open() refuses options it
+/// cannot use (Step::check_path, EINVAL).
 struct SnapshotOptions {
   /// Generations kept after a publish: the current one and the newest
   /// before it, so that a reader who opened `current` just before a publish
   /// can still read its files. At least 1.
   unsigned keep = 2;
-  unsigned directory_mode = 0755;                       ///< each generation directory's mode, exact
+  /// Each generation directory's mode, exact (the umask is ignored); at
+  /// most 07777.
+  unsigned directory_mode = 0755;
   MissingDirectory missing = MissingDirectory::create;  ///< for the snapshot directory
 };
 
 /// A set of files that readers see change all at once. The files live in
 /// a generation directory, DIR/gen-N, and DIR/current is a symlink naming
-/// the complete one; a reader opens DIR/current once and then reads the
-/// files relative to that descriptor, so it sees one whole set, old or new.
+/// the complete one; a reader opens DIR/current once (open("DIR/current",
+/// O_RDONLY | O_DIRECTORY)) and then reads the files relative to that
+/// descriptor (openat), so it sees one whole set, old or new.
 /// add() writes a file into a new generation (made at the first add);
 /// publish() makes it durable and current:
 ///   1. each file's mode set, writeback started, synced and closed;
@@ -3130,10 +3148,12 @@ struct SnapshotOptions {
 /// generations) is reported with replaced() true: readers see the new set.
 ///
 /// One publisher per directory at a time: open() takes a lock on
-/// DIR/.snapshot.lock (mode 0600, so that no other user can hold it) for
-/// the writer's life, and a second open() fails with EWOULDBLOCK rather than
-/// waiting. open() also removes what a killed publisher left: generations
-/// newer than current, and temp symlinks. Move-only.
+/// DIR/.snapshot.lock (mode 0600, so that no other user can hold it; one
+/// open to others is made so) for the writer's life, and a second open()
+/// fails with EWOULDBLOCK rather than waiting. open() also removes what a
+/// killed publisher left: generations newer than current, and temp
+/// symlinks. A DIR/current that is not a symlink naming a gen-N belongs to
+/// someone else: open() refuses it and removes nothing. Move-only.
 template <class SyncPolicy = FullSync, class Fs = PosixFs>
 class SnapshotWriter {
   static_assert(is_sync_policy_v<SyncPolicy>,
@@ -3146,8 +3166,9 @@ class SnapshotWriter {
  public:
   /// Opens the snapshot directory `dir`, locks it for this publisher and
   /// removes what a killed one left. Failures: check_path (bad options, or
-  /// DIR/current not a symlink to a generation), create_directory,
-  /// open_directory, lock_run, remove_temp_file.
+  /// DIR/current not a symlink to a generation: EINVAL), create_directory,
+  /// open_directory, create_temp_file (AtomicDirectory's claim), lock_run
+  /// (EWOULDBLOCK: another writer has it open), remove_temp_file.
   template <class F = Fs, std::enable_if_t<std::is_default_constructible_v<F>, int> = 0>
   static Result<SnapshotWriter> open(PathView dir, const SnapshotOptions& options = {}) noexcept {
     return open(dir, F(), options);
@@ -3162,24 +3183,31 @@ class SnapshotWriter {
   /// Discards an unpublished generation, then releases the lock.
   ~SnapshotWriter();
 
-  /// Writes the file `name` (a plain name: no '/', not "." or "..") of the
-  /// next generation. The same name twice is refused (check_path, EEXIST).
-  /// Failures: check_path, create_directory, open_directory (the new
-  /// generation), create_temp_file, write_data; the generation keeps its
-  /// other files.
+  /// Writes the file `name` of the next generation. Refused with
+  /// Step::check_path before anything is written: a name empty, holding a
+  /// '/' or a NUL, "." or ".." (EINVAL), longer than ATOMIC_STATE_NAME_MAX
+  /// (ENAMETOOLONG) or added before (EEXIST); a mode above 07777 (EINVAL).
+  /// Failures: create_directory, open_directory, set_permissions (the new
+  /// generation, made at the first add), create_temp_file, write_data; the
+  /// generation keeps its other files. A moved-from writer: invalid_use.
   Status add(std::string_view name, std::string_view data, unsigned perm = 0644) noexcept;
-  /// Publishes the files added, as above. No file added: invalid_use.
+  /// Publishes the files added, as above. No file added: invalid_use
+  /// (EINVAL). After a failure the files added are gone: add them again.
   Status publish() noexcept;
   /// Removes the unpublished generation, if any; current is untouched.
   void discard() noexcept;
-  /// Removes generations no longer needed and temp symlinks (as open() and
-  /// publish() do); a TempSweep counting the entries removed.
+  /// Removes, as open() and publish() do, the temp symlinks
+  /// (.current.tmp-*), the generations newer than current (half-built by a
+  /// killed publisher) and those older than the newest keep - 1 before
+  /// current; a TempSweep counting the entries removed. Nothing else in DIR
+  /// is touched. Failures: remove_temp_file.
   Result<TempSweep> remove_stale_generations() noexcept;
 
   /// The generation DIR/current names (0: none yet).
   std::uint64_t current() const noexcept { return current_; }
   /// Files added to the next generation.
   std::size_t size() const noexcept { return files_.size(); }
+  /// The snapshot directory's path, as given to open().
   std::string_view path() const noexcept { return dir_.path(); }
 
  private:

@@ -36,29 +36,38 @@ class Batch {
 
   /// Adds the file `path` with `data`, written to its temp file now (see
   /// AtomicWriter::write for the path's rules). The same target twice in
-  /// one batch (as the same text) is refused. Failures: those of
-  /// AtomicWriter::begin and of a write; the batch keeps its other files.
+  /// one batch (as the same text) is refused (Step::check_path, EEXIST), and
+  /// so is a directory, FIFO, socket or device at the target (check_path,
+  /// EISDIR or EINVAL), before a byte is written. Failures: those of
+  /// AtomicWriter::begin and of a write, and create_temp_file with ENOMEM
+  /// when there is no memory for one more file; the batch keeps its other
+  /// files.
   Status add(PathView path, std::string_view data, unsigned perm = 0644) noexcept;
   Status add(PathView path, std::string_view data, const WriteOptions& options) noexcept;
-  /// Adds the file `name` of an open directory; the directory must outlive
-  /// the commit.
+  /// Adds the file `name` of an open directory (a plain name, as
+  /// AtomicDirectory::write takes); the directory must outlive the commit.
   Status add(Directory& dir, std::string_view name, std::string_view data,
              unsigned perm = 0644) noexcept;
   Status add(Directory& dir, std::string_view name, std::string_view data,
              const WriteOptions& options) noexcept;
   /// Adds a file to be streamed: write() to the transaction returned, then
-  /// commit() the batch (the transaction's own commit() refuses). The
+  /// commit() the batch (the transaction's own commit() refuses:
+  /// Step::invalid_use, EPERM). The
   /// pointer is valid until the batch's commit() or discard().
   Result<Transaction*> add_stream(PathView path, const WriteOptions& options = {}) noexcept;
   Result<Transaction*> add_stream(Directory& dir, std::string_view name,
                                   const WriteOptions& options = {}) noexcept;
 
-  /// Makes room for `files` files, so that adding them allocates nothing.
+  /// Makes room for `files` files, so that adding them and committing
+  /// allocates nothing.
   void reserve(std::size_t files) noexcept;
 
   /// Commits every file added, as above. An empty batch is an error
-  /// (Step::invalid_use), as is one holding a file whose streamed write
-  /// failed (that failure; every temp file is removed).
+  /// (Step::invalid_use, EINVAL), as is one holding a file whose streamed
+  /// write failed (that failure; every temp file is removed). A failure
+  /// after some renames lists them in its detail: "rename /d/.tmp-Ab12Cd
+  /// to /d/state.json: No space left on device (replaced before the
+  /// failure: /d/out/summary.json, /d/out/full.json)".
   Status commit() noexcept {
     return commit([]() noexcept { return Status(); });
   }
@@ -92,8 +101,6 @@ class Batch {
   std::size_t used_ = 0;
   std::size_t replaced_ = 0;
 };
-
-/// How a SnapshotWriter keeps its generations.
 
 // ========================================================= implementation ====
 

@@ -14,6 +14,7 @@
 namespace atomic_state {
 inline namespace ATOMIC_STATE_DETAIL_ABI {
 
+/// What AtomicDirectory::open does with a directory that does not exist.
 enum class MissingDirectory : unsigned char {
   create,  ///< make it, and any missing parent, as a first save does
   fail,    ///< an error (Step::open_directory, ENOENT)
@@ -63,10 +64,16 @@ class AtomicDirectory {
   ~AtomicDirectory();
 
   /// Replaces the file `name` of the directory with `data`, as
-  /// AtomicWriter::write does (`options.create_directories` does not apply).
+  /// AtomicWriter::write does (`options.create_directories` does not apply;
+  /// `options.follow_symlinks` is refused, EINVAL). `name` is a plain name
+  /// in the directory, refused with Step::check_path before anything is
+  /// written when it is empty or holds a '/' or a NUL (EINVAL), is "." or
+  /// ".." (EISDIR), or is too long (ENAMETOOLONG); write_new() and begin()
+  /// take names alike.
   Status write(std::string_view name, std::string_view data, unsigned perm = 0644) noexcept;
   Status write(std::string_view name, std::string_view data, const WriteOptions& options) noexcept;
-  /// Creates `name` with `data`, failing with EEXIST rather than replacing.
+  /// Creates `name` with `data`, failing with EEXIST (Step::rename) rather
+  /// than replacing.
   Status write_new(std::string_view name, std::string_view data, unsigned perm = 0644) noexcept;
   /// Starts a streaming replacement of the file `name`.
   Result<Transaction> begin(std::string_view name, unsigned perm = 0644) & noexcept;
@@ -82,6 +89,7 @@ class AtomicDirectory {
   std::string_view path() const noexcept { return {path_, path_len_}; }
   /// Its descriptor, for calls of one's own (openat to read a file).
   int descriptor() const noexcept { return dir_fd_; }
+  /// The filesystem policy (the caller's own object when Fs is a reference).
   std::remove_reference_t<Fs>& filesystem() noexcept { return fs_; }
 
  private:

@@ -16,19 +16,24 @@
 namespace atomic_state {
 inline namespace ATOMIC_STATE_DETAIL_ABI {
 
+/// How a SnapshotWriter keeps its generations. open() refuses options it
+/// cannot use (Step::check_path, EINVAL).
 struct SnapshotOptions {
   /// Generations kept after a publish: the current one and the newest
   /// before it, so that a reader who opened `current` just before a publish
   /// can still read its files. At least 1.
   unsigned keep = 2;
-  unsigned directory_mode = 0755;                       ///< each generation directory's mode, exact
+  /// Each generation directory's mode, exact (the umask is ignored); at
+  /// most 07777.
+  unsigned directory_mode = 0755;
   MissingDirectory missing = MissingDirectory::create;  ///< for the snapshot directory
 };
 
 /// A set of files that readers see change all at once. The files live in
 /// a generation directory, DIR/gen-N, and DIR/current is a symlink naming
-/// the complete one; a reader opens DIR/current once and then reads the
-/// files relative to that descriptor, so it sees one whole set, old or new.
+/// the complete one; a reader opens DIR/current once (open("DIR/current",
+/// O_RDONLY | O_DIRECTORY)) and then reads the files relative to that
+/// descriptor (openat), so it sees one whole set, old or new.
 /// add() writes a file into a new generation (made at the first add);
 /// publish() makes it durable and current:
 ///   1. each file's mode set, writeback started, synced and closed;
@@ -42,10 +47,12 @@ struct SnapshotOptions {
 /// generations) is reported with replaced() true: readers see the new set.
 ///
 /// One publisher per directory at a time: open() takes a lock on
-/// DIR/.snapshot.lock (mode 0600, so that no other user can hold it) for
-/// the writer's life, and a second open() fails with EWOULDBLOCK rather than
-/// waiting. open() also removes what a killed publisher left: generations
-/// newer than current, and temp symlinks. Move-only.
+/// DIR/.snapshot.lock (mode 0600, so that no other user can hold it; one
+/// open to others is made so) for the writer's life, and a second open()
+/// fails with EWOULDBLOCK rather than waiting. open() also removes what a
+/// killed publisher left: generations newer than current, and temp
+/// symlinks. A DIR/current that is not a symlink naming a gen-N belongs to
+/// someone else: open() refuses it and removes nothing. Move-only.
 template <class SyncPolicy = FullSync, class Fs = PosixFs>
 class SnapshotWriter {
   static_assert(is_sync_policy_v<SyncPolicy>,
@@ -58,8 +65,9 @@ class SnapshotWriter {
  public:
   /// Opens the snapshot directory `dir`, locks it for this publisher and
   /// removes what a killed one left. Failures: check_path (bad options, or
-  /// DIR/current not a symlink to a generation), create_directory,
-  /// open_directory, lock_run, remove_temp_file.
+  /// DIR/current not a symlink to a generation: EINVAL), create_directory,
+  /// open_directory, create_temp_file (AtomicDirectory's claim), lock_run
+  /// (EWOULDBLOCK: another writer has it open), remove_temp_file.
   template <class F = Fs, std::enable_if_t<std::is_default_constructible_v<F>, int> = 0>
   static Result<SnapshotWriter> open(PathView dir, const SnapshotOptions& options = {}) noexcept {
     return open(dir, F(), options);
@@ -74,24 +82,31 @@ class SnapshotWriter {
   /// Discards an unpublished generation, then releases the lock.
   ~SnapshotWriter();
 
-  /// Writes the file `name` (a plain name: no '/', not "." or "..") of the
-  /// next generation. The same name twice is refused (check_path, EEXIST).
-  /// Failures: check_path, create_directory, open_directory (the new
-  /// generation), create_temp_file, write_data; the generation keeps its
-  /// other files.
+  /// Writes the file `name` of the next generation. Refused with
+  /// Step::check_path before anything is written: a name empty, holding a
+  /// '/' or a NUL, "." or ".." (EINVAL), longer than ATOMIC_STATE_NAME_MAX
+  /// (ENAMETOOLONG) or added before (EEXIST); a mode above 07777 (EINVAL).
+  /// Failures: create_directory, open_directory, set_permissions (the new
+  /// generation, made at the first add), create_temp_file, write_data; the
+  /// generation keeps its other files. A moved-from writer: invalid_use.
   Status add(std::string_view name, std::string_view data, unsigned perm = 0644) noexcept;
-  /// Publishes the files added, as above. No file added: invalid_use.
+  /// Publishes the files added, as above. No file added: invalid_use
+  /// (EINVAL). After a failure the files added are gone: add them again.
   Status publish() noexcept;
   /// Removes the unpublished generation, if any; current is untouched.
   void discard() noexcept;
-  /// Removes generations no longer needed and temp symlinks (as open() and
-  /// publish() do); a TempSweep counting the entries removed.
+  /// Removes, as open() and publish() do, the temp symlinks
+  /// (.current.tmp-*), the generations newer than current (half-built by a
+  /// killed publisher) and those older than the newest keep - 1 before
+  /// current; a TempSweep counting the entries removed. Nothing else in DIR
+  /// is touched. Failures: remove_temp_file.
   Result<TempSweep> remove_stale_generations() noexcept;
 
   /// The generation DIR/current names (0: none yet).
   std::uint64_t current() const noexcept { return current_; }
   /// Files added to the next generation.
   std::size_t size() const noexcept { return files_.size(); }
+  /// The snapshot directory's path, as given to open().
   std::string_view path() const noexcept { return dir_.path(); }
 
  private:

@@ -294,8 +294,6 @@ class AtomicWriter {
 /// `AtomicWriter<>{}.write(path, data, perm)`: durable, atomic replacement.
 Status write_atomic(PathView path, std::string_view data, unsigned perm = 0644) noexcept;
 
-/// What AtomicDirectory::open does with a directory that does not exist.
-
 // ========================================================= implementation ====
 
 // --------------------------------------------------------- WriteTransaction --
