@@ -55,27 +55,40 @@ struct StateOptions {
   /// "..", and none of the names the manager gives files of its own (a
   /// temp file's ".tmp-...", a name ending ".lock" or ".prev", a name
   /// holding ".corrupt-"), so that two managers with different names share
-  /// a directory without touching each other's files.
+  /// a directory without touching each other's files. No NUL byte, and
+  /// short enough for the names made from it (NAME_MAX - 40 bytes).
   std::string file_name = "state.json";
   /// The state file's mode, exact (the umask is ignored); at most 07777.
+  /// 0600 for a state that holds tokens.
   unsigned file_mode = 0644;
   /// Whether a missing state directory is created (0755 less the umask, as
-  /// mkdir -p). When false, a missing directory is an error, never a first
-  /// run: for a directory on a volume that may not be mounted.
+  /// mkdir -p, each level synced). When false, a missing directory is an
+  /// error, never a first run: for a directory on a volume that may not be
+  /// mounted. load_state, save_state and try_lock_run then fail alike with
+  /// Step::open_directory, ENOENT, the note asking whether it is mounted.
   bool create_directory = true;
   /// What load_state does with a corrupt state file.
   OnCorrupt on_corrupt = OnCorrupt::recover;
   /// How many copies of corrupt state files are kept beside the state; once
-  /// there are more, the oldest are removed (each removal logged). 0 keeps
-  /// none.
+  /// there are more, the oldest (by the time in their names) are removed,
+  /// each removal logged. Entries that are not this state's copies, or not
+  /// regular files, are never counted or removed. 0: no copy is made.
   std::size_t corrupt_copies = 5;
   /// Whether each save first keeps the state it replaces as
   /// `<file_name>.prev` (a hard link: nothing is copied), for load_state
-  /// to fall back to when the state file is corrupt.
+  /// to fall back to when the state file is corrupt. The link is made under
+  /// a temp name and renamed over the old .prev, the directory synced, all
+  /// before the state file is replaced. Nothing is linked when there is no
+  /// state file yet, when it is the one this manager's load found corrupt,
+  /// or when .prev already is it. Needs a filesystem with hard links (not
+  /// FAT): without, a save fails with Step::keep_previous (EPERM,
+  /// EOPNOTSUPP or EMLINK) and a note saying so.
   bool keep_previous = false;
   /// State files larger than this are refused, by load_state and by
   /// save_state alike. Every value is allowed: 0 refuses every non-empty
-  /// file, no_size_limit refuses none.
+  /// file, no_size_limit refuses none. A file over the limit is an error
+  /// (Step::check_file, EFBIG), never a corrupt file; a state whose text
+  /// would exceed it is refused by save_state (Step::serialize, EFBIG).
   std::size_t max_state_size = ATOMIC_STATE_MAX_STATE_SIZE;
 
   /// Why these options cannot be used (Step::check_path), or success.
@@ -274,6 +287,14 @@ class StateManager {
   /// makes a save wait, and `flock DIR` wrappers do not meet it. Taking it
   /// also proves early that the directory is usable: it is created when
   /// missing (StateOptions::create_directory) and must be writable.
+  /// The lock file is opened without following a symlink (one there:
+  /// ELOOP) and must be a regular file (else EINVAL); one open to other
+  /// users is made 0600; the holder writes its pid into it. It is never
+  /// removed: removing a lock file races with its next taker. A second
+  /// taker's Status has path() the lock file, target() the state file,
+  /// detail() "held by pid N": "take the run lock: lock run
+  /// /var/lib/c/.state.json.lock for /var/lib/c/state.json: Resource
+  /// temporarily unavailable (another run holds it) (held by pid 4242)".
   Result<RunLock<Fs>> try_lock_run() noexcept;
 
   /// The saved state and where it came from (LoadOrigin): saved, or
