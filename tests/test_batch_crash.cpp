@@ -18,8 +18,8 @@
 #include "atomic_state.hpp"
 #include "support/catch.hpp"
 #include "support/crash_images.hpp"
+#include "support/go_service_state.hpp"
 #include "support/names.hpp"
-#include "support/seed_state.hpp"
 
 using test::crash::recorded;
 using test::crash::Run;
@@ -208,7 +208,7 @@ template <class Policy>
 using Manager = as::StateManager<NullSink, State, Policy, SimFs&>;
 
 State next_state() {
-  State s = test::seed_state();
+  State s = test::go_service_state();
   s.last_updated += 3600;
   s.last_updated_iso = as::to_rfc3339(s.last_updated);
   s.last_protocol_count += 2;
@@ -223,7 +223,7 @@ struct StateRun {
 StateRun record_save_state(bool keep_previous) {
   Image start = before_image();
   start.erase(kPaths[3]);
-  start["/d/state/state.json"] = sim::file_node(test::kSeedStateText, 0644);
+  start["/d/state/state.json"] = sim::file_node(test::kGoServiceStateText, 0644);
   SimFs fs = SimFs::from(start);
   as::StateOptions options;
   options.keep_previous = keep_previous;
@@ -252,7 +252,7 @@ TEST_CASE(
     INFO(run.message);
     REQUIRE(run.ok);
     CHECK(run.open_descriptors == 0);
-    const Node state_old = sim::file_node(test::kSeedStateText, 0644);
+    const Node state_old = sim::file_node(test::kGoServiceStateText, 0644);
     const std::string prev = std::string(kPaths[3]) + ".prev";
     for (const Order order : {Order::prefix, Order::subset}) {
       CAPTURE(sim::to_string(order));
@@ -300,7 +300,7 @@ TEST_CASE(
               problem += " load failed: " + loaded.status().message();
             else if (*loaded == next_state())
               ++loads_new;
-            else if (*loaded == test::seed_state())
+            else if (*loaded == test::go_service_state())
               ++loads_old;
             else
               problem += " load gave neither state;";

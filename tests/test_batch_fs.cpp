@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "atomic_state.hpp"
-#include "support/capture_logger.hpp"
+#include "support/capture_sink.hpp"
 #include "support/catch.hpp"
 #include "support/names.hpp"
 
@@ -454,10 +454,10 @@ TEST_CASE("save_state(state, batch) commits the outputs, then the state, and log
   for (const Row& row : {Row{"plain", false}, Row{"keep_previous", true}}) {
     CAPTURE(row.what);
     TempDir dir;
-    test::CaptureLogger log;
+    test::CaptureSink log;
     as::StateOptions options;
     options.keep_previous = row.keep_previous;
-    as::StateManager<test::CaptureLogger&> manager(dir / "state", log, options);
+    as::StateManager<test::CaptureSink&> manager(dir / "state", log, options);
     as::State first;
     first.oracle_name = "first";
     first.last_updated = 1700000000;
@@ -489,8 +489,8 @@ TEST_CASE("save_state(state, batch) commits the outputs, then the state, and log
 TEST_CASE("save_state(state, batch) that fails gives the batch up and logs nothing as saved",
           "[batch]") {
   TempDir dir;
-  test::CaptureLogger log;
-  as::StateManager<test::CaptureLogger&> manager(dir.path(), log);
+  test::CaptureSink log;
+  as::StateManager<test::CaptureSink&> manager(dir.path(), log);
   test::fs::create_directories(manager.state_file());  // the state's target: a directory
   test::write_plain(dir / "out", "old");
   Batch<> batch;
@@ -512,11 +512,11 @@ TEST_CASE("a failure after some renames keeps the failure's own note in its mess
   // links"), beside the targets already replaced.
   TempDir dir;
   FaultFs fs;
-  test::CaptureLogger log;
+  test::CaptureSink log;
   as::StateOptions options;
   options.keep_previous = true;
-  as::StateManager<test::CaptureLogger&, as::State, FullSync, FaultFs&> manager(dir / "state", log,
-                                                                                fs, options);
+  as::StateManager<test::CaptureSink&, as::State, FullSync, FaultFs&> manager(dir / "state", log,
+                                                                              fs, options);
   REQUIRE(manager.save_state(as::State{}).ok());
   Batch<FullSync, FaultFs&> batch(fs);
   REQUIRE(batch.add(dir / "out", "new").ok());

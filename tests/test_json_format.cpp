@@ -13,8 +13,8 @@
 
 #include "atomic_state.hpp"
 #include "support/catch.hpp"
+#include "support/go_service_state.hpp"
 #include "support/names.hpp"
-#include "support/seed_state.hpp"
 
 namespace json = boost::json;
 
@@ -71,16 +71,16 @@ json::result<State> state_from(std::string_view text) {
 
 TEST_CASE("a saved State is indented two spaces, keys in order, one trailing newline", "[json]") {
   // The Go service's layout, a double written as a double.
-  CHECK(format(json::value_from(test::seed_state())) == test::kSavedStateText);
+  CHECK(format(json::value_from(test::go_service_state())) == test::kSavedStateText);
 }
 
 TEST_CASE("the Go service's file, its double written as an integer, reads the same", "[json]") {
-  auto from_go = state_from(test::kSeedStateText);
+  auto from_go = state_from(test::kGoServiceStateText);
   auto ours = state_from(test::kSavedStateText);
   REQUIRE(from_go.has_value());
   REQUIRE(ours.has_value());
-  CHECK(*from_go == test::seed_state());
-  CHECK(*ours == test::seed_state());
+  CHECK(*from_go == test::go_service_state());
+  CHECK(*ours == test::go_service_state());
 }
 
 TEST_CASE("the zero State is written with every key", "[json]") {
@@ -178,7 +178,7 @@ TEST_CASE("a million random everyday TVS figures round-trip through State exactl
   std::uniform_real_distribution<double> money(0, 1e12);
   int exact = 0;
   constexpr int kValues = 1000000;
-  State s = test::seed_state();
+  State s = test::go_service_state();
   for (int i = 0; i < kValues; ++i) {
     s.last_tvs = i % 2 ? money(rng) : std::floor(money(rng) * 100) / 100;  // cents too
     std::string out;
@@ -385,9 +385,9 @@ TEST_CASE("reading a State: a key of the wrong type makes it unreadable", "[json
 }
 
 TEST_CASE("value_to and try_value_to both convert a State", "[json]") {
-  const json::value v = json::value_from(test::seed_state());
-  CHECK(json::value_to<State>(v) == test::seed_state());
-  CHECK(json::try_value_to<State>(v).value() == test::seed_state());
+  const json::value v = json::value_from(test::go_service_state());
+  CHECK(json::value_to<State>(v) == test::go_service_state());
+  CHECK(json::try_value_to<State>(v).value() == test::go_service_state());
   // A non-finite double given directly (not parsed) is refused too.
   json::value bad = v;
   bad.as_object()["last_tvs"] = HUGE_VAL;

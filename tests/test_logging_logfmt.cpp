@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "atomic_state.hpp"
-#include "support/capture_logger.hpp"
+#include "support/capture_sink.hpp"
 #include "support/catch.hpp"
 #include "support/names.hpp"
 
@@ -40,7 +40,7 @@ struct PrivateLog {
 CHECK_SINK(atomic_state::NullSink, true);
 CHECK_SINK(LogfmtSink, true);
 CHECK_SINK(LogfmtSink&, true);
-CHECK_SINK(test::CaptureLogger, true);
+CHECK_SINK(test::CaptureSink, true);
 CHECK_SINK(TemplateSink, true);
 CHECK_SINK(NoLogMember, false);
 CHECK_SINK(WrongArguments, false);

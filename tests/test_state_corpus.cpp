@@ -41,17 +41,17 @@
 #include <vector>
 
 #include "atomic_state.hpp"
-#include "support/capture_logger.hpp"
+#include "support/capture_sink.hpp"
 #include "support/catch.hpp"
+#include "support/go_service_state.hpp"
 #include "support/names.hpp"
-#include "support/seed_state.hpp"
 
 #ifndef ATOMIC_STATE_CORPUS_DIR
 #error "compile with -DATOMIC_STATE_CORPUS_DIR=\"<source dir>/tests/corpus\""
 #endif
 
 namespace fs = std::filesystem;
-using Manager = atomic_state::StateManager<test::CaptureLogger&>;
+using Manager = atomic_state::StateManager<test::CaptureSink&>;
 
 // A failed State comparison prints both states, not "{?}".
 namespace Catch {
@@ -106,7 +106,7 @@ Expect refused(Step step, std::errc code, const char* note = nullptr) {
   return {Outcome::refused, State{}, {}, step, code, note};
 }
 
-State seed() { return test::seed_state(); }
+State seed() { return test::go_service_state(); }
 template <class Change>
 State seed_where(Change change) {
   State state = seed();
@@ -331,7 +331,7 @@ Maker file_of(std::string text) {
 // A file of `size` bytes: the seed, then spaces (still valid JSON).
 Maker seed_padded_to(std::size_t size) {
   return [size](const fs::path& p) {
-    std::string text = test::kSeedStateText;
+    std::string text = test::kGoServiceStateText;
     text.resize(size, ' ');
     test::write_plain(p, text);
   };
@@ -376,7 +376,7 @@ std::vector<Row> generated_rows() {
       // The zero tail a crash can leave after delayed allocation.
       {"valid seed followed by a 512 KiB hole", quarantined("extra data at byte 256"),
        [](const fs::path& p) {
-         test::write_plain(p, test::kSeedStateText);
+         test::write_plain(p, test::kGoServiceStateText);
          REQUIRE(::truncate(p.c_str(), 512 << 10) == 0);
        }},
       // The parser stops at depth 33: no stack overflow however deep.
@@ -391,7 +391,7 @@ std::vector<Row> generated_rows() {
        refused(Step::check_file, std::errc::is_a_directory, "the state path is a directory"),
        [](const fs::path& p) {
          fs::create_directory(p);
-         test::write_plain(p / "inside.json", test::kSeedStateText);
+         test::write_plain(p / "inside.json", test::kGoServiceStateText);
        }},
       // Opening a FIFO without O_NONBLOCK waits for a writer forever.
       {"a FIFO",
@@ -423,7 +423,7 @@ std::vector<Row> generated_rows() {
        [](const fs::path& p) { fs::create_symlink("nowhere/state.json", p); }},
       {"a symlink to a valid file", loads(seed()),
        [](const fs::path& p) {
-         test::write_plain(p.parent_path() / "real.json", test::kSeedStateText);
+         test::write_plain(p.parent_path() / "real.json", test::kGoServiceStateText);
          fs::create_symlink("real.json", p);
        }},
       // The link and the file it points to are left; their bytes are copied.
@@ -436,7 +436,7 @@ std::vector<Row> generated_rows() {
       {"a file its reader may not read (mode 0000)",
        refused(Step::open_file, std::errc::permission_denied),
        [](const fs::path& p) {
-         test::write_plain(p, test::kSeedStateText, 0);
+         test::write_plain(p, test::kGoServiceStateText, 0);
          ::chmod(p.parent_path().c_str(), 0755);  // the directory itself stays searchable
        },
        /*as_nobody=*/true},
@@ -564,7 +564,7 @@ auto without_hanging(const fs::path& path, bool& hung, Load load) {
 template <class M>
 struct BasicFixture {
   test::TempDir dir;
-  test::CaptureLogger log;
+  test::CaptureSink log;
   M manager{dir.path(), log};
   fs::path state_path() const { return manager.state_file(); }
   fs::path corrupt_path() const {
@@ -574,8 +574,7 @@ struct BasicFixture {
 using Fixture = BasicFixture<Manager>;
 // Saves without fsync: durability is not in question where this is used, and
 // hundreds of fsyncs would take seconds.
-using UnsyncedManager =
-    atomic_state::StateManager<test::CaptureLogger&, State, atomic_state::NoSync>;
+using UnsyncedManager = atomic_state::StateManager<test::CaptureSink&, State, atomic_state::NoSync>;
 
 void make(const Row& row, const fs::path& state_path) {
   if (row.make) {
@@ -771,7 +770,7 @@ TEST_CASE("every corpus file as the previous state of a corrupt one: used, passe
     if (row.as_nobody || row.expect.outcome == Outcome::first_run) continue;
     CAPTURE(row.name);
     test::TempDir dir;
-    test::CaptureLogger log;
+    test::CaptureSink log;
     Manager manager(dir.path(), log, options);
     const fs::path previous = manager.previous_file();
     make(row, previous);

@@ -17,11 +17,11 @@
 #include <vector>
 
 #include "atomic_state.hpp"
-#include "support/capture_logger.hpp"
+#include "support/capture_sink.hpp"
 #include "support/catch.hpp"
 #include "support/crash_images.hpp"
+#include "support/go_service_state.hpp"
 #include "support/names.hpp"
-#include "support/seed_state.hpp"
 
 using namespace test::crash;
 
@@ -36,7 +36,7 @@ using Manager = atomic_state::StateManager<NullSink, State, FullSync, SimFs&>;
 namespace {
 
 State next_state() {
-  State s = test::seed_state();
+  State s = test::go_service_state();
   s.last_updated += 3600;
   s.last_updated_iso = atomic_state::to_rfc3339(s.last_updated);
   s.last_protocol_count += 2;
@@ -50,7 +50,7 @@ State next_state() {
 // save that was killed, which the first load sweeps away.
 Image job_directory() {
   return {{"/d", sim::directory_node()},
-          {"/d/state.json", sim::file_node(test::kSeedStateText, 0644)},
+          {"/d/state.json", sim::file_node(test::kGoServiceStateText, 0644)},
           {"/d/.tmp-Ab12Cd", sim::file_node("{\"oracle_na", 0600)}};
 }
 
@@ -65,12 +65,12 @@ TEST_CASE(
   Manager job("/d", NullSink{}, fs);
   const auto loaded = job.load_state();
   REQUIRE(loaded.has_value());
-  REQUIRE(*loaded == test::seed_state());
+  REQUIRE(*loaded == test::go_service_state());
   const atomic_state::Status saved = job.save_state(next_state());
   fs.capture("(after save_state returned)");
   Run run = recorded(fs, saved);
   REQUIRE(run.after.count("/d/state.json") == 1);
-  const Target t{"/d/state.json", sim::file_node(test::kSeedStateText, 0644),
+  const Target t{"/d/state.json", sim::file_node(test::kGoServiceStateText, 0644),
                  run.after.at("/d/state.json")};
 
   // The next run, on what the crash left: a new manager, its first load.
@@ -83,7 +83,7 @@ TEST_CASE(
       problem = "load_state failed: " + state.status().message();
       return seen;
     }
-    const bool as_seen = (seen == Seen::old && *state == test::seed_state()) ||
+    const bool as_seen = (seen == Seen::old && *state == test::go_service_state()) ||
                          (seen == Seen::fresh && *state == next_state());
     if (!as_seen)
       problem = *state == State{} ? "load_state gave the zero state: the file read as corrupt"
@@ -136,7 +136,7 @@ atomic_state::StateOptions keeping_previous() {
 }
 
 State older_state() {
-  State s = test::seed_state();
+  State s = test::go_service_state();
   s.last_updated -= 3600;
   s.last_updated_iso = atomic_state::to_rfc3339(s.last_updated);
   s.last_protocol_count -= 1;
@@ -164,7 +164,7 @@ struct Version {
 
 std::vector<Version> three_versions() {
   return {{"older", saved_node(older_state()), older_state()},
-          {"old", saved_node(test::seed_state()), test::seed_state()},
+          {"old", saved_node(test::go_service_state()), test::go_service_state()},
           {"new", saved_node(next_state()), next_state()}};
 }
 
@@ -523,9 +523,9 @@ TEST_CASE(
                          {"/d/state.json", v[3].node},
                          {"/d/state.json.prev", v[0].node}};
   SimFs fs = SimFs::from(planted);
-  test::CaptureLogger log;
-  atomic_state::StateManager<test::CaptureLogger&, State, FullSync, SimFs&> job("/d", log, fs,
-                                                                                keeping_previous());
+  test::CaptureSink log;
+  atomic_state::StateManager<test::CaptureSink&, State, FullSync, SimFs&> job("/d", log, fs,
+                                                                              keeping_previous());
   const auto loaded = job.load_state();
   REQUIRE(loaded.has_value());
   CHECK(loaded->origin == atomic_state::LoadOrigin::previous);

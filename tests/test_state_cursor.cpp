@@ -9,12 +9,12 @@
 #include <vector>
 
 #include "atomic_state.hpp"
-#include "support/capture_logger.hpp"
+#include "support/capture_sink.hpp"
 #include "support/catch.hpp"
 #include "support/names.hpp"
 #include "support/slot_state.hpp"
 
-using Manager = as::StateManager<test::CaptureLogger&>;
+using Manager = as::StateManager<test::CaptureSink&>;
 
 using namespace test::slot;
 
@@ -43,7 +43,7 @@ TEST_CASE("a uint64 cursor: every value valid, above 2^63 compared right", "[cur
   };
   for (const Row& row : rows) {
     CAPTURE(row.behaviour);
-    test::CaptureLogger log;
+    test::CaptureSink log;
     SlotManager manager("/nonexistent", log);
     CHECK(manager.should_process(row.current, slot_state(row.last)) == row.process);
     REQUIRE(log.size() == 1);
@@ -61,7 +61,7 @@ TEST_CASE("a uint64 cursor: every value valid, above 2^63 compared right", "[cur
   static_assert(std::is_same_v<Manager::cursor_type, std::int64_t>);
 
   test::TempDir dir;
-  test::CaptureLogger log;
+  test::CaptureSink log;
   SlotManager manager(dir.path(), log);
   REQUIRE(manager.save_state(slot_state(top - 1)).ok());
   const auto loaded = manager.load_state();
@@ -98,8 +98,8 @@ struct atomic_state::StateTraits<ChainState> {
 };
 
 TEST_CASE("any totally ordered type is a cursor", "[cursor]") {
-  test::CaptureLogger log;
-  as::StateManager<test::CaptureLogger&, ChainState> manager("/nonexistent", log);
+  test::CaptureSink log;
+  as::StateManager<test::CaptureSink&, ChainState> manager("/nonexistent", log);
   ChainState state;
   CHECK(manager.should_process(Height{0, 0}, state));
   state.epoch = 2;

@@ -9,14 +9,14 @@
 #include <vector>
 
 #include "atomic_state.hpp"
-#include "support/capture_logger.hpp"
+#include "support/capture_sink.hpp"
 #include "support/catch.hpp"
 #include "support/names.hpp"
 
 namespace {
 
 using FaultManager =
-    atomic_state::StateManager<test::CaptureLogger&, State, atomic_state::FullSync, test::FaultFs&>;
+    atomic_state::StateManager<test::CaptureSink&, State, atomic_state::FullSync, test::FaultFs&>;
 
 State state_number(int n) {
   State s;
@@ -33,7 +33,7 @@ struct Setup {
       : manager(dir.path(), log, fs, std::move(options)) {}
   test::TempDir dir;
   test::FaultFs fs;
-  test::CaptureLogger log;
+  test::CaptureSink log;
   FaultManager manager;
   std::string state_path() const { return manager.state_file().string(); }
   std::string copy_path(const char* suffix = "") const {

@@ -17,11 +17,11 @@
 #include <vector>
 
 #include "atomic_state.hpp"
-#include "support/capture_logger.hpp"
+#include "support/capture_sink.hpp"
 #include "support/catch.hpp"
 #include "support/names.hpp"
 
-using Manager = as::StateManager<test::CaptureLogger&>;
+using Manager = as::StateManager<test::CaptureSink&>;
 
 namespace {
 
@@ -150,7 +150,7 @@ TEST_CASE("timestamps past 2038 and at the int64 limits are saved, loaded and co
   for (const std::int64_t t : instants) {
     CAPTURE(t);
     test::TempDir dir;
-    test::CaptureLogger log;
+    test::CaptureSink log;
     Manager manager(dir.path(), log);
     const State state = as::update_state("switchboard", t, kInt64Max, 1.5e9, {t, kInt64Min, t});
     REQUIRE(manager.save_state(state).ok());
@@ -186,7 +186,7 @@ TEST_CASE("cursors past 2038 and at the int64 limits are compared exactly", "[li
   };
   for (const Row& row : rows) {
     CAPTURE(row.last, row.current);
-    test::CaptureLogger log;
+    test::CaptureSink log;
     Manager manager("/nonexistent", log);
     const State last = as::update_state("switchboard", row.last, 1, 1.0);
     CHECK(manager.should_process(row.current, last) == row.process);
@@ -211,7 +211,7 @@ TEST_CASE("a corrupt file's stamp is its modification time past 2038, where time
     test::TempDir dir;
     test::write_plain(dir / "state.json", "{corrupt");
     REQUIRE(set_mtime64(dir / "state.json", mtime) == 0);
-    test::CaptureLogger log;
+    test::CaptureSink log;
     Manager manager(dir.path(), log);
     const auto loaded = manager.load_state();
     if (kWideTime || mtime <= std::numeric_limits<std::int32_t>::max()) {
@@ -242,7 +242,7 @@ TEST_CASE("a corrupt file's stamp is its modification time past 2038, where time
 TEST_CASE("a state file from after 2038 is replaced, or refused untouched where time_t is 32 bits",
           "[limits]") {
   test::TempDir dir;
-  test::CaptureLogger log;
+  test::CaptureSink log;
   Manager manager(dir.path(), log);
   REQUIRE(manager.save_state(as::update_state("switchboard", 1700000000, 1, 1.0)).ok());
   const std::string before = test::read_file(dir / "state.json");
@@ -273,7 +273,7 @@ TEST_CASE("a directory is listed whatever its entries' offsets and inode numbers
   // old corrupt copies list the state's directory.
   test::TempDir dir;
   for (int i = 0; i < 50; ++i) test::write_plain(dir / ("other-" + std::to_string(i)), "x");
-  test::CaptureLogger log;
+  test::CaptureSink log;
   Manager manager(dir.path(), log);
   const auto swept = manager.remove_stale_temp_files();
   INFO((swept.has_value() ? std::string() : swept.status().message()));
@@ -327,7 +327,7 @@ TEST_CASE("a target over 2 GiB is replaced, or refused before anything is touche
   REQUIRE(make_sparse(target, kSize));
   REQUIRE(size_of(target) == kSize);
 
-  test::CaptureLogger log;
+  test::CaptureSink log;
   Manager manager(big.path.string(), log);
   const auto loaded = manager.load_state();
   REQUIRE_FALSE(loaded.has_value());  // never a first run, never read whole

@@ -1,4 +1,4 @@
-// StateManager: the seed service's storage tests, ported, and what goes
+// StateManager: the Go service's storage tests, ported, and what goes
 // beyond them (quarantine of corrupt files, unreadable files, custom state
 // types, threads).
 #include <sys/stat.h>
@@ -14,22 +14,22 @@
 
 #include "../examples/feed_state.hpp"
 #include "atomic_state.hpp"
-#include "support/capture_logger.hpp"
+#include "support/capture_sink.hpp"
 #include "support/catch.hpp"
+#include "support/go_service_state.hpp"
 #include "support/names.hpp"
-#include "support/seed_state.hpp"
 
 namespace json = boost::json;
-using Manager = atomic_state::StateManager<test::CaptureLogger&>;
+using Manager = atomic_state::StateManager<test::CaptureSink&>;
 
 namespace {
 
-const char* const kValidState = test::kSeedStateText;
-State valid_state() { return test::seed_state(); }
+const char* const kValidState = test::kGoServiceStateText;
+State valid_state() { return test::go_service_state(); }
 
 struct Fixture {
   test::TempDir dir;
-  test::CaptureLogger log;
+  test::CaptureSink log;
   Manager manager{dir.path(), log};
   std::string state_path() const { return manager.state_file().string(); }
   /// A state file with these bytes, modified at kStamp.
@@ -47,7 +47,7 @@ struct Fixture {
 // ------------------------------------------------------------- seed ports --
 
 TEST_CASE("the state file is state.json in the output directory", "[state]") {
-  test::CaptureLogger log;
+  test::CaptureSink log;
   Manager m("/var/lib/collector", log);
   CHECK(m.state_file() == "/var/lib/collector/state.json");
   CHECK(m.output_dir() == "/var/lib/collector");
@@ -80,7 +80,7 @@ TEST_CASE("a missing state file is a first run", "[state]") {
   for (const bool dir_exists : {true, false}) {
     CAPTURE(dir_exists);
     test::TempDir other;
-    test::CaptureLogger log;
+    test::CaptureSink log;
     Manager m(dir_exists ? other.path() : other / "not" / "yet", log);
     auto loaded = m.load_state();
     REQUIRE(loaded.has_value());
@@ -246,7 +246,7 @@ TEST_CASE("a state file that cannot be read is an error, and nothing is touched"
     CAPTURE(row.why);
     Fixture f;
     std::string path = f.state_path();
-    test::CaptureLogger log;
+    test::CaptureSink log;
     Manager through_file(f.dir / "plain", log);
     Manager& m = row.step == Step::open_directory ? through_file : f.manager;
     if (row.step == Step::open_directory) {
@@ -434,7 +434,7 @@ TEST_CASE("save_state writes readable JSON, mode 0644, and logs it", "[state]") 
 
 TEST_CASE("save_state creates missing directories", "[state]") {
   test::TempDir root;
-  test::CaptureLogger log;
+  test::CaptureSink log;
   const test::UmaskGuard usual(022);
   Manager m(root / "nested" / "state", log);
   REQUIRE(m.save_state(valid_state()).ok());
@@ -508,7 +508,7 @@ TEST_CASE("a state JSON cannot hold is refused and nothing is written", "[state]
 TEST_CASE("a failed save says so and is not logged as saved", "[state]") {
   test::TempDir root;
   test::write_plain(root / "file", "x");
-  test::CaptureLogger log;
+  test::CaptureSink log;
   Manager m(root / "file", log);  // the output "directory" is a regular file
   const atomic_state::Status s = m.save_state(valid_state());
   CHECK_FALSE(s.ok());
@@ -574,7 +574,7 @@ TEST_CASE("a logger by value, and one logger shared by reference", "[state]") {
         "level=info msg=\"state saved\" timestamp=1700000000 protocol_count=50 "
         "tvs=1500000000.0\n");
 
-  test::CaptureLogger shared;
+  test::CaptureSink shared;
   Manager a(dir / "a", shared), b(dir / "b", shared);
   REQUIRE(a.save_state(s).ok());
   REQUIRE(b.save_state(s).ok());
@@ -599,8 +599,8 @@ TEST_CASE("a logger that throws cannot undo a save", "[state]") {
 
 TEST_CASE("a state type of one's own: saved, loaded, compared, quarantined", "[state]") {
   test::TempDir dir;
-  test::CaptureLogger log;
-  atomic_state::StateManager<test::CaptureLogger&, feeds::FeedState> m(dir.path(), log);
+  test::CaptureSink log;
+  atomic_state::StateManager<test::CaptureSink&, feeds::FeedState> m(dir.path(), log);
 
   auto first = m.load_state();
   REQUIRE(first.has_value());
@@ -665,7 +665,7 @@ TEST_CASE("a state directory behind a symlink to nothing is an error, and nothin
     test::TempDir root;
     test::fs::create_directory(root / "card");  // the mount point; the card is missing
     test::fs::create_symlink(root / "card" / "collector", root / "link");
-    test::CaptureLogger log;
+    test::CaptureSink log;
     Manager m(root.path().string() + "/" + row.output_dir, log);
     const auto before = test::names_in(root / "card");
 
@@ -687,7 +687,7 @@ TEST_CASE("a missing directory with no link on its way is a plain first run", "[
   test::TempDir root;
   test::fs::create_directory(root / "real");
   test::fs::create_symlink(root / "real", root / "link");  // a link that leads somewhere
-  test::CaptureLogger log;
+  test::CaptureSink log;
   Manager m(root / "link" / "not" / "yet", log);
   auto loaded = m.load_state();
   REQUIRE(loaded.has_value());
@@ -699,7 +699,7 @@ TEST_CASE("a NUL byte in the output directory is refused by every entry point", 
   test::fs::create_directory(root / "d");
   test::write_plain(root / "d" / ".tmp-Ab12Cd", "a stale-looking file that must survive");
   const std::string with_nul = (root / "d").string() + std::string("\0/elsewhere", 11);
-  test::CaptureLogger log;
+  test::CaptureSink log;
   Manager m(with_nul, log);
 
   const auto loaded = m.load_state();
@@ -759,8 +759,8 @@ struct atomic_state::StateTraits<Quote> {
 
 TEST_CASE("a round double reads back as a double, in a custom state as in JSON", "[state]") {
   test::TempDir dir;
-  test::CaptureLogger log;
-  atomic_state::StateManager<test::CaptureLogger&, Quote> m(dir.path(), log);
+  test::CaptureSink log;
+  atomic_state::StateManager<test::CaptureSink&, Quote> m(dir.path(), log);
   for (const double price : {2.0, 0.0, -3.0, 1e20, 2.5, 1e300}) {
     CAPTURE(price);
     Quote q;
@@ -817,8 +817,8 @@ TEST_CASE("a custom state's decoding failure names its cause in the warning", "[
   for (const Row& row : rows) {
     CAPTURE(row.why);
     test::TempDir dir;
-    test::CaptureLogger log;
-    atomic_state::StateManager<test::CaptureLogger&, Quote> m(dir.path(), log);
+    test::CaptureSink log;
+    atomic_state::StateManager<test::CaptureSink&, Quote> m(dir.path(), log);
     test::write_plain(m.state_file(), row.text);
     auto loaded = m.load_state();
     REQUIRE(loaded.has_value());
@@ -832,8 +832,8 @@ TEST_CASE("a custom state's decoding failure names its cause in the warning", "[
 
   // A try_value_to conversion: its error code's words.
   test::TempDir dir;
-  test::CaptureLogger log;
-  atomic_state::StateManager<test::CaptureLogger&, feeds::FeedState> feed(dir.path(), log);
+  test::CaptureSink log;
+  atomic_state::StateManager<test::CaptureSink&, feeds::FeedState> feed(dir.path(), log);
   test::write_plain(feed.state_file(), R"({"feed": "SOL/USD", "price": "high"})");
   REQUIRE(feed.load_state().has_value());
   CHECK(log.last().text("error") == "the state type's conversion from JSON failed: " +

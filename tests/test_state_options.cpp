@@ -8,12 +8,12 @@
 #include <vector>
 
 #include "atomic_state.hpp"
-#include "support/capture_logger.hpp"
+#include "support/capture_sink.hpp"
 #include "support/catch.hpp"
+#include "support/go_service_state.hpp"
 #include "support/names.hpp"
-#include "support/seed_state.hpp"
 
-using Manager = as::StateManager<test::CaptureLogger&>;
+using Manager = as::StateManager<test::CaptureSink&>;
 
 TEST_CASE("the default options are the Go service's rules", "[options]") {
   const StateOptions options;
@@ -28,7 +28,7 @@ TEST_CASE("the default options are the Go service's rules", "[options]") {
 
   test::TempDir root;
   const test::UmaskGuard umask(022);
-  test::CaptureLogger log;
+  test::CaptureSink log;
   Manager manager(root / "a" / "b", log);
   REQUIRE(manager.save_state(test::state_at(1700000000)).ok());
   CHECK(test::mode_of(root / "a" / "b" / "state.json") == 0644);
@@ -69,7 +69,7 @@ TEST_CASE("options that cannot be used fail every call, touching nothing", "[opt
   for (const Row& row : rows) {
     CAPTURE(row.behaviour);
     test::TempDir dir;
-    test::CaptureLogger log;
+    test::CaptureSink log;
     StateOptions options;
     options.file_name = row.file_name;
     options.file_mode = row.file_mode;
@@ -93,7 +93,7 @@ TEST_CASE("options that cannot be used fail every call, touching nothing", "[opt
   }
   // The longest name that is allowed works.
   test::TempDir dir;
-  test::CaptureLogger log;
+  test::CaptureSink log;
   StateOptions longest;
   longest.file_name = std::string(ATOMIC_STATE_NAME_MAX - 40, 'n');
   Manager manager(dir.path(), log, longest);
@@ -103,7 +103,7 @@ TEST_CASE("options that cannot be used fail every call, touching nothing", "[opt
 
 TEST_CASE("file_name and file_mode name the state file and set its mode", "[options]") {
   test::TempDir dir;
-  test::CaptureLogger log;
+  test::CaptureSink log;
   StateOptions options;
   options.file_name = "tokens.json";
   options.file_mode = 0600;
@@ -125,7 +125,7 @@ TEST_CASE("file_name and file_mode name the state file and set its mode", "[opti
 TEST_CASE("two managers with different names share a directory without touching each other",
           "[options]") {
   test::TempDir dir;
-  test::CaptureLogger log;
+  test::CaptureSink log;
   StateOptions a_options, b_options;
   a_options.file_name = "a.json";
   a_options.keep_previous = true;
@@ -168,7 +168,7 @@ TEST_CASE("with create_directory false a missing directory is an error, never a 
   // not mounted, and the state lives in /mnt/sd/collector.
   test::TempDir mount_point;
   const test::fs::path dir = mount_point / "collector";
-  test::CaptureLogger log;
+  test::CaptureSink log;
   StateOptions options;
   options.create_directory = false;
   Manager manager(dir, log, options);

@@ -8,12 +8,12 @@
 #include <vector>
 
 #include "atomic_state.hpp"
-#include "support/capture_logger.hpp"
+#include "support/capture_sink.hpp"
 #include "support/catch.hpp"
+#include "support/go_service_state.hpp"
 #include "support/names.hpp"
-#include "support/seed_state.hpp"
 
-using Manager = as::StateManager<test::CaptureLogger&>;
+using Manager = as::StateManager<test::CaptureSink&>;
 
 TEST_CASE("load_state says where the state came from", "[origin]") {
   enum class Planted { no_directory, nothing, valid, corrupt };
@@ -77,7 +77,7 @@ TEST_CASE("load_state says where the state came from", "[origin]") {
     const std::vector<std::string> before =
         row.planted == Planted::no_directory ? std::vector<std::string>{} : test::names_in(dir);
 
-    test::CaptureLogger log;
+    test::CaptureSink log;
     StateOptions options;
     options.keep_previous = row.keep_previous;
     options.on_corrupt = row.on_corrupt;
@@ -119,7 +119,7 @@ TEST_CASE("load_state says where the state came from", "[origin]") {
 
 TEST_CASE("a Result of Loaded converts to a Result of the state", "[origin]") {
   test::TempDir dir;
-  test::CaptureLogger log;
+  test::CaptureSink log;
   Manager manager(dir.path(), log);
   REQUIRE(manager.save_state(test::state_at(500)).ok());
   const as::Result<State> sliced = manager.load_state();
@@ -150,7 +150,7 @@ TEST_CASE("corrupt copies are bounded: the oldest are removed, each logged", "[o
   test::write_plain(dir / "state.json", "{corrupt");
   test::set_mtime(dir / "state.json", kStamp);
 
-  test::CaptureLogger log;
+  test::CaptureSink log;
   StateOptions options;
   options.corrupt_copies = 3;
   Manager manager(dir.path(), log, options);
@@ -181,7 +181,7 @@ TEST_CASE("the copy just made is kept, however old its file", "[origin]") {
     test::write_plain(dir / ("state.json.corrupt-" + std::string(stamp)), stamp);
   test::write_plain(dir / "state.json", "{corrupt");
   test::set_mtime(dir / "state.json", 100);  // older than every copy there
-  test::CaptureLogger log;
+  test::CaptureSink log;
   StateOptions options;
   options.corrupt_copies = 3;
   Manager manager(dir.path(), log, options);
@@ -197,7 +197,7 @@ TEST_CASE("the copy just made is kept, however old its file", "[origin]") {
 TEST_CASE("corrupt_copies 0 keeps no copy", "[origin]") {
   test::TempDir dir;
   test::write_plain(dir / "state.json", "{corrupt");
-  test::CaptureLogger log;
+  test::CaptureSink log;
   StateOptions options;
   options.corrupt_copies = 0;
   Manager manager(dir.path(), log, options);

@@ -10,12 +10,12 @@
 #include <vector>
 
 #include "atomic_state.hpp"
-#include "support/capture_logger.hpp"
+#include "support/capture_sink.hpp"
 #include "support/catch.hpp"
+#include "support/go_service_state.hpp"
 #include "support/names.hpp"
-#include "support/seed_state.hpp"
 
-using Manager = as::StateManager<test::CaptureLogger&>;
+using Manager = as::StateManager<test::CaptureSink&>;
 
 namespace {
 
@@ -28,7 +28,7 @@ ino_t inode_of(const test::fs::path& path) {
 
 TEST_CASE("keep_previous keeps the replaced state as .prev, a hard link", "[previous]") {
   test::TempDir dir;
-  test::CaptureLogger log;
+  test::CaptureSink log;
   StateOptions options;
   options.keep_previous = true;
   Manager manager(dir.path(), log, options);
@@ -48,8 +48,8 @@ TEST_CASE("keep_previous keeps the replaced state as .prev, a hard link", "[prev
 
   // A previous state that is already this state's file is not kept again.
   test::FaultFs fs;
-  as::StateManager<test::CaptureLogger&, State, as::FullSync, test::FaultFs&> same(dir.path(), log,
-                                                                                   fs, options);
+  as::StateManager<test::CaptureSink&, State, as::FullSync, test::FaultFs&> same(dir.path(), log,
+                                                                                 fs, options);
   ::unlink((dir / "state.json.prev").c_str());
   ::link((dir / "state.json").c_str(), (dir / "state.json.prev").c_str());
   REQUIRE(same.save_state(test::state_at(400)).ok());
@@ -60,7 +60,7 @@ TEST_CASE("keep_previous keeps the replaced state as .prev, a hard link", "[prev
 
 TEST_CASE("a corrupt state never becomes the previous one", "[previous]") {
   test::TempDir dir;
-  test::CaptureLogger log;
+  test::CaptureSink log;
   StateOptions options;
   options.keep_previous = true;
   Manager manager(dir.path(), log, options);
@@ -84,7 +84,7 @@ TEST_CASE("a previous state without a state file is a first run, with a warning"
   test::write_plain(dir / "state.json.prev", R"({"last_updated": 100})");
   for (const bool keep_previous : {true, false}) {
     CAPTURE(keep_previous);
-    test::CaptureLogger log;
+    test::CaptureSink log;
     StateOptions options;
     options.keep_previous = keep_previous;
     Manager manager(dir.path(), log, options);
@@ -107,12 +107,12 @@ TEST_CASE("a previous state without a state file is a first run, with a warning"
 
 TEST_CASE("a filesystem without hard links fails a keep_previous save, saying why", "[previous]") {
   test::TempDir dir;
-  test::CaptureLogger log;
+  test::CaptureSink log;
   test::FaultFs fs;
   StateOptions options;
   options.keep_previous = true;
-  as::StateManager<test::CaptureLogger&, State, as::FullSync, test::FaultFs&> manager(
-      dir.path(), log, fs, options);
+  as::StateManager<test::CaptureSink&, State, as::FullSync, test::FaultFs&> manager(dir.path(), log,
+                                                                                    fs, options);
   REQUIRE(manager.save_state(test::state_at(100)).ok());
   const std::string before = read_file(dir / "state.json");
   fs.faults = {test::Fault{test::Op::link, 1, EPERM, true}};

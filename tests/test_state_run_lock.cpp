@@ -14,12 +14,12 @@
 #include <vector>
 
 #include "atomic_state.hpp"
-#include "support/capture_logger.hpp"
+#include "support/capture_sink.hpp"
 #include "support/catch.hpp"
+#include "support/go_service_state.hpp"
 #include "support/names.hpp"
-#include "support/seed_state.hpp"
 
-using Manager = as::StateManager<test::CaptureLogger&>;
+using Manager = as::StateManager<test::CaptureSink&>;
 
 namespace {
 
@@ -45,7 +45,7 @@ class Pipe {
 
 TEST_CASE("the run lock has one holder at a time, in this process or another", "[run-lock]") {
   test::TempDir dir;
-  test::CaptureLogger log;
+  test::CaptureSink log;
   Manager first(dir.path(), log), second(dir.path(), log);
   auto held = first.try_lock_run();
   REQUIRE(held.has_value());
@@ -94,7 +94,7 @@ TEST_CASE("the run lock has one holder at a time, in this process or another", "
 TEST_CASE("the lock file is the library's own: 0600, and other locks do not meet it",
           "[run-lock]") {
   test::TempDir dir;
-  test::CaptureLogger log;
+  test::CaptureSink log;
   Manager manager(dir.path(), log);
   {
     const test::UmaskGuard umask(0);
@@ -124,7 +124,7 @@ TEST_CASE("the lock file is the library's own: 0600, and other locks do not meet
 TEST_CASE("the run lock makes a missing directory and proves it writable", "[run-lock]") {
   test::TempDir root;
   const test::UmaskGuard umask(022);
-  test::CaptureLogger log;
+  test::CaptureSink log;
   Manager manager(root / "var" / "collector", log);
   REQUIRE(manager.try_lock_run().has_value());
   CHECK(test::mode_of(root / "var") == 0755);
@@ -141,7 +141,7 @@ TEST_CASE("the run lock makes a missing directory and proves it writable", "[run
   REQUIRE(child >= 0);
   if (child == 0) {
     if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(3);
-    test::CaptureLogger quiet;
+    test::CaptureSink quiet;
     Manager other(root / "var" / "collector", quiet);
     const auto lock = other.try_lock_run();
     const bool named =
@@ -160,10 +160,10 @@ TEST_CASE("a directory no save could write fails the run lock, even for root", "
   // A read-only mount or an immutable directory stops root too; the lock
   // file may still open. Here the filesystem policy says so.
   test::TempDir dir;
-  test::CaptureLogger log;
+  test::CaptureSink log;
   test::FaultFs fs;
-  as::StateManager<test::CaptureLogger&, State, as::FullSync, test::FaultFs&> manager(dir.path(),
-                                                                                      log, fs);
+  as::StateManager<test::CaptureSink&, State, as::FullSync, test::FaultFs&> manager(dir.path(), log,
+                                                                                    fs);
   fs.faults = {test::Fault{test::Op::check_writable, 1, EROFS, true}};
   const auto lock = manager.try_lock_run();
   REQUIRE_FALSE(lock.has_value());
@@ -204,7 +204,7 @@ TEST_CASE("a hostile lock path is refused, never followed, never waited on", "[r
     CAPTURE(row.behaviour);
     test::TempDir dir, other;
     row.plant(dir / ".state.json.lock", other / "victim");
-    test::CaptureLogger log;
+    test::CaptureSink log;
     Manager manager(dir.path(), log);
     ::alarm(20);  // a lock that waited on the FIFO would be killed: a failure, not a hang
     const auto lock = manager.try_lock_run();
@@ -224,7 +224,7 @@ TEST_CASE("the kernel releases the lock of a holder that dies, SIGKILL included"
   const pid_t child = ::fork();
   REQUIRE(child >= 0);
   if (child == 0) {
-    test::CaptureLogger quiet;
+    test::CaptureSink quiet;
     Manager holder(dir.path(), quiet);
     auto lock = holder.try_lock_run();
     if (!lock) ::_exit(1);
@@ -233,7 +233,7 @@ TEST_CASE("the kernel releases the lock of a holder that dies, SIGKILL included"
     ::_exit(0);
   }
   REQUIRE(ready.wait());
-  test::CaptureLogger log;
+  test::CaptureSink log;
   Manager manager(dir.path(), log);
   const auto refused = manager.try_lock_run();
   REQUIRE_FALSE(refused.has_value());
@@ -247,7 +247,7 @@ TEST_CASE("the kernel releases the lock of a holder that dies, SIGKILL included"
 TEST_CASE("the pid written into the lock file leaves no digits of a longer one", "[run-lock]") {
   test::TempDir dir;
   test::write_plain(dir / ".state.json.lock", "123456789012345678\n", 0600);
-  test::CaptureLogger log;
+  test::CaptureSink log;
   Manager manager(dir.path(), log);
   REQUIRE(manager.try_lock_run().has_value());
   const std::string text = read_file(dir / ".state.json.lock");

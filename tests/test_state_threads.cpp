@@ -9,11 +9,11 @@
 #include <vector>
 
 #include "atomic_state.hpp"
-#include "support/capture_logger.hpp"
+#include "support/capture_sink.hpp"
 #include "support/catch.hpp"
 #include "support/names.hpp"
 
-using Manager = atomic_state::StateManager<test::CaptureLogger&>;
+using Manager = atomic_state::StateManager<test::CaptureSink&>;
 
 TEST_CASE("threads sharing one sink never interleave inside a line", "[threads]") {
   std::ostringstream out;
@@ -46,7 +46,7 @@ TEST_CASE("threads sharing one sink never interleave inside a line", "[threads]"
 
 TEST_CASE("threads saving at once never leave a torn file for a reader", "[threads]") {
   test::TempDir dir;
-  test::CaptureLogger log;
+  test::CaptureSink log;
   constexpr int kThreads = 8, kSaves = 50;
   Manager shared(dir.path(), log);
   std::atomic<bool> done{false};
@@ -93,7 +93,7 @@ TEST_CASE("threads saving at once never leave a torn file for a reader", "[threa
 
 TEST_CASE("a sweep running beside saves never takes the temp file of a live one", "[threads]") {
   test::TempDir dir;
-  test::CaptureLogger log;
+  test::CaptureSink log;
   constexpr int kWriters = 4, kSaves = 200;
   std::atomic<int> writers_left{kWriters}, failed_saves{0}, sweeps{0}, in_use{0}, removed{0};
   std::thread sweeper([&] {
@@ -134,7 +134,7 @@ TEST_CASE("a sweep running beside saves never takes the temp file of a live one"
 
 namespace {
 
-using Unsynced = atomic_state::StateManager<test::CaptureLogger&, State, atomic_state::NoSync>;
+using Unsynced = atomic_state::StateManager<test::CaptureSink&, State, atomic_state::NoSync>;
 
 // Threads that wait for each other and then start at once.
 class StartLine {
@@ -162,7 +162,7 @@ TEST_CASE("a state saved while a load reads a corrupt file is never moved aside 
   int lost = 0, corrupt_loads = 0;
   for (int round = 0; round < kRounds; ++round) {
     test::TempDir dir;
-    test::CaptureLogger log;
+    test::CaptureSink log;
     test::write_plain(dir / "state.json", kTorn);
     Unsynced loader(dir.path(), log), saver(dir.path(), log);
     State saved;
@@ -199,7 +199,7 @@ TEST_CASE("concurrent loads of one corrupt file all recover, and keep one copy",
   int failed = 0, copies_wrong = 0;
   for (int round = 0; round < kRounds; ++round) {
     test::TempDir dir;
-    test::CaptureLogger log;
+    test::CaptureSink log;
     test::write_plain(dir / "state.json", kTorn);
     StartLine start(kLoaders);
     std::atomic<int> recovered{0};
@@ -230,7 +230,7 @@ TEST_CASE("concurrent loads of one corrupt file all recover, and keep one copy",
 TEST_CASE("threads racing for the run lock: never two holders, and no lock outlives its holder",
           "[threads]") {
   test::TempDir dir;
-  test::CaptureLogger log;
+  test::CaptureSink log;
   constexpr int kThreads = 8, kRounds = 200;
   Manager shared(dir.path(), log);
   std::atomic<int> holders{0}, overlaps{0}, held{0}, refused{0}, other_errors{0};
@@ -267,7 +267,7 @@ TEST_CASE("threads racing for the run lock: never two holders, and no lock outli
 TEST_CASE("threads saving with keep_previous: the state and its previous are always whole",
           "[threads]") {
   test::TempDir dir;
-  test::CaptureLogger log;
+  test::CaptureSink log;
   atomic_state::StateOptions options;
   options.keep_previous = true;
   constexpr int kThreads = 6, kSaves = 40;

@@ -8,19 +8,19 @@
 #include <vector>
 
 #include "atomic_state.hpp"
-#include "support/capture_logger.hpp"
+#include "support/capture_sink.hpp"
 #include "support/catch.hpp"
+#include "support/go_service_state.hpp"
 #include "support/names.hpp"
-#include "support/seed_state.hpp"
 #include "support/slot_state.hpp"
 
-using Manager = as::StateManager<test::CaptureLogger&>;
+using Manager = as::StateManager<test::CaptureSink&>;
 
 using namespace test::slot;
 
 TEST_CASE("a versioned state writes its version as the first key", "[versions]") {
   test::TempDir dir;
-  test::CaptureLogger log;
+  test::CaptureSink log;
   SlotManager manager(dir.path(), log);
   REQUIRE(manager.save_state(slot_state(18446744073709551615ull)).ok());
   CHECK(read_file(dir / "state.json") ==
@@ -31,7 +31,7 @@ TEST_CASE("a versioned state writes its version as the first key", "[versions]")
         "{\n  \"schema_version\": 2,\n  \"network\": \"\",\n  \"last_slot\": null\n}\n");
   // A version-0 state writes no key: the Go service's layout is unchanged.
   Manager plain(dir.path(), log);
-  REQUIRE(plain.save_state(test::seed_state()).ok());
+  REQUIRE(plain.save_state(test::go_service_state()).ok());
   CHECK(read_file(dir / "state.json").rfind("{\n  \"oracle_name\": \"switchboard\",\n", 0) == 0);
   CHECK(read_file(dir / "state.json").find("schema_version") == std::string::npos);
 }
@@ -60,7 +60,7 @@ TEST_CASE("an older file is upgraded one version at a time, and left as it is", 
     CAPTURE(row.behaviour);
     test::TempDir dir;
     test::write_plain(dir / "state.json", row.text);
-    test::CaptureLogger log;
+    test::CaptureSink log;
     SlotManager manager(dir.path(), log);
     upgrade_mode = Upgrade::works;
     upgrades_called.clear();
@@ -120,7 +120,7 @@ TEST_CASE("a newer file, or a failed upgrade, is an error and the file is untouc
     CAPTURE(row.behaviour);
     test::TempDir dir;
     test::write_plain(dir / "state.json", row.text);
-    test::CaptureLogger log;
+    test::CaptureSink log;
     upgrade_mode = row.mode;
     SlotManager manager(dir.path(), log);
     const auto loaded = manager.load_state();
@@ -138,7 +138,7 @@ TEST_CASE("a newer file, or a failed upgrade, is an error and the file is untouc
   // A version-0 type never reads a versioned file as its own.
   test::TempDir dir;
   test::write_plain(dir / "state.json", R"({"schema_version": 1, "last_updated": 5})");
-  test::CaptureLogger log;
+  test::CaptureSink log;
   const auto loaded = Manager(dir.path(), log).load_state();
   REQUIRE_FALSE(loaded.has_value());
   CHECK(loaded.status().detail() ==
@@ -151,7 +151,7 @@ TEST_CASE("a version key of the wrong kind makes the file corrupt", "[versions]"
     CAPTURE(text);
     test::TempDir dir;
     test::write_plain(dir / "state.json", text);
-    test::CaptureLogger log;
+    test::CaptureSink log;
     SlotManager manager(dir.path(), log);
     const auto loaded = manager.load_state();
     REQUIRE(loaded.has_value());

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "atomic_state.hpp"
-#include "support/capture_logger.hpp"
+#include "support/capture_sink.hpp"
 
 namespace test::slot {
 
@@ -76,7 +76,7 @@ struct atomic_state::StateTraits<test::slot::SlotState> {
 
 namespace test::slot {
 
-using SlotManager = atomic_state::StateManager<test::CaptureLogger&, SlotState>;
+using SlotManager = atomic_state::StateManager<test::CaptureSink&, SlotState>;
 
 inline SlotState slot_state(std::optional<std::uint64_t> slot, std::string network = "mainnet") {
   SlotState s;

@@ -1,4 +1,6 @@
-// The seed service's testdata/valid_state.json, as text and as a State.
+// The Go service's state: its testdata/valid_state.json, as the service
+// wrote it and as this library saves it, and as a State; and the state the
+// Go service's rule (update_state) makes for a run at a given time.
 #pragma once
 
 #include <cstdint>
@@ -8,7 +10,7 @@
 namespace test {
 
 // As Go's MarshalIndent wrote it.
-inline const char* const kSeedStateText = R"({
+inline const char* const kGoServiceStateText = R"({
   "oracle_name": "switchboard",
   "last_updated": 1700000000,
   "last_updated_iso": "2023-11-14T22:00:00Z",
@@ -35,7 +37,8 @@ inline const char* const kSavedStateText = R"({
 }
 )";
 
-inline atomic_state::State seed_state() {
+/// The Go service's testdata/valid_state.json as a State.
+inline atomic_state::State go_service_state() {
   atomic_state::State s;
   s.oracle_name = "switchboard";
   s.last_updated = 1700000000;

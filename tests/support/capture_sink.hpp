@@ -1,5 +1,5 @@
-// A log sink that keeps every record, so tests can assert level, message
-// and each field exactly.
+// A log sink (a LogSink, as StateManager takes one) that keeps every
+// record, so tests can assert level, message and each field exactly.
 #pragma once
 
 #include <map>
@@ -45,7 +45,7 @@ struct Record {
   }
 };
 
-class CaptureLogger {
+class CaptureSink {
  public:
   void log(atomic_state::Level level, std::string_view message, atomic_state::Fields fields) {
     Record record{level, std::string(message), {}};
@@ -85,7 +85,7 @@ class CaptureLogger {
   std::vector<Record> records_;
 };
 
-static_assert(atomic_state::is_log_sink_v<CaptureLogger>);
-static_assert(atomic_state::is_log_sink_v<CaptureLogger&>);
+static_assert(atomic_state::is_log_sink_v<CaptureSink>);
+static_assert(atomic_state::is_log_sink_v<CaptureSink&>);
 
 }  // namespace test
