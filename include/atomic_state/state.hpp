@@ -47,7 +47,12 @@ constexpr StateField<S, T> state_field(const char* name, T S::*member,
 /// Whether S describes itself with a field table: a static `state_fields()`
 /// returning a std::tuple of StateField. StateManager then prints, reads
 /// and logs it from the table (a save allocates nothing) and needs no
-/// Boost.JSON conversion of the type's own.
+/// Boost.JSON conversion of the type's own. Reading a table: a missing or
+/// null key is the zero value; an unknown key is ignored; of a key given
+/// twice, the last counts; a value of the wrong type, a fraction in an
+/// integer member, an integer beyond the member's range or a non-finite
+/// number makes the file corrupt. An integer in a double member is read
+/// (the Go service wrote 1500000000; this library writes 1500000000.0).
 template <class S, class = void>
 struct has_state_fields : std::false_type {};
 template <class S>
@@ -68,7 +73,12 @@ inline constexpr bool has_state_fields_v = has_state_fields<S>::value;
 ///   so that every value of C is a valid cursor. should_process then takes
 ///   a C and logs `current` and `last`. Without it, the cursor is
 ///   `last_updated(state)` below: unix seconds, 0 for "never processed",
-///   with the Go service's four rules and messages.
+///   with the Go service's four rules and messages. C needs only `<`: an
+///   (epoch, block) std::pair works, though only a cursor a log Field can
+///   hold (a number, a string) is logged.
+/// - `static std::int64_t last_updated(const StateT&) noexcept`: where a
+///   type without a cursor keeps its unix seconds (default: the member
+///   `last_updated`); examples/feed_state.hpp reads `updated_at`.
 /// - `static constexpr int version`: the schema version of the type. 0, the
 ///   default, writes no version key; a type above 0 writes
 ///   `"schema_version": version` as the file's first key.
@@ -77,6 +87,15 @@ inline constexpr bool has_state_fields_v = has_state_fields<S>::value;
 ///   from `from_version` to `from_version + 1`. load_state calls it one
 ///   step at a time for a file older than `version`. Required when version
 ///   is above 0.
+///
+/// Loading versions: a file without the key (or null) is version 0; a key
+/// that is not a whole number from 0 up makes the file corrupt. A newer
+/// version is Step::upgrade with std::errc::not_supported ("a newer
+/// program wrote it"); an upgrade that throws, returns false or leaves an
+/// object that does not read is Step::upgrade with
+/// std::errc::invalid_argument, the detail saying which step and why.
+/// Either way the file is left as it is; an upgraded file is rewritten
+/// only by the next save.
 template <class StateT>
 struct StateTraits {
   /// The default cursor: the member `last_updated`, unix seconds.
@@ -191,8 +210,9 @@ boost::json::result<State> tag_invoke(boost::json::try_value_to_tag<State>,
 /// The seed's rule for the next State: the given figures, last_updated_iso
 /// from `timestamp`, and the snapshots' count, oldest and newest timestamps
 /// (zeros when there are none). `snapshot_timestamps` is any range of
-/// integers, unix seconds; one beyond the int64 range counts as INT64_MAX.
-/// Allocates the strings (std::bad_alloc when memory runs out).
+/// integers, unix seconds; one beyond the int64 range counts as INT64_MAX;
+/// a range of doubles does not compile. Allocates the strings
+/// (std::bad_alloc when memory runs out).
 template <class Timestamps = std::initializer_list<std::int64_t>>
 State update_state(std::string_view oracle_name, std::int64_t timestamp,
                    std::int64_t protocol_count, double tvs,
