@@ -19,6 +19,8 @@ inline namespace ATOMIC_STATE_DETAIL_ABI {
 /// characters, built implicitly from a string literal, a `const char*`, a
 /// std::string, a std::string_view or a std::filesystem::path, so that
 /// passing a path never allocates. It must outlive the call it is given to.
+/// Every call refuses a path holding a NUL byte (Step::check_path, EINVAL)
+/// or of ATOMIC_STATE_PATH_MAX bytes or more (ENAMETOOLONG).
 class PathView {
  public:
   constexpr PathView(const char* path) noexcept : text_(path ? path : "") {}

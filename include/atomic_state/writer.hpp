@@ -35,8 +35,8 @@ enum class ModeFrom : unsigned char {
   /// target (or a symlink, which is replaced) gets WriteOptions::mode.
   existing,
   /// WriteOptions::mode filtered by the process umask, as open(2) and
-  /// QSaveFile do (read from /proc/self/status: Linux 4.7 or later, else
-  /// ENOTSUP).
+  /// QSaveFile do (read from /proc/self/status: Linux 4.7 or later;
+  /// elsewhere Step::set_permissions with ENOTSUP).
   umask,
 };
 
@@ -48,7 +48,8 @@ struct WriteOptions {
   /// A symlink at the target is replaced by the file (false, the default),
   /// or resolved, and the file it leads to replaced in its own directory
   /// (true, as QSaveFile does); a dangling or looping link is then an error
-  /// (check_path). Paths only: an AtomicDirectory refuses it.
+  /// (check_path, ENOENT or ELOOP), as is an Fs without real_path
+  /// (ENOTSUP). Paths only: an AtomicDirectory refuses it (EINVAL).
   bool follow_symlinks = false;
 };
 
@@ -73,8 +74,10 @@ class WriteTransaction {
   /// over: the temp file is gone and every later call returns that failure.
   Status write(std::string_view data) noexcept;
   /// Sets the mode, syncs, closes and renames over the target, then syncs
-  /// the directory, as the policy says. Only the first commit does work. A
-  /// transaction of a Batch is committed by Batch::commit, not here.
+  /// the directory, as the policy says. Only the first commit does work: a
+  /// second (or one after discard()) is Step::invalid_use, EBADF, and one
+  /// after a failure returns that failure. A transaction of a Batch is
+  /// committed by Batch::commit, not here (Step::invalid_use, EPERM).
   Status commit() noexcept;
   /// Removes the temp file now; the target is untouched.
   void discard() noexcept;
@@ -273,8 +276,10 @@ class AtomicWriter {
   /// when the process dies). One pass; never waits for anything; entries
   /// that are not regular files are left and counted. A missing directory
   /// has nothing to remove. Needs the reading calls of the Fs as well.
+  /// Failures: check_path, open_directory, remove_temp_file naming the file.
   Result<TempSweep> remove_stale_temp_files(PathView dir) noexcept;
 
+  /// The filesystem policy (the caller's own object when Fs is a reference).
   std::remove_reference_t<Fs>& filesystem() noexcept { return fs_; }
 
   /// Creates `path` with `data` as write() does, but fails with EEXIST
