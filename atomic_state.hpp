@@ -3776,7 +3776,8 @@ struct Field {
   }
 };
 
-/// The fields of one record: a view of an array of Field, iterable.
+/// The fields of one record: a view of an array of Field, iterable. Valid
+/// only during the log() call that receives it: copy what you keep.
 class Fields {
  public:
   constexpr Fields() noexcept = default;
@@ -3835,9 +3836,11 @@ struct NullSink {
 /// `=` `"` `\\`, every other byte becoming `_`, and a field named `level`
 /// or `msg` is written `fields.level`, `fields.msg`. A line the stream fails to
 /// take is lost alone: the stream's error state is cleared before each
-/// line. Safe to share between threads: each line is formatted apart, then
-/// written whole under a lock. Formatting allocates nothing for lines up to
-/// 512 bytes.
+/// line, as is one whose stream throws. DEL is escaped as \\u007f. A double
+/// is written exactly, and always as a double (1500000000.0, 0.1). Safe to
+/// share between threads: each line is formatted apart, then written whole
+/// under a lock. Formatting allocates nothing for lines up to 512 bytes.
+/// Movable, not copyable: share one by reference (StateManager<LogfmtSink&>).
 class LogfmtSink {
  public:
   /// `out` is a std::ostream (or one derived from it), which the caller's
@@ -4330,7 +4333,9 @@ inline namespace ATOMIC_STATE_DETAIL_ABI {
 /// Boost.JSON 1.81 is one unit in the last place off for about a quarter of
 /// them), and a number too large for a double (1e400) or an integer beyond
 /// 64 bits is an error rather than Infinity or an approximation. A failure
-/// is Step::parse, with the byte offset.
+/// is Step::parse with Boost.JSON's code, the detail saying where ("at byte
+/// 3") and, for a number, why ("integer beyond 64 bits at byte 12"). Running
+/// out of memory is Step::parse with ENOMEM, never an exception.
 Result<boost::json::value> parse_json(std::string_view text,
                                       boost::json::storage_ptr sp = {}) noexcept;
 
@@ -4340,7 +4345,9 @@ Result<boost::json::value> parse_json(std::string_view text,
 /// back as a double), one trailing newline. Refuses what parse_json could
 /// not read back (a NaN or infinite double, invalid UTF-8, nesting deeper
 /// than ATOMIC_STATE_JSON_MAX_DEPTH): Step::serialize naming where, and
-/// `out` left empty.
+/// `out` left empty; running out of memory is Step::serialize, ENOMEM.
+/// Strings escape the quote, the backslash and the controls below U+0020;
+/// every other byte, DEL included, is written as it is.
 Status format_json(const boost::json::value& value, std::string& out) noexcept;
 
 // ========================================================= implementation ====

@@ -54,7 +54,9 @@ inline namespace ATOMIC_STATE_DETAIL_ABI {
 /// Boost.JSON 1.81 is one unit in the last place off for about a quarter of
 /// them), and a number too large for a double (1e400) or an integer beyond
 /// 64 bits is an error rather than Infinity or an approximation. A failure
-/// is Step::parse, with the byte offset.
+/// is Step::parse with Boost.JSON's code, the detail saying where ("at byte
+/// 3") and, for a number, why ("integer beyond 64 bits at byte 12"). Running
+/// out of memory is Step::parse with ENOMEM, never an exception.
 Result<boost::json::value> parse_json(std::string_view text,
                                       boost::json::storage_ptr sp = {}) noexcept;
 
@@ -64,7 +66,9 @@ Result<boost::json::value> parse_json(std::string_view text,
 /// back as a double), one trailing newline. Refuses what parse_json could
 /// not read back (a NaN or infinite double, invalid UTF-8, nesting deeper
 /// than ATOMIC_STATE_JSON_MAX_DEPTH): Step::serialize naming where, and
-/// `out` left empty.
+/// `out` left empty; running out of memory is Step::serialize, ENOMEM.
+/// Strings escape the quote, the backslash and the controls below U+0020;
+/// every other byte, DEL included, is written as it is.
 Status format_json(const boost::json::value& value, std::string& out) noexcept;
 
 // ========================================================= implementation ====

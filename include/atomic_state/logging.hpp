@@ -96,7 +96,8 @@ struct Field {
   }
 };
 
-/// The fields of one record: a view of an array of Field, iterable.
+/// The fields of one record: a view of an array of Field, iterable. Valid
+/// only during the log() call that receives it: copy what you keep.
 class Fields {
  public:
   constexpr Fields() noexcept = default;
@@ -155,9 +156,11 @@ struct NullSink {
 /// `=` `"` `\\`, every other byte becoming `_`, and a field named `level`
 /// or `msg` is written `fields.level`, `fields.msg`. A line the stream fails to
 /// take is lost alone: the stream's error state is cleared before each
-/// line. Safe to share between threads: each line is formatted apart, then
-/// written whole under a lock. Formatting allocates nothing for lines up to
-/// 512 bytes.
+/// line, as is one whose stream throws. DEL is escaped as \\u007f. A double
+/// is written exactly, and always as a double (1500000000.0, 0.1). Safe to
+/// share between threads: each line is formatted apart, then written whole
+/// under a lock. Formatting allocates nothing for lines up to 512 bytes.
+/// Movable, not copyable: share one by reference (StateManager<LogfmtSink&>).
 class LogfmtSink {
  public:
   /// `out` is a std::ostream (or one derived from it), which the caller's
