@@ -6,7 +6,6 @@
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -16,8 +15,9 @@
 #include <vector>
 
 #include "atomic_state.hpp"
-#include "support/capture_logger.hpp"
+#include "support/capture_sink.hpp"
 #include "support/catch.hpp"
+#include "support/child.hpp"
 #include "support/fault_fs.hpp"
 #include "support/files.hpp"
 
@@ -31,9 +31,9 @@ using test::Op;
 
 namespace {
 
-using Manager = atomic_state::StateManager<test::CaptureLogger&>;
+using Manager = atomic_state::StateManager<test::CaptureSink&>;
 using FaultManager =
-    atomic_state::StateManager<test::CaptureLogger&, State, FullSync, test::FaultFs&>;
+    atomic_state::StateManager<test::CaptureSink&, State, FullSync, test::FaultFs&>;
 
 State sample_state() {
   State s;
@@ -49,27 +49,6 @@ State sample_state() {
 bool present(const test::fs::path& p) {
   struct stat st;
   return ::lstat(p.c_str(), &st) == 0;
-}
-
-// A pipe a child writes one byte to when it reached the point under test.
-struct Signal {
-  int fds[2] = {-1, -1};
-  Signal() { REQUIRE(::pipe(fds) == 0); }
-  ~Signal() {
-    ::close(fds[0]);
-    ::close(fds[1]);
-  }
-  void send() { (void)!::write(fds[1], "x", 1); }
-  bool wait() {
-    char c;
-    return ::read(fds[0], &c, 1) == 1;
-  }
-};
-
-int exit_status_of(pid_t pid) {
-  int status = 0;
-  if (::waitpid(pid, &status, 0) != pid) return -1;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 }  // namespace
@@ -255,25 +234,25 @@ TEST_CASE("a temp file locked by someone else costs a fresh name, never a wait",
 TEST_CASE("a save paused mid-way in another process keeps its temp file", "[sweep]") {
   test::TempDir dir;
   test::write_plain(dir / "state.json", "old");
-  Signal reached;
-  const pid_t child = ::fork();
-  REQUIRE(child >= 0);
-  if (child == 0) {
+  // Killed and reaped, stopped or not, however the case ends: a stopped
+  // child left behind would keep meson test waiting on its output forever.
+  test::Child child;
+  const pid_t pid = child.fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
     AtomicWriter<> writer;
     auto tx = writer.begin(dir / "state.json");
     if (!tx || !tx->write("new ").ok()) ::_exit(1);
-    reached.send();
+    child.send();
     ::raise(SIGSTOP);  // paused mid-save, as a debugger or a slow disk would
     if (!tx->write("state").ok() || !tx->commit().ok()) ::_exit(2);
     ::_exit(0);
   }
-  REQUIRE(reached.wait());
-  int status = 0;
-  REQUIRE(::waitpid(child, &status, WUNTRACED) == child);
-  REQUIRE(WIFSTOPPED(status));
+  REQUIRE(child.receive());
+  REQUIRE(child.wait_stopped());
   REQUIRE(test::temp_files_in(dir.path()).size() == 1);
 
-  test::CaptureLogger log;
+  test::CaptureSink log;
   Manager manager(dir.path(), log);
   auto swept = manager.remove_stale_temp_files();
   REQUIRE(swept.has_value());
@@ -284,8 +263,8 @@ TEST_CASE("a save paused mid-way in another process keeps its temp file", "[swee
   CHECK(left[0].level == Level::debug);
   CHECK(left[0].integer("count") == 1);
 
-  ::kill(child, SIGCONT);
-  CHECK(exit_status_of(child) == 0);
+  child.signal(SIGCONT);
+  CHECK(test::exit_code(child.wait()) == 0);
   CHECK(test::read_file(dir / "state.json") == "new state");
   CHECK(test::temp_files_in(dir.path()).empty());
 }
@@ -293,27 +272,26 @@ TEST_CASE("a save paused mid-way in another process keeps its temp file", "[swee
 TEST_CASE("the temp file of a killed save is removed by the next manager's first load", "[sweep]") {
   test::TempDir dir;
   {
-    test::CaptureLogger log;
+    test::CaptureSink log;
     Manager manager(dir.path(), log);
     REQUIRE(manager.save_state(sample_state()).ok());
   }
-  Signal reached;
-  const pid_t child = ::fork();
-  REQUIRE(child >= 0);
-  if (child == 0) {
+  test::Child child;
+  const pid_t pid = child.fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
     AtomicWriter<> writer;
     auto tx = writer.begin(dir / "state.json");
     if (!tx || !tx->write("{\"oracle_na").ok()) ::_exit(1);
-    reached.send();
+    child.send();
     ::pause();  // killed here
     ::_exit(2);
   }
-  REQUIRE(reached.wait());
-  ::kill(child, SIGKILL);
-  CHECK(exit_status_of(child) == 128 + SIGKILL);
+  REQUIRE(child.receive());
+  CHECK(test::exit_code(child.kill()) == 128 + SIGKILL);
   REQUIRE(test::temp_files_in(dir.path()).size() == 1);
 
-  test::CaptureLogger log;
+  test::CaptureSink log;
   Manager manager(dir.path(), log);
   auto loaded = manager.load_state();
   REQUIRE(loaded.has_value());
@@ -328,7 +306,7 @@ TEST_CASE("the temp file of a killed save is removed by the next manager's first
 
 TEST_CASE("a manager sweeps once: at its first load, or when asked", "[sweep]") {
   test::TempDir dir;
-  test::CaptureLogger log;
+  test::CaptureSink log;
   test::FaultFs fs;
   FaultManager manager(dir.path(), log, fs);
   (void)manager.load_state();
@@ -372,12 +350,12 @@ TEST_CASE("a sweep that fails never fails the load", "[sweep]") {
     CAPTURE(test::op_name(row.op), row.error);
     test::TempDir dir;
     {
-      test::CaptureLogger ignored;
+      test::CaptureSink ignored;
       Manager seed(dir.path(), ignored);
       REQUIRE(seed.save_state(sample_state()).ok());
     }
     test::write_plain(dir / ".tmp-Stale1", "left by a kill");
-    test::CaptureLogger log;
+    test::CaptureSink log;
     test::FaultFs fs;
     fs.faults = {Fault{row.op, 1, row.error, row.persistent}};
     FaultManager manager(dir.path(), log, fs);
@@ -465,7 +443,7 @@ TEST_CASE("a save never waits on a lock anyone else holds", "[sweep]") {
     ::chmod(root.path().c_str(), 0755);
     ::chmod(dir.c_str(), 0755);
     {
-      test::CaptureLogger ignored;
+      test::CaptureSink ignored;
       Manager seed(dir, ignored);
       REQUIRE(seed.save_state(sample_state()).ok());
     }
@@ -474,28 +452,28 @@ TEST_CASE("a save never waits on a lock anyone else holds", "[sweep]") {
                                   : std::string_view(row.locked) == "target" ? dir / "state.json"
                                                                              : root.path();
     int held = -1;
-    pid_t holder = -1;
-    Signal ready;
+    test::Child holder;
     if (!row.other_process) {
       REQUIRE(hold_lock(locked, row.kind, held));
     } else {
-      holder = ::fork();
-      REQUIRE(holder >= 0);
-      if (holder == 0) {
+      const pid_t pid = holder.fork();
+      REQUIRE(pid >= 0);
+      if (pid == 0) {
         if (row.uid != 0 && (::setgid(row.uid) != 0 || ::setuid(row.uid) != 0)) ::_exit(3);
+        holder.die_with_parent();  // again: a change of user undid it
         int fd = -1;
         if (!hold_lock(locked, row.kind, fd)) ::_exit(4);
-        ready.send();
+        holder.send();
         ::pause();  // holds the lock until killed
         ::_exit(0);
       }
-      REQUIRE(ready.wait());
+      REQUIRE(holder.receive());
     }
 
     // A save that waited would be killed by the alarm: a failure in
     // seconds, not a hang.
     ::alarm(20);
-    test::CaptureLogger log;
+    test::CaptureSink log;
     Manager manager(dir, log);
     const auto loaded = manager.load_state();
     State next = sample_state();
@@ -506,11 +484,9 @@ TEST_CASE("a save never waits on a lock anyone else holds", "[sweep]") {
     CHECK(loaded.has_value());
     CHECK(saved.ok());
     CHECK(written.ok());
-    if (holder > 0) {
-      int status = 0;
-      CHECK(::waitpid(holder, &status, WNOHANG) == 0);  // still holding it
-      ::kill(holder, SIGKILL);
-      ::waitpid(holder, &status, 0);
+    if (row.other_process) {
+      CHECK(holder.running());  // still holding it
+      holder.kill();
     }
     if (held >= 0) ::close(held);
     auto back = manager.load_state();
@@ -525,7 +501,7 @@ TEST_CASE("a process forked during a sweep never delays a save", "[sweep]") {
   // it, so the child must still be alive when the save is over.
   test::TempDir dir;
   {
-    test::CaptureLogger ignored;
+    test::CaptureSink ignored;
     Manager seed(dir.path(), ignored);
     REQUIRE(seed.save_state(sample_state()).ok());
   }
@@ -533,13 +509,12 @@ TEST_CASE("a process forked during a sweep never delays a save", "[sweep]") {
   for (const Op at : {Op::list_directory, Op::try_lock, Op::unlink, Op::close}) {
     CAPTURE(test::op_name(at));
     test::write_plain(dir / ".tmp-Stale3", "left by a kill");
-    test::CaptureLogger log;
+    test::CaptureSink log;
     test::FaultFs fs;
-    pid_t child = -1;
+    test::Child child;
     fs.before = [&](Op op, int, const char*) {
-      if (op != at || child != -1) return;
-      child = ::fork();
-      if (child == 0) {
+      if (op != at || child.pid() != -1) return;
+      if (child.fork() == 0) {
         ::sleep(30);
         ::_exit(0);
       }
@@ -550,12 +525,9 @@ TEST_CASE("a process forked during a sweep never delays a save", "[sweep]") {
     fs.before = nullptr;
     const atomic_state::Status saved = manager.save_state(sample_state());
     ::alarm(0);
-    REQUIRE(child > 0);
+    REQUIRE(child.pid() > 0);
     CHECK(loaded.has_value());
     CHECK(saved.ok());
-    int status = 0;
-    CHECK(::waitpid(child, &status, WNOHANG) == 0);  // the save did not wait for it
-    ::kill(child, SIGKILL);
-    ::waitpid(child, &status, 0);
+    CHECK(child.running());  // the save did not wait for it
   }
 }
