@@ -5445,7 +5445,8 @@ class CorruptFile {
 /// - StateT: State, or a type of one's own: a class, default-constructible,
 ///   with a field table (has_state_fields) or Boost.JSON conversions
 ///   (value_from and value_to or try_value_to), and a cursor StateTraits
-///   can read.
+///   can read. Read integers with value_to<T>, not as_uint64(): JSON text
+///   does not keep Boost's int64/uint64 kind.
 /// - SyncPolicy: how far a save syncs (FullSync, DataSync, NoSync).
 /// - Fs: the filesystem policy every call goes through, by value or by
 ///   reference (`PosixFs`, or `MyFs&` to share a test's policy).
@@ -5458,6 +5459,9 @@ class CorruptFile {
 /// reader sees one whole state; when saves race, the last rename wins and
 /// the others are lost: take the run lock to have one run at a time. The
 /// setter is not thread-safe: call it before sharing the manager.
+///
+/// Failures are returned as a Status, not logged: the caller decides what
+/// to say and whether to go on.
 template <ATOMIC_STATE_DETAIL_LOG_SINK Sink = NullSink, class StateT = State,
           class SyncPolicy = FullSync, class Fs = PosixFs>
 class StateManager {
@@ -5507,7 +5511,9 @@ class StateManager {
   StateManager(std::filesystem::path dir, Sink sink, StateOptions options = {});
   StateManager(std::filesystem::path dir, Sink sink, Fs fs, StateOptions options = {});
 
+  /// The state's directory, as given.
   const std::filesystem::path& output_dir() const noexcept { return dir_; }
+  /// `<dir>/<file_name>`.
   const std::filesystem::path& state_file() const noexcept { return file_; }
   /// `<state file>.prev`, the previous state (StateOptions::keep_previous).
   const std::filesystem::path& previous_file() const noexcept { return previous_file_; }
@@ -5550,9 +5556,13 @@ class StateManager {
   /// run, or an error when create_directory is false; a symlink to nothing,
   /// at the state file or anywhere in the directory's path, is an error,
   /// since it usually means a volume that is not mounted. The first call
-  /// also removes the temp files of saves that were killed. Never blocks on
-  /// a FIFO. Errors: "load state file: " then the step, the path and the
-  /// reason.
+  /// also removes the temp files of saves that were killed (logged; its
+  /// failure never fails the load). A corrupt file's bytes are copied once:
+  /// the same bytes already under their name are not copied again. Under
+  /// OnCorrupt::fail, without a valid previous state, a corrupt file is
+  /// Step::parse with std::errc::bad_message, and no copy is made. The
+  /// .prev file is read under the same rules. Never blocks on a FIFO.
+  /// Errors: "load state file: " then the step, the path and the reason.
   Result<Loaded<StateT>> load_state() noexcept;
 
   /// Whether data at cursor `current` is new: true on a first run (no
@@ -5569,7 +5579,9 @@ class StateManager {
   /// text would exceed max_state_size() (so that load_state would refuse
   /// it), is refused before anything is written. Errors: "write state
   /// file: " then the step, the path and the reason; nothing is logged as
-  /// saved.
+  /// saved. A failure before the rename leaves the state file untouched;
+  /// Status::replaced() says the rename happened and only the directory
+  /// sync failed.
   Status save_state(const StateT& state) noexcept;
 
   /// Saves `state` as the last file of `batch` and commits the batch, so
@@ -5590,6 +5602,8 @@ class StateManager {
 
   /// StateOptions::max_state_size.
   std::size_t max_state_size() const noexcept { return options_.max_state_size; }
+  /// Every value is allowed: 0 refuses every non-empty file, no_size_limit
+  /// none.
   void set_max_state_size(std::size_t bytes) noexcept { options_.max_state_size = bytes; }
 
   std::remove_reference_t<Sink>& sink() noexcept { return sink_; }
