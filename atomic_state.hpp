@@ -812,18 +812,22 @@ struct PosixFs {
   /// says no even to root).
   int check_writable(int dir_fd) noexcept;
 
-  // ---- what some options use (detected, not required: without one, the
-  // option fails with ENOTSUP, or, for start_writeback, does nothing)
+  // ---- what some options use (detected, not required: each says what
+  // happens without it)
   /// sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE) on Linux: starts
-  /// writing the file's data without waiting; elsewhere nothing.
+  /// writing the file's data without waiting; elsewhere nothing. Optional:
+  /// without it, the syncs alone do the writing.
   int start_writeback(int fd) noexcept;
-  /// fchown(fd, owner, group): for ModeFrom::existing.
+  /// fchown(fd, owner, group): for ModeFrom::existing. Optional: without
+  /// it, the new file keeps the process's owner and group.
   int set_owner(int fd, std::uint32_t owner, std::uint32_t group) noexcept;
   /// The process umask, read without changing it (Linux: the Umask line
   /// of /proc/self/status); -ENOTSUP where it cannot be. For ModeFrom::umask.
+  /// Optional: without it, ModeFrom::umask fails (set_permissions, ENOTSUP).
   int process_umask() noexcept;
   /// realpath(path, out), `out` holding ATOMIC_STATE_PATH_MAX bytes: for
-  /// WriteOptions::follow_symlinks.
+  /// WriteOptions::follow_symlinks. Optional: without it, following a
+  /// symlink at the target fails (check_path, ENOTSUP).
   int real_path(const char* path, char* out) noexcept;
 
   // ---- what a snapshot adds (is_snapshot_filesystem_v)
