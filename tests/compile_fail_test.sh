@@ -176,6 +176,12 @@ static_assert(!atomic_state::LogSink<LvalueFieldsSink> && !atomic_state::LogSink
     "renamed LogfmtSink" "StateManager<Sink, StateT, SyncPolicy, Fs>" \
     "use the free function atomic_state::update_state" "use sink()" "renamed NullSink" \
     "Step::copy_aside"
+  # A path type whose native() makes a new string each call: a view of it
+  # would dangle inside the call, so PathView refuses it.
+  expect_error "a path type whose native() returns a string by value" $std \
+    "struct MadePath { std::string native() const { return \"d/f\"; } };
+     (void)atomic_state::write_atomic(MadePath{}, \"x\");" \
+    "PathView"
   # A char logs neither as its code nor as text it has nowhere to keep.
   expect_error "a char as a log field" $std \
     "atomic_state::Field f{\"initial\", 'x'};" "deleted"

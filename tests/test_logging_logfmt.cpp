@@ -160,6 +160,18 @@ TEST_CASE("a stream that throws does not make the sink throw", "[logger]") {
   CHECK(out.bad());  // the write was attempted, and failed
 }
 
+TEST_CASE("a stream's own members of the same names are not what the sink calls", "[logger]") {
+  // The sink writes through std::ostream, whatever the stream's type: a
+  // derived stream's clear() (here: one that empties it) is not called.
+  struct Emptying : std::ostringstream {
+    void clear() { str(""); }
+  } out;
+  LogfmtSink sink(out);
+  sink.log(Level::info, "first", {});
+  sink.log(Level::info, "second", {});
+  CHECK(out.str() == "level=info msg=first\nlevel=info msg=second\n");
+}
+
 TEST_CASE("Fields is a view that finds a field by key", "[logger]") {
   const Field fields[] = {{"path", "/p"}, {"n", 3}, {"n", 4}};
   const Fields view(fields, 3);

@@ -188,7 +188,11 @@ class LogfmtSink {
   // every line after it.
   template <class Stream>
   static void write_line(std::ostream* out, std::string_view line) noexcept {
-    Stream& stream = static_cast<Stream&>(*out);
+    // std::ostream's own members, never a derived stream's of the same
+    // names; named through Stream so that the calls wait for the caller's
+    // <ostream> (this header has only <iosfwd>).
+    using Out = std::conditional_t<std::is_base_of_v<std::ostream, Stream>, std::ostream, Stream>;
+    Out& stream = *out;
     ATOMIC_STATE_DETAIL_TRY {
       stream.clear();
       stream.write(line.data(), static_cast<std::streamsize>(line.size()));

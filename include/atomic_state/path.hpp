@@ -26,10 +26,14 @@ class PathView {
   constexpr PathView(const char* path) noexcept : text_(path ? path : "") {}
   constexpr PathView(std::string_view path) noexcept : text_(path) {}
   PathView(const std::string& path) noexcept : text_(path) {}
-  /// Any path type whose native() is a string of char, std::filesystem::path
-  /// among them (this header does not include <filesystem> for it).
+  /// Any path type whose native() is a string of char that it keeps (a
+  /// reference or a pointer), std::filesystem::path among them (this header
+  /// does not include <filesystem> for it). A native() that makes a new
+  /// string each call is refused: the view would outlive it.
   template <class Path, class Native = decltype(std::declval<const Path&>().native()),
-            std::enable_if_t<std::is_convertible_v<Native, std::string_view>, int> = 0>
+            std::enable_if_t<std::is_convertible_v<Native, std::string_view> &&
+                                 (std::is_lvalue_reference_v<Native> || std::is_pointer_v<Native>),
+                             int> = 0>
   PathView(const Path& path) noexcept : text_(path.native()) {}
 
   constexpr std::string_view text() const noexcept { return text_; }
