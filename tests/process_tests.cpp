@@ -11,8 +11,16 @@
 //   process-tests kill-tmpfs [KILLS] the same on a tmpfs of its own
 //   process-tests batch-kill DIR [KILLS]   SIGKILL a child committing batches
 //                                    (default 300), a reader process watching
-//   process-tests batch-kill-shm [KILLS]   the same on /dev/shm
+//   process-tests batch-kill-shm [KILLS]   the same on /dev/shm (a tmpfs of
+//                                    its own mounted there, as root)
 //   process-tests concurrent DIR     8 threads and 4 processes, 200 saves each
+//
+// Each kill waits until the child has shown progress (it is ready to save;
+// one kill in four, it finished a save), then a random time within one save
+// at the pace measured so far (test::KillPace): the kills land inside saves
+// on a slow machine as on a fast one. What only says the test did its work (kills
+// inside saves, saves completed between kills) is retried with more kills,
+// then reported, never failed; what the library promises always fails.
 //
 // After every kill the state must load, and be one of the versions the child
 // wrote, no older than the one before; the next manager's first load must
@@ -20,7 +28,6 @@
 // child held must be free at once, and state.json.prev must hold the
 // version before the state's or the state's own. Every read during the
 // concurrent saves, and the final file, must be one complete version.
-#include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -31,25 +38,25 @@
 #include <atomic>
 #include <cctype>
 #include <cerrno>
-#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "atomic_state.hpp"
-#include "support/capture_logger.hpp"
+#include "support/capture_sink.hpp"
 #include "support/checks.hpp"
+#include "support/child.hpp"
 #include "support/files.hpp"
+#include "support/mounts.hpp"
 
 namespace {
 
 namespace as = atomic_state;
-using Manager = as::StateManager<test::CaptureLogger&>;
+using Manager = as::StateManager<test::CaptureSink&>;
 
 using test::check;
 using test::failures;
@@ -106,48 +113,48 @@ bool names_holder(const std::string& message, pid_t pid) {
           !std::isdigit(static_cast<unsigned char>(message[at + holder.size()])));
 }
 
-// How many times slower than the machine's own this build runs:
-// ATOMIC_STATE_TEST_SLOWDOWN (tests/meson.build sets it under an emulator,
-// where a forked child first translates the code of a save), else 1. The
-// kills' random delays stretch by it, so that they still land inside saves.
-int slowdown() {
-  const char* text = std::getenv("ATOMIC_STATE_TEST_SLOWDOWN");
-  const int n = text != nullptr ? std::atoi(text) : 1;
-  return n >= 1 && n <= 1000 ? n : 1;
+// Waits for the child's progress, then a random time: the kill lands. The
+// child's wait status; -1, with the child's status printed, when the child
+// ended before the kill (a save failed: it exits 4).
+int kill_when_busy(test::Child& child, test::KillPace& pace, int k) {
+  if (!pace.wait(child)) {
+    const int status = child.wait();
+    std::printf("  kill %d: the child ended before it was killed, exit code %d\n", k,
+                test::exit_code(status));
+    return -1;
+  }
+  pace.delay();
+  return child.kill();
 }
 
 // SIGKILL a child that saves versions first, first+1, ... in a loop, `kills`
-// times, each after a random delay once it has started.
+// times, and more (up to as many again) until a tenth of them landed inside
+// a save.
 void kill_loop(const test::fs::path& dir, int kills) {
-  std::mt19937 random(20261126u);
-  std::uniform_int_distribution<int> delay_us(0, 3000 * slowdown());
+  test::KillPace pace(20261126u);
   std::int64_t last_seen = 0;
-  int loads_ok = 0, versions_ok = 0, monotonic = 0, swept_ok = 0, temps_left = 0, mid_save = 0,
-      corrupt = 0, first_runs = 0;
-  for (int k = 0; k < kills; ++k) {
-    int ready[2];
-    if (::pipe(ready) != 0) skip("cannot make a pipe");
+  int killed = 0, loads_ok = 0, versions_ok = 0, monotonic = 0, swept_ok = 0, temps_left = 0,
+      mid_save = 0, corrupt = 0, first_runs = 0;
+  int k = 0;
+  for (; k < kills || (mid_save * 10 <= kills && k < 2 * kills); ++k) {
     const std::int64_t first = 1700000000 + static_cast<std::int64_t>(k) * 100000;
-    const pid_t child = ::fork();
-    if (child < 0) skip(std::string("cannot fork: ") + std::strerror(errno));
-    if (child == 0) {
-      test::CaptureLogger quiet;
+    test::Child child;
+    const pid_t pid = child.fork();
+    if (pid < 0) skip(std::string("cannot fork: ") + std::strerror(errno));
+    if (pid == 0) {
+      test::CaptureSink quiet;
       Manager manager(dir, quiet);
-      (void)!::write(ready[1], "r", 1);
-      for (std::int64_t n = first;; ++n) (void)manager.save_state(version(n));
+      child.send(test::now_ns());
+      for (std::int64_t n = first;; ++n) {
+        if (!manager.save_state(version(n)).ok()) std::_Exit(4);
+        child.send(test::now_ns());
+      }
     }
-    ::close(ready[1]);
-    char c;
-    (void)!::read(ready[0], &c, 1);
-    ::close(ready[0]);
-    std::this_thread::sleep_for(std::chrono::microseconds(delay_us(random)));
-    ::kill(child, SIGKILL);
-    int status = 0;
-    ::waitpid(child, &status, 0);
+    killed += test::exit_code(kill_when_busy(child, pace, k)) == 128 + SIGKILL;
 
     const std::size_t temps = test::temp_files_in(dir).size();
     mid_save += temps > 0;
-    test::CaptureLogger log;
+    test::CaptureSink log;
     Manager manager(dir, log);
     auto loaded = manager.load_state();
     loads_ok += loaded.has_value();
@@ -165,68 +172,71 @@ void kill_loop(const test::fs::path& dir, int kills) {
     swept_ok += left == 0;
   }
   std::printf(
-      "  %d kills, %d of them mid-save (a temp file was left), %d before any "
-      "save had completed\n",
-      kills, mid_save, first_runs);
-  check(loads_ok == kills, "after every kill the state loads");
-  check(versions_ok == kills, "after every kill the state is one complete version written");
-  check(monotonic == kills, "no kill ever brings back an older version");
+      "  %d kills, %d of them mid-save (a temp file was left), %d before any save had "
+      "completed; a save took %.0f us on average\n",
+      k, mid_save, first_runs, pace.unit_ns() / 1000);
+  check(killed == k, "every child was still saving when it was killed");
+  check(loads_ok == k, "after every kill the state loads");
+  check(versions_ok == k, "after every kill the state is one complete version written");
+  check(monotonic == k, "no kill ever brings back an older version");
   check(corrupt == 0, "no kill ever leaves a corrupt state file");
-  check(swept_ok == kills && temps_left == 0,
+  check(swept_ok == k && temps_left == 0,
         "the next manager's first load removes the temp file a kill left");
-  check(mid_save > kills / 10, "the kills landed inside saves (at least a tenth of them)");
-  check(last_seen > 0, "saves completed between kills");
+  test::lively(mid_save * 10 > kills,
+               "the kills landed inside saves (at least a tenth of " + std::to_string(kills) + ")");
+  test::lively(last_seen > 0, "saves completed between kills");
 }
 
 // SIGKILL `kills` times a child that takes the run lock, loads, and saves
-// the versions after the one it loaded, with keep_previous, in a loop. The
-// versions are consecutive across kills, so state.json.prev can be checked
-// exactly: the version before the state's, or the state's own (the kill
-// came between the rename of the link over .prev and the state's rename:
-// two names never change in one step).
+// the versions after the one it loaded, with keep_previous, in a loop; and
+// more kills (up to as many again) until they found what the test looks
+// for. The versions are consecutive across kills, so state.json.prev can
+// be checked exactly: the version before the state's, or the state's own
+// (the kill came between the rename of the link over .prev and the state's
+// rename: two names never change in one step).
 void kill_loop_keeping_previous(const test::fs::path& dir, int kills) {
-  std::mt19937 random(20261127u);
-  std::uniform_int_distribution<int> delay_us(0, 3000 * slowdown());
+  test::KillPace pace(20261127u);
   constexpr std::int64_t kFirst = 1700000000;
   std::int64_t last_seen = 0;
   int held_before = 0, killed = 0, free_after = 0, loads_ok = 0, versions_ok = 0, monotonic = 0,
       corrupt = 0, first_runs = 0, mid_save = 0, links_left = 0, swept_ok = 0, prev_whole = 0,
       prev_exact = 0, prev_before = 0, prev_same = 0, prev_missing = 0, prev_vanished = 0;
   bool prev_existed = false;
-  for (int k = 0; k < kills; ++k) {
-    int ready[2];
-    if (::pipe(ready) != 0) skip("cannot make a pipe");
-    const pid_t child = ::fork();
-    if (child < 0) skip(std::string("cannot fork: ") + std::strerror(errno));
-    if (child == 0) {
-      test::CaptureLogger quiet;
+  const auto lively = [&] {
+    return mid_save * 10 > kills && prev_before > 0 && prev_same > 0 && last_seen > kFirst;
+  };
+  int k = 0;
+  for (; k < kills || (!lively() && k < 2 * kills); ++k) {
+    test::Child child;
+    const pid_t pid = child.fork();
+    if (pid < 0) skip(std::string("cannot fork: ") + std::strerror(errno));
+    if (pid == 0) {
+      test::CaptureSink quiet;
       Manager manager(dir, quiet, keeping_previous());
       auto lock = manager.try_lock_run();
       if (!lock) std::_Exit(3);
       auto loaded = manager.load_state();
       if (!loaded) std::_Exit(4);
-      (void)!::write(ready[1], "r", 1);
-      for (std::int64_t n = loaded->last_updated == 0 ? kFirst : loaded->last_updated + 1;; ++n)
-        (void)manager.save_state(version(n));
+      child.send(test::now_ns());
+      for (std::int64_t n = loaded->last_updated == 0 ? kFirst : loaded->last_updated + 1;; ++n) {
+        if (!manager.save_state(version(n)).ok()) std::_Exit(5);
+        child.send(test::now_ns());
+      }
     }
-    ::close(ready[1]);
-    char c;
-    const bool started = ::read(ready[0], &c, 1) == 1;
-    ::close(ready[0]);
-    test::CaptureLogger log;
+    test::CaptureSink log;
     Manager manager(dir, log, keeping_previous());
-    if (started) {
+    if (pace.wait(child)) {
       // While the child lives, its lock is held, and names it.
       auto refused = manager.try_lock_run();
       held_before += !refused &&
                      refused.status().code() == std::errc::resource_unavailable_try_again &&
-                     names_holder(refused.status().message(), child);
+                     names_holder(refused.status().message(), pid);
+      pace.delay();
+      killed += test::exit_code(child.kill()) == 128 + SIGKILL;
+    } else {
+      std::printf("  kill %d: the child ended before it was killed, exit code %d\n", k,
+                  test::exit_code(child.wait()));
     }
-    std::this_thread::sleep_for(std::chrono::microseconds(delay_us(random)));
-    ::kill(child, SIGKILL);
-    int status = 0;
-    ::waitpid(child, &status, 0);
-    killed += WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
 
     // A temp name that is a second link (to state.json's file or .prev's):
     // the kill came between the link and its rename over .prev.
@@ -275,75 +285,69 @@ void kill_loop_keeping_previous(const test::fs::path& dir, int kills) {
                   static_cast<long long>(loaded->last_updated),
                   static_cast<long long>(prev.last_updated));
   }
-  const int with_prev = kills - prev_missing;
+  const int with_prev = k - prev_missing;
   std::printf(
       "  %d kills of a child holding the run lock with keep_previous, %d of them mid-save (a "
       "temp file was left), %d between the link and its rename (a temp link was left), %d "
       "before any save had completed; .prev the version before the state's %d times, the "
-      "state's own %d times (the kill between the two renames), missing %d times\n",
-      kills, mid_save, links_left, first_runs, prev_before, prev_same, prev_missing);
-  check(killed == kills, "every child took the lock, loaded, and was killed saving");
-  check(held_before == kills,
+      "state's own %d times (the kill between the two renames), missing %d times; a save took "
+      "%.0f us on average\n",
+      k, mid_save, links_left, first_runs, prev_before, prev_same, prev_missing,
+      pace.unit_ns() / 1000);
+  check(killed == k, "every child took the lock, loaded, and was killed saving");
+  check(held_before == k,
         "while the child lived, try_lock_run failed with resource_unavailable_try_again "
         "naming its pid");
-  check(free_after == kills, "after every kill the next manager's try_lock_run succeeds at once");
-  check(loads_ok == kills, "after every kill the state loads");
-  check(versions_ok == kills, "after every kill the state is one complete version written");
-  check(monotonic == kills, "no kill ever brings back an older version");
+  check(free_after == k, "after every kill the next manager's try_lock_run succeeds at once");
+  check(loads_ok == k, "after every kill the state loads");
+  check(versions_ok == k, "after every kill the state is one complete version written");
+  check(monotonic == k, "no kill ever brings back an older version");
   check(corrupt == 0, "no kill ever leaves a corrupt state file");
-  check(swept_ok == kills,
+  check(swept_ok == k,
         "the next manager's first load removes the temp files and temp links a kill left");
   check(prev_whole == with_prev, "state.json.prev, when there, is one complete version");
   check(prev_exact == with_prev,
         "state.json.prev is the version before the state's, or the state's own: never newer, "
         "never further behind");
   check(prev_vanished == 0, "state.json.prev is missing only before a state was replaced");
-  check(prev_before > 0 && prev_same > 0,
-        "the kills found .prev both one version behind and equal to the state");
-  check(mid_save > kills / 10, "the kills landed inside saves (at least a tenth of them)");
-  check(last_seen > kFirst, "saves completed between kills");
+  test::lively(prev_before > 0 && prev_same > 0,
+               "the kills found .prev both one version behind and equal to the state");
+  test::lively(mid_save * 10 > kills,
+               "the kills landed inside saves (at least a tenth of " + std::to_string(kills) + ")");
+  test::lively(last_seen > kFirst, "saves completed between kills");
 }
 
 // A child takes the run lock and waits; the parent's try_lock_run fails,
 // naming the state file and the child's pid, until the child is SIGKILLed.
 void lock_held_by_another_process(const test::fs::path& dir) {
-  int locked[2], hold[2];
-  if (::pipe(locked) != 0 || ::pipe(hold) != 0) skip("cannot make a pipe");
-  const pid_t child = ::fork();
-  if (child < 0) skip(std::string("cannot fork: ") + std::strerror(errno));
-  if (child == 0) {
-    ::close(hold[1]);
-    test::CaptureLogger quiet;
+  test::Child child;
+  const pid_t pid = child.fork();
+  if (pid < 0) skip(std::string("cannot fork: ") + std::strerror(errno));
+  if (pid == 0) {
+    test::CaptureSink quiet;
     Manager manager(dir, quiet, keeping_previous());
     auto lock = manager.try_lock_run();
-    (void)!::write(locked[1], lock ? "y" : "n", 1);
-    (void)!::read(hold[0], &quiet, 1);  // blocks: nobody writes
+    child.send(lock ? 1 : 0);
+    ::pause();  // holds the lock until killed
     std::_Exit(0);
   }
-  ::close(locked[1]);
-  ::close(hold[0]);
-  char answer = 0;
-  (void)!::read(locked[0], &answer, 1);
-  ::close(locked[0]);
-  check(answer == 'y', "a child takes the run lock");
+  std::int64_t locked = 0;
+  check(child.receive(locked) && locked == 1, "a child takes the run lock");
 
-  test::CaptureLogger log;
+  test::CaptureSink log;
   Manager manager(dir, log, keeping_previous());
   auto refused = manager.try_lock_run();
   const std::string message = refused ? std::string() : refused.status().message();
-  std::printf("  while the child %d holds it: %s\n", static_cast<int>(child), message.c_str());
+  std::printf("  while the child %d holds it: %s\n", static_cast<int>(pid), message.c_str());
   check(!refused && refused.status().code() == std::errc::resource_unavailable_try_again,
         "the parent's try_lock_run fails with resource_unavailable_try_again");
   check(message.find(manager.state_file().string()) != std::string::npos,
         "the failure names the state file");
-  check(names_holder(message, child), "the failure says \"held by pid <the child's pid>\"");
+  check(names_holder(message, pid), "the failure says \"held by pid <the child's pid>\"");
   auto again = manager.try_lock_run();
   check(!again, "and fails again: nothing was taken by failing");
 
-  ::kill(child, SIGKILL);
-  int status = 0;
-  ::waitpid(child, &status, 0);
-  ::close(hold[1]);
+  child.kill();
   auto taken = manager.try_lock_run();
   check(taken.has_value() && taken->owns_lock(), "once the child is SIGKILLed, the parent has it");
 }
@@ -363,16 +367,12 @@ void kill_tests(const test::fs::path& dir, int kills) {
 }
 
 void on_own_tmpfs(int kills) {
-  if (::geteuid() != 0) skip("needs root to mount a tmpfs");
-  if (::unshare(CLONE_NEWNS) != 0)
-    skip(std::string("cannot make a private mount namespace: ") + std::strerror(errno));
-  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
-    skip(std::string("cannot make mounts private: ") + std::strerror(errno));
+  std::string why;
+  if (!test::private_mount_namespace(why)) skip(why);
   test::TempDir dir;
   const auto mnt = dir / "tmpfs";
   test::fs::create_directories(mnt);
-  if (::mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=4m,mode=0755") != 0)
-    skip(std::string("cannot mount tmpfs: ") + std::strerror(errno));
+  if (!test::mount_tmpfs(mnt, "size=4m,mode=0755", why)) skip(why);
   kill_tests(mnt, kills);
   ::umount2(mnt.c_str(), MNT_DETACH);
 }
@@ -397,22 +397,21 @@ void concurrent(const test::fs::path& base) {
   test::fs::remove_all(dir);
   test::fs::create_directories(dir);
 
-  std::vector<pid_t> children;
+  std::vector<test::Child> children(kProcesses);
   for (int p = 0; p < kProcesses; ++p) {
-    const pid_t child = ::fork();
+    const pid_t child = children[static_cast<std::size_t>(p)].fork();
     if (child < 0) skip(std::string("cannot fork: ") + std::strerror(errno));
     if (child == 0) {
-      test::CaptureLogger quiet;
+      test::CaptureSink quiet;
       Manager manager(dir, quiet);
       int failed = 0;
       for (int i = 0; i < kSaves; ++i)
         failed += !manager.save_state(version(1000000000 + p * 10000 + i)).ok();
       std::_Exit(failed == 0 ? 0 : 1);
     }
-    children.push_back(child);
   }
 
-  test::CaptureLogger log;
+  test::CaptureSink log;
   Manager manager(dir, log);
   std::atomic<int> saved{0}, writers_left{kThreads};
   std::vector<std::thread> threads;
@@ -425,7 +424,7 @@ void concurrent(const test::fs::path& base) {
   std::atomic<int> reads{0}, whole{0}, errors{0};
   std::atomic<bool> children_done{false};
   std::thread reader([&] {
-    test::CaptureLogger reader_log;
+    test::CaptureSink reader_log;
     Manager reading(dir, reader_log);
     while (writers_left > 0 || !children_done) {
       auto loaded = reading.load_state();
@@ -440,11 +439,7 @@ void concurrent(const test::fs::path& base) {
           "the reader never saw a corrupt file");
   });
   int children_ok = 0;
-  for (const pid_t child : children) {
-    int status = 0;
-    ::waitpid(child, &status, 0);
-    children_ok += WIFEXITED(status) && WEXITSTATUS(status) == 0;
-  }
+  for (test::Child& child : children) children_ok += test::exit_code(child.wait()) == 0;
   children_done = true;
   for (auto& t : threads) t.join();
   reader.join();
@@ -454,8 +449,9 @@ void concurrent(const test::fs::path& base) {
   check(saved == kThreads * kSaves, "every save of every thread succeeded");
   check(children_ok == kProcesses, "every save of every process succeeded");
   check(errors == 0, "no read failed");
-  check(reads > 0 && whole == reads, "every read in between was one complete version");
-  test::CaptureLogger final_log;
+  check(whole == reads, "every read in between was one complete version");
+  test::lively(reads > 0, "the reader read while the others saved");
+  test::CaptureSink final_log;
   Manager final_reader(dir, final_log);
   auto last = final_reader.load_state();
   check(last.has_value() && last->last_updated != 0 && is_a_version(*last),
@@ -497,17 +493,21 @@ std::int64_t batch_generation(const test::fs::path& path, std::size_t file) {
 volatile std::sig_atomic_t reader_stop = 0;
 void stop_reader(int) { reader_stop = 1; }
 
+// What the reader sends before its counts: it has read a state a commit
+// wrote. Counts are never negative.
+constexpr std::int64_t kReaderRead = -1;
+
 void batch_kill_loop(const test::fs::path& dir, int kills) {
   const auto out = dir / "out", st = dir / "state";
   test::fs::create_directories(out);
   test::fs::create_directories(st);
-  int report[2];
-  if (::pipe(report) != 0) skip("cannot make a pipe");
-  const pid_t reader = ::fork();
-  if (reader < 0) skip(std::string("cannot fork: ") + std::strerror(errno));
-  if (reader == 0) {
+  test::Child reader;
+  const pid_t reader_pid = reader.fork();
+  if (reader_pid < 0) skip(std::string("cannot fork: ") + std::strerror(errno));
+  if (reader_pid == 0) {
     ::signal(SIGTERM, stop_reader);
-    long reads = 0, behind = 0, torn = 0;
+    std::int64_t reads = 0, behind = 0, torn = 0;
+    bool marked = false;
     while (!reader_stop) {
       const std::int64_t state = batch_generation(st / "state.json", 3);
       if (state < 0) ++torn;
@@ -517,50 +517,40 @@ void batch_kill_loop(const test::fs::path& dir, int kills) {
         if (state > 0 && output >= 0 && output < state) ++behind;
       }
       ++reads;
+      if (state > 0 && !marked) marked = reader.send(kReaderRead);
     }
-    const long counts[3] = {reads, behind, torn};
-    (void)!::write(report[1], counts, sizeof counts);
+    reader.send(reads);
+    reader.send(behind);
+    reader.send(torn);
     std::_Exit(0);
   }
-  ::close(report[1]);
 
-  std::mt19937 random(20261128u);
-  std::uniform_int_distribution<int> delay_us(0, 3000);
-  int consistent = 0, whole = 0, swept = 0, mid_commit = 0;
+  test::KillPace pace(20261128u);
+  int killed = 0, consistent = 0, whole = 0, swept = 0, mid_commit = 0;
   std::int64_t last_state = 0;
   int monotonic = 0;
-  for (int k = 0; k < kills; ++k) {
-    int ready[2];
-    if (::pipe(ready) != 0) skip("cannot make a pipe");
+  int k = 0;
+  for (; k < kills || ((mid_commit * 10 <= kills || last_state == 0) && k < 2 * kills); ++k) {
     const std::int64_t first = static_cast<std::int64_t>(k + 1) * 1000000;
-    const pid_t child = ::fork();
-    if (child < 0) skip(std::string("cannot fork: ") + std::strerror(errno));
-    if (child == 0) {
+    test::Child child;
+    const pid_t pid = child.fork();
+    if (pid < 0) skip(std::string("cannot fork: ") + std::strerror(errno));
+    if (pid == 0) {
       auto outputs = as::AtomicDirectory<>::open(out.native());
       auto state = as::AtomicDirectory<>::open(st.native());
       if (!outputs || !state) std::_Exit(3);
       as::Batch<> batch;
       batch.reserve(4);
-      (void)!::write(ready[1], "r", 1);
+      child.send(test::now_ns());
       for (std::int64_t gen = first;; ++gen) {
         for (std::size_t i = 0; i < 3; ++i)
           (void)batch.add(*outputs, kBatchOutputs[i], batch_file(gen, i));
         (void)batch.add(*state, "state.json", batch_file(gen, 3));
         if (!batch.commit().ok()) std::_Exit(4);
-        if (gen == first) (void)!::write(ready[1], "c", 1);
+        child.send(test::now_ns());
       }
     }
-    ::close(ready[1]);
-    char c;
-    (void)!::read(ready[0], &c, 1);
-    // One kill in ten waits for a whole commit first, so that commits
-    // complete between kills however slow the disk is.
-    if (k % 10 == 0) (void)!::read(ready[0], &c, 1);
-    ::close(ready[0]);
-    std::this_thread::sleep_for(std::chrono::microseconds(delay_us(random)));
-    ::kill(child, SIGKILL);
-    int status = 0;
-    ::waitpid(child, &status, 0);
+    killed += test::exit_code(kill_when_busy(child, pace, k)) == 128 + SIGKILL;
 
     mid_commit += test::temp_files_in(out).size() + test::temp_files_in(st).size() > 2;
     const std::int64_t state = batch_generation(st / "state.json", 3);
@@ -579,29 +569,39 @@ void batch_kill_loop(const test::fs::path& dir, int kills) {
     auto b = as::AtomicWriter<>{}.remove_stale_temp_files(st);
     swept += a && b && test::temp_files_in(out).empty() && test::temp_files_in(st).empty();
   }
-  ::kill(reader, SIGTERM);
-  long counts[3] = {0, 0, 0};
-  (void)!::read(report[0], counts, sizeof counts);
-  ::close(report[0]);
-  int status = 0;
-  ::waitpid(reader, &status, 0);
+  // The reader has read a state once (a minute at most: it reads all the
+  // time, and there is one), then it stops and counts.
+  std::int64_t mark = 0;
+  const bool read_once = reader.receive_within(mark, 60000) && mark == kReaderRead;
+  reader.signal(SIGTERM);
+  std::int64_t counts[3] = {-1, -1, -1};
+  bool reported = true;
+  for (std::int64_t& count : counts) {
+    reported = reported && reader.receive(count);
+    if (reported && count == kReaderRead) reported = reader.receive(count);  // the mark, late
+  }
+  const int reader_exit = test::exit_code(reader.wait());
   std::printf(
       "  %d kills of a child committing batches of 3 outputs and a state through two directory "
       "handles, %d of them mid-commit (temp files beside the claims); last state generation "
-      "%lld; the reader read %ld times\n",
-      kills, mid_commit, static_cast<long long>(last_state), counts[0]);
-  check(whole == kills, "after every kill each file is one whole generation");
-  check(consistent == kills,
+      "%lld; a commit took %.0f us on average; the reader read %lld times\n",
+      k, mid_commit, static_cast<long long>(last_state), pace.unit_ns() / 1000,
+      static_cast<long long>(counts[0]));
+  check(killed == k, "every child was still committing when it was killed");
+  check(whole == k, "after every kill each file is one whole generation");
+  check(consistent == k,
         "after every kill no output is older than the state (the state is never ahead)");
-  check(monotonic == kills, "no kill ever brings back an older state");
-  check(swept == kills,
+  check(monotonic == k, "no kill ever brings back an older state");
+  check(swept == k,
         "after every kill a sweep of each directory leaves no temp file: the dead handle's claim "
         "and its numbered temp files are stale");
-  check(counts[0] > 0 && counts[1] == 0,
-        "the reader never saw an output older than the state read before it");
+  check(reported && reader_exit == 0, "the reader ran to the end and reported its counts");
+  check(counts[1] == 0, "the reader never saw an output older than the state read before it");
   check(counts[2] == 0, "the reader never saw a torn file");
-  check(mid_commit > kills / 10, "the kills landed inside commits (at least a tenth of them)");
-  check(last_state > 0, "commits completed between kills");
+  test::lively(read_once && counts[0] > 0, "the reader read states that commits wrote");
+  test::lively(mid_commit * 10 > kills, "the kills landed inside commits (at least a tenth of " +
+                                            std::to_string(kills) + ")");
+  test::lively(last_state > 0, "commits completed between kills");
 }
 
 void batch_on_disk(const test::fs::path& base, int kills) {
@@ -617,9 +617,8 @@ void batch_on_disk(const test::fs::path& base, int kills) {
 }
 
 void batch_on_shm(int kills) {
-  struct statfs st;
-  if (::statfs("/dev/shm", &st) != 0 || st.f_type != 0x01021994 || ::access("/dev/shm", W_OK) != 0)
-    skip("/dev/shm is not a writable tmpfs");
+  std::string why;
+  if (!test::tmpfs_at_dev_shm("size=64m,mode=1777", why)) skip(why);
   const test::fs::path dir = "/dev/shm/batch-kill-test-" + std::to_string(::getpid());
   test::fs::remove_all(dir);
   test::fs::create_directories(dir);

@@ -4,6 +4,16 @@
 //
 //   snapshot-process-tests kill BASE [KILLS]   in a fresh directory under
 //                                              BASE (default 300 kills)
+//   snapshot-process-tests kill-shm [KILLS]    the same on /dev/shm: as
+//                                              root, a tmpfs of its own
+//                                              mounted there
+//
+// Each kill waits until the publisher has shown progress (it opened; one
+// kill in four, it published once), then a random time within one publish
+// at the pace measured so far (test::KillPace), so the kills land inside
+// publishes however slow the machine is. What only says the test did its
+// work (current moved on, the reader read) is retried with more kills, or
+// waited for, then reported, never failed.
 //
 // Each generation holds four files that all carry its number ("gen N",
 // then filler), so a reader can tell one whole set from a mix or a torn
@@ -14,25 +24,21 @@
 // generation newer than current, at most `keep` generations, current a
 // whole generation, and no stale claim (.tmp-) of the killed writer.
 #include <fcntl.h>
-#include <linux/magic.h>
 #include <signal.h>
-#include <sys/vfs.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <random>
 #include <string>
-#include <thread>
-#include <vector>
 
 #include "atomic_state.hpp"
 #include "support/checks.hpp"
+#include "support/child.hpp"
 #include "support/files.hpp"
+#include "support/mounts.hpp"
 
 namespace {
 
@@ -48,14 +54,17 @@ std::string content(std::uint64_t n, const char* name) {
          std::string(static_cast<std::size_t>(100 + 300 * (name[0] - 'a')), name[0]);
 }
 
-[[noreturn]] void publish_forever(const std::string& dir) {
+// Sends the time to the test once open, then after each publish.
+[[noreturn]] void publish_forever(const std::string& dir, const test::Child& self) {
   auto writer = as::SnapshotWriter<>::open(dir);
   if (!writer) std::_Exit(3);
+  self.send(test::now_ns());
   for (;;) {
     const std::uint64_t n = writer->current() + 1;
     for (const char* name : kNames)
       if (!writer->add(name, content(n, name))) std::_Exit(4);
     if (!writer->publish()) std::_Exit(5);
+    self.send(test::now_ns());
   }
 }
 
@@ -73,10 +82,15 @@ std::string read_at(int dir_fd, const char* name, int& error) {
   return data;
 }
 
-/// 0 when every read was one whole generation; counts on stdout.
-[[noreturn]] void read_forever(const std::string& dir) {
+// What the reader sends when it has read a generation, before its counts
+// (never negative).
+constexpr std::int64_t kReaderRead = -1;
+
+/// Until SIGTERM; then sends its counts (reads, overtaken, not one whole
+/// set) to the test, and prints them.
+[[noreturn]] void read_forever(const std::string& dir, const test::Child& self) {
   const std::string current = dir + "/current";
-  long reads = 0, overtaken = 0, bad = 0;
+  std::int64_t reads = 0, overtaken = 0, bad = 0;
   std::uint64_t last = 0;
   static volatile sig_atomic_t stop = 0;
   struct sigaction on_term {};
@@ -102,7 +116,7 @@ std::string read_at(int dir_fd, const char* name, int& error) {
         whole = false;
     }
     ::close(g);
-    ++reads;
+    if (reads++ == 0) self.send(kReaderRead);
     // Pruned under the reader (its files go first, then its directory):
     // two publishes or more since it opened current, more than keep 2 covers.
     char now[64];
@@ -120,37 +134,41 @@ std::string read_at(int dir_fd, const char* name, int& error) {
     }
     if (n > last) last = n;
   }
-  std::printf("reader: %ld reads, %ld overtaken by two publishes, %ld not one whole set\n", reads,
-              overtaken, bad);
+  std::printf("reader: %lld reads, %lld overtaken by two publishes, %lld not one whole set\n",
+              static_cast<long long>(reads), static_cast<long long>(overtaken),
+              static_cast<long long>(bad));
+  self.send(reads);
+  self.send(overtaken);
+  self.send(bad);
   std::fflush(stdout);
-  std::_Exit(bad == 0 && reads > 0 ? 0 : 1);
+  std::_Exit(0);
 }
 
 void kill_loop(const std::string& base, int kills) {
   std::string pattern = base + "/snapshot-kill.XXXXXX";
   if (::mkdtemp(pattern.data()) == nullptr) test::skip("cannot make a directory in " + base);
   const std::string dir = pattern;
-  const pid_t reader = ::fork();
-  if (reader == 0) read_forever(dir);
+  test::Child reader;
+  const pid_t reader_pid = reader.fork();
+  if (reader_pid < 0) test::skip(std::string("cannot fork: ") + std::strerror(errno));
+  if (reader_pid == 0) read_forever(dir, reader);
 
-  // A durable publish takes milliseconds on a disk, microseconds on tmpfs.
-  struct statfs where {};
-  const bool tmpfs = ::statfs(dir.c_str(), &where) == 0 && where.f_type == TMPFS_MAGIC;
-  const unsigned window_us = tmpfs ? 3000 : 20000;
-  std::mt19937 random(12345);
-  int published = 0, lock_busy = 0, stale_claims = 0, bad_after = 0, links_left = 0;
+  test::KillPace pace(12345);
+  int killed = 0, published = 0, lock_busy = 0, stale_claims = 0, bad_after = 0, links_left = 0;
   std::uint64_t last_current = 0;
-  for (int i = 0; i < kills; ++i) {
-    const pid_t child = ::fork();
-    if (child == 0) publish_forever(dir);
-    std::this_thread::sleep_for(std::chrono::microseconds(random() % window_us));
-    ::kill(child, SIGKILL);
-    int status = 0;
-    ::waitpid(child, &status, 0);
-    if (!WIFSIGNALED(status)) {
-      check(false, "the publisher died on its own, status " + std::to_string(status));
+  int k = 0;
+  for (; k < kills || (published == 0 && k < 2 * kills); ++k) {
+    test::Child child;
+    const pid_t pid = child.fork();
+    if (pid < 0) test::skip(std::string("cannot fork: ") + std::strerror(errno));
+    if (pid == 0) publish_forever(dir, child);
+    if (!pace.wait(child)) {
+      std::printf("kill %d: the publisher ended before it was killed, exit code %d\n", k,
+                  test::exit_code(child.wait()));
       continue;
     }
+    pace.delay();
+    killed += test::exit_code(child.kill()) == 128 + SIGKILL;
     // The next start: the lock free at once, the leftovers gone.
     auto writer = as::SnapshotWriter<>::open(dir);
     if (!writer) {
@@ -182,12 +200,23 @@ void kill_loop(const std::string& base, int kills) {
       ::close(g);
     }
   }
-  ::kill(reader, SIGTERM);
-  int status = 0;
-  ::waitpid(reader, &status, 0);
-  std::printf("%d kills in %s: current moved on after %d of them\n", kills, base.c_str(),
-              published);
-  check(published > 0, "the publisher got work done between kills");
+  // The reader has read a generation once (a minute at most: it reads all
+  // the time, and there is one when a publish completed), then it stops
+  // and counts.
+  std::int64_t mark = 0;
+  const bool read_once = reader.receive_within(mark, 60000) && mark == kReaderRead;
+  reader.signal(SIGTERM);
+  std::int64_t counts[3] = {-1, -1, -1};  // reads, overtaken, not one whole set
+  bool reported = true;
+  for (std::int64_t& count : counts) {
+    reported = reported && reader.receive(count);
+    if (reported && count == kReaderRead) reported = reader.receive(count);  // the mark, late
+  }
+  const int reader_exit = test::exit_code(reader.wait());
+  std::printf(
+      "%d kills in %s: current moved on after %d of them; a publish took %.0f us on average\n", k,
+      base.c_str(), published, pace.unit_ns() / 1000);
+  check(killed == k, "every publisher was still publishing when it was killed");
   check(lock_busy == 0, "after every kill the lock is free at once");
   check(bad_after == 0, "after every kill: current one whole generation, nothing newer, " +
                             std::to_string(bad_after) + " problems");
@@ -195,8 +224,10 @@ void kill_loop(const std::string& base, int kills) {
   check(stale_claims == 0,
         "no killed publisher's claim (.tmp-) survives the next open (left after " +
             std::to_string(stale_claims) + " kills)");
-  check(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-        "the reader saw one whole generation at every read");
+  check(reported && reader_exit == 0, "the reader ran to the end and reported its counts");
+  check(counts[2] == 0, "the reader saw one whole generation at every read");
+  test::lively(published > 0, "the publisher got work done between kills");
+  test::lively(read_once && counts[0] > 0, "the reader read generations that publishes made");
   std::error_code ignored;
   fs::remove_all(dir, ignored);
 }
@@ -205,10 +236,16 @@ void kill_loop(const std::string& base, int kills) {
 
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
-  if (argc < 3 || std::string(argv[1]) != "kill") {
-    std::fprintf(stderr, "usage: snapshot-process-tests kill BASE [KILLS]\n");
+  const std::string what = argc > 1 ? argv[1] : "";
+  if (what == "kill" && argc > 2) {
+    kill_loop(argv[2], argc > 3 ? std::atoi(argv[3]) : 300);
+  } else if (what == "kill-shm") {
+    std::string why;
+    if (!test::tmpfs_at_dev_shm("size=64m,mode=1777", why)) test::skip(why);
+    kill_loop("/dev/shm", argc > 2 ? std::atoi(argv[2]) : 300);
+  } else {
+    std::fprintf(stderr, "usage: snapshot-process-tests kill BASE [KILLS] | kill-shm [KILLS]\n");
     return 2;
   }
-  kill_loop(argv[2], argc > 3 ? std::atoi(argv[3]) : 300);
   return failures == 0 ? 0 : 1;
 }
