@@ -10,10 +10,8 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/fs.h>
-#include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -25,7 +23,9 @@
 
 #include "atomic_state.hpp"
 #include "support/checks.hpp"
+#include "support/child.hpp"
 #include "support/files.hpp"
+#include "support/mounts.hpp"
 
 namespace {
 
@@ -70,16 +70,14 @@ struct RecordingFs : atomic_state::PosixFs {
 
 void private_mounts() {
   if (::geteuid() != 0) skip("needs root to mount and to change users");
-  if (::unshare(CLONE_NEWNS) != 0)
-    skip(std::string("cannot make a private mount namespace: ") + std::strerror(errno));
-  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
-    skip(std::string("cannot make mounts private: ") + std::strerror(errno));
+  std::string why;
+  if (!test::private_mount_namespace(why)) skip(why);
 }
 
 void mount_tmpfs(const test::fs::path& at, const char* options) {
   test::fs::create_directories(at);
-  if (::mount("tmpfs", at.c_str(), "tmpfs", 0, options) != 0)
-    skip(std::string("cannot mount tmpfs: ") + std::strerror(errno));
+  std::string why;
+  if (!test::mount_tmpfs(at, options, why)) skip(why);
 }
 
 bool set_immutable(const test::fs::path& path, bool on) {
@@ -161,11 +159,14 @@ void eacces(const test::TempDir& dir) {
   const auto target = dir / "state.json";
   test::write_plain(target, "old state");
   ::chmod(dir.path().c_str(), 0755);
-  const pid_t child = ::fork();
-  if (child == 0) {
+  test::Child child;
+  const pid_t pid = child.fork();
+  if (pid < 0) skip(std::string("cannot fork: ") + std::strerror(errno));
+  if (pid == 0) {
     if (::setgroups(0, nullptr) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
         ::setresuid(65534, 65534, 65534) != 0)
       std::_Exit(kSkip);
+    child.die_with_parent();  // again: the change of user undid it
     const int fds = test::open_fd_count();
     expect_refused("unprivileged user, root's directory", target,
                    atomic_state::write_atomic(target, "new"), Step::create_temp_file, EACCES,
@@ -177,10 +178,9 @@ void eacces(const test::TempDir& dir) {
     std::fflush(stdout);
     std::_Exit(failures == 0 ? 0 : 1);
   }
-  int status = 0;
-  ::waitpid(child, &status, 0);
-  if (WIFEXITED(status) && WEXITSTATUS(status) == kSkip) skip("cannot drop to uid 65534");
-  check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the unprivileged child saw EACCES");
+  const int code = test::exit_code(child.wait());
+  if (code == kSkip) skip("cannot drop to uid 65534");
+  check(code == 0, "the unprivileged child saw EACCES");
   check(read_file(target) == "old state", "the target is unchanged");
 }
 
