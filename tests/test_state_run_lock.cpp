@@ -16,32 +16,13 @@
 #include "atomic_state.hpp"
 #include "support/capture_sink.hpp"
 #include "support/catch.hpp"
+#include "support/child.hpp"
 #include "support/go_service_state.hpp"
 #include "support/names.hpp"
 
 using Manager = as::StateManager<test::CaptureSink&>;
 
-namespace {
-
-// A child process told when to go on, and telling when it is ready.
-class Pipe {
- public:
-  Pipe() { REQUIRE(::pipe(fds_) == 0); }
-  ~Pipe() {
-    ::close(fds_[0]);
-    ::close(fds_[1]);
-  }
-  void send() { (void)!::write(fds_[1], "x", 1); }
-  bool wait() {
-    char c;
-    return ::read(fds_[0], &c, 1) == 1;
-  }
-
- private:
-  int fds_[2];
-};
-
-}  // namespace
+namespace {}  // namespace
 
 TEST_CASE("the run lock has one holder at a time, in this process or another", "[run-lock]") {
   test::TempDir dir;
@@ -136,11 +117,12 @@ TEST_CASE("the run lock makes a missing directory and proves it writable", "[run
   // even though the lock file itself could be opened (0666).
   ::chmod(root.path().c_str(), 0755);
   ::chmod((root / "var" / "collector" / ".state.json.lock").c_str(), 0666);
-  Pipe result;
-  const pid_t child = ::fork();
-  REQUIRE(child >= 0);
-  if (child == 0) {
+  test::Child child;
+  const pid_t pid = child.fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
     if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(3);
+    child.die_with_parent();  // the change of user cleared it
     test::CaptureSink quiet;
     Manager other(root / "var" / "collector", quiet);
     const auto lock = other.try_lock_run();
@@ -150,10 +132,7 @@ TEST_CASE("the run lock makes a missing directory and proves it writable", "[run
         lock.status().message().find("not writable") != std::string::npos;
     ::_exit(named ? 0 : 1);
   }
-  int status = 0;
-  REQUIRE(::waitpid(child, &status, 0) == child);
-  CHECK(WIFEXITED(status));
-  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(test::exit_code(child.wait()) == 0);
 }
 
 TEST_CASE("a directory no save could write fails the run lock, even for root", "[run-lock]") {
@@ -220,27 +199,25 @@ TEST_CASE("a hostile lock path is refused, never followed, never waited on", "[r
 
 TEST_CASE("the kernel releases the lock of a holder that dies, SIGKILL included", "[run-lock]") {
   test::TempDir dir;
-  Pipe ready;
-  const pid_t child = ::fork();
-  REQUIRE(child >= 0);
-  if (child == 0) {
+  test::Child holder;  // killed and reaped on every way out, a failed REQUIRE included
+  const pid_t pid = holder.fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
     test::CaptureSink quiet;
-    Manager holder(dir.path(), quiet);
-    auto lock = holder.try_lock_run();
+    Manager holding(dir.path(), quiet);
+    auto lock = holding.try_lock_run();
     if (!lock) ::_exit(1);
-    ready.send();
+    holder.send();
     ::pause();
     ::_exit(0);
   }
-  REQUIRE(ready.wait());
+  REQUIRE(holder.receive());  // false, not a wait forever, when the child died first
   test::CaptureSink log;
   Manager manager(dir.path(), log);
   const auto refused = manager.try_lock_run();
   REQUIRE_FALSE(refused.has_value());
-  CHECK(refused.status().detail() == "held by pid " + std::to_string(child));
-  ::kill(child, SIGKILL);
-  int status = 0;
-  REQUIRE(::waitpid(child, &status, 0) == child);
+  CHECK(refused.status().detail() == "held by pid " + std::to_string(pid));
+  CHECK(test::exit_code(holder.kill()) == 128 + SIGKILL);
   CHECK(manager.try_lock_run().has_value());
 }
 
