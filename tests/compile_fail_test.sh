@@ -180,7 +180,7 @@ static_assert(!atomic_state::LogSink<LvalueFieldsSink> && !atomic_state::LogSink
   # would dangle inside the call, so PathView refuses it.
   expect_error "a path type whose native() returns a string by value" $std \
     "struct MadePath { std::string native() const { return \"d/f\"; } };
-     (void)atomic_state::write_atomic(MadePath{}, \"x\");" \
+     atomic_state::Status made = atomic_state::write_atomic(MadePath{}, \"x\");" \
     "PathView"
   # A char logs neither as its code nor as text it has nowhere to keep.
   expect_error "a char as a log field" $std \
