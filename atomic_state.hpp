@@ -659,12 +659,7 @@ Result<T>::Result(Status status) noexcept : status_(std::move(status)) {
 
 #include <cerrno>        // errno, E*
 #include <charconv>      // std::from_chars: the umask in /proc/self/status
-#include <cstddef>       // std::size_t
 #include <cstdint>       // std::uint32_t, std::uint64_t, std::int64_t
-#include <cstring>       // std::strcmp, std::strstr
-#include <system_error>  // std::error_code, std::system_category
-#include <type_traits>   // std::void_t, std::true_type, std::remove_reference_t
-#include <utility>       // std::declval
 
 // Apple systems reach the disk only through F_FULLFSYNC, so DataSync uses
 // it there too; every other supported system has fdatasync.
@@ -1319,12 +1314,6 @@ inline int PosixFs::check_writable(int dir_fd) noexcept {
 
 // ============================================================== include/atomic_state/path.hpp ====
 
-#include <cstring>      // std::memcpy
-#include <string>       // std::string
-#include <string_view>  // std::string_view
-#include <type_traits>  // std::enable_if_t, std::is_convertible_v
-#include <utility>      // std::declval
-
 namespace atomic_state {
 inline namespace ATOMIC_STATE_DETAIL_ABI {
 
@@ -1433,16 +1422,6 @@ class DirectoryPath {
 // ============================================================ include/atomic_state/writer.hpp ====
 
 #include <time.h>  // clock_gettime: temp names of forked processes differ
-
-#include <atomic>        // std::atomic: an AtomicDirectory's claim numbers
-#include <charconv>      // std::to_chars
-#include <cstddef>       // std::size_t
-#include <cstdint>       // std::uint64_t, std::uintptr_t
-#include <cstring>       // std::memcpy, std::strncmp
-#include <string_view>   // std::string_view
-#include <system_error>  // std::errc, std::make_error_code
-#include <type_traits>   // std::remove_reference_t
-#include <utility>       // std::move, std::exchange
 
 namespace atomic_state {
 inline namespace ATOMIC_STATE_DETAIL_ABI {
@@ -2562,12 +2541,7 @@ inline Status write_atomic(PathView path, std::string_view data, unsigned perm) 
 
 // ========================================================= include/atomic_state/directory.hpp ====
 
-#include <cstring>      // std::memcpy
 #include <memory>       // std::unique_ptr: the claim, whose address outlives moves
-#include <new>          // std::nothrow
-#include <string_view>  // std::string_view
-#include <type_traits>  // std::enable_if_t, std::is_default_constructible_v
-#include <utility>      // std::move, std::exchange
 
 namespace atomic_state {
 inline namespace ATOMIC_STATE_DETAIL_ABI {
@@ -2818,10 +2792,6 @@ Result<TempSweep> AtomicDirectory<S, Fs>::remove_stale_temp_files() noexcept {
 // ============================================================= include/atomic_state/batch.hpp ====
 
 #include <algorithm>    // std::fill_n
-#include <cstring>      // std::memcpy
-#include <memory>       // std::unique_ptr: each file's transaction, kept for reuse
-#include <new>          // std::nothrow
-#include <string_view>  // std::string_view
 #include <vector>       // std::vector: the files
 
 namespace atomic_state {
@@ -3120,14 +3090,7 @@ Status Batch<S, Fs>::commit(BeforeLast&& before_last) noexcept {
 
 // ========================================================== include/atomic_state/snapshot.hpp ====
 
-#include <algorithm>    // std::sort, std::copy_n
 #include <array>        // std::array: names read from the directory
-#include <charconv>     // std::to_chars, std::from_chars: generation numbers
-#include <cstdint>      // std::uint64_t
-#include <cstring>      // std::memcpy, std::strncpy
-#include <string_view>  // std::string_view
-#include <utility>      // std::move, std::exchange
-#include <vector>       // std::vector: the files of a generation
 
 namespace atomic_state {
 inline namespace ATOMIC_STATE_DETAIL_ABI {
@@ -3694,20 +3657,8 @@ Status SnapshotWriter<S, Fs>::remove_generation(std::uint64_t n) noexcept {
 
 #include <pthread.h>  // pthread_mutex_t: LogfmtSink (<mutex> would cost every includer)
 
-#include <algorithm>    // std::find, std::all_of
-#include <atomic>       // std::atomic: LogfmtSink's level
-#include <charconv>     // std::to_chars: numbers in records
 #include <cmath>        // std::signbit, std::fabs, std::isnan, std::isinf
-#include <cstddef>      // std::size_t
-#include <cstdint>      // std::int64_t, std::uint64_t, std::uint32_t
-#include <cstring>      // std::memcpy
 #include <iosfwd>       // std::ostream: LogfmtSink (its user includes <ostream>)
-#include <memory>       // std::unique_ptr: TextBuffer's heap
-#include <new>          // std::nothrow
-#include <string>       // std::string: append_logfmt_*, to_rfc3339
-#include <string_view>  // std::string_view
-#include <type_traits>  // std::enable_if_t, std::is_*_v
-#include <utility>      // std::move
 #include <variant>      // std::variant: Field::Value
 
 // The C++20 spelling of the LogSink requirement, where the compiler has it.
@@ -4317,21 +4268,12 @@ inline std::string to_rfc3339(std::int64_t unix_seconds) {
 // Only what is used, not <boost/json.hpp>: it saves compile time. The
 // library itself comes from -lboost_json or from Boost.JSON's src.hpp in one
 // translation unit of the program (never from here).
-#include <algorithm>  // std::none_of
 #include <boost/json/basic_parser_impl.hpp>
 #include <boost/json/monotonic_resource.hpp>
 #include <boost/json/value.hpp>
 #include <boost/json/value_from.hpp>
 #include <boost/json/value_stack.hpp>
 #include <boost/json/value_to.hpp>
-#include <charconv>      // std::to_chars, std::from_chars: exact numbers
-#include <cmath>         // std::isnan, std::isinf, std::fabs
-#include <cstddef>       // std::size_t
-#include <new>           // std::bad_alloc
-#include <string>        // std::string: format_json's output
-#include <string_view>   // std::string_view
-#include <system_error>  // std::errc, std::make_error_code
-#include <utility>       // std::move
 
 namespace atomic_state {
 inline namespace ATOMIC_STATE_DETAIL_ABI {
@@ -4710,17 +4652,8 @@ inline Status format_json(const boost::json::value& value, std::string& out) noe
 // ============================================================= include/atomic_state/state.hpp ====
 
 #if ATOMIC_STATE_DETAIL_JSON
-#include <array>             // std::array: the fields of State
-#include <cmath>             // std::isfinite
-#include <cstdint>           // std::int64_t, std::uint64_t
 #include <initializer_list>  // std::initializer_list: update_state's timestamps
-#include <new>               // std::bad_alloc
-#include <optional>          // std::optional: optional fields, cursors
-#include <string>            // std::string: string fields
-#include <string_view>       // std::string_view
 #include <tuple>             // std::tuple, std::apply: field tables
-#include <type_traits>       // std::void_t, std::integral_constant, std::decay_t
-#include <utility>           // std::declval, std::move
 
 namespace atomic_state {
 inline namespace ATOMIC_STATE_DETAIL_ABI {
@@ -5256,21 +5189,8 @@ State update_state(std::string_view oracle_name, std::int64_t timestamp,
 // ===================================================== include/atomic_state/state_manager.hpp ====
 
 #if ATOMIC_STATE_DETAIL_JSON
-#include <algorithm>     // std::find
-#include <atomic>        // std::atomic: what a manager remembers across threads
-#include <charconv>      // std::to_chars, std::from_chars: pids and stamps
-#include <cstddef>       // std::size_t
-#include <cstdint>       // std::int64_t, std::uint64_t
-#include <cstring>       // std::memcpy, std::memcmp, std::strcmp, std::strlen
 #include <exception>     // std::exception: a throwing upgrade()
 #include <filesystem>    // std::filesystem::path: the state directory and files
-#include <new>           // std::bad_alloc
-#include <optional>      // std::optional: cursors
-#include <string>        // std::string
-#include <string_view>   // std::string_view
-#include <system_error>  // std::errc, std::make_error_code
-#include <type_traits>   // std::enable_if_t, std::conditional_t, std::is_*_v
-#include <utility>       // std::move, std::exchange
 
 namespace atomic_state {
 inline namespace ATOMIC_STATE_DETAIL_ABI {
