@@ -657,9 +657,9 @@ Result<T>::Result(Status status) noexcept : status_(std::move(status)) {
 #include <sys/types.h>  // mode_t, ssize_t, off_t
 #include <unistd.h>     // close, write, read, fsync, fdatasync, fchown, unlinkat, linkat
 
-#include <cerrno>        // errno, E*
-#include <charconv>      // std::from_chars: the umask in /proc/self/status
-#include <cstdint>       // std::uint32_t, std::uint64_t, std::int64_t
+#include <cerrno>    // errno, E*
+#include <charconv>  // std::from_chars: the umask in /proc/self/status
+#include <cstdint>   // std::uint32_t, std::uint64_t, std::int64_t
 
 // Apple systems reach the disk only through F_FULLFSYNC, so DataSync uses
 // it there too; every other supported system has fdatasync.
@@ -2541,7 +2541,7 @@ inline Status write_atomic(PathView path, std::string_view data, unsigned perm) 
 
 // ========================================================= include/atomic_state/directory.hpp ====
 
-#include <memory>       // std::unique_ptr: the claim, whose address outlives moves
+#include <memory>  // std::unique_ptr: the claim, whose address outlives moves
 
 namespace atomic_state {
 inline namespace ATOMIC_STATE_DETAIL_ABI {
@@ -2791,8 +2791,8 @@ Result<TempSweep> AtomicDirectory<S, Fs>::remove_stale_temp_files() noexcept {
 
 // ============================================================= include/atomic_state/batch.hpp ====
 
-#include <algorithm>    // std::fill_n
-#include <vector>       // std::vector: the files
+#include <algorithm>  // std::fill_n
+#include <vector>     // std::vector: the files
 
 namespace atomic_state {
 inline namespace ATOMIC_STATE_DETAIL_ABI {
@@ -3090,7 +3090,7 @@ Status Batch<S, Fs>::commit(BeforeLast&& before_last) noexcept {
 
 // ========================================================== include/atomic_state/snapshot.hpp ====
 
-#include <array>        // std::array: names read from the directory
+#include <array>  // std::array: names read from the directory
 
 namespace atomic_state {
 inline namespace ATOMIC_STATE_DETAIL_ABI {
@@ -3657,9 +3657,9 @@ Status SnapshotWriter<S, Fs>::remove_generation(std::uint64_t n) noexcept {
 
 #include <pthread.h>  // pthread_mutex_t: LogfmtSink (<mutex> would cost every includer)
 
-#include <cmath>        // std::signbit, std::fabs, std::isnan, std::isinf
-#include <iosfwd>       // std::ostream: LogfmtSink (its user includes <ostream>)
-#include <variant>      // std::variant: Field::Value
+#include <cmath>    // std::signbit, std::fabs, std::isnan, std::isinf
+#include <iosfwd>   // std::ostream: LogfmtSink (its user includes <ostream>)
+#include <variant>  // std::variant: Field::Value
 
 // The C++20 spelling of the LogSink requirement, where the compiler has it.
 #if defined(__cpp_concepts) && __cpp_concepts >= 201907L
@@ -5189,8 +5189,8 @@ State update_state(std::string_view oracle_name, std::int64_t timestamp,
 // ===================================================== include/atomic_state/state_manager.hpp ====
 
 #if ATOMIC_STATE_DETAIL_JSON
-#include <exception>     // std::exception: a throwing upgrade()
-#include <filesystem>    // std::filesystem::path: the state directory and files
+#include <exception>   // std::exception: a throwing upgrade()
+#include <filesystem>  // std::filesystem::path: the state directory and files
 
 namespace atomic_state {
 inline namespace ATOMIC_STATE_DETAIL_ABI {
