@@ -37,8 +37,8 @@ def main():
     root, compiler = os.path.abspath(sys.argv[1]), sys.argv[2:]
     parts_dir = os.path.join(root, "include", "atomic_state")
     amalgamate = os.path.join(root, "scripts", "amalgamate")
-    parts = [line.split('"')[1] for line in open(amalgamate, encoding="utf-8")
-             if line.startswith('    "') and line.rstrip().endswith('.hpp",')]
+    parts = subprocess.run([sys.executable, amalgamate, "--list"], check=True,
+                           capture_output=True, text=True).stdout.split()
     failed = 0
     with tempfile.TemporaryDirectory() as work:
         for part in parts:
