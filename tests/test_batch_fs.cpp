@@ -479,9 +479,9 @@ TEST_CASE("save_state(state, batch) commits the outputs, then the state, and log
     CHECK(loaded->oracle_name == "second");
     CHECK(log.with("state saved").size() == 2);
     if (row.keep_previous)
-      CHECK(read_file(manager.state_file().string() + ".prev") == first_text);
+      CHECK(read_file(manager.state_file() + ".prev") == first_text);
     else
-      CHECK_FALSE(test::fs::exists(manager.state_file().string() + ".prev"));
+      CHECK_FALSE(test::fs::exists(manager.state_file() + ".prev"));
     CHECK(temps_in({dir / "out", dir / "state"}) == 0);
   }
 }
