@@ -62,6 +62,8 @@
 #include <cstring>
 #include <iterator>
 #include <new>
+#include <optional>
+#include <utility>
 #include <string>
 #include <string_view>
 
@@ -565,22 +567,51 @@ int refuse_short_input(const Options& options, std::uint64_t got) {
 }
 
 // Streams the input into the temp file, so input of any size needs no more
-// memory than one buffer. With --no-empty or --min-bytes N, nothing is
-// created (no temp file, no missing directory) until that much input has
-// come: the first bytes wait in memory. With COMMAND, nothing is committed
-// before it ended with status 0.
+// memory than one buffer. The transaction begins (FILE checked, the temp
+// file made) before COMMAND starts, so that a FILE that cannot be written
+// runs no COMMAND; but with --no-empty or --min-bytes N, nothing is created
+// (no temp file, no missing directory) until that much input has come: the
+// first bytes wait in memory. With COMMAND, nothing is committed before it
+// ended with status 0.
 template <class Sync>
 int replace(const Options& options, const char* target) {
   // Declared first, so that it is disarmed only after the transaction's
   // destructor has removed the temp file.
   RemoveTempOnSignal cleanup;
   cleanup.arm();
+
+  // Without --mode, the library keeps mode, owner or group, ACL and
+  // context (ModeFrom::existing); a new FILE gets 0666 & ~umask, read here
+  // (one thread: setting it back at once changes nothing for anyone).
+  atomic_state::WriteOptions write_options;
+  write_options.create_directories = options.parents;
+  if (options.mode_given) {
+    write_options.mode = options.mode;
+  } else {
+    const mode_t mask = ::umask(0);
+    (void)::umask(mask);
+    write_options.mode = 0666u & ~static_cast<unsigned>(mask);
+    write_options.mode_from = atomic_state::ModeFrom::existing;
+  }
+  using Writer = atomic_state::AtomicWriter<Sync, KeepOwnerFs>;
+  Writer writer{KeepOwnerFs(what_to_keep(options, target))};
+  std::optional<typename Writer::Transaction> transaction;
+  const auto begin = [&] {
+    auto begun = writer.begin(target, write_options);
+    if (!begun) return report(begun.status());
+    transaction.emplace(std::move(*begun));
+    cleanup.remove_on_signal(target, transaction->temp_name());
+    return kReplaced;
+  };
+
+  const std::uint64_t least = options.least_input();
+  if (least == 0)
+    if (const int begun = begin(); begun != kReplaced) return begun;
   Input input(options);
   if (options.command)
     if (const int started = input.start_command(); started != kReplaced) return started;
   std::string first;
   bool ended = false;
-  const std::uint64_t least = options.least_input();
   while (!ended && first.size() < least) {
     const ssize_t n = input.read();
     if (n < 0) return kFailed;
@@ -598,24 +629,8 @@ int replace(const Options& options, const char* target) {
     if (const int finished = input.finish(); finished != kReplaced) return finished;
     return refuse_short_input(options, first.size());
   }
-
-  // Without --mode, the library keeps mode, owner or group, ACL and
-  // context (ModeFrom::existing); a new FILE gets 0666 & ~umask, read here
-  // (one thread: setting it back at once changes nothing for anyone).
-  atomic_state::WriteOptions write_options;
-  write_options.create_directories = options.parents;
-  if (options.mode_given) {
-    write_options.mode = options.mode;
-  } else {
-    const mode_t mask = ::umask(0);
-    (void)::umask(mask);
-    write_options.mode = 0666u & ~static_cast<unsigned>(mask);
-    write_options.mode_from = atomic_state::ModeFrom::existing;
-  }
-  atomic_state::AtomicWriter<Sync, KeepOwnerFs> writer{KeepOwnerFs(what_to_keep(options, target))};
-  auto transaction = writer.begin(target, write_options);
-  if (!transaction) return report(transaction.status());
-  cleanup.remove_on_signal(target, transaction->temp_name());
+  if (!transaction)
+    if (const int begun = begin(); begun != kReplaced) return begun;
   if (!first.empty()) {
     if (const auto written = transaction->write(first); !written) return report(written);
     std::string().swap(first);

@@ -473,6 +473,9 @@ check "a command that does not exist: exit 127, one line, FILE untouched" \
 printf '#!/bin/sh\n' > "$work/not-executable"
 commanded -- "$work/not-executable"
 check "a command that cannot be executed: exit 126, FILE untouched" '[ $rc -eq 126 ] && [ $kept -eq 1 ] && no_temps'
+err=$("$tool" "$work/missing-dir/f" -- touch "$work/ran" 2>&1); rc=$?
+check "a FILE that cannot be written (its directory missing) runs no command: exit 1" \
+  '[ $rc -eq 1 ] && [ ! -e "$work/ran" ] && [ ! -e "$work/missing-dir" ]'
 commanded -- true
 check "a command with no output that exits 0 empties FILE" '[ $rc -eq 0 ] && [ ! -s "$work/cmd" ]'
 commanded --no-empty -- true
