@@ -607,6 +607,35 @@ TEST_CASE("ModeFrom::existing keeps the group as a normal user too, where the us
   }
 }
 
+TEST_CASE("ModeFrom::existing refuses a target a normal user cannot read: its ACL is unknown",
+          "[fs][modes][acl]") {
+  if (::geteuid() != 0) {
+    WARN("not run: needs root to set up another user's file (the suite runs as root)");
+    return;
+  }
+  constexpr uid_t kUser = 47003;
+  TempDir dir;
+  REQUIRE(::chown(dir.path().c_str(), kUser, kUser) == 0);
+  const auto target = dir / "f";
+  test::write_plain(target, "old", 0600);
+  REQUIRE(::chown(target.c_str(), 65534, 65534) == 0);
+  const int exit = as_user(kUser, {}, [&] {
+    atomic_state::WriteOptions options;
+    options.mode_from = atomic_state::ModeFrom::existing;
+    const Status status = AtomicWriter<>{}.write(target, "new", options);
+    return status.step() == Step::set_permissions && status.code().value() == EACCES &&
+           contains(status.message(), "cannot be opened to read its ACL");
+  });
+  CHECK(exit == 0);
+  CHECK(read_file(target) == "old");
+  CHECK(temp_files_in(dir.path()).empty());
+  SECTION("while ModeFrom::given replaces it, as the directory allows") {
+    const int given = as_user(kUser, {}, [&] { return AtomicWriter<>{}.write(target, "new").ok(); });
+    CHECK(given == 0);
+    CHECK(read_file(target) == "new");
+  }
+}
+
 TEST_CASE("ModeFrom::existing does not take a symlink's mode: the link is replaced by a new file",
           "[fs][modes]") {
   TempDir dir;
