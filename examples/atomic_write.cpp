@@ -63,9 +63,9 @@
 #include <iterator>
 #include <new>
 #include <optional>
-#include <utility>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "atomic_state.hpp"
 
@@ -486,8 +486,7 @@ class Input {
       r = ::posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], STDOUT_FILENO);
       pid_t pid = 0;
       if (r == 0)
-        r = ::posix_spawnp(&pid, options_.command[0], &actions, nullptr, options_.command,
-                           environ);
+        r = ::posix_spawnp(&pid, options_.command[0], &actions, nullptr, options_.command, environ);
       (void)::posix_spawn_file_actions_destroy(&actions);
       if (r == 0) command_pid = static_cast<std::sig_atomic_t>(pid);
     }

@@ -404,8 +404,8 @@ std::string acl_bytes(std::initializer_list<AclEntry> entries) {
 constexpr std::uint32_t kNoId = 0xFFFFFFFFu;
 // user::rw- user:65534:rw- group::--- mask::rw- other::---: mode 0660 to
 // ls, though the file's group may not read it.
-const std::string kNamedUserAcl = acl_bytes(
-    {{1, 6, kNoId}, {2, 6, 65534}, {4, 0, kNoId}, {0x10, 6, kNoId}, {0x20, 0, kNoId}});
+const std::string kNamedUserAcl =
+    acl_bytes({{1, 6, kNoId}, {2, 6, 65534}, {4, 0, kNoId}, {0x10, 6, kNoId}, {0x20, 0, kNoId}});
 // An extended attribute of `path` (not followed), or "<absent>".
 std::string attribute_of(const std::filesystem::path& path, const char* name) {
   char value[4096];
@@ -429,17 +429,17 @@ TEST_CASE("ModeFrom::existing keeps the target's access ACL, never widening it t
           "[fs][modes][acl]") {
   struct Row {
     const char* behaviour;
-    bool target_acl;    // the target has kNamedUserAcl
-    bool default_acl;   // the directory gives new files a default ACL
+    bool target_acl;       // the target has kNamedUserAcl
+    bool default_acl;      // the directory gives new files a default ACL
     const char* expected;  // the new file's ACL: "target" or "<absent>"
-    unsigned mode;      // the new file's mode
+    unsigned mode;         // the new file's mode
   };
   const Row rows[] = {
       {"an ACL granting a named user is copied, its group entry still closed", true, false,
        "target", 0660},
       {"an ACL is copied over the directory's default ACL", true, true, "target", 0660},
-      {"a target without an ACL gives a file without one, whatever the directory's default",
-       false, true, "<absent>", 0640},
+      {"a target without an ACL gives a file without one, whatever the directory's default", false,
+       true, "<absent>", 0640},
   };
   for (const Row& row : rows) {
     CAPTURE(row.behaviour);
@@ -452,9 +452,10 @@ TEST_CASE("ModeFrom::existing keeps the target's access ACL, never widening it t
     test::write_plain(target, "old", 0640);
     if (row.target_acl) REQUIRE(set_attribute(target, "system.posix_acl_access", kNamedUserAcl));
     if (row.default_acl)
-      REQUIRE(set_attribute(dir.path(), "system.posix_acl_default",
-                            acl_bytes({{1, 7, kNoId}, {2, 7, 65533}, {4, 7, kNoId},
-                                       {0x10, 7, kNoId}, {0x20, 7, kNoId}})));
+      REQUIRE(set_attribute(
+          dir.path(), "system.posix_acl_default",
+          acl_bytes(
+              {{1, 7, kNoId}, {2, 7, 65533}, {4, 7, kNoId}, {0x10, 7, kNoId}, {0x20, 7, kNoId}})));
     const std::string before = attribute_of(target, "system.posix_acl_access");
     atomic_state::WriteOptions options;
     options.mode_from = atomic_state::ModeFrom::existing;
@@ -510,8 +511,8 @@ TEST_CASE("ModeFrom::existing gives the new file the target's security context, 
        EACCES, "security context"},
       {"a context that cannot be read refuses the save", ModeFrom::existing, true, -EIO, 0, EIO,
        "security context"},
-      {"a context too large to copy refuses the save", ModeFrom::existing, true, -ERANGE, 0,
-       ERANGE, "security context"},
+      {"a context too large to copy refuses the save", ModeFrom::existing, true, -ERANGE, 0, ERANGE,
+       "security context"},
       {"no context where the system has none (ENODATA)", ModeFrom::existing, true, -ENODATA, 0, 0,
        ""},
       {"no context where the filesystem has none (ENOTSUP)", ModeFrom::existing, true, -ENOTSUP, 0,
@@ -583,8 +584,7 @@ TEST_CASE("ModeFrom::existing keeps the group as a normal user too, where the us
   const Row rows[] = {
       {"a file another user owns, in a group the user is in", 65534, {kGroup}, kGroup},
       {"a file the user owns, in a group the user is in", kUser, {kGroup}, kGroup},
-      {"a group the user is not in: the user's own (as chown allows no other)", 65534, {},
-       kUser},
+      {"a group the user is not in: the user's own (as chown allows no other)", 65534, {}, kUser},
   };
   for (const Row& row : rows) {
     CAPTURE(row.behaviour);
@@ -630,7 +630,8 @@ TEST_CASE("ModeFrom::existing refuses a target a normal user cannot read: its AC
   CHECK(read_file(target) == "old");
   CHECK(temp_files_in(dir.path()).empty());
   SECTION("while ModeFrom::given replaces it, as the directory allows") {
-    const int given = as_user(kUser, {}, [&] { return AtomicWriter<>{}.write(target, "new").ok(); });
+    const int given =
+        as_user(kUser, {}, [&] { return AtomicWriter<>{}.write(target, "new").ok(); });
     CHECK(given == 0);
     CHECK(read_file(target) == "new");
   }

@@ -932,7 +932,8 @@ Status WriteTransaction<S, Fs>::copy_attributes() noexcept {
       if (detail::no_attribute(n)) {
         if (!kind.remove_when_absent) continue;
         const int r = fs_.remove_attribute(fd_, kind.name);
-        if (r < 0 && !detail::no_attribute(r)) return fail_on_temp(Step::set_permissions, r, kind.unset);
+        if (r < 0 && !detail::no_attribute(r))
+          return fail_on_temp(Step::set_permissions, r, kind.unset);
         continue;
       }
       if (n < 0)
