@@ -69,7 +69,9 @@
 
 #include "atomic_state.hpp"
 
-extern char** environ;  // posix_spawnp passes it on to COMMAND
+// posix_spawnp passes it on to COMMAND; declared by <unistd.h> on glibc
+// only (with _GNU_SOURCE), so declared here for the others.
+extern char** environ;  // NOLINT(readability-redundant-declaration)
 
 namespace {
 

@@ -897,7 +897,11 @@ inline bool no_attribute(long neg_errno) noexcept {
 #if defined(ENODATA)
   if (neg_errno == -ENODATA) return true;
 #endif
-  return neg_errno == -ENOTSUP || neg_errno == -EOPNOTSUPP;
+  if (neg_errno == -ENOTSUP) return true;
+#if EOPNOTSUPP != ENOTSUP
+  if (neg_errno == -EOPNOTSUPP) return true;
+#endif
+  return false;
 }
 }  // namespace detail
 
