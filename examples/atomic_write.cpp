@@ -138,7 +138,7 @@ const char kUsageText[] =
 struct Options {
   enum class Action { replace, help, version };
   Action action = Action::replace;
-  unsigned mode = 0644;
+  unsigned mode = 0;        // --mode's value
   bool mode_given = false;  // else FILE's own mode is kept
   std::string_view sync = "full";
   bool no_empty = false;
