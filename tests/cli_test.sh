@@ -497,12 +497,13 @@ check "after FILE --, every argument is the command, options included" \
   '[ $rc -eq 127 ] && [ -z "$(ls -A "$work/usage")" ]'
 # SIGTERM to atomic-write while its command runs: the temp file removed,
 # the signal passed on to the command, atomic-write dead of it.
-# gone PID: no such process, or only a zombie left.
-gone() { ! ps -o stat= -p "$1" 2>/dev/null | grep -qv Z; }
+# gone PID: no such process, or only a zombie left (/proc: no procps needed).
+gone() { [ ! -e "/proc/$1" ] || grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
 printf 'old' > "$work/cmd-signalled"
 "$tool" "$work/cmd-signalled" -- sh -c 'echo partial; exec sleep 30' & pid=$!
 started_temp "$work/cmd-signalled"; started=$?
-command_pid=$(pgrep -P "$pid" || echo none)
+command_pid=$(cat /proc/"$pid"/task/*/children 2>/dev/null | tr -d ' ')
+command_pid=${command_pid:-none}
 kill -s TERM "$pid"
 wait "$pid" 2>/dev/null; rc=$?
 for _ in $(seq 50); do gone "$command_pid" && break; sleep 0.1; done
