@@ -2780,8 +2780,10 @@ class AtomicDirectory {
   Status write(std::string_view name, std::string_view data, unsigned perm = 0644) noexcept;
   Status write(std::string_view name, std::string_view data, const WriteOptions& options) noexcept;
   /// Creates `name` with `data`, failing with EEXIST (Step::rename) rather
-  /// than replacing.
+  /// than replacing; `options` as for write().
   Status write_new(std::string_view name, std::string_view data, unsigned perm = 0644) noexcept;
+  Status write_new(std::string_view name, std::string_view data,
+                   const WriteOptions& options) noexcept;
   /// Starts a streaming replacement of the file `name`.
   Result<Transaction> begin(std::string_view name, unsigned perm = 0644) & noexcept;
   Result<Transaction> begin(std::string_view name, const WriteOptions& options) & noexcept;
@@ -2944,7 +2946,13 @@ Status AtomicDirectory<S, Fs>::write(std::string_view name, std::string_view dat
 template <class S, class Fs>
 Status AtomicDirectory<S, Fs>::write_new(std::string_view name, std::string_view data,
                                          unsigned perm) noexcept {
-  Result<Transaction> transaction = start(name, WriteOptions{perm}, Steps::Commit::no_replace);
+  return write_new(name, data, WriteOptions{perm});
+}
+
+template <class S, class Fs>
+Status AtomicDirectory<S, Fs>::write_new(std::string_view name, std::string_view data,
+                                         const WriteOptions& options) noexcept {
+  Result<Transaction> transaction = start(name, options, Steps::Commit::no_replace);
   if (!transaction) return transaction.status();
   return detail::write_whole(*transaction, data);
 }

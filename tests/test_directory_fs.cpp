@@ -66,6 +66,24 @@ TEST_CASE("write_new through a handle creates a file and never replaces one", "[
   CHECK(temp_files_in(dir.path()).size() == 1);
 }
 
+TEST_CASE("write_new through a handle takes WriteOptions as write does", "[directory]") {
+  TempDir dir;
+  test::write_plain(dir / "taken", "old");
+  auto handle = Directory::open(dir.path().string());
+  REQUIRE(handle.has_value());
+  atomic_state::WriteOptions options;
+  options.mode = 0640;
+  REQUIRE(handle->write_new("fresh", "new", options).ok());
+  CHECK(read_file(dir / "fresh") == "new");
+  CHECK(test::mode_of(dir / "fresh") == 0640);
+  CHECK(handle->write_new("taken", "new", options).code().value() == EEXIST);
+  CHECK(read_file(dir / "taken") == "old");
+  options.follow_symlinks = true;  // refused by a handle, as by write()
+  const Status refused = handle->write_new("other", "new", options);
+  CHECK(refused.code().value() == EINVAL);
+  CHECK_FALSE(test::fs::exists(dir / "other"));
+}
+
 TEST_CASE("a missing directory is made, or an error, as MissingDirectory says", "[directory]") {
   TempDir dir;
   const std::string missing = (dir / "a" / "b").string();
