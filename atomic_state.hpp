@@ -655,7 +655,7 @@ Result<T>::Result(Status status) noexcept : status_(std::move(status)) {
 #include <sys/file.h>   // flock
 #include <sys/stat.h>   // fstat, fstatat, mkdirat, fchmod, S_IS*
 #include <sys/types.h>  // mode_t, ssize_t, off_t
-#include <unistd.h>     // close, write, read, fsync, fdatasync, fchown, unlinkat, linkat
+#include <unistd.h>     // close, write, read, fsync, fdatasync, fchown, unlinkat, linkat, geteuid
 
 #include <cerrno>    // errno, E*
 #include <charconv>  // std::from_chars: the umask in /proc/self/status
@@ -824,6 +824,11 @@ struct PosixFs {
   /// WriteOptions::follow_symlinks. Optional: without it, following a
   /// symlink at the target fails (check_path, ENOTSUP).
   int real_path(const char* path, char* out) noexcept;
+  /// geteuid(): the user the process acts as, to tell a lock file of its
+  /// own from another user's. Cannot fail. Optional: without it, a
+  /// SnapshotWriter's lock file is not checked for its owner (its link
+  /// count still is).
+  std::uint32_t user_id() noexcept;
 
   // ---- what a snapshot adds (is_snapshot_filesystem_v)
   /// mkdirat(dir_fd, name, mode).
@@ -995,6 +1000,7 @@ class Retrying {
   int real_path(const char* path, char* out) noexcept {
     return retry_interrupted([&] { return fs_->real_path(path, out); });
   }
+  std::uint32_t user_id() noexcept { return fs_->user_id(); }
   int make_directory_at(int dir_fd, const char* name, unsigned mode) noexcept {
     return retry_interrupted([&] { return fs_->make_directory_at(dir_fd, name, mode); });
   }
@@ -1031,6 +1037,10 @@ struct has_process_umask : std::false_type {};
 template <class F>
 struct has_process_umask<F, std::void_t<decltype(std::declval<F&>().process_umask())>>
     : std::true_type {};
+template <class F, class = void>
+struct has_user_id : std::false_type {};
+template <class F>
+struct has_user_id<F, std::void_t<decltype(std::declval<F&>().user_id())>> : std::true_type {};
 template <class F, class = void>
 struct has_real_path : std::false_type {};
 template <class F>
@@ -1157,6 +1167,8 @@ inline int PosixFs::real_path(const char* path, char* out) noexcept {
   static_assert(ATOMIC_STATE_PATH_MAX >= PATH_MAX, "realpath writes up to PATH_MAX bytes");
   return ::realpath(path, out) == nullptr ? -errno : 0;
 }
+
+inline std::uint32_t PosixFs::user_id() noexcept { return static_cast<std::uint32_t>(::geteuid()); }
 
 inline int PosixFs::make_directory_at(int dir_fd, const char* name, unsigned mode) noexcept {
   return detail::negative_errno(::mkdirat(dir_fd, name, static_cast<mode_t>(mode)));
@@ -3128,7 +3140,10 @@ struct SnapshotOptions {
 /// One publisher per directory at a time: open() takes a lock on
 /// DIR/.snapshot.lock (mode 0600, so that no other user can hold it; one
 /// open to others is made so) for the writer's life, and a second open()
-/// fails with EWOULDBLOCK rather than waiting. open() also removes what a
+/// fails with EWOULDBLOCK rather than waiting. A lock file that is not the
+/// writer's own is refused (lock_run, EPERM) and left unchanged: a hard
+/// link (a link count above 1), or a file of another user (where the Fs
+/// has user_id). open() also removes what a
 /// killed publisher left: generations newer than current, and temp
 /// symlinks. A DIR/current that is not a symlink naming a gen-N belongs to
 /// someone else: open() refuses it and removes nothing. Move-only.
@@ -3146,7 +3161,8 @@ class SnapshotWriter {
   /// removes what a killed one left. Failures: check_path (bad options, or
   /// DIR/current not a symlink to a generation: EINVAL), create_directory,
   /// open_directory, create_temp_file (AtomicDirectory's claim), lock_run
-  /// (EWOULDBLOCK: another writer has it open), remove_temp_file.
+  /// (EWOULDBLOCK: another writer has it open; EPERM: the lock file is a
+  /// hard link or another user's), remove_temp_file.
   template <class F = Fs, std::enable_if_t<std::is_default_constructible_v<F>, int> = 0>
   static Result<SnapshotWriter> open(PathView dir, const SnapshotOptions& options = {}) noexcept {
     return open(dir, F(), options);
@@ -3310,6 +3326,17 @@ Result<SnapshotWriter<S, Fs>> SnapshotWriter<S, Fs>::open(PathView dir, Fs fs,
   if (info.type != FileType::regular)
     return writer.fail(Step::lock_run, -EINVAL, lock_path.view(), {},
                        "the lock file is not a regular file");
+  // A name planted by whoever can write into DIR: a second name of a file
+  // elsewhere, or another user's file. Its chmod would change that file.
+  if (info.links > 1)
+    return writer.fail(Step::lock_run, -EPERM, lock_path.view(), {},
+                       "the lock file is a hard link to a file elsewhere, not the "
+                       "SnapshotWriter's own: remove it");
+  if constexpr (detail::has_user_id<FsRef>::value)
+    if (info.owner != call.user_id())
+      return writer.fail(Step::lock_run, -EPERM, lock_path.view(), {},
+                         "the lock file belongs to another user, not the SnapshotWriter's own: "
+                         "remove it");
   if (const int r = call.try_lock(fd); r < 0)
     return writer.fail(
         Step::lock_run, r, lock_path.view(), {},

@@ -299,6 +299,52 @@ TEST_CASE("no other user can open or hold the lock: it is 0600, even if it was o
   }
 }
 
+TEST_CASE("a lock file that is not the writer's own is refused, never changed",
+          "[snapshot]") {
+  // Planted by a neighbour who can write into DIR: a hard link to a file of
+  // someone else's, or a file another user owns. chmod 0600 (and any later
+  // change) would land on that file.
+  struct Row {
+    const char* name;
+    bool hard_link;
+    bool foreign_owner;
+    const char* says;
+  };
+  const Row rows[] = {
+      {"a hard link to a file elsewhere", true, false, "hard link"},
+      {"a file another user owns", false, true, "another user"},
+      {"another user's file, hard-linked", true, true, "hard link"},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.name);
+    if (row.foreign_owner && ::geteuid() != 0) {
+      WARN("skipped: giving a file to another user needs root");
+      continue;
+    }
+    TempDir dir;
+    TempDir elsewhere;
+    const fs::path victim = elsewhere / "victim";
+    test::write_plain(victim, "precious", 0644);
+    if (row.foreign_owner) REQUIRE(::chown(victim.c_str(), 65534, 65534) == 0);
+    if (row.hard_link)
+      fs::create_hard_link(victim, dir / ".snapshot.lock");
+    else
+      fs::rename(victim, dir / ".snapshot.lock");
+    const fs::path lock = dir / ".snapshot.lock";
+    const auto writer = Writer::open(dir.path().string());
+    REQUIRE_FALSE(writer.has_value());
+    CHECK(writer.status().step() == Step::lock_run);
+    CHECK(writer.status().code().value() == EPERM);
+    CHECK(writer.status().path() == lock.string());
+    const std::string message = writer.status().message();
+    CAPTURE(message);
+    CHECK(message.find(row.says) != std::string::npos);
+    CHECK(test::read_file(lock) == "precious");
+    CHECK(test::mode_of(lock) == 0644);
+    CHECK_FALSE(fs::exists(dir / "current"));
+  }
+}
+
 TEST_CASE("bad input is refused before anything is written", "[snapshot]") {
   struct Row {
     const char* name;

@@ -8,7 +8,7 @@
 #include <sys/file.h>   // flock
 #include <sys/stat.h>   // fstat, fstatat, mkdirat, fchmod, S_IS*
 #include <sys/types.h>  // mode_t, ssize_t, off_t
-#include <unistd.h>     // close, write, read, fsync, fdatasync, fchown, unlinkat, linkat
+#include <unistd.h>     // close, write, read, fsync, fdatasync, fchown, unlinkat, linkat, geteuid
 
 #include <cerrno>        // errno, E*
 #include <charconv>      // std::from_chars: the umask in /proc/self/status
@@ -184,6 +184,11 @@ struct PosixFs {
   /// WriteOptions::follow_symlinks. Optional: without it, following a
   /// symlink at the target fails (check_path, ENOTSUP).
   int real_path(const char* path, char* out) noexcept;
+  /// geteuid(): the user the process acts as, to tell a lock file of its
+  /// own from another user's. Cannot fail. Optional: without it, a
+  /// SnapshotWriter's lock file is not checked for its owner (its link
+  /// count still is).
+  std::uint32_t user_id() noexcept;
 
   // ---- what a snapshot adds (is_snapshot_filesystem_v)
   /// mkdirat(dir_fd, name, mode).
@@ -355,6 +360,7 @@ class Retrying {
   int real_path(const char* path, char* out) noexcept {
     return retry_interrupted([&] { return fs_->real_path(path, out); });
   }
+  std::uint32_t user_id() noexcept { return fs_->user_id(); }
   int make_directory_at(int dir_fd, const char* name, unsigned mode) noexcept {
     return retry_interrupted([&] { return fs_->make_directory_at(dir_fd, name, mode); });
   }
@@ -391,6 +397,10 @@ struct has_process_umask : std::false_type {};
 template <class F>
 struct has_process_umask<F, std::void_t<decltype(std::declval<F&>().process_umask())>>
     : std::true_type {};
+template <class F, class = void>
+struct has_user_id : std::false_type {};
+template <class F>
+struct has_user_id<F, std::void_t<decltype(std::declval<F&>().user_id())>> : std::true_type {};
 template <class F, class = void>
 struct has_real_path : std::false_type {};
 template <class F>
@@ -517,6 +527,8 @@ inline int PosixFs::real_path(const char* path, char* out) noexcept {
   static_assert(ATOMIC_STATE_PATH_MAX >= PATH_MAX, "realpath writes up to PATH_MAX bytes");
   return ::realpath(path, out) == nullptr ? -errno : 0;
 }
+
+inline std::uint32_t PosixFs::user_id() noexcept { return static_cast<std::uint32_t>(::geteuid()); }
 
 inline int PosixFs::make_directory_at(int dir_fd, const char* name, unsigned mode) noexcept {
   return detail::negative_errno(::mkdirat(dir_fd, name, static_cast<mode_t>(mode)));

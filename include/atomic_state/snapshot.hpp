@@ -49,7 +49,10 @@ struct SnapshotOptions {
 /// One publisher per directory at a time: open() takes a lock on
 /// DIR/.snapshot.lock (mode 0600, so that no other user can hold it; one
 /// open to others is made so) for the writer's life, and a second open()
-/// fails with EWOULDBLOCK rather than waiting. open() also removes what a
+/// fails with EWOULDBLOCK rather than waiting. A lock file that is not the
+/// writer's own is refused (lock_run, EPERM) and left unchanged: a hard
+/// link (a link count above 1), or a file of another user (where the Fs
+/// has user_id). open() also removes what a
 /// killed publisher left: generations newer than current, and temp
 /// symlinks. A DIR/current that is not a symlink naming a gen-N belongs to
 /// someone else: open() refuses it and removes nothing. Move-only.
@@ -67,7 +70,8 @@ class SnapshotWriter {
   /// removes what a killed one left. Failures: check_path (bad options, or
   /// DIR/current not a symlink to a generation: EINVAL), create_directory,
   /// open_directory, create_temp_file (AtomicDirectory's claim), lock_run
-  /// (EWOULDBLOCK: another writer has it open), remove_temp_file.
+  /// (EWOULDBLOCK: another writer has it open; EPERM: the lock file is a
+  /// hard link or another user's), remove_temp_file.
   template <class F = Fs, std::enable_if_t<std::is_default_constructible_v<F>, int> = 0>
   static Result<SnapshotWriter> open(PathView dir, const SnapshotOptions& options = {}) noexcept {
     return open(dir, F(), options);
@@ -231,6 +235,17 @@ Result<SnapshotWriter<S, Fs>> SnapshotWriter<S, Fs>::open(PathView dir, Fs fs,
   if (info.type != FileType::regular)
     return writer.fail(Step::lock_run, -EINVAL, lock_path.view(), {},
                        "the lock file is not a regular file");
+  // A name planted by whoever can write into DIR: a second name of a file
+  // elsewhere, or another user's file. Its chmod would change that file.
+  if (info.links > 1)
+    return writer.fail(Step::lock_run, -EPERM, lock_path.view(), {},
+                       "the lock file is a hard link to a file elsewhere, not the "
+                       "SnapshotWriter's own: remove it");
+  if constexpr (detail::has_user_id<FsRef>::value)
+    if (info.owner != call.user_id())
+      return writer.fail(Step::lock_run, -EPERM, lock_path.view(), {},
+                         "the lock file belongs to another user, not the SnapshotWriter's own: "
+                         "remove it");
   if (const int r = call.try_lock(fd); r < 0)
     return writer.fail(
         Step::lock_run, r, lock_path.view(), {},
