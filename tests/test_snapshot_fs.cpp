@@ -14,6 +14,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -342,6 +343,47 @@ TEST_CASE("a lock file that is not the writer's own is refused, never changed",
     CHECK(test::read_file(lock) == "precious");
     CHECK(test::mode_of(lock) == 0644);
     CHECK_FALSE(fs::exists(dir / "current"));
+  }
+}
+
+TEST_CASE("generation numbers never wrap: past the largest, nothing is published",
+          "[snapshot]") {
+  constexpr std::uint64_t kMax = std::numeric_limits<std::uint64_t>::max();
+  struct Row {
+    const char* name;
+    std::uint64_t current;
+    int publishes_left;
+  };
+  const Row rows[] = {
+      {"current is the largest number", kMax, 0},
+      {"current is one below it", kMax - 1, 1},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.name);
+    TempDir dir;
+    make_generation(dir.path(), row.current, {{"a", "last"}});
+    fs::create_symlink("gen-" + std::to_string(row.current), dir / "current");
+    auto writer = Writer::open(dir.path().string());
+    REQUIRE(writer.has_value());
+    CHECK(writer->current() == row.current);
+    for (int i = 0; i < row.publishes_left; ++i) {
+      REQUIRE(writer->add("a", "next").ok());
+      REQUIRE(writer->publish().ok());
+    }
+    const auto before = listing(dir.path());
+    const Status s = writer->add("a", "one too many");
+    REQUIRE_FALSE(s.ok());
+    CHECK(s.step() == Step::create_directory);
+    CHECK(s.code().value() == EOVERFLOW);
+    const std::string message = s.message();
+    CAPTURE(message);
+    CHECK(message.find("no generation number is left") != std::string::npos);
+    CHECK(writer->size() == 0);
+    CHECK(listing(dir.path()) == before);
+    CHECK(current_target(dir.path()) == "gen-" + std::to_string(kMax));
+    CHECK(writer->publish().step() == Step::invalid_use);  // nothing to publish
+    writer = Writer::open((dir / "elsewhere").string());   // the directory still opens
+    CHECK(Writer::open(dir.path().string()).has_value());
   }
 }
 

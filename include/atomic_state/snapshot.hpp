@@ -7,6 +7,7 @@
 #include <charconv>     // std::to_chars, std::from_chars: generation numbers
 #include <cstdint>      // std::uint64_t
 #include <cstring>      // std::memcpy, std::strncpy
+#include <limits>       // std::numeric_limits: the last generation number
 #include <string_view>  // std::string_view
 #include <utility>      // std::move, std::exchange
 #include <vector>       // std::vector: the files of a generation
@@ -90,7 +91,9 @@ class SnapshotWriter {
   /// Step::check_path before anything is written: a name empty, holding a
   /// '/' or a NUL, "." or ".." (EINVAL), longer than ATOMIC_STATE_NAME_MAX
   /// (ENAMETOOLONG) or added before (EEXIST); a mode above 07777 (EINVAL).
-  /// Failures: create_directory, open_directory, set_permissions (the new
+  /// Failures: create_directory (EOVERFLOW: the generations reached
+  /// gen-18446744073709551615, and no number is left: nothing is made,
+  /// current stays as it is), open_directory, set_permissions (the new
   /// generation, made at the first add), create_temp_file, write_data; the
   /// generation keeps its other files. A moved-from writer: invalid_use.
   Status add(std::string_view name, std::string_view data, unsigned perm = 0644) noexcept;
@@ -344,8 +347,14 @@ Status SnapshotWriter<S, Fs>::begin_generation() noexcept {
   std::uint64_t n = current_;
   for (const std::uint64_t seen : entries.generations) n = seen > n ? seen : n;
   int r = -EEXIST;
-  for (int tries = 0; r == -EEXIST && tries < 100; ++tries)
+  for (int tries = 0; r == -EEXIST && tries < 100; ++tries) {
+    // Past the largest number, gen-0 would follow: a name no reader takes
+    // for newer, and that open() refuses.
+    if (n == std::numeric_limits<std::uint64_t>::max())
+      return fail(Step::create_directory, -EOVERFLOW, path(), {},
+                  "no generation number is left after gen-18446744073709551615");
     r = call.make_directory_at(dir_fd, GenerationName(++n).c_str(), options_.directory_mode);
+  }
   const GenerationName name(n);
   const detail::JoinedPath where(path(), name.c_str());
   if (r < 0) return fail(Step::create_directory, r, where.view());
