@@ -3135,8 +3135,13 @@ struct SnapshotOptions {
 ///   5. generations beyond `keep` removed, the current one never.
 /// After any crash DIR/current names a complete generation, old or new. A
 /// failure before the rename removes the new generation; current is
-/// untouched. A failure after it (a directory sync, the removal of old
-/// generations) is reported with replaced() true: readers see the new set.
+/// untouched. A failure of the directory sync after it is reported with
+/// replaced() true: readers see the new set, not known to be durable. A
+/// failure to remove old generations (step 5) comes after the swap is
+/// durable: replaced() is false, current() is the new generation, and the
+/// message says "the snapshot was published and is durable; an old
+/// generation was not removed" (under NoSync: "not known to be durable");
+/// the next publish or open tries the removal again.
 ///
 /// One publisher per directory at a time: open() takes a lock on
 /// DIR/.snapshot.lock (mode 0600, so that no other user can hold it; one
@@ -3602,9 +3607,18 @@ Status SnapshotWriter<S, Fs>::publish() noexcept {
   }
   files_.clear();
   TempSweep swept;
-  if (Status pruned = prune(swept); !pruned)
-    return Status(pruned.step(), pruned.code(), pruned.path(), pruned.target(), true,
-                  "the snapshot was published");
+  // The swap is durable here (as durable as the policy makes anything):
+  // what failed is only the removal of an old generation, which the next
+  // publish or open tries again. replaced() is for a swap not known to be
+  // durable; this one is.
+  if (Status pruned = prune(swept); !pruned) {
+    const detail::JoinedPath current(path(), "current");
+    return Status(pruned.step(), pruned.code(), pruned.path(), current.view(), false,
+                  S::directory ? "the snapshot was published and is durable; an old "
+                                 "generation was not removed"
+                               : "the snapshot was published (NoSync: not known to be "
+                                 "durable); an old generation was not removed");
+  }
   return {};
 }
 

@@ -81,9 +81,12 @@ inline Calls snapshot_add(const char* file) {
 ///   2. the generation directory synced (as the policy syncs directories);
 ///   3. the temp symlink made naming it, the directory synced;
 ///   4. the temp symlink renamed over current; the generation's descriptor
-///      closed; the directory synced: from here a failure has replaced();
+///      closed; the directory synced: from here the new set is published
+///      (the rows say `replaced`), and a failure of this sync has
+///      replaced() true;
 ///   5. the directory listed, the old generation opened, listed, emptied,
-///      closed and removed.
+///      closed and removed: a failure here comes after the swap is
+///      durable, so its replaced() is false (the fault test knows).
 inline Calls snapshot_publish(Sync sync, const std::vector<const char*>& files,
                               int pruned_files = 1) {
   Calls calls;
