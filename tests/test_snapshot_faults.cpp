@@ -42,10 +42,11 @@ std::string expand(std::string pattern, const fs::path& dir, const FaultFs& fs) 
   };
   put("$C", d + "/" + claim);
   put("$K", d + "/.snapshot.lock");
-  put("$G", d + "/gen-3");
+  put("$B", d + "/.building-gen-3");
   put("$L", d + "/" + link);
   put("$O", d + "/gen-1");
-  put("$S", d + "/gen-3");
+  put("$X", d + "/.removing-gen-1");
+  put("$S", d + "/.building-gen-3");
   put("$D", d);
   return pattern;
 }
@@ -72,7 +73,7 @@ void run_and_check(const FaultScenario& sc, std::vector<Fault> faults, Step expe
   TempDir dir;
   two_generations(dir.path());
   if (sc.sweeping) {
-    make_generation(dir.path(), 3, {{"a", "half"}});
+    make_building(dir.path(), 3, {{"a", "half"}});
     fs::create_symlink("gen-3", dir / ".current.tmp-AAAAAA");
   }
   const int fds_before = test::open_fd_count();
@@ -154,7 +155,7 @@ TEST_CASE("the snapshot fault tables cover every call of open, add and publish",
     TempDir dir;
     two_generations(dir.path());
     if (sc.sweeping) {
-      make_generation(dir.path(), 3, {{"a", "half"}});
+      make_building(dir.path(), 3, {{"a", "half"}});
       fs::create_symlink("gen-3", dir / ".current.tmp-AAAAAA");
     }
     FaultFs fs;
@@ -226,17 +227,18 @@ TEST_CASE("a prune failing after the swap says the snapshot was published, and w
     const char* name;
     bool syncs;  // FullSync, else NoSync
     Fault fault;
+    const char* failed_on;  // in the snapshot directory
     const char* says;
   };
   // open_directory_at's first call is the new generation's (the first add),
   // its second the old generation's, in the prune.
   const Row rows[] = {
       {"FullSync, the old generation not removed", true, Fault{Op::remove_directory, 1, EIO},
-       "the snapshot was published and is durable"},
+       ".removing-gen-1", "the snapshot was published and is durable"},
       {"FullSync, the old generation not opened", true, Fault{Op::open_directory_at, 2, EACCES},
-       "the snapshot was published and is durable"},
+       "gen-1", "the snapshot was published and is durable"},
       {"NoSync, the old generation not removed", false, Fault{Op::remove_directory, 1, EIO},
-       "the snapshot was published (NoSync: not known to be durable)"},
+       ".removing-gen-1", "the snapshot was published (NoSync: not known to be durable)"},
   };
   for (const Row& row : rows) {
     CAPTURE(row.name);
@@ -251,7 +253,7 @@ TEST_CASE("a prune failing after the swap says the snapshot was published, and w
     CAPTURE(message);
     CHECK(s.step() == Step::remove_temp_file);
     CHECK(s.code().value() == row.fault.error);
-    CHECK(s.path() == (dir / "gen-1").string());
+    CHECK(s.path() == (dir / row.failed_on).string());
     CHECK(message.find(row.says) != std::string::npos);
     CHECK(message.find("an old generation was not removed") != std::string::npos);
     if (row.syncs) CHECK(message.find("not known to be durable") == std::string::npos);

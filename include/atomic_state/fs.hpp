@@ -202,6 +202,11 @@ struct PosixFs {
   /// readlinkat(dir_fd, name, buffer, size): the length of the target (not
   /// terminated); a target of `size` bytes or more is -ENAMETOOLONG.
   ssize_t read_link(int dir_fd, const char* name, char* buffer, std::size_t size) noexcept;
+
+  // ---- what a SnapshotReader adds (is_snapshot_reader_filesystem_v)
+  /// flock(fd, LOCK_SH|LOCK_NB): -EWOULDBLOCK while another open file
+  /// description holds an exclusive lock; any number share it.
+  int try_lock_shared(int fd) noexcept;
 };
 
 /// Whether F offers every call of PosixFs that AtomicWriter::write makes,
@@ -261,6 +266,24 @@ struct is_snapshot_filesystem<
 template <class F>
 inline constexpr bool is_snapshot_filesystem_v =
     is_snapshot_filesystem<std::remove_reference_t<F>>::value;
+
+/// Whether F offers the calls a SnapshotReader makes: open_directory,
+/// read_link, open_directory_at, try_lock_shared, file_info, entry_info and
+/// close.
+template <class F, class = void>
+struct is_snapshot_reader_filesystem : std::false_type {};
+template <class F>
+struct is_snapshot_reader_filesystem<
+    F, std::void_t<decltype(std::declval<F&>().open_directory("")),
+                   decltype(std::declval<F&>().read_link(0, "", nullptr, std::size_t{})),
+                   decltype(std::declval<F&>().open_directory_at(0, "")),
+                   decltype(std::declval<F&>().try_lock_shared(0)),
+                   decltype(std::declval<F&>().file_info(0, std::declval<FileInfo&>())),
+                   decltype(std::declval<F&>().entry_info(0, "", std::declval<FileInfo&>())),
+                   decltype(std::declval<F&>().close(0))>> : std::true_type {};
+template <class F>
+inline constexpr bool is_snapshot_reader_filesystem_v =
+    is_snapshot_reader_filesystem<std::remove_reference_t<F>>::value;
 
 namespace detail {
 
@@ -378,6 +401,9 @@ class Retrying {
   }
   int check_writable(int dir_fd) noexcept {
     return retry_interrupted([&] { return fs_->check_writable(dir_fd); });
+  }
+  int try_lock_shared(int fd) noexcept {
+    return retry_interrupted([&] { return fs_->try_lock_shared(fd); });
   }
 
  private:
@@ -545,6 +571,10 @@ inline int PosixFs::remove_directory(int dir_fd, const char* name) noexcept {
 
 inline int PosixFs::make_symlink(const char* target, int dir_fd, const char* name) noexcept {
   return detail::negative_errno(::symlinkat(target, dir_fd, name));
+}
+
+inline int PosixFs::try_lock_shared(int fd) noexcept {
+  return detail::negative_errno(::flock(fd, LOCK_SH | LOCK_NB));
 }
 
 inline ssize_t PosixFs::read_link(int dir_fd, const char* name, char* buffer,

@@ -28,6 +28,7 @@ using as::NullSink;
 using as::Result;
 using as::SnapshotOptions;
 using as::SnapshotWriter;
+using as::SnapshotReader;
 using as::Status;
 using as::Step;
 #ifndef ATOMIC_STATE_NO_JSON
