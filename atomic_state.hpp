@@ -3419,8 +3419,8 @@ class SnapshotWriter {
   Directory dir_;
   SnapshotOptions options_;
   int lock_fd_ = -1;
-  int generation_fd_ = -1;        // of the generation being built
-  std::uint64_t generation_ = 0;  // its number, 0 when none
+  int generation_fd_ = -1;         // of the generation being built
+  std::uint64_t generation_ = 0;   // its number, 0 when none
   bool generation_named_ = false;  // renamed to gen-N, not yet current
   std::uint64_t current_ = 0;
   std::vector<File> files_;
@@ -3633,7 +3633,8 @@ template <class S, class Fs>
 Status SnapshotWriter<S, Fs>::list() noexcept {
   detail::Retrying<FsRef> call(dir_.filesystem());
   entries_.clear();
-  if (const int r = call.list_directory(dir_.descriptor(), &detail::SnapshotEntries::add, &entries_);
+  if (const int r =
+          call.list_directory(dir_.descriptor(), &detail::SnapshotEntries::add, &entries_);
       r < 0)
     return fail(Step::remove_temp_file, r, path());
   if (entries_.out_of_memory) return fail(Step::remove_temp_file, -ENOMEM, path());
@@ -3682,7 +3683,8 @@ Status SnapshotWriter<S, Fs>::begin_generation() noexcept {
                     "no generation number is left after gen-18446744073709551615");
       ++n;
     } while (entries_.contains(n));
-    r = call.make_directory_at(dir_fd, detail::GenerationName(n, detail::GenerationState::building).c_str(),
+    r = call.make_directory_at(dir_fd,
+                               detail::GenerationName(n, detail::GenerationState::building).c_str(),
                                options_.directory_mode);
   }
   const detail::GenerationName name(n, detail::GenerationState::building);
@@ -4080,10 +4082,9 @@ Result<SnapshotReader<Fs>> SnapshotReader<Fs>::open(PathView dir, Fs fs) noexcep
     }
     (void)call.close(fd);
   }
-  return given_up(Status(Step::lock_run,
-                         std::make_error_code(std::errc::resource_unavailable_try_again),
-                         current.view(), {}, false,
-                         "current kept naming generations being removed (100 tries)"));
+  return given_up(Status(
+      Step::lock_run, std::make_error_code(std::errc::resource_unavailable_try_again),
+      current.view(), {}, false, "current kept naming generations being removed (100 tries)"));
 }
 
 template <class Fs>

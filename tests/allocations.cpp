@@ -147,8 +147,8 @@ int main() {
     for (int warm = 0; warm < 4; ++warm)
       if (!one_set()) ++failures;
     for (int run = 0; run < 3; ++run)
-      expect_no_allocation("a reused SnapshotWriter: 4 adds and a publish (an old generation pruned)",
-                           one_set);
+      expect_no_allocation(
+          "a reused SnapshotWriter: 4 adds and a publish (an old generation pruned)", one_set);
   }
 
   // The counter must be able to see an allocation, or the zeros above prove

@@ -187,8 +187,7 @@ TEST_CASE("every call of a publish failed with each errno, once and for good, le
   }
   std::cout << "snapshot faults: " << cases << " cases (" << calls << " calls x "
             << std::size(kErrnos) << " errnos x once/for good): " << outcome.failed << " failed ("
-            << outcome.replaced << " after the rename), " << outcome.ok
-            << " survived\n";
+            << outcome.replaced << " after the rename), " << outcome.ok << " survived\n";
   CHECK(cases == static_cast<int>(calls) * 8 * 2);
 }
 
@@ -245,9 +244,9 @@ TEST_CASE("a prune failing after the swap says the snapshot was published, and w
     TempDir dir;
     two_generations(dir.path());
     std::uint64_t current = 0;
-    const Status s =
-        row.syncs ? publish_with_prune_failing<FullSync>(dir.path(), row.fault, current)
-                  : publish_with_prune_failing<NoSync>(dir.path(), row.fault, current);
+    const Status s = row.syncs
+                         ? publish_with_prune_failing<FullSync>(dir.path(), row.fault, current)
+                         : publish_with_prune_failing<NoSync>(dir.path(), row.fault, current);
     REQUIRE_FALSE(s.ok());
     const std::string message = s.message();
     CAPTURE(message);

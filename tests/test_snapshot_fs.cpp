@@ -212,27 +212,39 @@ TEST_CASE("entries under the writer's names that are not its own never fail open
   };
   const Row rows[] = {
       {"a regular file named gen-9",
-       [](const fs::path& d) { test::write_plain(d / "gen-9", "mine"); }, "gen-9", true, {}},
+       [](const fs::path& d) { test::write_plain(d / "gen-9", "mine"); },
+       "gen-9",
+       true,
+       {}},
       {"a symlink named gen-7",
-       [](const fs::path& d) { fs::create_symlink("/", d / "gen-7"); }, "gen-7", true, {}},
+       [](const fs::path& d) { fs::create_symlink("/", d / "gen-7"); },
+       "gen-7",
+       true,
+       {}},
       {"a directory named .current.tmp-AbCdEf",
        [](const fs::path& d) {
          fs::create_directory(d / ".current.tmp-AbCdEf");
          test::write_plain(d / ".current.tmp-AbCdEf" / "x", "mine");
        },
-       ".current.tmp-AbCdEf/x", true, {}},
+       ".current.tmp-AbCdEf/x",
+       true,
+       {}},
       {"a directory inside the old generation a publish removes",
        [](const fs::path& d) {
          fs::create_directory(d / "gen-1" / "sub");
          test::write_plain(d / "gen-1" / "sub" / "x", "mine");
        },
-       ".removing-gen-1/sub/x", true, {}},
+       ".removing-gen-1/sub/x",
+       true,
+       {}},
       {"another user's temp file that cannot be opened",
        [](const fs::path& d) {
          test::write_plain(d / ".tmp-Zz0Zz0", "theirs", 0600);
          if (::geteuid() == 0) REQUIRE(::chown((d / ".tmp-Zz0Zz0").c_str(), 65534, 65534) == 0);
        },
-       ".tmp-Zz0Zz0", false, {Fault{Op::open_file, 1, EACCES, true}}},  // as it is to a user
+       ".tmp-Zz0Zz0",
+       false,
+       {Fault{Op::open_file, 1, EACCES, true}}},  // as it is to a user
   };
   for (const Row& row : rows) {
     CAPTURE(row.name);
@@ -275,7 +287,9 @@ TEST_CASE("with current missing, open removes no generation and numbers after th
       {"two generations and a half-built one",
        2,
        2,
-       [](const fs::path& d) { make_building(d, 3, {{"a", "half"}}); },
+       [](const fs::path& d) {
+         make_building(d, 3, {{"a", "half"}});
+       },
        {1, 2},
        2},
       {"two generations and a file named gen-9",
@@ -358,8 +372,9 @@ TEST_CASE("a SnapshotReader refuses what it cannot hold, saying why", "[snapshot
        "no snapshot is published"},
       {"current a regular file", [](const fs::path& d) { test::write_plain(d / "current", "x"); },
        Step::check_path, EINVAL, "not a symlink"},
-      {"current naming no generation", [](const fs::path& d) { fs::create_symlink("x", d / "current"); },
-       Step::check_path, EINVAL, "names no generation"},
+      {"current naming no generation",
+       [](const fs::path& d) { fs::create_symlink("x", d / "current"); }, Step::check_path, EINVAL,
+       "names no generation"},
       {"current dangling", [](const fs::path& d) { fs::create_symlink("gen-4", d / "current"); },
        Step::lock_run, EAGAIN, "being removed"},
       {"no directory", [](const fs::path& d) { fs::remove(d); }, Step::open_directory, ENOENT, ""},
@@ -499,8 +514,7 @@ TEST_CASE("no other user can open or hold the lock: it is 0600, even if it was o
   }
 }
 
-TEST_CASE("a lock file that is not the writer's own is refused, never changed",
-          "[snapshot]") {
+TEST_CASE("a lock file that is not the writer's own is refused, never changed", "[snapshot]") {
   // Planted by a neighbour who can write into DIR: a hard link to a file of
   // someone else's, or a file another user owns. chmod 0600 (and any later
   // change) would land on that file.
@@ -545,8 +559,7 @@ TEST_CASE("a lock file that is not the writer's own is refused, never changed",
   }
 }
 
-TEST_CASE("generation numbers never wrap: past the largest, nothing is published",
-          "[snapshot]") {
+TEST_CASE("generation numbers never wrap: past the largest, nothing is published", "[snapshot]") {
   constexpr std::uint64_t kMax = std::numeric_limits<std::uint64_t>::max();
   struct Row {
     const char* name;

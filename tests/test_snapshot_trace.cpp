@@ -83,9 +83,9 @@ TEST_CASE("a 2-file FullSync publish makes exactly the calls of snapshot_protoco
   CHECK((c[26].fd == a_fd && c[27].fd == b_fd));
   CHECK((c[28].fd == a_fd && c[29].fd == b_fd));
   CHECK((c[30].fd == a_fd && c[31].fd == b_fd));
-  CHECK(c[32].fd == gen_fd);  // the generation's entries durable ...
+  CHECK(c[32].fd == gen_fd);                             // the generation's entries durable ...
   CHECK((c[33].fd == dir_fd && c[33].name == "gen-3"));  // ... before it is named gen-3
-  CHECK(c[34].fd == dir_fd);  // ... and before the link naming it exists
+  CHECK(c[34].fd == dir_fd);                             // ... and before the link naming it exists
   CHECK(c[34].name.rfind(".current.tmp-", 0) == 0);
   CHECK(c[34].name.size() == 19);
   REQUIRE(fs.link_targets.size() == 1);
@@ -98,7 +98,7 @@ TEST_CASE("a 2-file FullSync publish makes exactly the calls of snapshot_protoco
   CHECK(c[39].fd == dir_fd);
   CHECK(c[40].name == "gen-1");
   const int old_fd = fd(40);
-  CHECK(c[41].fd == old_fd);  // locked: no reader holds it
+  CHECK(c[41].fd == old_fd);                             // locked: no reader holds it
   CHECK((c[42].fd == dir_fd && c[42].name == "gen-1"));  // renamed away while locked
   CHECK(c[43].fd == old_fd);
   CHECK((c[44].fd == old_fd && c[44].name == "a"));

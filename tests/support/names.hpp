@@ -27,8 +27,8 @@ using as::NoSync;
 using as::NullSink;
 using as::Result;
 using as::SnapshotOptions;
-using as::SnapshotWriter;
 using as::SnapshotReader;
+using as::SnapshotWriter;
 using as::Status;
 using as::Step;
 #ifndef ATOMIC_STATE_NO_JSON
