@@ -3138,6 +3138,7 @@ Status Batch<S, Fs>::commit(BeforeLast&& before_last) noexcept {
 namespace atomic_state {
 inline namespace ATOMIC_STATE_DETAIL_ABI {
 
+// The names of a snapshot directory, as the writer's listings keep them.
 namespace detail {
 /// The generation number of a name "gen-N" (N a decimal without leading
 /// zeros, at least 1), or 0 when `name` is not one.

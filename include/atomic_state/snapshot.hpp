@@ -17,6 +17,7 @@
 namespace atomic_state {
 inline namespace ATOMIC_STATE_DETAIL_ABI {
 
+// The names of a snapshot directory, as the writer's listings keep them.
 namespace detail {
 /// The generation number of a name "gen-N" (N a decimal without leading
 /// zeros, at least 1), or 0 when `name` is not one.
