@@ -656,6 +656,9 @@ Result<T>::Result(Status status) noexcept : status_(std::move(status)) {
 #include <sys/stat.h>   // fstat, fstatat, mkdirat, fchmod, S_IS*
 #include <sys/types.h>  // mode_t, ssize_t, off_t
 #include <unistd.h>     // close, write, read, fsync, fdatasync, fchown, unlinkat, linkat, geteuid
+#if defined(__linux__)
+#include <sys/xattr.h>  // fgetxattr, fsetxattr, fremovexattr: ModeFrom::existing
+#endif
 
 #include <cerrno>    // errno, E*
 #include <charconv>  // std::from_chars: the umask in /proc/self/status
@@ -675,6 +678,13 @@ Result<T>::Result(Status status) noexcept : status_(std::move(status)) {
 #define ATOMIC_STATE_DETAIL_HAS_SYNC_FILE_RANGE 1
 #else
 #define ATOMIC_STATE_DETAIL_HAS_SYNC_FILE_RANGE 0
+#endif
+
+/// The largest access ACL or security context ModeFrom::existing copies,
+/// in bytes (a buffer of this size on the stack of a commit); a larger one
+/// fails the save rather than be dropped. ext4 keeps an ACL within a block.
+#ifndef ATOMIC_STATE_ATTRIBUTE_MAX
+#define ATOMIC_STATE_ATTRIBUTE_MAX 4096
 #endif
 
 namespace atomic_state {
@@ -820,6 +830,19 @@ struct PosixFs {
   /// of /proc/self/status); -ENOTSUP where it cannot be. For ModeFrom::umask.
   /// Optional: without it, ModeFrom::umask fails (set_permissions, ENOTSUP).
   int process_umask() noexcept;
+  /// fgetxattr(fd, name, value, size) on Linux: the attribute's length;
+  /// -ENODATA when the file has none, -ERANGE when it is longer than
+  /// `size`, -ENOTSUP where the filesystem (or, elsewhere than Linux, the
+  /// library) has none. For ModeFrom::existing, which copies the access ACL
+  /// (system.posix_acl_access) and the security context (security.selinux).
+  /// Optional, with set_attribute and remove_attribute: without them, the
+  /// new file has the ACL and context of any new file of the process.
+  ssize_t get_attribute(int fd, const char* name, void* value, std::size_t size) noexcept;
+  /// fsetxattr(fd, name, value, size, 0) on Linux; elsewhere -ENOTSUP.
+  int set_attribute(int fd, const char* name, const void* value, std::size_t size) noexcept;
+  /// fremovexattr(fd, name) on Linux (-ENODATA when there is none);
+  /// elsewhere -ENOTSUP.
+  int remove_attribute(int fd, const char* name) noexcept;
   /// realpath(path, out), `out` holding ATOMIC_STATE_PATH_MAX bytes: for
   /// WriteOptions::follow_symlinks. Optional: without it, following a
   /// symlink at the target fails (check_path, ENOTSUP).
@@ -1024,6 +1047,15 @@ class Retrying {
     return retry_interrupted([&] { return fs_->real_path(path, out); });
   }
   std::uint32_t user_id() noexcept { return fs_->user_id(); }
+  ssize_t get_attribute(int fd, const char* name, void* value, std::size_t size) noexcept {
+    return retry_interrupted([&] { return fs_->get_attribute(fd, name, value, size); });
+  }
+  int set_attribute(int fd, const char* name, const void* value, std::size_t size) noexcept {
+    return retry_interrupted([&] { return fs_->set_attribute(fd, name, value, size); });
+  }
+  int remove_attribute(int fd, const char* name) noexcept {
+    return retry_interrupted([&] { return fs_->remove_attribute(fd, name); });
+  }
   int make_directory_at(int dir_fd, const char* name, unsigned mode) noexcept {
     return retry_interrupted([&] { return fs_->make_directory_at(dir_fd, name, mode); });
   }
@@ -1067,6 +1099,14 @@ template <class F, class = void>
 struct has_user_id : std::false_type {};
 template <class F>
 struct has_user_id<F, std::void_t<decltype(std::declval<F&>().user_id())>> : std::true_type {};
+template <class F, class = void>
+struct has_attributes : std::false_type {};
+template <class F>
+struct has_attributes<
+    F, std::void_t<decltype(std::declval<F&>().get_attribute(0, "", nullptr, std::size_t{})),
+                   decltype(std::declval<F&>().set_attribute(0, "", nullptr, std::size_t{})),
+                   decltype(std::declval<F&>().remove_attribute(0, "")),
+                   decltype(std::declval<F&>().open_file(0, ""))>> : std::true_type {};
 template <class F, class = void>
 struct has_real_path : std::false_type {};
 template <class F>
@@ -1195,6 +1235,36 @@ inline int PosixFs::real_path(const char* path, char* out) noexcept {
 }
 
 inline std::uint32_t PosixFs::user_id() noexcept { return static_cast<std::uint32_t>(::geteuid()); }
+
+inline ssize_t PosixFs::get_attribute(int fd, const char* name, void* value,
+                                      std::size_t size) noexcept {
+#if defined(__linux__)
+  const ssize_t n = ::fgetxattr(fd, name, value, size);
+  return n < 0 ? -errno : n;
+#else
+  (void)fd, (void)name, (void)value, (void)size;
+  return -ENOTSUP;
+#endif
+}
+
+inline int PosixFs::set_attribute(int fd, const char* name, const void* value,
+                                  std::size_t size) noexcept {
+#if defined(__linux__)
+  return detail::negative_errno(::fsetxattr(fd, name, value, size, 0));
+#else
+  (void)fd, (void)name, (void)value, (void)size;
+  return -ENOTSUP;
+#endif
+}
+
+inline int PosixFs::remove_attribute(int fd, const char* name) noexcept {
+#if defined(__linux__)
+  return detail::negative_errno(::fremovexattr(fd, name));
+#else
+  (void)fd, (void)name;
+  return -ENOTSUP;
+#endif
+}
 
 inline int PosixFs::make_directory_at(int dir_fd, const char* name, unsigned mode) noexcept {
   return detail::negative_errno(::mkdirat(dir_fd, name, static_cast<mode_t>(mode)));
@@ -1479,9 +1549,18 @@ enum class ModeFrom : unsigned char {
   /// Exactly WriteOptions::mode, whatever the umask (the default, and the
   /// Go service's rule).
   given,
-  /// The existing target's mode, and its owner and group where the process
-  /// may give them (root may; others keep their own, silently); a missing
-  /// target (or a symlink, which is replaced) gets WriteOptions::mode.
+  /// The existing target's mode, its owner and group where the process may
+  /// give them (root may; a normal user keeps the group where they are in
+  /// it, and their own user, silently), its access ACL and its security
+  /// context (Linux: the attributes system.posix_acl_access and
+  /// security.selinux; a target without an ACL gives a file without one,
+  /// whatever the directory's default ACL). The target is opened read-only
+  /// when the transaction begins, to read them from the very file whose
+  /// mode was taken, and copied before the rename: a target that cannot be
+  /// opened, or an attribute that cannot be read or set, fails the save
+  /// (Step::set_permissions, the target untouched) rather than leave the
+  /// file open wider than it was. A missing target (or a symlink, which is
+  /// replaced) gets WriteOptions::mode.
   existing,
   /// WriteOptions::mode filtered by the process umask, as open(2) and
   /// QSaveFile do (read from /proc/self/status: Linux 4.7 or later;
@@ -1563,6 +1642,8 @@ class WriteTransaction {
   int claim_temp_file(int fd) noexcept;
   // The steps of commit(), in order; a Batch takes them file by file.
   Status set_final_mode() noexcept;
+  Status copy_attributes() noexcept;
+  Status open_source(const FileInfo& listed) noexcept;
   void start_writeback() noexcept;
   Status sync_file() noexcept;
   Status close_file() noexcept;
@@ -1584,6 +1665,7 @@ class WriteTransaction {
   detail::Claim* claim_ = nullptr;  // an AtomicDirectory's: it protects the temp file
   unsigned perm_ = 0;
   bool keep_owner_ = false;  // ModeFrom::existing found a file: give its owner too
+  int source_fd_ = -1;       // ModeFrom::existing: the target, read for its ACL and context
   std::uint32_t owner_ = 0, group_ = 0;
   Phase phase_ = Phase::open;
   Commit commit_ = Commit::replace;
@@ -1830,6 +1912,7 @@ void WriteTransaction<S, Fs>::take(WriteTransaction& other) noexcept {
   temp_len_ = other.temp_len_;
   perm_ = other.perm_;
   keep_owner_ = other.keep_owner_;
+  source_fd_ = std::exchange(other.source_fd_, -1);
   owner_ = other.owner_;
   group_ = other.group_;
   phase_ = std::exchange(other.phase_, Phase::discarded);
@@ -1893,6 +1976,7 @@ bool WriteTransaction<S, Fs>::close_and_remove_temp() noexcept {
     temp_exists_ = false;
   }
   if (lock_fd_ >= 0) (void)fs_.close(std::exchange(lock_fd_, -1));
+  if (source_fd_ >= 0) (void)fs_.close(std::exchange(source_fd_, -1));
   const int dir_fd = std::exchange(dir_fd_, -1);
   if (dir_fd >= 0 && own_dir_) (void)fs_.close(dir_fd);
   return removed;
@@ -2091,6 +2175,8 @@ Status WriteTransaction<S, Fs>::choose_mode(const WriteOptions& options,
     keep_owner_ = detail::has_set_owner<FsRef>::value;
     owner_ = existing->owner;
     group_ = existing->group;
+    if constexpr (detail::has_attributes<FsRef>::value)
+      if (Status opened = open_source(*existing); !opened) return opened;
   } else if (options.mode_from == ModeFrom::umask) {
     int mask = -ENOTSUP;
     if constexpr (detail::has_process_umask<FsRef>::value) mask = fs_.process_umask();
@@ -2099,6 +2185,28 @@ Status WriteTransaction<S, Fs>::choose_mode(const WriteOptions& options,
                   "ModeFrom::umask: the process umask cannot be read here");
     perm_ = options.mode & ~static_cast<unsigned>(mask);
   }
+  return {};
+}
+
+// ModeFrom::existing: opens the target read-only, so that its ACL and
+// security context are read at commit from the very file whose mode and
+// owner were taken (`listed`). Without it they could not be read, and the
+// new file could end up open wider than the target: refused.
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::open_source(const FileInfo& listed) noexcept {
+  const std::string_view target(name(), name_len_);
+  const int fd = fs_.open_file(dir_fd_, name());
+  if (fd < 0)
+    return fail(Step::set_permissions, fd, dir_prefix(), target,
+                "ModeFrom::existing: the target cannot be opened to read its ACL and security "
+                "context; not replaced, rather than with wider permissions");
+  source_fd_ = fd;
+  FileInfo opened;
+  const int r = fs_.file_info(fd, opened);
+  if (r < 0) return fail(Step::check_path, r, dir_prefix(), target);
+  if (opened.device != listed.device || opened.inode != listed.inode)
+    return fail(Step::check_path, -EAGAIN, dir_prefix(), target,
+                "the target was replaced while it was examined");
   return {};
 }
 
@@ -2287,11 +2395,78 @@ template <class S, class Fs>
 Status WriteTransaction<S, Fs>::set_final_mode() noexcept {
   // The owner first: a change of owner clears the set-user-ID bits.
   if constexpr (detail::has_set_owner<FsRef>::value)
-    if (keep_owner_)
-      if (const int r = fs_.set_owner(fd_, owner_, group_); r < 0 && r != -EPERM)
-        return fail_on_temp(Step::set_permissions, r);
+    if (keep_owner_) {
+      int r = fs_.set_owner(fd_, owner_, group_);
+      // Only root gives a file away; anyone keeps a group they are in.
+      if (r == -EPERM) r = fs_.set_owner(fd_, static_cast<std::uint32_t>(-1), group_);
+      if (r < 0 && r != -EPERM) return fail_on_temp(Step::set_permissions, r);
+    }
+  // The attributes before the mode: fchmod has the last word on the
+  // permission bits, which the ACL copied agrees with.
+  if (source_fd_ >= 0)
+    if (Status copied = copy_attributes(); !copied) return copied;
   const int r = fs_.set_mode(fd_, perm_);
   if (r < 0) return fail_on_temp(Step::set_permissions, r);
+  return {};
+}
+
+namespace detail {
+// An attribute the file (or its filesystem, or system) does not have.
+inline bool no_attribute(long neg_errno) noexcept {
+#if defined(ENODATA)
+  if (neg_errno == -ENODATA) return true;
+#endif
+  if (neg_errno == -ENOTSUP) return true;
+#if EOPNOTSUPP != ENOTSUP
+  if (neg_errno == -EOPNOTSUPP) return true;
+#endif
+  return false;
+}
+}  // namespace detail
+
+// ModeFrom::existing: the target's access ACL and security context onto the
+// temp file. A target without an ACL gives a file without one: a default
+// ACL of the directory would otherwise grant the new file what the old one
+// did not. Whatever cannot be copied fails the save, the target untouched.
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::copy_attributes() noexcept {
+  if constexpr (detail::has_attributes<FsRef>::value) {
+    struct Kind {
+      const char* name;
+      bool remove_when_absent;
+      const char* unreadable;
+      const char* unset;
+    };
+    static constexpr Kind kinds[] = {
+        {"system.posix_acl_access", true,
+         "ModeFrom::existing: the target's ACL cannot be read (or is over "
+         "ATOMIC_STATE_ATTRIBUTE_MAX bytes); not replaced, rather than with wider permissions",
+         "ModeFrom::existing: the target's ACL cannot be given to the new file; not replaced, "
+         "rather than with wider permissions"},
+        {"security.selinux", false,
+         "ModeFrom::existing: the target's security context cannot be read (or is over "
+         "ATOMIC_STATE_ATTRIBUTE_MAX bytes); not replaced",
+         "ModeFrom::existing: the target's security context cannot be given to the new file; "
+         "not replaced"},
+    };
+    char value[ATOMIC_STATE_ATTRIBUTE_MAX];
+    for (const Kind& kind : kinds) {
+      const ssize_t n = fs_.get_attribute(source_fd_, kind.name, value, sizeof value);
+      if (detail::no_attribute(n)) {
+        if (!kind.remove_when_absent) continue;
+        const int r = fs_.remove_attribute(fd_, kind.name);
+        if (r < 0 && !detail::no_attribute(r))
+          return fail_on_temp(Step::set_permissions, r, kind.unset);
+        continue;
+      }
+      if (n < 0)
+        return fail(Step::set_permissions, static_cast<int>(n), dir_prefix(),
+                    std::string_view(name(), name_len_), kind.unreadable);
+      const int r = fs_.set_attribute(fd_, kind.name, value, static_cast<std::size_t>(n));
+      if (r < 0) return fail_on_temp(Step::set_permissions, r, kind.unset);
+    }
+    (void)fs_.close(std::exchange(source_fd_, -1));
+  }
   return {};
 }
 
@@ -5653,8 +5828,7 @@ State update_state(std::string_view oracle_name, std::int64_t timestamp,
 // ===================================================== include/atomic_state/state_manager.hpp ====
 
 #if ATOMIC_STATE_DETAIL_JSON
-#include <exception>   // std::exception: a throwing upgrade()
-#include <filesystem>  // std::filesystem::path: the state directory and files
+#include <exception>  // std::exception: a throwing upgrade()
 
 namespace atomic_state {
 inline namespace ATOMIC_STATE_DETAIL_ABI {
@@ -5897,24 +6071,25 @@ class StateManager {
   static constexpr std::size_t no_size_limit = StateOptions::no_size_limit;
 
   /// A manager of `<dir>/<options.file_name>`; nothing is touched on disk
-  /// until a call asks. An empty dir is the working directory. Options
+  /// until a call asks. `dir` is any path PathView takes (a string, a
+  /// std::filesystem::path); an empty dir is the working directory. Options
   /// that cannot be used (StateOptions::check) make every call fail with
   /// their reason. Allocates the paths: std::bad_alloc is the only way it
   /// can fail.
   template <class S = Sink, std::enable_if_t<std::is_default_constructible_v<S>, int> = 0>
-  explicit StateManager(std::filesystem::path dir, StateOptions options = {})
-      : StateManager(std::move(dir), S{}, std::move(options)) {}
-  StateManager(std::filesystem::path dir, Sink sink, StateOptions options = {});
-  StateManager(std::filesystem::path dir, Sink sink, Fs fs, StateOptions options = {});
+  explicit StateManager(PathView dir, StateOptions options = {})
+      : StateManager(dir, S{}, std::move(options)) {}
+  StateManager(PathView dir, Sink sink, StateOptions options = {});
+  StateManager(PathView dir, Sink sink, Fs fs, StateOptions options = {});
 
   /// The state's directory, as given.
-  const std::filesystem::path& output_dir() const noexcept { return dir_; }
+  const std::string& output_dir() const noexcept { return dir_; }
   /// `<dir>/<file_name>`.
-  const std::filesystem::path& state_file() const noexcept { return file_; }
+  const std::string& state_file() const noexcept { return file_; }
   /// `<state file>.prev`, the previous state (StateOptions::keep_previous).
-  const std::filesystem::path& previous_file() const noexcept { return previous_file_; }
+  const std::string& previous_file() const noexcept { return previous_file_; }
   /// `.<file name>.lock` in the state's directory: the run lock's file.
-  const std::filesystem::path& lock_file() const noexcept { return lock_file_; }
+  const std::string& lock_file() const noexcept { return lock_file_; }
   const StateOptions& options() const noexcept { return options_; }
 
   /// Takes the run lock of this state, without waiting: one run at a time.
@@ -6069,12 +6244,12 @@ class StateManager {
 
   StateOptions options_;
   Status unusable_;  // why options_ cannot be used, or success
-  std::filesystem::path dir_;
-  std::filesystem::path file_;
-  std::filesystem::path previous_file_;
-  std::filesystem::path lock_file_;
   std::string previous_name_;  // "<file name>.prev"
   std::string lock_name_;      // ".<file name>.lock"
+  std::string dir_;
+  std::string file_;
+  std::string previous_file_;
+  std::string lock_file_;
   Sink sink_;
   Fs fs_;
   detail::OnceFlag swept_;
@@ -6088,9 +6263,9 @@ class StateManager {
 /// cannot be (LogfmtSink).
 /// (Constrained as the class is, so that C++20 compilers rank them alike.)
 template <ATOMIC_STATE_DETAIL_LOG_SINK Sink>
-StateManager(std::filesystem::path, Sink&, StateOptions = {}) -> StateManager<Sink&>;
+StateManager(PathView, Sink&, StateOptions = {}) -> StateManager<Sink&>;
 template <ATOMIC_STATE_DETAIL_LOG_SINK Sink, class Fs>
-StateManager(std::filesystem::path, Sink&, Fs, StateOptions = {})
+StateManager(PathView, Sink&, Fs, StateOptions = {})
     -> StateManager<Sink&, State, FullSync, Fs>;
 
 /// The spelling before 0.2.0: StateManager<Logger, StateT, AtomicWriter<S,
@@ -6107,9 +6282,9 @@ class StateManager<Sink, StateT, AtomicWriter<SyncPolicy, Fs>, PosixFs>
   using Base::Base;
   [[deprecated(
       "StateManager<Sink, StateT, SyncPolicy, Fs>(dir, sink, fs);"
-      " removed in 0.3.0")]] StateManager(std::filesystem::path output_dir, Sink sink,
+      " removed in 0.3.0")]] StateManager(PathView output_dir, Sink sink,
                                           AtomicWriter<SyncPolicy, Fs> writer)
-      : Base(std::move(output_dir), static_cast<Sink&&>(sink),
+      : Base(output_dir, static_cast<Sink&&>(sink),
              static_cast<Fs>(writer.filesystem())) {}
 };
 
@@ -6470,20 +6645,30 @@ void RunLock<Fs>::unlock() noexcept {
 // ------------------------------------------------------------- StateManager --
 
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
-StateManager<L, S, P, F>::StateManager(std::filesystem::path dir, L sink, StateOptions options)
-    : StateManager(std::move(dir), static_cast<L&&>(sink), F(), std::move(options)) {}
+StateManager<L, S, P, F>::StateManager(PathView dir, L sink, StateOptions options)
+    : StateManager(dir, static_cast<L&&>(sink), F(), std::move(options)) {}
+
+namespace detail {
+// "dir/name", joined as std::filesystem's operator/ joins a file name to a
+// directory: an empty dir is the working directory, a trailing '/' is not
+// doubled.
+inline std::string path_in(std::string_view dir, std::string_view name) {
+  std::string path(dir);
+  if (!path.empty() && path.back() != '/') path += '/';
+  return path.append(name);
+}
+}  // namespace detail
 
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
-StateManager<L, S, P, F>::StateManager(std::filesystem::path dir, L sink, F fs,
-                                       StateOptions options)
+StateManager<L, S, P, F>::StateManager(PathView dir, L sink, F fs, StateOptions options)
     : options_(std::move(options)),
       unusable_(options_.check()),
-      dir_(std::move(dir)),
-      file_(dir_ / options_.file_name),
-      previous_file_(dir_ / (options_.file_name + ".prev")),
-      lock_file_(dir_ / ("." + options_.file_name + ".lock")),
-      previous_name_(previous_file_.filename().native()),
-      lock_name_(lock_file_.filename().native()),
+      previous_name_(options_.file_name + ".prev"),
+      lock_name_("." + options_.file_name + ".lock"),
+      dir_(dir.text()),
+      file_(detail::path_in(dir_, options_.file_name)),
+      previous_file_(detail::path_in(dir_, previous_name_)),
+      lock_file_(detail::path_in(dir_, lock_name_)),
       sink_(static_cast<L&&>(sink)),
       fs_(static_cast<F&&>(fs)) {}
 
@@ -6496,7 +6681,7 @@ void StateManager<L, S, P, F>::log(Level level, std::string_view message, Fields
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
 Status StateManager<L, S, P, F>::failure(Step step, int neg_errno, const char* note,
                                          std::string_view detail) const noexcept {
-  return Status(step, detail::system_error(neg_errno), file_.native(), {}, false, note, detail);
+  return Status(step, detail::system_error(neg_errno), file_, {}, false, note, detail);
 }
 
 namespace detail {
@@ -6552,14 +6737,14 @@ Status StateManager<L, S, P, F>::open_directory(const detail::DirectoryPath& dir
   if (dir_fd >= 0) return {};
   const int error = std::exchange(dir_fd, -1);
   if (error != -ENOENT)
-    return Status(Step::open_directory, detail::system_error(error), dir.view(), file_.native());
-  return detail::find_dangling_link(fs, dir.view(), file_.native());
+    return Status(Step::open_directory, detail::system_error(error), dir.view(), file_);
+  return detail::find_dangling_link(fs, dir.view(), file_);
 }
 
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
 Status StateManager<L, S, P, F>::missing_directory(
     const detail::DirectoryPath& dir) const noexcept {
-  return Status(Step::open_directory, detail::system_error(-ENOENT), dir.view(), file_.native(),
+  return Status(Step::open_directory, detail::system_error(-ENOENT), dir.view(), file_,
                 false,
                 "the state directory is missing and StateOptions::create_directory is false: is "
                 "its volume mounted?");
@@ -6571,7 +6756,7 @@ template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
 Result<RunLock<F>> StateManager<L, S, P, F>::try_lock_run() noexcept {
   constexpr const char* context = "take the run lock";
   if (!unusable_.ok()) return unusable_.within(context);
-  const detail::DirectoryPath dir(dir_.native());
+  const detail::DirectoryPath dir(dir_);
   if (!dir.ok()) return dir.problem(Step::check_path).within(context);
   int dir_fd = -1;
   if (Status opened = open_directory(dir, dir_fd); !opened) return opened.within(context);
@@ -6582,7 +6767,7 @@ Result<RunLock<F>> StateManager<L, S, P, F>::try_lock_run() noexcept {
   const detail::ClosingFd<FsRef> closing(fs_, dir_fd);
   detail::Retrying<FsRef> fs(fs_);
   if (const int r = fs.check_writable(dir_fd); r < 0)
-    return Status(Step::lock_run, detail::system_error(r), dir.view(), file_.native(), false,
+    return Status(Step::lock_run, detail::system_error(r), dir.view(), file_, false,
                   "the state directory is not writable: no save could succeed")
         .within(context);
   const int fd = fs.open_or_create(dir_fd, lock_name_.c_str(), 0600);
@@ -6616,14 +6801,14 @@ Status StateManager<L, S, P, F>::create_directory(const detail::DirectoryPath& d
   dir_fd = fs.open_directory(dir.c_str());
   if (dir_fd >= 0) return {};
   return Status(Step::open_directory, detail::system_error(std::exchange(dir_fd, -1)), dir.view(),
-                file_.native());
+                file_);
 }
 
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
 Status StateManager<L, S, P, F>::lock_failure(int neg_errno, const char* note,
                                               std::string_view detail) const noexcept {
-  return Status(Step::lock_run, detail::system_error(neg_errno), lock_file_.native(),
-                file_.native(), false, note, detail);
+  return Status(Step::lock_run, detail::system_error(neg_errno), lock_file_,
+                file_, false, note, detail);
 }
 
 // Another run holds the lock: says so, with the pid the holder wrote into
@@ -6642,7 +6827,7 @@ Status StateManager<L, S, P, F>::lock_held(int fd) noexcept {
   const std::string_view detail =
       digits > 0 ? std::string_view(holder, 12 + digits) : std::string_view();
   return Status(Step::lock_run, std::make_error_code(std::errc::resource_unavailable_try_again),
-                lock_file_.native(), file_.native(), false, "another run holds it", detail);
+                lock_file_, file_, false, "another run holds it", detail);
 }
 
 // Writes this process's pid into the lock file, for a run that finds the
@@ -6665,7 +6850,7 @@ template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
 Result<Loaded<S>> StateManager<L, S, P, F>::load_state() noexcept {
   constexpr const char* context = "load state file";
   if (!unusable_.ok()) return unusable_.within(context);
-  const detail::DirectoryPath dir(dir_.native());
+  const detail::DirectoryPath dir(dir_);
   if (!dir.ok()) return dir.problem(Step::check_path).within(context);
   Text text;
   FileInfo info;
@@ -6673,8 +6858,8 @@ Result<Loaded<S>> StateManager<L, S, P, F>::load_state() noexcept {
   // Once swept, a load reads the state file by its path, as any reader
   // would; the directory is opened only when there is work there (a
   // missing file to explain, a corrupt one to copy).
-  if (swept_.is_set() && file_.native().size() < ATOMIC_STATE_PATH_MAX) {
-    if (Status read = read_file(AT_FDCWD, file_.c_str(), file_.native(), text, info, missing);
+  if (swept_.is_set() && file_.size() < ATOMIC_STATE_PATH_MAX) {
+    if (Status read = read_file(AT_FDCWD, file_.c_str(), file_, text, info, missing);
         !read)
       return read.within(context);
     if (!missing) return use_state_text(-1, dir, text.view(), info);
@@ -6689,7 +6874,7 @@ Result<Loaded<S>> StateManager<L, S, P, F>::load_state() noexcept {
   if (swept_.first()) (void)sweep_temp_files(dir_fd, dir.view());
   missing = false;
   if (Status read =
-          read_file(dir_fd, options_.file_name.c_str(), file_.native(), text, info, missing);
+          read_file(dir_fd, options_.file_name.c_str(), file_, text, info, missing);
       !read)
     return read.within(context);
   if (missing) return first_run(dir_fd);
@@ -6713,20 +6898,20 @@ Result<Loaded<S>> StateManager<L, S, P, F>::use_state_text(int dir_fd,
     int opened_fd = -1;
     if (Status opened = open_directory(dir, opened_fd); !opened) return opened.within(context);
     if (opened_fd < 0)  // the directory went away since the file was read
-      return Status(Step::open_directory, detail::system_error(-ENOENT), dir.view(), file_.native())
+      return Status(Step::open_directory, detail::system_error(-ENOENT), dir.view(), file_)
           .within(context);
     const detail::ClosingFd<FsRef> closing(fs_, opened_fd);
     return load_corrupt(opened_fd, text, info, problem.view());
   }
   if (decoded != detail::Decoded::valid)
-    return refused(decoded, file_.native(), problem.view()).within(context);
+    return refused(decoded, file_, problem.view()).within(context);
   loaded.origin = LoadOrigin::saved;
   if (version < detail::schema_version<S>::value)
     log(Level::info, "state file upgraded",
-        {{"path", file_.native()},
+        {{"path", file_},
          {"from_version", version},
          {"to_version", detail::schema_version<S>::value}});
-  detail::StateCodec<S>::log_loaded(loaded, file_.native(), [&](Fields fields) noexcept {
+  detail::StateCodec<S>::log_loaded(loaded, file_, [&](Fields fields) noexcept {
     log(Level::debug, "state loaded", fields);
   });
   return Result<Loaded<S>>(std::move(loaded));
@@ -6742,9 +6927,9 @@ Result<Loaded<S>> StateManager<L, S, P, F>::first_run(int dir_fd) noexcept {
   if (options_.keep_previous && dir_fd >= 0 &&
       detail::Retrying<FsRef>(fs_).entry_info(dir_fd, previous_name_.c_str(), previous) >= 0)
     log(Level::warn, "no state file found but a previous one exists, treating as first run",
-        {{"path", file_.native()}, {"previous", previous_file_.native()}});
+        {{"path", file_}, {"previous", previous_file_}});
   else
-    log(Level::info, "no state file found, treating as first run", {{"path", file_.native()}});
+    log(Level::info, "no state file found, treating as first run", {{"path", file_}});
   Loaded<S> loaded;
   loaded.origin = LoadOrigin::first_run;
   return Result<Loaded<S>>(std::move(loaded));
@@ -6788,14 +6973,14 @@ Result<Loaded<S>> StateManager<L, S, P, F>::load_corrupt(int dir_fd, std::string
   if (options_.keep_previous)
     if (Status read = load_previous(dir_fd, loaded, found); !read) return read.within(context);
   if (!found && options_.on_corrupt == OnCorrupt::fail)
-    return refused(detail::Decoded::corrupt, file_.native(), problem).within(context);
+    return refused(detail::Decoded::corrupt, file_, problem).within(context);
   loaded.origin = found ? LoadOrigin::previous : LoadOrigin::recovered;
   if (Status kept = keep_corrupt_copy(dir_fd, bytes, info, loaded); !kept)
     return kept.within(context);
 
-  Field fields[4] = {{"path", file_.native()}, {"error", problem}};
+  Field fields[4] = {{"path", file_}, {"error", problem}};
   std::size_t count = 2;
-  if (found) fields[count++] = Field("previous", previous_file_.native());
+  if (found) fields[count++] = Field("previous", previous_file_);
   if (!loaded.corrupt_copy.empty()) fields[count++] = Field("copied_to", loaded.corrupt_copy);
   log(Level::warn,
       found ? "state file corrupted, loading the previous state"
@@ -6813,7 +6998,7 @@ Status StateManager<L, S, P, F>::load_previous(int dir_fd, Loaded<S>& loaded,
   FileInfo info;
   bool missing = false;
   if (Status read =
-          read_file(dir_fd, previous_name_.c_str(), previous_file_.native(), text, info, missing);
+          read_file(dir_fd, previous_name_.c_str(), previous_file_, text, info, missing);
       !read)
     return read;
   if (missing) return {};
@@ -6825,10 +7010,10 @@ Status StateManager<L, S, P, F>::load_previous(int dir_fd, Loaded<S>& loaded,
     return {};
   }
   if (decoded != detail::Decoded::corrupt)
-    return refused(decoded, previous_file_.native(), problem.view());
+    return refused(decoded, previous_file_, problem.view());
   static_cast<S&>(loaded) = S{};
   log(Level::warn, "previous state file corrupted too",
-      {{"path", previous_file_.native()}, {"error", problem.view()}});
+      {{"path", previous_file_}, {"error", problem.view()}});
   return {};
 }
 
@@ -6836,7 +7021,7 @@ template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
 Result<TempSweep> StateManager<L, S, P, F>::remove_stale_temp_files() noexcept {
   (void)swept_.first();
   if (!unusable_.ok()) return unusable_;
-  const detail::DirectoryPath dir(dir_.native());
+  const detail::DirectoryPath dir(dir_);
   if (!dir.ok()) return dir.problem(Step::check_path);
   int dir_fd = -1;
   if (Status opened = open_directory(dir, dir_fd); !opened) return opened;
@@ -6953,7 +7138,7 @@ Status StateManager<L, S, P, F>::keep_corrupt_copy(int dir_fd, std::string_view 
   if (options_.corrupt_copies == 0) return {};
   char name[ATOMIC_STATE_NAME_MAX + 1];
   if (Status kept = copy_aside(dir_fd, bytes, info, name); !kept) return kept;
-  const detail::JoinedPath copy(dir_.native(), name);
+  const detail::JoinedPath copy(dir_, name);
   ATOMIC_STATE_DETAIL_TRY { loaded.corrupt_copy.assign(copy.view().data(), copy.view().size()); }
   ATOMIC_STATE_DETAIL_CATCH_ALL { return failure(Step::copy_aside, -ENOMEM); }
   remove_old_copies(dir_fd, name);
@@ -7040,7 +7225,7 @@ void StateManager<L, S, P, F>::remove_old_copies(int dir_fd, const char* kept) n
     const int listed = census.run();
     if (listed < 0 || census.count() <= options_.corrupt_copies || census.oldest()[0] == '\0')
       return;
-    const detail::JoinedPath path(dir_.native(), census.oldest());
+    const detail::JoinedPath path(dir_, census.oldest());
     if (const int r = fs.unlink(dir_fd, census.oldest()); r < 0 && r != -ENOENT) {
       ATOMIC_STATE_DETAIL_TRY {
         log(Level::warn, "old corrupt copy could not be removed",
@@ -7078,7 +7263,7 @@ Status StateManager<L, S, P, F>::copy_aside(int dir_fd, std::string_view bytes,
     *end = '\0';
     Copy found = existing_copy(dir_fd, name, bytes, unreadable);
     if (found == Copy::absent) {
-      const detail::JoinedPath path(dir_.native(), name);
+      const detail::JoinedPath path(dir_, name);
       const Status written = writer().write_new(path.view(), bytes, WriteOptions{0600, false});
       // Renamed but not known durable is kept all the same: the corrupt
       // file itself stays until a save replaces it, and that save syncs
@@ -7104,7 +7289,7 @@ Status StateManager<L, S, P, F>::copy_failed(const Status& written,
   detail::TextBuffer<256> how;
   const bool described =
       how.append(to_string(written.step())) && how.append(" ") && how.append(written.path());
-  return Status(Step::copy_aside, written.code(), file_.native(), copy, false, nullptr,
+  return Status(Step::copy_aside, written.code(), file_, copy, false, nullptr,
                 described ? how.view() : std::string_view());
 }
 
@@ -7259,13 +7444,13 @@ Status StateManager<L, S, P, F>::encode(const S& state,
 // load found corrupt, or one already kept.
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
 Status StateManager<L, S, P, F>::keep_previous() noexcept {
-  const detail::DirectoryPath dir(dir_.native());
+  const detail::DirectoryPath dir(dir_);
   if (!dir.ok()) return {};  // the write says why
   detail::Retrying<FsRef> fs(fs_);
   const int dir_fd = fs.open_directory(dir.c_str());
   if (dir_fd == -ENOENT) return {};
   if (dir_fd < 0)
-    return Status(Step::open_directory, detail::system_error(dir_fd), dir.view(), file_.native());
+    return Status(Step::open_directory, detail::system_error(dir_fd), dir.view(), file_);
   const detail::ClosingFd<FsRef> closing(fs_, dir_fd);
   return link_previous(dir_fd);
 }
@@ -7280,8 +7465,8 @@ Status StateManager<L, S, P, F>::link_previous(int dir_fd) noexcept {
 #endif
                           neg_errno == -EMLINK;
     return Status(
-        Step::keep_previous, detail::system_error(neg_errno), file_.native(),
-        previous_file_.native(), false,
+        Step::keep_previous, detail::system_error(neg_errno), file_,
+        previous_file_, false,
         no_links ? "StateOptions::keep_previous needs a filesystem with hard links" : nullptr);
   };
   detail::Retrying<FsRef> fs(fs_);
@@ -7309,8 +7494,8 @@ Status StateManager<L, S, P, F>::link_previous(int dir_fd) noexcept {
     }
     if (P::directory)
       if (r = fs.sync_full(dir_fd); r < 0)
-        return Status(Step::sync_directory, detail::system_error(r), dir_.native(),
-                      previous_file_.native());
+        return Status(Step::sync_directory, detail::system_error(r), dir_,
+                      previous_file_);
     return {};
   }
   return failed(-EEXIST);

@@ -1,38 +1,57 @@
-// atomic-write: a durable `sponge`. Reads standard input to the end and
-// atomically replaces FILE with it, so `sort f | atomic-write f` is safe and
-// a crash at any moment leaves FILE either as it was or complete.
+// atomic-write: a durable `sponge`. Reads standard input to the end (or
+// runs a command and reads its output) and atomically replaces FILE with
+// it, so `sort f | atomic-write f` is safe and a crash at any moment leaves
+// FILE either as it was or complete.
 //
 //   atomic-write [--mode MODE] [--sync full|data|none] [--no-empty]
-//                [--min-bytes N] [--] FILE
+//                [--min-bytes N] [--no-follow] [-p] [--] FILE [-- COMMAND [ARG]...]
 //
-// FILE keeps its mode, and run as root its owner and group, as sponge and
-// QSaveFile do: `sort -u secret | atomic-write secret` must not leave a 0600
-// file 0644. A new FILE, or a symlink (replaced, not followed: it has no mode
-// of its own), gets 0644 and the caller's owner. --mode sets the mode
-// instead. MODE is 1 to 5 octal digits, 0 to 7777. An option's value follows
-// it, or an "=" (--mode=0640). After "--" every argument is FILE (`-- -name`
-// writes a file named -name); there is exactly one FILE, and it is not "-".
+// FILE keeps what the editors keep: its mode, its POSIX ACL and SELinux
+// context, its group (root: owner and group; a normal user: the group, where
+// they are in it), through the library's ModeFrom::existing, which refuses
+// the save rather than leave FILE open wider than it was. A new FILE gets
+// 0666 & ~umask, as any file a program creates. --mode sets the mode
+// instead, and then exactly: FILE's ACL and context are not kept, its owner
+// and group are. MODE is 1 to 5 octal digits, 0 to 7777. An option's value
+// follows it, or an "=" (--mode=0640). After a first "--" the next argument
+// is FILE (`-- -name` writes a file named -name); after FILE, a "--" starts
+// COMMAND. There is exactly one FILE, and it is not "-".
+//
+// A symlink at FILE is followed, as every file tool does: the file it leads
+// to is replaced, in its own directory, and the link stays (a dangling one
+// is refused). --no-follow replaces the link itself, as a new file. Missing
+// parent directories are an error (a typo or an unmounted volume must not
+// write to the wrong disk); -p/--parents makes them. A FILE with other hard
+// links is replaced under its name only: the other names keep the old file,
+// as with `sed -i`.
 //
 // A pipe does not carry the exit status of the command before it: a grep
 // that matched nothing, or a command killed half-way, leaves atomic-write
-// short input and exit 0 from its writer. --no-empty refuses empty input and
-// --min-bytes N input of fewer than N bytes: exit 1, nothing created. Until
-// N bytes have come, they are held in memory.
+// short input and exit 0 from its writer. `atomic-write FILE -- COMMAND`
+// closes that hole: COMMAND's standard output goes to the temp file and is
+// committed only when COMMAND exits 0; otherwise atomic-write exits with
+// COMMAND's status (128 + the signal that killed it; 127 when it cannot be
+// found, 126 when it cannot be run), FILE untouched. --no-empty refuses
+// empty input and --min-bytes N input of fewer than N bytes: exit 1, nothing
+// created. Until N bytes have come, they are held in memory.
 //
 // FILE is a regular file or missing. A FILE that is (or is a symlink to) a
 // device, FIFO, socket or directory is refused before anything is written:
-// replacing it would leave a regular file where /dev/null was. A symlink to
-// a regular file is itself replaced, as the library documents.
+// replacing it would leave a regular file where /dev/null was.
 //
-// Interrupted by SIGHUP, SIGINT or SIGTERM, it removes its temp file and
-// dies of that signal; FILE is as it was (or complete, had the rename been
-// done). After SIGKILL the temp file stays; it is never read, and the
-// library's sweep of the directory removes it.
+// Interrupted by SIGHUP, SIGINT or SIGTERM, it removes its temp file, passes
+// the signal on to COMMAND, and dies of that signal; FILE is as it was (or
+// complete, had the rename been done). After SIGKILL the temp file stays; it
+// is never read, and the library's sweep of the directory removes it.
 //
 // Exit status: 0 replaced; 1 failed or refused, FILE unchanged; 2 usage
-// error; 3 FILE replaced, but the directory sync failed (not known durable).
+// error; 3 FILE replaced, but the directory sync failed (not known durable);
+// with COMMAND, COMMAND's own failing status, FILE unchanged.
 #include <fcntl.h>
+#include <limits.h>
+#include <spawn.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -43,27 +62,45 @@
 #include <cstring>
 #include <iterator>
 #include <new>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "atomic_state.hpp"
+
+// posix_spawnp passes it on to COMMAND; declared by <unistd.h> on glibc
+// only (with _GNU_SOURCE), so declared here for the others.
+extern char** environ;  // NOLINT(readability-redundant-declaration)
 
 namespace {
 
 constexpr int kReplaced = 0, kFailed = 1, kUsage = 2, kNotDurable = 3;
 
 const char kUsageText[] =
-    "usage: atomic-write [OPTION]... [--] FILE\n"
+    "usage: atomic-write [OPTION]... [--] FILE [-- COMMAND [ARG]...]\n"
     "Reads standard input to the end and atomically replaces FILE with it:\n"
     "`sort -u f | atomic-write f` is safe, and a crash leaves FILE old or new.\n"
+    "With FILE -- COMMAND, runs COMMAND and replaces FILE with its standard\n"
+    "output only if it exits 0.\n"
     "\n"
-    "FILE keeps its mode and, run as root, its owner and group. A new FILE gets\n"
-    "mode 0644 and the caller's owner; so does a symlink at FILE, which is\n"
-    "replaced, not followed. FILE must be a regular file or missing: a device,\n"
-    "FIFO, socket or directory (or a symlink to one) is refused. \"-\" is\n"
-    "refused too: write ./- for a file named -.\n"
+    "FILE keeps its mode, its ACL and SELinux context, and its group: run as\n"
+    "root its owner and group, run as a normal user its group where the user\n"
+    "is in it. Where these cannot be copied, FILE is left as it was rather than\n"
+    "replaced more open. A new FILE gets mode 0666 & ~umask and the caller's\n"
+    "owner. A symlink at FILE is followed: the file it leads to is replaced, in\n"
+    "its own directory, and a dangling one is refused. FILE must be a regular\n"
+    "file or missing: a device, FIFO, socket or directory (or a symlink to one)\n"
+    "is refused. \"-\" is refused too: write ./- for a file named -. A FILE with\n"
+    "other hard links is replaced under its name only: the other names keep the\n"
+    "old file (the link is broken, as by sed -i). FILE's directory must exist\n"
+    "(-p makes it).\n"
     "\n"
-    "  --mode MODE    give FILE this mode instead: 1 to 5 octal digits, 0 to 7777\n"
+    "  --mode MODE    give FILE exactly this mode (not kept, not from the umask):\n"
+    "                 1 to 5 octal digits, 0 to 7777; FILE's ACL and context\n"
+    "                 are then not kept, its owner and group are\n"
+    "  --no-follow    replace a symlink at FILE itself, as a new file\n"
+    "  -p, --parents  make FILE's missing parent directories (as mkdir -p)\n"
     "  --sync LEVEL   full: fsync file and directory (default)\n"
     "                 data: fdatasync file, fsync directory\n"
     "                 none: no sync; survives a crash of this program, not a\n"
@@ -71,35 +108,48 @@ const char kUsageText[] =
     "  --no-empty     refuse empty input: exit 1, nothing written\n"
     "  --min-bytes N  refuse input of fewer than N bytes: exit 1, nothing\n"
     "                 written (the first N bytes are held in memory)\n"
-    "  --             ends the options: `-- -name` writes a file named -name\n"
+    "  --             ends the options: `-- -name` writes a file named -name;\n"
+    "                 after FILE, starts COMMAND\n"
     "  -h, --help     print this text\n"
     "  --version      print the version\n"
     "A value follows its option as the next argument or after \"=\": --mode=0640.\n"
     "\n"
     "A pipe does not carry the exit status of the command before it: if that\n"
     "command fails or is killed, atomic-write sees short input and replaces\n"
-    "FILE with it. `set -o pipefail` only reports it, too late. Keep the output\n"
-    "first:  set -o pipefail; out=$(cmd) && printf '%s\\n' \"$out\" | atomic-write f\n"
-    "or refuse short input with --no-empty or --min-bytes.\n"
+    "FILE with it. `set -o pipefail` only reports it, too late. Run the command\n"
+    "instead:  atomic-write f -- sort -u f\n"
+    "FILE -- COMMAND [ARG]... runs COMMAND (found in PATH) with atomic-write's\n"
+    "standard input and error, its standard output going to the temp file; FILE\n"
+    "is replaced only when COMMAND exits 0. Otherwise atomic-write exits with\n"
+    "COMMAND's status, or 128 + the signal that killed it, or 127 (not found)\n"
+    "or 126 (not runnable), FILE unchanged. FILE is checked and its temp file\n"
+    "made before COMMAND starts, so a FILE that cannot be written runs no\n"
+    "COMMAND; --no-empty and --min-bytes apply to COMMAND's output, and with\n"
+    "them nothing is created until that much output has come.\n"
     "\n"
     "Interrupted (SIGHUP, SIGINT, SIGTERM) before the rename, it removes its\n"
-    "temp file and leaves FILE as it was.\n"
+    "temp file, passes the signal on to COMMAND, and leaves FILE as it was.\n"
     "\n"
     "Exit status:\n"
     "  0  FILE replaced\n"
     "  1  failed or refused: FILE unchanged\n"
     "  2  usage error: FILE unchanged\n"
-    "  3  FILE replaced, but the directory sync failed: not known to be durable\n";
+    "  3  FILE replaced, but the directory sync failed: not known to be durable\n"
+    "  N  with COMMAND: COMMAND's failing status (126, 127, 128 + signal too):\n"
+    "     FILE unchanged\n";
 
 struct Options {
   enum class Action { replace, help, version };
   Action action = Action::replace;
-  unsigned mode = 0644;
+  unsigned mode = 0;        // --mode's value
   bool mode_given = false;  // else FILE's own mode is kept
   std::string_view sync = "full";
   bool no_empty = false;
   std::uint64_t min_bytes = 0;
+  bool follow = true;    // a symlink at FILE: replace the file it leads to
+  bool parents = false;  // make missing parent directories
   const char* file = nullptr;
+  char** command = nullptr;  // FILE -- COMMAND [ARG]...: argv's tail, null-terminated
 
   // The fewest bytes of input that may replace FILE.
   std::uint64_t least_input() const { return no_empty && min_bytes == 0 ? 1 : min_bytes; }
@@ -148,13 +198,20 @@ bool parse_count(std::string_view text, std::uint64_t& count) {
 }
 
 // Returns kReplaced on success, or the exit status of a usage error. After
-// "--" every argument is FILE, so `-- -name` writes a file named -name; a
-// second FILE anywhere is an error rather than one of them silently dropped.
-// --help and --version end the parsing: what follows them is not looked at.
+// a first "--" the next argument is FILE, so `-- -name` writes a file named
+// -name; once FILE is known, a "--" starts COMMAND, and every argument after
+// it is COMMAND's. A second FILE anywhere is an error rather than one of
+// them silently dropped. --help and --version end the parsing: what follows
+// them is not looked at.
 int parse(int argc, char** argv, Options& options) {
   bool options_ended = false;
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
+    if (arg == "--" && options.file != nullptr) {
+      if (i + 1 == argc) return usage_error("no COMMAND after FILE --", nullptr);
+      options.command = argv + i + 1;  // argv[argc] is a null pointer
+      break;
+    }
     if (options_ended || arg.size() < 2 || arg[0] != '-') {
       // "-" would mean standard output, which has no name to replace.
       if (arg == "-")
@@ -194,6 +251,12 @@ int parse(int argc, char** argv, Options& options) {
     } else if (name == "--no-empty") {
       if (const int status = no_value(Options::Action::replace); status != kReplaced) return status;
       options.no_empty = true;
+    } else if (name == "--no-follow") {
+      if (const int status = no_value(Options::Action::replace); status != kReplaced) return status;
+      options.follow = false;
+    } else if (name == "-p" || name == "--parents") {
+      if (const int status = no_value(Options::Action::replace); status != kReplaced) return status;
+      options.parents = true;
     } else if (name == "--mode") {
       if (!take_value()) return usage_error("--mode needs a value", nullptr);
       if (!parse_mode(value, options.mode))
@@ -229,8 +292,11 @@ int print(const char* text) {
 int report(const atomic_state::Status& status) {
   if (status.ok()) return kReplaced;
   // Exit 3: the library's message says FILE was replaced but is not known
-  // to be durable.
-  std::fprintf(stderr, "atomic-write: %s\n", status.message().c_str());
+  // to be durable. A missing directory is not made without -p: say so.
+  const bool missing_directory =
+      status.step() == atomic_state::Step::open_directory && status.code().value() == ENOENT;
+  std::fprintf(stderr, "atomic-write: %s%s\n", status.message().c_str(),
+               missing_directory ? " (-p makes missing directories)" : "");
   return status.replaced() ? kNotDurable : kFailed;
 }
 
@@ -264,16 +330,20 @@ bool refuse_special_file(const char* file) {
   return true;
 }
 
-// The full path of the open transaction's temp file, for the signal handler:
-// written before the handler is installed, only read while it is.
+// The full path of the open transaction's temp file, for the signal handler
+// (empty: none yet), written with the signals blocked; and COMMAND's process
+// while it runs (0: none).
 char temp_path[ATOMIC_STATE_PATH_MAX + 16];
+volatile std::sig_atomic_t command_pid = 0;
 constexpr int kCleanupSignals[] = {SIGHUP, SIGINT, SIGTERM};
 
-// Async-signal-safe: unlink, sigaction and raise only. The signal is blocked
-// while this runs, so the re-raised one is delivered, now with the default
-// action, as the handler returns: the exit status still names the signal.
+// Async-signal-safe: unlink, kill, sigaction and raise only. The signal is
+// blocked while this runs, so the re-raised one is delivered, now with the
+// default action, as the handler returns: the exit status still names the
+// signal.
 void remove_temp_and_die(int sig) {
-  (void)::unlink(temp_path);
+  if (temp_path[0] != '\0') (void)::unlink(temp_path);
+  if (command_pid > 0) (void)::kill(static_cast<pid_t>(command_pid), sig);
   struct sigaction default_action {};
   default_action.sa_handler = SIG_DFL;
   (void)::sigaction(sig, &default_action, nullptr);
@@ -282,12 +352,14 @@ void remove_temp_and_die(int sig) {
 
 // Ctrl-C, a hangup or a kill while the tool waits for input would otherwise
 // end it without the transaction's destructor, leaving a 0600 temp file of
-// partial input for good. Armed once begin() has made the temp file, until
-// the transaction is over; the destructor restores the old dispositions. A
-// signal ignored at start (nohup, a background job's SIGINT) stays ignored.
-// After the rename the name is free, so a signal in the moment before the
-// disarming finds nothing to remove. SIGKILL cannot be caught: its temp file
-// stays, never read, until the library's sweep of the directory.
+// partial input for good, and COMMAND running on. Armed before COMMAND
+// starts and before begin() makes the temp file, whose name it is then
+// given, until the transaction is over; the destructor restores the old
+// dispositions. A signal ignored at start (nohup, a background job's
+// SIGINT) stays ignored. After the rename the name is free, so a signal in
+// the moment before the disarming finds nothing to remove. SIGKILL cannot
+// be caught: its temp file stays, never read, until the library's sweep of
+// the directory.
 class RemoveTempOnSignal {
  public:
   RemoveTempOnSignal() = default;
@@ -296,16 +368,10 @@ class RemoveTempOnSignal {
   ~RemoveTempOnSignal() {
     for (std::size_t i = 0; i < kSignals; ++i)
       if (installed_[i]) (void)::sigaction(kCleanupSignals[i], &previous_[i], nullptr);
+    temp_path[0] = '\0';
   }
 
-  // The temp file is `temp_name` in FILE's directory: FILE up to and
-  // including its last slash, or the working directory.
-  void arm(const char* file, std::string_view temp_name) {
-    const char* slash = std::strrchr(file, '/');
-    const int dir_len = slash == nullptr ? 0 : static_cast<int>(slash - file + 1);
-    const int n = std::snprintf(temp_path, sizeof temp_path, "%.*s%.*s", dir_len, file,
-                                static_cast<int>(temp_name.size()), temp_name.data());
-    if (temp_name.empty() || n < 0 || static_cast<std::size_t>(n) >= sizeof temp_path) return;
+  void arm() {
     struct sigaction action {};
     action.sa_handler = remove_temp_and_die;
     sigemptyset(&action.sa_mask);
@@ -318,50 +384,67 @@ class RemoveTempOnSignal {
     }
   }
 
+  // The temp file is `temp_name` in the directory of `file` (FILE, or what
+  // a symlink there leads to): up to and including its last slash, or the
+  // working directory. Written with the signals blocked, so the handler
+  // never reads half a path.
+  void remove_on_signal(const char* file, std::string_view temp_name) {
+    sigset_t block, old;
+    sigemptyset(&block);
+    for (const int sig : kCleanupSignals) sigaddset(&block, sig);
+    (void)::sigprocmask(SIG_BLOCK, &block, &old);
+    const char* slash = std::strrchr(file, '/');
+    const int dir_len = slash == nullptr ? 0 : static_cast<int>(slash - file + 1);
+    const int n = std::snprintf(temp_path, sizeof temp_path, "%.*s%.*s", dir_len, file,
+                                static_cast<int>(temp_name.size()), temp_name.data());
+    if (temp_name.empty() || n < 0 || static_cast<std::size_t>(n) >= sizeof temp_path)
+      temp_path[0] = '\0';
+    (void)::sigprocmask(SIG_SETMASK, &old, nullptr);
+  }
+
  private:
   static constexpr std::size_t kSignals = std::size(kCleanupSignals);
   struct sigaction previous_[kSignals] = {};
   bool installed_[kSignals] = {};
 };
 
-// What the new FILE takes from the file it replaces: its mode and, run as
-// root, its owner and group. Read with lstat, since the library replaces a
-// symlink rather than following it: a symlink has no mode of its own, so it
-// is replaced as a new file would be (0644, the caller's). Read just before
-// the transaction begins; a chmod or chown of FILE after that is lost, as it
-// would be to any rewrite. An lstat that fails for another reason than a
-// missing FILE leaves the defaults: begin() then reports what is wrong.
+// With --mode, what the new FILE still takes from the file it replaces:
+// its owner and group, as without --mode (the library's ModeFrom::existing
+// then gives the mode, ACL and context too). Read with lstat of the file
+// to be replaced (what a symlink at FILE leads to, unless --no-follow: a
+// symlink itself has no owner to keep). Read just before the transaction
+// begins; a chown of FILE after that is lost, as it would be to any
+// rewrite. An lstat that fails leaves nothing to keep: begin() then reports
+// what is wrong.
 struct Kept {
-  unsigned mode = 0644;
   bool owner = false;  // give the new file uid and gid
   uid_t uid = 0;
   gid_t gid = 0;
 };
 
-Kept what_to_keep(const Options& options) {
+Kept what_to_keep(const Options& options, const char* target) {
   Kept kept;
   struct stat old {};
-  if (::lstat(options.file, &old) == 0 && S_ISREG(old.st_mode)) {
-    kept.mode = static_cast<unsigned>(old.st_mode) & 07777u;
-    // Only root can give a file away; anyone else's new file is their own.
-    kept.owner = ::geteuid() == 0;
+  if (options.mode_given && ::lstat(target, &old) == 0 && S_ISREG(old.st_mode)) {
+    kept.owner = true;
     kept.uid = old.st_uid;
     kept.gid = old.st_gid;
   }
-  if (options.mode_given) kept.mode = options.mode;
   return kept;
 }
 
-// THE ONE PLACE FILE's OWNER IS KEPT. The library sets the temp file's mode
-// (fchmod) at commit, before the sync and the rename; this filesystem policy
-// gives the temp file FILE's owner and group first, through the descriptor.
-// So the new file appears under FILE's name already owned as FILE was: a
-// chown after the rename would show a reader root's file in between. And
-// chown before chmod, since chown clears the set-user-ID and set-group-ID
-// bits the mode may hold. Only a regular file: set_mode is also how the
-// library gives a directory it made owner write and search. A failed fchown
-// (a filesystem without owners) fails the save at "set permissions", FILE
-// untouched. When WriteOptions can keep the owner itself, this goes.
+// --mode: FILE's owner and group, kept as ModeFrom::existing keeps them.
+// The library sets the temp file's mode (fchmod) at commit, before the sync
+// and the rename; this filesystem policy gives the temp file FILE's owner
+// and group first, through the descriptor. So the new file appears under
+// FILE's name already owned as FILE was: a chown after the rename would
+// show a reader root's file in between. And chown before chmod, since
+// chown clears the set-user-ID and set-group-ID bits the mode may hold.
+// Only root may give the file away; a normal user keeps the group where
+// they are in it (EPERM otherwise: their own group, silently). Only a
+// regular file: set_mode is also how the library gives a directory it made
+// owner write and search. Any other failed fchown (a filesystem without
+// owners) fails the save at "set permissions", FILE untouched.
 class KeepOwnerFs : public atomic_state::PosixFs {
  public:
   explicit KeepOwnerFs(const Kept& kept) noexcept : kept_(kept) {}
@@ -369,7 +452,11 @@ class KeepOwnerFs : public atomic_state::PosixFs {
     if (kept_.owner) {
       struct stat temp {};
       if (::fstat(fd, &temp) != 0) return -errno;
-      if (S_ISREG(temp.st_mode) && ::fchown(fd, kept_.uid, kept_.gid) != 0) return -errno;
+      if (S_ISREG(temp.st_mode)) {
+        int r = ::fchown(fd, kept_.uid, kept_.gid);
+        if (r != 0 && errno == EPERM) r = ::fchown(fd, static_cast<uid_t>(-1), kept_.gid);
+        if (r != 0 && errno != EPERM) return -errno;
+      }
     }
     return PosixFs::set_mode(fd, mode);
   }
@@ -380,43 +467,157 @@ class KeepOwnerFs : public atomic_state::PosixFs {
 
 char buffer[1 << 16];
 
-// One read of standard input into `buffer`: the bytes read, 0 at its end,
-// -1 after saying why it failed.
-ssize_t read_input(const Options& options) {
-  for (;;) {
-    const ssize_t n = ::read(STDIN_FILENO, buffer, sizeof buffer);
-    if (n >= 0) return n;
-    if (errno == EINTR) continue;
-    std::fprintf(stderr, "atomic-write: read standard input: %s (%s unchanged)\n",
-                 std::strerror(errno), options.file);
-    return -1;
+// Where the bytes come from: standard input, or the pipe from COMMAND's
+// standard output. finish() says, once they have ended, whether they may
+// replace FILE: kReplaced, or COMMAND's failing status.
+class Input {
+ public:
+  explicit Input(const Options& options) : options_(options) {}
+  Input(const Input&) = delete;
+  Input& operator=(const Input&) = delete;
+  ~Input() {
+    if (fd_ != STDIN_FILENO) (void)::close(fd_);
   }
-}
+
+  // Starts COMMAND, its standard output a pipe to this process: kReplaced,
+  // or 127 (not found) or 126 (not runnable) after saying so.
+  int start_command() {
+    int pipe_fds[2];
+    if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return cannot_run(errno);
+    posix_spawn_file_actions_t actions;
+    int r = ::posix_spawn_file_actions_init(&actions);
+    if (r == 0) {
+      // dup2 onto 1 clears close-on-exec there; the pipe's own two ends close.
+      r = ::posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], STDOUT_FILENO);
+      pid_t pid = 0;
+      if (r == 0)
+        r = ::posix_spawnp(&pid, options_.command[0], &actions, nullptr, options_.command, environ);
+      (void)::posix_spawn_file_actions_destroy(&actions);
+      if (r == 0) command_pid = static_cast<std::sig_atomic_t>(pid);
+    }
+    (void)::close(pipe_fds[1]);  // COMMAND's alone: its end is the end of the input
+    if (r != 0) {
+      (void)::close(pipe_fds[0]);
+      return cannot_run(r);
+    }
+    fd_ = pipe_fds[0];
+    return kReplaced;
+  }
+
+  // One read into `buffer`: the bytes read, 0 at the end, -1 after saying
+  // why it failed.
+  ssize_t read() {
+    for (;;) {
+      const ssize_t n = ::read(fd_, buffer, sizeof buffer);
+      if (n >= 0) return n;
+      if (errno == EINTR) continue;
+      std::fprintf(stderr, "atomic-write: read %s: %s (%s unchanged)\n",
+                   options_.command ? "the output of COMMAND" : "standard input",
+                   std::strerror(errno), options_.file);
+      return -1;
+    }
+  }
+
+  // After the end of the input: waits for COMMAND to end.
+  int finish() {
+    if (command_pid == 0) return kReplaced;
+    int status = 0;
+    const auto pid = static_cast<pid_t>(command_pid);
+    pid_t r;
+    while ((r = ::waitpid(pid, &status, 0)) < 0 && errno == EINTR) {
+    }
+    command_pid = 0;
+    const char* name = options_.command[0];
+    if (r < 0) {
+      std::fprintf(stderr, "atomic-write: wait for %s: %s; %s unchanged\n", name,
+                   std::strerror(errno), options_.file);
+      return kFailed;
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return kReplaced;
+    if (WIFSIGNALED(status)) {
+      std::fprintf(stderr, "atomic-write: %s was killed by signal %d (%s); %s unchanged\n", name,
+                   WTERMSIG(status), strsignal(WTERMSIG(status)), options_.file);
+      return 128 + WTERMSIG(status);
+    }
+    std::fprintf(stderr, "atomic-write: %s exited with status %d; %s unchanged\n", name,
+                 WEXITSTATUS(status), options_.file);
+    return WEXITSTATUS(status);
+  }
+
+ private:
+  // As a shell does: 127 when COMMAND is not found, 126 when it cannot run.
+  int cannot_run(int error) const {
+    std::fprintf(stderr, "atomic-write: cannot run %s: %s; %s unchanged\n", options_.command[0],
+                 std::strerror(error), options_.file);
+    return error == ENOENT ? 127 : 126;
+  }
+
+  const Options& options_;
+  int fd_ = STDIN_FILENO;
+};
 
 // Input shorter than --no-empty or --min-bytes allow, refused.
 int refuse_short_input(const Options& options, std::uint64_t got) {
+  const char* what = options.command ? "the output of COMMAND" : "standard input";
   if (got == 0 && options.no_empty)
-    std::fputs("atomic-write: standard input is empty (--no-empty); nothing was written\n", stderr);
+    std::fprintf(stderr, "atomic-write: %s is empty (--no-empty); nothing was written\n", what);
   else
     std::fprintf(stderr,
-                 "atomic-write: standard input has %llu byte%s, fewer than --min-bytes %llu; "
+                 "atomic-write: %s has %llu byte%s, fewer than --min-bytes %llu; "
                  "nothing was written\n",
-                 static_cast<unsigned long long>(got), got == 1 ? "" : "s",
+                 what, static_cast<unsigned long long>(got), got == 1 ? "" : "s",
                  static_cast<unsigned long long>(options.min_bytes));
   return kFailed;
 }
 
-// Streams standard input into the temp file, so input of any size needs no
-// more memory than one buffer. With --no-empty or --min-bytes N, nothing is
-// created (no temp file, no missing directory) until that much input has
-// come: the first bytes wait in memory.
+// Streams the input into the temp file, so input of any size needs no more
+// memory than one buffer. The transaction begins (FILE checked, the temp
+// file made) before COMMAND starts, so that a FILE that cannot be written
+// runs no COMMAND; but with --no-empty or --min-bytes N, nothing is created
+// (no temp file, no missing directory) until that much input has come: the
+// first bytes wait in memory. With COMMAND, nothing is committed before it
+// ended with status 0.
 template <class Sync>
-int replace_from_stdin(const Options& options) {
+int replace(const Options& options, const char* target) {
+  // Declared first, so that it is disarmed only after the transaction's
+  // destructor has removed the temp file.
+  RemoveTempOnSignal cleanup;
+  cleanup.arm();
+
+  // Without --mode, the library keeps mode, owner or group, ACL and
+  // context (ModeFrom::existing); a new FILE gets 0666 & ~umask, read here
+  // (one thread: setting it back at once changes nothing for anyone).
+  atomic_state::WriteOptions write_options;
+  write_options.create_directories = options.parents;
+  if (options.mode_given) {
+    write_options.mode = options.mode;
+  } else {
+    const mode_t mask = ::umask(0);
+    (void)::umask(mask);
+    write_options.mode = 0666u & ~static_cast<unsigned>(mask);
+    write_options.mode_from = atomic_state::ModeFrom::existing;
+  }
+  using Writer = atomic_state::AtomicWriter<Sync, KeepOwnerFs>;
+  Writer writer{KeepOwnerFs(what_to_keep(options, target))};
+  std::optional<typename Writer::Transaction> transaction;
+  const auto begin = [&] {
+    auto begun = writer.begin(target, write_options);
+    if (!begun) return report(begun.status());
+    transaction.emplace(std::move(*begun));
+    cleanup.remove_on_signal(target, transaction->temp_name());
+    return kReplaced;
+  };
+
+  const std::uint64_t least = options.least_input();
+  if (least == 0)
+    if (const int begun = begin(); begun != kReplaced) return begun;
+  Input input(options);
+  if (options.command)
+    if (const int started = input.start_command(); started != kReplaced) return started;
   std::string first;
   bool ended = false;
-  const std::uint64_t least = options.least_input();
   while (!ended && first.size() < least) {
-    const ssize_t n = read_input(options);
+    const ssize_t n = input.read();
     if (n < 0) return kFailed;
     ended = n == 0;
     try {
@@ -428,28 +629,43 @@ int replace_from_stdin(const Options& options) {
       return kFailed;
     }
   }
-  if (first.size() < least) return refuse_short_input(options, first.size());
-
-  const Kept kept = what_to_keep(options);
-  atomic_state::AtomicWriter<Sync, KeepOwnerFs> writer{KeepOwnerFs(kept)};
-  // Declared before the transaction, so that it is disarmed only after the
-  // transaction's destructor has removed the temp file.
-  RemoveTempOnSignal cleanup;
-  auto transaction = writer.begin(options.file, atomic_state::WriteOptions{kept.mode, true});
-  if (!transaction) return report(transaction.status());
-  cleanup.arm(options.file, transaction->temp_name());
+  if (first.size() < least) {
+    if (const int finished = input.finish(); finished != kReplaced) return finished;
+    return refuse_short_input(options, first.size());
+  }
+  if (!transaction)
+    if (const int begun = begin(); begun != kReplaced) return begun;
   if (!first.empty()) {
     if (const auto written = transaction->write(first); !written) return report(written);
     std::string().swap(first);
   }
   while (!ended) {
-    const ssize_t n = read_input(options);
+    const ssize_t n = input.read();
     if (n < 0) return kFailed;  // the transaction's destructor removes the temp file
     ended = n == 0;
     const auto written = transaction->write(std::string_view(buffer, static_cast<std::size_t>(n)));
     if (!written) return report(written);
   }
+  if (const int finished = input.finish(); finished != kReplaced) return finished;
   return report(transaction->commit());
+}
+
+// The file to replace: FILE, or, unless --no-follow, the file a symlink
+// there leads to (resolved here rather than by the library, so that the
+// signal handler knows the temp file's directory). A dangling or looping
+// symlink is refused. Empty after saying why it failed.
+std::string file_to_replace(const Options& options) {
+  struct stat entry {};
+  if (!options.follow || ::lstat(options.file, &entry) != 0 || !S_ISLNK(entry.st_mode))
+    return options.file;
+  char resolved[PATH_MAX];
+  if (::realpath(options.file, resolved) == nullptr) {
+    std::fprintf(stderr,
+                 "atomic-write: %s is a symlink that leads to no file (%s); nothing was written\n",
+                 options.file, std::strerror(errno));
+    return {};
+  }
+  return resolved;
 }
 
 }  // namespace
@@ -467,7 +683,9 @@ int main(int argc, char** argv) {
     return kFailed;
   }
   if (refuse_special_file(options.file)) return kFailed;
-  if (options.sync == "data") return replace_from_stdin<atomic_state::DataSync>(options);
-  if (options.sync == "none") return replace_from_stdin<atomic_state::NoSync>(options);
-  return replace_from_stdin<atomic_state::FullSync>(options);
+  const std::string target = file_to_replace(options);
+  if (target.empty()) return kFailed;
+  if (options.sync == "data") return replace<atomic_state::DataSync>(options, target.c_str());
+  if (options.sync == "none") return replace<atomic_state::NoSync>(options, target.c_str());
+  return replace<atomic_state::FullSync>(options, target.c_str());
 }

@@ -76,6 +76,6 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::cout << next.chain << " slot " << slot << " processed (saved to "
-            << manager.state_file().string() << ")\n";
+            << manager.state_file() << ")\n";
   return 0;
 }

@@ -40,6 +40,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -447,7 +448,7 @@ int main(int argc, char** argv) {
   }
   if (!lock) {
     if (!held_by_another(lock.status())) return fail(lock.status().message());
-    return another_run(logger, lock.status(), manager.lock_file().string());
+    return another_run(logger, lock.status(), manager.lock_file());
   }
 
   as::Result<as::Loaded<as::State>> state = manager.load_state();
@@ -456,7 +457,7 @@ int main(int argc, char** argv) {
   // aside and this run starts as a first run. The warning is logged; the
   // person reading the summary should see it too.
   if (state->origin == as::LoadOrigin::recovered)
-    std::cout << printable(manager.state_file().string()) << " was corrupt; its bytes are kept in "
+    std::cout << printable(manager.state_file()) << " was corrupt; its bytes are kept in "
               << printable(state->corrupt_copy) << "; processing as a first run.\n";
 
   // Where a real collector fetches its data, which may take a while:
@@ -484,7 +485,7 @@ int main(int argc, char** argv) {
   // summary, so after a crash the state never records data whose summary
   // was not written (the next run processes that data again), and a
   // failure before the renames leaves both files as they were.
-  const std::string summary_path = (manager.output_dir() / kSummaryFile).string();
+  const std::string summary_path = std::filesystem::path(manager.output_dir()) / kSummaryFile;
   summary.history = previous_history(summary_path);
   append_snapshot(summary.history, {summary.timestamp, summary.total_tvs, summary.protocol_count});
   std::string out;
@@ -502,6 +503,6 @@ int main(int argc, char** argv) {
   // any, were already replaced.
   if (as::Status saved = manager.save_state(next, batch); !saved) return fail(saved.message());
 
-  print_summary(summary, summary_path, manager.state_file().string());
+  print_summary(summary, summary_path, manager.state_file());
   return 0;
 }

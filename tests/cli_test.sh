@@ -12,9 +12,9 @@ header=$(dirname "$0")/../atomic_state.hpp
 no_temps() { [ -z "$(find "$work" -name '.tmp-*' -print -quit)" ]; }
 hint="Try 'atomic-write --help' for more information."
 
-printf 'hello\n' | "$tool" "$work/a.txt"
+(umask 022 && printf 'hello\n' | "$tool" "$work/a.txt")
 check "writes standard input to FILE (exit 0)" '[ $? -eq 0 ] && [ "$(cat "$work/a.txt")" = hello ]'
-check "default mode is 0644" '[ "$(stat -c %a "$work/a.txt")" = 644 ]'
+check "a new FILE under umask 022 is 0644" '[ "$(stat -c %a "$work/a.txt")" = 644 ]'
 
 printf 'secret' | "$tool" --mode 0600 "$work/b.txt"
 check "--mode sets the exact mode" '[ "$(stat -c %a "$work/b.txt")" = 600 ]'
@@ -32,8 +32,19 @@ head -c 3000000 /dev/urandom > "$work/big.src"
 "$tool" "$work/big.out" < "$work/big.src"
 check "input larger than the read buffer arrives intact" 'cmp -s "$work/big.src" "$work/big.out"'
 
-"$tool" "$work/new/dir/c.txt" < /dev/null
-check "creates missing directories and an empty file" '[ -f "$work/new/dir/c.txt" ] && [ ! -s "$work/new/dir/c.txt" ]'
+# ---- Missing directories are an error (a typo or an unmounted volume must
+# not write to the wrong disk); -p/--parents makes them.
+err=$(printf 'x' | "$tool" "$work/new/dir/c.txt" 2>&1); rc=$?
+check "a missing parent directory is refused (exit 1) and nothing is created" \
+  '[ $rc -eq 1 ] && [ ! -e "$work/new" ]'
+check "the refusal is one line naming the directory and -p" \
+  '[ "$err" = "atomic-write: open directory $work/new/dir for $work/new/dir/c.txt: No such file or directory (-p makes missing directories)" ]'
+for parents in -p --parents; do
+  rm -rf "$work/new"
+  "$tool" "$parents" "$work/new/dir/c.txt" < /dev/null; rc=$?
+  check "$parents creates missing directories and an empty file" \
+    '[ $rc -eq 0 ] && [ -f "$work/new/dir/c.txt" ] && [ ! -s "$work/new/dir/c.txt" ]'
+done
 
 printf 'keep' > "$work/blocker"
 err=$(printf 'x' | "$tool" "$work/blocker/f" 2>&1 >/dev/null); rc=$?
@@ -82,13 +93,26 @@ fi
 mkdir "$special/dir"
 refuse dir "a directory"
 
-# A symlink to a regular file is replaced by the new file, as the library
-# documents; what it pointed to is not written through.
-printf 'old' > "$work/pointee"
-ln -s pointee "$work/link"
+# A symlink at FILE is followed, as by every file tool: the file it leads
+# to is replaced, in its own directory, and keeps its mode; the link stays.
+# --no-follow replaces the link itself.
+mkdir -p "$work/elsewhere"
+printf 'old' > "$work/elsewhere/pointee" && chmod 600 "$work/elsewhere/pointee"
+ln -s elsewhere/pointee "$work/link"
 printf 'new' | "$tool" "$work/link"; rc=$?
-check "a symlink to a regular file is replaced by a regular file" \
-  '[ $rc -eq 0 ] && [ ! -L "$work/link" ] && [ "$(cat "$work/link")" = new ] && [ "$(cat "$work/pointee")" = old ]'
+check "a symlink to a regular file is followed: the file it leads to is replaced, mode kept, link kept" \
+  '[ $rc -eq 0 ] && [ -L "$work/link" ] && [ "$(cat "$work/elsewhere/pointee")" = new ] && [ "$(stat -c %a "$work/elsewhere/pointee")" = 600 ] && [ "$(readlink "$work/link")" = elsewhere/pointee ] && no_temps'
+ln -s link "$work/link-to-link"
+printf 'newer' | "$tool" "$work/link-to-link"; rc=$?
+check "a chain of symlinks is followed to the file" \
+  '[ $rc -eq 0 ] && [ -L "$work/link-to-link" ] && [ "$(cat "$work/elsewhere/pointee")" = newer ]'
+ln -s nowhere "$work/dangling"
+err=$(printf 'new' | "$tool" "$work/dangling" 2>&1); rc=$?
+check "a dangling symlink is refused (exit 1), nothing created" \
+  '[ $rc -eq 1 ] && [ -L "$work/dangling" ] && [ ! -e "$work/nowhere" ] && [[ "$err" == "atomic-write: "*"$work/dangling"* ]] && no_temps'
+(umask 022 && printf 'link' | "$tool" --no-follow "$work/link"); rc=$?
+check "--no-follow replaces the symlink itself with a new file (0666 & ~umask), its target untouched" \
+  '[ $rc -eq 0 ] && [ ! -L "$work/link" ] && [ "$(cat "$work/link")" = link ] && [ "$(stat -c %a "$work/link")" = 644 ] && [ "$(cat "$work/elsewhere/pointee")" = newer ]'
 
 # A mode is 1 to 5 octal digits, 0 to 7777, and nothing else: strtoul took
 # a sign and spaces, and wrapped -1777777777777777777777 round to 0001.
@@ -118,15 +142,15 @@ operands() {
   (cd "$work/ops" && printf 'x' | "$tool" "$@" 2>/dev/null); rc=$?
   made=$(ls -A "$work/ops")
 }
-for args in "a -- b" "-- a b" "a b"; do
+for args in "-- a b" "a b" "a --" "-- a --"; do
   # shellcheck disable=SC2086 # split on purpose
   operands $args
   check "\"$args\" is a usage error (exit 2) and writes nothing" '[ $rc -eq 2 ] && [ -z "$made" ]'
 done
-for args in "-- -weird-name" "-- --mode" "a --"; do
+for args in "-- -weird-name" "-- --mode" "a"; do
   # shellcheck disable=SC2086
   operands $args
-  name=${args//-- /}; name=${name% --}
+  name=${args//-- /}
   check "\"$args\" writes the file $name" \
     '[ $rc -eq 0 ] && [ "$made" = "$name" ] && [ "$(cat "$work/ops/$name")" = x ]'
 done
@@ -143,11 +167,15 @@ for mode in 600 444 640 2755; do
   check "a $mode FILE is replaced and keeps mode $mode" \
     '[ $rc -eq 0 ] && [ "$(cat "$work/keep-$mode")" = new ] && [ "$(stat -c %a "$work/keep-$mode")" = "$mode" ]'
 done
-for mask in 077 000; do
+for mask in 022:644 077:600 002:664 000:666 027:640; do
   rm -f "$work/fresh"
-  (umask "$mask" && printf 'x' | "$tool" "$work/fresh"); rc=$?
-  check "a new FILE gets 0644 under umask $mask" '[ $rc -eq 0 ] && [ "$(stat -c %a "$work/fresh")" = 644 ]'
+  (umask "${mask%:*}" && printf 'x' | "$tool" "$work/fresh"); rc=$?
+  check "a new FILE gets 0666 & ~umask: ${mask#*:} under umask ${mask%:*}" \
+    '[ $rc -eq 0 ] && [ "$(stat -c %a "$work/fresh")" = "${mask#*:}" ]'
 done
+rm -f "$work/fresh"
+(umask 077 && printf 'x' | "$tool" --mode 0644 "$work/fresh"); rc=$?
+check "--mode overrides the umask for a new FILE" '[ $rc -eq 0 ] && [ "$(stat -c %a "$work/fresh")" = 644 ]' 
 for spelling in "--mode 0640" "--mode=0640"; do
   printf 'old' > "$work/override" && chmod 600 "$work/override"
   # shellcheck disable=SC2086 # split on purpose
@@ -155,12 +183,19 @@ for spelling in "--mode 0640" "--mode=0640"; do
   check "$spelling overrides the mode FILE had (0600 becomes 0640)" \
     '[ $rc -eq 0 ] && [ "$(stat -c %a "$work/override")" = 640 ] && [ "$(cat "$work/override")" = new ]'
 done
-# A symlink is replaced, not followed: it has no mode of its own to keep.
+# --no-follow: a symlink has no mode of its own to keep.
 printf 'old' > "$work/private" && chmod 600 "$work/private"
 ln -s private "$work/private-link"
-printf 'new' | "$tool" "$work/private-link"; rc=$?
-check "a symlink at FILE is replaced by a new file of mode 0644, its target untouched" \
+(umask 022 && printf 'new' | "$tool" --no-follow "$work/private-link"); rc=$?
+check "--no-follow: a symlink at FILE is replaced by a new file of mode 0644, its target untouched" \
   '[ $rc -eq 0 ] && [ ! -L "$work/private-link" ] && [ "$(stat -c %a "$work/private-link")" = 644 ] && [ "$(stat -c %a "$work/private")" = 600 ] && [ "$(cat "$work/private")" = old ]'
+
+# A hard-linked FILE: the rename gives the name FILE a new file, so the
+# other names keep the old content, as with sed -i. Documented.
+printf 'old' > "$work/linked" && ln "$work/linked" "$work/other-name"
+printf 'new' | "$tool" "$work/linked"; rc=$?
+check "a hard-linked FILE is replaced under its name; its other names keep the old file" \
+  '[ $rc -eq 0 ] && [ "$(cat "$work/linked")" = new ] && [ "$(cat "$work/other-name")" = old ] && [ "$(stat -c %h "$work/other-name")" = 1 ]'
 
 # ---- As root, FILE keeps its owner and group too, set on the temp file
 # before the rename (so no reader sees root's file), and before the mode
@@ -178,6 +213,51 @@ if [ "$(id -u)" -eq 0 ]; then
   check "as root, a new FILE is root's" '[ $rc -eq 0 ] && [ "$(stat -c "%u:%g" "$work/root-new")" = "0:0" ]'
 else
   skip "FILE keeps its owner and group when run as root: not root"
+fi
+
+# ---- A normal user keeps FILE's group where they are in it (chown allows
+# a group one belongs to), with and without --mode; in a group they are not
+# in, the file is theirs and their group's, as chown allows no other.
+user=47011 group=47012
+if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null; then
+  chmod 711 "$work"  # the user must reach $work/users
+  as_user() { setpriv --reuid=$user --regid=$user --groups="$1" -- "${@:2}"; }
+  mkdir "$work/users" && chown "$user:$user" "$work/users"
+  for opts in "" "--mode 0640"; do
+    printf 'old' > "$work/users/g" && chown "65534:$group" "$work/users/g" && chmod 640 "$work/users/g"
+    # shellcheck disable=SC2086 # split on purpose
+    printf 'new' | as_user "$group" "$tool" $opts "$work/users/g"; rc=$?
+    check "a normal user in FILE's group keeps it${opts:+ ($opts)}: 0640 in group $group, not the user's" \
+      '[ $rc -eq 0 ] && [ "$(cat "$work/users/g")" = new ] && [ "$(stat -c "%u:%g %a" "$work/users/g")" = "$user:$group 640" ]'
+  done
+  printf 'old' > "$work/users/g" && chown "65534:$group" "$work/users/g" && chmod 644 "$work/users/g"
+  printf 'new' | as_user 65533 "$tool" "$work/users/g"; rc=$?
+  check "a normal user not in FILE's group: their own user and group" \
+    '[ $rc -eq 0 ] && [ "$(stat -c "%u:%g %a" "$work/users/g")" = "$user:$user 644" ]'
+else
+  skip "a normal user keeps FILE's group: needs root and setpriv"
+fi
+
+# ---- FILE keeps its POSIX ACL: dropping it made its mask the group bits,
+# so a file closed to its group became group read-write.
+printf 'old' > "$work/acl" && chmod 640 "$work/acl"
+if ! command -v setfacl >/dev/null; then
+  skip "FILE keeps its ACL: no setfacl (Debian: apt-get install acl)"
+elif ! setfacl -m u:65534:rw,g::- "$work/acl" 2>/dev/null; then
+  skip "FILE keeps its ACL: the filesystem of $work takes no POSIX ACLs"
+else
+  before=$(getfacl -cp "$work/acl")
+  printf 'new' | "$tool" "$work/acl"; rc=$?
+  check "FILE keeps its ACL (a named user rw, its group closed) and its mode" \
+    '[ $rc -eq 0 ] && [ "$(cat "$work/acl")" = new ] && [ "$(getfacl -cp "$work/acl")" = "$before" ] && [ "$(stat -c %a "$work/acl")" = 660 ]'
+  mkdir "$work/acl-dir" && setfacl -d -m u:65534:rwx "$work/acl-dir"
+  printf 'old' > "$work/acl-dir/plain" && setfacl -b "$work/acl-dir/plain" && chmod 640 "$work/acl-dir/plain"
+  printf 'new' | "$tool" "$work/acl-dir/plain"; rc=$?
+  check "FILE without an ACL gets none from its directory's default ACL" \
+    '[ $rc -eq 0 ] && [ -z "$(getfacl -cps --skip-base "$work/acl-dir/plain")" ] && [ "$(stat -c %a "$work/acl-dir/plain")" = 640 ]'
+  printf 'newer' | "$tool" --mode 0600 "$work/acl"; rc=$?
+  check "--mode MODE is the whole permission: FILE's ACL is not kept" \
+    '[ $rc -eq 0 ] && [ -z "$(getfacl -cps --skip-base "$work/acl")" ] && [ "$(stat -c %a "$work/acl")" = 600 ]'
 fi
 
 # ---- --no-empty and --min-bytes: a pipe cannot carry the exit status of
@@ -264,10 +344,14 @@ rm -f "$work/usage/-"
 out=$("$tool" --help); rc=$?
 check "--help lists the exit statuses 0, 1, 2 and 3" \
   '[ $rc -eq 0 ] && grep -Eq "^ +0 +FILE replaced" <<<"$out" && grep -Eq "^ +1 +failed or refused" <<<"$out" && grep -Eq "^ +2 +usage error" <<<"$out" && grep -Eq "^ +3 +FILE replaced, but" <<<"$out"'
-check "--help states the mode rule: kept, 0644 for a new file, --mode overrides" \
-  'grep -q "keeps its mode" <<<"$out" && grep -q "0644" <<<"$out" && grep -q "owner" <<<"$out" && grep -q -- "--mode" <<<"$out"'
+check "--help states the mode rule: kept, 0666 & ~umask for a new file, --mode overrides" \
+  'grep -q "keeps its mode" <<<"$out" && grep -q "0666 & ~umask" <<<"$out" && grep -q "owner" <<<"$out" && grep -q -- "--mode" <<<"$out"'
 check "--help lists --no-empty, --min-bytes and --version, and warns about pipes" \
   'grep -q -- "--no-empty" <<<"$out" && grep -q -- "--min-bytes N" <<<"$out" && grep -q -- "--version" <<<"$out" && grep -q "pipefail" <<<"$out"'
+check "--help states the rules of symlinks, new files, directories, hard links, ACLs and groups" \
+  'grep -q -- "--no-follow" <<<"$out" && grep -q "0666" <<<"$out" && grep -q "umask" <<<"$out" && grep -q -- "-p, --parents" <<<"$out" && grep -q "hard link" <<<"$out" && grep -q "ACL" <<<"$out" && grep -q "group" <<<"$out"'
+check "--help documents running a command: FILE -- COMMAND, its exit status, signals" \
+  'grep -q "FILE -- COMMAND" <<<"$out" && grep -q "128" <<<"$out" && grep -q "127" <<<"$out"'
 err=$("$tool" --help 2>&1 >&-); rc=$?
 check "--help to a closed standard output fails (exit 1) and says so" \
   '[ $rc -eq 1 ] && [[ "$err" == "atomic-write: write standard output: "* ]]'
@@ -351,6 +435,80 @@ exec 3>&-
 wait "$pid" 2>/dev/null; rc=$?
 check "SIGHUP ignored on entry (nohup) stays ignored and the run commits" \
   '[ $started -eq 0 ] && [ $rc -eq 0 ] && [ "$(cat "$work/interrupted")" = "partial rest" ]'
+
+# ---- FILE -- COMMAND [ARG]...: the command's standard output goes to the
+# temp file, committed only when it exits 0; otherwise atomic-write exits
+# with its status (128 + the signal that killed it), FILE untouched.
+# commanded ARG...: runs atomic-write $work/cmd ARG... over "keep"; sets rc,
+# err and kept (1 if the same inode still holds "keep").
+commanded() {
+  printf 'keep' > "$work/cmd"
+  local inode
+  inode=$(stat -c %i "$work/cmd")
+  err=$("$tool" "$work/cmd" "$@" 2>&1 </dev/null); rc=$?
+  kept=0
+  cmp -s "$work/cmd" <(printf 'keep') && [ "$(stat -c %i "$work/cmd")" = "$inode" ] && kept=1
+}
+commanded -- printf 'made by %s' printf
+check "FILE -- printf ...: the command's output replaces FILE (exit 0)" \
+  '[ $rc -eq 0 ] && [ "$(cat "$work/cmd")" = "made by printf" ] && [ -z "$err" ] && no_temps'
+for status in 1 2 3 42; do
+  commanded -- sh -c "echo partial; exit $status"
+  check "a command exiting $status: exit $status, FILE untouched, no temp file" \
+    '[ $rc -eq $status ] && [ $kept -eq 1 ] && no_temps'
+done
+check "a failed command is one line naming it and its status" \
+  '[ "$err" = "atomic-write: sh exited with status 42; $work/cmd unchanged" ]'
+commanded -- sh -c 'head -c 200000 /dev/zero; exit 1'
+check "a command failing after more output than a pipe holds: exit 1, FILE untouched" \
+  '[ $rc -eq 1 ] && [ $kept -eq 1 ] && no_temps'
+for sig in TERM KILL INT; do
+  commanded -- sh -c "echo partial; kill -s $sig \$\$"
+  check "a command killed by SIG$sig: exit $((128 + $(kill -l $sig))), FILE untouched" \
+    '[ $rc -eq $((128 + $(kill -l "$sig"))) ] && [ $kept -eq 1 ] && no_temps && [[ "$err" == *"killed by signal"* ]]'
+done
+commanded -- "$work/no-such-command" arg
+check "a command that does not exist: exit 127, one line, FILE untouched" \
+  '[ $rc -eq 127 ] && [ $kept -eq 1 ] && no_temps && [ "$err" = "atomic-write: cannot run $work/no-such-command: No such file or directory; $work/cmd unchanged" ]'
+printf '#!/bin/sh\n' > "$work/not-executable"
+commanded -- "$work/not-executable"
+check "a command that cannot be executed: exit 126, FILE untouched" '[ $rc -eq 126 ] && [ $kept -eq 1 ] && no_temps'
+err=$("$tool" "$work/missing-dir/f" -- touch "$work/ran" 2>&1); rc=$?
+check "a FILE that cannot be written (its directory missing) runs no command: exit 1" \
+  '[ $rc -eq 1 ] && [ ! -e "$work/ran" ] && [ ! -e "$work/missing-dir" ]'
+commanded -- true
+check "a command with no output that exits 0 empties FILE" '[ $rc -eq 0 ] && [ ! -s "$work/cmd" ]'
+commanded --no-empty -- true
+check "--no-empty applies to a command's output: exit 1, FILE untouched" '[ $rc -eq 1 ] && [ $kept -eq 1 ] && no_temps'
+printf '3\n1\n2\n' > "$work/cmd-sorted"
+"$tool" "$work/cmd-sorted" -- sort "$work/cmd-sorted"; rc=$?
+check "FILE -- sort FILE rewrites FILE from itself" '[ $rc -eq 0 ] && [ "$(tr -d "\n" < "$work/cmd-sorted")" = 123 ]'
+printf 'b\na\n' | "$tool" "$work/cmd-stdin" -- sort; rc=$?
+check "the command reads atomic-write's standard input" \
+  '[ $rc -eq 0 ] && [ "$(cat "$work/cmd-stdin")" = "$(printf "a\nb")" ]'
+err=$("$tool" "$work/cmd-stderr" -- sh -c 'echo out; echo diagnostics >&2' 2>&1); rc=$?
+check "the command's standard error stays atomic-write's" \
+  '[ $rc -eq 0 ] && [ "$(cat "$work/cmd-stderr")" = out ] && [ "$err" = diagnostics ]'
+(cd "$work/usage" && "$tool" -- -dashed -- printf x); rc=$?
+check "-- -dashed -- printf x: FILE -dashed from the command" '[ $rc -eq 0 ] && [ "$(cat "$work/usage/-dashed")" = x ]'
+rm -f "$work/usage/-dashed"
+(cd "$work/usage" && "$tool" --mode 0600 f -- --weird 2>/dev/null); rc=$?
+check "after FILE --, every argument is the command, options included" \
+  '[ $rc -eq 127 ] && [ -z "$(ls -A "$work/usage")" ]'
+# SIGTERM to atomic-write while its command runs: the temp file removed,
+# the signal passed on to the command, atomic-write dead of it.
+# gone PID: no such process, or only a zombie left (/proc: no procps needed).
+gone() { [ ! -e "/proc/$1" ] || grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
+printf 'old' > "$work/cmd-signalled"
+"$tool" "$work/cmd-signalled" -- sh -c 'echo partial; exec sleep 30' & pid=$!
+started_temp "$work/cmd-signalled"; started=$?
+command_pid=$(cat /proc/"$pid"/task/*/children 2>/dev/null | tr -d ' ')
+command_pid=${command_pid:-none}
+kill -s TERM "$pid"
+wait "$pid" 2>/dev/null; rc=$?
+for _ in $(seq 50); do gone "$command_pid" && break; sleep 0.1; done
+check "SIGTERM while the command runs: temp removed, FILE kept, the command got it too" \
+  '[ $started -eq 0 ] && [ $rc -eq 143 ] && no_temps && [ "$(cat "$work/cmd-signalled")" = old ] && [ "$command_pid" != none ] && gone "$command_pid"'
 
 check "no temp file is left anywhere" 'no_temps'
 echo "cli: $failures failure(s)"

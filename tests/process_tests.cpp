@@ -341,7 +341,7 @@ void lock_held_by_another_process(const test::fs::path& dir) {
   std::printf("  while the child %d holds it: %s\n", static_cast<int>(pid), message.c_str());
   check(!refused && refused.status().code() == std::errc::resource_unavailable_try_again,
         "the parent's try_lock_run fails with resource_unavailable_try_again");
-  check(message.find(manager.state_file().string()) != std::string::npos,
+  check(message.find(manager.state_file()) != std::string::npos,
         "the failure names the state file");
   check(names_holder(message, pid), "the failure says \"held by pid <the child's pid>\"");
   auto again = manager.try_lock_run();

@@ -35,7 +35,7 @@ struct Setup {
   test::FaultFs fs;
   test::CaptureSink log;
   FaultManager manager;
-  std::string state_path() const { return manager.state_file().string(); }
+  std::string state_path() const { return manager.state_file(); }
   std::string copy_path(const char* suffix = "") const {
     return state_path() + ".corrupt-" + std::to_string(kStamp) + suffix;
   }
@@ -394,7 +394,7 @@ TEST_CASE("taking the run lock survives the failure of any call, and leaks nothi
             // The state file, or the lock file made with a missing directory.
             const std::string message = held.status().message();
             CHECK((message.find(s.state_path()) != std::string::npos ||
-                   message.find(s.manager.lock_file().string()) != std::string::npos));
+                   message.find(s.manager.lock_file()) != std::string::npos));
           }
         }
         CHECK(s.fs.open_descriptors().empty());

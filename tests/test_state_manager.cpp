@@ -31,7 +31,7 @@ struct Fixture {
   test::TempDir dir;
   test::CaptureSink log;
   Manager manager{dir.path(), log};
-  std::string state_path() const { return manager.state_file().string(); }
+  std::string state_path() const { return manager.state_file(); }
   /// A state file with these bytes, modified at kStamp.
   void plant(std::string_view text, mode_t mode = 0644) const {
     test::write_plain(state_path(), text, mode);
@@ -89,7 +89,7 @@ TEST_CASE("a missing state file is a first run", "[state]") {
     CHECK(log.last().level == Level::info);  // the event an operator looks for
     CHECK(log.last().message == "no state file found, treating as first run");
     CHECK(log.last().keys() == std::vector<std::string>{"path"});
-    CHECK(log.last().text("path") == m.state_file().string());
+    CHECK(log.last().text("path") == m.state_file());
     CHECK(test::names_in(other.path()).empty());  // nothing created
   }
 }

@@ -1,14 +1,21 @@
 // AtomicWriter against the real filesystem, in a fresh directory per case.
 #include <fcntl.h>
+#include <grp.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
+#include <initializer_list>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "atomic_state.hpp"
 #include "support/catch.hpp"
+#include "support/child.hpp"
 #include "support/names.hpp"
 
 namespace {
@@ -370,6 +377,263 @@ TEST_CASE("ModeFrom::existing keeps the owner and group of a file another user o
   SECTION("while ModeFrom::given leaves the file to whoever writes it") {
     REQUIRE(AtomicWriter<>{}.write(target, "again").ok());
     CHECK(owner_of(target).uid == 0);
+  }
+}
+
+namespace {
+// A POSIX ACL as the kernel stores it in system.posix_acl_access: version
+// 2, then (tag, permissions, id) entries sorted by tag and id.
+struct AclEntry {
+  std::uint16_t tag;  // 1 user::, 2 user:id, 4 group::, 8 group:id, 0x10 mask, 0x20 other
+  std::uint16_t perm;
+  std::uint32_t id;
+};
+std::string acl_bytes(std::initializer_list<AclEntry> entries) {
+  std::string out(4, '\0');
+  const std::uint32_t version = 2;
+  std::memcpy(out.data(), &version, 4);
+  for (const AclEntry& e : entries) {
+    char entry[8];
+    std::memcpy(entry, &e.tag, 2);
+    std::memcpy(entry + 2, &e.perm, 2);
+    std::memcpy(entry + 4, &e.id, 4);
+    out.append(entry, 8);
+  }
+  return out;
+}
+constexpr std::uint32_t kNoId = 0xFFFFFFFFu;
+// user::rw- user:65534:rw- group::--- mask::rw- other::---: mode 0660 to
+// ls, though the file's group may not read it.
+const std::string kNamedUserAcl =
+    acl_bytes({{1, 6, kNoId}, {2, 6, 65534}, {4, 0, kNoId}, {0x10, 6, kNoId}, {0x20, 0, kNoId}});
+// An extended attribute of `path` (not followed), or "<absent>".
+std::string attribute_of(const std::filesystem::path& path, const char* name) {
+  char value[4096];
+  const ssize_t n = ::lgetxattr(path.c_str(), name, value, sizeof value);
+  return n < 0 ? std::string("<absent>") : std::string(value, static_cast<std::size_t>(n));
+}
+bool set_attribute(const std::filesystem::path& path, const char* name, const std::string& value) {
+  return ::setxattr(path.c_str(), name, value.data(), value.size(), 0) == 0;
+}
+// Whether the filesystem under `dir` takes POSIX ACLs.
+bool takes_acls(const std::filesystem::path& dir) {
+  const auto probe = dir / ".acl-probe";
+  test::write_plain(probe, "", 0640);
+  const bool ok = set_attribute(probe, "system.posix_acl_access", kNamedUserAcl);
+  ::unlink(probe.c_str());
+  return ok;
+}
+}  // namespace
+
+TEST_CASE("ModeFrom::existing keeps the target's access ACL, never widening it to group bits",
+          "[fs][modes][acl]") {
+  struct Row {
+    const char* behaviour;
+    bool target_acl;       // the target has kNamedUserAcl
+    bool default_acl;      // the directory gives new files a default ACL
+    const char* expected;  // the new file's ACL: "target" or "<absent>"
+    unsigned mode;         // the new file's mode
+  };
+  const Row rows[] = {
+      {"an ACL granting a named user is copied, its group entry still closed", true, false,
+       "target", 0660},
+      {"an ACL is copied over the directory's default ACL", true, true, "target", 0660},
+      {"a target without an ACL gives a file without one, whatever the directory's default", false,
+       true, "<absent>", 0640},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.behaviour);
+    TempDir dir;
+    if (!takes_acls(dir.path())) {
+      WARN("not run: the filesystem of " << dir.path() << " takes no POSIX ACLs");
+      return;
+    }
+    const auto target = dir / "f";
+    test::write_plain(target, "old", 0640);
+    if (row.target_acl) REQUIRE(set_attribute(target, "system.posix_acl_access", kNamedUserAcl));
+    if (row.default_acl)
+      REQUIRE(set_attribute(
+          dir.path(), "system.posix_acl_default",
+          acl_bytes(
+              {{1, 7, kNoId}, {2, 7, 65533}, {4, 7, kNoId}, {0x10, 7, kNoId}, {0x20, 7, kNoId}})));
+    const std::string before = attribute_of(target, "system.posix_acl_access");
+    atomic_state::WriteOptions options;
+    options.mode_from = atomic_state::ModeFrom::existing;
+    REQUIRE(AtomicWriter<>{}.write(target, "new", options).ok());
+    CHECK(read_file(target) == "new");
+    CHECK(attribute_of(target, "system.posix_acl_access") ==
+          (std::string(row.expected) == "target" ? before : std::string(row.expected)));
+    CHECK(mode_of(target) == row.mode);
+    CHECK(temp_files_in(dir.path()).empty());
+  }
+}
+
+namespace {
+// A policy that reports a security context on every file, as an SELinux
+// system does, and records what is set: SELinux need not be enabled.
+struct LabelledFs : atomic_state::PosixFs {
+  std::string label = "system_u:object_r:etc_t:s0";
+  ssize_t get_error = 0;  // -errno: get_attribute of the context fails so
+  int set_error = 0;      // -errno: set_attribute of the context fails so
+  std::vector<std::pair<std::string, std::string>> set;  // name, value
+  ssize_t get_attribute(int fd, const char* name, void* value, std::size_t size) noexcept {
+    if (std::string_view(name) != "security.selinux")
+      return PosixFs::get_attribute(fd, name, value, size);
+    if (get_error < 0) return get_error;
+    if (label.size() + 1 > size) return -ERANGE;
+    std::memcpy(value, label.c_str(), label.size() + 1);  // SELinux stores the NUL
+    return static_cast<ssize_t>(label.size() + 1);
+  }
+  int set_attribute(int fd, const char* name, const void* value, std::size_t size) noexcept {
+    if (std::string_view(name) != "security.selinux")
+      return PosixFs::set_attribute(fd, name, value, size);
+    set.emplace_back(name, std::string(static_cast<const char*>(value), size));
+    return set_error;
+  }
+};
+}  // namespace
+
+TEST_CASE("ModeFrom::existing gives the new file the target's security context, or refuses",
+          "[fs][modes][acl]") {
+  struct Row {
+    const char* behaviour;
+    atomic_state::ModeFrom from;
+    bool target_exists;
+    ssize_t get_error;
+    int set_error;
+    int expected_error;  // 0: replaced
+    const char* note;    // in the refusal's message
+  };
+  using atomic_state::ModeFrom;
+  const Row rows[] = {
+      {"the context is copied", ModeFrom::existing, true, 0, 0, 0, ""},
+      {"a context that cannot be set refuses the save", ModeFrom::existing, true, 0, -EACCES,
+       EACCES, "security context"},
+      {"a context that cannot be read refuses the save", ModeFrom::existing, true, -EIO, 0, EIO,
+       "security context"},
+      {"a context too large to copy refuses the save", ModeFrom::existing, true, -ERANGE, 0, ERANGE,
+       "security context"},
+      {"no context where the system has none (ENODATA)", ModeFrom::existing, true, -ENODATA, 0, 0,
+       ""},
+      {"no context where the filesystem has none (ENOTSUP)", ModeFrom::existing, true, -ENOTSUP, 0,
+       0, ""},
+      {"a new file takes no context: nothing to copy", ModeFrom::existing, false, 0, 0, 0, ""},
+      {"ModeFrom::given copies nothing", ModeFrom::given, true, 0, 0, 0, ""},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.behaviour);
+    TempDir dir;
+    const auto target = dir / "f";
+    if (row.target_exists) test::write_plain(target, "old", 0640);
+    LabelledFs fs;
+    fs.get_error = row.get_error;
+    fs.set_error = row.set_error;
+    atomic_state::WriteOptions options;
+    options.mode_from = row.from;
+    const Status status = AtomicWriter<FullSync, LabelledFs&>{fs}.write(target, "new", options);
+    CAPTURE(status.message());
+    const bool copied = row.expected_error == 0 && row.from == ModeFrom::existing &&
+                        row.target_exists && row.get_error == 0;
+    CHECK(fs.set.size() == (copied || row.set_error < 0 ? 1u : 0u));
+    if (!fs.set.empty()) CHECK(fs.set[0].second == fs.label + '\0');
+    if (row.expected_error == 0) {
+      CHECK(status.ok());
+      CHECK(read_file(target) == "new");
+    } else {
+      CHECK(status.step() == Step::set_permissions);
+      CHECK(status.code().value() == row.expected_error);
+      CHECK(contains(status.message(), row.note));
+      CHECK(contains(status.message(), target.native()));  // the target named
+      CHECK(read_file(target) == "old");
+    }
+    CHECK(temp_files_in(dir.path()).empty());
+  }
+}
+
+// A normal user, run in a forked child: `uid` with the supplementary
+// groups `groups`; the child's exit status is 0 when `body` returns true.
+template <class Body>
+int as_user(uid_t uid, std::vector<gid_t> groups, Body body) {
+  test::Child child;
+  const pid_t pid = child.fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    if (::setgroups(groups.size(), groups.data()) != 0 || ::setresgid(uid, uid, uid) != 0 ||
+        ::setresuid(uid, uid, uid) != 0)
+      ::_exit(126);
+    child.die_with_parent();
+    ::_exit(body() ? 0 : 1);
+  }
+  return test::exit_code(child.wait());
+}
+
+TEST_CASE("ModeFrom::existing keeps the group as a normal user too, where the user is in it",
+          "[fs][modes]") {
+  if (::geteuid() != 0) {
+    WARN("not run: needs root to set up another user's file (the suite runs as root)");
+    return;
+  }
+  struct Row {
+    const char* behaviour;
+    uid_t file_owner;
+    std::vector<gid_t> user_groups;  // the normal user's supplementary groups
+    gid_t expected_group;
+  };
+  constexpr uid_t kUser = 47001;
+  constexpr gid_t kGroup = 47002;
+  const Row rows[] = {
+      {"a file another user owns, in a group the user is in", 65534, {kGroup}, kGroup},
+      {"a file the user owns, in a group the user is in", kUser, {kGroup}, kGroup},
+      {"a group the user is not in: the user's own (as chown allows no other)", 65534, {}, kUser},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.behaviour);
+    TempDir dir;
+    REQUIRE(::chown(dir.path().c_str(), kUser, kUser) == 0);
+    const auto target = dir / "f";
+    test::write_plain(target, "old", 0640);
+    REQUIRE(::chown(target.c_str(), row.file_owner, kGroup) == 0);
+    REQUIRE(::chmod(target.c_str(), 0644) == 0);  // readable: its attributes are read
+    const int exit = as_user(kUser, row.user_groups, [&] {
+      atomic_state::WriteOptions options;
+      options.mode_from = atomic_state::ModeFrom::existing;
+      return AtomicWriter<>{}.write(target, "new", options).ok();
+    });
+    REQUIRE(exit == 0);
+    CHECK(read_file(target) == "new");
+    CHECK(owner_of(target).uid == kUser);
+    CHECK(owner_of(target).gid == row.expected_group);
+    CHECK(mode_of(target) == 0644);
+  }
+}
+
+TEST_CASE("ModeFrom::existing refuses a target a normal user cannot read: its ACL is unknown",
+          "[fs][modes][acl]") {
+  if (::geteuid() != 0) {
+    WARN("not run: needs root to set up another user's file (the suite runs as root)");
+    return;
+  }
+  constexpr uid_t kUser = 47003;
+  TempDir dir;
+  REQUIRE(::chown(dir.path().c_str(), kUser, kUser) == 0);
+  const auto target = dir / "f";
+  test::write_plain(target, "old", 0600);
+  REQUIRE(::chown(target.c_str(), 65534, 65534) == 0);
+  const int exit = as_user(kUser, {}, [&] {
+    atomic_state::WriteOptions options;
+    options.mode_from = atomic_state::ModeFrom::existing;
+    const Status status = AtomicWriter<>{}.write(target, "new", options);
+    return status.step() == Step::set_permissions && status.code().value() == EACCES &&
+           contains(status.message(), "cannot be opened to read its ACL");
+  });
+  CHECK(exit == 0);
+  CHECK(read_file(target) == "old");
+  CHECK(temp_files_in(dir.path()).empty());
+  SECTION("while ModeFrom::given replaces it, as the directory allows") {
+    const int given =
+        as_user(kUser, {}, [&] { return AtomicWriter<>{}.write(target, "new").ok(); });
+    CHECK(given == 0);
+    CHECK(read_file(target) == "new");
   }
 }
 

@@ -9,6 +9,9 @@
 #include <sys/stat.h>   // fstat, fstatat, mkdirat, fchmod, S_IS*
 #include <sys/types.h>  // mode_t, ssize_t, off_t
 #include <unistd.h>     // close, write, read, fsync, fdatasync, fchown, unlinkat, linkat, geteuid
+#if defined(__linux__)
+#include <sys/xattr.h>  // fgetxattr, fsetxattr, fremovexattr: ModeFrom::existing
+#endif
 
 #include <cerrno>        // errno, E*
 #include <charconv>      // std::from_chars: the umask in /proc/self/status
@@ -35,6 +38,13 @@
 #define ATOMIC_STATE_DETAIL_HAS_SYNC_FILE_RANGE 1
 #else
 #define ATOMIC_STATE_DETAIL_HAS_SYNC_FILE_RANGE 0
+#endif
+
+/// The largest access ACL or security context ModeFrom::existing copies,
+/// in bytes (a buffer of this size on the stack of a commit); a larger one
+/// fails the save rather than be dropped. ext4 keeps an ACL within a block.
+#ifndef ATOMIC_STATE_ATTRIBUTE_MAX
+#define ATOMIC_STATE_ATTRIBUTE_MAX 4096
 #endif
 
 namespace atomic_state {
@@ -180,6 +190,19 @@ struct PosixFs {
   /// of /proc/self/status); -ENOTSUP where it cannot be. For ModeFrom::umask.
   /// Optional: without it, ModeFrom::umask fails (set_permissions, ENOTSUP).
   int process_umask() noexcept;
+  /// fgetxattr(fd, name, value, size) on Linux: the attribute's length;
+  /// -ENODATA when the file has none, -ERANGE when it is longer than
+  /// `size`, -ENOTSUP where the filesystem (or, elsewhere than Linux, the
+  /// library) has none. For ModeFrom::existing, which copies the access ACL
+  /// (system.posix_acl_access) and the security context (security.selinux).
+  /// Optional, with set_attribute and remove_attribute: without them, the
+  /// new file has the ACL and context of any new file of the process.
+  ssize_t get_attribute(int fd, const char* name, void* value, std::size_t size) noexcept;
+  /// fsetxattr(fd, name, value, size, 0) on Linux; elsewhere -ENOTSUP.
+  int set_attribute(int fd, const char* name, const void* value, std::size_t size) noexcept;
+  /// fremovexattr(fd, name) on Linux (-ENODATA when there is none);
+  /// elsewhere -ENOTSUP.
+  int remove_attribute(int fd, const char* name) noexcept;
   /// realpath(path, out), `out` holding ATOMIC_STATE_PATH_MAX bytes: for
   /// WriteOptions::follow_symlinks. Optional: without it, following a
   /// symlink at the target fails (check_path, ENOTSUP).
@@ -384,6 +407,15 @@ class Retrying {
     return retry_interrupted([&] { return fs_->real_path(path, out); });
   }
   std::uint32_t user_id() noexcept { return fs_->user_id(); }
+  ssize_t get_attribute(int fd, const char* name, void* value, std::size_t size) noexcept {
+    return retry_interrupted([&] { return fs_->get_attribute(fd, name, value, size); });
+  }
+  int set_attribute(int fd, const char* name, const void* value, std::size_t size) noexcept {
+    return retry_interrupted([&] { return fs_->set_attribute(fd, name, value, size); });
+  }
+  int remove_attribute(int fd, const char* name) noexcept {
+    return retry_interrupted([&] { return fs_->remove_attribute(fd, name); });
+  }
   int make_directory_at(int dir_fd, const char* name, unsigned mode) noexcept {
     return retry_interrupted([&] { return fs_->make_directory_at(dir_fd, name, mode); });
   }
@@ -427,6 +459,14 @@ template <class F, class = void>
 struct has_user_id : std::false_type {};
 template <class F>
 struct has_user_id<F, std::void_t<decltype(std::declval<F&>().user_id())>> : std::true_type {};
+template <class F, class = void>
+struct has_attributes : std::false_type {};
+template <class F>
+struct has_attributes<
+    F, std::void_t<decltype(std::declval<F&>().get_attribute(0, "", nullptr, std::size_t{})),
+                   decltype(std::declval<F&>().set_attribute(0, "", nullptr, std::size_t{})),
+                   decltype(std::declval<F&>().remove_attribute(0, "")),
+                   decltype(std::declval<F&>().open_file(0, ""))>> : std::true_type {};
 template <class F, class = void>
 struct has_real_path : std::false_type {};
 template <class F>
@@ -555,6 +595,36 @@ inline int PosixFs::real_path(const char* path, char* out) noexcept {
 }
 
 inline std::uint32_t PosixFs::user_id() noexcept { return static_cast<std::uint32_t>(::geteuid()); }
+
+inline ssize_t PosixFs::get_attribute(int fd, const char* name, void* value,
+                                      std::size_t size) noexcept {
+#if defined(__linux__)
+  const ssize_t n = ::fgetxattr(fd, name, value, size);
+  return n < 0 ? -errno : n;
+#else
+  (void)fd, (void)name, (void)value, (void)size;
+  return -ENOTSUP;
+#endif
+}
+
+inline int PosixFs::set_attribute(int fd, const char* name, const void* value,
+                                  std::size_t size) noexcept {
+#if defined(__linux__)
+  return detail::negative_errno(::fsetxattr(fd, name, value, size, 0));
+#else
+  (void)fd, (void)name, (void)value, (void)size;
+  return -ENOTSUP;
+#endif
+}
+
+inline int PosixFs::remove_attribute(int fd, const char* name) noexcept {
+#if defined(__linux__)
+  return detail::negative_errno(::fremovexattr(fd, name));
+#else
+  (void)fd, (void)name;
+  return -ENOTSUP;
+#endif
+}
 
 inline int PosixFs::make_directory_at(int dir_fd, const char* name, unsigned mode) noexcept {
   return detail::negative_errno(::mkdirat(dir_fd, name, static_cast<mode_t>(mode)));

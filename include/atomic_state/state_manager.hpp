@@ -4,6 +4,7 @@
 
 #include "batch.hpp"
 #include "logging.hpp"
+#include "path.hpp"
 #include "state.hpp"
 
 #if ATOMIC_STATE_DETAIL_JSON
@@ -14,7 +15,6 @@
 #include <cstdint>       // std::int64_t, std::uint64_t
 #include <cstring>       // std::memcpy, std::memcmp, std::strcmp, std::strlen
 #include <exception>     // std::exception: a throwing upgrade()
-#include <filesystem>    // std::filesystem::path: the state directory and files
 #include <new>           // std::bad_alloc
 #include <optional>      // std::optional: cursors
 #include <string>        // std::string
@@ -264,24 +264,25 @@ class StateManager {
   static constexpr std::size_t no_size_limit = StateOptions::no_size_limit;
 
   /// A manager of `<dir>/<options.file_name>`; nothing is touched on disk
-  /// until a call asks. An empty dir is the working directory. Options
+  /// until a call asks. `dir` is any path PathView takes (a string, a
+  /// std::filesystem::path); an empty dir is the working directory. Options
   /// that cannot be used (StateOptions::check) make every call fail with
   /// their reason. Allocates the paths: std::bad_alloc is the only way it
   /// can fail.
   template <class S = Sink, std::enable_if_t<std::is_default_constructible_v<S>, int> = 0>
-  explicit StateManager(std::filesystem::path dir, StateOptions options = {})
-      : StateManager(std::move(dir), S{}, std::move(options)) {}
-  StateManager(std::filesystem::path dir, Sink sink, StateOptions options = {});
-  StateManager(std::filesystem::path dir, Sink sink, Fs fs, StateOptions options = {});
+  explicit StateManager(PathView dir, StateOptions options = {})
+      : StateManager(dir, S{}, std::move(options)) {}
+  StateManager(PathView dir, Sink sink, StateOptions options = {});
+  StateManager(PathView dir, Sink sink, Fs fs, StateOptions options = {});
 
   /// The state's directory, as given.
-  const std::filesystem::path& output_dir() const noexcept { return dir_; }
+  const std::string& output_dir() const noexcept { return dir_; }
   /// `<dir>/<file_name>`.
-  const std::filesystem::path& state_file() const noexcept { return file_; }
+  const std::string& state_file() const noexcept { return file_; }
   /// `<state file>.prev`, the previous state (StateOptions::keep_previous).
-  const std::filesystem::path& previous_file() const noexcept { return previous_file_; }
+  const std::string& previous_file() const noexcept { return previous_file_; }
   /// `.<file name>.lock` in the state's directory: the run lock's file.
-  const std::filesystem::path& lock_file() const noexcept { return lock_file_; }
+  const std::string& lock_file() const noexcept { return lock_file_; }
   const StateOptions& options() const noexcept { return options_; }
 
   /// Takes the run lock of this state, without waiting: one run at a time.
@@ -436,12 +437,12 @@ class StateManager {
 
   StateOptions options_;
   Status unusable_;  // why options_ cannot be used, or success
-  std::filesystem::path dir_;
-  std::filesystem::path file_;
-  std::filesystem::path previous_file_;
-  std::filesystem::path lock_file_;
   std::string previous_name_;  // "<file name>.prev"
   std::string lock_name_;      // ".<file name>.lock"
+  std::string dir_;
+  std::string file_;
+  std::string previous_file_;
+  std::string lock_file_;
   Sink sink_;
   Fs fs_;
   detail::OnceFlag swept_;
@@ -455,9 +456,9 @@ class StateManager {
 /// cannot be (LogfmtSink).
 /// (Constrained as the class is, so that C++20 compilers rank them alike.)
 template <ATOMIC_STATE_DETAIL_LOG_SINK Sink>
-StateManager(std::filesystem::path, Sink&, StateOptions = {}) -> StateManager<Sink&>;
+StateManager(PathView, Sink&, StateOptions = {}) -> StateManager<Sink&>;
 template <ATOMIC_STATE_DETAIL_LOG_SINK Sink, class Fs>
-StateManager(std::filesystem::path, Sink&, Fs, StateOptions = {})
+StateManager(PathView, Sink&, Fs, StateOptions = {})
     -> StateManager<Sink&, State, FullSync, Fs>;
 
 /// The spelling before 0.2.0: StateManager<Logger, StateT, AtomicWriter<S,
@@ -474,9 +475,9 @@ class StateManager<Sink, StateT, AtomicWriter<SyncPolicy, Fs>, PosixFs>
   using Base::Base;
   [[deprecated(
       "StateManager<Sink, StateT, SyncPolicy, Fs>(dir, sink, fs);"
-      " removed in 0.3.0")]] StateManager(std::filesystem::path output_dir, Sink sink,
+      " removed in 0.3.0")]] StateManager(PathView output_dir, Sink sink,
                                           AtomicWriter<SyncPolicy, Fs> writer)
-      : Base(std::move(output_dir), static_cast<Sink&&>(sink),
+      : Base(output_dir, static_cast<Sink&&>(sink),
              static_cast<Fs>(writer.filesystem())) {}
 };
 
@@ -837,20 +838,30 @@ void RunLock<Fs>::unlock() noexcept {
 // ------------------------------------------------------------- StateManager --
 
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
-StateManager<L, S, P, F>::StateManager(std::filesystem::path dir, L sink, StateOptions options)
-    : StateManager(std::move(dir), static_cast<L&&>(sink), F(), std::move(options)) {}
+StateManager<L, S, P, F>::StateManager(PathView dir, L sink, StateOptions options)
+    : StateManager(dir, static_cast<L&&>(sink), F(), std::move(options)) {}
+
+namespace detail {
+// "dir/name", joined as std::filesystem's operator/ joins a file name to a
+// directory: an empty dir is the working directory, a trailing '/' is not
+// doubled.
+inline std::string path_in(std::string_view dir, std::string_view name) {
+  std::string path(dir);
+  if (!path.empty() && path.back() != '/') path += '/';
+  return path.append(name);
+}
+}  // namespace detail
 
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
-StateManager<L, S, P, F>::StateManager(std::filesystem::path dir, L sink, F fs,
-                                       StateOptions options)
+StateManager<L, S, P, F>::StateManager(PathView dir, L sink, F fs, StateOptions options)
     : options_(std::move(options)),
       unusable_(options_.check()),
-      dir_(std::move(dir)),
-      file_(dir_ / options_.file_name),
-      previous_file_(dir_ / (options_.file_name + ".prev")),
-      lock_file_(dir_ / ("." + options_.file_name + ".lock")),
-      previous_name_(previous_file_.filename().native()),
-      lock_name_(lock_file_.filename().native()),
+      previous_name_(options_.file_name + ".prev"),
+      lock_name_("." + options_.file_name + ".lock"),
+      dir_(dir.text()),
+      file_(detail::path_in(dir_, options_.file_name)),
+      previous_file_(detail::path_in(dir_, previous_name_)),
+      lock_file_(detail::path_in(dir_, lock_name_)),
       sink_(static_cast<L&&>(sink)),
       fs_(static_cast<F&&>(fs)) {}
 
@@ -863,7 +874,7 @@ void StateManager<L, S, P, F>::log(Level level, std::string_view message, Fields
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
 Status StateManager<L, S, P, F>::failure(Step step, int neg_errno, const char* note,
                                          std::string_view detail) const noexcept {
-  return Status(step, detail::system_error(neg_errno), file_.native(), {}, false, note, detail);
+  return Status(step, detail::system_error(neg_errno), file_, {}, false, note, detail);
 }
 
 namespace detail {
@@ -919,14 +930,14 @@ Status StateManager<L, S, P, F>::open_directory(const detail::DirectoryPath& dir
   if (dir_fd >= 0) return {};
   const int error = std::exchange(dir_fd, -1);
   if (error != -ENOENT)
-    return Status(Step::open_directory, detail::system_error(error), dir.view(), file_.native());
-  return detail::find_dangling_link(fs, dir.view(), file_.native());
+    return Status(Step::open_directory, detail::system_error(error), dir.view(), file_);
+  return detail::find_dangling_link(fs, dir.view(), file_);
 }
 
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
 Status StateManager<L, S, P, F>::missing_directory(
     const detail::DirectoryPath& dir) const noexcept {
-  return Status(Step::open_directory, detail::system_error(-ENOENT), dir.view(), file_.native(),
+  return Status(Step::open_directory, detail::system_error(-ENOENT), dir.view(), file_,
                 false,
                 "the state directory is missing and StateOptions::create_directory is false: is "
                 "its volume mounted?");
@@ -938,7 +949,7 @@ template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
 Result<RunLock<F>> StateManager<L, S, P, F>::try_lock_run() noexcept {
   constexpr const char* context = "take the run lock";
   if (!unusable_.ok()) return unusable_.within(context);
-  const detail::DirectoryPath dir(dir_.native());
+  const detail::DirectoryPath dir(dir_);
   if (!dir.ok()) return dir.problem(Step::check_path).within(context);
   int dir_fd = -1;
   if (Status opened = open_directory(dir, dir_fd); !opened) return opened.within(context);
@@ -949,7 +960,7 @@ Result<RunLock<F>> StateManager<L, S, P, F>::try_lock_run() noexcept {
   const detail::ClosingFd<FsRef> closing(fs_, dir_fd);
   detail::Retrying<FsRef> fs(fs_);
   if (const int r = fs.check_writable(dir_fd); r < 0)
-    return Status(Step::lock_run, detail::system_error(r), dir.view(), file_.native(), false,
+    return Status(Step::lock_run, detail::system_error(r), dir.view(), file_, false,
                   "the state directory is not writable: no save could succeed")
         .within(context);
   const int fd = fs.open_or_create(dir_fd, lock_name_.c_str(), 0600);
@@ -983,14 +994,14 @@ Status StateManager<L, S, P, F>::create_directory(const detail::DirectoryPath& d
   dir_fd = fs.open_directory(dir.c_str());
   if (dir_fd >= 0) return {};
   return Status(Step::open_directory, detail::system_error(std::exchange(dir_fd, -1)), dir.view(),
-                file_.native());
+                file_);
 }
 
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
 Status StateManager<L, S, P, F>::lock_failure(int neg_errno, const char* note,
                                               std::string_view detail) const noexcept {
-  return Status(Step::lock_run, detail::system_error(neg_errno), lock_file_.native(),
-                file_.native(), false, note, detail);
+  return Status(Step::lock_run, detail::system_error(neg_errno), lock_file_,
+                file_, false, note, detail);
 }
 
 // Another run holds the lock: says so, with the pid the holder wrote into
@@ -1009,7 +1020,7 @@ Status StateManager<L, S, P, F>::lock_held(int fd) noexcept {
   const std::string_view detail =
       digits > 0 ? std::string_view(holder, 12 + digits) : std::string_view();
   return Status(Step::lock_run, std::make_error_code(std::errc::resource_unavailable_try_again),
-                lock_file_.native(), file_.native(), false, "another run holds it", detail);
+                lock_file_, file_, false, "another run holds it", detail);
 }
 
 // Writes this process's pid into the lock file, for a run that finds the
@@ -1032,7 +1043,7 @@ template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
 Result<Loaded<S>> StateManager<L, S, P, F>::load_state() noexcept {
   constexpr const char* context = "load state file";
   if (!unusable_.ok()) return unusable_.within(context);
-  const detail::DirectoryPath dir(dir_.native());
+  const detail::DirectoryPath dir(dir_);
   if (!dir.ok()) return dir.problem(Step::check_path).within(context);
   Text text;
   FileInfo info;
@@ -1040,8 +1051,8 @@ Result<Loaded<S>> StateManager<L, S, P, F>::load_state() noexcept {
   // Once swept, a load reads the state file by its path, as any reader
   // would; the directory is opened only when there is work there (a
   // missing file to explain, a corrupt one to copy).
-  if (swept_.is_set() && file_.native().size() < ATOMIC_STATE_PATH_MAX) {
-    if (Status read = read_file(AT_FDCWD, file_.c_str(), file_.native(), text, info, missing);
+  if (swept_.is_set() && file_.size() < ATOMIC_STATE_PATH_MAX) {
+    if (Status read = read_file(AT_FDCWD, file_.c_str(), file_, text, info, missing);
         !read)
       return read.within(context);
     if (!missing) return use_state_text(-1, dir, text.view(), info);
@@ -1056,7 +1067,7 @@ Result<Loaded<S>> StateManager<L, S, P, F>::load_state() noexcept {
   if (swept_.first()) (void)sweep_temp_files(dir_fd, dir.view());
   missing = false;
   if (Status read =
-          read_file(dir_fd, options_.file_name.c_str(), file_.native(), text, info, missing);
+          read_file(dir_fd, options_.file_name.c_str(), file_, text, info, missing);
       !read)
     return read.within(context);
   if (missing) return first_run(dir_fd);
@@ -1080,20 +1091,20 @@ Result<Loaded<S>> StateManager<L, S, P, F>::use_state_text(int dir_fd,
     int opened_fd = -1;
     if (Status opened = open_directory(dir, opened_fd); !opened) return opened.within(context);
     if (opened_fd < 0)  // the directory went away since the file was read
-      return Status(Step::open_directory, detail::system_error(-ENOENT), dir.view(), file_.native())
+      return Status(Step::open_directory, detail::system_error(-ENOENT), dir.view(), file_)
           .within(context);
     const detail::ClosingFd<FsRef> closing(fs_, opened_fd);
     return load_corrupt(opened_fd, text, info, problem.view());
   }
   if (decoded != detail::Decoded::valid)
-    return refused(decoded, file_.native(), problem.view()).within(context);
+    return refused(decoded, file_, problem.view()).within(context);
   loaded.origin = LoadOrigin::saved;
   if (version < detail::schema_version<S>::value)
     log(Level::info, "state file upgraded",
-        {{"path", file_.native()},
+        {{"path", file_},
          {"from_version", version},
          {"to_version", detail::schema_version<S>::value}});
-  detail::StateCodec<S>::log_loaded(loaded, file_.native(), [&](Fields fields) noexcept {
+  detail::StateCodec<S>::log_loaded(loaded, file_, [&](Fields fields) noexcept {
     log(Level::debug, "state loaded", fields);
   });
   return Result<Loaded<S>>(std::move(loaded));
@@ -1109,9 +1120,9 @@ Result<Loaded<S>> StateManager<L, S, P, F>::first_run(int dir_fd) noexcept {
   if (options_.keep_previous && dir_fd >= 0 &&
       detail::Retrying<FsRef>(fs_).entry_info(dir_fd, previous_name_.c_str(), previous) >= 0)
     log(Level::warn, "no state file found but a previous one exists, treating as first run",
-        {{"path", file_.native()}, {"previous", previous_file_.native()}});
+        {{"path", file_}, {"previous", previous_file_}});
   else
-    log(Level::info, "no state file found, treating as first run", {{"path", file_.native()}});
+    log(Level::info, "no state file found, treating as first run", {{"path", file_}});
   Loaded<S> loaded;
   loaded.origin = LoadOrigin::first_run;
   return Result<Loaded<S>>(std::move(loaded));
@@ -1155,14 +1166,14 @@ Result<Loaded<S>> StateManager<L, S, P, F>::load_corrupt(int dir_fd, std::string
   if (options_.keep_previous)
     if (Status read = load_previous(dir_fd, loaded, found); !read) return read.within(context);
   if (!found && options_.on_corrupt == OnCorrupt::fail)
-    return refused(detail::Decoded::corrupt, file_.native(), problem).within(context);
+    return refused(detail::Decoded::corrupt, file_, problem).within(context);
   loaded.origin = found ? LoadOrigin::previous : LoadOrigin::recovered;
   if (Status kept = keep_corrupt_copy(dir_fd, bytes, info, loaded); !kept)
     return kept.within(context);
 
-  Field fields[4] = {{"path", file_.native()}, {"error", problem}};
+  Field fields[4] = {{"path", file_}, {"error", problem}};
   std::size_t count = 2;
-  if (found) fields[count++] = Field("previous", previous_file_.native());
+  if (found) fields[count++] = Field("previous", previous_file_);
   if (!loaded.corrupt_copy.empty()) fields[count++] = Field("copied_to", loaded.corrupt_copy);
   log(Level::warn,
       found ? "state file corrupted, loading the previous state"
@@ -1180,7 +1191,7 @@ Status StateManager<L, S, P, F>::load_previous(int dir_fd, Loaded<S>& loaded,
   FileInfo info;
   bool missing = false;
   if (Status read =
-          read_file(dir_fd, previous_name_.c_str(), previous_file_.native(), text, info, missing);
+          read_file(dir_fd, previous_name_.c_str(), previous_file_, text, info, missing);
       !read)
     return read;
   if (missing) return {};
@@ -1192,10 +1203,10 @@ Status StateManager<L, S, P, F>::load_previous(int dir_fd, Loaded<S>& loaded,
     return {};
   }
   if (decoded != detail::Decoded::corrupt)
-    return refused(decoded, previous_file_.native(), problem.view());
+    return refused(decoded, previous_file_, problem.view());
   static_cast<S&>(loaded) = S{};
   log(Level::warn, "previous state file corrupted too",
-      {{"path", previous_file_.native()}, {"error", problem.view()}});
+      {{"path", previous_file_}, {"error", problem.view()}});
   return {};
 }
 
@@ -1203,7 +1214,7 @@ template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
 Result<TempSweep> StateManager<L, S, P, F>::remove_stale_temp_files() noexcept {
   (void)swept_.first();
   if (!unusable_.ok()) return unusable_;
-  const detail::DirectoryPath dir(dir_.native());
+  const detail::DirectoryPath dir(dir_);
   if (!dir.ok()) return dir.problem(Step::check_path);
   int dir_fd = -1;
   if (Status opened = open_directory(dir, dir_fd); !opened) return opened;
@@ -1320,7 +1331,7 @@ Status StateManager<L, S, P, F>::keep_corrupt_copy(int dir_fd, std::string_view 
   if (options_.corrupt_copies == 0) return {};
   char name[ATOMIC_STATE_NAME_MAX + 1];
   if (Status kept = copy_aside(dir_fd, bytes, info, name); !kept) return kept;
-  const detail::JoinedPath copy(dir_.native(), name);
+  const detail::JoinedPath copy(dir_, name);
   ATOMIC_STATE_DETAIL_TRY { loaded.corrupt_copy.assign(copy.view().data(), copy.view().size()); }
   ATOMIC_STATE_DETAIL_CATCH_ALL { return failure(Step::copy_aside, -ENOMEM); }
   remove_old_copies(dir_fd, name);
@@ -1407,7 +1418,7 @@ void StateManager<L, S, P, F>::remove_old_copies(int dir_fd, const char* kept) n
     const int listed = census.run();
     if (listed < 0 || census.count() <= options_.corrupt_copies || census.oldest()[0] == '\0')
       return;
-    const detail::JoinedPath path(dir_.native(), census.oldest());
+    const detail::JoinedPath path(dir_, census.oldest());
     if (const int r = fs.unlink(dir_fd, census.oldest()); r < 0 && r != -ENOENT) {
       ATOMIC_STATE_DETAIL_TRY {
         log(Level::warn, "old corrupt copy could not be removed",
@@ -1445,7 +1456,7 @@ Status StateManager<L, S, P, F>::copy_aside(int dir_fd, std::string_view bytes,
     *end = '\0';
     Copy found = existing_copy(dir_fd, name, bytes, unreadable);
     if (found == Copy::absent) {
-      const detail::JoinedPath path(dir_.native(), name);
+      const detail::JoinedPath path(dir_, name);
       const Status written = writer().write_new(path.view(), bytes, WriteOptions{0600, false});
       // Renamed but not known durable is kept all the same: the corrupt
       // file itself stays until a save replaces it, and that save syncs
@@ -1471,7 +1482,7 @@ Status StateManager<L, S, P, F>::copy_failed(const Status& written,
   detail::TextBuffer<256> how;
   const bool described =
       how.append(to_string(written.step())) && how.append(" ") && how.append(written.path());
-  return Status(Step::copy_aside, written.code(), file_.native(), copy, false, nullptr,
+  return Status(Step::copy_aside, written.code(), file_, copy, false, nullptr,
                 described ? how.view() : std::string_view());
 }
 
@@ -1626,13 +1637,13 @@ Status StateManager<L, S, P, F>::encode(const S& state,
 // load found corrupt, or one already kept.
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
 Status StateManager<L, S, P, F>::keep_previous() noexcept {
-  const detail::DirectoryPath dir(dir_.native());
+  const detail::DirectoryPath dir(dir_);
   if (!dir.ok()) return {};  // the write says why
   detail::Retrying<FsRef> fs(fs_);
   const int dir_fd = fs.open_directory(dir.c_str());
   if (dir_fd == -ENOENT) return {};
   if (dir_fd < 0)
-    return Status(Step::open_directory, detail::system_error(dir_fd), dir.view(), file_.native());
+    return Status(Step::open_directory, detail::system_error(dir_fd), dir.view(), file_);
   const detail::ClosingFd<FsRef> closing(fs_, dir_fd);
   return link_previous(dir_fd);
 }
@@ -1647,8 +1658,8 @@ Status StateManager<L, S, P, F>::link_previous(int dir_fd) noexcept {
 #endif
                           neg_errno == -EMLINK;
     return Status(
-        Step::keep_previous, detail::system_error(neg_errno), file_.native(),
-        previous_file_.native(), false,
+        Step::keep_previous, detail::system_error(neg_errno), file_,
+        previous_file_, false,
         no_links ? "StateOptions::keep_previous needs a filesystem with hard links" : nullptr);
   };
   detail::Retrying<FsRef> fs(fs_);
@@ -1676,8 +1687,8 @@ Status StateManager<L, S, P, F>::link_previous(int dir_fd) noexcept {
     }
     if (P::directory)
       if (r = fs.sync_full(dir_fd); r < 0)
-        return Status(Step::sync_directory, detail::system_error(r), dir_.native(),
-                      previous_file_.native());
+        return Status(Step::sync_directory, detail::system_error(r), dir_,
+                      previous_file_);
     return {};
   }
   return failed(-EEXIST);

@@ -30,9 +30,18 @@ enum class ModeFrom : unsigned char {
   /// Exactly WriteOptions::mode, whatever the umask (the default, and the
   /// Go service's rule).
   given,
-  /// The existing target's mode, and its owner and group where the process
-  /// may give them (root may; others keep their own, silently); a missing
-  /// target (or a symlink, which is replaced) gets WriteOptions::mode.
+  /// The existing target's mode, its owner and group where the process may
+  /// give them (root may; a normal user keeps the group where they are in
+  /// it, and their own user, silently), its access ACL and its security
+  /// context (Linux: the attributes system.posix_acl_access and
+  /// security.selinux; a target without an ACL gives a file without one,
+  /// whatever the directory's default ACL). The target is opened read-only
+  /// when the transaction begins, to read them from the very file whose
+  /// mode was taken, and copied before the rename: a target that cannot be
+  /// opened, or an attribute that cannot be read or set, fails the save
+  /// (Step::set_permissions, the target untouched) rather than leave the
+  /// file open wider than it was. A missing target (or a symlink, which is
+  /// replaced) gets WriteOptions::mode.
   existing,
   /// WriteOptions::mode filtered by the process umask, as open(2) and
   /// QSaveFile do (read from /proc/self/status: Linux 4.7 or later;
@@ -114,6 +123,8 @@ class WriteTransaction {
   int claim_temp_file(int fd) noexcept;
   // The steps of commit(), in order; a Batch takes them file by file.
   Status set_final_mode() noexcept;
+  Status copy_attributes() noexcept;
+  Status open_source(const FileInfo& listed) noexcept;
   void start_writeback() noexcept;
   Status sync_file() noexcept;
   Status close_file() noexcept;
@@ -135,6 +146,7 @@ class WriteTransaction {
   detail::Claim* claim_ = nullptr;  // an AtomicDirectory's: it protects the temp file
   unsigned perm_ = 0;
   bool keep_owner_ = false;  // ModeFrom::existing found a file: give its owner too
+  int source_fd_ = -1;       // ModeFrom::existing: the target, read for its ACL and context
   std::uint32_t owner_ = 0, group_ = 0;
   Phase phase_ = Phase::open;
   Commit commit_ = Commit::replace;
@@ -381,6 +393,7 @@ void WriteTransaction<S, Fs>::take(WriteTransaction& other) noexcept {
   temp_len_ = other.temp_len_;
   perm_ = other.perm_;
   keep_owner_ = other.keep_owner_;
+  source_fd_ = std::exchange(other.source_fd_, -1);
   owner_ = other.owner_;
   group_ = other.group_;
   phase_ = std::exchange(other.phase_, Phase::discarded);
@@ -444,6 +457,7 @@ bool WriteTransaction<S, Fs>::close_and_remove_temp() noexcept {
     temp_exists_ = false;
   }
   if (lock_fd_ >= 0) (void)fs_.close(std::exchange(lock_fd_, -1));
+  if (source_fd_ >= 0) (void)fs_.close(std::exchange(source_fd_, -1));
   const int dir_fd = std::exchange(dir_fd_, -1);
   if (dir_fd >= 0 && own_dir_) (void)fs_.close(dir_fd);
   return removed;
@@ -642,6 +656,8 @@ Status WriteTransaction<S, Fs>::choose_mode(const WriteOptions& options,
     keep_owner_ = detail::has_set_owner<FsRef>::value;
     owner_ = existing->owner;
     group_ = existing->group;
+    if constexpr (detail::has_attributes<FsRef>::value)
+      if (Status opened = open_source(*existing); !opened) return opened;
   } else if (options.mode_from == ModeFrom::umask) {
     int mask = -ENOTSUP;
     if constexpr (detail::has_process_umask<FsRef>::value) mask = fs_.process_umask();
@@ -650,6 +666,28 @@ Status WriteTransaction<S, Fs>::choose_mode(const WriteOptions& options,
                   "ModeFrom::umask: the process umask cannot be read here");
     perm_ = options.mode & ~static_cast<unsigned>(mask);
   }
+  return {};
+}
+
+// ModeFrom::existing: opens the target read-only, so that its ACL and
+// security context are read at commit from the very file whose mode and
+// owner were taken (`listed`). Without it they could not be read, and the
+// new file could end up open wider than the target: refused.
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::open_source(const FileInfo& listed) noexcept {
+  const std::string_view target(name(), name_len_);
+  const int fd = fs_.open_file(dir_fd_, name());
+  if (fd < 0)
+    return fail(Step::set_permissions, fd, dir_prefix(), target,
+                "ModeFrom::existing: the target cannot be opened to read its ACL and security "
+                "context; not replaced, rather than with wider permissions");
+  source_fd_ = fd;
+  FileInfo opened;
+  const int r = fs_.file_info(fd, opened);
+  if (r < 0) return fail(Step::check_path, r, dir_prefix(), target);
+  if (opened.device != listed.device || opened.inode != listed.inode)
+    return fail(Step::check_path, -EAGAIN, dir_prefix(), target,
+                "the target was replaced while it was examined");
   return {};
 }
 
@@ -838,11 +876,78 @@ template <class S, class Fs>
 Status WriteTransaction<S, Fs>::set_final_mode() noexcept {
   // The owner first: a change of owner clears the set-user-ID bits.
   if constexpr (detail::has_set_owner<FsRef>::value)
-    if (keep_owner_)
-      if (const int r = fs_.set_owner(fd_, owner_, group_); r < 0 && r != -EPERM)
-        return fail_on_temp(Step::set_permissions, r);
+    if (keep_owner_) {
+      int r = fs_.set_owner(fd_, owner_, group_);
+      // Only root gives a file away; anyone keeps a group they are in.
+      if (r == -EPERM) r = fs_.set_owner(fd_, static_cast<std::uint32_t>(-1), group_);
+      if (r < 0 && r != -EPERM) return fail_on_temp(Step::set_permissions, r);
+    }
+  // The attributes before the mode: fchmod has the last word on the
+  // permission bits, which the ACL copied agrees with.
+  if (source_fd_ >= 0)
+    if (Status copied = copy_attributes(); !copied) return copied;
   const int r = fs_.set_mode(fd_, perm_);
   if (r < 0) return fail_on_temp(Step::set_permissions, r);
+  return {};
+}
+
+namespace detail {
+// An attribute the file (or its filesystem, or system) does not have.
+inline bool no_attribute(long neg_errno) noexcept {
+#if defined(ENODATA)
+  if (neg_errno == -ENODATA) return true;
+#endif
+  if (neg_errno == -ENOTSUP) return true;
+#if EOPNOTSUPP != ENOTSUP
+  if (neg_errno == -EOPNOTSUPP) return true;
+#endif
+  return false;
+}
+}  // namespace detail
+
+// ModeFrom::existing: the target's access ACL and security context onto the
+// temp file. A target without an ACL gives a file without one: a default
+// ACL of the directory would otherwise grant the new file what the old one
+// did not. Whatever cannot be copied fails the save, the target untouched.
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::copy_attributes() noexcept {
+  if constexpr (detail::has_attributes<FsRef>::value) {
+    struct Kind {
+      const char* name;
+      bool remove_when_absent;
+      const char* unreadable;
+      const char* unset;
+    };
+    static constexpr Kind kinds[] = {
+        {"system.posix_acl_access", true,
+         "ModeFrom::existing: the target's ACL cannot be read (or is over "
+         "ATOMIC_STATE_ATTRIBUTE_MAX bytes); not replaced, rather than with wider permissions",
+         "ModeFrom::existing: the target's ACL cannot be given to the new file; not replaced, "
+         "rather than with wider permissions"},
+        {"security.selinux", false,
+         "ModeFrom::existing: the target's security context cannot be read (or is over "
+         "ATOMIC_STATE_ATTRIBUTE_MAX bytes); not replaced",
+         "ModeFrom::existing: the target's security context cannot be given to the new file; "
+         "not replaced"},
+    };
+    char value[ATOMIC_STATE_ATTRIBUTE_MAX];
+    for (const Kind& kind : kinds) {
+      const ssize_t n = fs_.get_attribute(source_fd_, kind.name, value, sizeof value);
+      if (detail::no_attribute(n)) {
+        if (!kind.remove_when_absent) continue;
+        const int r = fs_.remove_attribute(fd_, kind.name);
+        if (r < 0 && !detail::no_attribute(r))
+          return fail_on_temp(Step::set_permissions, r, kind.unset);
+        continue;
+      }
+      if (n < 0)
+        return fail(Step::set_permissions, static_cast<int>(n), dir_prefix(),
+                    std::string_view(name(), name_len_), kind.unreadable);
+      const int r = fs_.set_attribute(fd_, kind.name, value, static_cast<std::size_t>(n));
+      if (r < 0) return fail_on_temp(Step::set_permissions, r, kind.unset);
+    }
+    (void)fs_.close(std::exchange(source_fd_, -1));
+  }
   return {};
 }
 

@@ -471,6 +471,36 @@ check_installed_defaults() {
   fi
 }
 
+# 4c. The tool alone: -Dexamples=tool builds and installs atomic-write and
+# configures no demo program (an installer has no use for them).
+check_installed_tool() {
+  local what="installed, -Dexamples=tool: meson setup, meson install --destdir"
+  if ! have meson || ! have ninja; then
+    skip "$what" "meson or ninja is not installed (Debian: meson ninja-build)"
+    return
+  fi
+  local l build=$work/tool-build dest=$work/tool-dest prefix=/usr/local programs
+  l=$(log install-tool)
+  echo "+ CXX=$cxx_env meson setup $build $root -Dexamples=tool --prefix=$prefix" >>"$l"
+  if ! CXX=$cxx_env meson setup "$build" "$root" -Dexamples=tool --prefix=$prefix \
+       --wrap-mode=nodownload >>"$l" 2>&1 ||
+     ! meson install -C "$build" --destdir "$dest" >>"$l" 2>&1; then
+    fail "$what" "$l"
+    return
+  fi
+  pass "$what"
+  installs_exactly "installed, -Dexamples=tool: the header, the pkg-config and CMake files, bin/atomic-write" \
+    "$l" "$dest$prefix" "${library_files[@]}" bin/atomic-write
+  programs=$(meson introspect --targets "$build" 2>>"$l" | grep -o '"name": "[^"]*"' |
+    sed 's/^"name": "//; s/"$//' | sort | tr '\n' ' ')
+  if [ "$programs" = "atomic-write " ]; then
+    pass "installed, -Dexamples=tool: atomic-write is the one program configured, no demo"
+  else
+    echo "targets: $programs" >>"$l"
+    fail "installed, -Dexamples=tool: programs besides atomic-write were configured" "$l"
+  fi
+}
+
 check_pkgconfig() {
   local stage=$1 what="installed, pkg-config: \$CXX main.cpp \$(pkg-config --cflags --libs atomic_state)"
   have pkg-config || { skip "$what" "pkg-config is not installed (Debian: pkg-config)"; return; }
@@ -708,6 +738,7 @@ check_unsupported() {
 checks=(  # the longest first
   check_installed_defaults
   check_installed
+  check_installed_tool
   check_two_tus
   check_vendored
   check_two_versions_linked

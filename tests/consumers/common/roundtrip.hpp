@@ -81,7 +81,7 @@ inline bool state_roundtrip(const std::string& dir, const char* tag) {
   if (*loaded != next || loaded->oracle_name != tag || loaded->snapshot_count != 3 ||
       loaded->oldest_snapshot != 1699990000 || again.should_process(1700000000, *loaded)) {
     std::fprintf(stderr, "%s: the state loaded back differs from the one saved:\n%s", tag,
-                 slurp(again.state_file().native()).c_str());
+                 slurp(again.state_file()).c_str());
     return false;
   }
   return true;
