@@ -281,9 +281,17 @@ TEST_CASE("with current missing, open removes no generation and numbers after th
     void (*plant)(const fs::path& dir);
     std::vector<std::uint64_t> generations_after_open;
     std::uint64_t current_after_open;
+    unsigned published_keep = 0;  // 0: keep
   };
   const Row rows[] = {
       {"three generations under keep 3", 3, 3, [](const fs::path&) {}, {1, 2, 3}, 3},
+      {"four generations published under keep 4, opened under keep 2",
+       2,
+       4,
+       [](const fs::path&) {},
+       {1, 2, 3, 4},
+       4,
+       4},
       {"two generations and a half-built one",
        2,
        2,
@@ -303,9 +311,10 @@ TEST_CASE("with current missing, open removes no generation and numbers after th
     CAPTURE(row.name);
     TempDir dir;
     SnapshotOptions options;
-    options.keep = row.keep;
+    options.keep = row.published_keep != 0 ? row.published_keep : row.keep;
     for (int n = 1; n <= row.publishes; ++n)
       publish(dir.path(), {{"a", std::to_string(n)}}, options);
+    options.keep = row.keep;
     fs::remove(dir / "current");
     row.plant(dir.path());
     auto writer = Writer::open(dir.path().string(), options);
