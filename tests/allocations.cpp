@@ -1,6 +1,7 @@
 // Counts heap allocations with a replaced global operator new: a save that
 // succeeds makes none, whether in one call or through a transaction, and
-// whatever spelling its path has (a string literal, as the README writes).
+// whatever spelling its path has (a string literal, as the README writes);
+// nor does a reused batch or snapshot writer.
 #include <unistd.h>
 
 #include <cerrno>
@@ -127,6 +128,27 @@ int main() {
                 run_ok && per_run == 0 ? "ok  " : "FAIL", per_run,
                 per_run == 0 ? "" : " (does Batch::add allocate its transaction again?)");
     if (!run_ok || per_run != 0) ++failures;
+  }
+
+  // A SnapshotWriter reused publish after publish (issue 20, item 10): once
+  // its storage has grown to the directory's size (the first publishes),
+  // the adds and the publish allocate nothing, its prune of the oldest
+  // generation included.
+  {
+    const std::filesystem::path snapshots = dir / "snapshots";
+    auto writer = atomic_state::SnapshotWriter<>::open(snapshots.native());
+    if (!writer) ++failures;
+    const std::string big(64 * 1024, 'b'), small(100, 's');
+    const auto one_set = [&] {
+      return writer->add("a", big).ok() && writer->add("b", small).ok() &&
+             writer->add("c", small, 0600).ok() && writer->add("d", "").ok() &&
+             writer->publish().ok();
+    };
+    for (int warm = 0; warm < 4; ++warm)
+      if (!one_set()) ++failures;
+    for (int run = 0; run < 3; ++run)
+      expect_no_allocation(
+          "a reused SnapshotWriter: 4 adds and a publish (an old generation pruned)", one_set);
   }
 
   // The counter must be able to see an allocation, or the zeros above prove

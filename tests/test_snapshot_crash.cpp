@@ -8,8 +8,9 @@
 // whole with its mode: never torn, never dangling; and the new set once
 // publish() returned. Then a SnapshotWriter opens each image, as the next
 // start would: it succeeds, leaves current as it found it, with its
-// generation whole, and removes every temp link and every generation
-// newer than current, keeping at most `keep` generations.
+// generation whole, and removes every temp link, every half-built
+// (.building-gen-N) or half-removed (.removing-gen-N) generation and every
+// generation newer than current, keeping at most `keep` generations.
 #include <cstddef>
 #include <cstdio>
 #include <map>
@@ -100,6 +101,8 @@ void open_after_crash(const Image& image, int set, Counts& counts) {
   std::size_t generations_after = 0;
   for (const auto& [path, node] : after) {
     CHECK(path.rfind("/s/.current.tmp-", 0) != 0);
+    CHECK(path.rfind("/s/.building-gen-", 0) != 0);  // half-built
+    CHECK(path.rfind("/s/.removing-gen-", 0) != 0);  // half-removed
     if (path.rfind("/s/gen-", 0) == 0 && path.find('/', 3) == std::string::npos) {
       ++generations_after;
       CHECK(path <= "/s/gen-" + std::to_string(set));  // nothing newer than current

@@ -42,10 +42,11 @@ std::string expand(std::string pattern, const fs::path& dir, const FaultFs& fs) 
   };
   put("$C", d + "/" + claim);
   put("$K", d + "/.snapshot.lock");
-  put("$G", d + "/gen-3");
+  put("$B", d + "/.building-gen-3");
   put("$L", d + "/" + link);
   put("$O", d + "/gen-1");
-  put("$S", d + "/gen-3");
+  put("$X", d + "/.removing-gen-1");
+  put("$S", d + "/.building-gen-3");
   put("$D", d);
   return pattern;
 }
@@ -72,7 +73,7 @@ void run_and_check(const FaultScenario& sc, std::vector<Fault> faults, Step expe
   TempDir dir;
   two_generations(dir.path());
   if (sc.sweeping) {
-    make_generation(dir.path(), 3, {{"a", "half"}});
+    make_building(dir.path(), 3, {{"a", "half"}});
     fs::create_symlink("gen-3", dir / ".current.tmp-AAAAAA");
   }
   const int fds_before = test::open_fd_count();
@@ -88,6 +89,11 @@ void run_and_check(const FaultScenario& sc, std::vector<Fault> faults, Step expe
   // it is a stale temp file: see "a claim left by a killed publisher").
   if (!unlink_failed) CHECK(test::temp_files_in(dir.path()).empty());
 
+  // A row after the rename: the new set is published. Only a failure of
+  // the swap's own directory sync leaves it not known to be durable
+  // (replaced()); a prune failing comes after that sync.
+  const bool published = replaced;
+  if (expected == Step::remove_temp_file) replaced = false;
   if (expected == Step::none) {
     CHECK(status.ok());
     ++outcome.ok;
@@ -102,9 +108,9 @@ void run_and_check(const FaultScenario& sc, std::vector<Fault> faults, Step expe
     CAPTURE(message);
     CHECK(message.find(std::strerror(error)) != std::string::npos);
   }
-  const bool new_set = expected == Step::none ? !sc.sweeping : replaced;
+  const bool new_set = expected == Step::none ? !sc.sweeping : published;
   if (new_set) {
-    outcome.replaced += replaced ? 1 : 0;
+    outcome.replaced += published ? 1 : 0;
     CHECK(current_target(dir.path()) == "gen-3");
     CHECK(read_current(dir.path()) == Files{{"a", "new a"}, {"b", "new b"}});
     CHECK(test::mode_of(dir / "gen-3" / "b") == 0640);
@@ -149,7 +155,7 @@ TEST_CASE("the snapshot fault tables cover every call of open, add and publish",
     TempDir dir;
     two_generations(dir.path());
     if (sc.sweeping) {
-      make_generation(dir.path(), 3, {{"a", "half"}});
+      make_building(dir.path(), 3, {{"a", "half"}});
       fs::create_symlink("gen-3", dir / ".current.tmp-AAAAAA");
     }
     FaultFs fs;
@@ -181,8 +187,7 @@ TEST_CASE("every call of a publish failed with each errno, once and for good, le
   }
   std::cout << "snapshot faults: " << cases << " cases (" << calls << " calls x "
             << std::size(kErrnos) << " errnos x once/for good): " << outcome.failed << " failed ("
-            << outcome.replaced << " after the rename, replaced() true), " << outcome.ok
-            << " survived\n";
+            << outcome.replaced << " after the rename), " << outcome.ok << " survived\n";
   CHECK(cases == static_cast<int>(calls) * 8 * 2);
 }
 
@@ -198,4 +203,61 @@ TEST_CASE("EINTR at every call of a publish is retried and the publish succeeds"
                     "", 0, outcome);
     }
   CHECK(outcome.failed == 0);
+}
+
+namespace {
+template <class Policy>
+Status publish_with_prune_failing(const fs::path& dir, Fault fault, std::uint64_t& current) {
+  FaultFs fs;
+  fs.faults = {fault};
+  auto writer = SnapshotWriter<Policy, FaultFs&>::open(dir.string(), fs);
+  REQUIRE(writer.has_value());
+  REQUIRE(writer->add("a", "new a").ok());
+  REQUIRE(writer->add("b", "new b", 0640).ok());
+  const Status s = writer->publish();
+  current = writer->current();
+  return s;
+}
+}  // namespace
+
+TEST_CASE("a prune failing after the swap says the snapshot was published, and whether durably",
+          "[snapshot-faults]") {
+  struct Row {
+    const char* name;
+    bool syncs;  // FullSync, else NoSync
+    Fault fault;
+    const char* failed_on;  // in the snapshot directory
+    const char* says;
+  };
+  // open_directory_at's first call is the new generation's (the first add),
+  // its second the old generation's, in the prune.
+  const Row rows[] = {
+      {"FullSync, the old generation not removed", true, Fault{Op::remove_directory, 1, EIO},
+       ".removing-gen-1", "the snapshot was published and is durable"},
+      {"FullSync, the old generation not opened", true, Fault{Op::open_directory_at, 2, EACCES},
+       "gen-1", "the snapshot was published and is durable"},
+      {"NoSync, the old generation not removed", false, Fault{Op::remove_directory, 1, EIO},
+       ".removing-gen-1", "the snapshot was published (NoSync: not known to be durable)"},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.name);
+    TempDir dir;
+    two_generations(dir.path());
+    std::uint64_t current = 0;
+    const Status s = row.syncs
+                         ? publish_with_prune_failing<FullSync>(dir.path(), row.fault, current)
+                         : publish_with_prune_failing<NoSync>(dir.path(), row.fault, current);
+    REQUIRE_FALSE(s.ok());
+    const std::string message = s.message();
+    CAPTURE(message);
+    CHECK(s.step() == Step::remove_temp_file);
+    CHECK(s.code().value() == row.fault.error);
+    CHECK(s.path() == (dir / row.failed_on).string());
+    CHECK(message.find(row.says) != std::string::npos);
+    CHECK(message.find("an old generation was not removed") != std::string::npos);
+    if (row.syncs) CHECK(message.find("not known to be durable") == std::string::npos);
+    CHECK_FALSE(s.replaced());  // nothing left to make durable
+    CHECK(current == 3);
+    CHECK(read_current(dir.path()) == Files{{"a", "new a"}, {"b", "new b"}});
+  }
 }

@@ -14,6 +14,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -127,10 +128,15 @@ TEST_CASE("open removes what a killed publisher left, never current nor what is 
     std::vector<std::uint64_t> generations_after;
     std::uint64_t next_generation;
   };
-  // Starting from gen-1 and gen-2 (current) under keep 2.
+  // Starting from gen-1 and gen-2 (current) under keep 2. A killed
+  // publisher leaves .building-gen-N (half-built), a gen-N newer than
+  // current (complete, the swap not made), .removing-gen-N (half-removed).
   const Row rows[] = {
       {"nothing left", {}, {}, {1, 2}, 3},
-      {"a half-built generation with files", {{"gen-3", "a b"}}, {}, {1, 2}, 3},
+      {"a half-built generation with files", {{".building-gen-3", "a b"}}, {}, {1, 2}, 3},
+      {"an empty half-built generation far ahead", {{".building-gen-90", ""}}, {}, {1, 2}, 3},
+      {"a complete generation never made current", {{"gen-3", "a b"}}, {}, {1, 2}, 3},
+      {"a half-removed generation", {{".removing-gen-1", "a"}}, {}, {1, 2}, 3},
       {"an empty half-built generation", {{"gen-3", ""}}, {}, {1, 2}, 3},
       {"two half-built generations", {{"gen-3", "a"}, {"gen-7", "a b c"}}, {}, {1, 2}, 3},
       {"a temp link to a half-built generation",
@@ -179,11 +185,12 @@ TEST_CASE("open removes what a killed publisher left, never current nor what is 
     CHECK(writer->current() == 2);
     CHECK(generations(dir.path()) == row.generations_after);
     CHECK(temp_links(dir.path()).empty());
+    CHECK(unfinished(dir.path()).empty());
     CHECK(current_target(dir.path()) == "gen-2");
     CHECK(read_current(dir.path()) == Files{{"a", "2"}});
     for (const char* name : foreign) CHECK(fs::is_directory(dir / name));
     REQUIRE(writer->add("a", "3").ok());
-    CHECK(fs::exists(dir / ("gen-" + std::to_string(row.next_generation)) / "a"));
+    CHECK(fs::exists(dir / (".building-gen-" + std::to_string(row.next_generation)) / "a"));
     REQUIRE(writer->publish().ok());
     CHECK(read_current(dir.path()) == Files{{"a", "3"}});
     // remove_stale_generations finds nothing more to do.
@@ -191,6 +198,223 @@ TEST_CASE("open removes what a killed publisher left, never current nor what is 
     REQUIRE(swept.has_value());
     CHECK(swept->removed == 0);
   }
+}
+
+TEST_CASE("entries under the writer's names that are not its own never fail open or publish",
+          "[snapshot]") {
+  // Each left where it is, counted as not the writer's (not_regular).
+  struct Row {
+    const char* name;
+    void (*plant)(const fs::path& dir);
+    const char* stays;  // what must still be there afterwards
+    bool counted;
+    std::vector<Fault> faults;
+  };
+  const Row rows[] = {
+      {"a regular file named gen-9",
+       [](const fs::path& d) { test::write_plain(d / "gen-9", "mine"); },
+       "gen-9",
+       true,
+       {}},
+      {"a symlink named gen-7",
+       [](const fs::path& d) { fs::create_symlink("/", d / "gen-7"); },
+       "gen-7",
+       true,
+       {}},
+      {"a directory named .current.tmp-AbCdEf",
+       [](const fs::path& d) {
+         fs::create_directory(d / ".current.tmp-AbCdEf");
+         test::write_plain(d / ".current.tmp-AbCdEf" / "x", "mine");
+       },
+       ".current.tmp-AbCdEf/x",
+       true,
+       {}},
+      {"a directory inside the old generation a publish removes",
+       [](const fs::path& d) {
+         fs::create_directory(d / "gen-1" / "sub");
+         test::write_plain(d / "gen-1" / "sub" / "x", "mine");
+       },
+       ".removing-gen-1/sub/x",
+       true,
+       {}},
+      {"another user's temp file that cannot be opened",
+       [](const fs::path& d) {
+         test::write_plain(d / ".tmp-Zz0Zz0", "theirs", 0600);
+         if (::geteuid() == 0) REQUIRE(::chown((d / ".tmp-Zz0Zz0").c_str(), 65534, 65534) == 0);
+       },
+       ".tmp-Zz0Zz0",
+       false,
+       {Fault{Op::open_file, 1, EACCES, true}}},  // as it is to a user
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.name);
+    TempDir dir;
+    two_generations(dir.path());
+    row.plant(dir.path());
+    FaultFs fs;
+    fs.faults = row.faults;
+    auto writer = SnapshotWriter<FullSync, FaultFs&>::open(dir.path().string(), fs);
+    REQUIRE(writer.has_value());
+    CHECK(writer->current() == 2);
+    REQUIRE(writer->add("a", "3").ok());
+    const Status published = writer->publish();
+    CAPTURE(published.message());
+    REQUIRE(published.ok());
+    CHECK(read_current(dir.path()) == Files{{"a", "3"}});
+    CHECK(fs::exists(fs::symlink_status(dir / row.stays)));
+    const auto swept = writer->remove_stale_generations();
+    REQUIRE(swept.has_value());
+    if (row.counted) CHECK(swept->not_regular >= 1);
+    CHECK(fs::exists(fs::symlink_status(dir / row.stays)));
+  }
+}
+
+TEST_CASE("with current missing, open removes no generation and numbers after the newest",
+          "[snapshot]") {
+  // An operator removed current to take the feed offline (or the first
+  // publish was killed before its swap): every gen-N is complete, and the
+  // newest stands for current until the next publish makes current again.
+  struct Row {
+    const char* name;
+    unsigned keep;
+    int publishes;
+    void (*plant)(const fs::path& dir);
+    std::vector<std::uint64_t> generations_after_open;
+    std::uint64_t current_after_open;
+    unsigned published_keep = 0;  // 0: keep
+  };
+  const Row rows[] = {
+      {"three generations under keep 3", 3, 3, [](const fs::path&) {}, {1, 2, 3}, 3},
+      {"four generations published under keep 4, opened under keep 2",
+       2,
+       4,
+       [](const fs::path&) {},
+       {1, 2, 3, 4},
+       4,
+       4},
+      {"two generations and a half-built one",
+       2,
+       2,
+       [](const fs::path& d) {
+         make_building(d, 3, {{"a", "half"}});
+       },
+       {1, 2},
+       2},
+      {"two generations and a file named gen-9",
+       2,
+       2,
+       [](const fs::path& d) { test::write_plain(d / "gen-9", "not a generation"); },
+       {1, 2, 9},
+       2},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.name);
+    TempDir dir;
+    SnapshotOptions options;
+    options.keep = row.published_keep != 0 ? row.published_keep : row.keep;
+    for (int n = 1; n <= row.publishes; ++n)
+      publish(dir.path(), {{"a", std::to_string(n)}}, options);
+    options.keep = row.keep;
+    fs::remove(dir / "current");
+    row.plant(dir.path());
+    auto writer = Writer::open(dir.path().string(), options);
+    REQUIRE(writer.has_value());
+    CHECK(writer->current() == row.current_after_open);
+    CHECK(generations(dir.path()) == row.generations_after_open);
+    CHECK(unfinished(dir.path()).empty());
+    CHECK_FALSE(fs::exists(fs::symlink_status(dir / "current")));  // still offline
+    REQUIRE(writer->add("a", "next").ok());
+    REQUIRE(writer->publish().ok());
+    CHECK(writer->current() == row.current_after_open + 1);
+    CHECK(read_current(dir.path()) == Files{{"a", "next"}});
+  }
+}
+
+TEST_CASE("a generation a SnapshotReader holds is never removed, however many publishes follow",
+          "[snapshot]") {
+  TempDir dir;
+  auto writer = Writer::open(dir.path().string());
+  REQUIRE(writer.has_value());
+  REQUIRE(writer->add("a", "1").ok());
+  REQUIRE(writer->add("b", "1").ok());
+  REQUIRE(writer->publish().ok());
+  {
+    auto reader = SnapshotReader<>::open(dir.path().string());
+    REQUIRE(reader.has_value());
+    CHECK(reader->generation() == 1);
+    for (int n = 2; n <= 5; ++n) {
+      REQUIRE(writer->add("a", std::to_string(n)).ok());
+      REQUIRE(writer->publish().ok());
+    }
+    CHECK(read_set(reader->descriptor()) == Files{{"a", "1"}, {"b", "1"}});
+    CHECK(generations(dir.path()) == std::vector<std::uint64_t>{1, 4, 5});
+    const auto swept = writer->remove_stale_generations();
+    REQUIRE(swept.has_value());
+    CHECK(swept->in_use == 1);
+    // A second reader takes the newest; moving a reader moves its lease.
+    auto second = SnapshotReader<>::open(dir.path().string());
+    REQUIRE(second.has_value());
+    CHECK(second->generation() == 5);
+    SnapshotReader<> moved = std::move(*reader);
+    CHECK(reader->descriptor() == -1);  // NOLINT(bugprone-use-after-move)
+    REQUIRE(writer->add("a", "6").ok());
+    REQUIRE(writer->publish().ok());
+    CHECK(read_set(moved.descriptor()) == Files{{"a", "1"}, {"b", "1"}});
+    CHECK(generations(dir.path()) == std::vector<std::uint64_t>{1, 5, 6});
+  }  // the leases let go
+  REQUIRE(writer->add("a", "7").ok());
+  REQUIRE(writer->publish().ok());
+  CHECK(generations(dir.path()) == std::vector<std::uint64_t>{6, 7});
+  CHECK(unfinished(dir.path()).empty());
+}
+
+TEST_CASE("a SnapshotReader refuses what it cannot hold, saying why", "[snapshot]") {
+  struct Row {
+    const char* name;
+    void (*make)(const fs::path& dir);
+    Step step;
+    int code;
+    const char* says;
+  };
+  const Row rows[] = {
+      {"nothing published", [](const fs::path&) {}, Step::open_file, ENOENT,
+       "no snapshot is published"},
+      {"current a regular file", [](const fs::path& d) { test::write_plain(d / "current", "x"); },
+       Step::check_path, EINVAL, "not a symlink"},
+      {"current naming no generation",
+       [](const fs::path& d) { fs::create_symlink("x", d / "current"); }, Step::check_path, EINVAL,
+       "names no generation"},
+      {"current dangling", [](const fs::path& d) { fs::create_symlink("gen-4", d / "current"); },
+       Step::lock_run, EAGAIN, "being removed"},
+      {"no directory", [](const fs::path& d) { fs::remove(d); }, Step::open_directory, ENOENT, ""},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.name);
+    TempDir dir;
+    const fs::path snapshot = dir / "s";
+    fs::create_directory(snapshot);
+    row.make(snapshot);
+    const auto reader = SnapshotReader<>::open(snapshot.string());
+    REQUIRE_FALSE(reader.has_value());
+    const std::string message = reader.status().message();
+    CAPTURE(message);
+    CHECK(reader.status().step() == row.step);
+    CHECK(reader.status().code().value() == row.code);
+    CHECK(message.find(row.says) != std::string::npos);
+  }
+  // A generation a writer is removing (its exclusive lock held): let go,
+  // current read again; still held after 100 tries, a failure.
+  TempDir dir;
+  publish(dir.path(), {{"a", "1"}});
+  const int held = ::open((dir / "gen-1").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  REQUIRE(held >= 0);
+  REQUIRE(::flock(held, LOCK_EX | LOCK_NB) == 0);
+  const auto refused = SnapshotReader<>::open(dir.path().string());
+  REQUIRE_FALSE(refused.has_value());
+  CHECK(refused.status().step() == Step::lock_run);
+  CHECK(refused.status().code().value() == EAGAIN);
+  ::close(held);
+  CHECK(SnapshotReader<>::open(dir.path().string()).has_value());
 }
 
 TEST_CASE("remove_stale_generations removes a half-built generation and counts it", "[snapshot]") {
@@ -295,6 +519,91 @@ TEST_CASE("no other user can open or hold the lock: it is 0600, even if it was o
       return;
     }
     CHECK(r == 1);
+    CHECK(Writer::open(dir.path().string()).has_value());
+  }
+}
+
+TEST_CASE("a lock file that is not the writer's own is refused, never changed", "[snapshot]") {
+  // Planted by a neighbour who can write into DIR: a hard link to a file of
+  // someone else's, or a file another user owns. chmod 0600 (and any later
+  // change) would land on that file.
+  struct Row {
+    const char* name;
+    bool hard_link;
+    bool foreign_owner;
+    const char* says;
+  };
+  const Row rows[] = {
+      {"a hard link to a file elsewhere", true, false, "hard link"},
+      {"a file another user owns", false, true, "another user"},
+      {"another user's file, hard-linked", true, true, "hard link"},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.name);
+    if (row.foreign_owner && ::geteuid() != 0) {
+      WARN("skipped: giving a file to another user needs root");
+      continue;
+    }
+    TempDir dir;
+    TempDir elsewhere;
+    const fs::path victim = elsewhere / "victim";
+    test::write_plain(victim, "precious", 0644);
+    if (row.foreign_owner) REQUIRE(::chown(victim.c_str(), 65534, 65534) == 0);
+    if (row.hard_link)
+      fs::create_hard_link(victim, dir / ".snapshot.lock");
+    else
+      fs::rename(victim, dir / ".snapshot.lock");
+    const fs::path lock = dir / ".snapshot.lock";
+    const auto writer = Writer::open(dir.path().string());
+    REQUIRE_FALSE(writer.has_value());
+    CHECK(writer.status().step() == Step::lock_run);
+    CHECK(writer.status().code().value() == EPERM);
+    CHECK(writer.status().path() == lock.string());
+    const std::string message = writer.status().message();
+    CAPTURE(message);
+    CHECK(message.find(row.says) != std::string::npos);
+    CHECK(test::read_file(lock) == "precious");
+    CHECK(test::mode_of(lock) == 0644);
+    CHECK_FALSE(fs::exists(dir / "current"));
+  }
+}
+
+TEST_CASE("generation numbers never wrap: past the largest, nothing is published", "[snapshot]") {
+  constexpr std::uint64_t kMax = std::numeric_limits<std::uint64_t>::max();
+  struct Row {
+    const char* name;
+    std::uint64_t current;
+    int publishes_left;
+  };
+  const Row rows[] = {
+      {"current is the largest number", kMax, 0},
+      {"current is one below it", kMax - 1, 1},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.name);
+    TempDir dir;
+    make_generation(dir.path(), row.current, {{"a", "last"}});
+    fs::create_symlink("gen-" + std::to_string(row.current), dir / "current");
+    auto writer = Writer::open(dir.path().string());
+    REQUIRE(writer.has_value());
+    CHECK(writer->current() == row.current);
+    for (int i = 0; i < row.publishes_left; ++i) {
+      REQUIRE(writer->add("a", "next").ok());
+      REQUIRE(writer->publish().ok());
+    }
+    const auto before = listing(dir.path());
+    const Status s = writer->add("a", "one too many");
+    REQUIRE_FALSE(s.ok());
+    CHECK(s.step() == Step::create_directory);
+    CHECK(s.code().value() == EOVERFLOW);
+    const std::string message = s.message();
+    CAPTURE(message);
+    CHECK(message.find("no generation number is left") != std::string::npos);
+    CHECK(writer->size() == 0);
+    CHECK(listing(dir.path()) == before);
+    CHECK(current_target(dir.path()) == "gen-" + std::to_string(kMax));
+    CHECK(writer->publish().step() == Step::invalid_use);  // nothing to publish
+    writer = Writer::open((dir / "elsewhere").string());   // the directory still opens
     CHECK(Writer::open(dir.path().string()).has_value());
   }
 }
@@ -447,19 +756,22 @@ TEST_CASE("discard and the destructor remove the unpublished generation", "[snap
     REQUIRE(writer.has_value());
     REQUIRE(writer->add("a", "2").ok());
     REQUIRE(writer->add("b", "2").ok());
-    CHECK(generations(dir.path()) == std::vector<std::uint64_t>{1, 2});
+    CHECK(generations(dir.path()) == std::vector<std::uint64_t>{1});
+    CHECK(unfinished(dir.path()) == std::vector<std::string>{".building-gen-2"});
     writer->discard();
     CHECK(writer->size() == 0);
     CHECK(generations(dir.path()) == std::vector<std::uint64_t>{1});
+    CHECK(unfinished(dir.path()).empty());
     writer->discard();  // twice is nothing
     REQUIRE(writer->add("c", "3").ok());
     REQUIRE(writer->publish().ok());
     CHECK(read_current(dir.path()) == Files{{"c", "3"}});
     REQUIRE(writer->add("d", "4").ok());
-    const auto gens = generations(dir.path());
-    CHECK(gens.size() == 3);
+    CHECK(generations(dir.path()).size() == 2);
+    CHECK(unfinished(dir.path()).size() == 1);
   }  // destroyed with an unpublished generation
   CHECK(generations(dir.path()).size() == 2);
+  CHECK(unfinished(dir.path()).empty());
   CHECK(read_current(dir.path()) == Files{{"c", "3"}});
   CHECK(test::temp_files_in(dir.path()).empty());
 }
@@ -487,7 +799,7 @@ TEST_CASE("a moved writer: the new one holds the lock and the generation, the ol
   auto in_other = Writer::open(other.path().string());
   REQUIRE(in_other.has_value());
   REQUIRE(b.add("z", "unpublished").ok());
-  CHECK(generations(dir.path()).size() == 2);
+  CHECK(unfinished(dir.path()).size() == 1);
   b = std::move(*in_other);
   CHECK(generations(dir.path()) == std::vector<std::uint64_t>{1});
   CHECK(Writer::open(dir.path().string()).has_value());

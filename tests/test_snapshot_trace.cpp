@@ -59,11 +59,12 @@ TEST_CASE("a 2-file FullSync publish makes exactly the calls of snapshot_protoco
   CHECK((c[10].fd == dir_fd && c[10].name == c[2].name));
   CHECK((c[11].fd == dir_fd && c[11].name == c[2].name));
   CHECK(c[15].fd == dir_fd);
-  // first add: gen-3 made with its mode, opened (not followed), set exactly.
+  // first add: .building-gen-3 made with its mode, opened (not followed),
+  // set exactly.
   CHECK(c[16].fd == dir_fd);
-  CHECK(c[17].name == "gen-3");
+  CHECK(c[17].name == ".building-gen-3");
   CHECK(c[17].mode == 0755);
-  CHECK(c[18].name == "gen-3");
+  CHECK(c[18].name == ".building-gen-3");
   const int gen_fd = fd(18);
   CHECK(c[19].fd == gen_fd);
   CHECK(c[19].mode == 0755);
@@ -82,29 +83,32 @@ TEST_CASE("a 2-file FullSync publish makes exactly the calls of snapshot_protoco
   CHECK((c[26].fd == a_fd && c[27].fd == b_fd));
   CHECK((c[28].fd == a_fd && c[29].fd == b_fd));
   CHECK((c[30].fd == a_fd && c[31].fd == b_fd));
-  CHECK(c[32].fd == gen_fd);  // the generation's entries durable ...
-  CHECK(c[33].fd == dir_fd);  // ... before the link naming it exists
-  CHECK(c[33].name.rfind(".current.tmp-", 0) == 0);
-  CHECK(c[33].name.size() == 19);
+  CHECK(c[32].fd == gen_fd);                             // the generation's entries durable ...
+  CHECK((c[33].fd == dir_fd && c[33].name == "gen-3"));  // ... before it is named gen-3
+  CHECK(c[34].fd == dir_fd);                             // ... and before the link naming it exists
+  CHECK(c[34].name.rfind(".current.tmp-", 0) == 0);
+  CHECK(c[34].name.size() == 19);
   REQUIRE(fs.link_targets.size() == 1);
   CHECK(fs.link_targets[0] == "gen-3");  // relative: the directory can move
-  CHECK(c[34].fd == dir_fd);             // the link and gen-3's entry durable ...
-  CHECK(c[35].fd == dir_fd);             // ... before the rename over current
-  CHECK(c[35].name == c[33].name);
-  CHECK(c[36].fd == gen_fd);
-  CHECK(c[37].fd == dir_fd);  // the rename durable before anything is removed
-  CHECK(c[38].fd == dir_fd);
-  CHECK(c[39].name == "gen-1");
-  const int old_fd = fd(39);
-  CHECK(c[40].fd == old_fd);
-  CHECK((c[41].fd == old_fd && c[41].name == "a"));
-  CHECK(c[42].fd == old_fd);
-  CHECK((c[43].fd == dir_fd && c[43].name == "gen-1"));
+  CHECK(c[35].fd == dir_fd);             // the link and gen-3's name durable ...
+  CHECK(c[36].fd == dir_fd);             // ... before the rename over current
+  CHECK(c[36].name == c[34].name);
+  CHECK(c[37].fd == gen_fd);
+  CHECK(c[38].fd == dir_fd);  // the rename durable before anything is removed
+  CHECK(c[39].fd == dir_fd);
+  CHECK(c[40].name == "gen-1");
+  const int old_fd = fd(40);
+  CHECK(c[41].fd == old_fd);                             // locked: no reader holds it
+  CHECK((c[42].fd == dir_fd && c[42].name == "gen-1"));  // renamed away while locked
+  CHECK(c[43].fd == old_fd);
+  CHECK((c[44].fd == old_fd && c[44].name == "a"));
+  CHECK((c[45].fd == dir_fd && c[45].name == ".removing-gen-1"));
+  CHECK(c[46].fd == old_fd);  // the lock held to the end
   // the destructor: the lock, then the claim's file before its descriptor.
-  CHECK(c[44].fd == lock_fd);
-  CHECK((c[45].fd == dir_fd && c[45].name == c[2].name));
-  CHECK(c[46].fd == claim_fd);
-  CHECK(c[47].fd == dir_fd);
+  CHECK(c[47].fd == lock_fd);
+  CHECK((c[48].fd == dir_fd && c[48].name == c[2].name));
+  CHECK(c[49].fd == claim_fd);
+  CHECK(c[50].fd == dir_fd);
   CHECK(read_current(dir.path()) == Files{{"a", "new a"}, {"b", "new b"}});
 }
 
@@ -130,7 +134,7 @@ TEST_CASE("an open over a killed publisher's leftovers makes the calls of snapsh
           "[snapshot-trace]") {
   TempDir dir;
   two_generations(dir.path());
-  make_generation(dir.path(), 3, {{"a", "half"}});
+  make_building(dir.path(), 3, {{"a", "half"}});
   fs::create_symlink("gen-3", dir / ".current.tmp-AAAAAA");
   FaultFs fs;
   { REQUIRE((SnapshotWriter<FullSync, FaultFs&>::open(dir.path().string(), fs).has_value())); }

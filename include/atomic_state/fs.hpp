@@ -8,7 +8,7 @@
 #include <sys/file.h>   // flock
 #include <sys/stat.h>   // fstat, fstatat, mkdirat, fchmod, S_IS*
 #include <sys/types.h>  // mode_t, ssize_t, off_t
-#include <unistd.h>     // close, write, read, fsync, fdatasync, fchown, unlinkat, linkat
+#include <unistd.h>     // close, write, read, fsync, fdatasync, fchown, unlinkat, linkat, geteuid
 #if defined(__linux__)
 #include <sys/xattr.h>  // fgetxattr, fsetxattr, fremovexattr: ModeFrom::existing
 #endif
@@ -207,6 +207,11 @@ struct PosixFs {
   /// WriteOptions::follow_symlinks. Optional: without it, following a
   /// symlink at the target fails (check_path, ENOTSUP).
   int real_path(const char* path, char* out) noexcept;
+  /// geteuid(): the user the process acts as, to tell a lock file of its
+  /// own from another user's. Cannot fail. Optional: without it, a
+  /// SnapshotWriter's lock file is not checked for its owner (its link
+  /// count still is).
+  std::uint32_t user_id() noexcept;
 
   // ---- what a snapshot adds (is_snapshot_filesystem_v)
   /// mkdirat(dir_fd, name, mode).
@@ -220,6 +225,11 @@ struct PosixFs {
   /// readlinkat(dir_fd, name, buffer, size): the length of the target (not
   /// terminated); a target of `size` bytes or more is -ENAMETOOLONG.
   ssize_t read_link(int dir_fd, const char* name, char* buffer, std::size_t size) noexcept;
+
+  // ---- what a SnapshotReader adds (is_snapshot_reader_filesystem_v)
+  /// flock(fd, LOCK_SH|LOCK_NB): -EWOULDBLOCK while another open file
+  /// description holds an exclusive lock; any number share it.
+  int try_lock_shared(int fd) noexcept;
 };
 
 /// Whether F offers every call of PosixFs that AtomicWriter::write makes,
@@ -279,6 +289,24 @@ struct is_snapshot_filesystem<
 template <class F>
 inline constexpr bool is_snapshot_filesystem_v =
     is_snapshot_filesystem<std::remove_reference_t<F>>::value;
+
+/// Whether F offers the calls a SnapshotReader makes: open_directory,
+/// read_link, open_directory_at, try_lock_shared, file_info, entry_info and
+/// close.
+template <class F, class = void>
+struct is_snapshot_reader_filesystem : std::false_type {};
+template <class F>
+struct is_snapshot_reader_filesystem<
+    F, std::void_t<decltype(std::declval<F&>().open_directory("")),
+                   decltype(std::declval<F&>().read_link(0, "", nullptr, std::size_t{})),
+                   decltype(std::declval<F&>().open_directory_at(0, "")),
+                   decltype(std::declval<F&>().try_lock_shared(0)),
+                   decltype(std::declval<F&>().file_info(0, std::declval<FileInfo&>())),
+                   decltype(std::declval<F&>().entry_info(0, "", std::declval<FileInfo&>())),
+                   decltype(std::declval<F&>().close(0))>> : std::true_type {};
+template <class F>
+inline constexpr bool is_snapshot_reader_filesystem_v =
+    is_snapshot_reader_filesystem<std::remove_reference_t<F>>::value;
 
 namespace detail {
 
@@ -378,6 +406,7 @@ class Retrying {
   int real_path(const char* path, char* out) noexcept {
     return retry_interrupted([&] { return fs_->real_path(path, out); });
   }
+  std::uint32_t user_id() noexcept { return fs_->user_id(); }
   ssize_t get_attribute(int fd, const char* name, void* value, std::size_t size) noexcept {
     return retry_interrupted([&] { return fs_->get_attribute(fd, name, value, size); });
   }
@@ -405,6 +434,9 @@ class Retrying {
   int check_writable(int dir_fd) noexcept {
     return retry_interrupted([&] { return fs_->check_writable(dir_fd); });
   }
+  int try_lock_shared(int fd) noexcept {
+    return retry_interrupted([&] { return fs_->try_lock_shared(fd); });
+  }
 
  private:
   Fs* fs_;
@@ -423,6 +455,10 @@ struct has_process_umask : std::false_type {};
 template <class F>
 struct has_process_umask<F, std::void_t<decltype(std::declval<F&>().process_umask())>>
     : std::true_type {};
+template <class F, class = void>
+struct has_user_id : std::false_type {};
+template <class F>
+struct has_user_id<F, std::void_t<decltype(std::declval<F&>().user_id())>> : std::true_type {};
 template <class F, class = void>
 struct has_attributes : std::false_type {};
 template <class F>
@@ -558,6 +594,8 @@ inline int PosixFs::real_path(const char* path, char* out) noexcept {
   return ::realpath(path, out) == nullptr ? -errno : 0;
 }
 
+inline std::uint32_t PosixFs::user_id() noexcept { return static_cast<std::uint32_t>(::geteuid()); }
+
 inline ssize_t PosixFs::get_attribute(int fd, const char* name, void* value,
                                       std::size_t size) noexcept {
 #if defined(__linux__)
@@ -603,6 +641,10 @@ inline int PosixFs::remove_directory(int dir_fd, const char* name) noexcept {
 
 inline int PosixFs::make_symlink(const char* target, int dir_fd, const char* name) noexcept {
   return detail::negative_errno(::symlinkat(target, dir_fd, name));
+}
+
+inline int PosixFs::try_lock_shared(int fd) noexcept {
+  return detail::negative_errno(::flock(fd, LOCK_SH | LOCK_NB));
 }
 
 inline ssize_t PosixFs::read_link(int dir_fd, const char* name, char* buffer,

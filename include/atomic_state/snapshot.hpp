@@ -1,4 +1,4 @@
-// snapshot.hpp: SnapshotOptions, SnapshotWriter: sets of files published whole
+// snapshot.hpp: SnapshotOptions, SnapshotWriter, SnapshotReader: sets published whole
 #ifndef ATOMIC_STATE_SNAPSHOT_HPP
 #define ATOMIC_STATE_SNAPSHOT_HPP
 
@@ -7,6 +7,7 @@
 #include <charconv>     // std::to_chars, std::from_chars: generation numbers
 #include <cstdint>      // std::uint64_t
 #include <cstring>      // std::memcpy, std::strncpy
+#include <limits>       // std::numeric_limits: the last generation number
 #include <string_view>  // std::string_view
 #include <utility>      // std::move, std::exchange
 #include <vector>       // std::vector: the files of a generation
@@ -16,12 +17,125 @@
 namespace atomic_state {
 inline namespace ATOMIC_STATE_DETAIL_ABI {
 
+// The names of a snapshot directory, as the writer's listings keep them.
+namespace detail {
+/// The generation number of a name "gen-N" (N a decimal without leading
+/// zeros, at least 1), or 0 when `name` is not one.
+inline std::uint64_t generation_of(std::string_view name) noexcept {
+  if (name.size() < 5 || name.size() > 24 || name.substr(0, 4) != "gen-" || name[4] == '0')
+    return 0;
+  std::uint64_t n = 0;
+  const char* const end = name.data() + name.size();
+  const auto [at, error] = std::from_chars(name.data() + 4, end, n);
+  return error == std::errc() && at == end ? n : 0;
+}
+
+/// What a generation's name says of it: gen-N is complete; the two others
+/// are named so that no reader ever enters them through current.
+enum class GenerationState : unsigned char {
+  complete,  ///< gen-N
+  building,  ///< .building-gen-N: being written, or half-written by a killed publisher
+  removing,  ///< .removing-gen-N: being removed, or half-removed
+};
+
+inline constexpr std::string_view kBuildingPrefix = ".building-";
+inline constexpr std::string_view kRemovingPrefix = ".removing-";
+
+/// A generation's name in one of its states.
+struct GenerationName {
+  char text[48] = {};
+  explicit GenerationName(std::uint64_t n,
+                          GenerationState state = GenerationState::complete) noexcept {
+    std::size_t at = 0;
+    if (state != GenerationState::complete) {
+      const std::string_view prefix =
+          state == GenerationState::building ? kBuildingPrefix : kRemovingPrefix;
+      std::memcpy(text, prefix.data(), prefix.size());
+      at = prefix.size();
+    }
+    std::memcpy(text + at, "gen-", 4);
+    *std::to_chars(text + at + 4, text + sizeof text - 1, n).ptr = '\0';
+  }
+  const char* c_str() const noexcept { return text; }
+};
+
+/// The names a snapshot directory holds that its writer manages. Its
+/// storage is kept from one listing to the next (clear, not shrink).
+struct SnapshotEntries {
+  struct Generation {
+    std::uint64_t number;
+    GenerationState state;
+  };
+  std::vector<Generation> generations;
+  std::vector<std::array<char, 20>> temp_links;  // ".current.tmp-XXXXXX"
+  bool out_of_memory = false;
+
+  void clear() noexcept {
+    generations.clear();
+    temp_links.clear();
+    out_of_memory = false;
+  }
+  bool contains(std::uint64_t n) const noexcept {
+    for (const Generation& g : generations)
+      if (g.number == n) return true;
+    return false;
+  }
+
+  static void add(void* context, const char* name) noexcept {
+    auto& self = *static_cast<SnapshotEntries*>(context);
+    const std::string_view entry(name);
+    ATOMIC_STATE_DETAIL_TRY {
+      GenerationState state = GenerationState::complete;
+      std::string_view rest = entry;
+      if (entry.substr(0, kBuildingPrefix.size()) == kBuildingPrefix) {
+        state = GenerationState::building;
+        rest.remove_prefix(kBuildingPrefix.size());
+      } else if (entry.substr(0, kRemovingPrefix.size()) == kRemovingPrefix) {
+        state = GenerationState::removing;
+        rest.remove_prefix(kRemovingPrefix.size());
+      }
+      if (const std::uint64_t n = generation_of(rest); n != 0) {
+        self.generations.push_back(Generation{n, state});
+      } else if (entry.size() == 19 && entry.substr(0, 8) == ".current" &&
+                 starts_as_temp_name(name + 8)) {
+        std::array<char, 20> copy{};
+        std::memcpy(copy.data(), name, 20);
+        self.temp_links.push_back(copy);
+      }
+    }
+    ATOMIC_STATE_DETAIL_CATCH_ALL { self.out_of_memory = true; }
+  }
+};
+
+/// The names of a generation directory's files, to remove them; storage
+/// kept as SnapshotEntries keeps its.
+struct GenerationFiles {
+  std::vector<std::array<char, ATOMIC_STATE_NAME_MAX + 1>> names;
+  bool out_of_memory = false;
+
+  void clear() noexcept {
+    names.clear();
+    out_of_memory = false;
+  }
+  static void add(void* context, const char* name) noexcept {
+    auto& self = *static_cast<GenerationFiles*>(context);
+    ATOMIC_STATE_DETAIL_TRY {
+      self.names.emplace_back();
+      std::strncpy(self.names.back().data(), name, ATOMIC_STATE_NAME_MAX);
+      self.names.back()[ATOMIC_STATE_NAME_MAX] = '\0';
+    }
+    ATOMIC_STATE_DETAIL_CATCH_ALL { self.out_of_memory = true; }
+  }
+};
+}  // namespace detail
+
 /// How a SnapshotWriter keeps its generations. open() refuses options it
 /// cannot use (Step::check_path, EINVAL).
 struct SnapshotOptions {
   /// Generations kept after a publish: the current one and the newest
   /// before it, so that a reader who opened `current` just before a publish
-  /// can still read its files. At least 1.
+  /// can still read its files. At least 1. A generation a SnapshotReader
+  /// holds is kept beyond this, until the reader lets go.
   unsigned keep = 2;
   /// Each generation directory's mode, exact (the umask is ignored); at
   /// most 07777.
@@ -31,28 +145,64 @@ struct SnapshotOptions {
 
 /// A set of files that readers see change all at once. The files live in
 /// a generation directory, DIR/gen-N, and DIR/current is a symlink naming
-/// the complete one; a reader opens DIR/current once (open("DIR/current",
-/// O_RDONLY | O_DIRECTORY)) and then reads the files relative to that
-/// descriptor (openat), so it sees one whole set, old or new.
-/// add() writes a file into a new generation (made at the first add);
-/// publish() makes it durable and current:
+/// the complete one. A reader holds a SnapshotReader for as long as it
+/// reads a set: a lease no publish removes. A reader without one opens
+/// DIR/current once (open("DIR/current", O_RDONLY | O_DIRECTORY)) and then
+/// reads the files relative to that descriptor (openat): it sees one whole
+/// set, old or new, for as long as `keep` covers (keep - 1 publishes after
+/// the one it entered); after that the set's files may be removed under it
+/// (openat fails with ENOENT; a file already open still reads whole).
+/// add() writes a file into a new generation, DIR/.building-gen-N (made at
+/// the first add); publish() makes it durable and current:
 ///   1. each file's mode set, writeback started, synced and closed;
 ///   2. the generation directory synced;
-///   3. a temp symlink DIR/.current.tmp-XXXXXX naming it made, DIR synced;
-///   4. the temp symlink renamed over DIR/current, DIR synced;
-///   5. generations beyond `keep` removed, the current one never.
+///   3. the generation renamed to DIR/gen-N (never over an existing name):
+///      a gen-N is complete, its files and their entries durable before it
+///      has the name;
+///   4. a temp symlink DIR/.current.tmp-XXXXXX naming it made, DIR synced;
+///   5. the temp symlink renamed over DIR/current, DIR synced;
+///   6. generations beyond `keep` removed, the current one never, nor one a
+///      SnapshotReader holds (a non-blocking exclusive flock on the
+///      generation fails): each is renamed DIR/.removing-gen-N while locked,
+///      then emptied and removed.
 /// After any crash DIR/current names a complete generation, old or new. A
-/// failure before the rename removes the new generation; current is
-/// untouched. A failure after it (a directory sync, the removal of old
-/// generations) is reported with replaced() true: readers see the new set.
+/// failure before the rename over current removes the new generation;
+/// current is untouched. A failure of the directory sync after it is
+/// reported with replaced() true: readers see the new set, not known to be
+/// durable. A failure to remove old generations (step 6) comes after the
+/// swap is durable: replaced() is false, current() is the new generation,
+/// and the message says "the snapshot was published and is durable; an old
+/// generation was not removed" (under NoSync: "not known to be durable");
+/// the next publish or open tries the removal again.
 ///
 /// One publisher per directory at a time: open() takes a lock on
 /// DIR/.snapshot.lock (mode 0600, so that no other user can hold it; one
 /// open to others is made so) for the writer's life, and a second open()
-/// fails with EWOULDBLOCK rather than waiting. open() also removes what a
-/// killed publisher left: generations newer than current, and temp
-/// symlinks. A DIR/current that is not a symlink naming a gen-N belongs to
-/// someone else: open() refuses it and removes nothing. Move-only.
+/// fails with EWOULDBLOCK rather than waiting. A lock file that is not the
+/// writer's own is refused (lock_run, EPERM) and left unchanged: a hard
+/// link (a link count above 1), or a file of another user (where the Fs
+/// has user_id). open() also removes what a killed publisher left:
+/// half-built generations (.building-gen-N), generations newer than
+/// current (complete, never current), half-removed ones (.removing-gen-N)
+/// and temp symlinks. A DIR/current that is not a symlink naming a gen-N
+/// belongs to someone else: open() refuses it and removes nothing. A
+/// missing DIR/current (an operator took the feed offline) removes no
+/// generation: current() is then the newest complete one, kept with every
+/// other, and DIR/current stays missing until the next publish.
+///
+/// Entries under the writer's names that are not of the kind it makes (a
+/// file or symlink named gen-N, a directory named .current.tmp-XXXXXX, a
+/// directory inside a generation being removed) are left where they are
+/// and counted (TempSweep::not_regular); they never make open() or
+/// publish() fail. A generation being removed that holds such a directory
+/// stays, emptied of its files, as .removing-gen-N. Move-only.
+///
+/// Allocations: open() allocates (the directory's claim, the listings).
+/// add() and publish() keep their storage (the files added, the names
+/// listed) from one publish to the next, so a writer reused for sets of
+/// the same shape allocates nothing once its storage has grown to the
+/// directory's size (after its first few publishes); a failure allocates
+/// its Status's text.
 template <class SyncPolicy = FullSync, class Fs = PosixFs>
 class SnapshotWriter {
   static_assert(is_sync_policy_v<SyncPolicy>,
@@ -67,7 +217,11 @@ class SnapshotWriter {
   /// removes what a killed one left. Failures: check_path (bad options, or
   /// DIR/current not a symlink to a generation: EINVAL), create_directory,
   /// open_directory, create_temp_file (AtomicDirectory's claim), lock_run
-  /// (EWOULDBLOCK: another writer has it open), remove_temp_file.
+  /// (EWOULDBLOCK: another writer has it open; EPERM: the lock file is a
+  /// hard link or another user's), remove_temp_file. The sweep of stale
+  /// temp files (a killed publisher's claim) is done as well as it can be:
+  /// a temp file it cannot remove (another user's) is left, and open()
+  /// succeeds.
   template <class F = Fs, std::enable_if_t<std::is_default_constructible_v<F>, int> = 0>
   static Result<SnapshotWriter> open(PathView dir, const SnapshotOptions& options = {}) noexcept {
     return open(dir, F(), options);
@@ -86,23 +240,32 @@ class SnapshotWriter {
   /// Step::check_path before anything is written: a name empty, holding a
   /// '/' or a NUL, "." or ".." (EINVAL), longer than ATOMIC_STATE_NAME_MAX
   /// (ENAMETOOLONG) or added before (EEXIST); a mode above 07777 (EINVAL).
-  /// Failures: create_directory, open_directory, set_permissions (the new
+  /// Failures: create_directory (EOVERFLOW: the generations reached
+  /// gen-18446744073709551615, and no number is left: nothing is made,
+  /// current stays as it is), open_directory, set_permissions (the new
   /// generation, made at the first add), create_temp_file, write_data; the
   /// generation keeps its other files. A moved-from writer: invalid_use.
   Status add(std::string_view name, std::string_view data, unsigned perm = 0644) noexcept;
   /// Publishes the files added, as above. No file added: invalid_use
   /// (EINVAL). After a failure the files added are gone: add them again.
+  /// Failures: set_permissions, sync_file, close_temp_file, sync_directory,
+  /// rename (to gen-N, or over current), create_temp_file (the temp
+  /// symlink), remove_temp_file (step 6).
   Status publish() noexcept;
   /// Removes the unpublished generation, if any; current is untouched.
   void discard() noexcept;
   /// Removes, as open() and publish() do, the temp symlinks
-  /// (.current.tmp-*), the generations newer than current (half-built by a
-  /// killed publisher) and those older than the newest keep - 1 before
-  /// current; a TempSweep counting the entries removed. Nothing else in DIR
-  /// is touched. Failures: remove_temp_file.
+  /// (.current.tmp-*), the half-built and half-removed generations, the
+  /// generations newer than current and those older than the newest
+  /// keep - 1 before current, but for any a SnapshotReader holds; a
+  /// TempSweep counting the entries removed, the generations left because
+  /// a reader holds them (in_use) and the entries not the writer's own
+  /// (not_regular). Nothing else in DIR is touched. Failures:
+  /// remove_temp_file.
   Result<TempSweep> remove_stale_generations() noexcept;
 
-  /// The generation DIR/current names (0: none yet).
+  /// The generation DIR/current names; when DIR/current is missing, the
+  /// newest complete generation (0: none yet).
   std::uint64_t current() const noexcept { return current_; }
   /// Files added to the next generation.
   std::size_t size() const noexcept { return files_.size(); }
@@ -118,19 +281,17 @@ class SnapshotWriter {
     std::size_t name_len = 0;
     char name[ATOMIC_STATE_NAME_MAX + 1] = {};
   };
-  struct GenerationName {
-    char text[32] = {};
-    explicit GenerationName(std::uint64_t n) noexcept;
-    const char* c_str() const noexcept { return text; }
-  };
 
   explicit SnapshotWriter(Directory dir) noexcept : dir_(std::move(dir)) {}
-  Status read_current() noexcept;
+  Status read_current(bool& missing) noexcept;
+  Status list() noexcept;
+  Status recover_current() noexcept;
   Status begin_generation() noexcept;
   Status make_durable() noexcept;
   Status swap_current() noexcept;
-  Status prune(TempSweep& sweep) noexcept;
-  Status remove_generation(std::uint64_t n) noexcept;
+  Status prune(TempSweep& sweep, bool generations = true) noexcept;
+  Status retire_generation(std::uint64_t n, TempSweep& sweep) noexcept;
+  Status remove_tree(const char* name, int fd, TempSweep& sweep) noexcept;
   Status fail(Step step, int r, std::string_view subject, std::string_view target = {},
               const char* note = nullptr, bool replaced = false) const noexcept;
   void release() noexcept;
@@ -138,10 +299,68 @@ class SnapshotWriter {
   Directory dir_;
   SnapshotOptions options_;
   int lock_fd_ = -1;
-  int generation_fd_ = -1;        // of the generation being built
-  std::uint64_t generation_ = 0;  // its number, 0 when none
+  int generation_fd_ = -1;         // of the generation being built
+  std::uint64_t generation_ = 0;   // its number, 0 when none
+  bool generation_named_ = false;  // renamed to gen-N, not yet current
   std::uint64_t current_ = 0;
   std::vector<File> files_;
+  detail::SnapshotEntries entries_;  // the last listing of DIR, its storage kept
+  detail::GenerationFiles names_;    // the last listing of a generation, likewise
+};
+
+/// A reader's lease on the snapshot current when it opened: the
+/// generation's directory, held open and locked (a shared flock) until the
+/// reader is destroyed, so that no SnapshotWriter's publish or open removes
+/// it, whatever `keep` says and however many publishes follow. Read the
+/// set's files relative to descriptor() (openat); they are one whole set.
+///
+/// open() reads DIR/current, opens the generation it names and locks it
+/// without waiting; a generation a writer is removing at that moment (its
+/// exclusive lock held, or already renamed away) is let go and current
+/// read again, up to 100 times. A reader holds its generation for as long
+/// as it lives: a long-lived reader keeps an old generation on disk; open
+/// a new one to follow publishes. Move-only; not for several threads at
+/// once. A reader without a lease: see SnapshotWriter.
+template <class Fs = PosixFs>
+class SnapshotReader {
+  static_assert(is_snapshot_reader_filesystem_v<Fs>,
+                "SnapshotReader: Fs needs open_directory, read_link, open_directory_at, "
+                "try_lock_shared, file_info, entry_info and close (see PosixFs)");
+
+ public:
+  /// Opens DIR and takes a lease on the generation DIR/current names.
+  /// Failures: check_path (a bad path; DIR/current not a symlink naming a
+  /// gen-N: EINVAL), open_directory (DIR, or the generation), open_file
+  /// (ENOENT: DIR/current missing: nothing published yet, or taken
+  /// offline), lock_run (the shared lock refused: a filesystem without
+  /// flock; EAGAIN: current kept naming generations being removed).
+  template <class F = Fs, std::enable_if_t<std::is_default_constructible_v<F>, int> = 0>
+  static Result<SnapshotReader> open(PathView dir) noexcept {
+    return open(dir, F());
+  }
+  static Result<SnapshotReader> open(PathView dir, Fs fs) noexcept;
+
+  SnapshotReader(SnapshotReader&& other) noexcept;
+  SnapshotReader& operator=(SnapshotReader&& other) noexcept;
+  SnapshotReader(const SnapshotReader&) = delete;
+  SnapshotReader& operator=(const SnapshotReader&) = delete;
+  /// Releases the lease: a later publish or open may remove the generation.
+  ~SnapshotReader();
+
+  /// The generation's directory, for openat(descriptor(), name, ...): its
+  /// files are one whole set while this reader lives. -1 once moved from.
+  int descriptor() const noexcept { return generation_fd_; }
+  /// The generation's number, N of DIR/gen-N.
+  std::uint64_t generation() const noexcept { return generation_; }
+
+ private:
+  using FsRef = std::remove_reference_t<Fs>;
+  explicit SnapshotReader(Fs fs) noexcept : fs_(static_cast<Fs&&>(fs)) {}
+  void release() noexcept;
+
+  Fs fs_;
+  int generation_fd_ = -1;
+  std::uint64_t generation_ = 0;
 };
 
 // ========================================================= implementation ====
@@ -149,62 +368,15 @@ class SnapshotWriter {
 // ---------------------------------------------------------- SnapshotWriter --
 
 namespace detail {
-/// The generation number of a name "gen-N" (N a decimal without leading
-/// zeros, at least 1), or 0 when `name` is not one.
-inline std::uint64_t generation_of(std::string_view name) noexcept {
-  if (name.size() < 5 || name.size() > 24 || name.substr(0, 4) != "gen-" || name[4] == '0')
-    return 0;
-  std::uint64_t n = 0;
-  const char* const end = name.data() + name.size();
-  const auto [at, error] = std::from_chars(name.data() + 4, end, n);
-  return error == std::errc() && at == end ? n : 0;
+// Whether a failed unlink met a directory: EISDIR on Linux, EPERM where
+// POSIX's wording is followed. An EPERM is looked at to tell.
+template <class Call>
+bool is_directory_refusal(Call& call, int dir_fd, const char* name, int r) noexcept {
+  if (r != -EISDIR && r != -EPERM) return false;
+  FileInfo info;
+  return call.entry_info(dir_fd, name, info) >= 0 && info.type == FileType::directory;
 }
-
-/// The names a snapshot directory holds that its writer manages.
-struct SnapshotEntries {
-  std::vector<std::uint64_t> generations;
-  std::vector<std::array<char, 20>> temp_links;  // ".current.tmp-XXXXXX"
-  bool out_of_memory = false;
-
-  static void add(void* context, const char* name) noexcept {
-    auto& self = *static_cast<SnapshotEntries*>(context);
-    const std::string_view entry(name);
-    ATOMIC_STATE_DETAIL_TRY {
-      if (const std::uint64_t n = generation_of(entry); n != 0) {
-        self.generations.push_back(n);
-      } else if (entry.size() == 19 && entry.substr(0, 8) == ".current" &&
-                 starts_as_temp_name(name + 8)) {
-        std::array<char, 20> copy{};
-        std::memcpy(copy.data(), name, 20);
-        self.temp_links.push_back(copy);
-      }
-    }
-    ATOMIC_STATE_DETAIL_CATCH_ALL { self.out_of_memory = true; }
-  }
-};
-
-/// The names of a generation directory's files, to remove them.
-struct GenerationFiles {
-  std::vector<std::array<char, ATOMIC_STATE_NAME_MAX + 1>> names;
-  bool out_of_memory = false;
-
-  static void add(void* context, const char* name) noexcept {
-    auto& self = *static_cast<GenerationFiles*>(context);
-    ATOMIC_STATE_DETAIL_TRY {
-      std::array<char, ATOMIC_STATE_NAME_MAX + 1> copy{};
-      std::strncpy(copy.data(), name, ATOMIC_STATE_NAME_MAX);
-      self.names.push_back(copy);
-    }
-    ATOMIC_STATE_DETAIL_CATCH_ALL { self.out_of_memory = true; }
-  }
-};
 }  // namespace detail
-
-template <class S, class Fs>
-SnapshotWriter<S, Fs>::GenerationName::GenerationName(std::uint64_t n) noexcept {
-  std::memcpy(text, "gen-", 4);
-  *std::to_chars(text + 4, text + sizeof text - 1, n).ptr = '\0';
-}
 
 template <class S, class Fs>
 Result<SnapshotWriter<S, Fs>> SnapshotWriter<S, Fs>::open(PathView dir, Fs fs,
@@ -231,6 +403,17 @@ Result<SnapshotWriter<S, Fs>> SnapshotWriter<S, Fs>::open(PathView dir, Fs fs,
   if (info.type != FileType::regular)
     return writer.fail(Step::lock_run, -EINVAL, lock_path.view(), {},
                        "the lock file is not a regular file");
+  // A name planted by whoever can write into DIR: a second name of a file
+  // elsewhere, or another user's file. Its chmod would change that file.
+  if (info.links > 1)
+    return writer.fail(Step::lock_run, -EPERM, lock_path.view(), {},
+                       "the lock file is a hard link to a file elsewhere, not the "
+                       "SnapshotWriter's own: remove it");
+  if constexpr (detail::has_user_id<FsRef>::value)
+    if (info.owner != call.user_id())
+      return writer.fail(Step::lock_run, -EPERM, lock_path.view(), {},
+                         "the lock file belongs to another user, not the SnapshotWriter's own: "
+                         "remove it");
   if (const int r = call.try_lock(fd); r < 0)
     return writer.fail(
         Step::lock_run, r, lock_path.view(), {},
@@ -240,12 +423,16 @@ Result<SnapshotWriter<S, Fs>> SnapshotWriter<S, Fs>::open(PathView dir, Fs fs,
     if (const int r = call.set_mode(fd, 0600); r < 0)
       return writer.fail(Step::lock_run, r, lock_path.view(), {},
                          "the lock file is open to other users and cannot be made 0600");
-  if (Status read = writer.read_current(); !read) return read;
+  bool missing = false;
+  if (Status read = writer.read_current(missing); !read) return read;
+  if (missing)
+    if (Status recovered = writer.recover_current(); !recovered) return recovered;
   TempSweep swept;
-  if (Status pruned = writer.prune(swept); !pruned) return pruned;
-  // A killed publisher's directory claim, as any stale temp file.
-  if (Result<TempSweep> claims = writer.dir_.remove_stale_temp_files(); !claims)
-    return claims.status();
+  if (Status pruned = writer.prune(swept, !missing); !pruned) return pruned;
+  // A killed publisher's directory claim, as any stale temp file. What the
+  // sweep cannot remove (another user's temp file) is left: the writer
+  // needs none of it.
+  (void)writer.dir_.remove_stale_temp_files();
   return Result<SnapshotWriter>(std::move(writer));
 }
 
@@ -256,8 +443,11 @@ SnapshotWriter<S, Fs>::SnapshotWriter(SnapshotWriter&& other) noexcept
       lock_fd_(std::exchange(other.lock_fd_, -1)),
       generation_fd_(std::exchange(other.generation_fd_, -1)),
       generation_(std::exchange(other.generation_, 0)),
+      generation_named_(std::exchange(other.generation_named_, false)),
       current_(other.current_),
-      files_(std::move(other.files_)) {}
+      files_(std::move(other.files_)),
+      entries_(std::move(other.entries_)),
+      names_(std::move(other.names_)) {}
 
 template <class S, class Fs>
 SnapshotWriter<S, Fs>& SnapshotWriter<S, Fs>::operator=(SnapshotWriter&& other) noexcept {
@@ -268,8 +458,11 @@ SnapshotWriter<S, Fs>& SnapshotWriter<S, Fs>::operator=(SnapshotWriter&& other) 
   lock_fd_ = std::exchange(other.lock_fd_, -1);
   generation_fd_ = std::exchange(other.generation_fd_, -1);
   generation_ = std::exchange(other.generation_, 0);
+  generation_named_ = std::exchange(other.generation_named_, false);
   current_ = other.current_;
   files_ = std::move(other.files_);
+  entries_ = std::move(other.entries_);
+  names_ = std::move(other.names_);
   return *this;
 }
 
@@ -291,15 +484,17 @@ Status SnapshotWriter<S, Fs>::fail(Step step, int r, std::string_view subject,
   return Status(step, detail::system_error(r), subject, target, replaced, note);
 }
 
-// DIR/current: a symlink to a generation, or missing before the first
-// publish. Anything else belongs to someone else and is left alone.
+// DIR/current: a symlink to a generation, or missing (before the first
+// publish, or removed by an operator). Anything else belongs to someone
+// else and is left alone.
 template <class S, class Fs>
-Status SnapshotWriter<S, Fs>::read_current() noexcept {
+Status SnapshotWriter<S, Fs>::read_current(bool& missing) noexcept {
   char target[32];
   detail::Retrying<FsRef> call(dir_.filesystem());
   const ssize_t r = call.read_link(dir_.descriptor(), "current", target, sizeof target);
   const detail::JoinedPath current(path(), "current");
-  if (r == -ENOENT) {
+  missing = r == -ENOENT;
+  if (missing) {
     current_ = 0;
     return {};
   }
@@ -314,24 +509,65 @@ Status SnapshotWriter<S, Fs>::read_current() noexcept {
   return {};
 }
 
-// A new generation directory, numbered after every one the directory holds
-// and after current, so that a reader never meets a name it saw before
-// naming other files (a killed publisher's half-built one, which no reader
-// entered, may be numbered again once removed).
+template <class S, class Fs>
+Status SnapshotWriter<S, Fs>::list() noexcept {
+  detail::Retrying<FsRef> call(dir_.filesystem());
+  entries_.clear();
+  if (const int r =
+          call.list_directory(dir_.descriptor(), &detail::SnapshotEntries::add, &entries_);
+      r < 0)
+    return fail(Step::remove_temp_file, r, path());
+  if (entries_.out_of_memory) return fail(Step::remove_temp_file, -ENOMEM, path());
+  return {};
+}
+
+// DIR/current missing, generations present: an operator took the feed
+// offline, or the first publish was killed before its swap. Each gen-N is
+// complete (named so only once its files were durable); the newest that is
+// a directory stands for current, so that nothing is removed and the next
+// generation is numbered after it.
+template <class S, class Fs>
+Status SnapshotWriter<S, Fs>::recover_current() noexcept {
+  if (Status listed = list(); !listed) return listed;
+  detail::Retrying<FsRef> call(dir_.filesystem());
+  for (const auto& g : entries_.generations) {
+    if (g.state != detail::GenerationState::complete || g.number <= current_) continue;
+    FileInfo info;
+    if (call.entry_info(dir_.descriptor(), detail::GenerationName(g.number).c_str(), info) >= 0 &&
+        info.type == FileType::directory)
+      current_ = g.number;
+  }
+  return {};
+}
+
+// A new generation directory, .building-gen-N, numbered after current and
+// after every name of the directory that follows it, so that a reader
+// never meets a name it saw before naming other files (only a generation
+// that was current has been seen, and none newer than current survives an
+// open). A foreign name far ahead (gen-99999...) is not followed.
 template <class S, class Fs>
 Status SnapshotWriter<S, Fs>::begin_generation() noexcept {
   detail::Retrying<FsRef> call(dir_.filesystem());
   const int dir_fd = dir_.descriptor();
-  detail::SnapshotEntries entries;
-  if (const int r = call.list_directory(dir_fd, &detail::SnapshotEntries::add, &entries); r < 0)
-    return fail(Step::create_directory, r, path(), {}, "listing the generations");
-  if (entries.out_of_memory) return fail(Step::create_directory, -ENOMEM, path());
+  if (Status listed = list(); !listed)
+    return fail(Step::create_directory, static_cast<int>(-listed.code().value()), path(), {},
+                "listing the generations");
   std::uint64_t n = current_;
-  for (const std::uint64_t seen : entries.generations) n = seen > n ? seen : n;
   int r = -EEXIST;
-  for (int tries = 0; r == -EEXIST && tries < 100; ++tries)
-    r = call.make_directory_at(dir_fd, GenerationName(++n).c_str(), options_.directory_mode);
-  const GenerationName name(n);
+  for (int tries = 0; r == -EEXIST && tries < 100; ++tries) {
+    // Past the largest number, gen-0 would follow: a name no reader takes
+    // for newer, and that open() refuses.
+    do {
+      if (n == std::numeric_limits<std::uint64_t>::max())
+        return fail(Step::create_directory, -EOVERFLOW, path(), {},
+                    "no generation number is left after gen-18446744073709551615");
+      ++n;
+    } while (entries_.contains(n));
+    r = call.make_directory_at(dir_fd,
+                               detail::GenerationName(n, detail::GenerationState::building).c_str(),
+                               options_.directory_mode);
+  }
+  const detail::GenerationName name(n, detail::GenerationState::building);
   const detail::JoinedPath where(path(), name.c_str());
   if (r < 0) return fail(Step::create_directory, r, where.view());
   const int fd = call.open_directory_at(dir_fd, name.c_str());
@@ -341,6 +577,7 @@ Status SnapshotWriter<S, Fs>::begin_generation() noexcept {
   }
   generation_fd_ = fd;
   generation_ = n;
+  generation_named_ = false;
   if (const int set = call.set_mode(fd, options_.directory_mode); set < 0) {
     Status failed = fail(Step::set_permissions, set, where.view());
     discard();
@@ -386,7 +623,8 @@ Status SnapshotWriter<S, Fs>::add(std::string_view name, std::string_view data,
   if (generation_ == 0)
     if (Status begun = begin_generation(); !begun) return given_up(begun);
   detail::Retrying<FsRef> call(dir_.filesystem());
-  const detail::JoinedPath generation(path(), GenerationName(generation_).c_str());
+  const detail::JoinedPath generation(
+      path(), detail::GenerationName(generation_, detail::GenerationState::building).c_str());
   const detail::JoinedPath created(generation.view(), name);
   const detail::JoinedPath seen(detail::JoinedPath(path(), "current").view(), name);
   const int fd = call.create_file(generation_fd_, file.name, 0600);
@@ -407,7 +645,8 @@ Status SnapshotWriter<S, Fs>::add(std::string_view name, std::string_view data,
 template <class S, class Fs>
 Status SnapshotWriter<S, Fs>::make_durable() noexcept {
   detail::Retrying<FsRef> call(dir_.filesystem());
-  const detail::JoinedPath generation(path(), GenerationName(generation_).c_str());
+  const detail::JoinedPath generation(
+      path(), detail::GenerationName(generation_, detail::GenerationState::building).c_str());
   const auto failed = [&](Step step, int r, const File& file) {
     const detail::JoinedPath where(generation.view(), std::string_view(file.name, file.name_len));
     return fail(step, r, where.view());
@@ -434,14 +673,21 @@ Status SnapshotWriter<S, Fs>::make_durable() noexcept {
   return {};
 }
 
-// DIR/current swapped to the new generation by a rename, which readers see
-// whole: the temp symlink and the generation's own entry are durable before
-// it, the rename after it.
+// The generation named gen-N (complete from here on), then DIR/current
+// swapped to it by a rename, which readers see whole: the temp symlink and
+// the generation's name are durable before it, the rename after it.
 template <class S, class Fs>
 Status SnapshotWriter<S, Fs>::swap_current() noexcept {
   detail::Retrying<FsRef> call(dir_.filesystem());
   const int dir_fd = dir_.descriptor();
-  const GenerationName generation(generation_);
+  const detail::GenerationName building(generation_, detail::GenerationState::building);
+  const detail::GenerationName generation(generation_);
+  if (const int r = call.rename_noreplace(dir_fd, building.c_str(), generation.c_str()); r < 0) {
+    const detail::JoinedPath from(path(), building.c_str());
+    const detail::JoinedPath to(path(), generation.c_str());
+    return fail(Step::rename, r, from.view(), to.view());
+  }
+  generation_named_ = true;
   char temp[20];
   int r = -EEXIST;
   for (int tries = 0; r == -EEXIST && tries < 100; ++tries) {
@@ -464,6 +710,7 @@ Status SnapshotWriter<S, Fs>::swap_current() noexcept {
     return given_up(fail(Step::rename, renamed, link.view(), current.view()));
   current_ = generation_;
   generation_ = 0;
+  generation_named_ = false;
   (void)call.close(std::exchange(generation_fd_, -1));
   if constexpr (S::directory)
     if (const int synced = call.sync_full(dir_fd); synced < 0)
@@ -487,12 +734,23 @@ Status SnapshotWriter<S, Fs>::publish() noexcept {
   }
   files_.clear();
   TempSweep swept;
-  if (Status pruned = prune(swept); !pruned)
-    return Status(pruned.step(), pruned.code(), pruned.path(), pruned.target(), true,
-                  "the snapshot was published");
+  // The swap is durable here (as durable as the policy makes anything):
+  // what failed is only the removal of an old generation, which the next
+  // publish or open tries again. replaced() is for a swap not known to be
+  // durable; this one is.
+  if (Status pruned = prune(swept); !pruned) {
+    const detail::JoinedPath current(path(), "current");
+    return Status(pruned.step(), pruned.code(), pruned.path(), current.view(), false,
+                  S::directory ? "the snapshot was published and is durable; an old "
+                                 "generation was not removed"
+                               : "the snapshot was published (NoSync: not known to be "
+                                 "durable); an old generation was not removed");
+  }
   return {};
 }
 
+// The generation being built (or named gen-N but never current) is
+// removed: no reader entered it.
 template <class S, class Fs>
 void SnapshotWriter<S, Fs>::discard() noexcept {
   if (generation_ == 0) return;
@@ -500,8 +758,12 @@ void SnapshotWriter<S, Fs>::discard() noexcept {
   for (File& file : files_)
     if (file.fd >= 0) (void)call.close(std::exchange(file.fd, -1));
   files_.clear();
-  if (generation_fd_ >= 0) (void)call.close(std::exchange(generation_fd_, -1));
-  (void)remove_generation(std::exchange(generation_, 0));
+  const detail::GenerationName name(std::exchange(generation_, 0),
+                                    std::exchange(generation_named_, false)
+                                        ? detail::GenerationState::complete
+                                        : detail::GenerationState::building);
+  TempSweep ignored;
+  (void)remove_tree(name.c_str(), std::exchange(generation_fd_, -1), ignored);
 }
 
 template <class S, class Fs>
@@ -515,60 +777,220 @@ Result<TempSweep> SnapshotWriter<S, Fs>::remove_stale_generations() noexcept {
 }
 
 // Under the writer's lock no other publisher is at work, so every temp
-// symlink is stale, and so is every generation newer than current (a
-// killed publisher's). Of the older ones, the newest keep-1 stay for
-// readers still inside them.
+// symlink is stale, and so is every generation being built or removed but
+// this writer's own, and every generation newer than current (a killed
+// publisher's). Of the older ones, the newest keep-1 stay for readers
+// still inside them; so does any a reader holds. `generations` false: no
+// gen-N is removed (DIR/current is missing).
 template <class S, class Fs>
-Status SnapshotWriter<S, Fs>::prune(TempSweep& sweep) noexcept {
+Status SnapshotWriter<S, Fs>::prune(TempSweep& sweep, bool generations) noexcept {
   detail::Retrying<FsRef> call(dir_.filesystem());
   const int dir_fd = dir_.descriptor();
-  detail::SnapshotEntries entries;
-  if (const int r = call.list_directory(dir_fd, &detail::SnapshotEntries::add, &entries); r < 0)
-    return fail(Step::remove_temp_file, r, path());
-  if (entries.out_of_memory) return fail(Step::remove_temp_file, -ENOMEM, path());
-  for (const auto& link : entries.temp_links) {
+  if (Status listed = list(); !listed) return listed;
+  for (const auto& link : entries_.temp_links) {
     const int r = call.unlink(dir_fd, link.data());
+    if (r < 0 && detail::is_directory_refusal(call, dir_fd, link.data(), r)) {
+      ++sweep.not_regular;  // a directory of someone else's under a temp link's name
+      continue;
+    }
     if (r < 0 && r != -ENOENT) {
       const detail::JoinedPath where(path(), link.data());
       return fail(Step::remove_temp_file, r, where.view());
     }
     sweep.removed += r == 0 ? 1 : 0;
   }
-  std::sort(entries.generations.begin(), entries.generations.end(),
-            [](std::uint64_t a, std::uint64_t b) { return a > b; });  // newest first
+  auto& found = entries_.generations;
+  std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) {
+    return a.number > b.number;  // newest first
+  });
   unsigned older_kept = 0;
-  for (const std::uint64_t n : entries.generations) {
-    if (n == current_ || n == generation_) continue;
+  for (const auto& g : found) {
+    const std::uint64_t n = g.number;
+    if (g.state != detail::GenerationState::complete) {
+      if (n == generation_ && !generation_named_ && g.state == detail::GenerationState::building)
+        continue;  // this writer's own, being built
+      const detail::GenerationName name(n, g.state);
+      if (Status removed = remove_tree(name.c_str(), -1, sweep); !removed) return removed;
+      continue;
+    }
+    if (!generations || n == current_ || (n == generation_ && generation_named_)) continue;
     if (n < current_ && older_kept + 1 < options_.keep) {
       ++older_kept;
       continue;
     }
-    if (Status removed = remove_generation(n); !removed) return removed;
-    ++sweep.removed;
+    if (Status retired = retire_generation(n, sweep); !retired) return retired;
   }
   return {};
 }
 
+// A generation leaves its name gen-N while it is locked exclusively, which
+// no reader holding it lets happen: a reader who locks it later finds the
+// name gone and reads current again. Emptied and removed under the new
+// name, a failure half-way leaves .removing-gen-N, which no reader takes.
 template <class S, class Fs>
-Status SnapshotWriter<S, Fs>::remove_generation(std::uint64_t n) noexcept {
+Status SnapshotWriter<S, Fs>::retire_generation(std::uint64_t n, TempSweep& sweep) noexcept {
   detail::Retrying<FsRef> call(dir_.filesystem());
   const int dir_fd = dir_.descriptor();
-  const GenerationName name(n);
+  const detail::GenerationName name(n);
   const detail::JoinedPath where(path(), name.c_str());
   const int fd = call.open_directory_at(dir_fd, name.c_str());
   if (fd == -ENOENT) return {};
+  if (fd == -ENOTDIR || fd == -ELOOP) {
+    ++sweep.not_regular;  // a file or symlink named as a generation: not the writer's
+    return {};
+  }
   if (fd < 0) return fail(Step::remove_temp_file, fd, where.view());
-  detail::GenerationFiles files;
-  int r = call.list_directory(fd, &detail::GenerationFiles::add, &files);
-  if (r >= 0 && files.out_of_memory) r = -ENOMEM;
-  for (std::size_t i = 0; r >= 0 && i < files.names.size(); ++i) {
-    r = call.unlink(fd, files.names[i].data());
+  const int locked = call.try_lock(fd);
+  if (locked == -EWOULDBLOCK || locked == -EAGAIN) {
+    ++sweep.in_use;  // a SnapshotReader holds it
+    (void)call.close(fd);
+    return {};
+  }
+  // Another failure (a filesystem without flock): no reader can hold a
+  // lease there either.
+  const detail::GenerationName removing(n, detail::GenerationState::removing);
+  if (const int r = call.rename(dir_fd, name.c_str(), removing.c_str()); r < 0) {
+    (void)call.close(fd);
+    if (r == -ENOTEMPTY || r == -EEXIST) {
+      ++sweep.not_regular;  // a .removing-gen-N of someone else's in the way
+      return {};
+    }
+    return fail(Step::remove_temp_file, r, where.view());
+  }
+  return remove_tree(removing.c_str(), fd, sweep);
+}
+
+// Empties the directory `name` of DIR and removes it. `fd`: its descriptor
+// when already open (closed here, after the removal, so that a lock held
+// through it lasts to the end), or -1. A directory inside it is not the
+// writer's: left, with its parent, and counted.
+template <class S, class Fs>
+Status SnapshotWriter<S, Fs>::remove_tree(const char* name, int fd, TempSweep& sweep) noexcept {
+  detail::Retrying<FsRef> call(dir_.filesystem());
+  const int dir_fd = dir_.descriptor();
+  const detail::JoinedPath where(path(), name);
+  if (fd < 0) {
+    fd = call.open_directory_at(dir_fd, name);
+    if (fd == -ENOENT) return {};
+    if (fd == -ENOTDIR || fd == -ELOOP) {
+      ++sweep.not_regular;
+      return {};
+    }
+    if (fd < 0) return fail(Step::remove_temp_file, fd, where.view());
+  }
+  names_.clear();
+  int r = call.list_directory(fd, &detail::GenerationFiles::add, &names_);
+  if (r >= 0 && names_.out_of_memory) r = -ENOMEM;
+  bool foreign = false;
+  for (std::size_t i = 0; r >= 0 && i < names_.names.size(); ++i) {
+    r = call.unlink(fd, names_.names[i].data());
     if (r == -ENOENT) r = 0;
+    if (r < 0 && detail::is_directory_refusal(call, fd, names_.names[i].data(), r)) {
+      foreign = true;
+      r = 0;
+    }
+  }
+  if (r >= 0 && !foreign) {
+    r = call.remove_directory(dir_fd, name);
+    if (r == -ENOENT) r = 0;
+    if (r == 0) ++sweep.removed;
   }
   (void)call.close(fd);
-  if (r >= 0) r = call.remove_directory(dir_fd, name.c_str());
-  if (r < 0 && r != -ENOENT) return fail(Step::remove_temp_file, r, where.view());
+  if (foreign) ++sweep.not_regular;
+  if (r < 0) return fail(Step::remove_temp_file, r, where.view());
   return {};
+}
+
+// ---------------------------------------------------------- SnapshotReader --
+
+template <class Fs>
+Result<SnapshotReader<Fs>> SnapshotReader<Fs>::open(PathView dir, Fs fs) noexcept {
+  const detail::DirectoryPath path(dir.text());
+  if (!path.ok()) return path.problem(Step::check_path);
+  SnapshotReader reader(static_cast<Fs&&>(fs));
+  detail::Retrying<FsRef> call(reader.fs_);
+  const int dir_fd = call.open_directory(path.c_str());
+  if (dir_fd < 0) return Status(Step::open_directory, detail::system_error(dir_fd), path.view());
+  const detail::JoinedPath current(path.view(), "current");
+  const auto given_up = [&](Status failure) {
+    (void)call.close(dir_fd);
+    return failure;
+  };
+  for (int tries = 0; tries < 100; ++tries) {
+    char target[32];
+    const ssize_t r = call.read_link(dir_fd, "current", target, sizeof target);
+    if (r == -ENOENT)
+      return given_up(Status(Step::open_file, detail::system_error(-ENOENT), current.view(), {},
+                             false, "no snapshot is published: DIR/current is missing"));
+    if (r == -EINVAL || r == -ENAMETOOLONG)
+      return given_up(Status(Step::check_path, std::make_error_code(std::errc::invalid_argument),
+                             current.view(), {}, false, "not a symlink naming a generation"));
+    if (r < 0)
+      return given_up(
+          Status(Step::open_file, detail::system_error(static_cast<int>(r)), current.view()));
+    const std::string_view name(target, static_cast<std::size_t>(r));
+    const std::uint64_t n = detail::generation_of(name);
+    if (n == 0)
+      return given_up(Status(Step::check_path, std::make_error_code(std::errc::invalid_argument),
+                             current.view(), {}, false,
+                             "the symlink names no generation (gen-N) of the directory"));
+    target[r] = '\0';
+    const detail::JoinedPath where(path.view(), name);
+    const int fd = call.open_directory_at(dir_fd, target);
+    if (fd == -ENOENT) continue;  // removed since current was read: current moved on
+    if (fd < 0)
+      return given_up(Status(Step::open_directory, detail::system_error(fd), where.view()));
+    const int locked = call.try_lock_shared(fd);
+    if (locked == -EWOULDBLOCK || locked == -EAGAIN) {
+      (void)call.close(fd);  // a writer is removing it
+      continue;
+    }
+    if (locked < 0) {
+      (void)call.close(fd);
+      return given_up(Status(Step::lock_run, detail::system_error(locked), where.view(), {}, false,
+                             "a SnapshotReader's lease needs flock"));
+    }
+    // Locked: no writer removes it from here on. One that began before
+    // renamed it first: the name must still lead to this directory.
+    FileInfo held, named;
+    if (call.file_info(fd, held) >= 0 && call.entry_info(dir_fd, target, named) >= 0 &&
+        held.device == named.device && held.inode == named.inode) {
+      reader.generation_fd_ = fd;
+      reader.generation_ = n;
+      (void)call.close(dir_fd);
+      return Result<SnapshotReader>(std::move(reader));
+    }
+    (void)call.close(fd);
+  }
+  return given_up(Status(
+      Step::lock_run, std::make_error_code(std::errc::resource_unavailable_try_again),
+      current.view(), {}, false, "current kept naming generations being removed (100 tries)"));
+}
+
+template <class Fs>
+SnapshotReader<Fs>::SnapshotReader(SnapshotReader&& other) noexcept
+    : fs_(static_cast<Fs&&>(other.fs_)),
+      generation_fd_(std::exchange(other.generation_fd_, -1)),
+      generation_(std::exchange(other.generation_, 0)) {}
+
+template <class Fs>
+SnapshotReader<Fs>& SnapshotReader<Fs>::operator=(SnapshotReader&& other) noexcept {
+  if (this == &other) return *this;
+  release();
+  fs_ = static_cast<Fs&&>(other.fs_);
+  generation_fd_ = std::exchange(other.generation_fd_, -1);
+  generation_ = std::exchange(other.generation_, 0);
+  return *this;
+}
+
+template <class Fs>
+SnapshotReader<Fs>::~SnapshotReader() {
+  release();
+}
+
+template <class Fs>
+void SnapshotReader<Fs>::release() noexcept {
+  if (generation_fd_ >= 0) (void)fs_.close(std::exchange(generation_fd_, -1));
 }
 
 }  // namespace ATOMIC_STATE_DETAIL_ABI

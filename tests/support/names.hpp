@@ -27,6 +27,7 @@ using as::NoSync;
 using as::NullSink;
 using as::Result;
 using as::SnapshotOptions;
+using as::SnapshotReader;
 using as::SnapshotWriter;
 using as::Status;
 using as::Step;

@@ -33,6 +33,17 @@ inline std::vector<std::uint64_t> generations(const fs::path& dir) {
   return out;
 }
 
+/// The generations being built (.building-gen-N) or removed
+/// (.removing-gen-N) in `dir`, by name: never entered through current.
+inline std::vector<std::string> unfinished(const fs::path& dir) {
+  std::vector<std::string> out;
+  for (const std::string& name : test::names_in(dir))
+    if (name.rfind(".building-gen-", 0) == 0 || name.rfind(".removing-gen-", 0) == 0)
+      out.push_back(name);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 inline std::vector<std::string> temp_links(const fs::path& dir) {
   std::vector<std::string> out;
   for (const std::string& name : test::names_in(dir))
@@ -89,6 +100,13 @@ inline void publish(const fs::path& dir, const Files& files, const SnapshotOptio
 /// A file of a generation made by hand, as a killed publisher leaves it.
 inline void make_generation(const fs::path& dir, std::uint64_t n, const Files& files) {
   const fs::path g = dir / ("gen-" + std::to_string(n));
+  fs::create_directory(g);
+  for (const auto& [name, data] : files) test::write_plain(g / name, data);
+}
+
+/// A generation half-built by a killed publisher, as it leaves it.
+inline void make_building(const fs::path& dir, std::uint64_t n, const Files& files) {
+  const fs::path g = dir / (".building-gen-" + std::to_string(n));
   fs::create_directory(g);
   for (const auto& [name, data] : files) test::write_plain(g / name, data);
 }

@@ -4,10 +4,12 @@
 // its row says. A new call in open(), add() or publish() is one row here.
 //
 // Paths in a row's `names`: $D the snapshot directory, $C the directory's
-// claim (".tmp-XXXXXX", AtomicDirectory's), $K $D/.snapshot.lock, $G the
-// generation being built, $L the temp symlink $D/.current.tmp-XXXXXX,
-// $O the old generation a publish prunes, $S a killed publisher's
-// half-built generation that open() removes.
+// claim (".tmp-XXXXXX", AtomicDirectory's), $K $D/.snapshot.lock, $B the
+// generation being built ($D/.building-gen-3), $L the temp symlink
+// $D/.current.tmp-XXXXXX, $O the old generation a publish prunes
+// ($D/gen-1) and $X the name it is removed under ($D/.removing-gen-1), $S
+// a killed publisher's half-built generation that open() removes
+// ($D/.building-gen-3).
 #pragma once
 
 #include <vector>
@@ -20,9 +22,10 @@ namespace test::protocol {
 /// opened and claimed as an AtomicDirectory claims it; the lock file made
 /// or opened, looked at and locked; `current` read; the directory listed
 /// for what a killed publisher left, then `stale_links` temp symlinks
-/// removed and each of `stale_generations` (a half-built generation:
-/// opened, listed, each of its `files` removed, closed, removed) as $S;
-/// then the sweep of stale temp files, which finds the writer's own claim.
+/// removed and a half-built generation (opened, listed, each of its
+/// `stale_generation_files` removed, removed, closed) as $S; then the sweep
+/// of stale temp files, which finds the writer's own claim, and whose
+/// failures open() survives (what it cannot remove, it leaves).
 inline Calls snapshot_open(int stale_links = 0, int stale_generation_files = -1) {
   Calls calls = {{Op::open_directory, Step::open_directory, "$D"},
                  {Op::entry_info, Step::check_path, "$D/.atomic-directory-claim"},
@@ -43,29 +46,29 @@ inline Calls snapshot_open(int stale_links = 0, int stale_generation_files = -1)
     calls.push_back({Op::list_directory, Step::remove_temp_file, "$S"});
     for (int i = 0; i < stale_generation_files; ++i)
       calls.push_back({Op::unlink, Step::remove_temp_file, "$S"});
-    calls.push_back({Op::close, Step::none, ""});
     calls.push_back({Op::remove_directory, Step::remove_temp_file, "$S"});
+    calls.push_back({Op::close, Step::none, ""});
   }
   // The sweep of stale temp files (a killed publisher's claim): it finds
   // only this writer's own claim, locked, so in use.
-  calls.push_back({Op::entry_info, Step::remove_temp_file, "$C"});
-  calls.push_back({Op::open_file, Step::remove_temp_file, "$C"});
-  calls.push_back({Op::file_info, Step::remove_temp_file, "$C"});
+  calls.push_back({Op::entry_info, Step::none, ""});
+  calls.push_back({Op::open_file, Step::none, ""});
+  calls.push_back({Op::file_info, Step::none, ""});
   calls.push_back({Op::try_lock, Step::none, ""});
   calls.push_back({Op::close, Step::none, ""});
-  calls.push_back({Op::list_directory, Step::remove_temp_file, "$D"});
+  calls.push_back({Op::list_directory, Step::none, ""});
   return calls;
 }
 
 /// The first SnapshotWriter::add of a generation: the directory listed for
-/// the highest generation number, the generation made, opened and given
-/// its exact mode; then, as every add, the file created (0600, O_EXCL) in
-/// it and written.
+/// the numbers taken, the generation made ($B), opened and given its exact
+/// mode; then, as every add, the file created (0600, O_EXCL) in it and
+/// written.
 inline Calls snapshot_first_add(const char* file) {
   return {{Op::list_directory, Step::create_directory, "$D"},
-          {Op::make_directory_at, Step::create_directory, "$G"},
-          {Op::open_directory_at, Step::open_directory, "$G"},
-          {Op::set_mode, Step::set_permissions, "$G"},
+          {Op::make_directory_at, Step::create_directory, "$B"},
+          {Op::open_directory_at, Step::open_directory, "$B"},
+          {Op::set_mode, Step::set_permissions, "$B"},
           {Op::create_file, Step::create_temp_file, file},
           {Op::write, Step::write_data, file}};
 }
@@ -79,11 +82,16 @@ inline Calls snapshot_add(const char* file) {
 ///   1. each file's mode set; writeback started for each (not under
 ///      NoSync: nothing to start); each synced; each closed;
 ///   2. the generation directory synced (as the policy syncs directories);
-///   3. the temp symlink made naming it, the directory synced;
+///   3. the generation renamed from $B to gen-3, never over a name;
+///      the temp symlink made naming it, the directory synced;
 ///   4. the temp symlink renamed over current; the generation's descriptor
-///      closed; the directory synced: from here a failure has replaced();
-///   5. the directory listed, the old generation opened, listed, emptied,
-///      closed and removed.
+///      closed; the directory synced: from here the new set is published
+///      (the rows say `replaced`), and a failure of this sync has
+///      replaced() true;
+///   5. the directory listed; the old generation opened, locked (a
+///      SnapshotReader's lease would refuse), renamed $X, listed, emptied,
+///      removed and closed: a failure here comes after the swap is
+///      durable, so its replaced() is false (the fault test knows).
 inline Calls snapshot_publish(Sync sync, const std::vector<const char*>& files,
                               int pruned_files = 1) {
   Calls calls;
@@ -98,7 +106,8 @@ inline Calls snapshot_publish(Sync sync, const std::vector<const char*>& files,
   }
   for (const char* f : files) calls.push_back({Op::close, Step::close_temp_file, f});
   const bool dirs = syncs_directories(sync);
-  if (dirs) calls.push_back({Op::sync_full, Step::sync_directory, "$G"});
+  if (dirs) calls.push_back({Op::sync_full, Step::sync_directory, "$B"});
+  calls.push_back({Op::rename_noreplace, Step::rename, "$B"});
   calls.push_back({Op::make_symlink, Step::create_temp_file, "$L"});
   if (dirs) calls.push_back({Op::sync_full, Step::sync_directory, "$D"});
   calls.push_back({Op::rename, Step::rename, "$L"});
@@ -107,11 +116,15 @@ inline Calls snapshot_publish(Sync sync, const std::vector<const char*>& files,
   if (dirs) calls.push_back({Op::sync_full, Step::sync_directory, "$D", true});
   calls.push_back({Op::list_directory, Step::remove_temp_file, "$D", true});
   calls.push_back({Op::open_directory_at, Step::remove_temp_file, "$O", true});
-  calls.push_back({Op::list_directory, Step::remove_temp_file, "$O", true});
+  // A lock that cannot be taken for a reason other than a reader's lease:
+  // no reader can hold one there either.
+  calls.push_back({Op::try_lock, Step::none, ""});
+  calls.push_back({Op::rename, Step::remove_temp_file, "$O", true});
+  calls.push_back({Op::list_directory, Step::remove_temp_file, "$X", true});
   for (int i = 0; i < pruned_files; ++i)
-    calls.push_back({Op::unlink, Step::remove_temp_file, "$O", true});
+    calls.push_back({Op::unlink, Step::remove_temp_file, "$X", true});
+  calls.push_back({Op::remove_directory, Step::remove_temp_file, "$X", true});
   calls.push_back({Op::close, Step::none, ""});
-  calls.push_back({Op::remove_directory, Step::remove_temp_file, "$O", true});
   return calls;
 }
 
@@ -131,17 +144,24 @@ inline Calls snapshot_close() {
 inline Calls snapshot_two_files(Sync sync) {
   Calls open = snapshot_open();
   // A close failing for good from the sweep's on fails next at a's close.
-  for (Call& c : open)
+  for (Call& c : open) {
     if (c.op == Op::close) {
       c.later_fails_as = Step::close_temp_file;
-      c.later_names = "$G/a";
+      c.later_names = "$B/a";
     }
-  return open + snapshot_first_add("$G/a") + snapshot_add("$G/b") +
-         snapshot_publish(sync, {"$G/a", "$G/b"}) + snapshot_close();
+    // A listing failing for good from the sweep's on fails the first add's.
+    if (c.op == Op::list_directory && c.fails_as == Step::none) {
+      c.later_fails_as = Step::create_directory;
+      c.later_names = "$D";
+    }
+  }
+  return open + snapshot_first_add("$B/a") + snapshot_add("$B/b") +
+         snapshot_publish(sync, {"$B/a", "$B/b"}) + snapshot_close();
 }
 
 /// The fault and trace tests' open over a killed publisher's leftovers:
-/// one temp symlink and a half-built gen-3 holding one file, both removed;
+/// one temp symlink and a half-built .building-gen-3 holding one file, both
+/// removed;
 /// then the writer destroyed.
 inline Calls snapshot_open_sweeping() { return snapshot_open(1, 1) + snapshot_close(); }
 
