@@ -75,7 +75,7 @@ int main(int argc, char** argv) {
     std::cerr << saved.message() << "\n";
     return 1;
   }
-  std::cout << next.chain << " slot " << slot << " processed (saved to "
-            << manager.state_file() << ")\n";
+  std::cout << next.chain << " slot " << slot << " processed (saved to " << manager.state_file()
+            << ")\n";
   return 0;
 }

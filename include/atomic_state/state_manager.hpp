@@ -436,7 +436,7 @@ class StateManager {
   Status link_previous(int dir_fd) noexcept;
 
   StateOptions options_;
-  Status unusable_;  // why options_ cannot be used, or success
+  Status unusable_;            // why options_ cannot be used, or success
   std::string previous_name_;  // "<file name>.prev"
   std::string lock_name_;      // ".<file name>.lock"
   std::string dir_;
@@ -458,8 +458,7 @@ class StateManager {
 template <ATOMIC_STATE_DETAIL_LOG_SINK Sink>
 StateManager(PathView, Sink&, StateOptions = {}) -> StateManager<Sink&>;
 template <ATOMIC_STATE_DETAIL_LOG_SINK Sink, class Fs>
-StateManager(PathView, Sink&, Fs, StateOptions = {})
-    -> StateManager<Sink&, State, FullSync, Fs>;
+StateManager(PathView, Sink&, Fs, StateOptions = {}) -> StateManager<Sink&, State, FullSync, Fs>;
 
 /// The spelling before 0.2.0: StateManager<Logger, StateT, AtomicWriter<S,
 /// Fs>>, a writer in place of the sync policy and the filesystem. Removed
@@ -477,8 +476,7 @@ class StateManager<Sink, StateT, AtomicWriter<SyncPolicy, Fs>, PosixFs>
       "StateManager<Sink, StateT, SyncPolicy, Fs>(dir, sink, fs);"
       " removed in 0.3.0")]] StateManager(PathView output_dir, Sink sink,
                                           AtomicWriter<SyncPolicy, Fs> writer)
-      : Base(output_dir, static_cast<Sink&&>(sink),
-             static_cast<Fs>(writer.filesystem())) {}
+      : Base(output_dir, static_cast<Sink&&>(sink), static_cast<Fs>(writer.filesystem())) {}
 };
 
 // ========================================================= implementation ====
@@ -937,8 +935,7 @@ Status StateManager<L, S, P, F>::open_directory(const detail::DirectoryPath& dir
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
 Status StateManager<L, S, P, F>::missing_directory(
     const detail::DirectoryPath& dir) const noexcept {
-  return Status(Step::open_directory, detail::system_error(-ENOENT), dir.view(), file_,
-                false,
+  return Status(Step::open_directory, detail::system_error(-ENOENT), dir.view(), file_, false,
                 "the state directory is missing and StateOptions::create_directory is false: is "
                 "its volume mounted?");
 }
@@ -1000,8 +997,8 @@ Status StateManager<L, S, P, F>::create_directory(const detail::DirectoryPath& d
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
 Status StateManager<L, S, P, F>::lock_failure(int neg_errno, const char* note,
                                               std::string_view detail) const noexcept {
-  return Status(Step::lock_run, detail::system_error(neg_errno), lock_file_,
-                file_, false, note, detail);
+  return Status(Step::lock_run, detail::system_error(neg_errno), lock_file_, file_, false, note,
+                detail);
 }
 
 // Another run holds the lock: says so, with the pid the holder wrote into
@@ -1052,8 +1049,7 @@ Result<Loaded<S>> StateManager<L, S, P, F>::load_state() noexcept {
   // would; the directory is opened only when there is work there (a
   // missing file to explain, a corrupt one to copy).
   if (swept_.is_set() && file_.size() < ATOMIC_STATE_PATH_MAX) {
-    if (Status read = read_file(AT_FDCWD, file_.c_str(), file_, text, info, missing);
-        !read)
+    if (Status read = read_file(AT_FDCWD, file_.c_str(), file_, text, info, missing); !read)
       return read.within(context);
     if (!missing) return use_state_text(-1, dir, text.view(), info);
   }
@@ -1066,8 +1062,7 @@ Result<Loaded<S>> StateManager<L, S, P, F>::load_state() noexcept {
   const detail::ClosingFd<FsRef> closing(fs_, dir_fd);
   if (swept_.first()) (void)sweep_temp_files(dir_fd, dir.view());
   missing = false;
-  if (Status read =
-          read_file(dir_fd, options_.file_name.c_str(), file_, text, info, missing);
+  if (Status read = read_file(dir_fd, options_.file_name.c_str(), file_, text, info, missing);
       !read)
     return read.within(context);
   if (missing) return first_run(dir_fd);
@@ -1104,9 +1099,8 @@ Result<Loaded<S>> StateManager<L, S, P, F>::use_state_text(int dir_fd,
         {{"path", file_},
          {"from_version", version},
          {"to_version", detail::schema_version<S>::value}});
-  detail::StateCodec<S>::log_loaded(loaded, file_, [&](Fields fields) noexcept {
-    log(Level::debug, "state loaded", fields);
-  });
+  detail::StateCodec<S>::log_loaded(
+      loaded, file_, [&](Fields fields) noexcept { log(Level::debug, "state loaded", fields); });
   return Result<Loaded<S>>(std::move(loaded));
 }
 
@@ -1190,8 +1184,7 @@ Status StateManager<L, S, P, F>::load_previous(int dir_fd, Loaded<S>& loaded,
   Text text;
   FileInfo info;
   bool missing = false;
-  if (Status read =
-          read_file(dir_fd, previous_name_.c_str(), previous_file_, text, info, missing);
+  if (Status read = read_file(dir_fd, previous_name_.c_str(), previous_file_, text, info, missing);
       !read)
     return read;
   if (missing) return {};
@@ -1202,8 +1195,7 @@ Status StateManager<L, S, P, F>::load_previous(int dir_fd, Loaded<S>& loaded,
     found = true;
     return {};
   }
-  if (decoded != detail::Decoded::corrupt)
-    return refused(decoded, previous_file_, problem.view());
+  if (decoded != detail::Decoded::corrupt) return refused(decoded, previous_file_, problem.view());
   static_cast<S&>(loaded) = S{};
   log(Level::warn, "previous state file corrupted too",
       {{"path", previous_file_}, {"error", problem.view()}});
@@ -1658,8 +1650,7 @@ Status StateManager<L, S, P, F>::link_previous(int dir_fd) noexcept {
 #endif
                           neg_errno == -EMLINK;
     return Status(
-        Step::keep_previous, detail::system_error(neg_errno), file_,
-        previous_file_, false,
+        Step::keep_previous, detail::system_error(neg_errno), file_, previous_file_, false,
         no_links ? "StateOptions::keep_previous needs a filesystem with hard links" : nullptr);
   };
   detail::Retrying<FsRef> fs(fs_);
@@ -1687,8 +1678,7 @@ Status StateManager<L, S, P, F>::link_previous(int dir_fd) noexcept {
     }
     if (P::directory)
       if (r = fs.sync_full(dir_fd); r < 0)
-        return Status(Step::sync_directory, detail::system_error(r), dir_,
-                      previous_file_);
+        return Status(Step::sync_directory, detail::system_error(r), dir_, previous_file_);
     return {};
   }
   return failed(-EEXIST);
