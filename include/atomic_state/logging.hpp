@@ -7,7 +7,6 @@
 #include <algorithm>    // std::find, std::all_of
 #include <atomic>       // std::atomic: LogfmtSink's level
 #include <charconv>     // std::to_chars: numbers in records
-#include <cmath>        // std::signbit, std::fabs, std::isnan, std::isinf
 #include <cstddef>      // std::size_t
 #include <cstdint>      // std::int64_t, std::uint64_t, std::uint32_t
 #include <cstring>      // std::memcpy
@@ -315,11 +314,16 @@ struct StringOut {
 /// of a negative zero.
 inline std::size_t format_double(double v, char (&out)[40]) noexcept {
   if (v == 0) {
-    const std::string_view zero = std::signbit(v) ? "-0.0" : "0.0";
+    // The sign bit, read as <cmath>'s signbit reads it (the header does not
+    // include <cmath>: it alone would cost a fifth of the writer's compile).
+    std::uint64_t bits = 0;
+    static_assert(sizeof bits == sizeof v, "a double of 64 bits");
+    std::memcpy(&bits, &v, sizeof bits);
+    const std::string_view zero = bits >> 63 ? "-0.0" : "0.0";
     std::memcpy(out, zero.data(), zero.size());
     return zero.size();
   }
-  const double magnitude = std::fabs(v);
+  const double magnitude = v < 0 ? -v : v;
   const bool fixed = magnitude >= 1e-6 && magnitude < 1e21;
   const auto r = std::to_chars(out, out + sizeof out - 2, v,
                                fixed ? std::chars_format::fixed : std::chars_format::scientific);
@@ -506,8 +510,10 @@ bool append_logfmt_value(Out& out, const Field::Value& value) noexcept {
   if (const auto* u = std::get_if<std::uint64_t>(&value))
     return out.append(std::string_view(number, format_uint(*u, number)));
   if (const auto* d = std::get_if<double>(&value)) {
-    if (std::isnan(*d)) return out.append("NaN");
-    if (std::isinf(*d)) return out.append(*d > 0 ? "+Inf" : "-Inf");
+    // Without <cmath>: only NaN differs from itself, and only an infinity
+    // (NaN excluded) minus itself is not zero.
+    if (*d != *d) return out.append("NaN");
+    if (*d - *d != 0) return out.append(*d > 0 ? "+Inf" : "-Inf");
     return out.append(std::string_view(number, format_double(*d, number)));
   }
   if (const auto* b = std::get_if<bool>(&value)) return out.append(*b ? "true" : "false");
