@@ -1631,6 +1631,8 @@ class WriteTransaction {
   bool has_dir_ = false;
   bool own_dir_ = true;  // false: dir_fd_ is an AtomicDirectory's
   bool in_batch_ = false;
+  bool dir_known_ = false;  // dir_device_ and dir_inode_ hold the directory's identity
+  std::uint64_t dir_device_ = 0, dir_inode_ = 0;
   std::size_t dir_len_ = 0;
   std::size_t name_len_ = 0;
   std::size_t temp_len_ = 0;
@@ -1692,23 +1694,47 @@ struct TransactionSteps {
   static Status put_in_place(Transaction& t) noexcept { return t.put_in_place(); }
   static Status sync_directory(Transaction& t) noexcept { return t.sync_directory(); }
 
-  /// Whether two transactions replace the same target (as text: two
-  /// spellings of one path are two targets to this test).
-  static bool same_target(const Transaction& a, const Transaction& b) noexcept {
-    return key(a) == key(b);
+  /// Learns which directory `t` (open) puts its file into: the device and
+  /// inode of the descriptor it holds, never its path's text, which may
+  /// name another directory by now (renamed away and made again, a volume
+  /// mounted over it, a relative path after a chdir). Taken from `known`
+  /// when that one holds the very same descriptor (a handle's); one
+  /// file_info call otherwise. When that call fails the directory stays
+  /// unknown: the same as no other, so it is synced on its own.
+  static void learn_directory(Transaction& t, const Transaction* known) noexcept {
+    if (known != nullptr && known->dir_known_ && known->dir_fd_ == t.dir_fd_) {
+      t.dir_known_ = true;
+      t.dir_device_ = known->dir_device_;
+      t.dir_inode_ = known->dir_inode_;
+      return;
+    }
+    FileInfo info;
+    t.dir_known_ = t.fs_.file_info(t.dir_fd_, info) >= 0;
+    t.dir_device_ = info.device;
+    t.dir_inode_ = info.inode;
   }
-  /// Whether two transactions put their files into the same directory.
+  /// Whether two transactions put their files into the same directory: the
+  /// same descriptor, or the same device and inode (learn_directory).
   static bool same_directory(const Transaction& a, const Transaction& b) noexcept {
-    return std::string_view(a.dir(), a.dir_len_) == std::string_view(b.dir(), b.dir_len_);
+    if (a.dir_fd_ >= 0 && a.dir_fd_ == b.dir_fd_) return true;
+    return a.dir_known_ && b.dir_known_ && a.dir_device_ == b.dir_device_ &&
+           a.dir_inode_ == b.dir_inode_;
   }
+  /// Whether two transactions replace the same target: the same name in
+  /// the same directory (same_directory), whatever the paths' spellings.
+  static bool same_target(const Transaction& a, const Transaction& b) noexcept {
+    return same_directory(a, b) && name_of(a) == name_of(b);
+  }
+  /// The descriptor of `t`'s directory, for a sweep of it.
+  static int directory_descriptor(const Transaction& t) noexcept { return t.dir_fd_; }
   /// "dir/name", for messages.
   static JoinedPath target(const Transaction& t) noexcept {
     return JoinedPath(t.dir_prefix(), std::string_view(t.name(), t.name_len_));
   }
 
  private:
-  static std::string_view key(const Transaction& t) noexcept {
-    return std::string_view(t.buf_, t.dir_len_ + 1 + t.name_len_);  // "dir\0name"
+  static std::string_view name_of(const Transaction& t) noexcept {
+    return std::string_view(t.name(), t.name_len_);
   }
 };
 }  // namespace detail
@@ -1867,6 +1893,9 @@ void WriteTransaction<S, Fs>::take(WriteTransaction& other) noexcept {
   claim_ = other.claim_;
   own_dir_ = other.own_dir_;
   in_batch_ = other.in_batch_;
+  dir_known_ = other.dir_known_;
+  dir_device_ = other.dir_device_;
+  dir_inode_ = other.dir_inode_;
   temp_len_ = other.temp_len_;
   perm_ = other.perm_;
   keep_owner_ = other.keep_owner_;
@@ -2826,7 +2855,10 @@ class AtomicDirectory {
 ///   1. each temp file's mode set, writeback started for all of them (where
 ///      the Fs has start_writeback), then each synced and closed;
 ///   2. each file but the last renamed over its target, in order;
-///   3. each directory that gained a file synced;
+///   3. each directory that gained a file synced, once: a directory is the
+///      one each file's directory was opened as (its device and inode, or
+///      the handle's descriptor), never its path's text, which a rename, a
+///      mount or a chdir between two adds can make name another;
 ///   4. the last file renamed over its target, and its directory synced.
 /// After any crash each target is old or new, never torn, and the last file
 /// is never newer than the files before it. A failure before the first
@@ -2994,7 +3026,9 @@ class Batch {
 
   /// Adds the file `path` with `data`, written to its temp file now (see
   /// AtomicWriter::write for the path's rules). The same target twice in
-  /// one batch (as the same text) is refused (Step::check_path, EEXIST), and
+  /// one batch is refused (Step::check_path, EEXIST): the same name in the
+  /// same directory, known by its device and inode as opened, whatever the
+  /// spelling of its path or whether it came through a handle; and
   /// so is a directory, FIFO, socket or device at the target (check_path,
   /// EISDIR or EINVAL), before a byte is written. Failures: those of
   /// AtomicWriter::begin and of a write, and create_temp_file with ENOMEM
@@ -3094,8 +3128,8 @@ typename Batch<S, Fs>::Transaction* Batch<S, Fs>::next_file(FsRef& fs) noexcept 
   ATOMIC_STATE_DETAIL_CATCH_ALL { return nullptr; }
 }
 
-// Whether a file of the batch already has `file`'s target (as text: two
-// spellings of one path are two targets to this test).
+// Whether a file of the batch already has `file`'s target: the same name in
+// the same directory, known by identity (TransactionSteps::same_target).
 template <class S, class Fs>
 bool Batch<S, Fs>::duplicate(const Transaction& file) const noexcept {
   for (std::size_t i = 0; i < used_; ++i)
@@ -3110,6 +3144,13 @@ template <class S, class Fs>
 Status Batch<S, Fs>::added(Transaction* file, const Status& opened,
                            std::string_view data) noexcept {
   if (!opened) return opened;
+  // The directory by identity, for the duplicate test and the commit's
+  // syncs: from an earlier file through the same handle, or asked once.
+  const Transaction* known = nullptr;
+  for (std::size_t i = 0; i < used_ && known == nullptr; ++i)
+    if (Steps::directory_descriptor(*files_[i]) == Steps::directory_descriptor(*file))
+      known = files_[i].get();
+  Steps::learn_directory(*file, known);
   if (duplicate(*file)) {
     file->discard();
     const detail::JoinedPath target = Steps::target(*file);

@@ -154,6 +154,8 @@ class WriteTransaction {
   bool has_dir_ = false;
   bool own_dir_ = true;  // false: dir_fd_ is an AtomicDirectory's
   bool in_batch_ = false;
+  bool dir_known_ = false;  // dir_device_ and dir_inode_ hold the directory's identity
+  std::uint64_t dir_device_ = 0, dir_inode_ = 0;
   std::size_t dir_len_ = 0;
   std::size_t name_len_ = 0;
   std::size_t temp_len_ = 0;
@@ -215,23 +217,47 @@ struct TransactionSteps {
   static Status put_in_place(Transaction& t) noexcept { return t.put_in_place(); }
   static Status sync_directory(Transaction& t) noexcept { return t.sync_directory(); }
 
-  /// Whether two transactions replace the same target (as text: two
-  /// spellings of one path are two targets to this test).
-  static bool same_target(const Transaction& a, const Transaction& b) noexcept {
-    return key(a) == key(b);
+  /// Learns which directory `t` (open) puts its file into: the device and
+  /// inode of the descriptor it holds, never its path's text, which may
+  /// name another directory by now (renamed away and made again, a volume
+  /// mounted over it, a relative path after a chdir). Taken from `known`
+  /// when that one holds the very same descriptor (a handle's); one
+  /// file_info call otherwise. When that call fails the directory stays
+  /// unknown: the same as no other, so it is synced on its own.
+  static void learn_directory(Transaction& t, const Transaction* known) noexcept {
+    if (known != nullptr && known->dir_known_ && known->dir_fd_ == t.dir_fd_) {
+      t.dir_known_ = true;
+      t.dir_device_ = known->dir_device_;
+      t.dir_inode_ = known->dir_inode_;
+      return;
+    }
+    FileInfo info;
+    t.dir_known_ = t.fs_.file_info(t.dir_fd_, info) >= 0;
+    t.dir_device_ = info.device;
+    t.dir_inode_ = info.inode;
   }
-  /// Whether two transactions put their files into the same directory.
+  /// Whether two transactions put their files into the same directory: the
+  /// same descriptor, or the same device and inode (learn_directory).
   static bool same_directory(const Transaction& a, const Transaction& b) noexcept {
-    return std::string_view(a.dir(), a.dir_len_) == std::string_view(b.dir(), b.dir_len_);
+    if (a.dir_fd_ >= 0 && a.dir_fd_ == b.dir_fd_) return true;
+    return a.dir_known_ && b.dir_known_ && a.dir_device_ == b.dir_device_ &&
+           a.dir_inode_ == b.dir_inode_;
   }
+  /// Whether two transactions replace the same target: the same name in
+  /// the same directory (same_directory), whatever the paths' spellings.
+  static bool same_target(const Transaction& a, const Transaction& b) noexcept {
+    return same_directory(a, b) && name_of(a) == name_of(b);
+  }
+  /// The descriptor of `t`'s directory, for a sweep of it.
+  static int directory_descriptor(const Transaction& t) noexcept { return t.dir_fd_; }
   /// "dir/name", for messages.
   static JoinedPath target(const Transaction& t) noexcept {
     return JoinedPath(t.dir_prefix(), std::string_view(t.name(), t.name_len_));
   }
 
  private:
-  static std::string_view key(const Transaction& t) noexcept {
-    return std::string_view(t.buf_, t.dir_len_ + 1 + t.name_len_);  // "dir\0name"
+  static std::string_view name_of(const Transaction& t) noexcept {
+    return std::string_view(t.name(), t.name_len_);
   }
 };
 }  // namespace detail
@@ -390,6 +416,9 @@ void WriteTransaction<S, Fs>::take(WriteTransaction& other) noexcept {
   claim_ = other.claim_;
   own_dir_ = other.own_dir_;
   in_batch_ = other.in_batch_;
+  dir_known_ = other.dir_known_;
+  dir_device_ = other.dir_device_;
+  dir_inode_ = other.dir_inode_;
   temp_len_ = other.temp_len_;
   perm_ = other.perm_;
   keep_owner_ = other.keep_owner_;
