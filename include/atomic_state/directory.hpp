@@ -68,8 +68,9 @@ class AtomicDirectory {
   /// `options.follow_symlinks` is refused, EINVAL). `name` is a plain name
   /// in the directory, refused with Step::check_path before anything is
   /// written when it is empty or holds a '/' or a NUL (EINVAL), is "." or
-  /// ".." (EISDIR), or is too long (ENAMETOOLONG); write_new() and begin()
-  /// take names alike.
+  /// ".." (EISDIR), is too long (ENAMETOOLONG), or is a name the library
+  /// gives files of its own (EINVAL; see AtomicWriter::write); write_new()
+  /// and begin() take names alike.
   Status write(std::string_view name, std::string_view data, unsigned perm = 0644) noexcept;
   Status write(std::string_view name, std::string_view data, const WriteOptions& options) noexcept;
   /// Creates `name` with `data`, failing with EEXIST (Step::rename) rather

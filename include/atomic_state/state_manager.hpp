@@ -1034,7 +1034,8 @@ Result<RunLock<F>> StateManager<L, S, P, F>::try_lock_run() noexcept {
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
 Status StateManager<L, S, P, F>::create_directory(const detail::DirectoryPath& dir,
                                                   int& dir_fd) noexcept {
-  Status made = writer().write_new(lock_file_, {}, WriteOptions{0600, true});
+  AtomicWriter<P, FsRef&> lock_writer = writer();  // the lock's name is the library's own
+  Status made = detail::write_new_own_file(lock_writer, lock_file_, {}, WriteOptions{0600, true});
   if (!made && made.code() != std::errc::file_exists && !made.replaced()) return made;
   detail::Retrying<FsRef> fs(fs_);
   dir_fd = fs.open_directory(dir.c_str());
