@@ -1673,6 +1673,9 @@ class WriteTransaction {
   bool has_dir_ = false;
   bool own_dir_ = true;  // false: dir_fd_ is an AtomicDirectory's
   bool in_batch_ = false;
+  bool own_name_ = false;  // the library's own file (a lock): its name is not refused
+  bool dir_known_ = false;  // dir_device_ and dir_inode_ hold the directory's identity
+  std::uint64_t dir_device_ = 0, dir_inode_ = 0;
   std::size_t dir_len_ = 0;
   std::size_t name_len_ = 0;
   std::size_t temp_len_ = 0;
@@ -1719,6 +1722,9 @@ struct TransactionSteps {
     t.temp_exists_ = false;
     t.phase_ = Transaction::Phase::discarded;
   }
+  /// Lets `t` (before open) write a file the library names itself (a run
+  /// lock), past the refusal of the library's names.
+  static void allow_own_name(Transaction& t) noexcept { t.own_name_ = true; }
   /// Marks `t` as one file of a batch: its own commit() then refuses.
   static void join_batch(Transaction& t) noexcept { t.in_batch_ = true; }
   /// Success while `t` is open, else why it is not.
@@ -1734,23 +1740,47 @@ struct TransactionSteps {
   static Status put_in_place(Transaction& t) noexcept { return t.put_in_place(); }
   static Status sync_directory(Transaction& t) noexcept { return t.sync_directory(); }
 
-  /// Whether two transactions replace the same target (as text: two
-  /// spellings of one path are two targets to this test).
-  static bool same_target(const Transaction& a, const Transaction& b) noexcept {
-    return key(a) == key(b);
+  /// Learns which directory `t` (open) puts its file into: the device and
+  /// inode of the descriptor it holds, never its path's text, which may
+  /// name another directory by now (renamed away and made again, a volume
+  /// mounted over it, a relative path after a chdir). Taken from `known`
+  /// when that one holds the very same descriptor (a handle's); one
+  /// file_info call otherwise. When that call fails the directory stays
+  /// unknown: the same as no other, so it is synced on its own.
+  static void learn_directory(Transaction& t, const Transaction* known) noexcept {
+    if (known != nullptr && known->dir_known_ && known->dir_fd_ == t.dir_fd_) {
+      t.dir_known_ = true;
+      t.dir_device_ = known->dir_device_;
+      t.dir_inode_ = known->dir_inode_;
+      return;
+    }
+    FileInfo info;
+    t.dir_known_ = t.fs_.file_info(t.dir_fd_, info) >= 0;
+    t.dir_device_ = info.device;
+    t.dir_inode_ = info.inode;
   }
-  /// Whether two transactions put their files into the same directory.
+  /// Whether two transactions put their files into the same directory: the
+  /// same descriptor, or the same device and inode (learn_directory).
   static bool same_directory(const Transaction& a, const Transaction& b) noexcept {
-    return std::string_view(a.dir(), a.dir_len_) == std::string_view(b.dir(), b.dir_len_);
+    if (a.dir_fd_ >= 0 && a.dir_fd_ == b.dir_fd_) return true;
+    return a.dir_known_ && b.dir_known_ && a.dir_device_ == b.dir_device_ &&
+           a.dir_inode_ == b.dir_inode_;
   }
+  /// Whether two transactions replace the same target: the same name in
+  /// the same directory (same_directory), whatever the paths' spellings.
+  static bool same_target(const Transaction& a, const Transaction& b) noexcept {
+    return same_directory(a, b) && name_of(a) == name_of(b);
+  }
+  /// The descriptor of `t`'s directory, for a sweep of it.
+  static int directory_descriptor(const Transaction& t) noexcept { return t.dir_fd_; }
   /// "dir/name", for messages.
   static JoinedPath target(const Transaction& t) noexcept {
     return JoinedPath(t.dir_prefix(), std::string_view(t.name(), t.name_len_));
   }
 
  private:
-  static std::string_view key(const Transaction& t) noexcept {
-    return std::string_view(t.buf_, t.dir_len_ + 1 + t.name_len_);  // "dir\0name"
+  static std::string_view name_of(const Transaction& t) noexcept {
+    return std::string_view(t.name(), t.name_len_);
   }
 };
 }  // namespace detail
@@ -1786,6 +1816,13 @@ class AtomicWriter {
   /// creating missing parent directories (0755 less the umask, but always
   /// with owner write and search, as `mkdir -p` does). A directory, FIFO,
   /// socket or device at `path` is refused; a symlink there is replaced.
+  /// A file name the library gives files of its own is refused
+  /// (Step::check_path, EINVAL) before anything is created, here and at
+  /// every entry point (write_new, begin, AtomicDirectory, Batch): a temp
+  /// file's ".tmp-" and six letters or digits (".tmp-backup" among them),
+  /// with ".N" after it (an AtomicDirectory's), ".current.tmp-XXXXXX" (a
+  /// snapshot's link), which a sweep would later remove, and ".NAME.lock"
+  /// (a run lock's, ".snapshot.lock"), which a replacement would break.
   Status write(PathView path, std::string_view data, unsigned perm = 0644) noexcept;
   /// The same, as `options` say; with create_directories false a missing
   /// directory is an error (Step::open_directory, ENOENT).
@@ -1899,6 +1936,61 @@ struct Claim {
 };
 }  // namespace detail
 
+namespace detail {
+// Whether `name` starts as make_temp_name's names do: ".tmp-" and six of
+// [0-9A-Za-z].
+inline bool starts_as_temp_name(std::string_view name) noexcept {
+  if (name.size() < 11 || name.substr(0, 5) != ".tmp-") return false;
+  for (std::size_t i = 5; i < 11; ++i) {
+    const char c = name[i];  // not isalnum: the locale must not widen the set
+    if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'))) return false;
+  }
+  return true;
+}
+
+/// What a name in a directory is to the library: a name it gives files of
+/// its own, which its sweeps remove or its locks use, or none. The one rule
+/// for both: a sweep removes what this calls a temp file, and no save
+/// writes a target this calls anything but `none`.
+enum class OwnedName : unsigned char {
+  none,
+  temp,          ///< ".tmp-XXXXXX": a save's temp file, or a directory's claim
+  claimed_temp,  ///< ".tmp-XXXXXX.N": a temp file of an AtomicDirectory
+  link_temp,     ///< ".current.tmp-XXXXXX": a snapshot's temp link
+  lock,          ///< ".NAME.lock": a run lock (StateManager), ".snapshot.lock"
+};
+
+inline OwnedName owned_name(std::string_view name) noexcept {
+  if (starts_as_temp_name(name)) {
+    if (name.size() == 11) return OwnedName::temp;
+    if (name[11] != '.' || name.size() == 12 || name.size() > 32) return OwnedName::none;
+    for (const char c : name.substr(12))
+      if (c < '0' || c > '9') return OwnedName::none;
+    return OwnedName::claimed_temp;
+  }
+  if (name.size() == 19 && name.substr(0, 8) == ".current" && starts_as_temp_name(name.substr(8)))
+    return OwnedName::link_temp;
+  if (name.size() > 6 && name[0] == '.' && name.substr(name.size() - 5) == ".lock")
+    return OwnedName::lock;
+  return OwnedName::none;
+}
+
+/// Why a save must not write the target `name`, or null: a name the library
+/// owns (owned_name), which a later sweep would remove or a lock uses.
+inline const char* owned_name_problem(std::string_view name) noexcept {
+  switch (owned_name(name)) {
+    case OwnedName::none:
+      return nullptr;
+    case OwnedName::lock:
+      return "the name is one the library gives its lock files (\".NAME.lock\"); a file "
+             "written over a lock breaks it";
+    default:
+      return "the name is one the library gives its temp files (\".tmp-XXXXXX\", "
+             "\".tmp-XXXXXX.N\", \".current.tmp-XXXXXX\"), which its sweep removes";
+  }
+}
+}  // namespace detail
+
 // Takes over other's temp file and descriptors; other is left discarded.
 template <class S, class Fs>
 void WriteTransaction<S, Fs>::take(WriteTransaction& other) noexcept {
@@ -1909,6 +2001,10 @@ void WriteTransaction<S, Fs>::take(WriteTransaction& other) noexcept {
   claim_ = other.claim_;
   own_dir_ = other.own_dir_;
   in_batch_ = other.in_batch_;
+  own_name_ = other.own_name_;
+  dir_known_ = other.dir_known_;
+  dir_device_ = other.dir_device_;
+  dir_inode_ = other.dir_inode_;
   temp_len_ = other.temp_len_;
   perm_ = other.perm_;
   keep_owner_ = other.keep_owner_;
@@ -2041,6 +2137,9 @@ Status WriteTransaction<S, Fs>::open(std::string_view path, const WriteOptions& 
   // Caught here rather than at the rename, after every byte was written.
   if (base.size() > ATOMIC_STATE_NAME_MAX)
     return invalid(std::errc::filename_too_long, "file name too long");
+  if (!own_name_)
+    if (const char* why = detail::owned_name_problem(base))
+      return invalid(std::errc::invalid_argument, why);
 
   std::string_view parent = ".";
   has_dir_ = slash != std::string_view::npos;
@@ -2098,6 +2197,8 @@ Status WriteTransaction<S, Fs>::open_in(int dir_fd, std::string_view dir, std::s
     return invalid(std::errc::filename_too_long, "file name too long");
   if (dir.size() + 1 + name.size() >= ATOMIC_STATE_PATH_MAX)
     return invalid(std::errc::filename_too_long, "path too long");
+  if (const char* why = detail::owned_name_problem(name))
+    return invalid(std::errc::invalid_argument, why);
   perm_ = options.mode;
   commit_ = commit;
   claim_ = &claim;
@@ -2593,33 +2694,6 @@ Status AtomicWriter<S, Fs>::write_whole(PathView path, std::string_view data,
 
 namespace detail {
 
-// Whether `name` starts as make_temp_name's names do: ".tmp-" and six of
-// [0-9A-Za-z].
-inline bool starts_as_temp_name(const char* name) noexcept {
-  if (std::strncmp(name, ".tmp-", 5) != 0) return false;
-  for (int i = 5; i < 11; ++i) {
-    const char c = name[i];  // not isalnum: the locale must not widen the set
-    if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'))) return false;
-  }
-  return true;
-}
-
-// The names make_temp_name draws (a save's temp file, or a directory's
-// claim).
-inline bool is_temp_name(const char* name) noexcept {
-  return starts_as_temp_name(name) && name[11] == '\0';
-}
-
-// The names an AtomicDirectory gives its temp files: its claim's name, a
-// dot, and a number.
-inline bool is_claimed_temp_name(const char* name) noexcept {
-  if (!starts_as_temp_name(name) || name[11] != '.' || name[12] == '\0') return false;
-  std::size_t digits = 0;
-  for (const char* p = name + 12; *p != '\0'; ++p, ++digits)
-    if (*p < '0' || *p > '9' || digits == 20) return false;
-  return true;
-}
-
 // One pass over a directory, examining each entry as the listing meets
 // it, so that the pass is bounded by the directory's size and holds
 // nothing between entries.
@@ -2639,9 +2713,10 @@ class TempSweeper {
  private:
   static void visit(void* self, const char* name) noexcept {
     auto* sweeper = static_cast<TempSweeper*>(self);
-    if (is_temp_name(name))
+    const OwnedName owned = owned_name(name);  // the rule saves refuse targets by
+    if (owned == OwnedName::temp)
       sweeper->examine(name);
-    else if (is_claimed_temp_name(name))
+    else if (owned == OwnedName::claimed_temp)
       sweeper->examine_claimed(name);
   }
 
@@ -2732,6 +2807,21 @@ Result<TempSweep> sweep_temp_files(Fs& fs, int dir_fd, std::string_view dir) noe
 
 }  // namespace detail
 
+namespace detail {
+/// write_new of a file the library names itself (a run lock's file), which
+/// AtomicWriter::write_new refuses by its name.
+template <class Writer>
+Status write_new_own_file(Writer& writer, std::string_view path, std::string_view data,
+                          const WriteOptions& options) noexcept {
+  using Steps = TransactionSteps<typename Writer::Transaction>;
+  typename Writer::Transaction transaction = Steps::make(writer.filesystem());
+  Steps::allow_own_name(transaction);
+  if (Status opened = Steps::open(transaction, path, options, Steps::Commit::no_replace); !opened)
+    return opened;
+  return write_whole(transaction, data);
+}
+}  // namespace detail
+
 template <class S, class Fs>
 Result<TempSweep> AtomicWriter<S, Fs>::remove_stale_temp_files(PathView dir) noexcept {
   static_assert(is_state_filesystem_v<Fs>,
@@ -2817,8 +2907,9 @@ class AtomicDirectory {
   /// `options.follow_symlinks` is refused, EINVAL). `name` is a plain name
   /// in the directory, refused with Step::check_path before anything is
   /// written when it is empty or holds a '/' or a NUL (EINVAL), is "." or
-  /// ".." (EISDIR), or is too long (ENAMETOOLONG); write_new() and begin()
-  /// take names alike.
+  /// ".." (EISDIR), is too long (ENAMETOOLONG), or is a name the library
+  /// gives files of its own (EINVAL; see AtomicWriter::write); write_new()
+  /// and begin() take names alike.
   Status write(std::string_view name, std::string_view data, unsigned perm = 0644) noexcept;
   Status write(std::string_view name, std::string_view data, const WriteOptions& options) noexcept;
   /// Creates `name` with `data`, failing with EEXIST (Step::rename) rather
@@ -2870,7 +2961,10 @@ class AtomicDirectory {
 ///   1. each temp file's mode set, writeback started for all of them (where
 ///      the Fs has start_writeback), then each synced and closed;
 ///   2. each file but the last renamed over its target, in order;
-///   3. each directory that gained a file synced;
+///   3. each directory that gained a file synced, once: a directory is the
+///      one each file's directory was opened as (its device and inode, or
+///      the handle's descriptor), never its path's text, which a rename, a
+///      mount or a chdir between two adds can make name another;
 ///   4. the last file renamed over its target, and its directory synced.
 /// After any crash each target is old or new, never torn, and the last file
 /// is never newer than the files before it. A failure before the first
@@ -3044,7 +3138,9 @@ class Batch {
 
   /// Adds the file `path` with `data`, written to its temp file now (see
   /// AtomicWriter::write for the path's rules). The same target twice in
-  /// one batch (as the same text) is refused (Step::check_path, EEXIST), and
+  /// one batch is refused (Step::check_path, EEXIST): the same name in the
+  /// same directory, known by its device and inode as opened, whatever the
+  /// spelling of its path or whether it came through a handle; and
   /// so is a directory, FIFO, socket or device at the target (check_path,
   /// EISDIR or EINVAL), before a byte is written. Failures: those of
   /// AtomicWriter::begin and of a write, and create_temp_file with ENOMEM
@@ -3144,8 +3240,8 @@ typename Batch<S, Fs>::Transaction* Batch<S, Fs>::next_file(FsRef& fs) noexcept 
   ATOMIC_STATE_DETAIL_CATCH_ALL { return nullptr; }
 }
 
-// Whether a file of the batch already has `file`'s target (as text: two
-// spellings of one path are two targets to this test).
+// Whether a file of the batch already has `file`'s target: the same name in
+// the same directory, known by identity (TransactionSteps::same_target).
 template <class S, class Fs>
 bool Batch<S, Fs>::duplicate(const Transaction& file) const noexcept {
   for (std::size_t i = 0; i < used_; ++i)
@@ -3160,6 +3256,13 @@ template <class S, class Fs>
 Status Batch<S, Fs>::added(Transaction* file, const Status& opened,
                            std::string_view data) noexcept {
   if (!opened) return opened;
+  // The directory by identity, for the duplicate test and the commit's
+  // syncs: from an earlier file through the same handle, or asked once.
+  const Transaction* known = nullptr;
+  for (std::size_t i = 0; i < used_ && known == nullptr; ++i)
+    if (Steps::directory_descriptor(*files_[i]) == Steps::directory_descriptor(*file))
+      known = files_[i].get();
+  Steps::learn_directory(*file, known);
   if (duplicate(*file)) {
     file->discard();
     const detail::JoinedPath target = Steps::target(*file);
@@ -5889,6 +5992,14 @@ struct StateOptions {
   /// error, never a first run: for a directory on a volume that may not be
   /// mounted. load_state, save_state and try_lock_run then fail alike with
   /// Step::open_directory, ENOENT, the note asking whether it is mounted.
+  /// The directory try_lock_run or load_state opened (its device and inode;
+  /// each lock and each load that opens it pins it anew) is also the only
+  /// one later saves write into: a save finding another directory at the
+  /// path (the volume unmounted mid-run, its mount point's directory there
+  /// now) fails the same way, nothing written, and save_state(state, batch)
+  /// gives up the whole batch. Outputs written beside the state should pass
+  /// WriteOptions::create_directories = false too. When true, nothing is
+  /// pinned: a save follows the path, making what is missing.
   bool create_directory = true;
   /// What load_state does with a corrupt state file.
   OnCorrupt on_corrupt = OnCorrupt::recover;
@@ -6018,6 +6129,36 @@ class CorruptFile {
 
  private:
   std::atomic<std::uint64_t> device_{0}, inode_{0};
+};
+
+// The state directory a manager with create_directory false locked or
+// loaded: its device and inode, which every save compares with the
+// directory at the path (a card unmounted mid-run leaves its mount point's
+// directory there, on another disk). Atomic, as saves may race.
+class PinnedDirectory {
+ public:
+  PinnedDirectory() noexcept = default;
+  PinnedDirectory(const PinnedDirectory& other) noexcept { *this = other; }
+  PinnedDirectory& operator=(const PinnedDirectory& other) noexcept {
+    device_.store(other.device_.load());
+    inode_.store(other.inode_.load());
+    set_.store(other.set_.load());
+    return *this;
+  }
+  void pin(const FileInfo& dir) noexcept {
+    device_.store(dir.device);
+    inode_.store(dir.inode);
+    set_.store(true);  // after both: a save never compares with half a pin of zeros
+  }
+  /// Whether `dir` is the directory pinned, or nothing is.
+  bool admits(const FileInfo& dir) const noexcept {
+    return !set_.load() || (device_.load() == dir.device && inode_.load() == dir.inode);
+  }
+  bool is_set() const noexcept { return set_.load(); }
+
+ private:
+  std::atomic<std::uint64_t> device_{0}, inode_{0};  // two words: no libatomic needed
+  std::atomic<bool> set_{false};
 };
 
 }  // namespace detail
@@ -6168,7 +6309,10 @@ class StateManager {
   /// file: " then the step, the path and the reason; nothing is logged as
   /// saved. A failure before the rename leaves the state file untouched;
   /// Status::replaced() says the rename happened and only the directory
-  /// sync failed.
+  /// sync failed. With create_directory false, a state directory that is
+  /// not the one the last try_lock_run or load_state opened is refused
+  /// (Step::open_directory, ENOENT, "is its volume mounted?"), before
+  /// anything is written.
   Status save_state(const StateT& state) noexcept;
 
   /// Saves `state` as the last file of `batch` and commits the batch, so
@@ -6177,9 +6321,10 @@ class StateManager {
   /// is checked and written as save_state does; keep_previous keeps the
   /// previous state right before the state's rename. On any failure the
   /// batch is given up (its temp files removed; batch.replaced() says which
-  /// outputs were already in place) and nothing is logged as saved.
-  /// Errors: "save state with its batch: " then the step, the path and the
-  /// reason.
+  /// outputs were already in place) and nothing is logged as saved; a
+  /// state directory replaced since the lock or the load (create_directory
+  /// false, as save_state) gives it up before any rename. Errors: "save
+  /// state with its batch: " then the step, the path and the reason.
   Status save_state(const StateT& state, Batch<SyncPolicy, Fs>& batch) noexcept;
 
   /// Removes the temp files killed saves left in output_dir(), never one of
@@ -6257,6 +6402,8 @@ class StateManager {
   Status encode(const StateT& state, detail::TextBuffer<2048>& text) const noexcept;
   Status keep_previous() noexcept;
   Status link_previous(int dir_fd) noexcept;
+  void pin_directory(int dir_fd) noexcept;
+  Status check_pinned_directory() noexcept;
 
   StateOptions options_;
   Status unusable_;            // why options_ cannot be used, or success
@@ -6270,6 +6417,7 @@ class StateManager {
   Fs fs_;
   detail::OnceFlag swept_;
   detail::CorruptFile corrupt_;
+  detail::PinnedDirectory pinned_;  // create_directory false: the directory locked or loaded
 };
 
 /// `StateManager manager(dir, sink)` without template arguments: a sink
@@ -6778,6 +6926,7 @@ Result<RunLock<F>> StateManager<L, S, P, F>::try_lock_run() noexcept {
     if (Status made = create_directory(dir, dir_fd); !made) return made.within(context);
   }
   const detail::ClosingFd<FsRef> closing(fs_, dir_fd);
+  pin_directory(dir_fd);
   detail::Retrying<FsRef> fs(fs_);
   if (const int r = fs.check_writable(dir_fd); r < 0)
     return Status(Step::lock_run, detail::system_error(r), dir.view(), file_, false,
@@ -6808,7 +6957,8 @@ Result<RunLock<F>> StateManager<L, S, P, F>::try_lock_run() noexcept {
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
 Status StateManager<L, S, P, F>::create_directory(const detail::DirectoryPath& dir,
                                                   int& dir_fd) noexcept {
-  Status made = writer().write_new(lock_file_, {}, WriteOptions{0600, true});
+  AtomicWriter<P, FsRef&> lock_writer = writer();  // the lock's name is the library's own
+  Status made = detail::write_new_own_file(lock_writer, lock_file_, {}, WriteOptions{0600, true});
   if (!made && made.code() != std::errc::file_exists && !made.replaced()) return made;
   detail::Retrying<FsRef> fs(fs_);
   dir_fd = fs.open_directory(dir.c_str());
@@ -6883,6 +7033,7 @@ Result<Loaded<S>> StateManager<L, S, P, F>::load_state() noexcept {
     return first_run();
   }
   const detail::ClosingFd<FsRef> closing(fs_, dir_fd);
+  pin_directory(dir_fd);
   if (swept_.first()) (void)sweep_temp_files(dir_fd, dir.view());
   missing = false;
   if (Status read = read_file(dir_fd, options_.file_name.c_str(), file_, text, info, missing);
@@ -7394,6 +7545,7 @@ Status StateManager<L, S, P, F>::save_state(const S& state) noexcept {
                    "the text would be larger than the state size limit, so load_state "
                    "would refuse it")
         .within(context);
+  if (Status same = check_pinned_directory(); !same) return same.within(context);
   if (options_.keep_previous)
     if (Status kept = keep_previous(); !kept) return kept.within(context);
   Status written = writer().write(file_, text.view(),
@@ -7424,6 +7576,7 @@ Status StateManager<L, S, P, F>::save_state(const S& state, Batch<P, F>& batch) 
     return given_up(failure(Step::serialize, -EFBIG,
                             "the text would be larger than the state size limit, so load_state "
                             "would refuse it"));
+  if (Status same = check_pinned_directory(); !same) return given_up(same);
   if (Status added = batch.add(file_, text.view(),
                                WriteOptions{options_.file_mode, options_.create_directory});
       !added)
@@ -7434,6 +7587,33 @@ Status StateManager<L, S, P, F>::save_state(const S& state, Batch<P, F>& batch) 
   detail::StateCodec<S>::log_saved(
       state, [&](Fields fields) noexcept { log(Level::info, "state saved", fields); });
   return {};
+}
+
+// With create_directory false, the directory a lock or a load opened is the
+// state's directory for the saves that follow (the latest lock or load
+// pins anew: each starts a run). With true, nothing is pinned: directories
+// may be made, and a save follows the path wherever it leads.
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
+void StateManager<L, S, P, F>::pin_directory(int dir_fd) noexcept {
+  if (options_.create_directory) return;
+  FileInfo info;
+  if (detail::Retrying<FsRef>(fs_).file_info(dir_fd, info) >= 0) pinned_.pin(info);
+}
+
+// Refuses a save when the directory at the path is not the one pinned: one
+// look at the path, right before the save opens it.
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
+Status StateManager<L, S, P, F>::check_pinned_directory() noexcept {
+  if (options_.create_directory || !pinned_.is_set()) return {};
+  const detail::DirectoryPath dir(dir_);
+  if (!dir.ok()) return {};  // the write says why
+  FileInfo info;
+  const int r = detail::Retrying<FsRef>(fs_).file_info_at(AT_FDCWD, dir.c_str(), info);
+  if (r >= 0 && info.type == FileType::directory && pinned_.admits(info)) return {};
+  return Status(Step::open_directory, detail::system_error(r < 0 ? r : -ENOENT), dir.view(),
+                file_, false,
+                "the directory at the path is not the one locked or loaded (another device or "
+                "inode) and StateOptions::create_directory is false: is its volume mounted?");
 }
 
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>

@@ -5,6 +5,7 @@
 // The exact calls and each of them failed are test_batch_trace.cpp's and
 // test_batch_faults.cpp's; a directory handle's behaviour is
 // test_directory_fs.cpp's.
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -580,4 +581,111 @@ TEST_CASE("a failure after some renames keeps the failure's own note in its mess
   CHECK(contains(message, "replaced before the failure: " + (dir / "out").string()));
   CHECK(contains(message, "StateOptions::keep_previous needs a filesystem with hard links"));
   CHECK(log.with("state saved").size() == 1);
+}
+
+namespace {
+// A directory as the kernel knows it.
+std::pair<dev_t, ino_t> identity_of(const test::fs::path& p) {
+  struct stat st {};
+  REQUIRE(::stat(p.c_str(), &st) == 0);
+  return {st.st_dev, st.st_ino};
+}
+}  // namespace
+
+TEST_CASE("a batch syncs every directory that gained a file before the last rename, known by "
+          "identity, not by its path's text",
+          "[batch]") {
+  struct Row {
+    const char* what;
+    // Adds the outputs (anything but the last file), moving directories or
+    // the working directory between adds; returns the directories that
+    // gained them, as they are named once the batch is committed.
+    std::vector<test::fs::path> (*add_outputs)(TracedBatch&, FaultFs&, const test::fs::path&);
+  };
+  static std::optional<AtomicDirectory<FullSync, FaultFs&>> handle;
+  const Row rows[] = {
+      {"a handle whose path was renamed away and made again, then the same text by path",
+       [](TracedBatch& batch, FaultFs& fs, const test::fs::path& dir) {
+         auto opened = AtomicDirectory<FullSync, FaultFs&>::open((dir / "out").string(), fs);
+         REQUIRE(opened.has_value());
+         handle.emplace(std::move(*opened));
+         REQUIRE(batch.add(*handle, "a.json", "a").ok());
+         test::fs::rename(dir / "out", dir / "old");
+         test::fs::create_directory(dir / "out");
+         REQUIRE(batch.add(dir / "out" / "b.json", "b").ok());
+         return std::vector<test::fs::path>{dir / "old", dir / "out"};
+       }},
+      {"a chdir between two adds of the same relative path",
+       [](TracedBatch& batch, FaultFs&, const test::fs::path& dir) {
+         test::fs::create_directories(dir / "x" / "out");
+         test::fs::create_directories(dir / "y" / "out");
+         REQUIRE(::chdir((dir / "x").c_str()) == 0);
+         REQUIRE(batch.add("out/a.json", "a").ok());
+         REQUIRE(::chdir((dir / "y").c_str()) == 0);
+         REQUIRE(batch.add("out/b.json", "b").ok());
+         return std::vector<test::fs::path>{dir / "x" / "out", dir / "y" / "out"};
+       }},
+  };
+  const test::fs::path start = test::fs::current_path();
+  for (const Row& row : rows) {
+    CAPTURE(row.what);
+    TempDir dir;
+    FaultFs fs;
+    std::vector<std::pair<dev_t, ino_t>> synced_before_last;
+    int renames = 0;
+    fs.before = [&](Op op, int fd, const char*) {
+      if (op == Op::rename) ++renames;
+      if (op == Op::sync_full && renames < 3) {  // two outputs: the last rename is the third
+        struct stat st {};
+        if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode))
+          synced_before_last.emplace_back(st.st_dev, st.st_ino);
+      }
+    };
+    {
+      TracedBatch batch(fs);
+      const std::vector<test::fs::path> gained = row.add_outputs(batch, fs, dir.path());
+      REQUIRE(batch.add(dir / "state" / "state.json", "state").ok());
+      const Status committed = batch.commit();
+      REQUIRE(::chdir(start.c_str()) == 0);
+      REQUIRE(committed.ok());
+      CHECK(renames == 3);
+      for (const test::fs::path& d : gained) {
+        CAPTURE(d.string());
+        const auto id = identity_of(d);
+        CHECK(std::find(synced_before_last.begin(), synced_before_last.end(), id) !=
+              synced_before_last.end());
+      }
+    }
+    handle.reset();
+  }
+}
+
+TEST_CASE("the same target through a handle and by path is refused at add, as the same text is",
+          "[batch]") {
+  TempDir dir;
+  auto out = Directory::open((dir / "out").string());
+  REQUIRE(out.has_value());
+  struct Row {
+    const char* what;
+    std::function<Status(Batch<>&)> first, second;
+  };
+  const std::string d = (dir / "out").string();
+  const Row rows[] = {
+      {"a handle, then its file by path", [&](Batch<>& b) { return b.add(*out, "x", "1"); },
+       [&](Batch<>& b) { return b.add(d + "/x", "2"); }},
+      {"by path, then through the handle", [&](Batch<>& b) { return b.add(d + "/x", "1"); },
+       [&](Batch<>& b) { return b.add(*out, "x", "2"); }},
+      {"two spellings of one path", [&](Batch<>& b) { return b.add(d + "/x", "1"); },
+       [&](Batch<>& b) { return b.add(d + "/./x", "2"); }},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.what);
+    Batch<> batch;
+    REQUIRE(row.first(batch).ok());
+    const Status second = row.second(batch);
+    CHECK(second.step() == Step::check_path);
+    CHECK(second.code() == std::errc::file_exists);
+    CHECK(batch.size() == 1);
+    batch.discard();
+  }
 }

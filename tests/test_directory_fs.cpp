@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -216,4 +217,118 @@ TEST_CASE("a batch through directory handles commits files of several directorie
   }
   CHECK(temp_files_in(dir / "a").size() == 1);
   CHECK(temp_files_in(dir / "b").size() == 1);
+}
+
+TEST_CASE("a name the library's sweep removes or its locks use is refused as a target at every "
+          "entry point, and the sweep removes exactly such names",
+          "[directory][batch]") {
+  struct Name {
+    const char* name;
+    bool owned;    // refused as a target
+    bool swept;    // an unlocked regular file of this name is removed by a sweep
+  };
+  const Name names[] = {
+      {".tmp-backup", true, true},  // the issue's own: six letters after ".tmp-"
+      {".tmp-Ab12Cd", true, true},
+      {".tmp-Ab12Cd.7", true, true},
+      {".current.tmp-Ab12Cd", true, false},  // a snapshot's sweep takes it
+      {".state.json.lock", true, false},
+      {".snapshot.lock", true, false},
+      {".tmp-backups", false, false},
+      {".tmp-Ab12C", false, false},
+      {".tmp-Ab12Cd.x", false, false},
+      {"x.tmp-Ab12Cd", false, false},
+      {"state.lock", false, false},
+      {"gen-3", false, false},  // a snapshot's prune removes directories only
+      {"summary.json", false, false},
+  };
+  using Entry = std::function<Status(const test::fs::path& dir, const std::string& name)>;
+  struct Point {
+    const char* what;
+    Entry write;
+  };
+  const Point points[] = {
+      {"AtomicWriter::write",
+       [](const test::fs::path& d, const std::string& n) { return AtomicWriter<>{}.write(d / n, "x"); }},
+      {"AtomicWriter::write_new",
+       [](const test::fs::path& d, const std::string& n) {
+         return AtomicWriter<>{}.write_new(d / n, "x");
+       }},
+      {"AtomicWriter::begin (a WriteTransaction)",
+       [](const test::fs::path& d, const std::string& n) {
+         AtomicWriter<> w;
+         auto t = w.begin(d / n);
+         if (!t) return t.status();
+         if (Status written = t->write("x"); !written) return written;
+         return t->commit();
+       }},
+      {"AtomicDirectory::write",
+       [](const test::fs::path& d, const std::string& n) {
+         auto h = Directory::open(d.string());
+         return h ? h->write(n, "x") : h.status();
+       }},
+      {"AtomicDirectory::write_new",
+       [](const test::fs::path& d, const std::string& n) {
+         auto h = Directory::open(d.string());
+         return h ? h->write_new(n, "x") : h.status();
+       }},
+      {"AtomicDirectory::begin",
+       [](const test::fs::path& d, const std::string& n) {
+         auto h = Directory::open(d.string());
+         if (!h) return h.status();
+         auto t = h->begin(n);
+         if (!t) return t.status();
+         if (Status written = t->write("x"); !written) return written;
+         return t->commit();
+       }},
+      {"Batch::add by path",
+       [](const test::fs::path& d, const std::string& n) {
+         Batch<> b;
+         if (Status added = b.add(d / n, "x"); !added) return added;
+         return b.commit();
+       }},
+      {"Batch::add_stream by path",
+       [](const test::fs::path& d, const std::string& n) {
+         Batch<> b;
+         auto t = b.add_stream(d / n);
+         if (!t) return t.status();
+         if (Status written = (*t)->write("x"); !written) return written;
+         return b.commit();
+       }},
+      {"Batch::add through a handle",
+       [](const test::fs::path& d, const std::string& n) {
+         auto h = Directory::open(d.string());
+         if (!h) return h.status();
+         Batch<> b;
+         if (Status added = b.add(*h, n, "x"); !added) return added;
+         return b.commit();
+       }},
+  };
+  for (const Point& point : points) {
+    for (const Name& name : names) {
+      CAPTURE(point.what, name.name);
+      TempDir dir;
+      const Status s = point.write(dir.path(), name.name);
+      if (name.owned) {
+        CHECK(s.step() == Step::check_path);
+        CHECK(s.code() == std::errc::invalid_argument);
+        CHECK(s.message().find(name.name) != std::string::npos);
+        CHECK(s.message().find("the library gives its") != std::string::npos);
+        CHECK_FALSE(test::fs::exists(dir / name.name));
+      } else {
+        CHECK(s.ok());
+        CHECK(read_file(dir / name.name) == "x");
+      }
+    }
+  }
+  for (const Name& name : names) {
+    CAPTURE(name.name);
+    TempDir dir;
+    test::write_plain(dir / name.name, "left by a killed save");
+    auto swept = AtomicWriter<>{}.remove_stale_temp_files(dir.path());
+    REQUIRE(swept.has_value());
+    CHECK(swept->removed == (name.swept ? 1u : 0u));
+    CHECK(test::fs::exists(dir / name.name) == !name.swept);
+    if (name.swept) CHECK(name.owned);  // what a sweep removes, no save writes
+  }
 }

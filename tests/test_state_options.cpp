@@ -4,6 +4,7 @@
 // share a directory; a missing directory is an error, never a first run,
 // when create_directory is false.
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -196,4 +197,82 @@ TEST_CASE("with create_directory false a missing directory is an error, never a 
   CHECK(log.last().level == Level::info);
   CHECK(log.last().message == "no state file found, treating as first run");
   CHECK(manager.save_state(test::state_at(1700000000)).ok());
+}
+
+TEST_CASE("with create_directory false every save refuses a state directory replaced since the "
+          "lock or the load, and a batch is given up whole",
+          "[options]") {
+  // The card unmounted mid-run: the mount point's directory (or one an
+  // operator made) is at the path now, on the root filesystem.
+  struct Row {
+    const char* what;
+    bool lock, load, batch;
+  };
+  const Row rows[] = {
+      {"locked and loaded, save_state", true, true, false},
+      {"loaded only, save_state", false, true, false},
+      {"locked only, save_state", true, false, false},
+      {"locked and loaded, save_state with a batch", true, true, true},
+      {"loaded only, save_state with a batch", false, true, true},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.what);
+    test::TempDir root;
+    const test::fs::path dir = root / "card";
+    test::fs::create_directories(dir / "out");
+    test::CaptureSink log;
+    StateOptions options;
+    options.create_directory = false;
+    Manager manager(dir, log, options);
+    std::optional<as::RunLock<>> lock;
+    if (row.lock) {
+      auto taken = manager.try_lock_run();
+      REQUIRE(taken.has_value());
+      lock.emplace(std::move(*taken));
+    }
+    if (row.load) REQUIRE(manager.load_state().has_value());
+
+    test::fs::rename(dir, root / "unmounted");
+    test::fs::create_directories(dir / "out");  // the same path, another directory
+
+    as::Status saved;
+    if (row.batch) {
+      as::Batch<> batch;
+      REQUIRE(batch.add(dir / "out" / "data.json", "data", as::WriteOptions{0644, false}).ok());
+      saved = manager.save_state(test::state_at(1700000000), batch);
+      CHECK(batch.size() == 0);
+      CHECK(batch.replaced() == 0);
+    } else {
+      saved = manager.save_state(test::state_at(1700000000));
+    }
+    CAPTURE(saved.message());
+    CHECK(saved.step() == Step::open_directory);
+    CHECK(saved.code() == std::errc::no_such_file_or_directory);
+    CHECK(saved.path() == dir.string());
+    CHECK(saved.message().find("is its volume mounted?") != std::string::npos);
+    CHECK(saved.message().find("not the one") != std::string::npos);
+    CHECK(test::names_in(dir).size() == 1);  // "out", and nothing written beside it
+    CHECK(test::names_in(dir / "out").empty());
+    CHECK(log.with("state saved").empty());
+
+    // The card back: the same manager saves into it.
+    test::fs::remove_all(dir);
+    test::fs::rename(root / "unmounted", dir);
+    CHECK(manager.save_state(test::state_at(1700000000)).ok());
+  }
+}
+
+TEST_CASE("with create_directory true a replaced state directory is written as any directory",
+          "[options]") {
+  // Directories may be made: the path is followed, as a first save follows it.
+  test::TempDir root;
+  const test::fs::path dir = root / "state";
+  test::CaptureSink log;
+  Manager manager(dir, log);
+  REQUIRE(manager.try_lock_run().has_value());
+  REQUIRE(manager.load_state().has_value());
+  test::fs::rename(dir, root / "old");
+  test::fs::create_directory(dir);
+  CHECK(manager.save_state(test::state_at(1700000000)).ok());
+  CHECK(test::fs::exists(dir / "state.json"));
 }

@@ -36,7 +36,9 @@ class Batch {
 
   /// Adds the file `path` with `data`, written to its temp file now (see
   /// AtomicWriter::write for the path's rules). The same target twice in
-  /// one batch (as the same text) is refused (Step::check_path, EEXIST), and
+  /// one batch is refused (Step::check_path, EEXIST): the same name in the
+  /// same directory, known by its device and inode as opened, whatever the
+  /// spelling of its path or whether it came through a handle; and
   /// so is a directory, FIFO, socket or device at the target (check_path,
   /// EISDIR or EINVAL), before a byte is written. Failures: those of
   /// AtomicWriter::begin and of a write, and create_temp_file with ENOMEM
@@ -136,8 +138,8 @@ typename Batch<S, Fs>::Transaction* Batch<S, Fs>::next_file(FsRef& fs) noexcept 
   ATOMIC_STATE_DETAIL_CATCH_ALL { return nullptr; }
 }
 
-// Whether a file of the batch already has `file`'s target (as text: two
-// spellings of one path are two targets to this test).
+// Whether a file of the batch already has `file`'s target: the same name in
+// the same directory, known by identity (TransactionSteps::same_target).
 template <class S, class Fs>
 bool Batch<S, Fs>::duplicate(const Transaction& file) const noexcept {
   for (std::size_t i = 0; i < used_; ++i)
@@ -152,6 +154,13 @@ template <class S, class Fs>
 Status Batch<S, Fs>::added(Transaction* file, const Status& opened,
                            std::string_view data) noexcept {
   if (!opened) return opened;
+  // The directory by identity, for the duplicate test and the commit's
+  // syncs: from an earlier file through the same handle, or asked once.
+  const Transaction* known = nullptr;
+  for (std::size_t i = 0; i < used_ && known == nullptr; ++i)
+    if (Steps::directory_descriptor(*files_[i]) == Steps::directory_descriptor(*file))
+      known = files_[i].get();
+  Steps::learn_directory(*file, known);
   if (duplicate(*file)) {
     file->discard();
     const detail::JoinedPath target = Steps::target(*file);

@@ -68,8 +68,9 @@ class AtomicDirectory {
   /// `options.follow_symlinks` is refused, EINVAL). `name` is a plain name
   /// in the directory, refused with Step::check_path before anything is
   /// written when it is empty or holds a '/' or a NUL (EINVAL), is "." or
-  /// ".." (EISDIR), or is too long (ENAMETOOLONG); write_new() and begin()
-  /// take names alike.
+  /// ".." (EISDIR), is too long (ENAMETOOLONG), or is a name the library
+  /// gives files of its own (EINVAL; see AtomicWriter::write); write_new()
+  /// and begin() take names alike.
   Status write(std::string_view name, std::string_view data, unsigned perm = 0644) noexcept;
   Status write(std::string_view name, std::string_view data, const WriteOptions& options) noexcept;
   /// Creates `name` with `data`, failing with EEXIST (Step::rename) rather
@@ -121,7 +122,10 @@ class AtomicDirectory {
 ///   1. each temp file's mode set, writeback started for all of them (where
 ///      the Fs has start_writeback), then each synced and closed;
 ///   2. each file but the last renamed over its target, in order;
-///   3. each directory that gained a file synced;
+///   3. each directory that gained a file synced, once: a directory is the
+///      one each file's directory was opened as (its device and inode, or
+///      the handle's descriptor), never its path's text, which a rename, a
+///      mount or a chdir between two adds can make name another;
 ///   4. the last file renamed over its target, and its directory synced.
 /// After any crash each target is old or new, never torn, and the last file
 /// is never newer than the files before it. A failure before the first

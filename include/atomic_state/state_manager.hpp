@@ -66,6 +66,14 @@ struct StateOptions {
   /// error, never a first run: for a directory on a volume that may not be
   /// mounted. load_state, save_state and try_lock_run then fail alike with
   /// Step::open_directory, ENOENT, the note asking whether it is mounted.
+  /// The directory try_lock_run or load_state opened (its device and inode;
+  /// each lock and each load that opens it pins it anew) is also the only
+  /// one later saves write into: a save finding another directory at the
+  /// path (the volume unmounted mid-run, its mount point's directory there
+  /// now) fails the same way, nothing written, and save_state(state, batch)
+  /// gives up the whole batch. Outputs written beside the state should pass
+  /// WriteOptions::create_directories = false too. When true, nothing is
+  /// pinned: a save follows the path, making what is missing.
   bool create_directory = true;
   /// What load_state does with a corrupt state file.
   OnCorrupt on_corrupt = OnCorrupt::recover;
@@ -195,6 +203,36 @@ class CorruptFile {
 
  private:
   std::atomic<std::uint64_t> device_{0}, inode_{0};
+};
+
+// The state directory a manager with create_directory false locked or
+// loaded: its device and inode, which every save compares with the
+// directory at the path (a card unmounted mid-run leaves its mount point's
+// directory there, on another disk). Atomic, as saves may race.
+class PinnedDirectory {
+ public:
+  PinnedDirectory() noexcept = default;
+  PinnedDirectory(const PinnedDirectory& other) noexcept { *this = other; }
+  PinnedDirectory& operator=(const PinnedDirectory& other) noexcept {
+    device_.store(other.device_.load());
+    inode_.store(other.inode_.load());
+    set_.store(other.set_.load());
+    return *this;
+  }
+  void pin(const FileInfo& dir) noexcept {
+    device_.store(dir.device);
+    inode_.store(dir.inode);
+    set_.store(true);  // after both: a save never compares with half a pin of zeros
+  }
+  /// Whether `dir` is the directory pinned, or nothing is.
+  bool admits(const FileInfo& dir) const noexcept {
+    return !set_.load() || (device_.load() == dir.device && inode_.load() == dir.inode);
+  }
+  bool is_set() const noexcept { return set_.load(); }
+
+ private:
+  std::atomic<std::uint64_t> device_{0}, inode_{0};  // two words: no libatomic needed
+  std::atomic<bool> set_{false};
 };
 
 }  // namespace detail
@@ -345,7 +383,10 @@ class StateManager {
   /// file: " then the step, the path and the reason; nothing is logged as
   /// saved. A failure before the rename leaves the state file untouched;
   /// Status::replaced() says the rename happened and only the directory
-  /// sync failed.
+  /// sync failed. With create_directory false, a state directory that is
+  /// not the one the last try_lock_run or load_state opened is refused
+  /// (Step::open_directory, ENOENT, "is its volume mounted?"), before
+  /// anything is written.
   Status save_state(const StateT& state) noexcept;
 
   /// Saves `state` as the last file of `batch` and commits the batch, so
@@ -354,9 +395,10 @@ class StateManager {
   /// is checked and written as save_state does; keep_previous keeps the
   /// previous state right before the state's rename. On any failure the
   /// batch is given up (its temp files removed; batch.replaced() says which
-  /// outputs were already in place) and nothing is logged as saved.
-  /// Errors: "save state with its batch: " then the step, the path and the
-  /// reason.
+  /// outputs were already in place) and nothing is logged as saved; a
+  /// state directory replaced since the lock or the load (create_directory
+  /// false, as save_state) gives it up before any rename. Errors: "save
+  /// state with its batch: " then the step, the path and the reason.
   Status save_state(const StateT& state, Batch<SyncPolicy, Fs>& batch) noexcept;
 
   /// Removes the temp files killed saves left in output_dir(), never one of
@@ -434,6 +476,8 @@ class StateManager {
   Status encode(const StateT& state, detail::TextBuffer<2048>& text) const noexcept;
   Status keep_previous() noexcept;
   Status link_previous(int dir_fd) noexcept;
+  void pin_directory(int dir_fd) noexcept;
+  Status check_pinned_directory() noexcept;
 
   StateOptions options_;
   Status unusable_;            // why options_ cannot be used, or success
@@ -447,6 +491,7 @@ class StateManager {
   Fs fs_;
   detail::OnceFlag swept_;
   detail::CorruptFile corrupt_;
+  detail::PinnedDirectory pinned_;  // create_directory false: the directory locked or loaded
 };
 
 /// `StateManager manager(dir, sink)` without template arguments: a sink
@@ -955,6 +1000,7 @@ Result<RunLock<F>> StateManager<L, S, P, F>::try_lock_run() noexcept {
     if (Status made = create_directory(dir, dir_fd); !made) return made.within(context);
   }
   const detail::ClosingFd<FsRef> closing(fs_, dir_fd);
+  pin_directory(dir_fd);
   detail::Retrying<FsRef> fs(fs_);
   if (const int r = fs.check_writable(dir_fd); r < 0)
     return Status(Step::lock_run, detail::system_error(r), dir.view(), file_, false,
@@ -985,7 +1031,8 @@ Result<RunLock<F>> StateManager<L, S, P, F>::try_lock_run() noexcept {
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
 Status StateManager<L, S, P, F>::create_directory(const detail::DirectoryPath& dir,
                                                   int& dir_fd) noexcept {
-  Status made = writer().write_new(lock_file_, {}, WriteOptions{0600, true});
+  AtomicWriter<P, FsRef&> lock_writer = writer();  // the lock's name is the library's own
+  Status made = detail::write_new_own_file(lock_writer, lock_file_, {}, WriteOptions{0600, true});
   if (!made && made.code() != std::errc::file_exists && !made.replaced()) return made;
   detail::Retrying<FsRef> fs(fs_);
   dir_fd = fs.open_directory(dir.c_str());
@@ -1060,6 +1107,7 @@ Result<Loaded<S>> StateManager<L, S, P, F>::load_state() noexcept {
     return first_run();
   }
   const detail::ClosingFd<FsRef> closing(fs_, dir_fd);
+  pin_directory(dir_fd);
   if (swept_.first()) (void)sweep_temp_files(dir_fd, dir.view());
   missing = false;
   if (Status read = read_file(dir_fd, options_.file_name.c_str(), file_, text, info, missing);
@@ -1571,6 +1619,7 @@ Status StateManager<L, S, P, F>::save_state(const S& state) noexcept {
                    "the text would be larger than the state size limit, so load_state "
                    "would refuse it")
         .within(context);
+  if (Status same = check_pinned_directory(); !same) return same.within(context);
   if (options_.keep_previous)
     if (Status kept = keep_previous(); !kept) return kept.within(context);
   Status written = writer().write(file_, text.view(),
@@ -1601,6 +1650,7 @@ Status StateManager<L, S, P, F>::save_state(const S& state, Batch<P, F>& batch) 
     return given_up(failure(Step::serialize, -EFBIG,
                             "the text would be larger than the state size limit, so load_state "
                             "would refuse it"));
+  if (Status same = check_pinned_directory(); !same) return given_up(same);
   if (Status added = batch.add(file_, text.view(),
                                WriteOptions{options_.file_mode, options_.create_directory});
       !added)
@@ -1611,6 +1661,33 @@ Status StateManager<L, S, P, F>::save_state(const S& state, Batch<P, F>& batch) 
   detail::StateCodec<S>::log_saved(
       state, [&](Fields fields) noexcept { log(Level::info, "state saved", fields); });
   return {};
+}
+
+// With create_directory false, the directory a lock or a load opened is the
+// state's directory for the saves that follow (the latest lock or load
+// pins anew: each starts a run). With true, nothing is pinned: directories
+// may be made, and a save follows the path wherever it leads.
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
+void StateManager<L, S, P, F>::pin_directory(int dir_fd) noexcept {
+  if (options_.create_directory) return;
+  FileInfo info;
+  if (detail::Retrying<FsRef>(fs_).file_info(dir_fd, info) >= 0) pinned_.pin(info);
+}
+
+// Refuses a save when the directory at the path is not the one pinned: one
+// look at the path, right before the save opens it.
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
+Status StateManager<L, S, P, F>::check_pinned_directory() noexcept {
+  if (options_.create_directory || !pinned_.is_set()) return {};
+  const detail::DirectoryPath dir(dir_);
+  if (!dir.ok()) return {};  // the write says why
+  FileInfo info;
+  const int r = detail::Retrying<FsRef>(fs_).file_info_at(AT_FDCWD, dir.c_str(), info);
+  if (r >= 0 && info.type == FileType::directory && pinned_.admits(info)) return {};
+  return Status(Step::open_directory, detail::system_error(r < 0 ? r : -ENOENT), dir.view(),
+                file_, false,
+                "the directory at the path is not the one locked or loaded (another device or "
+                "inode) and StateOptions::create_directory is false: is its volume mounted?");
 }
 
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>

@@ -154,6 +154,9 @@ class WriteTransaction {
   bool has_dir_ = false;
   bool own_dir_ = true;  // false: dir_fd_ is an AtomicDirectory's
   bool in_batch_ = false;
+  bool own_name_ = false;  // the library's own file (a lock): its name is not refused
+  bool dir_known_ = false;  // dir_device_ and dir_inode_ hold the directory's identity
+  std::uint64_t dir_device_ = 0, dir_inode_ = 0;
   std::size_t dir_len_ = 0;
   std::size_t name_len_ = 0;
   std::size_t temp_len_ = 0;
@@ -200,6 +203,9 @@ struct TransactionSteps {
     t.temp_exists_ = false;
     t.phase_ = Transaction::Phase::discarded;
   }
+  /// Lets `t` (before open) write a file the library names itself (a run
+  /// lock), past the refusal of the library's names.
+  static void allow_own_name(Transaction& t) noexcept { t.own_name_ = true; }
   /// Marks `t` as one file of a batch: its own commit() then refuses.
   static void join_batch(Transaction& t) noexcept { t.in_batch_ = true; }
   /// Success while `t` is open, else why it is not.
@@ -215,23 +221,47 @@ struct TransactionSteps {
   static Status put_in_place(Transaction& t) noexcept { return t.put_in_place(); }
   static Status sync_directory(Transaction& t) noexcept { return t.sync_directory(); }
 
-  /// Whether two transactions replace the same target (as text: two
-  /// spellings of one path are two targets to this test).
-  static bool same_target(const Transaction& a, const Transaction& b) noexcept {
-    return key(a) == key(b);
+  /// Learns which directory `t` (open) puts its file into: the device and
+  /// inode of the descriptor it holds, never its path's text, which may
+  /// name another directory by now (renamed away and made again, a volume
+  /// mounted over it, a relative path after a chdir). Taken from `known`
+  /// when that one holds the very same descriptor (a handle's); one
+  /// file_info call otherwise. When that call fails the directory stays
+  /// unknown: the same as no other, so it is synced on its own.
+  static void learn_directory(Transaction& t, const Transaction* known) noexcept {
+    if (known != nullptr && known->dir_known_ && known->dir_fd_ == t.dir_fd_) {
+      t.dir_known_ = true;
+      t.dir_device_ = known->dir_device_;
+      t.dir_inode_ = known->dir_inode_;
+      return;
+    }
+    FileInfo info;
+    t.dir_known_ = t.fs_.file_info(t.dir_fd_, info) >= 0;
+    t.dir_device_ = info.device;
+    t.dir_inode_ = info.inode;
   }
-  /// Whether two transactions put their files into the same directory.
+  /// Whether two transactions put their files into the same directory: the
+  /// same descriptor, or the same device and inode (learn_directory).
   static bool same_directory(const Transaction& a, const Transaction& b) noexcept {
-    return std::string_view(a.dir(), a.dir_len_) == std::string_view(b.dir(), b.dir_len_);
+    if (a.dir_fd_ >= 0 && a.dir_fd_ == b.dir_fd_) return true;
+    return a.dir_known_ && b.dir_known_ && a.dir_device_ == b.dir_device_ &&
+           a.dir_inode_ == b.dir_inode_;
   }
+  /// Whether two transactions replace the same target: the same name in
+  /// the same directory (same_directory), whatever the paths' spellings.
+  static bool same_target(const Transaction& a, const Transaction& b) noexcept {
+    return same_directory(a, b) && name_of(a) == name_of(b);
+  }
+  /// The descriptor of `t`'s directory, for a sweep of it.
+  static int directory_descriptor(const Transaction& t) noexcept { return t.dir_fd_; }
   /// "dir/name", for messages.
   static JoinedPath target(const Transaction& t) noexcept {
     return JoinedPath(t.dir_prefix(), std::string_view(t.name(), t.name_len_));
   }
 
  private:
-  static std::string_view key(const Transaction& t) noexcept {
-    return std::string_view(t.buf_, t.dir_len_ + 1 + t.name_len_);  // "dir\0name"
+  static std::string_view name_of(const Transaction& t) noexcept {
+    return std::string_view(t.name(), t.name_len_);
   }
 };
 }  // namespace detail
@@ -267,6 +297,13 @@ class AtomicWriter {
   /// creating missing parent directories (0755 less the umask, but always
   /// with owner write and search, as `mkdir -p` does). A directory, FIFO,
   /// socket or device at `path` is refused; a symlink there is replaced.
+  /// A file name the library gives files of its own is refused
+  /// (Step::check_path, EINVAL) before anything is created, here and at
+  /// every entry point (write_new, begin, AtomicDirectory, Batch): a temp
+  /// file's ".tmp-" and six letters or digits (".tmp-backup" among them),
+  /// with ".N" after it (an AtomicDirectory's), ".current.tmp-XXXXXX" (a
+  /// snapshot's link), which a sweep would later remove, and ".NAME.lock"
+  /// (a run lock's, ".snapshot.lock"), which a replacement would break.
   Status write(PathView path, std::string_view data, unsigned perm = 0644) noexcept;
   /// The same, as `options` say; with create_directories false a missing
   /// directory is an error (Step::open_directory, ENOENT).
@@ -380,6 +417,61 @@ struct Claim {
 };
 }  // namespace detail
 
+namespace detail {
+// Whether `name` starts as make_temp_name's names do: ".tmp-" and six of
+// [0-9A-Za-z].
+inline bool starts_as_temp_name(std::string_view name) noexcept {
+  if (name.size() < 11 || name.substr(0, 5) != ".tmp-") return false;
+  for (std::size_t i = 5; i < 11; ++i) {
+    const char c = name[i];  // not isalnum: the locale must not widen the set
+    if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'))) return false;
+  }
+  return true;
+}
+
+/// What a name in a directory is to the library: a name it gives files of
+/// its own, which its sweeps remove or its locks use, or none. The one rule
+/// for both: a sweep removes what this calls a temp file, and no save
+/// writes a target this calls anything but `none`.
+enum class OwnedName : unsigned char {
+  none,
+  temp,          ///< ".tmp-XXXXXX": a save's temp file, or a directory's claim
+  claimed_temp,  ///< ".tmp-XXXXXX.N": a temp file of an AtomicDirectory
+  link_temp,     ///< ".current.tmp-XXXXXX": a snapshot's temp link
+  lock,          ///< ".NAME.lock": a run lock (StateManager), ".snapshot.lock"
+};
+
+inline OwnedName owned_name(std::string_view name) noexcept {
+  if (starts_as_temp_name(name)) {
+    if (name.size() == 11) return OwnedName::temp;
+    if (name[11] != '.' || name.size() == 12 || name.size() > 32) return OwnedName::none;
+    for (const char c : name.substr(12))
+      if (c < '0' || c > '9') return OwnedName::none;
+    return OwnedName::claimed_temp;
+  }
+  if (name.size() == 19 && name.substr(0, 8) == ".current" && starts_as_temp_name(name.substr(8)))
+    return OwnedName::link_temp;
+  if (name.size() > 6 && name[0] == '.' && name.substr(name.size() - 5) == ".lock")
+    return OwnedName::lock;
+  return OwnedName::none;
+}
+
+/// Why a save must not write the target `name`, or null: a name the library
+/// owns (owned_name), which a later sweep would remove or a lock uses.
+inline const char* owned_name_problem(std::string_view name) noexcept {
+  switch (owned_name(name)) {
+    case OwnedName::none:
+      return nullptr;
+    case OwnedName::lock:
+      return "the name is one the library gives its lock files (\".NAME.lock\"); a file "
+             "written over a lock breaks it";
+    default:
+      return "the name is one the library gives its temp files (\".tmp-XXXXXX\", "
+             "\".tmp-XXXXXX.N\", \".current.tmp-XXXXXX\"), which its sweep removes";
+  }
+}
+}  // namespace detail
+
 // Takes over other's temp file and descriptors; other is left discarded.
 template <class S, class Fs>
 void WriteTransaction<S, Fs>::take(WriteTransaction& other) noexcept {
@@ -390,6 +482,10 @@ void WriteTransaction<S, Fs>::take(WriteTransaction& other) noexcept {
   claim_ = other.claim_;
   own_dir_ = other.own_dir_;
   in_batch_ = other.in_batch_;
+  own_name_ = other.own_name_;
+  dir_known_ = other.dir_known_;
+  dir_device_ = other.dir_device_;
+  dir_inode_ = other.dir_inode_;
   temp_len_ = other.temp_len_;
   perm_ = other.perm_;
   keep_owner_ = other.keep_owner_;
@@ -522,6 +618,9 @@ Status WriteTransaction<S, Fs>::open(std::string_view path, const WriteOptions& 
   // Caught here rather than at the rename, after every byte was written.
   if (base.size() > ATOMIC_STATE_NAME_MAX)
     return invalid(std::errc::filename_too_long, "file name too long");
+  if (!own_name_)
+    if (const char* why = detail::owned_name_problem(base))
+      return invalid(std::errc::invalid_argument, why);
 
   std::string_view parent = ".";
   has_dir_ = slash != std::string_view::npos;
@@ -579,6 +678,8 @@ Status WriteTransaction<S, Fs>::open_in(int dir_fd, std::string_view dir, std::s
     return invalid(std::errc::filename_too_long, "file name too long");
   if (dir.size() + 1 + name.size() >= ATOMIC_STATE_PATH_MAX)
     return invalid(std::errc::filename_too_long, "path too long");
+  if (const char* why = detail::owned_name_problem(name))
+    return invalid(std::errc::invalid_argument, why);
   perm_ = options.mode;
   commit_ = commit;
   claim_ = &claim;
@@ -1074,33 +1175,6 @@ Status AtomicWriter<S, Fs>::write_whole(PathView path, std::string_view data,
 
 namespace detail {
 
-// Whether `name` starts as make_temp_name's names do: ".tmp-" and six of
-// [0-9A-Za-z].
-inline bool starts_as_temp_name(const char* name) noexcept {
-  if (std::strncmp(name, ".tmp-", 5) != 0) return false;
-  for (int i = 5; i < 11; ++i) {
-    const char c = name[i];  // not isalnum: the locale must not widen the set
-    if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'))) return false;
-  }
-  return true;
-}
-
-// The names make_temp_name draws (a save's temp file, or a directory's
-// claim).
-inline bool is_temp_name(const char* name) noexcept {
-  return starts_as_temp_name(name) && name[11] == '\0';
-}
-
-// The names an AtomicDirectory gives its temp files: its claim's name, a
-// dot, and a number.
-inline bool is_claimed_temp_name(const char* name) noexcept {
-  if (!starts_as_temp_name(name) || name[11] != '.' || name[12] == '\0') return false;
-  std::size_t digits = 0;
-  for (const char* p = name + 12; *p != '\0'; ++p, ++digits)
-    if (*p < '0' || *p > '9' || digits == 20) return false;
-  return true;
-}
-
 // One pass over a directory, examining each entry as the listing meets
 // it, so that the pass is bounded by the directory's size and holds
 // nothing between entries.
@@ -1120,9 +1194,10 @@ class TempSweeper {
  private:
   static void visit(void* self, const char* name) noexcept {
     auto* sweeper = static_cast<TempSweeper*>(self);
-    if (is_temp_name(name))
+    const OwnedName owned = owned_name(name);  // the rule saves refuse targets by
+    if (owned == OwnedName::temp)
       sweeper->examine(name);
-    else if (is_claimed_temp_name(name))
+    else if (owned == OwnedName::claimed_temp)
       sweeper->examine_claimed(name);
   }
 
@@ -1211,6 +1286,21 @@ Result<TempSweep> sweep_temp_files(Fs& fs, int dir_fd, std::string_view dir) noe
   return TempSweeper<Fs>(fs, dir_fd, dir).run();
 }
 
+}  // namespace detail
+
+namespace detail {
+/// write_new of a file the library names itself (a run lock's file), which
+/// AtomicWriter::write_new refuses by its name.
+template <class Writer>
+Status write_new_own_file(Writer& writer, std::string_view path, std::string_view data,
+                          const WriteOptions& options) noexcept {
+  using Steps = TransactionSteps<typename Writer::Transaction>;
+  typename Writer::Transaction transaction = Steps::make(writer.filesystem());
+  Steps::allow_own_name(transaction);
+  if (Status opened = Steps::open(transaction, path, options, Steps::Commit::no_replace); !opened)
+    return opened;
+  return write_whole(transaction, data);
+}
 }  // namespace detail
 
 template <class S, class Fs>
