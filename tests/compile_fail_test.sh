@@ -190,6 +190,15 @@ static_assert(!atomic_state::LogSink<LvalueFieldsSink> && !atomic_state::LogSink
     "atomic_state::StateManager<> m{\"d\"}; std::vector<double> t{1.5};
      auto s = m.update_state(\"x\", 1, 1, 1.0, t);" \
     "snapshot timestamps are whole unix seconds"
+  # save_state(state, batch): the batch has the manager's sync policy and
+  # Fs, or the state could be less durable than the outputs it records.
+  expect_ok "a batch of the manager's kind given to save_state" $std \
+    "atomic_state::StateManager<> m{\"d\"}; atomic_state::Batch<> b;
+     atomic_state::Status s = m.save_state(atomic_state::State{}, b);"
+  expect_error "a batch of another sync policy given to save_state" $std \
+    "atomic_state::StateManager<> m{\"d\"}; atomic_state::Batch<atomic_state::NoSync> b;
+     atomic_state::Status s = m.save_state(atomic_state::State{}, b);" \
+    "save_state"
 done
 
 # The sink requirement: C++17 names it in a static_assert ...

@@ -397,8 +397,12 @@ class StateManager {
   /// batch is given up (its temp files removed; batch.replaced() says which
   /// outputs were already in place) and nothing is logged as saved; a
   /// state directory replaced since the lock or the load (create_directory
-  /// false, as save_state) gives it up before any rename. Errors: "save
-  /// state with its batch: " then the step, the path and the reason.
+  /// false, as save_state) gives it up before any rename. The batch's sync
+  /// policy and Fs are the manager's (the parameter's type says so: another
+  /// batch does not compile), so that the state is as durable as the
+  /// outputs it records. The processing this gives is at least once, not
+  /// exactly once (docs/protocol.md, Batches). Errors: "save state with its
+  /// batch: " then the step, the path and the reason.
   Status save_state(const StateT& state, Batch<SyncPolicy, Fs>& batch) noexcept;
 
   /// Removes the temp files killed saves left in output_dir(), never one of
