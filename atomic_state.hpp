@@ -3503,8 +3503,7 @@ struct SnapshotEntries {
       }
       if (const std::uint64_t n = generation_of(rest); n != 0) {
         self.generations.push_back(Generation{n, state});
-      } else if (entry.size() == 19 && entry.substr(0, 8) == ".current" &&
-                 starts_as_temp_name(name + 8)) {
+      } else if (owned_name(entry) == OwnedName::link_temp) {
         std::array<char, 20> copy{};
         std::memcpy(copy.data(), name, 20);
         self.temp_links.push_back(copy);
