@@ -58,8 +58,9 @@ struct StateOptions {
   /// a directory without touching each other's files. No NUL byte, and
   /// short enough for the names made from it (NAME_MAX - 40 bytes).
   std::string file_name = "state.json";
-  /// The state file's mode, exact (the umask is ignored); at most 07777.
-  /// 0600 for a state that holds tokens.
+  /// The state file's mode, exact (the umask is ignored); at most 07777,
+  /// with the owner's read bit (0400): a state its owner cannot read back
+  /// is refused. 0600 for a state that holds tokens.
   unsigned file_mode = 0644;
   /// Whether a missing state directory is created (0755 less the umask, as
   /// mkdir -p, each level synced). When false, a missing directory is an
@@ -802,6 +803,10 @@ inline Status StateOptions::check() const noexcept {
                   "previous state, a corrupt copy)");
   if (file_mode > 07777)
     return refuse(std::errc::invalid_argument, "StateOptions::file_mode is above 07777");
+  if ((file_mode & 0400) == 0)
+    return refuse(std::errc::invalid_argument,
+                  "StateOptions::file_mode lacks the owner's read bit (0400): no load could read "
+                  "the state back");
   return {};
 }
 
