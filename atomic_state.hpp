@@ -5846,10 +5846,9 @@ inline constexpr bool has_try_value_to_v = has_try_value_to<T>::value;
 // Why a state file's schema version cannot be read as this program's, as
 // load_state reports it; the versions are the file's and the program's.
 template <class Problem>
-bool describe_newer(Problem& problem, std::int64_t file, int program) noexcept {
-  char a[40], b[40];
-  return problem.append("schema_version ") &&
-         problem.append(std::string_view(a, format_int(file, a))) &&
+bool describe_newer(Problem& problem, std::string_view file, int program) noexcept {
+  char b[40];
+  return problem.append("schema_version ") && problem.append(file) &&
          problem.append(" is newer than this program's ") &&
          problem.append(std::string_view(b, format_int(program, b))) &&
          problem.append(": a newer program wrote it");
@@ -5868,16 +5867,23 @@ Decoded upgrade_to_current(boost::json::value& jv, std::int64_t& from, Problem& 
   const auto written = [&](bool ok) { return ok ? Decoded::corrupt : Decoded::out_of_memory; };
   if (const boost::json::value* v = member_of(*o, version_key)) {
     const std::int64_t* n = v->if_int64();
-    if (v->is_uint64())
-      return describe_newer(problem, INT64_MAX, current) ? Decoded::too_new
-                                                         : Decoded::out_of_memory;
+    if (const std::uint64_t* u = v->if_uint64()) {  // beyond int64: named as the file holds it
+      char number[40];
+      return describe_newer(problem, std::string_view(number, format_uint(*u, number)), current)
+                 ? Decoded::too_new
+                 : Decoded::out_of_memory;
+    }
     if (n == nullptr || *n < 0)
       return written(problem.append(version_key) &&
                      problem.append(": expected a whole number, 0 or more"));
     from = *n;
   }
-  if (from > current)
-    return describe_newer(problem, from, current) ? Decoded::too_new : Decoded::out_of_memory;
+  if (from > current) {
+    char number[40];
+    return describe_newer(problem, std::string_view(number, format_int(from, number)), current)
+               ? Decoded::too_new
+               : Decoded::out_of_memory;
+  }
   o->erase(boost::json::string_view(version_key.data(), version_key.size()));
   if constexpr (current > 0) {
     for (auto version = static_cast<int>(from); version < current; ++version) {

@@ -101,7 +101,7 @@ TEST_CASE("a newer file, or a failed upgrade, is an error and the file is untouc
        "program wrote it"},
       {"a version beyond int64", R"({"schema_version": 18446744073709551615})", Upgrade::works,
        std::errc::not_supported,
-       "schema_version 9223372036854775807 is newer than this program's 2: a newer program "
+       "schema_version 18446744073709551615 is newer than this program's 2: a newer program "
        "wrote it"},
       {"an upgrade that throws", R"({"slot": 1})", Upgrade::throws, std::errc::invalid_argument,
        "upgrade from schema_version 0 threw: no slot to rename"},
