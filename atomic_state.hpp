@@ -5122,6 +5122,12 @@ bool print_field_value(Out& out, const std::optional<T>& v) noexcept {
   return v ? print_field_value(out, *v) : out.append("null");
 }
 
+// Why no member may be named "schema_version": the library writes and
+// reads its own version there, so the member would not read back.
+inline constexpr const char* reserved_key_reason =
+    "the key is the library's own (the state file's schema version, StateTraits::version); "
+    "give the member another name";
+
 // Why a state could not be printed: the field and the reason, as
 // JsonPrinter names them; both null when only memory ran out.
 struct FieldRefusal {
@@ -5143,6 +5149,11 @@ bool print_fields(const S& s, Out& out, FieldRefusal& refusal) noexcept {
   for_each_field<S>([&](const auto& field) noexcept {
     if (!ok) return;
     const auto& value = s.*(field.member);
+    if (std::string_view(field.name) == version_key) {
+      refusal = {field.name, reserved_key_reason};
+      ok = false;
+      return;
+    }
     if (const char* why = unwritable(value)) {
       refusal = {field.name, why};
       ok = false;
@@ -6016,6 +6027,12 @@ struct StateCodec {
       boost::json::monotonic_resource resource(arena, sizeof arena);
       const boost::json::storage_ptr sp(&resource);
       boost::json::value jv = boost::json::value_from(state, sp);
+      if (const boost::json::object* o = jv.if_object();
+          o != nullptr &&
+          o->contains(boost::json::string_view(version_key.data(), version_key.size())))
+        return why.append(version_key) && why.append(": ") && why.append(reserved_key_reason)
+                   ? -EINVAL
+                   : -ENOMEM;
       if constexpr (schema_version<S>::value > 0) {
         if (!jv.is_object())
           return why.append(

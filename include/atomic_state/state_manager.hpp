@@ -620,6 +620,12 @@ struct StateCodec {
       boost::json::monotonic_resource resource(arena, sizeof arena);
       const boost::json::storage_ptr sp(&resource);
       boost::json::value jv = boost::json::value_from(state, sp);
+      if (const boost::json::object* o = jv.if_object();
+          o != nullptr &&
+          o->contains(boost::json::string_view(version_key.data(), version_key.size())))
+        return why.append(version_key) && why.append(": ") && why.append(reserved_key_reason)
+                   ? -EINVAL
+                   : -ENOMEM;
       if constexpr (schema_version<S>::value > 0) {
         if (!jv.is_object())
           return why.append(
