@@ -5719,8 +5719,10 @@ class StateManager {
   /// OnCorrupt::recover; warning) or an error (OnCorrupt::fail). A corrupt
   /// file is left where it is, for the next save to replace, and a copy of
   /// its bytes is kept beside it as `<file name>.corrupt-<its modification
-  /// time, unix seconds>` (".1", ".2" when that name holds other bytes),
-  /// the newest corrupt_copies of them. A file of an older schema version
+  /// time, unix seconds>`, with ".1", ".2" after copies of files of the same
+  /// second (numbered past the highest there, never into a freed number,
+  /// so that a newer copy always ranks newer), the newest corrupt_copies of
+  /// them. A file of an older schema version
   /// is upgraded (StateTraits::upgrade); one of a newer version, or whose
   /// upgrade fails, is Step::upgrade, nothing touched. Any other failure is
   /// an error and nothing is touched: a later save must not replace a good
@@ -6785,6 +6787,43 @@ inline bool corrupt_copy_age(std::string_view name, std::string_view prefix, std
   return suffix.ec == std::errc() && suffix.ptr == end;
 }
 
+// One pass over the state directory through the corrupt copies of one
+// file time `stamp`: the highest suffix among them (-1: none), so that a
+// new copy's name ranks after every copy of the same time, and the first
+// that holds the bytes to keep (`same(name)`), so that they are kept once.
+template <class Fs, class Same>
+class StampCopies {
+ public:
+  StampCopies(Fs& fs, int dir_fd, std::string_view prefix, std::int64_t stamp, Same& same) noexcept
+      : fs_(fs), dir_fd_(dir_fd), prefix_(prefix), stamp_(stamp), same_(same) {}
+
+  int run() noexcept { return fs_.list_directory(dir_fd_, &StampCopies::visit, this); }
+  std::int64_t highest() const noexcept { return highest_; }
+  const char* same() const noexcept { return same_name_; }
+
+ private:
+  static void visit(void* self, const char* name) noexcept {
+    static_cast<StampCopies*>(self)->examine(name);
+  }
+  void examine(const char* name) noexcept {
+    std::int64_t stamp = 0, n = 0;
+    if (!corrupt_copy_age(name, prefix_, stamp, n) || stamp != stamp_) return;
+    if (n > highest_) highest_ = n;
+    if (same_name_[0] == '\0' && same_(name)) {
+      const std::size_t size = std::strlen(name);  // at most NAME_MAX: a directory entry
+      std::memcpy(same_name_, name, size + 1);
+    }
+  }
+
+  Fs& fs_;
+  int dir_fd_;
+  std::string_view prefix_;
+  std::int64_t stamp_;
+  Same& same_;
+  std::int64_t highest_ = -1;
+  char same_name_[ATOMIC_STATE_NAME_MAX + 1] = {};
+};
+
 // One pass over the state directory counting the corrupt copies of one
 // state file that are regular files, and finding the oldest but `kept`.
 template <class Fs>
@@ -6871,11 +6910,28 @@ Status StateManager<L, S, P, F>::copy_aside(int dir_fd, std::string_view bytes,
   char* const stamp_end =
       std::to_chars(name + file.size() + 9, name + sizeof name - 8, info.modified).ptr;
   int unreadable = 0;  // why the last name that could not be examined could not
+  // Copies of files of the same time (a second's resolution) are numbered
+  // on past the highest number there, never into a freed one: the newest
+  // copy must rank newest, or pruning would remove it first.
+  auto same = [&](const char* existing) noexcept {
+    return existing_copy(dir_fd, existing, bytes, unreadable) == Copy::same;
+  };
+  detail::Retrying<FsRef> fs(fs_);
+  detail::StampCopies<detail::Retrying<FsRef>, decltype(same)> copies(
+      fs, dir_fd, std::string_view(name, file.size() + 9), info.modified, same);
+  std::int64_t first = 0;
+  if (copies.run() >= 0) {
+    if (copies.same()[0] != '\0') {
+      std::memcpy(name, copies.same(), std::strlen(copies.same()) + 1);
+      return {};
+    }
+    first = copies.highest() + 1;
+  }
   for (int attempt = 0; attempt < ATOMIC_STATE_TEMP_NAME_ATTEMPTS; ++attempt) {
     char* end = stamp_end;
-    if (attempt > 0) {
+    if (const std::int64_t n = first + attempt; n > 0) {
       *end++ = '.';
-      end = std::to_chars(end, name + sizeof name - 1, attempt).ptr;
+      end = std::to_chars(end, name + sizeof name - 1, n).ptr;
     }
     *end = '\0';
     Copy found = existing_copy(dir_fd, name, bytes, unreadable);
