@@ -5487,10 +5487,16 @@ struct StateOptions {
   /// to fall back to when the state file is corrupt. The link is made under
   /// a temp name and renamed over the old .prev, the directory synced, all
   /// before the state file is replaced. Nothing is linked when there is no
-  /// state file yet, when it is the one this manager's load found corrupt,
-  /// or when .prev already is it. Needs a filesystem with hard links (not
+  /// state file yet, when it is the file this manager's load found corrupt
+  /// (the same device and inode) and its bytes still do not read as a
+  /// state (an inode number reused for a later state does not count), or
+  /// when .prev already is it. Needs a filesystem with hard links (not
   /// FAT): without, a save fails with Step::keep_previous (EPERM,
-  /// EOPNOTSUPP or EMLINK) and a note saying so.
+  /// EOPNOTSUPP or EMLINK) and a note saying so. A state file of another
+  /// user that the kernel will not link (EPERM under fs.protected_hardlinks,
+  /// after a run under sudo, say) is not kept: the save goes on, with a
+  /// warning "previous state not kept" naming the owner, and the next save
+  /// (of a file now this user's own) keeps .prev again.
   bool keep_previous = false;
   /// State files larger than this are refused, by load_state and by
   /// save_state alike. Every value is allowed: 0 refuses every non-empty
@@ -5703,8 +5709,10 @@ class StateManager {
   /// also proves early that the directory is usable: it is created when
   /// missing (StateOptions::create_directory) and must be writable.
   /// The lock file is opened without following a symlink (one there:
-  /// ELOOP) and must be a regular file (else EINVAL); one open to other
-  /// users is made 0600; the holder writes its pid into it. It is never
+  /// ELOOP) and must be a regular file (else EINVAL) with one link (a hard
+  /// link planted there: EMLINK) and of this process's user (another
+  /// user's: EPERM), each refused with the file left as it is; one open to
+  /// other users is made 0600; the holder writes its pid into it. It is never
   /// removed: removing a lock file races with its next taker. A second
   /// taker's Status has path() the lock file, target() the state file,
   /// detail() "held by pid N": "take the run lock: lock run
@@ -5819,6 +5827,7 @@ class StateManager {
   Status lock_failure(int neg_errno, const char* note = nullptr,
                       std::string_view detail = {}) const noexcept;
   Status lock_held(int fd) noexcept;
+  Status not_own_lock(const FileInfo& info) const noexcept;
   void write_holder(int fd) noexcept;
   Result<TempSweep> sweep_temp_files(int dir_fd, std::string_view dir) noexcept;
   Result<Loaded<StateT>> first_run(int dir_fd = -1) noexcept;
@@ -6397,6 +6406,7 @@ Result<RunLock<F>> StateManager<L, S, P, F>::try_lock_run() noexcept {
   if (const int r = fs.file_info(fd, info); r < 0) return lock_failure(r).within(context);
   if (info.type != FileType::regular)
     return lock_failure(-EINVAL, "the lock file is not a regular file").within(context);
+  if (Status foreign = not_own_lock(info); !foreign) return foreign.within(context);
   const int locked = fs.try_lock(fd);
   if (locked == -EWOULDBLOCK || locked == -EAGAIN) return lock_held(fd).within(context);
   if (locked < 0) return lock_failure(locked).within(context);
@@ -6421,6 +6431,38 @@ Status StateManager<L, S, P, F>::create_directory(const detail::DirectoryPath& d
   if (dir_fd >= 0) return {};
   return Status(Step::open_directory, detail::system_error(std::exchange(dir_fd, -1)), dir.view(),
                 file_);
+}
+
+// Why the lock file at the lock's name is not the library's own, or
+// success: a hard link to another file (planted there, so that the chmod
+// and the pid below would change that file), or a file of another user.
+// Refused before anything is changed. (Every other file the manager opens
+// by name it only reads, links or replaces by rename: this is the one it
+// changes.)
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
+Status StateManager<L, S, P, F>::not_own_lock(const FileInfo& info) const noexcept {
+  char why[160];
+  std::size_t size = 0;
+  const auto append = [&](std::string_view part) {
+    std::memcpy(why + size, part.data(), part.size());
+    size += part.size();
+  };
+  const auto number = [&](std::uint64_t n) {
+    size = static_cast<std::size_t>(std::to_chars(why + size, why + size + 24, n).ptr - why);
+  };
+  if (info.links > 1) {
+    append("the lock file has ");
+    number(info.links);
+    append(" hard links: not the library's own, left as it is");
+    return lock_failure(-EMLINK, nullptr, std::string_view(why, size));
+  }
+  if (info.owner != static_cast<std::uint32_t>(::geteuid())) {
+    append("the lock file belongs to uid ");
+    number(info.owner);
+    append(", not to this process's user: not the library's own, left as it is");
+    return lock_failure(-EPERM, nullptr, std::string_view(why, size));
+  }
+  return {};
 }
 
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
