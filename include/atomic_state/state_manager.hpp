@@ -446,6 +446,8 @@ class StateManager {
   Status encode(const StateT& state, detail::TextBuffer<2048>& text) const noexcept;
   Status keep_previous() noexcept;
   Status link_previous(int dir_fd) noexcept;
+  bool reads_as_state(int dir_fd) noexcept;
+  Status not_linked(const FileInfo& current) noexcept;
 
   StateOptions options_;
   Status unusable_;  // why options_ cannot be used, or success
@@ -1763,6 +1765,51 @@ Status StateManager<L, S, P, F>::keep_previous() noexcept {
   return link_previous(dir_fd);
 }
 
+// Whether the state file reads as a state now. Asked only of a file that
+// is the one (device and inode) a load found corrupt: an inode number is
+// reused once the file is gone (ext4 reuses them at once), so the number
+// alone would take a later, valid state for the corrupt one. Its bytes
+// decide; a file that cannot be read counts as corrupt.
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
+bool StateManager<L, S, P, F>::reads_as_state(int dir_fd) noexcept {
+  Text text;
+  FileInfo info;
+  bool missing = false;
+  if (!read_file(dir_fd, options_.file_name.c_str(), file_, text, info, missing) || missing)
+    return false;
+  ATOMIC_STATE_DETAIL_TRY {
+    S state;
+    Problem problem;
+    std::int64_t version = 0;
+    return decode(text.view(), state, problem, version) == detail::Decoded::valid;
+  }
+  ATOMIC_STATE_DETAIL_CATCH_ALL { return false; }
+}
+
+// A state file of another user that the kernel refuses to link
+// (fs.protected_hardlinks: after one run under sudo, say): the save goes
+// on without .prev, warned. Only this save: the file it writes is this
+// user's own, and the next save links it. The state matters more than its
+// backup, and a save that failed here would fail every run from now on.
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
+Status StateManager<L, S, P, F>::not_linked(const FileInfo& current) noexcept {
+  char why[128] = "the state file belongs to uid ";
+  std::size_t size = std::strlen(why);
+  size = static_cast<std::size_t>(std::to_chars(why + size, why + 64, current.owner).ptr - why);
+  const std::string_view rest =
+      ", and the kernel links only its owner's files (fs.protected_hardlinks)";
+  std::memcpy(why + size, rest.data(), rest.size());
+  size += rest.size();
+  const Status status(Step::keep_previous, detail::system_error(-EPERM), file_, previous_file_,
+                      false, nullptr, std::string_view(why, size));
+  ATOMIC_STATE_DETAIL_TRY {
+    log(Level::warn, "previous state not kept",
+        {{"path", file_}, {"previous", previous_file_}, {"error", status.message()}});
+  }
+  ATOMIC_STATE_DETAIL_CATCH_ALL {}
+  return {};
+}
+
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
 Status StateManager<L, S, P, F>::link_previous(int dir_fd) noexcept {
   const auto failed = [&](int neg_errno) {
@@ -1783,7 +1830,8 @@ Status StateManager<L, S, P, F>::link_previous(int dir_fd) noexcept {
   int r = fs.entry_info(dir_fd, name, current);
   if (r == -ENOENT) return {};
   if (r < 0) return failed(r);
-  if (current.type != FileType::regular || corrupt_.is(current)) return {};
+  if (current.type != FileType::regular || (corrupt_.is(current) && !reads_as_state(dir_fd)))
+    return {};
   if (fs.entry_info(dir_fd, previous_name_.c_str(), kept) >= 0 && kept.inode == current.inode &&
       kept.device == current.device)
     return {};
@@ -1793,6 +1841,8 @@ Status StateManager<L, S, P, F>::link_previous(int dir_fd) noexcept {
     r = fs.link(dir_fd, name, temp);
     if (r == -EEXIST) continue;
     if (r == -ENOENT) return {};  // the state file went away: nothing to keep
+    if (r == -EPERM && current.owner != static_cast<std::uint32_t>(::geteuid()))
+      return not_linked(current);
     if (r < 0) return failed(r);
     r = fs.rename(dir_fd, temp, previous_name_.c_str());
     if (r == -ENOENT) continue;  // a sweep took the link for a stale temp file
