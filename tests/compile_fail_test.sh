@@ -22,8 +22,11 @@ fail() { echo "FAIL - $1"; failures=$((failures + 1)); }
 snippet() {
   cat <<EOF
 #include "atomic_state.hpp"
+#include <cstdint>
 #include <iostream>
+#include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 struct GoodSink {
   void log(atomic_state::Level, std::string_view, atomic_state::Fields) {}
@@ -199,6 +202,35 @@ static_assert(!atomic_state::LogSink<LvalueFieldsSink> && !atomic_state::LogSink
     "atomic_state::StateManager<> m{\"d\"}; atomic_state::Batch<atomic_state::NoSync> b;
      atomic_state::Status s = m.save_state(atomic_state::State{}, b);" \
     "save_state"
+  # A field table takes every integer type, read with its exact range ...
+  expect_ok "a field table of int, std::uint32_t, short, long and unsigned char members" $std \
+    "struct Narrow {
+       int count = 0; std::uint32_t id = 0; short delta = 0; long total = 0;
+       unsigned char level = 0; std::optional<std::uint16_t> port; std::int64_t last_updated = 0;
+       static constexpr auto state_fields() noexcept {
+         return std::make_tuple(atomic_state::state_field(\"count\", &Narrow::count, \"count\"),
+           atomic_state::state_field(\"id\", &Narrow::id, \"id\", \"id\"),
+           atomic_state::state_field(\"delta\", &Narrow::delta),
+           atomic_state::state_field(\"total\", &Narrow::total),
+           atomic_state::state_field(\"level\", &Narrow::level),
+           atomic_state::state_field(\"port\", &Narrow::port, \"port\"),
+           atomic_state::state_field(\"last_updated\", &Narrow::last_updated));
+       }
+     };
+     inline bool use(atomic_state::StateManager<atomic_state::NullSink, Narrow>& m) {
+       auto loaded = m.load_state();
+       return loaded && m.save_state(*loaded).ok();
+     }"
+  # ... and refuses any other type at the table, in one line.
+  expect_first "a field table with a float member" $std 4 \
+    "struct Floating {
+       float ratio = 0; std::int64_t last_updated = 0;
+       static constexpr auto state_fields() noexcept {
+         return std::make_tuple(atomic_state::state_field(\"ratio\", &Floating::ratio));
+       }
+     };
+     inline auto table = Floating::state_fields();" \
+    "a field's member is std::string, an integer type, double or bool, or a std::optional of one"
 done
 
 # The sink requirement: C++17 names it in a static_assert ...

@@ -66,6 +66,12 @@ TEST_CASE("options that cannot be used fail every call, touching nothing", "[opt
        0644, std::errc::filename_too_long, "too long"},
       {"a mode above 07777", "state.json", 010000, std::errc::invalid_argument, "above 07777"},
       {"a mode of all ones", "state.json", ~0u, std::errc::invalid_argument, "above 07777"},
+      {"a mode its owner cannot read", "state.json", 0200, std::errc::invalid_argument,
+       "file_mode lacks the owner's read bit (0400)"},
+      {"a mode only others can read", "state.json", 0044, std::errc::invalid_argument,
+       "file_mode lacks the owner's read bit (0400)"},
+      {"a mode of none", "state.json", 0, std::errc::invalid_argument,
+       "file_mode lacks the owner's read bit (0400)"},
   };
   for (const Row& row : rows) {
     CAPTURE(row.behaviour);

@@ -2,6 +2,7 @@
 // state, the previous state, a corrupt file kept aside; and the corrupt
 // copies bounded by StateOptions::corrupt_copies, the oldest removed, the
 // one just made kept.
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -209,4 +210,42 @@ TEST_CASE("corrupt_copies 0 keeps no copy", "[origin]") {
   const auto warned = log.with("state file corrupted, treating as first run");
   REQUIRE(warned.size() == 1);
   CHECK(warned[0].keys() == std::vector<std::string>{"path", "error"});
+}
+
+TEST_CASE("the newest corrupt copies are kept, even when their files share one time",
+          "[origin]") {
+  struct Row {
+    const char* behaviour;
+    std::size_t kept;
+    int loads;
+  };
+  const Row rows[] = {
+      {"two kept of five", 2, 5},
+      {"three kept of eight", 3, 8},
+      {"one kept of four", 1, 4},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.behaviour);
+    test::TempDir dir;
+    test::CaptureSink log;
+    StateOptions options;
+    options.corrupt_copies = row.kept;
+    for (int i = 1; i <= row.loads; ++i) {
+      CAPTURE(i);
+      test::write_plain(dir / "state.json", "{corrupt " + std::to_string(i));
+      test::set_mtime(dir / "state.json", kStamp);  // every file of one second
+      const auto loaded = Manager(dir.path(), log, options).load_state();
+      REQUIRE(loaded.has_value());
+      CHECK(read_file(loaded->corrupt_copy) == "{corrupt " + std::to_string(i));
+      std::vector<std::string> kept;
+      for (const std::string& name : test::names_in(dir.path()))
+        if (name != "state.json") kept.push_back(read_file(dir / name));
+      std::sort(kept.begin(), kept.end());
+      std::vector<std::string> newest;
+      for (int j = std::max(1, i - static_cast<int>(row.kept) + 1); j <= i; ++j)
+        newest.push_back("{corrupt " + std::to_string(j));
+      std::sort(newest.begin(), newest.end());
+      CHECK(kept == newest);
+    }
+  }
 }

@@ -127,3 +127,97 @@ TEST_CASE("a filesystem without hard links fails a keep_previous save, saying wh
   CHECK(test::names_in(dir.path()) == std::vector<std::string>{"state.json"});
   CHECK(log.with("state saved").size() == 1);
 }
+
+TEST_CASE("a corrupt file is known by its content, not its inode, which a later state may reuse",
+          "[previous]") {
+  // A load found state.json corrupt; its inode, once freed, may hold a
+  // later valid state (ext4 reuses inode numbers at once). Here the later
+  // state is written into the same inode, which is what reuse amounts to.
+  struct Row {
+    const char* behaviour;
+    const char* later;         // what the corrupt file's inode holds at the save
+    std::int64_t previous_at;  // the .prev the save leaves
+  };
+  const Row rows[] = {
+      {"a valid later state in the inode is kept", R"({"last_updated": 250})", 250},
+      {"the corrupt bytes still there are not kept", "{corrupt", 100},
+      {"other corrupt bytes are not kept either", "{\"last_updated\": true}", 100},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.behaviour);
+    test::TempDir dir;
+    test::CaptureSink log;
+    StateOptions options;
+    options.keep_previous = true;
+    Manager manager(dir.path(), log, options);
+    REQUIRE(manager.save_state(test::state_at(100)).ok());
+    REQUIRE(manager.save_state(test::state_at(200)).ok());  // state 200, previous 100
+    test::write_plain(dir / "state.json", "{corrupt");      // in place: the same inode
+    const auto loaded = manager.load_state();
+    REQUIRE(loaded.has_value());
+    REQUIRE(loaded->origin == LoadOrigin::previous);
+    const ino_t inode = inode_of(dir / "state.json");
+    test::write_plain(dir / "state.json", row.later);  // the same inode again
+    REQUIRE(inode_of(dir / "state.json") == inode);
+    REQUIRE(manager.save_state(test::state_at(300)).ok());
+    CHECK(as::parse_json(read_file(dir / "state.json.prev")).value().at("last_updated") ==
+          row.previous_at);
+    CHECK(as::parse_json(read_file(dir / "state.json")).value().at("last_updated") == 300);
+  }
+}
+
+TEST_CASE(
+    "a state file of another user that the kernel will not link is saved without .prev, "
+    "with a warning",
+    "[previous]") {
+  // fs.protected_hardlinks: link() of a file one does not own is EPERM
+  // (after one run under sudo, say). Only that save goes without .prev:
+  // the file it writes is the caller's own, and the next save links it.
+  struct Row {
+    const char* behaviour;
+    bool foreign;  // the state file belongs to uid 65534
+    bool saved;
+  };
+  const Row rows[] = {
+      {"another user's state file: saved, warned", true, true},
+      {"one's own state file: no hard links here, the save fails", false, false},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.behaviour);
+    test::TempDir dir;
+    test::CaptureSink log;
+    test::FaultFs fs;
+    StateOptions options;
+    options.keep_previous = true;
+    as::StateManager<test::CaptureSink&, State, as::FullSync, test::FaultFs&> manager(
+        dir.path(), log, fs, options);
+    REQUIRE(manager.save_state(test::state_at(100)).ok());
+    if (row.foreign) REQUIRE(::chown((dir / "state.json").c_str(), 65534, 65534) == 0);
+    fs.faults = {test::Fault{test::Op::link, 1, EPERM, false}};
+    const as::Status saved = manager.save_state(test::state_at(200));
+    CHECK(saved.ok() == row.saved);
+    CHECK(as::parse_json(read_file(dir / "state.json")).value().at("last_updated") ==
+          (row.saved ? 200 : 100));
+    CHECK(test::names_in(dir.path()) == std::vector<std::string>{"state.json"});
+    const auto warned = log.with("previous state not kept");
+    if (row.saved) {
+      REQUIRE(warned.size() == 1);
+      CHECK(warned[0].level == Level::warn);
+      CHECK(warned[0].text("path") == (dir / "state.json").string());
+      CHECK(warned[0].text("previous") == (dir / "state.json.prev").string());
+      CHECK(warned[0].text("error") ==
+            "keep previous " + (dir / "state.json").string() + " to " +
+                (dir / "state.json.prev").string() +
+                ": Operation not permitted (the state file belongs to uid 65534, and the kernel "
+                "links only its owner's files (fs.protected_hardlinks))");
+      // The next save's state file is the caller's own: kept again.
+      REQUIRE(manager.save_state(test::state_at(300)).ok());
+      CHECK(as::parse_json(read_file(dir / "state.json.prev")).value().at("last_updated") == 200);
+    } else {
+      CHECK(warned.empty());
+      CHECK(saved.step() == Step::keep_previous);
+      CHECK(saved.message().find("(StateOptions::keep_previous needs a filesystem with hard "
+                                 "links)") != std::string::npos);
+    }
+  }
+}

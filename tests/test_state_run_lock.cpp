@@ -232,3 +232,62 @@ TEST_CASE("the pid written into the lock file leaves no digits of a longer one",
   CHECK(std::stol(text) == ::getpid());
   CHECK(text.find_first_not_of("0123456789 \n") == std::string::npos);
 }
+
+TEST_CASE("a lock file that is not the library's own is refused, never changed", "[run-lock]") {
+  // A planted hard link to a file elsewhere, or a lock file of another
+  // user: neither is made 0600 nor has a pid written over its bytes.
+  struct Row {
+    const char* behaviour;
+    void (*plant)(const test::fs::path& lock, const test::fs::path& victim);
+    std::errc code;
+    const char* words;
+  };
+  const Row rows[] = {
+      {"a hard link to a file elsewhere",
+       [](const test::fs::path& lock, const test::fs::path& victim) {
+         REQUIRE(::link(victim.c_str(), lock.c_str()) == 0);
+       },
+       std::errc::too_many_links,
+       "(the lock file has 2 hard links: not the library's own, left as it is)"},
+      {"a hard link to another user's file",
+       [](const test::fs::path& lock, const test::fs::path& victim) {
+         REQUIRE(::chown(victim.c_str(), 65534, 65534) == 0);
+         REQUIRE(::link(victim.c_str(), lock.c_str()) == 0);
+       },
+       std::errc::too_many_links,
+       "(the lock file has 2 hard links: not the library's own, left as it is)"},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.behaviour);
+    test::TempDir dir, other;
+    test::write_plain(other / "victim", "precious bytes of someone else\n", 0644);
+    row.plant(dir / ".state.json.lock", other / "victim");
+    test::CaptureSink log;
+    Manager manager(dir.path(), log);
+    const auto lock = manager.try_lock_run();
+    REQUIRE_FALSE(lock.has_value());
+    CHECK(lock.status().step() == Step::lock_run);
+    CHECK(lock.status().code() == row.code);
+    CHECK(lock.status().message().find(row.words) != std::string::npos);
+    CHECK(lock.status().path() == (dir / ".state.json.lock").string());
+    CHECK(lock.status().target() == (dir / "state.json").string());
+    CHECK(read_file(other / "victim") == "precious bytes of someone else\n");
+    CHECK(test::mode_of(other / "victim") == 0644);
+  }
+  // Another user's lock file with one link: refused, left as it is.
+  test::TempDir dir;
+  test::write_plain(dir / ".state.json.lock", "4242\n", 0644);
+  REQUIRE(::chown((dir / ".state.json.lock").c_str(), 65534, 65534) == 0);
+  test::CaptureSink log;
+  Manager manager(dir.path(), log);
+  const auto lock = manager.try_lock_run();
+  REQUIRE_FALSE(lock.has_value());
+  CHECK(lock.status().code() == std::errc::operation_not_permitted);
+  CHECK(lock.status().message() ==
+        "take the run lock: lock run " + (dir / ".state.json.lock").string() + " for " +
+            (dir / "state.json").string() +
+            ": Operation not permitted (the lock file belongs to uid 65534, not to this "
+            "process's user: not the library's own, left as it is)");
+  CHECK(read_file(dir / ".state.json.lock") == "4242\n");
+  CHECK(test::mode_of(dir / ".state.json.lock") == 0644);
+}

@@ -3,8 +3,10 @@
 // and left as it is; a newer file, a failed upgrade or a version key of the
 // wrong kind an error, the file untouched. The state type is
 // support/slot_state.hpp's.
+#include <cstdint>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "atomic_state.hpp"
@@ -17,6 +19,61 @@
 using Manager = as::StateManager<test::CaptureSink&>;
 
 using namespace test::slot;
+
+namespace own {
+// State types that never declared a schema version but have a member of
+// their own under the library's key, "schema_version": through a field
+// table (a string, an integer) and through Boost.JSON conversions.
+struct TextVersion {
+  std::string schema_version = "v2";
+  std::int64_t last_updated = 0;
+  static constexpr auto state_fields() noexcept {
+    return std::make_tuple(as::state_field("schema_version", &TextVersion::schema_version),
+                           as::state_field("last_updated", &TextVersion::last_updated));
+  }
+};
+struct IntegerVersion {
+  std::int64_t schema_version = 7;
+  std::int64_t last_updated = 0;
+  static constexpr auto state_fields() noexcept {
+    return std::make_tuple(as::state_field("schema_version", &IntegerVersion::schema_version),
+                           as::state_field("last_updated", &IntegerVersion::last_updated));
+  }
+};
+struct ConvertedVersion {
+  std::string schema_version = "v2";
+  std::int64_t last_updated = 0;
+};
+void tag_invoke(boost::json::value_from_tag, boost::json::value& jv, const ConvertedVersion& s) {
+  jv = {{"schema_version", s.schema_version}, {"last_updated", s.last_updated}};
+}
+ConvertedVersion tag_invoke(boost::json::value_to_tag<ConvertedVersion>,
+                            const boost::json::value& jv) {
+  ConvertedVersion s;
+  s.schema_version = boost::json::value_to<std::string>(jv.at("schema_version"));
+  s.last_updated = boost::json::value_to<std::int64_t>(jv.at("last_updated"));
+  return s;
+}
+
+// Saves one of them: refused before anything is written, naming the key.
+template <class T>
+void check_refused(const char* behaviour) {
+  CAPTURE(behaviour);
+  test::TempDir dir;
+  test::CaptureSink log;
+  as::StateManager<test::CaptureSink&, T> manager(dir.path(), log);
+  T state;
+  state.last_updated = 1700000000;
+  const as::Status saved = manager.save_state(state);
+  CHECK(saved.step() == Step::serialize);
+  CHECK(saved.code() == std::errc::invalid_argument);
+  CHECK(saved.detail() ==
+        "schema_version: the key is the library's own (the state file's schema version, "
+        "StateTraits::version); give the member another name");
+  CHECK(test::names_in(dir.path()).empty());
+  CHECK(log.with("state saved").empty());
+}
+}  // namespace own
 
 TEST_CASE("a versioned state writes its version as the first key", "[versions]") {
   test::TempDir dir;
@@ -101,7 +158,7 @@ TEST_CASE("a newer file, or a failed upgrade, is an error and the file is untouc
        "program wrote it"},
       {"a version beyond int64", R"({"schema_version": 18446744073709551615})", Upgrade::works,
        std::errc::not_supported,
-       "schema_version 9223372036854775807 is newer than this program's 2: a newer program "
+       "schema_version 18446744073709551615 is newer than this program's 2: a newer program "
        "wrote it"},
       {"an upgrade that throws", R"({"slot": 1})", Upgrade::throws, std::errc::invalid_argument,
        "upgrade from schema_version 0 threw: no slot to rename"},
@@ -160,4 +217,10 @@ TEST_CASE("a version key of the wrong kind makes the file corrupt", "[versions]"
     REQUIRE(warned.size() == 1);
     CHECK(warned[0].text("error") == "schema_version: expected a whole number, 0 or more");
   }
+}
+
+TEST_CASE("a member under the library's version key is refused at save, never written", "[versions]") {
+  own::check_refused<own::TextVersion>("a field table's string");
+  own::check_refused<own::IntegerVersion>("a field table's integer");
+  own::check_refused<own::ConvertedVersion>("a Boost.JSON conversion's key");
 }

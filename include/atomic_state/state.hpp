@@ -8,6 +8,7 @@
 #include <array>             // std::array: the fields of State
 #include <cmath>             // std::isfinite
 #include <cstdint>           // std::int64_t, std::uint64_t
+#include <limits>            // std::numeric_limits: the range of an integer member
 #include <initializer_list>  // std::initializer_list: update_state's timestamps
 #include <new>               // std::bad_alloc
 #include <optional>          // std::optional: optional fields, cursors
@@ -22,14 +23,38 @@ inline namespace ATOMIC_STATE_DETAIL_ABI {
 
 // ------------------------------------------------------------- field tables --
 
+namespace detail {
+// The integer types a field table takes: every one but bool and the
+// character types (signed char and unsigned char are int8_t and uint8_t).
+template <class T>
+inline constexpr bool is_field_integer_v =
+    std::is_integral_v<T> && !std::is_same_v<T, bool> && !is_character_v<T>;
+template <class T>
+inline constexpr bool is_field_scalar_v = std::is_same_v<T, std::string> ||
+                                          is_field_integer_v<T> || std::is_same_v<T, double> ||
+                                          std::is_same_v<T, bool>;
+template <class T>
+struct is_field_value : std::bool_constant<is_field_scalar_v<T>> {};
+template <class T>
+struct is_field_value<std::optional<T>> : std::bool_constant<is_field_scalar_v<T>> {};
+}  // namespace detail
+
 /// One member of a state type's field table: its name in the JSON file,
 /// the member, and the keys under which the "state loaded" and "state
 /// saved" records log it (null: not logged there). The member's type is
-/// one JSON holds exactly: std::string, std::int64_t, std::uint64_t,
+/// one JSON holds exactly: std::string, any integer type (int,
+/// std::uint32_t, short, std::int64_t, ..., not bool or a character type),
 /// double or bool, or a std::optional of one (null in the file, and not
-/// logged, when empty).
+/// logged, when empty). Another type fails here, at the table, in one line.
+/// An integer is read with its type's exact range: 70000 in a short member
+/// makes the file corrupt ("integer out of range"). The name must not be
+/// "schema_version", the library's key (StateTraits::version): a save of
+/// such a table is refused (Step::serialize).
 template <class S, class T>
 struct StateField {
+  static_assert(detail::is_field_value<T>::value,
+                "state_field: a field's member is std::string, an integer type, double or bool, "
+                "or a std::optional of one");
   const char* name;
   T S::*member;
   const char* loaded_as;
@@ -239,6 +264,10 @@ inline const char* unwritable(const std::string& s) noexcept {
 }
 inline const char* unwritable(std::int64_t) noexcept { return nullptr; }
 inline const char* unwritable(std::uint64_t) noexcept { return nullptr; }
+template <class Int, std::enable_if_t<is_field_integer_v<Int>, int> = 0>
+const char* unwritable(Int) noexcept {
+  return nullptr;  // every integer type fits int64 or uint64
+}
 inline const char* unwritable(bool) noexcept { return nullptr; }
 template <class T>
 const char* unwritable(const std::optional<T>& v) noexcept {
@@ -259,6 +288,13 @@ bool print_field_value(Out& out, std::uint64_t v) noexcept {
   char number[40];
   return out.append(std::string_view(number, format_uint(v, number)));
 }
+template <class Out, class Int, std::enable_if_t<is_field_integer_v<Int>, int> = 0>
+bool print_field_value(Out& out, Int v) noexcept {
+  if constexpr (std::is_signed_v<Int>)
+    return print_field_value(out, static_cast<std::int64_t>(v));
+  else
+    return print_field_value(out, static_cast<std::uint64_t>(v));
+}
 template <class Out>
 bool print_field_value(Out& out, double v) noexcept {
   char number[40];
@@ -272,6 +308,12 @@ template <class Out, class T>
 bool print_field_value(Out& out, const std::optional<T>& v) noexcept {
   return v ? print_field_value(out, *v) : out.append("null");
 }
+
+// Why no member may be named "schema_version": the library writes and
+// reads its own version there, so the member would not read back.
+inline constexpr const char* reserved_key_reason =
+    "the key is the library's own (the state file's schema version, StateTraits::version); "
+    "give the member another name";
 
 // Why a state could not be printed: the field and the reason, as
 // JsonPrinter names them; both null when only memory ran out.
@@ -294,6 +336,11 @@ bool print_fields(const S& s, Out& out, FieldRefusal& refusal) noexcept {
   for_each_field<S>([&](const auto& field) noexcept {
     if (!ok) return;
     const auto& value = s.*(field.member);
+    if (std::string_view(field.name) == version_key) {
+      refusal = {field.name, reserved_key_reason};
+      ok = false;
+      return;
+    }
     if (const char* why = unwritable(value)) {
       refusal = {field.name, why};
       ok = false;
@@ -365,6 +412,23 @@ inline bool read_field_value(const boost::json::value& v, std::uint64_t& out, co
   code = i != nullptr || v.is_double() ? boost::json::error::not_exact
                                        : boost::json::error::not_number;
   return false;
+}
+
+// Any other integer type: read as int64 or uint64, then within its range.
+template <class Int, std::enable_if_t<is_field_integer_v<Int>, int> = 0>
+bool read_field_value(const boost::json::value& v, Int& out, const char*& why,
+                      boost::json::error& code) noexcept {
+  using Wide = std::conditional_t<std::is_signed_v<Int>, std::int64_t, std::uint64_t>;
+  Wide wide = 0;
+  if (!read_field_value(v, wide, why, code)) return false;
+  if (wide < static_cast<Wide>(std::numeric_limits<Int>::min()) ||
+      wide > static_cast<Wide>(std::numeric_limits<Int>::max())) {
+    why = "integer out of range";
+    code = boost::json::error::not_exact;
+    return false;
+  }
+  out = static_cast<Int>(wide);
+  return true;
 }
 
 inline bool read_field_value(const boost::json::value& v, double& out, const char*& why,

@@ -58,8 +58,9 @@ struct StateOptions {
   /// a directory without touching each other's files. No NUL byte, and
   /// short enough for the names made from it (NAME_MAX - 40 bytes).
   std::string file_name = "state.json";
-  /// The state file's mode, exact (the umask is ignored); at most 07777.
-  /// 0600 for a state that holds tokens.
+  /// The state file's mode, exact (the umask is ignored); at most 07777,
+  /// with the owner's read bit (0400): a state its owner cannot read back
+  /// is refused. 0600 for a state that holds tokens.
   unsigned file_mode = 0644;
   /// Whether a missing state directory is created (0755 less the umask, as
   /// mkdir -p, each level synced). When false, a missing directory is an
@@ -87,10 +88,16 @@ struct StateOptions {
   /// to fall back to when the state file is corrupt. The link is made under
   /// a temp name and renamed over the old .prev, the directory synced, all
   /// before the state file is replaced. Nothing is linked when there is no
-  /// state file yet, when it is the one this manager's load found corrupt,
-  /// or when .prev already is it. Needs a filesystem with hard links (not
+  /// state file yet, when it is the file this manager's load found corrupt
+  /// (the same device and inode) and its bytes still do not read as a
+  /// state (an inode number reused for a later state does not count), or
+  /// when .prev already is it. Needs a filesystem with hard links (not
   /// FAT): without, a save fails with Step::keep_previous (EPERM,
-  /// EOPNOTSUPP or EMLINK) and a note saying so.
+  /// EOPNOTSUPP or EMLINK) and a note saying so. A state file of another
+  /// user that the kernel will not link (EPERM under fs.protected_hardlinks,
+  /// after a run under sudo, say) is not kept: the save goes on, with a
+  /// warning "previous state not kept" naming the owner, and the next save
+  /// (of a file now this user's own) keeps .prev again.
   bool keep_previous = false;
   /// State files larger than this are refused, by load_state and by
   /// save_state alike. Every value is allowed: 0 refuses every non-empty
@@ -333,8 +340,10 @@ class StateManager {
   /// also proves early that the directory is usable: it is created when
   /// missing (StateOptions::create_directory) and must be writable.
   /// The lock file is opened without following a symlink (one there:
-  /// ELOOP) and must be a regular file (else EINVAL); one open to other
-  /// users is made 0600; the holder writes its pid into it. It is never
+  /// ELOOP) and must be a regular file (else EINVAL) with one link (a hard
+  /// link planted there: EMLINK) and of this process's user (another
+  /// user's: EPERM), each refused with the file left as it is; one open to
+  /// other users is made 0600; the holder writes its pid into it. It is never
   /// removed: removing a lock file races with its next taker. A second
   /// taker's Status has path() the lock file, target() the state file,
   /// detail() "held by pid N": "take the run lock: lock run
@@ -349,8 +358,10 @@ class StateManager {
   /// OnCorrupt::recover; warning) or an error (OnCorrupt::fail). A corrupt
   /// file is left where it is, for the next save to replace, and a copy of
   /// its bytes is kept beside it as `<file name>.corrupt-<its modification
-  /// time, unix seconds>` (".1", ".2" when that name holds other bytes),
-  /// the newest corrupt_copies of them. A file of an older schema version
+  /// time, unix seconds>`, with ".1", ".2" after copies of files of the same
+  /// second (numbered past the highest there, never into a freed number,
+  /// so that a newer copy always ranks newer), the newest corrupt_copies of
+  /// them. A file of an older schema version
   /// is upgraded (StateTraits::upgrade); one of a newer version, or whose
   /// upgrade fails, is Step::upgrade, nothing touched. Any other failure is
   /// an error and nothing is touched: a later save must not replace a good
@@ -455,6 +466,7 @@ class StateManager {
   Status lock_failure(int neg_errno, const char* note = nullptr,
                       std::string_view detail = {}) const noexcept;
   Status lock_held(int fd) noexcept;
+  Status not_own_lock(const FileInfo& info) const noexcept;
   void write_holder(int fd) noexcept;
   Result<TempSweep> sweep_temp_files(int dir_fd, std::string_view dir) noexcept;
   Result<Loaded<StateT>> first_run(int dir_fd = -1) noexcept;
@@ -482,6 +494,8 @@ class StateManager {
   Status link_previous(int dir_fd) noexcept;
   void pin_directory(int dir_fd) noexcept;
   Status check_pinned_directory() noexcept;
+  bool reads_as_state(int dir_fd) noexcept;
+  Status not_linked(const FileInfo& current) noexcept;
 
   StateOptions options_;
   Status unusable_;            // why options_ cannot be used, or success
@@ -549,10 +563,9 @@ inline constexpr bool has_try_value_to_v = has_try_value_to<T>::value;
 // Why a state file's schema version cannot be read as this program's, as
 // load_state reports it; the versions are the file's and the program's.
 template <class Problem>
-bool describe_newer(Problem& problem, std::int64_t file, int program) noexcept {
-  char a[40], b[40];
-  return problem.append("schema_version ") &&
-         problem.append(std::string_view(a, format_int(file, a))) &&
+bool describe_newer(Problem& problem, std::string_view file, int program) noexcept {
+  char b[40];
+  return problem.append("schema_version ") && problem.append(file) &&
          problem.append(" is newer than this program's ") &&
          problem.append(std::string_view(b, format_int(program, b))) &&
          problem.append(": a newer program wrote it");
@@ -571,16 +584,23 @@ Decoded upgrade_to_current(boost::json::value& jv, std::int64_t& from, Problem& 
   const auto written = [&](bool ok) { return ok ? Decoded::corrupt : Decoded::out_of_memory; };
   if (const boost::json::value* v = member_of(*o, version_key)) {
     const std::int64_t* n = v->if_int64();
-    if (v->is_uint64())
-      return describe_newer(problem, INT64_MAX, current) ? Decoded::too_new
-                                                         : Decoded::out_of_memory;
+    if (const std::uint64_t* u = v->if_uint64()) {  // beyond int64: named as the file holds it
+      char number[40];
+      return describe_newer(problem, std::string_view(number, format_uint(*u, number)), current)
+                 ? Decoded::too_new
+                 : Decoded::out_of_memory;
+    }
     if (n == nullptr || *n < 0)
       return written(problem.append(version_key) &&
                      problem.append(": expected a whole number, 0 or more"));
     from = *n;
   }
-  if (from > current)
-    return describe_newer(problem, from, current) ? Decoded::too_new : Decoded::out_of_memory;
+  if (from > current) {
+    char number[40];
+    return describe_newer(problem, std::string_view(number, format_int(from, number)), current)
+               ? Decoded::too_new
+               : Decoded::out_of_memory;
+  }
   o->erase(boost::json::string_view(version_key.data(), version_key.size()));
   if constexpr (current > 0) {
     for (auto version = static_cast<int>(from); version < current; ++version) {
@@ -660,6 +680,12 @@ struct StateCodec {
       boost::json::monotonic_resource resource(arena, sizeof arena);
       const boost::json::storage_ptr sp(&resource);
       boost::json::value jv = boost::json::value_from(state, sp);
+      if (const boost::json::object* o = jv.if_object();
+          o != nullptr &&
+          o->contains(boost::json::string_view(version_key.data(), version_key.size())))
+        return why.append(version_key) && why.append(": ") && why.append(reserved_key_reason)
+                   ? -EINVAL
+                   : -ENOMEM;
       if constexpr (schema_version<S>::value > 0) {
         if (!jv.is_object())
           return why.append(
@@ -849,6 +875,10 @@ inline Status StateOptions::check() const noexcept {
                   "previous state, a corrupt copy)");
   if (file_mode > 07777)
     return refuse(std::errc::invalid_argument, "StateOptions::file_mode is above 07777");
+  if ((file_mode & 0400) == 0)
+    return refuse(std::errc::invalid_argument,
+                  "StateOptions::file_mode lacks the owner's read bit (0400): no load could read "
+                  "the state back");
   return {};
 }
 
@@ -1018,6 +1048,7 @@ Result<RunLock<F>> StateManager<L, S, P, F>::try_lock_run() noexcept {
   if (const int r = fs.file_info(fd, info); r < 0) return lock_failure(r).within(context);
   if (info.type != FileType::regular)
     return lock_failure(-EINVAL, "the lock file is not a regular file").within(context);
+  if (Status foreign = not_own_lock(info); !foreign) return foreign.within(context);
   const int locked = fs.try_lock(fd);
   if (locked == -EWOULDBLOCK || locked == -EAGAIN) return lock_held(fd).within(context);
   if (locked < 0) return lock_failure(locked).within(context);
@@ -1043,6 +1074,38 @@ Status StateManager<L, S, P, F>::create_directory(const detail::DirectoryPath& d
   if (dir_fd >= 0) return {};
   return Status(Step::open_directory, detail::system_error(std::exchange(dir_fd, -1)), dir.view(),
                 file_);
+}
+
+// Why the lock file at the lock's name is not the library's own, or
+// success: a hard link to another file (planted there, so that the chmod
+// and the pid below would change that file), or a file of another user.
+// Refused before anything is changed. (Every other file the manager opens
+// by name it only reads, links or replaces by rename: this is the one it
+// changes.)
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
+Status StateManager<L, S, P, F>::not_own_lock(const FileInfo& info) const noexcept {
+  char why[160];
+  std::size_t size = 0;
+  const auto append = [&](std::string_view part) {
+    std::memcpy(why + size, part.data(), part.size());
+    size += part.size();
+  };
+  const auto number = [&](std::uint64_t n) {
+    size = static_cast<std::size_t>(std::to_chars(why + size, why + size + 24, n).ptr - why);
+  };
+  if (info.links > 1) {
+    append("the lock file has ");
+    number(info.links);
+    append(" hard links: not the library's own, left as it is");
+    return lock_failure(-EMLINK, nullptr, std::string_view(why, size));
+  }
+  if (info.owner != static_cast<std::uint32_t>(::geteuid())) {
+    append("the lock file belongs to uid ");
+    number(info.owner);
+    append(", not to this process's user: not the library's own, left as it is");
+    return lock_failure(-EPERM, nullptr, std::string_view(why, size));
+  }
+  return {};
 }
 
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
@@ -1405,6 +1468,43 @@ inline bool corrupt_copy_age(std::string_view name, std::string_view prefix, std
   return suffix.ec == std::errc() && suffix.ptr == end;
 }
 
+// One pass over the state directory through the corrupt copies of one
+// file time `stamp`: the highest suffix among them (-1: none), so that a
+// new copy's name ranks after every copy of the same time, and the first
+// that holds the bytes to keep (`same(name)`), so that they are kept once.
+template <class Fs, class Same>
+class StampCopies {
+ public:
+  StampCopies(Fs& fs, int dir_fd, std::string_view prefix, std::int64_t stamp, Same& same) noexcept
+      : fs_(fs), dir_fd_(dir_fd), prefix_(prefix), stamp_(stamp), same_(same) {}
+
+  int run() noexcept { return fs_.list_directory(dir_fd_, &StampCopies::visit, this); }
+  std::int64_t highest() const noexcept { return highest_; }
+  const char* same() const noexcept { return same_name_; }
+
+ private:
+  static void visit(void* self, const char* name) noexcept {
+    static_cast<StampCopies*>(self)->examine(name);
+  }
+  void examine(const char* name) noexcept {
+    std::int64_t stamp = 0, n = 0;
+    if (!corrupt_copy_age(name, prefix_, stamp, n) || stamp != stamp_) return;
+    if (n > highest_) highest_ = n;
+    if (same_name_[0] == '\0' && same_(name)) {
+      const std::size_t size = std::strlen(name);  // at most NAME_MAX: a directory entry
+      std::memcpy(same_name_, name, size + 1);
+    }
+  }
+
+  Fs& fs_;
+  int dir_fd_;
+  std::string_view prefix_;
+  std::int64_t stamp_;
+  Same& same_;
+  std::int64_t highest_ = -1;
+  char same_name_[ATOMIC_STATE_NAME_MAX + 1] = {};
+};
+
 // One pass over the state directory counting the corrupt copies of one
 // state file that are regular files, and finding the oldest but `kept`.
 template <class Fs>
@@ -1491,11 +1591,28 @@ Status StateManager<L, S, P, F>::copy_aside(int dir_fd, std::string_view bytes,
   char* const stamp_end =
       std::to_chars(name + file.size() + 9, name + sizeof name - 8, info.modified).ptr;
   int unreadable = 0;  // why the last name that could not be examined could not
+  // Copies of files of the same time (a second's resolution) are numbered
+  // on past the highest number there, never into a freed one: the newest
+  // copy must rank newest, or pruning would remove it first.
+  auto same = [&](const char* existing) noexcept {
+    return existing_copy(dir_fd, existing, bytes, unreadable) == Copy::same;
+  };
+  detail::Retrying<FsRef> fs(fs_);
+  detail::StampCopies<detail::Retrying<FsRef>, decltype(same)> copies(
+      fs, dir_fd, std::string_view(name, file.size() + 9), info.modified, same);
+  std::int64_t first = 0;
+  if (copies.run() >= 0) {
+    if (copies.same()[0] != '\0') {
+      std::memcpy(name, copies.same(), std::strlen(copies.same()) + 1);
+      return {};
+    }
+    first = copies.highest() + 1;
+  }
   for (int attempt = 0; attempt < ATOMIC_STATE_TEMP_NAME_ATTEMPTS; ++attempt) {
     char* end = stamp_end;
-    if (attempt > 0) {
+    if (const std::int64_t n = first + attempt; n > 0) {
       *end++ = '.';
-      end = std::to_chars(end, name + sizeof name - 1, attempt).ptr;
+      end = std::to_chars(end, name + sizeof name - 1, n).ptr;
     }
     *end = '\0';
     Copy found = existing_copy(dir_fd, name, bytes, unreadable);
@@ -1721,6 +1838,51 @@ Status StateManager<L, S, P, F>::keep_previous() noexcept {
   return link_previous(dir_fd);
 }
 
+// Whether the state file reads as a state now. Asked only of a file that
+// is the one (device and inode) a load found corrupt: an inode number is
+// reused once the file is gone (ext4 reuses them at once), so the number
+// alone would take a later, valid state for the corrupt one. Its bytes
+// decide; a file that cannot be read counts as corrupt.
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
+bool StateManager<L, S, P, F>::reads_as_state(int dir_fd) noexcept {
+  Text text;
+  FileInfo info;
+  bool missing = false;
+  if (!read_file(dir_fd, options_.file_name.c_str(), file_, text, info, missing) || missing)
+    return false;
+  ATOMIC_STATE_DETAIL_TRY {
+    S state;
+    Problem problem;
+    std::int64_t version = 0;
+    return decode(text.view(), state, problem, version) == detail::Decoded::valid;
+  }
+  ATOMIC_STATE_DETAIL_CATCH_ALL { return false; }
+}
+
+// A state file of another user that the kernel refuses to link
+// (fs.protected_hardlinks: after one run under sudo, say): the save goes
+// on without .prev, warned. Only this save: the file it writes is this
+// user's own, and the next save links it. The state matters more than its
+// backup, and a save that failed here would fail every run from now on.
+template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
+Status StateManager<L, S, P, F>::not_linked(const FileInfo& current) noexcept {
+  char why[128] = "the state file belongs to uid ";
+  std::size_t size = std::strlen(why);
+  size = static_cast<std::size_t>(std::to_chars(why + size, why + 64, current.owner).ptr - why);
+  const std::string_view rest =
+      ", and the kernel links only its owner's files (fs.protected_hardlinks)";
+  std::memcpy(why + size, rest.data(), rest.size());
+  size += rest.size();
+  const Status status(Step::keep_previous, detail::system_error(-EPERM), file_, previous_file_,
+                      false, nullptr, std::string_view(why, size));
+  ATOMIC_STATE_DETAIL_TRY {
+    log(Level::warn, "previous state not kept",
+        {{"path", file_}, {"previous", previous_file_}, {"error", status.message()}});
+  }
+  ATOMIC_STATE_DETAIL_CATCH_ALL {}
+  return {};
+}
+
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
 Status StateManager<L, S, P, F>::link_previous(int dir_fd) noexcept {
   const auto failed = [&](int neg_errno) {
@@ -1740,7 +1902,8 @@ Status StateManager<L, S, P, F>::link_previous(int dir_fd) noexcept {
   int r = fs.entry_info(dir_fd, name, current);
   if (r == -ENOENT) return {};
   if (r < 0) return failed(r);
-  if (current.type != FileType::regular || corrupt_.is(current)) return {};
+  if (current.type != FileType::regular || (corrupt_.is(current) && !reads_as_state(dir_fd)))
+    return {};
   if (fs.entry_info(dir_fd, previous_name_.c_str(), kept) >= 0 && kept.inode == current.inode &&
       kept.device == current.device)
     return {};
@@ -1750,6 +1913,8 @@ Status StateManager<L, S, P, F>::link_previous(int dir_fd) noexcept {
     r = fs.link(dir_fd, name, temp);
     if (r == -EEXIST) continue;
     if (r == -ENOENT) return {};  // the state file went away: nothing to keep
+    if (r == -EPERM && current.owner != static_cast<std::uint32_t>(::geteuid()))
+      return not_linked(current);
     if (r < 0) return failed(r);
     r = fs.rename(dir_fd, temp, previous_name_.c_str());
     if (r == -ENOENT) continue;  // a sweep took the link for a stale temp file

@@ -182,7 +182,8 @@ inline Calls write_new_full_sync() { return never_replacing(overwrite_full_sync(
 /// `<file>.prev` before it writes.
 enum class Previous {
   no_directory,  ///< no state directory yet: the directory does not open
-  nothing,       ///< no state file, or the one a load found corrupt
+  nothing,       ///< no state file
+  corrupt,       ///< the file a load found corrupt: read again, still not a state
   already_kept,  ///< the state file is already .prev's inode
   linked,        ///< the state file is linked as .prev
 };
@@ -196,7 +197,14 @@ inline Calls keep_previous(Sync sync, Previous found) {
   Calls calls = open_directory();
   if (found == Previous::no_directory) return calls;
   calls.push_back({Op::entry_info, Step::keep_previous, "$F"});
-  if (found != Previous::nothing)
+  if (found == Previous::corrupt) {  // its bytes decide, not its inode number
+    calls.push_back({Op::open_file, Step::none, ""});  // a failure to read: not kept
+    calls.push_back({Op::file_info, Step::none, ""});
+    calls.push_back({Op::read, Step::none, ""});
+    calls.push_back({Op::read, Step::none, ""});
+    calls.push_back({Op::close, Step::none, ""});
+  }
+  if (found != Previous::nothing && found != Previous::corrupt)
     calls.push_back({Op::entry_info, Step::none, ""});  // .prev: a failure to look links anew
   if (found == Previous::linked) {
     calls.push_back({Op::link, Step::keep_previous, "$F"});

@@ -45,6 +45,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cassert>
@@ -627,6 +628,8 @@ class SimFs {
     info.device = 1;
     info.inode = ino;
     info.mode = inode.mode;
+    info.owner = static_cast<std::uint32_t>(::geteuid());  // every file the process's own
+    info.group = static_cast<std::uint32_t>(::getegid());
     for (const Inode& dir : inodes_)
       if (dir.directory)
         for (const auto& entry : dir.entries) info.links += entry.second == ino ? 1 : 0;
