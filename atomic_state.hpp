@@ -1673,7 +1673,7 @@ class WriteTransaction {
   bool has_dir_ = false;
   bool own_dir_ = true;  // false: dir_fd_ is an AtomicDirectory's
   bool in_batch_ = false;
-  bool own_name_ = false;  // the library's own file (a lock): its name is not refused
+  bool own_name_ = false;   // the library's own file (a lock): its name is not refused
   bool dir_known_ = false;  // dir_device_ and dir_inode_ hold the directory's identity
   std::uint64_t dir_device_ = 0, dir_inode_ = 0;
   std::size_t dir_len_ = 0;
@@ -5408,7 +5408,6 @@ inline Status format_json(const boost::json::value& value, std::string& out) noe
 // ============================================================= include/atomic_state/state.hpp ====
 
 #if ATOMIC_STATE_DETAIL_JSON
-#include <cmath>             // std::isfinite
 #include <initializer_list>  // std::initializer_list: update_state's timestamps
 #include <tuple>             // std::tuple, std::apply: field tables
 
@@ -5424,9 +5423,8 @@ template <class T>
 inline constexpr bool is_field_integer_v =
     std::is_integral_v<T> && !std::is_same_v<T, bool> && !is_character_v<T>;
 template <class T>
-inline constexpr bool is_field_scalar_v = std::is_same_v<T, std::string> ||
-                                          is_field_integer_v<T> || std::is_same_v<T, double> ||
-                                          std::is_same_v<T, bool>;
+inline constexpr bool is_field_scalar_v = std::is_same_v<T, std::string> || is_field_integer_v<T> ||
+                                          std::is_same_v<T, double> || std::is_same_v<T, bool>;
 template <class T>
 struct is_field_value : std::bool_constant<is_field_scalar_v<T>> {};
 template <class T>
@@ -7793,8 +7791,8 @@ Status StateManager<L, S, P, F>::check_pinned_directory() noexcept {
   FileInfo info;
   const int r = detail::Retrying<FsRef>(fs_).file_info_at(AT_FDCWD, dir.c_str(), info);
   if (r >= 0 && info.type == FileType::directory && pinned_.admits(info)) return {};
-  return Status(Step::open_directory, detail::system_error(r < 0 ? r : -ENOENT), dir.view(),
-                file_, false,
+  return Status(Step::open_directory, detail::system_error(r < 0 ? r : -ENOENT), dir.view(), file_,
+                false,
                 "the directory at the path is not the one locked or loaded (another device or "
                 "inode) and StateOptions::create_directory is false: is its volume mounted?");
 }

@@ -592,9 +592,10 @@ std::pair<dev_t, ino_t> identity_of(const test::fs::path& p) {
 }
 }  // namespace
 
-TEST_CASE("a batch syncs every directory that gained a file before the last rename, known by "
-          "identity, not by its path's text",
-          "[batch]") {
+TEST_CASE(
+    "a batch syncs every directory that gained a file before the last rename, known by "
+    "identity, not by its path's text",
+    "[batch]") {
   struct Row {
     const char* what;
     // Adds the outputs (anything but the last file), moving directories or

@@ -219,13 +219,14 @@ TEST_CASE("a batch through directory handles commits files of several directorie
   CHECK(temp_files_in(dir / "b").size() == 1);
 }
 
-TEST_CASE("a name the library's sweep removes or its locks use is refused as a target at every "
-          "entry point, and the sweep removes exactly such names",
-          "[directory][batch]") {
+TEST_CASE(
+    "a name the library's sweep removes or its locks use is refused as a target at every "
+    "entry point, and the sweep removes exactly such names",
+    "[directory][batch]") {
   struct Name {
     const char* name;
-    bool owned;    // refused as a target
-    bool swept;    // an unlocked regular file of this name is removed by a sweep
+    bool owned;  // refused as a target
+    bool swept;  // an unlocked regular file of this name is removed by a sweep
   };
   const Name names[] = {
       {".tmp-backup", true, true},  // the issue's own: six letters after ".tmp-"
@@ -249,7 +250,9 @@ TEST_CASE("a name the library's sweep removes or its locks use is refused as a t
   };
   const Point points[] = {
       {"AtomicWriter::write",
-       [](const test::fs::path& d, const std::string& n) { return AtomicWriter<>{}.write(d / n, "x"); }},
+       [](const test::fs::path& d, const std::string& n) {
+         return AtomicWriter<>{}.write(d / n, "x");
+       }},
       {"AtomicWriter::write_new",
        [](const test::fs::path& d, const std::string& n) {
          return AtomicWriter<>{}.write_new(d / n, "x");

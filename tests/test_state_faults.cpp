@@ -514,9 +514,8 @@ TEST_CASE("removing old corrupt copies survives the failure of any call, losing 
   // and a last listing that finds one copy.
   const auto is_listing = [](const auto& c) { return c.first == Op::list_directory; };
   CHECK(std::count_if(calls.begin(), calls.end(), is_listing) == 4);
-  const auto first_listing =
-      std::find_if(std::find_if(calls.begin(), calls.end(), is_listing) + 1, calls.end(),
-                   is_listing);
+  const auto first_listing = std::find_if(std::find_if(calls.begin(), calls.end(), is_listing) + 1,
+                                          calls.end(), is_listing);
   int cases = 0;
   for (auto call = first_listing; call != calls.end(); ++call) {
     const auto [op, occurrence] = *call;

@@ -205,9 +205,10 @@ TEST_CASE("with create_directory false a missing directory is an error, never a 
   CHECK(manager.save_state(test::state_at(1700000000)).ok());
 }
 
-TEST_CASE("with create_directory false every save refuses a state directory replaced since the "
-          "lock or the load, and a batch is given up whole",
-          "[options]") {
+TEST_CASE(
+    "with create_directory false every save refuses a state directory replaced since the "
+    "lock or the load, and a batch is given up whole",
+    "[options]") {
   // The card unmounted mid-run: the mount point's directory (or one an
   // operator made) is at the path now, on the root filesystem.
   struct Row {

@@ -212,8 +212,7 @@ TEST_CASE("corrupt_copies 0 keeps no copy", "[origin]") {
   CHECK(warned[0].keys() == std::vector<std::string>{"path", "error"});
 }
 
-TEST_CASE("the newest corrupt copies are kept, even when their files share one time",
-          "[origin]") {
+TEST_CASE("the newest corrupt copies are kept, even when their files share one time", "[origin]") {
   struct Row {
     const char* behaviour;
     std::size_t kept;

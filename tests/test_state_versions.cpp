@@ -219,7 +219,8 @@ TEST_CASE("a version key of the wrong kind makes the file corrupt", "[versions]"
   }
 }
 
-TEST_CASE("a member under the library's version key is refused at save, never written", "[versions]") {
+TEST_CASE("a member under the library's version key is refused at save, never written",
+          "[versions]") {
   own::check_refused<own::TextVersion>("a field table's string");
   own::check_refused<own::IntegerVersion>("a field table's integer");
   own::check_refused<own::ConvertedVersion>("a Boost.JSON conversion's key");

@@ -8,8 +8,8 @@
 #include <array>             // std::array: the fields of State
 #include <cmath>             // std::isfinite
 #include <cstdint>           // std::int64_t, std::uint64_t
-#include <limits>            // std::numeric_limits: the range of an integer member
 #include <initializer_list>  // std::initializer_list: update_state's timestamps
+#include <limits>            // std::numeric_limits: the range of an integer member
 #include <new>               // std::bad_alloc
 #include <optional>          // std::optional: optional fields, cursors
 #include <string>            // std::string: string fields
@@ -30,9 +30,8 @@ template <class T>
 inline constexpr bool is_field_integer_v =
     std::is_integral_v<T> && !std::is_same_v<T, bool> && !is_character_v<T>;
 template <class T>
-inline constexpr bool is_field_scalar_v = std::is_same_v<T, std::string> ||
-                                          is_field_integer_v<T> || std::is_same_v<T, double> ||
-                                          std::is_same_v<T, bool>;
+inline constexpr bool is_field_scalar_v = std::is_same_v<T, std::string> || is_field_integer_v<T> ||
+                                          std::is_same_v<T, double> || std::is_same_v<T, bool>;
 template <class T>
 struct is_field_value : std::bool_constant<is_field_scalar_v<T>> {};
 template <class T>

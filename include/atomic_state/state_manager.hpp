@@ -1805,8 +1805,8 @@ Status StateManager<L, S, P, F>::check_pinned_directory() noexcept {
   FileInfo info;
   const int r = detail::Retrying<FsRef>(fs_).file_info_at(AT_FDCWD, dir.c_str(), info);
   if (r >= 0 && info.type == FileType::directory && pinned_.admits(info)) return {};
-  return Status(Step::open_directory, detail::system_error(r < 0 ? r : -ENOENT), dir.view(),
-                file_, false,
+  return Status(Step::open_directory, detail::system_error(r < 0 ? r : -ENOENT), dir.view(), file_,
+                false,
                 "the directory at the path is not the one locked or loaded (another device or "
                 "inode) and StateOptions::create_directory is false: is its volume mounted?");
 }

@@ -154,7 +154,7 @@ class WriteTransaction {
   bool has_dir_ = false;
   bool own_dir_ = true;  // false: dir_fd_ is an AtomicDirectory's
   bool in_batch_ = false;
-  bool own_name_ = false;  // the library's own file (a lock): its name is not refused
+  bool own_name_ = false;   // the library's own file (a lock): its name is not refused
   bool dir_known_ = false;  // dir_device_ and dir_inode_ hold the directory's identity
   std::uint64_t dir_device_ = 0, dir_inode_ = 0;
   std::size_t dir_len_ = 0;

@@ -197,7 +197,7 @@ inline Calls keep_previous(Sync sync, Previous found) {
   Calls calls = open_directory();
   if (found == Previous::no_directory) return calls;
   calls.push_back({Op::entry_info, Step::keep_previous, "$F"});
-  if (found == Previous::corrupt) {  // its bytes decide, not its inode number
+  if (found == Previous::corrupt) {                    // its bytes decide, not its inode number
     calls.push_back({Op::open_file, Step::none, ""});  // a failure to read: not kept
     calls.push_back({Op::file_info, Step::none, ""});
     calls.push_back({Op::read, Step::none, ""});
