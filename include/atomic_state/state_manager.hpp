@@ -736,16 +736,15 @@ struct StateCodec {
   }
 
  private:
-  // The object with the version key first, on the same storage.
+  // The object with the version key first, on the same storage (print has
+  // refused an object that holds the key already).
   static boost::json::value versioned(const boost::json::object& o,
                                       const boost::json::storage_ptr& sp) {
     boost::json::object out(sp);
     out.reserve(o.size() + 1);
     out.emplace(boost::json::string_view(version_key.data(), version_key.size()),
                 schema_version<S>::value);
-    for (const auto& member : o)
-      if (member.key() != boost::json::string_view(version_key.data(), version_key.size()))
-        out.emplace(member.key(), member.value());
+    for (const auto& member : o) out.emplace(member.key(), member.value());
     return boost::json::value(std::move(out), sp);
   }
 
