@@ -25,10 +25,12 @@ inline namespace ATOMIC_STATE_DETAIL_ABI {
 
 namespace detail {
 // The integer types a field table takes: every one but bool and the
-// character types (signed char and unsigned char are int8_t and uint8_t).
+// character types (signed char and unsigned char are int8_t and uint8_t),
+// of at most 64 bits: a JSON integer in the file is an int64 or a uint64,
+// so g++'s __int128 (gnu++17) would be cut on save and never read back.
 template <class T>
 inline constexpr bool is_field_integer_v =
-    std::is_integral_v<T> && !std::is_same_v<T, bool> && !is_character_v<T>;
+    std::is_integral_v<T> && !std::is_same_v<T, bool> && !is_character_v<T> && sizeof(T) <= 8;
 template <class T>
 inline constexpr bool is_field_scalar_v = std::is_same_v<T, std::string> ||
                                           is_field_integer_v<T> || std::is_same_v<T, double> ||
@@ -42,19 +44,20 @@ struct is_field_value<std::optional<T>> : std::bool_constant<is_field_scalar_v<T
 /// One member of a state type's field table: its name in the JSON file,
 /// the member, and the keys under which the "state loaded" and "state
 /// saved" records log it (null: not logged there). The member's type is
-/// one JSON holds exactly: std::string, any integer type (int,
-/// std::uint32_t, short, std::int64_t, ..., not bool or a character type),
-/// double or bool, or a std::optional of one (null in the file, and not
-/// logged, when empty). Another type fails here, at the table, in one line.
-/// An integer is read with its type's exact range: 70000 in a short member
-/// makes the file corrupt ("integer out of range"). The name must not be
-/// "schema_version", the library's key (StateTraits::version): a save of
-/// such a table is refused (Step::serialize).
+/// one JSON holds exactly: std::string, any integer type of at most 64
+/// bits (int, std::uint32_t, short, std::int64_t, ..., not bool, a
+/// character type or __int128), double or bool, or a std::optional of one
+/// (null in the file, and not logged, when empty). Another type fails
+/// here, at the table, in one line. An integer is read with its type's
+/// exact range: 70000 in a short member makes the file corrupt ("integer
+/// out of range"). The name must not be "schema_version", the library's key
+/// (StateTraits::version): a save of such a table is refused
+/// (Step::serialize).
 template <class S, class T>
 struct StateField {
   static_assert(detail::is_field_value<T>::value,
-                "state_field: a field's member is std::string, an integer type, double or bool, "
-                "or a std::optional of one");
+                "state_field: a field's member is std::string, an integer type of at most 64 "
+                "bits, double or bool, or a std::optional of one");
   const char* name;
   T S::*member;
   const char* loaded_as;
