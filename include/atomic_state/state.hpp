@@ -51,8 +51,10 @@ struct is_field_value<std::optional<T>> : std::bool_constant<is_field_scalar_v<T
 /// here, at the table, in one line. An integer is read with its type's
 /// exact range: 70000 in a short member makes the file corrupt ("integer
 /// out of range"). The name must not be "schema_version", the library's key
-/// (StateTraits::version): a save of such a table is refused
-/// (Step::serialize).
+/// (StateTraits::version), nor another field's name, and must be valid
+/// UTF-8: a save of such a table, which would write a file no load reads
+/// back as saved, is refused (Step::serialize, EINVAL, the detail naming
+/// the key).
 template <class S, class T>
 struct StateField {
   static_assert(detail::is_field_value<T>::value,
@@ -318,6 +320,24 @@ inline constexpr const char* reserved_key_reason =
     "the key is the library's own (the state file's schema version, StateTraits::version); "
     "give the member another name";
 
+// Why a field's name cannot be a key: a name given to two fields would be
+// written twice, and read back as the later member's value for both; a
+// name that is not UTF-8 makes every load call the file corrupt.
+inline constexpr const char* repeated_key_reason =
+    "the name is another field's too; each key of the table must be its own";
+inline constexpr const char* unreadable_key_reason = "the name is not valid UTF-8";
+
+// Whether a field before the index-th has the name `name`.
+template <class S>
+bool named_before(std::string_view name, std::size_t index) noexcept {
+  std::size_t i = 0;
+  bool seen = false;
+  for_each_field<S>([&](const auto& field) noexcept {
+    if (i++ < index && std::string_view(field.name) == name) seen = true;
+  });
+  return seen;
+}
+
 // Why a state could not be printed: the field and the reason, as
 // JsonPrinter names them; both null when only memory ran out.
 struct FieldRefusal {
@@ -336,11 +356,18 @@ bool print_fields(const S& s, Out& out, FieldRefusal& refusal) noexcept {
          print_field_value(out, std::int64_t{schema_version<S>::value});
     first = false;
   }
+  std::size_t index = 0;
   for_each_field<S>([&](const auto& field) noexcept {
     if (!ok) return;
     const auto& value = s.*(field.member);
-    if (std::string_view(field.name) == version_key) {
-      refusal = {field.name, reserved_key_reason};
+    const std::string_view name(field.name);
+    const std::size_t at = index++;
+    const char* const unusable = name == version_key         ? reserved_key_reason
+                                 : !valid_utf8(name)         ? unreadable_key_reason
+                                 : named_before<S>(name, at) ? repeated_key_reason
+                                                             : nullptr;
+    if (unusable != nullptr) {
+      refusal = {field.name, unusable};
       ok = false;
       return;
     }
