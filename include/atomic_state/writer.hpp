@@ -302,8 +302,13 @@ class AtomicWriter {
   /// every entry point (write_new, begin, AtomicDirectory, Batch): a temp
   /// file's ".tmp-" and six letters or digits (".tmp-backup" among them),
   /// with ".N" after it (an AtomicDirectory's), ".current.tmp-XXXXXX" (a
-  /// snapshot's link), which a sweep would later remove, and ".NAME.lock"
-  /// (a run lock's, ".snapshot.lock"), which a replacement would break.
+  /// snapshot's link), which a sweep would later remove, ".NAME.lock"
+  /// (a run lock's, ".snapshot.lock"), which a replacement would break, and
+  /// "NAME.corrupt-STAMP" with an optional ".N" (a StateManager's corrupt
+  /// copy, whatever its state file's name), which its load prunes. A
+  /// "NAME.prev" is written: it is a StateManager's previous state only
+  /// under keep_previous, whose saves replace it; write no such name beside
+  /// a state file of that NAME.
   Status write(PathView path, std::string_view data, unsigned perm = 0644) noexcept;
   /// The same, as `options` say; with create_directories false a missing
   /// directory is an error (Step::open_directory, ENOENT).
@@ -439,7 +444,17 @@ enum class OwnedName : unsigned char {
   claimed_temp,  ///< ".tmp-XXXXXX.N": a temp file of an AtomicDirectory
   link_temp,     ///< ".current.tmp-XXXXXX": a snapshot's temp link
   lock,          ///< ".NAME.lock": a run lock (StateManager), ".snapshot.lock"
+  corrupt_copy,  ///< "NAME.corrupt-STAMP[.N]": a StateManager's corrupt copy
 };
+
+// Whether `s` is one or more digits, the first optionally after a '-'.
+inline bool is_decimal(std::string_view s, bool signed_ok) noexcept {
+  if (signed_ok && !s.empty() && s[0] == '-') s.remove_prefix(1);
+  if (s.empty()) return false;
+  for (const char c : s)
+    if (c < '0' || c > '9') return false;
+  return true;
+}
 
 inline OwnedName owned_name(std::string_view name) noexcept {
   if (starts_as_temp_name(name)) {
@@ -453,6 +468,16 @@ inline OwnedName owned_name(std::string_view name) noexcept {
     return OwnedName::link_temp;
   if (name.size() > 6 && name[0] == '.' && name.substr(name.size() - 5) == ".lock")
     return OwnedName::lock;
+  // A StateManager's corrupt copy: "<file name>.corrupt-<stamp>[.<n>]", a
+  // shape its load prunes whatever the state file's name (a writer does
+  // not know it), so every such name is the library's.
+  if (const std::size_t at = name.rfind(".corrupt-"); at != std::string_view::npos && at > 0) {
+    const std::string_view rest = name.substr(at + 9);
+    const std::size_t dot = rest.find('.');
+    if (is_decimal(rest.substr(0, dot), true) &&
+        (dot == std::string_view::npos || is_decimal(rest.substr(dot + 1), false)))
+      return OwnedName::corrupt_copy;
+  }
   return OwnedName::none;
 }
 
@@ -465,6 +490,10 @@ inline const char* owned_name_problem(std::string_view name) noexcept {
     case OwnedName::lock:
       return "the name is one the library gives its lock files (\".NAME.lock\"); a file "
              "written over a lock breaks it";
+    case OwnedName::corrupt_copy:
+      return "the name is one the library gives its corrupt copies (\"NAME.corrupt-STAMP\", "
+             "\"NAME.corrupt-STAMP.N\"), which a StateManager's load removes past the newest "
+             "StateOptions::corrupt_copies";
     default:
       return "the name is one the library gives its temp files (\".tmp-XXXXXX\", "
              "\".tmp-XXXXXX.N\", \".current.tmp-XXXXXX\"), which its sweep removes";
