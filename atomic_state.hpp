@@ -1814,7 +1814,14 @@ class AtomicWriter {
 
   /// Replaces `path` with `data`, mode `perm` (exact, umask ignored),
   /// creating missing parent directories (0755 less the umask, but always
-  /// with owner write and search, as `mkdir -p` does). A directory, FIFO,
+  /// with owner write and search, as `mkdir -p` does), but none named as a
+  /// SnapshotWriter names its generations (gen-N, .building-gen-N,
+  /// .removing-gen-N), which an open() or prune of its parent, should that
+  /// be a snapshot directory, would remove with the file: such a missing
+  /// directory is refused (Step::create_directory, EINVAL) before anything
+  /// is made. A directory of such a name that exists is written into as any
+  /// other; inside a snapshot directory its files are the snapshot's (see
+  /// SnapshotWriter). A directory, FIFO,
   /// socket or device at `path` is refused; a symlink there is replaced.
   /// A file name the library gives files of its own is refused
   /// (Step::check_path, EINVAL) before anything is created, here and at
@@ -1998,6 +2005,28 @@ inline OwnedName owned_name(std::string_view name) noexcept {
       return OwnedName::corrupt_copy;
   }
   return OwnedName::none;
+}
+
+/// The generation number of a name "gen-N" (N a decimal without leading
+/// zeros, at least 1), or 0 when `name` is not one: a SnapshotWriter's.
+inline std::uint64_t generation_of(std::string_view name) noexcept {
+  if (name.size() < 5 || name.size() > 24 || name.substr(0, 4) != "gen-" || name[4] == '0')
+    return 0;
+  std::uint64_t n = 0;
+  const char* const end = name.data() + name.size();
+  const auto [at, error] = std::from_chars(name.data() + 4, end, n);
+  return error == std::errc() && at == end ? n : 0;
+}
+
+/// Whether `name` is one a SnapshotWriter's open or prune removes as a
+/// directory: "gen-N", ".building-gen-N", ".removing-gen-N". No save makes
+/// a directory of such a name (make_parent_directories).
+inline bool generation_shaped(std::string_view name) noexcept {
+  for (const std::string_view prefix :
+       {std::string_view(".building-"), std::string_view(".removing-")})
+    if (name.substr(0, prefix.size()) == prefix)
+      return generation_of(name.substr(prefix.size())) != 0;
+  return generation_of(name) != 0;
 }
 
 /// Why a save must not write the target `name`, or null: a name the library
@@ -2347,6 +2376,21 @@ template <class S, class Fs>
 Status WriteTransaction<S, Fs>::make_parent_directories() noexcept {
   const char* const path = buf_;  // dir() is NUL-terminated at dir_len_
   std::size_t end = dir_len_;
+  // No level is made under a name a SnapshotWriter of its parent would
+  // remove (gen-N, .building-gen-N, .removing-gen-N): each missing one
+  // is refused before anything is made; an existing one is the user's.
+  for (std::size_t level = dir_len_; level > 0; level = parent_end(level)) {
+    std::size_t start = level;
+    while (start > 0 && path[start - 1] != '/') --start;
+    if (!detail::generation_shaped(std::string_view(path + start, level - start))) continue;
+    FileInfo info;
+    const int r = on_prefix(
+        level, [&](const char* prefix) { return fs_.entry_info(AT_FDCWD, prefix, info); });
+    if (r == -ENOENT)
+      return fail(Step::create_directory, -EINVAL, std::string_view(path, level), {},
+                  "a directory named like a snapshot's generation (gen-N, .building-gen-N, "
+                  ".removing-gen-N) is not made: a SnapshotWriter of its parent would remove it");
+  }
   const auto make = [&](std::size_t at) {
     return on_prefix(at, [&](const char* level) { return fs_.make_directory(level, 0755); });
   };
@@ -3455,16 +3499,8 @@ inline namespace ATOMIC_STATE_DETAIL_ABI {
 
 // The names of a snapshot directory, as the writer's listings keep them.
 namespace detail {
-/// The generation number of a name "gen-N" (N a decimal without leading
-/// zeros, at least 1), or 0 when `name` is not one.
-inline std::uint64_t generation_of(std::string_view name) noexcept {
-  if (name.size() < 5 || name.size() > 24 || name.substr(0, 4) != "gen-" || name[4] == '0')
-    return 0;
-  std::uint64_t n = 0;
-  const char* const end = name.data() + name.size();
-  const auto [at, error] = std::from_chars(name.data() + 4, end, n);
-  return error == std::errc() && at == end ? n : 0;
-}
+// generation_of and generation_shaped, the names below, are the writer
+// part's: its saves refuse to make a directory of such a name.
 
 /// What a generation's name says of it: gen-N is complete; the two others
 /// are named so that no reader ever enters them through current.
@@ -3630,7 +3666,11 @@ struct SnapshotOptions {
 /// directory inside a generation being removed) are left where they are
 /// and counted (TempSweep::not_regular); they never make open() or
 /// publish() fail. A generation being removed that holds such a directory
-/// stays, emptied of its files, as .removing-gen-N. Move-only.
+/// stays, emptied of its files, as .removing-gen-N. What anything else
+/// writes into DIR's generations (gen-N, .building-gen-N, .removing-gen-N)
+/// is the snapshot's, removed with its generation: no save of the library
+/// makes a missing directory of such a name (AtomicWriter::write), but one
+/// into an existing generation is not refused. Move-only.
 ///
 /// Allocations: open() allocates (the directory's claim, the listings).
 /// add() and publish() keep their storage (the files added, the names
