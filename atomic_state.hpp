@@ -1814,15 +1814,27 @@ class AtomicWriter {
 
   /// Replaces `path` with `data`, mode `perm` (exact, umask ignored),
   /// creating missing parent directories (0755 less the umask, but always
-  /// with owner write and search, as `mkdir -p` does). A directory, FIFO,
+  /// with owner write and search, as `mkdir -p` does), but none named as a
+  /// SnapshotWriter names its generations (gen-N, .building-gen-N,
+  /// .removing-gen-N), which an open() or prune of its parent, should that
+  /// be a snapshot directory, would remove with the file: such a missing
+  /// directory is refused (Step::create_directory, EINVAL) before anything
+  /// is made. A directory of such a name that exists is written into as any
+  /// other; inside a snapshot directory its files are the snapshot's (see
+  /// SnapshotWriter). A directory, FIFO,
   /// socket or device at `path` is refused; a symlink there is replaced.
   /// A file name the library gives files of its own is refused
   /// (Step::check_path, EINVAL) before anything is created, here and at
   /// every entry point (write_new, begin, AtomicDirectory, Batch): a temp
   /// file's ".tmp-" and six letters or digits (".tmp-backup" among them),
   /// with ".N" after it (an AtomicDirectory's), ".current.tmp-XXXXXX" (a
-  /// snapshot's link), which a sweep would later remove, and ".NAME.lock"
-  /// (a run lock's, ".snapshot.lock"), which a replacement would break.
+  /// snapshot's link), which a sweep would later remove, ".NAME.lock"
+  /// (a run lock's, ".snapshot.lock"), which a replacement would break, and
+  /// "NAME.corrupt-STAMP" with an optional ".N" (a StateManager's corrupt
+  /// copy, whatever its state file's name), which its load prunes. A
+  /// "NAME.prev" is written: it is a StateManager's previous state only
+  /// under keep_previous, whose saves replace it; write no such name beside
+  /// a state file of that NAME.
   Status write(PathView path, std::string_view data, unsigned perm = 0644) noexcept;
   /// The same, as `options` say; with create_directories false a missing
   /// directory is an error (Step::open_directory, ENOENT).
@@ -1958,7 +1970,17 @@ enum class OwnedName : unsigned char {
   claimed_temp,  ///< ".tmp-XXXXXX.N": a temp file of an AtomicDirectory
   link_temp,     ///< ".current.tmp-XXXXXX": a snapshot's temp link
   lock,          ///< ".NAME.lock": a run lock (StateManager), ".snapshot.lock"
+  corrupt_copy,  ///< "NAME.corrupt-STAMP[.N]": a StateManager's corrupt copy
 };
+
+// Whether `s` is one or more digits, the first optionally after a '-'.
+inline bool is_decimal(std::string_view s, bool signed_ok) noexcept {
+  if (signed_ok && !s.empty() && s[0] == '-') s.remove_prefix(1);
+  if (s.empty()) return false;
+  for (const char c : s)
+    if (c < '0' || c > '9') return false;
+  return true;
+}
 
 inline OwnedName owned_name(std::string_view name) noexcept {
   if (starts_as_temp_name(name)) {
@@ -1972,7 +1994,39 @@ inline OwnedName owned_name(std::string_view name) noexcept {
     return OwnedName::link_temp;
   if (name.size() > 6 && name[0] == '.' && name.substr(name.size() - 5) == ".lock")
     return OwnedName::lock;
+  // A StateManager's corrupt copy: "<file name>.corrupt-<stamp>[.<n>]", a
+  // shape its load prunes whatever the state file's name (a writer does
+  // not know it), so every such name is the library's.
+  if (const std::size_t at = name.rfind(".corrupt-"); at != std::string_view::npos && at > 0) {
+    const std::string_view rest = name.substr(at + 9);
+    const std::size_t dot = rest.find('.');
+    if (is_decimal(rest.substr(0, dot), true) &&
+        (dot == std::string_view::npos || is_decimal(rest.substr(dot + 1), false)))
+      return OwnedName::corrupt_copy;
+  }
   return OwnedName::none;
+}
+
+/// The generation number of a name "gen-N" (N a decimal without leading
+/// zeros, at least 1), or 0 when `name` is not one: a SnapshotWriter's.
+inline std::uint64_t generation_of(std::string_view name) noexcept {
+  if (name.size() < 5 || name.size() > 24 || name.substr(0, 4) != "gen-" || name[4] == '0')
+    return 0;
+  std::uint64_t n = 0;
+  const char* const end = name.data() + name.size();
+  const auto [at, error] = std::from_chars(name.data() + 4, end, n);
+  return error == std::errc() && at == end ? n : 0;
+}
+
+/// Whether `name` is one a SnapshotWriter's open or prune removes as a
+/// directory: "gen-N", ".building-gen-N", ".removing-gen-N". No save makes
+/// a directory of such a name (make_parent_directories).
+inline bool generation_shaped(std::string_view name) noexcept {
+  for (const std::string_view prefix :
+       {std::string_view(".building-"), std::string_view(".removing-")})
+    if (name.substr(0, prefix.size()) == prefix)
+      return generation_of(name.substr(prefix.size())) != 0;
+  return generation_of(name) != 0;
 }
 
 /// Why a save must not write the target `name`, or null: a name the library
@@ -1984,6 +2038,10 @@ inline const char* owned_name_problem(std::string_view name) noexcept {
     case OwnedName::lock:
       return "the name is one the library gives its lock files (\".NAME.lock\"); a file "
              "written over a lock breaks it";
+    case OwnedName::corrupt_copy:
+      return "the name is one the library gives its corrupt copies (\"NAME.corrupt-STAMP\", "
+             "\"NAME.corrupt-STAMP.N\"), which a StateManager's load removes past the newest "
+             "StateOptions::corrupt_copies";
     default:
       return "the name is one the library gives its temp files (\".tmp-XXXXXX\", "
              "\".tmp-XXXXXX.N\", \".current.tmp-XXXXXX\"), which its sweep removes";
@@ -2318,6 +2376,21 @@ template <class S, class Fs>
 Status WriteTransaction<S, Fs>::make_parent_directories() noexcept {
   const char* const path = buf_;  // dir() is NUL-terminated at dir_len_
   std::size_t end = dir_len_;
+  // No level is made under a name a SnapshotWriter of its parent would
+  // remove (gen-N, .building-gen-N, .removing-gen-N): each missing one
+  // is refused before anything is made; an existing one is the user's.
+  for (std::size_t level = dir_len_; level > 0; level = parent_end(level)) {
+    std::size_t start = level;
+    while (start > 0 && path[start - 1] != '/') --start;
+    if (!detail::generation_shaped(std::string_view(path + start, level - start))) continue;
+    FileInfo info;
+    const int r = on_prefix(
+        level, [&](const char* prefix) { return fs_.entry_info(AT_FDCWD, prefix, info); });
+    if (r == -ENOENT)
+      return fail(Step::create_directory, -EINVAL, std::string_view(path, level), {},
+                  "a directory named like a snapshot's generation (gen-N, .building-gen-N, "
+                  ".removing-gen-N) is not made: a SnapshotWriter of its parent would remove it");
+  }
   const auto make = [&](std::size_t at) {
     return on_prefix(at, [&](const char* level) { return fs_.make_directory(level, 0755); });
   };
@@ -3426,16 +3499,8 @@ inline namespace ATOMIC_STATE_DETAIL_ABI {
 
 // The names of a snapshot directory, as the writer's listings keep them.
 namespace detail {
-/// The generation number of a name "gen-N" (N a decimal without leading
-/// zeros, at least 1), or 0 when `name` is not one.
-inline std::uint64_t generation_of(std::string_view name) noexcept {
-  if (name.size() < 5 || name.size() > 24 || name.substr(0, 4) != "gen-" || name[4] == '0')
-    return 0;
-  std::uint64_t n = 0;
-  const char* const end = name.data() + name.size();
-  const auto [at, error] = std::from_chars(name.data() + 4, end, n);
-  return error == std::errc() && at == end ? n : 0;
-}
+// generation_of and generation_shaped, the names below, are the writer
+// part's: its saves refuse to make a directory of such a name.
 
 /// What a generation's name says of it: gen-N is complete; the two others
 /// are named so that no reader ever enters them through current.
@@ -3601,7 +3666,11 @@ struct SnapshotOptions {
 /// directory inside a generation being removed) are left where they are
 /// and counted (TempSweep::not_regular); they never make open() or
 /// publish() fail. A generation being removed that holds such a directory
-/// stays, emptied of its files, as .removing-gen-N. Move-only.
+/// stays, emptied of its files, as .removing-gen-N. What anything else
+/// writes into DIR's generations (gen-N, .building-gen-N, .removing-gen-N)
+/// is the snapshot's, removed with its generation: no save of the library
+/// makes a missing directory of such a name (AtomicWriter::write), but one
+/// into an existing generation is not refused. Move-only.
 ///
 /// Allocations: open() allocates (the directory's claim, the listings).
 /// add() and publish() keep their storage (the files added, the names
@@ -5418,10 +5487,12 @@ inline namespace ATOMIC_STATE_DETAIL_ABI {
 
 namespace detail {
 // The integer types a field table takes: every one but bool and the
-// character types (signed char and unsigned char are int8_t and uint8_t).
+// character types (signed char and unsigned char are int8_t and uint8_t),
+// of at most 64 bits: a JSON integer in the file is an int64 or a uint64,
+// so g++'s __int128 (gnu++17) would be cut on save and never read back.
 template <class T>
 inline constexpr bool is_field_integer_v =
-    std::is_integral_v<T> && !std::is_same_v<T, bool> && !is_character_v<T>;
+    std::is_integral_v<T> && !std::is_same_v<T, bool> && !is_character_v<T> && sizeof(T) <= 8;
 template <class T>
 inline constexpr bool is_field_scalar_v = std::is_same_v<T, std::string> || is_field_integer_v<T> ||
                                           std::is_same_v<T, double> || std::is_same_v<T, bool>;
@@ -5434,19 +5505,22 @@ struct is_field_value<std::optional<T>> : std::bool_constant<is_field_scalar_v<T
 /// One member of a state type's field table: its name in the JSON file,
 /// the member, and the keys under which the "state loaded" and "state
 /// saved" records log it (null: not logged there). The member's type is
-/// one JSON holds exactly: std::string, any integer type (int,
-/// std::uint32_t, short, std::int64_t, ..., not bool or a character type),
-/// double or bool, or a std::optional of one (null in the file, and not
-/// logged, when empty). Another type fails here, at the table, in one line.
-/// An integer is read with its type's exact range: 70000 in a short member
-/// makes the file corrupt ("integer out of range"). The name must not be
-/// "schema_version", the library's key (StateTraits::version): a save of
-/// such a table is refused (Step::serialize).
+/// one JSON holds exactly: std::string, any integer type of at most 64
+/// bits (int, std::uint32_t, short, std::int64_t, ..., not bool, a
+/// character type or __int128), double or bool, or a std::optional of one
+/// (null in the file, and not logged, when empty). Another type fails
+/// here, at the table, in one line. An integer is read with its type's
+/// exact range: 70000 in a short member makes the file corrupt ("integer
+/// out of range"). The name must not be "schema_version", the library's key
+/// (StateTraits::version), nor another field's name, and must be valid
+/// UTF-8: a save of such a table, which would write a file no load reads
+/// back as saved, is refused (Step::serialize, EINVAL, the detail naming
+/// the key).
 template <class S, class T>
 struct StateField {
   static_assert(detail::is_field_value<T>::value,
-                "state_field: a field's member is std::string, an integer type, double or bool, "
-                "or a std::optional of one");
+                "state_field: a field's member is std::string, an integer type of at most 64 "
+                "bits, double or bool, or a std::optional of one");
   const char* name;
   T S::*member;
   const char* loaded_as;
@@ -5707,6 +5781,24 @@ inline constexpr const char* reserved_key_reason =
     "the key is the library's own (the state file's schema version, StateTraits::version); "
     "give the member another name";
 
+// Why a field's name cannot be a key: a name given to two fields would be
+// written twice, and read back as the later member's value for both; a
+// name that is not UTF-8 makes every load call the file corrupt.
+inline constexpr const char* repeated_key_reason =
+    "the name is another field's too; each key of the table must be its own";
+inline constexpr const char* unreadable_key_reason = "the name is not valid UTF-8";
+
+// Whether a field before the index-th has the name `name`.
+template <class S>
+bool named_before(std::string_view name, std::size_t index) noexcept {
+  std::size_t i = 0;
+  bool seen = false;
+  for_each_field<S>([&](const auto& field) noexcept {
+    if (i++ < index && std::string_view(field.name) == name) seen = true;
+  });
+  return seen;
+}
+
 // Why a state could not be printed: the field and the reason, as
 // JsonPrinter names them; both null when only memory ran out.
 struct FieldRefusal {
@@ -5725,11 +5817,18 @@ bool print_fields(const S& s, Out& out, FieldRefusal& refusal) noexcept {
          print_field_value(out, std::int64_t{schema_version<S>::value});
     first = false;
   }
+  std::size_t index = 0;
   for_each_field<S>([&](const auto& field) noexcept {
     if (!ok) return;
     const auto& value = s.*(field.member);
-    if (std::string_view(field.name) == version_key) {
-      refusal = {field.name, reserved_key_reason};
+    const std::string_view name(field.name);
+    const std::size_t at = index++;
+    const char* const unusable = name == version_key         ? reserved_key_reason
+                                 : !valid_utf8(name)         ? unreadable_key_reason
+                                 : named_before<S>(name, at) ? repeated_key_reason
+                                                             : nullptr;
+    if (unusable != nullptr) {
+      refusal = {field.name, unusable};
       ok = false;
       return;
     }
@@ -7603,7 +7702,9 @@ Status StateManager<L, S, P, F>::copy_aside(int dir_fd, std::string_view bytes,
     Copy found = existing_copy(dir_fd, name, bytes, unreadable);
     if (found == Copy::absent) {
       const detail::JoinedPath path(dir_, name);
-      const Status written = writer().write_new(path.view(), bytes, WriteOptions{0600, false});
+      AtomicWriter<P, FsRef&> copy_writer = writer();  // the copy's name is the library's own
+      const Status written =
+          detail::write_new_own_file(copy_writer, path.view(), bytes, WriteOptions{0600, false});
       // Renamed but not known durable is kept all the same: the corrupt
       // file itself stays until a save replaces it, and that save syncs
       // the directory.

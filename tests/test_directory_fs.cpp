@@ -242,6 +242,14 @@ TEST_CASE(
       {"state.lock", false, false},
       {"gen-3", false, false},  // a snapshot's prune removes directories only
       {"summary.json", false, false},
+      // A StateManager's corrupt copies, which its load prunes.
+      {"state.json.corrupt-1700000000", true, false},
+      {"state.json.corrupt-1700000000.2", true, false},
+      {"x.corrupt--5", true, false},  // a stamp before 1970
+      {".corrupt-17", false, false},  // no state file has the empty name
+      {"report.corrupt-draft", false, false},
+      {"state.json.corrupt-17.x", false, false},
+      {"state.json.prev", false, false},  // a user's own .prev is theirs to write
   };
   using Entry = std::function<Status(const test::fs::path& dir, const std::string& name)>;
   struct Point {

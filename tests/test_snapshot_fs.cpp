@@ -269,6 +269,64 @@ TEST_CASE("entries under the writer's names that are not its own never fail open
   }
 }
 
+TEST_CASE(
+    "a save never makes a directory named like a generation, which a snapshot's open "
+    "would remove",
+    "[snapshot]") {
+  // A path's missing directories are made by a save; under a name a
+  // SnapshotWriter's open or prune removes (gen-N, .building-gen-N,
+  // .removing-gen-N) the next open of the parent would remove the file.
+  struct Row {
+    const char* path;  // in a snapshot directory with gen-1 current
+    bool refused;
+  };
+  const Row rows[] = {
+      {"gen-99/mine", true},          {".building-gen-7/mine", true},
+      {".removing-gen-1/mine", true}, {"gen-99/sub/mine", true},  // a level above the file's
+      {"gen-0/mine", false},                                      // not a generation's name
+      {"gen-99x/mine", false},        {"building-gen-7/mine", false},
+      {"sub/gen-5", false},   // a file of that name: open leaves it
+      {"gen-1/mine", false},  // an existing generation: its files are the snapshot's
+  };
+  using Write = Status (*)(const fs::path& target);
+  const std::pair<const char*, Write> points[] = {
+      {"AtomicWriter::write", [](const fs::path& t) { return AtomicWriter<>{}.write(t, "x"); }},
+      {"AtomicWriter::begin",
+       [](const fs::path& t) {
+         AtomicWriter<> w;
+         auto tr = w.begin(t);
+         if (!tr) return tr.status();
+         if (Status written = tr->write("x"); !written) return written;
+         return tr->commit();
+       }},
+  };
+  for (const auto& [what, write] : points) {
+    for (const Row& row : rows) {
+      CAPTURE(what, row.path);
+      TempDir dir;
+      {
+        auto writer = Writer::open(dir.path().string());
+        REQUIRE(writer.has_value());
+        REQUIRE(writer->add("a", "1").ok());
+        REQUIRE(writer->publish().ok());
+      }
+      const auto before = listing(dir.path());
+      const Status s = write(dir / row.path);
+      if (row.refused) {
+        CHECK(s.step() == Step::create_directory);
+        CHECK(s.code() == std::errc::invalid_argument);
+        CHECK(s.message().find("named like a snapshot's generation") != std::string::npos);
+        CHECK(listing(dir.path()) == before);
+      } else {
+        REQUIRE(s.ok());
+        auto reopened = Writer::open(dir.path().string());
+        REQUIRE(reopened.has_value());
+        CHECK(test::read_file(dir / row.path) == "x");
+      }
+    }
+  }
+}
+
 TEST_CASE("with current missing, open removes no generation and numbers after the newest",
           "[snapshot]") {
   // An operator removed current to take the feed offline (or the first

@@ -628,6 +628,64 @@ TEST_CASE("a state type of one's own: saved, loaded, compared, quarantined", "[s
   CHECK(log.last().message == "state file corrupted, treating as first run");
 }
 
+namespace own_names {
+// Field tables whose names could not be read back: a name twice (the
+// file would hold the key twice, and the load gives both members the
+// last one's value), a name that is not UTF-8 (every load would call the
+// file corrupt).
+struct TwiceNamed {
+  std::int64_t cur = 42;
+  std::int64_t other = 7;
+  std::int64_t last_updated = 0;
+  static constexpr auto state_fields() noexcept {
+    return std::make_tuple(atomic_state::state_field("k", &TwiceNamed::cur),
+                           atomic_state::state_field("last_updated", &TwiceNamed::last_updated),
+                           atomic_state::state_field("k", &TwiceNamed::other));
+  }
+};
+struct NotUtf8Named {
+  std::int64_t cur = 42;
+  std::int64_t last_updated = 0;
+  static constexpr auto state_fields() noexcept {
+    return std::make_tuple(atomic_state::state_field("cur\xff", &NotUtf8Named::cur),
+                           atomic_state::state_field("last_updated", &NotUtf8Named::last_updated));
+  }
+};
+
+// Saves one: refused before anything is written, the detail naming the key.
+template <class T>
+void check_refused(const char* detail) {
+  test::TempDir dir;
+  test::CaptureSink log;
+  atomic_state::StateManager<test::CaptureSink&, T> manager(dir.path(), log);
+  const atomic_state::Status saved = manager.save_state(T{});
+  CHECK(saved.step() == Step::serialize);
+  CHECK(saved.code() == std::errc::invalid_argument);
+  CHECK(saved.detail() == detail);
+  CHECK(test::names_in(dir.path()).empty());
+  CHECK(log.with("state saved").empty());
+}
+}  // namespace own_names
+
+TEST_CASE("a field table's name that would not read back is refused at save, never written",
+          "[state]") {
+  struct Row {
+    const char* behaviour;
+    void (*check)(const char*);
+    const char* detail;
+  };
+  const Row rows[] = {
+      {"a name given to two members", own_names::check_refused<own_names::TwiceNamed>,
+       "k: the name is another field's too; each key of the table must be its own"},
+      {"a name that is not UTF-8", own_names::check_refused<own_names::NotUtf8Named>,
+       "cur\xff: the name is not valid UTF-8"},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.behaviour);
+    row.check(row.detail);
+  }
+}
+
 TEST_CASE("a state file that is a symlink is read through; a save replaces the link", "[state]") {
   Fixture f;
   test::write_plain(f.dir / "elsewhere.json", kValidState);

@@ -19,16 +19,8 @@ inline namespace ATOMIC_STATE_DETAIL_ABI {
 
 // The names of a snapshot directory, as the writer's listings keep them.
 namespace detail {
-/// The generation number of a name "gen-N" (N a decimal without leading
-/// zeros, at least 1), or 0 when `name` is not one.
-inline std::uint64_t generation_of(std::string_view name) noexcept {
-  if (name.size() < 5 || name.size() > 24 || name.substr(0, 4) != "gen-" || name[4] == '0')
-    return 0;
-  std::uint64_t n = 0;
-  const char* const end = name.data() + name.size();
-  const auto [at, error] = std::from_chars(name.data() + 4, end, n);
-  return error == std::errc() && at == end ? n : 0;
-}
+// generation_of and generation_shaped, the names below, are the writer
+// part's: its saves refuse to make a directory of such a name.
 
 /// What a generation's name says of it: gen-N is complete; the two others
 /// are named so that no reader ever enters them through current.
@@ -194,7 +186,11 @@ struct SnapshotOptions {
 /// directory inside a generation being removed) are left where they are
 /// and counted (TempSweep::not_regular); they never make open() or
 /// publish() fail. A generation being removed that holds such a directory
-/// stays, emptied of its files, as .removing-gen-N. Move-only.
+/// stays, emptied of its files, as .removing-gen-N. What anything else
+/// writes into DIR's generations (gen-N, .building-gen-N, .removing-gen-N)
+/// is the snapshot's, removed with its generation: no save of the library
+/// makes a missing directory of such a name (AtomicWriter::write), but one
+/// into an existing generation is not refused. Move-only.
 ///
 /// Allocations: open() allocates (the directory's claim, the listings).
 /// add() and publish() keep their storage (the files added, the names

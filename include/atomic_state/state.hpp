@@ -25,10 +25,12 @@ inline namespace ATOMIC_STATE_DETAIL_ABI {
 
 namespace detail {
 // The integer types a field table takes: every one but bool and the
-// character types (signed char and unsigned char are int8_t and uint8_t).
+// character types (signed char and unsigned char are int8_t and uint8_t),
+// of at most 64 bits: a JSON integer in the file is an int64 or a uint64,
+// so g++'s __int128 (gnu++17) would be cut on save and never read back.
 template <class T>
 inline constexpr bool is_field_integer_v =
-    std::is_integral_v<T> && !std::is_same_v<T, bool> && !is_character_v<T>;
+    std::is_integral_v<T> && !std::is_same_v<T, bool> && !is_character_v<T> && sizeof(T) <= 8;
 template <class T>
 inline constexpr bool is_field_scalar_v = std::is_same_v<T, std::string> || is_field_integer_v<T> ||
                                           std::is_same_v<T, double> || std::is_same_v<T, bool>;
@@ -41,19 +43,22 @@ struct is_field_value<std::optional<T>> : std::bool_constant<is_field_scalar_v<T
 /// One member of a state type's field table: its name in the JSON file,
 /// the member, and the keys under which the "state loaded" and "state
 /// saved" records log it (null: not logged there). The member's type is
-/// one JSON holds exactly: std::string, any integer type (int,
-/// std::uint32_t, short, std::int64_t, ..., not bool or a character type),
-/// double or bool, or a std::optional of one (null in the file, and not
-/// logged, when empty). Another type fails here, at the table, in one line.
-/// An integer is read with its type's exact range: 70000 in a short member
-/// makes the file corrupt ("integer out of range"). The name must not be
-/// "schema_version", the library's key (StateTraits::version): a save of
-/// such a table is refused (Step::serialize).
+/// one JSON holds exactly: std::string, any integer type of at most 64
+/// bits (int, std::uint32_t, short, std::int64_t, ..., not bool, a
+/// character type or __int128), double or bool, or a std::optional of one
+/// (null in the file, and not logged, when empty). Another type fails
+/// here, at the table, in one line. An integer is read with its type's
+/// exact range: 70000 in a short member makes the file corrupt ("integer
+/// out of range"). The name must not be "schema_version", the library's key
+/// (StateTraits::version), nor another field's name, and must be valid
+/// UTF-8: a save of such a table, which would write a file no load reads
+/// back as saved, is refused (Step::serialize, EINVAL, the detail naming
+/// the key).
 template <class S, class T>
 struct StateField {
   static_assert(detail::is_field_value<T>::value,
-                "state_field: a field's member is std::string, an integer type, double or bool, "
-                "or a std::optional of one");
+                "state_field: a field's member is std::string, an integer type of at most 64 "
+                "bits, double or bool, or a std::optional of one");
   const char* name;
   T S::*member;
   const char* loaded_as;
@@ -314,6 +319,24 @@ inline constexpr const char* reserved_key_reason =
     "the key is the library's own (the state file's schema version, StateTraits::version); "
     "give the member another name";
 
+// Why a field's name cannot be a key: a name given to two fields would be
+// written twice, and read back as the later member's value for both; a
+// name that is not UTF-8 makes every load call the file corrupt.
+inline constexpr const char* repeated_key_reason =
+    "the name is another field's too; each key of the table must be its own";
+inline constexpr const char* unreadable_key_reason = "the name is not valid UTF-8";
+
+// Whether a field before the index-th has the name `name`.
+template <class S>
+bool named_before(std::string_view name, std::size_t index) noexcept {
+  std::size_t i = 0;
+  bool seen = false;
+  for_each_field<S>([&](const auto& field) noexcept {
+    if (i++ < index && std::string_view(field.name) == name) seen = true;
+  });
+  return seen;
+}
+
 // Why a state could not be printed: the field and the reason, as
 // JsonPrinter names them; both null when only memory ran out.
 struct FieldRefusal {
@@ -332,11 +355,18 @@ bool print_fields(const S& s, Out& out, FieldRefusal& refusal) noexcept {
          print_field_value(out, std::int64_t{schema_version<S>::value});
     first = false;
   }
+  std::size_t index = 0;
   for_each_field<S>([&](const auto& field) noexcept {
     if (!ok) return;
     const auto& value = s.*(field.member);
-    if (std::string_view(field.name) == version_key) {
-      refusal = {field.name, reserved_key_reason};
+    const std::string_view name(field.name);
+    const std::size_t at = index++;
+    const char* const unusable = name == version_key         ? reserved_key_reason
+                                 : !valid_utf8(name)         ? unreadable_key_reason
+                                 : named_before<S>(name, at) ? repeated_key_reason
+                                                             : nullptr;
+    if (unusable != nullptr) {
+      refusal = {field.name, unusable};
       ok = false;
       return;
     }

@@ -1617,7 +1617,9 @@ Status StateManager<L, S, P, F>::copy_aside(int dir_fd, std::string_view bytes,
     Copy found = existing_copy(dir_fd, name, bytes, unreadable);
     if (found == Copy::absent) {
       const detail::JoinedPath path(dir_, name);
-      const Status written = writer().write_new(path.view(), bytes, WriteOptions{0600, false});
+      AtomicWriter<P, FsRef&> copy_writer = writer();  // the copy's name is the library's own
+      const Status written =
+          detail::write_new_own_file(copy_writer, path.view(), bytes, WriteOptions{0600, false});
       // Renamed but not known durable is kept all the same: the corrupt
       // file itself stays until a save replaces it, and that save syncs
       // the directory.

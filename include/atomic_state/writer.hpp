@@ -295,15 +295,27 @@ class AtomicWriter {
 
   /// Replaces `path` with `data`, mode `perm` (exact, umask ignored),
   /// creating missing parent directories (0755 less the umask, but always
-  /// with owner write and search, as `mkdir -p` does). A directory, FIFO,
+  /// with owner write and search, as `mkdir -p` does), but none named as a
+  /// SnapshotWriter names its generations (gen-N, .building-gen-N,
+  /// .removing-gen-N), which an open() or prune of its parent, should that
+  /// be a snapshot directory, would remove with the file: such a missing
+  /// directory is refused (Step::create_directory, EINVAL) before anything
+  /// is made. A directory of such a name that exists is written into as any
+  /// other; inside a snapshot directory its files are the snapshot's (see
+  /// SnapshotWriter). A directory, FIFO,
   /// socket or device at `path` is refused; a symlink there is replaced.
   /// A file name the library gives files of its own is refused
   /// (Step::check_path, EINVAL) before anything is created, here and at
   /// every entry point (write_new, begin, AtomicDirectory, Batch): a temp
   /// file's ".tmp-" and six letters or digits (".tmp-backup" among them),
   /// with ".N" after it (an AtomicDirectory's), ".current.tmp-XXXXXX" (a
-  /// snapshot's link), which a sweep would later remove, and ".NAME.lock"
-  /// (a run lock's, ".snapshot.lock"), which a replacement would break.
+  /// snapshot's link), which a sweep would later remove, ".NAME.lock"
+  /// (a run lock's, ".snapshot.lock"), which a replacement would break, and
+  /// "NAME.corrupt-STAMP" with an optional ".N" (a StateManager's corrupt
+  /// copy, whatever its state file's name), which its load prunes. A
+  /// "NAME.prev" is written: it is a StateManager's previous state only
+  /// under keep_previous, whose saves replace it; write no such name beside
+  /// a state file of that NAME.
   Status write(PathView path, std::string_view data, unsigned perm = 0644) noexcept;
   /// The same, as `options` say; with create_directories false a missing
   /// directory is an error (Step::open_directory, ENOENT).
@@ -439,7 +451,17 @@ enum class OwnedName : unsigned char {
   claimed_temp,  ///< ".tmp-XXXXXX.N": a temp file of an AtomicDirectory
   link_temp,     ///< ".current.tmp-XXXXXX": a snapshot's temp link
   lock,          ///< ".NAME.lock": a run lock (StateManager), ".snapshot.lock"
+  corrupt_copy,  ///< "NAME.corrupt-STAMP[.N]": a StateManager's corrupt copy
 };
+
+// Whether `s` is one or more digits, the first optionally after a '-'.
+inline bool is_decimal(std::string_view s, bool signed_ok) noexcept {
+  if (signed_ok && !s.empty() && s[0] == '-') s.remove_prefix(1);
+  if (s.empty()) return false;
+  for (const char c : s)
+    if (c < '0' || c > '9') return false;
+  return true;
+}
 
 inline OwnedName owned_name(std::string_view name) noexcept {
   if (starts_as_temp_name(name)) {
@@ -453,7 +475,39 @@ inline OwnedName owned_name(std::string_view name) noexcept {
     return OwnedName::link_temp;
   if (name.size() > 6 && name[0] == '.' && name.substr(name.size() - 5) == ".lock")
     return OwnedName::lock;
+  // A StateManager's corrupt copy: "<file name>.corrupt-<stamp>[.<n>]", a
+  // shape its load prunes whatever the state file's name (a writer does
+  // not know it), so every such name is the library's.
+  if (const std::size_t at = name.rfind(".corrupt-"); at != std::string_view::npos && at > 0) {
+    const std::string_view rest = name.substr(at + 9);
+    const std::size_t dot = rest.find('.');
+    if (is_decimal(rest.substr(0, dot), true) &&
+        (dot == std::string_view::npos || is_decimal(rest.substr(dot + 1), false)))
+      return OwnedName::corrupt_copy;
+  }
   return OwnedName::none;
+}
+
+/// The generation number of a name "gen-N" (N a decimal without leading
+/// zeros, at least 1), or 0 when `name` is not one: a SnapshotWriter's.
+inline std::uint64_t generation_of(std::string_view name) noexcept {
+  if (name.size() < 5 || name.size() > 24 || name.substr(0, 4) != "gen-" || name[4] == '0')
+    return 0;
+  std::uint64_t n = 0;
+  const char* const end = name.data() + name.size();
+  const auto [at, error] = std::from_chars(name.data() + 4, end, n);
+  return error == std::errc() && at == end ? n : 0;
+}
+
+/// Whether `name` is one a SnapshotWriter's open or prune removes as a
+/// directory: "gen-N", ".building-gen-N", ".removing-gen-N". No save makes
+/// a directory of such a name (make_parent_directories).
+inline bool generation_shaped(std::string_view name) noexcept {
+  for (const std::string_view prefix :
+       {std::string_view(".building-"), std::string_view(".removing-")})
+    if (name.substr(0, prefix.size()) == prefix)
+      return generation_of(name.substr(prefix.size())) != 0;
+  return generation_of(name) != 0;
 }
 
 /// Why a save must not write the target `name`, or null: a name the library
@@ -465,6 +519,10 @@ inline const char* owned_name_problem(std::string_view name) noexcept {
     case OwnedName::lock:
       return "the name is one the library gives its lock files (\".NAME.lock\"); a file "
              "written over a lock breaks it";
+    case OwnedName::corrupt_copy:
+      return "the name is one the library gives its corrupt copies (\"NAME.corrupt-STAMP\", "
+             "\"NAME.corrupt-STAMP.N\"), which a StateManager's load removes past the newest "
+             "StateOptions::corrupt_copies";
     default:
       return "the name is one the library gives its temp files (\".tmp-XXXXXX\", "
              "\".tmp-XXXXXX.N\", \".current.tmp-XXXXXX\"), which its sweep removes";
@@ -799,6 +857,21 @@ template <class S, class Fs>
 Status WriteTransaction<S, Fs>::make_parent_directories() noexcept {
   const char* const path = buf_;  // dir() is NUL-terminated at dir_len_
   std::size_t end = dir_len_;
+  // No level is made under a name a SnapshotWriter of its parent would
+  // remove (gen-N, .building-gen-N, .removing-gen-N): each missing one
+  // is refused before anything is made; an existing one is the user's.
+  for (std::size_t level = dir_len_; level > 0; level = parent_end(level)) {
+    std::size_t start = level;
+    while (start > 0 && path[start - 1] != '/') --start;
+    if (!detail::generation_shaped(std::string_view(path + start, level - start))) continue;
+    FileInfo info;
+    const int r = on_prefix(
+        level, [&](const char* prefix) { return fs_.entry_info(AT_FDCWD, prefix, info); });
+    if (r == -ENOENT)
+      return fail(Step::create_directory, -EINVAL, std::string_view(path, level), {},
+                  "a directory named like a snapshot's generation (gen-N, .building-gen-N, "
+                  ".removing-gen-N) is not made: a SnapshotWriter of its parent would remove it");
+  }
   const auto make = [&](std::size_t at) {
     return on_prefix(at, [&](const char* level) { return fs_.make_directory(level, 0755); });
   };
