@@ -649,7 +649,7 @@ Result<T>::Result(Status status) noexcept : status_(std::move(status)) {
 
 // ================================================================ include/atomic_state/fs.hpp ====
 
-#include <dirent.h>     // fdopendir, readdir64: list_directory
+#include <dirent.h>     // fdopendir, readdir64: list_directory (but on Linux)
 #include <fcntl.h>      // openat, O_*, AT_*, sync_file_range
 #include <stdio.h>      // renameat2 and RENAME_NOREPLACE (glibc), renameatx_np (Apple)
 #include <sys/file.h>   // flock
@@ -657,7 +657,8 @@ Result<T>::Result(Status status) noexcept : status_(std::move(status)) {
 #include <sys/types.h>  // mode_t, ssize_t, off_t
 #include <unistd.h>     // close, write, read, fsync, fdatasync, fchown, unlinkat, linkat, geteuid
 #if defined(__linux__)
-#include <sys/xattr.h>  // fgetxattr, fsetxattr, fremovexattr: ModeFrom::existing
+#include <sys/syscall.h>  // SYS_getdents64: list_directory
+#include <sys/xattr.h>    // fgetxattr, fsetxattr, fremovexattr: ModeFrom::existing
 #endif
 
 #include <cerrno>    // errno, E*
@@ -1372,6 +1373,42 @@ inline int PosixFs::rename_noreplace(int dir_fd, const char* from, const char* t
   return detail::negative_errno(::renameat(dir_fd, from, dir_fd, to));
 }
 
+#if defined(__linux__) && defined(SYS_getdents64)
+namespace detail {
+// Lists a directory with getdents64 into a buffer on the stack: readdir's
+// DIR is a malloc, and a sweep or prune on a save's success path allocates
+// nothing. The records are the kernel's linux_dirent64: a 64-bit inode and
+// offset (so a 32-bit off_t never meets EOVERFLOW), the record's length at
+// byte 16, its type at 18, its name from 19.
+inline int list_entries(int fd, void (*on_entry)(void* context, const char* name) noexcept,
+                        void* context) noexcept {
+  alignas(8) char records[4096];
+  for (;;) {
+    const long got = ::syscall(SYS_getdents64, fd, records, sizeof records);
+    if (got < 0) return -errno;
+    if (got == 0) return 0;
+    for (std::size_t at = 0; at < static_cast<std::size_t>(got);) {
+      unsigned short length;
+      std::memcpy(&length, records + at + 16, sizeof length);
+      const char* name = records + at + 19;
+      if (std::strcmp(name, ".") != 0 && std::strcmp(name, "..") != 0) on_entry(context, name);
+      at += length;
+    }
+  }
+}
+}  // namespace detail
+
+inline int PosixFs::list_directory(int dir_fd,
+                                   void (*on_entry)(void* context, const char* name) noexcept,
+                                   void* context) noexcept {
+  // A descriptor of its own: listing moves the offset.
+  const int own = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (own < 0) return -errno;
+  const int result = detail::list_entries(own, on_entry, context);
+  ::close(own);
+  return result;
+}
+#else
 inline int PosixFs::list_directory(int dir_fd,
                                    void (*on_entry)(void* context, const char* name) noexcept,
                                    void* context) noexcept {
@@ -1406,6 +1443,7 @@ inline int PosixFs::list_directory(int dir_fd,
   ::closedir(dir);
   return result;
 }
+#endif
 
 inline int PosixFs::open_or_create(int dir_fd, const char* name, unsigned mode) noexcept {
   return detail::negative_errno(
@@ -1688,6 +1726,14 @@ class WriteTransaction {
 };
 
 namespace detail {
+/// A directory known by its device and inode, as opened.
+struct DirectoryIdentity {
+  std::uint64_t device = 0, inode = 0;
+  bool operator==(const DirectoryIdentity& other) const noexcept {
+    return device == other.device && inode == other.inode;
+  }
+};
+
 /// The one door into a WriteTransaction for the library's own handles
 /// (AtomicWriter, AtomicDirectory, Batch): how one is made and opened, the
 /// steps of its commit, each callable alone so that a Batch can take them
@@ -1773,6 +1819,18 @@ struct TransactionSteps {
   }
   /// The descriptor of `t`'s directory, for a sweep of it.
   static int directory_descriptor(const Transaction& t) noexcept { return t.dir_fd_; }
+  /// `t`'s directory, for messages ("." for a bare file name).
+  static std::string_view directory_path(const Transaction& t) noexcept {
+    return t.dir_for_messages();
+  }
+  /// Whether `t` saves through an AtomicDirectory, whose open swept.
+  static bool through_handle(const Transaction& t) noexcept { return t.claim_ != nullptr; }
+  /// The identity of `t`'s directory (learn_directory), when known.
+  static bool directory_identity(const Transaction& t, DirectoryIdentity& out) noexcept {
+    if (!t.dir_known_) return false;
+    out = DirectoryIdentity{t.dir_device_, t.dir_inode_};
+    return true;
+  }
   /// "dir/name", for messages.
   static JoinedPath target(const Transaction& t) noexcept {
     return JoinedPath(t.dir_prefix(), std::string_view(t.name(), t.name_len_));
@@ -2773,8 +2831,8 @@ namespace detail {
 template <class Fs>
 class TempSweeper {
  public:
-  TempSweeper(Fs& fs, int dir_fd, std::string_view dir) noexcept
-      : fs_(fs), dir_fd_(dir_fd), dir_(dir) {}
+  TempSweeper(Fs& fs, int dir_fd, std::string_view dir, std::string_view own) noexcept
+      : fs_(fs), dir_fd_(dir_fd), dir_(dir), own_(own) {}
 
   Result<TempSweep> run() noexcept {
     const int listed = fs_.list_directory(dir_fd_, &TempSweeper::visit, this);
@@ -2786,7 +2844,8 @@ class TempSweeper {
  private:
   static void visit(void* self, const char* name) noexcept {
     auto* sweeper = static_cast<TempSweeper*>(self);
-    const OwnedName owned = owned_name(name);  // the rule saves refuse targets by
+    if (std::string_view(name) == sweeper->own_) return;  // the caller's own, held for its life
+    const OwnedName owned = owned_name(name);             // the rule saves refuse targets by
     if (owned == OwnedName::temp)
       sweeper->examine(name);
     else if (owned == OwnedName::claimed_temp)
@@ -2869,13 +2928,17 @@ class TempSweeper {
   Fs& fs_;
   int dir_fd_;
   std::string_view dir_;
+  std::string_view own_;
   TempSweep sweep_;
   Status failure_;
 };
 
+/// One sweep of the directory `dir_fd` (`dir` in messages), leaving alone
+/// the entry `own` (an AtomicDirectory's claim) without looking at it.
 template <class Fs>
-Result<TempSweep> sweep_temp_files(Fs& fs, int dir_fd, std::string_view dir) noexcept {
-  return TempSweeper<Fs>(fs, dir_fd, dir).run();
+Result<TempSweep> sweep_temp_files(Fs& fs, int dir_fd, std::string_view dir,
+                                   std::string_view own = {}) noexcept {
+  return TempSweeper<Fs>(fs, dir_fd, dir, own).run();
 }
 
 }  // namespace detail
@@ -2999,6 +3062,11 @@ class AtomicDirectory {
   /// The sweep of stale temp files of the directory, as
   /// AtomicWriter::remove_stale_temp_files; this handle's own are in use.
   Result<TempSweep> remove_stale_temp_files() noexcept;
+  /// What open()'s own sweep did: open() sweeps the directory once, as
+  /// remove_stale_temp_files() does (without looking at the handle's
+  /// claim), when the Fs can list directories (is_state_filesystem_v). Its
+  /// failure is not open()'s: it counts nothing.
+  const TempSweep& swept() const noexcept { return swept_; }
 
   /// The directory's path, as given to open().
   std::string_view path() const noexcept { return {path_, path_len_}; }
@@ -3023,6 +3091,7 @@ class AtomicDirectory {
   int dir_fd_ = -1;
   int claim_fd_ = -1;                     // holds the claim's lock
   std::unique_ptr<detail::Claim> claim_;  // its address outlives moves
+  TempSweep swept_;
   std::size_t path_len_ = 0;
   char path_[ATOMIC_STATE_PATH_MAX] = {};
 };
@@ -3074,6 +3143,12 @@ Result<AtomicDirectory<S, Fs>> AtomicDirectory<S, Fs>::open(PathView dir, Fs fs,
       !opened)
     return opened;
   Steps::hand_over_as_claim(claiming, handle);
+  if constexpr (is_state_filesystem_v<Fs>) {
+    detail::Retrying<FsRef> retrying(handle.fs_);
+    const Result<TempSweep> swept =
+        detail::sweep_temp_files(retrying, handle.dir_fd_, handle.path(), handle.claim_->name);
+    if (swept) handle.swept_ = *swept;
+  }
   return Result<AtomicDirectory>(std::move(handle));
 }
 
@@ -3083,6 +3158,7 @@ AtomicDirectory<S, Fs>::AtomicDirectory(AtomicDirectory&& other) noexcept
       dir_fd_(std::exchange(other.dir_fd_, -1)),
       claim_fd_(std::exchange(other.claim_fd_, -1)),
       claim_(std::move(other.claim_)),
+      swept_(other.swept_),
       path_len_(other.path_len_) {
   std::memcpy(path_, other.path_, path_len_);
 }
@@ -3095,6 +3171,7 @@ AtomicDirectory<S, Fs>& AtomicDirectory<S, Fs>::operator=(AtomicDirectory&& othe
   dir_fd_ = std::exchange(other.dir_fd_, -1);
   claim_fd_ = std::exchange(other.claim_fd_, -1);
   claim_ = std::move(other.claim_);
+  swept_ = other.swept_;
   path_len_ = other.path_len_;
   std::memcpy(path_, other.path_, path_len_);
   return *this;
@@ -3183,7 +3260,7 @@ Result<TempSweep> AtomicDirectory<S, Fs>::remove_stale_temp_files() noexcept {
 
 // ============================================================= include/atomic_state/batch.hpp ====
 
-#include <algorithm>  // std::fill_n
+#include <algorithm>  // std::fill_n, std::find
 #include <vector>     // std::vector: the files
 
 namespace atomic_state {
@@ -3262,6 +3339,18 @@ class Batch {
   /// How many targets the last commit() replaced: all of them after a
   /// success, the first ones in order after a failure.
   std::size_t replaced() const noexcept { return replaced_; }
+  /// What the batch's sweeps of stale temp files have done so far, added
+  /// up. After a successful commit, each directory that gained a file by
+  /// path is swept once in the batch's life (a directory known by its
+  /// device and inode, whatever its spelling), as
+  /// AtomicWriter::remove_stale_temp_files does: one pass over its
+  /// entries, looking only at names the library gives its temp files,
+  /// never waiting on a lock, never removing one a live save holds, never
+  /// allocating. A directory reached through an AtomicDirectory is its
+  /// handle's to sweep (at its open). A sweep's failure is not the
+  /// commit's: it counts nothing, and the commit succeeds. No sweep with
+  /// an Fs that cannot list directories (is_state_filesystem_v).
+  const TempSweep& swept() const noexcept { return swept_; }
 
  private:
   using FsRef = std::remove_reference_t<Fs>;
@@ -3270,6 +3359,8 @@ class Batch {
   Status added(Transaction* file, const Status& opened, std::string_view data) noexcept;
   Status stopped(const Status& failure) noexcept;
   bool duplicate(const Transaction& file) const noexcept;
+  void sweep_new_directories() noexcept;
+  bool first_sweep_of(const detail::DirectoryIdentity& dir) noexcept;
 
   Fs fs_;
   // The files in use are the first used_; the others wait to be reused, so
@@ -3277,6 +3368,8 @@ class Batch {
   std::vector<std::unique_ptr<Transaction>> files_;
   std::size_t used_ = 0;
   std::size_t replaced_ = 0;
+  std::vector<detail::DirectoryIdentity> swept_directories_;
+  TempSweep swept_;
 };
 
 // ========================================================= implementation ====
@@ -3286,6 +3379,7 @@ class Batch {
 template <class S, class Fs>
 void Batch<S, Fs>::reserve(std::size_t files) noexcept {
   ATOMIC_STATE_DETAIL_TRY {
+    swept_directories_.reserve(files);
     files_.reserve(files);
     while (files_.size() < files) {
       std::unique_ptr<Transaction> file(new (std::nothrow) Transaction(Steps::make(fs_)));
@@ -3481,9 +3575,46 @@ Status Batch<S, Fs>::commit(BeforeLast&& before_last) noexcept {
   ++replaced_;
   if constexpr (S::directory)
     if (Status done = Steps::sync_directory(*files_[last]); !done) return stopped(done);
+  sweep_new_directories();
   for (std::size_t i = 0; i < used_; ++i) files_[i]->discard();
   used_ = 0;
   return {};
+}
+
+// After a commit, when no temp file of the batch is left to meet: each
+// directory a file went into by path, unless an earlier commit swept it.
+template <class S, class Fs>
+void Batch<S, Fs>::sweep_new_directories() noexcept {
+  if constexpr (is_state_filesystem_v<Fs>) {  // else it cannot list a directory
+    for (std::size_t i = 0; i < used_; ++i) {
+      const Transaction& file = *files_[i];
+      detail::DirectoryIdentity dir;
+      if (Steps::through_handle(file) || !Steps::directory_identity(file, dir) ||
+          !first_sweep_of(dir))
+        continue;
+      detail::Retrying<FsRef> fs(fs_);
+      const Result<TempSweep> swept = detail::sweep_temp_files(
+          fs, Steps::directory_descriptor(file), Steps::directory_path(file));
+      if (!swept) continue;
+      swept_.removed += swept->removed;
+      swept_.in_use += swept->in_use;
+      swept_.not_regular += swept->not_regular;
+    }
+  }
+}
+
+// Whether `dir` is swept for the first time, remembering it; false when
+// there is no memory to remember it (it is then swept by the next batch).
+template <class S, class Fs>
+bool Batch<S, Fs>::first_sweep_of(const detail::DirectoryIdentity& dir) noexcept {
+  if (std::find(swept_directories_.begin(), swept_directories_.end(), dir) !=
+      swept_directories_.end())
+    return false;
+  ATOMIC_STATE_DETAIL_TRY {
+    swept_directories_.push_back(dir);
+    return true;
+  }
+  ATOMIC_STATE_DETAIL_CATCH_ALL { return false; }
 }
 
 }  // namespace ATOMIC_STATE_DETAIL_ABI
@@ -3904,10 +4035,8 @@ Result<SnapshotWriter<S, Fs>> SnapshotWriter<S, Fs>::open(PathView dir, Fs fs,
     if (Status recovered = writer.recover_current(); !recovered) return recovered;
   TempSweep swept;
   if (Status pruned = writer.prune(swept, !missing); !pruned) return pruned;
-  // A killed publisher's directory claim, as any stale temp file. What the
-  // sweep cannot remove (another user's temp file) is left: the writer
-  // needs none of it.
-  (void)writer.dir_.remove_stale_temp_files();
+  // A killed publisher's directory claim, as any stale temp file, went
+  // with the sweep of the handle's open.
   return Result<SnapshotWriter>(std::move(writer));
 }
 

@@ -53,6 +53,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -460,6 +461,44 @@ void bm_batch(benchmark::State& st, const std::string* base, const char* label) 
   run_sides(st, sides, files.bytes());
 }
 
+// What the sweep of a batch's directories costs a run: a new Batch per
+// run (as a collector woken by a timer has), which sweeps the directory its
+// four files went into once after its commit, against a reused one, which
+// swept it in the warm-up and sweeps nothing more. The directory holds
+// range(0) files of someone else's besides (the sweep reads every name,
+// looks further only at the library's temp names). Each side has a
+// directory of its own.
+template <class Policy>
+void bm_batch_sweep(benchmark::State& st, const std::string* base, const char* label) {
+  const RunFiles files;
+  const auto others = static_cast<std::size_t>(st.range(0));
+  std::vector<std::filesystem::path> new_paths, reused_paths;
+  for (int side = 0; side < 2; ++side) {
+    const std::string dir = case_dir(*base, label, side == 0 ? others : others + 1);
+    for (std::size_t i = 0; i < others; ++i)
+      std::ofstream(dir + "/other-" + std::to_string(i) + ".csv") << i;
+    for (const char* name : files.names)
+      (side == 0 ? new_paths : reused_paths).push_back(dir + "/" + name);
+  }
+  as::Batch<Policy> reused;
+  reused.reserve(RunFiles::count);
+  const auto fill_and_commit = [&](as::Batch<Policy>& batch,
+                                   const std::vector<std::filesystem::path>& paths) {
+    for (std::size_t i = 0; i < RunFiles::count; ++i)
+      if (!batch.add(paths[i], files.data[i])) return false;
+    return batch.commit().ok();
+  };
+  std::vector<Side> sides = {
+      {"library_us",
+       [&] {
+         as::Batch<Policy> fresh;
+         return fill_and_commit(fresh, new_paths);
+       }},
+      {"reused_us", [&] { return fill_and_commit(reused, reused_paths); }},
+  };
+  run_sides(st, sides, files.bytes());
+}
+
 // A snapshot publish of the same four files (a new generation directory,
 // its files synced, the generation and the parent synced, a symlink swapped
 // over "current", the old generation pruned) against bm_batch's library
@@ -683,6 +722,20 @@ int main(int argc, char** argv) {
       ->Unit(benchmark::kMicrosecond);
   // A collector's four files as one batch, and the slot for a snapshot of them.
   benchmark::RegisterBenchmark("batch/FullSync/disk", bm_batch, disk, "batch-full")
+      ->UseManualTime()
+      ->Unit(benchmark::kMicrosecond)
+      ->MinTime(disk_min_time);
+  // What sweeping a batch's directory costs a run, beside 0, 100 and 10000 other files.
+  for (const std::int64_t others : {0, 100, 10000}) {
+    benchmark::RegisterBenchmark("batch_sweep/NoSync/tmpfs", bm_batch_sweep<as::NoSync>, tmpfs,
+                                 "sweep-none")
+        ->Arg(others)
+        ->UseManualTime()
+        ->Unit(benchmark::kMicrosecond);
+  }
+  benchmark::RegisterBenchmark("batch_sweep/FullSync/disk", bm_batch_sweep<as::FullSync>, disk,
+                               "sweep-full")
+      ->Arg(100)
       ->UseManualTime()
       ->Unit(benchmark::kMicrosecond)
       ->MinTime(disk_min_time);

@@ -1,7 +1,11 @@
-// Counts heap allocations with a replaced global operator new: a save that
-// succeeds makes none, whether in one call or through a transaction, and
-// whatever spelling its path has (a string literal, as the README writes);
-// nor does a reused batch or snapshot writer.
+// Counts heap allocations with a replaced global operator new, and, outside
+// the sanitizers (which replace malloc themselves), with a replaced malloc,
+// calloc and realloc, which see the C library's own allocations too
+// (fdopendir's, say): a save that succeeds makes none, whether in one call
+// or through a transaction, and whatever spelling its path has (a string
+// literal, as the README writes); nor does a reused batch or snapshot
+// writer.
+#include <dirent.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -16,7 +20,39 @@
 namespace {
 long allocations = 0;
 long fail_after = -1;  // when >= 0: allocations left before new throws
+long mallocs = 0;      // malloc, calloc and realloc, where counted
 }  // namespace
+
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define ATOMIC_STATE_TEST_SANITIZED 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define ATOMIC_STATE_TEST_SANITIZED 1
+#endif
+#if defined(__GLIBC__) && !defined(ATOMIC_STATE_TEST_SANITIZED)
+constexpr bool mallocs_counted = true;
+extern "C" {
+void* __libc_malloc(std::size_t size);
+void* __libc_calloc(std::size_t count, std::size_t size);
+void* __libc_realloc(void* p, std::size_t size);
+void* malloc(std::size_t size) {
+  ++mallocs;
+  return __libc_malloc(size);
+}
+void* calloc(std::size_t count, std::size_t size) {
+  ++mallocs;
+  return __libc_calloc(count, size);
+}
+void* realloc(void* p, std::size_t size) {
+  ++mallocs;
+  return __libc_realloc(p, size);
+}
+}
+#else
+constexpr bool mallocs_counted = false;
+#endif
 
 void* operator new(std::size_t size) {
   ++allocations;
@@ -44,11 +80,13 @@ int failures = 0;
 
 template <class Save>
 void expect_no_allocation(const char* what, Save&& save) {
-  const long before = allocations;
+  const long before = allocations, before_malloc = mallocs;
   const bool ok = save();
-  const long made = allocations - before;
-  std::printf("%s - %s: %ld allocation(s)\n", ok && made == 0 ? "ok  " : "FAIL", what, made);
-  if (!ok || made != 0) ++failures;
+  const long made = allocations - before, made_by_malloc = mallocs - before_malloc;
+  const bool none = made == 0 && made_by_malloc == 0;
+  std::printf("%s - %s: %ld allocation(s), %ld malloc(s)%s\n", ok && none ? "ok  " : "FAIL", what,
+              made, made_by_malloc, mallocs_counted ? "" : " (malloc not counted here)");
+  if (!ok || !none) ++failures;
 }
 
 }  // namespace
@@ -158,6 +196,17 @@ int main() {
   std::printf("%s - a failed save is counted: %ld allocation(s)\n",
               failed && allocations > before ? "ok  " : "FAIL", allocations - before);
   if (!failed || allocations == before) ++failures;
+  // And the malloc counter the C library's own: opendir allocates its DIR.
+  if (mallocs_counted) {
+    const long before_malloc = mallocs;
+    const std::string listed = dir.path().string();
+    DIR* opened = ::opendir(listed.c_str());
+    if (opened != nullptr) ::closedir(opened);
+    const bool seen = opened != nullptr && mallocs > before_malloc;
+    std::printf("%s - the C library's malloc in opendir is counted: %ld malloc(s)\n",
+                seen ? "ok  " : "FAIL", mallocs - before_malloc);
+    if (!seen) ++failures;
+  }
 
   // Out of memory while a failure is being described: the save still
   // reports its step and reason instead of terminating the program.

@@ -467,6 +467,91 @@ TEST_CASE("a batch can be filled again after a commit, after a failure and after
   CHECK(fs.open_descriptors().empty());
 }
 
+TEST_CASE("a batch sweeps each directory it wrote into by path, once, after its commit",
+          "[batch][sweep]") {
+  TempDir dir;
+  const test::fs::path out = dir / "out", other = dir / "other";
+  test::fs::create_directories(out);
+  test::fs::create_directories(other);
+  // Left by killed saves, one in each directory the batch writes into.
+  for (const auto& d : {out, other, dir.path()})
+    test::write_plain(d / ".tmp-Ab12Cd", "stale", 0600);
+  test::fs::create_directory(out / ".tmp-NotOne");  // not a temp file: left, counted
+  AtomicWriter<> writer;                            // a live save: left, counted
+  auto live = writer.begin(other / "live");
+  REQUIRE(live.has_value());
+  REQUIRE(live->write("live").ok());
+
+  Batch<> batch;
+  REQUIRE(batch.add(out / "a", "a").ok());
+  REQUIRE(batch.add(other / "b", "b").ok());
+  REQUIRE(batch.add(dir / "state", "s").ok());
+  CHECK(batch.swept().removed == 0);  // nothing before the commit
+  REQUIRE(batch.commit().ok());
+  CHECK(batch.swept().removed == 3);
+  CHECK(batch.swept().in_use == 1);
+  CHECK(batch.swept().not_regular == 1);
+  for (const auto& d : {out, other, dir.path()}) CHECK_FALSE(test::fs::exists(d / ".tmp-Ab12Cd"));
+  CHECK(test::fs::is_directory(out / ".tmp-NotOne"));
+  REQUIRE(live->commit().ok());
+  CHECK(read_file(other / "live") == "live");
+
+  // Once per directory in a batch's life: its next commits sweep nothing.
+  test::write_plain(out / ".tmp-Xy12Zz", "stale", 0600);
+  REQUIRE(batch.add(out / "a", "a2").ok());
+  REQUIRE(batch.commit().ok());
+  CHECK(test::fs::exists(out / ".tmp-Xy12Zz"));
+  CHECK(batch.swept().removed == 3);
+  // A new batch (the next run) sweeps it.
+  Batch<> next;
+  REQUIRE(next.add(out / "a", "a3").ok());
+  REQUIRE(next.commit().ok());
+  CHECK(next.swept().removed == 1);
+  CHECK_FALSE(test::fs::exists(out / ".tmp-Xy12Zz"));
+}
+
+TEST_CASE("a batch knows a directory it swept by identity, not by the spelling of its path",
+          "[batch][sweep]") {
+  TempDir dir;
+  test::fs::create_directories(dir / "out");
+  test::fs::create_directory_symlink("out", dir / "link");
+  FaultFs fs;
+  TracedBatch batch(fs);
+  REQUIRE(batch.add(dir / "out" / "a", "a").ok());
+  REQUIRE(batch.add(dir / "link" / "b", "b").ok());
+  REQUIRE(batch.add(dir / "out" / ".." / "out" / "c", "c").ok());
+  REQUIRE(batch.commit().ok());
+  CHECK(fs.count(Op::list_directory) == 1);
+  REQUIRE(batch.add(dir / "link" / "a", "a").ok());
+  REQUIRE(batch.commit().ok());
+  CHECK(fs.count(Op::list_directory) == 1);
+}
+
+TEST_CASE("a batch leaves the sweep of a handle's directory to the handle", "[batch][sweep]") {
+  TempDir dir;
+  FaultFs fs;
+  auto handle = AtomicDirectory<FullSync, FaultFs&>::open(dir.path().string(), fs);
+  REQUIRE(handle.has_value());
+  const int listed = fs.count(Op::list_directory);
+  TracedBatch batch(fs);
+  REQUIRE(batch.add(*handle, "a", "a").ok());
+  REQUIRE(batch.commit().ok());
+  CHECK(fs.count(Op::list_directory) == listed);
+}
+
+TEST_CASE("a failed sweep never fails the commit it follows", "[batch][sweep]") {
+  TempDir dir;
+  test::write_plain(dir / ".tmp-Ab12Cd", "stale", 0600);
+  FaultFs fs;
+  fs.faults = {Fault{Op::list_directory, 1, EIO}};
+  TracedBatch batch(fs);
+  REQUIRE(batch.add(dir / "a", "a").ok());
+  REQUIRE(batch.commit().ok());
+  CHECK(read_file(dir / "a") == "a");
+  CHECK(batch.swept().removed == 0);
+  CHECK(test::fs::exists(dir / ".tmp-Ab12Cd"));
+}
+
 TEST_CASE("discard and the destructor remove every temp file and touch no target", "[batch]") {
   TempDir dir;
   test::write_plain(dir / "a", "old");

@@ -105,17 +105,36 @@ TEST_CASE("a missing directory is made, or an error, as MissingDirectory says", 
   CHECK(not_dir.status().code().value() == ENOTDIR);
 }
 
-TEST_CASE("a handle's sweep removes stale temp files and leaves its own alone", "[directory]") {
+TEST_CASE("opening a handle sweeps its directory, leaving a live save's temp file alone",
+          "[directory][sweep]") {
   TempDir dir;
-  // Left by killed saves: a plain temp file, and a dead handle's numbered
-  // one (its claim gone); and one of a dead handle whose claim is still
-  // there, unlocked.
+  // Left by killed saves: a plain temp file, a dead handle's numbered one
+  // (its claim gone), and one of a dead handle whose claim is still there,
+  // unlocked; and a live save's, locked.
   test::write_plain(dir / ".tmp-Ab12Cd", "stale", 0600);
   test::write_plain(dir / ".tmp-ZZZZZZ.7", "stale", 0600);
   test::write_plain(dir / ".tmp-YYYYYY", "", 0600);
   test::write_plain(dir / ".tmp-YYYYYY.1", "stale", 0600);
+  AtomicWriter<> writer;
+  auto live = writer.begin(dir / "live");
+  REQUIRE(live.has_value());
   auto handle = Directory::open(dir.path().string());
   REQUIRE(handle.has_value());
+  CHECK(handle->swept().removed == 4);
+  CHECK(handle->swept().in_use == 1);  // the live save's; its own claim is not looked at
+  CHECK(temp_files_in(dir.path()).size() == 2);
+  REQUIRE(live->commit().ok());
+}
+
+TEST_CASE("a handle's sweep removes stale temp files and leaves its own alone", "[directory]") {
+  TempDir dir;
+  auto handle = Directory::open(dir.path().string());
+  REQUIRE(handle.has_value());
+  CHECK(handle->swept().removed == 0);
+  test::write_plain(dir / ".tmp-Ab12Cd", "stale", 0600);
+  test::write_plain(dir / ".tmp-ZZZZZZ.7", "stale", 0600);
+  test::write_plain(dir / ".tmp-YYYYYY", "", 0600);
+  test::write_plain(dir / ".tmp-YYYYYY.1", "stale", 0600);
   auto tx = handle->begin("state.json");
   REQUIRE(tx.has_value());
   REQUIRE(tx->write("new").ok());

@@ -41,74 +41,72 @@ TEST_CASE("a 2-file FullSync publish makes exactly the calls of snapshot_protoco
   REQUIRE(fs.ops() == protocol::ops(protocol::snapshot_two_files(protocol::Sync::full)));
   const auto& c = fs.calls;
   const auto fd = [&](std::size_t i) { return static_cast<int>(c[i].result); };
-  // open: the directory, its claim, the lock, current, the listing.
+  // open: the directory, its claim, its sweep (not looking at the claim),
+  // the lock, current, the listing.
   CHECK(c[0].name == dir.path().string());
   const int dir_fd = fd(0);
   CHECK(c[2].name.rfind(".tmp-", 0) == 0);  // the claim
   const int claim_fd = fd(2);
-  CHECK(c[5].fd == dir_fd);
-  CHECK(c[5].name == ".snapshot.lock");
-  CHECK(c[5].mode == 0600);
-  const int lock_fd = fd(5);
-  CHECK(c[6].fd == lock_fd);  // looked at: a regular file, 0600
-  CHECK(c[7].fd == lock_fd);
-  CHECK(c[8].fd == dir_fd);
-  CHECK(c[8].name == "current");
+  CHECK(c[5].fd == dir_fd);  // the sweep's listing
+  CHECK(c[6].fd == dir_fd);
+  CHECK(c[6].name == ".snapshot.lock");
+  CHECK(c[6].mode == 0600);
+  const int lock_fd = fd(6);
+  CHECK(c[7].fd == lock_fd);  // looked at: a regular file, 0600
+  CHECK(c[8].fd == lock_fd);
   CHECK(c[9].fd == dir_fd);
-  // the sweep of stale temp files finds only the writer's own claim, in use.
-  CHECK((c[10].fd == dir_fd && c[10].name == c[2].name));
-  CHECK((c[11].fd == dir_fd && c[11].name == c[2].name));
-  CHECK(c[15].fd == dir_fd);
+  CHECK(c[9].name == "current");
+  CHECK(c[10].fd == dir_fd);
   // first add: .building-gen-3 made with its mode, opened (not followed),
   // set exactly.
-  CHECK(c[16].fd == dir_fd);
-  CHECK(c[17].name == ".building-gen-3");
-  CHECK(c[17].mode == 0755);
-  CHECK(c[18].name == ".building-gen-3");
-  const int gen_fd = fd(18);
-  CHECK(c[19].fd == gen_fd);
-  CHECK(c[19].mode == 0755);
+  CHECK(c[11].fd == dir_fd);
+  CHECK(c[12].name == ".building-gen-3");
+  CHECK(c[12].mode == 0755);
+  CHECK(c[13].name == ".building-gen-3");
+  const int gen_fd = fd(13);
+  CHECK(c[14].fd == gen_fd);
+  CHECK(c[14].mode == 0755);
   // each file created 0600 in the generation, written.
-  CHECK(c[20].fd == gen_fd);
-  CHECK(c[20].name == "a");
-  CHECK(c[20].mode == 0600);
-  const int a_fd = fd(20);
-  CHECK(c[21].fd == a_fd);
-  CHECK(c[22].name == "b");
-  const int b_fd = fd(22);
-  CHECK(c[23].fd == b_fd);
+  CHECK(c[15].fd == gen_fd);
+  CHECK(c[15].name == "a");
+  CHECK(c[15].mode == 0600);
+  const int a_fd = fd(15);
+  CHECK(c[16].fd == a_fd);
+  CHECK(c[17].name == "b");
+  const int b_fd = fd(17);
+  CHECK(c[18].fd == b_fd);
   // publish: modes, writeback, syncs, closes of a then b.
-  CHECK((c[24].fd == a_fd && c[24].mode == 0644));
-  CHECK((c[25].fd == b_fd && c[25].mode == 0640));
-  CHECK((c[26].fd == a_fd && c[27].fd == b_fd));
-  CHECK((c[28].fd == a_fd && c[29].fd == b_fd));
-  CHECK((c[30].fd == a_fd && c[31].fd == b_fd));
-  CHECK(c[32].fd == gen_fd);                             // the generation's entries durable ...
-  CHECK((c[33].fd == dir_fd && c[33].name == "gen-3"));  // ... before it is named gen-3
-  CHECK(c[34].fd == dir_fd);                             // ... and before the link naming it exists
-  CHECK(c[34].name.rfind(".current.tmp-", 0) == 0);
-  CHECK(c[34].name.size() == 19);
+  CHECK((c[19].fd == a_fd && c[19].mode == 0644));
+  CHECK((c[20].fd == b_fd && c[20].mode == 0640));
+  CHECK((c[21].fd == a_fd && c[22].fd == b_fd));
+  CHECK((c[23].fd == a_fd && c[24].fd == b_fd));
+  CHECK((c[25].fd == a_fd && c[26].fd == b_fd));
+  CHECK(c[27].fd == gen_fd);                             // the generation's entries durable ...
+  CHECK((c[28].fd == dir_fd && c[28].name == "gen-3"));  // ... before it is named gen-3
+  CHECK(c[29].fd == dir_fd);                             // ... and before the link naming it exists
+  CHECK(c[29].name.rfind(".current.tmp-", 0) == 0);
+  CHECK(c[29].name.size() == 19);
   REQUIRE(fs.link_targets.size() == 1);
   CHECK(fs.link_targets[0] == "gen-3");  // relative: the directory can move
-  CHECK(c[35].fd == dir_fd);             // the link and gen-3's name durable ...
-  CHECK(c[36].fd == dir_fd);             // ... before the rename over current
-  CHECK(c[36].name == c[34].name);
-  CHECK(c[37].fd == gen_fd);
-  CHECK(c[38].fd == dir_fd);  // the rename durable before anything is removed
-  CHECK(c[39].fd == dir_fd);
-  CHECK(c[40].name == "gen-1");
-  const int old_fd = fd(40);
-  CHECK(c[41].fd == old_fd);                             // locked: no reader holds it
-  CHECK((c[42].fd == dir_fd && c[42].name == "gen-1"));  // renamed away while locked
-  CHECK(c[43].fd == old_fd);
-  CHECK((c[44].fd == old_fd && c[44].name == "a"));
-  CHECK((c[45].fd == dir_fd && c[45].name == ".removing-gen-1"));
-  CHECK(c[46].fd == old_fd);  // the lock held to the end
+  CHECK(c[30].fd == dir_fd);             // the link and gen-3's name durable ...
+  CHECK(c[31].fd == dir_fd);             // ... before the rename over current
+  CHECK(c[31].name == c[29].name);
+  CHECK(c[32].fd == gen_fd);
+  CHECK(c[33].fd == dir_fd);  // the rename durable before anything is removed
+  CHECK(c[34].fd == dir_fd);
+  CHECK(c[35].name == "gen-1");
+  const int old_fd = fd(35);
+  CHECK(c[36].fd == old_fd);                             // locked: no reader holds it
+  CHECK((c[37].fd == dir_fd && c[37].name == "gen-1"));  // renamed away while locked
+  CHECK(c[38].fd == old_fd);
+  CHECK((c[39].fd == old_fd && c[39].name == "a"));
+  CHECK((c[40].fd == dir_fd && c[40].name == ".removing-gen-1"));
+  CHECK(c[41].fd == old_fd);  // the lock held to the end
   // the destructor: the lock, then the claim's file before its descriptor.
-  CHECK(c[47].fd == lock_fd);
-  CHECK((c[48].fd == dir_fd && c[48].name == c[2].name));
-  CHECK(c[49].fd == claim_fd);
-  CHECK(c[50].fd == dir_fd);
+  CHECK(c[42].fd == lock_fd);
+  CHECK((c[43].fd == dir_fd && c[43].name == c[2].name));
+  CHECK(c[44].fd == claim_fd);
+  CHECK(c[45].fd == dir_fd);
   CHECK(read_current(dir.path()) == Files{{"a", "new a"}, {"b", "new b"}});
 }
 

@@ -2,7 +2,7 @@
 #ifndef ATOMIC_STATE_BATCH_HPP
 #define ATOMIC_STATE_BATCH_HPP
 
-#include <algorithm>    // std::fill_n
+#include <algorithm>    // std::fill_n, std::find
 #include <cstring>      // std::memcpy
 #include <memory>       // std::unique_ptr: each file's transaction, kept for reuse
 #include <new>          // std::nothrow
@@ -87,6 +87,18 @@ class Batch {
   /// How many targets the last commit() replaced: all of them after a
   /// success, the first ones in order after a failure.
   std::size_t replaced() const noexcept { return replaced_; }
+  /// What the batch's sweeps of stale temp files have done so far, added
+  /// up. After a successful commit, each directory that gained a file by
+  /// path is swept once in the batch's life (a directory known by its
+  /// device and inode, whatever its spelling), as
+  /// AtomicWriter::remove_stale_temp_files does: one pass over its
+  /// entries, looking only at names the library gives its temp files,
+  /// never waiting on a lock, never removing one a live save holds, never
+  /// allocating. A directory reached through an AtomicDirectory is its
+  /// handle's to sweep (at its open). A sweep's failure is not the
+  /// commit's: it counts nothing, and the commit succeeds. No sweep with
+  /// an Fs that cannot list directories (is_state_filesystem_v).
+  const TempSweep& swept() const noexcept { return swept_; }
 
  private:
   using FsRef = std::remove_reference_t<Fs>;
@@ -95,6 +107,8 @@ class Batch {
   Status added(Transaction* file, const Status& opened, std::string_view data) noexcept;
   Status stopped(const Status& failure) noexcept;
   bool duplicate(const Transaction& file) const noexcept;
+  void sweep_new_directories() noexcept;
+  bool first_sweep_of(const detail::DirectoryIdentity& dir) noexcept;
 
   Fs fs_;
   // The files in use are the first used_; the others wait to be reused, so
@@ -102,6 +116,8 @@ class Batch {
   std::vector<std::unique_ptr<Transaction>> files_;
   std::size_t used_ = 0;
   std::size_t replaced_ = 0;
+  std::vector<detail::DirectoryIdentity> swept_directories_;
+  TempSweep swept_;
 };
 
 // ========================================================= implementation ====
@@ -111,6 +127,7 @@ class Batch {
 template <class S, class Fs>
 void Batch<S, Fs>::reserve(std::size_t files) noexcept {
   ATOMIC_STATE_DETAIL_TRY {
+    swept_directories_.reserve(files);
     files_.reserve(files);
     while (files_.size() < files) {
       std::unique_ptr<Transaction> file(new (std::nothrow) Transaction(Steps::make(fs_)));
@@ -306,9 +323,46 @@ Status Batch<S, Fs>::commit(BeforeLast&& before_last) noexcept {
   ++replaced_;
   if constexpr (S::directory)
     if (Status done = Steps::sync_directory(*files_[last]); !done) return stopped(done);
+  sweep_new_directories();
   for (std::size_t i = 0; i < used_; ++i) files_[i]->discard();
   used_ = 0;
   return {};
+}
+
+// After a commit, when no temp file of the batch is left to meet: each
+// directory a file went into by path, unless an earlier commit swept it.
+template <class S, class Fs>
+void Batch<S, Fs>::sweep_new_directories() noexcept {
+  if constexpr (is_state_filesystem_v<Fs>) {  // else it cannot list a directory
+    for (std::size_t i = 0; i < used_; ++i) {
+      const Transaction& file = *files_[i];
+      detail::DirectoryIdentity dir;
+      if (Steps::through_handle(file) || !Steps::directory_identity(file, dir) ||
+          !first_sweep_of(dir))
+        continue;
+      detail::Retrying<FsRef> fs(fs_);
+      const Result<TempSweep> swept = detail::sweep_temp_files(
+          fs, Steps::directory_descriptor(file), Steps::directory_path(file));
+      if (!swept) continue;
+      swept_.removed += swept->removed;
+      swept_.in_use += swept->in_use;
+      swept_.not_regular += swept->not_regular;
+    }
+  }
+}
+
+// Whether `dir` is swept for the first time, remembering it; false when
+// there is no memory to remember it (it is then swept by the next batch).
+template <class S, class Fs>
+bool Batch<S, Fs>::first_sweep_of(const detail::DirectoryIdentity& dir) noexcept {
+  if (std::find(swept_directories_.begin(), swept_directories_.end(), dir) !=
+      swept_directories_.end())
+    return false;
+  ATOMIC_STATE_DETAIL_TRY {
+    swept_directories_.push_back(dir);
+    return true;
+  }
+  ATOMIC_STATE_DETAIL_CATCH_ALL { return false; }
 }
 
 }  // namespace ATOMIC_STATE_DETAIL_ABI

@@ -87,6 +87,11 @@ class AtomicDirectory {
   /// The sweep of stale temp files of the directory, as
   /// AtomicWriter::remove_stale_temp_files; this handle's own are in use.
   Result<TempSweep> remove_stale_temp_files() noexcept;
+  /// What open()'s own sweep did: open() sweeps the directory once, as
+  /// remove_stale_temp_files() does (without looking at the handle's
+  /// claim), when the Fs can list directories (is_state_filesystem_v). Its
+  /// failure is not open()'s: it counts nothing.
+  const TempSweep& swept() const noexcept { return swept_; }
 
   /// The directory's path, as given to open().
   std::string_view path() const noexcept { return {path_, path_len_}; }
@@ -111,6 +116,7 @@ class AtomicDirectory {
   int dir_fd_ = -1;
   int claim_fd_ = -1;                     // holds the claim's lock
   std::unique_ptr<detail::Claim> claim_;  // its address outlives moves
+  TempSweep swept_;
   std::size_t path_len_ = 0;
   char path_[ATOMIC_STATE_PATH_MAX] = {};
 };
@@ -162,6 +168,12 @@ Result<AtomicDirectory<S, Fs>> AtomicDirectory<S, Fs>::open(PathView dir, Fs fs,
       !opened)
     return opened;
   Steps::hand_over_as_claim(claiming, handle);
+  if constexpr (is_state_filesystem_v<Fs>) {
+    detail::Retrying<FsRef> retrying(handle.fs_);
+    const Result<TempSweep> swept =
+        detail::sweep_temp_files(retrying, handle.dir_fd_, handle.path(), handle.claim_->name);
+    if (swept) handle.swept_ = *swept;
+  }
   return Result<AtomicDirectory>(std::move(handle));
 }
 
@@ -171,6 +183,7 @@ AtomicDirectory<S, Fs>::AtomicDirectory(AtomicDirectory&& other) noexcept
       dir_fd_(std::exchange(other.dir_fd_, -1)),
       claim_fd_(std::exchange(other.claim_fd_, -1)),
       claim_(std::move(other.claim_)),
+      swept_(other.swept_),
       path_len_(other.path_len_) {
   std::memcpy(path_, other.path_, path_len_);
 }
@@ -183,6 +196,7 @@ AtomicDirectory<S, Fs>& AtomicDirectory<S, Fs>::operator=(AtomicDirectory&& othe
   dir_fd_ = std::exchange(other.dir_fd_, -1);
   claim_fd_ = std::exchange(other.claim_fd_, -1);
   claim_ = std::move(other.claim_);
+  swept_ = other.swept_;
   path_len_ = other.path_len_;
   std::memcpy(path_, other.path_, path_len_);
   return *this;

@@ -424,10 +424,8 @@ Result<SnapshotWriter<S, Fs>> SnapshotWriter<S, Fs>::open(PathView dir, Fs fs,
     if (Status recovered = writer.recover_current(); !recovered) return recovered;
   TempSweep swept;
   if (Status pruned = writer.prune(swept, !missing); !pruned) return pruned;
-  // A killed publisher's directory claim, as any stale temp file. What the
-  // sweep cannot remove (another user's temp file) is left: the writer
-  // needs none of it.
-  (void)writer.dir_.remove_stale_temp_files();
+  // A killed publisher's directory claim, as any stale temp file, went
+  // with the sweep of the handle's open.
   return Result<SnapshotWriter>(std::move(writer));
 }
 

@@ -169,6 +169,14 @@ class WriteTransaction {
 };
 
 namespace detail {
+/// A directory known by its device and inode, as opened.
+struct DirectoryIdentity {
+  std::uint64_t device = 0, inode = 0;
+  bool operator==(const DirectoryIdentity& other) const noexcept {
+    return device == other.device && inode == other.inode;
+  }
+};
+
 /// The one door into a WriteTransaction for the library's own handles
 /// (AtomicWriter, AtomicDirectory, Batch): how one is made and opened, the
 /// steps of its commit, each callable alone so that a Batch can take them
@@ -254,6 +262,18 @@ struct TransactionSteps {
   }
   /// The descriptor of `t`'s directory, for a sweep of it.
   static int directory_descriptor(const Transaction& t) noexcept { return t.dir_fd_; }
+  /// `t`'s directory, for messages ("." for a bare file name).
+  static std::string_view directory_path(const Transaction& t) noexcept {
+    return t.dir_for_messages();
+  }
+  /// Whether `t` saves through an AtomicDirectory, whose open swept.
+  static bool through_handle(const Transaction& t) noexcept { return t.claim_ != nullptr; }
+  /// The identity of `t`'s directory (learn_directory), when known.
+  static bool directory_identity(const Transaction& t, DirectoryIdentity& out) noexcept {
+    if (!t.dir_known_) return false;
+    out = DirectoryIdentity{t.dir_device_, t.dir_inode_};
+    return true;
+  }
   /// "dir/name", for messages.
   static JoinedPath target(const Transaction& t) noexcept {
     return JoinedPath(t.dir_prefix(), std::string_view(t.name(), t.name_len_));
@@ -1254,8 +1274,8 @@ namespace detail {
 template <class Fs>
 class TempSweeper {
  public:
-  TempSweeper(Fs& fs, int dir_fd, std::string_view dir) noexcept
-      : fs_(fs), dir_fd_(dir_fd), dir_(dir) {}
+  TempSweeper(Fs& fs, int dir_fd, std::string_view dir, std::string_view own) noexcept
+      : fs_(fs), dir_fd_(dir_fd), dir_(dir), own_(own) {}
 
   Result<TempSweep> run() noexcept {
     const int listed = fs_.list_directory(dir_fd_, &TempSweeper::visit, this);
@@ -1267,7 +1287,8 @@ class TempSweeper {
  private:
   static void visit(void* self, const char* name) noexcept {
     auto* sweeper = static_cast<TempSweeper*>(self);
-    const OwnedName owned = owned_name(name);  // the rule saves refuse targets by
+    if (std::string_view(name) == sweeper->own_) return;  // the caller's own, held for its life
+    const OwnedName owned = owned_name(name);             // the rule saves refuse targets by
     if (owned == OwnedName::temp)
       sweeper->examine(name);
     else if (owned == OwnedName::claimed_temp)
@@ -1350,13 +1371,17 @@ class TempSweeper {
   Fs& fs_;
   int dir_fd_;
   std::string_view dir_;
+  std::string_view own_;
   TempSweep sweep_;
   Status failure_;
 };
 
+/// One sweep of the directory `dir_fd` (`dir` in messages), leaving alone
+/// the entry `own` (an AtomicDirectory's claim) without looking at it.
 template <class Fs>
-Result<TempSweep> sweep_temp_files(Fs& fs, int dir_fd, std::string_view dir) noexcept {
-  return TempSweeper<Fs>(fs, dir_fd, dir).run();
+Result<TempSweep> sweep_temp_files(Fs& fs, int dir_fd, std::string_view dir,
+                                   std::string_view own = {}) noexcept {
+  return TempSweeper<Fs>(fs, dir_fd, dir, own).run();
 }
 
 }  // namespace detail

@@ -351,13 +351,15 @@ inline BatchCalls directory_add(int file, bool learns = false) {
 
 /// AtomicDirectory::open of an existing directory: opened, and claimed by
 /// an empty locked temp file ($C), made as a save makes its temp file
-/// (the name ".atomic-directory-claim" looked at as its target).
+/// (the name ".atomic-directory-claim" looked at as its target); then
+/// listed for stale temp files (none here).
 inline BatchCalls directory_open(int first_file) {
   return for_file(Calls{{Op::open_directory, Step::open_directory, "$D"},
                         {Op::entry_info, Step::check_path, "$D/.atomic-directory-claim"},
                         {Op::create_file, Step::create_temp_file, "$C"},
                         {Op::try_lock, Step::none, ""},
-                        {Op::file_info, Step::none, ""}},
+                        {Op::file_info, Step::none, ""},
+                        {Op::list_directory, Step::none, ""}},
                   first_file);
 }
 
@@ -396,6 +398,8 @@ inline BatchCalls directory_write(Sync sync) {
 ///   use: before the last rename, so the last file is never durable before
 ///   the files it follows;
 ///   the last file renamed, and its directory synced;
+///   by path: each directory the batch has not swept yet listed for stale
+///   temp files (none here), once, in order of first use;
 ///   by path: each file's lock and directory descriptors closed.
 inline BatchCalls batch_commit(Sync sync, const std::vector<int>& dirs, bool handles = false) {
   const int n = static_cast<int>(dirs.size());
@@ -422,6 +426,11 @@ inline BatchCalls batch_commit(Sync sync, const std::vector<int>& dirs, bool han
   out.push_back({{Op::rename, Step::rename, "$T"}, last, last});
   if (syncs_directories(sync))
     out.push_back({{Op::sync_full, Step::sync_directory, "$D", true}, last, n});
+  if (!handles)
+    for (int i = 0; i < n; ++i)
+      if (std::find(dirs.begin(), dirs.begin() + i, dirs[static_cast<std::size_t>(i)]) ==
+          dirs.begin() + i)
+        out.push_back({{Op::list_directory, Step::none, ""}, i, n});
   if (!handles)
     for (int i = 0; i < n; ++i) {
       out.push_back({{Op::close, Step::none, ""}, i, n});  // the lock's descriptor

@@ -19,13 +19,13 @@
 namespace test::protocol {
 
 /// SnapshotWriter::open of an existing snapshot directory: the directory
-/// opened and claimed as an AtomicDirectory claims it; the lock file made
-/// or opened, looked at and locked; `current` read; the directory listed
-/// for what a killed publisher left, then `stale_links` temp symlinks
-/// removed and a half-built generation (opened, listed, each of its
-/// `stale_generation_files` removed, removed, closed) as $S; then the sweep
-/// of stale temp files, which finds the writer's own claim, and whose
-/// failures open() survives (what it cannot remove, it leaves).
+/// opened and claimed as an AtomicDirectory claims it, and swept of stale
+/// temp files as it is (a killed publisher's claim; the writer's own is not
+/// looked at; a failure open() survives); the lock file made or opened,
+/// looked at and locked; `current` read; the directory listed for what a
+/// killed publisher left, then `stale_links` temp symlinks removed and a
+/// half-built generation (opened, listed, each of its
+/// `stale_generation_files` removed, removed, closed) as $S.
 inline Calls snapshot_open(int stale_links = 0, int stale_generation_files = -1) {
   Calls calls = {{Op::open_directory, Step::open_directory, "$D"},
                  {Op::entry_info, Step::check_path, "$D/.atomic-directory-claim"},
@@ -34,6 +34,9 @@ inline Calls snapshot_open(int stale_links = 0, int stale_generation_files = -1)
                  // protection only; but the next lock taken is the writer's.
                  {Op::try_lock, Step::none, "", false, Step::lock_run, "$K"},
                  {Op::file_info, Step::none, "", false, Step::lock_run, "$K"},
+                 // The sweep's listing: a failure open() survives; but the
+                 // next listing is the one open() needs.
+                 {Op::list_directory, Step::none, "", false, Step::remove_temp_file, "$D"},
                  {Op::open_or_create, Step::lock_run, "$K"},
                  {Op::file_info, Step::lock_run, "$K"},  // a regular file, 0600
                  {Op::try_lock, Step::lock_run, "$K"},
@@ -49,14 +52,6 @@ inline Calls snapshot_open(int stale_links = 0, int stale_generation_files = -1)
     calls.push_back({Op::remove_directory, Step::remove_temp_file, "$S"});
     calls.push_back({Op::close, Step::none, ""});
   }
-  // The sweep of stale temp files (a killed publisher's claim): it finds
-  // only this writer's own claim, locked, so in use.
-  calls.push_back({Op::entry_info, Step::none, ""});
-  calls.push_back({Op::open_file, Step::none, ""});
-  calls.push_back({Op::file_info, Step::none, ""});
-  calls.push_back({Op::try_lock, Step::none, ""});
-  calls.push_back({Op::close, Step::none, ""});
-  calls.push_back({Op::list_directory, Step::none, ""});
   return calls;
 }
 
@@ -142,20 +137,7 @@ inline Calls snapshot_close() {
 /// file) and gen-2 (current), add $G/a and $G/b, publish (gen-1 pruned),
 /// destroy the writer.
 inline Calls snapshot_two_files(Sync sync) {
-  Calls open = snapshot_open();
-  // A close failing for good from the sweep's on fails next at a's close.
-  for (Call& c : open) {
-    if (c.op == Op::close) {
-      c.later_fails_as = Step::close_temp_file;
-      c.later_names = "$B/a";
-    }
-    // A listing failing for good from the sweep's on fails the first add's.
-    if (c.op == Op::list_directory && c.fails_as == Step::none) {
-      c.later_fails_as = Step::create_directory;
-      c.later_names = "$D";
-    }
-  }
-  return open + snapshot_first_add("$B/a") + snapshot_add("$B/b") +
+  return snapshot_open() + snapshot_first_add("$B/a") + snapshot_add("$B/b") +
          snapshot_publish(sync, {"$B/a", "$B/b"}) + snapshot_close();
 }
 
