@@ -843,14 +843,17 @@ struct PosixFs {
   /// fremovexattr(fd, name) on Linux (-ENODATA when there is none);
   /// elsewhere -ENOTSUP.
   int remove_attribute(int fd, const char* name) noexcept;
-  /// realpath(path, out), `out` holding ATOMIC_STATE_PATH_MAX bytes: for
-  /// WriteOptions::follow_symlinks. Optional: without it, following a
-  /// symlink at the target fails (check_path, ENOTSUP).
+  /// realpath(path, out), `out` holding ATOMIC_STATE_PATH_MAX bytes. No
+  /// longer called: WriteOptions::follow_symlinks follows each link itself
+  /// (read_link, file_info_at, user_id), to refuse the links
+  /// fs.protected_symlinks guards, which realpath(3) follows.
   int real_path(const char* path, char* out) noexcept;
   /// geteuid(): the user the process acts as, to tell a lock file of its
-  /// own from another user's. Cannot fail. Optional: without it, a
-  /// SnapshotWriter's lock file is not checked for its owner (its link
-  /// count still is).
+  /// own from another user's, and a symlink of its own in a sticky
+  /// directory (WriteOptions::follow_symlinks). Cannot fail. Optional:
+  /// without it, a SnapshotWriter's lock file is not checked for its owner
+  /// (its link count still is), and follow_symlinks takes no link in a
+  /// sticky, world-writable directory for the process's own.
   std::uint32_t user_id() noexcept;
 
   // ---- what a snapshot adds (is_snapshot_filesystem_v)
@@ -863,7 +866,8 @@ struct PosixFs {
   /// symlinkat(target, dir_fd, name).
   int make_symlink(const char* target, int dir_fd, const char* name) noexcept;
   /// readlinkat(dir_fd, name, buffer, size): the length of the target (not
-  /// terminated); a target of `size` bytes or more is -ENAMETOOLONG.
+  /// terminated); a target of `size` bytes or more is -ENAMETOOLONG. With
+  /// file_info_at, what WriteOptions::follow_symlinks needs (detected).
   ssize_t read_link(int dir_fd, const char* name, char* buffer, std::size_t size) noexcept;
 
   // ---- what a SnapshotReader adds (is_snapshot_reader_filesystem_v)
@@ -1108,9 +1112,11 @@ struct has_attributes<
                    decltype(std::declval<F&>().remove_attribute(0, "")),
                    decltype(std::declval<F&>().open_file(0, ""))>> : std::true_type {};
 template <class F, class = void>
-struct has_real_path : std::false_type {};
+struct has_link_reading : std::false_type {};
 template <class F>
-struct has_real_path<F, std::void_t<decltype(std::declval<F&>().real_path("", nullptr))>>
+struct has_link_reading<
+    F, std::void_t<decltype(std::declval<F&>().read_link(0, "", nullptr, std::size_t{})),
+                   decltype(std::declval<F&>().file_info_at(0, "", std::declval<FileInfo&>()))>>
     : std::true_type {};
 }  // namespace detail
 
@@ -1574,10 +1580,15 @@ struct WriteOptions {
   bool create_directories = true;  ///< create missing parent directories, as mkdir -p
   ModeFrom mode_from = ModeFrom::given;
   /// A symlink at the target is replaced by the file (false, the default),
-  /// or resolved, and the file it leads to replaced in its own directory
-  /// (true, as QSaveFile does); a dangling or looping link is then an error
-  /// (check_path, ENOENT or ELOOP), as is an Fs without real_path
-  /// (ENOTSUP). Paths only: an AtomicDirectory refuses it (EINVAL).
+  /// or followed, and the file it leads to replaced in its own directory
+  /// (true, as QSaveFile does). Each link is followed as the kernel follows
+  /// one under fs.protected_symlinks, whatever that sysctl says: a link in
+  /// a sticky, world-writable directory (/tmp) owned by neither the
+  /// process's user nor the directory's owner is refused (check_path,
+  /// EACCES), so that another user's link there cannot send the save
+  /// elsewhere. A dangling or looping link is an error (check_path, ENOENT
+  /// or ELOOP), as is an Fs without read_link and file_info_at (ENOTSUP).
+  /// Paths only: an AtomicDirectory refuses it (EINVAL).
   bool follow_symlinks = false;
 };
 
@@ -1614,6 +1625,12 @@ class WriteTransaction {
   /// ".tmp-XXXXXX.N" in an AtomicDirectory), empty once the transaction is
   /// over.
   std::string_view temp_name() const noexcept;
+  /// The directory the temp file is in, and the target: the path's, or,
+  /// under WriteOptions::follow_symlinks, that of the file the symlinks
+  /// lead to (as the links spell it, not made canonical); "." for a bare
+  /// name. With temp_name(), the temp file's path, for a signal handler
+  /// that must remove it.
+  std::string_view directory() const noexcept { return dir_for_messages(); }
 
  private:
   using FsRef = std::remove_reference_t<Fs>;
@@ -1630,6 +1647,8 @@ class WriteTransaction {
                  const WriteOptions& options, Commit commit, detail::Claim& claim) noexcept;
   Status open_through_symlink(std::string_view path, const WriteOptions& options,
                               Commit commit) noexcept;
+  int follow_link(char* at, const FileInfo& link) noexcept;
+  Status refuse_link(std::string_view path, const char* at, int neg_errno) noexcept;
   Status check_target(const WriteOptions& options) noexcept;
   Status choose_mode(const WriteOptions& options, const FileInfo* existing) noexcept;
   Status make_parent_directories() noexcept;
@@ -2275,32 +2294,89 @@ Status WriteTransaction<S, Fs>::open_in(int dir_fd, std::string_view dir, std::s
 
 // The calls an option needs, where the Fs offers them.
 
-// WriteOptions::follow_symlinks: a symlink at the target is resolved, and
-// the file it leads to is the target, in its own directory.
+namespace detail {
+/// The most symlinks one save follows, as Linux's MAXSYMLINKS: more is a loop.
+constexpr int kMaxSymlinkHops = 40;
+
+/// Whether the rule of Linux's fs.protected_symlinks forbids `follower` to
+/// follow `link`, a symlink in the directory `dir`: a link in a sticky,
+/// world-writable directory is followed only by its owner, or when the
+/// directory's owner owns it too. Applied whatever the sysctl says.
+inline bool protected_symlink(const FileInfo& link, const FileInfo& dir,
+                              std::uint32_t follower) noexcept {
+  return (dir.mode & 01002u) == 01002u && link.owner != follower && link.owner != dir.owner;
+}
+}  // namespace detail
+
+// WriteOptions::follow_symlinks: the symlinks at the end of the path are
+// followed one by one, each checked as the kernel checks a link it follows,
+// and the file the last leads to is the target, in its own directory. The
+// directories on the way are the kernel's to resolve, as in any path.
 template <class S, class Fs>
 Status WriteTransaction<S, Fs>::open_through_symlink(std::string_view path,
                                                      const WriteOptions& options,
                                                      Commit commit) noexcept {
   WriteOptions plain = options;
   plain.follow_symlinks = false;
-  char given[ATOMIC_STATE_PATH_MAX];  // path_problem checked that it fits
-  std::memcpy(given, path.data(), path.size());
-  given[path.size()] = '\0';
-  FileInfo info;
-  if (fs_.entry_info(AT_FDCWD, given, info) < 0 || info.type != FileType::symlink)
-    return open(path, plain, commit);
-  int r = -ENOTSUP;
-  char resolved[ATOMIC_STATE_PATH_MAX];
-  if constexpr (detail::has_real_path<FsRef>::value) r = fs_.real_path(given, resolved);
-  if (r < 0) {
-    phase_ = Phase::failed;
-    error_ = Status(Step::check_path, detail::system_error(r), path, path, false,
-                    r == -ENOTSUP ? "WriteOptions::follow_symlinks: the Fs has no real_path"
-                                  : "the symlink at the target leads to no file (dangling, or "
-                                    "a loop)");
-    return error_;
+  char at[ATOMIC_STATE_PATH_MAX];  // path_problem checked that it fits
+  std::memcpy(at, path.data(), path.size());
+  at[path.size()] = '\0';
+  for (int hops = 0;; ++hops) {
+    FileInfo link;
+    int r = fs_.entry_info(AT_FDCWD, at, link);
+    if ((r < 0 && hops == 0) || (r >= 0 && link.type != FileType::symlink))
+      return open(at, plain, commit);  // a missing target is made; open reports the rest
+    if (r >= 0) r = hops == detail::kMaxSymlinkHops ? -ELOOP : follow_link(at, link);
+    if (r < 0) return refuse_link(path, at, r);
   }
-  return open(resolved, plain, commit);
+}
+
+// Replaces `at`, the path of the symlink `link`, with the path it leads to:
+// 0, or -errno (-EACCES: the link is one fs.protected_symlinks guards).
+template <class S, class Fs>
+int WriteTransaction<S, Fs>::follow_link(char* at, const FileInfo& link) noexcept {
+  if constexpr (!detail::has_link_reading<FsRef>::value) {
+    (void)at, (void)link;
+    return -ENOTSUP;
+  } else {
+    const char* const slash = std::strrchr(at, '/');
+    const std::size_t name_at = slash == nullptr ? 0 : static_cast<std::size_t>(slash - at) + 1;
+    char dir[ATOMIC_STATE_PATH_MAX];  // the link's directory: "/" for "/name"
+    const std::size_t dir_len = slash == nullptr ? 1 : name_at > 1 ? name_at - 1 : 1;
+    std::memcpy(dir, slash == nullptr ? "." : at, dir_len);
+    dir[dir_len] = '\0';
+    FileInfo parent;
+    const int r = fs_.file_info_at(AT_FDCWD, dir, parent);
+    if (r < 0) return r;
+    std::uint32_t follower = static_cast<std::uint32_t>(-1);  // unknown: nobody's
+    if constexpr (detail::has_user_id<FsRef>::value) follower = fs_.user_id();
+    if (detail::protected_symlink(link, parent, follower)) return -EACCES;
+    char to[ATOMIC_STATE_PATH_MAX];
+    const ssize_t n = fs_.read_link(AT_FDCWD, at, to, sizeof to);
+    if (n <= 0) return n < 0 ? static_cast<int>(n) : -ENOENT;
+    const std::size_t keep = to[0] == '/' ? 0 : name_at;  // "dir/" before a relative one
+    if (keep + static_cast<std::size_t>(n) >= ATOMIC_STATE_PATH_MAX) return -ENAMETOOLONG;
+    std::memcpy(at + keep, to, static_cast<std::size_t>(n));
+    at[keep + static_cast<std::size_t>(n)] = '\0';
+    return 0;
+  }
+}
+
+// Fails the transaction on the symlink `at` that could not be followed.
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::refuse_link(std::string_view path, const char* at,
+                                            int neg_errno) noexcept {
+  const char* note = "the symlink at the target leads to no file (dangling, or a loop)";
+  if (neg_errno == -ENOTSUP)
+    note = "WriteOptions::follow_symlinks: the Fs has no read_link and file_info_at";
+  else if (neg_errno == -EACCES)
+    note =
+        "not followed, as fs.protected_symlinks would not: a symlink in a sticky, "
+        "world-writable directory is followed only by its owner, or when the directory's "
+        "owner owns it (or a directory on the way is not searchable)";
+  phase_ = Phase::failed;
+  error_ = Status(Step::check_path, detail::system_error(neg_errno), at, path, false, note);
+  return error_;
 }
 
 // Refuses, before a byte is written, a target the rename could not replace

@@ -19,11 +19,13 @@
 //
 // A symlink at FILE is followed, as every file tool does: the file it leads
 // to is replaced, in its own directory, and the link stays (a dangling one
-// is refused). --no-follow replaces the link itself, as a new file. Missing
-// parent directories are an error (a typo or an unmounted volume must not
-// write to the wrong disk); -p/--parents makes them. A FILE with other hard
-// links is replaced under its name only: the other names keep the old file,
-// as with `sed -i`.
+// is refused, and so is a link the kernel's fs.protected_symlinks guards:
+// another user's link in a sticky, world-writable directory such as /tmp,
+// whatever the sysctl says). --no-follow replaces the link itself, as a
+// new file. Missing parent directories are an error (a typo or an
+// unmounted volume must not write to the wrong disk); -p/--parents makes
+// them. A FILE with other hard links is replaced under its name only: the
+// other names keep the old file, as with `sed -i`.
 //
 // A pipe does not carry the exit status of the command before it: a grep
 // that matched nothing, or a command killed half-way, leaves atomic-write
@@ -48,7 +50,6 @@
 // error; 3 FILE replaced, but the directory sync failed (not known durable);
 // with COMMAND, COMMAND's own failing status, FILE unchanged.
 #include <fcntl.h>
-#include <limits.h>
 #include <spawn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -89,7 +90,9 @@ const char kUsageText[] =
     "is in it. Where these cannot be copied, FILE is left as it was rather than\n"
     "replaced more open. A new FILE gets mode 0666 & ~umask and the caller's\n"
     "owner. A symlink at FILE is followed: the file it leads to is replaced, in\n"
-    "its own directory, and a dangling one is refused. FILE must be a regular\n"
+    "its own directory; a dangling one is refused, and so is another user's\n"
+    "link in a sticky world-writable directory such as /tmp (the rule of\n"
+    "fs.protected_symlinks, applied whatever the sysctl). FILE must be a regular\n"
     "file or missing: a device, FIFO, socket or directory (or a symlink to one)\n"
     "is refused. \"-\" is refused too: write ./- for a file named -. A FILE with\n"
     "other hard links is replaced under its name only: the other names keep the\n"
@@ -333,7 +336,7 @@ bool refuse_special_file(const char* file) {
 // The full path of the open transaction's temp file, for the signal handler
 // (empty: none yet), written with the signals blocked; and COMMAND's process
 // while it runs (0: none).
-char temp_path[ATOMIC_STATE_PATH_MAX + 16];
+char temp_path[ATOMIC_STATE_PATH_MAX + 48];
 volatile std::sig_atomic_t command_pid = 0;
 constexpr int kCleanupSignals[] = {SIGHUP, SIGINT, SIGTERM};
 
@@ -384,19 +387,17 @@ class RemoveTempOnSignal {
     }
   }
 
-  // The temp file is `temp_name` in the directory of `file` (FILE, or what
-  // a symlink there leads to): up to and including its last slash, or the
-  // working directory. Written with the signals blocked, so the handler
-  // never reads half a path.
-  void remove_on_signal(const char* file, std::string_view temp_name) {
+  // The temp file is `temp_name` in `directory` (FILE's, or that of what a
+  // symlink there leads to). Written with the signals blocked, so the
+  // handler never reads half a path.
+  void remove_on_signal(std::string_view directory, std::string_view temp_name) {
     sigset_t block, old;
     sigemptyset(&block);
     for (const int sig : kCleanupSignals) sigaddset(&block, sig);
     (void)::sigprocmask(SIG_BLOCK, &block, &old);
-    const char* slash = std::strrchr(file, '/');
-    const int dir_len = slash == nullptr ? 0 : static_cast<int>(slash - file + 1);
-    const int n = std::snprintf(temp_path, sizeof temp_path, "%.*s%.*s", dir_len, file,
-                                static_cast<int>(temp_name.size()), temp_name.data());
+    const int n =
+        std::snprintf(temp_path, sizeof temp_path, "%.*s/%.*s", static_cast<int>(directory.size()),
+                      directory.data(), static_cast<int>(temp_name.size()), temp_name.data());
     if (temp_name.empty() || n < 0 || static_cast<std::size_t>(n) >= sizeof temp_path)
       temp_path[0] = '\0';
     (void)::sigprocmask(SIG_SETMASK, &old, nullptr);
@@ -410,22 +411,24 @@ class RemoveTempOnSignal {
 
 // With --mode, what the new FILE still takes from the file it replaces:
 // its owner and group, as without --mode (the library's ModeFrom::existing
-// then gives the mode, ACL and context too). Read with lstat of the file
-// to be replaced (what a symlink at FILE leads to, unless --no-follow: a
-// symlink itself has no owner to keep). Read just before the transaction
-// begins; a chown of FILE after that is lost, as it would be to any
-// rewrite. An lstat that fails leaves nothing to keep: begin() then reports
-// what is wrong.
+// then gives the mode, ACL and context too). Read with stat of FILE (what
+// a symlink there leads to), or lstat with --no-follow (a symlink itself
+// has no owner to keep); the library follows the links again, refusing
+// one fs.protected_symlinks guards, before anything is written. Read just
+// before the transaction begins; a chown of FILE after that is lost, as it
+// would be to any rewrite. A stat that fails leaves nothing to keep:
+// begin() then reports what is wrong.
 struct Kept {
   bool owner = false;  // give the new file uid and gid
   uid_t uid = 0;
   gid_t gid = 0;
 };
 
-Kept what_to_keep(const Options& options, const char* target) {
+Kept what_to_keep(const Options& options) {
   Kept kept;
   struct stat old {};
-  if (options.mode_given && ::lstat(target, &old) == 0 && S_ISREG(old.st_mode)) {
+  const int r = options.follow ? ::stat(options.file, &old) : ::lstat(options.file, &old);
+  if (options.mode_given && r == 0 && S_ISREG(old.st_mode)) {
     kept.owner = true;
     kept.uid = old.st_uid;
     kept.gid = old.st_gid;
@@ -578,7 +581,7 @@ int refuse_short_input(const Options& options, std::uint64_t got) {
 // first bytes wait in memory. With COMMAND, nothing is committed before it
 // ended with status 0.
 template <class Sync>
-int replace(const Options& options, const char* target) {
+int replace(const Options& options) {
   // Declared first, so that it is disarmed only after the transaction's
   // destructor has removed the temp file.
   RemoveTempOnSignal cleanup;
@@ -589,6 +592,7 @@ int replace(const Options& options, const char* target) {
   // (one thread: setting it back at once changes nothing for anyone).
   atomic_state::WriteOptions write_options;
   write_options.create_directories = options.parents;
+  write_options.follow_symlinks = options.follow;
   if (options.mode_given) {
     write_options.mode = options.mode;
   } else {
@@ -598,13 +602,13 @@ int replace(const Options& options, const char* target) {
     write_options.mode_from = atomic_state::ModeFrom::existing;
   }
   using Writer = atomic_state::AtomicWriter<Sync, KeepOwnerFs>;
-  Writer writer{KeepOwnerFs(what_to_keep(options, target))};
+  Writer writer{KeepOwnerFs(what_to_keep(options))};
   std::optional<typename Writer::Transaction> transaction;
   const auto begin = [&] {
-    auto begun = writer.begin(target, write_options);
+    auto begun = writer.begin(options.file, write_options);
     if (!begun) return report(begun.status());
     transaction.emplace(std::move(*begun));
-    cleanup.remove_on_signal(target, transaction->temp_name());
+    cleanup.remove_on_signal(transaction->directory(), transaction->temp_name());
     return kReplaced;
   };
 
@@ -650,24 +654,6 @@ int replace(const Options& options, const char* target) {
   return report(transaction->commit());
 }
 
-// The file to replace: FILE, or, unless --no-follow, the file a symlink
-// there leads to (resolved here rather than by the library, so that the
-// signal handler knows the temp file's directory). A dangling or looping
-// symlink is refused. Empty after saying why it failed.
-std::string file_to_replace(const Options& options) {
-  struct stat entry {};
-  if (!options.follow || ::lstat(options.file, &entry) != 0 || !S_ISLNK(entry.st_mode))
-    return options.file;
-  char resolved[PATH_MAX];
-  if (::realpath(options.file, resolved) == nullptr) {
-    std::fprintf(stderr,
-                 "atomic-write: %s is a symlink that leads to no file (%s); nothing was written\n",
-                 options.file, std::strerror(errno));
-    return {};
-  }
-  return resolved;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -683,9 +669,7 @@ int main(int argc, char** argv) {
     return kFailed;
   }
   if (refuse_special_file(options.file)) return kFailed;
-  const std::string target = file_to_replace(options);
-  if (target.empty()) return kFailed;
-  if (options.sync == "data") return replace<atomic_state::DataSync>(options, target.c_str());
-  if (options.sync == "none") return replace<atomic_state::NoSync>(options, target.c_str());
-  return replace<atomic_state::FullSync>(options, target.c_str());
+  if (options.sync == "data") return replace<atomic_state::DataSync>(options);
+  if (options.sync == "none") return replace<atomic_state::NoSync>(options);
+  return replace<atomic_state::FullSync>(options);
 }

@@ -110,6 +110,32 @@ ln -s nowhere "$work/dangling"
 err=$(printf 'new' | "$tool" "$work/dangling" 2>&1); rc=$?
 check "a dangling symlink is refused (exit 1), nothing created" \
   '[ $rc -eq 1 ] && [ -L "$work/dangling" ] && [ ! -e "$work/nowhere" ] && [[ "$err" == "atomic-write: "*"$work/dangling"* ]] && no_temps'
+# A symlink another user planted in a sticky, world-writable directory (as
+# /tmp) is not followed, as the kernel's fs.protected_symlinks would not
+# follow it, whatever that sysctl says here: `atomic-write /tmp/report`
+# must not overwrite whatever another user's link there leads to.
+if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null; then
+  chmod 711 "$work"  # the other users must reach $work/psym
+  mkdir -m 711 "$work/psym" && mkdir -m 1777 "$work/psym/sticky"
+  printf 'precious' > "$work/psym/victim" && chmod 666 "$work/psym/victim"
+  setpriv --reuid=65534 --regid=65534 --clear-groups ln -s "$work/psym/victim" "$work/psym/sticky/report"
+  ln -s sticky/report "$work/psym/mine"
+  for via in sticky/report mine; do
+    err=$(printf 'new' | "$tool" "$work/psym/$via" 2>&1); rc=$?
+    check "root does not follow another user's link in a sticky world-writable directory (via $via): exit 1, the file it leads to untouched" \
+      '[ $rc -eq 1 ] && [ "$(cat "$work/psym/victim")" = precious ] && [ -L "$work/psym/sticky/report" ] && [ -z "$(find "$work/psym" -name ".tmp-*")" ]'
+    check "the refusal (via $via) names the link and fs.protected_symlinks" \
+      '[[ "$err" == "atomic-write: "*"$work/psym/sticky/report"*"fs.protected_symlinks"* ]]'
+  done
+  chmod 777 "$work/psym"  # where the user's temp file would go
+  err=$(printf 'new' | setpriv --reuid=47013 --regid=47013 --clear-groups "$tool" "$work/psym/sticky/report" 2>&1); rc=$?
+  check "a normal user does not follow another user's link there either" \
+    '[ $rc -eq 1 ] && [ "$(cat "$work/psym/victim")" = precious ] && [[ "$err" == *"fs.protected_symlinks"* ]]'
+  printf 'new' | setpriv --reuid=65534 --regid=65534 --clear-groups "$tool" "$work/psym/sticky/report"; rc=$?
+  check "the link's owner follows it" '[ $rc -eq 0 ] && [ "$(cat "$work/psym/victim")" = new ] && [ -L "$work/psym/sticky/report" ]'
+else
+  skip "another user's link in a sticky directory is not followed: needs root and setpriv"
+fi
 (umask 022 && printf 'link' | "$tool" --no-follow "$work/link"); rc=$?
 check "--no-follow replaces the symlink itself with a new file (0666 & ~umask), its target untouched" \
   '[ $rc -eq 0 ] && [ ! -L "$work/link" ] && [ "$(cat "$work/link")" = link ] && [ "$(stat -c %a "$work/link")" = 644 ] && [ "$(cat "$work/elsewhere/pointee")" = newer ]'

@@ -713,6 +713,71 @@ TEST_CASE(
   }
 }
 
+TEST_CASE("follow_symlinks refuses a link fs.protected_symlinks guards, at every hop of a chain",
+          "[fs][symlinks]") {
+  if (::geteuid() != 0) {
+    WARN("not run: needs root to give links to other users (the suite runs as root)");
+    return;
+  }
+  // The kernel's rule, whatever fs.protected_symlinks says on this machine:
+  // a link in a sticky, world-writable directory is followed only by its
+  // owner, or when the directory's owner owns it too.
+  struct Row {
+    const char* behaviour;
+    unsigned dir_mode;  // of "shared", owned by root
+    uid_t link_owner;   // of shared/f
+    uid_t follower;     // 0: root, else a normal user
+    bool through_own;   // write through "mine" (the follower's link to shared/f)
+    bool refused;
+  };
+  constexpr uid_t kUser = 47005, kOther = 65534;
+  const Row rows[] = {
+      {"another user's link in a sticky world-writable directory, followed by root", 01777, kOther,
+       0, false, true},
+      {"another user's link there, followed by a normal user", 01777, kOther, kUser, false, true},
+      {"another user's link there, reached through the follower's own link", 01777, kOther, 0, true,
+       true},
+      {"the follower's own link there", 01777, kUser, kUser, false, false},
+      {"a link of the directory's owner there", 01777, 0, kUser, false, false},
+      {"another user's link in a world-writable directory that is not sticky", 0777, kOther, 0,
+       false, false},
+      {"another user's link in a sticky directory others cannot write", 01755, kOther, 0, false,
+       false},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.behaviour);
+    TempDir dir;
+    REQUIRE(::chmod(dir.path().c_str(), 0755) == 0);  // the user must reach it
+    const auto shared = dir / "shared";
+    std::filesystem::create_directory(shared);
+    REQUIRE(::chmod(shared.c_str(), row.dir_mode) == 0);
+    const auto victim = dir / "victim";
+    test::write_plain(victim, "precious", 0666);
+    std::filesystem::create_symlink(victim, shared / "f");
+    REQUIRE(::lchown((shared / "f").c_str(), row.link_owner, row.link_owner) == 0);
+    const auto mine = dir / "mine";
+    std::filesystem::create_symlink(shared / "f", mine);
+    REQUIRE(::lchown(mine.c_str(), row.follower, row.follower) == 0);
+    REQUIRE(::chown(dir.path().c_str(), row.follower, row.follower) == 0);  // its temp file
+    const auto path = row.through_own ? mine : shared / "f";
+    const auto save = [&] {
+      atomic_state::WriteOptions options;
+      options.follow_symlinks = true;
+      options.mode = 0666;
+      const Status status = AtomicWriter<>{}.write(path, "new", options);
+      if (!row.refused) return status.ok();
+      return status.step() == Step::check_path && status.code().value() == EACCES &&
+             contains(status.message(), "fs.protected_symlinks") &&
+             contains(status.message(), (shared / "f").native());
+    };
+    CHECK((row.follower == 0 ? save() : as_user(row.follower, {}, save) == 0));
+    CHECK(read_file(victim) == (row.refused ? "precious" : "new"));
+    CHECK(std::filesystem::is_symlink(shared / "f"));
+    CHECK(temp_files_in(dir.path()).empty());
+    CHECK(temp_files_in(shared).empty());
+  }
+}
+
 TEST_CASE("follow_symlinks on a plain file or a missing one writes it as usual", "[fs][symlinks]") {
   TempDir dir;
   atomic_state::WriteOptions options;
