@@ -9,7 +9,10 @@
 // FILE keeps what the editors keep: its mode, its POSIX ACL and SELinux
 // context, its group (root: owner and group; a normal user: the group, where
 // they are in it), through the library's ModeFrom::existing, which refuses
-// the save rather than leave FILE open wider than it was. A new FILE gets
+// the save rather than leave FILE open wider than it was, or open to
+// another group (a normal user's own group takes FILE's only where that
+// gives no one other access: the mode gives the group what it gives the
+// others, no ACL, no set-group-ID; with --mode too). A new FILE gets
 // 0666 & ~umask, as any file a program creates. --mode sets the mode
 // instead, and then exactly: FILE's ACL and context are not kept, its owner
 // and group are. MODE is 1 to 5 octal digits, 0 to 7777. An option's value
@@ -88,7 +91,9 @@ const char kUsageText[] =
     "FILE keeps its mode, its ACL and SELinux context, and its group: run as\n"
     "root its owner and group, run as a normal user its group where the user\n"
     "is in it. Where these cannot be copied, FILE is left as it was rather than\n"
-    "replaced more open. A new FILE gets mode 0666 & ~umask and the caller's\n"
+    "replaced more open: a group the user is not in is lost, into the user's\n"
+    "own, only where the mode gives it what it gives the others (no ACL, no\n"
+    "set-group-ID). A new FILE gets mode 0666 & ~umask and the caller's\n"
     "owner. A symlink at FILE is followed: the file it leads to is replaced, in\n"
     "its own directory; a dangling one is refused, and so is another user's\n"
     "link in a sticky world-writable directory such as /tmp (the rule of\n"
@@ -101,7 +106,8 @@ const char kUsageText[] =
     "\n"
     "  --mode MODE    give FILE exactly this mode (not kept, not from the umask):\n"
     "                 1 to 5 octal digits, 0 to 7777; FILE's ACL and context\n"
-    "                 are then not kept, its owner and group are\n"
+    "                 are then not kept, its owner and group are (a group\n"
+    "                 the user is not in, as above)\n"
     "  --no-follow    replace a symlink at FILE itself, as a new file\n"
     "  -p, --parents  make FILE's missing parent directories (as mkdir -p)\n"
     "  --sync LEVEL   full: fsync file and directory (default)\n"
@@ -292,14 +298,15 @@ int print(const char* text) {
   return kReplaced;
 }
 
-int report(const atomic_state::Status& status) {
+// `why`, when given, says more than the library's message can.
+int report(const atomic_state::Status& status, const char* why = nullptr) {
   if (status.ok()) return kReplaced;
   // Exit 3: the library's message says FILE was replaced but is not known
   // to be durable. A missing directory is not made without -p: say so.
   const bool missing_directory =
       status.step() == atomic_state::Step::open_directory && status.code().value() == ENOENT;
-  std::fprintf(stderr, "atomic-write: %s%s\n", status.message().c_str(),
-               missing_directory ? " (-p makes missing directories)" : "");
+  if (missing_directory) why = " (-p makes missing directories)";
+  std::fprintf(stderr, "atomic-write: %s%s\n", status.message().c_str(), why ? why : "");
   return status.replaced() ? kNotDurable : kFailed;
 }
 
@@ -444,10 +451,14 @@ Kept what_to_keep(const Options& options) {
 // show a reader root's file in between. And chown before chmod, since
 // chown clears the set-user-ID and set-group-ID bits the mode may hold.
 // Only root may give the file away; a normal user keeps the group where
-// they are in it (EPERM otherwise: their own group, silently). Only a
-// regular file: set_mode is also how the library gives a directory it made
-// owner write and search. Any other failed fchown (a filesystem without
-// owners) fails the save at "set permissions", FILE untouched.
+// they are in it. In a group they are not in (EPERM), the file stays in
+// their own group only where MODE gives a group what it gives the others
+// (and no set-group-ID), as ModeFrom::existing does; otherwise the save
+// fails at "set permissions" (EPERM), FILE untouched, rather than open it
+// to their own group. Only a regular file: set_mode is also how the
+// library gives a directory it made owner write and search. Any other
+// failed fchown (a filesystem without owners) fails the save at "set
+// permissions", FILE untouched.
 class KeepOwnerFs : public atomic_state::PosixFs {
  public:
   explicit KeepOwnerFs(const Kept& kept) noexcept : kept_(kept) {}
@@ -459,13 +470,18 @@ class KeepOwnerFs : public atomic_state::PosixFs {
         int r = ::fchown(fd, kept_.uid, kept_.gid);
         if (r != 0 && errno == EPERM) r = ::fchown(fd, static_cast<uid_t>(-1), kept_.gid);
         if (r != 0 && errno != EPERM) return -errno;
+        group_refused_ = r != 0 && ((mode & 02000u) != 0 || ((mode >> 3) & 7u) != (mode & 7u));
+        if (group_refused_) return -EPERM;
       }
     }
     return PosixFs::set_mode(fd, mode);
   }
+  // Whether the save failed because FILE's group could not be kept.
+  bool group_refused() const noexcept { return group_refused_; }
 
  private:
   Kept kept_;
+  bool group_refused_ = false;
 };
 
 char buffer[1 << 16];
@@ -651,7 +667,12 @@ int replace(const Options& options) {
     if (!written) return report(written);
   }
   if (const int finished = input.finish(); finished != kReplaced) return finished;
-  return report(transaction->commit());
+  const atomic_state::Status committed = transaction->commit();
+  return report(committed, writer.filesystem().group_refused()
+                               ? " (FILE's group is one you are not in, and --mode gives that "
+                                 "group other access than the others: not replaced rather than "
+                                 "open it to your own group)"
+                               : nullptr);
 }
 
 }  // namespace

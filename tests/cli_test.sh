@@ -243,7 +243,8 @@ fi
 
 # ---- A normal user keeps FILE's group where they are in it (chown allows
 # a group one belongs to), with and without --mode; in a group they are not
-# in, the file is theirs and their group's, as chown allows no other.
+# in, the file is theirs and their group's, as chown allows no other, only
+# where the group had what the others have; otherwise refused.
 user=47011 group=47012
 if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null; then
   chmod 711 "$work"  # the user must reach $work/users
@@ -260,6 +261,20 @@ if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null; then
   printf 'new' | as_user 65533 "$tool" "$work/users/g"; rc=$?
   check "a normal user not in FILE's group: their own user and group" \
     '[ $rc -eq 0 ] && [ "$(stat -c "%u:%g %a" "$work/users/g")" = "$user:$user 644" ]'
+  # ... but only where the group had what the others have: a 0640 FILE
+  # would become readable to the user's own group. Refused, FILE as it was.
+  for opts in "" "--mode 0640"; do
+    printf 'old' > "$work/users/g" && chown "$user:$group" "$work/users/g" && chmod 640 "$work/users/g"
+    # shellcheck disable=SC2086 # split on purpose
+    err=$(printf 'new' | as_user 65533 "$tool" $opts "$work/users/g" 2>&1); rc=$?
+    check "a normal user not in the group of a 0640 FILE is refused${opts:+ ($opts)}: exit 1, FILE as it was" \
+      '[ $rc -eq 1 ] && [ "$(cat "$work/users/g")" = old ] && [ "$(stat -c "%u:%g %a" "$work/users/g")" = "$user:$group 640" ] && no_temps'
+    check "that refusal${opts:+ ($opts)} says the group cannot be kept" \
+      '[[ "$err" == "atomic-write: set permissions"*"$work/users/g"*"group"* ]]'
+  done
+  printf 'new' | as_user 65533 "$tool" --mode 0600 "$work/users/g"; rc=$?
+  check "--mode 0600 gives the group nothing: replaced, in the user's own group" \
+    '[ $rc -eq 0 ] && [ "$(cat "$work/users/g")" = new ] && [ "$(stat -c "%u:%g %a" "$work/users/g")" = "$user:$user 600" ]'
 else
   skip "a normal user keeps FILE's group: needs root and setpriv"
 fi

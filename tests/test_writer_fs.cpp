@@ -584,7 +584,10 @@ TEST_CASE("ModeFrom::existing keeps the group as a normal user too, where the us
   const Row rows[] = {
       {"a file another user owns, in a group the user is in", 65534, {kGroup}, kGroup},
       {"a file the user owns, in a group the user is in", kUser, {kGroup}, kGroup},
-      {"a group the user is not in: the user's own (as chown allows no other)", 65534, {}, kUser},
+      {"a group the user is not in, 0644: the user's own (as chown allows no other)",
+       65534,
+       {},
+       kUser},
   };
   for (const Row& row : rows) {
     CAPTURE(row.behaviour);
@@ -604,6 +607,59 @@ TEST_CASE("ModeFrom::existing keeps the group as a normal user too, where the us
     CHECK(owner_of(target).uid == kUser);
     CHECK(owner_of(target).gid == row.expected_group);
     CHECK(mode_of(target) == 0644);
+  }
+}
+
+TEST_CASE("ModeFrom::existing refuses a group a normal user cannot keep, where the group mattered",
+          "[fs][modes]") {
+  if (::geteuid() != 0) {
+    WARN("not run: needs root to set up another user's file (the suite runs as root)");
+    return;
+  }
+  // The user's own group would get what the file's group had: refused,
+  // unless the group's bits are the others' (and no set-group-ID, no ACL).
+  struct Row {
+    const char* behaviour;
+    unsigned mode;
+    bool acl;  // the target has kNamedUserAcl (mode 0660)
+    bool refused;
+  };
+  const Row rows[] = {
+      {"0640: the group could read, the others not", 0640, false, true},
+      {"0604: the group was kept out, the others not", 0604, false, true},
+      {"0660 by an ACL naming a user", 0660, true, true},
+      {"2755: set-group-ID", 02755, false, true},
+      {"0644: the group had what the others have", 0644, false, false},
+      {"0600: neither could read", 0600, false, false},
+  };
+  constexpr uid_t kUser = 47004;
+  constexpr gid_t kGroup = 47006;
+  for (const Row& row : rows) {
+    CAPTURE(row.behaviour);
+    TempDir dir;
+    if (row.acl && !takes_acls(dir.path())) {
+      WARN("not run: the filesystem of " << dir.path() << " takes no POSIX ACLs");
+      continue;
+    }
+    REQUIRE(::chown(dir.path().c_str(), kUser, kUser) == 0);
+    const auto target = dir / "f";
+    test::write_plain(target, "old", 0640);
+    REQUIRE(::chown(target.c_str(), kUser, kGroup) == 0);
+    REQUIRE(::chmod(target.c_str(), row.mode) == 0);
+    if (row.acl) REQUIRE(set_attribute(target, "system.posix_acl_access", kNamedUserAcl));
+    const int exit = as_user(kUser, {}, [&] {
+      atomic_state::WriteOptions options;
+      options.mode_from = atomic_state::ModeFrom::existing;
+      const Status status = AtomicWriter<>{}.write(target, "new", options);
+      if (!row.refused) return status.ok();
+      return status.step() == Step::set_permissions && status.code().value() == EPERM &&
+             contains(status.message(), "group") && contains(status.message(), target.native());
+    });
+    CHECK(exit == 0);
+    CHECK(read_file(target) == (row.refused ? "old" : "new"));
+    CHECK(owner_of(target).gid == (row.refused ? kGroup : kUser));
+    CHECK(mode_of(target) == row.mode);
+    CHECK(temp_files_in(dir.path()).empty());
   }
 }
 

@@ -32,7 +32,11 @@ enum class ModeFrom : unsigned char {
   given,
   /// The existing target's mode, its owner and group where the process may
   /// give them (root may; a normal user keeps the group where they are in
-  /// it, and their own user, silently), its access ACL and its security
+  /// it, and their own user, silently; a group they are not in becomes
+  /// their own only where that gives no one other access: the mode gives
+  /// the group what it gives the others, without set-group-ID, and the
+  /// target has no ACL; otherwise Step::set_permissions, EPERM, the target
+  /// untouched), its access ACL and its security
   /// context (Linux: the attributes system.posix_acl_access and
   /// security.selinux; a target without an ACL gives a file without one,
   /// whatever the directory's default ACL). The target is opened read-only
@@ -137,6 +141,7 @@ class WriteTransaction {
   // The steps of commit(), in order; a Batch takes them file by file.
   Status set_final_mode() noexcept;
   Status copy_attributes() noexcept;
+  bool group_matters() const noexcept;
   Status open_source(const FileInfo& listed) noexcept;
   void start_writeback() noexcept;
   Status sync_file() noexcept;
@@ -160,6 +165,7 @@ class WriteTransaction {
   unsigned perm_ = 0;
   bool keep_owner_ = false;  // ModeFrom::existing found a file: give its owner too
   int source_fd_ = -1;       // ModeFrom::existing: the target, read for its ACL and context
+  bool target_acl_ = false;  // ModeFrom::existing: the target had an access ACL
   std::uint32_t owner_ = 0, group_ = 0;
   Phase phase_ = Phase::open;
   Commit commit_ = Commit::replace;
@@ -561,6 +567,7 @@ void WriteTransaction<S, Fs>::take(WriteTransaction& other) noexcept {
   perm_ = other.perm_;
   keep_owner_ = other.keep_owner_;
   source_fd_ = std::exchange(other.source_fd_, -1);
+  target_acl_ = other.target_acl_;
   owner_ = other.owner_;
   group_ = other.group_;
   phase_ = std::exchange(other.phase_, Phase::discarded);
@@ -1119,20 +1126,37 @@ Status WriteTransaction<S, Fs>::commit() noexcept {
 template <class S, class Fs>
 Status WriteTransaction<S, Fs>::set_final_mode() noexcept {
   // The owner first: a change of owner clears the set-user-ID bits.
+  bool group_kept = true;
   if constexpr (detail::has_set_owner<FsRef>::value)
     if (keep_owner_) {
       int r = fs_.set_owner(fd_, owner_, group_);
       // Only root gives a file away; anyone keeps a group they are in.
       if (r == -EPERM) r = fs_.set_owner(fd_, static_cast<std::uint32_t>(-1), group_);
       if (r < 0 && r != -EPERM) return fail_on_temp(Step::set_permissions, r);
+      group_kept = r >= 0;
     }
   // The attributes before the mode: fchmod has the last word on the
   // permission bits, which the ACL copied agrees with.
   if (source_fd_ >= 0)
     if (Status copied = copy_attributes(); !copied) return copied;
+  if (!group_kept && group_matters())
+    return fail_on_temp(Step::set_permissions, -EPERM,
+                        "ModeFrom::existing: the target's group cannot be given to the new file "
+                        "(the user is not in it), and its mode or ACL gives that group other "
+                        "access than the others; not replaced, rather than give it to the "
+                        "user's own group");
   const int r = fs_.set_mode(fd_, perm_);
   if (r < 0) return fail_on_temp(Step::set_permissions, r);
   return {};
+}
+
+// Whether the new file's group, once not the target's, would change who
+// may do what: the group's permission bits differ from the others', or the
+// mode has set-group-ID, or the target had an access ACL (whose group
+// entries the new group would take).
+template <class S, class Fs>
+bool WriteTransaction<S, Fs>::group_matters() const noexcept {
+  return target_acl_ || (perm_ & 02000u) != 0 || ((perm_ >> 3) & 7u) != (perm_ & 7u);
 }
 
 namespace detail {
@@ -1187,6 +1211,7 @@ Status WriteTransaction<S, Fs>::copy_attributes() noexcept {
       if (n < 0)
         return fail(Step::set_permissions, static_cast<int>(n), dir_prefix(),
                     std::string_view(name(), name_len_), kind.unreadable);
+      if (kind.remove_when_absent) target_acl_ = true;  // the ACL's kind
       const int r = fs_.set_attribute(fd_, kind.name, value, static_cast<std::size_t>(n));
       if (r < 0) return fail_on_temp(Step::set_permissions, r, kind.unset);
     }
