@@ -12,8 +12,10 @@
 // the save rather than leave FILE open wider than it was, or open to
 // another group (a normal user's own group takes FILE's only where that
 // gives no one other access: the mode gives the group what it gives the
-// others, no ACL, no set-group-ID; with --mode too). A new FILE gets
-// 0666 & ~umask, as any file a program creates. --mode sets the mode
+// others, no ACL, no set-group-ID; with --mode too). A new FILE gets what
+// open(2) gives any file a program creates, as touch's: 0666 & ~umask, or,
+// in a directory with a default ACL, that ACL narrowed by 0666, the umask
+// ignored (ModeFrom::umask). --mode sets the mode
 // instead, and then exactly: FILE's ACL and context are not kept, its owner
 // and group are. MODE is 1 to 5 octal digits, 0 to 7777. An option's value
 // follows it, or an "=" (--mode=0640). After a first "--" the next argument
@@ -93,16 +95,17 @@ const char kUsageText[] =
     "is in it. Where these cannot be copied, FILE is left as it was rather than\n"
     "replaced more open: a group the user is not in is lost, into the user's\n"
     "own, only where the mode gives it what it gives the others (no ACL, no\n"
-    "set-group-ID). A new FILE gets mode 0666 & ~umask and the caller's\n"
-    "owner. A symlink at FILE is followed: the file it leads to is replaced, in\n"
-    "its own directory; a dangling one is refused, and so is another user's\n"
-    "link in a sticky world-writable directory such as /tmp (the rule of\n"
-    "fs.protected_symlinks, applied whatever the sysctl). FILE must be a regular\n"
-    "file or missing: a device, FIFO, socket or directory (or a symlink to one)\n"
-    "is refused. \"-\" is refused too: write ./- for a file named -. A FILE with\n"
-    "other hard links is replaced under its name only: the other names keep the\n"
-    "old file (the link is broken, as by sed -i). FILE's directory must exist\n"
-    "(-p makes it).\n"
+    "set-group-ID). A new FILE gets what touch would give it (mode\n"
+    "0666 & ~umask, or what the directory's default ACL gives) and the\n"
+    "caller's owner. A symlink at FILE is followed: the file it leads to is\n"
+    "replaced, in its own directory; a dangling one is refused, and so is\n"
+    "another user's link in a sticky world-writable directory such as /tmp\n"
+    "(the rule of fs.protected_symlinks, applied whatever the sysctl). FILE\n"
+    "must be a regular file or missing: a device, FIFO, socket or directory\n"
+    "(or a symlink to one) is refused. \"-\" is refused too: write ./- for a\n"
+    "file named -. A FILE with other hard links is replaced under its name\n"
+    "only: the other names keep the old file (the link is broken, as by\n"
+    "sed -i). FILE's directory must exist (-p makes it).\n"
     "\n"
     "  --mode MODE    give FILE exactly this mode (not kept, not from the umask):\n"
     "                 1 to 5 octal digits, 0 to 7777; FILE's ACL and context\n"
@@ -431,11 +434,17 @@ struct Kept {
   gid_t gid = 0;
 };
 
+// FILE as the save finds it: stat, a symlink followed, or lstat with
+// --no-follow. False when that fails (nothing there: begin() reports any
+// other reason).
+bool look_at(const Options& options, struct stat& st) {
+  return (options.follow ? ::stat(options.file, &st) : ::lstat(options.file, &st)) == 0;
+}
+
 Kept what_to_keep(const Options& options) {
   Kept kept;
   struct stat old {};
-  const int r = options.follow ? ::stat(options.file, &old) : ::lstat(options.file, &old);
-  if (options.mode_given && r == 0 && S_ISREG(old.st_mode)) {
+  if (options.mode_given && look_at(options, old) && S_ISREG(old.st_mode)) {
     kept.owner = true;
     kept.uid = old.st_uid;
     kept.gid = old.st_gid;
@@ -604,18 +613,26 @@ int replace(const Options& options) {
   cleanup.arm();
 
   // Without --mode, the library keeps mode, owner or group, ACL and
-  // context (ModeFrom::existing); a new FILE gets 0666 & ~umask, read here
-  // (one thread: setting it back at once changes nothing for anyone).
+  // context of a FILE that exists (ModeFrom::existing), and gives a new
+  // FILE what open(2) would (ModeFrom::umask of 0666: 0666 & ~umask, or,
+  // in a directory with a default ACL, what that ACL gives, the umask
+  // ignored). Should FILE vanish before the library looks, it gets
+  // 0666 & ~umask, read here (one thread: setting it back at once changes
+  // nothing for anyone).
   atomic_state::WriteOptions write_options;
   write_options.create_directories = options.parents;
   write_options.follow_symlinks = options.follow;
+  struct stat old {};
   if (options.mode_given) {
     write_options.mode = options.mode;
-  } else {
+  } else if (look_at(options, old) && S_ISREG(old.st_mode)) {
     const mode_t mask = ::umask(0);
     (void)::umask(mask);
     write_options.mode = 0666u & ~static_cast<unsigned>(mask);
     write_options.mode_from = atomic_state::ModeFrom::existing;
+  } else {
+    write_options.mode = 0666u;
+    write_options.mode_from = atomic_state::ModeFrom::umask;
   }
   using Writer = atomic_state::AtomicWriter<Sync, KeepOwnerFs>;
   Writer writer{KeepOwnerFs(what_to_keep(options))};

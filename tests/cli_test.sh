@@ -296,6 +296,20 @@ else
   printf 'new' | "$tool" "$work/acl-dir/plain"; rc=$?
   check "FILE without an ACL gets none from its directory's default ACL" \
     '[ $rc -eq 0 ] && [ -z "$(getfacl -cps --skip-base "$work/acl-dir/plain")" ] && [ "$(stat -c %a "$work/acl-dir/plain")" = 640 ]'
+  # A new FILE gets what open(2) gives it, as touch's: in a directory with
+  # a default ACL the kernel ignores the umask, and the ACL's mask comes
+  # from it and 0666, not from 0666 & ~umask.
+  mkdir "$work/acl-new" && setfacl -d -m u::rwx,u:65534:rwx,g::rx,m::rwx,o::rx "$work/acl-new"
+  for mask in 077 022; do
+    rm -f "$work/acl-new/touched" "$work/acl-new/new"
+    (umask "$mask" && touch "$work/acl-new/touched" && printf 'x' | "$tool" "$work/acl-new/new"); rc=$?
+    check "a new FILE in a directory with a default ACL gets touch's ACL and mode, umask $mask ignored" \
+      '[ $rc -eq 0 ] && [ "$(getfacl -cp "$work/acl-new/new")" = "$(getfacl -cp "$work/acl-new/touched")" ] && [ "$(stat -c %a "$work/acl-new/new")" = "$(stat -c %a "$work/acl-new/touched")" ]'
+  done
+  rm -f "$work/acl-new/new"
+  (umask 077 && printf 'x' | "$tool" --mode 0640 "$work/acl-new/new"); rc=$?
+  check "--mode 0640 there gives 0640 exactly, the ACL's mask r--" \
+    '[ $rc -eq 0 ] && [ "$(stat -c %a "$work/acl-new/new")" = 640 ] && getfacl -cp "$work/acl-new/new" | grep -qx "mask::r--"'
   printf 'newer' | "$tool" --mode 0600 "$work/acl"; rc=$?
   check "--mode MODE is the whole permission: FILE's ACL is not kept" \
     '[ $rc -eq 0 ] && [ -z "$(getfacl -cps --skip-base "$work/acl")" ] && [ "$(stat -c %a "$work/acl")" = 600 ]'

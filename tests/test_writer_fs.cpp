@@ -468,6 +468,57 @@ TEST_CASE("ModeFrom::existing keeps the target's access ACL, never widening it t
   }
 }
 
+TEST_CASE("ModeFrom::umask in a directory with a default ACL gives what open(2) gives",
+          "[fs][modes][acl]") {
+  // open(2) ignores the umask where the directory has a default ACL: the
+  // new file takes that ACL, narrowed by the mode asked for.
+  struct Row {
+    const char* behaviour;
+    std::string default_acl;
+    unsigned mode;
+    unsigned umask;
+  };
+  const Row rows[] = {
+      {"a named user's rwx, 0666 under umask 077",
+       acl_bytes({{1, 7, kNoId}, {2, 7, 65534}, {4, 5, kNoId}, {0x10, 7, kNoId}, {0x20, 5, kNoId}}),
+       0666, 077},
+      {"a named group's rw-, 0640 under umask 022",
+       acl_bytes({{1, 7, kNoId}, {4, 5, kNoId}, {8, 6, 65534}, {0x10, 7, kNoId}, {0x20, 0, kNoId}}),
+       0640, 022},
+      {"only the three base entries, 0666 under umask 077",
+       acl_bytes({{1, 7, kNoId}, {4, 5, kNoId}, {0x20, 4, kNoId}}), 0666, 077},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.behaviour);
+    TempDir dir;
+    if (!takes_acls(dir.path())) {
+      WARN("not run: the filesystem of " << dir.path() << " takes no POSIX ACLs");
+      return;
+    }
+    REQUIRE(set_attribute(dir.path(), "system.posix_acl_default", row.default_acl));
+    const mode_t old_mask = ::umask(static_cast<mode_t>(row.umask));
+    const int fd = ::open((dir / "opened").c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+                          static_cast<mode_t>(row.mode));
+    atomic_state::WriteOptions options;
+    options.mode = row.mode;
+    options.mode_from = atomic_state::ModeFrom::umask;
+    const Status status = AtomicWriter<>{}.write(dir / "f", "new", options);
+    ::umask(old_mask);
+    REQUIRE(fd >= 0);
+    ::close(fd);
+    REQUIRE(status.ok());
+    CHECK(mode_of(dir / "f") == mode_of(dir / "opened"));
+    CHECK(attribute_of(dir / "f", "system.posix_acl_access") ==
+          attribute_of(dir / "opened", "system.posix_acl_access"));
+    CHECK(temp_files_in(dir.path()).empty());
+    SECTION("while ModeFrom::given keeps the mode given, the ACL's mask with it") {
+      options.mode_from = atomic_state::ModeFrom::given;
+      REQUIRE(AtomicWriter<>{}.write(dir / "g", "new", options).ok());
+      CHECK(mode_of(dir / "g") == row.mode);
+    }
+  }
+}
+
 namespace {
 // A policy that reports a security context on every file, as an SELinux
 // system does, and records what is set: SELinux need not be enabled.

@@ -47,9 +47,15 @@ enum class ModeFrom : unsigned char {
   /// file open wider than it was. A missing target (or a symlink, which is
   /// replaced) gets WriteOptions::mode.
   existing,
-  /// WriteOptions::mode filtered by the process umask, as open(2) and
-  /// QSaveFile do (read from /proc/self/status: Linux 4.7 or later;
-  /// elsewhere Step::set_permissions with ENOTSUP).
+  /// What open(2) gives a new file of WriteOptions::mode, as QSaveFile
+  /// does: the mode filtered by the process umask (read from
+  /// /proc/self/status: Linux 4.7 or later; elsewhere
+  /// Step::set_permissions with ENOTSUP); in a directory with a default
+  /// ACL, the umask ignored, as the kernel ignores it there, and that ACL,
+  /// narrowed by the mode, given to the file as its access ACL (read and
+  /// set at commit through the Fs attribute calls; an Fs without them
+  /// applies the umask; a default ACL that cannot be read, or the access
+  /// ACL set, fails the save at Step::set_permissions).
   umask,
 };
 
@@ -142,6 +148,7 @@ class WriteTransaction {
   Status set_final_mode() noexcept;
   Status copy_attributes() noexcept;
   bool group_matters() const noexcept;
+  Status mode_as_open() noexcept;
   Status open_source(const FileInfo& listed) noexcept;
   void start_writeback() noexcept;
   Status sync_file() noexcept;
@@ -166,6 +173,7 @@ class WriteTransaction {
   bool keep_owner_ = false;  // ModeFrom::existing found a file: give its owner too
   int source_fd_ = -1;       // ModeFrom::existing: the target, read for its ACL and context
   bool target_acl_ = false;  // ModeFrom::existing: the target had an access ACL
+  int umask_ = -1;           // ModeFrom::umask: the process umask, applied at commit
   std::uint32_t owner_ = 0, group_ = 0;
   Phase phase_ = Phase::open;
   Commit commit_ = Commit::replace;
@@ -568,6 +576,7 @@ void WriteTransaction<S, Fs>::take(WriteTransaction& other) noexcept {
   keep_owner_ = other.keep_owner_;
   source_fd_ = std::exchange(other.source_fd_, -1);
   target_acl_ = other.target_acl_;
+  umask_ = other.umask_;
   owner_ = other.owner_;
   group_ = other.group_;
   phase_ = std::exchange(other.phase_, Phase::discarded);
@@ -887,6 +896,7 @@ Status WriteTransaction<S, Fs>::choose_mode(const WriteOptions& options,
                                             const FileInfo* existing) noexcept {
   perm_ = options.mode;
   keep_owner_ = false;
+  umask_ = -1;
   if (options.mode_from == ModeFrom::existing && existing != nullptr) {
     perm_ = existing->mode;
     keep_owner_ = detail::has_set_owner<FsRef>::value;
@@ -900,7 +910,7 @@ Status WriteTransaction<S, Fs>::choose_mode(const WriteOptions& options,
     if (mask < 0)
       return fail(Step::set_permissions, mask, dir_prefix(), std::string_view(name(), name_len_),
                   "ModeFrom::umask: the process umask cannot be read here");
-    perm_ = options.mode & ~static_cast<unsigned>(mask);
+    umask_ = mask;  // applied at commit, unless the directory has a default ACL
   }
   return {};
 }
@@ -1139,6 +1149,8 @@ Status WriteTransaction<S, Fs>::set_final_mode() noexcept {
   // permission bits, which the ACL copied agrees with.
   if (source_fd_ >= 0)
     if (Status copied = copy_attributes(); !copied) return copied;
+  if (umask_ >= 0)
+    if (Status created = mode_as_open(); !created) return created;
   if (!group_kept && group_matters())
     return fail_on_temp(Step::set_permissions, -EPERM,
                         "ModeFrom::existing: the target's group cannot be given to the new file "
@@ -1148,15 +1160,6 @@ Status WriteTransaction<S, Fs>::set_final_mode() noexcept {
   const int r = fs_.set_mode(fd_, perm_);
   if (r < 0) return fail_on_temp(Step::set_permissions, r);
   return {};
-}
-
-// Whether the new file's group, once not the target's, would change who
-// may do what: the group's permission bits differ from the others', or the
-// mode has set-group-ID, or the target had an access ACL (whose group
-// entries the new group would take).
-template <class S, class Fs>
-bool WriteTransaction<S, Fs>::group_matters() const noexcept {
-  return target_acl_ || (perm_ & 02000u) != 0 || ((perm_ >> 3) & 7u) != (perm_ & 7u);
 }
 
 namespace detail {
@@ -1172,6 +1175,99 @@ inline bool no_attribute(long neg_errno) noexcept {
   return false;
 }
 }  // namespace detail
+
+namespace detail {
+inline unsigned acl_u16(const unsigned char* at) noexcept {
+  return static_cast<unsigned>(at[0]) | static_cast<unsigned>(at[1]) << 8;
+}
+
+/// Rewrites `acl`, a directory's default ACL of `size` bytes as Linux
+/// stores it (system.posix_acl_default: a version 2 of 4 bytes, then
+/// entries of 8, little-endian: a tag and permissions of 16 bits, an id of
+/// 32), into the access ACL open(2) gives a new file asked with `mode`, and
+/// `mode` into that file's mode, as Linux's posix_acl_create_masq does: 1
+/// when the ACL says more than the mode (it must be set on the file), 0
+/// when the mode says it all, -EINVAL for an ACL not of that form.
+inline int inherit_acl(unsigned char* acl, std::size_t size, unsigned& mode) noexcept {
+  if (size < 4 || (size - 4) % 8 != 0 || acl_u16(acl) != 2 || acl_u16(acl + 2) != 0) return -EINVAL;
+  unsigned rest = mode & 0777u;
+  unsigned char* group = nullptr;  // the owning group's entry
+  unsigned char* mask = nullptr;
+  bool extended = false;
+  for (unsigned char* e = acl + 4; e != acl + size; e += 8) {
+    unsigned perm = acl_u16(e + 2) & 7u;
+    switch (acl_u16(e)) {
+      case 0x01:  // user::
+        perm &= rest >> 6;
+        rest &= perm << 6 | 077u;
+        break;
+      case 0x20:  // other::
+        perm &= rest & 7u;
+        rest &= perm | 0770u;
+        break;
+      case 0x04:  // group::
+        group = e;
+        break;
+      case 0x10:  // mask::
+        mask = e;
+        extended = true;
+        break;
+      case 0x02:  // user:ID
+      case 0x08:  // group:ID
+        extended = true;
+        break;
+      default:
+        return -EINVAL;
+    }
+    e[2] = static_cast<unsigned char>(perm);
+    e[3] = 0;
+  }
+  unsigned char* const narrowed = mask != nullptr ? mask : group;  // the group class
+  if (narrowed == nullptr) return -EINVAL;
+  const unsigned perm = narrowed[2] & rest >> 3 & 7u;
+  narrowed[2] = static_cast<unsigned char>(perm);
+  rest &= perm << 3 | 0707u;
+  mode = (mode & ~0777u) | rest;
+  return extended ? 1 : 0;
+}
+}  // namespace detail
+
+// ModeFrom::umask: the mode open(2) gives a new file: the one asked for,
+// less the umask; in a directory with a default ACL, the umask ignored, as
+// the kernel ignores it there, and the ACL (narrowed by the mode) given to
+// the new file as its access ACL.
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::mode_as_open() noexcept {
+  const unsigned asked = perm_;
+  perm_ = asked & ~static_cast<unsigned>(umask_);
+  if constexpr (detail::has_attributes<FsRef>::value) {
+    unsigned char acl[ATOMIC_STATE_ATTRIBUTE_MAX];
+    const ssize_t n = fs_.get_attribute(dir_fd_, "system.posix_acl_default", acl, sizeof acl);
+    if (detail::no_attribute(n)) return {};
+    const auto size = static_cast<std::size_t>(n);
+    perm_ = asked;
+    const int r = n < 0 ? static_cast<int>(n) : detail::inherit_acl(acl, size, perm_);
+    if (r < 0)
+      return fail(Step::set_permissions, r, dir_for_messages(), {},
+                  "ModeFrom::umask: the directory's default ACL cannot be read (or is over "
+                  "ATOMIC_STATE_ATTRIBUTE_MAX bytes, or not a POSIX ACL)");
+    if (r == 1)
+      if (const int set = fs_.set_attribute(fd_, "system.posix_acl_access", acl, size); set < 0)
+        return fail_on_temp(Step::set_permissions, set,
+                            "ModeFrom::umask: the ACL the directory's default ACL gives cannot be "
+                            "given to the new file");
+  }
+  return {};
+}
+
+// Whether the new file's group, once not the target's, would change who
+// may do what: the group's permission bits differ from the others', or the
+// mode has set-group-ID, or the target had an access ACL (whose group
+// entries the new group would take).
+template <class S, class Fs>
+bool WriteTransaction<S, Fs>::group_matters() const noexcept {
+  return target_acl_ || (perm_ & 02000u) != 0 || ((perm_ >> 3) & 7u) != (perm_ & 7u);
+}
 
 // ModeFrom::existing: the target's access ACL and security context onto the
 // temp file. A target without an ACL gives a file without one: a default
