@@ -9,8 +9,13 @@
 // FILE keeps what the editors keep: its mode, its POSIX ACL and SELinux
 // context, its group (root: owner and group; a normal user: the group, where
 // they are in it), through the library's ModeFrom::existing, which refuses
-// the save rather than leave FILE open wider than it was. A new FILE gets
-// 0666 & ~umask, as any file a program creates. --mode sets the mode
+// the save rather than leave FILE open wider than it was, or open to
+// another group (a normal user's own group takes FILE's only where that
+// gives no one other access: the mode gives the group what it gives the
+// others, no ACL, no set-group-ID; with --mode too). A new FILE gets what
+// open(2) gives any file a program creates, as touch's: 0666 & ~umask, or,
+// in a directory with a default ACL, that ACL narrowed by 0666, the umask
+// ignored (ModeFrom::umask). --mode sets the mode
 // instead, and then exactly: FILE's ACL and context are not kept, its owner
 // and group are. MODE is 1 to 5 octal digits, 0 to 7777. An option's value
 // follows it, or an "=" (--mode=0640). After a first "--" the next argument
@@ -19,11 +24,13 @@
 //
 // A symlink at FILE is followed, as every file tool does: the file it leads
 // to is replaced, in its own directory, and the link stays (a dangling one
-// is refused). --no-follow replaces the link itself, as a new file. Missing
-// parent directories are an error (a typo or an unmounted volume must not
-// write to the wrong disk); -p/--parents makes them. A FILE with other hard
-// links is replaced under its name only: the other names keep the old file,
-// as with `sed -i`.
+// is refused, and so is a link the kernel's fs.protected_symlinks guards:
+// another user's link in a sticky, world-writable directory such as /tmp,
+// whatever the sysctl says). --no-follow replaces the link itself, as a
+// new file. Missing parent directories are an error (a typo or an
+// unmounted volume must not write to the wrong disk); -p/--parents makes
+// them. A FILE with other hard links is replaced under its name only: the
+// other names keep the old file, as with `sed -i`.
 //
 // A pipe does not carry the exit status of the command before it: a grep
 // that matched nothing, or a command killed half-way, leaves atomic-write
@@ -48,7 +55,6 @@
 // error; 3 FILE replaced, but the directory sync failed (not known durable);
 // with COMMAND, COMMAND's own failing status, FILE unchanged.
 #include <fcntl.h>
-#include <limits.h>
 #include <spawn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -87,18 +93,24 @@ const char kUsageText[] =
     "FILE keeps its mode, its ACL and SELinux context, and its group: run as\n"
     "root its owner and group, run as a normal user its group where the user\n"
     "is in it. Where these cannot be copied, FILE is left as it was rather than\n"
-    "replaced more open. A new FILE gets mode 0666 & ~umask and the caller's\n"
-    "owner. A symlink at FILE is followed: the file it leads to is replaced, in\n"
-    "its own directory, and a dangling one is refused. FILE must be a regular\n"
-    "file or missing: a device, FIFO, socket or directory (or a symlink to one)\n"
-    "is refused. \"-\" is refused too: write ./- for a file named -. A FILE with\n"
-    "other hard links is replaced under its name only: the other names keep the\n"
-    "old file (the link is broken, as by sed -i). FILE's directory must exist\n"
-    "(-p makes it).\n"
+    "replaced more open: a group the user is not in is lost, into the user's\n"
+    "own, only where the mode gives it what it gives the others (no ACL, no\n"
+    "set-group-ID). A new FILE gets what touch would give it (mode\n"
+    "0666 & ~umask, or what the directory's default ACL gives) and the\n"
+    "caller's owner. A symlink at FILE is followed: the file it leads to is\n"
+    "replaced, in its own directory; a dangling one is refused, and so is\n"
+    "another user's link in a sticky world-writable directory such as /tmp\n"
+    "(the rule of fs.protected_symlinks, applied whatever the sysctl). FILE\n"
+    "must be a regular file or missing: a device, FIFO, socket or directory\n"
+    "(or a symlink to one) is refused. \"-\" is refused too: write ./- for a\n"
+    "file named -. A FILE with other hard links is replaced under its name\n"
+    "only: the other names keep the old file (the link is broken, as by\n"
+    "sed -i). FILE's directory must exist (-p makes it).\n"
     "\n"
     "  --mode MODE    give FILE exactly this mode (not kept, not from the umask):\n"
     "                 1 to 5 octal digits, 0 to 7777; FILE's ACL and context\n"
-    "                 are then not kept, its owner and group are\n"
+    "                 are then not kept, its owner and group are (a group\n"
+    "                 the user is not in, as above)\n"
     "  --no-follow    replace a symlink at FILE itself, as a new file\n"
     "  -p, --parents  make FILE's missing parent directories (as mkdir -p)\n"
     "  --sync LEVEL   full: fsync file and directory (default)\n"
@@ -289,14 +301,15 @@ int print(const char* text) {
   return kReplaced;
 }
 
-int report(const atomic_state::Status& status) {
+// `why`, when given, says more than the library's message can.
+int report(const atomic_state::Status& status, const char* why = nullptr) {
   if (status.ok()) return kReplaced;
   // Exit 3: the library's message says FILE was replaced but is not known
   // to be durable. A missing directory is not made without -p: say so.
   const bool missing_directory =
       status.step() == atomic_state::Step::open_directory && status.code().value() == ENOENT;
-  std::fprintf(stderr, "atomic-write: %s%s\n", status.message().c_str(),
-               missing_directory ? " (-p makes missing directories)" : "");
+  if (missing_directory) why = " (-p makes missing directories)";
+  std::fprintf(stderr, "atomic-write: %s%s\n", status.message().c_str(), why ? why : "");
   return status.replaced() ? kNotDurable : kFailed;
 }
 
@@ -333,7 +346,7 @@ bool refuse_special_file(const char* file) {
 // The full path of the open transaction's temp file, for the signal handler
 // (empty: none yet), written with the signals blocked; and COMMAND's process
 // while it runs (0: none).
-char temp_path[ATOMIC_STATE_PATH_MAX + 16];
+char temp_path[ATOMIC_STATE_PATH_MAX + 48];
 volatile std::sig_atomic_t command_pid = 0;
 constexpr int kCleanupSignals[] = {SIGHUP, SIGINT, SIGTERM};
 
@@ -384,19 +397,17 @@ class RemoveTempOnSignal {
     }
   }
 
-  // The temp file is `temp_name` in the directory of `file` (FILE, or what
-  // a symlink there leads to): up to and including its last slash, or the
-  // working directory. Written with the signals blocked, so the handler
-  // never reads half a path.
-  void remove_on_signal(const char* file, std::string_view temp_name) {
+  // The temp file is `temp_name` in `directory` (FILE's, or that of what a
+  // symlink there leads to). Written with the signals blocked, so the
+  // handler never reads half a path.
+  void remove_on_signal(std::string_view directory, std::string_view temp_name) {
     sigset_t block, old;
     sigemptyset(&block);
     for (const int sig : kCleanupSignals) sigaddset(&block, sig);
     (void)::sigprocmask(SIG_BLOCK, &block, &old);
-    const char* slash = std::strrchr(file, '/');
-    const int dir_len = slash == nullptr ? 0 : static_cast<int>(slash - file + 1);
-    const int n = std::snprintf(temp_path, sizeof temp_path, "%.*s%.*s", dir_len, file,
-                                static_cast<int>(temp_name.size()), temp_name.data());
+    const int n =
+        std::snprintf(temp_path, sizeof temp_path, "%.*s/%.*s", static_cast<int>(directory.size()),
+                      directory.data(), static_cast<int>(temp_name.size()), temp_name.data());
     if (temp_name.empty() || n < 0 || static_cast<std::size_t>(n) >= sizeof temp_path)
       temp_path[0] = '\0';
     (void)::sigprocmask(SIG_SETMASK, &old, nullptr);
@@ -410,22 +421,30 @@ class RemoveTempOnSignal {
 
 // With --mode, what the new FILE still takes from the file it replaces:
 // its owner and group, as without --mode (the library's ModeFrom::existing
-// then gives the mode, ACL and context too). Read with lstat of the file
-// to be replaced (what a symlink at FILE leads to, unless --no-follow: a
-// symlink itself has no owner to keep). Read just before the transaction
-// begins; a chown of FILE after that is lost, as it would be to any
-// rewrite. An lstat that fails leaves nothing to keep: begin() then reports
-// what is wrong.
+// then gives the mode, ACL and context too). Read with stat of FILE (what
+// a symlink there leads to), or lstat with --no-follow (a symlink itself
+// has no owner to keep); the library follows the links again, refusing
+// one fs.protected_symlinks guards, before anything is written. Read just
+// before the transaction begins; a chown of FILE after that is lost, as it
+// would be to any rewrite. A stat that fails leaves nothing to keep:
+// begin() then reports what is wrong.
 struct Kept {
   bool owner = false;  // give the new file uid and gid
   uid_t uid = 0;
   gid_t gid = 0;
 };
 
-Kept what_to_keep(const Options& options, const char* target) {
+// FILE as the save finds it: stat, a symlink followed, or lstat with
+// --no-follow. False when that fails (nothing there: begin() reports any
+// other reason).
+bool look_at(const Options& options, struct stat& st) {
+  return (options.follow ? ::stat(options.file, &st) : ::lstat(options.file, &st)) == 0;
+}
+
+Kept what_to_keep(const Options& options) {
   Kept kept;
   struct stat old {};
-  if (options.mode_given && ::lstat(target, &old) == 0 && S_ISREG(old.st_mode)) {
+  if (options.mode_given && look_at(options, old) && S_ISREG(old.st_mode)) {
     kept.owner = true;
     kept.uid = old.st_uid;
     kept.gid = old.st_gid;
@@ -441,10 +460,14 @@ Kept what_to_keep(const Options& options, const char* target) {
 // show a reader root's file in between. And chown before chmod, since
 // chown clears the set-user-ID and set-group-ID bits the mode may hold.
 // Only root may give the file away; a normal user keeps the group where
-// they are in it (EPERM otherwise: their own group, silently). Only a
-// regular file: set_mode is also how the library gives a directory it made
-// owner write and search. Any other failed fchown (a filesystem without
-// owners) fails the save at "set permissions", FILE untouched.
+// they are in it. In a group they are not in (EPERM), the file stays in
+// their own group only where MODE gives a group what it gives the others
+// (and no set-group-ID), as ModeFrom::existing does; otherwise the save
+// fails at "set permissions" (EPERM), FILE untouched, rather than open it
+// to their own group. Only a regular file: set_mode is also how the
+// library gives a directory it made owner write and search. Any other
+// failed fchown (a filesystem without owners) fails the save at "set
+// permissions", FILE untouched.
 class KeepOwnerFs : public atomic_state::PosixFs {
  public:
   explicit KeepOwnerFs(const Kept& kept) noexcept : kept_(kept) {}
@@ -456,13 +479,18 @@ class KeepOwnerFs : public atomic_state::PosixFs {
         int r = ::fchown(fd, kept_.uid, kept_.gid);
         if (r != 0 && errno == EPERM) r = ::fchown(fd, static_cast<uid_t>(-1), kept_.gid);
         if (r != 0 && errno != EPERM) return -errno;
+        group_refused_ = r != 0 && ((mode & 02000u) != 0 || ((mode >> 3) & 7u) != (mode & 7u));
+        if (group_refused_) return -EPERM;
       }
     }
     return PosixFs::set_mode(fd, mode);
   }
+  // Whether the save failed because FILE's group could not be kept.
+  bool group_refused() const noexcept { return group_refused_; }
 
  private:
   Kept kept_;
+  bool group_refused_ = false;
 };
 
 char buffer[1 << 16];
@@ -578,33 +606,42 @@ int refuse_short_input(const Options& options, std::uint64_t got) {
 // first bytes wait in memory. With COMMAND, nothing is committed before it
 // ended with status 0.
 template <class Sync>
-int replace(const Options& options, const char* target) {
+int replace(const Options& options) {
   // Declared first, so that it is disarmed only after the transaction's
   // destructor has removed the temp file.
   RemoveTempOnSignal cleanup;
   cleanup.arm();
 
   // Without --mode, the library keeps mode, owner or group, ACL and
-  // context (ModeFrom::existing); a new FILE gets 0666 & ~umask, read here
-  // (one thread: setting it back at once changes nothing for anyone).
+  // context of a FILE that exists (ModeFrom::existing), and gives a new
+  // FILE what open(2) would (ModeFrom::umask of 0666: 0666 & ~umask, or,
+  // in a directory with a default ACL, what that ACL gives, the umask
+  // ignored). Should FILE vanish before the library looks, it gets
+  // 0666 & ~umask, read here (one thread: setting it back at once changes
+  // nothing for anyone).
   atomic_state::WriteOptions write_options;
   write_options.create_directories = options.parents;
+  write_options.follow_symlinks = options.follow;
+  struct stat old {};
   if (options.mode_given) {
     write_options.mode = options.mode;
-  } else {
+  } else if (look_at(options, old) && S_ISREG(old.st_mode)) {
     const mode_t mask = ::umask(0);
     (void)::umask(mask);
     write_options.mode = 0666u & ~static_cast<unsigned>(mask);
     write_options.mode_from = atomic_state::ModeFrom::existing;
+  } else {
+    write_options.mode = 0666u;
+    write_options.mode_from = atomic_state::ModeFrom::umask;
   }
   using Writer = atomic_state::AtomicWriter<Sync, KeepOwnerFs>;
-  Writer writer{KeepOwnerFs(what_to_keep(options, target))};
+  Writer writer{KeepOwnerFs(what_to_keep(options))};
   std::optional<typename Writer::Transaction> transaction;
   const auto begin = [&] {
-    auto begun = writer.begin(target, write_options);
+    auto begun = writer.begin(options.file, write_options);
     if (!begun) return report(begun.status());
     transaction.emplace(std::move(*begun));
-    cleanup.remove_on_signal(target, transaction->temp_name());
+    cleanup.remove_on_signal(transaction->directory(), transaction->temp_name());
     return kReplaced;
   };
 
@@ -647,25 +684,12 @@ int replace(const Options& options, const char* target) {
     if (!written) return report(written);
   }
   if (const int finished = input.finish(); finished != kReplaced) return finished;
-  return report(transaction->commit());
-}
-
-// The file to replace: FILE, or, unless --no-follow, the file a symlink
-// there leads to (resolved here rather than by the library, so that the
-// signal handler knows the temp file's directory). A dangling or looping
-// symlink is refused. Empty after saying why it failed.
-std::string file_to_replace(const Options& options) {
-  struct stat entry {};
-  if (!options.follow || ::lstat(options.file, &entry) != 0 || !S_ISLNK(entry.st_mode))
-    return options.file;
-  char resolved[PATH_MAX];
-  if (::realpath(options.file, resolved) == nullptr) {
-    std::fprintf(stderr,
-                 "atomic-write: %s is a symlink that leads to no file (%s); nothing was written\n",
-                 options.file, std::strerror(errno));
-    return {};
-  }
-  return resolved;
+  const atomic_state::Status committed = transaction->commit();
+  return report(committed, writer.filesystem().group_refused()
+                               ? " (FILE's group is one you are not in, and --mode gives that "
+                                 "group other access than the others: not replaced rather than "
+                                 "open it to your own group)"
+                               : nullptr);
 }
 
 }  // namespace
@@ -683,9 +707,7 @@ int main(int argc, char** argv) {
     return kFailed;
   }
   if (refuse_special_file(options.file)) return kFailed;
-  const std::string target = file_to_replace(options);
-  if (target.empty()) return kFailed;
-  if (options.sync == "data") return replace<atomic_state::DataSync>(options, target.c_str());
-  if (options.sync == "none") return replace<atomic_state::NoSync>(options, target.c_str());
-  return replace<atomic_state::FullSync>(options, target.c_str());
+  if (options.sync == "data") return replace<atomic_state::DataSync>(options);
+  if (options.sync == "none") return replace<atomic_state::NoSync>(options);
+  return replace<atomic_state::FullSync>(options);
 }

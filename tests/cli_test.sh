@@ -110,6 +110,32 @@ ln -s nowhere "$work/dangling"
 err=$(printf 'new' | "$tool" "$work/dangling" 2>&1); rc=$?
 check "a dangling symlink is refused (exit 1), nothing created" \
   '[ $rc -eq 1 ] && [ -L "$work/dangling" ] && [ ! -e "$work/nowhere" ] && [[ "$err" == "atomic-write: "*"$work/dangling"* ]] && no_temps'
+# A symlink another user planted in a sticky, world-writable directory (as
+# /tmp) is not followed, as the kernel's fs.protected_symlinks would not
+# follow it, whatever that sysctl says here: `atomic-write /tmp/report`
+# must not overwrite whatever another user's link there leads to.
+if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null; then
+  chmod 711 "$work"  # the other users must reach $work/psym
+  mkdir -m 711 "$work/psym" && mkdir -m 1777 "$work/psym/sticky"
+  printf 'precious' > "$work/psym/victim" && chmod 666 "$work/psym/victim"
+  setpriv --reuid=65534 --regid=65534 --clear-groups ln -s "$work/psym/victim" "$work/psym/sticky/report"
+  ln -s sticky/report "$work/psym/mine"
+  for via in sticky/report mine; do
+    err=$(printf 'new' | "$tool" "$work/psym/$via" 2>&1); rc=$?
+    check "root does not follow another user's link in a sticky world-writable directory (via $via): exit 1, the file it leads to untouched" \
+      '[ $rc -eq 1 ] && [ "$(cat "$work/psym/victim")" = precious ] && [ -L "$work/psym/sticky/report" ] && [ -z "$(find "$work/psym" -name ".tmp-*")" ]'
+    check "the refusal (via $via) names the link and fs.protected_symlinks" \
+      '[[ "$err" == "atomic-write: "*"$work/psym/sticky/report"*"fs.protected_symlinks"* ]]'
+  done
+  chmod 777 "$work/psym"  # where the user's temp file would go
+  err=$(printf 'new' | setpriv --reuid=47013 --regid=47013 --clear-groups "$tool" "$work/psym/sticky/report" 2>&1); rc=$?
+  check "a normal user does not follow another user's link there either" \
+    '[ $rc -eq 1 ] && [ "$(cat "$work/psym/victim")" = precious ] && [[ "$err" == *"fs.protected_symlinks"* ]]'
+  printf 'new' | setpriv --reuid=65534 --regid=65534 --clear-groups "$tool" "$work/psym/sticky/report"; rc=$?
+  check "the link's owner follows it" '[ $rc -eq 0 ] && [ "$(cat "$work/psym/victim")" = new ] && [ -L "$work/psym/sticky/report" ]'
+else
+  skip "another user's link in a sticky directory is not followed: needs root and setpriv"
+fi
 (umask 022 && printf 'link' | "$tool" --no-follow "$work/link"); rc=$?
 check "--no-follow replaces the symlink itself with a new file (0666 & ~umask), its target untouched" \
   '[ $rc -eq 0 ] && [ ! -L "$work/link" ] && [ "$(cat "$work/link")" = link ] && [ "$(stat -c %a "$work/link")" = 644 ] && [ "$(cat "$work/elsewhere/pointee")" = newer ]'
@@ -217,7 +243,8 @@ fi
 
 # ---- A normal user keeps FILE's group where they are in it (chown allows
 # a group one belongs to), with and without --mode; in a group they are not
-# in, the file is theirs and their group's, as chown allows no other.
+# in, the file is theirs and their group's, as chown allows no other, only
+# where the group had what the others have; otherwise refused.
 user=47011 group=47012
 if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null; then
   chmod 711 "$work"  # the user must reach $work/users
@@ -234,6 +261,20 @@ if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null; then
   printf 'new' | as_user 65533 "$tool" "$work/users/g"; rc=$?
   check "a normal user not in FILE's group: their own user and group" \
     '[ $rc -eq 0 ] && [ "$(stat -c "%u:%g %a" "$work/users/g")" = "$user:$user 644" ]'
+  # ... but only where the group had what the others have: a 0640 FILE
+  # would become readable to the user's own group. Refused, FILE as it was.
+  for opts in "" "--mode 0640"; do
+    printf 'old' > "$work/users/g" && chown "$user:$group" "$work/users/g" && chmod 640 "$work/users/g"
+    # shellcheck disable=SC2086 # split on purpose
+    err=$(printf 'new' | as_user 65533 "$tool" $opts "$work/users/g" 2>&1); rc=$?
+    check "a normal user not in the group of a 0640 FILE is refused${opts:+ ($opts)}: exit 1, FILE as it was" \
+      '[ $rc -eq 1 ] && [ "$(cat "$work/users/g")" = old ] && [ "$(stat -c "%u:%g %a" "$work/users/g")" = "$user:$group 640" ] && no_temps'
+    check "that refusal${opts:+ ($opts)} says the group cannot be kept" \
+      '[[ "$err" == "atomic-write: set permissions"*"$work/users/g"*"group"* ]]'
+  done
+  printf 'new' | as_user 65533 "$tool" --mode 0600 "$work/users/g"; rc=$?
+  check "--mode 0600 gives the group nothing: replaced, in the user's own group" \
+    '[ $rc -eq 0 ] && [ "$(cat "$work/users/g")" = new ] && [ "$(stat -c "%u:%g %a" "$work/users/g")" = "$user:$user 600" ]'
 else
   skip "a normal user keeps FILE's group: needs root and setpriv"
 fi
@@ -255,6 +296,20 @@ else
   printf 'new' | "$tool" "$work/acl-dir/plain"; rc=$?
   check "FILE without an ACL gets none from its directory's default ACL" \
     '[ $rc -eq 0 ] && [ -z "$(getfacl -cps --skip-base "$work/acl-dir/plain")" ] && [ "$(stat -c %a "$work/acl-dir/plain")" = 640 ]'
+  # A new FILE gets what open(2) gives it, as touch's: in a directory with
+  # a default ACL the kernel ignores the umask, and the ACL's mask comes
+  # from it and 0666, not from 0666 & ~umask.
+  mkdir "$work/acl-new" && setfacl -d -m u::rwx,u:65534:rwx,g::rx,m::rwx,o::rx "$work/acl-new"
+  for mask in 077 022; do
+    rm -f "$work/acl-new/touched" "$work/acl-new/new"
+    (umask "$mask" && touch "$work/acl-new/touched" && printf 'x' | "$tool" "$work/acl-new/new"); rc=$?
+    check "a new FILE in a directory with a default ACL gets touch's ACL and mode, umask $mask ignored" \
+      '[ $rc -eq 0 ] && [ "$(getfacl -cp "$work/acl-new/new")" = "$(getfacl -cp "$work/acl-new/touched")" ] && [ "$(stat -c %a "$work/acl-new/new")" = "$(stat -c %a "$work/acl-new/touched")" ]'
+  done
+  rm -f "$work/acl-new/new"
+  (umask 077 && printf 'x' | "$tool" --mode 0640 "$work/acl-new/new"); rc=$?
+  check "--mode 0640 there gives 0640 exactly, the ACL's mask r--" \
+    '[ $rc -eq 0 ] && [ "$(stat -c %a "$work/acl-new/new")" = 640 ] && getfacl -cp "$work/acl-new/new" | grep -qx "mask::r--"'
   printf 'newer' | "$tool" --mode 0600 "$work/acl"; rc=$?
   check "--mode MODE is the whole permission: FILE's ACL is not kept" \
     '[ $rc -eq 0 ] && [ -z "$(getfacl -cps --skip-base "$work/acl")" ] && [ "$(stat -c %a "$work/acl")" = 600 ]'

@@ -468,6 +468,57 @@ TEST_CASE("ModeFrom::existing keeps the target's access ACL, never widening it t
   }
 }
 
+TEST_CASE("ModeFrom::umask in a directory with a default ACL gives what open(2) gives",
+          "[fs][modes][acl]") {
+  // open(2) ignores the umask where the directory has a default ACL: the
+  // new file takes that ACL, narrowed by the mode asked for.
+  struct Row {
+    const char* behaviour;
+    std::string default_acl;
+    unsigned mode;
+    unsigned umask;
+  };
+  const Row rows[] = {
+      {"a named user's rwx, 0666 under umask 077",
+       acl_bytes({{1, 7, kNoId}, {2, 7, 65534}, {4, 5, kNoId}, {0x10, 7, kNoId}, {0x20, 5, kNoId}}),
+       0666, 077},
+      {"a named group's rw-, 0640 under umask 022",
+       acl_bytes({{1, 7, kNoId}, {4, 5, kNoId}, {8, 6, 65534}, {0x10, 7, kNoId}, {0x20, 0, kNoId}}),
+       0640, 022},
+      {"only the three base entries, 0666 under umask 077",
+       acl_bytes({{1, 7, kNoId}, {4, 5, kNoId}, {0x20, 4, kNoId}}), 0666, 077},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.behaviour);
+    TempDir dir;
+    if (!takes_acls(dir.path())) {
+      WARN("not run: the filesystem of " << dir.path() << " takes no POSIX ACLs");
+      return;
+    }
+    REQUIRE(set_attribute(dir.path(), "system.posix_acl_default", row.default_acl));
+    const mode_t old_mask = ::umask(static_cast<mode_t>(row.umask));
+    const int fd = ::open((dir / "opened").c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+                          static_cast<mode_t>(row.mode));
+    atomic_state::WriteOptions options;
+    options.mode = row.mode;
+    options.mode_from = atomic_state::ModeFrom::umask;
+    const Status status = AtomicWriter<>{}.write(dir / "f", "new", options);
+    ::umask(old_mask);
+    REQUIRE(fd >= 0);
+    ::close(fd);
+    REQUIRE(status.ok());
+    CHECK(mode_of(dir / "f") == mode_of(dir / "opened"));
+    CHECK(attribute_of(dir / "f", "system.posix_acl_access") ==
+          attribute_of(dir / "opened", "system.posix_acl_access"));
+    CHECK(temp_files_in(dir.path()).empty());
+    SECTION("while ModeFrom::given keeps the mode given, the ACL's mask with it") {
+      options.mode_from = atomic_state::ModeFrom::given;
+      REQUIRE(AtomicWriter<>{}.write(dir / "g", "new", options).ok());
+      CHECK(mode_of(dir / "g") == row.mode);
+    }
+  }
+}
+
 namespace {
 // A policy that reports a security context on every file, as an SELinux
 // system does, and records what is set: SELinux need not be enabled.
@@ -584,7 +635,10 @@ TEST_CASE("ModeFrom::existing keeps the group as a normal user too, where the us
   const Row rows[] = {
       {"a file another user owns, in a group the user is in", 65534, {kGroup}, kGroup},
       {"a file the user owns, in a group the user is in", kUser, {kGroup}, kGroup},
-      {"a group the user is not in: the user's own (as chown allows no other)", 65534, {}, kUser},
+      {"a group the user is not in, 0644: the user's own (as chown allows no other)",
+       65534,
+       {},
+       kUser},
   };
   for (const Row& row : rows) {
     CAPTURE(row.behaviour);
@@ -604,6 +658,59 @@ TEST_CASE("ModeFrom::existing keeps the group as a normal user too, where the us
     CHECK(owner_of(target).uid == kUser);
     CHECK(owner_of(target).gid == row.expected_group);
     CHECK(mode_of(target) == 0644);
+  }
+}
+
+TEST_CASE("ModeFrom::existing refuses a group a normal user cannot keep, where the group mattered",
+          "[fs][modes]") {
+  if (::geteuid() != 0) {
+    WARN("not run: needs root to set up another user's file (the suite runs as root)");
+    return;
+  }
+  // The user's own group would get what the file's group had: refused,
+  // unless the group's bits are the others' (and no set-group-ID, no ACL).
+  struct Row {
+    const char* behaviour;
+    unsigned mode;
+    bool acl;  // the target has kNamedUserAcl (mode 0660)
+    bool refused;
+  };
+  const Row rows[] = {
+      {"0640: the group could read, the others not", 0640, false, true},
+      {"0604: the group was kept out, the others not", 0604, false, true},
+      {"0660 by an ACL naming a user", 0660, true, true},
+      {"2755: set-group-ID", 02755, false, true},
+      {"0644: the group had what the others have", 0644, false, false},
+      {"0600: neither could read", 0600, false, false},
+  };
+  constexpr uid_t kUser = 47004;
+  constexpr gid_t kGroup = 47006;
+  for (const Row& row : rows) {
+    CAPTURE(row.behaviour);
+    TempDir dir;
+    if (row.acl && !takes_acls(dir.path())) {
+      WARN("not run: the filesystem of " << dir.path() << " takes no POSIX ACLs");
+      continue;
+    }
+    REQUIRE(::chown(dir.path().c_str(), kUser, kUser) == 0);
+    const auto target = dir / "f";
+    test::write_plain(target, "old", 0640);
+    REQUIRE(::chown(target.c_str(), kUser, kGroup) == 0);
+    REQUIRE(::chmod(target.c_str(), row.mode) == 0);
+    if (row.acl) REQUIRE(set_attribute(target, "system.posix_acl_access", kNamedUserAcl));
+    const int exit = as_user(kUser, {}, [&] {
+      atomic_state::WriteOptions options;
+      options.mode_from = atomic_state::ModeFrom::existing;
+      const Status status = AtomicWriter<>{}.write(target, "new", options);
+      if (!row.refused) return status.ok();
+      return status.step() == Step::set_permissions && status.code().value() == EPERM &&
+             contains(status.message(), "group") && contains(status.message(), target.native());
+    });
+    CHECK(exit == 0);
+    CHECK(read_file(target) == (row.refused ? "old" : "new"));
+    CHECK(owner_of(target).gid == (row.refused ? kGroup : kUser));
+    CHECK(mode_of(target) == row.mode);
+    CHECK(temp_files_in(dir.path()).empty());
   }
 }
 
@@ -710,6 +817,71 @@ TEST_CASE(
       CHECK(status.message().find("leads to no file") != std::string::npos);
     }
     CHECK(temp_files_in(dir.path()).empty());
+  }
+}
+
+TEST_CASE("follow_symlinks refuses a link fs.protected_symlinks guards, at every hop of a chain",
+          "[fs][symlinks]") {
+  if (::geteuid() != 0) {
+    WARN("not run: needs root to give links to other users (the suite runs as root)");
+    return;
+  }
+  // The kernel's rule, whatever fs.protected_symlinks says on this machine:
+  // a link in a sticky, world-writable directory is followed only by its
+  // owner, or when the directory's owner owns it too.
+  struct Row {
+    const char* behaviour;
+    unsigned dir_mode;  // of "shared", owned by root
+    uid_t link_owner;   // of shared/f
+    uid_t follower;     // 0: root, else a normal user
+    bool through_own;   // write through "mine" (the follower's link to shared/f)
+    bool refused;
+  };
+  constexpr uid_t kUser = 47005, kOther = 65534;
+  const Row rows[] = {
+      {"another user's link in a sticky world-writable directory, followed by root", 01777, kOther,
+       0, false, true},
+      {"another user's link there, followed by a normal user", 01777, kOther, kUser, false, true},
+      {"another user's link there, reached through the follower's own link", 01777, kOther, 0, true,
+       true},
+      {"the follower's own link there", 01777, kUser, kUser, false, false},
+      {"a link of the directory's owner there", 01777, 0, kUser, false, false},
+      {"another user's link in a world-writable directory that is not sticky", 0777, kOther, 0,
+       false, false},
+      {"another user's link in a sticky directory others cannot write", 01755, kOther, 0, false,
+       false},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.behaviour);
+    TempDir dir;
+    REQUIRE(::chmod(dir.path().c_str(), 0755) == 0);  // the user must reach it
+    const auto shared = dir / "shared";
+    std::filesystem::create_directory(shared);
+    REQUIRE(::chmod(shared.c_str(), row.dir_mode) == 0);
+    const auto victim = dir / "victim";
+    test::write_plain(victim, "precious", 0666);
+    std::filesystem::create_symlink(victim, shared / "f");
+    REQUIRE(::lchown((shared / "f").c_str(), row.link_owner, row.link_owner) == 0);
+    const auto mine = dir / "mine";
+    std::filesystem::create_symlink(shared / "f", mine);
+    REQUIRE(::lchown(mine.c_str(), row.follower, row.follower) == 0);
+    REQUIRE(::chown(dir.path().c_str(), row.follower, row.follower) == 0);  // its temp file
+    const auto path = row.through_own ? mine : shared / "f";
+    const auto save = [&] {
+      atomic_state::WriteOptions options;
+      options.follow_symlinks = true;
+      options.mode = 0666;
+      const Status status = AtomicWriter<>{}.write(path, "new", options);
+      if (!row.refused) return status.ok();
+      return status.step() == Step::check_path && status.code().value() == EACCES &&
+             contains(status.message(), "fs.protected_symlinks") &&
+             contains(status.message(), (shared / "f").native());
+    };
+    CHECK((row.follower == 0 ? save() : as_user(row.follower, {}, save) == 0));
+    CHECK(read_file(victim) == (row.refused ? "precious" : "new"));
+    CHECK(std::filesystem::is_symlink(shared / "f"));
+    CHECK(temp_files_in(dir.path()).empty());
+    CHECK(temp_files_in(shared).empty());
   }
 }
 

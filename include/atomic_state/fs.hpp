@@ -204,14 +204,17 @@ struct PosixFs {
   /// fremovexattr(fd, name) on Linux (-ENODATA when there is none);
   /// elsewhere -ENOTSUP.
   int remove_attribute(int fd, const char* name) noexcept;
-  /// realpath(path, out), `out` holding ATOMIC_STATE_PATH_MAX bytes: for
-  /// WriteOptions::follow_symlinks. Optional: without it, following a
-  /// symlink at the target fails (check_path, ENOTSUP).
+  /// realpath(path, out), `out` holding ATOMIC_STATE_PATH_MAX bytes. No
+  /// longer called: WriteOptions::follow_symlinks follows each link itself
+  /// (read_link, file_info_at, user_id), to refuse the links
+  /// fs.protected_symlinks guards, which realpath(3) follows.
   int real_path(const char* path, char* out) noexcept;
   /// geteuid(): the user the process acts as, to tell a lock file of its
-  /// own from another user's. Cannot fail. Optional: without it, a
-  /// SnapshotWriter's lock file is not checked for its owner (its link
-  /// count still is).
+  /// own from another user's, and a symlink of its own in a sticky
+  /// directory (WriteOptions::follow_symlinks). Cannot fail. Optional:
+  /// without it, a SnapshotWriter's lock file is not checked for its owner
+  /// (its link count still is), and follow_symlinks takes no link in a
+  /// sticky, world-writable directory for the process's own.
   std::uint32_t user_id() noexcept;
 
   // ---- what a snapshot adds (is_snapshot_filesystem_v)
@@ -224,7 +227,8 @@ struct PosixFs {
   /// symlinkat(target, dir_fd, name).
   int make_symlink(const char* target, int dir_fd, const char* name) noexcept;
   /// readlinkat(dir_fd, name, buffer, size): the length of the target (not
-  /// terminated); a target of `size` bytes or more is -ENAMETOOLONG.
+  /// terminated); a target of `size` bytes or more is -ENAMETOOLONG. With
+  /// file_info_at, what WriteOptions::follow_symlinks needs (detected).
   ssize_t read_link(int dir_fd, const char* name, char* buffer, std::size_t size) noexcept;
 
   // ---- what a SnapshotReader adds (is_snapshot_reader_filesystem_v)
@@ -469,9 +473,11 @@ struct has_attributes<
                    decltype(std::declval<F&>().remove_attribute(0, "")),
                    decltype(std::declval<F&>().open_file(0, ""))>> : std::true_type {};
 template <class F, class = void>
-struct has_real_path : std::false_type {};
+struct has_link_reading : std::false_type {};
 template <class F>
-struct has_real_path<F, std::void_t<decltype(std::declval<F&>().real_path("", nullptr))>>
+struct has_link_reading<
+    F, std::void_t<decltype(std::declval<F&>().read_link(0, "", nullptr, std::size_t{})),
+                   decltype(std::declval<F&>().file_info_at(0, "", std::declval<FileInfo&>()))>>
     : std::true_type {};
 }  // namespace detail
 

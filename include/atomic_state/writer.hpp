@@ -32,7 +32,11 @@ enum class ModeFrom : unsigned char {
   given,
   /// The existing target's mode, its owner and group where the process may
   /// give them (root may; a normal user keeps the group where they are in
-  /// it, and their own user, silently), its access ACL and its security
+  /// it, and their own user, silently; a group they are not in becomes
+  /// their own only where that gives no one other access: the mode gives
+  /// the group what it gives the others, without set-group-ID, and the
+  /// target has no ACL; otherwise Step::set_permissions, EPERM, the target
+  /// untouched), its access ACL and its security
   /// context (Linux: the attributes system.posix_acl_access and
   /// security.selinux; a target without an ACL gives a file without one,
   /// whatever the directory's default ACL). The target is opened read-only
@@ -43,9 +47,15 @@ enum class ModeFrom : unsigned char {
   /// file open wider than it was. A missing target (or a symlink, which is
   /// replaced) gets WriteOptions::mode.
   existing,
-  /// WriteOptions::mode filtered by the process umask, as open(2) and
-  /// QSaveFile do (read from /proc/self/status: Linux 4.7 or later;
-  /// elsewhere Step::set_permissions with ENOTSUP).
+  /// What open(2) gives a new file of WriteOptions::mode, as QSaveFile
+  /// does: the mode filtered by the process umask (read from
+  /// /proc/self/status: Linux 4.7 or later; elsewhere
+  /// Step::set_permissions with ENOTSUP); in a directory with a default
+  /// ACL, the umask ignored, as the kernel ignores it there, and that ACL,
+  /// narrowed by the mode, given to the file as its access ACL (read and
+  /// set at commit through the Fs attribute calls; an Fs without them
+  /// applies the umask; a default ACL that cannot be read, or the access
+  /// ACL set, fails the save at Step::set_permissions).
   umask,
 };
 
@@ -55,10 +65,15 @@ struct WriteOptions {
   bool create_directories = true;  ///< create missing parent directories, as mkdir -p
   ModeFrom mode_from = ModeFrom::given;
   /// A symlink at the target is replaced by the file (false, the default),
-  /// or resolved, and the file it leads to replaced in its own directory
-  /// (true, as QSaveFile does); a dangling or looping link is then an error
-  /// (check_path, ENOENT or ELOOP), as is an Fs without real_path
-  /// (ENOTSUP). Paths only: an AtomicDirectory refuses it (EINVAL).
+  /// or followed, and the file it leads to replaced in its own directory
+  /// (true, as QSaveFile does). Each link is followed as the kernel follows
+  /// one under fs.protected_symlinks, whatever that sysctl says: a link in
+  /// a sticky, world-writable directory (/tmp) owned by neither the
+  /// process's user nor the directory's owner is refused (check_path,
+  /// EACCES), so that another user's link there cannot send the save
+  /// elsewhere. A dangling or looping link is an error (check_path, ENOENT
+  /// or ELOOP), as is an Fs without read_link and file_info_at (ENOTSUP).
+  /// Paths only: an AtomicDirectory refuses it (EINVAL).
   bool follow_symlinks = false;
 };
 
@@ -95,6 +110,12 @@ class WriteTransaction {
   /// ".tmp-XXXXXX.N" in an AtomicDirectory), empty once the transaction is
   /// over.
   std::string_view temp_name() const noexcept;
+  /// The directory the temp file is in, and the target: the path's, or,
+  /// under WriteOptions::follow_symlinks, that of the file the symlinks
+  /// lead to (as the links spell it, not made canonical); "." for a bare
+  /// name. With temp_name(), the temp file's path, for a signal handler
+  /// that must remove it.
+  std::string_view directory() const noexcept { return dir_for_messages(); }
 
  private:
   using FsRef = std::remove_reference_t<Fs>;
@@ -111,6 +132,8 @@ class WriteTransaction {
                  const WriteOptions& options, Commit commit, detail::Claim& claim) noexcept;
   Status open_through_symlink(std::string_view path, const WriteOptions& options,
                               Commit commit) noexcept;
+  int follow_link(char* at, const FileInfo& link) noexcept;
+  Status refuse_link(std::string_view path, const char* at, int neg_errno) noexcept;
   Status check_target(const WriteOptions& options) noexcept;
   Status choose_mode(const WriteOptions& options, const FileInfo* existing) noexcept;
   Status make_parent_directories() noexcept;
@@ -124,6 +147,8 @@ class WriteTransaction {
   // The steps of commit(), in order; a Batch takes them file by file.
   Status set_final_mode() noexcept;
   Status copy_attributes() noexcept;
+  bool group_matters() const noexcept;
+  Status mode_as_open() noexcept;
   Status open_source(const FileInfo& listed) noexcept;
   void start_writeback() noexcept;
   Status sync_file() noexcept;
@@ -147,6 +172,8 @@ class WriteTransaction {
   unsigned perm_ = 0;
   bool keep_owner_ = false;  // ModeFrom::existing found a file: give its owner too
   int source_fd_ = -1;       // ModeFrom::existing: the target, read for its ACL and context
+  bool target_acl_ = false;  // ModeFrom::existing: the target had an access ACL
+  int umask_ = -1;           // ModeFrom::umask: the process umask, applied at commit
   std::uint32_t owner_ = 0, group_ = 0;
   Phase phase_ = Phase::open;
   Commit commit_ = Commit::replace;
@@ -568,6 +595,8 @@ void WriteTransaction<S, Fs>::take(WriteTransaction& other) noexcept {
   perm_ = other.perm_;
   keep_owner_ = other.keep_owner_;
   source_fd_ = std::exchange(other.source_fd_, -1);
+  target_acl_ = other.target_acl_;
+  umask_ = other.umask_;
   owner_ = other.owner_;
   group_ = other.group_;
   phase_ = std::exchange(other.phase_, Phase::discarded);
@@ -776,32 +805,89 @@ Status WriteTransaction<S, Fs>::open_in(int dir_fd, std::string_view dir, std::s
 
 // The calls an option needs, where the Fs offers them.
 
-// WriteOptions::follow_symlinks: a symlink at the target is resolved, and
-// the file it leads to is the target, in its own directory.
+namespace detail {
+/// The most symlinks one save follows, as Linux's MAXSYMLINKS: more is a loop.
+constexpr int kMaxSymlinkHops = 40;
+
+/// Whether the rule of Linux's fs.protected_symlinks forbids `follower` to
+/// follow `link`, a symlink in the directory `dir`: a link in a sticky,
+/// world-writable directory is followed only by its owner, or when the
+/// directory's owner owns it too. Applied whatever the sysctl says.
+inline bool protected_symlink(const FileInfo& link, const FileInfo& dir,
+                              std::uint32_t follower) noexcept {
+  return (dir.mode & 01002u) == 01002u && link.owner != follower && link.owner != dir.owner;
+}
+}  // namespace detail
+
+// WriteOptions::follow_symlinks: the symlinks at the end of the path are
+// followed one by one, each checked as the kernel checks a link it follows,
+// and the file the last leads to is the target, in its own directory. The
+// directories on the way are the kernel's to resolve, as in any path.
 template <class S, class Fs>
 Status WriteTransaction<S, Fs>::open_through_symlink(std::string_view path,
                                                      const WriteOptions& options,
                                                      Commit commit) noexcept {
   WriteOptions plain = options;
   plain.follow_symlinks = false;
-  char given[ATOMIC_STATE_PATH_MAX];  // path_problem checked that it fits
-  std::memcpy(given, path.data(), path.size());
-  given[path.size()] = '\0';
-  FileInfo info;
-  if (fs_.entry_info(AT_FDCWD, given, info) < 0 || info.type != FileType::symlink)
-    return open(path, plain, commit);
-  int r = -ENOTSUP;
-  char resolved[ATOMIC_STATE_PATH_MAX];
-  if constexpr (detail::has_real_path<FsRef>::value) r = fs_.real_path(given, resolved);
-  if (r < 0) {
-    phase_ = Phase::failed;
-    error_ = Status(Step::check_path, detail::system_error(r), path, path, false,
-                    r == -ENOTSUP ? "WriteOptions::follow_symlinks: the Fs has no real_path"
-                                  : "the symlink at the target leads to no file (dangling, or "
-                                    "a loop)");
-    return error_;
+  char at[ATOMIC_STATE_PATH_MAX];  // path_problem checked that it fits
+  std::memcpy(at, path.data(), path.size());
+  at[path.size()] = '\0';
+  for (int hops = 0;; ++hops) {
+    FileInfo link;
+    int r = fs_.entry_info(AT_FDCWD, at, link);
+    if ((r < 0 && hops == 0) || (r >= 0 && link.type != FileType::symlink))
+      return open(at, plain, commit);  // a missing target is made; open reports the rest
+    if (r >= 0) r = hops == detail::kMaxSymlinkHops ? -ELOOP : follow_link(at, link);
+    if (r < 0) return refuse_link(path, at, r);
   }
-  return open(resolved, plain, commit);
+}
+
+// Replaces `at`, the path of the symlink `link`, with the path it leads to:
+// 0, or -errno (-EACCES: the link is one fs.protected_symlinks guards).
+template <class S, class Fs>
+int WriteTransaction<S, Fs>::follow_link(char* at, const FileInfo& link) noexcept {
+  if constexpr (!detail::has_link_reading<FsRef>::value) {
+    (void)at, (void)link;
+    return -ENOTSUP;
+  } else {
+    const char* const slash = std::strrchr(at, '/');
+    const std::size_t name_at = slash == nullptr ? 0 : static_cast<std::size_t>(slash - at) + 1;
+    char dir[ATOMIC_STATE_PATH_MAX];  // the link's directory: "/" for "/name"
+    const std::size_t dir_len = slash == nullptr ? 1 : name_at > 1 ? name_at - 1 : 1;
+    std::memcpy(dir, slash == nullptr ? "." : at, dir_len);
+    dir[dir_len] = '\0';
+    FileInfo parent;
+    const int r = fs_.file_info_at(AT_FDCWD, dir, parent);
+    if (r < 0) return r;
+    std::uint32_t follower = static_cast<std::uint32_t>(-1);  // unknown: nobody's
+    if constexpr (detail::has_user_id<FsRef>::value) follower = fs_.user_id();
+    if (detail::protected_symlink(link, parent, follower)) return -EACCES;
+    char to[ATOMIC_STATE_PATH_MAX];
+    const ssize_t n = fs_.read_link(AT_FDCWD, at, to, sizeof to);
+    if (n <= 0) return n < 0 ? static_cast<int>(n) : -ENOENT;
+    const std::size_t keep = to[0] == '/' ? 0 : name_at;  // "dir/" before a relative one
+    if (keep + static_cast<std::size_t>(n) >= ATOMIC_STATE_PATH_MAX) return -ENAMETOOLONG;
+    std::memcpy(at + keep, to, static_cast<std::size_t>(n));
+    at[keep + static_cast<std::size_t>(n)] = '\0';
+    return 0;
+  }
+}
+
+// Fails the transaction on the symlink `at` that could not be followed.
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::refuse_link(std::string_view path, const char* at,
+                                            int neg_errno) noexcept {
+  const char* note = "the symlink at the target leads to no file (dangling, or a loop)";
+  if (neg_errno == -ENOTSUP)
+    note = "WriteOptions::follow_symlinks: the Fs has no read_link and file_info_at";
+  else if (neg_errno == -EACCES)
+    note =
+        "not followed, as fs.protected_symlinks would not: a symlink in a sticky, "
+        "world-writable directory is followed only by its owner, or when the directory's "
+        "owner owns it (or a directory on the way is not searchable)";
+  phase_ = Phase::failed;
+  error_ = Status(Step::check_path, detail::system_error(neg_errno), at, path, false, note);
+  return error_;
 }
 
 // Refuses, before a byte is written, a target the rename could not replace
@@ -830,6 +916,7 @@ Status WriteTransaction<S, Fs>::choose_mode(const WriteOptions& options,
                                             const FileInfo* existing) noexcept {
   perm_ = options.mode;
   keep_owner_ = false;
+  umask_ = -1;
   if (options.mode_from == ModeFrom::existing && existing != nullptr) {
     perm_ = existing->mode;
     keep_owner_ = detail::has_set_owner<FsRef>::value;
@@ -843,7 +930,7 @@ Status WriteTransaction<S, Fs>::choose_mode(const WriteOptions& options,
     if (mask < 0)
       return fail(Step::set_permissions, mask, dir_prefix(), std::string_view(name(), name_len_),
                   "ModeFrom::umask: the process umask cannot be read here");
-    perm_ = options.mode & ~static_cast<unsigned>(mask);
+    umask_ = mask;  // applied at commit, unless the directory has a default ACL
   }
   return {};
 }
@@ -1069,17 +1156,27 @@ Status WriteTransaction<S, Fs>::commit() noexcept {
 template <class S, class Fs>
 Status WriteTransaction<S, Fs>::set_final_mode() noexcept {
   // The owner first: a change of owner clears the set-user-ID bits.
+  bool group_kept = true;
   if constexpr (detail::has_set_owner<FsRef>::value)
     if (keep_owner_) {
       int r = fs_.set_owner(fd_, owner_, group_);
       // Only root gives a file away; anyone keeps a group they are in.
       if (r == -EPERM) r = fs_.set_owner(fd_, static_cast<std::uint32_t>(-1), group_);
       if (r < 0 && r != -EPERM) return fail_on_temp(Step::set_permissions, r);
+      group_kept = r >= 0;
     }
   // The attributes before the mode: fchmod has the last word on the
   // permission bits, which the ACL copied agrees with.
   if (source_fd_ >= 0)
     if (Status copied = copy_attributes(); !copied) return copied;
+  if (umask_ >= 0)
+    if (Status created = mode_as_open(); !created) return created;
+  if (!group_kept && group_matters())
+    return fail_on_temp(Step::set_permissions, -EPERM,
+                        "ModeFrom::existing: the target's group cannot be given to the new file "
+                        "(the user is not in it), and its mode or ACL gives that group other "
+                        "access than the others; not replaced, rather than give it to the "
+                        "user's own group");
   const int r = fs_.set_mode(fd_, perm_);
   if (r < 0) return fail_on_temp(Step::set_permissions, r);
   return {};
@@ -1098,6 +1195,99 @@ inline bool no_attribute(long neg_errno) noexcept {
   return false;
 }
 }  // namespace detail
+
+namespace detail {
+inline unsigned acl_u16(const unsigned char* at) noexcept {
+  return static_cast<unsigned>(at[0]) | static_cast<unsigned>(at[1]) << 8;
+}
+
+/// Rewrites `acl`, a directory's default ACL of `size` bytes as Linux
+/// stores it (system.posix_acl_default: a version 2 of 4 bytes, then
+/// entries of 8, little-endian: a tag and permissions of 16 bits, an id of
+/// 32), into the access ACL open(2) gives a new file asked with `mode`, and
+/// `mode` into that file's mode, as Linux's posix_acl_create_masq does: 1
+/// when the ACL says more than the mode (it must be set on the file), 0
+/// when the mode says it all, -EINVAL for an ACL not of that form.
+inline int inherit_acl(unsigned char* acl, std::size_t size, unsigned& mode) noexcept {
+  if (size < 4 || (size - 4) % 8 != 0 || acl_u16(acl) != 2 || acl_u16(acl + 2) != 0) return -EINVAL;
+  unsigned rest = mode & 0777u;
+  unsigned char* group = nullptr;  // the owning group's entry
+  unsigned char* mask = nullptr;
+  bool extended = false;
+  for (unsigned char* e = acl + 4; e != acl + size; e += 8) {
+    unsigned perm = acl_u16(e + 2) & 7u;
+    switch (acl_u16(e)) {
+      case 0x01:  // user::
+        perm &= rest >> 6;
+        rest &= perm << 6 | 077u;
+        break;
+      case 0x20:  // other::
+        perm &= rest & 7u;
+        rest &= perm | 0770u;
+        break;
+      case 0x04:  // group::
+        group = e;
+        break;
+      case 0x10:  // mask::
+        mask = e;
+        extended = true;
+        break;
+      case 0x02:  // user:ID
+      case 0x08:  // group:ID
+        extended = true;
+        break;
+      default:
+        return -EINVAL;
+    }
+    e[2] = static_cast<unsigned char>(perm);
+    e[3] = 0;
+  }
+  unsigned char* const narrowed = mask != nullptr ? mask : group;  // the group class
+  if (narrowed == nullptr) return -EINVAL;
+  const unsigned perm = narrowed[2] & rest >> 3 & 7u;
+  narrowed[2] = static_cast<unsigned char>(perm);
+  rest &= perm << 3 | 0707u;
+  mode = (mode & ~0777u) | rest;
+  return extended ? 1 : 0;
+}
+}  // namespace detail
+
+// ModeFrom::umask: the mode open(2) gives a new file: the one asked for,
+// less the umask; in a directory with a default ACL, the umask ignored, as
+// the kernel ignores it there, and the ACL (narrowed by the mode) given to
+// the new file as its access ACL.
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::mode_as_open() noexcept {
+  const unsigned asked = perm_;
+  perm_ = asked & ~static_cast<unsigned>(umask_);
+  if constexpr (detail::has_attributes<FsRef>::value) {
+    unsigned char acl[ATOMIC_STATE_ATTRIBUTE_MAX];
+    const ssize_t n = fs_.get_attribute(dir_fd_, "system.posix_acl_default", acl, sizeof acl);
+    if (detail::no_attribute(n)) return {};
+    const auto size = static_cast<std::size_t>(n);
+    perm_ = asked;
+    const int r = n < 0 ? static_cast<int>(n) : detail::inherit_acl(acl, size, perm_);
+    if (r < 0)
+      return fail(Step::set_permissions, r, dir_for_messages(), {},
+                  "ModeFrom::umask: the directory's default ACL cannot be read (or is over "
+                  "ATOMIC_STATE_ATTRIBUTE_MAX bytes, or not a POSIX ACL)");
+    if (r == 1)
+      if (const int set = fs_.set_attribute(fd_, "system.posix_acl_access", acl, size); set < 0)
+        return fail_on_temp(Step::set_permissions, set,
+                            "ModeFrom::umask: the ACL the directory's default ACL gives cannot be "
+                            "given to the new file");
+  }
+  return {};
+}
+
+// Whether the new file's group, once not the target's, would change who
+// may do what: the group's permission bits differ from the others', or the
+// mode has set-group-ID, or the target had an access ACL (whose group
+// entries the new group would take).
+template <class S, class Fs>
+bool WriteTransaction<S, Fs>::group_matters() const noexcept {
+  return target_acl_ || (perm_ & 02000u) != 0 || ((perm_ >> 3) & 7u) != (perm_ & 7u);
+}
 
 // ModeFrom::existing: the target's access ACL and security context onto the
 // temp file. A target without an ACL gives a file without one: a default
@@ -1137,6 +1327,7 @@ Status WriteTransaction<S, Fs>::copy_attributes() noexcept {
       if (n < 0)
         return fail(Step::set_permissions, static_cast<int>(n), dir_prefix(),
                     std::string_view(name(), name_len_), kind.unreadable);
+      if (kind.remove_when_absent) target_acl_ = true;  // the ACL's kind
       const int r = fs_.set_attribute(fd_, kind.name, value, static_cast<std::size_t>(n));
       if (r < 0) return fail_on_temp(Step::set_permissions, r, kind.unset);
     }
