@@ -1881,6 +1881,11 @@ struct TempSweep {
   std::size_t removed = 0;      ///< stale temp files removed
   std::size_t in_use = 0;       ///< left: a live save holds it (or the filesystem has no locks)
   std::size_t not_regular = 0;  ///< left: named like a temp file, but not a regular file
+  /// left: the system refused its removal (EACCES, EPERM): another user's,
+  /// such as what a run as root left in a directory of a normal user.
+  /// Counted by a SnapshotWriter's sweep; a sweep of temp files reports
+  /// such a refusal as its failure.
+  std::size_t not_permitted = 0;
 };
 
 /// Replaces files atomically, durably as `SyncPolicy` says, making every
@@ -3980,7 +3985,10 @@ struct SnapshotOptions {
 /// fails with EWOULDBLOCK rather than waiting. A lock file that is not the
 /// writer's own is refused (lock_run, EPERM) and left unchanged: a hard
 /// link (a link count above 1), or a file of another user (where the Fs
-/// has user_id). open() also removes what a killed publisher left:
+/// has user_id). Root (user_id 0) in a directory of another user takes a
+/// lock file of the directory's owner, and gives the one it makes to them
+/// (where the Fs has set_owner), so that a publish under sudo never locks
+/// the owner out. open() also removes what a killed publisher left:
 /// half-built generations (.building-gen-N), generations newer than
 /// current (complete, never current), half-removed ones (.removing-gen-N)
 /// and temp symlinks. A DIR/current that is not a symlink naming a gen-N
@@ -3992,9 +4000,14 @@ struct SnapshotOptions {
 /// Entries under the writer's names that are not of the kind it makes (a
 /// file or symlink named gen-N, a directory named .current.tmp-XXXXXX, a
 /// directory inside a generation being removed) are left where they are
-/// and counted (TempSweep::not_regular); they never make open() or
-/// publish() fail. A generation being removed that holds such a directory
-/// stays, emptied of its files, as .removing-gen-N. What anything else
+/// and counted (TempSweep::not_regular); so is what the system refuses to
+/// remove for want of permission (EACCES, EPERM: another user's, such as the
+/// generations a run as root left in a directory of a normal user; counted
+/// TempSweep::not_permitted). They never make open() or publish() fail. A
+/// generation being removed that holds such a directory stays, emptied of
+/// its files, as .removing-gen-N; a generation whose .removing-gen-N name
+/// is taken by someone else's entry stays gen-N (no new generation takes a
+/// number the directory holds). What anything else
 /// writes into DIR's generations (gen-N, .building-gen-N, .removing-gen-N)
 /// is the snapshot's, removed with its generation: no save of the library
 /// makes a missing directory of such a name (AtomicWriter::write), but one
@@ -4062,8 +4075,9 @@ class SnapshotWriter {
   /// generations newer than current and those older than the newest
   /// keep - 1 before current, but for any a SnapshotReader holds; a
   /// TempSweep counting the entries removed, the generations left because
-  /// a reader holds them (in_use) and the entries not the writer's own
-  /// (not_regular). Nothing else in DIR is touched. Failures:
+  /// a reader holds them (in_use), the entries not the writer's own
+  /// (not_regular) and those the system refuses to remove (not_permitted:
+  /// another user's). Nothing else in DIR is touched. Failures:
   /// remove_temp_file.
   Result<TempSweep> remove_stale_generations() noexcept;
 
@@ -4179,6 +4193,10 @@ bool is_directory_refusal(Call& call, int dir_fd, const char* name, int r) noexc
   FileInfo info;
   return call.entry_info(dir_fd, name, info) >= 0 && info.type == FileType::directory;
 }
+// Whether the system refused a removal for want of permission: an entry of
+// another user's (what a run as root left in a directory of a normal user,
+// a sticky directory's entry of someone else's), left and counted.
+inline bool is_refusal(int r) noexcept { return r == -EACCES || r == -EPERM; }
 }  // namespace detail
 
 template <class S, class Fs>
@@ -4212,11 +4230,20 @@ Result<SnapshotWriter<S, Fs>> SnapshotWriter<S, Fs>::open(PathView dir, Fs fs,
     return writer.fail(Step::lock_run, -EPERM, lock_path.view(), {},
                        "the lock file is a hard link to a file elsewhere, not the "
                        "SnapshotWriter's own: remove it");
-  if constexpr (detail::has_user_id<FsRef>::value)
-    if (info.owner != call.user_id())
+  // Root, in a directory of another user, uses the lock file as that
+  // user's (below, it gives them the one it made): a run under sudo must
+  // not lock the directory's owner out of their own snapshot.
+  FileInfo dir_info;
+  bool root_in_users_dir = false;
+  if constexpr (detail::has_user_id<FsRef>::value) {
+    const std::uint32_t user = call.user_id();
+    root_in_users_dir =
+        user == 0 && call.file_info(dir_fd, dir_info) >= 0 && dir_info.owner != user;
+    if (info.owner != user && !(root_in_users_dir && info.owner == dir_info.owner))
       return writer.fail(Step::lock_run, -EPERM, lock_path.view(), {},
                          "the lock file belongs to another user, not the SnapshotWriter's own: "
                          "remove it");
+  }
   if (const int r = call.try_lock(fd); r < 0)
     return writer.fail(
         Step::lock_run, r, lock_path.view(), {},
@@ -4226,6 +4253,13 @@ Result<SnapshotWriter<S, Fs>> SnapshotWriter<S, Fs>::open(PathView dir, Fs fs,
     if (const int r = call.set_mode(fd, 0600); r < 0)
       return writer.fail(Step::lock_run, r, lock_path.view(), {},
                          "the lock file is open to other users and cannot be made 0600");
+  // Root's own lock file, made in a directory of another user, is given to
+  // that user (held locked meanwhile), who could not open it otherwise. A
+  // failure leaves it root's: the owner's next open fails at lock_run, as
+  // it did before.
+  if constexpr (detail::has_user_id<FsRef>::value && detail::has_set_owner<FsRef>::value)
+    if (root_in_users_dir && info.owner == 0)
+      (void)call.set_owner(fd, dir_info.owner, dir_info.group);
   bool missing = false;
   if (Status read = writer.read_current(missing); !read) return read;
   if (missing)
@@ -4594,6 +4628,10 @@ Status SnapshotWriter<S, Fs>::prune(TempSweep& sweep, bool generations) noexcept
       ++sweep.not_regular;  // a directory of someone else's under a temp link's name
       continue;
     }
+    if (detail::is_refusal(r)) {
+      ++sweep.not_permitted;  // another user's, in a directory that lets only them remove it
+      continue;
+    }
     if (r < 0 && r != -ENOENT) {
       const detail::JoinedPath where(path(), link.data());
       return fail(Step::remove_temp_file, r, where.view());
@@ -4640,6 +4678,10 @@ Status SnapshotWriter<S, Fs>::retire_generation(std::uint64_t n, TempSweep& swee
     ++sweep.not_regular;  // a file or symlink named as a generation: not the writer's
     return {};
   }
+  if (detail::is_refusal(fd)) {
+    ++sweep.not_permitted;  // another user's, closed to this one
+    return {};
+  }
   if (fd < 0) return fail(Step::remove_temp_file, fd, where.view());
   const int locked = call.try_lock(fd);
   if (locked == -EWOULDBLOCK || locked == -EAGAIN) {
@@ -4652,8 +4694,15 @@ Status SnapshotWriter<S, Fs>::retire_generation(std::uint64_t n, TempSweep& swee
   const detail::GenerationName removing(n, detail::GenerationState::removing);
   if (const int r = call.rename(dir_fd, name.c_str(), removing.c_str()); r < 0) {
     (void)call.close(fd);
-    if (r == -ENOTEMPTY || r == -EEXIST) {
-      ++sweep.not_regular;  // a .removing-gen-N of someone else's in the way
+    if (r == -ENOTEMPTY || r == -EEXIST || r == -ENOTDIR) {
+      // A .removing-gen-N of someone else's in the way (a file under that
+      // name: ENOTDIR). gen-N stays, complete, tried again by every prune;
+      // no new generation takes a number already in the directory.
+      ++sweep.not_regular;
+      return {};
+    }
+    if (detail::is_refusal(r)) {
+      ++sweep.not_permitted;  // a sticky directory's entry of another user
       return {};
     }
     return fail(Step::remove_temp_file, r, where.view());
@@ -4664,7 +4713,10 @@ Status SnapshotWriter<S, Fs>::retire_generation(std::uint64_t n, TempSweep& swee
 // Empties the directory `name` of DIR and removes it. `fd`: its descriptor
 // when already open (closed here, after the removal, so that a lock held
 // through it lasts to the end), or -1. A directory inside it is not the
-// writer's: left, with its parent, and counted.
+// writer's: left, with its parent, and counted (not_regular). What the
+// system refuses to remove for want of permission (another user's
+// generation, such as one a run as root left) is left likewise, counted
+// once as not_permitted.
 template <class S, class Fs>
 Status SnapshotWriter<S, Fs>::remove_tree(const char* name, int fd, TempSweep& sweep) noexcept {
   detail::Retrying<FsRef> call(dir_.filesystem());
@@ -4677,27 +4729,42 @@ Status SnapshotWriter<S, Fs>::remove_tree(const char* name, int fd, TempSweep& s
       ++sweep.not_regular;
       return {};
     }
+    if (detail::is_refusal(fd)) {
+      ++sweep.not_permitted;
+      return {};
+    }
     if (fd < 0) return fail(Step::remove_temp_file, fd, where.view());
   }
   names_.clear();
   int r = call.list_directory(fd, &detail::GenerationFiles::add, &names_);
   if (r >= 0 && names_.out_of_memory) r = -ENOMEM;
   bool foreign = false;
-  for (std::size_t i = 0; r >= 0 && i < names_.names.size(); ++i) {
+  bool refused = detail::is_refusal(r);
+  if (refused) r = 0;
+  for (std::size_t i = 0; r >= 0 && !refused && i < names_.names.size(); ++i) {
     r = call.unlink(fd, names_.names[i].data());
     if (r == -ENOENT) r = 0;
     if (r < 0 && detail::is_directory_refusal(call, fd, names_.names[i].data(), r)) {
       foreign = true;
       r = 0;
     }
+    if (detail::is_refusal(r)) {
+      refused = true;  // the generation's directory is another user's: so is the rest
+      r = 0;
+    }
   }
-  if (r >= 0 && !foreign) {
+  if (r >= 0 && !foreign && !refused) {
     r = call.remove_directory(dir_fd, name);
     if (r == -ENOENT) r = 0;
-    if (r == 0) ++sweep.removed;
+    if (detail::is_refusal(r)) {
+      refused = true;
+      r = 0;
+    }
+    if (r == 0 && !refused) ++sweep.removed;
   }
   (void)call.close(fd);
   if (foreign) ++sweep.not_regular;
+  if (refused) ++sweep.not_permitted;
   if (r < 0) return fail(Step::remove_temp_file, r, where.view());
   return {};
 }
@@ -6508,7 +6575,10 @@ struct StateOptions {
   /// user that the kernel will not link (EPERM under fs.protected_hardlinks,
   /// after a run under sudo, say) is not kept: the save goes on, with a
   /// warning "previous state not kept" naming the owner, and the next save
-  /// (of a file now this user's own) keeps .prev again.
+  /// (of a file now this user's own) keeps .prev again. An older .prev is
+  /// then removed (the removal synced before the state is replaced), so
+  /// that .prev is never older than the state before; one that cannot be
+  /// removed is left, and the warning's older_previous says it is older.
   bool keep_previous = false;
   /// State files larger than this are refused, by load_state and by
   /// save_state alike. Every value is allowed: 0 refuses every non-empty
@@ -6906,7 +6976,7 @@ class StateManager {
   void pin_directory(int dir_fd) noexcept;
   Status check_pinned_directory() noexcept;
   bool reads_as_state(int dir_fd) noexcept;
-  Status not_linked(const FileInfo& current) noexcept;
+  Status not_linked(int dir_fd, const FileInfo& current) noexcept;
 
   StateOptions options_;
   Status unusable_;            // why options_ cannot be used, or success
@@ -8276,8 +8346,13 @@ bool StateManager<L, S, P, F>::reads_as_state(int dir_fd) noexcept {
 // on without .prev, warned. Only this save: the file it writes is this
 // user's own, and the next save links it. The state matters more than its
 // backup, and a save that failed here would fail every run from now on.
+// An older .prev, kept by an earlier save, would be two states back once
+// this save replaces the state, and a load of a corrupt state would go
+// back that far as "the previous state": it is removed, the removal synced
+// before the state is replaced. One that cannot be removed is left, and
+// the warning says it is older (older_previous).
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
-Status StateManager<L, S, P, F>::not_linked(const FileInfo& current) noexcept {
+Status StateManager<L, S, P, F>::not_linked(int dir_fd, const FileInfo& current) noexcept {
   char why[128] = "the state file belongs to uid ";
   std::size_t size = std::strlen(why);
   size = static_cast<std::size_t>(std::to_chars(why + size, why + 64, current.owner).ptr - why);
@@ -8287,9 +8362,24 @@ Status StateManager<L, S, P, F>::not_linked(const FileInfo& current) noexcept {
   size += rest.size();
   const Status status(Step::keep_previous, detail::system_error(-EPERM), file_, previous_file_,
                       false, nullptr, std::string_view(why, size));
+  detail::Retrying<FsRef> fs(fs_);
+  const int removed = fs.unlink(dir_fd, previous_name_.c_str());
+  if (removed == 0 && P::directory)
+    if (const int r = fs.sync_full(dir_fd); r < 0)
+      return Status(Step::sync_directory, detail::system_error(r), dir_, previous_file_);
   ATOMIC_STATE_DETAIL_TRY {
-    log(Level::warn, "previous state not kept",
-        {{"path", file_}, {"previous", previous_file_}, {"error", status.message()}});
+    const std::string error = status.message();  // the fields only view it
+    Field fields[4] = {{"path", file_}, {"previous", previous_file_}, {"error", error}};
+    std::size_t count = 3;
+    std::string older;
+    if (removed == 0) {
+      fields[count++] = Field("older_previous", "removed");
+    } else if (removed != -ENOENT) {
+      older = "not removed, so it is older than the state before this save: " +
+              detail::system_error(removed).message();
+      fields[count++] = Field("older_previous", older);
+    }
+    log(Level::warn, "previous state not kept", Fields(fields, count));
   }
   ATOMIC_STATE_DETAIL_CATCH_ALL {}
   return {};
@@ -8326,7 +8416,7 @@ Status StateManager<L, S, P, F>::link_previous(int dir_fd) noexcept {
     if (r == -EEXIST) continue;
     if (r == -ENOENT) return {};  // the state file went away: nothing to keep
     if (r == -EPERM && current.owner != static_cast<std::uint32_t>(::geteuid()))
-      return not_linked(current);
+      return not_linked(dir_fd, current);
     if (r < 0) return failed(r);
     r = fs.rename(dir_fd, temp, previous_name_.c_str());
     if (r == -ENOENT) continue;  // a sweep took the link for a stale temp file

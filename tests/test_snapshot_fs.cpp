@@ -21,6 +21,7 @@
 
 #include "atomic_state.hpp"
 #include "support/catch.hpp"
+#include "support/child.hpp"
 #include "support/names.hpp"
 #include "support/snapshot_dir.hpp"
 
@@ -501,6 +502,94 @@ TEST_CASE("a claim left by a killed publisher is removed by the next open", "[sn
   const auto temps = test::temp_files_in(dir.path());
   CAPTURE(temps.size());
   CHECK(std::count(temps.begin(), temps.end(), ".tmp-Zz0Zz0") == 0);
+}
+
+namespace {
+/// Runs `work` in a child as uid 65534 (groups cleared); its exit code
+/// (77: cannot drop to 65534). Within `work`, no Catch2 macro: exit codes.
+template <class Work>
+int as_nobody(Work work) {
+  test::Child child;
+  const pid_t pid = child.fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    if (::setgroups(0, nullptr) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
+        ::setresuid(65534, 65534, 65534) != 0)
+      ::_exit(77);
+    child.die_with_parent();
+    ::_exit(work());
+  }
+  return test::exit_code(child.wait());
+}
+}  // namespace
+
+TEST_CASE("a publish as root leaves nothing that fails the directory owner's opens and publishes",
+          "[snapshot]") {
+  // sudo once in a directory of a normal user: root's lock file, root's old
+  // generations (which the owner may rename but not empty), a prune of
+  // root's killed half-way (.removing-gen-N), a half-built generation of a
+  // killed root publisher. The owner's writer leaves each of them, counts
+  // them, and goes on.
+  if (::geteuid() != 0) {
+    WARN("skipped: publishing as root for another user needs root");
+    return;
+  }
+  TempDir dir;
+  REQUIRE(::chown(dir.path().c_str(), 65534, 65534) == 0);
+  REQUIRE(::chmod(dir.path().c_str(), 0755) == 0);
+  for (const char* data : {"root 1", "root 2", "root 3"}) publish(dir.path(), {{"a", data}});
+  CHECK(generations(dir.path()) == std::vector<std::uint64_t>{2, 3});
+  fs::create_directory(dir / ".removing-gen-1");
+  test::write_plain(dir / ".removing-gen-1" / "a", "root 1");
+  make_building(dir.path(), 4, {{"a", "half"}});
+  struct stat lock {};
+  REQUIRE(::stat((dir / ".snapshot.lock").c_str(), &lock) == 0);
+  CHECK(lock.st_uid == 65534);  // the directory owner's, so that they can take it
+  CHECK((lock.st_mode & 07777) == 0600);
+
+  const std::string path = dir.path().string();
+  const int code = as_nobody([&] {
+    if (::access(path.c_str(), X_OK) != 0) return 77;  // a TMPDIR closed to 65534
+    auto writer = Writer::open(path);
+    if (!writer) {
+      std::fprintf(stderr, "open: %s\n", writer.status().message().c_str());
+      return 1;
+    }
+    for (const char* data : {"user 1", "user 2", "user 3"}) {
+      if (!writer->add("a", data).ok()) return 2;
+      if (const Status s = writer->publish(); !s) {
+        std::fprintf(stderr, "publish: %s\n", s.message().c_str());
+        return 3;
+      }
+    }
+    const auto swept = writer->remove_stale_generations();
+    if (!swept) {
+      std::fprintf(stderr, "sweep: %s\n", swept.status().message().c_str());
+      return 4;
+    }
+    // Root's two generations, its half-removed and its half-built one.
+    if (swept->not_permitted != 4) {
+      std::fprintf(stderr, "not_permitted %zu\n", swept->not_permitted);
+      return 5;
+    }
+    return 0;
+  });
+  if (code == 77) {
+    WARN("skipped: uid 65534 cannot reach the test's directory or cannot be switched to");
+    return;
+  }
+  REQUIRE(code == 0);
+  // The owner's publishes numbered after root's leftovers: gen-5, 6, 7.
+  CHECK(current_target(dir.path()) == "gen-7");
+  CHECK(read_current(dir.path()) == Files{{"a", "user 3"}});
+  CHECK(generations(dir.path()) == std::vector<std::uint64_t>{6, 7});
+  CHECK(unfinished(dir.path()) == std::vector<std::string>{".building-gen-4", ".removing-gen-1",
+                                                           ".removing-gen-2", ".removing-gen-3"});
+  // Root again: the lock file, now the owner's, is taken; root removes its own.
+  publish(dir.path(), {{"a", "root 4"}});
+  CHECK(current_target(dir.path()) == "gen-8");
+  CHECK(unfinished(dir.path()).empty());
+  CHECK(generations(dir.path()) == std::vector<std::uint64_t>{7, 8});
 }
 
 TEST_CASE("one publisher at a time: a second open fails at once with EWOULDBLOCK", "[snapshot]") {

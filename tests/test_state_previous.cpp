@@ -221,3 +221,69 @@ TEST_CASE(
     }
   }
 }
+
+TEST_CASE(
+    "a .prev that cannot be renewed is removed, never left older than the state before, and the "
+    "warning says so",
+    "[previous]") {
+  // .prev promises the state a save replaced. When the state file cannot
+  // be linked (another user's, fs.protected_hardlinks), an older .prev
+  // kept by an earlier save would be two states back: a load of a corrupt
+  // state would then go back further than promised, saying "previous".
+  // It is removed (the removal synced before the state is replaced); a
+  // .prev that cannot be removed is left, and the warning says it is older.
+  struct Row {
+    const char* behaviour;
+    std::vector<test::Fault> faults;  // after the link's EPERM
+    bool removed;
+    const char* says;  // the warning's older_previous
+  };
+  const Row rows[] = {
+      {"the older .prev removed", {}, true, "removed"},
+      {"the older .prev cannot be removed: left, and the warning says it is older",
+       {test::Fault{test::Op::unlink, 1, EACCES, false}},
+       false,
+       "not removed, so it is older than the state before this save: Permission denied"},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.behaviour);
+    test::TempDir dir;
+    test::CaptureSink log;
+    test::FaultFs fs;
+    StateOptions options;
+    options.keep_previous = true;
+    as::StateManager<test::CaptureSink&, State, as::FullSync, test::FaultFs&> manager(
+        dir.path(), log, fs, options);
+    REQUIRE(manager.save_state(test::state_at(100)).ok());
+    REQUIRE(manager.save_state(test::state_at(200)).ok());              // .prev: 100
+    REQUIRE(::chown((dir / "state.json").c_str(), 65534, 65534) == 0);  // 200, another user's
+    // Each fault on this save's first call of its op (faults count calls
+    // from the policy's first).
+    fs.faults = {test::Fault{test::Op::link, fs.count(test::Op::link) + 1, EPERM, false}};
+    for (test::Fault f : row.faults) {
+      f.occurrence += fs.count(f.op);
+      fs.faults.push_back(f);
+    }
+    REQUIRE(manager.save_state(test::state_at(300)).ok());
+    CHECK(as::parse_json(read_file(dir / "state.json")).value().at("last_updated") == 300);
+    const auto warned = log.with("previous state not kept");
+    REQUIRE(warned.size() == 1);
+    REQUIRE(warned[0].has("older_previous"));
+    CHECK(warned[0].text("older_previous").find(row.says) == 0);
+    if (row.removed) {
+      CHECK(test::names_in(dir.path()) == std::vector<std::string>{"state.json"});
+      // A corrupt state now has no previous to fall back on: recovered,
+      // never the state of two saves ago passed off as the previous one.
+      test::write_plain(dir / "state.json", "{corrupt");
+      const auto loaded = manager.load_state();
+      REQUIRE(loaded.has_value());
+      CHECK(loaded->origin == LoadOrigin::recovered);
+    } else {
+      CHECK(present(dir / "state.json.prev"));
+      // The next save's state file is the caller's own: kept again.
+      fs.faults.clear();
+      REQUIRE(manager.save_state(test::state_at(400)).ok());
+      CHECK(as::parse_json(read_file(dir / "state.json.prev")).value().at("last_updated") == 300);
+    }
+  }
+}

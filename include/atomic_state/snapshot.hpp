@@ -172,7 +172,10 @@ struct SnapshotOptions {
 /// fails with EWOULDBLOCK rather than waiting. A lock file that is not the
 /// writer's own is refused (lock_run, EPERM) and left unchanged: a hard
 /// link (a link count above 1), or a file of another user (where the Fs
-/// has user_id). open() also removes what a killed publisher left:
+/// has user_id). Root (user_id 0) in a directory of another user takes a
+/// lock file of the directory's owner, and gives the one it makes to them
+/// (where the Fs has set_owner), so that a publish under sudo never locks
+/// the owner out. open() also removes what a killed publisher left:
 /// half-built generations (.building-gen-N), generations newer than
 /// current (complete, never current), half-removed ones (.removing-gen-N)
 /// and temp symlinks. A DIR/current that is not a symlink naming a gen-N
@@ -184,9 +187,14 @@ struct SnapshotOptions {
 /// Entries under the writer's names that are not of the kind it makes (a
 /// file or symlink named gen-N, a directory named .current.tmp-XXXXXX, a
 /// directory inside a generation being removed) are left where they are
-/// and counted (TempSweep::not_regular); they never make open() or
-/// publish() fail. A generation being removed that holds such a directory
-/// stays, emptied of its files, as .removing-gen-N. What anything else
+/// and counted (TempSweep::not_regular); so is what the system refuses to
+/// remove for want of permission (EACCES, EPERM: another user's, such as the
+/// generations a run as root left in a directory of a normal user; counted
+/// TempSweep::not_permitted). They never make open() or publish() fail. A
+/// generation being removed that holds such a directory stays, emptied of
+/// its files, as .removing-gen-N; a generation whose .removing-gen-N name
+/// is taken by someone else's entry stays gen-N (no new generation takes a
+/// number the directory holds). What anything else
 /// writes into DIR's generations (gen-N, .building-gen-N, .removing-gen-N)
 /// is the snapshot's, removed with its generation: no save of the library
 /// makes a missing directory of such a name (AtomicWriter::write), but one
@@ -254,8 +262,9 @@ class SnapshotWriter {
   /// generations newer than current and those older than the newest
   /// keep - 1 before current, but for any a SnapshotReader holds; a
   /// TempSweep counting the entries removed, the generations left because
-  /// a reader holds them (in_use) and the entries not the writer's own
-  /// (not_regular). Nothing else in DIR is touched. Failures:
+  /// a reader holds them (in_use), the entries not the writer's own
+  /// (not_regular) and those the system refuses to remove (not_permitted:
+  /// another user's). Nothing else in DIR is touched. Failures:
   /// remove_temp_file.
   Result<TempSweep> remove_stale_generations() noexcept;
 
@@ -371,6 +380,10 @@ bool is_directory_refusal(Call& call, int dir_fd, const char* name, int r) noexc
   FileInfo info;
   return call.entry_info(dir_fd, name, info) >= 0 && info.type == FileType::directory;
 }
+// Whether the system refused a removal for want of permission: an entry of
+// another user's (what a run as root left in a directory of a normal user,
+// a sticky directory's entry of someone else's), left and counted.
+inline bool is_refusal(int r) noexcept { return r == -EACCES || r == -EPERM; }
 }  // namespace detail
 
 template <class S, class Fs>
@@ -404,11 +417,20 @@ Result<SnapshotWriter<S, Fs>> SnapshotWriter<S, Fs>::open(PathView dir, Fs fs,
     return writer.fail(Step::lock_run, -EPERM, lock_path.view(), {},
                        "the lock file is a hard link to a file elsewhere, not the "
                        "SnapshotWriter's own: remove it");
-  if constexpr (detail::has_user_id<FsRef>::value)
-    if (info.owner != call.user_id())
+  // Root, in a directory of another user, uses the lock file as that
+  // user's (below, it gives them the one it made): a run under sudo must
+  // not lock the directory's owner out of their own snapshot.
+  FileInfo dir_info;
+  bool root_in_users_dir = false;
+  if constexpr (detail::has_user_id<FsRef>::value) {
+    const std::uint32_t user = call.user_id();
+    root_in_users_dir =
+        user == 0 && call.file_info(dir_fd, dir_info) >= 0 && dir_info.owner != user;
+    if (info.owner != user && !(root_in_users_dir && info.owner == dir_info.owner))
       return writer.fail(Step::lock_run, -EPERM, lock_path.view(), {},
                          "the lock file belongs to another user, not the SnapshotWriter's own: "
                          "remove it");
+  }
   if (const int r = call.try_lock(fd); r < 0)
     return writer.fail(
         Step::lock_run, r, lock_path.view(), {},
@@ -418,6 +440,13 @@ Result<SnapshotWriter<S, Fs>> SnapshotWriter<S, Fs>::open(PathView dir, Fs fs,
     if (const int r = call.set_mode(fd, 0600); r < 0)
       return writer.fail(Step::lock_run, r, lock_path.view(), {},
                          "the lock file is open to other users and cannot be made 0600");
+  // Root's own lock file, made in a directory of another user, is given to
+  // that user (held locked meanwhile), who could not open it otherwise. A
+  // failure leaves it root's: the owner's next open fails at lock_run, as
+  // it did before.
+  if constexpr (detail::has_user_id<FsRef>::value && detail::has_set_owner<FsRef>::value)
+    if (root_in_users_dir && info.owner == 0)
+      (void)call.set_owner(fd, dir_info.owner, dir_info.group);
   bool missing = false;
   if (Status read = writer.read_current(missing); !read) return read;
   if (missing)
@@ -786,6 +815,10 @@ Status SnapshotWriter<S, Fs>::prune(TempSweep& sweep, bool generations) noexcept
       ++sweep.not_regular;  // a directory of someone else's under a temp link's name
       continue;
     }
+    if (detail::is_refusal(r)) {
+      ++sweep.not_permitted;  // another user's, in a directory that lets only them remove it
+      continue;
+    }
     if (r < 0 && r != -ENOENT) {
       const detail::JoinedPath where(path(), link.data());
       return fail(Step::remove_temp_file, r, where.view());
@@ -832,6 +865,10 @@ Status SnapshotWriter<S, Fs>::retire_generation(std::uint64_t n, TempSweep& swee
     ++sweep.not_regular;  // a file or symlink named as a generation: not the writer's
     return {};
   }
+  if (detail::is_refusal(fd)) {
+    ++sweep.not_permitted;  // another user's, closed to this one
+    return {};
+  }
   if (fd < 0) return fail(Step::remove_temp_file, fd, where.view());
   const int locked = call.try_lock(fd);
   if (locked == -EWOULDBLOCK || locked == -EAGAIN) {
@@ -844,8 +881,15 @@ Status SnapshotWriter<S, Fs>::retire_generation(std::uint64_t n, TempSweep& swee
   const detail::GenerationName removing(n, detail::GenerationState::removing);
   if (const int r = call.rename(dir_fd, name.c_str(), removing.c_str()); r < 0) {
     (void)call.close(fd);
-    if (r == -ENOTEMPTY || r == -EEXIST) {
-      ++sweep.not_regular;  // a .removing-gen-N of someone else's in the way
+    if (r == -ENOTEMPTY || r == -EEXIST || r == -ENOTDIR) {
+      // A .removing-gen-N of someone else's in the way (a file under that
+      // name: ENOTDIR). gen-N stays, complete, tried again by every prune;
+      // no new generation takes a number already in the directory.
+      ++sweep.not_regular;
+      return {};
+    }
+    if (detail::is_refusal(r)) {
+      ++sweep.not_permitted;  // a sticky directory's entry of another user
       return {};
     }
     return fail(Step::remove_temp_file, r, where.view());
@@ -856,7 +900,10 @@ Status SnapshotWriter<S, Fs>::retire_generation(std::uint64_t n, TempSweep& swee
 // Empties the directory `name` of DIR and removes it. `fd`: its descriptor
 // when already open (closed here, after the removal, so that a lock held
 // through it lasts to the end), or -1. A directory inside it is not the
-// writer's: left, with its parent, and counted.
+// writer's: left, with its parent, and counted (not_regular). What the
+// system refuses to remove for want of permission (another user's
+// generation, such as one a run as root left) is left likewise, counted
+// once as not_permitted.
 template <class S, class Fs>
 Status SnapshotWriter<S, Fs>::remove_tree(const char* name, int fd, TempSweep& sweep) noexcept {
   detail::Retrying<FsRef> call(dir_.filesystem());
@@ -869,27 +916,42 @@ Status SnapshotWriter<S, Fs>::remove_tree(const char* name, int fd, TempSweep& s
       ++sweep.not_regular;
       return {};
     }
+    if (detail::is_refusal(fd)) {
+      ++sweep.not_permitted;
+      return {};
+    }
     if (fd < 0) return fail(Step::remove_temp_file, fd, where.view());
   }
   names_.clear();
   int r = call.list_directory(fd, &detail::GenerationFiles::add, &names_);
   if (r >= 0 && names_.out_of_memory) r = -ENOMEM;
   bool foreign = false;
-  for (std::size_t i = 0; r >= 0 && i < names_.names.size(); ++i) {
+  bool refused = detail::is_refusal(r);
+  if (refused) r = 0;
+  for (std::size_t i = 0; r >= 0 && !refused && i < names_.names.size(); ++i) {
     r = call.unlink(fd, names_.names[i].data());
     if (r == -ENOENT) r = 0;
     if (r < 0 && detail::is_directory_refusal(call, fd, names_.names[i].data(), r)) {
       foreign = true;
       r = 0;
     }
+    if (detail::is_refusal(r)) {
+      refused = true;  // the generation's directory is another user's: so is the rest
+      r = 0;
+    }
   }
-  if (r >= 0 && !foreign) {
+  if (r >= 0 && !foreign && !refused) {
     r = call.remove_directory(dir_fd, name);
     if (r == -ENOENT) r = 0;
-    if (r == 0) ++sweep.removed;
+    if (detail::is_refusal(r)) {
+      refused = true;
+      r = 0;
+    }
+    if (r == 0 && !refused) ++sweep.removed;
   }
   (void)call.close(fd);
   if (foreign) ++sweep.not_regular;
+  if (refused) ++sweep.not_permitted;
   if (r < 0) return fail(Step::remove_temp_file, r, where.view());
   return {};
 }

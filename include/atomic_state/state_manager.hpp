@@ -97,7 +97,10 @@ struct StateOptions {
   /// user that the kernel will not link (EPERM under fs.protected_hardlinks,
   /// after a run under sudo, say) is not kept: the save goes on, with a
   /// warning "previous state not kept" naming the owner, and the next save
-  /// (of a file now this user's own) keeps .prev again.
+  /// (of a file now this user's own) keeps .prev again. An older .prev is
+  /// then removed (the removal synced before the state is replaced), so
+  /// that .prev is never older than the state before; one that cannot be
+  /// removed is left, and the warning's older_previous says it is older.
   bool keep_previous = false;
   /// State files larger than this are refused, by load_state and by
   /// save_state alike. Every value is allowed: 0 refuses every non-empty
@@ -495,7 +498,7 @@ class StateManager {
   void pin_directory(int dir_fd) noexcept;
   Status check_pinned_directory() noexcept;
   bool reads_as_state(int dir_fd) noexcept;
-  Status not_linked(const FileInfo& current) noexcept;
+  Status not_linked(int dir_fd, const FileInfo& current) noexcept;
 
   StateOptions options_;
   Status unusable_;            // why options_ cannot be used, or success
@@ -1865,8 +1868,13 @@ bool StateManager<L, S, P, F>::reads_as_state(int dir_fd) noexcept {
 // on without .prev, warned. Only this save: the file it writes is this
 // user's own, and the next save links it. The state matters more than its
 // backup, and a save that failed here would fail every run from now on.
+// An older .prev, kept by an earlier save, would be two states back once
+// this save replaces the state, and a load of a corrupt state would go
+// back that far as "the previous state": it is removed, the removal synced
+// before the state is replaced. One that cannot be removed is left, and
+// the warning says it is older (older_previous).
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
-Status StateManager<L, S, P, F>::not_linked(const FileInfo& current) noexcept {
+Status StateManager<L, S, P, F>::not_linked(int dir_fd, const FileInfo& current) noexcept {
   char why[128] = "the state file belongs to uid ";
   std::size_t size = std::strlen(why);
   size = static_cast<std::size_t>(std::to_chars(why + size, why + 64, current.owner).ptr - why);
@@ -1876,9 +1884,24 @@ Status StateManager<L, S, P, F>::not_linked(const FileInfo& current) noexcept {
   size += rest.size();
   const Status status(Step::keep_previous, detail::system_error(-EPERM), file_, previous_file_,
                       false, nullptr, std::string_view(why, size));
+  detail::Retrying<FsRef> fs(fs_);
+  const int removed = fs.unlink(dir_fd, previous_name_.c_str());
+  if (removed == 0 && P::directory)
+    if (const int r = fs.sync_full(dir_fd); r < 0)
+      return Status(Step::sync_directory, detail::system_error(r), dir_, previous_file_);
   ATOMIC_STATE_DETAIL_TRY {
-    log(Level::warn, "previous state not kept",
-        {{"path", file_}, {"previous", previous_file_}, {"error", status.message()}});
+    const std::string error = status.message();  // the fields only view it
+    Field fields[4] = {{"path", file_}, {"previous", previous_file_}, {"error", error}};
+    std::size_t count = 3;
+    std::string older;
+    if (removed == 0) {
+      fields[count++] = Field("older_previous", "removed");
+    } else if (removed != -ENOENT) {
+      older = "not removed, so it is older than the state before this save: " +
+              detail::system_error(removed).message();
+      fields[count++] = Field("older_previous", older);
+    }
+    log(Level::warn, "previous state not kept", Fields(fields, count));
   }
   ATOMIC_STATE_DETAIL_CATCH_ALL {}
   return {};
@@ -1915,7 +1938,7 @@ Status StateManager<L, S, P, F>::link_previous(int dir_fd) noexcept {
     if (r == -EEXIST) continue;
     if (r == -ENOENT) return {};  // the state file went away: nothing to keep
     if (r == -EPERM && current.owner != static_cast<std::uint32_t>(::geteuid()))
-      return not_linked(current);
+      return not_linked(dir_fd, current);
     if (r < 0) return failed(r);
     r = fs.rename(dir_fd, temp, previous_name_.c_str());
     if (r == -ENOENT) continue;  // a sweep took the link for a stale temp file

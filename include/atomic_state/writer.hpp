@@ -318,6 +318,11 @@ struct TempSweep {
   std::size_t removed = 0;      ///< stale temp files removed
   std::size_t in_use = 0;       ///< left: a live save holds it (or the filesystem has no locks)
   std::size_t not_regular = 0;  ///< left: named like a temp file, but not a regular file
+  /// left: the system refused its removal (EACCES, EPERM): another user's,
+  /// such as what a run as root left in a directory of a normal user.
+  /// Counted by a SnapshotWriter's sweep; a sweep of temp files reports
+  /// such a refusal as its failure.
+  std::size_t not_permitted = 0;
 };
 
 /// Replaces files atomically, durably as `SyncPolicy` says, making every
