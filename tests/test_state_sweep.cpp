@@ -335,14 +335,15 @@ TEST_CASE("a sweep that fails never fails the load", "[sweep]") {
   };
   const char* const failed = "stale temp files could not be removed";
   const char* const in_use = "temp files of saves in progress left alone";
+  const char* const refused = "temp files this user may not remove left alone";
   const Row rows[] = {
       {Op::list_directory, EIO, true, failed, true},
       {Op::entry_info, EIO, false, failed, true},
-      {Op::open_file, EACCES, false, failed, true},
+      {Op::open_file, EACCES, false, refused, true},  // another user's (a run as root)
       {Op::file_info, EIO, false, failed, true},
       {Op::try_lock, EWOULDBLOCK, true, in_use, true},
       {Op::try_lock, ENOLCK, true, in_use, true},
-      {Op::unlink, EPERM, true, failed, true},
+      {Op::unlink, EPERM, true, refused, true},  // a sticky directory's, of another user
       {Op::unlink, EROFS, true, failed, true},
       {Op::close, EIO, false, "stale temp files removed", false},
   };
@@ -380,16 +381,34 @@ TEST_CASE("a failed sweep says which step, which path and why", "[sweep]") {
   test::TempDir dir;
   test::write_plain(dir / ".tmp-Stale2", "x");
   test::FaultFs fs;
-  fs.faults = {Fault{Op::unlink, 1, EPERM, true}};
+  fs.faults = {Fault{Op::unlink, 1, EROFS, true}};
   AtomicWriter<FullSync, test::FaultFs&> writer(fs);
   auto swept = writer.remove_stale_temp_files(dir.path());
   REQUIRE_FALSE(swept.has_value());
   CHECK(swept.status().step() == Step::remove_temp_file);
   CHECK(swept.status().path() == (dir / ".tmp-Stale2").string());
-  CHECK(swept.status().code().value() == EPERM);
+  CHECK(swept.status().code().value() == EROFS);
   CHECK(swept.status().message() ==
-        "remove temp file " + (dir / ".tmp-Stale2").string() + ": Operation not permitted");
+        "remove temp file " + (dir / ".tmp-Stale2").string() + ": Read-only file system");
   CHECK(fs.open_descriptors().empty());
+}
+
+TEST_CASE("a temp file this user may not open or remove is left and counted, no failure",
+          "[sweep]") {
+  for (const auto& [op, error] : {std::pair{Op::open_file, EACCES}, std::pair{Op::unlink, EPERM}}) {
+    CAPTURE(test::op_name(op), error);
+    test::TempDir dir;
+    test::write_plain(dir / ".tmp-Stale2", "x");
+    test::write_plain(dir / ".tmp-Stale3", "x");
+    test::FaultFs fs;
+    fs.faults = {Fault{op, 1, error}};
+    AtomicWriter<FullSync, test::FaultFs&> writer(fs);
+    auto swept = writer.remove_stale_temp_files(dir.path());
+    REQUIRE(swept.has_value());
+    CHECK(swept->not_permitted == 1);
+    CHECK(swept->removed == 1);
+    CHECK(fs.open_descriptors().empty());
+  }
 }
 
 // ------------------------------------------------ no save waits on a lock --

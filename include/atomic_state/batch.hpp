@@ -347,6 +347,7 @@ void Batch<S, Fs>::sweep_new_directories() noexcept {
       swept_.removed += swept->removed;
       swept_.in_use += swept->in_use;
       swept_.not_regular += swept->not_regular;
+      swept_.not_permitted += swept->not_permitted;
     }
   }
 }

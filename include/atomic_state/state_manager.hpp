@@ -1353,6 +1353,9 @@ Result<TempSweep> StateManager<L, S, P, F>::sweep_temp_files(int dir_fd,
   if (sweep->in_use > 0)
     log(Level::debug, "temp files of saves in progress left alone",
         {{"path", dir}, {"count", sweep->in_use}});
+  if (sweep->not_permitted > 0)
+    log(Level::warn, "temp files this user may not remove left alone",
+        {{"path", dir}, {"count", sweep->not_permitted}});
   return sweep;
 }
 

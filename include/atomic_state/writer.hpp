@@ -318,10 +318,9 @@ struct TempSweep {
   std::size_t removed = 0;      ///< stale temp files removed
   std::size_t in_use = 0;       ///< left: a live save holds it (or the filesystem has no locks)
   std::size_t not_regular = 0;  ///< left: named like a temp file, but not a regular file
-  /// left: the system refused its removal (EACCES, EPERM): another user's,
-  /// such as what a run as root left in a directory of a normal user.
-  /// Counted by a SnapshotWriter's sweep; a sweep of temp files reports
-  /// such a refusal as its failure.
+  /// left: the system refused to open or remove it (EACCES, EPERM):
+  /// another user's, such as what a run as root left in a directory of a
+  /// normal user. Never a sweep's failure.
   std::size_t not_permitted = 0;
 };
 
@@ -1558,7 +1557,13 @@ class TempSweeper {
   }
 
   // The first failure is the one reported; the pass goes on regardless.
+  // Another user's temp file is left and counted: no failure of this
+  // user's sweep, which cannot do better.
   void note(int neg_errno, const char* name) noexcept {
+    if (neg_errno == -EACCES || neg_errno == -EPERM) {
+      ++sweep_.not_permitted;
+      return;
+    }
     if (!failure_.ok()) return;
     JoinedPath path(dir_, name);
     failure_ = Status(Step::remove_temp_file, system_error(neg_errno), path.view());
