@@ -51,6 +51,16 @@ CASES = [
      "batch, FullSync, disk", 1.05, "floor_us"),
     ("snapshot_vs_batch/FullSync/disk", "snapshot publish of the 4 files vs the Batch, FullSync, disk",
      "snapshot vs batch, FullSync, disk", 1.3, "batch_us"),
+    # A new Batch sweeps the directory it wrote into; a reused one swept it
+    # already. Longest prefix first: ".../100" is a prefix of ".../10000".
+    ("batch_sweep/NoSync/tmpfs/10000", "a new Batch (it sweeps) vs a reused one, NoSync, tmpfs, "
+     "10000 other files", "sweep, 10000 files, tmpfs", None, "reused_us"),
+    ("batch_sweep/NoSync/tmpfs/100", "a new Batch (it sweeps) vs a reused one, NoSync, tmpfs, "
+     "100 other files", "sweep, 100 files, tmpfs", None, "reused_us"),
+    ("batch_sweep/NoSync/tmpfs/0", "a new Batch (it sweeps) vs a reused one, NoSync, tmpfs, "
+     "no other file", "sweep, tmpfs", None, "reused_us"),
+    ("batch_sweep/FullSync/disk/100", "a new Batch (it sweeps) vs a reused one, FullSync, disk, "
+     "100 other files", "sweep, 100 files, disk", 1.10, "reused_us"),
     ("dir_save/NoSync/tmpfs/", "AtomicDirectory<NoSync> save, tmpfs",
      "directory save, NoSync, tmpfs", 1.10, "floor_us"),
     ("dir_save/NoSync/tmpfs/", "  the same save, AtomicDirectory vs AtomicWriter",
@@ -66,7 +76,7 @@ CASES = [
 # What a row's baseline is called, by its counter (floor_us: "floor").
 BASELINES = {"qsavefile_us": "QSaveFile", "plain_save_us": "save without it",
              "separate_us": "4 write_atomic calls", "writer_us": "AtomicWriter",
-             "batch_us": "the Batch"}
+             "batch_us": "the Batch", "reused_us": "a reused Batch"}
 
 # A benchmark that skips itself with a message starting so is a slot whose
 # library side does not exist yet: reported as not measured, not an error.
@@ -284,7 +294,11 @@ def write_markdown(path, rows, compile_cost, info, results):
                "file and directory); *4 write_atomic calls* = the same four files saved one by "
                "one; *AtomicWriter* = the same save through `AtomicWriter`, which opens, locks and "
                "closes the directory each time; *save without it* = the same `save_state` without "
-               "`keep_previous`, so the ratio is what keeping the previous state costs.\n")
+               "`keep_previous`, so the ratio is what keeping the previous state costs; *a reused "
+               "Batch* = the collector's four files through a Batch that swept its directory in "
+               "an earlier run, against a new Batch per run, which sweeps it after its commit "
+               "(the directory holding that many files of someone else's besides), so the ratio "
+               "is what a run's sweep costs.\n")
     big = [r for r in rows if "dd_MBps" in r]
     if big:
         out.append("## Throughput at 16 MiB\n")
