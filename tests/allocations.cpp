@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "atomic_state.hpp"
 #include "support/files.hpp"
@@ -166,6 +167,28 @@ int main() {
                 run_ok && per_run == 0 ? "ok  " : "FAIL", per_run,
                 per_run == 0 ? "" : " (does Batch::add allocate its transaction again?)");
     if (!run_ok || per_run != 0) ++failures;
+  }
+
+  // A batch reused run after run whose output goes into a new directory
+  // each run (a directory a day): what it remembers of the directories it
+  // swept stays within the storage reserve() made.
+  {
+    const std::filesystem::path days = dir / "days";
+    std::filesystem::create_directories(days);
+    std::vector<std::string> outputs;
+    for (int day = 0; day < 8; ++day) {
+      const std::filesystem::path day_dir = days / ("day-" + std::to_string(day));
+      std::filesystem::create_directories(day_dir);
+      outputs.push_back((day_dir / "out.csv").string());
+    }
+    const std::string state_path = (days / "state.json").string();
+    atomic_state::Batch<> batch;
+    batch.reserve(2);
+    for (const std::string& output : outputs)
+      expect_no_allocation("a reused batch, a new directory each run, after reserve(2)", [&] {
+        return batch.add(output, "x").ok() && batch.add(state_path, "{}").ok() &&
+               batch.commit().ok();
+      });
   }
 
   // A SnapshotWriter reused publish after publish (issue 20, item 10): once

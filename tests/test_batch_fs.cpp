@@ -527,6 +527,30 @@ TEST_CASE("a batch knows a directory it swept by identity, not by the spelling o
   CHECK(fs.count(Op::list_directory) == 1);
 }
 
+TEST_CASE("a batch remembers as many swept directories as it has held files, the oldest forgotten",
+          "[batch][sweep]") {
+  TempDir dir;
+  for (const char* d : {"a", "b", "c"}) test::fs::create_directories(dir / d);
+  FaultFs fs;
+  TracedBatch batch(fs);  // one file a run: one directory remembered
+  const auto run = [&](const char* d) {
+    REQUIRE(batch.add(dir / d / "f", "x").ok());
+    REQUIRE(batch.commit().ok());
+    return fs.count(Op::list_directory);
+  };
+  CHECK(run("a") == 1);
+  CHECK(run("a") == 1);
+  CHECK(run("b") == 2);
+  CHECK(run("a") == 3);  // forgotten for b: swept again
+  // Two files a run: two directories remembered.
+  REQUIRE(batch.add(dir / "c" / "f", "x").ok());
+  REQUIRE(batch.add(dir / "a" / "g", "x").ok());
+  REQUIRE(batch.commit().ok());
+  CHECK(fs.count(Op::list_directory) == 4);  // c; a was the one remembered
+  CHECK(run("c") == 4);
+  CHECK(run("a") == 4);
+}
+
 TEST_CASE("a batch leaves the sweep of a handle's directory to the handle", "[batch][sweep]") {
   TempDir dir;
   FaultFs fs;

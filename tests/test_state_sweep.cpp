@@ -411,6 +411,46 @@ TEST_CASE("a temp file this user may not open or remove is left and counted, no 
   }
 }
 
+TEST_CASE("a sweep removes only its own user's temp files, even as root", "[sweep]") {
+  // In a shared directory (/tmp, a home), a file of another user's under a
+  // temp file's name is theirs, whoever sweeps: root's sweep would remove
+  // it, as would a sweep in a directory whose owner may remove any entry.
+  test::TempDir dir;
+  test::write_plain(dir / ".tmp-Theirs", "another user's", 0600);
+  test::write_plain(dir / ".tmp-Theirs.1", "another user's", 0600);
+  test::write_plain(dir / ".tmp-Mine00", "stale", 0600);
+  for (const char* theirs : {".tmp-Theirs", ".tmp-Theirs.1"})
+    REQUIRE(::chown((dir / theirs).c_str(), 65534, 65534) == 0);
+  auto swept = AtomicWriter<>{}.remove_stale_temp_files(dir.path());
+  REQUIRE(swept.has_value());
+  CHECK(swept->removed == 1);
+  CHECK(swept->not_permitted == 2);
+  CHECK(present(dir / ".tmp-Theirs"));
+  CHECK(present(dir / ".tmp-Theirs.1"));
+  CHECK_FALSE(present(dir / ".tmp-Mine00"));
+}
+
+TEST_CASE("a claim that is not a regular file is never opened, and guards nothing", "[sweep]") {
+  // A symlink under a claim's name could make the sweep open, and lock,
+  // any file it leads to (a device, another program's lock file).
+  test::TempDir dir;
+  test::write_plain(dir / "outside", "not the sweep's", 0600);
+  test::fs::create_directories(dir / "d");
+  test::fs::create_symlink("../outside", dir / "d" / ".tmp-AAAAAA");
+  test::write_plain(dir / "d" / ".tmp-AAAAAA.1", "stale", 0600);
+  test::FaultFs fs;
+  AtomicWriter<FullSync, test::FaultFs&> writer(fs);
+  auto swept = writer.remove_stale_temp_files((dir / "d").string());
+  REQUIRE(swept.has_value());
+  for (const test::Call& c : fs.calls)
+    CHECK_FALSE((c.op == Op::open_file && c.name == ".tmp-AAAAAA"));
+  CHECK(swept->removed == 1);      // no live handle has that claim
+  CHECK(swept->not_regular == 1);  // the symlink itself
+  CHECK_FALSE(present(dir / "d" / ".tmp-AAAAAA.1"));
+  CHECK(test::fs::is_symlink(dir / "d" / ".tmp-AAAAAA"));
+  CHECK(fs.open_descriptors().empty());
+}
+
 // ------------------------------------------------ no save waits on a lock --
 
 namespace {

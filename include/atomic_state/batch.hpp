@@ -90,7 +90,8 @@ class Batch {
   /// What the batch's sweeps of stale temp files have done so far, added
   /// up. After a successful commit, each directory that gained a file by
   /// path is swept once in the batch's life (a directory known by its
-  /// device and inode, whatever its spelling), as
+  /// device and inode, whatever its spelling; a batch remembers as many
+  /// directories as it has held files, forgetting the oldest past that), as
   /// AtomicWriter::remove_stale_temp_files does: one pass over its
   /// entries, looking only at names the library gives its temp files,
   /// never waiting on a lock, never removing one a live save holds, never
@@ -116,7 +117,8 @@ class Batch {
   std::vector<std::unique_ptr<Transaction>> files_;
   std::size_t used_ = 0;
   std::size_t replaced_ = 0;
-  std::vector<detail::DirectoryIdentity> swept_directories_;
+  std::vector<detail::DirectoryIdentity> swept_directories_;  // at most files_.size()
+  std::size_t forget_next_ = 0;
   TempSweep swept_;
 };
 
@@ -354,11 +356,19 @@ void Batch<S, Fs>::sweep_new_directories() noexcept {
 
 // Whether `dir` is swept for the first time, remembering it; false when
 // there is no memory to remember it (it is then swept by the next batch).
+// The batch remembers as many directories as it has held files: past that
+// (a directory a day, say) the one remembered longest is forgotten, and
+// swept again should a file go back into it, so that a batch reused for
+// ever neither grows nor allocates once its files' storage has.
 template <class S, class Fs>
 bool Batch<S, Fs>::first_sweep_of(const detail::DirectoryIdentity& dir) noexcept {
   if (std::find(swept_directories_.begin(), swept_directories_.end(), dir) !=
       swept_directories_.end())
     return false;
+  if (!swept_directories_.empty() && swept_directories_.size() >= files_.size()) {
+    swept_directories_[forget_next_++ % swept_directories_.size()] = dir;
+    return true;
+  }
   ATOMIC_STATE_DETAIL_TRY {
     swept_directories_.push_back(dir);
     return true;

@@ -411,7 +411,11 @@ class Retrying {
   int real_path(const char* path, char* out) noexcept {
     return retry_interrupted([&] { return fs_->real_path(path, out); });
   }
-  std::uint32_t user_id() noexcept { return fs_->user_id(); }
+  // Only where Fs has it, so that has_user_id<Retrying<Fs>> says the truth.
+  template <class F = Fs, class = decltype(std::declval<F&>().user_id())>
+  std::uint32_t user_id() noexcept {
+    return fs_->user_id();
+  }
   ssize_t get_attribute(int fd, const char* name, void* value, std::size_t size) noexcept {
     return retry_interrupted([&] { return fs_->get_attribute(fd, name, value, size); });
   }

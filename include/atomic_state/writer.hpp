@@ -318,9 +318,10 @@ struct TempSweep {
   std::size_t removed = 0;      ///< stale temp files removed
   std::size_t in_use = 0;       ///< left: a live save holds it (or the filesystem has no locks)
   std::size_t not_regular = 0;  ///< left: named like a temp file, but not a regular file
-  /// left: the system refused to open or remove it (EACCES, EPERM):
-  /// another user's, such as what a run as root left in a directory of a
-  /// normal user. Never a sweep's failure.
+  /// left: another user's (a sweep removes only the temp files of the
+  /// user it runs as, root included, where the Fs has user_id), or one the
+  /// system refused to open or remove (EACCES, EPERM). Never a sweep's
+  /// failure.
   std::size_t not_permitted = 0;
 };
 
@@ -385,9 +386,11 @@ class AtomicWriter {
   /// Removes the temp files that saves killed mid-way left in `dir`: regular
   /// files named `.tmp-` and six letters or digits that no live save holds
   /// (each save holds a lock on its own temp file, which the kernel drops
-  /// when the process dies). One pass; never waits for anything; entries
-  /// that are not regular files are left and counted. A missing directory
-  /// has nothing to remove. Needs the reading calls of the Fs as well.
+  /// when the process dies), and that belong to the user it runs as. One
+  /// pass (allocating nothing); never waits for anything; entries that are
+  /// not regular files, and another user's, are left and counted. A missing
+  /// directory has nothing to remove. Needs the reading calls of the Fs as
+  /// well.
   /// Failures: check_path, open_directory, remove_temp_file naming the file.
   Result<TempSweep> remove_stale_temp_files(PathView dir) noexcept;
 
@@ -1473,6 +1476,7 @@ class TempSweeper {
       : fs_(fs), dir_fd_(dir_fd), dir_(dir), own_(own) {}
 
   Result<TempSweep> run() noexcept {
+    if constexpr (has_user_id<Fs>::value) user_ = fs_.user_id();
     const int listed = fs_.list_directory(dir_fd_, &TempSweeper::visit, this);
     if (listed < 0) return Status(Step::remove_temp_file, system_error(listed), dir_);
     if (!failure_.ok()) return failure_;
@@ -1498,14 +1502,11 @@ class TempSweeper {
     int r = fs_.entry_info(dir_fd_, name, listed);
     if (r == -ENOENT) return;
     if (r < 0) return note(r, name);
-    if (listed.type != FileType::regular) {
-      ++sweep_.not_regular;
-      return;
-    }
+    if (!removable(listed)) return;
     char claim[12];
     std::memcpy(claim, name, 11);
     claim[11] = '\0';
-    const int fd = fs_.open_file(dir_fd_, claim);
+    const int fd = open_claim(claim);
     if (fd < 0 && fd != -ENOENT) return note(fd, claim);
     if (fd >= 0 && fs_.try_lock(fd) < 0) {
       ++sweep_.in_use;  // a live handle (or a filesystem without locks)
@@ -1521,6 +1522,37 @@ class TempSweeper {
     if (r < 0 && r != -ENOENT) note(r, name);
   }
 
+  // The claim `claim` opened, when it is a regular file (a live handle's
+  // always is): never a symlink's target, which could be any file; -ENOENT
+  // when there is no such claim, so that nothing guards the temp file.
+  int open_claim(const char* claim) noexcept {
+    FileInfo listed, opened;
+    const int r = fs_.entry_info(dir_fd_, claim, listed);
+    if (r < 0) return r;
+    if (listed.type != FileType::regular) return -ENOENT;
+    const int fd = fs_.open_file(dir_fd_, claim);
+    if (fd < 0) return fd;
+    if (fs_.file_info(fd, opened) >= 0 && same_file(opened, listed)) return fd;
+    (void)fs_.close(fd);
+    return -EAGAIN;  // replaced meanwhile: left for the next sweep
+  }
+
+  // Whether the entry `listed` is one this sweep may remove: a regular file
+  // (else counted not_regular) of the user it runs as, where the Fs knows
+  // that user (else counted not_permitted: another user's, whoever sweeps,
+  // root included, in /tmp or a home as in a state directory).
+  bool removable(const FileInfo& listed) noexcept {
+    if (listed.type != FileType::regular) {
+      ++sweep_.not_regular;
+      return false;
+    }
+    if (user_ != no_user && listed.owner != user_) {
+      ++sweep_.not_permitted;
+      return false;
+    }
+    return true;
+  }
+
   // Removes `name` only while holding its lock, and only if the name still
   // leads to the file locked: a live save holds its own temp file's lock
   // from its creation to its rename.
@@ -1529,10 +1561,7 @@ class TempSweeper {
     int r = fs_.entry_info(dir_fd_, name, listed);
     if (r == -ENOENT) return;  // committed or removed meanwhile
     if (r < 0) return note(r, name);
-    if (listed.type != FileType::regular) {
-      ++sweep_.not_regular;
-      return;
-    }
+    if (!removable(listed)) return;
     const int fd = fs_.open_file(dir_fd_, name);
     if (fd == -ENOENT) return;
     if (fd < 0) return note(fd, name);
@@ -1573,6 +1602,8 @@ class TempSweeper {
   int dir_fd_;
   std::string_view dir_;
   std::string_view own_;
+  static constexpr std::uint32_t no_user = static_cast<std::uint32_t>(-1);
+  std::uint32_t user_ = no_user;  // whose temp files it removes; any, when unknown
   TempSweep sweep_;
   Status failure_;
 };
