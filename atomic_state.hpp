@@ -1126,6 +1126,41 @@ struct has_link_reading<
 }  // namespace detail
 
 namespace detail {
+// Whose lock file a lock takes, one rule for StateManager's run lock and
+// SnapshotWriter's: the process's user's (`user`). Root (user 0), in a
+// directory of another user, also takes one of the directory's owner, and
+// gives its own to them (give_lock_file, while holding it), who could not
+// open one of root's (0600): a run under sudo never locks the directory's
+// owner out. Any other user's lock file is refused by the caller.
+struct LockFileOwner {
+  bool taken = false;       // the lock file may be taken as the process's own
+  bool give = false;        // root's own, in a directory of another user
+  std::uint32_t owner = 0;  // the directory's owner and group, for give
+  std::uint32_t group = 0;
+};
+template <class Fs>
+LockFileOwner lock_file_owner(Retrying<Fs>& call, int dir_fd, std::uint32_t user,
+                              std::uint32_t file_owner) noexcept {
+  LockFileOwner rule;
+  FileInfo dir;
+  const bool root_in_users_dir = user == 0 && call.file_info(dir_fd, dir) >= 0 && dir.owner != user;
+  rule.taken = file_owner == user || (root_in_users_dir && file_owner == dir.owner);
+  rule.give = root_in_users_dir && file_owner == user;
+  rule.owner = dir.owner;
+  rule.group = dir.group;
+  return rule;
+}
+// Gives root's own lock file to the directory's owner (LockFileOwner::give).
+// A failure leaves it root's: the owner's next lock fails at lock_run, as
+// it did before; root's own run goes on.
+template <class Fs>
+void give_lock_file(Retrying<Fs>& call, int fd, const LockFileOwner& rule) noexcept {
+  if constexpr (has_set_owner<Fs>::value)
+    if (rule.give) (void)call.set_owner(fd, rule.owner, rule.group);
+}
+}  // namespace detail
+
+namespace detail {
 template <class F, class = void>
 struct has_start_writeback : std::false_type {};
 template <class F>
@@ -4284,13 +4319,10 @@ Result<SnapshotWriter<S, Fs>> SnapshotWriter<S, Fs>::open(PathView dir, Fs fs,
   // Root, in a directory of another user, uses the lock file as that
   // user's (below, it gives them the one it made): a run under sudo must
   // not lock the directory's owner out of their own snapshot.
-  FileInfo dir_info;
-  bool root_in_users_dir = false;
+  detail::LockFileOwner owner;
   if constexpr (detail::has_user_id<FsRef>::value) {
-    const std::uint32_t user = call.user_id();
-    root_in_users_dir =
-        user == 0 && call.file_info(dir_fd, dir_info) >= 0 && dir_info.owner != user;
-    if (info.owner != user && !(root_in_users_dir && info.owner == dir_info.owner))
+    owner = detail::lock_file_owner(call, dir_fd, call.user_id(), info.owner);
+    if (!owner.taken)
       return writer.fail(Step::lock_run, -EPERM, lock_path.view(), {},
                          "the lock file belongs to another user, not the SnapshotWriter's own: "
                          "remove it");
@@ -4305,12 +4337,8 @@ Result<SnapshotWriter<S, Fs>> SnapshotWriter<S, Fs>::open(PathView dir, Fs fs,
       return writer.fail(Step::lock_run, r, lock_path.view(), {},
                          "the lock file is open to other users and cannot be made 0600");
   // Root's own lock file, made in a directory of another user, is given to
-  // that user (held locked meanwhile), who could not open it otherwise. A
-  // failure leaves it root's: the owner's next open fails at lock_run, as
-  // it did before.
-  if constexpr (detail::has_user_id<FsRef>::value && detail::has_set_owner<FsRef>::value)
-    if (root_in_users_dir && info.owner == 0)
-      (void)call.set_owner(fd, dir_info.owner, dir_info.group);
+  // that user (held locked meanwhile).
+  detail::give_lock_file(call, fd, owner);
   bool missing = false;
   if (Status read = writer.read_current(missing); !read) return read;
   if (missing)
@@ -6875,7 +6903,10 @@ class StateManager {
   /// ELOOP) and must be a regular file (else EINVAL) with one link (a hard
   /// link planted there: EMLINK) and of this process's user (another
   /// user's: EPERM), each refused with the file left as it is; one open to
-  /// other users is made 0600; the holder writes its pid into it. It is never
+  /// other users is made 0600; the holder writes its pid into it. Root, in
+  /// a directory of another user, takes a lock file of the directory's
+  /// owner, and gives its own to them (where the Fs has set_owner): a run
+  /// under sudo never locks the directory's owner out. It is never
   /// removed: removing a lock file races with its next taker. A second
   /// taker's Status has path() the lock file, target() the state file,
   /// detail() "held by pid N": "take the run lock: lock run
@@ -6998,7 +7029,7 @@ class StateManager {
   Status lock_failure(int neg_errno, const char* note = nullptr,
                       std::string_view detail = {}) const noexcept;
   Status lock_held(int fd) noexcept;
-  Status not_own_lock(const FileInfo& info) const noexcept;
+  Status not_own_lock(const FileInfo& info, bool owner_taken) const noexcept;
   void write_holder(int fd) noexcept;
   Result<TempSweep> sweep_temp_files(int dir_fd, std::string_view dir) noexcept;
   Result<Loaded<StateT>> first_run(int dir_fd = -1) noexcept;
@@ -7579,7 +7610,12 @@ Result<RunLock<F>> StateManager<L, S, P, F>::try_lock_run() noexcept {
   if (const int r = fs.file_info(fd, info); r < 0) return lock_failure(r).within(context);
   if (info.type != FileType::regular)
     return lock_failure(-EINVAL, "the lock file is not a regular file").within(context);
-  if (Status foreign = not_own_lock(info); !foreign) return foreign.within(context);
+  // Root, in a directory of another user, takes that user's lock file as
+  // its own, and gives them the one it made (below): a run under sudo must
+  // not lock the directory's owner out of their own state.
+  const detail::LockFileOwner owner =
+      detail::lock_file_owner(fs, dir_fd, static_cast<std::uint32_t>(::geteuid()), info.owner);
+  if (Status foreign = not_own_lock(info, owner.taken); !foreign) return foreign.within(context);
   const int locked = fs.try_lock(fd);
   if (locked == -EWOULDBLOCK || locked == -EAGAIN) return lock_held(fd).within(context);
   if (locked < 0) return lock_failure(locked).within(context);
@@ -7588,6 +7624,7 @@ Result<RunLock<F>> StateManager<L, S, P, F>::try_lock_run() noexcept {
     if (const int r = fs.set_mode(fd, 0600); r < 0)
       return lock_failure(r, "the lock file is open to other users and cannot be made 0600")
           .within(context);
+  detail::give_lock_file(fs, fd, owner);  // root's own, held locked meanwhile
   write_holder(fd);
   return Result<RunLock<F>>(std::move(lock));
 }
@@ -7609,12 +7646,14 @@ Status StateManager<L, S, P, F>::create_directory(const detail::DirectoryPath& d
 
 // Why the lock file at the lock's name is not the library's own, or
 // success: a hard link to another file (planted there, so that the chmod
-// and the pid below would change that file), or a file of another user.
-// Refused before anything is changed. (Every other file the manager opens
-// by name it only reads, links or replaces by rename: this is the one it
-// changes.)
+// and the pid below would change that file), or a file of another user
+// (`owner_taken` false: detail::lock_file_owner's rule, under which root
+// takes the directory owner's). Refused before anything is changed.
+// (Every other file the manager opens by name it only reads, links or
+// replaces by rename: this is the one it changes.)
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
-Status StateManager<L, S, P, F>::not_own_lock(const FileInfo& info) const noexcept {
+Status StateManager<L, S, P, F>::not_own_lock(const FileInfo& info,
+                                              bool owner_taken) const noexcept {
   char why[160];
   std::size_t size = 0;
   const auto append = [&](std::string_view part) {
@@ -7630,7 +7669,7 @@ Status StateManager<L, S, P, F>::not_own_lock(const FileInfo& info) const noexce
     append(" hard links: not the library's own, left as it is");
     return lock_failure(-EMLINK, nullptr, std::string_view(why, size));
   }
-  if (info.owner != static_cast<std::uint32_t>(::geteuid())) {
+  if (!owner_taken) {
     append("the lock file belongs to uid ");
     number(info.owner);
     append(", not to this process's user: not the library's own, left as it is");

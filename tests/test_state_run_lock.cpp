@@ -2,8 +2,10 @@
 // process or another; the lock file the library's own (0600, apart from
 // other locks); a missing directory made and proved writable; a hostile
 // lock path refused, never followed or waited on; a dead holder's lock
-// released by the kernel; the pid written whole.
+// released by the kernel; the pid written whole; a run under sudo in a
+// directory of a normal user locks that user out of nothing.
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -22,7 +24,30 @@
 
 using Manager = as::StateManager<test::CaptureSink&>;
 
-namespace {}  // namespace
+namespace {
+/// Runs `work` in a child as uid 65534 (groups cleared); its exit code
+/// (77: cannot drop to 65534). Within `work`, no Catch2 macro: exit codes.
+template <class Work>
+int as_nobody(Work work) {
+  test::Child child;
+  const pid_t pid = child.fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    if (::setgroups(0, nullptr) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
+        ::setresuid(65534, 65534, 65534) != 0)
+      ::_exit(77);
+    child.die_with_parent();
+    ::_exit(work());
+  }
+  return test::exit_code(child.wait());
+}
+
+uid_t owner_of(const test::fs::path& path) {
+  struct stat st {};
+  REQUIRE(::lstat(path.c_str(), &st) == 0);
+  return st.st_uid;
+}
+}  // namespace
 
 TEST_CASE("the run lock has one holder at a time, in this process or another", "[run-lock]") {
   test::TempDir dir;
@@ -290,4 +315,139 @@ TEST_CASE("a lock file that is not the library's own is refused, never changed",
             "process's user: not the library's own, left as it is)");
   CHECK(read_file(dir / ".state.json.lock") == "4242\n");
   CHECK(test::mode_of(dir / ".state.json.lock") == 0644);
+}
+
+TEST_CASE("a run as root leaves nothing that fails the directory owner's next runs", "[run-lock]") {
+  // sudo once in a state directory of a normal user: root's lock file (the
+  // owner could not open one of root's, 0600), root's state file and .prev.
+  // The owner's next run takes the lock, loads root's state and saves.
+  if (::geteuid() != 0) {
+    WARN("skipped: running as root for another user needs root");
+    return;
+  }
+  struct Row {
+    const char* behaviour;
+    unsigned file_mode;
+    bool keep_previous;
+  };
+  const Row rows[] = {
+      {"the default options", 0644, false},
+      {"keep_previous", 0644, true},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.behaviour);
+    test::TempDir dir;
+    REQUIRE(::chown(dir.path().c_str(), 65534, 65534) == 0);
+    REQUIRE(::chmod(dir.path().c_str(), 0755) == 0);
+    StateOptions options;
+    options.file_mode = row.file_mode;
+    options.keep_previous = row.keep_previous;
+    test::CaptureSink log;
+    {
+      Manager root(dir.path(), log, options);
+      for (std::int64_t t : {1700000000, 1700000060}) {
+        auto lock = root.try_lock_run();
+        REQUIRE(lock.has_value());
+        REQUIRE(root.load_state().has_value());
+        REQUIRE(root.save_state(test::state_at(t)).ok());
+      }
+    }
+    CHECK(owner_of(dir / ".state.json.lock") == 65534);  // the owner's, so that they can take it
+    CHECK(test::mode_of(dir / ".state.json.lock") == 0600);
+
+    const std::string path = dir.path().string();
+    const int code = as_nobody([&] {
+      if (::access(path.c_str(), X_OK) != 0) return 77;  // a TMPDIR closed to 65534
+      test::CaptureSink quiet;
+      Manager user(path, quiet, options);
+      for (std::int64_t t : {1700000120, 1700000180}) {
+        auto lock = user.try_lock_run();
+        if (!lock) {
+          std::fprintf(stderr, "lock: %s\n", lock.status().message().c_str());
+          return 1;
+        }
+        auto loaded = user.load_state();
+        if (!loaded) {
+          std::fprintf(stderr, "load: %s\n", loaded.status().message().c_str());
+          return 2;
+        }
+        if (loaded->last_updated != t - 60) return 3;
+        if (const Status saved = user.save_state(test::state_at(t)); !saved) {
+          std::fprintf(stderr, "save: %s\n", saved.message().c_str());
+          return 4;
+        }
+      }
+      return 0;
+    });
+    if (code == 77) {
+      WARN("skipped: uid 65534 cannot reach the test's directory or cannot be switched to");
+      return;
+    }
+    CHECK(code == 0);
+    // Root again: the lock file, now the owner's, is taken.
+    Manager root(dir.path(), log, options);
+    auto lock = root.try_lock_run();
+    REQUIRE(lock.has_value());
+    auto loaded = root.load_state();
+    REQUIRE(loaded.has_value());
+    CHECK(loaded->last_updated == 1700000180);
+    CHECK(owner_of(dir / ".state.json.lock") == 65534);
+  }
+}
+
+TEST_CASE("root gives the directory's owner a lock file an earlier root run left", "[run-lock]") {
+  // The lock file of a root run before this rule: root's, 0600. Root's next
+  // run hands it over; the owner's runs take it from then on.
+  if (::geteuid() != 0) {
+    WARN("skipped: needs root");
+    return;
+  }
+  test::TempDir dir;
+  REQUIRE(::chown(dir.path().c_str(), 65534, 65534) == 0);
+  test::write_plain(dir / ".state.json.lock", "4242\n", 0600);
+  test::CaptureSink log;
+  Manager root(dir.path(), log);
+  REQUIRE(root.try_lock_run().has_value());
+  CHECK(owner_of(dir / ".state.json.lock") == 65534);
+  CHECK(test::mode_of(dir / ".state.json.lock") == 0600);
+}
+
+TEST_CASE("root in a directory of another user still refuses a third user's lock file",
+          "[run-lock]") {
+  // Only the directory's owner's lock file is taken as root's own: a third
+  // user's, or a hard link to a file of the owner, is refused and left.
+  if (::geteuid() != 0) {
+    WARN("skipped: needs root");
+    return;
+  }
+  {
+    test::TempDir dir;
+    REQUIRE(::chown(dir.path().c_str(), 65534, 65534) == 0);
+    test::write_plain(dir / ".state.json.lock", "4242\n", 0644);
+    REQUIRE(::chown((dir / ".state.json.lock").c_str(), 65533, 65533) == 0);
+    test::CaptureSink log;
+    Manager manager(dir.path(), log);
+    const auto lock = manager.try_lock_run();
+    REQUIRE_FALSE(lock.has_value());
+    CHECK(lock.status().step() == Step::lock_run);
+    CHECK(lock.status().code() == std::errc::operation_not_permitted);
+    CHECK(contains(lock.status().message(), "the lock file belongs to uid 65533"));
+    CHECK(read_file(dir / ".state.json.lock") == "4242\n");
+    CHECK(test::mode_of(dir / ".state.json.lock") == 0644);
+    CHECK(owner_of(dir / ".state.json.lock") == 65533);
+  }
+  {
+    test::TempDir dir, other;
+    REQUIRE(::chown(dir.path().c_str(), 65534, 65534) == 0);
+    test::write_plain(other / "victim", "precious\n", 0644);
+    REQUIRE(::chown((other / "victim").c_str(), 65534, 65534) == 0);
+    REQUIRE(::link((other / "victim").c_str(), (dir / ".state.json.lock").c_str()) == 0);
+    test::CaptureSink log;
+    Manager manager(dir.path(), log);
+    const auto lock = manager.try_lock_run();
+    REQUIRE_FALSE(lock.has_value());
+    CHECK(lock.status().code() == std::errc::too_many_links);
+    CHECK(read_file(other / "victim") == "precious\n");
+    CHECK(test::mode_of(other / "victim") == 0644);
+  }
 }

@@ -486,6 +486,41 @@ struct has_link_reading<
 }  // namespace detail
 
 namespace detail {
+// Whose lock file a lock takes, one rule for StateManager's run lock and
+// SnapshotWriter's: the process's user's (`user`). Root (user 0), in a
+// directory of another user, also takes one of the directory's owner, and
+// gives its own to them (give_lock_file, while holding it), who could not
+// open one of root's (0600): a run under sudo never locks the directory's
+// owner out. Any other user's lock file is refused by the caller.
+struct LockFileOwner {
+  bool taken = false;       // the lock file may be taken as the process's own
+  bool give = false;        // root's own, in a directory of another user
+  std::uint32_t owner = 0;  // the directory's owner and group, for give
+  std::uint32_t group = 0;
+};
+template <class Fs>
+LockFileOwner lock_file_owner(Retrying<Fs>& call, int dir_fd, std::uint32_t user,
+                              std::uint32_t file_owner) noexcept {
+  LockFileOwner rule;
+  FileInfo dir;
+  const bool root_in_users_dir = user == 0 && call.file_info(dir_fd, dir) >= 0 && dir.owner != user;
+  rule.taken = file_owner == user || (root_in_users_dir && file_owner == dir.owner);
+  rule.give = root_in_users_dir && file_owner == user;
+  rule.owner = dir.owner;
+  rule.group = dir.group;
+  return rule;
+}
+// Gives root's own lock file to the directory's owner (LockFileOwner::give).
+// A failure leaves it root's: the owner's next lock fails at lock_run, as
+// it did before; root's own run goes on.
+template <class Fs>
+void give_lock_file(Retrying<Fs>& call, int fd, const LockFileOwner& rule) noexcept {
+  if constexpr (has_set_owner<Fs>::value)
+    if (rule.give) (void)call.set_owner(fd, rule.owner, rule.group);
+}
+}  // namespace detail
+
+namespace detail {
 template <class F, class = void>
 struct has_start_writeback : std::false_type {};
 template <class F>

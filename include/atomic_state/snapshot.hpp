@@ -420,13 +420,10 @@ Result<SnapshotWriter<S, Fs>> SnapshotWriter<S, Fs>::open(PathView dir, Fs fs,
   // Root, in a directory of another user, uses the lock file as that
   // user's (below, it gives them the one it made): a run under sudo must
   // not lock the directory's owner out of their own snapshot.
-  FileInfo dir_info;
-  bool root_in_users_dir = false;
+  detail::LockFileOwner owner;
   if constexpr (detail::has_user_id<FsRef>::value) {
-    const std::uint32_t user = call.user_id();
-    root_in_users_dir =
-        user == 0 && call.file_info(dir_fd, dir_info) >= 0 && dir_info.owner != user;
-    if (info.owner != user && !(root_in_users_dir && info.owner == dir_info.owner))
+    owner = detail::lock_file_owner(call, dir_fd, call.user_id(), info.owner);
+    if (!owner.taken)
       return writer.fail(Step::lock_run, -EPERM, lock_path.view(), {},
                          "the lock file belongs to another user, not the SnapshotWriter's own: "
                          "remove it");
@@ -441,12 +438,8 @@ Result<SnapshotWriter<S, Fs>> SnapshotWriter<S, Fs>::open(PathView dir, Fs fs,
       return writer.fail(Step::lock_run, r, lock_path.view(), {},
                          "the lock file is open to other users and cannot be made 0600");
   // Root's own lock file, made in a directory of another user, is given to
-  // that user (held locked meanwhile), who could not open it otherwise. A
-  // failure leaves it root's: the owner's next open fails at lock_run, as
-  // it did before.
-  if constexpr (detail::has_user_id<FsRef>::value && detail::has_set_owner<FsRef>::value)
-    if (root_in_users_dir && info.owner == 0)
-      (void)call.set_owner(fd, dir_info.owner, dir_info.group);
+  // that user (held locked meanwhile).
+  detail::give_lock_file(call, fd, owner);
   bool missing = false;
   if (Status read = writer.read_current(missing); !read) return read;
   if (missing)

@@ -346,7 +346,10 @@ class StateManager {
   /// ELOOP) and must be a regular file (else EINVAL) with one link (a hard
   /// link planted there: EMLINK) and of this process's user (another
   /// user's: EPERM), each refused with the file left as it is; one open to
-  /// other users is made 0600; the holder writes its pid into it. It is never
+  /// other users is made 0600; the holder writes its pid into it. Root, in
+  /// a directory of another user, takes a lock file of the directory's
+  /// owner, and gives its own to them (where the Fs has set_owner): a run
+  /// under sudo never locks the directory's owner out. It is never
   /// removed: removing a lock file races with its next taker. A second
   /// taker's Status has path() the lock file, target() the state file,
   /// detail() "held by pid N": "take the run lock: lock run
@@ -469,7 +472,7 @@ class StateManager {
   Status lock_failure(int neg_errno, const char* note = nullptr,
                       std::string_view detail = {}) const noexcept;
   Status lock_held(int fd) noexcept;
-  Status not_own_lock(const FileInfo& info) const noexcept;
+  Status not_own_lock(const FileInfo& info, bool owner_taken) const noexcept;
   void write_holder(int fd) noexcept;
   Result<TempSweep> sweep_temp_files(int dir_fd, std::string_view dir) noexcept;
   Result<Loaded<StateT>> first_run(int dir_fd = -1) noexcept;
@@ -1050,7 +1053,12 @@ Result<RunLock<F>> StateManager<L, S, P, F>::try_lock_run() noexcept {
   if (const int r = fs.file_info(fd, info); r < 0) return lock_failure(r).within(context);
   if (info.type != FileType::regular)
     return lock_failure(-EINVAL, "the lock file is not a regular file").within(context);
-  if (Status foreign = not_own_lock(info); !foreign) return foreign.within(context);
+  // Root, in a directory of another user, takes that user's lock file as
+  // its own, and gives them the one it made (below): a run under sudo must
+  // not lock the directory's owner out of their own state.
+  const detail::LockFileOwner owner =
+      detail::lock_file_owner(fs, dir_fd, static_cast<std::uint32_t>(::geteuid()), info.owner);
+  if (Status foreign = not_own_lock(info, owner.taken); !foreign) return foreign.within(context);
   const int locked = fs.try_lock(fd);
   if (locked == -EWOULDBLOCK || locked == -EAGAIN) return lock_held(fd).within(context);
   if (locked < 0) return lock_failure(locked).within(context);
@@ -1059,6 +1067,7 @@ Result<RunLock<F>> StateManager<L, S, P, F>::try_lock_run() noexcept {
     if (const int r = fs.set_mode(fd, 0600); r < 0)
       return lock_failure(r, "the lock file is open to other users and cannot be made 0600")
           .within(context);
+  detail::give_lock_file(fs, fd, owner);  // root's own, held locked meanwhile
   write_holder(fd);
   return Result<RunLock<F>>(std::move(lock));
 }
@@ -1080,12 +1089,14 @@ Status StateManager<L, S, P, F>::create_directory(const detail::DirectoryPath& d
 
 // Why the lock file at the lock's name is not the library's own, or
 // success: a hard link to another file (planted there, so that the chmod
-// and the pid below would change that file), or a file of another user.
-// Refused before anything is changed. (Every other file the manager opens
-// by name it only reads, links or replaces by rename: this is the one it
-// changes.)
+// and the pid below would change that file), or a file of another user
+// (`owner_taken` false: detail::lock_file_owner's rule, under which root
+// takes the directory owner's). Refused before anything is changed.
+// (Every other file the manager opens by name it only reads, links or
+// replaces by rename: this is the one it changes.)
 template <ATOMIC_STATE_DETAIL_LOG_SINK L, class S, class P, class F>
-Status StateManager<L, S, P, F>::not_own_lock(const FileInfo& info) const noexcept {
+Status StateManager<L, S, P, F>::not_own_lock(const FileInfo& info,
+                                              bool owner_taken) const noexcept {
   char why[160];
   std::size_t size = 0;
   const auto append = [&](std::string_view part) {
@@ -1101,7 +1112,7 @@ Status StateManager<L, S, P, F>::not_own_lock(const FileInfo& info) const noexce
     append(" hard links: not the library's own, left as it is");
     return lock_failure(-EMLINK, nullptr, std::string_view(why, size));
   }
-  if (info.owner != static_cast<std::uint32_t>(::geteuid())) {
+  if (!owner_taken) {
     append("the lock file belongs to uid ");
     number(info.owner);
     append(", not to this process's user: not the library's own, left as it is");
