@@ -4066,7 +4066,10 @@ class SnapshotWriter {
   /// Writes the file `name` of the next generation. Refused with
   /// Step::check_path before anything is written: a name empty, holding a
   /// '/' or a NUL, "." or ".." (EINVAL), longer than ATOMIC_STATE_NAME_MAX
-  /// (ENAMETOOLONG) or added before (EEXIST); a mode above 07777 (EINVAL).
+  /// (ENAMETOOLONG), one the library gives its own files (EINVAL, as
+  /// AtomicDirectory::write refuses it: ".tmp-XXXXXX", ".tmp-XXXXXX.N",
+  /// ".current.tmp-XXXXXX", ".NAME.lock", "NAME.corrupt-STAMP[.N]") or
+  /// added before (EEXIST); a mode above 07777 (EINVAL).
   /// Failures: create_directory (EOVERFLOW: the generations reached
   /// gen-18446744073709551615, and no number is left: nothing is made,
   /// current stays as it is), open_directory, set_permissions (the new
@@ -4458,6 +4461,8 @@ Status SnapshotWriter<S, Fs>::add(std::string_view name, std::string_view data,
     return refused(std::errc::invalid_argument, "name contains a NUL byte");
   if (name.size() > ATOMIC_STATE_NAME_MAX)
     return refused(std::errc::filename_too_long, "file name too long");
+  if (const char* why = detail::owned_name_problem(name))
+    return refused(std::errc::invalid_argument, why);
   for (const File& file : files_)
     if (std::string_view(file.name, file.name_len) == name)
       return refused(std::errc::file_exists, "the snapshot already has this file");

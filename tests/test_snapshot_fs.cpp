@@ -898,6 +898,7 @@ TEST_CASE("bad input is refused before anything is written", "[snapshot]") {
     std::string file;
     unsigned mode;
     std::errc code;
+    bool owned = false;  // a name the library owns: refused with AtomicDirectory's note
   };
   const std::string too_long(ATOMIC_STATE_NAME_MAX + 1, 'x');
   const Row rows[] = {
@@ -912,6 +913,16 @@ TEST_CASE("bad input is refused before anything is written", "[snapshot]") {
       {"a mode above 07777", "a", 010000, std::errc::invalid_argument},
       {"a mode of all bits", "a", ~0u, std::errc::invalid_argument},
       {"a duplicate", "dup", 0644, std::errc::file_exists},
+      // The names the library owns, as AtomicDirectory::write and
+      // Batch::add refuse them (detail::owned_name_problem).
+      {"a temp file's name", ".tmp-AAAAAA", 0644, std::errc::invalid_argument, true},
+      {"a directory claim's temp file's name", ".tmp-AAAAAA.1", 0644, std::errc::invalid_argument,
+       true},
+      {"a temp link's name", ".current.tmp-AAAAAA", 0644, std::errc::invalid_argument, true},
+      {"the snapshot's lock file's name", ".snapshot.lock", 0644, std::errc::invalid_argument,
+       true},
+      {"a run lock's name", ".a.lock", 0644, std::errc::invalid_argument, true},
+      {"a corrupt copy's name", "x.corrupt-1", 0644, std::errc::invalid_argument, true},
   };
   for (const bool first_add : {true, false}) {
     for (const Row& row : rows) {
@@ -927,6 +938,10 @@ TEST_CASE("bad input is refused before anything is written", "[snapshot]") {
       REQUIRE_FALSE(s.ok());
       CHECK(s.step() == Step::check_path);
       CHECK(s.code() == std::make_error_code(row.code));
+      if (row.owned) {
+        CHECK(s.message().find("the name is one the library gives its") != std::string::npos);
+        CHECK(s.path() == (dir / "current" / row.file).string());
+      }
       CHECK(listing(dir.path()) == before);
       CHECK(writer->size() == (!first_add || duplicate ? 1u : 0u));
       if (writer->size() == 1) {
@@ -943,6 +958,9 @@ TEST_CASE("bad input is refused before anything is written", "[snapshot]") {
   REQUIRE(writer.has_value());
   CHECK(writer->add(std::string(ATOMIC_STATE_NAME_MAX, 'y'), "ok").ok());
   CHECK(writer->add("..a", "ok").ok());
+  // Near the library's names, but none of them.
+  for (const char* name : {".tmp-AAAAA", "tmp-AAAAAA", ".lock", "a.lock", "x.corrupt-", ".current"})
+    CHECK(writer->add(name, "ok").ok());
   CHECK(writer->add(".", "x").step() == Step::check_path);
   CHECK(writer->publish().ok());
 }
