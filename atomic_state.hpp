@@ -4086,7 +4086,12 @@ struct SnapshotOptions {
 /// Entries under the writer's names that are not of the kind it makes (a
 /// file or symlink named gen-N, a directory named .current.tmp-XXXXXX, a
 /// directory inside a generation being removed) are left where they are
-/// and counted (TempSweep::not_regular); so is what the system refuses to
+/// and counted (TempSweep::not_regular), and so is a mount point: a
+/// filesystem mounted on a gen-N, .building-gen-N or .removing-gen-N (a
+/// directory on another device than DIR, or one whose removal the system
+/// refuses with EBUSY, as it does a bind mount of the same filesystem), or
+/// a file mounted on a temp link's name or inside a generation; nothing in
+/// a mount is ever listed or removed. So is what the system refuses to
 /// remove for want of permission (EACCES, EPERM: another user's, such as the
 /// generations a run as root left in a directory of a normal user; counted
 /// TempSweep::not_permitted). They never make open() or publish() fail. A
@@ -4141,7 +4146,10 @@ class SnapshotWriter {
   /// Writes the file `name` of the next generation. Refused with
   /// Step::check_path before anything is written: a name empty, holding a
   /// '/' or a NUL, "." or ".." (EINVAL), longer than ATOMIC_STATE_NAME_MAX
-  /// (ENAMETOOLONG) or added before (EEXIST); a mode above 07777 (EINVAL).
+  /// (ENAMETOOLONG), one the library gives its own files (EINVAL, as
+  /// AtomicDirectory::write refuses it: ".tmp-XXXXXX", ".tmp-XXXXXX.N",
+  /// ".current.tmp-XXXXXX", ".NAME.lock", "NAME.corrupt-STAMP[.N]") or
+  /// added before (EEXIST); a mode above 07777 (EINVAL).
   /// Failures: create_directory (EOVERFLOW: the generations reached
   /// gen-18446744073709551615, and no number is left: nothing is made,
   /// current stays as it is), open_directory, set_permissions (the new
@@ -4162,9 +4170,9 @@ class SnapshotWriter {
   /// keep - 1 before current, but for any a SnapshotReader holds; a
   /// TempSweep counting the entries removed, the generations left because
   /// a reader holds them (in_use), the entries not the writer's own
-  /// (not_regular) and those the system refuses to remove (not_permitted:
-  /// another user's). Nothing else in DIR is touched. Failures:
-  /// remove_temp_file.
+  /// (not_regular: mount points among them) and those the system refuses
+  /// to remove (not_permitted: another user's). Nothing else in DIR is
+  /// touched. Failures: remove_temp_file.
   Result<TempSweep> remove_stale_generations() noexcept;
 
   /// The generation DIR/current names; when DIR/current is missing, the
@@ -4206,6 +4214,7 @@ class SnapshotWriter {
   std::uint64_t generation_ = 0;   // its number, 0 when none
   bool generation_named_ = false;  // renamed to gen-N, not yet current
   std::uint64_t current_ = 0;
+  std::uint64_t device_ = 0;  // DIR's: a directory on another is not the writer's
   std::vector<File> files_;
   detail::SnapshotEntries entries_;  // the last listing of DIR, its storage kept
   detail::GenerationFiles names_;    // the last listing of a generation, likewise
@@ -4359,6 +4368,7 @@ SnapshotWriter<S, Fs>::SnapshotWriter(SnapshotWriter&& other) noexcept
       generation_(std::exchange(other.generation_, 0)),
       generation_named_(std::exchange(other.generation_named_, false)),
       current_(other.current_),
+      device_(other.device_),
       files_(std::move(other.files_)),
       entries_(std::move(other.entries_)),
       names_(std::move(other.names_)) {}
@@ -4374,6 +4384,7 @@ SnapshotWriter<S, Fs>& SnapshotWriter<S, Fs>::operator=(SnapshotWriter&& other) 
   generation_ = std::exchange(other.generation_, 0);
   generation_named_ = std::exchange(other.generation_named_, false);
   current_ = other.current_;
+  device_ = other.device_;
   files_ = std::move(other.files_);
   entries_ = std::move(other.entries_);
   names_ = std::move(other.names_);
@@ -4398,13 +4409,18 @@ Status SnapshotWriter<S, Fs>::fail(Step step, int r, std::string_view subject,
   return Status(step, detail::system_error(r), subject, target, replaced, note);
 }
 
-// DIR/current: a symlink to a generation, or missing (before the first
-// publish, or removed by an operator). Anything else belongs to someone
-// else and is left alone.
+// DIR's device first, which every directory the writer empties must be on
+// (remove_tree). Then DIR/current: a symlink to a generation, or missing
+// (before the first publish, or removed by an operator). Anything else
+// belongs to someone else and is left alone.
 template <class S, class Fs>
 Status SnapshotWriter<S, Fs>::read_current(bool& missing) noexcept {
   char target[32];
   detail::Retrying<FsRef> call(dir_.filesystem());
+  FileInfo dir_info;
+  if (const int r = call.file_info(dir_.descriptor(), dir_info); r < 0)
+    return fail(Step::open_directory, r, path());
+  device_ = dir_info.device;
   const ssize_t r = call.read_link(dir_.descriptor(), "current", target, sizeof target);
   const detail::JoinedPath current(path(), "current");
   missing = r == -ENOENT;
@@ -4518,6 +4534,8 @@ Status SnapshotWriter<S, Fs>::add(std::string_view name, std::string_view data,
     return refused(std::errc::invalid_argument, "name contains a NUL byte");
   if (name.size() > ATOMIC_STATE_NAME_MAX)
     return refused(std::errc::filename_too_long, "file name too long");
+  if (const char* why = detail::owned_name_problem(name))
+    return refused(std::errc::invalid_argument, why);
   for (const File& file : files_)
     if (std::string_view(file.name, file.name_len) == name)
       return refused(std::errc::file_exists, "the snapshot already has this file");
@@ -4711,6 +4729,10 @@ Status SnapshotWriter<S, Fs>::prune(TempSweep& sweep, bool generations) noexcept
       ++sweep.not_permitted;  // another user's, in a directory that lets only them remove it
       continue;
     }
+    if (r == -EBUSY) {
+      ++sweep.not_regular;  // a mount point (a file bind-mounted there): not the writer's
+      continue;
+    }
     if (r < 0 && r != -ENOENT) {
       const detail::JoinedPath where(path(), link.data());
       return fail(Step::remove_temp_file, r, where.view());
@@ -4773,10 +4795,12 @@ Status SnapshotWriter<S, Fs>::retire_generation(std::uint64_t n, TempSweep& swee
   const detail::GenerationName removing(n, detail::GenerationState::removing);
   if (const int r = call.rename(dir_fd, name.c_str(), removing.c_str()); r < 0) {
     (void)call.close(fd);
-    if (r == -ENOTEMPTY || r == -EEXIST || r == -ENOTDIR) {
+    if (r == -ENOTEMPTY || r == -EEXIST || r == -ENOTDIR || r == -EBUSY) {
       // A .removing-gen-N of someone else's in the way (a file under that
-      // name: ENOTDIR). gen-N stays, complete, tried again by every prune;
-      // no new generation takes a number already in the directory.
+      // name: ENOTDIR), or a mount point under either name (EBUSY: a
+      // filesystem mounted there, never the writer's to empty). gen-N
+      // stays, tried again by every prune; no new generation takes a
+      // number already in the directory.
       ++sweep.not_regular;
       return {};
     }
@@ -4795,13 +4819,28 @@ Status SnapshotWriter<S, Fs>::retire_generation(std::uint64_t n, TempSweep& swee
 // writer's: left, with its parent, and counted (not_regular). What the
 // system refuses to remove for want of permission (another user's
 // generation, such as one a run as root left) is left likewise, counted
-// once as not_permitted.
+// once as not_permitted. A mount point is not the writer's either, and
+// nothing in it is listed or removed: a directory not on DIR's device (a
+// filesystem mounted there), and what the system refuses to remove as a
+// mount point (EBUSY: a bind mount of the same filesystem, which shares
+// its device; for a name not yet open, its removal is tried first, which
+// removes an empty directory and refuses a mount point before anything in
+// it is looked at). Each is left, counted (not_regular).
 template <class S, class Fs>
 Status SnapshotWriter<S, Fs>::remove_tree(const char* name, int fd, TempSweep& sweep) noexcept {
   detail::Retrying<FsRef> call(dir_.filesystem());
   const int dir_fd = dir_.descriptor();
   const detail::JoinedPath where(path(), name);
   if (fd < 0) {
+    // Another failure (ENOTEMPTY, EEXIST, a file's ENOTDIR) is the next
+    // calls' to tell.
+    const int removed = call.remove_directory(dir_fd, name);
+    if (removed == 0) ++sweep.removed;
+    if (removed == 0 || removed == -ENOENT) return {};
+    if (removed == -EBUSY) {
+      ++sweep.not_regular;  // a mount point
+      return {};
+    }
     fd = call.open_directory_at(dir_fd, name);
     if (fd == -ENOENT) return {};
     if (fd == -ENOTDIR || fd == -ELOOP) {
@@ -4814,6 +4853,19 @@ Status SnapshotWriter<S, Fs>::remove_tree(const char* name, int fd, TempSweep& s
     }
     if (fd < 0) return fail(Step::remove_temp_file, fd, where.view());
   }
+  FileInfo info;
+  if (const int r = call.file_info(fd, info); r < 0 || info.device != device_) {
+    (void)call.close(fd);
+    if (r >= 0) {
+      ++sweep.not_regular;  // another filesystem, mounted there
+      return {};
+    }
+    if (detail::is_refusal(r)) {
+      ++sweep.not_permitted;
+      return {};
+    }
+    return fail(Step::remove_temp_file, r, where.view());
+  }
   names_.clear();
   int r = call.list_directory(fd, &detail::GenerationFiles::add, &names_);
   if (r >= 0 && names_.out_of_memory) r = -ENOMEM;
@@ -4823,7 +4875,9 @@ Status SnapshotWriter<S, Fs>::remove_tree(const char* name, int fd, TempSweep& s
   for (std::size_t i = 0; r >= 0 && !refused && i < names_.names.size(); ++i) {
     r = call.unlink(fd, names_.names[i].data());
     if (r == -ENOENT) r = 0;
-    if (r < 0 && detail::is_directory_refusal(call, fd, names_.names[i].data(), r)) {
+    // A directory, or a mount point (a file bind-mounted there: EBUSY).
+    if (r == -EBUSY ||
+        (r < 0 && detail::is_directory_refusal(call, fd, names_.names[i].data(), r))) {
       foreign = true;
       r = 0;
     }
@@ -4835,11 +4889,14 @@ Status SnapshotWriter<S, Fs>::remove_tree(const char* name, int fd, TempSweep& s
   if (r >= 0 && !foreign && !refused) {
     r = call.remove_directory(dir_fd, name);
     if (r == -ENOENT) r = 0;
-    if (detail::is_refusal(r)) {
+    if (r == -EBUSY) {
+      foreign = true;  // mounted on since it was opened
+      r = 0;
+    } else if (detail::is_refusal(r)) {
       refused = true;
       r = 0;
     }
-    if (r == 0 && !refused) ++sweep.removed;
+    if (r == 0 && !refused && !foreign) ++sweep.removed;
   }
   (void)call.close(fd);
   if (foreign) ++sweep.not_regular;

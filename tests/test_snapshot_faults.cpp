@@ -149,10 +149,13 @@ const FaultScenario kScenarios[] = {
 /// A removal the system refuses for want of permission (EACCES, EPERM), in
 /// a prune: the entry is another user's, left and counted (not_permitted),
 /// and the open or publish succeeds. The listing of the snapshot directory
-/// itself still fails them.
-bool left_when_refused(const protocol::Call& call, int error) {
-  return (error == EACCES || error == EPERM) && call.fails_as == Step::remove_temp_file &&
-         std::string(call.names) != "$D";
+/// itself still fails them. A call survived once fails, for good, as its
+/// later call does.
+bool left_when_refused(const protocol::Call& call, int error, bool persistent) {
+  const bool later = persistent && call.later_fails_as != Step::none;
+  return (error == EACCES || error == EPERM) &&
+         (later ? call.later_fails_as : call.fails_as) == Step::remove_temp_file &&
+         std::string(later ? call.later_names : call.names) != "$D";
 }
 
 }  // namespace
@@ -186,7 +189,7 @@ TEST_CASE("every call of a publish failed with each errno, once and for good, le
         for (const bool persistent : {false, true}) {
           CAPTURE(sc.name, test::op_name(call.op), k, std::strerror(error), persistent);
           const bool later = persistent && call.later_fails_as != Step::none;
-          if (left_when_refused(call, error)) {
+          if (left_when_refused(call, error, persistent)) {
             run_and_check(sc, {Fault{call.op, k, error, persistent}}, Step::none, false, "", 0,
                           outcome, true);
             ++cases;
@@ -274,5 +277,60 @@ TEST_CASE("a prune failing after the swap says the snapshot was published, and w
     CHECK_FALSE(s.replaced());  // nothing left to make durable
     CHECK(current == 3);
     CHECK(read_current(dir.path()) == Files{{"a", "new a"}, {"b", "new b"}});
+  }
+}
+
+TEST_CASE("a mount point met by a prune (EBUSY) is left and counted, never a failure",
+          "[snapshot-faults]") {
+  // What the kernel says of a mount point (a filesystem, or a bind mount,
+  // on a name the writer removes or inside a generation): EBUSY at its
+  // rename, its removal or its unlink. Each is left, counted (not_regular),
+  // and the open and the publish succeed; the next open without the mount
+  // removes it. The faults are for good: remove_stale_generations meets
+  // them again.
+  struct Row {
+    const char* name;
+    bool sweeping;  // a killed publisher's .building-gen-3 to remove at open
+    Fault fault;
+    const char* stays;  // in DIR, after the publish
+    std::size_t left;   // counted not_regular by a sweep after it
+  };
+  const Row rows[] = {
+      {"a mount on the old generation: its rename", false, Fault{Op::rename, 2, EBUSY, true},
+       "gen-1", 1},
+      {"a mount on the old generation, met at its removal", false,
+       Fault{Op::remove_directory, 1, EBUSY, true}, ".removing-gen-1", 1},
+      {"a file mounted inside the old generation", false, Fault{Op::unlink, 1, EBUSY, true},
+       ".removing-gen-1/a", 1},
+      {"a mount on a half-built generation", true, Fault{Op::remove_directory, 1, EBUSY, true},
+       ".building-gen-3/a", 2},  // and the old generation, met at its removal too
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.name);
+    TempDir dir;
+    two_generations(dir.path());
+    if (row.sweeping) make_building(dir.path(), 3, {{"a", "half"}});
+    {
+      FaultFs fs;
+      fs.faults = {row.fault};
+      auto writer = SnapshotWriter<FullSync, FaultFs&>::open(dir.path().string(), fs);
+      CAPTURE(writer.has_value() ? std::string() : writer.status().message());
+      REQUIRE(writer.has_value());
+      REQUIRE(writer->add("a", "new a").ok());
+      const Status published = writer->publish();
+      CAPTURE(published.message());
+      REQUIRE(published.ok());
+      CHECK(writer->current() == (row.sweeping ? 4u : 3u));
+      CHECK(read_current(dir.path()) == Files{{"a", "new a"}});
+      CHECK(fs::exists(dir / row.stays));
+      const auto swept = writer->remove_stale_generations();
+      REQUIRE(swept.has_value());
+      CHECK(swept->not_regular == row.left);
+      CHECK(fs::exists(dir / row.stays));
+    }
+    auto next = Writer::open(dir.path().string());
+    REQUIRE(next.has_value());
+    CHECK(unfinished(dir.path()).empty());
+    CHECK(generations(dir.path()).size() == 2);
   }
 }

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <sys/file.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -22,6 +23,7 @@
 #include "atomic_state.hpp"
 #include "support/catch.hpp"
 #include "support/child.hpp"
+#include "support/mounts.hpp"
 #include "support/names.hpp"
 #include "support/snapshot_dir.hpp"
 
@@ -267,6 +269,141 @@ TEST_CASE("entries under the writer's names that are not its own never fail open
     REQUIRE(swept.has_value());
     if (row.counted) CHECK(swept->not_regular >= 1);
     CHECK(fs::exists(fs::symlink_status(dir / row.stays)));
+  }
+}
+
+namespace {
+
+/// A mount of the test's own, undone on every path out of its scope (a
+/// failed REQUIRE's exception included), before the TempDir under it is
+/// removed: declare it after the TempDirs. The test's process is moved
+/// into a private mount namespace first, so that nothing it mounts is seen
+/// outside it or outlives it. `why` says what the machine refused.
+class Mount {
+ public:
+  /// A bind mount of `source` (a directory or a file) on `at`; with
+  /// `tmpfs`, a fresh tmpfs (another device) on the directory `at`.
+  Mount(const fs::path& source, const fs::path& at, bool tmpfs = false) : at_(at) {
+    static std::string refused;
+    static const bool isolated = test::private_mount_namespace(refused);
+    if (!isolated) {
+      why_ = refused;
+      return;
+    }
+    mounted_ = tmpfs ? test::mount_tmpfs(at, "size=1m,mode=0755", why_)
+                     : ::mount(source.c_str(), at.c_str(), nullptr, MS_BIND, nullptr) == 0;
+    if (!mounted_ && why_.empty())
+      why_ = "cannot bind-mount " + source.string() + " on " + at.string() + ": " +
+             std::strerror(errno);
+  }
+  ~Mount() {
+    if (mounted_) ::umount2(at_.c_str(), MNT_DETACH);
+  }
+  Mount(const Mount&) = delete;
+  Mount& operator=(const Mount&) = delete;
+  bool mounted() const { return mounted_; }
+  const std::string& why() const { return why_; }
+
+ private:
+  fs::path at_;
+  bool mounted_ = false;
+  std::string why_;
+};
+
+}  // namespace
+
+TEST_CASE("a mount under the writer's names is not its own: never emptied, never a failure",
+          "[snapshot]") {
+  // A filesystem mounted on a name the writer removes (an operator's, a
+  // container's volume) is never listed, emptied or removed into: its
+  // removal is refused with EBUSY before anything in it is looked at, and
+  // a directory on another device than DIR's is never emptied even where
+  // that refusal did not come (a mount made after it: the fault stands in
+  // for it). Each is left, counted (not_regular), and open, every publish
+  // and the next open succeed.
+  struct Row {
+    const char* name;
+    const char* at;  // in DIR, made by the test unless it exists
+    bool file;       // a file bind-mounted on a file
+    bool tmpfs;      // another device, else a bind mount of the same filesystem's directory
+    std::vector<Fault> faults;
+  };
+  const Row rows[] = {
+      {"a bind mount on a half-built generation", ".building-gen-9", false, false, {}},
+      {"a bind mount on a half-removed generation", ".removing-gen-5", false, false, {}},
+      {"a tmpfs on a half-built generation", ".building-gen-9", false, true, {}},
+      // The probe's rmdir not refused (the mount came after it): only the
+      // device of the directory opened tells.
+      {"a tmpfs on a half-built generation, mounted after the writer's rmdir",
+       ".building-gen-9",
+       false,
+       true,
+       {Fault{Op::remove_directory, 1, ENOTEMPTY}}},
+      {"a bind mount on the old generation a publish removes", "gen-1", false, false, {}},
+      {"a tmpfs on the old generation a publish removes", "gen-1", false, true, {}},
+      {"a file bind-mounted on a file of a half-removed generation",
+       ".removing-gen-5/a",
+       true,
+       false,
+       {}},
+      {"a file bind-mounted on a file named as a temp link",
+       ".current.tmp-AbCdEf",
+       true,
+       false,
+       {}},
+  };
+  if (::geteuid() != 0) {
+    WARN("skipped: mounting needs root");
+    return;
+  }
+  for (const Row& row : rows) {
+    CAPTURE(row.name);
+    TempDir dir, elsewhere;
+    two_generations(dir.path());
+    const fs::path at = dir / row.at;
+    fs::path source = elsewhere / "volume";
+    if (row.file) {
+      source = elsewhere / "precious";
+      fs::create_directories(at.parent_path());
+      test::write_plain(at, "covered");
+      test::write_plain(source, "precious");
+    } else {
+      fs::create_directories(at);
+      fs::create_directory(source);
+      test::write_plain(source / "precious", "precious");
+    }
+    const Mount mount(source, at, row.tmpfs);
+    if (!mount.mounted()) {
+      WARN("skipped: " << mount.why());
+      return;
+    }
+    const fs::path precious = row.file ? at : at / "precious";
+    if (row.tmpfs) test::write_plain(precious, "precious");
+    {
+      FaultFs fs;
+      fs.faults = row.faults;
+      auto writer = SnapshotWriter<FullSync, FaultFs&>::open(dir.path().string(), fs);
+      CAPTURE(writer.has_value() ? std::string() : writer.status().message());
+      REQUIRE(writer.has_value());
+      CHECK(test::read_file(precious) == "precious");
+      for (const char* data : {"3", "4"}) {
+        REQUIRE(writer->add("a", data).ok());
+        const Status published = writer->publish();
+        CAPTURE(published.message());
+        REQUIRE(published.ok());
+        CHECK(read_current(dir.path()) == Files{{"a", data}});
+        CHECK(test::read_file(precious) == "precious");
+      }
+      const auto swept = writer->remove_stale_generations();
+      REQUIRE(swept.has_value());
+      CHECK(swept->not_regular >= 1);
+    }
+    auto reopened = Writer::open(dir.path().string());
+    CAPTURE(reopened.has_value() ? std::string() : reopened.status().message());
+    REQUIRE(reopened.has_value());
+    CHECK(current_target(dir.path()) == "gen-4");
+    CHECK(test::read_file(precious) == "precious");
+    if (!row.file) CHECK(test::names_in(at) == std::vector<std::string>{"precious"});
   }
 }
 
@@ -761,6 +898,7 @@ TEST_CASE("bad input is refused before anything is written", "[snapshot]") {
     std::string file;
     unsigned mode;
     std::errc code;
+    bool owned = false;  // a name the library owns: refused with AtomicDirectory's note
   };
   const std::string too_long(ATOMIC_STATE_NAME_MAX + 1, 'x');
   const Row rows[] = {
@@ -775,6 +913,16 @@ TEST_CASE("bad input is refused before anything is written", "[snapshot]") {
       {"a mode above 07777", "a", 010000, std::errc::invalid_argument},
       {"a mode of all bits", "a", ~0u, std::errc::invalid_argument},
       {"a duplicate", "dup", 0644, std::errc::file_exists},
+      // The names the library owns, as AtomicDirectory::write and
+      // Batch::add refuse them (detail::owned_name_problem).
+      {"a temp file's name", ".tmp-AAAAAA", 0644, std::errc::invalid_argument, true},
+      {"a directory claim's temp file's name", ".tmp-AAAAAA.1", 0644, std::errc::invalid_argument,
+       true},
+      {"a temp link's name", ".current.tmp-AAAAAA", 0644, std::errc::invalid_argument, true},
+      {"the snapshot's lock file's name", ".snapshot.lock", 0644, std::errc::invalid_argument,
+       true},
+      {"a run lock's name", ".a.lock", 0644, std::errc::invalid_argument, true},
+      {"a corrupt copy's name", "x.corrupt-1", 0644, std::errc::invalid_argument, true},
   };
   for (const bool first_add : {true, false}) {
     for (const Row& row : rows) {
@@ -790,6 +938,10 @@ TEST_CASE("bad input is refused before anything is written", "[snapshot]") {
       REQUIRE_FALSE(s.ok());
       CHECK(s.step() == Step::check_path);
       CHECK(s.code() == std::make_error_code(row.code));
+      if (row.owned) {
+        CHECK(s.message().find("the name is one the library gives its") != std::string::npos);
+        CHECK(s.path() == (dir / "current" / row.file).string());
+      }
       CHECK(listing(dir.path()) == before);
       CHECK(writer->size() == (!first_add || duplicate ? 1u : 0u));
       if (writer->size() == 1) {
@@ -806,6 +958,9 @@ TEST_CASE("bad input is refused before anything is written", "[snapshot]") {
   REQUIRE(writer.has_value());
   CHECK(writer->add(std::string(ATOMIC_STATE_NAME_MAX, 'y'), "ok").ok());
   CHECK(writer->add("..a", "ok").ok());
+  // Near the library's names, but none of them.
+  for (const char* name : {".tmp-AAAAA", "tmp-AAAAAA", ".lock", "a.lock", "x.corrupt-", ".current"})
+    CHECK(writer->add(name, "ok").ok());
   CHECK(writer->add(".", "x").step() == Step::check_path);
   CHECK(writer->publish().ok());
 }

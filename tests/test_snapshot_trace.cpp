@@ -54,59 +54,61 @@ TEST_CASE("a 2-file FullSync publish makes exactly the calls of snapshot_protoco
   const int lock_fd = fd(6);
   CHECK(c[7].fd == lock_fd);  // looked at: a regular file, 0600
   CHECK(c[8].fd == lock_fd);
-  CHECK(c[9].fd == dir_fd);
-  CHECK(c[9].name == "current");
+  CHECK(c[9].fd == dir_fd);  // looked at: its device, which a generation emptied must be on
   CHECK(c[10].fd == dir_fd);
+  CHECK(c[10].name == "current");
+  CHECK(c[11].fd == dir_fd);
   // first add: .building-gen-3 made with its mode, opened (not followed),
   // set exactly.
-  CHECK(c[11].fd == dir_fd);
-  CHECK(c[12].name == ".building-gen-3");
-  CHECK(c[12].mode == 0755);
+  CHECK(c[12].fd == dir_fd);
   CHECK(c[13].name == ".building-gen-3");
-  const int gen_fd = fd(13);
-  CHECK(c[14].fd == gen_fd);
-  CHECK(c[14].mode == 0755);
-  // each file created 0600 in the generation, written.
+  CHECK(c[13].mode == 0755);
+  CHECK(c[14].name == ".building-gen-3");
+  const int gen_fd = fd(14);
   CHECK(c[15].fd == gen_fd);
-  CHECK(c[15].name == "a");
-  CHECK(c[15].mode == 0600);
-  const int a_fd = fd(15);
-  CHECK(c[16].fd == a_fd);
-  CHECK(c[17].name == "b");
-  const int b_fd = fd(17);
-  CHECK(c[18].fd == b_fd);
+  CHECK(c[15].mode == 0755);
+  // each file created 0600 in the generation, written.
+  CHECK(c[16].fd == gen_fd);
+  CHECK(c[16].name == "a");
+  CHECK(c[16].mode == 0600);
+  const int a_fd = fd(16);
+  CHECK(c[17].fd == a_fd);
+  CHECK(c[18].name == "b");
+  const int b_fd = fd(18);
+  CHECK(c[19].fd == b_fd);
   // publish: modes, writeback, syncs, closes of a then b.
-  CHECK((c[19].fd == a_fd && c[19].mode == 0644));
-  CHECK((c[20].fd == b_fd && c[20].mode == 0640));
-  CHECK((c[21].fd == a_fd && c[22].fd == b_fd));
-  CHECK((c[23].fd == a_fd && c[24].fd == b_fd));
-  CHECK((c[25].fd == a_fd && c[26].fd == b_fd));
-  CHECK(c[27].fd == gen_fd);                             // the generation's entries durable ...
-  CHECK((c[28].fd == dir_fd && c[28].name == "gen-3"));  // ... before it is named gen-3
-  CHECK(c[29].fd == dir_fd);                             // ... and before the link naming it exists
-  CHECK(c[29].name.rfind(".current.tmp-", 0) == 0);
-  CHECK(c[29].name.size() == 19);
+  CHECK((c[20].fd == a_fd && c[20].mode == 0644));
+  CHECK((c[21].fd == b_fd && c[21].mode == 0640));
+  CHECK((c[22].fd == a_fd && c[23].fd == b_fd));
+  CHECK((c[24].fd == a_fd && c[25].fd == b_fd));
+  CHECK((c[26].fd == a_fd && c[27].fd == b_fd));
+  CHECK(c[28].fd == gen_fd);                             // the generation's entries durable ...
+  CHECK((c[29].fd == dir_fd && c[29].name == "gen-3"));  // ... before it is named gen-3
+  CHECK(c[30].fd == dir_fd);                             // ... and before the link naming it exists
+  CHECK(c[30].name.rfind(".current.tmp-", 0) == 0);
+  CHECK(c[30].name.size() == 19);
   REQUIRE(fs.link_targets.size() == 1);
   CHECK(fs.link_targets[0] == "gen-3");  // relative: the directory can move
-  CHECK(c[30].fd == dir_fd);             // the link and gen-3's name durable ...
-  CHECK(c[31].fd == dir_fd);             // ... before the rename over current
-  CHECK(c[31].name == c[29].name);
-  CHECK(c[32].fd == gen_fd);
-  CHECK(c[33].fd == dir_fd);  // the rename durable before anything is removed
-  CHECK(c[34].fd == dir_fd);
-  CHECK(c[35].name == "gen-1");
-  const int old_fd = fd(35);
-  CHECK(c[36].fd == old_fd);                             // locked: no reader holds it
-  CHECK((c[37].fd == dir_fd && c[37].name == "gen-1"));  // renamed away while locked
-  CHECK(c[38].fd == old_fd);
-  CHECK((c[39].fd == old_fd && c[39].name == "a"));
-  CHECK((c[40].fd == dir_fd && c[40].name == ".removing-gen-1"));
-  CHECK(c[41].fd == old_fd);  // the lock held to the end
+  CHECK(c[31].fd == dir_fd);             // the link and gen-3's name durable ...
+  CHECK(c[32].fd == dir_fd);             // ... before the rename over current
+  CHECK(c[32].name == c[30].name);
+  CHECK(c[33].fd == gen_fd);
+  CHECK(c[34].fd == dir_fd);  // the rename durable before anything is removed
+  CHECK(c[35].fd == dir_fd);
+  CHECK(c[36].name == "gen-1");
+  const int old_fd = fd(36);
+  CHECK(c[37].fd == old_fd);                             // locked: no reader holds it
+  CHECK((c[38].fd == dir_fd && c[38].name == "gen-1"));  // renamed away while locked
+  CHECK(c[39].fd == old_fd);  // looked at: on the directory's device, not a mount
+  CHECK(c[40].fd == old_fd);
+  CHECK((c[41].fd == old_fd && c[41].name == "a"));
+  CHECK((c[42].fd == dir_fd && c[42].name == ".removing-gen-1"));
+  CHECK(c[43].fd == old_fd);  // the lock held to the end
   // the destructor: the lock, then the claim's file before its descriptor.
-  CHECK(c[42].fd == lock_fd);
-  CHECK((c[43].fd == dir_fd && c[43].name == c[2].name));
-  CHECK(c[44].fd == claim_fd);
-  CHECK(c[45].fd == dir_fd);
+  CHECK(c[44].fd == lock_fd);
+  CHECK((c[45].fd == dir_fd && c[45].name == c[2].name));
+  CHECK(c[46].fd == claim_fd);
+  CHECK(c[47].fd == dir_fd);
   CHECK(read_current(dir.path()) == Files{{"a", "new a"}, {"b", "new b"}});
 }
 

@@ -22,10 +22,14 @@ namespace test::protocol {
 /// opened and claimed as an AtomicDirectory claims it, and swept of stale
 /// temp files as it is (a killed publisher's claim; the writer's own is not
 /// looked at; a failure open() survives); the lock file made or opened,
-/// looked at and locked; `current` read; the directory listed for what a
-/// killed publisher left, then `stale_links` temp symlinks removed and a
-/// half-built generation (opened, listed, each of its
-/// `stale_generation_files` removed, removed, closed) as $S.
+/// looked at and locked; the directory looked at (its device, which every
+/// directory the writer empties must be on) and `current` read; the
+/// directory listed for what a killed publisher left, then `stale_links`
+/// temp symlinks removed and a half-built generation as $S: its removal
+/// tried as it stands (an empty one goes, a mount point is refused with
+/// EBUSY; any other failure is the next calls' to tell), then opened,
+/// looked at (on the directory's device: not a filesystem mounted there),
+/// listed, each of its `stale_generation_files` removed, removed, closed.
 inline Calls snapshot_open(int stale_links = 0, int stale_generation_files = -1) {
   Calls calls = {{Op::open_directory, Step::open_directory, "$D"},
                  {Op::entry_info, Step::check_path, "$D/.atomic-directory-claim"},
@@ -40,12 +44,15 @@ inline Calls snapshot_open(int stale_links = 0, int stale_generation_files = -1)
                  {Op::open_or_create, Step::lock_run, "$K"},
                  {Op::file_info, Step::lock_run, "$K"},  // a regular file, 0600
                  {Op::try_lock, Step::lock_run, "$K"},
+                 {Op::file_info, Step::open_directory, "$D"},
                  {Op::read_link, Step::check_path, "$D/current"},
                  {Op::list_directory, Step::remove_temp_file, "$D"}};
   for (int i = 0; i < stale_links; ++i)
     calls.push_back({Op::unlink, Step::remove_temp_file, "$D/.current.tmp-AAAAAA"});
   if (stale_generation_files >= 0) {
+    calls.push_back({Op::remove_directory, Step::none, "", false, Step::remove_temp_file, "$S"});
     calls.push_back({Op::open_directory_at, Step::remove_temp_file, "$S"});
+    calls.push_back({Op::file_info, Step::remove_temp_file, "$S"});
     calls.push_back({Op::list_directory, Step::remove_temp_file, "$S"});
     for (int i = 0; i < stale_generation_files; ++i)
       calls.push_back({Op::unlink, Step::remove_temp_file, "$S"});
@@ -84,9 +91,10 @@ inline Calls snapshot_add(const char* file) {
 ///      (the rows say `replaced`), and a failure of this sync has
 ///      replaced() true;
 ///   5. the directory listed; the old generation opened, locked (a
-///      SnapshotReader's lease would refuse), renamed $X, listed, emptied,
-///      removed and closed: a failure here comes after the swap is
-///      durable, so its replaced() is false (the fault test knows).
+///      SnapshotReader's lease would refuse), renamed $X, looked at (on the
+///      directory's device), listed, emptied, removed and closed: a failure
+///      here comes after the swap is durable, so its replaced() is false
+///      (the fault test knows).
 inline Calls snapshot_publish(Sync sync, const std::vector<const char*>& files,
                               int pruned_files = 1) {
   Calls calls;
@@ -115,6 +123,7 @@ inline Calls snapshot_publish(Sync sync, const std::vector<const char*>& files,
   // no reader can hold one there either.
   calls.push_back({Op::try_lock, Step::none, ""});
   calls.push_back({Op::rename, Step::remove_temp_file, "$O", true});
+  calls.push_back({Op::file_info, Step::remove_temp_file, "$X", true});
   calls.push_back({Op::list_directory, Step::remove_temp_file, "$X", true});
   for (int i = 0; i < pruned_files; ++i)
     calls.push_back({Op::unlink, Step::remove_temp_file, "$X", true});
