@@ -6,6 +6,8 @@
 // call to a save is one row here.
 #pragma once
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
 #include <string>
@@ -224,17 +226,19 @@ inline Calls keep_previous_then_save(Sync sync, Previous found = Previous::linke
 // ------------------------------------------------- a StateManager's run lock --
 
 /// StateManager::try_lock_run once the state directory is open: is it
-/// writable, open (or create) the lock file, check it is a regular file,
-/// lock it, write the holder's pid line (a failure costs only the name in
-/// another run's message), close the directory. The lock's descriptor stays
-/// open until the lock is released: one more close.
+/// writable, open (or create) the lock file, check it is a regular file
+/// (and, as root, whose directory it is: a failure costs root only the
+/// owner's lock file), lock it, write the holder's pid line (a failure
+/// costs only the name in another run's message), close the directory. The
+/// lock's descriptor stays open until the lock is released: one more close.
 inline Calls take_run_lock() {
-  return {{Op::check_writable, Step::lock_run, "$D"},
-          {Op::open_or_create, Step::lock_run, "$L"},
-          {Op::file_info, Step::lock_run, "$L"},
-          {Op::try_lock, Step::lock_run, "$L"},
-          {Op::write, Step::none, ""},
-          {Op::close, Step::none, ""}};
+  Calls calls = {{Op::check_writable, Step::lock_run, "$D"},
+                 {Op::open_or_create, Step::lock_run, "$L"},
+                 {Op::file_info, Step::lock_run, "$L"}};
+  if (::geteuid() == 0) calls.push_back({Op::file_info, Step::none, ""});
+  return calls + Calls{{Op::try_lock, Step::lock_run, "$L"},
+                       {Op::write, Step::none, ""},
+                       {Op::close, Step::none, ""}};
 }
 
 /// StateManager::try_lock_run where the state directory is missing: it does
