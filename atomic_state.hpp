@@ -1128,15 +1128,15 @@ struct has_link_reading<
 namespace detail {
 // Whose lock file a lock takes, one rule for StateManager's run lock and
 // SnapshotWriter's: the process's user's (`user`). Root (user 0), in a
-// directory of another user, also takes one of the directory's owner, and
-// gives its own to them (give_lock_file, while holding it), who could not
-// open one of root's (0600): a run under sudo never locks the directory's
-// owner out. Any other user's lock file is refused by the caller.
+// directory of another user, also takes one of the directory's owner; and
+// there it changes nothing in the file it opened (no chmod, no pid, no
+// chown): that user may put any of root's files at the lock's name for a
+// moment, hard-linked there and unlinked again, and a file opened by name
+// cannot be told from root's own. Any other user's lock file is refused
+// by the caller.
 struct LockFileOwner {
-  bool taken = false;       // the lock file may be taken as the process's own
-  bool give = false;        // root's own, in a directory of another user
-  std::uint32_t owner = 0;  // the directory's owner and group, for give
-  std::uint32_t group = 0;
+  bool taken = false;      // the lock file may be taken as the process's own
+  bool hands_off = false;  // root in a directory of another user: change nothing in it
 };
 template <class Fs>
 LockFileOwner lock_file_owner(Retrying<Fs>& call, int dir_fd, std::uint32_t user,
@@ -1145,18 +1145,8 @@ LockFileOwner lock_file_owner(Retrying<Fs>& call, int dir_fd, std::uint32_t user
   FileInfo dir;
   const bool root_in_users_dir = user == 0 && call.file_info(dir_fd, dir) >= 0 && dir.owner != user;
   rule.taken = file_owner == user || (root_in_users_dir && file_owner == dir.owner);
-  rule.give = root_in_users_dir && file_owner == user;
-  rule.owner = dir.owner;
-  rule.group = dir.group;
+  rule.hands_off = root_in_users_dir;
   return rule;
-}
-// Gives root's own lock file to the directory's owner (LockFileOwner::give).
-// A failure leaves it root's: the owner's next lock fails at lock_run, as
-// it did before; root's own run goes on.
-template <class Fs>
-void give_lock_file(Retrying<Fs>& call, int fd, const LockFileOwner& rule) noexcept {
-  if constexpr (has_set_owner<Fs>::value)
-    if (rule.give) (void)call.set_owner(fd, rule.owner, rule.group);
 }
 }  // namespace detail
 
@@ -4072,9 +4062,10 @@ struct SnapshotOptions {
 /// writer's own is refused (lock_run, EPERM) and left unchanged: a hard
 /// link (a link count above 1), or a file of another user (where the Fs
 /// has user_id). Root (user_id 0) in a directory of another user takes a
-/// lock file of the directory's owner, and gives the one it makes to them
-/// (where the Fs has set_owner), so that a publish under sudo never locks
-/// the owner out. open() also removes what a killed publisher left:
+/// lock file of the directory's owner too, and changes nothing in the lock
+/// file it opens there (that user could have put any file of root's at its
+/// name for a moment); after a publish under sudo the owner removes root's
+/// lock file once. open() also removes what a killed publisher left:
 /// half-built generations (.building-gen-N), generations newer than
 /// current (complete, never current), half-removed ones (.removing-gen-N)
 /// and temp symlinks. A DIR/current that is not a symlink naming a gen-N
@@ -4325,9 +4316,8 @@ Result<SnapshotWriter<S, Fs>> SnapshotWriter<S, Fs>::open(PathView dir, Fs fs,
     return writer.fail(Step::lock_run, -EPERM, lock_path.view(), {},
                        "the lock file is a hard link to a file elsewhere, not the "
                        "SnapshotWriter's own: remove it");
-  // Root, in a directory of another user, uses the lock file as that
-  // user's (below, it gives them the one it made): a run under sudo must
-  // not lock the directory's owner out of their own snapshot.
+  // Root, in a directory of another user, takes that user's lock file as
+  // its own, and changes nothing in the file (detail::lock_file_owner).
   detail::LockFileOwner owner;
   if constexpr (detail::has_user_id<FsRef>::value) {
     owner = detail::lock_file_owner(call, dir_fd, call.user_id(), info.owner);
@@ -4341,13 +4331,10 @@ Result<SnapshotWriter<S, Fs>> SnapshotWriter<S, Fs>::open(PathView dir, Fs fs,
         Step::lock_run, r, lock_path.view(), {},
         r == -EWOULDBLOCK ? "another SnapshotWriter has the directory open" : nullptr);
   // Whoever can open the lock file can hold it forever: only its owner.
-  if ((info.mode & 077) != 0)
+  if ((info.mode & 077) != 0 && !owner.hands_off)
     if (const int r = call.set_mode(fd, 0600); r < 0)
       return writer.fail(Step::lock_run, r, lock_path.view(), {},
                          "the lock file is open to other users and cannot be made 0600");
-  // Root's own lock file, made in a directory of another user, is given to
-  // that user (held locked meanwhile).
-  detail::give_lock_file(call, fd, owner);
   bool missing = false;
   if (Status read = writer.read_current(missing); !read) return read;
   if (missing)
@@ -6962,8 +6949,10 @@ class StateManager {
   /// user's: EPERM), each refused with the file left as it is; one open to
   /// other users is made 0600; the holder writes its pid into it. Root, in
   /// a directory of another user, takes a lock file of the directory's
-  /// owner, and gives its own to them (where the Fs has set_owner): a run
-  /// under sudo never locks the directory's owner out. It is never
+  /// owner too, and changes nothing in the lock file there (no chmod, no
+  /// pid: that user could have put any file of root's at its name for a
+  /// moment); after a run under sudo the owner removes root's lock file
+  /// once. It is never
   /// removed: removing a lock file races with its next taker. A second
   /// taker's Status has path() the lock file, target() the state file,
   /// detail() "held by pid N": "take the run lock: lock run
@@ -7668,20 +7657,19 @@ Result<RunLock<F>> StateManager<L, S, P, F>::try_lock_run() noexcept {
   if (info.type != FileType::regular)
     return lock_failure(-EINVAL, "the lock file is not a regular file").within(context);
   // Root, in a directory of another user, takes that user's lock file as
-  // its own, and gives them the one it made (below): a run under sudo must
-  // not lock the directory's owner out of their own state.
+  // its own, and changes nothing in the file (detail::lock_file_owner).
   const detail::LockFileOwner owner =
       detail::lock_file_owner(fs, dir_fd, static_cast<std::uint32_t>(::geteuid()), info.owner);
   if (Status foreign = not_own_lock(info, owner.taken); !foreign) return foreign.within(context);
   const int locked = fs.try_lock(fd);
   if (locked == -EWOULDBLOCK || locked == -EAGAIN) return lock_held(fd).within(context);
   if (locked < 0) return lock_failure(locked).within(context);
+  if (owner.hands_off) return Result<RunLock<F>>(std::move(lock));
   // Whoever can open the lock file can hold it forever: only its owner.
   if ((info.mode & 077) != 0)
     if (const int r = fs.set_mode(fd, 0600); r < 0)
       return lock_failure(r, "the lock file is open to other users and cannot be made 0600")
           .within(context);
-  detail::give_lock_file(fs, fd, owner);  // root's own, held locked meanwhile
   write_holder(fd);
   return Result<RunLock<F>>(std::move(lock));
 }

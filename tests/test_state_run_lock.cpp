@@ -317,10 +317,13 @@ TEST_CASE("a lock file that is not the library's own is refused, never changed",
   CHECK(test::mode_of(dir / ".state.json.lock") == 0644);
 }
 
-TEST_CASE("a run as root leaves nothing that fails the directory owner's next runs", "[run-lock]") {
-  // sudo once in a state directory of a normal user: root's lock file (the
-  // owner could not open one of root's, 0600), root's state file and .prev.
-  // The owner's next run takes the lock, loads root's state and saves.
+TEST_CASE("after a run as root, the directory owner's runs need only root's lock file removed",
+          "[run-lock]") {
+  // sudo once in a state directory of a normal user: root's lock file stays
+  // root's (root changes nothing in a lock file there: see the next test),
+  // which the owner's run refuses, naming it; once the owner removes it,
+  // their run takes the lock, loads root's state and saves over root's
+  // state file and .prev.
   if (::geteuid() != 0) {
     WARN("skipped: running as root for another user needs root");
     return;
@@ -352,14 +355,18 @@ TEST_CASE("a run as root leaves nothing that fails the directory owner's next ru
         REQUIRE(root.save_state(test::state_at(t)).ok());
       }
     }
-    CHECK(owner_of(dir / ".state.json.lock") == 65534);  // the owner's, so that they can take it
-    CHECK(test::mode_of(dir / ".state.json.lock") == 0600);
+    CHECK(owner_of(dir / ".state.json.lock") == 0);
 
     const std::string path = dir.path().string();
     const int code = as_nobody([&] {
       if (::access(path.c_str(), X_OK) != 0) return 77;  // a TMPDIR closed to 65534
       test::CaptureSink quiet;
       Manager user(path, quiet, options);
+      const auto refused = user.try_lock_run();
+      if (refused || refused.status().step() != Step::lock_run ||
+          refused.status().path() != path + "/.state.json.lock")
+        return 5;
+      if (::unlink((path + "/.state.json.lock").c_str()) != 0) return 6;
       for (std::int64_t t : {1700000120, 1700000180}) {
         auto lock = user.try_lock_run();
         if (!lock) {
@@ -384,7 +391,7 @@ TEST_CASE("a run as root leaves nothing that fails the directory owner's next ru
       return;
     }
     CHECK(code == 0);
-    // Root again: the lock file, now the owner's, is taken.
+    // Root again: the lock file, the owner's now, is taken.
     Manager root(dir.path(), log, options);
     auto lock = root.try_lock_run();
     REQUIRE(lock.has_value());
@@ -395,21 +402,36 @@ TEST_CASE("a run as root leaves nothing that fails the directory owner's next ru
   }
 }
 
-TEST_CASE("root gives the directory's owner a lock file an earlier root run left", "[run-lock]") {
-  // The lock file of a root run before this rule: root's, 0600. Root's next
-  // run hands it over; the owner's runs take it from then on.
+TEST_CASE("root in a directory of another user changes nothing in the lock file it takes",
+          "[run-lock]") {
+  // That user may hard-link any of root's files (on that filesystem) to the
+  // lock's name and unlink it again while root opens it: root, holding a
+  // file of its own with one link, cannot tell it from its lock file. So it
+  // changes nothing in it: no chmod, no chown, no pid. Here the outcome of
+  // such a race, made directly: a root file of one link at the lock's name.
   if (::geteuid() != 0) {
     WARN("skipped: needs root");
     return;
   }
-  test::TempDir dir;
-  REQUIRE(::chown(dir.path().c_str(), 65534, 65534) == 0);
-  test::write_plain(dir / ".state.json.lock", "4242\n", 0600);
-  test::CaptureSink log;
-  Manager root(dir.path(), log);
-  REQUIRE(root.try_lock_run().has_value());
-  CHECK(owner_of(dir / ".state.json.lock") == 65534);
-  CHECK(test::mode_of(dir / ".state.json.lock") == 0600);
+  struct Row {
+    const char* file;
+    uid_t owner;
+  };
+  const Row rows[] = {{"root's, as a race leaves it", 0}, {"the directory owner's", 65534}};
+  for (const Row& row : rows) {
+    CAPTURE(row.file);
+    test::TempDir dir;
+    REQUIRE(::chown(dir.path().c_str(), 65534, 65534) == 0);
+    test::write_plain(dir / ".state.json.lock", "precious\n", 0666);
+    REQUIRE(::chown((dir / ".state.json.lock").c_str(), row.owner, row.owner) == 0);
+    test::CaptureSink log;
+    Manager root(dir.path(), log);
+    const auto lock = root.try_lock_run();
+    REQUIRE(lock.has_value());
+    CHECK(owner_of(dir / ".state.json.lock") == row.owner);
+    CHECK(test::mode_of(dir / ".state.json.lock") == 0666);
+    CHECK(read_file(dir / ".state.json.lock") == "precious\n");
+  }
 }
 
 TEST_CASE("root in a directory of another user still refuses a third user's lock file",

@@ -488,15 +488,15 @@ struct has_link_reading<
 namespace detail {
 // Whose lock file a lock takes, one rule for StateManager's run lock and
 // SnapshotWriter's: the process's user's (`user`). Root (user 0), in a
-// directory of another user, also takes one of the directory's owner, and
-// gives its own to them (give_lock_file, while holding it), who could not
-// open one of root's (0600): a run under sudo never locks the directory's
-// owner out. Any other user's lock file is refused by the caller.
+// directory of another user, also takes one of the directory's owner; and
+// there it changes nothing in the file it opened (no chmod, no pid, no
+// chown): that user may put any of root's files at the lock's name for a
+// moment, hard-linked there and unlinked again, and a file opened by name
+// cannot be told from root's own. Any other user's lock file is refused
+// by the caller.
 struct LockFileOwner {
-  bool taken = false;       // the lock file may be taken as the process's own
-  bool give = false;        // root's own, in a directory of another user
-  std::uint32_t owner = 0;  // the directory's owner and group, for give
-  std::uint32_t group = 0;
+  bool taken = false;      // the lock file may be taken as the process's own
+  bool hands_off = false;  // root in a directory of another user: change nothing in it
 };
 template <class Fs>
 LockFileOwner lock_file_owner(Retrying<Fs>& call, int dir_fd, std::uint32_t user,
@@ -505,18 +505,8 @@ LockFileOwner lock_file_owner(Retrying<Fs>& call, int dir_fd, std::uint32_t user
   FileInfo dir;
   const bool root_in_users_dir = user == 0 && call.file_info(dir_fd, dir) >= 0 && dir.owner != user;
   rule.taken = file_owner == user || (root_in_users_dir && file_owner == dir.owner);
-  rule.give = root_in_users_dir && file_owner == user;
-  rule.owner = dir.owner;
-  rule.group = dir.group;
+  rule.hands_off = root_in_users_dir;
   return rule;
-}
-// Gives root's own lock file to the directory's owner (LockFileOwner::give).
-// A failure leaves it root's: the owner's next lock fails at lock_run, as
-// it did before; root's own run goes on.
-template <class Fs>
-void give_lock_file(Retrying<Fs>& call, int fd, const LockFileOwner& rule) noexcept {
-  if constexpr (has_set_owner<Fs>::value)
-    if (rule.give) (void)call.set_owner(fd, rule.owner, rule.group);
 }
 }  // namespace detail
 

@@ -173,9 +173,10 @@ struct SnapshotOptions {
 /// writer's own is refused (lock_run, EPERM) and left unchanged: a hard
 /// link (a link count above 1), or a file of another user (where the Fs
 /// has user_id). Root (user_id 0) in a directory of another user takes a
-/// lock file of the directory's owner, and gives the one it makes to them
-/// (where the Fs has set_owner), so that a publish under sudo never locks
-/// the owner out. open() also removes what a killed publisher left:
+/// lock file of the directory's owner too, and changes nothing in the lock
+/// file it opens there (that user could have put any file of root's at its
+/// name for a moment); after a publish under sudo the owner removes root's
+/// lock file once. open() also removes what a killed publisher left:
 /// half-built generations (.building-gen-N), generations newer than
 /// current (complete, never current), half-removed ones (.removing-gen-N)
 /// and temp symlinks. A DIR/current that is not a symlink naming a gen-N
@@ -426,9 +427,8 @@ Result<SnapshotWriter<S, Fs>> SnapshotWriter<S, Fs>::open(PathView dir, Fs fs,
     return writer.fail(Step::lock_run, -EPERM, lock_path.view(), {},
                        "the lock file is a hard link to a file elsewhere, not the "
                        "SnapshotWriter's own: remove it");
-  // Root, in a directory of another user, uses the lock file as that
-  // user's (below, it gives them the one it made): a run under sudo must
-  // not lock the directory's owner out of their own snapshot.
+  // Root, in a directory of another user, takes that user's lock file as
+  // its own, and changes nothing in the file (detail::lock_file_owner).
   detail::LockFileOwner owner;
   if constexpr (detail::has_user_id<FsRef>::value) {
     owner = detail::lock_file_owner(call, dir_fd, call.user_id(), info.owner);
@@ -442,13 +442,10 @@ Result<SnapshotWriter<S, Fs>> SnapshotWriter<S, Fs>::open(PathView dir, Fs fs,
         Step::lock_run, r, lock_path.view(), {},
         r == -EWOULDBLOCK ? "another SnapshotWriter has the directory open" : nullptr);
   // Whoever can open the lock file can hold it forever: only its owner.
-  if ((info.mode & 077) != 0)
+  if ((info.mode & 077) != 0 && !owner.hands_off)
     if (const int r = call.set_mode(fd, 0600); r < 0)
       return writer.fail(Step::lock_run, r, lock_path.view(), {},
                          "the lock file is open to other users and cannot be made 0600");
-  // Root's own lock file, made in a directory of another user, is given to
-  // that user (held locked meanwhile).
-  detail::give_lock_file(call, fd, owner);
   bool missing = false;
   if (Status read = writer.read_current(missing); !read) return read;
   if (missing)

@@ -348,8 +348,10 @@ class StateManager {
   /// user's: EPERM), each refused with the file left as it is; one open to
   /// other users is made 0600; the holder writes its pid into it. Root, in
   /// a directory of another user, takes a lock file of the directory's
-  /// owner, and gives its own to them (where the Fs has set_owner): a run
-  /// under sudo never locks the directory's owner out. It is never
+  /// owner too, and changes nothing in the lock file there (no chmod, no
+  /// pid: that user could have put any file of root's at its name for a
+  /// moment); after a run under sudo the owner removes root's lock file
+  /// once. It is never
   /// removed: removing a lock file races with its next taker. A second
   /// taker's Status has path() the lock file, target() the state file,
   /// detail() "held by pid N": "take the run lock: lock run
@@ -1054,20 +1056,19 @@ Result<RunLock<F>> StateManager<L, S, P, F>::try_lock_run() noexcept {
   if (info.type != FileType::regular)
     return lock_failure(-EINVAL, "the lock file is not a regular file").within(context);
   // Root, in a directory of another user, takes that user's lock file as
-  // its own, and gives them the one it made (below): a run under sudo must
-  // not lock the directory's owner out of their own state.
+  // its own, and changes nothing in the file (detail::lock_file_owner).
   const detail::LockFileOwner owner =
       detail::lock_file_owner(fs, dir_fd, static_cast<std::uint32_t>(::geteuid()), info.owner);
   if (Status foreign = not_own_lock(info, owner.taken); !foreign) return foreign.within(context);
   const int locked = fs.try_lock(fd);
   if (locked == -EWOULDBLOCK || locked == -EAGAIN) return lock_held(fd).within(context);
   if (locked < 0) return lock_failure(locked).within(context);
+  if (owner.hands_off) return Result<RunLock<F>>(std::move(lock));
   // Whoever can open the lock file can hold it forever: only its owner.
   if ((info.mode & 077) != 0)
     if (const int r = fs.set_mode(fd, 0600); r < 0)
       return lock_failure(r, "the lock file is open to other users and cannot be made 0600")
           .within(context);
-  detail::give_lock_file(fs, fd, owner);  // root's own, held locked meanwhile
   write_holder(fd);
   return Result<RunLock<F>>(std::move(lock));
 }
