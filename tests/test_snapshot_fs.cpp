@@ -642,21 +642,12 @@ TEST_CASE("a claim left by a killed publisher is removed by the next open", "[sn
 }
 
 namespace {
-/// Runs `work` in a child as uid 65534 (groups cleared); its exit code
-/// (77: cannot drop to 65534). Within `work`, no Catch2 macro: exit codes.
+/// Runs `work` in a child as uid 65534 (groups cleared): test::run_as.
 template <class Work>
 int as_nobody(Work work) {
-  test::Child child;
-  const pid_t pid = child.fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    if (::setgroups(0, nullptr) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
-        ::setresuid(65534, 65534, 65534) != 0)
-      ::_exit(77);
-    child.die_with_parent();
-    ::_exit(work());
-  }
-  return test::exit_code(child.wait());
+  const int code = test::run_as(65534, {}, work);
+  REQUIRE(code != -1);  // a child was forked
+  return code;
 }
 }  // namespace
 
@@ -778,18 +769,11 @@ namespace {
 /// for flock) and try to lock it. 0: opened and locked; 1: open refused;
 /// 2: opened, lock refused; 77: cannot drop to 65534.
 int lock_as_nobody(const fs::path& lock) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    if (::setgroups(0, nullptr) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
-        ::setresuid(65534, 65534, 65534) != 0)
-      ::_exit(77);
+  return test::run_as(65534, {}, [&] {
     const int fd = ::open(lock.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) ::_exit(1);
-    ::_exit(::flock(fd, LOCK_EX | LOCK_NB) == 0 ? 0 : 2);
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    if (fd < 0) return 1;
+    return ::flock(fd, LOCK_EX | LOCK_NB) == 0 ? 0 : 2;
+  });
 }
 }  // namespace
 

@@ -25,21 +25,12 @@
 using Manager = as::StateManager<test::CaptureSink&>;
 
 namespace {
-/// Runs `work` in a child as uid 65534 (groups cleared); its exit code
-/// (77: cannot drop to 65534). Within `work`, no Catch2 macro: exit codes.
+/// Runs `work` in a child as uid 65534 (groups cleared): test::run_as.
 template <class Work>
 int as_nobody(Work work) {
-  test::Child child;
-  const pid_t pid = child.fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    if (::setgroups(0, nullptr) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
-        ::setresuid(65534, 65534, 65534) != 0)
-      ::_exit(77);
-    child.die_with_parent();
-    ::_exit(work());
-  }
-  return test::exit_code(child.wait());
+  const int code = test::run_as(65534, {}, work);
+  REQUIRE(code != -1);  // a child was forked
+  return code;
 }
 
 uid_t owner_of(const test::fs::path& path) {

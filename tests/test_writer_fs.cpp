@@ -601,21 +601,14 @@ TEST_CASE("ModeFrom::existing gives the new file the target's security context, 
   }
 }
 
-// A normal user, run in a forked child: `uid` with the supplementary
-// groups `groups`; the child's exit status is 0 when `body` returns true.
+// A normal user, run in a forked child (test::run_as): `uid` with the
+// supplementary groups `groups`; the child's exit status is 0 when `body`
+// returns true.
 template <class Body>
-int as_user(uid_t uid, std::vector<gid_t> groups, Body body) {
-  test::Child child;
-  const pid_t pid = child.fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    if (::setgroups(groups.size(), groups.data()) != 0 || ::setresgid(uid, uid, uid) != 0 ||
-        ::setresuid(uid, uid, uid) != 0)
-      ::_exit(126);
-    child.die_with_parent();
-    ::_exit(body() ? 0 : 1);
-  }
-  return test::exit_code(child.wait());
+int as_user(uid_t uid, const std::vector<gid_t>& groups, Body body) {
+  const int code = test::run_as(uid, groups, [&] { return body() ? 0 : 1; });
+  REQUIRE(code != -1);  // a child was forked
+  return code;
 }
 
 TEST_CASE("ModeFrom::existing keeps the group as a normal user too, where the user is in it",

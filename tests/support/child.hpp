@@ -16,6 +16,7 @@
 #pragma once
 
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -31,6 +32,7 @@
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 namespace test {
 
@@ -276,6 +278,29 @@ inline void lively(bool ok, const std::string& what) {
         "NOTE - %s: not on this machine, even with more kills (slow or loaded?); the "
         "checks above held, over fewer cases of this kind\n",
         what.c_str());
+}
+
+/// The exit status of a child that could not become the user run_as asked.
+inline constexpr int kCannotSwitchUser = 77;
+
+/// Runs `work` (an int-returning callable, the child's exit status; no
+/// Catch2 macro inside it) in a forked child as the user `uid`, with group
+/// `uid` and the supplementary groups `groups`; the child's exit code
+/// (exit_code), kCannotSwitchUser when it could not become that user, -1
+/// when there is no child.
+template <class Work>
+int run_as(uid_t uid, const std::vector<gid_t>& groups, Work&& work) {
+  Child child;
+  const pid_t pid = child.fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    if (::setgroups(groups.size(), groups.data()) != 0 || ::setresgid(uid, uid, uid) != 0 ||
+        ::setresuid(uid, uid, uid) != 0)
+      ::_exit(kCannotSwitchUser);
+    child.die_with_parent();  // again: the change of user undid it
+    ::_exit(work());
+  }
+  return exit_code(child.wait());
 }
 
 }  // namespace test
