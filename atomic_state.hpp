@@ -662,7 +662,7 @@ Result<T>::Result(Status status) noexcept : status_(std::move(status)) {
 #endif
 
 #include <cerrno>    // errno, E*
-#include <charconv>  // std::from_chars: the umask in /proc/self/status
+#include <charconv>  // std::from_chars, std::to_chars: /proc/self/status, /proc/self/fd
 #include <cstdint>   // std::uint32_t, std::uint64_t, std::int64_t
 
 // Apple systems reach the disk only through F_FULLFSYNC, so DataSync uses
@@ -679,6 +679,15 @@ Result<T>::Result(Status status) noexcept : status_(std::move(status)) {
 #define ATOMIC_STATE_DETAIL_HAS_SYNC_FILE_RANGE 1
 #else
 #define ATOMIC_STATE_DETAIL_HAS_SYNC_FILE_RANGE 0
+#endif
+
+// Linux makes a file without a name in a directory (O_TMPFILE, 3.11) and
+// names it later (linkat): a save's temp file then exists only as long as
+// the save, and a kill leaves nothing.
+#if defined(__linux__) && defined(O_TMPFILE)
+#define ATOMIC_STATE_DETAIL_HAS_UNNAMED_FILES 1
+#else
+#define ATOMIC_STATE_DETAIL_HAS_UNNAMED_FILES 0
 #endif
 
 /// The largest access ACL or security context ModeFrom::existing copies,
@@ -824,6 +833,24 @@ struct PosixFs {
   /// writing the file's data without waiting; elsewhere nothing. Optional:
   /// without it, the syncs alone do the writing.
   int start_writeback(int fd) noexcept;
+  /// openat(dir_fd, ".", O_WRONLY|O_TMPFILE|O_CLOEXEC, mode) on Linux: a
+  /// regular file without a name in the directory, gone with its last
+  /// descriptor unless link_unnamed names it. -EOPNOTSUPP where there is
+  /// none: elsewhere than Linux, on a filesystem without it (vfat, NFS,
+  /// older kernels: EOPNOTSUPP, EISDIR or EINVAL from the kernel), or where
+  /// this process could not name it (no /proc/self/fd, and linkat's
+  /// AT_EMPTY_PATH refused). Optional, with link_unnamed: without them, or
+  /// where this says -EOPNOTSUPP, a save makes a named temp file and locks
+  /// it.
+  int open_unnamed(int dir_fd, unsigned mode) noexcept;
+  /// Gives the unnamed file `fd` (open_unnamed) the name `name` in dir_fd:
+  /// linkat(fd, "", dir_fd, name, AT_EMPTY_PATH), or, where the kernel
+  /// refuses that to a process without CAP_DAC_READ_SEARCH (ENOENT: older
+  /// kernels), linkat(AT_FDCWD, "/proc/self/fd/N", dir_fd, name,
+  /// AT_SYMLINK_FOLLOW), which needs no privilege; the refusal is
+  /// remembered for the process. -EEXIST when `name` exists. A file once
+  /// named and unlinked again cannot be named a second time (ENOENT).
+  int link_unnamed(int fd, int dir_fd, const char* name) noexcept;
   /// fchown(fd, owner, group): for ModeFrom::existing. Optional: without
   /// it, the new file keeps the process's owner and group.
   int set_owner(int fd, std::uint32_t owner, std::uint32_t group) noexcept;
@@ -1039,6 +1066,12 @@ class Retrying {
   int link(int dir_fd, const char* from, const char* to) noexcept {
     return retry_interrupted([&] { return fs_->link(dir_fd, from, to); });
   }
+  int open_unnamed(int dir_fd, unsigned mode) noexcept {
+    return retry_interrupted([&] { return fs_->open_unnamed(dir_fd, mode); });
+  }
+  int link_unnamed(int fd, int dir_fd, const char* name) noexcept {
+    return retry_interrupted([&] { return fs_->link_unnamed(fd, dir_fd, name); });
+  }
   int start_writeback(int fd) noexcept {
     return retry_interrupted([&] { return fs_->start_writeback(fd); });
   }
@@ -1152,6 +1185,12 @@ LockFileOwner lock_file_owner(Retrying<Fs>& call, int dir_fd, std::uint32_t user
 
 namespace detail {
 template <class F, class = void>
+struct has_unnamed_files : std::false_type {};
+template <class F>
+struct has_unnamed_files<F, std::void_t<decltype(std::declval<F&>().open_unnamed(0, 0u)),
+                                        decltype(std::declval<F&>().link_unnamed(0, 0, ""))>>
+    : std::true_type {};
+template <class F, class = void>
 struct has_start_writeback : std::false_type {};
 template <class F>
 struct has_start_writeback<F, std::void_t<decltype(std::declval<F&>().start_writeback(0))>>
@@ -1228,6 +1267,72 @@ inline int PosixFs::start_writeback(int fd) noexcept {
 #else
   (void)fd;
   return 0;
+#endif
+}
+
+namespace detail {
+// How this process names an unnamed file, learnt once: whether linkat's
+// AT_EMPTY_PATH was refused, and whether /proc/self/fd is there to name it
+// through instead.
+enum UnnamedNaming : int {
+  kNamingUnknown = 0,
+  kEmptyPathRefused = 1,
+  kProcChecked = 2,
+  kProcMissing = 4,
+};
+inline std::atomic<int>& unnamed_naming() noexcept {
+  static std::atomic<int> learnt{kNamingUnknown};
+  return learnt;
+}
+
+// Whether /proc/self/fd can name a file, looked at once per process.
+inline bool proc_names_files() noexcept {
+  std::atomic<int>& learnt = unnamed_naming();
+  int now = learnt.load(std::memory_order_relaxed);
+  if ((now & kProcChecked) == 0) {
+    const bool there = ::faccessat(AT_FDCWD, "/proc/self/fd", X_OK, 0) == 0;
+    const int found = kProcChecked | (there ? 0 : kProcMissing);
+    (void)learnt.fetch_or(found);
+    now |= found;
+  }
+  return (now & kProcMissing) == 0;
+}
+}  // namespace detail
+
+inline int PosixFs::open_unnamed(int dir_fd, unsigned mode) noexcept {
+#if ATOMIC_STATE_DETAIL_HAS_UNNAMED_FILES
+  // Without /proc it could be named only by AT_EMPTY_PATH, which older
+  // kernels refuse to an unprivileged process: too late to learn once the
+  // bytes are in it.
+  if (!detail::proc_names_files()) return -EOPNOTSUPP;
+  const int fd = ::openat(dir_fd, ".", O_WRONLY | O_TMPFILE | O_CLOEXEC, detail::to_mode(mode));
+  if (fd >= 0) return fd;
+  const int error = errno;
+  return error == EOPNOTSUPP || error == EISDIR || error == EINVAL ? -EOPNOTSUPP : -error;
+#else
+  (void)dir_fd;
+  (void)mode;
+  return -EOPNOTSUPP;
+#endif
+}
+
+inline int PosixFs::link_unnamed(int fd, int dir_fd, const char* name) noexcept {
+#if ATOMIC_STATE_DETAIL_HAS_UNNAMED_FILES
+  std::atomic<int>& learnt = detail::unnamed_naming();
+  if ((learnt.load(std::memory_order_relaxed) & detail::kEmptyPathRefused) == 0) {
+    if (::linkat(fd, "", dir_fd, name, AT_EMPTY_PATH) == 0) return 0;
+    if (errno != ENOENT) return -errno;
+    (void)learnt.fetch_or(detail::kEmptyPathRefused);
+  }
+  char path[32] = "/proc/self/fd/";
+  char* const end = std::to_chars(path + 14, path + sizeof path - 1, fd).ptr;
+  *end = '\0';
+  return detail::negative_errno(::linkat(AT_FDCWD, path, dir_fd, name, AT_SYMLINK_FOLLOW));
+#else
+  (void)fd;
+  (void)dir_fd;
+  (void)name;
+  return -EOPNOTSUPP;
 #endif
 }
 
@@ -1700,7 +1805,8 @@ class WriteTransaction {
 
   /// The temp file's name in the target's directory (".tmp-XXXXXX", or
   /// ".tmp-XXXXXX.N" in an AtomicDirectory), empty once the transaction is
-  /// over.
+  /// over, and while the temp file has no name (an unnamed file on Linux,
+  /// named only by commit, right before its rename).
   std::string_view temp_name() const noexcept;
   /// The directory the temp file is in, and the target: the path's, or,
   /// under WriteOptions::follow_symlinks, that of the file the symlinks
@@ -1736,6 +1842,7 @@ class WriteTransaction {
   int on_prefix(std::size_t end, Call&& call) noexcept;
   Status create_temp_file() noexcept;
   int claim_temp_file(int fd) noexcept;
+  Status name_unnamed_file() noexcept;
   // The steps of commit(), in order; a Batch takes them file by file.
   Status set_final_mode() noexcept;
   Status copy_attributes() noexcept;
@@ -1770,6 +1877,8 @@ class WriteTransaction {
   Phase phase_ = Phase::open;
   Commit commit_ = Commit::replace;
   bool temp_exists_ = false;
+  bool unnamed_ = false;     // fd_ is an unnamed file: no name (temp_exists_) until commit
+  bool named_only_ = false;  // the temp file must have a name from the start (a claim)
   bool has_dir_ = false;
   bool own_dir_ = true;  // false: dir_fd_ is an AtomicDirectory's
   bool in_batch_ = false;
@@ -1830,6 +1939,9 @@ struct TransactionSteps {
     t.temp_exists_ = false;
     t.phase_ = Transaction::Phase::discarded;
   }
+  /// Makes `t` (before open) create a named temp file, never an unnamed
+  /// one: an AtomicDirectory's claim is that file, kept.
+  static void keep_named(Transaction& t) noexcept { t.named_only_ = true; }
   /// Lets `t` (before open) write a file the library names itself (a run
   /// lock), past the refusal of the library's names.
   static void allow_own_name(Transaction& t) noexcept { t.own_name_ = true; }
@@ -2201,6 +2313,8 @@ void WriteTransaction<S, Fs>::take(WriteTransaction& other) noexcept {
   phase_ = std::exchange(other.phase_, Phase::discarded);
   commit_ = other.commit_;
   temp_exists_ = std::exchange(other.temp_exists_, false);
+  unnamed_ = other.unnamed_;
+  named_only_ = other.named_only_;
   has_dir_ = other.has_dir_;
   dir_len_ = other.dir_len_;
   name_len_ = other.name_len_;
@@ -2249,15 +2363,16 @@ std::string_view WriteTransaction<S, Fs>::dir_prefix() const noexcept {
 // Closes what is open and removes the temp file; false when the temp file
 // could not be removed. Close errors are not reported: the descriptors are
 // released either way and nothing written depends on them any more. The
-// temp file goes before its lock, so no sweep can take it for stale.
+// temp file's name goes before its lock (held by fd_ or lock_fd_), so no
+// sweep can take it for stale; an unnamed file goes with its descriptor.
 template <class S, class Fs>
 bool WriteTransaction<S, Fs>::close_and_remove_temp() noexcept {
   bool removed = true;
-  if (fd_ >= 0) (void)fs_.close(std::exchange(fd_, -1));
   if (temp_exists_) {
     removed = fs_.unlink(dir_fd_, temp_) >= 0;
     temp_exists_ = false;
   }
+  if (fd_ >= 0) (void)fs_.close(std::exchange(fd_, -1));
   if (lock_fd_ >= 0) (void)fs_.close(std::exchange(lock_fd_, -1));
   if (source_fd_ >= 0) (void)fs_.close(std::exchange(source_fd_, -1));
   const int dir_fd = std::exchange(dir_fd_, -1);
@@ -2679,10 +2794,24 @@ Status WriteTransaction<S, Fs>::sync_parent_of(std::size_t end) noexcept {
   }
 }
 
-// Creates the temp file under a fresh name and claims it. A name that is
-// taken, or a file a sweep got hold of first, costs one more name.
+// Creates the temp file: unnamed where the Fs and the filesystem can (a
+// kill then leaves nothing, and nothing needs a lock until the name is
+// given at commit); else under a fresh name, claimed. A name that is taken,
+// or a file a sweep got hold of first, costs one more name.
 template <class S, class Fs>
 Status WriteTransaction<S, Fs>::create_temp_file() noexcept {
+  if constexpr (detail::has_unnamed_files<FsRef>::value)
+    if (claim_ == nullptr && !named_only_) {
+      const int fd = fs_.open_unnamed(dir_fd_, 0600);
+      if (fd >= 0) {
+        fd_ = fd;
+        unnamed_ = true;
+        return {};
+      }
+      if (fd != -EOPNOTSUPP)
+        return fail(Step::create_temp_file, fd, dir_for_messages(), {},
+                    "the unnamed temp file could not be made");
+    }
   int r = -EEXIST;
   for (int attempt = 0; attempt < ATOMIC_STATE_TEMP_NAME_ATTEMPTS && r == -EEXIST; ++attempt) {
     if (claim_ != nullptr) {  // protected by the directory's claim: no lock of its own
@@ -2722,6 +2851,27 @@ int WriteTransaction<S, Fs>::claim_temp_file(int fd) noexcept {
   }
   (void)fs_.close(fd);  // the sweep that holds it removes it
   return -EEXIST;
+}
+
+// Names the unnamed temp file, right before its rename: locked first, so
+// that a sweep leaves the name alone (a name it removed could not be given
+// again), under a fresh name. The descriptor, and so the lock, is kept
+// until the rename is done.
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::name_unnamed_file() noexcept {
+  (void)fs_.try_lock(fd_);  // without locks, only the sweep's protection is lost
+  int r = -EEXIST;
+  for (int attempt = 0; attempt < ATOMIC_STATE_TEMP_NAME_ATTEMPTS && r == -EEXIST; ++attempt) {
+    detail::make_temp_name(temp_);
+    temp_len_ = 11;
+    r = fs_.link_unnamed(fd_, dir_fd_, temp_);
+  }
+  if (r < 0)
+    return fail_on_temp(Step::create_temp_file, r,
+                        r == -EEXIST ? "every temp name tried was taken"
+                                     : "the unnamed temp file could not be given a name");
+  temp_exists_ = true;
+  return {};
 }
 
 template <class S, class Fs>
@@ -2960,6 +3110,11 @@ Status WriteTransaction<S, Fs>::sync_file() noexcept {
 
 template <class S, class Fs>
 Status WriteTransaction<S, Fs>::close_file() noexcept {
+  // An unnamed file is closed after its rename instead, by put_in_place:
+  // its descriptor holds the lock that keeps a sweep off its name. Only
+  // local filesystems (ext4, xfs, btrfs, tmpfs...) make unnamed files, and
+  // their close reports nothing.
+  if (unnamed_) return name_unnamed_file();
   // The temp file's lock lives as long as one descriptor of it: a second
   // one keeps it from the close below to the rename, when the file stops
   // being a temp file. Without it the save goes on, unprotected. A temp
@@ -2984,6 +3139,7 @@ Status WriteTransaction<S, Fs>::put_in_place() noexcept {
   if (r < 0) return fail_on_temp(Step::rename, r);
   temp_exists_ = false;
   phase_ = Phase::committed;
+  if (unnamed_) (void)fs_.close(std::exchange(fd_, -1));  // see close_file()
   return {};
 }
 
@@ -3404,6 +3560,7 @@ Result<AtomicDirectory<S, Fs>> AtomicDirectory<S, Fs>::open(PathView dir, Fs fs,
   // The claim is made as a save's temp file is, in a directory made as a
   // save makes it: a transaction does both, and is then given up for them.
   Transaction claiming = Steps::make(handle.fs_);
+  Steps::keep_named(claiming);
   const detail::JoinedPath claim_path(path.view(), ".atomic-directory-claim");
   const WriteOptions options{0600, missing == MissingDirectory::create};
   if (Status opened = Steps::open(claiming, claim_path.view(), options, Steps::Commit::no_replace);

@@ -162,6 +162,7 @@ Result<AtomicDirectory<S, Fs>> AtomicDirectory<S, Fs>::open(PathView dir, Fs fs,
   // The claim is made as a save's temp file is, in a directory made as a
   // save makes it: a transaction does both, and is then given up for them.
   Transaction claiming = Steps::make(handle.fs_);
+  Steps::keep_named(claiming);
   const detail::JoinedPath claim_path(path.view(), ".atomic-directory-claim");
   const WriteOptions options{0600, missing == MissingDirectory::create};
   if (Status opened = Steps::open(claiming, claim_path.view(), options, Steps::Commit::no_replace);

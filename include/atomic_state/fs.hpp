@@ -14,8 +14,9 @@
 #include <sys/xattr.h>    // fgetxattr, fsetxattr, fremovexattr: ModeFrom::existing
 #endif
 
+#include <atomic>        // std::atomic: how this process names an unnamed file
 #include <cerrno>        // errno, E*
-#include <charconv>      // std::from_chars: the umask in /proc/self/status
+#include <charconv>      // std::from_chars, std::to_chars: /proc/self/status, /proc/self/fd
 #include <cstddef>       // std::size_t
 #include <cstdint>       // std::uint32_t, std::uint64_t, std::int64_t
 #include <cstring>       // std::strcmp, std::strstr
@@ -39,6 +40,15 @@
 #define ATOMIC_STATE_DETAIL_HAS_SYNC_FILE_RANGE 1
 #else
 #define ATOMIC_STATE_DETAIL_HAS_SYNC_FILE_RANGE 0
+#endif
+
+// Linux makes a file without a name in a directory (O_TMPFILE, 3.11) and
+// names it later (linkat): a save's temp file then exists only as long as
+// the save, and a kill leaves nothing.
+#if defined(__linux__) && defined(O_TMPFILE)
+#define ATOMIC_STATE_DETAIL_HAS_UNNAMED_FILES 1
+#else
+#define ATOMIC_STATE_DETAIL_HAS_UNNAMED_FILES 0
 #endif
 
 /// The largest access ACL or security context ModeFrom::existing copies,
@@ -184,6 +194,24 @@ struct PosixFs {
   /// writing the file's data without waiting; elsewhere nothing. Optional:
   /// without it, the syncs alone do the writing.
   int start_writeback(int fd) noexcept;
+  /// openat(dir_fd, ".", O_WRONLY|O_TMPFILE|O_CLOEXEC, mode) on Linux: a
+  /// regular file without a name in the directory, gone with its last
+  /// descriptor unless link_unnamed names it. -EOPNOTSUPP where there is
+  /// none: elsewhere than Linux, on a filesystem without it (vfat, NFS,
+  /// older kernels: EOPNOTSUPP, EISDIR or EINVAL from the kernel), or where
+  /// this process could not name it (no /proc/self/fd, and linkat's
+  /// AT_EMPTY_PATH refused). Optional, with link_unnamed: without them, or
+  /// where this says -EOPNOTSUPP, a save makes a named temp file and locks
+  /// it.
+  int open_unnamed(int dir_fd, unsigned mode) noexcept;
+  /// Gives the unnamed file `fd` (open_unnamed) the name `name` in dir_fd:
+  /// linkat(fd, "", dir_fd, name, AT_EMPTY_PATH), or, where the kernel
+  /// refuses that to a process without CAP_DAC_READ_SEARCH (ENOENT: older
+  /// kernels), linkat(AT_FDCWD, "/proc/self/fd/N", dir_fd, name,
+  /// AT_SYMLINK_FOLLOW), which needs no privilege; the refusal is
+  /// remembered for the process. -EEXIST when `name` exists. A file once
+  /// named and unlinked again cannot be named a second time (ENOENT).
+  int link_unnamed(int fd, int dir_fd, const char* name) noexcept;
   /// fchown(fd, owner, group): for ModeFrom::existing. Optional: without
   /// it, the new file keeps the process's owner and group.
   int set_owner(int fd, std::uint32_t owner, std::uint32_t group) noexcept;
@@ -399,6 +427,12 @@ class Retrying {
   int link(int dir_fd, const char* from, const char* to) noexcept {
     return retry_interrupted([&] { return fs_->link(dir_fd, from, to); });
   }
+  int open_unnamed(int dir_fd, unsigned mode) noexcept {
+    return retry_interrupted([&] { return fs_->open_unnamed(dir_fd, mode); });
+  }
+  int link_unnamed(int fd, int dir_fd, const char* name) noexcept {
+    return retry_interrupted([&] { return fs_->link_unnamed(fd, dir_fd, name); });
+  }
   int start_writeback(int fd) noexcept {
     return retry_interrupted([&] { return fs_->start_writeback(fd); });
   }
@@ -512,6 +546,12 @@ LockFileOwner lock_file_owner(Retrying<Fs>& call, int dir_fd, std::uint32_t user
 
 namespace detail {
 template <class F, class = void>
+struct has_unnamed_files : std::false_type {};
+template <class F>
+struct has_unnamed_files<F, std::void_t<decltype(std::declval<F&>().open_unnamed(0, 0u)),
+                                        decltype(std::declval<F&>().link_unnamed(0, 0, ""))>>
+    : std::true_type {};
+template <class F, class = void>
 struct has_start_writeback : std::false_type {};
 template <class F>
 struct has_start_writeback<F, std::void_t<decltype(std::declval<F&>().start_writeback(0))>>
@@ -588,6 +628,72 @@ inline int PosixFs::start_writeback(int fd) noexcept {
 #else
   (void)fd;
   return 0;
+#endif
+}
+
+namespace detail {
+// How this process names an unnamed file, learnt once: whether linkat's
+// AT_EMPTY_PATH was refused, and whether /proc/self/fd is there to name it
+// through instead.
+enum UnnamedNaming : int {
+  kNamingUnknown = 0,
+  kEmptyPathRefused = 1,
+  kProcChecked = 2,
+  kProcMissing = 4,
+};
+inline std::atomic<int>& unnamed_naming() noexcept {
+  static std::atomic<int> learnt{kNamingUnknown};
+  return learnt;
+}
+
+// Whether /proc/self/fd can name a file, looked at once per process.
+inline bool proc_names_files() noexcept {
+  std::atomic<int>& learnt = unnamed_naming();
+  int now = learnt.load(std::memory_order_relaxed);
+  if ((now & kProcChecked) == 0) {
+    const bool there = ::faccessat(AT_FDCWD, "/proc/self/fd", X_OK, 0) == 0;
+    const int found = kProcChecked | (there ? 0 : kProcMissing);
+    (void)learnt.fetch_or(found);
+    now |= found;
+  }
+  return (now & kProcMissing) == 0;
+}
+}  // namespace detail
+
+inline int PosixFs::open_unnamed(int dir_fd, unsigned mode) noexcept {
+#if ATOMIC_STATE_DETAIL_HAS_UNNAMED_FILES
+  // Without /proc it could be named only by AT_EMPTY_PATH, which older
+  // kernels refuse to an unprivileged process: too late to learn once the
+  // bytes are in it.
+  if (!detail::proc_names_files()) return -EOPNOTSUPP;
+  const int fd = ::openat(dir_fd, ".", O_WRONLY | O_TMPFILE | O_CLOEXEC, detail::to_mode(mode));
+  if (fd >= 0) return fd;
+  const int error = errno;
+  return error == EOPNOTSUPP || error == EISDIR || error == EINVAL ? -EOPNOTSUPP : -error;
+#else
+  (void)dir_fd;
+  (void)mode;
+  return -EOPNOTSUPP;
+#endif
+}
+
+inline int PosixFs::link_unnamed(int fd, int dir_fd, const char* name) noexcept {
+#if ATOMIC_STATE_DETAIL_HAS_UNNAMED_FILES
+  std::atomic<int>& learnt = detail::unnamed_naming();
+  if ((learnt.load(std::memory_order_relaxed) & detail::kEmptyPathRefused) == 0) {
+    if (::linkat(fd, "", dir_fd, name, AT_EMPTY_PATH) == 0) return 0;
+    if (errno != ENOENT) return -errno;
+    (void)learnt.fetch_or(detail::kEmptyPathRefused);
+  }
+  char path[32] = "/proc/self/fd/";
+  char* const end = std::to_chars(path + 14, path + sizeof path - 1, fd).ptr;
+  *end = '\0';
+  return detail::negative_errno(::linkat(AT_FDCWD, path, dir_fd, name, AT_SYMLINK_FOLLOW));
+#else
+  (void)fd;
+  (void)dir_fd;
+  (void)name;
+  return -EOPNOTSUPP;
 #endif
 }
 

@@ -108,7 +108,8 @@ class WriteTransaction {
 
   /// The temp file's name in the target's directory (".tmp-XXXXXX", or
   /// ".tmp-XXXXXX.N" in an AtomicDirectory), empty once the transaction is
-  /// over.
+  /// over, and while the temp file has no name (an unnamed file on Linux,
+  /// named only by commit, right before its rename).
   std::string_view temp_name() const noexcept;
   /// The directory the temp file is in, and the target: the path's, or,
   /// under WriteOptions::follow_symlinks, that of the file the symlinks
@@ -144,6 +145,7 @@ class WriteTransaction {
   int on_prefix(std::size_t end, Call&& call) noexcept;
   Status create_temp_file() noexcept;
   int claim_temp_file(int fd) noexcept;
+  Status name_unnamed_file() noexcept;
   // The steps of commit(), in order; a Batch takes them file by file.
   Status set_final_mode() noexcept;
   Status copy_attributes() noexcept;
@@ -178,6 +180,8 @@ class WriteTransaction {
   Phase phase_ = Phase::open;
   Commit commit_ = Commit::replace;
   bool temp_exists_ = false;
+  bool unnamed_ = false;     // fd_ is an unnamed file: no name (temp_exists_) until commit
+  bool named_only_ = false;  // the temp file must have a name from the start (a claim)
   bool has_dir_ = false;
   bool own_dir_ = true;  // false: dir_fd_ is an AtomicDirectory's
   bool in_batch_ = false;
@@ -238,6 +242,9 @@ struct TransactionSteps {
     t.temp_exists_ = false;
     t.phase_ = Transaction::Phase::discarded;
   }
+  /// Makes `t` (before open) create a named temp file, never an unnamed
+  /// one: an AtomicDirectory's claim is that file, kept.
+  static void keep_named(Transaction& t) noexcept { t.named_only_ = true; }
   /// Lets `t` (before open) write a file the library names itself (a run
   /// lock), past the refusal of the library's names.
   static void allow_own_name(Transaction& t) noexcept { t.own_name_ = true; }
@@ -609,6 +616,8 @@ void WriteTransaction<S, Fs>::take(WriteTransaction& other) noexcept {
   phase_ = std::exchange(other.phase_, Phase::discarded);
   commit_ = other.commit_;
   temp_exists_ = std::exchange(other.temp_exists_, false);
+  unnamed_ = other.unnamed_;
+  named_only_ = other.named_only_;
   has_dir_ = other.has_dir_;
   dir_len_ = other.dir_len_;
   name_len_ = other.name_len_;
@@ -657,15 +666,16 @@ std::string_view WriteTransaction<S, Fs>::dir_prefix() const noexcept {
 // Closes what is open and removes the temp file; false when the temp file
 // could not be removed. Close errors are not reported: the descriptors are
 // released either way and nothing written depends on them any more. The
-// temp file goes before its lock, so no sweep can take it for stale.
+// temp file's name goes before its lock (held by fd_ or lock_fd_), so no
+// sweep can take it for stale; an unnamed file goes with its descriptor.
 template <class S, class Fs>
 bool WriteTransaction<S, Fs>::close_and_remove_temp() noexcept {
   bool removed = true;
-  if (fd_ >= 0) (void)fs_.close(std::exchange(fd_, -1));
   if (temp_exists_) {
     removed = fs_.unlink(dir_fd_, temp_) >= 0;
     temp_exists_ = false;
   }
+  if (fd_ >= 0) (void)fs_.close(std::exchange(fd_, -1));
   if (lock_fd_ >= 0) (void)fs_.close(std::exchange(lock_fd_, -1));
   if (source_fd_ >= 0) (void)fs_.close(std::exchange(source_fd_, -1));
   const int dir_fd = std::exchange(dir_fd_, -1);
@@ -1087,10 +1097,24 @@ Status WriteTransaction<S, Fs>::sync_parent_of(std::size_t end) noexcept {
   }
 }
 
-// Creates the temp file under a fresh name and claims it. A name that is
-// taken, or a file a sweep got hold of first, costs one more name.
+// Creates the temp file: unnamed where the Fs and the filesystem can (a
+// kill then leaves nothing, and nothing needs a lock until the name is
+// given at commit); else under a fresh name, claimed. A name that is taken,
+// or a file a sweep got hold of first, costs one more name.
 template <class S, class Fs>
 Status WriteTransaction<S, Fs>::create_temp_file() noexcept {
+  if constexpr (detail::has_unnamed_files<FsRef>::value)
+    if (claim_ == nullptr && !named_only_) {
+      const int fd = fs_.open_unnamed(dir_fd_, 0600);
+      if (fd >= 0) {
+        fd_ = fd;
+        unnamed_ = true;
+        return {};
+      }
+      if (fd != -EOPNOTSUPP)
+        return fail(Step::create_temp_file, fd, dir_for_messages(), {},
+                    "the unnamed temp file could not be made");
+    }
   int r = -EEXIST;
   for (int attempt = 0; attempt < ATOMIC_STATE_TEMP_NAME_ATTEMPTS && r == -EEXIST; ++attempt) {
     if (claim_ != nullptr) {  // protected by the directory's claim: no lock of its own
@@ -1130,6 +1154,27 @@ int WriteTransaction<S, Fs>::claim_temp_file(int fd) noexcept {
   }
   (void)fs_.close(fd);  // the sweep that holds it removes it
   return -EEXIST;
+}
+
+// Names the unnamed temp file, right before its rename: locked first, so
+// that a sweep leaves the name alone (a name it removed could not be given
+// again), under a fresh name. The descriptor, and so the lock, is kept
+// until the rename is done.
+template <class S, class Fs>
+Status WriteTransaction<S, Fs>::name_unnamed_file() noexcept {
+  (void)fs_.try_lock(fd_);  // without locks, only the sweep's protection is lost
+  int r = -EEXIST;
+  for (int attempt = 0; attempt < ATOMIC_STATE_TEMP_NAME_ATTEMPTS && r == -EEXIST; ++attempt) {
+    detail::make_temp_name(temp_);
+    temp_len_ = 11;
+    r = fs_.link_unnamed(fd_, dir_fd_, temp_);
+  }
+  if (r < 0)
+    return fail_on_temp(Step::create_temp_file, r,
+                        r == -EEXIST ? "every temp name tried was taken"
+                                     : "the unnamed temp file could not be given a name");
+  temp_exists_ = true;
+  return {};
 }
 
 template <class S, class Fs>
@@ -1368,6 +1413,11 @@ Status WriteTransaction<S, Fs>::sync_file() noexcept {
 
 template <class S, class Fs>
 Status WriteTransaction<S, Fs>::close_file() noexcept {
+  // An unnamed file is closed after its rename instead, by put_in_place:
+  // its descriptor holds the lock that keeps a sweep off its name. Only
+  // local filesystems (ext4, xfs, btrfs, tmpfs...) make unnamed files, and
+  // their close reports nothing.
+  if (unnamed_) return name_unnamed_file();
   // The temp file's lock lives as long as one descriptor of it: a second
   // one keeps it from the close below to the rename, when the file stops
   // being a temp file. Without it the save goes on, unprotected. A temp
@@ -1392,6 +1442,7 @@ Status WriteTransaction<S, Fs>::put_in_place() noexcept {
   if (r < 0) return fail_on_temp(Step::rename, r);
   temp_exists_ = false;
   phase_ = Phase::committed;
+  if (unnamed_) (void)fs_.close(std::exchange(fd_, -1));  // see close_file()
   return {};
 }
 
