@@ -86,10 +86,10 @@ std::string expand(std::string pattern, const std::vector<test::fs::path>& targe
   };
   const test::fs::path& target = targets[static_cast<std::size_t>(file)];
   const std::string dir = target.parent_path().string();
-  put("$T",
-      dir + "/" +
-          (static_cast<std::size_t>(file) < temps.size() ? temps[static_cast<std::size_t>(file)]
-                                                         : std::string("?")));
+  // An unnamed temp file not named yet is its directory in messages.
+  put("$T", static_cast<std::size_t>(file) < temps.size()
+                ? dir + "/" + temps[static_cast<std::size_t>(file)]
+                : dir);
   put("$C", dir + "/" + claim);
   put("$F", target.string());
   put("$D", dir);
@@ -157,7 +157,7 @@ void run_and_check(const Scenario& sc, const protocol::BatchCall& row, std::vect
   const auto all = [&] {
     std::vector<std::string> names;
     for (const test::Call& c : fs.calls)
-      if (c.op == Op::create_file) names.push_back(c.name);
+      if (c.op == Op::create_file || c.op == Op::link_unnamed) names.push_back(c.name);
     return names;
   }();
   for (std::size_t k = static_cast<std::size_t>(sc.first_file_create); k < all.size(); ++k)

@@ -29,11 +29,13 @@ namespace {
 using TracedBatch = Batch<FullSync, FaultFs&>;
 using Directory = AtomicDirectory<>;
 
-// Names of the temp files a FaultFs saw created, in order (a claim's too).
+// Names of the temp files a FaultFs saw created or given to unnamed ones,
+// in order (a claim's too).
 std::vector<std::string> created(const FaultFs& fs) {
   std::vector<std::string> out;
   for (const test::Call& c : fs.calls)
-    if (c.op == Op::create_file && c.result >= 0) out.push_back(c.name);
+    if ((c.op == Op::create_file || c.op == Op::link_unnamed) && c.result >= 0)
+      out.push_back(c.name);
   return out;
 }
 std::vector<std::string> renamed(const FaultFs& fs) {
@@ -169,7 +171,7 @@ TEST_CASE("streamed files join a batch, written in chunks, committed only by the
   CHECK(own.step() == Step::invalid_use);
   CHECK(contains(own.message(), "Batch::commit commits it"));
   CHECK(read_file(dir / "big") == "old");
-  CHECK(temp_files_in(dir.path()).size() == 2);
+  CHECK(temp_files_in(dir.path()).size() == protocol::listed_before_commit(2));
   REQUIRE(batch.commit().ok());
   CHECK(read_file(dir / "big") == expected);
   CHECK(read_file(dir / "state") == "state");
@@ -189,7 +191,8 @@ TEST_CASE("a streamed write that failed fails the commit, which removes every te
   fs.faults = {Fault{Op::write, 2, ENOSPC}};  // the stream's first write (a's was the first)
   const Status failed = (*b)->write("new b");
   CHECK(failed.step() == Step::write_data);
-  CHECK(temp_files_in(dir.path()).size() == 1);  // a's; b's went with its failure
+  // a's; b's went with its failure
+  CHECK(temp_files_in(dir.path()).size() == protocol::listed_before_commit(1));
   const Status committed = batch.commit();
   CHECK(committed.step() == Step::write_data);
   CHECK(committed.code().value() == ENOSPC);
@@ -246,7 +249,7 @@ TEST_CASE("the same target twice in one batch is refused at add, before its temp
     CHECK(contains(twice.message(), "the batch already has this target"));
     CHECK(batch.size() == 1);
     // the refused file's temp file is gone; the first one's and the claim stay
-    CHECK(temp_files_in(dir / "d").size() == 2);
+    CHECK(temp_files_in(dir / "d").size() == 1 + protocol::listed_before_commit(1));
     REQUIRE(batch.commit().ok());
     CHECK(read_file(dir / "d" / "x") == "first");
   }
@@ -266,9 +269,9 @@ TEST_CASE("a target that is a directory is refused at add, before anything is wr
   CHECK(refused.target() == (dir / "sub").string());
   CHECK(contains(refused.message(), "the target is a directory"));
   CHECK(fs.count(Op::write) == writes);   // not a byte of it
-  CHECK(fs.count(Op::create_file) == 1);  // nor a temp file
-  CHECK(batch.size() == 1);               // the batch keeps the others
-  CHECK(temp_files_in(dir.path()).size() == 1);
+  CHECK(fs.count(Op::create_file) + fs.count(Op::open_unnamed) == 1);  // nor a temp file
+  CHECK(batch.size() == 1);  // the batch keeps the others
+  CHECK(temp_files_in(dir.path()).size() == protocol::listed_before_commit(1));
   REQUIRE(batch.commit().ok());
   CHECK(read_file(dir / "out") == "new");
   CHECK(test::fs::is_directory(dir / "sub"));
@@ -341,8 +344,13 @@ const FailedCommit kFailedCommits[] = {
      0, 2, false},
     {Stops::before_first_rename, "fsync of the last file", Op::sync_full, 4, EIO, Step::sync_file,
      0, 3, false},
-    {Stops::before_first_rename, "close of the second file", Op::close, 2, EIO,
-     Step::close_temp_file, 0, 1, false},
+    // The second file's last call before the renames: the link that names
+    // it where it is unnamed, else its checked close.
+    protocol::unnamed_temp_files()
+        ? FailedCommit{Stops::before_first_rename, "link of the second file", Op::link_unnamed, 2,
+                       EIO, Step::create_temp_file, 0, 1, false}
+        : FailedCommit{Stops::before_first_rename, "close of the second file", Op::close, 2, EIO,
+                       Step::close_temp_file, 0, 1, false},
     {Stops::before_first_rename, "the first rename", Op::rename, 1, EXDEV, Step::rename, 0, 0,
      false},
     {Stops::after_first_rename, "the second rename", Op::rename, 2, EIO, Step::rename, 1, 1, false},
@@ -477,7 +485,9 @@ TEST_CASE("a batch sweeps each directory it wrote into by path, once, after its 
   for (const auto& d : {out, other, dir.path()})
     test::write_plain(d / ".tmp-Ab12Cd", "stale", 0600);
   test::fs::create_directory(out / ".tmp-NotOne");  // not a temp file: left, counted
-  AtomicWriter<> writer;                            // a live save: left, counted
+  // A live save's named temp file (as on a filesystem without unnamed
+  // ones): left, counted.
+  AtomicWriter<FullSync, test::NamedTempFs> writer;
   auto live = writer.begin(other / "live");
   REQUIRE(live.has_value());
   REQUIRE(live->write("live").ok());
@@ -589,7 +599,8 @@ TEST_CASE("discard and the destructor remove every temp file and touch no target
     auto c = batch.add_stream(dir / "c");
     REQUIRE(c.has_value());
     REQUIRE((*c)->write("half").ok());
-    CHECK(temp_files_in(dir.path()).size() == 4);  // 3 and the claim
+    // the claim, b's under it, and a's and c's where they have names
+    CHECK(temp_files_in(dir.path()).size() == 2 + protocol::listed_before_commit(2));
     batch.discard();
     CHECK(batch.size() == 0);
     CHECK(temp_files_in(dir.path()).size() == 1);

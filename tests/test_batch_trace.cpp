@@ -28,7 +28,8 @@ TEST_CASE("a FullSync batch of 3 + 1 files: each file synced once, each director
   std::vector<int> dir_fd, temp_fd;
   for (const test::Call& c : fs.calls) {
     if (c.op == Op::open_directory) dir_fd.push_back(static_cast<int>(c.result));
-    if (c.op == Op::create_file) temp_fd.push_back(static_cast<int>(c.result));
+    if (c.op == Op::create_file || c.op == Op::open_unnamed)
+      temp_fd.push_back(static_cast<int>(c.result));
   }
   REQUIRE(dir_fd.size() == 4);
   REQUIRE(temp_fd.size() == 4);
@@ -48,7 +49,7 @@ TEST_CASE("a FullSync batch of 3 + 1 files: each file synced once, each director
   CHECK(renamed_in == dir_fd);
   std::vector<std::string> temps;
   for (const test::Call& c : fs.calls)
-    if (c.op == Op::create_file) temps.push_back(c.name);
+    if (c.op == Op::create_file || c.op == Op::link_unnamed) temps.push_back(c.name);
   CHECK(renamed == temps);  // in the order added
   // a's sync lies between the third rename and the last.
   std::vector<Op> order;

@@ -115,7 +115,7 @@ TEST_CASE("opening a handle sweeps its directory, leaving a live save's temp fil
   test::write_plain(dir / ".tmp-ZZZZZZ.7", "stale", 0600);
   test::write_plain(dir / ".tmp-YYYYYY", "", 0600);
   test::write_plain(dir / ".tmp-YYYYYY.1", "stale", 0600);
-  AtomicWriter<> writer;
+  AtomicWriter<FullSync, test::NamedTempFs> writer;  // a named temp file, to be seen
   auto live = writer.begin(dir / "live");
   REQUIRE(live.has_value());
   auto handle = Directory::open(dir.path().string());

@@ -100,11 +100,11 @@ TEST_CASE(
   // The directory opened once for the sweep and the read; the sweep: list,
   // and for the stale temp file look, open, fstat, lock, look again,
   // unlink, close (8); the read: open, fstat, read, read to the end, close,
-  // and the directory's close (6); the save (14); and after: 30 points. The
+  // and the directory's close (6); the save (12); and after: 28 points. The
   // sweep's unlink joins /d's log ahead of the save's changes, so in subset
   // order the save can survive without it, the stale temp file beside the
-  // new state: 20 distinct images, not 11.
-  const Pinned pins[] = {{Order::prefix, 69, 11}, {Order::subset, 89, 20}};
+  // new state: 6 distinct images, not 4.
+  const Pinned pins[] = {{Order::prefix, 51, 4}, {Order::subset, 56, 6}};
   const protocol::Calls calls =
       protocol::first_load_sweeping_one_stale_file() + protocol::save(Sync::full);
   for (const Pinned& pin : pins) {
@@ -422,9 +422,9 @@ TEST_CASE(
       // 22 points. Before the rename of the link: (old, older), alone or
       // beside the link (8 images); from the rename on, (old, old) (2, then
       // 31 through the save, as "existing file" above); once the state is
-      // renamed and the directory synced, (new, old) (4). 45 images, 12
+      // renamed and the directory synced, (new, old) (4). 28 images, 5
       // distinct: (old, older) with and without the link, (old, old) alone
-      // and beside the temp file's 8 versions, (new, old). A subset adds
+      // and beside the named temp file (unnamed until then), (new, old). A subset adds
       // nothing: the link's rename without the link is skipped.
       {"from (old, older)",
        both,
@@ -432,8 +432,8 @@ TEST_CASE(
        protocol::keep_previous_then_save(Sync::full),
        {{"old", "older"}, {"old", "old"}, {"new", "old"}},
        {{"new", "old"}},
-       {Order::prefix, 45, 12, {{{"old", "older"}, 8}, {{"old", "old"}, 33}, {{"new", "old"}, 4}}},
-       {Order::subset, 45, 12, {{{"old", "older"}, 8}, {{"old", "old"}, 33}, {{"new", "old"}, 4}}}},
+       {Order::prefix, 28, 5, {{{"old", "older"}, 8}, {{"old", "old"}, 16}, {{"new", "old"}, 4}}},
+       {Order::subset, 28, 5, {{{"old", "older"}, 8}, {{"old", "old"}, 16}, {{"new", "old"}, 4}}}},
       // The same calls; "none" in the place of the older state.
       {"from (old, none)",
        state_only,
@@ -441,10 +441,10 @@ TEST_CASE(
        protocol::keep_previous_then_save(Sync::full),
        {{"old", "none"}, {"old", "old"}, {"new", "old"}},
        {{"new", "old"}},
-       {Order::prefix, 45, 12, {{{"old", "none"}, 8}, {{"old", "old"}, 33}, {{"new", "old"}, 4}}},
-       {Order::subset, 45, 12, {{{"old", "none"}, 8}, {{"old", "old"}, 33}, {{"new", "old"}, 4}}}},
-      // Nothing to keep: open, look, close, then a first save (14): 18
-      // points, 38 images (3, and a first save's 35), 10 distinct.
+       {Order::prefix, 28, 5, {{{"old", "none"}, 8}, {{"old", "old"}, 16}, {{"new", "old"}, 4}}},
+       {Order::subset, 28, 5, {{{"old", "none"}, 8}, {{"old", "old"}, 16}, {{"new", "old"}, 4}}}},
+      // Nothing to keep: open, look, close, then a first save (12): 16
+      // points, 21 images (3, and a first save's 18), 3 distinct.
       {"first save",
        d,
        "/d",
@@ -452,10 +452,10 @@ TEST_CASE(
            protocol::save(Sync::full),
        {{"none", "none"}, {"new", "none"}},
        {{"new", "none"}},
-       {Order::prefix, 38, 10, {{{"none", "none"}, 34}, {{"new", "none"}, 4}}},
-       {Order::subset, 38, 10, {{{"none", "none"}, 34}, {{"new", "none"}, 4}}}},
+       {Order::prefix, 21, 3, {{{"none", "none"}, 17}, {{"new", "none"}, 4}}},
+       {Order::subset, 21, 3, {{{"none", "none"}, 17}, {{"new", "none"}, 4}}}},
       // No directory: keep_previous's open fails, then a first save into
-      // the missing /d/new (20 calls): 22 points.
+      // the missing /d/new (18 calls): 20 points.
       {"first save, no directory",
        d,
        "/d/new",
@@ -463,8 +463,8 @@ TEST_CASE(
            protocol::first_save(Sync::full, {{"/d/new", "/d"}}),
        {{"none", "none"}, {"new", "none"}},
        {{"new", "none"}},
-       {Order::prefix, 45, 11, {{{"none", "none"}, 41}, {{"new", "none"}, 4}}},
-       {Order::subset, 45, 11, {{{"none", "none"}, 41}, {{"new", "none"}, 4}}}},
+       {Order::prefix, 28, 4, {{{"none", "none"}, 24}, {{"new", "none"}, 4}}},
+       {Order::subset, 28, 4, {{{"none", "none"}, 24}, {{"new", "none"}, 4}}}},
   };
   for (const Row& row : rows) {
     CAPTURE(row.scenario);
@@ -492,8 +492,8 @@ TEST_CASE(
                   {{"old", "older"}, {"old", "old"}, {"new", "old"}, {"new 0600", "old"}},
                   {{"new", "old"}, {"new 0600", "old"}}};
   const Run run = record_keeping_save<DataSync>(both, "/d", next_state());
-  // As FullSync's 45 images, and as DataSync alone (43 images where a
-  // FullSync save has 35): 8 more, 4 of them the new state under 0600.
+  // As FullSync's 28 images, and as DataSync alone (25 images where a
+  // FullSync save has 18): 7 more, 4 of them the new state under 0600.
   for (const Order order : {Order::prefix, Order::subset}) {
     CAPTURE(sim::to_string(order));
     const PairTally tally = enumerate_pairs(run, order, k);
@@ -509,7 +509,7 @@ TEST_CASE(
     counted.points = tally.points;
     counted.images = tally.images;
     counted.distinct = tally.distinct;
-    require_pinned(run, counted, Pinned{order, 53, 13},
+    require_pinned(run, counted, Pinned{order, 35, 7},
                    protocol::keep_previous_then_save(Sync::data));
   }
 }
@@ -541,16 +541,16 @@ TEST_CASE(
   // The save after it: the corrupt file is not the state to keep, so .prev
   // keeps the older state throughout, and the state file goes from corrupt
   // to new. Nothing to keep (open, look, the corrupt file read again to
-  // see that it still is not a state, close) and a save: 23 points; 43
-  // images, 10 distinct, as a first save and five reads.
+  // see that it still is not a state, close) and a save: 21 points; 26
+  // images, 3 distinct, as a first save and five reads.
   fs.start_recording();
   const atomic_state::Status saved = job.save_state(next_state());
   fs.capture("(after save_state returned)");
   const Run run = recorded(fs, saved);
   const Keeping k{"/d", v, {{"corrupt", "older"}, {"new", "older"}}, {{"new", "older"}}};
   const PinnedPairs pins[] = {
-      {Order::prefix, 43, 10, {{{"corrupt", "older"}, 39}, {{"new", "older"}, 4}}},
-      {Order::subset, 43, 10, {{{"corrupt", "older"}, 39}, {{"new", "older"}, 4}}}};
+      {Order::prefix, 26, 3, {{{"corrupt", "older"}, 22}, {{"new", "older"}, 4}}},
+      {Order::subset, 26, 3, {{{"corrupt", "older"}, 22}, {{"new", "older"}, 4}}}};
   for (const PinnedPairs& pin : pins) {
     CAPTURE(sim::to_string(pin.order));
     const PairTally tally = enumerate_pairs(run, pin.order, k);
@@ -642,17 +642,16 @@ TEST_CASE(
   CHECK(run.after.count("/d/new/.state.json.lock") == 1);
 
   // The lock: open /d/new (ENOENT), look at /d and /d/new (no dangling
-  // link), write_new of the empty lock file making /d/new (19 calls, no
+  // link), write_new of the empty lock file making /d/new (17 calls, no
   // write), open /d/new, take the lock (6; 7 as root, who looks whose
   // directory it is); the load (6: with keep_previous it looks for a
   // previous state to warn of); keep_previous with nothing to keep (3); the
-  // save (14); the lock's close; and after: 54 points (55 as root). Up to
-  // the pid's write, 40 images (41 as root): 3, making /d/new 9, write_new
-  // 22 (its temp file empty and 0600 throughout: 2 images where a save's
-  // temp shows 5 or 9), opening and locking 6 (7). From then on the lock
-  // file's unsynced pid line may be there, or empty, half or zeros: each
-  // image of the 26 points left (34 of the save's points, 12 others) four
-  // times, 184. A subset adds nothing.
+  // save (12); the lock's close; and after: 50 points (51 as root). The
+  // temp files are unnamed until their links, so a point before a link
+  // shows one image where a named temp file showed 2 to 9; from the pid's
+  // write on, the lock file's unsynced pid line may be there, or empty,
+  // half or zeros: each image four times. 150 images (151 as root), 15
+  // distinct. A subset adds nothing.
   const protocol::Calls calls = protocol::lock_run_creating_directory(2, {{"/d/new", "/d"}}) +
                                 protocol::first_load_of_no_state(/*keeping_previous=*/true) +
                                 protocol::keep_previous(Sync::full, protocol::Previous::nothing) +
@@ -679,7 +678,7 @@ TEST_CASE(
     counted.images = tally.images;
     counted.distinct = tally.distinct;
     require_pinned(run, counted,
-                   Pinned{order, ::geteuid() == 0 ? std::size_t{225} : std::size_t{224}, 43},
+                   Pinned{order, ::geteuid() == 0 ? std::size_t{151} : std::size_t{150}, 15},
                    calls);
   }
 }

@@ -295,7 +295,8 @@ TEST_CASE(
   // While the copy is being written, a writer renames a good state over the
   // corrupt file.
   s.fs.before = [&](Op op, int, const char*) {
-    if (op == Op::create_file) std::rename((s.dir / "good.json").c_str(), s.state_path().c_str());
+    if (op == Op::create_file || op == Op::open_unnamed)  // the copy's temp file
+      std::rename((s.dir / "good.json").c_str(), s.state_path().c_str());
   };
   auto loaded = s.manager.load_state();
   REQUIRE(loaded.has_value());

@@ -20,6 +20,7 @@
 #include "support/child.hpp"
 #include "support/fault_fs.hpp"
 #include "support/files.hpp"
+#include "support/protocol.hpp"
 
 using atomic_state::AtomicWriter;
 using atomic_state::FullSync;
@@ -32,6 +33,9 @@ using test::Op;
 namespace {
 
 using Manager = atomic_state::StateManager<test::CaptureSink&>;
+// A save's temp file is named and locked on a filesystem without unnamed
+// files: what a sweep must then respect.
+using NamedWriter = AtomicWriter<FullSync, test::NamedTempFs>;
 using FaultManager =
     atomic_state::StateManager<test::CaptureSink&, State, FullSync, test::FaultFs&>;
 
@@ -150,9 +154,9 @@ TEST_CASE("a missing directory has nothing to sweep", "[sweep]") {
   CHECK(writer.remove_stale_temp_files(dir / "file").has_value());  // ENOTDIR
 }
 
-TEST_CASE("a save in progress in this process keeps its temp file", "[sweep]") {
+TEST_CASE("a save in progress in this process keeps its named temp file", "[sweep]") {
   test::TempDir dir;
-  AtomicWriter<> saving;
+  NamedWriter saving;
   auto tx = saving.begin(dir / "f");
   REQUIRE(tx.has_value());
   REQUIRE(tx->write("half").ok());
@@ -194,11 +198,12 @@ TEST_CASE("a save committing past a sweep keeps its temp file to the rename", "[
   CHECK(test::read_file(dir / "f") == "whole");
 }
 
-TEST_CASE("a temp file a sweep took before it was locked costs a fresh name", "[sweep]") {
+TEST_CASE("a named temp file a sweep took before it was locked costs a fresh name", "[sweep]") {
   // Between the temp file's creation and its lock, a sweep may lock and
   // remove it: the save sees the file unlinked and draws another name.
   test::TempDir dir;
   test::FaultFs fs;
+  fs.faults = {test::no_unnamed_files()};
   bool swept_once = false;
   fs.before = [&](Op op, int, const char*) {
     if (op != Op::try_lock || swept_once) return;
@@ -213,10 +218,11 @@ TEST_CASE("a temp file a sweep took before it was locked costs a fresh name", "[
   CHECK(test::temp_files_in(dir.path()).empty());
 }
 
-TEST_CASE("a temp file locked by someone else costs a fresh name, never a wait", "[sweep]") {
+TEST_CASE("a named temp file locked by someone else costs a fresh name, never a wait",
+          "[sweep]") {
   test::TempDir dir;
   test::FaultFs fs;
-  fs.faults = {Fault{Op::try_lock, 1, EWOULDBLOCK}};
+  fs.faults = {test::no_unnamed_files(), Fault{Op::try_lock, 1, EWOULDBLOCK}};
   REQUIRE(AtomicWriter<FullSync, test::FaultFs&>(fs).write(dir / "f", "whole").ok());
   CHECK(fs.count(Op::create_file) == 2);
   CHECK(test::read_file(dir / "f") == "whole");
@@ -224,14 +230,14 @@ TEST_CASE("a temp file locked by someone else costs a fresh name, never a wait",
 
   // Every name locked: the save gives up, in bounded time, with a reason.
   test::FaultFs always;
-  always.faults = {Fault{Op::try_lock, 1, EWOULDBLOCK, true}};
+  always.faults = {test::no_unnamed_files(), Fault{Op::try_lock, 1, EWOULDBLOCK, true}};
   const auto status = AtomicWriter<FullSync, test::FaultFs&>(always).write(dir / "g", "x");
   CHECK(status.step() == Step::create_temp_file);
   CHECK(always.count(Op::create_file) == ATOMIC_STATE_TEMP_NAME_ATTEMPTS);
   CHECK_FALSE(test::fs::exists(dir / "g"));
 }
 
-TEST_CASE("a save paused mid-way in another process keeps its temp file", "[sweep]") {
+TEST_CASE("a save paused mid-way in another process keeps its named temp file", "[sweep]") {
   test::TempDir dir;
   test::write_plain(dir / "state.json", "old");
   // Killed and reaped, stopped or not, however the case ends: a stopped
@@ -240,7 +246,7 @@ TEST_CASE("a save paused mid-way in another process keeps its temp file", "[swee
   const pid_t pid = child.fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
-    AtomicWriter<> writer;
+    NamedWriter writer;
     auto tx = writer.begin(dir / "state.json");
     if (!tx || !tx->write("new ").ok()) ::_exit(1);
     child.send();
@@ -269,7 +275,8 @@ TEST_CASE("a save paused mid-way in another process keeps its temp file", "[swee
   CHECK(test::temp_files_in(dir.path()).empty());
 }
 
-TEST_CASE("the temp file of a killed save is removed by the next manager's first load", "[sweep]") {
+TEST_CASE("the named temp file of a killed save is removed by the next manager's first load",
+          "[sweep]") {
   test::TempDir dir;
   {
     test::CaptureSink log;
@@ -280,7 +287,7 @@ TEST_CASE("the temp file of a killed save is removed by the next manager's first
   const pid_t pid = child.fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
-    AtomicWriter<> writer;
+    NamedWriter writer;
     auto tx = writer.begin(dir / "state.json");
     if (!tx || !tx->write("{\"oracle_na").ok()) ::_exit(1);
     child.send();
@@ -302,6 +309,35 @@ TEST_CASE("the temp file of a killed save is removed by the next manager's first
   CHECK(removed[0].level == Level::info);
   CHECK(removed[0].integer("count") == 1);
   CHECK(removed[0].text("path") == dir.path().string());
+}
+
+TEST_CASE("a save killed before its commit leaves no temp file where files can be unnamed",
+          "[sweep]") {
+  if (!test::protocol::unnamed_temp_files()) {
+    WARN("the test directory's filesystem has no unnamed files (O_TMPFILE): nothing to prove");
+    return;
+  }
+  test::TempDir dir;
+  test::write_plain(dir / "state.json", "old");
+  for (const bool written : {false, true}) {
+    CAPTURE(written);
+    test::Child child;
+    const pid_t pid = child.fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      AtomicWriter<> writer;
+      auto tx = writer.begin(dir / "state.json");
+      if (!tx || !tx->temp_name().empty()) ::_exit(1);  // no name until its commit
+      if (written && !tx->write("{\"oracle_na").ok()) ::_exit(1);
+      child.send();
+      ::pause();  // killed here
+      ::_exit(2);
+    }
+    REQUIRE(child.receive());
+    CHECK(test::exit_code(child.kill()) == 128 + SIGKILL);
+    CHECK(test::temp_files_in(dir.path()).empty());
+    CHECK(test::read_file(dir / "state.json") == "old");
+  }
 }
 
 TEST_CASE("a manager sweeps once: at its first load, or when asked", "[sweep]") {

@@ -48,15 +48,17 @@ TEST_CASE(
     "[crash]") {
   const Target t{"/d/state.json", kOld, kNew};
   const Run run = record_write<FullSync>(existing_file(), t.path, t.now);
-  // The 14 calls of support/protocol.hpp's overwrite_full_sync, and the
-  // point after the save returned: 15 points. Images per point: 1 (open
-  // dir) 1 (look at the target) 1 (create) | 2 2 (lock, link check: the
-  // temp entry or not) | 2 (write) | 5 (fchmod: the temp "", new, half,
-  // zeros) | 9 (fsync: each also under 0600 or 0644) | 2 2 (dup, close) | 3
-  // (rename: old; old and temp; new) | 1 1 1 = 35. Distinct: old alone, old
-  // beside 8 temp versions, new = 10. A subset adds nothing: the rename
-  // without the create is skipped.
-  const Pinned pins[] = {{Order::prefix, 35, 10}, {Order::subset, 35, 10}};
+  // The 12 calls of support/protocol.hpp's overwrite_full_sync, and the
+  // point after the save returned: 13 points. The temp file is unnamed until
+  // its link, in no image whatever its bytes: 1 image before each of open
+  // dir, look, create, write, fchmod, fsync, lock, link (8) | 2 before the
+  // rename (the synced temp's name or not) | 3 before the close and 3
+  // before the directory's fsync (old; old and temp; new) | 1 1 = 18.
+  // Distinct: old alone, old beside the whole new temp, new = 3. (Named
+  // temp files gave 35 and 10: the temp's 8 unsynced versions beside the
+  // old file.) A subset adds nothing: the rename without the link is
+  // skipped.
+  const Pinned pins[] = {{Order::prefix, 18, 3}, {Order::subset, 18, 3}};
   for (const Pinned& pin : pins) {
     CAPTURE(sim::to_string(pin.order));
     const Tally tally = enumerate(run, pin.order, t, target_check(t));
@@ -74,7 +76,7 @@ TEST_CASE(
   const Target t{"/d/state.json", std::nullopt, kNew};
   const Run run = record_write<FullSync>(empty_directory(), t.path, t.now);
   // As over an existing file, with "no file" in the place of the old one.
-  const Pinned pins[] = {{Order::prefix, 35, 10}, {Order::subset, 35, 10}};
+  const Pinned pins[] = {{Order::prefix, 18, 3}, {Order::subset, 18, 3}};
   for (const Pinned& pin : pins) {
     CAPTURE(sim::to_string(pin.order));
     const Tally tally = enumerate(run, pin.order, t, target_check(t));
@@ -103,16 +105,16 @@ TEST_CASE(
       // (before /d's fsync).
       {"/d/new/state.json",
        protocol::first_save(Sync::full, {{"/d/new", "/d"}}),
-       {Order::prefix, 44, 11},
-       {Order::subset, 44, 11}},
+       {Order::prefix, 27, 4},
+       {Order::subset, 27, 4}},
       // open dir (ENOENT), mkdir /d/a/b (ENOENT), make /d/a, make /d/a/b (5
       // calls each), then the save: 27 points (protocol.hpp's
       // first_save_two_levels). Two more distinct images: /d alone, and /d/a
       // without b.
       {"/d/a/b/state.json",
        protocol::first_save(Sync::full, {{"/d/a", "/d"}, {"/d/a/b", "/d/a"}}),
-       {Order::prefix, 53, 12},
-       {Order::subset, 53, 12}},
+       {Order::prefix, 36, 5},
+       {Order::subset, 36, 5}},
   };
   for (const Row& row : rows) {
     CAPTURE(row.path);
@@ -145,13 +147,14 @@ TEST_CASE(
     Pinned pin;
     std::size_t temp_mode;
   };
-  // After the fdatasync the temp inode may keep 0600 or show 0644: one more
-  // image at each later point, two more before the fsync of the directory
-  // (temp beside the old file, or renamed): 43 images, 11 distinct. The new
-  // bytes under 0600 at the target: before the fsync of the directory, the
-  // close of the lock's descriptor and of the directory, and after the save
-  // returned: 4.
-  const Row rows[] = {{{Order::prefix, 43, 11}, 4}, {{Order::subset, 43, 11}, 4}};
+  // After the fdatasync the temp inode may keep 0600 or show 0644, seen
+  // once it has a name: one more image before the rename, two more before
+  // the close and the fsync of the directory (temp beside the old file, or
+  // renamed), one more at each later point: 25 images, 5 distinct. The new
+  // bytes under 0600 at the target: before the fsync of the directory and
+  // the directory's close, and after the save returned, and beside them
+  // before the close: 4.
+  const Row rows[] = {{{Order::prefix, 25, 5}, 4}, {{Order::subset, 25, 5}, 4}};
   for (const Row& row : rows) {
     CAPTURE(sim::to_string(row.pin.order));
     const Tally tally = enumerate(run, row.pin.order, t, target_check(t));
@@ -211,7 +214,7 @@ TEST_CASE("NoSync: the simulator finds torn and lost files after a power loss", 
   const Target over{"/d/state.json", kOld, kNew};
   const Target nested{"/d/a/b/state.json", std::nullopt, kNew};
   const BadRow rows[] = {
-      // 12 calls, 13 points. After the rename (3 points) the target is any
+      // 10 calls, 11 points. After the rename (3 points) the target is any
       // of the temp's 8 versions: 6 torn ("", half, zeros, each under either
       // mode) and the new bytes under 0600. After "success" the old file,
       // alone or beside any of the temp's 8 versions, is a lost save: 9.
@@ -219,7 +222,7 @@ TEST_CASE("NoSync: the simulator finds torn and lost files after a power loss", 
        existing_file(),
        over,
        protocol::save(Sync::none),
-       {Order::prefix, 92, 17},
+       {Order::prefix, 67, 17},
        18,
        9,
        3},
@@ -227,7 +230,7 @@ TEST_CASE("NoSync: the simulator finds torn and lost files after a power loss", 
        existing_file(),
        over,
        protocol::save(Sync::none),
-       {Order::subset, 92, 17},
+       {Order::subset, 67, 17},
        18,
        9,
        3},
@@ -237,7 +240,7 @@ TEST_CASE("NoSync: the simulator finds torn and lost files after a power loss", 
        empty_directory(),
        nested,
        nested_save(Sync::none),
-       {Order::prefix, 128, 19},
+       {Order::prefix, 99, 19},
        18,
        11,
        3},
@@ -245,7 +248,7 @@ TEST_CASE("NoSync: the simulator finds torn and lost files after a power loss", 
        empty_directory(),
        nested,
        nested_save(Sync::none),
-       {Order::subset, 128, 19},
+       {Order::subset, 99, 19},
        18,
        11,
        3},
@@ -262,13 +265,13 @@ TEST_CASE(
   const Target over{"/d/state.json", kOld, kNew};
   const Target nested{"/d/a/b/state.json", std::nullopt, kNew};
   const BadRow rows[] = {
-      // 13 calls, 14 points. After "success": the old file, alone or beside
+      // 11 calls, 12 points. After "success": the old file, alone or beside
       // the synced temp: 2 lost.
       {"existing file",
        existing_file(),
        over,
        protocol::save(Sync::file_only),
-       {Order::prefix, 38, 10},
+       {Order::prefix, 19, 3},
        0,
        2,
        0},
@@ -276,7 +279,7 @@ TEST_CASE(
        existing_file(),
        over,
        protocol::save(Sync::file_only),
-       {Order::subset, 38, 10},
+       {Order::subset, 19, 3},
        0,
        2,
        0},
@@ -286,7 +289,7 @@ TEST_CASE(
        empty_directory(),
        nested,
        nested_save(Sync::file_only),
-       {Order::prefix, 76, 12},
+       {Order::prefix, 53, 5},
        0,
        4,
        0},
@@ -294,7 +297,7 @@ TEST_CASE(
        empty_directory(),
        nested,
        nested_save(Sync::file_only),
-       {Order::subset, 76, 12},
+       {Order::subset, 53, 5},
        0,
        4,
        0},

@@ -4,6 +4,7 @@
 // temp file is left and no descriptor leaks; the Status says where and why.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <iostream>
@@ -71,7 +72,8 @@ std::string expand(std::string pattern, const TempDir& dir, const test::fs::path
     for (auto at = pattern.find(key); at != std::string::npos; at = pattern.find(key))
       pattern.replace(at, key.size(), value);
   };
-  put("$T", target.parent_path().string() + "/" + temp);
+  // An unnamed temp file not named yet is its directory in messages.
+  put("$T", temp.empty() ? target.parent_path().string() : target.parent_path().string() + "/" + temp);
   put("$F", target.string());
   put("$D", target.parent_path().string());
   put("$R", dir.path().string());
@@ -225,29 +227,35 @@ TEST_CASE("a write that never makes progress fails instead of spinning", "[fault
   CHECK(status.message().find("kept returning 0 bytes") != std::string::npos);
 }
 
+// The call that gives a temp file its name: the link of an unnamed one,
+// or the creation of a named one where the filesystem has no unnamed files.
+Op naming_call() { return protocol::unnamed_temp_files() ? Op::link_unnamed : Op::create_file; }
+
 TEST_CASE("a taken temp name is skipped for a fresh one", "[faults]") {
+  const Op naming = naming_call();
+  CAPTURE(test::op_name(naming));
   SECTION("a few collisions cost a few retries") {
     FaultFs fs;
-    fs.faults = {Fault{Op::create_file, 1, EEXIST}, Fault{Op::create_file, 2, EEXIST}};
+    fs.faults = {Fault{naming, 1, EEXIST}, Fault{naming, 2, EEXIST}};
     TempDir dir;
     REQUIRE(Writer(fs).write(dir / "f", "x").ok());
-    CHECK(fs.count(Op::create_file) == 3);
+    CHECK(fs.count(naming) == 3);
     CHECK(read_file(dir / "f") == "x");
   }
   SECTION("when every name is taken the save gives up with a clear reason") {
-    const auto status = run_and_check(kScenarios[0], {Fault{Op::create_file, 1, EEXIST, true}},
+    const auto status = run_and_check(kScenarios[0], {Fault{naming, 1, EEXIST, true}},
                                       Step::create_temp_file, false, "$T", EEXIST);
     CHECK(status.message().find("every temp name tried was taken") != std::string::npos);
   }
   SECTION("each retry draws a different name") {
     FaultFs fs;
-    fs.faults = {Fault{Op::create_file, 1, EEXIST, true}};
+    fs.faults = {Fault{naming, 1, EEXIST, true}};
     TempDir dir;
     (void)Writer(fs).write(dir / "f", "x");
     std::set<std::string> names;
     for (const auto& call : fs.calls)
-      if (call.op == Op::create_file) names.insert(call.name);
-    CHECK(fs.count(Op::create_file) == ATOMIC_STATE_TEMP_NAME_ATTEMPTS);
+      if (call.op == naming) names.insert(call.name);
+    CHECK(fs.count(naming) == ATOMIC_STATE_TEMP_NAME_ATTEMPTS);
     CHECK(names.size() == ATOMIC_STATE_TEMP_NAME_ATTEMPTS);
   }
 }
@@ -257,14 +265,18 @@ TEST_CASE("a symlink planted at the temp name is neither followed nor removed", 
   test::write_plain(dir / "victim", "precious");
   FaultFs fs;
   std::string planted;
+  const Op naming = naming_call();
   fs.before = [&](Op op, int, const char* name) {
-    if (op != Op::create_file || !planted.empty()) return;
+    if (op != naming || !planted.empty()) return;
     planted = name;  // the attacker guessed the name right
     test::fs::create_symlink(dir / "victim", dir / planted);
   };
   REQUIRE(Writer(fs).write(dir / "f", "mine").ok());
-  CHECK(fs.calls[2].result == -EEXIST);  // O_EXCL|O_NOFOLLOW refused the link
-  CHECK(fs.count(Op::create_file) == 2);
+  const auto first = std::find_if(fs.calls.begin(), fs.calls.end(),
+                                  [&](const test::Call& c) { return c.op == naming; });
+  REQUIRE(first != fs.calls.end());
+  CHECK(first->result == -EEXIST);  // linkat, or O_EXCL|O_NOFOLLOW, refused the link
+  CHECK(fs.count(naming) == 2);
   CHECK(read_file(dir / "victim") == "precious");
   CHECK(test::fs::is_symlink(dir / planted));
   CHECK(read_file(dir / "f") == "mine");
@@ -274,9 +286,10 @@ TEST_CASE("a temp file that cannot be removed is reported with the first failure
   TempDir dir;
   test::write_plain(dir / "f", kOld);
   FaultFs fs;
-  fs.faults = {Fault{Op::sync_full, 1, EIO}, Fault{Op::unlink, 1, EIO, true}};
+  // The rename: a temp file has a name by then, unnamed at first or not.
+  fs.faults = {Fault{Op::rename, 1, EIO}, Fault{Op::unlink, 1, EIO, true}};
   const auto status = Writer(fs).write(dir / "f", kNew);
-  CHECK(status.step() == Step::sync_file);
+  CHECK(status.step() == Step::rename);
   CHECK(status.code().value() == EIO);
   CHECK(status.message().find("the temp file could not be removed") != std::string::npos);
   CHECK(read_file(dir / "f") == kOld);
@@ -286,7 +299,9 @@ TEST_CASE("a temp file that cannot be removed is reported with the first failure
   SECTION("alongside a note the failure already had") {
     TempDir other;
     FaultFs stalled;
-    stalled.faults = {Fault{Op::write, 1, 0, true, 0}, Fault{Op::unlink, 1, EIO, true}};
+    // A named temp file, which has a name while it is written.
+    stalled.faults = {Fault{Op::open_unnamed, 1, EOPNOTSUPP, true},
+                      Fault{Op::write, 1, 0, true, 0}, Fault{Op::unlink, 1, EIO, true}};
     const auto both = Writer(stalled).write(other / "f", kNew);
     CHECK(both.message().find("(the write kept returning 0 bytes) (the temp file could "
                               "not be removed)") != std::string::npos);

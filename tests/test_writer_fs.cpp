@@ -286,7 +286,8 @@ TEST_CASE("the temp file is created 0600, close-on-exec, never following a link"
   int fd_flags = 0;
   int dir_fd_flags = 0;
   fs.before = [&](test::Op op, int fd, const char*) {
-    if (op == test::Op::create_file) dir_fd_flags = ::fcntl(fd, F_GETFD);
+    if (op == test::Op::create_file || op == test::Op::open_unnamed)
+      dir_fd_flags = ::fcntl(fd, F_GETFD);
     if (op != test::Op::write) return;
     struct stat st {};
     ::fstat(fd, &st);

@@ -40,7 +40,8 @@ TEST_CASE("a transaction written in many chunks commits their concatenation", "[
 TEST_CASE("until the commit the target is untouched and the temp file is private", "[stream]") {
   TempDir dir;
   test::write_plain(dir / "f", "old");
-  AtomicWriter<> writer;
+  // A named temp file (a filesystem without unnamed ones), to look at.
+  AtomicWriter<FullSync, test::NamedTempFs> writer;
   auto tx = writer.begin(dir / "f");
   REQUIRE(tx);
   REQUIRE(tx->write("new").ok());
@@ -53,6 +54,25 @@ TEST_CASE("until the commit the target is untouched and the temp file is private
   REQUIRE(tx->commit().ok());
   CHECK(read_file(dir / "f") == "new");
   CHECK(tx->temp_name().empty());
+}
+
+TEST_CASE("an unnamed temp file is in no directory until its commit", "[stream]") {
+  if (!protocol::unnamed_temp_files()) {
+    WARN("the test directory's filesystem has no unnamed files (O_TMPFILE): nothing to prove");
+    return;
+  }
+  TempDir dir;
+  test::write_plain(dir / "f", "old");
+  AtomicWriter<> writer;
+  auto tx = writer.begin(dir / "f");
+  REQUIRE(tx);
+  REQUIRE(tx->write("new").ok());
+  CHECK(tx->temp_name().empty());
+  CHECK(test::names_in(dir.path()) == std::vector<std::string>{"f"});
+  CHECK(read_file(dir / "f") == "old");
+  REQUIRE(tx->commit().ok());
+  CHECK(test::names_in(dir.path()) == std::vector<std::string>{"f"});
+  CHECK(read_file(dir / "f") == "new");
 }
 
 TEST_CASE("destroying a transaction without a commit discards it", "[stream]") {
@@ -115,8 +135,9 @@ TEST_CASE("moving a transaction moves its temp file; the source is inert", "[str
   CHECK(read_file(dir / "f") == "moved along");
 
   SECTION("move-assigning over an open transaction discards the one replaced") {
-    auto a = writer.begin(dir / "a");
-    auto b = writer.begin(dir / "b");
+    AtomicWriter<FullSync, test::NamedTempFs> named;  // temp files to count
+    auto a = named.begin(dir / "a");
+    auto b = named.begin(dir / "b");
     REQUIRE(a);
     REQUIRE(b);
     CHECK(temp_files_in(dir.path()).size() == 2);

@@ -10,8 +10,10 @@
 namespace {
 
 template <class Policy>
-test::FaultFs save(const test::fs::path& path, unsigned mode = 0644) {
+test::FaultFs save(const test::fs::path& path, unsigned mode = 0644,
+                   std::vector<test::Fault> faults = {}) {
   test::FaultFs fs;
+  fs.faults = std::move(faults);
   const auto status = AtomicWriter<Policy, test::FaultFs&>(fs).write(path, "data", mode);
   REQUIRE(status.ok());
   CHECK(fs.open_descriptors().empty());
@@ -26,7 +28,12 @@ struct FileOnlySync {
 
 }  // namespace
 
-TEST_CASE("FullSync: temp, lock, write, fchmod, fsync, close, rename, fsync directory", "[trace]") {
+TEST_CASE("FullSync, unnamed: temp, write, fchmod, fsync, lock, link, rename, close, fsync directory",
+          "[trace]") {
+  if (!protocol::unnamed_temp_files()) {
+    WARN("the test directory's filesystem has no unnamed files (O_TMPFILE): nothing to trace");
+    return;
+  }
   TempDir dir;
   test::write_plain(dir / "f", "old");
   const auto fs = save<FullSync>(dir / "f", 0640);
@@ -37,22 +44,51 @@ TEST_CASE("FullSync: temp, lock, write, fchmod, fsync, close, rename, fsync dire
   CHECK(c[0].name == dir.path().string());
   CHECK(c[1].fd == dir_fd);  // the target is looked at, not followed ...
   CHECK(c[1].name == "f");
-  CHECK(c[2].fd == dir_fd);  // ... before the temp file exists
+  CHECK(c[2].fd == dir_fd);  // ... before the temp file exists, unnamed
   CHECK(c[2].mode == 0600);
-  CHECK(c[2].name.rfind(".tmp-", 0) == 0);
-  CHECK(c[3].fd == file_fd);  // the temp file's own lock: the sweep keeps off it
-  CHECK(c[4].fd == file_fd);  // and still linked: no sweep took it first
-  CHECK(c[5].fd == file_fd);
-  CHECK(c[6].mode == 0640);
-  CHECK(c[7].fd == file_fd);  // the file is synced ...
-  CHECK(c[8].fd == file_fd);  // a second descriptor keeps the lock ...
-  const int lock_fd = static_cast<int>(c[8].result);
-  CHECK(c[9].fd == file_fd);  // ... past this close ...
-  CHECK(c[10].fd == dir_fd);  // ... to the rename
-  CHECK(c[10].name == c[2].name);
-  CHECK(c[11].fd == dir_fd);  // ... and so is the directory, after the rename
-  CHECK(c[12].fd == lock_fd);
-  CHECK(c[13].fd == dir_fd);
+  CHECK(c[3].fd == file_fd);  // written
+  CHECK(c[4].fd == file_fd);
+  CHECK(c[4].mode == 0640);
+  CHECK(c[5].fd == file_fd);  // synced
+  CHECK(c[6].fd == file_fd);  // locked before it has a name: a sweep keeps off it ...
+  CHECK(c[7].fd == file_fd);  // ... named ...
+  CHECK(c[7].name.rfind(".tmp-", 0) == 0);
+  CHECK(c[8].fd == dir_fd);  // ... renamed ...
+  CHECK(c[8].name == c[7].name);
+  CHECK(c[9].fd == file_fd);  // ... and only then closed, the lock with it
+  CHECK(c[10].fd == dir_fd);  // the directory synced after the rename
+  CHECK(c[11].fd == dir_fd);
+}
+
+TEST_CASE("FullSync, named: temp, lock, write, fchmod, fsync, close, rename, fsync directory",
+          "[trace]") {
+  TempDir dir;
+  test::write_plain(dir / "f", "old");
+  const auto fs = save<FullSync>(dir / "f", 0640, {test::no_unnamed_files()});
+  CHECK(fs.ops() == protocol::ops(protocol::open_directory() + protocol::check_target() +
+                                  protocol::Calls{{Op::open_unnamed, Step::none, ""}} +
+                                  protocol::create_temp_file(true) + protocol::write_data() +
+                                  protocol::commit(protocol::Sync::full, true)));
+  const auto& c = fs.calls;
+  const int dir_fd = static_cast<int>(c[0].result);
+  const int file_fd = static_cast<int>(c[3].result);
+  CHECK(c[2].fd == dir_fd);  // refused: no unnamed files here
+  CHECK(c[3].fd == dir_fd);
+  CHECK(c[3].mode == 0600);
+  CHECK(c[3].name.rfind(".tmp-", 0) == 0);
+  CHECK(c[4].fd == file_fd);  // the temp file's own lock: the sweep keeps off it
+  CHECK(c[5].fd == file_fd);  // and still linked: no sweep took it first
+  CHECK(c[6].fd == file_fd);
+  CHECK(c[7].mode == 0640);
+  CHECK(c[8].fd == file_fd);  // the file is synced ...
+  CHECK(c[9].fd == file_fd);  // a second descriptor keeps the lock ...
+  const int lock_fd = static_cast<int>(c[9].result);
+  CHECK(c[10].fd == file_fd);  // ... past this close ...
+  CHECK(c[11].fd == dir_fd);   // ... to the rename
+  CHECK(c[11].name == c[3].name);
+  CHECK(c[12].fd == dir_fd);  // ... and so is the directory, after the rename
+  CHECK(c[13].fd == lock_fd);
+  CHECK(c[14].fd == dir_fd);
 }
 
 TEST_CASE("DataSync: fdatasync for the file, fsync for the directory", "[trace]") {
@@ -73,8 +109,8 @@ TEST_CASE("NoSync: no sync call at all", "[trace]") {
 TEST_CASE("a custom policy can sync the file but not the directory", "[trace]") {
   TempDir dir;
   const auto fs = save<FileOnlySync>(dir / "f");
+  CHECK(fs.ops() == protocol::ops(protocol::save(protocol::Sync::file_only)));
   CHECK(fs.count(Op::sync_full) == 1);
-  CHECK(fs.calls[7].op == Op::sync_full);
 }
 
 TEST_CASE("a first save into missing directories syncs each directory that gained one", "[trace]") {

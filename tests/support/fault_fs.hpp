@@ -43,8 +43,10 @@ enum class Op {
   remove_directory,
   make_symlink,
   read_link,
+  open_unnamed,
+  link_unnamed,
 };
-inline constexpr int op_count = 28;
+inline constexpr int op_count = 30;
 
 inline std::string_view op_name(Op op) {
   switch (op) {
@@ -104,6 +106,10 @@ inline std::string_view op_name(Op op) {
       return "make_symlink";
     case Op::read_link:
       return "read_link";
+    case Op::open_unnamed:
+      return "open_unnamed";
+    case Op::link_unnamed:
+      return "link_unnamed";
   }
   return "?";
 }
@@ -146,10 +152,11 @@ class FaultFs {
   }
   /// Descriptors opened through this policy and not yet closed.
   const std::set<int>& open_descriptors() const { return open_; }
-  /// The name of the last temp file the writer created.
+  /// The name of the last temp file the writer created, or gave an
+  /// unnamed one.
   std::string last_temp_name() const {
     for (auto it = calls.rbegin(); it != calls.rend(); ++it)
-      if (it->op == Op::create_file) return it->name;
+      if (it->op == Op::create_file || it->op == Op::link_unnamed) return it->name;
     return {};
   }
 
@@ -169,6 +176,17 @@ class FaultFs {
     const int r = f && f->error ? -f->error : real_.create_file(dir_fd, name, mode);
     if (r >= 0) open_.insert(r);
     return record(Op::create_file, dir_fd, name, mode, r);
+  }
+  int open_unnamed(int dir_fd, unsigned mode) noexcept {
+    const Fault* f = due(Op::open_unnamed, dir_fd, nullptr);
+    const int r = f && f->error ? -f->error : real_.open_unnamed(dir_fd, mode);
+    if (r >= 0) open_.insert(r);
+    return record(Op::open_unnamed, dir_fd, nullptr, mode, r);
+  }
+  int link_unnamed(int fd, int dir_fd, const char* name) noexcept {
+    const Fault* f = due(Op::link_unnamed, fd, name);
+    const int r = f && f->error ? -f->error : real_.link_unnamed(fd, dir_fd, name);
+    return record(Op::link_unnamed, fd, name, 0, r);
   }
   ssize_t write(int fd, const void* data, std::size_t size) noexcept {
     const Fault* f = due(Op::write, fd, nullptr);
@@ -338,6 +356,16 @@ class FaultFs {
   atomic_state::PosixFs real_;
   int seen_[op_count] = {};
   std::set<int> open_;
+};
+
+/// The fault that makes a save use a named, locked temp file, as on a
+/// filesystem without unnamed files (vfat, NFS): open_unnamed refused.
+inline Fault no_unnamed_files() { return Fault{Op::open_unnamed, 1, EOPNOTSUPP, true}; }
+
+/// PosixFs on a filesystem without unnamed files: every temp file named
+/// and locked.
+struct NamedTempFs : atomic_state::PosixFs {
+  int open_unnamed(int, unsigned) noexcept { return -EOPNOTSUPP; }
 };
 
 static_assert(atomic_state::is_filesystem_v<FaultFs>);

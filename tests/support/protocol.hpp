@@ -6,7 +6,10 @@
 // call to a save is one row here.
 #pragma once
 
+#include <fcntl.h>
 #include <unistd.h>
+
+#include <cstdlib>
 
 #include <algorithm>
 #include <array>
@@ -71,12 +74,55 @@ inline Calls open_directory() { return {{Op::open_directory, Step::open_director
 /// Look at the target: refuse a directory, FIFO, socket or device.
 inline Calls check_target() { return {{Op::entry_info, Step::check_path, "$F"}}; }
 
-/// Create the temp file and claim it with a lock a sweep respects; a
-/// filesystem without locks only costs that protection.
-inline Calls create_temp_file() {
+/// Whether the test directories ($TMPDIR, or /tmp) make unnamed files, as
+/// PosixFs::open_unnamed asks: then a save's temp file is unnamed, else
+/// named and locked. Looked at once.
+/// What unnamed_temp_files() says whatever the test directories make: -1
+/// to look (the default), 0 or 1 (assume_unnamed_files).
+inline int& assumed_unnamed_files() {
+  static int assumed = -1;
+  return assumed;
+}
+/// For SimFs, which makes unnamed files on every host: the crash tables
+/// then describe what it does.
+inline void assume_unnamed_files(bool unnamed) { assumed_unnamed_files() = unnamed ? 1 : 0; }
+
+inline bool unnamed_temp_files() {
+  if (assumed_unnamed_files() >= 0) return assumed_unnamed_files() == 1;
+  static const bool here = [] {
+#if defined(O_TMPFILE)
+    const char* base = std::getenv("TMPDIR");
+    const int fd = ::open(base != nullptr && *base != '\0' ? base : "/tmp",
+                          O_WRONLY | O_TMPFILE | O_CLOEXEC, 0600);
+    if (fd < 0) return false;
+    ::close(fd);
+    return ::access("/proc/self/fd", X_OK) == 0;
+#else
+    return false;
+#endif
+  }();
+  return here;
+}
+
+/// Create the temp file: unnamed, nothing to name, lock or check until the
+/// commit; or, where the filesystem has no unnamed files (`named`), under a
+/// name, claimed with a lock a sweep respects (a filesystem without locks
+/// only costs that protection).
+inline Calls create_temp_file(bool named = !unnamed_temp_files()) {
+  if (!named) return {{Op::open_unnamed, Step::create_temp_file, "$D"}};
   return {{Op::create_file, Step::create_temp_file, "$T"},
           {Op::try_lock, Step::none, ""},
           {Op::file_info, Step::none, ""}};
+}
+
+/// How many of `n` temp files made and not yet committed a directory
+/// listing shows: none where they are unnamed.
+inline std::size_t listed_before_commit(std::size_t n) { return unnamed_temp_files() ? 0 : n; }
+
+/// The unnamed temp file named, right before its rename: locked (a sweep
+/// then leaves the name alone), linked under a fresh name.
+inline Calls name_unnamed_file() {
+  return {{Op::try_lock, Step::none, ""}, {Op::link_unnamed, Step::create_temp_file, "$T"}};
 }
 
 inline Calls write_data(int chunks = 1) {
@@ -84,8 +130,12 @@ inline Calls write_data(int chunks = 1) {
 }
 
 /// A temp descriptor's close: where a persistent close failure lands when an
-/// earlier close was one the save survives.
+/// earlier close was one the save survives. Only a named temp file's close
+/// is checked; an unnamed one's comes after its rename.
 inline const char* const kTempClose = "$T";
+inline Step temp_close_fails_as() {
+  return unnamed_temp_files() ? Step::none : Step::close_temp_file;
+}
 
 /// How far a save syncs: FullSync, DataSync, NoSync, or a policy that syncs
 /// the file but never a directory.
@@ -93,18 +143,27 @@ enum class Sync { full, data, none, file_only };
 
 inline bool syncs_directories(Sync sync) { return sync == Sync::full || sync == Sync::data; }
 
-/// Mode, sync, close, rename, then the directory, as `sync` says.
-inline Calls commit(Sync sync) {
+/// Mode, sync, then as `sync` says: an unnamed temp file named, renamed
+/// and closed (its descriptor held the lock); a named one closed (checked:
+/// some filesystems report write errors only there) while a second
+/// descriptor keeps its lock, then renamed; then the directory synced.
+inline Calls commit(Sync sync, bool named = !unnamed_temp_files()) {
   Calls calls = {{Op::set_mode, Step::set_permissions, "$T"}};
   if (sync == Sync::full || sync == Sync::file_only)
     calls.push_back({Op::sync_full, Step::sync_file, "$T"});
   if (sync == Sync::data) calls.push_back({Op::sync_data, Step::sync_file, "$T"});
-  calls.push_back({Op::duplicate, Step::none, ""});  // keeps the lock across the close
-  calls.push_back({Op::close, Step::close_temp_file, "$T"});
-  calls.push_back({Op::rename, Step::rename, "$T"});
+  if (named) {
+    calls.push_back({Op::duplicate, Step::none, ""});  // keeps the lock across the close
+    calls.push_back({Op::close, Step::close_temp_file, "$T"});
+    calls.push_back({Op::rename, Step::rename, "$T"});
+  } else {
+    calls = calls + name_unnamed_file();
+    calls.push_back({Op::rename, Step::rename, "$T"});
+    calls.push_back({Op::close, Step::none, ""});  // the temp file, and its lock
+  }
   if (syncs_directories(sync)) calls.push_back({Op::sync_full, Step::sync_directory, "$D", true});
-  calls.push_back({Op::close, Step::none, ""});  // the lock's descriptor
-  calls.push_back({Op::close, Step::none, ""});  // the directory
+  if (named) calls.push_back({Op::close, Step::none, ""});  // the lock's descriptor
+  calls.push_back({Op::close, Step::none, ""});             // the directory
   return calls;
 }
 
@@ -129,7 +188,7 @@ inline Calls finish_level(const Level& level, Sync sync) {
   if (syncs_directories(sync))
     calls = calls + Calls{{Op::open_directory, Step::sync_directory, level.parent},
                           {Op::sync_full, Step::sync_directory, level.parent},
-                          {Op::close, Step::none, "", false, Step::close_temp_file, kTempClose}};
+                          {Op::close, Step::none, "", false, temp_close_fails_as(), kTempClose}};
   return calls;
 }
 
@@ -417,17 +476,28 @@ inline BatchCalls batch_commit(Sync sync, const std::vector<int>& dirs, bool han
       out.push_back({{Op::sync_full, Step::sync_file, "$T"}, i});
     if (sync == Sync::data) out.push_back({{Op::sync_data, Step::sync_file, "$T"}, i});
   }
+  // By path, each temp file is unnamed or named, as create_temp_file says;
+  // through a handle, named under its claim.
+  const bool unnamed = !handles && unnamed_temp_files();
   for (int i = 0; i < n; ++i) {
+    if (unnamed) {
+      for (const Call& c : name_unnamed_file()) out.push_back({c, i});
+      continue;
+    }
     if (!handles) out.push_back({{Op::duplicate, Step::none, ""}, i});
     out.push_back({{Op::close, Step::close_temp_file, "$T"}, i});
   }
-  for (int i = 0; i < last; ++i) out.push_back({{Op::rename, Step::rename, "$T"}, i, i});
+  const auto rename = [&](int i, int renamed) {
+    out.push_back({{Op::rename, Step::rename, "$T"}, i, renamed});
+    if (unnamed) out.push_back({{Op::close, Step::none, ""}, i, renamed + 1});  // after its rename
+  };
+  for (int i = 0; i < last; ++i) rename(i, i);
   if (syncs_directories(sync))
     for (int i = 0; i < last; ++i)
       if (std::find(dirs.begin(), dirs.begin() + i, dirs[static_cast<std::size_t>(i)]) ==
           dirs.begin() + i)
         out.push_back({{Op::sync_full, Step::sync_directory, "$D", true}, i, last});
-  out.push_back({{Op::rename, Step::rename, "$T"}, last, last});
+  rename(last, last);
   if (syncs_directories(sync))
     out.push_back({{Op::sync_full, Step::sync_directory, "$D", true}, last, n});
   if (!handles)
@@ -437,8 +507,8 @@ inline BatchCalls batch_commit(Sync sync, const std::vector<int>& dirs, bool han
         out.push_back({{Op::list_directory, Step::none, ""}, i, n});
   if (!handles)
     for (int i = 0; i < n; ++i) {
-      out.push_back({{Op::close, Step::none, ""}, i, n});  // the lock's descriptor
-      out.push_back({{Op::close, Step::none, ""}, i, n});  // the directory
+      if (!unnamed) out.push_back({{Op::close, Step::none, ""}, i, n});  // the lock's descriptor
+      out.push_back({{Op::close, Step::none, ""}, i, n});                // the directory
     }
   return out;
 }

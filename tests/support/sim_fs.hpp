@@ -87,6 +87,8 @@ struct Inode {
   // A directory's entries, and the changes not yet durable.
   std::map<std::string, Ino> entries, durable_entries;
   std::vector<DirOp> pending;
+  // An unnamed file (open_unnamed) not named yet: link_unnamed may name it.
+  bool linkable = false;
 
   bool unsynced() const {
     return directory ? !pending.empty() : data != durable_data || mode != durable_mode;
@@ -224,6 +226,36 @@ class SimFs {
     const Ino ino = add(std::move(file));
     add_entry(dir, name, ino);
     return open_fd(ino, true);
+  }
+
+  /// A file without a name in the directory (O_TMPFILE): in no image
+  /// until link_unnamed names it, gone with its descriptor.
+  int open_unnamed(int dir_fd, unsigned mode) noexcept {
+    enter("open_unnamed");
+    Descriptor* d = descriptor(dir_fd);
+    if (d == nullptr) return -EBADF;
+    if (!inodes_[d->ino].directory) return -ENOTDIR;
+    Inode file;
+    file.mode = file.durable_mode = mode & 07777;
+    file.linkable = true;
+    return open_fd(add(std::move(file)), true);
+  }
+
+  /// Names the unnamed file `fd`, logged like a creation. Only once, as
+  /// Linux: a file named and unlinked again cannot be named anew.
+  int link_unnamed(int fd, int dir_fd, const char* name) noexcept {
+    enter("link_unnamed");
+    Descriptor* file = descriptor(fd);
+    if (file == nullptr) return -EBADF;
+    Ino dir = 0;
+    if (const int r = directory_of(dir_fd, name, dir); r < 0) return r;
+    if (!valid_name(name)) return -EINVAL;
+    if (inodes_[dir].entries.count(name)) return -EEXIST;
+    Inode& inode = inodes_[file->ino];
+    if (!inode.linkable) return -ENOENT;
+    inode.linkable = false;
+    add_entry(dir, name, file->ino);
+    return 0;
   }
 
   ssize_t write(int fd, const void* data, std::size_t size) noexcept {
