@@ -451,11 +451,18 @@ check "a read error exits 1 and keeps FILE" '[ $rc -eq 1 ] && [ "$(cat "$work/ke
 # input: it removes its temp file and dies of that signal, FILE untouched.
 # env --default-signal undoes the SIG_IGN a non-interactive shell gives the
 # SIGINT of a background job. The input is a FIFO held open by this shell.
-# started_temp FILE waits up to 10 s for a temp file next to FILE holding
-# bytes, so the signal lands mid-input rather than before begin().
+# started_temp FILE PID waits up to 10 s for a temp file of PID next to
+# FILE holding bytes, so the signal lands mid-input rather than before
+# begin(): a named one (.tmp-*), or an unnamed one, which only PID's
+# descriptors show (Linux: "DIR/#INODE (deleted)").
 started_temp() {
   for _ in $(seq 200); do
     [ -n "$(find "$(dirname "$1")" -maxdepth 1 -name '.tmp-*' -size +0c -print -quit)" ] && return 0
+    for fd in /proc/"$2"/fd/*; do
+      case "$(readlink "$fd" 2>/dev/null)" in
+        "$(dirname "$1")"/\#*) [ "$(stat -L -c %s "$fd" 2>/dev/null)" -gt 0 ] 2>/dev/null && return 0 ;;
+      esac
+    done
     sleep 0.05
   done
   return 1
@@ -467,7 +474,7 @@ for sig in INT TERM HUP; do
   env --default-signal="$sig" "$tool" "$work/interrupted" < "$work/input" & pid=$!
   exec 3> "$work/input"
   printf 'partial' >&3
-  started_temp "$work/interrupted"; started=$?
+  started_temp "$work/interrupted" "$pid"; started=$?
   kill -s "$sig" "$pid"
   wait "$pid" 2>/dev/null; rc=$?  # no "Hangup" job report
   exec 3>&-
@@ -481,7 +488,7 @@ done
 env --ignore-signal=HUP "$tool" "$work/interrupted" < "$work/input" & pid=$!
 exec 3> "$work/input"
 printf 'partial' >&3
-started_temp "$work/interrupted"; started=$?
+started_temp "$work/interrupted" "$pid"; started=$?
 kill -s HUP "$pid"
 sleep 0.2
 # Were it dead, writing to the FIFO would kill this script with SIGPIPE.
@@ -556,7 +563,7 @@ check "after FILE --, every argument is the command, options included" \
 gone() { [ ! -e "/proc/$1" ] || grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
 printf 'old' > "$work/cmd-signalled"
 "$tool" "$work/cmd-signalled" -- sh -c 'echo partial; exec sleep 30' & pid=$!
-started_temp "$work/cmd-signalled"; started=$?
+started_temp "$work/cmd-signalled" "$pid"; started=$?
 command_pid=$(cat /proc/"$pid"/task/*/children 2>/dev/null | tr -d ' ')
 command_pid=${command_pid:-none}
 kill -s TERM "$pid"
