@@ -7,26 +7,37 @@
 // ratios over the repetitions. Drift of the machine (other builds,
 // writeback, the host's disk) therefore hits both sides alike.
 //
-//   write/FullSync/disk/<bytes>   AtomicWriter<FullSync> vs the same system
-//                                 calls written by hand (the floor), and a
-//                                 dd-style write + fsync of one file
-//   write/NoSync/tmpfs/<bytes>    AtomicWriter<NoSync> vs the floor without
-//                                 syncs, and a dd-style write of one file
+// The floors are the fewest system calls, written by hand, that give the
+// same guarantee (see "floors" below): a named one (temp file created with
+// O_EXCL under its name) and an unnamed one (O_TMPFILE, named by linkat
+// right before the rename, the library's guarantee class on Linux).
+//
+//   write/FullSync/disk/<bytes>   AtomicWriter<FullSync> vs the named floor
+//                                 and the unnamed floor, both durable, and
+//                                 (16 MiB) a dd-style write + fsync
+//   write/NoSync/tmpfs/<bytes>    AtomicWriter<NoSync> vs the two floors
+//                                 without syncs, and (16 MiB) a dd-style
+//                                 write of one file
 //   state_cycle/FullSync/disk     StateManager load_state, should_process,
 //   state_cycle/NoSync/tmpfs      save_state vs reading the file by hand +
 //                                 boost::json::parse + boost::json::serialize
-//                                 + the floor
+//                                 + the named floor
 //   state_load/NoSync/tmpfs       the two halves of the tmpfs cycle, to see
-//   state_save/NoSync/tmpfs       where a difference comes from
+//   state_save/NoSync/tmpfs       where a difference comes from (the save
+//                                 against both floors)
+//   state_save/FullSync/disk      save_state on its own, durable, vs
+//                                 boost::json::serialize + either floor
 //   batch/FullSync/disk           a collector's four files (1 KiB, 16 KiB,
 //                                 256 KiB, then a 300-byte state) as one
 //                                 Batch vs four write_atomic calls and vs
 //                                 the same batch written by hand
+//   state_batch/FullSync/disk     save_state(state, batch) after the three
+//                                 outputs vs the batch by hand
 //   snapshot_vs_batch/FullSync/disk  a SnapshotWriter publish of the same
 //                                 four files vs the Batch
-//   dir_save/NoSync/tmpfs/<bytes> AtomicDirectory saves vs the floor without
-//                                 directory descriptor or lock (and vs
-//                                 AtomicWriter, for what the handle saves)
+//   dir_save/NoSync/tmpfs/<bytes> AtomicDirectory saves vs the named floor
+//                                 without directory descriptor or lock (and
+//                                 vs AtomicWriter, for what the handle saves)
 //   dir_save/FullSync/disk/<b>    the same, durable, vs the floor with a kept
 //                                 directory descriptor and both fsyncs
 //   qsavefile/FullSync/disk/<b>   Qt's QSaveFile, only where Qt 5 was found
@@ -81,7 +92,7 @@ struct Dirs {
 };
 Dirs g_dirs;
 
-// ----------------------------------------------------------------- floor --
+// ---------------------------------------------------------------- floors --
 
 // A temp name of the library's shape (".tmp-" and six characters) drawn
 // from a counter: the cheapest unique name there is.
@@ -107,29 +118,115 @@ bool write_all(int fd, const char* p, std::size_t n) {
   return true;
 }
 
-// The minimal hand-written sequence of the library's system calls: what an
-// atomic, durable replacement that refuses a directory at the target and
-// keeps a sweep of stale temp files off its own cannot do without (see
-// docs/protocol.md). Error handling is "stop".
-template <bool Sync>
-bool floor_replace(const char* dir, const char* target, std::string_view data) {
-  const int dfd = ::open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) return false;
-  struct stat st;
-  bool ok = ::fstatat(dfd, target, &st, AT_SYMLINK_NOFOLLOW) == 0 || errno == ENOENT;
+// DIR "/" NAME into out (cap bytes), with memcpy: a floor allocates nothing.
+bool join_path(char* out, std::size_t cap, std::string_view dir, const char* name) {
+  const std::size_t n = std::strlen(name);
+  if (dir.size() + 1 + n >= cap) return false;
+  std::memcpy(out, dir.data(), dir.size());
+  out[dir.size()] = '/';
+  std::memcpy(out + dir.size() + 1, name, n + 1);
+  return true;
+}
+
+// The floors: the fewest system calls that replace a file atomically (and,
+// under Sync, durably: the file's data and its new name), written by hand.
+// None takes a lock, looks at the target or keeps a second descriptor;
+// error handling is "stop". Two kinds of temp file:
+//
+// - named: the temp file is created under its name with O_CREAT|O_EXCL,
+//   so a kill between its creation and the rename leaves it behind;
+// - unnamed: the temp file is created with O_TMPFILE and named with
+//   linkat(AT_EMPTY_PATH) right before the rename, so a kill before the
+//   link leaves nothing (the library's own guarantee on Linux now).
+
+// Named, without syncs: temp file by path with O_CREAT|O_EXCL, write,
+// fchmod, close, rename. 5 calls, no directory descriptor.
+bool floor_save_by_path(std::string_view dir, const char* target, std::string_view data) {
+  char temp[12];
+  next_floor_name(temp);
+  char temp_path[4096], target_path[4096];
+  if (!join_path(temp_path, sizeof temp_path, dir, temp) ||
+      !join_path(target_path, sizeof target_path, dir, target))
+    return false;
+  const int fd = ::open(temp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return false;
+  bool ok = write_all(fd, data.data(), data.size()) && ::fchmod(fd, 0644) == 0;
+  ok = ::close(fd) == 0 && ok;
+  return ok && ::rename(temp_path, target_path) == 0;
+}
+
+// Named, durable, in a directory whose descriptor is open: openat with
+// O_EXCL, write, fchmod, fsync, close, renameat, fsync of the directory.
+bool floor_save_in(int dfd, const char* target, std::string_view data) {
   char temp[12];
   next_floor_name(temp);
   const int fd = ::openat(dfd, temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-  ok = ok && fd >= 0 && ::flock(fd, LOCK_EX | LOCK_NB) == 0 && ::fstat(fd, &st) == 0 &&
-       write_all(fd, data.data(), data.size()) && ::fchmod(fd, 0644) == 0;
-  if constexpr (Sync) ok = ok && ::fsync(fd) == 0;
-  const int lock = fd >= 0 ? ::fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
-  if (fd >= 0) ok = ::close(fd) == 0 && ok;
-  ok = ok && ::renameat(dfd, temp, dfd, target) == 0;
-  if constexpr (Sync) ok = ok && ::fsync(dfd) == 0;
-  if (lock >= 0) ::close(lock);
-  ::close(dfd);
-  return ok;
+  if (fd < 0) return false;
+  bool ok = write_all(fd, data.data(), data.size()) && ::fchmod(fd, 0644) == 0 && ::fsync(fd) == 0;
+  ok = ::close(fd) == 0 && ok;
+  return ok && ::renameat(dfd, temp, dfd, target) == 0 && ::fsync(dfd) == 0;
+}
+
+// The named floor of one save: without syncs, floor_save_by_path (5
+// calls); durable, the directory opened for its fsync, floor_save_in, the
+// directory closed (9 calls).
+template <bool Sync>
+bool floor_named(const std::string& dir, const char* target, std::string_view data) {
+  if constexpr (!Sync) {
+    return floor_save_by_path(dir, target, data);
+  } else {
+    const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) return false;
+    const bool ok = floor_save_in(dfd, target, data);
+    return ::close(dfd) == 0 && ok;
+  }
+}
+
+// linkat(fd, "", dir_fd, name, AT_EMPTY_PATH); where the kernel refuses it
+// (ENOENT: before Linux 6.10, without CAP_DAC_READ_SEARCH), from then on
+// the /proc/self/fd link, as the library does.
+bool link_unnamed(int fd, int dir_fd, const char* name) {
+  static bool proc_link = false;
+  if (!proc_link) {
+    if (::linkat(fd, "", dir_fd, name, AT_EMPTY_PATH) == 0) return true;
+    if (errno != ENOENT) return false;
+    proc_link = true;
+  }
+  char proc[32];
+  std::snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+  return ::linkat(AT_FDCWD, proc, dir_fd, name, AT_SYMLINK_FOLLOW) == 0;
+}
+
+// The unnamed floor of one save. Without syncs: open(DIR, O_TMPFILE),
+// write, fchmod, linkat to a temp name, rename, close: 6 calls, no
+// directory descriptor. Durable: open the directory, openat(".",
+// O_TMPFILE), write, fchmod, fsync, linkat, renameat, close, fsync of the
+// directory, close it: 10 calls.
+template <bool Sync>
+bool floor_unnamed(const std::string& dir, const char* target, std::string_view data) {
+  char temp[12];
+  next_floor_name(temp);
+  if constexpr (!Sync) {
+    char temp_path[4096], target_path[4096];
+    if (!join_path(temp_path, sizeof temp_path, dir, temp) ||
+        !join_path(target_path, sizeof target_path, dir, target))
+      return false;
+    const int fd = ::open(dir.c_str(), O_WRONLY | O_TMPFILE | O_CLOEXEC, 0600);
+    if (fd < 0) return false;
+    const bool ok = write_all(fd, data.data(), data.size()) && ::fchmod(fd, 0644) == 0 &&
+                    link_unnamed(fd, AT_FDCWD, temp_path) && ::rename(temp_path, target_path) == 0;
+    return ::close(fd) == 0 && ok;
+  } else {
+    const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) return false;
+    const int fd = ::openat(dfd, ".", O_WRONLY | O_TMPFILE | O_CLOEXEC, 0600);
+    bool ok = fd >= 0 && write_all(fd, data.data(), data.size()) && ::fchmod(fd, 0644) == 0 &&
+              ::fsync(fd) == 0 && link_unnamed(fd, dfd, temp) &&
+              ::renameat(dfd, temp, dfd, target) == 0;
+    if (fd >= 0) ok = ::close(fd) == 0 && ok;
+    ok = ok && ::fsync(dfd) == 0;
+    return ::close(dfd) == 0 && ok;
+  }
 }
 
 // dd-style: the same bytes into one file in place, no temp file, no rename.
@@ -244,18 +341,21 @@ std::string case_dir(const std::string& base, const char* label, std::size_t byt
 
 // ----------------------------------------------------------------- cases --
 
+// One save through AtomicWriter against the two floors, side by side: the
+// named floor (floor_us) and the unnamed one (unnamed_us); at 16 MiB a
+// dd-style write besides.
 template <class Policy, bool Sync>
 void bm_write(benchmark::State& st, const std::string* base, const char* label) {
   const auto bytes = static_cast<std::size_t>(st.range(0));
   const std::string data = payload(bytes);
   const std::string dir = case_dir(*base, label, bytes);
   const std::filesystem::path lib_path = dir + "/library.dat";  // built before timing
-  const std::string floor_target = "floor.dat";
   const std::string raw_path = dir + "/dd.dat";
   as::AtomicWriter<Policy> writer;
   std::vector<Side> sides = {
       {"library_us", [&] { return writer.write(lib_path, data).ok(); }},
-      {"floor_us", [&] { return floor_replace<Sync>(dir.c_str(), floor_target.c_str(), data); }},
+      {"floor_us", [&] { return floor_named<Sync>(dir, "floor.dat", data); }},
+      {"unnamed_us", [&] { return floor_unnamed<Sync>(dir, "unnamed.dat", data); }},
   };
   if (bytes >= (1u << 20))
     sides.push_back({"dd_us", [&] { return raw_write<Sync>(raw_path.c_str(), data); }});
@@ -265,6 +365,10 @@ void bm_write(benchmark::State& st, const std::string* base, const char* label) 
 // Which part of a state cycle a benchmark times.
 enum class Cycle { whole, load, save };
 
+// A StateManager's state cycle, or one half of it, against its floor:
+// reading the file by hand, boost::json::parse, a timestamp comparison,
+// boost::json::serialize and the named floor's save. The save half also
+// has the unnamed floor's save beside it (unnamed_us).
 template <class Policy, bool Sync, Cycle Part>
 void bm_state(benchmark::State& st, const std::string* base, const char* label) {
   const std::string dir = case_dir(*base, label, 0);
@@ -282,7 +386,7 @@ void bm_state(benchmark::State& st, const std::string* base, const char* label) 
   std::string lib_text(4096, '\0');
   std::size_t lib_size = 0;
   if (!read_small_file(manager.state_file().c_str(), lib_text.data(), lib_text.size(), lib_size) ||
-      !floor_replace<false>(dir.c_str(), "floor.json", lib_text.substr(0, lib_size))) {
+      !floor_named<false>(dir, "floor.json", lib_text.substr(0, lib_size))) {
     st.SkipWithError("baseline file");
     return;
   }
@@ -309,7 +413,11 @@ void bm_state(benchmark::State& st, const std::string* base, const char* label) 
   };
   const auto floor_save = [&](const boost::json::value& jv) {
     const std::string text = boost::json::serialize(jv);
-    return floor_replace<Sync>(dir.c_str(), "floor.json", text);
+    return floor_named<Sync>(dir, "floor.json", text);
+  };
+  const auto unnamed_save = [&](const boost::json::value& jv) {
+    const std::string text = boost::json::serialize(jv);
+    return floor_unnamed<Sync>(dir, "unnamed.json", text);
   };
 
   std::vector<Side> sides;
@@ -325,7 +433,9 @@ void bm_state(benchmark::State& st, const std::string* base, const char* label) 
                                               return floor_load(jv);
                                             }}};
   else
-    sides = {{"library_us", library_save}, {"floor_us", [&] { return floor_save(parsed); }}};
+    sides = {{"library_us", library_save},
+             {"floor_us", [&] { return floor_save(parsed); }},
+             {"unnamed_us", [&] { return unnamed_save(parsed); }}};
   run_sides(st, sides, 0);
 }
 
@@ -393,13 +503,14 @@ struct RunFiles {
   }
 };
 
-// The hand-written batch: every temp file created (O_EXCL), written and
-// given its mode; writeback started for all of them (sync_file_range), then
-// each fsynced and closed; each file but the last renamed in order, the
-// directory fsynced, the last renamed, the directory fsynced again. No
-// lock, no look at the targets.
-bool floor_batch(const char* dir, const RunFiles& files) {
-  constexpr std::size_t n = RunFiles::count;
+// The hand-written batch of n files: every temp file created (O_EXCL),
+// written and given its mode; writeback started for all of them
+// (sync_file_range), then each fsynced and closed; each file but the last
+// renamed in order, the directory fsynced, the last renamed, the directory
+// fsynced again. No lock, no look at the targets.
+template <std::size_t n>
+bool floor_batch(const char* dir, const char* const (&names)[n],
+                 const std::string_view (&data)[n]) {
   const int dfd = ::open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0) return false;
   char temps[n][12];
@@ -410,8 +521,7 @@ bool floor_batch(const char* dir, const RunFiles& files) {
     next_floor_name(temps[opened]);
     fds[opened] =
         ::openat(dfd, temps[opened], O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-    ok = fds[opened] >= 0 &&
-         write_all(fds[opened], files.data[opened].data(), files.data[opened].size()) &&
+    ok = fds[opened] >= 0 && write_all(fds[opened], data[opened].data(), data[opened].size()) &&
          ::fchmod(fds[opened], 0644) == 0;
   }
   for (std::size_t i = 0; i < n && ok; ++i)
@@ -419,12 +529,17 @@ bool floor_batch(const char* dir, const RunFiles& files) {
   for (std::size_t i = 0; i < n && ok; ++i) ok = ::fsync(fds[i]) == 0;
   for (std::size_t i = 0; i < opened; ++i)
     if (fds[i] >= 0) ok = ::close(fds[i]) == 0 && ok;
-  for (std::size_t i = 0; i + 1 < n && ok; ++i)
-    ok = ::renameat(dfd, temps[i], dfd, files.names[i]) == 0;
-  ok = ok && ::fsync(dfd) == 0 && ::renameat(dfd, temps[n - 1], dfd, files.names[n - 1]) == 0 &&
+  for (std::size_t i = 0; i + 1 < n && ok; ++i) ok = ::renameat(dfd, temps[i], dfd, names[i]) == 0;
+  ok = ok && ::fsync(dfd) == 0 && ::renameat(dfd, temps[n - 1], dfd, names[n - 1]) == 0 &&
        ::fsync(dfd) == 0;
   ::close(dfd);
   return ok;
+}
+
+bool floor_batch(const char* dir, const RunFiles& files) {
+  const std::string_view data[RunFiles::count] = {files.data[0], files.data[1], files.data[2],
+                                                  files.data[3]};
+  return floor_batch(dir, files.names, data);
 }
 
 // A collector's four files under FullSync: a Batch (paths, as a collector
@@ -459,6 +574,52 @@ void bm_batch(benchmark::State& st, const std::string* base, const char* label) 
       {"floor_us", [&] { return floor_batch(floor_dir.c_str(), files); }},
   };
   run_sides(st, sides, files.bytes());
+}
+
+// A collector's run saved with StateManager::save_state(state, batch): its
+// three outputs (1 KiB, 16 KiB, 256 KiB) added to a reused Batch by path,
+// then the state (about 260 bytes) saved as the batch's last file and the
+// batch committed, under FullSync; against the batch floor of the same
+// three outputs and the state, serialized with boost::json::serialize.
+// Each side has a directory of its own.
+void bm_state_batch(benchmark::State& st, const std::string* base, const char* label) {
+  const RunFiles files;
+  const std::string lib_dir = case_dir(*base, label, 0);
+  const std::string floor_dir = case_dir(*base, label, 1);
+  using Manager = as::StateManager<as::NullSink, as::State, as::FullSync>;
+  Manager manager(lib_dir);  // once: its first load_state sweeps temp files
+  const std::int64_t ts = 1700000000;
+  const as::State state =
+      as::update_state("Switchboard", ts, 42, 1234567890.125, {1699990000, 1699995000, ts});
+  std::string lib_text(4096, '\0');
+  std::size_t lib_size = 0;
+  if (!manager.save_state(state) || !manager.load_state() ||
+      !read_small_file(manager.state_file().c_str(), lib_text.data(), lib_text.size(), lib_size)) {
+    st.SkipWithError("first save and load");
+    return;
+  }
+  const boost::json::value parsed = boost::json::parse(lib_text.substr(0, lib_size));
+  constexpr std::size_t outputs = RunFiles::count - 1;
+  std::vector<std::filesystem::path> lib_paths;
+  for (std::size_t i = 0; i < outputs; ++i) lib_paths.push_back(lib_dir + "/" + files.names[i]);
+  as::Batch<as::FullSync> batch;
+  batch.reserve(RunFiles::count);
+  std::vector<Side> sides = {
+      {"library_us",
+       [&] {
+         for (std::size_t i = 0; i < outputs; ++i)
+           if (!batch.add(lib_paths[i], files.data[i])) return false;
+         return manager.save_state(state, batch).ok();
+       }},
+      {"floor_us",
+       [&] {
+         const std::string text = boost::json::serialize(parsed);
+         const std::string_view data[RunFiles::count] = {files.data[0], files.data[1],
+                                                         files.data[2], text};
+         return floor_batch(floor_dir.c_str(), files.names, data);
+       }},
+  };
+  run_sides(st, sides, files.bytes() - files.data[outputs].size() + lib_size);
 }
 
 // What the sweep of a batch's directories costs a run: a new Batch per
@@ -533,40 +694,11 @@ void bm_snapshot_vs_batch(benchmark::State& st, const std::string* base, const c
   run_sides(st, sides, files.bytes());
 }
 
-// The floor of a save into a directory without a descriptor kept: a temp
-// file by path with O_EXCL, write, fchmod, close, rename. No directory
-// descriptor, no lock, no look at the target.
-bool floor_save_by_path(const std::string& dir, const char* target, std::string_view data) {
-  char temp[12];
-  next_floor_name(temp);
-  const std::string temp_path = dir + "/" + temp;
-  const std::string target_path = dir + "/" + target;
-  const int fd =
-      ::open(temp_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) return false;
-  bool ok = write_all(fd, data.data(), data.size()) && ::fchmod(fd, 0644) == 0;
-  ok = ::close(fd) == 0 && ok;
-  return ok && ::rename(temp_path.c_str(), target_path.c_str()) == 0;
-}
-
-// The floor of a durable save into a directory whose descriptor is kept:
-// openat with O_EXCL, write, fchmod, fsync, close, renameat, fsync of the
-// directory.
-bool floor_save_in(int dfd, const char* target, std::string_view data) {
-  char temp[12];
-  next_floor_name(temp);
-  const int fd = ::openat(dfd, temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) return false;
-  bool ok = write_all(fd, data.data(), data.size()) && ::fchmod(fd, 0644) == 0 && ::fsync(fd) == 0;
-  ok = ::close(fd) == 0 && ok;
-  return ok && ::renameat(dfd, temp, dfd, target) == 0 && ::fsync(dfd) == 0;
-}
-
 // Repeated saves of one file through an AtomicDirectory (opened once,
-// before timing) against the floor: under NoSync the save by path above,
-// under FullSync the save with a kept descriptor and both fsyncs. A third
-// side, AtomicWriter (the directory opened, locked and closed per save),
-// shows what the handle saves.
+// before timing) against the named floor: under NoSync floor_save_by_path
+// (5 calls, no directory descriptor), under FullSync floor_save_in (with a
+// kept descriptor, both fsyncs). A third side, AtomicWriter (the directory
+// opened, locked and closed per save), shows what the handle saves.
 template <class Policy, bool Sync>
 void bm_dir_save(benchmark::State& st, const std::string* base, const char* label) {
   const auto bytes = static_cast<std::size_t>(st.range(0));
@@ -708,6 +840,12 @@ int main(int argc, char** argv) {
                                tmpfs, "save-none")
       ->UseManualTime()
       ->Unit(benchmark::kMicrosecond);
+  // A save_state on its own, durable, against the floors of a FullSync save.
+  benchmark::RegisterBenchmark("state_save/FullSync/disk",
+                               bm_state<as::FullSync, true, Cycle::save>, disk, "save-full")
+      ->UseManualTime()
+      ->Unit(benchmark::kMicrosecond)
+      ->MinTime(disk_min_time);
   benchmark::RegisterBenchmark("keep_previous/FullSync/disk", bm_keep_previous<as::FullSync>, disk,
                                "keep-full")
       ->UseManualTime()
@@ -722,6 +860,12 @@ int main(int argc, char** argv) {
       ->Unit(benchmark::kMicrosecond);
   // A collector's four files as one batch, and the slot for a snapshot of them.
   benchmark::RegisterBenchmark("batch/FullSync/disk", bm_batch, disk, "batch-full")
+      ->UseManualTime()
+      ->Unit(benchmark::kMicrosecond)
+      ->MinTime(disk_min_time);
+  // A run's outputs and its state in one batch through save_state(state, batch).
+  benchmark::RegisterBenchmark("state_batch/FullSync/disk", bm_state_batch, disk,
+                               "state-batch-full")
       ->UseManualTime()
       ->Unit(benchmark::kMicrosecond)
       ->MinTime(disk_min_time);
