@@ -2,8 +2,9 @@
 // BatchCall rows of support/protocol.hpp: each file synced once and each
 // directory at most twice, a directory shared by the last file synced
 // before and after it, DataSync and NoSync, handles that open and lock
-// nothing per file, AtomicDirectory::write's calls. Each of those calls
-// failed in turn is test_batch_faults.cpp's.
+// nothing per file, AtomicDirectory::write's calls; and the calls of each
+// kind of save (writer, handle, manager, batch) counted. Each of those
+// calls failed in turn is test_batch_faults.cpp's.
 #include <cstddef>
 #include <cstdio>
 #include <string>
@@ -170,4 +171,87 @@ TEST_CASE("AtomicDirectory::write makes only the calls a save must, no open or l
   for (std::size_t k = start; k < nfs.calls.size(); ++k) ops.push_back(nfs.calls[k].op);
   CHECK(ops == protocol::ops(protocol::calls_of(protocol::directory_write(Sync::none))));
   CHECK(ops.size() == 6);
+}
+
+namespace {
+
+/// One kind of save, and the calls it makes through the Fs, counted: with
+/// an unnamed temp file, and with a named one (the filesystem refused an
+/// unnamed file: that refusal is one call more).
+struct Counted {
+  const char* what;
+  int (*save)(test::FaultFs& fs, const test::fs::path& dir);
+  int unnamed, named;
+};
+
+template <class Policy>
+int count_write(test::FaultFs& fs, const test::fs::path& dir) {
+  test::write_plain(dir / "f", "old");
+  REQUIRE(AtomicWriter<Policy, test::FaultFs&>(fs).write(dir / "f", "data").ok());
+  return static_cast<int>(fs.calls.size());
+}
+
+int count_directory_write(test::FaultFs& fs, const test::fs::path& dir) {
+  test::write_plain(dir / "f", "old");
+  auto handle = AtomicDirectory<NoSync, test::FaultFs&>::open(dir.string(), fs);
+  REQUIRE(handle.has_value());
+  const std::size_t before = fs.calls.size();
+  REQUIRE(handle->write("f", "data").ok());
+  return static_cast<int>(fs.calls.size() - before);
+}
+
+int count_state_save(test::FaultFs& fs, const test::fs::path& dir) {
+  test::write_plain(dir / "state.json", "{}");
+  as::StateManager<NullSink, State, FullSync, test::FaultFs&> manager(dir, NullSink{}, fs);
+  REQUIRE(manager.save_state(State{}).ok());
+  return static_cast<int>(fs.calls.size());
+}
+
+int count_batch(test::FaultFs& fs, const test::fs::path& dir) {
+  Batch<FullSync, test::FaultFs&> batch(fs);
+  for (const char* name : {"1", "2", "3", "state"}) {
+    test::write_plain(dir / name, "old");
+    REQUIRE(batch.add(dir / name, "new").ok());
+  }
+  REQUIRE(batch.commit().ok());
+  return static_cast<int>(fs.calls.size());
+}
+
+}  // namespace
+
+TEST_CASE("the calls each kind of save makes are counted", "[batch-trace]") {
+  // Unnamed, a save over a file: open the directory, look at the target,
+  // create, write, fchmod, [fsync], lock, link, rename, close, [fsync the
+  // directory], close it. Named: open_unnamed refused, then create, lock,
+  // check the link count, write, fchmod, [fsync], dup, close, rename,
+  // [fsync the directory], close the dup and the directory.
+  const Counted rows[] = {
+      {"AtomicWriter<FullSync>::write over a file", count_write<FullSync>, 12, 15},
+      {"AtomicWriter<NoSync>::write over a file", count_write<NoSync>, 10, 13},
+      // Named under the handle's claim either way: look, create, write,
+      // fchmod, close, rename.
+      {"AtomicDirectory<NoSync>::write over a file", count_directory_write, 6, 6},
+      // The save as AtomicWriter<FullSync>'s, the state file there.
+      {"StateManager<FullSync>::save_state over a state file", count_state_save, 12, 15},
+      // Four files in one directory: per file open the directory, look,
+      // create, learn the directory (fstat), write, fchmod, start the
+      // writeback, fsync, lock, link, rename, close (unnamed: 12 each; named:
+      // 16 with the refusal, the lock, the check, the dup and its close);
+      // two directory syncs, one listing for the sweep, a directory close
+      // per file.
+      {"Batch<FullSync> of 4 files in one directory", count_batch, 4 * 12 + 2 + 1 + 4,
+       4 * 15 + 2 + 1 + 4},
+  };
+  const bool unnamed = protocol::unnamed_temp_files();
+  for (const Counted& row : rows)
+    for (const bool named : {false, true}) {
+      if (!named && !unnamed) continue;
+      CAPTURE(row.what, named);
+      TempDir dir;
+      test::FaultFs fs;
+      if (named) fs.faults = {test::no_unnamed_files()};
+      const int calls = row.save(fs, dir.path());
+      CHECK(calls == (named ? row.named : row.unnamed));
+      std::printf("[trace] %-55s %-7s %2d calls\n", row.what, named ? "named" : "unnamed", calls);
+    }
 }
