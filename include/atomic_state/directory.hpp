@@ -27,6 +27,10 @@ enum class MissingDirectory : unsigned char {
 /// so that a sweep of stale temp files leaves them alone without a lock
 /// per save. A save then makes only the calls a save must: a look at the
 /// target, create, write, fchmod, the syncs the policy asks, close, rename.
+/// Its temp files are named (".tmp-XXXXXX.N") even where AtomicWriter's are
+/// unnamed: naming an unnamed file costs a link, a fifth of a small save on
+/// tmpfs, and the claim already spares the lock; a kill leaves at most the
+/// one it interrupted, for the next open's sweep.
 ///
 /// The handle keeps the directory it opened, even when the path comes to
 /// name another (the directory renamed, removed and made again, a volume
@@ -126,7 +130,9 @@ class AtomicDirectory {
 /// outlive the call); commit() makes them all durable together and puts
 /// them in place in the order they were added:
 ///   1. each temp file's mode set, writeback started for all of them (where
-///      the Fs has start_writeback), then each synced and closed;
+///      the Fs has start_writeback), then each synced, and each named (an
+///      unnamed one: locked and linked, closed after its rename) or closed
+///      (a named one);
 ///   2. each file but the last renamed over its target, in order;
 ///   3. each directory that gained a file synced, once: a directory is the
 ///      one each file's directory was opened as (its device and inode, or

@@ -392,8 +392,9 @@ class AtomicWriter {
 
   /// Removes the temp files that saves killed mid-way left in `dir`: regular
   /// files named `.tmp-` and six letters or digits that no live save holds
-  /// (each save holds a lock on its own temp file, which the kernel drops
-  /// when the process dies), and that belong to the user it runs as. One
+  /// (each save holds a lock on its own temp file while it has a name,
+  /// which the kernel drops when the process dies), and that belong to the
+  /// user it runs as. One
   /// pass (allocating nothing); never waits for anything; entries that are
   /// not regular files, and another user's, are left and counted. A missing
   /// directory has nothing to remove. Needs the reading calls of the Fs as
