@@ -7,7 +7,11 @@
 //                                    plain child, half a child that holds
 //                                    the run lock and keeps the previous
 //                                    state (StateOptions::keep_previous);
-//                                    first, a run lock held by a child
+//                                    first, a run lock held by a child. Where
+//                                    DIR makes unnamed files, the plain half
+//                                    is shared with a plain child saving
+//                                    through named temp files
+//                                    (test::NamedTempFs), to compare
 //   process-tests kill-tmpfs [KILLS] the same on a tmpfs of its own
 //   process-tests batch-kill DIR [KILLS]   SIGKILL a child committing batches
 //                                    (default 300), a reader process watching
@@ -18,17 +22,25 @@
 // Each kill waits until the child has shown progress (it is ready to save;
 // one kill in four, it finished a save), then a random time within one save
 // at the pace measured so far (test::KillPace): the kills land inside saves
-// on a slow machine as on a fast one. What only says the test did its work (kills
-// inside saves, saves completed between kills) is retried with more kills,
-// then reported, never failed; what the library promises always fails.
+// on a slow machine as on a fast one. The child also marks, in memory it
+// shares with the test, the version each save is about to write and the one
+// it wrote last (Progress): so the test knows where each kill landed (inside
+// a save, before or after its rename) whatever temp files the save makes; an
+// unnamed temp file leaves a name only between its naming and its rename,
+// and a kill seldom lands there. What only says the test did its work (kills
+// inside saves, on both sides of the rename, saves completed between kills)
+// is retried with more kills, then reported, never failed; what the library
+// promises always fails.
 //
 // After every kill the state must load, and be one of the versions the child
-// wrote, no older than the one before; the next manager's first load must
-// have swept the kill's temp file. With keep_previous, the run lock the
-// child held must be free at once, and state.json.prev must hold the
-// version before the state's or the state's own. Every read during the
-// concurrent saves, and the final file, must be one complete version.
+// wrote, no older than the one before: the last one a save returned, or the
+// one the kill interrupted; the next manager's first load must have swept
+// the kill's temp file. With keep_previous, the run lock the child held must
+// be free at once, and state.json.prev must hold the version before the
+// state's or the state's own. Every read during the concurrent saves, and
+// the final file, must be one complete version.
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
@@ -42,6 +54,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 #include <string>
 #include <thread>
 #include <vector>
@@ -50,6 +63,7 @@
 #include "support/capture_sink.hpp"
 #include "support/checks.hpp"
 #include "support/child.hpp"
+#include "support/fault_fs.hpp"
 #include "support/files.hpp"
 #include "support/mounts.hpp"
 
@@ -113,6 +127,59 @@ bool names_holder(const std::string& message, pid_t pid) {
           !std::isdigit(static_cast<unsigned char>(message[at + holder.size()])));
 }
 
+// Where a child's work stood when it was killed, whatever files the work
+// makes: the child marks the version (or generation) each save is about to
+// write, and the one it wrote last, in memory it shares with the test, which
+// reads them once the child is dead. 32 bits, less a base (the versions
+// stay within 2^31 of it): lock-free, so never torn by the kill, on every
+// target.
+class Progress {
+ public:
+  explicit Progress(std::int64_t base) : base_(base) {
+    void* at =
+        ::mmap(nullptr, sizeof(Marks), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (at == MAP_FAILED) test::skip(std::string("cannot share memory: ") + std::strerror(errno));
+    marks_ = new (at) Marks;
+  }
+  ~Progress() { ::munmap(marks_, sizeof(Marks)); }
+  Progress(const Progress&) = delete;
+  Progress& operator=(const Progress&) = delete;
+
+  /// Before each child: nothing begun, nothing done.
+  void reset() {
+    marks_->begun = 0;
+    marks_->done = 0;
+  }
+  // In the child, around each save of `n`.
+  void begin(std::int64_t n) { marks_->begun = mark(n); }
+  void end(std::int64_t n) { marks_->done = mark(n); }
+
+  // In the test, once the child is dead: the last save begun and the last
+  // one that returned, 0 for none.
+  std::int64_t begun() const { return value(marks_->begun); }
+  std::int64_t done() const { return value(marks_->done); }
+  /// The kill came inside a save: after it began, before it returned.
+  bool inside() const { return begun() != done(); }
+  /// What the state may hold after the kill, `before` what it held before
+  /// the child: what the last save that returned wrote, or what the save
+  /// the kill interrupted was writing. A kill never undoes a save that
+  /// returned, and never leaves anything else.
+  bool allows(std::int64_t found, std::int64_t before) const {
+    return found == (done() != 0 ? done() : before) || (inside() && found == begun());
+  }
+
+ private:
+  struct Marks {
+    std::atomic<std::int32_t> begun{0}, done{0};
+  };
+  static_assert(std::atomic<std::int32_t>::is_always_lock_free);
+  std::int32_t mark(std::int64_t n) const { return static_cast<std::int32_t>(n - base_ + 1); }
+  std::int64_t value(std::int32_t m) const { return m == 0 ? 0 : base_ + m - 1; }
+
+  std::int64_t base_;
+  Marks* marks_ = nullptr;
+};
+
 // Waits for the child's progress, then a random time: the kill lands. The
 // child's wait status; -1, with the child's status printed, when the child
 // ended before the kill (a save failed: it exits 4).
@@ -127,33 +194,52 @@ int kill_when_busy(test::Child& child, test::KillPace& pace, int k) {
   return child.kill();
 }
 
-// SIGKILL a child that saves versions first, first+1, ... in a loop, `kills`
-// times, and more (up to as many again) until a tenth of them landed inside
-// a save.
-void kill_loop(const test::fs::path& dir, int kills) {
-  test::KillPace pace(20261126u);
+// What a kill loop counts for a comparison: its kills, and the kills that
+// left a temp name.
+struct TempsLeft {
+  int kills = 0;
+  int left = 0;
+};
+
+// SIGKILL a child that saves versions first, first+1, ... in a loop through
+// Fs, `kills` times, and more (up to as many again) until they landed inside
+// saves (a tenth of them), some after the save's rename and some before,
+// with saves completed between them.
+template <class Fs>
+TempsLeft kill_loop(const test::fs::path& dir, int kills, std::uint32_t seed) {
+  using FsManager = as::StateManager<test::CaptureSink&, as::State, as::FullSync, Fs>;
+  constexpr std::int64_t kBase = 1700000000;
+  test::KillPace pace(seed);
+  Progress progress(kBase);
   std::int64_t last_seen = 0;
-  int killed = 0, loads_ok = 0, versions_ok = 0, monotonic = 0, swept_ok = 0, temps_left = 0,
-      mid_save = 0, corrupt = 0, first_runs = 0;
+  int killed = 0, loads_ok = 0, versions_ok = 0, monotonic = 0, as_marked = 0, swept_ok = 0,
+      temps_left = 0, left_temp = 0, inside = 0, renamed = 0, corrupt = 0, first_runs = 0;
+  const auto lively = [&] {
+    return inside * 10 > kills && renamed > 0 && inside > renamed && last_seen > 0;
+  };
   int k = 0;
-  for (; k < kills || (mid_save * 10 <= kills && k < 2 * kills); ++k) {
-    const std::int64_t first = 1700000000 + static_cast<std::int64_t>(k) * 100000;
+  for (; k < kills || (!lively() && k < 2 * kills); ++k) {
+    const std::int64_t first = kBase + static_cast<std::int64_t>(k) * 100000;
+    progress.reset();
     test::Child child;
     const pid_t pid = child.fork();
     if (pid < 0) skip(std::string("cannot fork: ") + std::strerror(errno));
     if (pid == 0) {
       test::CaptureSink quiet;
-      Manager manager(dir, quiet);
+      FsManager manager(dir, quiet, Fs{});
       child.send(test::now_ns());
       for (std::int64_t n = first;; ++n) {
+        progress.begin(n);
         if (!manager.save_state(version(n)).ok()) std::_Exit(4);
+        progress.end(n);
         child.send(test::now_ns());
       }
     }
     killed += test::exit_code(kill_when_busy(child, pace, k)) == 128 + SIGKILL;
 
     const std::size_t temps = test::temp_files_in(dir).size();
-    mid_save += temps > 0;
+    left_temp += temps > 0;
+    inside += progress.inside();
     test::CaptureSink log;
     Manager manager(dir, log);
     auto loaded = manager.load_state();
@@ -166,25 +252,40 @@ void kill_loop(const test::fs::path& dir, int kills) {
     monotonic += loaded->last_updated >= last_seen;
     first_runs += loaded->last_updated == 0;
     corrupt += !log.with("state file corrupted, treating as first run").empty();
+    if (progress.allows(loaded->last_updated, last_seen))
+      ++as_marked;
+    else
+      std::printf("  kill %d: state %lld; the last save returned %lld, the save begun %lld\n", k,
+                  static_cast<long long>(loaded->last_updated),
+                  static_cast<long long>(progress.done()),
+                  static_cast<long long>(progress.begun()));
+    renamed += progress.inside() && loaded->last_updated == progress.begun();
     if (loaded->last_updated != 0) last_seen = loaded->last_updated;
     const std::size_t left = test::temp_files_in(dir).size();
     temps_left += static_cast<int>(left);
     swept_ok += left == 0;
   }
   std::printf(
-      "  %d kills, %d of them mid-save (a temp file was left), %d before any save had "
-      "completed; a save took %.0f us on average\n",
-      k, mid_save, first_runs, pace.unit_ns() / 1000);
+      "  %d kills, %d of them inside a save (after it began, before it returned), %d of those "
+      "after its rename; %d left a temp name; %d before any save had completed; a save took "
+      "%.0f us on average\n",
+      k, inside, renamed, left_temp, first_runs, pace.unit_ns() / 1000);
   check(killed == k, "every child was still saving when it was killed");
   check(loads_ok == k, "after every kill the state loads");
   check(versions_ok == k, "after every kill the state is one complete version written");
   check(monotonic == k, "no kill ever brings back an older version");
+  check(as_marked == k,
+        "after every kill the state is what the last save that returned wrote, or what the "
+        "save the kill interrupted was writing");
   check(corrupt == 0, "no kill ever leaves a corrupt state file");
   check(swept_ok == k && temps_left == 0,
         "the next manager's first load removes the temp file a kill left");
-  test::lively(mid_save * 10 > kills,
+  test::lively(inside * 10 > kills,
                "the kills landed inside saves (at least a tenth of " + std::to_string(kills) + ")");
+  test::lively(renamed > 0 && inside > renamed,
+               "the kills found the save they interrupted renamed, and not yet renamed");
   test::lively(last_seen > 0, "saves completed between kills");
+  return {k, left_temp};
 }
 
 // SIGKILL `kills` times a child that takes the run lock, loads, and saves
@@ -197,16 +298,20 @@ void kill_loop(const test::fs::path& dir, int kills) {
 void kill_loop_keeping_previous(const test::fs::path& dir, int kills) {
   test::KillPace pace(20261127u);
   constexpr std::int64_t kFirst = 1700000000;
+  Progress progress(kFirst);
   std::int64_t last_seen = 0;
   int held_before = 0, killed = 0, free_after = 0, loads_ok = 0, versions_ok = 0, monotonic = 0,
-      corrupt = 0, first_runs = 0, mid_save = 0, links_left = 0, swept_ok = 0, prev_whole = 0,
-      prev_exact = 0, prev_before = 0, prev_same = 0, prev_missing = 0, prev_vanished = 0;
+      as_marked = 0, corrupt = 0, first_runs = 0, inside = 0, renamed = 0, mid_save = 0,
+      links_left = 0, swept_ok = 0, prev_whole = 0, prev_exact = 0, prev_before = 0, prev_same = 0,
+      prev_missing = 0, prev_vanished = 0;
   bool prev_existed = false;
   const auto lively = [&] {
-    return mid_save * 10 > kills && prev_before > 0 && prev_same > 0 && last_seen > kFirst;
+    return inside * 10 > kills && renamed > 0 && inside > renamed && prev_before > 0 &&
+           prev_same > 0 && last_seen > kFirst;
   };
   int k = 0;
   for (; k < kills || (!lively() && k < 2 * kills); ++k) {
+    progress.reset();
     test::Child child;
     const pid_t pid = child.fork();
     if (pid < 0) skip(std::string("cannot fork: ") + std::strerror(errno));
@@ -219,7 +324,9 @@ void kill_loop_keeping_previous(const test::fs::path& dir, int kills) {
       if (!loaded) std::_Exit(4);
       child.send(test::now_ns());
       for (std::int64_t n = loaded->last_updated == 0 ? kFirst : loaded->last_updated + 1;; ++n) {
+        progress.begin(n);
         if (!manager.save_state(version(n)).ok()) std::_Exit(5);
+        progress.end(n);
         child.send(test::now_ns());
       }
     }
@@ -242,6 +349,7 @@ void kill_loop_keeping_previous(const test::fs::path& dir, int kills) {
     // the kill came between the link and its rename over .prev.
     const std::vector<std::string> temps = test::temp_files_in(dir);
     mid_save += !temps.empty();
+    inside += progress.inside();
     for (const std::string& name : temps) {
       struct stat st {};
       links_left += ::lstat((dir / name).c_str(), &st) == 0 && st.st_nlink > 1;
@@ -261,6 +369,14 @@ void kill_loop_keeping_previous(const test::fs::path& dir, int kills) {
     monotonic += loaded->last_updated >= last_seen;
     first_runs += loaded->last_updated == 0;
     corrupt += !log.with("state file corrupted").empty();
+    if (progress.allows(loaded->last_updated, last_seen))
+      ++as_marked;
+    else
+      std::printf("  kill %d: state %lld; the last save returned %lld, the save begun %lld\n", k,
+                  static_cast<long long>(loaded->last_updated),
+                  static_cast<long long>(progress.done()),
+                  static_cast<long long>(progress.begun()));
+    renamed += progress.inside() && loaded->last_updated == progress.begun();
     if (loaded->last_updated != 0) last_seen = loaded->last_updated;
     swept_ok += test::temp_files_in(dir).empty();
 
@@ -287,12 +403,13 @@ void kill_loop_keeping_previous(const test::fs::path& dir, int kills) {
   }
   const int with_prev = k - prev_missing;
   std::printf(
-      "  %d kills of a child holding the run lock with keep_previous, %d of them mid-save (a "
-      "temp file was left), %d between the link and its rename (a temp link was left), %d "
+      "  %d kills of a child holding the run lock with keep_previous, %d of them inside a save "
+      "(after it began, before it returned), %d of those after the state's rename; %d left a "
+      "temp name, %d of them a temp link (between the link and its rename over .prev); %d "
       "before any save had completed; .prev the version before the state's %d times, the "
       "state's own %d times (the kill between the two renames), missing %d times; a save took "
       "%.0f us on average\n",
-      k, mid_save, links_left, first_runs, prev_before, prev_same, prev_missing,
+      k, inside, renamed, mid_save, links_left, first_runs, prev_before, prev_same, prev_missing,
       pace.unit_ns() / 1000);
   check(killed == k, "every child took the lock, loaded, and was killed saving");
   check(held_before == k,
@@ -302,6 +419,9 @@ void kill_loop_keeping_previous(const test::fs::path& dir, int kills) {
   check(loads_ok == k, "after every kill the state loads");
   check(versions_ok == k, "after every kill the state is one complete version written");
   check(monotonic == k, "no kill ever brings back an older version");
+  check(as_marked == k,
+        "after every kill the state is what the last save that returned wrote, or what the "
+        "save the kill interrupted was writing");
   check(corrupt == 0, "no kill ever leaves a corrupt state file");
   check(swept_ok == k,
         "the next manager's first load removes the temp files and temp links a kill left");
@@ -312,8 +432,10 @@ void kill_loop_keeping_previous(const test::fs::path& dir, int kills) {
   check(prev_vanished == 0, "state.json.prev is missing only before a state was replaced");
   test::lively(prev_before > 0 && prev_same > 0,
                "the kills found .prev both one version behind and equal to the state");
-  test::lively(mid_save * 10 > kills,
+  test::lively(inside * 10 > kills,
                "the kills landed inside saves (at least a tenth of " + std::to_string(kills) + ")");
+  test::lively(renamed > 0 && inside > renamed,
+               "the kills found the save they interrupted renamed, and not yet renamed");
   test::lively(last_seen > kFirst, "saves completed between kills");
 }
 
@@ -352,16 +474,49 @@ void lock_held_by_another_process(const test::fs::path& dir) {
   check(taken.has_value() && taken->owns_lock(), "once the child is SIGKILLed, the parent has it");
 }
 
+// Whether a save in `dir` makes its temp file unnamed: whether the
+// filesystem gives PosixFs::open_unnamed a file there.
+bool makes_unnamed_files(const test::fs::path& dir) {
+  as::PosixFs fs;
+  const int dir_fd = fs.open_directory(dir.c_str());
+  if (dir_fd < 0) return false;
+  const int fd = fs.open_unnamed(dir_fd, 0600);
+  if (fd >= 0) (void)fs.close(fd);
+  (void)fs.close(dir_fd);
+  return fd >= 0;
+}
+
 // The lock held by a child, then the kills: half of them of a plain saving
 // child, half of one holding the run lock with keep_previous, each in a
-// directory of its own.
+// directory of its own. Where the directory makes unnamed files, the plain
+// child's half is shared with a plain child saving through named temp
+// files, as on a filesystem without unnamed files: an unnamed temp file
+// has a name only between its naming and its rename, at the commit, so it
+// must leave a temp name after fewer kills.
 void kill_tests(const test::fs::path& dir, int kills) {
-  for (const char* sub : {"lock", "plain", "keep-previous"})
+  for (const char* sub : {"lock", "plain", "plain-named", "keep-previous"})
     test::fs::create_directories(dir / sub);
   std::printf("run lock held by another process:\n");
   lock_held_by_another_process(dir / "lock");
-  std::printf("plain saves:\n");
-  kill_loop(dir / "plain", kills - kills / 2);
+  const int plain = kills - kills / 2;
+  if (makes_unnamed_files(dir)) {
+    std::printf("plain saves, unnamed temp files (named at the commit, then renamed):\n");
+    const TempsLeft unnamed = kill_loop<as::PosixFs>(dir / "plain", plain - plain / 2, 20261126u);
+    std::printf("plain saves, named temp files (test::NamedTempFs, no unnamed files):\n");
+    const TempsLeft named = kill_loop<test::NamedTempFs>(dir / "plain-named", plain / 2, 20261129u);
+    std::printf(
+        "  a temp name left by %d of %d kills with unnamed temp files, by %d of %d with "
+        "named ones\n",
+        unnamed.left, unnamed.kills, named.left, named.kills);
+    check(unnamed.left * named.kills < named.left * unnamed.kills,
+          "unnamed temp files left a temp name after fewer kills than named ones");
+  } else {
+    std::printf("plain saves (no unnamed files here: named temp files):\n");
+    kill_loop<as::PosixFs>(dir / "plain", plain, 20261126u);
+    std::printf(
+        "  no comparison of unnamed and named temp files: this filesystem makes no "
+        "unnamed files\n");
+  }
   std::printf("saves with keep_previous, under the run lock:\n");
   kill_loop_keeping_previous(dir / "keep-previous", kills / 2);
 }
@@ -526,12 +681,14 @@ void batch_kill_loop(const test::fs::path& dir, int kills) {
   }
 
   test::KillPace pace(20261128u);
-  int killed = 0, consistent = 0, whole = 0, swept = 0, mid_commit = 0;
-  std::int64_t last_state = 0;
+  Progress progress(0);
+  int killed = 0, consistent = 0, whole = 0, as_marked = 0, swept = 0, inside = 0, mid_commit = 0;
+  std::int64_t last_state = 0, last_outputs[3] = {0, 0, 0};
   int monotonic = 0;
   int k = 0;
-  for (; k < kills || ((mid_commit * 10 <= kills || last_state == 0) && k < 2 * kills); ++k) {
+  for (; k < kills || ((inside * 10 <= kills || last_state == 0) && k < 2 * kills); ++k) {
     const std::int64_t first = static_cast<std::int64_t>(k + 1) * 1000000;
+    progress.reset();
     test::Child child;
     const pid_t pid = child.fork();
     if (pid < 0) skip(std::string("cannot fork: ") + std::strerror(errno));
@@ -543,25 +700,32 @@ void batch_kill_loop(const test::fs::path& dir, int kills) {
       batch.reserve(4);
       child.send(test::now_ns());
       for (std::int64_t gen = first;; ++gen) {
+        progress.begin(gen);
         for (std::size_t i = 0; i < 3; ++i)
           (void)batch.add(*outputs, kBatchOutputs[i], batch_file(gen, i));
         (void)batch.add(*state, "state.json", batch_file(gen, 3));
         if (!batch.commit().ok()) std::_Exit(4);
+        progress.end(gen);
         child.send(test::now_ns());
       }
     }
     killed += test::exit_code(kill_when_busy(child, pace, k)) == 128 + SIGKILL;
 
     mid_commit += test::temp_files_in(out).size() + test::temp_files_in(st).size() > 2;
+    inside += progress.inside();
     const std::int64_t state = batch_generation(st / "state.json", 3);
-    bool all_whole = state >= 0, all_consistent = true;
+    bool all_whole = state >= 0, all_consistent = true,
+         all_marked = progress.allows(state, last_state);
     for (std::size_t i = 0; i < 3; ++i) {
       const std::int64_t output = batch_generation(out / kBatchOutputs[i], i);
       all_whole = all_whole && output >= 0;
       all_consistent = all_consistent && output >= state;
+      all_marked = all_marked && progress.allows(output, last_outputs[i]);
+      if (output > 0) last_outputs[i] = output;
     }
     whole += all_whole;
     consistent += all_consistent;
+    as_marked += all_marked;
     monotonic += state >= last_state;
     if (state > 0) last_state = state;
     // The next start: a sweep of each directory.
@@ -583,15 +747,19 @@ void batch_kill_loop(const test::fs::path& dir, int kills) {
   const int reader_exit = test::exit_code(reader.wait());
   std::printf(
       "  %d kills of a child committing batches of 3 outputs and a state through two directory "
-      "handles, %d of them mid-commit (temp files beside the claims); last state generation "
-      "%lld; a commit took %.0f us on average; the reader read %lld times\n",
-      k, mid_commit, static_cast<long long>(last_state), pace.unit_ns() / 1000,
+      "handles, %d of them inside a batch (after its first add, before its commit returned); %d "
+      "left temp files beside the claims; last state generation %lld; a commit took %.0f us on "
+      "average; the reader read %lld times\n",
+      k, inside, mid_commit, static_cast<long long>(last_state), pace.unit_ns() / 1000,
       static_cast<long long>(counts[0]));
   check(killed == k, "every child was still committing when it was killed");
   check(whole == k, "after every kill each file is one whole generation");
   check(consistent == k,
         "after every kill no output is older than the state (the state is never ahead)");
   check(monotonic == k, "no kill ever brings back an older state");
+  check(as_marked == k,
+        "after every kill each file is the generation of the last commit that returned, or of "
+        "the commit the kill interrupted");
   check(swept == k,
         "after every kill a sweep of each directory leaves no temp file: the dead handle's claim "
         "and its numbered temp files are stale");
@@ -599,8 +767,8 @@ void batch_kill_loop(const test::fs::path& dir, int kills) {
   check(counts[1] == 0, "the reader never saw an output older than the state read before it");
   check(counts[2] == 0, "the reader never saw a torn file");
   test::lively(read_once && counts[0] > 0, "the reader read states that commits wrote");
-  test::lively(mid_commit * 10 > kills, "the kills landed inside commits (at least a tenth of " +
-                                            std::to_string(kills) + ")");
+  test::lively(inside * 10 > kills, "the kills landed inside batches (at least a tenth of " +
+                                        std::to_string(kills) + ")");
   test::lively(last_state > 0, "commits completed between kills");
 }
 
