@@ -13,6 +13,9 @@
 //                                    through named temp files
 //                                    (test::NamedTempFs), to compare
 //   process-tests kill-tmpfs [KILLS] the same on a tmpfs of its own
+//   process-tests kill-image TYPE [KILLS]   the same on a filesystem of TYPE
+//                                    (ext4, xfs, btrfs) of its own, made in
+//                                    an image on a loop device (as root)
 //   process-tests batch-kill DIR [KILLS]   SIGKILL a child committing batches
 //                                    (default 300), a reader process watching
 //   process-tests batch-kill-shm [KILLS]   the same on /dev/shm (a tmpfs of
@@ -532,6 +535,28 @@ void on_own_tmpfs(int kills) {
   ::umount2(mnt.c_str(), MNT_DETACH);
 }
 
+// The kill tests on a filesystem of `type` (ext4, xfs, btrfs) of their
+// own: an image, on a tmpfs of the test's own (the syncs cost what that
+// filesystem's own work costs, not a disk's), mounted through a loop device
+// in a private mount namespace: nothing outlives the test.
+void on_image(const std::string& type, int kills) {
+  std::string why;
+  if (!test::private_mount_namespace(why)) skip("no kill loop on " + type + ": " + why);
+  test::TempDir dir;
+  const auto images = dir / "images", mnt = dir / type;
+  test::fs::create_directories(images);
+  test::fs::create_directories(mnt);
+  if (!test::mount_tmpfs(images, "size=512m,mode=0700", why))
+    skip("no kill loop on " + type + ": " + why);
+  if (!test::mount_image(images / (type + ".img"), type, mnt, why))
+    skip("no kill loop on " + type + ": " + why);
+  std::printf("on %s, made in an image of the test's own on a loop device (%s)\n", type.c_str(),
+              test::mount_type(mnt).c_str());
+  kill_tests(mnt, kills);
+  ::umount2(mnt.c_str(), MNT_DETACH);
+  ::umount2(images.c_str(), MNT_DETACH);
+}
+
 void on_disk(const test::fs::path& base, int kills) {
   struct statfs st;
   if (::statfs(base.c_str(), &st) != 0) skip("cannot examine " + base.string());
@@ -797,8 +822,8 @@ void batch_on_shm(int kills) {
 int usage() {
   std::fprintf(
       stderr,
-      "usage: process-tests kill DIR [KILLS] | kill-tmpfs [KILLS] | batch-kill DIR [KILLS] | "
-      "batch-kill-shm [KILLS] | concurrent DIR\n");
+      "usage: process-tests kill DIR [KILLS] | kill-tmpfs [KILLS] | kill-image TYPE [KILLS] | "
+      "batch-kill DIR [KILLS] | batch-kill-shm [KILLS] | concurrent DIR\n");
   return 2;
 }
 
@@ -812,6 +837,8 @@ int main(int argc, char** argv) {
     on_disk(argv[2], argc > 3 ? std::atoi(argv[3]) : 1000);
   else if (what == "kill-tmpfs")
     on_own_tmpfs(argc > 2 ? std::atoi(argv[2]) : 1000);
+  else if (what == "kill-image" && argc >= 3)
+    on_image(argv[2], argc > 3 ? std::atoi(argv[3]) : 1000);
   else if (what == "batch-kill" && argc >= 3)
     batch_on_disk(argv[2], argc > 3 ? std::atoi(argv[3]) : 300);
   else if (what == "batch-kill-shm")
