@@ -20,6 +20,10 @@
 //                                    (default 300), a reader process watching
 //   process-tests batch-kill-shm [KILLS]   the same on /dev/shm (a tmpfs of
 //                                    its own mounted there, as root)
+//   process-tests kill-after-each-call DIR   a save, a state save and a batch
+//                                    of two files in DIR, each in a child
+//                                    that SIGKILLs itself right after its
+//                                    k-th call, for every k
 //   process-tests concurrent DIR     8 threads and 4 processes, 200 saves each
 //
 // Each kill waits until the child has shown progress (it is ready to save;
@@ -57,6 +61,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <new>
 #include <string>
 #include <thread>
@@ -819,11 +824,205 @@ void batch_on_shm(int kills) {
   test::fs::remove_all(dir);
 }
 
+// ---------------------------------------------------- a kill after each call --
+// A save made in a child through a FaultFs whose hook SIGKILLs the child
+// right after the save's k-th call (before its next one; for the last, once
+// the save has returned), for every k. The child sends each call's op before
+// making it, so the test knows the calls made; they must be the first k
+// calls of the same save made whole (in the test, first). After each kill,
+// every target must be old or new, and new exactly when its rename was
+// made; a temp name must be left exactly when a temp file had a name
+// (given by link_unnamed to an unnamed one, by create_file to a named one)
+// and was not yet renamed; and a sweep must then leave none.
+
+using test::Op;
+
+// What the child sends once the save has returned, or failed.
+constexpr std::int64_t kSaveReturned = -1, kSaveFailed = -2;
+
+struct KilledSave {
+  std::vector<Op> ops;  // the calls made before the kill
+  bool returned = false;
+  int exit_code = -1;
+};
+
+// One save to kill after each of its calls: its targets, in the order of
+// their renames, what they hold before it, and the save itself, through
+// the FaultFs it is given.
+struct SaveToKill {
+  std::string what;
+  test::fs::path dir;
+  std::vector<test::fs::path> targets;
+  std::vector<std::string> olds;
+  std::function<bool(test::FaultFs&)> save;
+};
+
+KilledSave kill_after_call(const SaveToKill& s, bool named, int k) {
+  KilledSave killed;
+  test::Child child;
+  const pid_t pid = child.fork();
+  if (pid < 0) skip(std::string("cannot fork: ") + std::strerror(errno));
+  if (pid == 0) {
+    test::FaultFs fs;
+    if (named) fs.faults = {test::no_unnamed_files()};
+    int made = 0;
+    fs.before = [&](Op op, int, const char*) {
+      if (made == k) ::raise(SIGKILL);
+      child.send(static_cast<std::int64_t>(op));
+      ++made;
+    };
+    const bool ok = s.save(fs);
+    child.send(ok ? kSaveReturned : kSaveFailed);
+    if (ok && made == k) ::raise(SIGKILL);
+    std::_Exit(4);
+  }
+  for (std::int64_t value = 0; child.receive(value);) {
+    if (value == kSaveReturned)
+      killed.returned = true;
+    else if (value >= 0)
+      killed.ops.push_back(static_cast<Op>(value));
+  }
+  killed.exit_code = test::exit_code(child.wait());
+  return killed;
+}
+
+std::string ops_text(const std::vector<Op>& ops) {
+  std::string text;
+  for (const Op op : ops) text += (text.empty() ? "" : " ") + std::string(test::op_name(op));
+  return text;
+}
+
+void kill_after_each_call(const SaveToKill& s, bool named) {
+  const auto reset = [&] {
+    for (std::size_t i = 0; i < s.targets.size(); ++i) test::write_plain(s.targets[i], s.olds[i]);
+  };
+  const auto sweep = [&] {
+    return as::AtomicWriter<>{}.remove_stale_temp_files(s.dir).has_value() &&
+           test::temp_files_in(s.dir).empty();
+  };
+  // The save made whole: its calls, and what it writes.
+  reset();
+  test::FaultFs whole;
+  if (named) whole.faults = {test::no_unnamed_files()};
+  const bool saved = s.save(whole);
+  const std::vector<Op> calls = whole.ops();
+  std::vector<std::string> news;
+  for (const auto& target : s.targets) news.push_back(test::read_file(target));
+  const auto has = [&](Op op) { return whole.count(op) > 0; };
+  std::printf("%s, %s temp files: %zu calls: %s\n", s.what.c_str(), named ? "named" : "unnamed",
+              calls.size(), ops_text(calls).c_str());
+  check(saved && sweep(), "made whole, the save succeeds and leaves no temp file");
+  check(named ? has(Op::create_file) && !has(Op::link_unnamed)
+              : has(Op::link_unnamed) && !has(Op::create_file),
+        named ? "its temp files are named (create_file), never unnamed"
+              : "its temp files are unnamed, named at the commit (link_unnamed)");
+
+  int as_made = 0, killed_there = 0, targets_ok = 0, temps_ok = 0, swept = 0;
+  std::string left_after;
+  const int n = static_cast<int>(calls.size());
+  for (int k = 1; k <= n; ++k) {
+    reset();
+    const KilledSave killed = kill_after_call(s, named, k);
+    const std::vector<Op> made(calls.begin(), calls.begin() + k);
+    as_made += killed.ops == made && killed.returned == (k == n);
+    killed_there += killed.exit_code == 128 + SIGKILL;
+
+    int temp_names = 0, renames = 0;
+    for (const Op op : made) {
+      temp_names += op == Op::create_file || op == Op::link_unnamed;
+      renames += op == Op::rename;
+    }
+    bool targets = true;
+    for (std::size_t i = 0; i < s.targets.size(); ++i) {
+      const std::string now = test::read_file(s.targets[i]);
+      const bool renamed = static_cast<std::size_t>(renames) > i;
+      targets = targets && now == (renamed ? news[i] : s.olds[i]);
+    }
+    targets_ok += targets;
+    const int left = static_cast<int>(test::temp_files_in(s.dir).size());
+    temps_ok += left == temp_names - renames;
+    if (left > 0)
+      left_after += (left_after.empty() ? "" : ", ") + std::to_string(k) + " (" +
+                    std::string(test::op_name(calls[static_cast<std::size_t>(k - 1)])) + ")";
+    if (!targets || left != temp_names - renames || killed.ops != made)
+      std::printf(
+          "  killed after call %d (%s): %zu calls made, exit code %d, %d temp names left "
+          "(%d expected)%s\n",
+          k, std::string(test::op_name(calls[static_cast<std::size_t>(k - 1)])).c_str(),
+          killed.ops.size(), killed.exit_code, left, temp_names - renames,
+          targets ? "" : ", a target neither as before nor as after its rename");
+    swept += sweep();
+  }
+  std::printf("  killed after each of the %d calls: a temp name left after call %s\n", n,
+              left_after.empty() ? "none" : left_after.c_str());
+  check(as_made == n,
+        "each child made the first k calls of the whole save, and was killed right after "
+        "them (the last, once the save returned)");
+  check(killed_there == n, "each child died of its SIGKILL");
+  check(targets_ok == n,
+        "after every kill each target is old or new: new exactly when its rename was made");
+  check(temps_ok == n,
+        named ? "a temp name is left exactly when the kill came after its create_file and "
+                "before its rename"
+              : "a temp name is left exactly when the kill came after its link_unnamed and "
+                "before its rename");
+  check(swept == n, "after every kill a sweep leaves no temp file");
+}
+
+void kill_after_each_call_in(const test::fs::path& base) {
+  const auto dir = base / ("kill-after-each-call-" + std::to_string(::getpid()));
+  test::fs::remove_all(dir);
+  std::string old_state;  // what a state save writes, as the state before
+  {
+    test::CaptureSink quiet;
+    Manager manager(dir / "old-state", quiet);
+    if (!manager.save_state(version(1700000001)).ok()) skip("cannot save in " + dir.string());
+    old_state = test::read_file(dir / "old-state" / "state.json");
+  }
+  const SaveToKill saves[] = {
+      {"AtomicWriter<FullSync>::write",
+       dir / "write",
+       {dir / "write" / "data.json"},
+       {"old data"},
+       [target = dir / "write" / "data.json"](test::FaultFs& fs) {
+         return as::AtomicWriter<as::FullSync, test::FaultFs&>(fs).write(target, "new data").ok();
+       }},
+      {"StateManager::save_state",
+       dir / "state",
+       {dir / "state" / "state.json"},
+       {old_state},
+       [at = dir / "state"](test::FaultFs& fs) {
+         as::StateManager<as::NullSink, as::State, as::FullSync, test::FaultFs&> manager(
+             at, as::NullSink{}, fs);
+         return manager.save_state(version(1700000002)).ok();
+       }},
+      {"Batch<FullSync> of two files",
+       dir / "batch",
+       {dir / "batch" / "a.json", dir / "batch" / "b.json"},
+       {"old a", "old b"},
+       [at = dir / "batch"](test::FaultFs& fs) {
+         as::Batch<as::FullSync, test::FaultFs&> batch(fs);
+         return batch.add(at / "a.json", "new a").ok() && batch.add(at / "b.json", "new b").ok() &&
+                batch.commit().ok();
+       }},
+  };
+  for (const SaveToKill& save : saves) test::fs::create_directories(save.dir);
+  const bool unnamed = makes_unnamed_files(dir);
+  if (!unnamed)
+    std::printf("no unnamed files in %s: the saves with named temp files only\n", dir.c_str());
+  for (const SaveToKill& save : saves) {
+    if (unnamed) kill_after_each_call(save, false);
+    kill_after_each_call(save, true);
+  }
+  test::fs::remove_all(dir);
+}
+
 int usage() {
   std::fprintf(
       stderr,
       "usage: process-tests kill DIR [KILLS] | kill-tmpfs [KILLS] | kill-image TYPE [KILLS] | "
-      "batch-kill DIR [KILLS] | batch-kill-shm [KILLS] | concurrent DIR\n");
+      "batch-kill DIR [KILLS] | batch-kill-shm [KILLS] | kill-after-each-call DIR | "
+      "concurrent DIR\n");
   return 2;
 }
 
@@ -843,6 +1042,8 @@ int main(int argc, char** argv) {
     batch_on_disk(argv[2], argc > 3 ? std::atoi(argv[3]) : 300);
   else if (what == "batch-kill-shm")
     batch_on_shm(argc > 2 ? std::atoi(argv[2]) : 300);
+  else if (what == "kill-after-each-call" && argc >= 3)
+    kill_after_each_call_in(argv[2]);
   else if (what == "concurrent" && argc >= 3)
     concurrent(argv[2]);
   else
