@@ -7,28 +7,47 @@
 //                                    plain child, half a child that holds
 //                                    the run lock and keeps the previous
 //                                    state (StateOptions::keep_previous);
-//                                    first, a run lock held by a child
+//                                    first, a run lock held by a child. Where
+//                                    DIR makes unnamed files, the plain half
+//                                    is shared with a plain child saving
+//                                    through named temp files
+//                                    (test::NamedTempFs), to compare
 //   process-tests kill-tmpfs [KILLS] the same on a tmpfs of its own
+//   process-tests kill-image TYPE [KILLS]   the same on a filesystem of TYPE
+//                                    (ext4, xfs, btrfs) of its own, made in
+//                                    an image on a loop device (as root)
 //   process-tests batch-kill DIR [KILLS]   SIGKILL a child committing batches
 //                                    (default 300), a reader process watching
 //   process-tests batch-kill-shm [KILLS]   the same on /dev/shm (a tmpfs of
 //                                    its own mounted there, as root)
+//   process-tests kill-after-each-call DIR   a save, a state save and a batch
+//                                    of two files in DIR, each in a child
+//                                    that SIGKILLs itself right after its
+//                                    k-th call, for every k
 //   process-tests concurrent DIR     8 threads and 4 processes, 200 saves each
 //
 // Each kill waits until the child has shown progress (it is ready to save;
 // one kill in four, it finished a save), then a random time within one save
 // at the pace measured so far (test::KillPace): the kills land inside saves
-// on a slow machine as on a fast one. What only says the test did its work (kills
-// inside saves, saves completed between kills) is retried with more kills,
-// then reported, never failed; what the library promises always fails.
+// on a slow machine as on a fast one. The child also marks, in memory it
+// shares with the test, the version each save is about to write and the one
+// it wrote last (Progress): so the test knows where each kill landed (inside
+// a save, before or after its rename) whatever temp files the save makes; an
+// unnamed temp file leaves a name only between its naming and its rename,
+// and a kill seldom lands there. What only says the test did its work (kills
+// inside saves, on both sides of the rename, saves completed between kills)
+// is retried with more kills, then reported, never failed; what the library
+// promises always fails.
 //
 // After every kill the state must load, and be one of the versions the child
-// wrote, no older than the one before; the next manager's first load must
-// have swept the kill's temp file. With keep_previous, the run lock the
-// child held must be free at once, and state.json.prev must hold the
-// version before the state's or the state's own. Every read during the
-// concurrent saves, and the final file, must be one complete version.
+// wrote, no older than the one before: the last one a save returned, or the
+// one the kill interrupted; the next manager's first load must have swept
+// the kill's temp file. With keep_previous, the run lock the child held must
+// be free at once, and state.json.prev must hold the version before the
+// state's or the state's own. Every read during the concurrent saves, and
+// the final file, must be one complete version.
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
@@ -42,6 +61,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <new>
 #include <string>
 #include <thread>
 #include <vector>
@@ -50,6 +71,7 @@
 #include "support/capture_sink.hpp"
 #include "support/checks.hpp"
 #include "support/child.hpp"
+#include "support/fault_fs.hpp"
 #include "support/files.hpp"
 #include "support/mounts.hpp"
 
@@ -113,6 +135,59 @@ bool names_holder(const std::string& message, pid_t pid) {
           !std::isdigit(static_cast<unsigned char>(message[at + holder.size()])));
 }
 
+// Where a child's work stood when it was killed, whatever files the work
+// makes: the child marks the version (or generation) each save is about to
+// write, and the one it wrote last, in memory it shares with the test, which
+// reads them once the child is dead. 32 bits, less a base (the versions
+// stay within 2^31 of it): lock-free, so never torn by the kill, on every
+// target.
+class Progress {
+ public:
+  explicit Progress(std::int64_t base) : base_(base) {
+    void* at =
+        ::mmap(nullptr, sizeof(Marks), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (at == MAP_FAILED) test::skip(std::string("cannot share memory: ") + std::strerror(errno));
+    marks_ = new (at) Marks;
+  }
+  ~Progress() { ::munmap(marks_, sizeof(Marks)); }
+  Progress(const Progress&) = delete;
+  Progress& operator=(const Progress&) = delete;
+
+  /// Before each child: nothing begun, nothing done.
+  void reset() {
+    marks_->begun = 0;
+    marks_->done = 0;
+  }
+  // In the child, around each save of `n`.
+  void begin(std::int64_t n) { marks_->begun = mark(n); }
+  void end(std::int64_t n) { marks_->done = mark(n); }
+
+  // In the test, once the child is dead: the last save begun and the last
+  // one that returned, 0 for none.
+  std::int64_t begun() const { return value(marks_->begun); }
+  std::int64_t done() const { return value(marks_->done); }
+  /// The kill came inside a save: after it began, before it returned.
+  bool inside() const { return begun() != done(); }
+  /// What the state may hold after the kill, `before` what it held before
+  /// the child: what the last save that returned wrote, or what the save
+  /// the kill interrupted was writing. A kill never undoes a save that
+  /// returned, and never leaves anything else.
+  bool allows(std::int64_t found, std::int64_t before) const {
+    return found == (done() != 0 ? done() : before) || (inside() && found == begun());
+  }
+
+ private:
+  struct Marks {
+    std::atomic<std::int32_t> begun{0}, done{0};
+  };
+  static_assert(std::atomic<std::int32_t>::is_always_lock_free);
+  std::int32_t mark(std::int64_t n) const { return static_cast<std::int32_t>(n - base_ + 1); }
+  std::int64_t value(std::int32_t m) const { return m == 0 ? 0 : base_ + m - 1; }
+
+  std::int64_t base_;
+  Marks* marks_ = nullptr;
+};
+
 // Waits for the child's progress, then a random time: the kill lands. The
 // child's wait status; -1, with the child's status printed, when the child
 // ended before the kill (a save failed: it exits 4).
@@ -127,33 +202,52 @@ int kill_when_busy(test::Child& child, test::KillPace& pace, int k) {
   return child.kill();
 }
 
-// SIGKILL a child that saves versions first, first+1, ... in a loop, `kills`
-// times, and more (up to as many again) until a tenth of them landed inside
-// a save.
-void kill_loop(const test::fs::path& dir, int kills) {
-  test::KillPace pace(20261126u);
+// What a kill loop counts for a comparison: its kills, and the kills that
+// left a temp name.
+struct TempsLeft {
+  int kills = 0;
+  int left = 0;
+};
+
+// SIGKILL a child that saves versions first, first+1, ... in a loop through
+// Fs, `kills` times, and more (up to as many again) until they landed inside
+// saves (a tenth of them), some after the save's rename and some before,
+// with saves completed between them.
+template <class Fs>
+TempsLeft kill_loop(const test::fs::path& dir, int kills, std::uint32_t seed) {
+  using FsManager = as::StateManager<test::CaptureSink&, as::State, as::FullSync, Fs>;
+  constexpr std::int64_t kBase = 1700000000;
+  test::KillPace pace(seed);
+  Progress progress(kBase);
   std::int64_t last_seen = 0;
-  int killed = 0, loads_ok = 0, versions_ok = 0, monotonic = 0, swept_ok = 0, temps_left = 0,
-      mid_save = 0, corrupt = 0, first_runs = 0;
+  int killed = 0, loads_ok = 0, versions_ok = 0, monotonic = 0, as_marked = 0, swept_ok = 0,
+      temps_left = 0, left_temp = 0, inside = 0, renamed = 0, corrupt = 0, first_runs = 0;
+  const auto lively = [&] {
+    return inside * 10 > kills && renamed > 0 && inside > renamed && last_seen > 0;
+  };
   int k = 0;
-  for (; k < kills || (mid_save * 10 <= kills && k < 2 * kills); ++k) {
-    const std::int64_t first = 1700000000 + static_cast<std::int64_t>(k) * 100000;
+  for (; k < kills || (!lively() && k < 2 * kills); ++k) {
+    const std::int64_t first = kBase + static_cast<std::int64_t>(k) * 100000;
+    progress.reset();
     test::Child child;
     const pid_t pid = child.fork();
     if (pid < 0) skip(std::string("cannot fork: ") + std::strerror(errno));
     if (pid == 0) {
       test::CaptureSink quiet;
-      Manager manager(dir, quiet);
+      FsManager manager(dir, quiet, Fs{});
       child.send(test::now_ns());
       for (std::int64_t n = first;; ++n) {
+        progress.begin(n);
         if (!manager.save_state(version(n)).ok()) std::_Exit(4);
+        progress.end(n);
         child.send(test::now_ns());
       }
     }
     killed += test::exit_code(kill_when_busy(child, pace, k)) == 128 + SIGKILL;
 
     const std::size_t temps = test::temp_files_in(dir).size();
-    mid_save += temps > 0;
+    left_temp += temps > 0;
+    inside += progress.inside();
     test::CaptureSink log;
     Manager manager(dir, log);
     auto loaded = manager.load_state();
@@ -166,25 +260,40 @@ void kill_loop(const test::fs::path& dir, int kills) {
     monotonic += loaded->last_updated >= last_seen;
     first_runs += loaded->last_updated == 0;
     corrupt += !log.with("state file corrupted, treating as first run").empty();
+    if (progress.allows(loaded->last_updated, last_seen))
+      ++as_marked;
+    else
+      std::printf("  kill %d: state %lld; the last save returned %lld, the save begun %lld\n", k,
+                  static_cast<long long>(loaded->last_updated),
+                  static_cast<long long>(progress.done()),
+                  static_cast<long long>(progress.begun()));
+    renamed += progress.inside() && loaded->last_updated == progress.begun();
     if (loaded->last_updated != 0) last_seen = loaded->last_updated;
     const std::size_t left = test::temp_files_in(dir).size();
     temps_left += static_cast<int>(left);
     swept_ok += left == 0;
   }
   std::printf(
-      "  %d kills, %d of them mid-save (a temp file was left), %d before any save had "
-      "completed; a save took %.0f us on average\n",
-      k, mid_save, first_runs, pace.unit_ns() / 1000);
+      "  %d kills, %d of them inside a save (after it began, before it returned), %d of those "
+      "after its rename; %d left a temp name; %d before any save had completed; a save took "
+      "%.0f us on average\n",
+      k, inside, renamed, left_temp, first_runs, pace.unit_ns() / 1000);
   check(killed == k, "every child was still saving when it was killed");
   check(loads_ok == k, "after every kill the state loads");
   check(versions_ok == k, "after every kill the state is one complete version written");
   check(monotonic == k, "no kill ever brings back an older version");
+  check(as_marked == k,
+        "after every kill the state is what the last save that returned wrote, or what the "
+        "save the kill interrupted was writing");
   check(corrupt == 0, "no kill ever leaves a corrupt state file");
   check(swept_ok == k && temps_left == 0,
         "the next manager's first load removes the temp file a kill left");
-  test::lively(mid_save * 10 > kills,
+  test::lively(inside * 10 > kills,
                "the kills landed inside saves (at least a tenth of " + std::to_string(kills) + ")");
+  test::lively(renamed > 0 && inside > renamed,
+               "the kills found the save they interrupted renamed, and not yet renamed");
   test::lively(last_seen > 0, "saves completed between kills");
+  return {k, left_temp};
 }
 
 // SIGKILL `kills` times a child that takes the run lock, loads, and saves
@@ -197,16 +306,20 @@ void kill_loop(const test::fs::path& dir, int kills) {
 void kill_loop_keeping_previous(const test::fs::path& dir, int kills) {
   test::KillPace pace(20261127u);
   constexpr std::int64_t kFirst = 1700000000;
+  Progress progress(kFirst);
   std::int64_t last_seen = 0;
   int held_before = 0, killed = 0, free_after = 0, loads_ok = 0, versions_ok = 0, monotonic = 0,
-      corrupt = 0, first_runs = 0, mid_save = 0, links_left = 0, swept_ok = 0, prev_whole = 0,
-      prev_exact = 0, prev_before = 0, prev_same = 0, prev_missing = 0, prev_vanished = 0;
+      as_marked = 0, corrupt = 0, first_runs = 0, inside = 0, renamed = 0, mid_save = 0,
+      links_left = 0, swept_ok = 0, prev_whole = 0, prev_exact = 0, prev_before = 0, prev_same = 0,
+      prev_missing = 0, prev_vanished = 0;
   bool prev_existed = false;
   const auto lively = [&] {
-    return mid_save * 10 > kills && prev_before > 0 && prev_same > 0 && last_seen > kFirst;
+    return inside * 10 > kills && renamed > 0 && inside > renamed && prev_before > 0 &&
+           prev_same > 0 && last_seen > kFirst;
   };
   int k = 0;
   for (; k < kills || (!lively() && k < 2 * kills); ++k) {
+    progress.reset();
     test::Child child;
     const pid_t pid = child.fork();
     if (pid < 0) skip(std::string("cannot fork: ") + std::strerror(errno));
@@ -219,7 +332,9 @@ void kill_loop_keeping_previous(const test::fs::path& dir, int kills) {
       if (!loaded) std::_Exit(4);
       child.send(test::now_ns());
       for (std::int64_t n = loaded->last_updated == 0 ? kFirst : loaded->last_updated + 1;; ++n) {
+        progress.begin(n);
         if (!manager.save_state(version(n)).ok()) std::_Exit(5);
+        progress.end(n);
         child.send(test::now_ns());
       }
     }
@@ -242,6 +357,7 @@ void kill_loop_keeping_previous(const test::fs::path& dir, int kills) {
     // the kill came between the link and its rename over .prev.
     const std::vector<std::string> temps = test::temp_files_in(dir);
     mid_save += !temps.empty();
+    inside += progress.inside();
     for (const std::string& name : temps) {
       struct stat st {};
       links_left += ::lstat((dir / name).c_str(), &st) == 0 && st.st_nlink > 1;
@@ -261,6 +377,14 @@ void kill_loop_keeping_previous(const test::fs::path& dir, int kills) {
     monotonic += loaded->last_updated >= last_seen;
     first_runs += loaded->last_updated == 0;
     corrupt += !log.with("state file corrupted").empty();
+    if (progress.allows(loaded->last_updated, last_seen))
+      ++as_marked;
+    else
+      std::printf("  kill %d: state %lld; the last save returned %lld, the save begun %lld\n", k,
+                  static_cast<long long>(loaded->last_updated),
+                  static_cast<long long>(progress.done()),
+                  static_cast<long long>(progress.begun()));
+    renamed += progress.inside() && loaded->last_updated == progress.begun();
     if (loaded->last_updated != 0) last_seen = loaded->last_updated;
     swept_ok += test::temp_files_in(dir).empty();
 
@@ -287,12 +411,13 @@ void kill_loop_keeping_previous(const test::fs::path& dir, int kills) {
   }
   const int with_prev = k - prev_missing;
   std::printf(
-      "  %d kills of a child holding the run lock with keep_previous, %d of them mid-save (a "
-      "temp file was left), %d between the link and its rename (a temp link was left), %d "
+      "  %d kills of a child holding the run lock with keep_previous, %d of them inside a save "
+      "(after it began, before it returned), %d of those after the state's rename; %d left a "
+      "temp name, %d of them a temp link (between the link and its rename over .prev); %d "
       "before any save had completed; .prev the version before the state's %d times, the "
       "state's own %d times (the kill between the two renames), missing %d times; a save took "
       "%.0f us on average\n",
-      k, mid_save, links_left, first_runs, prev_before, prev_same, prev_missing,
+      k, inside, renamed, mid_save, links_left, first_runs, prev_before, prev_same, prev_missing,
       pace.unit_ns() / 1000);
   check(killed == k, "every child took the lock, loaded, and was killed saving");
   check(held_before == k,
@@ -302,6 +427,9 @@ void kill_loop_keeping_previous(const test::fs::path& dir, int kills) {
   check(loads_ok == k, "after every kill the state loads");
   check(versions_ok == k, "after every kill the state is one complete version written");
   check(monotonic == k, "no kill ever brings back an older version");
+  check(as_marked == k,
+        "after every kill the state is what the last save that returned wrote, or what the "
+        "save the kill interrupted was writing");
   check(corrupt == 0, "no kill ever leaves a corrupt state file");
   check(swept_ok == k,
         "the next manager's first load removes the temp files and temp links a kill left");
@@ -312,8 +440,10 @@ void kill_loop_keeping_previous(const test::fs::path& dir, int kills) {
   check(prev_vanished == 0, "state.json.prev is missing only before a state was replaced");
   test::lively(prev_before > 0 && prev_same > 0,
                "the kills found .prev both one version behind and equal to the state");
-  test::lively(mid_save * 10 > kills,
+  test::lively(inside * 10 > kills,
                "the kills landed inside saves (at least a tenth of " + std::to_string(kills) + ")");
+  test::lively(renamed > 0 && inside > renamed,
+               "the kills found the save they interrupted renamed, and not yet renamed");
   test::lively(last_seen > kFirst, "saves completed between kills");
 }
 
@@ -352,16 +482,49 @@ void lock_held_by_another_process(const test::fs::path& dir) {
   check(taken.has_value() && taken->owns_lock(), "once the child is SIGKILLed, the parent has it");
 }
 
+// Whether a save in `dir` makes its temp file unnamed: whether the
+// filesystem gives PosixFs::open_unnamed a file there.
+bool makes_unnamed_files(const test::fs::path& dir) {
+  as::PosixFs fs;
+  const int dir_fd = fs.open_directory(dir.c_str());
+  if (dir_fd < 0) return false;
+  const int fd = fs.open_unnamed(dir_fd, 0600);
+  if (fd >= 0) (void)fs.close(fd);
+  (void)fs.close(dir_fd);
+  return fd >= 0;
+}
+
 // The lock held by a child, then the kills: half of them of a plain saving
 // child, half of one holding the run lock with keep_previous, each in a
-// directory of its own.
+// directory of its own. Where the directory makes unnamed files, the plain
+// child's half is shared with a plain child saving through named temp
+// files, as on a filesystem without unnamed files: an unnamed temp file
+// has a name only between its naming and its rename, at the commit, so it
+// must leave a temp name after fewer kills.
 void kill_tests(const test::fs::path& dir, int kills) {
-  for (const char* sub : {"lock", "plain", "keep-previous"})
+  for (const char* sub : {"lock", "plain", "plain-named", "keep-previous"})
     test::fs::create_directories(dir / sub);
   std::printf("run lock held by another process:\n");
   lock_held_by_another_process(dir / "lock");
-  std::printf("plain saves:\n");
-  kill_loop(dir / "plain", kills - kills / 2);
+  const int plain = kills - kills / 2;
+  if (makes_unnamed_files(dir)) {
+    std::printf("plain saves, unnamed temp files (named at the commit, then renamed):\n");
+    const TempsLeft unnamed = kill_loop<as::PosixFs>(dir / "plain", plain - plain / 2, 20261126u);
+    std::printf("plain saves, named temp files (test::NamedTempFs, no unnamed files):\n");
+    const TempsLeft named = kill_loop<test::NamedTempFs>(dir / "plain-named", plain / 2, 20261129u);
+    std::printf(
+        "  a temp name left by %d of %d kills with unnamed temp files, by %d of %d with "
+        "named ones\n",
+        unnamed.left, unnamed.kills, named.left, named.kills);
+    check(unnamed.left * named.kills < named.left * unnamed.kills,
+          "unnamed temp files left a temp name after fewer kills than named ones");
+  } else {
+    std::printf("plain saves (no unnamed files here: named temp files):\n");
+    kill_loop<as::PosixFs>(dir / "plain", plain, 20261126u);
+    std::printf(
+        "  no comparison of unnamed and named temp files: this filesystem makes no "
+        "unnamed files\n");
+  }
   std::printf("saves with keep_previous, under the run lock:\n");
   kill_loop_keeping_previous(dir / "keep-previous", kills / 2);
 }
@@ -375,6 +538,28 @@ void on_own_tmpfs(int kills) {
   if (!test::mount_tmpfs(mnt, "size=4m,mode=0755", why)) skip(why);
   kill_tests(mnt, kills);
   ::umount2(mnt.c_str(), MNT_DETACH);
+}
+
+// The kill tests on a filesystem of `type` (ext4, xfs, btrfs) of their
+// own: an image, on a tmpfs of the test's own (the syncs cost what that
+// filesystem's own work costs, not a disk's), mounted through a loop device
+// in a private mount namespace: nothing outlives the test.
+void on_image(const std::string& type, int kills) {
+  std::string why;
+  if (!test::private_mount_namespace(why)) skip("no kill loop on " + type + ": " + why);
+  test::TempDir dir;
+  const auto images = dir / "images", mnt = dir / type;
+  test::fs::create_directories(images);
+  test::fs::create_directories(mnt);
+  if (!test::mount_tmpfs(images, "size=512m,mode=0700", why))
+    skip("no kill loop on " + type + ": " + why);
+  if (!test::mount_image(images / (type + ".img"), type, mnt, why))
+    skip("no kill loop on " + type + ": " + why);
+  std::printf("on %s, made in an image of the test's own on a loop device (%s)\n", type.c_str(),
+              test::mount_type(mnt).c_str());
+  kill_tests(mnt, kills);
+  ::umount2(mnt.c_str(), MNT_DETACH);
+  ::umount2(images.c_str(), MNT_DETACH);
 }
 
 void on_disk(const test::fs::path& base, int kills) {
@@ -526,12 +711,14 @@ void batch_kill_loop(const test::fs::path& dir, int kills) {
   }
 
   test::KillPace pace(20261128u);
-  int killed = 0, consistent = 0, whole = 0, swept = 0, mid_commit = 0;
-  std::int64_t last_state = 0;
+  Progress progress(0);
+  int killed = 0, consistent = 0, whole = 0, as_marked = 0, swept = 0, inside = 0, mid_commit = 0;
+  std::int64_t last_state = 0, last_outputs[3] = {0, 0, 0};
   int monotonic = 0;
   int k = 0;
-  for (; k < kills || ((mid_commit * 10 <= kills || last_state == 0) && k < 2 * kills); ++k) {
+  for (; k < kills || ((inside * 10 <= kills || last_state == 0) && k < 2 * kills); ++k) {
     const std::int64_t first = static_cast<std::int64_t>(k + 1) * 1000000;
+    progress.reset();
     test::Child child;
     const pid_t pid = child.fork();
     if (pid < 0) skip(std::string("cannot fork: ") + std::strerror(errno));
@@ -543,25 +730,32 @@ void batch_kill_loop(const test::fs::path& dir, int kills) {
       batch.reserve(4);
       child.send(test::now_ns());
       for (std::int64_t gen = first;; ++gen) {
+        progress.begin(gen);
         for (std::size_t i = 0; i < 3; ++i)
           (void)batch.add(*outputs, kBatchOutputs[i], batch_file(gen, i));
         (void)batch.add(*state, "state.json", batch_file(gen, 3));
         if (!batch.commit().ok()) std::_Exit(4);
+        progress.end(gen);
         child.send(test::now_ns());
       }
     }
     killed += test::exit_code(kill_when_busy(child, pace, k)) == 128 + SIGKILL;
 
     mid_commit += test::temp_files_in(out).size() + test::temp_files_in(st).size() > 2;
+    inside += progress.inside();
     const std::int64_t state = batch_generation(st / "state.json", 3);
-    bool all_whole = state >= 0, all_consistent = true;
+    bool all_whole = state >= 0, all_consistent = true,
+         all_marked = progress.allows(state, last_state);
     for (std::size_t i = 0; i < 3; ++i) {
       const std::int64_t output = batch_generation(out / kBatchOutputs[i], i);
       all_whole = all_whole && output >= 0;
       all_consistent = all_consistent && output >= state;
+      all_marked = all_marked && progress.allows(output, last_outputs[i]);
+      if (output > 0) last_outputs[i] = output;
     }
     whole += all_whole;
     consistent += all_consistent;
+    as_marked += all_marked;
     monotonic += state >= last_state;
     if (state > 0) last_state = state;
     // The next start: a sweep of each directory.
@@ -583,15 +777,19 @@ void batch_kill_loop(const test::fs::path& dir, int kills) {
   const int reader_exit = test::exit_code(reader.wait());
   std::printf(
       "  %d kills of a child committing batches of 3 outputs and a state through two directory "
-      "handles, %d of them mid-commit (temp files beside the claims); last state generation "
-      "%lld; a commit took %.0f us on average; the reader read %lld times\n",
-      k, mid_commit, static_cast<long long>(last_state), pace.unit_ns() / 1000,
+      "handles, %d of them inside a batch (after its first add, before its commit returned); %d "
+      "left temp files beside the claims; last state generation %lld; a commit took %.0f us on "
+      "average; the reader read %lld times\n",
+      k, inside, mid_commit, static_cast<long long>(last_state), pace.unit_ns() / 1000,
       static_cast<long long>(counts[0]));
   check(killed == k, "every child was still committing when it was killed");
   check(whole == k, "after every kill each file is one whole generation");
   check(consistent == k,
         "after every kill no output is older than the state (the state is never ahead)");
   check(monotonic == k, "no kill ever brings back an older state");
+  check(as_marked == k,
+        "after every kill each file is the generation of the last commit that returned, or of "
+        "the commit the kill interrupted");
   check(swept == k,
         "after every kill a sweep of each directory leaves no temp file: the dead handle's claim "
         "and its numbered temp files are stale");
@@ -599,8 +797,8 @@ void batch_kill_loop(const test::fs::path& dir, int kills) {
   check(counts[1] == 0, "the reader never saw an output older than the state read before it");
   check(counts[2] == 0, "the reader never saw a torn file");
   test::lively(read_once && counts[0] > 0, "the reader read states that commits wrote");
-  test::lively(mid_commit * 10 > kills, "the kills landed inside commits (at least a tenth of " +
-                                            std::to_string(kills) + ")");
+  test::lively(inside * 10 > kills, "the kills landed inside batches (at least a tenth of " +
+                                        std::to_string(kills) + ")");
   test::lively(last_state > 0, "commits completed between kills");
 }
 
@@ -626,11 +824,205 @@ void batch_on_shm(int kills) {
   test::fs::remove_all(dir);
 }
 
+// ---------------------------------------------------- a kill after each call --
+// A save made in a child through a FaultFs whose hook SIGKILLs the child
+// right after the save's k-th call (before its next one; for the last, once
+// the save has returned), for every k. The child sends each call's op before
+// making it, so the test knows the calls made; they must be the first k
+// calls of the same save made whole (in the test, first). After each kill,
+// every target must be old or new, and new exactly when its rename was
+// made; a temp name must be left exactly when a temp file had a name
+// (given by link_unnamed to an unnamed one, by create_file to a named one)
+// and was not yet renamed; and a sweep must then leave none.
+
+using test::Op;
+
+// What the child sends once the save has returned, or failed.
+constexpr std::int64_t kSaveReturned = -1, kSaveFailed = -2;
+
+struct KilledSave {
+  std::vector<Op> ops;  // the calls made before the kill
+  bool returned = false;
+  int exit_code = -1;
+};
+
+// One save to kill after each of its calls: its targets, in the order of
+// their renames, what they hold before it, and the save itself, through
+// the FaultFs it is given.
+struct SaveToKill {
+  std::string what;
+  test::fs::path dir;
+  std::vector<test::fs::path> targets;
+  std::vector<std::string> olds;
+  std::function<bool(test::FaultFs&)> save;
+};
+
+KilledSave kill_after_call(const SaveToKill& s, bool named, int k) {
+  KilledSave killed;
+  test::Child child;
+  const pid_t pid = child.fork();
+  if (pid < 0) skip(std::string("cannot fork: ") + std::strerror(errno));
+  if (pid == 0) {
+    test::FaultFs fs;
+    if (named) fs.faults = {test::no_unnamed_files()};
+    int made = 0;
+    fs.before = [&](Op op, int, const char*) {
+      if (made == k) ::raise(SIGKILL);
+      child.send(static_cast<std::int64_t>(op));
+      ++made;
+    };
+    const bool ok = s.save(fs);
+    child.send(ok ? kSaveReturned : kSaveFailed);
+    if (ok && made == k) ::raise(SIGKILL);
+    std::_Exit(4);
+  }
+  for (std::int64_t value = 0; child.receive(value);) {
+    if (value == kSaveReturned)
+      killed.returned = true;
+    else if (value >= 0)
+      killed.ops.push_back(static_cast<Op>(value));
+  }
+  killed.exit_code = test::exit_code(child.wait());
+  return killed;
+}
+
+std::string ops_text(const std::vector<Op>& ops) {
+  std::string text;
+  for (const Op op : ops) text += (text.empty() ? "" : " ") + std::string(test::op_name(op));
+  return text;
+}
+
+void kill_after_each_call(const SaveToKill& s, bool named) {
+  const auto reset = [&] {
+    for (std::size_t i = 0; i < s.targets.size(); ++i) test::write_plain(s.targets[i], s.olds[i]);
+  };
+  const auto sweep = [&] {
+    return as::AtomicWriter<>{}.remove_stale_temp_files(s.dir).has_value() &&
+           test::temp_files_in(s.dir).empty();
+  };
+  // The save made whole: its calls, and what it writes.
+  reset();
+  test::FaultFs whole;
+  if (named) whole.faults = {test::no_unnamed_files()};
+  const bool saved = s.save(whole);
+  const std::vector<Op> calls = whole.ops();
+  std::vector<std::string> news;
+  for (const auto& target : s.targets) news.push_back(test::read_file(target));
+  const auto has = [&](Op op) { return whole.count(op) > 0; };
+  std::printf("%s, %s temp files: %zu calls: %s\n", s.what.c_str(), named ? "named" : "unnamed",
+              calls.size(), ops_text(calls).c_str());
+  check(saved && sweep(), "made whole, the save succeeds and leaves no temp file");
+  check(named ? has(Op::create_file) && !has(Op::link_unnamed)
+              : has(Op::link_unnamed) && !has(Op::create_file),
+        named ? "its temp files are named (create_file), never unnamed"
+              : "its temp files are unnamed, named at the commit (link_unnamed)");
+
+  int as_made = 0, killed_there = 0, targets_ok = 0, temps_ok = 0, swept = 0;
+  std::string left_after;
+  const int n = static_cast<int>(calls.size());
+  for (int k = 1; k <= n; ++k) {
+    reset();
+    const KilledSave killed = kill_after_call(s, named, k);
+    const std::vector<Op> made(calls.begin(), calls.begin() + k);
+    as_made += killed.ops == made && killed.returned == (k == n);
+    killed_there += killed.exit_code == 128 + SIGKILL;
+
+    int temp_names = 0, renames = 0;
+    for (const Op op : made) {
+      temp_names += op == Op::create_file || op == Op::link_unnamed;
+      renames += op == Op::rename;
+    }
+    bool targets = true;
+    for (std::size_t i = 0; i < s.targets.size(); ++i) {
+      const std::string now = test::read_file(s.targets[i]);
+      const bool renamed = static_cast<std::size_t>(renames) > i;
+      targets = targets && now == (renamed ? news[i] : s.olds[i]);
+    }
+    targets_ok += targets;
+    const int left = static_cast<int>(test::temp_files_in(s.dir).size());
+    temps_ok += left == temp_names - renames;
+    if (left > 0)
+      left_after += (left_after.empty() ? "" : ", ") + std::to_string(k) + " (" +
+                    std::string(test::op_name(calls[static_cast<std::size_t>(k - 1)])) + ")";
+    if (!targets || left != temp_names - renames || killed.ops != made)
+      std::printf(
+          "  killed after call %d (%s): %zu calls made, exit code %d, %d temp names left "
+          "(%d expected)%s\n",
+          k, std::string(test::op_name(calls[static_cast<std::size_t>(k - 1)])).c_str(),
+          killed.ops.size(), killed.exit_code, left, temp_names - renames,
+          targets ? "" : ", a target neither as before nor as after its rename");
+    swept += sweep();
+  }
+  std::printf("  killed after each of the %d calls: a temp name left after call %s\n", n,
+              left_after.empty() ? "none" : left_after.c_str());
+  check(as_made == n,
+        "each child made the first k calls of the whole save, and was killed right after "
+        "them (the last, once the save returned)");
+  check(killed_there == n, "each child died of its SIGKILL");
+  check(targets_ok == n,
+        "after every kill each target is old or new: new exactly when its rename was made");
+  check(temps_ok == n,
+        named ? "a temp name is left exactly when the kill came after its create_file and "
+                "before its rename"
+              : "a temp name is left exactly when the kill came after its link_unnamed and "
+                "before its rename");
+  check(swept == n, "after every kill a sweep leaves no temp file");
+}
+
+void kill_after_each_call_in(const test::fs::path& base) {
+  const auto dir = base / ("kill-after-each-call-" + std::to_string(::getpid()));
+  test::fs::remove_all(dir);
+  std::string old_state;  // what a state save writes, as the state before
+  {
+    test::CaptureSink quiet;
+    Manager manager(dir / "old-state", quiet);
+    if (!manager.save_state(version(1700000001)).ok()) skip("cannot save in " + dir.string());
+    old_state = test::read_file(dir / "old-state" / "state.json");
+  }
+  const SaveToKill saves[] = {
+      {"AtomicWriter<FullSync>::write",
+       dir / "write",
+       {dir / "write" / "data.json"},
+       {"old data"},
+       [target = dir / "write" / "data.json"](test::FaultFs& fs) {
+         return as::AtomicWriter<as::FullSync, test::FaultFs&>(fs).write(target, "new data").ok();
+       }},
+      {"StateManager::save_state",
+       dir / "state",
+       {dir / "state" / "state.json"},
+       {old_state},
+       [at = dir / "state"](test::FaultFs& fs) {
+         as::StateManager<as::NullSink, as::State, as::FullSync, test::FaultFs&> manager(
+             at, as::NullSink{}, fs);
+         return manager.save_state(version(1700000002)).ok();
+       }},
+      {"Batch<FullSync> of two files",
+       dir / "batch",
+       {dir / "batch" / "a.json", dir / "batch" / "b.json"},
+       {"old a", "old b"},
+       [at = dir / "batch"](test::FaultFs& fs) {
+         as::Batch<as::FullSync, test::FaultFs&> batch(fs);
+         return batch.add(at / "a.json", "new a").ok() && batch.add(at / "b.json", "new b").ok() &&
+                batch.commit().ok();
+       }},
+  };
+  for (const SaveToKill& save : saves) test::fs::create_directories(save.dir);
+  const bool unnamed = makes_unnamed_files(dir);
+  if (!unnamed)
+    std::printf("no unnamed files in %s: the saves with named temp files only\n", dir.c_str());
+  for (const SaveToKill& save : saves) {
+    if (unnamed) kill_after_each_call(save, false);
+    kill_after_each_call(save, true);
+  }
+  test::fs::remove_all(dir);
+}
+
 int usage() {
   std::fprintf(
       stderr,
-      "usage: process-tests kill DIR [KILLS] | kill-tmpfs [KILLS] | batch-kill DIR [KILLS] | "
-      "batch-kill-shm [KILLS] | concurrent DIR\n");
+      "usage: process-tests kill DIR [KILLS] | kill-tmpfs [KILLS] | kill-image TYPE [KILLS] | "
+      "batch-kill DIR [KILLS] | batch-kill-shm [KILLS] | kill-after-each-call DIR | "
+      "concurrent DIR\n");
   return 2;
 }
 
@@ -644,10 +1036,14 @@ int main(int argc, char** argv) {
     on_disk(argv[2], argc > 3 ? std::atoi(argv[3]) : 1000);
   else if (what == "kill-tmpfs")
     on_own_tmpfs(argc > 2 ? std::atoi(argv[2]) : 1000);
+  else if (what == "kill-image" && argc >= 3)
+    on_image(argv[2], argc > 3 ? std::atoi(argv[3]) : 1000);
   else if (what == "batch-kill" && argc >= 3)
     batch_on_disk(argv[2], argc > 3 ? std::atoi(argv[3]) : 300);
   else if (what == "batch-kill-shm")
     batch_on_shm(argc > 2 ? std::atoi(argv[2]) : 300);
+  else if (what == "kill-after-each-call" && argc >= 3)
+    kill_after_each_call_in(argv[2]);
   else if (what == "concurrent" && argc >= 3)
     concurrent(argv[2]);
   else
