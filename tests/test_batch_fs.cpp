@@ -268,9 +268,9 @@ TEST_CASE("a target that is a directory is refused at add, before anything is wr
   CHECK(refused.code().value() == EISDIR);
   CHECK(refused.target() == (dir / "sub").string());
   CHECK(contains(refused.message(), "the target is a directory"));
-  CHECK(fs.count(Op::write) == writes);   // not a byte of it
+  CHECK(fs.count(Op::write) == writes);                                // not a byte of it
   CHECK(fs.count(Op::create_file) + fs.count(Op::open_unnamed) == 1);  // nor a temp file
-  CHECK(batch.size() == 1);  // the batch keeps the others
+  CHECK(batch.size() == 1);                                            // the batch keeps the others
   CHECK(temp_files_in(dir.path()).size() == protocol::listed_before_commit(1));
   REQUIRE(batch.commit().ok());
   CHECK(read_file(dir / "out") == "new");

@@ -218,8 +218,7 @@ TEST_CASE("a named temp file a sweep took before it was locked costs a fresh nam
   CHECK(test::temp_files_in(dir.path()).empty());
 }
 
-TEST_CASE("a named temp file locked by someone else costs a fresh name, never a wait",
-          "[sweep]") {
+TEST_CASE("a named temp file locked by someone else costs a fresh name, never a wait", "[sweep]") {
   test::TempDir dir;
   test::FaultFs fs;
   fs.faults = {test::no_unnamed_files(), Fault{Op::try_lock, 1, EWOULDBLOCK}};

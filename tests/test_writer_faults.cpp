@@ -73,7 +73,8 @@ std::string expand(std::string pattern, const TempDir& dir, const test::fs::path
       pattern.replace(at, key.size(), value);
   };
   // An unnamed temp file not named yet is its directory in messages.
-  put("$T", temp.empty() ? target.parent_path().string() : target.parent_path().string() + "/" + temp);
+  put("$T",
+      temp.empty() ? target.parent_path().string() : target.parent_path().string() + "/" + temp);
   put("$F", target.string());
   put("$D", target.parent_path().string());
   put("$R", dir.path().string());
@@ -232,31 +233,43 @@ TEST_CASE("a write that never makes progress fails instead of spinning", "[fault
 Op naming_call() { return protocol::unnamed_temp_files() ? Op::link_unnamed : Op::create_file; }
 
 TEST_CASE("a taken temp name is skipped for a fresh one", "[faults]") {
-  const Op naming = naming_call();
-  CAPTURE(test::op_name(naming));
-  SECTION("a few collisions cost a few retries") {
-    FaultFs fs;
-    fs.faults = {Fault{naming, 1, EEXIST}, Fault{naming, 2, EEXIST}};
-    TempDir dir;
-    REQUIRE(Writer(fs).write(dir / "f", "x").ok());
-    CHECK(fs.count(naming) == 3);
-    CHECK(read_file(dir / "f") == "x");
-  }
-  SECTION("when every name is taken the save gives up with a clear reason") {
-    const auto status = run_and_check(kScenarios[0], {Fault{naming, 1, EEXIST, true}},
-                                      Step::create_temp_file, false, "$T", EEXIST);
-    CHECK(status.message().find("every temp name tried was taken") != std::string::npos);
-  }
-  SECTION("each retry draws a different name") {
-    FaultFs fs;
-    fs.faults = {Fault{naming, 1, EEXIST, true}};
-    TempDir dir;
-    (void)Writer(fs).write(dir / "f", "x");
-    std::set<std::string> names;
-    for (const auto& call : fs.calls)
-      if (call.op == naming) names.insert(call.name);
-    CHECK(fs.count(naming) == ATOMIC_STATE_TEMP_NAME_ATTEMPTS);
-    CHECK(names.size() == ATOMIC_STATE_TEMP_NAME_ATTEMPTS);
+  struct Kind {
+    const char* what;
+    Op naming;
+    std::vector<Fault> faults;  // what makes the temp file of this kind
+  };
+  std::vector<Kind> kinds = {{"named", Op::create_file, {test::no_unnamed_files()}}};
+  if (protocol::unnamed_temp_files()) kinds.push_back({"unnamed", Op::link_unnamed, {}});
+  for (const Kind& kind : kinds) {
+    CAPTURE(kind.what);
+    const auto with = [&](std::vector<Fault> faults) {
+      faults.insert(faults.end(), kind.faults.begin(), kind.faults.end());
+      return faults;
+    };
+    {  // a few collisions cost a few retries
+      FaultFs fs;
+      fs.faults = with({Fault{kind.naming, 1, EEXIST}, Fault{kind.naming, 2, EEXIST}});
+      TempDir dir;
+      REQUIRE(Writer(fs).write(dir / "f", "x").ok());
+      CHECK(fs.count(kind.naming) == 3);
+      CHECK(read_file(dir / "f") == "x");
+    }
+    {  // when every name is taken the save gives up with a clear reason
+      const auto status = run_and_check(kScenarios[0], with({Fault{kind.naming, 1, EEXIST, true}}),
+                                        Step::create_temp_file, false, "$T", EEXIST);
+      CHECK(status.message().find("every temp name tried was taken") != std::string::npos);
+    }
+    {  // each retry draws a different name
+      FaultFs fs;
+      fs.faults = with({Fault{kind.naming, 1, EEXIST, true}});
+      TempDir dir;
+      (void)Writer(fs).write(dir / "f", "x");
+      std::set<std::string> names;
+      for (const auto& call : fs.calls)
+        if (call.op == kind.naming) names.insert(call.name);
+      CHECK(fs.count(kind.naming) == ATOMIC_STATE_TEMP_NAME_ATTEMPTS);
+      CHECK(names.size() == ATOMIC_STATE_TEMP_NAME_ATTEMPTS);
+    }
   }
 }
 
@@ -300,8 +313,8 @@ TEST_CASE("a temp file that cannot be removed is reported with the first failure
     TempDir other;
     FaultFs stalled;
     // A named temp file, which has a name while it is written.
-    stalled.faults = {Fault{Op::open_unnamed, 1, EOPNOTSUPP, true},
-                      Fault{Op::write, 1, 0, true, 0}, Fault{Op::unlink, 1, EIO, true}};
+    stalled.faults = {Fault{Op::open_unnamed, 1, EOPNOTSUPP, true}, Fault{Op::write, 1, 0, true, 0},
+                      Fault{Op::unlink, 1, EIO, true}};
     const auto both = Writer(stalled).write(other / "f", kNew);
     CHECK(both.message().find("(the write kept returning 0 bytes) (the temp file could "
                               "not be removed)") != std::string::npos);

@@ -28,8 +28,9 @@ struct FileOnlySync {
 
 }  // namespace
 
-TEST_CASE("FullSync, unnamed: temp, write, fchmod, fsync, lock, link, rename, close, fsync directory",
-          "[trace]") {
+TEST_CASE(
+    "FullSync, unnamed: temp, write, fchmod, fsync, lock, link, rename, close, fsync directory",
+    "[trace]") {
   if (!protocol::unnamed_temp_files()) {
     WARN("the test directory's filesystem has no unnamed files (O_TMPFILE): nothing to trace");
     return;
