@@ -838,18 +838,19 @@ struct PosixFs {
   /// descriptor unless link_unnamed names it. -EOPNOTSUPP where there is
   /// none: elsewhere than Linux, on a filesystem without it (vfat, NFS,
   /// older kernels: EOPNOTSUPP, EISDIR or EINVAL from the kernel), or where
-  /// this process could not name it (no /proc/self/fd, and linkat's
-  /// AT_EMPTY_PATH refused). Optional, with link_unnamed: without them, or
-  /// where this says -EOPNOTSUPP, a save makes a named temp file and locks
-  /// it.
+  /// this process might not name it (no /proc/self/fd now, and linkat's
+  /// AT_EMPTY_PATH not yet seen to name one, or seen refused). Optional,
+  /// with link_unnamed: without them, or where this says -EOPNOTSUPP, a save
+  /// makes a named temp file and locks it.
   int open_unnamed(int dir_fd, unsigned mode) noexcept;
   /// Gives the unnamed file `fd` (open_unnamed) the name `name` in dir_fd:
   /// linkat(fd, "", dir_fd, name, AT_EMPTY_PATH), or, where the kernel
   /// refuses that to a process without CAP_DAC_READ_SEARCH (ENOENT: older
   /// kernels), linkat(AT_FDCWD, "/proc/self/fd/N", dir_fd, name,
-  /// AT_SYMLINK_FOLLOW), which needs no privilege; the refusal is
-  /// remembered for the process. -EEXIST when `name` exists. A file once
-  /// named and unlinked again cannot be named a second time (ENOENT).
+  /// AT_SYMLINK_FOLLOW), which needs no privilege; a refusal that /proc got
+  /// round is remembered for the process. -EEXIST when `name` exists. A
+  /// file once named and unlinked again cannot be named a second time
+  /// (ENOENT).
   int link_unnamed(int fd, int dir_fd, const char* name) noexcept;
   /// fchown(fd, owner, group): for ModeFrom::existing. Optional: without
   /// it, the new file keeps the process's owner and group.
@@ -1271,40 +1272,34 @@ inline int PosixFs::start_writeback(int fd) noexcept {
 }
 
 namespace detail {
-// How this process names an unnamed file, learnt once: whether linkat's
-// AT_EMPTY_PATH was refused, and whether /proc/self/fd is there to name it
-// through instead.
-enum UnnamedNaming : int {
-  kNamingUnknown = 0,
-  kEmptyPathRefused = 1,
-  kProcChecked = 2,
-  kProcMissing = 4,
-};
-inline std::atomic<int>& unnamed_naming() noexcept {
-  static std::atomic<int> learnt{kNamingUnknown};
+// What this process learnt of linkat's AT_EMPTY_PATH: that it names an
+// unnamed file, or that it is refused (older kernels, without
+// CAP_DAC_READ_SEARCH), so that every unnamed file is named through
+// /proc/self/fd. A refusal counts only once /proc got round it: an ENOENT
+// of another cause (the directory removed) is not one.
+enum EmptyPath : int { kEmptyPathUnknown = 0, kEmptyPathNames = 1, kEmptyPathRefused = 2 };
+inline std::atomic<int>& empty_path() noexcept {
+  static std::atomic<int> learnt{kEmptyPathUnknown};
   return learnt;
 }
 
-// Whether /proc/self/fd can name a file, looked at once per process.
-inline bool proc_names_files() noexcept {
-  std::atomic<int>& learnt = unnamed_naming();
-  int now = learnt.load(std::memory_order_relaxed);
-  if ((now & kProcChecked) == 0) {
-    const bool there = ::faccessat(AT_FDCWD, "/proc/self/fd", X_OK, 0) == 0;
-    const int found = kProcChecked | (there ? 0 : kProcMissing);
-    (void)learnt.fetch_or(found);
-    now |= found;
-  }
-  return (now & kProcMissing) == 0;
+// /proc/self/fd/N, into `path`.
+inline const char* proc_fd_path(int fd, char (&path)[32]) noexcept {
+  std::memcpy(path, "/proc/self/fd/", 14);
+  *std::to_chars(path + 14, path + sizeof path - 1, fd).ptr = '\0';
+  return path;
 }
 }  // namespace detail
 
 inline int PosixFs::open_unnamed(int dir_fd, unsigned mode) noexcept {
 #if ATOMIC_STATE_DETAIL_HAS_UNNAMED_FILES
-  // Without /proc it could be named only by AT_EMPTY_PATH, which older
-  // kernels refuse to an unprivileged process: too late to learn once the
-  // bytes are in it.
-  if (!detail::proc_names_files()) return -EOPNOTSUPP;
+  // Unless AT_EMPTY_PATH is known to name it, /proc must be there to: once
+  // the bytes are in it, it is too late to learn that neither can (a
+  // chroot or a mount namespace without /proc, an older kernel). So until
+  // a first AT_EMPTY_PATH link, and ever after a refusal, each save looks.
+  if (detail::empty_path().load(std::memory_order_relaxed) != detail::kEmptyPathNames &&
+      ::faccessat(AT_FDCWD, "/proc/self/fd", X_OK, 0) != 0)
+    return -EOPNOTSUPP;
   const int fd = ::openat(dir_fd, ".", O_WRONLY | O_TMPFILE | O_CLOEXEC, detail::to_mode(mode));
   if (fd >= 0) return fd;
   const int error = errno;
@@ -1318,16 +1313,22 @@ inline int PosixFs::open_unnamed(int dir_fd, unsigned mode) noexcept {
 
 inline int PosixFs::link_unnamed(int fd, int dir_fd, const char* name) noexcept {
 #if ATOMIC_STATE_DETAIL_HAS_UNNAMED_FILES
-  std::atomic<int>& learnt = detail::unnamed_naming();
-  if ((learnt.load(std::memory_order_relaxed) & detail::kEmptyPathRefused) == 0) {
-    if (::linkat(fd, "", dir_fd, name, AT_EMPTY_PATH) == 0) return 0;
+  std::atomic<int>& learnt = detail::empty_path();
+  const int known = learnt.load(std::memory_order_relaxed);
+  if (known != detail::kEmptyPathRefused) {
+    if (::linkat(fd, "", dir_fd, name, AT_EMPTY_PATH) == 0) {
+      if (known == detail::kEmptyPathUnknown)
+        learnt.store(detail::kEmptyPathNames, std::memory_order_relaxed);
+      return 0;
+    }
     if (errno != ENOENT) return -errno;
-    (void)learnt.fetch_or(detail::kEmptyPathRefused);
   }
-  char path[32] = "/proc/self/fd/";
-  char* const end = std::to_chars(path + 14, path + sizeof path - 1, fd).ptr;
-  *end = '\0';
-  return detail::negative_errno(::linkat(AT_FDCWD, path, dir_fd, name, AT_SYMLINK_FOLLOW));
+  char path[32];
+  const int r = detail::negative_errno(
+      ::linkat(AT_FDCWD, detail::proc_fd_path(fd, path), dir_fd, name, AT_SYMLINK_FOLLOW));
+  if (r == 0 && known != detail::kEmptyPathRefused)
+    learnt.store(detail::kEmptyPathRefused, std::memory_order_relaxed);
+  return r;
 #else
   (void)fd;
   (void)dir_fd;
@@ -2390,7 +2391,7 @@ Status WriteTransaction<S, Fs>::fail(Step step, int neg_errno, std::string_view 
                                      std::string_view subject_name, const char* note) noexcept {
   if (phase_ == Phase::open) phase_ = Phase::failed;
   const bool temp_removed = close_and_remove_temp();
-  const bool replaced = step == Step::sync_directory && phase_ == Phase::committed;
+  const bool replaced = phase_ == Phase::committed;
   detail::JoinedPath subject(subject_dir, subject_name);
   detail::JoinedPath target(dir_prefix(), std::string_view(name(), name_len_));
   error_ =
@@ -2399,8 +2400,11 @@ Status WriteTransaction<S, Fs>::fail(Step step, int neg_errno, std::string_view 
   return error_;
 }
 
+// A failure of the temp file, named by its name; while it has none (an
+// unnamed file before its link), by its directory.
 template <class S, class Fs>
 Status WriteTransaction<S, Fs>::fail_on_temp(Step step, int neg_errno, const char* note) noexcept {
+  if (unnamed_ && !temp_exists_) return fail(step, neg_errno, dir_for_messages(), {}, note);
   return fail(step, neg_errno, dir_prefix(), std::string_view(temp_, temp_len_), note);
 }
 
@@ -2811,7 +2815,7 @@ Status WriteTransaction<S, Fs>::create_temp_file() noexcept {
       }
       if (fd != -EOPNOTSUPP)
         return fail(Step::create_temp_file, fd, dir_for_messages(), {},
-                    "the unnamed temp file could not be made");
+                    "an unnamed temp file could not be made in the directory");
     }
   int r = -EEXIST;
   for (int attempt = 0; attempt < ATOMIC_STATE_TEMP_NAME_ATTEMPTS && r == -EEXIST; ++attempt) {
@@ -3112,9 +3116,7 @@ Status WriteTransaction<S, Fs>::sync_file() noexcept {
 template <class S, class Fs>
 Status WriteTransaction<S, Fs>::close_file() noexcept {
   // An unnamed file is closed after its rename instead, by put_in_place:
-  // its descriptor holds the lock that keeps a sweep off its name. Only
-  // local filesystems (ext4, xfs, btrfs, tmpfs...) make unnamed files, and
-  // their close reports nothing.
+  // its descriptor holds the lock that keeps a sweep off its name.
   if (unnamed_) return name_unnamed_file();
   // The temp file's lock lives as long as one descriptor of it: a second
   // one keeps it from the close below to the rename, when the file stops
@@ -3140,7 +3142,15 @@ Status WriteTransaction<S, Fs>::put_in_place() noexcept {
   if (r < 0) return fail_on_temp(Step::rename, r);
   temp_exists_ = false;
   phase_ = Phase::committed;
-  if (unnamed_) (void)fs_.close(std::exchange(fd_, -1));  // see close_file()
+  if (unnamed_) {
+    // Checked all the same, though the target is replaced by now: a
+    // filesystem that reports write errors only at the close (FUSE, which
+    // may make unnamed files) then fails the save with replaced() true,
+    // rather than let it pass. Under a sync policy the sync reported them.
+    const int closed = fs_.close(std::exchange(fd_, -1));
+    if (closed < 0 && closed != -EINTR)
+      return fail(Step::close_temp_file, closed, dir_prefix(), std::string_view(name(), name_len_));
+  }
   return {};
 }
 
@@ -3991,7 +4001,10 @@ Status Batch<S, Fs>::commit(BeforeLast&& before_last) noexcept {
   // 2, 3. Every file but the last in place, in order, then durably so.
   const std::size_t last = used_ - 1;
   for (std::size_t i = 0; i < last; ++i) {
-    if (Status done = Steps::put_in_place(*files_[i]); !done) return stopped(done);
+    if (Status done = Steps::put_in_place(*files_[i]); !done) {
+      if (done.replaced()) ++replaced_;  // renamed, then its close failed
+      return stopped(done);
+    }
     ++replaced_;
   }
   if constexpr (S::directory)
@@ -4004,7 +4017,10 @@ Status Batch<S, Fs>::commit(BeforeLast&& before_last) noexcept {
     }
   // 4. The last file, never durable before the files it follows.
   if (Status done = before_last(); !done) return stopped(done);
-  if (Status done = Steps::put_in_place(*files_[last]); !done) return stopped(done);
+  if (Status done = Steps::put_in_place(*files_[last]); !done) {
+    if (done.replaced()) ++replaced_;
+    return stopped(done);
+  }
   ++replaced_;
   if constexpr (S::directory)
     if (Status done = Steps::sync_directory(*files_[last]); !done) return stopped(done);

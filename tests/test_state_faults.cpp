@@ -96,8 +96,8 @@ TEST_CASE("a save over an existing state survives the failure of any call", "[st
 
         CHECK(s.fs.open_descriptors().empty());
         CHECK(test::temp_files_in(s.dir.path()).empty());
-        const Step step =
-            persistent && call.later_fails_as != Step::none ? call.later_fails_as : call.fails_as;
+        const bool later = persistent && call.later_fails_as != Step::none;
+        const Step step = later ? call.later_fails_as : call.fails_as;
         if (step == Step::none) {  // a call the save survives
           CHECK(status.ok());
           continue;
@@ -107,7 +107,7 @@ TEST_CASE("a save over an existing state survives the failure of any call", "[st
         CHECK(status.code().value() == error);
         CHECK(status.message().rfind("write state file: ", 0) == 0);
         CHECK(s.log.with("state saved").empty());
-        if (call.replaced) {
+        if (later ? call.later_replaced : call.replaced) {
           // The rename happened; only its durability is in doubt.
           CHECK(status.replaced());
           auto now = s.manager.load_state();

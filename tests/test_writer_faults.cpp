@@ -34,6 +34,22 @@ Status save_whole(FaultFs& fs, const test::fs::path& target) {
   return AtomicWriter<Policy, FaultFs&>(fs).write(target, kNew, 0644);
 }
 
+// The same save where the filesystem has no unnamed files: its temp file
+// named and locked from the start.
+template <class Policy>
+Status save_named(FaultFs& fs, const test::fs::path& target) {
+  fs.faults.push_back(test::no_unnamed_files());
+  return AtomicWriter<Policy, FaultFs&>(fs).write(target, kNew, 0644);
+}
+
+// A save over an existing file with a named temp file: the refusal of an
+// unnamed one (whose other failures fail the save), then the named save.
+protocol::Calls named_save(protocol::Sync sync) {
+  return protocol::open_directory() + protocol::check_target() +
+         protocol::Calls{{Op::open_unnamed, Step::create_temp_file, "$D"}} +
+         protocol::create_temp_file(true) + protocol::write_data() + protocol::commit(sync, true);
+}
+
 Status save_streamed(FaultFs& fs, const test::fs::path& target) {
   AtomicWriter<FullSync, FaultFs&> writer(fs);
   auto tx = writer.begin(target, 0644);
@@ -58,6 +74,10 @@ struct Scenario {
 const Scenario kScenarios[] = {
     {"overwrite, FullSync", protocol::overwrite_full_sync(), true, existing_target,
      save_whole<FullSync>},
+    {"overwrite, FullSync, named temp file", named_save(protocol::Sync::full), true,
+     existing_target, save_named<FullSync>},
+    {"overwrite, NoSync, named temp file", named_save(protocol::Sync::none), true, existing_target,
+     save_named<NoSync>},
     {"first save into missing directories", protocol::first_save_two_levels(), false, nested_target,
      save_whole<FullSync>},
     {"overwrite, DataSync", protocol::overwrite_data_sync(), true, existing_target,
@@ -159,7 +179,8 @@ TEST_CASE("a failing call leaves the target as it was and says where and why", "
           CAPTURE(sc.name, test::op_name(call.op), k, std::strerror(error), persistent);
           const bool later = persistent && call.later_fails_as != Step::none;
           (void)run_and_check(sc, {Fault{call.op, k, error, persistent}},
-                              later ? call.later_fails_as : call.fails_as, call.replaced,
+                              later ? call.later_fails_as : call.fails_as,
+                              later ? call.later_replaced : call.replaced,
                               later ? call.later_names : call.names, error);
           ++cases;
         }
@@ -228,18 +249,15 @@ TEST_CASE("a write that never makes progress fails instead of spinning", "[fault
   CHECK(status.message().find("kept returning 0 bytes") != std::string::npos);
 }
 
-// The call that gives a temp file its name: the link of an unnamed one,
-// or the creation of a named one where the filesystem has no unnamed files.
-Op naming_call() { return protocol::unnamed_temp_files() ? Op::link_unnamed : Op::create_file; }
-
 TEST_CASE("a taken temp name is skipped for a fresh one", "[faults]") {
   struct Kind {
     const char* what;
     Op naming;
     std::vector<Fault> faults;  // what makes the temp file of this kind
+    const char* names;          // what a failure to name it names
   };
-  std::vector<Kind> kinds = {{"named", Op::create_file, {test::no_unnamed_files()}}};
-  if (protocol::unnamed_temp_files()) kinds.push_back({"unnamed", Op::link_unnamed, {}});
+  std::vector<Kind> kinds = {{"named", Op::create_file, {test::no_unnamed_files()}, "$T"}};
+  if (protocol::unnamed_temp_files()) kinds.push_back({"unnamed", Op::link_unnamed, {}, "$D"});
   for (const Kind& kind : kinds) {
     CAPTURE(kind.what);
     const auto with = [&](std::vector<Fault> faults) {
@@ -256,7 +274,7 @@ TEST_CASE("a taken temp name is skipped for a fresh one", "[faults]") {
     }
     {  // when every name is taken the save gives up with a clear reason
       const auto status = run_and_check(kScenarios[0], with({Fault{kind.naming, 1, EEXIST, true}}),
-                                        Step::create_temp_file, false, "$T", EEXIST);
+                                        Step::create_temp_file, false, kind.names, EEXIST);
       CHECK(status.message().find("every temp name tried was taken") != std::string::npos);
     }
     {  // each retry draws a different name
@@ -274,25 +292,35 @@ TEST_CASE("a taken temp name is skipped for a fresh one", "[faults]") {
 }
 
 TEST_CASE("a symlink planted at the temp name is neither followed nor removed", "[faults]") {
-  TempDir dir;
-  test::write_plain(dir / "victim", "precious");
-  FaultFs fs;
-  std::string planted;
-  const Op naming = naming_call();
-  fs.before = [&](Op op, int, const char* name) {
-    if (op != naming || !planted.empty()) return;
-    planted = name;  // the attacker guessed the name right
-    test::fs::create_symlink(dir / "victim", dir / planted);
+  struct Kind {
+    const char* what;
+    Op naming;
+    std::vector<Fault> faults;  // what makes the temp file of this kind
   };
-  REQUIRE(Writer(fs).write(dir / "f", "mine").ok());
-  const auto first = std::find_if(fs.calls.begin(), fs.calls.end(),
-                                  [&](const test::Call& c) { return c.op == naming; });
-  REQUIRE(first != fs.calls.end());
-  CHECK(first->result == -EEXIST);  // linkat, or O_EXCL|O_NOFOLLOW, refused the link
-  CHECK(fs.count(naming) == 2);
-  CHECK(read_file(dir / "victim") == "precious");
-  CHECK(test::fs::is_symlink(dir / planted));
-  CHECK(read_file(dir / "f") == "mine");
+  std::vector<Kind> kinds = {{"named", Op::create_file, {test::no_unnamed_files()}}};
+  if (protocol::unnamed_temp_files()) kinds.push_back({"unnamed", Op::link_unnamed, {}});
+  for (const Kind& kind : kinds) {
+    CAPTURE(kind.what);
+    TempDir dir;
+    test::write_plain(dir / "victim", "precious");
+    FaultFs fs;
+    fs.faults = kind.faults;
+    std::string planted;
+    fs.before = [&](Op op, int, const char* name) {
+      if (op != kind.naming || !planted.empty()) return;
+      planted = name;  // the attacker guessed the name right
+      test::fs::create_symlink(dir / "victim", dir / planted);
+    };
+    REQUIRE(Writer(fs).write(dir / "f", "mine").ok());
+    const auto first = std::find_if(fs.calls.begin(), fs.calls.end(),
+                                    [&](const test::Call& c) { return c.op == kind.naming; });
+    REQUIRE(first != fs.calls.end());
+    CHECK(first->result == -EEXIST);  // linkat, or O_EXCL|O_NOFOLLOW, refused the link
+    CHECK(fs.count(kind.naming) == 2);
+    CHECK(read_file(dir / "victim") == "precious");
+    CHECK(test::fs::is_symlink(dir / planted));
+    CHECK(read_file(dir / "f") == "mine");
+  }
 }
 
 TEST_CASE("a temp file that cannot be removed is reported with the first failure", "[faults]") {

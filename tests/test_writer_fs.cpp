@@ -1,6 +1,7 @@
 // AtomicWriter against the real filesystem, in a fresh directory per case.
 #include <fcntl.h>
 #include <grp.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -16,6 +17,7 @@
 #include "atomic_state.hpp"
 #include "support/catch.hpp"
 #include "support/child.hpp"
+#include "support/mounts.hpp"
 #include "support/names.hpp"
 
 namespace {
@@ -899,4 +901,63 @@ TEST_CASE("follow_symlinks through an AtomicDirectory is refused: it needs a pat
   CHECK(status.step() == Step::check_path);
   CHECK(status.code() == std::errc::invalid_argument);
   CHECK_FALSE(std::filesystem::exists(dir / "f"));
+}
+
+TEST_CASE("without /proc and before AT_EMPTY_PATH has named a file, a save makes a named temp file",
+          "[fs]") {
+  if (!protocol::unnamed_temp_files()) {
+    WARN("the test directory's filesystem has no unnamed files (O_TMPFILE): nothing to prove");
+    return;
+  }
+  TempDir dir;
+  test::Child child;
+  const pid_t pid = child.fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    std::string why;
+    if (!test::private_mount_namespace(why) || ::umount2("/proc", MNT_DETACH) != 0) ::_exit(77);
+    // This process has not learnt yet whether AT_EMPTY_PATH names a file.
+    as::detail::empty_path().store(as::detail::kEmptyPathUnknown);
+    test::FaultFs fs;
+    if (!AtomicWriter<FullSync, test::FaultFs&>(fs).write(dir / "f", "named").ok()) ::_exit(1);
+    if (fs.count(Op::open_unnamed) != 1 || fs.calls[2].result != -EOPNOTSUPP) ::_exit(2);
+    if (fs.count(Op::create_file) != 1) ::_exit(3);
+    ::_exit(0);
+  }
+  const int code = test::exit_code(child.wait());
+  if (code == 77) {
+    WARN("no private mount namespace here, or /proc would not unmount: nothing to prove");
+    return;
+  }
+  CHECK(code == 0);
+  CHECK(read_file(dir / "f") == "named");
+  CHECK(temp_files_in(dir.path()).empty());
+}
+
+TEST_CASE("a link that fails for another cause than a refusal of AT_EMPTY_PATH is not one",
+          "[fs]") {
+  if (!protocol::unnamed_temp_files()) {
+    WARN("the test directory's filesystem has no unnamed files (O_TMPFILE): nothing to prove");
+    return;
+  }
+  // The directory removed under an unnamed file: both ways of naming it
+  // fail with ENOENT, and the process still names files by AT_EMPTY_PATH.
+  TempDir dir;
+  test::fs::create_directory(dir / "gone");
+  as::PosixFs fs;
+  as::detail::empty_path().store(as::detail::kEmptyPathUnknown);
+  const int dir_fd = fs.open_directory((dir / "gone").c_str());
+  REQUIRE(dir_fd >= 0);
+  const int fd = fs.open_unnamed(dir_fd, 0600);
+  REQUIRE(fd >= 0);
+  test::fs::remove(dir / "gone");
+  CHECK(fs.link_unnamed(fd, dir_fd, ".tmp-Ab12Cd") == -ENOENT);
+  CHECK(as::detail::empty_path().load() == as::detail::kEmptyPathUnknown);
+  (void)fs.close(fd);
+  (void)fs.close(dir_fd);
+  // And a save after it takes the short way again.
+  test::FaultFs traced;
+  REQUIRE(AtomicWriter<FullSync, test::FaultFs&>(traced).write(dir / "f", "x").ok());
+  CHECK(traced.count(Op::link_unnamed) == 1);
+  CHECK(as::detail::empty_path().load() != as::detail::kEmptyPathRefused);
 }

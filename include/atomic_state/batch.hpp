@@ -308,7 +308,10 @@ Status Batch<S, Fs>::commit(BeforeLast&& before_last) noexcept {
   // 2, 3. Every file but the last in place, in order, then durably so.
   const std::size_t last = used_ - 1;
   for (std::size_t i = 0; i < last; ++i) {
-    if (Status done = Steps::put_in_place(*files_[i]); !done) return stopped(done);
+    if (Status done = Steps::put_in_place(*files_[i]); !done) {
+      if (done.replaced()) ++replaced_;  // renamed, then its close failed
+      return stopped(done);
+    }
     ++replaced_;
   }
   if constexpr (S::directory)
@@ -321,7 +324,10 @@ Status Batch<S, Fs>::commit(BeforeLast&& before_last) noexcept {
     }
   // 4. The last file, never durable before the files it follows.
   if (Status done = before_last(); !done) return stopped(done);
-  if (Status done = Steps::put_in_place(*files_[last]); !done) return stopped(done);
+  if (Status done = Steps::put_in_place(*files_[last]); !done) {
+    if (done.replaced()) ++replaced_;
+    return stopped(done);
+  }
   ++replaced_;
   if constexpr (S::directory)
     if (Status done = Steps::sync_directory(*files_[last]); !done) return stopped(done);

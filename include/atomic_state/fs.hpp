@@ -19,7 +19,7 @@
 #include <charconv>      // std::from_chars, std::to_chars: /proc/self/status, /proc/self/fd
 #include <cstddef>       // std::size_t
 #include <cstdint>       // std::uint32_t, std::uint64_t, std::int64_t
-#include <cstring>       // std::strcmp, std::strstr
+#include <cstring>       // std::strcmp, std::strstr, std::memcpy
 #include <system_error>  // std::error_code, std::system_category
 #include <type_traits>   // std::void_t, std::true_type, std::remove_reference_t
 #include <utility>       // std::declval
@@ -199,18 +199,19 @@ struct PosixFs {
   /// descriptor unless link_unnamed names it. -EOPNOTSUPP where there is
   /// none: elsewhere than Linux, on a filesystem without it (vfat, NFS,
   /// older kernels: EOPNOTSUPP, EISDIR or EINVAL from the kernel), or where
-  /// this process could not name it (no /proc/self/fd, and linkat's
-  /// AT_EMPTY_PATH refused). Optional, with link_unnamed: without them, or
-  /// where this says -EOPNOTSUPP, a save makes a named temp file and locks
-  /// it.
+  /// this process might not name it (no /proc/self/fd now, and linkat's
+  /// AT_EMPTY_PATH not yet seen to name one, or seen refused). Optional,
+  /// with link_unnamed: without them, or where this says -EOPNOTSUPP, a save
+  /// makes a named temp file and locks it.
   int open_unnamed(int dir_fd, unsigned mode) noexcept;
   /// Gives the unnamed file `fd` (open_unnamed) the name `name` in dir_fd:
   /// linkat(fd, "", dir_fd, name, AT_EMPTY_PATH), or, where the kernel
   /// refuses that to a process without CAP_DAC_READ_SEARCH (ENOENT: older
   /// kernels), linkat(AT_FDCWD, "/proc/self/fd/N", dir_fd, name,
-  /// AT_SYMLINK_FOLLOW), which needs no privilege; the refusal is
-  /// remembered for the process. -EEXIST when `name` exists. A file once
-  /// named and unlinked again cannot be named a second time (ENOENT).
+  /// AT_SYMLINK_FOLLOW), which needs no privilege; a refusal that /proc got
+  /// round is remembered for the process. -EEXIST when `name` exists. A
+  /// file once named and unlinked again cannot be named a second time
+  /// (ENOENT).
   int link_unnamed(int fd, int dir_fd, const char* name) noexcept;
   /// fchown(fd, owner, group): for ModeFrom::existing. Optional: without
   /// it, the new file keeps the process's owner and group.
@@ -632,40 +633,34 @@ inline int PosixFs::start_writeback(int fd) noexcept {
 }
 
 namespace detail {
-// How this process names an unnamed file, learnt once: whether linkat's
-// AT_EMPTY_PATH was refused, and whether /proc/self/fd is there to name it
-// through instead.
-enum UnnamedNaming : int {
-  kNamingUnknown = 0,
-  kEmptyPathRefused = 1,
-  kProcChecked = 2,
-  kProcMissing = 4,
-};
-inline std::atomic<int>& unnamed_naming() noexcept {
-  static std::atomic<int> learnt{kNamingUnknown};
+// What this process learnt of linkat's AT_EMPTY_PATH: that it names an
+// unnamed file, or that it is refused (older kernels, without
+// CAP_DAC_READ_SEARCH), so that every unnamed file is named through
+// /proc/self/fd. A refusal counts only once /proc got round it: an ENOENT
+// of another cause (the directory removed) is not one.
+enum EmptyPath : int { kEmptyPathUnknown = 0, kEmptyPathNames = 1, kEmptyPathRefused = 2 };
+inline std::atomic<int>& empty_path() noexcept {
+  static std::atomic<int> learnt{kEmptyPathUnknown};
   return learnt;
 }
 
-// Whether /proc/self/fd can name a file, looked at once per process.
-inline bool proc_names_files() noexcept {
-  std::atomic<int>& learnt = unnamed_naming();
-  int now = learnt.load(std::memory_order_relaxed);
-  if ((now & kProcChecked) == 0) {
-    const bool there = ::faccessat(AT_FDCWD, "/proc/self/fd", X_OK, 0) == 0;
-    const int found = kProcChecked | (there ? 0 : kProcMissing);
-    (void)learnt.fetch_or(found);
-    now |= found;
-  }
-  return (now & kProcMissing) == 0;
+// /proc/self/fd/N, into `path`.
+inline const char* proc_fd_path(int fd, char (&path)[32]) noexcept {
+  std::memcpy(path, "/proc/self/fd/", 14);
+  *std::to_chars(path + 14, path + sizeof path - 1, fd).ptr = '\0';
+  return path;
 }
 }  // namespace detail
 
 inline int PosixFs::open_unnamed(int dir_fd, unsigned mode) noexcept {
 #if ATOMIC_STATE_DETAIL_HAS_UNNAMED_FILES
-  // Without /proc it could be named only by AT_EMPTY_PATH, which older
-  // kernels refuse to an unprivileged process: too late to learn once the
-  // bytes are in it.
-  if (!detail::proc_names_files()) return -EOPNOTSUPP;
+  // Unless AT_EMPTY_PATH is known to name it, /proc must be there to: once
+  // the bytes are in it, it is too late to learn that neither can (a
+  // chroot or a mount namespace without /proc, an older kernel). So until
+  // a first AT_EMPTY_PATH link, and ever after a refusal, each save looks.
+  if (detail::empty_path().load(std::memory_order_relaxed) != detail::kEmptyPathNames &&
+      ::faccessat(AT_FDCWD, "/proc/self/fd", X_OK, 0) != 0)
+    return -EOPNOTSUPP;
   const int fd = ::openat(dir_fd, ".", O_WRONLY | O_TMPFILE | O_CLOEXEC, detail::to_mode(mode));
   if (fd >= 0) return fd;
   const int error = errno;
@@ -679,16 +674,22 @@ inline int PosixFs::open_unnamed(int dir_fd, unsigned mode) noexcept {
 
 inline int PosixFs::link_unnamed(int fd, int dir_fd, const char* name) noexcept {
 #if ATOMIC_STATE_DETAIL_HAS_UNNAMED_FILES
-  std::atomic<int>& learnt = detail::unnamed_naming();
-  if ((learnt.load(std::memory_order_relaxed) & detail::kEmptyPathRefused) == 0) {
-    if (::linkat(fd, "", dir_fd, name, AT_EMPTY_PATH) == 0) return 0;
+  std::atomic<int>& learnt = detail::empty_path();
+  const int known = learnt.load(std::memory_order_relaxed);
+  if (known != detail::kEmptyPathRefused) {
+    if (::linkat(fd, "", dir_fd, name, AT_EMPTY_PATH) == 0) {
+      if (known == detail::kEmptyPathUnknown)
+        learnt.store(detail::kEmptyPathNames, std::memory_order_relaxed);
+      return 0;
+    }
     if (errno != ENOENT) return -errno;
-    (void)learnt.fetch_or(detail::kEmptyPathRefused);
   }
-  char path[32] = "/proc/self/fd/";
-  char* const end = std::to_chars(path + 14, path + sizeof path - 1, fd).ptr;
-  *end = '\0';
-  return detail::negative_errno(::linkat(AT_FDCWD, path, dir_fd, name, AT_SYMLINK_FOLLOW));
+  char path[32];
+  const int r = detail::negative_errno(
+      ::linkat(AT_FDCWD, detail::proc_fd_path(fd, path), dir_fd, name, AT_SYMLINK_FOLLOW));
+  if (r == 0 && known != detail::kEmptyPathRefused)
+    learnt.store(detail::kEmptyPathRefused, std::memory_order_relaxed);
+  return r;
 #else
   (void)fd;
   (void)dir_fd;

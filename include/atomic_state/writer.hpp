@@ -693,7 +693,7 @@ Status WriteTransaction<S, Fs>::fail(Step step, int neg_errno, std::string_view 
                                      std::string_view subject_name, const char* note) noexcept {
   if (phase_ == Phase::open) phase_ = Phase::failed;
   const bool temp_removed = close_and_remove_temp();
-  const bool replaced = step == Step::sync_directory && phase_ == Phase::committed;
+  const bool replaced = phase_ == Phase::committed;
   detail::JoinedPath subject(subject_dir, subject_name);
   detail::JoinedPath target(dir_prefix(), std::string_view(name(), name_len_));
   error_ =
@@ -702,8 +702,11 @@ Status WriteTransaction<S, Fs>::fail(Step step, int neg_errno, std::string_view 
   return error_;
 }
 
+// A failure of the temp file, named by its name; while it has none (an
+// unnamed file before its link), by its directory.
 template <class S, class Fs>
 Status WriteTransaction<S, Fs>::fail_on_temp(Step step, int neg_errno, const char* note) noexcept {
+  if (unnamed_ && !temp_exists_) return fail(step, neg_errno, dir_for_messages(), {}, note);
   return fail(step, neg_errno, dir_prefix(), std::string_view(temp_, temp_len_), note);
 }
 
@@ -1114,7 +1117,7 @@ Status WriteTransaction<S, Fs>::create_temp_file() noexcept {
       }
       if (fd != -EOPNOTSUPP)
         return fail(Step::create_temp_file, fd, dir_for_messages(), {},
-                    "the unnamed temp file could not be made");
+                    "an unnamed temp file could not be made in the directory");
     }
   int r = -EEXIST;
   for (int attempt = 0; attempt < ATOMIC_STATE_TEMP_NAME_ATTEMPTS && r == -EEXIST; ++attempt) {
@@ -1415,9 +1418,7 @@ Status WriteTransaction<S, Fs>::sync_file() noexcept {
 template <class S, class Fs>
 Status WriteTransaction<S, Fs>::close_file() noexcept {
   // An unnamed file is closed after its rename instead, by put_in_place:
-  // its descriptor holds the lock that keeps a sweep off its name. Only
-  // local filesystems (ext4, xfs, btrfs, tmpfs...) make unnamed files, and
-  // their close reports nothing.
+  // its descriptor holds the lock that keeps a sweep off its name.
   if (unnamed_) return name_unnamed_file();
   // The temp file's lock lives as long as one descriptor of it: a second
   // one keeps it from the close below to the rename, when the file stops
@@ -1443,7 +1444,15 @@ Status WriteTransaction<S, Fs>::put_in_place() noexcept {
   if (r < 0) return fail_on_temp(Step::rename, r);
   temp_exists_ = false;
   phase_ = Phase::committed;
-  if (unnamed_) (void)fs_.close(std::exchange(fd_, -1));  // see close_file()
+  if (unnamed_) {
+    // Checked all the same, though the target is replaced by now: a
+    // filesystem that reports write errors only at the close (FUSE, which
+    // may make unnamed files) then fails the save with replaced() true,
+    // rather than let it pass. Under a sync policy the sync reported them.
+    const int closed = fs_.close(std::exchange(fd_, -1));
+    if (closed < 0 && closed != -EINTR)
+      return fail(Step::close_temp_file, closed, dir_prefix(), std::string_view(name(), name_len_));
+  }
   return {};
 }
 

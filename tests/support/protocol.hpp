@@ -40,6 +40,7 @@ struct Call {
   /// from here on fails this later one, at this step, naming this path.
   Step later_fails_as = Step::none;
   const char* later_names = "";
+  bool later_replaced = false;
 };
 
 using Calls = std::vector<Call>;
@@ -121,7 +122,7 @@ inline std::size_t listed_before_commit(std::size_t n) { return unnamed_temp_fil
 /// The unnamed temp file named, right before its rename: locked (a sweep
 /// then leaves the name alone), linked under a fresh name.
 inline Calls name_unnamed_file() {
-  return {{Op::try_lock, Step::none, ""}, {Op::link_unnamed, Step::create_temp_file, "$T"}};
+  return {{Op::try_lock, Step::none, ""}, {Op::link_unnamed, Step::create_temp_file, "$D"}};
 }
 
 inline Calls write_data(int chunks = 1) {
@@ -129,11 +130,13 @@ inline Calls write_data(int chunks = 1) {
 }
 
 /// A temp descriptor's close: where a persistent close failure lands when an
-/// earlier close was one the save survives. Only a named temp file's close
-/// is checked; an unnamed one's comes after its rename.
-inline const char* const kTempClose = "$T";
-inline Step temp_close_fails_as() {
-  return unnamed_temp_files() ? Step::none : Step::close_temp_file;
+/// earlier close was one the save survives: a named temp file's, before its
+/// rename; an unnamed one's, after it, the target already replaced.
+inline Call later_temp_close(Call call) {
+  call.later_fails_as = Step::close_temp_file;
+  call.later_names = unnamed_temp_files() ? "$F" : "$T";
+  call.later_replaced = unnamed_temp_files();
+  return call;
 }
 
 /// How far a save syncs: FullSync, DataSync, NoSync, or a policy that syncs
@@ -158,7 +161,8 @@ inline Calls commit(Sync sync, bool named = !unnamed_temp_files()) {
   } else {
     calls = calls + name_unnamed_file();
     calls.push_back({Op::rename, Step::rename, "$T"});
-    calls.push_back({Op::close, Step::none, ""});  // the temp file, and its lock
+    // the temp file, and its lock: checked, the target already replaced
+    calls.push_back({Op::close, Step::close_temp_file, "$F", true});
   }
   if (syncs_directories(sync)) calls.push_back({Op::sync_full, Step::sync_directory, "$D", true});
   if (named) calls.push_back({Op::close, Step::none, ""});  // the lock's descriptor
@@ -187,7 +191,7 @@ inline Calls finish_level(const Level& level, Sync sync) {
   if (syncs_directories(sync))
     calls = calls + Calls{{Op::open_directory, Step::sync_directory, level.parent},
                           {Op::sync_full, Step::sync_directory, level.parent},
-                          {Op::close, Step::none, "", false, temp_close_fails_as(), kTempClose}};
+                          later_temp_close({Op::close, Step::none, ""})};
   return calls;
 }
 
@@ -488,7 +492,8 @@ inline BatchCalls batch_commit(Sync sync, const std::vector<int>& dirs, bool han
   }
   const auto rename = [&](int i, int renamed) {
     out.push_back({{Op::rename, Step::rename, "$T"}, i, renamed});
-    if (unnamed) out.push_back({{Op::close, Step::none, ""}, i, renamed + 1});  // after its rename
+    if (unnamed)  // after its rename, checked
+      out.push_back({{Op::close, Step::close_temp_file, "$F", true}, i, renamed + 1});
   };
   for (int i = 0; i < last; ++i) rename(i, i);
   if (syncs_directories(sync))
