@@ -1783,6 +1783,13 @@ struct WriteOptions {
 ///
 /// Phases: open -> committed (commit() succeeded), or open -> failed (any
 /// failure: the temp file is gone), or open -> discarded.
+///
+/// On Linux the temp file has no name until commit() (see docs/protocol.md):
+/// nothing is in the directory meanwhile, so an empty directory stays empty
+/// to rmdir, and a directory removed before the commit fails it (ENOENT).
+/// After fork() one process commits and the other discards: both
+/// committing make the second link the same file under a temp name again
+/// and rename it onto itself, which leaves that name for the next sweep.
 template <class SyncPolicy, class Fs>
 class WriteTransaction {
  public:

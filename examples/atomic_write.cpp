@@ -47,9 +47,12 @@
 // replacing it would leave a regular file where /dev/null was.
 //
 // Interrupted by SIGHUP, SIGINT or SIGTERM, it removes its temp file, passes
-// the signal on to COMMAND, and dies of that signal; FILE is as it was (or
-// complete, had the rename been done). After SIGKILL the temp file stays; it
-// is never read, and the library's sweep of the directory removes it.
+// the signal on to COMMAND, and dies of that signal; FILE is as it was. A
+// signal during the commit is held until the commit is done: FILE is then
+// replaced. On Linux the temp file has no name until the commit, so even
+// SIGKILL leaves nothing before it; a named temp file (a filesystem without
+// unnamed ones) stays after SIGKILL, never read, until the library's sweep
+// of the directory removes it.
 //
 // Exit status: 0 replaced; 1 failed or refused, FILE unchanged; 2 usage
 // error; 3 FILE replaced, but the directory sync failed (not known durable);
@@ -139,8 +142,9 @@ const char kUsageText[] =
     "COMMAND; --no-empty and --min-bytes apply to COMMAND's output, and with\n"
     "them nothing is created until that much output has come.\n"
     "\n"
-    "Interrupted (SIGHUP, SIGINT, SIGTERM) before the rename, it removes its\n"
-    "temp file, passes the signal on to COMMAND, and leaves FILE as it was.\n"
+    "Interrupted (SIGHUP, SIGINT, SIGTERM) before the commit, it removes its\n"
+    "temp file, passes the signal on to COMMAND, and leaves FILE as it was;\n"
+    "during the commit, the signal waits until FILE is replaced.\n"
     "\n"
     "Exit status:\n"
     "  0  FILE replaced\n"
@@ -369,10 +373,12 @@ void remove_temp_and_die(int sig) {
 // starts and before begin() makes the temp file, whose name it is then
 // given, until the transaction is over; the destructor restores the old
 // dispositions. A signal ignored at start (nohup, a background job's
-// SIGINT) stays ignored. After the rename the name is free, so a signal in
-// the moment before the disarming finds nothing to remove. SIGKILL cannot
-// be caught: its temp file stays, never read, until the library's sweep of
-// the directory.
+// SIGINT) stays ignored. The commit runs with the signals held (HeldSignals):
+// it names an unnamed temp file and renames it in one call, so a handler
+// could not learn that name in between; after the rename the name is free,
+// so the held signal finds nothing to remove. SIGKILL cannot be caught: a
+// named temp file stays, never read, until the library's sweep of the
+// directory (an unnamed one is freed by the kernel).
 class RemoveTempOnSignal {
  public:
   RemoveTempOnSignal() = default;
@@ -417,6 +423,24 @@ class RemoveTempOnSignal {
   static constexpr std::size_t kSignals = std::size(kCleanupSignals);
   struct sigaction previous_[kSignals] = {};
   bool installed_[kSignals] = {};
+};
+
+// Holds the cleanup signals off for its life: what arrives meanwhile is
+// delivered when it ends.
+class HeldSignals {
+ public:
+  HeldSignals() {
+    sigset_t block;
+    sigemptyset(&block);
+    for (const int sig : kCleanupSignals) sigaddset(&block, sig);
+    (void)::sigprocmask(SIG_BLOCK, &block, &previous_);
+  }
+  ~HeldSignals() { (void)::sigprocmask(SIG_SETMASK, &previous_, nullptr); }
+  HeldSignals(const HeldSignals&) = delete;
+  HeldSignals& operator=(const HeldSignals&) = delete;
+
+ private:
+  sigset_t previous_;
 };
 
 // With --mode, what the new FILE still takes from the file it replaces:
@@ -684,6 +708,7 @@ int replace(const Options& options) {
     if (!written) return report(written);
   }
   if (const int finished = input.finish(); finished != kReplaced) return finished;
+  const HeldSignals held;  // see RemoveTempOnSignal
   const atomic_state::Status committed = transaction->commit();
   return report(committed, writer.filesystem().group_refused()
                                ? " (FILE's group is one you are not in, and --mode gives that "
