@@ -359,8 +359,9 @@ class [[nodiscard]] Status {
   /// The run-time explanation (which field, which byte), or empty.
   std::string_view detail() const noexcept { return text_ ? text_->detail() : std::string_view(); }
   /// True when the target already holds the new content although the
-  /// operation failed: the rename happened, but the directory sync that
-  /// makes it durable did not.
+  /// operation failed: the rename happened, but a step after it did not
+  /// (the directory sync that makes it durable, or the checked close of an
+  /// unnamed temp file, which comes after its rename).
   bool replaced() const noexcept { return replaced_; }
 
   /// What the caller was doing, e.g. "write state file"; empty if not set.
@@ -1328,6 +1329,11 @@ inline int PosixFs::link_unnamed(int fd, int dir_fd, const char* name) noexcept 
       ::linkat(AT_FDCWD, detail::proc_fd_path(fd, path), dir_fd, name, AT_SYMLINK_FOLLOW));
   if (r == 0 && known != detail::kEmptyPathRefused)
     learnt.store(detail::kEmptyPathRefused, std::memory_order_relaxed);
+  // Neither way named it: what was learnt may no longer hold (privileges
+  // dropped, /proc gone), so the next saves look for /proc again before
+  // they make an unnamed file.
+  if (r < 0 && known == detail::kEmptyPathNames)
+    learnt.store(detail::kEmptyPathUnknown, std::memory_order_relaxed);
   return r;
 #else
   (void)fd;
@@ -7189,9 +7195,9 @@ class StateManager {
   /// it), is refused before anything is written. Errors: "write state
   /// file: " then the step, the path and the reason; nothing is logged as
   /// saved. A failure before the rename leaves the state file untouched;
-  /// Status::replaced() says the rename happened and only the directory
-  /// sync failed. With create_directory false, a state directory that is
-  /// not the one the last try_lock_run or load_state opened is refused
+  /// Status::replaced() says the rename happened and only a step after it
+  /// failed (the directory sync, or an unnamed temp file's close). With create_directory false, a
+  /// state directory that is not the one the last try_lock_run or load_state opened is refused
   /// (Step::open_directory, ENOENT, "is its volume mounted?"), before
   /// anything is written.
   Status save_state(const StateT& state) noexcept;

@@ -48,14 +48,15 @@
 //
 // Interrupted by SIGHUP, SIGINT or SIGTERM, it removes its temp file, passes
 // the signal on to COMMAND, and dies of that signal; FILE is as it was. A
-// signal during the commit is held until the commit is done: FILE is then
-// replaced. On Linux the temp file has no name until the commit, so even
+// signal during the commit comes too late: it is dropped, and the exit
+// status is the commit's. On Linux the temp file has no name until the commit, so even
 // SIGKILL leaves nothing before it; a named temp file (a filesystem without
 // unnamed ones) stays after SIGKILL, never read, until the library's sweep
 // of the directory removes it.
 //
 // Exit status: 0 replaced; 1 failed or refused, FILE unchanged; 2 usage
-// error; 3 FILE replaced, but the directory sync failed (not known durable);
+// error; 3 FILE replaced, but a step after the rename failed (the directory
+// sync, or the close of an unnamed temp file): not known durable;
 // with COMMAND, COMMAND's own failing status, FILE unchanged.
 #include <fcntl.h>
 #include <spawn.h>
@@ -144,13 +145,15 @@ const char kUsageText[] =
     "\n"
     "Interrupted (SIGHUP, SIGINT, SIGTERM) before the commit, it removes its\n"
     "temp file, passes the signal on to COMMAND, and leaves FILE as it was;\n"
-    "during the commit, the signal waits until FILE is replaced.\n"
+    "during the commit, the signal is too late: FILE is replaced, the status\n"
+    "says so.\n"
     "\n"
     "Exit status:\n"
     "  0  FILE replaced\n"
     "  1  failed or refused: FILE unchanged\n"
     "  2  usage error: FILE unchanged\n"
-    "  3  FILE replaced, but the directory sync failed: not known to be durable\n"
+    "  3  FILE replaced, but a step after the rename failed (the directory sync):\n"
+    "     not known to be durable\n"
     "  N  with COMMAND: COMMAND's failing status (126, 127, 128 + signal too):\n"
     "     FILE unchanged\n";
 
@@ -425,22 +428,27 @@ class RemoveTempOnSignal {
   bool installed_[kSignals] = {};
 };
 
-// Holds the cleanup signals off for its life: what arrives meanwhile is
-// delivered when it ends.
+// Holds the cleanup signals off for its life; what arrived meanwhile came
+// too late to stop what ran under it, and is dropped when it ends, so that
+// the exit status says what happened to FILE.
 class HeldSignals {
  public:
   HeldSignals() {
-    sigset_t block;
-    sigemptyset(&block);
-    for (const int sig : kCleanupSignals) sigaddset(&block, sig);
-    (void)::sigprocmask(SIG_BLOCK, &block, &previous_);
+    sigemptyset(&held_);
+    for (const int sig : kCleanupSignals) sigaddset(&held_, sig);
+    (void)::sigprocmask(SIG_BLOCK, &held_, &previous_);
   }
-  ~HeldSignals() { (void)::sigprocmask(SIG_SETMASK, &previous_, nullptr); }
+  ~HeldSignals() {
+    const struct timespec now {};
+    while (::sigtimedwait(&held_, nullptr, &now) > 0) {
+    }
+    (void)::sigprocmask(SIG_SETMASK, &previous_, nullptr);
+  }
   HeldSignals(const HeldSignals&) = delete;
   HeldSignals& operator=(const HeldSignals&) = delete;
 
  private:
-  sigset_t previous_;
+  sigset_t held_, previous_;
 };
 
 // With --mode, what the new FILE still takes from the file it replaces:

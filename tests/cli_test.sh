@@ -435,6 +435,12 @@ if [ -n "$shim" ]; then
     '[ $rc -eq 3 ] && [ "$(cat "$work/undurable")" = new ] && no_temps'
   check "exit 3 prints one line saying FILE was replaced but is not known durable" \
     '[ "$err" = "atomic-write: sync directory $work for $work/undurable: Input/output error ($work/undurable was replaced, but the replacement is not known to be durable)" ]'
+  # SIGTERM during the commit (at the file's fsync) comes too late: it is
+  # dropped, and the exit status is the commit's.
+  printf 'late' | SHIM_RAISE=$(kill -l TERM) LD_PRELOAD=$shim ASAN_OPTIONS=$asan \
+    "$tool" "$work/undurable" 2>/dev/null; rc=$?
+  check "SIGTERM during the commit is dropped: the commit's exit status (3), FILE replaced" \
+    '[ $rc -eq 3 ] && [ "$(cat "$work/undurable")" = late ] && no_temps'
   printf 'none' | LD_PRELOAD=$shim ASAN_OPTIONS=$asan "$tool" --sync none "$work/undurable"; rc=$?
   check "--sync none syncs no directory: exit 0 under the same fault" \
     '[ $rc -eq 0 ] && [ "$(cat "$work/undurable")" = none ]'

@@ -689,6 +689,11 @@ inline int PosixFs::link_unnamed(int fd, int dir_fd, const char* name) noexcept 
       ::linkat(AT_FDCWD, detail::proc_fd_path(fd, path), dir_fd, name, AT_SYMLINK_FOLLOW));
   if (r == 0 && known != detail::kEmptyPathRefused)
     learnt.store(detail::kEmptyPathRefused, std::memory_order_relaxed);
+  // Neither way named it: what was learnt may no longer hold (privileges
+  // dropped, /proc gone), so the next saves look for /proc again before
+  // they make an unnamed file.
+  if (r < 0 && known == detail::kEmptyPathNames)
+    learnt.store(detail::kEmptyPathUnknown, std::memory_order_relaxed);
   return r;
 #else
   (void)fd;

@@ -401,9 +401,9 @@ class StateManager {
   /// it), is refused before anything is written. Errors: "write state
   /// file: " then the step, the path and the reason; nothing is logged as
   /// saved. A failure before the rename leaves the state file untouched;
-  /// Status::replaced() says the rename happened and only the directory
-  /// sync failed. With create_directory false, a state directory that is
-  /// not the one the last try_lock_run or load_state opened is refused
+  /// Status::replaced() says the rename happened and only a step after it
+  /// failed (the directory sync, or an unnamed temp file's close). With create_directory false, a
+  /// state directory that is not the one the last try_lock_run or load_state opened is refused
   /// (Step::open_directory, ENOENT, "is its volume mounted?"), before
   /// anything is written.
   Status save_state(const StateT& state) noexcept;

@@ -149,8 +149,9 @@ class [[nodiscard]] Status {
   /// The run-time explanation (which field, which byte), or empty.
   std::string_view detail() const noexcept { return text_ ? text_->detail() : std::string_view(); }
   /// True when the target already holds the new content although the
-  /// operation failed: the rename happened, but the directory sync that
-  /// makes it durable did not.
+  /// operation failed: the rename happened, but a step after it did not
+  /// (the directory sync that makes it durable, or the checked close of an
+  /// unnamed temp file, which comes after its rename).
   bool replaced() const noexcept { return replaced_; }
 
   /// What the caller was doing, e.g. "write state file"; empty if not set.
