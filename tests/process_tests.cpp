@@ -175,6 +175,14 @@ class Progress {
   bool allows(std::int64_t found, std::int64_t before) const {
     return found == (done() != 0 ? done() : before) || (inside() && found == begun());
   }
+  /// allows(), saying after kill `k` what it found when it does not.
+  bool allows_after_kill(int k, std::int64_t found, std::int64_t before) const {
+    if (allows(found, before)) return true;
+    std::printf("  kill %d: state %lld; the last save returned %lld, the save begun %lld\n", k,
+                static_cast<long long>(found), static_cast<long long>(done()),
+                static_cast<long long>(begun()));
+    return false;
+  }
 
  private:
   struct Marks {
@@ -260,13 +268,7 @@ TempsLeft kill_loop(const test::fs::path& dir, int kills, std::uint32_t seed) {
     monotonic += loaded->last_updated >= last_seen;
     first_runs += loaded->last_updated == 0;
     corrupt += !log.with("state file corrupted, treating as first run").empty();
-    if (progress.allows(loaded->last_updated, last_seen))
-      ++as_marked;
-    else
-      std::printf("  kill %d: state %lld; the last save returned %lld, the save begun %lld\n", k,
-                  static_cast<long long>(loaded->last_updated),
-                  static_cast<long long>(progress.done()),
-                  static_cast<long long>(progress.begun()));
+    as_marked += progress.allows_after_kill(k, loaded->last_updated, last_seen);
     renamed += progress.inside() && loaded->last_updated == progress.begun();
     if (loaded->last_updated != 0) last_seen = loaded->last_updated;
     const std::size_t left = test::temp_files_in(dir).size();
@@ -377,13 +379,7 @@ void kill_loop_keeping_previous(const test::fs::path& dir, int kills) {
     monotonic += loaded->last_updated >= last_seen;
     first_runs += loaded->last_updated == 0;
     corrupt += !log.with("state file corrupted").empty();
-    if (progress.allows(loaded->last_updated, last_seen))
-      ++as_marked;
-    else
-      std::printf("  kill %d: state %lld; the last save returned %lld, the save begun %lld\n", k,
-                  static_cast<long long>(loaded->last_updated),
-                  static_cast<long long>(progress.done()),
-                  static_cast<long long>(progress.begun()));
+    as_marked += progress.allows_after_kill(k, loaded->last_updated, last_seen);
     renamed += progress.inside() && loaded->last_updated == progress.begun();
     if (loaded->last_updated != 0) last_seen = loaded->last_updated;
     swept_ok += test::temp_files_in(dir).empty();
