@@ -2161,6 +2161,16 @@ int write_all(Fs& fs, int fd, const char* data, std::size_t size, bool& stalled)
   return 0;
 }
 
+/// Calls `attempt` (a creation or a link under a fresh temp name) until it
+/// is not -EEXIST, a bounded number of times: its last result.
+template <class Attempt>
+int under_fresh_names(Attempt&& attempt) noexcept {
+  int r = -EEXIST;
+  for (int n = 0; n < ATOMIC_STATE_TEMP_NAME_ATTEMPTS && r == -EEXIST; ++n) r = attempt();
+  return r;
+}
+constexpr const char* kEveryNameTaken = "every temp name tried was taken";
+
 /// Six letters or digits after ".tmp-". Names need not be secret: the file
 /// is created with O_EXCL|O_NOFOLLOW, so a planted name only costs a retry.
 /// The clock is mixed in on every call so that forked processes, which
@@ -2830,22 +2840,21 @@ Status WriteTransaction<S, Fs>::create_temp_file() noexcept {
         return fail(Step::create_temp_file, fd, dir_for_messages(), {},
                     "an unnamed temp file could not be made in the directory");
     }
-  int r = -EEXIST;
-  for (int attempt = 0; attempt < ATOMIC_STATE_TEMP_NAME_ATTEMPTS && r == -EEXIST; ++attempt) {
+  const int r = detail::under_fresh_names([&]() noexcept {
     if (claim_ != nullptr) {  // protected by the directory's claim: no lock of its own
       temp_len_ = claim_->next_name(temp_);
-      r = fs_.create_file(dir_fd_, temp_, 0600);
-      if (r >= 0) fd_ = std::exchange(r, 0);
-      continue;
+      const int fd = fs_.create_file(dir_fd_, temp_, 0600);
+      if (fd >= 0) fd_ = fd;
+      return fd < 0 ? fd : 0;
     }
     detail::make_temp_name(temp_);
     temp_len_ = 11;
-    r = fs_.create_file(dir_fd_, temp_, 0600);
-    if (r >= 0) r = claim_temp_file(r);
-  }
+    const int fd = fs_.create_file(dir_fd_, temp_, 0600);
+    return fd < 0 ? fd : claim_temp_file(fd);
+  });
   if (r < 0)
     return fail_on_temp(Step::create_temp_file, r,
-                        r == -EEXIST ? "every temp name tried was taken" : nullptr);
+                        r == -EEXIST ? detail::kEveryNameTaken : nullptr);
   temp_exists_ = true;
   return {};
 }
@@ -2878,16 +2887,15 @@ int WriteTransaction<S, Fs>::claim_temp_file(int fd) noexcept {
 template <class S, class Fs>
 Status WriteTransaction<S, Fs>::name_unnamed_file() noexcept {
   (void)fs_.try_lock(fd_);  // without locks, only the sweep's protection is lost
-  int r = -EEXIST;
-  for (int attempt = 0; attempt < ATOMIC_STATE_TEMP_NAME_ATTEMPTS && r == -EEXIST; ++attempt) {
+  const int r = detail::under_fresh_names([&]() noexcept {
     detail::make_temp_name(temp_);
     temp_len_ = 11;
-    r = fs_.link_unnamed(fd_, dir_fd_, temp_);
-  }
+    return fs_.link_unnamed(fd_, dir_fd_, temp_);
+  });
   if (r < 0)
-    return fail_on_temp(Step::create_temp_file, r,
-                        r == -EEXIST ? "every temp name tried was taken"
-                                     : "the unnamed temp file could not be given a name");
+    return fail_on_temp(
+        Step::create_temp_file, r,
+        r == -EEXIST ? detail::kEveryNameTaken : "the unnamed temp file could not be given a name");
   temp_exists_ = true;
   return {};
 }
@@ -4012,14 +4020,15 @@ Status Batch<S, Fs>::commit(BeforeLast&& before_last) noexcept {
   if (Status done = each(Steps::sync_file); !done) return given_up(done);
   if (Status done = each(Steps::close_file); !done) return given_up(done);
   // 2, 3. Every file but the last in place, in order, then durably so.
+  // A file renamed whose close then failed is replaced all the same.
+  const auto put_in_place = [&](Transaction& file) {
+    Status done = Steps::put_in_place(file);
+    if (done || done.replaced()) ++replaced_;
+    return done;
+  };
   const std::size_t last = used_ - 1;
-  for (std::size_t i = 0; i < last; ++i) {
-    if (Status done = Steps::put_in_place(*files_[i]); !done) {
-      if (done.replaced()) ++replaced_;  // renamed, then its close failed
-      return stopped(done);
-    }
-    ++replaced_;
-  }
+  for (std::size_t i = 0; i < last; ++i)
+    if (Status done = put_in_place(*files_[i]); !done) return stopped(done);
   if constexpr (S::directory)
     for (std::size_t i = 0; i < last; ++i) {
       bool synced = false;  // a directory is synced once, whatever its files
@@ -4030,11 +4039,7 @@ Status Batch<S, Fs>::commit(BeforeLast&& before_last) noexcept {
     }
   // 4. The last file, never durable before the files it follows.
   if (Status done = before_last(); !done) return stopped(done);
-  if (Status done = Steps::put_in_place(*files_[last]); !done) {
-    if (done.replaced()) ++replaced_;
-    return stopped(done);
-  }
-  ++replaced_;
+  if (Status done = put_in_place(*files_[last]); !done) return stopped(done);
   if constexpr (S::directory)
     if (Status done = Steps::sync_directory(*files_[last]); !done) return stopped(done);
   sweep_new_directories();

@@ -306,14 +306,15 @@ Status Batch<S, Fs>::commit(BeforeLast&& before_last) noexcept {
   if (Status done = each(Steps::sync_file); !done) return given_up(done);
   if (Status done = each(Steps::close_file); !done) return given_up(done);
   // 2, 3. Every file but the last in place, in order, then durably so.
+  // A file renamed whose close then failed is replaced all the same.
+  const auto put_in_place = [&](Transaction& file) {
+    Status done = Steps::put_in_place(file);
+    if (done || done.replaced()) ++replaced_;
+    return done;
+  };
   const std::size_t last = used_ - 1;
-  for (std::size_t i = 0; i < last; ++i) {
-    if (Status done = Steps::put_in_place(*files_[i]); !done) {
-      if (done.replaced()) ++replaced_;  // renamed, then its close failed
-      return stopped(done);
-    }
-    ++replaced_;
-  }
+  for (std::size_t i = 0; i < last; ++i)
+    if (Status done = put_in_place(*files_[i]); !done) return stopped(done);
   if constexpr (S::directory)
     for (std::size_t i = 0; i < last; ++i) {
       bool synced = false;  // a directory is synced once, whatever its files
@@ -324,11 +325,7 @@ Status Batch<S, Fs>::commit(BeforeLast&& before_last) noexcept {
     }
   // 4. The last file, never durable before the files it follows.
   if (Status done = before_last(); !done) return stopped(done);
-  if (Status done = Steps::put_in_place(*files_[last]); !done) {
-    if (done.replaced()) ++replaced_;
-    return stopped(done);
-  }
-  ++replaced_;
+  if (Status done = put_in_place(*files_[last]); !done) return stopped(done);
   if constexpr (S::directory)
     if (Status done = Steps::sync_directory(*files_[last]); !done) return stopped(done);
   sweep_new_directories();

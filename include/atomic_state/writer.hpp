@@ -457,6 +457,16 @@ int write_all(Fs& fs, int fd, const char* data, std::size_t size, bool& stalled)
   return 0;
 }
 
+/// Calls `attempt` (a creation or a link under a fresh temp name) until it
+/// is not -EEXIST, a bounded number of times: its last result.
+template <class Attempt>
+int under_fresh_names(Attempt&& attempt) noexcept {
+  int r = -EEXIST;
+  for (int n = 0; n < ATOMIC_STATE_TEMP_NAME_ATTEMPTS && r == -EEXIST; ++n) r = attempt();
+  return r;
+}
+constexpr const char* kEveryNameTaken = "every temp name tried was taken";
+
 /// Six letters or digits after ".tmp-". Names need not be secret: the file
 /// is created with O_EXCL|O_NOFOLLOW, so a planted name only costs a retry.
 /// The clock is mixed in on every call so that forked processes, which
@@ -1126,22 +1136,21 @@ Status WriteTransaction<S, Fs>::create_temp_file() noexcept {
         return fail(Step::create_temp_file, fd, dir_for_messages(), {},
                     "an unnamed temp file could not be made in the directory");
     }
-  int r = -EEXIST;
-  for (int attempt = 0; attempt < ATOMIC_STATE_TEMP_NAME_ATTEMPTS && r == -EEXIST; ++attempt) {
+  const int r = detail::under_fresh_names([&]() noexcept {
     if (claim_ != nullptr) {  // protected by the directory's claim: no lock of its own
       temp_len_ = claim_->next_name(temp_);
-      r = fs_.create_file(dir_fd_, temp_, 0600);
-      if (r >= 0) fd_ = std::exchange(r, 0);
-      continue;
+      const int fd = fs_.create_file(dir_fd_, temp_, 0600);
+      if (fd >= 0) fd_ = fd;
+      return fd < 0 ? fd : 0;
     }
     detail::make_temp_name(temp_);
     temp_len_ = 11;
-    r = fs_.create_file(dir_fd_, temp_, 0600);
-    if (r >= 0) r = claim_temp_file(r);
-  }
+    const int fd = fs_.create_file(dir_fd_, temp_, 0600);
+    return fd < 0 ? fd : claim_temp_file(fd);
+  });
   if (r < 0)
     return fail_on_temp(Step::create_temp_file, r,
-                        r == -EEXIST ? "every temp name tried was taken" : nullptr);
+                        r == -EEXIST ? detail::kEveryNameTaken : nullptr);
   temp_exists_ = true;
   return {};
 }
@@ -1174,16 +1183,15 @@ int WriteTransaction<S, Fs>::claim_temp_file(int fd) noexcept {
 template <class S, class Fs>
 Status WriteTransaction<S, Fs>::name_unnamed_file() noexcept {
   (void)fs_.try_lock(fd_);  // without locks, only the sweep's protection is lost
-  int r = -EEXIST;
-  for (int attempt = 0; attempt < ATOMIC_STATE_TEMP_NAME_ATTEMPTS && r == -EEXIST; ++attempt) {
+  const int r = detail::under_fresh_names([&]() noexcept {
     detail::make_temp_name(temp_);
     temp_len_ = 11;
-    r = fs_.link_unnamed(fd_, dir_fd_, temp_);
-  }
+    return fs_.link_unnamed(fd_, dir_fd_, temp_);
+  });
   if (r < 0)
-    return fail_on_temp(Step::create_temp_file, r,
-                        r == -EEXIST ? "every temp name tried was taken"
-                                     : "the unnamed temp file could not be given a name");
+    return fail_on_temp(
+        Step::create_temp_file, r,
+        r == -EEXIST ? detail::kEveryNameTaken : "the unnamed temp file could not be given a name");
   temp_exists_ = true;
   return {};
 }
